@@ -1,0 +1,170 @@
+"""The library entry points: the whole pipeline as short functions a notebook can call.
+
+>>> from ude_cli import load_config, fit
+>>> result = fit(load_config("configs/lotka_volterra.yaml"))
+>>> result.values            # fitted mechanistic parameters
+>>> result.predictions       # observed / predicted / residual per state
+>>> result.save("runs/lv")   # the run directory
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, load_config
+from .problem import Problem, resolve
+
+
+def check(config: Config | str | Path) -> Problem:
+    """Validate a config and its data in one pass and simulate the initial guess once.
+
+    Returns the resolved :class:`Problem`; raises :class:`~ude_cli.errors.UdeError` (a
+    :class:`~ude_cli.errors.ProblemList` when there are several problems).
+    """
+    cfg = config if isinstance(config, Config) else load_config(config)
+    problem = resolve(cfg)
+    import torch
+
+    from .model import UDEModel
+
+    _set_threads(cfg)
+    model = UDEModel(problem)
+    with torch.no_grad():
+        sols = model()
+    for k, sol in enumerate(sols):
+        if not torch.isfinite(sol).all():
+            from .errors import FitError
+
+            raise FitError(f"the initial guess gives non-finite states (group starting at t = "
+                           f"{model.groups[k].t0:g})", where=cfg.label,
+                           hint="check the initial parameter values and initial states")
+    return problem
+
+
+def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None = None,
+        should_stop: Callable[[], str | None] | None = None, state=None, n_starts: int = 1,
+        command: list[str] | None = None):
+    """Fit a config; return a :class:`~ude_cli.results.FitResult`.
+
+    Arguments:
+        config: a :class:`Config` or the path of a YAML file.
+        monitor: receives progress (see :class:`ude_cli.train.Monitor`); silent by default.
+        stop_below: stop as soon as the training loss is below this value.
+        should_stop: called between iterations; a reason (text) interrupts training.
+        state: a :class:`~ude_cli.train.TrainState` to resume from.
+        n_starts: independent starts fitted at once; the best is reported.
+        command: the command line to record in run.json (default: ``sys.argv``).
+
+    Raises:
+        UdeError: a bad config or data (:class:`ConfigError`, :class:`DataError`), or a fit that
+            failed numerically (:class:`FitError`).
+    """
+    import torch
+
+    from .losses import Objective
+    from .model import UDEModel
+    from .train import train
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    problem = resolve(cfg)
+    _set_threads(cfg)
+    torch.manual_seed(cfg.training.seed)
+    model = UDEModel(problem, n_starts=n_starts)
+    objective = Objective(model, cfg.training.loss)
+    trained = train(model, objective, cfg.training, monitor=monitor, stop_below=stop_below,
+                    should_stop=should_stop, state=state)
+    return build_result(problem, model, objective, trained, command=command)
+
+
+def _set_threads(cfg: Config) -> None:
+    import torch
+
+    torch.set_num_threads(cfg.training.threads or 1)
+
+
+def build_result(problem: Problem, model, objective, trained, *, command: list[str] | None = None):
+    """Tables, metrics, dense trajectories and learned terms of a fitted model."""
+    import pandas as pd
+    import torch
+
+    from .results import FitResult, parameter_table, prediction_table, run_info
+
+    with torch.no_grad():
+        sols_t = model()
+        train_loss = objective.loss(sols_t, "train").cpu().numpy()
+        has_val = objective.counts["validation"] > 0
+        val_loss = objective.loss(sols_t, "validation").cpu().numpy() if has_val else None
+        train_mse = objective.per_state_mse(sols_t, "train")
+        val_mse = objective.per_state_mse(sols_t, "validation") if has_val else None
+    sols = [s.cpu().numpy() for s in sols_t]
+    finite = np.where(np.isfinite(train_loss), train_loss, np.inf)
+    best = int(np.argmin(finite))
+    observed = problem.dataset.observed
+    idx = {s: problem.states.index(s) for s in observed}
+
+    def per_state(mse):
+        return {s: _num(mse[best, idx[s]]) for s in observed} if mse is not None else None
+
+    n_net = sum(p.numel() for p in model.network_parameters()) // max(model.n_starts, 1)
+    metrics = {
+        "loss": _num(train_loss[best]),
+        "validation_loss": _num(val_loss[best]) if val_loss is not None else None,
+        "train_mse": per_state(train_mse),
+        "validation_mse": per_state(val_mse),
+        "iterations": int(trained.iterations),
+        "wall_seconds": round(float(trained.seconds), 4),
+        "solver_evaluations": int(trained.nfe),
+        "stop_reason": trained.stop_reason,
+        "loss_kind": _loss_kind(problem),
+        "n_parameters": {"mechanistic": sum(not p.fixed for p in problem.parameters.values()),
+                         "network": int(n_net)},
+        "observations": {"train": int(objective.counts["train"]), "validation": int(objective.counts["validation"])},
+        "best_start": best,
+        "starts": model.n_starts,
+    }
+    if model.n_starts > 1:
+        metrics["loss_per_start"] = [_num(v) for v in train_loss]
+    dense = model.dense()
+    terms = [model.terms_along(t, y) for t, y in dense]
+    history = pd.DataFrame(trained.records, columns=["iteration", "stage", "optimizer", "objective", "loss",
+                                                     "trajectory_loss", "seconds"])
+    info = run_info(problem, seed=problem.config.training.seed, command=command)
+    return FitResult(problem=problem, model=model, parameters=parameter_table(problem, model, best),
+                     predictions=prediction_table(problem, sols, model.groups, best), metrics=metrics,
+                     history=history, trajectories=dense, terms=terms, info=info)
+
+
+def _loss_kind(problem: Problem) -> str:
+    loss = problem.config.training.loss
+    return "log-scale mse" if loss.log else ("spread-scaled mse" if loss.scale == "std" else "mse")
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def default_out(config: Config) -> Path:
+    """``runs/<config name>`` in the current directory."""
+    return Path("runs") / config.run_name
+
+
+def run_fit(config: Config | str | Path, *, out: str | Path | None = None, overwrite: bool = False,
+            monitor=None, stop_below: float | None = None, plots: bool | None = None,
+            command: list[str] | None = None):
+    """Fit a config and write its run directory; return ``(result, path)``.
+
+    The output location is checked before any work, and the run is written to a staging
+    directory first, so a failure never leaves a half-written run or damages an old one.
+    """
+    from .rundir import check_target
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    target = Path(out) if out is not None else default_out(cfg)
+    check_target(target, overwrite)
+    result = fit(cfg, monitor=monitor, stop_below=stop_below, command=command)
+    path = result.save(target, overwrite=overwrite, plots=plots)
+    return result, path

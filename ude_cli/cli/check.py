@@ -1,0 +1,44 @@
+"""``ude check CONFIG...``: validate configs and data, simulate the initial guess; no fitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import fail, warn
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check", help=(
+        "Validate each CONFIG and its data in one pass (every problem on its own line) and simulate the "
+        "initial guess once, without fitting. --print shows the resolved config with every default."))(check_command)
+
+
+def check_command(
+    configs: list[Path] = typer.Argument(..., help="YAML config file(s).", show_default=False),
+    print_config: bool = typer.Option(False, "--print", help="Print the resolved config (YAML) with all defaults."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+) -> None:
+    from ..api import check
+    from ..config import load_config
+    from ..errors import UdeError
+
+    for path in configs:
+        try:
+            cfg = load_config(path)
+            problem = check(cfg)
+        except UdeError as exc:
+            fail(exc)
+        if not quiet:
+            for w in problem.warnings:
+                warn(w)
+            ds = problem.dataset
+            n_obs = sum(int(e.train.sum()) for e in ds.experiments)
+            typer.echo(f"{path}: ok ({len(problem.states)} states, {len(problem.parameters)} parameters, "
+                       f"{len(problem.networks)} networks; {len(ds.experiments)} experiment(s), "
+                       f"{n_obs} training time points)")
+        if print_config:
+            import yaml
+
+            typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))

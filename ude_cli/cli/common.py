@@ -1,0 +1,61 @@
+"""Shared plumbing of the commands: error reporting, output streams, running the app."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+
+import typer
+
+from . import exits
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+state = _State()
+
+
+def error_line(text: str) -> None:
+    """Print an error (one or several lines) to stderr."""
+    for line in str(text).splitlines() or [""]:
+        typer.echo(f"error: {line}", err=True)
+
+
+def warn(text: str) -> None:
+    typer.echo(f"warning: {text}", err=True)
+
+
+def fail(error: BaseException) -> None:
+    """Report a UdeError (or anything else) and exit with its code."""
+    from ..errors import UdeError
+
+    if isinstance(error, UdeError):
+        for line in error.lines():
+            typer.echo(f"error: {line}", err=True)
+        if state.debug:
+            traceback.print_exception(error, file=sys.stderr)
+        raise typer.Exit(exits.code_for(error))
+    raise error
+
+
+def run_app(app: typer.Typer) -> None:
+    """Run the typer app; unexpected exceptions become one line (traceback with --debug)."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app(standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise SystemExit(exits.INTERRUPTED) from None
+    except Exception as exc:  # a bug: keep it to one line unless --debug
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        else:
+            typer.echo(f"error: internal error: {type(exc).__name__}: {exc} (this is a bug in ude; rerun with "
+                       f"--debug and report the traceback)", err=True)
+        raise SystemExit(exits.INTERNAL) from None

@@ -1,0 +1,32 @@
+"""Exit codes of ``ude``: the only place that maps error classes to numbers."""
+
+from __future__ import annotations
+
+OK = 0
+INTERNAL = 1  # a bug in ude: please report it (run with --debug for a traceback)
+USAGE = 2  # bad command-line usage (unknown option, missing argument)
+BAD_INPUT = 3  # the config or the data is wrong
+FIT_FAILED = 4  # the fit failed numerically (NaN loss, solver failure, blow-up)
+MISMATCH = 5  # `ude compare`: results differ from the expected beyond tolerance
+OUTPUT = 6  # the run directory exists (without --overwrite) or cannot be written
+INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM; a resumable checkpoint was saved
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 internal error (a bug: rerun with --debug); 2 usage error; "
+    "3 bad config or data; 4 the fit failed numerically; 5 regression mismatch (ude compare); "
+    "6 output directory exists or cannot be written; 130 interrupted (resume with --resume)."
+)
+
+
+def code_for(error: BaseException) -> int:
+    from ..errors import ConfigError, DataError, FitError, MismatchError, RunDirError
+
+    if isinstance(error, ConfigError | DataError):
+        return BAD_INPUT
+    if isinstance(error, FitError):
+        return FIT_FAILED
+    if isinstance(error, MismatchError):
+        return MISMATCH
+    if isinstance(error, RunDirError):
+        return OUTPUT
+    return INTERNAL

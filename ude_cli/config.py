@@ -1,0 +1,507 @@
+"""The schema of ``config.yaml`` (pydantic) and :func:`load_config`.
+
+Every field is documented here; ``ude check CONFIG`` prints the resolved config with every default
+filled in. The schema checks each field on its own (types, ranges, known names of solvers,
+optimisers and activations); :mod:`ude_cli.problem` checks how the fields fit together (states,
+columns, names used in equations) and reads the data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError, Problems, did_you_mean
+
+#: Largest config file read (bytes): configs are small; a huge file is a mistake or an attack.
+MAX_CONFIG_BYTES = 1_000_000
+#: Most YAML aliases (``*name``) expanded in one file: guards against "billion laughs" files.
+MAX_YAML_ALIASES = 100
+
+FIXED_STEP_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+ACTIVATIONS = ("tanh", "relu", "gelu", "softplus", "rbf", "sigmoid", "silu")
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+class ValidationSpec(_Strict):
+    """A validation window held out of training and scored as a forecast. Give one of the two."""
+
+    last_fraction: float | None = Field(
+        None, gt=0, lt=1, description="The last fraction of each experiment's time points (e.g. 0.2).")
+    after: Finite | None = Field(None, description="Every time point after this time.")
+
+    @model_validator(mode="after")
+    def _one(self) -> ValidationSpec:
+        if (self.last_fraction is None) == (self.after is None):
+            raise ValueError("give exactly one of 'last_fraction' or 'after'")
+        return self
+
+
+class DataSpec(_Strict):
+    """Where the time series are and how their columns map to the model's states."""
+
+    file: str | None = Field(None, description="CSV file, relative to the config file.")
+    files: list[str] | None = Field(
+        None, min_length=1, description="Several CSV files, one experiment each (named by file stem).")
+    time: str = Field("t", description="Name of the time column.")
+    experiment: str | None = Field(
+        None, description="Column naming the experiment of each row, in a long-format CSV.")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="state -> CSV column. A state without a column is never observed.")
+    units: dict[str, str] = Field(
+        default_factory=dict, description="CSV column (or the time column) -> unit, for axis labels.")
+    validation: ValidationSpec | None = Field(None, description="Held-out forecast window; none by default.")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator of the CSV files.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.file is None) == (self.files is None):
+            raise ValueError("give exactly one of 'file' or 'files'")
+        return self
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.file] if self.file is not None else list(self.files or [])
+
+
+# -- model -------------------------------------------------------------------------------------------
+
+class ParameterSpec(_Strict):
+    """One mechanistic parameter. A bare number is shorthand for ``{init: number}``."""
+
+    init: Finite | None = Field(
+        None, description="Starting value (required for custom equations; built-ins have defaults).")
+    fixed: bool | None = Field(None, description="Keep at `init` instead of learning it (default: learned).")
+    bounds: tuple[Finite | None, Finite | None] | None = Field(
+        None, description="[lower, upper]; either may be null. Enforced by a smooth transform.")
+    positive: bool | None = Field(
+        None, description="Learn on log scale, so the value stays > 0 (default: true for built-ins).")
+    unit: str | None = Field(None, description="Unit, shown in tables and reports.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"init": value}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParameterSpec:
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            if lo is not None and hi is not None and not lo < hi:
+                raise ValueError(f"bounds must have lower < upper, got [{lo}, {hi}]")
+            if self.positive and hi is not None and hi <= 0:
+                raise ValueError(f"a positive parameter needs an upper bound > 0, got {hi}")
+        return self
+
+
+class ColumnRef(_Strict):
+    """A value read from a CSV column: its first row in each experiment."""
+
+    column: str = Field(description="CSV column holding the value (constant within an experiment).")
+
+
+class InitialSpec(_Strict):
+    """Initial value of one state. A number is shorthand for ``{value: number}``, ``learn`` for
+    ``{learn: true}``. Default: the first observation of the state in each experiment."""
+
+    value: Finite | None = Field(None, description="Given initial value (all experiments).")
+    column: str | None = Field(None, description="Read from this CSV column (first row of each experiment).")
+    learn: bool = Field(False, description="Learn it (one value per experiment), starting from the value.")
+    positive: bool = Field(False, description="When learned: keep it > 0 (log scale).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"value": value}
+        if value == "learn":
+            return {"learn": True}
+        if value in ("observed", "data"):
+            return {}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InitialSpec:
+        if self.value is not None and self.column is not None:
+            raise ValueError("give 'value' or 'column', not both")
+        return self
+
+
+class ModelSpec(_Strict):
+    """The mechanistic model: a built-in by name, or states and equations written out."""
+
+    builtin: str | None = Field(None, description="Name of a built-in model (`ude models` lists them).")
+    states: list[str] | None = Field(None, min_length=1, description="State names, for custom equations.")
+    equations: dict[str, str] | None = Field(
+        None, description="state -> right-hand side of d(state)/dt, e.g. 'alpha*x + U[0]'.")
+    corrections: dict[str, str] = Field(
+        default_factory=dict, description="state -> term added to a built-in (or written) equation, e.g. 'U[0]'.")
+    parameters: dict[str, ParameterSpec] = Field(
+        default_factory=dict, description="Parameter settings (overrides for a built-in).")
+    constants: dict[str, Finite | ColumnRef] = Field(
+        default_factory=dict, description="Named constants: a number, or {column: ...} per experiment.")
+    initial: dict[str, InitialSpec] = Field(
+        default_factory=dict, description="state -> initial value settings (default: first observation).")
+    t0: Finite | None = Field(
+        None, description="Time of the initial state (default: each experiment's first time). "
+                          "May also be given as `t0` inside `initial`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _t0_in_initial(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("initial"), dict) and "t0" in value["initial"]:
+            value = dict(value)
+            initial = dict(value["initial"])
+            t0 = initial.pop("t0")
+            if value.get("t0") is not None:
+                raise ValueError("give t0 once: either 'model.t0' or 'model.initial.t0'")
+            value["t0"], value["initial"] = t0, initial
+        return value
+
+    @model_validator(mode="after")
+    def _builtin_or_equations(self) -> ModelSpec:
+        if self.builtin is None and self.equations is None:
+            raise ValueError("give either 'builtin' (a model name) or 'states' and 'equations'")
+        if self.builtin is not None and (self.equations is not None or self.states is not None):
+            raise ValueError("give either 'builtin' or 'states' + 'equations', not both "
+                             "(add terms to a built-in with 'corrections')")
+        return self
+
+
+class NetworkSpec(_Strict):
+    """A neural network whose outputs ``NAME[i]`` can be used in equations."""
+
+    inputs: list[str] = Field(min_length=1, description="States (and optionally 't') fed to the network.")
+    outputs: int = Field(1, ge=1, le=64, description="Number of outputs, used as NAME[0], NAME[1], ...")
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [32, 32], max_length=16, description="Sizes of the hidden layers.")
+    activation: Literal[ACTIVATIONS] = Field(  # type: ignore[valid-type]
+        "tanh", description="tanh, relu, gelu, softplus, rbf (exp(-z^2), as in the UDE paper), sigmoid, silu.")
+    final_scale: float = Field(
+        0.01, ge=0, description="Scale of the last layer's initial weights: small, so the correction "
+                                "starts near zero and the fit starts from the mechanistic model.")
+    normalize: bool = Field(
+        True, description="Standardise each input by the data's mean and spread (and outputs by the state's "
+                          "spread per unit time), so one network works for any units.")
+    seed: int | None = Field(
+        None, description="Seed of the weight initialisation (default: training.seed + 100 + index).")
+
+
+# -- solver and training -------------------------------------------------------------------------
+
+class SolverSpec(_Strict):
+    """How the ODE is solved (torchdiffeq)."""
+
+    method: Literal[SOLVER_METHODS] = Field(  # type: ignore[valid-type]
+        "dopri5", description="torchdiffeq method: adaptive (dopri5, dopri8, bosh3, ...) or fixed-step "
+                              "(rk4, euler, midpoint, ...).")
+    rtol: Positive = Field(1e-6, description="Relative tolerance (adaptive methods).")
+    atol: Positive = Field(1e-6, description="Absolute tolerance (adaptive methods).")
+    step: Positive | None = Field(None, description="Step size (fixed-step methods; default: 1/10 of the "
+                                                    "smallest spacing of the data).")
+    adjoint: bool = Field(False, description="Adjoint gradients (memory O(1) in time) instead of direct backprop.")
+    dtype: Literal["float64", "float32"] = Field("float64", description="Floating-point precision.")
+    max_steps: int = Field(100_000, ge=10, description="Most solver steps per solve; more is a failure.")
+
+
+class StageSpec(_Strict):
+    """One training stage."""
+
+    optimizer: Literal["adam", "lbfgs"] = Field(description="'adam' or 'lbfgs' (strong-Wolfe line search).")
+    objective: Literal["trajectory", "collocation"] = Field(
+        "trajectory", description="'trajectory': solve the ODE and compare with the data; 'collocation': match "
+                                  "the right-hand side to smoothed derivatives of the data (no ODE solve; fast; "
+                                  "needs every state observed).")
+    iterations: int = Field(ge=1, le=10_000_000, description="Iterations of this stage.")
+    lr: Positive | None = Field(None, description="Learning rate (default: 0.01 for adam, 1 for lbfgs).")
+    weight_decay: float | None = Field(
+        None, ge=0, description="L2 penalty on network weights (default: training.weight_decay).")
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.01 if self.optimizer == "adam" else 1.0
+
+
+class LossSpec(_Strict):
+    """The loss: mean squared error over observed cells, optionally scaled or on log scale."""
+
+    scale: Literal["none", "std"] = Field(
+        "none", description="'std' divides each state's errors by the spread of its data, so small "
+                            "and large states weigh alike.")
+    log: bool = Field(False, description="Compare log(predicted) with log(observed): for positive data "
+                                         "whose errors are multiplicative (counts, concentrations).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        shorthands = {"mse": {}, "scaled": {"scale": "std"}, "log": {"log": True}}
+        if isinstance(value, str):
+            if value not in shorthands:
+                raise ValueError(f"expected one of mse, scaled, log or a mapping, got '{value}'"
+                                 f"{did_you_mean(value, shorthands)}")
+            return shorthands[value]
+        return value
+
+
+def _default_stages() -> list[StageSpec]:
+    return [StageSpec(optimizer="adam", lr=0.01, iterations=300), StageSpec(optimizer="lbfgs", iterations=700)]
+
+
+class TrainingSpec(_Strict):
+    """How the parameters and network weights are fitted."""
+
+    seed: int = Field(0, ge=0, description="Seed: the same config and seed give the same fit.")
+    loss: LossSpec = Field(default_factory=LossSpec, description="Loss settings (or 'mse', 'scaled', 'log').")
+    weight_decay: float = Field(
+        0.0, ge=0, description="L2 penalty weight on network weights, for every stage that sets none.")
+    stages: list[StageSpec] = Field(
+        default_factory=_default_stages, min_length=1,
+        description="Optimisation stages in order (default: adam 0.01 x 300, then lbfgs x 700).")
+    warm_start: Literal["auto", "none"] = Field(
+        "auto", description="'auto': before the stages, fit to smoothed derivatives of the data (collocation, "
+                            "no ODE solve) when every state is observed; 'none': start the stages from the "
+                            "initial values.")
+    warm_start_iterations: int = Field(200, ge=1, description="LBFGS iterations of the automatic warm start.")
+    stop_below: Positive | None = Field(
+        None, description="Stop training as soon as the training loss (of the trajectory) is below this value.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: 1, best for small ODEs).")
+
+
+class OutputSpec(_Strict):
+    """What is written to the run directory."""
+
+    plots: bool = Field(True, description="Write figures (PNG and PDF).")
+    dpi: int = Field(150, ge=50, le=1200, description="Resolution of PNG figures.")
+
+
+class Config(_Strict):
+    """A whole ``config.yaml``."""
+
+    name: str | None = Field(None, description="Run name (default: the config file's name).")
+    description: str | None = Field(None, description="Free text, copied into run.json and reports.")
+    data: DataSpec
+    model: ModelSpec
+    networks: dict[str, NetworkSpec] = Field(default_factory=dict, description="Named neural networks.")
+    solver: SolverSpec = Field(default_factory=SolverSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    _path: Path | None = PrivateAttr(None)
+
+    @field_validator("networks")
+    @classmethod
+    def _network_names(cls, value: dict[str, NetworkSpec]) -> dict[str, NetworkSpec]:
+        for name in value:
+            if not name.isidentifier() or name.startswith("_"):
+                raise ValueError(f"network name '{name}' must be an identifier (letters, digits, '_')")
+        return value
+
+    @property
+    def path(self) -> Path | None:
+        """The file this config was read from (None when built in code)."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory data paths are relative to."""
+        return self._path.parent if self._path is not None else Path.cwd()
+
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        return self._path.stem if self._path is not None else "run"
+
+    @property
+    def label(self) -> str:
+        """How messages name this config: the path as the user gave it."""
+        return str(self._path) if self._path is not None else "config"
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with every default filled in, as plain data (JSON/YAML-ready)."""
+        return self.model_dump(mode="json")
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config; raise :class:`ConfigError` (one line per problem)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    return config_from_dict(raw, label=str(path), path=path)
+
+
+def config_from_dict(raw: Any, *, label: str = "config", path: Path | None = None) -> Config:
+    """Validate a config given as a dict (as read from YAML)."""
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else type(raw).__name__
+        raise ConfigError(f"expected a mapping of sections (data, model, ...), got {kind}", where=label)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = Problems()
+        for err in exc.errors(include_url=False):
+            problems.add(ConfigError(_describe(err, raw), where=f"{label}: {_loc(err['loc'])}"
+                                     if err["loc"] else label))
+        problems.raise_if_any()
+        raise  # unreachable: a ValidationError always has errors
+    config._path = path
+    return config
+
+
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of a small UTF-8 file, with a cap on aliases."""
+    import yaml
+
+    label = str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ConfigError("config file not found", where=label) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", where=label) from None
+    if path.is_dir():
+        raise ConfigError("is a directory, expected a YAML config file", where=label)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file is {size} bytes; at most {MAX_CONFIG_BYTES} are read", where=label)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", where=label) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", where=label) from None
+    try:
+        return yaml.load(text, Loader=_loader())  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{line}invalid YAML: {problem}", where=label) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", where=label) from None
+
+
+def _loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent, index):  # count alias uses: no "billion laughs"
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases")
+            return super().compose_node(parent, index)
+
+    return Loader
+
+
+# -- pydantic errors -> one line each -----------------------------------------------------------
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "literal[", "tagged-union")) and part not in (
+            "float", "int", "str", "bool", "ColumnRef", "list[...]", "dict[str,...]", "tuple[...]",
+        ):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _fields_at(raw: Any, loc: tuple) -> list[str]:
+    """Valid keys for the mapping containing ``loc``, from the schema."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            # inside a dict of models (parameters, networks, initial): the value type
+            continue
+        model = _model_of(field.annotation)
+    return list(getattr(model, "model_fields", {}) or [])
+
+
+def _model_of(annotation: Any) -> Any:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(err: dict, raw: Any) -> str:
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    loc = err["loc"]
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        valid = _fields_at(raw, loc)
+        hint = did_you_mean(str(key), valid)
+        return f"unknown key '{key}'{hint}" + (f"; expected one of {', '.join(valid)}" if valid and not hint else "")
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
+        return f"must be one of {', '.join(options)}, got {value!r}{did_you_mean(str(value), options)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()), "?")
+        return f"must be {sym} {bound}, got {value!r}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number, got {value!r}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected a whole number, got {value!r}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false, got {value!r}"
+    if kind in ("string_type",):
+        return f"expected text, got {value!r}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping (key: value), got {_short(value)}"
+    if kind in ("list_type", "tuple_type"):
+        return f"expected a list, got {_short(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {value!r}"
+    if kind in ("too_short", "too_long"):
+        return err["msg"].replace("List", "list").replace("Tuple", "list") + f", got {_short(value)}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
+    return err["msg"]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+

@@ -1,0 +1,329 @@
+"""CSV files -> checked experiments (time grids, observed values with gaps, validation windows).
+
+pandas reads the files. An empty cell means "not observed": it is kept as NaN and masked out of
+the loss, never read as zero. Each experiment (a value of the experiment column, or a file) has
+its own time grid and initial state. Every problem is reported with the file, the line (as an
+editor or spreadsheet numbers it, the header being line 1) and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, Problems, did_you_mean
+
+#: Largest CSV file read (bytes).
+MAX_DATA_BYTES = 200_000_000
+#: Cell texts read as "not observed".
+MISSING_TOKENS = {"", "na", "nan", "n/a", "null", "none", "-", "?"}
+#: Fewest time points an experiment needs to be fitted.
+MIN_POINTS = 2
+
+
+@dataclass
+class Experiment:
+    """One time series: its own time grid and initial state, sharing the parameters."""
+
+    name: str
+    file: str  # as reported in messages
+    t: np.ndarray  # (n,) strictly increasing
+    values: np.ndarray  # (n, n_states), NaN where not observed (or the state has no column)
+    lines: np.ndarray  # (n,) line of each row in its file
+    train: np.ndarray  # (n,) True for rows used in training, False for the validation window
+    covariates: dict[str, float] = field(default_factory=dict)  # column -> value (constant per experiment)
+
+    @property
+    def n(self) -> int:
+        return len(self.t)
+
+
+@dataclass
+class Dataset:
+    """All experiments of a config, with the state -> column mapping."""
+
+    experiments: list[Experiment]
+    states: list[str]
+    columns: dict[str, str]  # state -> column (observed states only)
+    time_column: str
+    files: list[Path]  # resolved paths, in the order given
+    labels: list[str]  # the same paths as reported in messages
+    units: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def observed(self) -> list[str]:
+        return [s for s in self.states if s in self.columns]
+
+    def state_stats(self, train_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per-state mean and spread (std, or |mean|, or 1) of the observations; 0/1 for unobserved."""
+        stacked = np.concatenate(
+            [e.values[e.train] if train_only else e.values for e in self.experiments], axis=0)
+        mean = np.zeros(len(self.states))
+        std = np.ones(len(self.states))
+        for j in range(len(self.states)):
+            col = stacked[:, j]
+            col = col[np.isfinite(col)]
+            if col.size:
+                mean[j] = col.mean()
+                s = col.std()
+                std[j] = s if s > 0 else (abs(mean[j]) if mean[j] != 0 else 1.0)
+        return mean, std
+
+    @property
+    def time_span(self) -> float:
+        spans = [float(e.t[-1] - e.t[0]) for e in self.experiments if e.n > 1]
+        return max(spans) if spans else 1.0
+
+
+def report_path(base_dir: Path, given: str) -> str:
+    """How a data path is named in messages: the config's directory joined with the path as given."""
+    base = os.path.relpath(base_dir) if base_dir.is_absolute() else str(base_dir)
+    return os.path.normpath(os.path.join(base, given)) if not os.path.isabs(given) else given
+
+
+def read_dataset(
+    paths: Sequence[str],
+    *,
+    base_dir: Path,
+    states: Sequence[str],
+    columns: dict[str, str],
+    time: str,
+    experiment: str | None = None,
+    covariates: Sequence[str] = (),
+    delimiter: str = ",",
+    units: dict[str, str] | None = None,
+    where: str = "data",
+) -> Dataset:
+    """Read and check every file; raise :class:`DataError` (or several at once) naming file, line, column."""
+    problems = Problems()
+    experiments: list[Experiment] = []
+    resolved: list[Path] = []
+    labels: list[str] = []
+    for given in paths:
+        path = (base_dir / given) if not os.path.isabs(given) else Path(given)
+        label = report_path(base_dir, given)
+        resolved.append(path)
+        labels.append(label)
+        try:
+            frame = _read_table(path, label, delimiter)
+            experiments.extend(
+                _experiments(frame, label, states=states, columns=columns, time=time, experiment=experiment,
+                             covariates=covariates, stem=Path(given).stem if len(paths) > 1 else None))
+        except DataError as exc:
+            problems.add(exc)
+    names = [e.name for e in experiments]
+    for name in {n for n in names if names.count(n) > 1}:
+        problems.add(DataError(f"experiment name '{name}' appears in more than one file", where=where))
+    problems.raise_if_any()
+    return Dataset(experiments=experiments, states=list(states), columns=dict(columns), time_column=time,
+                   files=resolved, labels=labels, units=dict(units or {}))
+
+
+def split_validation(dataset: Dataset, *, last_fraction: float | None = None, after: float | None = None,
+                     where: str = "data.validation") -> None:
+    """Mark the validation window of each experiment (in place)."""
+    problems = Problems()
+    for e in dataset.experiments:
+        train = np.ones(e.n, dtype=bool)
+        if last_fraction is not None:
+            n_val = max(1, int(math.ceil(last_fraction * e.n)))
+            train[e.n - n_val:] = False
+        elif after is not None:
+            train = e.t <= after
+        if train.sum() < MIN_POINTS:
+            problems.add(DataError(
+                f"experiment '{e.name}' keeps {int(train.sum())} time point(s) for training after the "
+                f"validation window; at least {MIN_POINTS} are needed", where=where))
+        e.train = train
+    problems.raise_if_any()
+
+
+# -- reading one file ------------------------------------------------------------------------------
+
+def _read_table(path: Path, label: str, delimiter: str):
+    import pandas as pd
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError("data file not found", where=label) from None
+    except OSError as exc:
+        raise DataError(f"cannot read the data file: {exc.strerror}", where=label) from None
+    if path.is_dir():
+        raise DataError("is a directory, expected a CSV file", where=label)
+    if size > MAX_DATA_BYTES:
+        raise DataError(f"file is {size} bytes; at most {MAX_DATA_BYTES} are read", where=label)
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise DataError("not a text file (it contains NUL bytes); expected a CSV file", where=label)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8", where=label) \
+            from None
+    if not text.strip():
+        raise DataError("the file is empty; expected a header row and data rows", where=label)
+
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    # drop trailing empty lines only
+    while rows and not any(cell.strip() for cell in rows[-1]):
+        rows.pop()
+    header = rows[0]
+    if len(header) == 1:
+        guess = _guess_delimiter(text, delimiter)
+        if guess is not None:
+            shown = {"\t": "tab", " ": "space"}.get(guess, f"'{guess}'")
+            raise DataError(
+                f"line 1: only one column found with delimiter '{delimiter}', but the file looks "
+                f"{shown}-separated; set data.delimiter to {guess!r}", where=label)
+    names = [h.strip() for h in header]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"line 1: column '{dup[0]}' appears more than once in the header", where=label)
+    if any(not n for n in names):
+        raise DataError(f"line 1: column {names.index('') + 1} of the header has no name", where=label)
+    if len(rows) < 2:
+        raise DataError("the file has a header but no data rows", where=label)
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header) and any(cell.strip() for cell in row):
+            raise DataError(
+                f"line {i}: {len(row)} fields, but the header has {len(header)}; every row needs one "
+                f"field per column (leave a cell empty for a missing value)", where=label)
+    body = [r for r in rows[1:]]
+    lines = [i for i, r in enumerate(rows[1:], start=2)]
+    keep = [k for k, r in enumerate(body) if any(cell.strip() for cell in r)]
+    frame = pd.DataFrame([body[k] for k in keep], columns=names, dtype=object)
+    frame.index = [lines[k] for k in keep]
+    if frame.empty:
+        raise DataError("the file has a header but no data rows", where=label)
+    return frame
+
+
+def _guess_delimiter(text: str, current: str) -> str | None:
+    sample = "\n".join(text.splitlines()[:20])
+    for cand in (";", "\t", "|", ","):
+        if cand != current and cand in sample.splitlines()[0]:
+            counts = {line.count(cand) for line in sample.splitlines() if line.strip()}
+            if len(counts) == 1 and counts != {0}:
+                return cand
+    if current != " " and " " in sample.splitlines()[0].strip():
+        parts = {len(line.split()) for line in sample.splitlines() if line.strip()}
+        if len(parts) == 1 and parts != {1}:
+            return " "
+    return None
+
+
+def _numeric(frame, column: str, label: str, *, allow_missing: bool) -> np.ndarray:
+    """Parse one column as floats: missing tokens -> NaN; anything else non-numeric is an error."""
+    out = np.full(len(frame), np.nan)
+    for k, (line, cell) in enumerate(zip(frame.index, frame[column], strict=True)):
+        text = str(cell).strip()
+        if text.lower() in MISSING_TOKENS:
+            if not allow_missing:
+                raise DataError(f"line {line}, column '{column}': empty, but every row needs a value here",
+                                where=label)
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            hint = "; use '.' as the decimal point" if _is_decimal_comma(text) else ""
+            raise DataError(f"line {line}, column '{column}': expected a number, got {text!r}{hint}",
+                            where=label) from None
+        if not math.isfinite(value):
+            if math.isnan(value):
+                continue
+            raise DataError(f"line {line}, column '{column}': infinite value {text!r}; leave the cell empty "
+                            f"if it was not observed", where=label)
+        out[k] = value
+    return out
+
+
+def _is_decimal_comma(text: str) -> bool:
+    try:
+        float(text.replace(",", "."))
+        return "," in text
+    except ValueError:
+        return False
+
+
+def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem) -> list[Experiment]:
+    problems = Problems()
+    available = list(frame.columns)
+    wanted = [(f"data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
+    if experiment is not None:
+        wanted.append(("data.experiment", experiment))
+    wanted += [("covariate", c) for c in covariates]
+    for field_name, col in wanted:
+        if col not in available:
+            what = "" if field_name == "covariate" else f" (named by {field_name})"
+            problems.add(DataError(f"no column '{col}'{what}{did_you_mean(col, available)}; "
+                                   f"the header has: {', '.join(available)}", where=label))
+    problems.raise_if_any()
+
+    t_all = _numeric(frame, time, label, allow_missing=False)
+    values_all = np.full((len(frame), len(states)), np.nan)
+    for j, s in enumerate(states):
+        if s in columns:
+            values_all[:, j] = _numeric(frame, columns[s], label, allow_missing=True)
+    cov_all = {c: _numeric(frame, c, label, allow_missing=False) for c in covariates}
+    lines_all = np.asarray(frame.index, dtype=int)
+
+    if experiment is None:
+        groups = [(stem or "1", np.arange(len(frame)))]
+    else:
+        keys = [str(v).strip() for v in frame[experiment]]
+        for line, key in zip(lines_all, keys, strict=True):
+            if not key:
+                raise DataError(f"line {line}, column '{experiment}': empty experiment name", where=label)
+        order = list(dict.fromkeys(keys))
+        groups = [((f"{stem}:{k}" if stem else k), np.array([i for i, kk in enumerate(keys) if kk == k]))
+                  for k in order]
+
+    out = []
+    for name, idx in groups:
+        t = t_all[idx]
+        lines = lines_all[idx]
+        in_exp = f" in experiment '{name}'" if experiment is not None else ""
+        steps = np.diff(t)
+        if np.any(steps == 0):
+            k = int(np.argmax(steps == 0))
+            problems.add(DataError(f"lines {lines[k]} and {lines[k + 1]}: duplicate time {t[k]:g}{in_exp}; "
+                                   f"times must be strictly increasing", where=label))
+            continue
+        if np.any(steps < 0):
+            k = int(np.argmax(steps < 0))
+            problems.add(DataError(f"line {lines[k + 1]}: time decreases from {t[k]:g} to {t[k + 1]:g}{in_exp}; "
+                                   f"sort the rows by time", where=label))
+            continue
+        if len(t) < MIN_POINTS:
+            problems.add(DataError(f"experiment '{name}' has {len(t)} time point; at least {MIN_POINTS} are "
+                                   f"needed to fit", where=label))
+            continue
+        vals = values_all[idx]
+        observed = [s for s in states if s in columns]
+        if observed and not np.isfinite(vals).any():
+            problems.add(DataError(f"experiment '{name}' has no observed values in columns "
+                                   f"{', '.join(columns[s] for s in observed)}", where=label))
+            continue
+        cov = {}
+        for c, col_values in cov_all.items():
+            v = col_values[idx]
+            if np.any(v != v[0]):
+                k = int(np.argmax(v != v[0]))
+                problems.add(DataError(f"line {lines[k]}, column '{c}': {v[k]:g} differs from {v[0]:g} on line "
+                                       f"{lines[0]}; it must be constant within experiment '{name}'",
+                                       where=label))
+                continue
+            cov[c] = float(v[0])
+        out.append(Experiment(name=name, file=label, t=t, values=vals, lines=lines,
+                              train=np.ones(len(t), dtype=bool), covariates=cov))
+    problems.raise_if_any()
+    return out

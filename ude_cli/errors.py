@@ -1,0 +1,117 @@
+"""The errors `ude` raises for problems a user can fix.
+
+Every error carries *where* the problem is (a file, a config field, a CSV row) and *what* was
+expected, so that the command line can print it as one line with no traceback. Exit codes are not
+decided here: only :mod:`ude_cli.cli` maps error classes to exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class UdeError(Exception):
+    """Base class of every error caused by the user's input or by a failed fit.
+
+    Arguments:
+        message: what is wrong and what was expected, in one sentence.
+        where: the place: ``"configs/lv.yaml: training.stages[0].lr"``, ``"data/x.csv: row 7"``.
+        hint: what to try, appended after ``"; "``.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+        self.message = message
+        self.where = where
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        return f"{text}; {self.hint}" if self.hint else text
+
+    def lines(self) -> list[str]:
+        """The error as printable lines (one, except for :class:`ProblemList`)."""
+        return [str(self)]
+
+
+class ConfigError(UdeError):
+    """The YAML config is malformed, incomplete or inconsistent."""
+
+
+class ExpressionError(ConfigError):
+    """An equation string uses something outside the whitelist, or an unknown name."""
+
+
+class DataError(UdeError):
+    """A data file cannot be read, or its contents do not fit the config."""
+
+
+class ProblemList(ConfigError):
+    """Several problems found in one pass; each is one line with its place."""
+
+    def __init__(self, problems: Iterable[UdeError]):
+        self.problems = list(problems)
+        super().__init__(f"{len(self.problems)} problems found")
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for p in self.problems:
+            out.extend(p.lines())
+        return out
+
+    @property
+    def is_data_problem(self) -> bool:
+        return all(isinstance(p, DataError) for p in self.problems)
+
+
+class FitError(UdeError):
+    """The fit failed numerically (NaN loss, solver step-size underflow, blow-up)."""
+
+
+class RunDirError(UdeError):
+    """The output run directory exists, is not writable, or is not a run directory."""
+
+
+class MismatchError(UdeError):
+    """A run differs from the expected results beyond the tolerances (``ude compare``)."""
+
+
+class Problems:
+    """Collects problems so that a whole config can be checked in one pass.
+
+    Use :meth:`add` for each problem found and :meth:`raise_if_any` at the end.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[UdeError] = []
+
+    def add(self, error: UdeError) -> None:
+        if isinstance(error, ProblemList):
+            self.items.extend(error.problems)
+        else:
+            self.items.append(error)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self) -> None:
+        if len(self.items) == 1:
+            raise self.items[0]
+        if self.items:
+            raise ProblemList(self.items)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the nearest candidate, or ``""`` when none is close."""
+    import difflib
+
+    found = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean '{found[0]}'?)" if found else ""
+
+
+def one_of(candidates: Iterable[str]) -> str:
+    """``"one of a, b, c"`` for messages."""
+    return "one of " + ", ".join(sorted(str(c) for c in candidates))

@@ -1,0 +1,409 @@
+"""Equations written as strings in a config, parsed through a whitelist: never ``eval``.
+
+The text is parsed with Python's :mod:`ast` (which only *parses*, it runs nothing), every node is
+checked against a short whitelist, and the checked tree is turned into
+
+* a sympy expression (for printing, LaTeX and simplification), built node by node from sympy
+  objects, never by ``sympify`` or ``parse_expr`` on the text; and
+* a function of an environment of tensors (torch) or arrays (numpy), built as a tree of closures.
+
+The language: numbers, names (states, parameters, constants, ``t``, ``pi``), ``+ - * / **``, unary
+minus, calls of the functions in :data:`FUNCTIONS`, and network outputs ``NN[i]`` (a bare ``NN``
+for a network with one output).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ExpressionError, did_you_mean, one_of
+
+#: Longest equation text accepted (characters).
+MAX_LENGTH = 2000
+#: Deepest nesting of operations accepted.
+MAX_DEPTH = 60
+
+#: name -> number of arguments. The backends below give each its meaning.
+FUNCTIONS: dict[str, int] = {
+    "exp": 1,
+    "log": 1,
+    "sqrt": 1,
+    "sin": 1,
+    "cos": 1,
+    "tan": 1,
+    "tanh": 1,
+    "sinh": 1,
+    "cosh": 1,
+    "atan": 1,
+    "abs": 1,
+    "sigmoid": 1,
+    "min": 2,
+    "max": 2,
+}
+
+#: Names with a fixed meaning inside equations.
+RESERVED = {"t", "pi"}
+
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_PY_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "**": operator.pow}
+
+_FORBIDDEN_OPS = {
+    ast.BitXor: "'^' is not a power here; write '**'",
+    ast.FloorDiv: "'//' is not allowed; write '/'",
+    ast.Mod: "'%' is not allowed",
+    ast.MatMult: "'@' is not allowed",
+    ast.BitAnd: "'&' is not allowed",
+    ast.BitOr: "'|' is not allowed",
+    ast.LShift: "'<<' is not allowed",
+    ast.RShift: "'>>' is not allowed",
+}
+
+_NODE_NAMES = {
+    ast.Attribute: "attribute access",
+    ast.Lambda: "lambda",
+    ast.Compare: "comparison",
+    ast.BoolOp: "'and'/'or'",
+    ast.IfExp: "conditional expression",
+    ast.List: "list",
+    ast.Tuple: "tuple",
+    ast.Dict: "dict",
+    ast.Set: "set",
+    ast.ListComp: "comprehension",
+    ast.SetComp: "comprehension",
+    ast.DictComp: "comprehension",
+    ast.GeneratorExp: "generator",
+    ast.Starred: "starred expression",
+    ast.NamedExpr: "assignment expression",
+    ast.JoinedStr: "string",
+    ast.Await: "await",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield",
+    ast.Slice: "slice",
+}
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """The names an equation may use."""
+
+    states: tuple[str, ...] = ()
+    parameters: tuple[str, ...] = ()
+    constants: tuple[str, ...] = ()
+    networks: Mapping[str, int] = field(default_factory=dict)  # name -> number of outputs
+    allow_t: bool = True
+
+    def all_names(self) -> list[str]:
+        names = [*self.states, *self.parameters, *self.constants, *self.networks, "pi"]
+        return names + (["t"] if self.allow_t else [])
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A checked equation: its text, its tree, and the names it uses."""
+
+    text: str
+    tree: ast.expr
+    names: frozenset[str]
+    network_refs: frozenset[tuple[str, int]]  # (network, output index) for each NN[i]
+
+    # -- checks -------------------------------------------------------------------------------
+    def check_names(self, namespace: Namespace, where: str | None = None) -> list[ExpressionError]:
+        """Errors for every unknown name or bad network reference (empty when all is well)."""
+        errors: list[ExpressionError] = []
+        known = set(namespace.all_names())
+        for name in sorted(self.names):
+            if name in namespace.networks:
+                n_out = namespace.networks[name]
+                if n_out != 1:
+                    errors.append(ExpressionError(
+                        f"network '{name}' has {n_out} outputs: write {name}[0] … {name}[{n_out - 1}] "
+                        f"in {self.text!r}", where=where))
+            elif name == "t" and not namespace.allow_t:
+                errors.append(ExpressionError(f"'t' is not available in {self.text!r}", where=where))
+            elif name not in known:
+                errors.append(
+                    ExpressionError(
+                        f"unknown name '{name}' in {self.text!r}{did_you_mean(name, known)}; "
+                        f"expected a state, parameter, constant, network or t",
+                        where=where,
+                    )
+                )
+        for net, index in sorted(self.network_refs):
+            if net not in namespace.networks:
+                errors.append(
+                    ExpressionError(
+                        f"unknown network '{net}' in {self.text!r}{did_you_mean(net, namespace.networks)}; "
+                        + (f"declared networks: {', '.join(namespace.networks)}" if namespace.networks
+                           else "no networks are declared under 'networks'"),
+                        where=where,
+                    )
+                )
+                continue
+            n_out = namespace.networks[net]
+            if index >= n_out:
+                errors.append(
+                    ExpressionError(
+                        f"{net}[{index}] is out of range in {self.text!r}: network '{net}' has {n_out} "
+                        f"output{'s' if n_out != 1 else ''} (indices 0 to {n_out - 1})",
+                        where=where,
+                    )
+                )
+        return errors
+
+    # -- conversions --------------------------------------------------------------------------
+    def to_sympy(self, symbols: Mapping[str, Any] | None = None, networks: Collection[str] = ()):
+        """The expression as sympy, built from sympy objects (no string parsing).
+
+        ``symbols`` maps names to sympy objects; a missing name becomes a real ``Symbol``.
+        ``NN[i]`` (and a bare ``NN`` naming one of ``networks``) becomes ``IndexedBase("NN")[i]``.
+        """
+        import sympy
+
+        symbols = dict(symbols or {})
+        return _to_sympy(self.tree, symbols, sympy, frozenset(networks))
+
+    def compile(self, backend: str = "torch", networks: Collection[str] = ()) -> Callable[[Mapping[str, Any]], Any]:
+        """A function ``env -> value`` where ``env`` maps names to tensors (or arrays).
+
+        Network outputs are read as ``env[NN][..., i]`` (a bare ``NN`` of ``networks`` as
+        ``env[NN][..., 0]``); ``env["t"]`` is time.
+        """
+        return _compile(self.tree, _backend(backend), frozenset(networks))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_expression(text: Any, where: str | None = None) -> Expression:
+    """Parse and check ``text`` against the whitelist; raise :class:`ExpressionError` naming the piece."""
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ExpressionError(f"expected an equation as text, got {type(text).__name__} {text!r}", where=where)
+    text = str(text).strip()
+    if not text:
+        raise ExpressionError("the equation is empty", where=where)
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"the equation is {len(text)} characters long; at most {MAX_LENGTH}", where=where)
+    try:
+        module = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        col = f" at column {exc.offset}" if exc.offset else ""
+        raise ExpressionError(f"cannot parse {text!r}{col}: {exc.msg}", where=where) from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ExpressionError(f"cannot parse {text!r}: nested too deeply", where=where) from None
+    checker = _Checker(text, where)
+    checker.visit(module.body, 0)
+    return Expression(text=text, tree=module.body, names=frozenset(checker.names),
+                      network_refs=frozenset(checker.network_refs))
+
+
+class _Checker:
+    def __init__(self, text: str, where: str | None):
+        self.text = text
+        self.where = where
+        self.names: set[str] = set()
+        self.network_refs: set[tuple[str, int | None]] = set()
+
+    def fail(self, node: ast.AST, message: str) -> None:
+        segment = ast.get_source_segment(self.text, node) or self.text
+        raise ExpressionError(f"{message}: '{segment}' in {self.text!r}", where=self.where)
+
+    def visit(self, node: ast.AST, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise ExpressionError(f"{self.text!r} is nested more than {MAX_DEPTH} levels deep", where=self.where)
+        if isinstance(node, ast.BinOp):
+            if type(node.op) in _FORBIDDEN_OPS:
+                self.fail(node, _FORBIDDEN_OPS[type(node.op)])
+            self.visit(node.left, depth + 1)
+            self.visit(node.right, depth + 1)
+        elif isinstance(node, ast.UnaryOp):
+            if not isinstance(node.op, ast.USub | ast.UAdd):
+                self.fail(node, "only unary '-' and '+' are allowed")
+            self.visit(node.operand, depth + 1)
+        elif isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.fail(node, "only numbers are allowed as constants")
+            if not math.isfinite(float(value)):
+                self.fail(node, "numbers must be finite")
+        elif isinstance(node, ast.Name):
+            self._check_identifier(node, node.id)
+            if node.id in FUNCTIONS:
+                self.fail(node, f"'{node.id}' is a function: call it as {node.id}(...)")
+            self.names.add(node.id)
+        elif isinstance(node, ast.Call):
+            self._visit_call(node, depth)
+        elif isinstance(node, ast.Subscript):
+            self._visit_subscript(node)
+        else:
+            name = _NODE_NAMES.get(type(node), type(node).__name__)
+            self.fail(node, f"{name} is not allowed")
+
+    def _check_identifier(self, node: ast.AST, name: str) -> None:
+        if name.startswith("_"):
+            self.fail(node, "names starting with '_' are not allowed")
+
+    def _visit_call(self, node: ast.Call, depth: int) -> None:
+        if not isinstance(node.func, ast.Name):
+            self.fail(node.func, "only calls of plain function names are allowed")
+        name = node.func.id
+        self._check_identifier(node.func, name)
+        if name not in FUNCTIONS:
+            self.fail(node, f"function '{name}' is not allowed{did_you_mean(name, FUNCTIONS)}; "
+                            f"allowed functions: {', '.join(FUNCTIONS)}")
+        if node.keywords:
+            self.fail(node, "keyword arguments are not allowed")
+        if len(node.args) != FUNCTIONS[name]:
+            n = FUNCTIONS[name]
+            self.fail(node, f"{name}() takes {n} argument{'s' if n != 1 else ''}, got {len(node.args)}")
+        for arg in node.args:
+            self.visit(arg, depth + 1)
+
+    def _visit_subscript(self, node: ast.Subscript) -> None:
+        if not isinstance(node.value, ast.Name):
+            self.fail(node, "only subscripts of a network name, NN[i], are allowed")
+        self._check_identifier(node.value, node.value.id)
+        index = node.slice
+        if not (isinstance(index, ast.Constant) and isinstance(index.value, int)
+                and not isinstance(index.value, bool) and index.value >= 0):
+            self.fail(node, "a network output index must be a whole number >= 0, as in NN[0]")
+        self.network_refs.add((node.value.id, index.value))
+
+
+# -- backends -------------------------------------------------------------------------------------
+
+def _backend(name: str) -> dict[str, Callable]:
+    if name == "torch":
+        import torch
+
+        def _pair(f):
+            def g(a, b):
+                a_t = a if torch.is_tensor(a) else torch.as_tensor(a, dtype=b.dtype if torch.is_tensor(b) else None)
+                b_t = b if torch.is_tensor(b) else torch.as_tensor(b, dtype=a_t.dtype)
+                return f(a_t, b_t)
+            return g
+
+        return {
+            "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "sin": torch.sin, "cos": torch.cos,
+            "tan": torch.tan, "tanh": torch.tanh, "sinh": torch.sinh, "cosh": torch.cosh, "atan": torch.atan,
+            "abs": torch.abs, "sigmoid": torch.sigmoid,
+            "min": _pair(torch.minimum), "max": _pair(torch.maximum),
+        }
+    if name == "numpy":
+        import numpy as np
+
+        return {
+            "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan,
+            "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
+            "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "min": np.minimum, "max": np.maximum,
+        }
+    raise ValueError(f"unknown backend {name!r}; expected {one_of(['torch', 'numpy'])}")
+
+
+_MATH = {
+    "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "sin": math.sin, "cos": math.cos, "tan": math.tan,
+    "tanh": math.tanh, "sinh": math.sinh, "cosh": math.cosh, "atan": math.atan, "abs": abs,
+    "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)), "min": min, "max": max,
+}
+
+
+def _constant_value(node: ast.expr) -> float | None:
+    """The value of a subtree without names, or None."""
+    try:
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return math.pi if node.id == "pi" else None
+        if isinstance(node, ast.UnaryOp):
+            v = _constant_value(node.operand)
+            return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
+        if isinstance(node, ast.BinOp):
+            a, b = _constant_value(node.left), _constant_value(node.right)
+            if a is None or b is None:
+                return None
+            return float(_PY_OPS[_BINOPS[type(node.op)]](a, b))
+        if isinstance(node, ast.Call):
+            args = [_constant_value(a) for a in node.args]
+            if any(a is None for a in args):
+                return None
+            return float(_MATH[node.func.id](*args))
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    return None
+
+
+def _compile(node: ast.expr, funcs: Mapping[str, Callable], nets: frozenset[str]) -> Callable[[Mapping[str, Any]], Any]:
+    value = _constant_value(node)
+    if value is not None:
+        return lambda env: value
+    if isinstance(node, ast.Name):
+        name = node.id
+        if name in nets:
+            return lambda env: env[name][..., 0]
+        return lambda env: env[name]
+    if isinstance(node, ast.UnaryOp):
+        inner = _compile(node.operand, funcs, nets)
+        if isinstance(node.op, ast.UAdd):
+            return inner
+        return lambda env: -inner(env)
+    if isinstance(node, ast.BinOp):
+        op = _PY_OPS[_BINOPS[type(node.op)]]
+        left, right = _compile(node.left, funcs, nets), _compile(node.right, funcs, nets)
+        right_value = _constant_value(node.right)
+        if op is operator.pow and right_value == 2.0:
+            return lambda env: (lambda v: v * v)(left(env))
+        return lambda env: op(left(env), right(env))
+    if isinstance(node, ast.Call):
+        f = funcs[node.func.id]
+        args = [_compile(a, funcs, nets) for a in node.args]
+        if len(args) == 1:
+            (a0,) = args
+            return lambda env: f(a0(env))
+        return lambda env: f(*(a(env) for a in args))
+    if isinstance(node, ast.Subscript):
+        name, index = node.value.id, node.slice.value
+        return lambda env: env[name][..., index]
+    raise AssertionError(f"unchecked node {type(node).__name__}")  # the checker rejects everything else
+
+
+def _to_sympy(node: ast.expr, symbols: dict[str, Any], sympy, nets: frozenset[str]) -> Any:
+    if isinstance(node, ast.Constant):
+        v = node.value
+        return sympy.Integer(v) if isinstance(v, int) else sympy.Float(v)
+    if isinstance(node, ast.Name):
+        if node.id == "pi":
+            return sympy.pi
+        if node.id in nets:
+            return sympy.IndexedBase(node.id)[0]
+        if node.id not in symbols:
+            symbols[node.id] = sympy.Symbol(node.id, real=True)
+        return symbols[node.id]
+    if isinstance(node, ast.UnaryOp):
+        inner = _to_sympy(node.operand, symbols, sympy, nets)
+        return -inner if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.BinOp):
+        a = _to_sympy(node.left, symbols, sympy, nets)
+        b = _to_sympy(node.right, symbols, sympy, nets)
+        return _PY_OPS[_BINOPS[type(node.op)]](a, b)
+    if isinstance(node, ast.Call):
+        args = [_to_sympy(a, symbols, sympy, nets) for a in node.args]
+        table = {
+            "exp": sympy.exp, "log": sympy.log, "sqrt": sympy.sqrt, "sin": sympy.sin, "cos": sympy.cos,
+            "tan": sympy.tan, "tanh": sympy.tanh, "sinh": sympy.sinh, "cosh": sympy.cosh, "atan": sympy.atan,
+            "abs": sympy.Abs, "sigmoid": lambda x: 1 / (1 + sympy.exp(-x)), "min": sympy.Min, "max": sympy.Max,
+        }
+        return table[node.func.id](*args)
+    if isinstance(node, ast.Subscript):
+        return sympy.IndexedBase(node.value.id)[node.slice.value]
+    raise AssertionError(f"unchecked node {type(node).__name__}")
+
+
+def network_symbol(name: str, index: int):
+    """The sympy object standing for output ``index`` of network ``name``."""
+    import sympy
+
+    return sympy.IndexedBase(name)[index]

@@ -1,0 +1,218 @@
+"""A :class:`Problem` built into torch: parameters, initial states, networks, the hybrid right-hand
+side, and the simulation of every experiment at its observation times.
+
+Experiments that start at the same time are solved together as one batch on the union of their
+time grids, so that a fit with many experiments costs about as much as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .hybrid import HybridRHS
+from .neural import MLP
+from .parameters import InitialStates, ParameterSet
+from .problem import Problem, default_step
+from .solve import SolverSettings, solve
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass
+class Group:
+    """Experiments solved together: same start time, union of their time grids."""
+
+    t0: float
+    experiments: list[int]  # indices into the dataset's experiments (= batch positions)
+    times: np.ndarray  # (T,) union grid, times[0] = t0
+    positions: list[np.ndarray]  # per experiment: indices of its observation times in `times`
+    observed: np.ndarray  # (T, Bg, n) observations on the union grid, NaN where none
+    train: np.ndarray  # (T, Bg, n) bool: observed and in the training window
+    valid: np.ndarray  # (T, Bg, n) bool: observed and in the validation window
+
+
+def make_groups(problem: Problem) -> list[Group]:
+    ds = problem.dataset
+    starts = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
+    groups: list[Group] = []
+    for t0 in dict.fromkeys(starts):
+        members = [b for b, s in enumerate(starts) if s == t0]
+        times = np.unique(np.concatenate([[t0], *[ds.experiments[b].t for b in members]]))
+        n = len(ds.states)
+        obs = np.full((len(times), len(members), n), np.nan)
+        train = np.zeros(obs.shape, dtype=bool)
+        positions = []
+        for k, b in enumerate(members):
+            e = ds.experiments[b]
+            pos = np.searchsorted(times, e.t)
+            positions.append(pos)
+            obs[pos, k, :] = e.values
+            finite = np.isfinite(e.values)
+            train[pos, k, :] = finite & e.train[:, None]
+        valid = np.isfinite(obs) & ~train
+        groups.append(Group(t0=t0, experiments=members, times=times, positions=positions, observed=obs,
+                            train=train, valid=valid))
+    return groups
+
+
+def network_scaling(problem: Problem, name: str) -> tuple[list[float], list[float], list[float]]:
+    """Input shift/scale and output scale of a network (identity when ``normalize`` is off)."""
+    spec = problem.networks[name]
+    ds = problem.dataset
+    n_in = len(spec.inputs)
+    if not spec.normalize:
+        return [0.0] * n_in, [1.0] * n_in, [1.0] * spec.outputs
+    mean, std = ds.state_stats()
+    shift, scale = [], []
+    for inp in spec.inputs:
+        if inp == "t":
+            t_all = np.concatenate([e.t for e in ds.experiments])
+            shift.append(float((t_all.min() + t_all.max()) / 2))
+            scale.append(float(max((t_all.max() - t_all.min()) / 2, 1e-12)))
+            continue
+        j = problem.states.index(inp)
+        if inp in ds.columns:
+            shift.append(float(mean[j]))
+            scale.append(float(std[j]))
+        else:
+            v = _initial_magnitude(problem, inp)
+            shift.append(0.0)
+            scale.append(v)
+    out_scale = []
+    for i in range(spec.outputs):
+        state = next((s for s, e in problem.equations.items()
+                      if (name, i) in e.network_refs or (i == 0 and name in e.names)), None)
+        out_scale.append(_rate_scale(problem, state) if state is not None else 1.0)
+    return shift, scale, out_scale
+
+
+def _initial_magnitude(problem: Problem, state: str) -> float:
+    init = problem.initial.get(state)
+    if init is not None and init.value is not None and init.value != 0:
+        return abs(float(init.value))
+    return 1.0
+
+
+def _rate_scale(problem: Problem, state: str) -> float:
+    """Typical size of d(state)/dt: RMS of the data's finite differences (or size / span)."""
+    ds = problem.dataset
+    j = problem.states.index(state)
+    rates = []
+    for e in ds.experiments:
+        v, t = e.values[e.train, j], e.t[e.train]
+        ok = np.isfinite(v)
+        if ok.sum() >= 2:
+            rates.append(np.diff(v[ok]) / np.diff(t[ok]))
+    if rates:
+        r = np.concatenate(rates)
+        rms = float(np.sqrt(np.mean(r * r)))
+        if rms > 0:
+            return rms
+    return _initial_magnitude(problem, state) / max(ds.time_span, 1e-12)
+
+
+class UDEModel(nn.Module):
+    """Everything learnable in a fit, and how to simulate it.
+
+    Arguments:
+        problem: the resolved problem.
+        n_starts: number of independent starts fitted at once (1 for a plain fit).
+        parameter_starts: optional ``(n_learned, S)`` starting values of learned parameters.
+    """
+
+    def __init__(self, problem: Problem, n_starts: int = 1, parameter_starts: np.ndarray | None = None):
+        super().__init__()
+        cfg = problem.config
+        self.problem = problem
+        self.dtype = DTYPES[cfg.solver.dtype]
+        self.n_starts = n_starts
+        ds = problem.dataset
+        self.parameters_ = ParameterSet(problem.parameters, n_starts, self.dtype, parameter_starts)
+        first = np.stack([e.values[0] for e in ds.experiments])
+        self.initial = InitialStates(problem.states, problem.initial, first,
+                                     [e.covariates for e in ds.experiments], n_starts, self.dtype)
+        networks = {}
+        for k, (name, spec) in enumerate(problem.networks.items()):
+            base_seed = spec.seed if spec.seed is not None else cfg.training.seed + 100 + k
+            seeds = [base_seed + 1000 * s for s in range(n_starts)]
+            shift, scale, out_scale = network_scaling(problem, name)
+            networks[name] = MLP(len(spec.inputs), spec.outputs, spec.hidden, spec.activation, seeds,
+                                 spec.final_scale, shift, scale, out_scale, self.dtype)
+        constants = {}
+        for cname, value in problem.constants.items():
+            if isinstance(value, str):
+                constants[cname] = torch.tensor([e.covariates[value] for e in ds.experiments], dtype=self.dtype)
+            else:
+                constants[cname] = torch.tensor(float(value), dtype=self.dtype)
+        self.rhs = HybridRHS(problem.states, problem.equations, networks,
+                             {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
+        self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
+        self.groups = make_groups(problem)
+        self._times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
+        self._constants_by_group = [
+            {c: v[g.experiments] for c, v in constants.items() if v.ndim == 1} for g in self.groups]
+        self._all_constants = constants
+
+    # -- simulation -----------------------------------------------------------------------------
+    def solve_group(self, k: int, times: torch.Tensor | None = None) -> torch.Tensor:
+        """Solution of group ``k`` on its grid (or ``times``, which must start at its t0): ``(T, S, Bg, n)``."""
+        g = self.groups[k]
+        y0 = self.initial()[:, g.experiments, :]
+        self._set_constants(k)
+        try:
+            if not self.settings.adjoint:
+                self.rhs.bind()
+            return solve(self.rhs, y0, self._times[k] if times is None else times, self.settings)
+        finally:
+            self.rhs.unbind()
+            self.rhs._constants = dict(self._all_constants)
+
+    def _set_constants(self, k: int) -> None:
+        per_group = self._constants_by_group[k]
+        if per_group:
+            self.rhs._constants = {**self._all_constants, **per_group}
+
+    def forward(self) -> list[torch.Tensor]:
+        """Solutions of every group on its union grid."""
+        return [self.solve_group(k) for k in range(len(self.groups))]
+
+    def parameter_values(self) -> dict[str, np.ndarray]:
+        return self.parameters_.numpy()
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        return list(self.rhs.networks.parameters())
+
+    def weight_penalty(self) -> torch.Tensor:
+        """Sum of squared network weights per start ``(S,)`` (0 without networks)."""
+        total = torch.zeros(self.n_starts, dtype=self.dtype)
+        for net in self.rhs.networks.values():
+            total = total + net.weight_penalty()
+        return total
+
+    def dense(self, n_points: int = 400, until: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per experiment: a dense time grid from t0 to its last time (or ``until``), and the states
+        ``(T, S, n)`` on it."""
+        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.problem.dataset.experiments)
+        with torch.no_grad():
+            for k, g in enumerate(self.groups):
+                end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
+                end = max(end, until) if until is not None else end
+                grid = np.linspace(g.t0, end, n_points)
+                sol = self.solve_group(k, torch.tensor(grid, dtype=self.dtype)).cpu().numpy()
+                for i, b in enumerate(g.experiments):
+                    t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])
+                    keep = grid <= t_end + 1e-12 * max(1.0, abs(t_end))
+                    out[b] = (grid[keep], sol[keep, :, i, :])
+        return out  # type: ignore[return-value]
+
+    def terms_along(self, t: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Network outputs along a trajectory: ``t (T,)``, ``y (T, S, n)`` -> name -> ``(T, S, outputs)``."""
+        with torch.no_grad():
+            yt = torch.tensor(y, dtype=self.dtype).permute(1, 0, 2)  # (S, T, n): time as the batch
+            tt = torch.tensor(t, dtype=self.dtype)
+            return {name: net(self.rhs._inputs(name, tt, yt)).permute(1, 0, 2).cpu().numpy()
+                    for name, net in self.rhs.networks.items()}

@@ -1,0 +1,399 @@
+"""A validated config + its data -> a :class:`Problem`: everything a fit needs, resolved and checked.
+
+This is where the fields of a config are checked against each other (states, columns, names used
+in equations, networks, initial states) and the data are read. Every problem found is collected
+and reported at once, one line each, with its place in the config. Nothing here imports torch, so
+``ude check`` stays fast.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, ParameterSpec
+from .data import Dataset, read_dataset, split_validation
+from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean
+from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A resolved mechanistic parameter."""
+
+    name: str
+    init: float
+    fixed: bool
+    lower: float | None
+    upper: float | None
+    positive: bool
+    unit: str | None = None
+    description: str = ""
+
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        return (self.lower, self.upper)
+
+
+@dataclass(frozen=True)
+class Initial:
+    """How a state's initial value is obtained, per experiment."""
+
+    state: str
+    source: str  # "observed" | "value" | "column"
+    value: float | None = None
+    column: str | None = None
+    learn: bool = False
+    positive: bool = False
+
+
+@dataclass
+class Problem:
+    """A checked model + data, ready to be built into torch modules and fitted."""
+
+    config: Config
+    states: list[str]
+    parameters: dict[str, Parameter]
+    constants: dict[str, float | str]  # value, or the name of the column giving it per experiment
+    equations: dict[str, Expression]  # full right-hand side (mechanism + corrections) per state
+    corrections: dict[str, Expression]  # the correction added to a built-in, per state (may be empty)
+    networks: dict[str, object]  # name -> NetworkSpec
+    initial: dict[str, Initial]
+    t0: float | None
+    dataset: Dataset
+    builtin: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def network_outputs(self) -> dict[str, int]:
+        return {name: spec.outputs for name, spec in self.networks.items()}
+
+    @property
+    def learned_terms(self) -> list[tuple[str, int]]:
+        """(network, output) pairs used in the equations, in a stable order."""
+        refs: set[tuple[str, int]] = set()
+        for expr in self.equations.values():
+            refs |= set(expr.network_refs)
+            refs |= {(n, 0) for n in expr.names if n in self.networks}
+        return sorted(refs)
+
+    def term_label(self, net: str, index: int) -> str:
+        return f"{net}[{index}]" if self.networks[net].outputs > 1 else net
+
+    def equation_texts(self) -> dict[str, str]:
+        return {s: e.text for s, e in self.equations.items()}
+
+
+def resolve(config: Config, *, read_data: bool = True) -> Problem:
+    """Check a config as a whole and read its data; raise :class:`ProblemList` with every problem."""
+    label = config.label
+    problems = Problems()
+    warnings: list[str] = []
+    m = config.model
+
+    # -- states, equations, parameters -----------------------------------------------------------
+    builtin = None
+    equations_text: dict[str, str] = {}
+    param_defaults: dict[str, ParameterSpec] = {}
+    constants_defaults: dict[str, float | None] = {}
+    if m.builtin is not None:
+        from .mechanistic import get_model
+
+        try:
+            builtin = get_model(m.builtin, where=f"{label}: model.builtin")
+        except ConfigError as exc:
+            problems.add(exc)
+        if builtin is not None:
+            states = list(builtin.states)
+            equations_text = dict(builtin.equations)
+            for pname, d in builtin.parameters.items():
+                param_defaults[pname] = ParameterSpec(init=d.init, fixed=d.fixed, bounds=d.bounds,
+                                                      positive=d.positive, unit=d.unit)
+            constants_defaults = dict(builtin.constants)
+        else:
+            states = []
+    else:
+        states = list(m.states or [])
+        equations_text = dict(m.equations or {})
+        if m.states is None:
+            problems.add(ConfigError("required when 'equations' are written out: the list of state names",
+                                     where=f"{label}: model.states"))
+            states = list(equations_text)
+
+    _check_state_names(states, label, problems)
+    if m.builtin is None:
+        for s in states:
+            if s not in equations_text:
+                problems.add(ConfigError(f"no equation for state '{s}'; every state needs d{s}/dt",
+                                         where=f"{label}: model.equations"))
+        for s in equations_text:
+            if s not in states:
+                problems.add(ConfigError(f"equation for unknown state '{s}'{did_you_mean(s, states)}; "
+                                         f"states are: {', '.join(states)}", where=f"{label}: model.equations.{s}"))
+
+    networks = dict(config.networks)
+    net_outputs = {n: s.outputs for n, s in networks.items()}
+
+    # constants
+    constants: dict[str, float | str] = {}
+    for cname, default in constants_defaults.items():
+        if cname not in m.constants and default is None:
+            desc = builtin.constant_descriptions.get(cname, "") if builtin else ""
+            problems.add(ConfigError(
+                f"the built-in model '{m.builtin}' needs constant '{cname}'" + (f" ({desc})" if desc else "")
+                + f"; add it under model.constants, e.g. {{{cname}: 100}}", where=f"{label}: model.constants"))
+        elif default is not None:
+            constants[cname] = default
+    for cname, value in m.constants.items():
+        if not cname.isidentifier() or keyword.iskeyword(cname):
+            problems.add(ConfigError(f"constant name '{cname}' must be an identifier",
+                                     where=f"{label}: model.constants"))
+        constants[cname] = value if isinstance(value, float | int) else value.column
+
+    # parameters: built-in defaults overridden by the config; custom: exactly those declared
+    param_specs: dict[str, ParameterSpec] = dict(param_defaults)
+    for pname, spec in m.parameters.items():
+        if builtin is not None and pname not in param_defaults:
+            problems.add(ConfigError(
+                f"'{pname}' is not a parameter of '{builtin.name}'{did_you_mean(pname, param_defaults)}; "
+                f"its parameters are: {', '.join(param_defaults)}", where=f"{label}: model.parameters.{pname}"))
+            continue
+        base = param_specs.get(pname)
+        if base is not None:
+            merged = base.model_dump()
+            merged.update(spec.model_dump(exclude_unset=True))
+            spec = ParameterSpec.model_validate(merged)
+        param_specs[pname] = spec
+
+    # equations (+ corrections)
+    taken = {"states": set(states), "parameters": set(param_specs), "constants": set(constants),
+             "networks": set(networks)}
+    _check_collisions(taken, label, problems)
+    namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants),
+                          networks=net_outputs)
+    equations: dict[str, Expression] = {}
+    corrections: dict[str, Expression] = {}
+    eq_where = "model.equations" if builtin is None else f"model.builtin ({m.builtin})"
+    for s in states:
+        if s not in equations_text:
+            continue
+        where = f"{label}: {eq_where}.{s}" if builtin is None else f"{label}: {eq_where}"
+        try:
+            expr = parse_expression(equations_text[s], where=where)
+        except ExpressionError as exc:
+            problems.add(exc)
+            continue
+        for err in expr.check_names(namespace, where=where):
+            problems.add(err)
+        equations[s] = expr
+    for s, text in m.corrections.items():
+        where = f"{label}: model.corrections.{s}"
+        if s not in states:
+            problems.add(ConfigError(f"correction for unknown state '{s}'{did_you_mean(s, states)}; "
+                                     f"states are: {', '.join(states)}", where=where))
+            continue
+        try:
+            corr = parse_expression(text, where=where)
+        except ExpressionError as exc:
+            problems.add(exc)
+            continue
+        for err in corr.check_names(namespace, where=where):
+            problems.add(err)
+        corrections[s] = corr
+        if s in equations:
+            equations[s] = add_expressions(equations[s], corr)
+
+    used = set()
+    for expr in equations.values():
+        used |= set(expr.names) | {n for n, _ in expr.network_refs}
+    for pname in param_specs:
+        if pname not in used and builtin is None:
+            warnings.append(f"{label}: model.parameters.{pname}: declared but not used in any equation")
+    for net in networks:
+        if net not in used:
+            problems.add(ConfigError(f"network '{net}' is not used in any equation; use it as {net}[0] "
+                                     f"(e.g. in model.corrections) or remove it", where=f"{label}: networks.{net}"))
+
+    parameters: dict[str, Parameter] = {}
+    for pname, spec in param_specs.items():
+        where = f"{label}: model.parameters.{pname}"
+        if spec.init is None:
+            problems.add(ConfigError("needs an initial value: write {init: VALUE} (or just the number)",
+                                     where=where))
+            continue
+        lo, hi = spec.bounds if spec.bounds is not None else (None, None)
+        positive = bool(spec.positive)
+        if positive and spec.init <= 0 and not spec.fixed:
+            problems.add(ConfigError(f"init must be > 0 for a positive parameter, got {spec.init:g}; "
+                                     f"set positive: false to allow it", where=where))
+            continue
+        if not spec.fixed and ((lo is not None and spec.init <= lo) or (hi is not None and spec.init >= hi)):
+            problems.add(ConfigError(f"init {spec.init:g} must lie strictly inside the bounds "
+                                     f"[{_fmt(lo)}, {_fmt(hi)}]", where=where))
+            continue
+        desc = builtin.parameters[pname].description if builtin and pname in builtin.parameters else ""
+        parameters[pname] = Parameter(name=pname, init=float(spec.init), fixed=bool(spec.fixed), lower=lo,
+                                      upper=hi, positive=positive, unit=spec.unit, description=desc)
+
+    # networks' inputs
+    for net, spec in networks.items():
+        for k, inp in enumerate(spec.inputs):
+            if inp != "t" and inp not in states:
+                problems.add(ConfigError(f"unknown input '{inp}'{did_you_mean(inp, [*states, 't'])}; inputs are "
+                                         f"states ({', '.join(states)}) or t", where=f"{label}: networks.{net}.inputs[{k}]"))
+        if len(set(spec.inputs)) != len(spec.inputs):
+            problems.add(ConfigError("an input is listed twice", where=f"{label}: networks.{net}.inputs"))
+
+    # data columns and initial states
+    d = config.data
+    for s in d.columns:
+        if s not in states:
+            problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
+                                     f"{', '.join(states)}", where=f"{label}: data.columns.{s}"))
+    if states and not any(s in d.columns for s in states):
+        problems.add(ConfigError("no state is mapped to a CSV column; give at least one as state: column",
+                                 where=f"{label}: data.columns"))
+    initial: dict[str, Initial] = {}
+    covariates: set[str] = {v for v in constants.values() if isinstance(v, str)}
+    for s, spec in m.initial.items():
+        if s not in states:
+            problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
+                                     f"{', '.join(states)}", where=f"{label}: model.initial.{s}"))
+    for s in states:
+        spec = m.initial.get(s)
+        where = f"{label}: model.initial.{s}"
+        if spec is None or (spec.value is None and spec.column is None):
+            if s not in d.columns:
+                problems.add(ConfigError(
+                    f"state '{s}' has no data column, so its initial value must be given: "
+                    f"{{value: NUMBER}} (add learn: true to fit it)", where=where))
+                continue
+            initial[s] = Initial(s, "observed", learn=bool(spec and spec.learn), positive=bool(spec and spec.positive))
+        elif spec.column is not None:
+            covariates.add(spec.column)
+            initial[s] = Initial(s, "column", column=spec.column, learn=spec.learn, positive=spec.positive)
+        else:
+            if spec.learn and spec.positive and spec.value <= 0:
+                problems.add(ConfigError(f"a positive initial value must start > 0, got {spec.value:g}", where=where))
+            initial[s] = Initial(s, "value", value=spec.value, learn=spec.learn, positive=spec.positive)
+
+    if config.solver.method not in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun") \
+            and config.solver.step is None:
+        pass  # a default step is derived from the data in solve_options
+    problems.raise_if_any()
+
+    dataset = None
+    if read_data:
+        try:
+            dataset = read_dataset(
+                d.paths, base_dir=config.base_dir, states=states, columns=dict(d.columns), time=d.time,
+                experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, units=d.units,
+                where=f"{label}: data")
+            if d.validation is not None:
+                split_validation(dataset, last_fraction=d.validation.last_fraction, after=d.validation.after,
+                                 where=f"{label}: data.validation")
+        except UdeError as exc:
+            problems.add(exc)
+        problems.raise_if_any()
+        _check_against_data(config, dataset, initial, m.t0, problems, label)
+        problems.raise_if_any()
+
+    return Problem(config=config, states=states, parameters=parameters, constants=constants, equations=equations,
+                   corrections=corrections, networks=networks, initial=initial, t0=m.t0,
+                   dataset=dataset, builtin=m.builtin, warnings=warnings)
+
+
+def add_expressions(a: Expression, b: Expression) -> Expression:
+    """``a + b`` as one expression (text and tree)."""
+    import ast
+
+    tree = ast.BinOp(left=a.tree, op=ast.Add(), right=b.tree)
+    ast.fix_missing_locations(tree)
+    return Expression(text=f"{a.text} + {b.text}", tree=tree, names=a.names | b.names,
+                      network_refs=a.network_refs | b.network_refs)
+
+
+def _check_state_names(states: list[str], label: str, problems: Problems) -> None:
+    seen = set()
+    for k, s in enumerate(states):
+        where = f"{label}: model.states[{k}]"
+        if not isinstance(s, str) or not s.isidentifier() or keyword.iskeyword(s) or s.startswith("_"):
+            problems.add(ConfigError(f"state name '{s}' must be an identifier (letters, digits, '_')", where=where))
+        elif s in RESERVED or s in FUNCTIONS:
+            problems.add(ConfigError(f"'{s}' is reserved; choose another state name", where=where))
+        elif s in seen:
+            problems.add(ConfigError(f"state '{s}' is listed twice", where=where))
+        seen.add(s)
+
+
+def _check_collisions(taken: dict[str, set[str]], label: str, problems: Problems) -> None:
+    kinds = list(taken)
+    for i, a in enumerate(kinds):
+        for b in kinds[i + 1:]:
+            for name in sorted(taken[a] & taken[b]):
+                problems.add(ConfigError(f"'{name}' is used both as one of the {a} and as one of the {b}",
+                                         where=f"{label}: model"))
+        for name in sorted(taken[a] & (RESERVED | set(FUNCTIONS))):
+            if a != "states":
+                problems.add(ConfigError(f"'{name}' is reserved and cannot name one of the {a}", where=f"{label}: model"))
+
+
+def _check_against_data(config: Config, dataset: Dataset, initial: dict[str, Initial], t0: float | None,
+                        problems: Problems, label: str) -> None:
+    for e in dataset.experiments:
+        if t0 is not None and t0 > e.t[0]:
+            problems.add(DataError(f"model.t0 = {t0:g} is after the first time {e.t[0]:g} of experiment "
+                                   f"'{e.name}'", where=f"{label}: model.t0"))
+        for j, s in enumerate(dataset.states):
+            init = initial.get(s)
+            if init is not None and init.source == "observed" and not np.isfinite(e.values[0, j]):
+                if t0 is not None and t0 < e.t[0]:
+                    problems.add(ConfigError(
+                        f"state '{s}' starts at t0 = {t0:g} before the first observation of experiment "
+                        f"'{e.name}', so its initial value must be given (value: NUMBER, learn: true)",
+                        where=f"{label}: model.initial.{s}"))
+                else:
+                    problems.add(DataError(
+                        f"line {e.lines[0]}, column '{dataset.columns[s]}': the first value of state '{s}' in "
+                        f"experiment '{e.name}' is missing, and it is the default initial value; give "
+                        f"model.initial.{s} (value: NUMBER, learn: true)", where=e.file))
+            elif init is not None and init.source == "observed" and t0 is not None and t0 < e.t[0]:
+                problems.add(ConfigError(
+                    f"state '{s}' starts at t0 = {t0:g}, before the first observation ({e.t[0]:g}) of "
+                    f"experiment '{e.name}'; give its initial value (value: NUMBER, learn: true)",
+                    where=f"{label}: model.initial.{s}"))
+    if config.training.loss.log:
+        for e in dataset.experiments:
+            for j, s in enumerate(dataset.states):
+                col = e.values[:, j]
+                bad = np.where(np.isfinite(col) & (col <= 0))[0]
+                if bad.size:
+                    k = int(bad[0])
+                    problems.add(DataError(
+                        f"line {e.lines[k]}, column '{dataset.columns[s]}': {col[k]:g} is not > 0, but "
+                        f"training.loss.log compares logarithms; remove the row or use loss 'mse'",
+                        where=e.file))
+                    break
+
+
+def _fmt(x: float | None) -> str:
+    return "null" if x is None else f"{x:g}"
+
+
+def default_step(problem: Problem) -> float:
+    """Fixed-step methods: 1/10 of the smallest spacing of the data (at most the span / 100)."""
+    spacings = [float(np.min(np.diff(e.t))) for e in problem.dataset.experiments if e.n > 1]
+    step = min(spacings) / 10 if spacings else 0.01
+    return min(step, problem.dataset.time_span / 100)
+
+
+def config_dir(config: Config) -> Path:
+    return config.base_dir
+
+
+def isfinite(x: float) -> bool:
+    return math.isfinite(x)

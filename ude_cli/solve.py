@@ -1,0 +1,78 @@
+"""The one module that calls torchdiffeq: solver settings, and solver failures as :class:`SolverError`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import ADAPTIVE_METHODS, SolverSpec
+from .errors import FitError
+
+
+class SolverError(FitError):
+    """The ODE solver failed: step-size underflow, too many steps, or a non-finite solution."""
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Resolved solver settings (see :class:`~ude_cli.config.SolverSpec`)."""
+
+    method: str = "dopri5"
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    step: float | None = None
+    adjoint: bool = False
+    max_steps: int = 100_000
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE_METHODS
+
+    @classmethod
+    def from_spec(cls, spec: SolverSpec, default_step: float) -> SolverSettings:
+        return cls(method=spec.method, rtol=spec.rtol, atol=spec.atol,
+                   step=None if spec.method in ADAPTIVE_METHODS else (spec.step or default_step),
+                   adjoint=spec.adjoint, max_steps=spec.max_steps)
+
+
+def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; return ``y`` at ``t``: ``(len(t), *y0.shape)``.
+
+    Raises:
+        SolverError: step size underflow, more than ``max_steps`` steps, or a non-finite solution,
+            with what to try.
+    """
+    from torchdiffeq import odeint, odeint_adjoint
+
+    options: dict = {}
+    if settings.adaptive:
+        options["max_num_steps"] = settings.max_steps
+    else:
+        span = float(t[-1] - t[0])
+        n_steps = span / settings.step
+        if n_steps > settings.max_steps:
+            raise SolverError(
+                f"{settings.method} with step {settings.step:g} needs {n_steps:.0f} steps over [{float(t[0]):g}, "
+                f"{float(t[-1]):g}], more than solver.max_steps = {settings.max_steps}",
+                hint="use a larger solver.step or raise solver.max_steps")
+        options["step_size"] = settings.step
+    kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=settings.method, options=options)
+    try:
+        if settings.adjoint:
+            params = tuple(p for p in func.parameters() if p.requires_grad)
+            return odeint_adjoint(func, y0, t, adjoint_params=params, **kwargs)
+        return odeint(func, y0, t, **kwargs)
+    except AssertionError as exc:
+        text = str(exc)
+        if "underflow" in text:
+            raise SolverError(
+                "the solver's step size underflowed: the equations are stiff or the solution blows up",
+                hint="try solver.method: bosh3 or a fixed-step method with a small step, tighter parameter "
+                     "bounds, or a smaller learning rate") from None
+        if "max_num_steps" in text:
+            raise SolverError(
+                f"the solver needed more than solver.max_steps = {settings.max_steps} steps: the equations "
+                "are stiff or the solution grows very fast",
+                hint="raise solver.max_steps, loosen rtol/atol, or bound the parameters") from None
+        raise

@@ -1,0 +1,362 @@
+"""Optimisation: stages of Adam and LBFGS over the loss, with roll-back on numerical failure.
+
+No file I/O here: progress goes to a :class:`Monitor`, and the position of the training (stage,
+iteration, optimiser state, best parameters) lives in a :class:`TrainState` that a caller can save
+and hand back to resume. Training stops between iterations when asked (Ctrl-C, SIGTERM, a time
+limit), never half-way through an update.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from .config import StageSpec, TrainingSpec
+from .errors import FitError
+from .losses import Objective
+from .model import UDEModel
+from .solve import SolverError
+
+#: LBFGS iterations per ``step()`` call: the history row and stop checks happen between calls.
+LBFGS_CHUNK = 10
+#: Times a stage rolls back and retries with a 10x smaller learning rate before it gives up.
+MAX_RETRIES = 3
+#: A loss above this (after the first iteration) counts as a blow-up.
+BLOWUP = 1e30
+#: An LBFGS stage ends when a chunk of iterations improves the objective by less than this fraction.
+LBFGS_REL_TOL = 1e-9
+
+
+class Monitor(Protocol):
+    """Receives training progress (a progress bar, a log, nothing)."""
+
+    def stage_started(self, index: int, n_stages: int, stage: StageSpec, done: int) -> None: ...
+
+    def advanced(self, index: int, done: int, loss: float) -> None: ...
+
+    def stage_finished(self, index: int) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+class _Silent:
+    def stage_started(self, index, n_stages, stage, done):
+        pass
+
+    def advanced(self, index, done, loss):
+        pass
+
+    def stage_finished(self, index):
+        pass
+
+    def message(self, text):
+        pass
+
+
+class Interrupted(Exception):
+    """Training stopped between iterations because it was asked to (the state is consistent)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class _TargetReached(Exception):
+    pass
+
+
+@dataclass
+class TrainState:
+    """Where training is: enough to resume it exactly."""
+
+    stage: int = 0
+    done: int = 0  # iterations done in the current stage
+    iteration: int = 0  # iterations done in all stages
+    records: list[dict] = field(default_factory=list)  # one per Adam iteration / LBFGS chunk
+    optimizer_state: dict | None = None
+    lr_factor: float = 1.0
+    retries: int = 0
+    nfe: int = 0
+    seconds: float = 0.0
+    finished: bool = False
+    stop_reason: str = ""
+    best_loss: torch.Tensor | None = None  # (S,) best objective seen per start
+    best: dict[str, torch.Tensor] | None = None  # parameter name -> best values (start dim first)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What training produced (the fitted values are in the model itself)."""
+
+    records: list[dict]
+    iterations: int
+    nfe: int
+    seconds: float
+    final_loss: torch.Tensor  # (S,) data loss at the returned parameters
+    stop_reason: str
+
+
+def effective_stages(model: UDEModel, training: TrainingSpec) -> list[StageSpec]:
+    """The configured stages, preceded by the automatic collocation warm start when it applies."""
+    from .collocation import applicable
+
+    stages = list(training.stages)
+    if (training.warm_start == "auto" and stages[0].objective != "collocation"
+            and applicable(model.problem) is None):
+        stages.insert(0, StageSpec(optimizer="lbfgs", objective="collocation",
+                                   iterations=training.warm_start_iterations))
+    return stages
+
+
+def train(model: UDEModel, objective: Objective, training: TrainingSpec, *, monitor: Monitor | None = None,
+          state: TrainState | None = None, stop_below: float | None = None,
+          should_stop: Callable[[], str | None] | None = None) -> TrainResult:
+    """Run the training stages on ``model``; return a :class:`TrainResult`.
+
+    Arguments:
+        model: the model to fit (changed in place; it ends at the best parameters seen per start).
+        objective: the loss.
+        training: the stages, weight decay and target.
+        monitor: receives progress.
+        state: a saved :class:`TrainState` to resume from (default: start afresh).
+        stop_below: stop as soon as the training loss is below this (default ``training.stop_below``).
+        should_stop: called between iterations; a non-empty reason stops training with
+            :class:`Interrupted` (the state stays consistent and resumable).
+
+    Raises:
+        FitError: the loss stayed non-finite (or the solver failed) after roll-backs and retries.
+        Interrupted: ``should_stop`` asked to stop.
+    """
+    monitor = monitor or _Silent()
+    state = state if state is not None else TrainState()
+    target = stop_below if stop_below is not None else training.stop_below
+    runner = _Runner(model, objective, training, monitor, state, target, should_stop)
+    return runner.run()
+
+
+class _Runner:
+    def __init__(self, model, objective, training, monitor, state, target, should_stop):
+        self.model, self.objective, self.training = model, objective, training
+        self.monitor, self.state, self.target = monitor, state, target
+        self.should_stop = should_stop or (lambda: None)
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.stages = effective_stages(model, training)
+        self._collocation = None
+        self._objective_kind = "trajectory"
+        self.net_params = set(id(p) for p in model.network_parameters())
+        self.last_data: torch.Tensor | None = None
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def collocation(self):
+        if self._collocation is None:
+            from .collocation import CollocationObjective
+
+            self._collocation = CollocationObjective(self.model)
+        return self._collocation
+
+    def evaluate(self, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+        nfe0 = self.model.rhs.nfe
+        try:
+            if self._objective_kind == "collocation":
+                data = self.collocation().loss()
+            else:
+                data = self.objective.loss(self.model())
+        finally:
+            self.state.nfe += self.model.rhs.nfe - nfe0
+        total = data + weight_decay * self.model.weight_penalty() if weight_decay else data
+        self._remember_best(total.detach(), data.detach())
+        return total, data
+
+    def _remember_best(self, total: torch.Tensor, data: torch.Tensor) -> None:
+        st = self.state
+        finite = torch.isfinite(total)
+        if st.best_loss is None:
+            st.best_loss = torch.full_like(total, math.inf)
+            st.best = {n: p.detach().clone() for n, p in self.params.items()}
+        better = finite & (total < st.best_loss)
+        if bool(better.any()):
+            st.best_loss = torch.where(better, total, st.best_loss)
+            for n, p in self.params.items():
+                mask = better.view(-1, *([1] * (p.dim() - 1)))
+                st.best[n] = torch.where(mask, p.detach(), st.best[n])
+        self.last_data = data
+
+    def restore_best(self) -> None:
+        if self.state.best is None:
+            return
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(self.state.best[n])
+
+    # -- stages -----------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        st = self.state
+        t_start = time.perf_counter() - st.seconds
+        stages = self.stages
+        try:
+            if not st.finished:
+                while st.stage < len(stages):
+                    stage = stages[st.stage]
+                    self._objective_kind = stage.objective
+                    self.monitor.stage_started(st.stage, len(stages), stage, st.done)
+                    self._run_stage(st.stage, stage, t_start)
+                    self.monitor.stage_finished(st.stage)
+                    if st.stop_reason:
+                        break
+                    st.stage, st.done, st.optimizer_state, st.lr_factor, st.retries = st.stage + 1, 0, None, 1.0, 0
+                    st.best, st.best_loss = None, None  # "best" compares losses within one stage only
+                st.finished = True
+                st.stop_reason = st.stop_reason or "completed"
+        except _TargetReached:
+            st.finished = True
+            st.stop_reason = f"loss below {self.target:g}"
+            self.monitor.stage_finished(st.stage)
+        finally:
+            st.seconds = time.perf_counter() - t_start
+        if not st.stop_reason.startswith("loss below"):
+            last = stages[min(st.stage, len(stages) - 1)]
+            self._objective_kind = last.objective
+            with torch.no_grad():
+                self.evaluate(self._decay(last))  # the last point counts too
+            self.restore_best()
+        with torch.no_grad():
+            final = self.objective.loss(self.model())
+        return TrainResult(records=st.records, iterations=st.iteration, nfe=st.nfe, seconds=st.seconds,
+                           final_loss=final, stop_reason=st.stop_reason)
+
+    def _decay(self, stage: StageSpec) -> float:
+        return stage.weight_decay if stage.weight_decay is not None else self.training.weight_decay
+
+    def _make_optimizer(self, stage: StageSpec):
+        lr = stage.learning_rate * self.state.lr_factor
+        params = list(self.params.values())
+        if stage.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=lr)
+        else:
+            opt = torch.optim.LBFGS(params, lr=lr, max_iter=LBFGS_CHUNK, max_eval=LBFGS_CHUNK * 25 // 10,
+                                    history_size=10, line_search_fn="strong_wolfe",
+                                    tolerance_grad=1e-10, tolerance_change=1e-12)
+        if self.state.optimizer_state is not None:
+            opt.load_state_dict(self.state.optimizer_state)
+        return opt
+
+    def _run_stage(self, index: int, stage: StageSpec, t_start: float) -> None:
+        st = self.state
+        wd = self._decay(stage)
+        opt = self._make_optimizer(stage)
+        while st.done < stage.iterations:
+            reason = self.should_stop()
+            if reason:
+                st.optimizer_state = opt.state_dict()
+                raise Interrupted(reason)
+            try:
+                if stage.optimizer == "adam":
+                    k, loss, reached = self._adam_step(opt, wd, st.iteration == 0)
+                else:
+                    k, loss, reached = self._lbfgs_step(opt, wd, stage.iterations - st.done)
+            except (_NumericalTrouble, SolverError) as exc:
+                opt = self._roll_back(index, stage, exc)
+                continue
+            if k == 0:  # LBFGS converged: nothing more to gain in this stage
+                break
+            converged = k < 0
+            k = abs(k)
+            st.done += k
+            st.iteration += k
+            record = {"iteration": st.iteration, "stage": index, "optimizer": stage.optimizer,
+                      "objective": stage.objective, "loss": loss, "seconds": round(time.perf_counter() - t_start, 6)}
+            if stage.objective != "trajectory" and self.target is not None:
+                with torch.no_grad():  # the target is on the trajectory loss: check it
+                    trajectory = float(self.objective.loss(self.model()).min())
+                record["trajectory_loss"] = trajectory
+                reached = trajectory < self.target
+            st.records.append(record)
+            self.monitor.advanced(index, st.done, loss)
+            if reached:
+                raise _TargetReached()
+            if converged:
+                break
+        st.optimizer_state = None
+
+    def _check(self, data: torch.Tensor, first: bool) -> float:
+        data = data.detach()
+        value = float(data.min())
+        if not torch.isfinite(data).all():
+            raise _NumericalTrouble("the loss is not finite (NaN or infinite)")
+        if not first and value > BLOWUP:
+            raise _NumericalTrouble(f"the loss blew up to {value:.3g}")
+        return value
+
+    def _reached(self, value: float) -> bool:
+        return self._objective_kind == "trajectory" and self.target is not None and value < self.target
+
+    def _adam_step(self, opt, wd: float, first: bool) -> tuple[int, float, bool]:
+        opt.zero_grad(set_to_none=True)
+        total, data = self.evaluate(wd)
+        loss = self._check(data, first)
+        if self._reached(loss):  # stop at the point that reached the target, before stepping away
+            return 1, loss, True
+        total.sum().backward()
+        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in self.params.values()):
+            raise _NumericalTrouble("a gradient is not finite")
+        opt.step()
+        return 1, loss, False
+
+    def _lbfgs_step(self, opt, wd: float, remaining: int) -> tuple[int, float, bool]:
+        evals: list[float] = []
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            total, data = self.evaluate(wd)
+            value = self._check(data, False)
+            evals.append(value)
+            if self._reached(value):
+                raise _TargetReached()
+            total.sum().backward()
+            return total.sum()
+
+        first = next(iter(self.params.values()))
+        n0 = opt.state[first].get("n_iter", 0)
+        opt.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, remaining)
+        try:
+            opt.step(closure)
+        except _TargetReached:
+            return max(1, opt.state[first].get("n_iter", 0) - n0), evals[-1], True
+        k = opt.state[first].get("n_iter", 0) - n0
+        best = min(evals) if evals else float("nan")
+        if k > 0 and evals and evals[0] - best <= LBFGS_REL_TOL * abs(evals[0]):
+            k = -k  # converged: no relative progress over a whole chunk
+        return k, best, False
+
+    def _roll_back(self, index: int, stage: StageSpec, exc: Exception):
+        st = self.state
+        self.restore_best()
+        st.retries += 1
+        what = exc.message if isinstance(exc, SolverError) else str(exc)
+        if st.retries > MAX_RETRIES:
+            raise FitError(
+                f"stage {index + 1} ({stage.optimizer}), iteration {st.done + 1}: {what}, and it stayed so after "
+                f"{MAX_RETRIES} roll-backs to the last good parameters with 10x smaller learning rates",
+                hint="try a smaller learning rate, tighter parameter bounds, a stiff-friendly or fixed-step "
+                     "solver (solver.method), or loss 'scaled' / 'log' for data of very different sizes") from None
+        st.lr_factor *= 0.1
+        st.optimizer_state = None
+        self.monitor.message(f"stage {index + 1} ({stage.optimizer}), iteration {st.done + 1}: {what}; rolled back "
+                             f"to the last good parameters, learning rate x{st.lr_factor:g}")
+        return self._make_optimizer(stage)
+
+
+class _NumericalTrouble(Exception):
+    pass
