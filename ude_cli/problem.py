@@ -165,7 +165,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         base = param_specs.get(pname)
         if base is not None:
             merged = base.model_dump()
-            merged.update(spec.model_dump(exclude_unset=True))
+            merged.update(spec.model_dump(exclude_none=True))  # None means "not given": keep the default
             spec = ParameterSpec.model_validate(merged)
         param_specs[pname] = spec
 

@@ -12,6 +12,8 @@ metrics, loss history and the trained model. ``result.save(dir)`` writes the run
 ``run.json``        resolved config, package versions, seed, SHA-256 of each data file, command line
 ``model.pt``        ``state_dict`` of the model (load with ``torch.load(..., weights_only=True)``)
 ``figures/``        fit, residuals, loss and learned terms, as PNG and PDF
+``inputs/``         the resolved config and copies of the data files: ``ude fit inputs/config.yaml``
+                    repeats the run, and ``ude_cli.runs.load_run`` rebuilds the fitted model
 ==================  ===============================================================================
 """
 
@@ -122,6 +124,7 @@ class FitResult:
         buf = io.BytesIO()
         torch.save(self.model.state_dict(), buf)
         atomic_write_bytes(directory / "model.pt", buf.getvalue())
+        write_inputs(self.problem, directory / "inputs")
         if plots:
             from . import plots as plotting
 
@@ -230,6 +233,33 @@ def run_info(problem: Problem, *, seed: int, command: list[str] | None = None, e
         "command": command if command is not None else list(sys.argv),
         **(extra or {}),
     }
+
+
+def write_inputs(problem: Problem, directory: Path) -> None:
+    """Copy the data files and write the resolved config pointing at the copies (``inputs/``)."""
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ds = problem.dataset
+    names: list[str] = []
+    for k, path in enumerate(ds.files):
+        name = path.name if path.name not in names else f"{k + 1}_{path.name}"
+        names.append(name)
+        atomic_write_bytes(directory / name, Path(path).read_bytes())
+    resolved = problem.config.resolved()
+    resolved["name"] = problem.config.run_name
+    resolved["model"]["parameters"] = {  # as resolved (built-in defaults merged in)
+        p.name: {"init": p.init, "fixed": p.fixed, "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None)
+                 else None, "positive": p.positive, "unit": p.unit}
+        for p in problem.parameters.values()}
+    data = resolved["data"]
+    if data.get("files") is not None:
+        data["files"] = names
+    else:
+        data["file"] = names[0]
+    header = ("# The resolved config of this run (every default filled in), reading the copies of the\n"
+              "# data files beside it. `ude fit` on this file repeats the run.\n")
+    atomic_write_text(directory / "config.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
 
 
 def is_run_dir(path: Path) -> bool:

@@ -23,11 +23,23 @@ from .errors import RunDirError
 RUN_FILE = "run.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_mode(path: str | Path, directory: bool = False) -> None:
+    """Give a mkstemp/mkdtemp path the permissions a plain open()/mkdir() would have."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, os.replace)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _normal_mode(tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -65,6 +77,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    _normal_mode(tmp)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -103,6 +116,7 @@ class Staging:
         parent = self.out.parent if str(self.out.parent) else Path(".")
         try:
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=parent))
+            _normal_mode(self.path, directory=True)
         except OSError as exc:
             raise RunDirError(f"cannot write to the output location: {exc.strerror}", where=str(parent)) from None
 
