@@ -299,6 +299,29 @@ class OutputSpec(_Strict):
     dpi: int = Field(150, ge=50, le=1200, description="Resolution of PNG figures.")
 
 
+class DiscoverSpec(_Strict):
+    """Symbolic recovery of the learned terms (``ude discover RUN``; run after ``ude fit`` when given).
+    Every field can be overridden on the ``ude discover`` command line."""
+
+    degree: int = Field(2, ge=0, le=6, description="Highest degree of the polynomial candidates.")
+    functions: list[str] = Field(
+        default_factory=list, max_length=50,
+        description="Extra candidates in the equation language, e.g. 'exp(-x)', 'x/(1+x)', 'sin(x)'; they may "
+                    "use the network's inputs.")
+    include_bias: bool = Field(True, description="Include the constant 1 among the candidates.")
+    samples: int = Field(200, ge=10, le=100_000, description="Samples per experiment along the fitted trajectory.")
+    propose: int = Field(4, ge=1, le=100, description="Candidates the network proposes per term and selection step; "
+                                                      "each is refitted to the data.")
+    max_terms: int = Field(4, ge=1, le=50, description="Most library terms per learned term.")
+    min_improvement: float = Field(2.0, ge=0, description="A term is added only if it lowers the BIC by more than this.")
+    horizon: Finite | None = Field(
+        None, description="End time of the extrapolation check (default: t0 + 10 x the data's time span).")
+    worse_ratio: float = Field(3.0, gt=1, description="A recovered model whose training loss exceeds this multiple "
+                                                      "of the UDE's is reported as clearly worse.")
+    structure_p: float = Field(0.01, gt=0, lt=1, description="Residuals whose runs test p-value is below this count "
+                                                             "as systematic (an approximation).")
+
+
 class Config(_Strict):
     """A whole ``config.yaml``."""
 
@@ -310,6 +333,7 @@ class Config(_Strict):
     solver: SolverSpec = Field(default_factory=SolverSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    discover: DiscoverSpec | None = Field(None, description="Symbolic recovery of the learned terms (optional).")
 
     _path: Path | None = PrivateAttr(None)
 
@@ -479,6 +503,7 @@ def _describe(err: dict, raw: Any) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()), "?")
+        bound = f"{bound:g}" if isinstance(bound, int | float) else bound
         return f"must be {sym} {bound}, got {value!r}"
     if kind in ("float_parsing", "float_type"):
         return f"expected a number, got {value!r}"

@@ -83,9 +83,15 @@ class Dataset:
 
 
 def report_path(base_dir: Path, given: str) -> str:
-    """How a data path is named in messages: the config's directory joined with the path as given."""
-    base = os.path.relpath(base_dir) if base_dir.is_absolute() else str(base_dir)
-    return os.path.normpath(os.path.join(base, given)) if not os.path.isabs(given) else given
+    """How a data path is named in messages: the config's directory joined with the path as given,
+    relative to the current directory when it lies below it."""
+    if os.path.isabs(given):
+        return given
+    full = os.path.normpath(os.path.join(str(base_dir), given))
+    if os.path.isabs(full):
+        rel = os.path.relpath(full)
+        return full if rel.startswith("..") else rel
+    return full
 
 
 def read_dataset(
@@ -257,7 +263,7 @@ def _is_decimal_comma(text: str) -> bool:
 def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem) -> list[Experiment]:
     problems = Problems()
     available = list(frame.columns)
-    wanted = [(f"data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
+    wanted = [("data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
     if experiment is not None:
         wanted.append(("data.experiment", experiment))
     wanted += [("covariate", c) for c in covariates]

@@ -108,8 +108,12 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the nearest candidate, or ``""`` when none is close."""
     import difflib
 
-    found = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean '{found[0]}'?)" if found else ""
+    best, best_score = None, 0.6
+    for cand in (str(c) for c in candidates):  # the first of equally close candidates wins
+        score = difflib.SequenceMatcher(None, str(word), cand).ratio()
+        if score > best_score or (best is None and score >= best_score):
+            best, best_score = cand, score
+    return f" (did you mean '{best}'?)" if best is not None else ""
 
 
 def one_of(candidates: Iterable[str]) -> str:

@@ -239,6 +239,9 @@ class _Checker:
             self._visit_call(node, depth)
         elif isinstance(node, ast.Subscript):
             self._visit_subscript(node)
+        elif isinstance(node, ast.Attribute):
+            self.visit(node.value, depth + 1)
+            self.fail(node, "attribute access is not allowed")
         else:
             name = _NODE_NAMES.get(type(node), type(node).__name__)
             self.fail(node, f"{name} is not allowed")
@@ -249,6 +252,8 @@ class _Checker:
 
     def _visit_call(self, node: ast.Call, depth: int) -> None:
         if not isinstance(node.func, ast.Name):
+            if isinstance(node.func, ast.Attribute | ast.Lambda | ast.Subscript | ast.Call):
+                self.visit(node.func, depth + 1)  # names the real culprit (attribute, lambda, ...)
             self.fail(node.func, "only calls of plain function names are allowed")
         name = node.func.id
         self._check_identifier(node.func, name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import keyword
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -146,6 +145,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             problems.add(ConfigError(
                 f"the built-in model '{m.builtin}' needs constant '{cname}'" + (f" ({desc})" if desc else "")
                 + f"; add it under model.constants, e.g. {{{cname}: 100}}", where=f"{label}: model.constants"))
+            constants[cname] = math.nan  # keeps the equations' names known: no follow-on errors
         elif default is not None:
             constants[cname] = default
     for cname, value in m.constants.items():
@@ -259,7 +259,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                                  where=f"{label}: data.columns"))
     initial: dict[str, Initial] = {}
     covariates: set[str] = {v for v in constants.values() if isinstance(v, str)}
-    for s, spec in m.initial.items():
+    for s in m.initial:
         if s not in states:
             problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
                                      f"{', '.join(states)}", where=f"{label}: model.initial.{s}"))
@@ -281,9 +281,6 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                 problems.add(ConfigError(f"a positive initial value must start > 0, got {spec.value:g}", where=where))
             initial[s] = Initial(s, "value", value=spec.value, learn=spec.learn, positive=spec.positive)
 
-    if config.solver.method not in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun") \
-            and config.solver.step is None:
-        pass  # a default step is derived from the data in solve_options
     problems.raise_if_any()
 
     dataset = None
@@ -390,10 +387,3 @@ def default_step(problem: Problem) -> float:
     step = min(spacings) / 10 if spacings else 0.01
     return min(step, problem.dataset.time_span / 100)
 
-
-def config_dir(config: Config) -> Path:
-    return config.base_dir
-
-
-def isfinite(x: float) -> bool:
-    return math.isfinite(x)

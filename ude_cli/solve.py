@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,18 @@ class SolverSettings:
                    adjoint=spec.adjoint, max_steps=spec.max_steps)
 
 
+def _grid_through_outputs(step: float):
+    """A fixed-step grid of steps <= ``step`` that also passes through every output time, so the
+    solution at the data's times is computed, not linearly interpolated between grid points."""
+
+    def construct(func, y0, t):
+        n = max(1, math.ceil(float(t[-1] - t[0]) / step - 1e-9))
+        uniform = torch.linspace(float(t[0]), float(t[-1]), n + 1, dtype=t.dtype, device=t.device)
+        return torch.unique(torch.cat([uniform, t]))  # sorted
+
+    return construct
+
+
 def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; return ``y`` at ``t``: ``(len(t), *y0.shape)``.
 
@@ -56,7 +69,7 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
                 f"{settings.method} with step {settings.step:g} needs {n_steps:.0f} steps over [{float(t[0]):g}, "
                 f"{float(t[-1]):g}], more than solver.max_steps = {settings.max_steps}",
                 hint="use a larger solver.step or raise solver.max_steps")
-        options["step_size"] = settings.step
+        options["grid_constructor"] = _grid_through_outputs(settings.step)
     kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=settings.method, options=options)
     try:
         if settings.adjoint:

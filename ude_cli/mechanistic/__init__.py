@@ -8,7 +8,7 @@ docstring gives the equations and the citation. To add a model, write its module
 from __future__ import annotations
 
 from ..errors import ConfigError, did_you_mean, one_of
-from . import lotka_volterra, logistic, michaelis_menten, oscillator, pk_oral, seir, sir
+from . import logistic, lotka_volterra, michaelis_menten, oscillator, pk_oral, seir, sir
 from .base import BuiltinModel, ParameterDefault
 
 _MODULES = (lotka_volterra, logistic, sir, seir, michaelis_menten, oscillator, pk_oral)

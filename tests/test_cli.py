@@ -1,0 +1,140 @@
+"""The command line as a user meets it: exit codes, exact error lines, no tracebacks, the run directory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ude_cli.cli import app, exits
+
+runner = CliRunner()
+
+DECAY = """
+name: decay
+data: {file: d.csv, time: t, columns: {y: conc}, units: {t: h, conc: mg/L}}
+model:
+  states: [y]
+  equations: {y: "-k*y"}
+  parameters: {k: {init: 0.3, positive: true}}
+training:
+  stages: [{optimizer: lbfgs, iterations: 20}]
+"""
+
+
+@pytest.fixture
+def decay(write):
+    t = np.linspace(0, 5, 11)
+    write("d.csv", "t,conc\n" + "".join(f"{a},{2 * np.exp(-0.7 * a):.8f}\n" for a in t))
+    return write("decay.yaml", DECAY)
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output + result.stderr
+    return result
+
+
+@pytest.mark.parametrize("command", ["fit", "check", "models"])
+def test_every_command_has_help(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Usage: ude " + command in result.output
+    assert len(result.output.splitlines()) > 5
+
+
+def test_root_help_documents_exit_codes():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "3 bad config or data" in " ".join(result.output.split())
+
+
+def test_fit_writes_the_whole_run_directory(decay, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("fit", decay, "--out", out)
+    assert result.exit_code == 0, result.output + result.stderr
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    expected = {"params.csv", "params.json", "predictions.csv", "trajectory.csv", "metrics.json", "loss.csv",
+                "run.json", "model.pt", "inputs/config.yaml", "inputs/d.csv"}
+    expected |= {f"figures/{f}.{e}" for f in ("fit", "residuals", "loss") for e in ("png", "pdf")}
+    assert expected <= names
+    assert not any(n.startswith(".") or "/." in n for n in names)  # no temporary files left
+    params = json.loads((out / "params.json").read_text())
+    assert params[0]["name"] == "k" and params[0]["value"] == pytest.approx(0.7, rel=1e-4)
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and len(run["data_files"][0]["sha256"]) == 64
+    assert run["versions"]["torch"] and run["seed"] == 0
+    assert "k" in result.output and "run directory:" in result.output
+
+
+def test_existing_run_directory_is_not_touched_without_overwrite(decay, tmp_path):
+    out = tmp_path / "run"
+    assert invoke("fit", decay, "--out", out, "--quiet").exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = invoke("fit", decay, "--out", out)
+    assert result.exit_code == exits.OUTPUT
+    assert result.stderr.strip() == f"error: {out}: run directory already exists; pass --overwrite to replace it, " \
+                                    f"or --out to choose another"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert invoke("fit", decay, "--out", out, "--overwrite", "--quiet").exit_code == 0
+
+
+def test_quiet_prints_nothing(decay, tmp_path):
+    result = invoke("fit", decay, "--out", tmp_path / "q", "--quiet")
+    assert result.exit_code == 0 and result.output == "" and result.stderr == ""
+
+
+def test_bad_config_exit_code_and_exact_lines(write):
+    path = write("bad.yaml", """
+        data: {file: d.csv, columns: {y: conc}}
+        model: {states: [y], equations: {y: "__import__('os').system('x')"}}
+        solver: {rtol: 0}
+        """)
+    result = invoke("check", path)
+    assert result.exit_code == exits.BAD_INPUT
+    assert result.stderr.splitlines() == [f"error: {path}: solver.rtol: must be > 0, got 0"]
+    result = invoke("fit", path, "--out", path.parent / "never")
+    assert result.exit_code == exits.BAD_INPUT
+    assert not (path.parent / "never").exists()
+
+
+def test_equation_errors_reach_the_user_as_one_line(write):
+    write("d.csv", "t,conc\n0,1\n1,0.5\n")
+    path = write("bad.yaml", """
+        data: {file: d.csv, columns: {y: conc}}
+        model: {states: [y], equations: {y: "__import__('os').system('x')"}}
+        """)
+    result = invoke("check", path)
+    assert result.exit_code == exits.BAD_INPUT
+    assert result.stderr.splitlines() == [
+        f"error: {path}: model.equations.y: names starting with '_' are not allowed: '__import__' in "
+        "\"__import__('os').system('x')\""]
+
+
+def test_missing_config_file():
+    result = invoke("check", "nowhere.yaml")
+    assert result.exit_code == exits.BAD_INPUT
+    assert result.stderr == "error: nowhere.yaml: config file not found\n"
+
+
+def test_check_prints_the_resolved_config(decay):
+    result = invoke("check", decay, "--print")
+    assert result.exit_code == 0
+    assert "ok (1 states, 1 parameters, 0 networks; 1 experiment(s), 11 training time points)" in result.output
+    assert "method: dopri5" in result.output and "max_steps: 100000" in result.output
+
+
+def test_models_lists_equations_and_suggests_names():
+    result = invoke("models", "sir")
+    assert result.exit_code == 0
+    assert "dS/dt = -beta*S*I/N" in result.output and "Kermack" in result.output
+    result = invoke("models", "sri")
+    assert result.exit_code == exits.BAD_INPUT
+    assert "unknown built-in model 'sri' (did you mean 'sir'?)" in result.stderr
+
+
+def test_usage_error_exit_code():
+    assert invoke("fit").exit_code == exits.USAGE
+    assert invoke("fit", "--no-such-option", "x.yaml").exit_code == exits.USAGE
