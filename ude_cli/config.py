@@ -327,12 +327,12 @@ class Config(_Strict):
 
     name: str | None = Field(None, description="Run name (default: the config file's name).")
     description: str | None = Field(None, description="Free text, copied into run.json and reports.")
-    data: DataSpec
-    model: ModelSpec
+    data: DataSpec = Field(description="The CSV file(s) and how their columns map to states.")
+    model: ModelSpec = Field(description="The mechanistic model (built-in or equations) and its parameters.")
     networks: dict[str, NetworkSpec] = Field(default_factory=dict, description="Named neural networks.")
-    solver: SolverSpec = Field(default_factory=SolverSpec)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
-    output: OutputSpec = Field(default_factory=OutputSpec)
+    solver: SolverSpec = Field(default_factory=SolverSpec, description="The ODE solver.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Loss, stages, seed, regularisation.")
+    output: OutputSpec = Field(default_factory=OutputSpec, description="What is written besides the tables.")
     discover: DiscoverSpec | None = Field(None, description="Symbolic recovery of the learned terms (optional).")
 
     _path: Path | None = PrivateAttr(None)
