@@ -45,8 +45,8 @@ def check(config: Config | str | Path) -> Problem:
 
 
 def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None = None,
-        should_stop: Callable[[], str | None] | None = None, state=None, n_starts: int = 1,
-        command: list[str] | None = None):
+        should_stop: Callable[[], str | None] | None = None, time_limit: float | None = None, n_starts: int = 1,
+        command: list[str] | None = None, resume=None):
     """Fit a config; return a :class:`~ude_cli.results.FitResult`.
 
     Arguments:
@@ -54,28 +54,42 @@ def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None =
         monitor: receives progress (see :class:`ude_cli.train.Monitor`); silent by default.
         stop_below: stop as soon as the training loss is below this value.
         should_stop: called between iterations; a reason (text) interrupts training.
-        state: a :class:`~ude_cli.train.TrainState` to resume from.
+        time_limit: seconds of training after which the best parameters so far are kept.
         n_starts: independent starts fitted at once; the best is reported.
         command: the command line to record in run.json (default: ``sys.argv``).
+        resume: a :class:`~ude_cli.checkpoint.Resumable` to continue (its config is used).
 
     Raises:
         UdeError: a bad config or data (:class:`ConfigError`, :class:`DataError`), or a fit that
             failed numerically (:class:`FitError`).
+        Interrupted: ``should_stop`` asked to stop; the exception carries ``problem``, ``model``
+            and ``state`` for a checkpoint.
     """
     import torch
 
+    from .errors import Interrupted
     from .losses import Objective
     from .model import UDEModel
-    from .train import train
+    from .train import TrainState, train
 
+    if resume is not None:
+        config, n_starts = resume.config, resume.starts
     cfg = config if isinstance(config, Config) else load_config(config)
     problem = resolve(cfg)
     _set_threads(cfg)
     torch.manual_seed(cfg.training.seed)
     model = UDEModel(problem, n_starts=n_starts)
+    state = TrainState()
+    if resume is not None:
+        model.load_state_dict(resume.state_dict)
+        state = resume.train_state
     objective = Objective(model, cfg.training.loss)
-    trained = train(model, objective, cfg.training, monitor=monitor, stop_below=stop_below,
-                    should_stop=should_stop, state=state)
+    try:
+        trained = train(model, objective, cfg.training, monitor=monitor, stop_below=stop_below,
+                        should_stop=should_stop, state=state, time_limit=time_limit)
+    except Interrupted as exc:
+        exc.problem, exc.model, exc.state = problem, model, state
+        raise
     return build_result(problem, model, objective, trained, command=command)
 
 
@@ -152,19 +166,37 @@ def default_out(config: Config) -> Path:
     return Path("runs") / config.run_name
 
 
-def run_fit(config: Config | str | Path, *, out: str | Path | None = None, overwrite: bool = False,
+def run_fit(config: Config | str | Path | None = None, *, out: str | Path | None = None, overwrite: bool = False,
             monitor=None, stop_below: float | None = None, plots: bool | None = None,
-            command: list[str] | None = None):
-    """Fit a config and write its run directory; return ``(result, path)``.
+            command: list[str] | None = None, time_limit: float | None = None,
+            should_stop: Callable[[], str | None] | None = None, resume: str | Path | None = None):
+    """Fit a config (or resume an interrupted run) and write its run directory; return ``(result, path)``.
 
-    The output location is checked before any work, and the run is written to a staging
-    directory first, so a failure never leaves a half-written run or damages an old one.
+    The output location is checked before any work, and the run is written to a staging directory
+    first, so a failure never leaves a half-written run or damages an old one. When ``should_stop``
+    interrupts the fit, a resumable checkpoint is written to the run directory (marked incomplete)
+    and :class:`~ude_cli.errors.Interrupted` is raised with ``where`` naming it.
     """
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .errors import Interrupted
+    from .results import run_info
     from .rundir import check_target
 
-    cfg = config if isinstance(config, Config) else load_config(config)
-    target = Path(out) if out is not None else default_out(cfg)
-    check_target(target, overwrite)
-    result = fit(cfg, monitor=monitor, stop_below=stop_below, command=command)
+    saved = load_checkpoint(resume) if resume is not None else None
+    if saved is not None:
+        cfg, target, overwrite = saved.config, saved.path, True
+    else:
+        cfg = config if isinstance(config, Config) else load_config(config)
+        target = Path(out) if out is not None else default_out(cfg)
+        check_target(target, overwrite)
+    try:
+        result = fit(cfg, monitor=monitor, stop_below=stop_below, command=command, time_limit=time_limit,
+                     should_stop=should_stop, resume=saved)
+    except Interrupted as exc:
+        info = run_info(exc.problem, seed=cfg.training.seed, command=command)
+        save_checkpoint(target, exc.problem, exc.model, exc.state, info, overwrite=overwrite)
+        exc.where = str(target)
+        exc.hint = f"a checkpoint was saved; continue with: ude fit --resume {target}"
+        raise
     path = result.save(target, overwrite=overwrite, plots=plots)
     return result, path

@@ -289,6 +289,9 @@ class TrainingSpec(_Strict):
     warm_start_iterations: int = Field(200, ge=1, description="LBFGS iterations of the automatic warm start.")
     stop_below: Positive | None = Field(
         None, description="Stop training as soon as the training loss (of the trajectory) is below this value.")
+    max_seconds: Positive | None = Field(
+        None, description="Wall-time limit of the training: past it, training stops between iterations and "
+                          "keeps the best parameters so far (`--time-limit` overrides).")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: 1, best for small ODEs).")
 
 

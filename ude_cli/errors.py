@@ -71,6 +71,16 @@ class FitError(UdeError):
     """The fit failed numerically (NaN loss, solver step-size underflow, blow-up)."""
 
 
+class Interrupted(UdeError):
+    """Training was asked to stop (Ctrl-C, SIGTERM) and stopped between iterations.
+
+    ``problem``, ``model`` and ``state`` are attached by :func:`ude_cli.api.fit`, so that a
+    checkpoint can be written.
+    """
+
+    problem = model = state = None
+
+
 class RunDirError(UdeError):
     """The output run directory exists, is not writable, or is not a run directory."""
 

@@ -52,8 +52,8 @@ class SilentMonitor:
 class LogMonitor(SilentMonitor):
     """One line per stage (and each warning) to a stream: for logs of scripts and CI jobs."""
 
-    def __init__(self, name: str, n_stages: int, stream: TextIO | None = None):
-        self.name, self.n_stages = name, n_stages
+    def __init__(self, name: str, stream: TextIO | None = None):
+        self.name, self.n_stages = name, 0
         self.stream = stream or sys.stderr
         self._t = time.perf_counter()
         self._last: tuple[int, float] | None = None
@@ -85,7 +85,7 @@ class LogMonitor(SilentMonitor):
 class RichMonitor(SilentMonitor):
     """A rich progress bar per stage: stage, iteration, loss, elapsed and remaining time."""
 
-    def __init__(self, name: str, n_stages: int, stream: TextIO | None = None):
+    def __init__(self, name: str, stream: TextIO | None = None):
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -96,7 +96,7 @@ class RichMonitor(SilentMonitor):
             TimeRemainingColumn,
         )
 
-        self.name, self.n_stages = name, n_stages
+        self.name = name
         self.console = Console(file=stream or sys.stderr)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -133,10 +133,10 @@ def _describe(stage) -> str:
     return stage.optimizer + (", collocation" if stage.objective == "collocation" else "")
 
 
-def make_monitor(name: str, n_stages: int, *, quiet: bool = False, stream: TextIO | None = None):
+def make_monitor(name: str, *, quiet: bool = False, stream: TextIO | None = None):
     """The monitor that suits where we run: bars on a terminal, log lines otherwise, nothing if quiet."""
     if quiet:
         return SilentMonitor()
     if interactive(stream):
-        return RichMonitor(name, n_stages, stream)
-    return LogMonitor(name, n_stages, stream)
+        return RichMonitor(name, stream)
+    return LogMonitor(name, stream)

@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 
 from .config import StageSpec, TrainingSpec
-from .errors import FitError
+from .errors import FitError, Interrupted
 from .losses import Objective
 from .model import UDEModel
 from .solve import SolverError
@@ -56,14 +56,6 @@ class _Silent:
 
     def message(self, text):
         pass
-
-
-class Interrupted(Exception):
-    """Training stopped between iterations because it was asked to (the state is consistent)."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(reason)
 
 
 class _TargetReached(Exception):
@@ -122,7 +114,7 @@ def effective_stages(model: UDEModel, training: TrainingSpec) -> list[StageSpec]
 
 def train(model: UDEModel, objective: Objective, training: TrainingSpec, *, monitor: Monitor | None = None,
           state: TrainState | None = None, stop_below: float | None = None,
-          should_stop: Callable[[], str | None] | None = None) -> TrainResult:
+          should_stop: Callable[[], str | None] | None = None, time_limit: float | None = None) -> TrainResult:
     """Run the training stages on ``model``; return a :class:`TrainResult`.
 
     Arguments:
@@ -134,6 +126,8 @@ def train(model: UDEModel, objective: Objective, training: TrainingSpec, *, moni
         stop_below: stop as soon as the training loss is below this (default ``training.stop_below``).
         should_stop: called between iterations; a non-empty reason stops training with
             :class:`Interrupted` (the state stays consistent and resumable).
+        time_limit: seconds of training (default ``training.max_seconds``); past it, training stops
+            between iterations and returns the best parameters so far.
 
     Raises:
         FitError: the loss stayed non-finite (or the solver failed) after roll-backs and retries.
@@ -142,13 +136,15 @@ def train(model: UDEModel, objective: Objective, training: TrainingSpec, *, moni
     monitor = monitor or _Silent()
     state = state if state is not None else TrainState()
     target = stop_below if stop_below is not None else training.stop_below
-    runner = _Runner(model, objective, training, monitor, state, target, should_stop)
+    limit = time_limit if time_limit is not None else training.max_seconds
+    runner = _Runner(model, objective, training, monitor, state, target, should_stop, limit)
     return runner.run()
 
 
 class _Runner:
-    def __init__(self, model, objective, training, monitor, state, target, should_stop):
+    def __init__(self, model, objective, training, monitor, state, target, should_stop, time_limit):
         self.model, self.objective, self.training = model, objective, training
+        self.time_limit = time_limit
         self.monitor, self.state, self.target = monitor, state, target
         self.should_stop = should_stop or (lambda: None)
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -261,6 +257,10 @@ class _Runner:
             if reason:
                 st.optimizer_state = opt.state_dict()
                 raise Interrupted(reason)
+            if self.time_limit is not None and time.perf_counter() - t_start > self.time_limit:
+                st.stop_reason = f"time limit of {self.time_limit:g} s"
+                self.monitor.message(f"stopped: {st.stop_reason} reached; keeping the best parameters so far")
+                return
             try:
                 if stage.optimizer == "adam":
                     k, loss, reached = self._adam_step(opt, wd, st.iteration == 0)

@@ -38,10 +38,11 @@ def _root(
 
 
 from . import check as _check  # noqa: E402
+from . import compare as _compare  # noqa: E402
 from . import fit as _fit  # noqa: E402
 from . import models as _models  # noqa: E402
 
-for _module in (_fit, _check, _models):
+for _module in (_fit, _check, _compare, _models):
     _module.register(app)
 
 

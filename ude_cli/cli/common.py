@@ -59,3 +59,18 @@ def run_app(app: typer.Typer) -> None:
             typer.echo(f"error: internal error: {type(exc).__name__}: {exc} (this is a bug in ude; rerun with "
                        f"--debug and report the traceback)", err=True)
         raise SystemExit(exits.INTERNAL) from None
+
+
+def console(stderr: bool = False):
+    """A rich console: the terminal's width on a terminal, wide enough for tables in logs and pipes."""
+    import os
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    width = None if tty else int(os.environ.get("COLUMNS", 160))
+    return Console(file=stream, width=width)

@@ -19,8 +19,10 @@ EXIT_CODES_HELP = (
 
 
 def code_for(error: BaseException) -> int:
-    from ..errors import ConfigError, DataError, FitError, MismatchError, RunDirError
+    from ..errors import ConfigError, DataError, FitError, Interrupted, MismatchError, RunDirError
 
+    if isinstance(error, Interrupted):
+        return INTERRUPTED
     if isinstance(error, ConfigError | DataError):
         return BAD_INPUT
     if isinstance(error, FitError):
@@ -30,3 +32,9 @@ def code_for(error: BaseException) -> int:
     if isinstance(error, RunDirError):
         return OUTPUT
     return INTERNAL
+
+
+def for_kind(kind: str) -> int:
+    """Exit code of a batch outcome's error kind (see :mod:`ude_cli.batch`)."""
+    return {"bad_input": BAD_INPUT, "fit_failed": FIT_FAILED, "output": OUTPUT, "interrupted": INTERRUPTED,
+            "mismatch": MISMATCH}.get(kind, INTERNAL)

@@ -1,66 +1,94 @@
-"""``ude fit CONFIG...``: fit each config and write its run directory."""
+"""``ude fit CONFIG...``: fit each config and write its run directory; keep going past failures."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import typer
 
-from .common import fail, warn
+from . import exits
+from .common import console, state, warn
 
 
 def register(app: typer.Typer) -> None:
     app.command("fit", help=(
         "Fit a universal differential equation to the data named in each CONFIG and write a run "
         "directory: params.csv/json, predictions.csv, metrics.json, loss.csv, run.json, model.pt and "
-        "figures (PNG + PDF)."))(fit_command)
+        "figures (PNG + PDF). With several configs (or a shell glob) each is fitted in turn, a failure "
+        "does not stop the others, and a summary table follows; the exit code is that of the first "
+        "failure. Ctrl-C or SIGTERM saves a checkpoint: continue it with --resume RUN."))(fit_command)
 
 
 def fit_command(
-    configs: list[Path] = typer.Argument(..., help="YAML config file(s).", show_default=False),
+    configs: list[Path] = typer.Argument(None, help="YAML config file(s).", show_default=False),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run directory (default: runs/<config name>).", show_default=False),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue an interrupted run directory from its checkpoint.", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (for scripts)."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print one JSON object per run on stdout (status, run_dir, parameters, metrics, "
+                              "error); logs go to stderr."),
     stop_below: float | None = typer.Option(
         None, "--stop-below", help="Stop training once the training loss is below this value.",
         show_default=False),
+    time_limit: float | None = typer.Option(
+        None, "--time-limit", help="Seconds of training per run; then keep the best parameters so far.",
+        show_default=False),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write figures."),
 ) -> None:
-    from ..api import default_out, run_fit
-    from ..config import load_config
-    from ..errors import UdeError
-    from ..problem import resolve
+    from ..batch import fit_one
+    from ..interrupt import graceful_stop
     from ..progress import make_monitor
 
-    if out is not None and len(configs) > 1:
+    if resume is not None and configs:
+        raise typer.BadParameter("give either CONFIG files or --resume RUN, not both", param_hint="--resume")
+    if resume is None and not configs:
+        raise typer.BadParameter("give at least one CONFIG file (or --resume RUN)", param_hint="CONFIGS")
+    if out is not None and len(configs or []) > 1:
         raise typer.BadParameter("--out names one run directory; give one config with it", param_hint="--out")
-    for path in configs:
-        try:
-            cfg = load_config(path)
-            problem = resolve(cfg)
-            for w in problem.warnings:
-                if not quiet:
+    items: list[Path | None] = list(configs) if configs else [None]
+    command = ["ude", *sys.argv[1:]]
+
+    def monitor_for(cfg):
+        name = cfg.run_name if cfg is not None else Path(resume).name
+        return make_monitor(name, quiet=quiet)
+
+    outcomes = []
+    with graceful_stop() as stop:
+        for path in items:
+            outcome, result = fit_one(path, out=out, overwrite=overwrite, resume=resume, stop_below=stop_below,
+                                      plots=False if no_plots else None, time_limit=time_limit,
+                                      should_stop=stop, make_monitor=monitor_for, command=command,
+                                      debug=state.debug)
+            outcomes.append(outcome)
+            if not quiet:
+                for w in outcome.warnings:
                     warn(w)
-            target = out if out is not None else default_out(cfg)
-            monitor = make_monitor(cfg.run_name, len(cfg.training.stages), quiet=quiet)
-            with monitor:
-                result, written = run_fit(cfg, out=target, overwrite=overwrite, monitor=monitor,
-                                          stop_below=stop_below, plots=False if no_plots else None,
-                                          command=["ude", *sys.argv[1:]])
-        except UdeError as exc:
-            fail(exc)
-        if not quiet:
-            print_result(result, written)
+            if outcome.error:
+                for line in outcome.error["lines"]:
+                    typer.echo(f"error: {line}", err=True)
+            if json_out:
+                typer.echo(json.dumps(outcome.to_json(), default=float))
+            elif result is not None and not quiet and len(items) == 1:
+                print_result(result, Path(outcome.run_dir))
+            if outcome.status == "interrupted":
+                break
+    if len(items) > 1 and not json_out and not quiet:
+        print_summary(outcomes, skipped=len(items) - len(outcomes))
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise typer.Exit(exits.for_kind(failed[0].error["kind"]))
 
 
 def print_result(result, path: Path) -> None:
     """The parameters table and the key metrics, on stdout."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    out = console()
     table = Table(title=f"{result.name}: fitted parameters", title_justify="left")
     for col in ("parameter", "value", "initial", "learned", "bounds"):
         table.add_column(col, justify="right" if col in ("value", "initial") else "left")
@@ -69,14 +97,32 @@ def print_result(result, path: Path) -> None:
         bounds = "" if _none(lo) and _none(hi) else f"[{_fmt(lo, '-inf')}, {_fmt(hi, 'inf')}]"
         table.add_row(str(row["name"]), f"{row['value']:.6g}", f"{row['init']:.6g}",
                       "yes" if row["learned"] else "fixed", bounds)
-    console.print(table)
+    out.print(table)
     m = result.metrics
     line = f"train {m['loss_kind']} {m['loss']:.4g}"
     if m.get("validation_loss") is not None:
         line += f", validation {m['validation_loss']:.4g}"
     line += f"; {m['iterations']} iterations, {m['wall_seconds']:.1f} s, {m['solver_evaluations']} solver evaluations"
-    console.print(line, highlight=False)
-    console.print(f"run directory: {path}", highlight=False)
+    if m["stop_reason"] != "completed":
+        line += f"; stopped: {m['stop_reason']}"
+    out.print(line, highlight=False)
+    out.print(f"run directory: {path}", highlight=False)
+
+
+def print_summary(outcomes, skipped: int = 0) -> None:
+    """One row per config: status, loss, time, run directory or error."""
+    from rich.table import Table
+
+    table = Table(title=f"{len(outcomes)} run(s): {sum(o.ok for o in outcomes)} ok, "
+                        f"{sum(not o.ok for o in outcomes)} failed" + (f", {skipped} not started" if skipped else ""),
+                  title_justify="left")
+    for col in ("config", "status", "loss", "time", "run directory / error"):
+        table.add_column(col, justify="right" if col in ("loss", "time") else "left")
+    for o in outcomes:
+        loss = f"{o.metrics['loss']:.4g}" if o.ok and o.metrics.get("loss") is not None else ""
+        detail = o.run_dir if o.ok else o.error["message"].splitlines()[0]
+        table.add_row(o.config, o.status, loss, f"{o.seconds:.1f} s", detail)
+    console().print(table)
 
 
 def _none(x) -> bool:

@@ -1,0 +1,99 @@
+"""Fitting one config as a unit of a batch: never raises for the user's mistakes, reports an outcome.
+
+``ude fit a.yaml b.yaml ...`` runs :func:`fit_one` for each config and keeps going past failures;
+the same function runs in a worker process for parallel batches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: error kinds, in the order of the exit codes the command line gives them
+KINDS = ("bad_input", "fit_failed", "output", "interrupted", "internal")
+
+
+@dataclass
+class RunOutcome:
+    """What became of one config in a batch (one JSON object with ``--json``)."""
+
+    config: str
+    status: str  # "ok" | "failed" | "interrupted"
+    run_dir: str | None = None
+    seconds: float = 0.0
+    parameters: dict[str, float] | None = None
+    metrics: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None  # {"kind": one of KINDS, "message": "...", "lines": [...]}
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def error_kind(exc: BaseException) -> str:
+    from .errors import ConfigError, DataError, FitError, Interrupted, RunDirError
+
+    if isinstance(exc, ConfigError | DataError):
+        return "bad_input"
+    if isinstance(exc, FitError):
+        return "fit_failed"
+    if isinstance(exc, RunDirError):
+        return "output"
+    if isinstance(exc, Interrupted):
+        return "interrupted"
+    return "internal"
+
+
+def fit_one(config: str | Path | None, *, out: str | Path | None = None, overwrite: bool = False,
+            resume: str | Path | None = None, stop_below: float | None = None, plots: bool | None = None,
+            time_limit: float | None = None, should_stop=None, make_monitor=None,
+            command: list[str] | None = None, debug: bool = False) -> tuple[RunOutcome, Any]:
+    """Fit one config (or resume one run) into its run directory; return ``(outcome, result or None)``.
+
+    ``make_monitor(config) -> monitor`` builds the progress display once the config is read.
+    Errors of the user's making become a failed outcome; with ``debug`` they are raised instead.
+    """
+    from .api import default_out, run_fit
+    from .config import load_config
+    from .errors import UdeError
+    from .problem import resolve
+
+    label = str(resume if resume is not None else config)
+    t0 = time.perf_counter()
+    warnings: list[str] = []
+    try:
+        cfg = None
+        if resume is None:
+            cfg = load_config(config)
+            warnings = resolve(cfg).warnings
+        monitor = make_monitor(cfg) if make_monitor is not None else None
+        target = None if resume is not None else (out if out is not None else default_out(cfg))
+        with monitor if monitor is not None else _Null():
+            result, path = run_fit(cfg, out=target, overwrite=overwrite, monitor=monitor, stop_below=stop_below,
+                                   plots=plots, command=command, time_limit=time_limit, should_stop=should_stop,
+                                   resume=resume)
+    except UdeError as exc:
+        if debug:
+            raise
+        kind = error_kind(exc)
+        status = "interrupted" if kind == "interrupted" else "failed"
+        return RunOutcome(config=label, status=status, run_dir=exc.where if kind == "interrupted" else None,
+                          seconds=round(time.perf_counter() - t0, 3), warnings=warnings,
+                          error={"kind": kind, "message": str(exc), "lines": exc.lines()}), None
+    return RunOutcome(config=label, status="ok", run_dir=str(path), seconds=round(time.perf_counter() - t0, 3),
+                      parameters={k: float(v) for k, v in result.values.items()}, metrics=result.metrics,
+                      warnings=warnings), result
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
