@@ -45,8 +45,8 @@ def check(config: Config | str | Path) -> Problem:
 
 
 def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None = None,
-        should_stop: Callable[[], str | None] | None = None, time_limit: float | None = None, n_starts: int = 1,
-        command: list[str] | None = None, resume=None):
+        should_stop: Callable[[], str | None] | None = None, time_limit: float | None = None,
+        n_starts: int | None = None, command: list[str] | None = None, resume=None):
     """Fit a config; return a :class:`~ude_cli.results.FitResult`.
 
     Arguments:
@@ -55,7 +55,7 @@ def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None =
         stop_below: stop as soon as the training loss is below this value.
         should_stop: called between iterations; a reason (text) interrupts training.
         time_limit: seconds of training after which the best parameters so far are kept.
-        n_starts: independent starts fitted at once; the best is reported.
+        n_starts: independent starts fitted at once (default ``training.starts``); the best is reported.
         command: the command line to record in run.json (default: ``sys.argv``).
         resume: a :class:`~ude_cli.checkpoint.Resumable` to continue (its config is used).
 
@@ -70,15 +70,18 @@ def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None =
     from .errors import Interrupted
     from .losses import Objective
     from .model import UDEModel
+    from .multistart import starting_values
     from .train import TrainState, train
 
     if resume is not None:
         config, n_starts = resume.config, resume.starts
     cfg = config if isinstance(config, Config) else load_config(config)
     problem = resolve(cfg)
+    n_starts = n_starts or cfg.training.starts
     _set_threads(cfg)
     torch.manual_seed(cfg.training.seed)
-    model = UDEModel(problem, n_starts=n_starts)
+    model = UDEModel(problem, n_starts=n_starts,
+                     parameter_starts=starting_values(problem, n_starts, cfg.training.seed))
     state = TrainState()
     if resume is not None:
         model.load_state_dict(resume.state_dict)
@@ -104,6 +107,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     import pandas as pd
     import torch
 
+    from .multistart import starts_table
     from .results import FitResult, parameter_table, prediction_table, run_info
 
     with torch.no_grad():
@@ -148,7 +152,8 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     info = run_info(problem, seed=problem.config.training.seed, command=command)
     return FitResult(problem=problem, model=model, parameters=parameter_table(problem, model, best),
                      predictions=prediction_table(problem, sols, model.groups, best), metrics=metrics,
-                     history=history, trajectories=dense, terms=terms, info=info)
+                     history=history, trajectories=dense, terms=terms, info=info,
+                     starts=starts_table(problem, model, train_loss) if model.n_starts > 1 else None)
 
 
 def _loss_kind(problem: Problem) -> str:
@@ -169,7 +174,8 @@ def default_out(config: Config) -> Path:
 def run_fit(config: Config | str | Path | None = None, *, out: str | Path | None = None, overwrite: bool = False,
             monitor=None, stop_below: float | None = None, plots: bool | None = None,
             command: list[str] | None = None, time_limit: float | None = None,
-            should_stop: Callable[[], str | None] | None = None, resume: str | Path | None = None):
+            should_stop: Callable[[], str | None] | None = None, resume: str | Path | None = None,
+            n_starts: int | None = None):
     """Fit a config (or resume an interrupted run) and write its run directory; return ``(result, path)``.
 
     The output location is checked before any work, and the run is written to a staging directory
@@ -191,7 +197,7 @@ def run_fit(config: Config | str | Path | None = None, *, out: str | Path | None
         check_target(target, overwrite)
     try:
         result = fit(cfg, monitor=monitor, stop_below=stop_below, command=command, time_limit=time_limit,
-                     should_stop=should_stop, resume=saved)
+                     should_stop=should_stop, resume=saved, n_starts=n_starts)
     except Interrupted as exc:
         info = run_info(exc.problem, seed=cfg.training.seed, command=command)
         save_checkpoint(target, exc.problem, exc.model, exc.state, info, overwrite=overwrite)

@@ -50,34 +50,36 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
-def fit_one(config: str | Path | None, *, out: str | Path | None = None, overwrite: bool = False,
+def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
             resume: str | Path | None = None, stop_below: float | None = None, plots: bool | None = None,
             time_limit: float | None = None, should_stop=None, make_monitor=None,
-            command: list[str] | None = None, debug: bool = False) -> tuple[RunOutcome, Any]:
-    """Fit one config (or resume one run) into its run directory; return ``(outcome, result or None)``.
+            command: list[str] | None = None, debug: bool = False,
+            n_starts: int | None = None) -> tuple[RunOutcome, Any]:
+    """Fit one config (a path or a :class:`~ude_cli.config.Config`), or resume one run, into its run
+    directory; return ``(outcome, result or None)``.
 
     ``make_monitor(config) -> monitor`` builds the progress display once the config is read.
     Errors of the user's making become a failed outcome; with ``debug`` they are raised instead.
     """
     from .api import default_out, run_fit
-    from .config import load_config
+    from .config import Config, load_config
     from .errors import UdeError
     from .problem import resolve
 
-    label = str(resume if resume is not None else config)
+    label = str(resume if resume is not None else (config.run_name if isinstance(config, Config) else config))
     t0 = time.perf_counter()
     warnings: list[str] = []
     try:
         cfg = None
         if resume is None:
-            cfg = load_config(config)
+            cfg = config if isinstance(config, Config) else load_config(config)
             warnings = resolve(cfg).warnings
         monitor = make_monitor(cfg) if make_monitor is not None else None
         target = None if resume is not None else (out if out is not None else default_out(cfg))
         with monitor if monitor is not None else _Null():
             result, path = run_fit(cfg, out=target, overwrite=overwrite, monitor=monitor, stop_below=stop_below,
                                    plots=plots, command=command, time_limit=time_limit, should_stop=should_stop,
-                                   resume=resume)
+                                   resume=resume, n_starts=n_starts)
     except UdeError as exc:
         if debug:
             raise

@@ -289,6 +289,9 @@ class TrainingSpec(_Strict):
     warm_start_iterations: int = Field(200, ge=1, description="LBFGS iterations of the automatic warm start.")
     stop_below: Positive | None = Field(
         None, description="Stop training as soon as the training loss (of the trajectory) is below this value.")
+    starts: int = Field(
+        1, ge=1, le=1024, description="Independent starts fitted at once (new network weights, perturbed "
+                                      "parameters); the best is reported, all are kept (`--starts` overrides).")
     max_seconds: Positive | None = Field(
         None, description="Wall-time limit of the training: past it, training stops between iterations and "
                           "keeps the best parameters so far (`--time-limit` overrides).")
@@ -337,6 +340,9 @@ class Config(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Loss, stages, seed, regularisation.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="What is written besides the tables.")
     discover: DiscoverSpec | None = Field(None, description="Symbolic recovery of the learned terms (optional).")
+    sweep: dict[str, list[Any]] | None = Field(
+        None, description="Grid for `ude fit --sweep`: dotted path -> values, e.g. {networks.U.hidden: [[8, 8], "
+                          "[16, 16]], training.weight_decay: [0, 1.0e-4]}; one fit per combination.")
 
     _path: Path | None = PrivateAttr(None)
 

@@ -39,10 +39,22 @@ def fit_command(
         None, "--time-limit", help="Seconds of training per run; then keep the best parameters so far.",
         show_default=False),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write figures."),
+    starts: int | None = typer.Option(
+        None, "--starts", min=1, max=1024, help="Independent starts fitted at once, batched (default: "
+                                                "training.starts); the best is reported, starts.csv lists all.",
+        show_default=False),
+    sweep: bool = typer.Option(
+        False, "--sweep", help="Fit every combination of the config's 'sweep' grid into runs/<name>/<point>/ and "
+                               "write sweep.csv."),
+    jobs: int | None = typer.Option(
+        None, "--jobs", "-j", min=1, help="Run the fits as Dask tasks on a local cluster of this many worker "
+                                          "processes.", show_default=False),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Run the fits on an existing Dask cluster (e.g. tcp://host:8786; the run "
+                                  "directories must be on a shared file system).", show_default=False),
 ) -> None:
-    from ..batch import fit_one
-    from ..interrupt import graceful_stop
-    from ..progress import make_monitor
+    from ..api import default_out
+    from ..batch import RunOutcome, error_kind
 
     if resume is not None and configs:
         raise typer.BadParameter("give either CONFIG files or --resume RUN, not both", param_hint="--resume")
@@ -50,38 +62,100 @@ def fit_command(
         raise typer.BadParameter("give at least one CONFIG file (or --resume RUN)", param_hint="CONFIGS")
     if out is not None and len(configs or []) > 1:
         raise typer.BadParameter("--out names one run directory; give one config with it", param_hint="--out")
-    items: list[Path | None] = list(configs) if configs else [None]
-    command = ["ude", *sys.argv[1:]]
+    common = dict(overwrite=overwrite, stop_below=stop_below, plots=False if no_plots else None,
+                  time_limit=time_limit, command=["ude", *sys.argv[1:]], n_starts=starts)
+    tasks: list[dict] = []
+    sweeps: list[tuple] = []  # (config, points, first task index, out)
+    early: list[RunOutcome] = []  # configs that failed before any task could be made
+    if resume is not None:
+        tasks.append(dict(config=None, resume=resume, **common))
+    for path in configs or []:
+        if not sweep:
+            tasks.append(dict(config=path, out=out, **common))
+            continue
+        from ..config import load_config
+        from ..errors import UdeError
+        from ..sweep import expand
 
-    def monitor_for(cfg):
-        name = cfg.run_name if cfg is not None else Path(resume).name
-        return make_monitor(name, quiet=quiet)
+        try:
+            cfg = load_config(path)
+            points = expand(cfg)
+        except UdeError as exc:
+            early.append(RunOutcome(config=str(path), status="failed",
+                                    error={"kind": error_kind(exc), "message": str(exc), "lines": exc.lines()}))
+            continue
+        base = out if out is not None else default_out(cfg)
+        sweeps.append((cfg, points, len(tasks), base))
+        tasks += [dict(config=pc, out=base / name, **common) for name, pc in points]
+
+    for o in early:
+        _report(o, None, quiet=quiet, json_out=json_out, single=False)
+    single = len(tasks) == 1 and not early and not sweeps
+    if jobs or scheduler:
+        from ..distributed import run_many
+
+        for t in tasks:
+            t["make_monitor"] = None
+        outcomes = run_many(tasks, jobs=jobs, scheduler=scheduler,
+                            on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False))
+    else:
+        outcomes = _run_here(tasks, quiet=quiet, json_out=json_out, single=single)
+    all_outcomes = early + outcomes
+    for cfg, points, first, _base in sweeps:
+        _write_sweep(cfg, points, outcomes[first:first + len(points)], quiet=quiet or json_out, base=_base)
+    if len(all_outcomes) > 1 and not json_out and not quiet:
+        print_summary(all_outcomes, skipped=len(tasks) + len(early) - len(all_outcomes))
+    failed = [o for o in all_outcomes if not o.ok]
+    if failed:
+        raise typer.Exit(exits.for_kind(failed[0].error["kind"]))
+
+
+def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
+    """Run the tasks one after another in this process; Ctrl-C checkpoints the running one."""
+    from ..batch import fit_one
+    from ..interrupt import graceful_stop
+    from ..progress import make_monitor
 
     outcomes = []
     with graceful_stop() as stop:
-        for path in items:
-            outcome, result = fit_one(path, out=out, overwrite=overwrite, resume=resume, stop_below=stop_below,
-                                      plots=False if no_plots else None, time_limit=time_limit,
-                                      should_stop=stop, make_monitor=monitor_for, command=command,
-                                      debug=state.debug)
+        for task in tasks:
+            def monitor_for(cfg, task=task):
+                name = cfg.run_name if cfg is not None else Path(task["resume"]).name
+                return make_monitor(name, quiet=quiet)
+
+            outcome, result = fit_one(**task, should_stop=stop, make_monitor=monitor_for, debug=state.debug)
             outcomes.append(outcome)
-            if not quiet:
-                for w in outcome.warnings:
-                    warn(w)
-            if outcome.error:
-                for line in outcome.error["lines"]:
-                    typer.echo(f"error: {line}", err=True)
-            if json_out:
-                typer.echo(json.dumps(outcome.to_json(), default=float))
-            elif result is not None and not quiet and len(items) == 1:
-                print_result(result, Path(outcome.run_dir))
+            _report(outcome, result, quiet=quiet, json_out=json_out, single=single)
             if outcome.status == "interrupted":
                 break
-    if len(items) > 1 and not json_out and not quiet:
-        print_summary(outcomes, skipped=len(items) - len(outcomes))
-    failed = [o for o in outcomes if not o.ok]
-    if failed:
-        raise typer.Exit(exits.for_kind(failed[0].error["kind"]))
+    return outcomes
+
+
+def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool) -> None:
+    if not quiet:
+        for w in outcome.warnings:
+            warn(w)
+    if outcome.error:
+        for line in outcome.error["lines"]:
+            typer.echo(f"error: {line}", err=True)
+    if json_out:
+        typer.echo(json.dumps(outcome.to_json(), default=float))
+    elif result is not None and not quiet and single:
+        print_result(result, Path(outcome.run_dir))
+
+
+def _write_sweep(cfg, points, outcomes, *, quiet: bool, base: Path) -> None:
+    from ..rundir import atomic_write_text
+    from ..sweep import summary_table
+
+    table, score = summary_table(cfg, points, outcomes)
+    base.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(base / "sweep.csv", table.to_csv(index=False))
+    if not quiet:
+        best = table.iloc[0]
+        typer.echo(f"{cfg.run_name}: sweep of {len(points)} points written to {base / 'sweep.csv'}; best by {score}: "
+                   f"{best['point']} ({score} {best[score]:.4g})" if best["status"] == "ok" else
+                   f"{cfg.run_name}: sweep written to {base / 'sweep.csv'}; no point succeeded")
 
 
 def print_result(result, path: Path) -> None:

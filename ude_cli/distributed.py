@@ -1,0 +1,105 @@
+"""Many fits on Dask (``distributed``): a LocalCluster on this machine, or an existing cluster.
+
+Each task is one :func:`ude_cli.batch.fit_one` call; a worker process imports torch once and runs
+many fits, so a batch amortises start-up and uses every core. Results land in the run directories
+exactly as from a local run (on a real cluster the run directories must be on a file system the
+workers share). A failing task is reported as a failed outcome and does not stop the others.
+
+On Slurm or PBS, start a cluster with ``dask-jobqueue`` (e.g. ``SLURMCluster(cores=1, memory="4GB")``,
+``cluster.scale(jobs=20)``) and pass its scheduler address to ``ude fit --scheduler``.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .batch import RunOutcome
+
+
+def run_task(task: dict) -> RunOutcome:
+    """Run one fit (in a worker); never raises: a crash becomes an ``internal`` outcome."""
+    from .batch import fit_one
+
+    try:
+        outcome, _ = fit_one(**task)
+        return outcome
+    except BaseException as exc:  # noqa: BLE001  (a worker must always report back)
+        label = str(task.get("config") or task.get("resume"))
+        text = f"{type(exc).__name__}: {exc}"
+        return RunOutcome(config=label, status="failed",
+                          error={"kind": "internal", "message": text,
+                                 "lines": [f"{label}: internal error: {text}"],
+                                 "traceback": traceback.format_exc()})
+
+
+@contextmanager
+def client(jobs: int | None = None, scheduler: str | None = None):
+    """A Dask client: connected to ``scheduler``, or to a new LocalCluster of ``jobs`` processes."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        from .errors import UdeError
+
+        try:
+            c = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise UdeError(f"cannot connect to the Dask scheduler: {exc}", where=scheduler) from None
+        try:
+            yield c
+        finally:
+            c.close()
+        return
+    cluster = LocalCluster(n_workers=jobs or 1, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    c = Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def run_many(tasks: list[dict], *, jobs: int | None = None, scheduler: str | None = None,
+             on_result: Callable[[int, RunOutcome], None] | None = None) -> list[RunOutcome]:
+    """Run tasks on Dask; call ``on_result(index, outcome)`` as each finishes; outcomes in task order."""
+    from dask.distributed import as_completed
+
+    outcomes: list[RunOutcome | None] = [None] * len(tasks)
+    with client(jobs, scheduler) as c:
+        futures = [c.submit(run_task, _portable(t), pure=False, key=f"ude-fit-{i}") for i, t in enumerate(tasks)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        try:
+            for future in as_completed(futures):
+                i = index[future.key]
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # the worker died
+                    label = str(tasks[i].get("config") or tasks[i].get("resume"))
+                    outcome = RunOutcome(config=label, status="failed", error={
+                        "kind": "internal", "message": f"worker failed: {exc}", "lines": [f"{label}: worker failed: {exc}"]})
+                outcomes[i] = outcome
+                if on_result is not None:
+                    on_result(i, outcome)
+        except KeyboardInterrupt:
+            c.cancel(futures)
+            raise
+    return [o for o in outcomes if o is not None]
+
+
+def _portable(task: dict) -> dict:
+    """Absolute paths, so that a worker with another working directory finds the files."""
+    out: dict[str, Any] = dict(task)
+    for key in ("config", "out", "resume"):
+        value = out.get(key)
+        if isinstance(value, str | Path):
+            out[key] = str(Path(value).resolve())
+    return out
+
+
+def labels(tasks: Iterable[dict]) -> list[str]:
+    return [str(t.get("config") or t.get("resume")) for t in tasks]
