@@ -70,7 +70,7 @@ class HybridRHS(nn.Module):
         for name, net in self.networks.items():
             x = self._inputs(name, t, y)
             out[name] = net(x) if self.networks_enabled else torch.zeros(
-                (*y.shape[:-1], net.weights[-1].shape[1]), dtype=y.dtype, device=y.device)
+                (*y.shape[:-1], net.n_outputs), dtype=y.dtype, device=y.device)
         return out
 
     def _inputs(self, name: str, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -91,8 +91,7 @@ class HybridRHS(nn.Module):
         self.nfe += 1
         env = dict(self._bound) if self._bound is not None else self._base_env()
         env["t"] = t
-        for j, name in enumerate(self.states):
-            env[name] = y[..., j]
+        env.update(zip(self.states, y.unbind(-1), strict=True))
         env.update(self.network_outputs(t, y))
         shape = y.shape[:-1]
         rates = []

@@ -52,6 +52,8 @@ def glorot_uniform(sizes: Sequence[int], seed: int, final_scale: float = 1.0) ->
 class MLP(nn.Module):
     """A fully connected network batched over starts: ``(S, B, n_in) -> (S, B, n_out)``.
 
+    Weights are stored as ``(S, in, out)`` (so a layer is one ``baddbmm``), biases as ``(S, 1, out)``.
+
     Arguments:
         n_in, n_out: input and output sizes.
         hidden: hidden layer sizes.
@@ -74,7 +76,7 @@ class MLP(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for k in range(len(sizes) - 1):
-            w = np.stack([init[k][0] for init in inits])  # (S, out, in)
+            w = np.stack([init[k][0].T for init in inits])  # (S, in, out)
             b = np.stack([init[k][1] for init in inits])[:, None, :]  # (S, 1, out)
             self.weights.append(nn.Parameter(torch.tensor(w, dtype=dtype)))
             self.biases.append(nn.Parameter(torch.tensor(b, dtype=dtype)))
@@ -83,6 +85,7 @@ class MLP(nn.Module):
         self.register_buffer("out_scale", torch.tensor(list(out_scale), dtype=dtype))
         self._identity_in = bool(np.allclose(in_shift, 0) and np.allclose(in_scale, 1))
         self._identity_out = bool(np.allclose(out_scale, 1))
+        self._layers = list(zip(self.weights, self.biases, strict=True))  # plain list: no ParameterList lookups
 
     @property
     def n_starts(self) -> int:
@@ -91,16 +94,20 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._identity_in:
             x = (x - self.in_shift) / self.in_scale
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(b, x, w.transpose(1, 2))
-            if k < last:
-                x = self.act(x)
+        act = self.act
+        *hidden, (w_out, b_out) = self._layers
+        for w, b in hidden:
+            x = act(torch.baddbmm(b, x, w))
+        x = torch.baddbmm(b_out, x, w_out)
         return x if self._identity_out else x * self.out_scale
 
     def weight_penalty(self) -> torch.Tensor:
         """Sum of squared weights (not biases), per start: ``(S,)``."""
         return sum((w * w).sum(dim=(1, 2)) for w in self.weights)
+
+    @property
+    def n_outputs(self) -> int:
+        return self.weights[-1].shape[2]
 
     def n_parameters_per_start(self) -> int:
         return sum(p[0].numel() for p in self.parameters())

@@ -140,26 +140,33 @@ def residual_figure(result) -> Any:
 
 
 def loss_figure(result) -> Any:
-    """Training loss against iteration, log scale, stages marked."""
+    """Training loss against iteration, log scale, stages marked. Collocation stages (a derivative
+    mismatch, not the data loss) get their own panel."""
     plt = _pyplot()
     h = result.history
+    colloc = h[h["objective"] == "collocation"] if len(h) and "objective" in h else h.iloc[0:0]
+    traj = h[h["objective"] != "collocation"] if len(h) and "objective" in h else h
+    loss = result.problem.config.training.loss
+    kind = "log-scale " if loss.log else ("scaled " if loss.scale == "std" else "")
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(6.4, 3.2))
-        if len(h):
-            for k, (stage, rows) in enumerate(h.groupby("stage", sort=True)):
+        panels = [p for p in ((colloc, "collocation loss\n(scaled derivative mismatch)"),
+                              (traj, f"training loss\n({kind}MSE)")) if len(p[0])]
+        fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.4 if len(panels) < 2 else 9.0, 3.2),
+                                 squeeze=False)
+        for ax, (rows_all, ylabel) in zip(axes[0], panels, strict=False):
+            for stage, rows in rows_all.groupby("stage", sort=True):
                 opt = rows["optimizer"].iloc[0]
-                ax.plot(rows["iteration"], rows["loss"], color=COLORS[k % len(COLORS)], lw=1.4,
+                ax.plot(rows["iteration"], rows["loss"], color=COLORS[int(stage) % len(COLORS)], lw=1.4,
                         label=f"stage {stage + 1}: {opt}")
-                if k > 0:
-                    ax.axvline(rows["iteration"].iloc[0], color="0.7", lw=0.8, ls="--")
-            if (h["loss"] > 0).all():
+            if (rows_all["loss"] > 0).all():
                 ax.set_yscale("log")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel(ylabel)
             ax.legend(frameon=False)
-        ax.set_xlabel("iteration")
-        loss = result.problem.config.training.loss
-        kind = "log-scale " if loss.log else ("scaled " if loss.scale == "std" else "")
-        ax.set_ylabel(f"training loss ({kind}MSE)")
-        ax.set_title(f"{result.name}: training loss")
+        if not panels:
+            axes[0, 0].set_xlabel("iteration")
+            axes[0, 0].text(0.5, 0.5, "no iterations recorded", ha="center", transform=axes[0, 0].transAxes)
+        fig.suptitle(f"{result.name}: training loss", fontsize=11)
     return fig
 
 

@@ -24,7 +24,7 @@ class SolverSettings:
     atol: float = 1e-6
     step: float | None = None
     adjoint: bool = False
-    max_steps: int = 100_000
+    max_steps: int = 2_000
 
     @property
     def adaptive(self) -> bool:

@@ -79,6 +79,7 @@ class TrainState:
     stop_reason: str = ""
     best_loss: torch.Tensor | None = None  # (S,) best objective seen per start
     best: dict[str, torch.Tensor] | None = None  # parameter name -> best values (start dim first)
+    before_warm_start: dict | None = None  # {"loss": (S,), "params": {...}}: to undo a harmful warm start
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -149,6 +150,7 @@ class _Runner:
         self.should_stop = should_stop or (lambda: None)
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.stages = effective_stages(model, training)
+        self.auto_warm_start = len(self.stages) > len(training.stages)
         self._collocation = None
         self._objective_kind = "trajectory"
         self.net_params = set(id(p) for p in model.network_parameters())
@@ -189,6 +191,37 @@ class _Runner:
                 st.best[n] = torch.where(mask, p.detach(), st.best[n])
         self.last_data = data
 
+    def _trajectory_loss(self) -> torch.Tensor:
+        with torch.no_grad():
+            try:
+                loss = self.objective.loss(self.model())
+            except SolverError:
+                return torch.full((self.model.n_starts,), math.inf, dtype=self.model.dtype)
+        return torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
+
+    def _snapshot(self) -> dict:
+        return {"loss": self._trajectory_loss(), "params": {n: p.detach().clone() for n, p in self.params.items()}}
+
+    def _undo_harmful_warm_start(self) -> None:
+        """Per start, go back to the initial values if the warm start made the trajectory fit worse."""
+        before = self.state.before_warm_start
+        if before is None:
+            return
+        after = self._trajectory_loss()
+        worse = after > before["loss"]
+        if bool(worse.any()):
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    mask = worse.view(-1, *([1] * (p.dim() - 1)))
+                    p.copy_(torch.where(mask, before["params"][n], p))
+            k = int(worse.sum())
+            which = "" if self.model.n_starts == 1 else f" for {k} of {self.model.n_starts} starts"
+            self.monitor.message(
+                f"the collocation warm start fitted the data's derivatives but not the data (trajectory loss "
+                f"{float(after.min()):.4g} > {float(before['loss'].min()):.4g}); starting from the initial values"
+                f"{which} instead")
+        self.state.before_warm_start = None
+
     def restore_best(self) -> None:
         if self.state.best is None:
             return
@@ -206,9 +239,14 @@ class _Runner:
                 while st.stage < len(stages):
                     stage = stages[st.stage]
                     self._objective_kind = stage.objective
+                    warm = self.auto_warm_start and st.stage == 0
+                    if warm and st.done == 0 and st.before_warm_start is None:
+                        st.before_warm_start = self._snapshot()
                     self.monitor.stage_started(st.stage, len(stages), stage, st.done)
                     self._run_stage(st.stage, stage, t_start)
                     self.monitor.stage_finished(st.stage)
+                    if warm:
+                        self._undo_harmful_warm_start()
                     if st.stop_reason:
                         break
                     st.stage, st.done, st.optimizer_state, st.lr_factor, st.retries = st.stage + 1, 0, None, 1.0, 0
