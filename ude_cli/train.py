@@ -363,6 +363,9 @@ class _Runner:
             if self._reached(value):
                 raise _TargetReached()
             total.sum().backward()
+            for p in self.params.values():  # LBFGS flattens gradients with .view(-1)
+                if p.grad is not None and not p.grad.is_contiguous():
+                    p.grad = p.grad.contiguous()
             return total.sum()
 
         first = next(iter(self.params.values()))
