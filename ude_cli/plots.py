@@ -133,7 +133,8 @@ def residual_figure(result) -> Any:
                     ax.plot(t[~train], r[~train], "o", ms=4, mfc="white", color=c, label="validation")
             ax.axhline(0, color="0.4", lw=0.8)
             ax.set_ylabel("residual\n" + state_label(problem, s))
-        axes[0].legend(loc="best", frameon=False)
+        if len(ds.experiments) > 1 or not all(e.train.all() for e in ds.experiments):
+            axes[0].legend(loc="best", frameon=False)
         axes[-1].set_xlabel(time_label(problem))
         fig.suptitle(f"{result.name}: residuals (observed - predicted)", fontsize=11)
     return fig
