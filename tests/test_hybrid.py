@@ -81,3 +81,19 @@ def test_starts_are_independent_networks(tmp_path, lv_csv):
         out = m.rhs.networks["U"](y)
     assert out.shape == (3, 2, 2)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_neural_ode_fit_writes_a_run_without_parameters(tmp_path, lv_csv):
+    from ude_cli import fit
+
+    from .helpers import config
+
+    raw = {"data": {"file": str(lv_csv), "columns": {"a": "prey", "b": "predator"}},
+           "model": {"states": ["a", "b"], "equations": {"a": "f[0]", "b": "f[1]"}},
+           "networks": {"f": {"inputs": ["a", "b"], "outputs": 2, "hidden": [4]}},
+           "solver": {"method": "rk4", "step": 0.125},
+           "training": {"warm_start_iterations": 5, "stages": [{"optimizer": "adam", "iterations": 3}]}}
+    result = fit(config(raw, tmp_path))
+    assert result.values == {} and len(result.parameters) == 0
+    out = result.save(tmp_path / "run", plots=False)
+    assert (out / "params.csv").read_text().startswith("name,kind,value,init")

@@ -179,8 +179,9 @@ def parameter_table(problem: Problem, model, start: int = 0) -> pd.DataFrame:
             rows.append({"name": name, "kind": "initial", "value": float(y0[start, b, j]), "init": init,
                          "learned": True, "lower": 0.0 if spec.positive else None, "upper": None,
                          "positive": spec.positive, "unit": "", "description": f"initial value of {s}"})
-    frame = pd.DataFrame(rows)
-    return frame
+    columns = ["name", "kind", "value", "init", "learned", "lower", "upper", "positive", "unit", "description"]
+    extra = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in columns]  # multistart spread
+    return pd.DataFrame(rows, columns=columns + extra)
 
 
 def prediction_table(problem: Problem, solutions: list[np.ndarray], groups, start: int = 0) -> pd.DataFrame:
