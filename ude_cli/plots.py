@@ -61,8 +61,15 @@ def time_label(problem) -> str:
     return ds.time_column + _unit(ds.units, ds.time_column)
 
 
-def _experiment_color(b: int) -> str:
-    return COLORS[b % len(COLORS)]
+def _experiment_color(b: int, n: int = 1):
+    """Colour of experiment ``b`` of ``n``: a colour-blind-safe palette up to 8, then tab20, then viridis."""
+    if n <= len(COLORS):
+        return COLORS[b % len(COLORS)]
+    import matplotlib
+
+    if n <= 20:
+        return matplotlib.colormaps["tab20"](b)
+    return matplotlib.colormaps["viridis"](b / max(n - 1, 1))
 
 
 def _validation_start(e) -> float | None:
@@ -88,7 +95,7 @@ def fit_figure(result) -> Any:
         multi = len(ds.experiments) > 1
         for j, (ax, s) in enumerate(zip(axes, problem.states, strict=True)):
             for b, e in enumerate(ds.experiments):
-                c = _experiment_color(b)
+                c = _experiment_color(b, len(ds.experiments))
                 t, y = result.trajectories[b]
                 label = f"fit, {e.name}" if multi else "fit"
                 ax.plot(t, y[:, best, j], color=c, lw=1.6, label=label)
@@ -127,7 +134,7 @@ def residual_figure(result) -> Any:
                 r = rows[f"{s}_residual"].to_numpy()
                 t = rows["time"].to_numpy()
                 train = (rows["split"] == "train").to_numpy()
-                c = _experiment_color(b)
+                c = _experiment_color(b, len(ds.experiments))
                 ax.plot(t[train], r[train], "o", ms=4, color=c, label=f"{e.name}" if len(ds.experiments) > 1 else "train")
                 if (~train).any():
                     ax.plot(t[~train], r[~train], "o", ms=4, mfc="white", color=c, label="validation")
@@ -188,7 +195,7 @@ def terms_figure(result) -> Any | None:
                      if (net, idx) in e.network_refs or (idx == 0 and net in e.names)]
             for b, e in enumerate(ds.experiments):
                 t, _ = result.trajectories[b]
-                ax.plot(t, result.terms[b][net][:, best, idx], color=_experiment_color(b), lw=1.5,
+                ax.plot(t, result.terms[b][net][:, best, idx], color=_experiment_color(b, len(ds.experiments)), lw=1.5,
                         label=e.name if len(ds.experiments) > 1 else None)
             ax.axhline(0, color="0.6", lw=0.7)
             ax.set_ylabel(label + (f"\n(in d{where[0]}/dt)" if len(where) == 1 else ""))
