@@ -35,6 +35,10 @@ ACTIVATIONS = ("tanh", "relu", "gelu", "softplus", "rbf", "sigmoid", "silu")
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Path_ = Annotated[str, Field(min_length=1)]
+#: Largest seed accepted (numpy and torch both take it, with room for per-start offsets).
+MAX_SEED = 2**32 - 1
 
 
 class _Strict(BaseModel):
@@ -60,8 +64,8 @@ class ValidationSpec(_Strict):
 class DataSpec(_Strict):
     """Where the time series are and how their columns map to the model's states."""
 
-    file: str | None = Field(None, description="CSV file, relative to the config file.")
-    files: list[str] | None = Field(
+    file: Path_ | None = Field(None, description="CSV file, relative to the config file.")
+    files: list[Path_] | None = Field(
         None, min_length=1, description="Several CSV files, one experiment each (named by file stem).")
     time: str = Field("t", description="Name of the time column.")
     experiment: str | None = Field(
@@ -79,6 +83,13 @@ class DataSpec(_Strict):
         if (self.file is None) == (self.files is None):
             raise ValueError("give exactly one of 'file' or 'files'")
         return self
+
+    @field_validator("delimiter")
+    @classmethod
+    def _plain_delimiter(cls, value: str) -> str:
+        if value in ('"', "\r", "\n"):
+            raise ValueError(f"cannot be {value!r} (a quote or a line break); use e.g. ',', ';' or '\\t'")
+        return value
 
     @property
     def paths(self) -> list[str]:
@@ -200,14 +211,14 @@ class NetworkSpec(_Strict):
         default_factory=lambda: [32, 32], max_length=16, description="Sizes of the hidden layers.")
     activation: Literal[ACTIVATIONS] = Field(  # type: ignore[valid-type]
         "tanh", description="tanh, relu, gelu, softplus, rbf (exp(-z^2), as in the UDE paper), sigmoid, silu.")
-    final_scale: float = Field(
-        0.01, ge=0, description="Scale of the last layer's initial weights: small, so the correction "
+    final_scale: NonNegative = Field(
+        0.01, description="Scale of the last layer's initial weights: small, so the correction "
                                 "starts near zero and the fit starts from the mechanistic model.")
     normalize: bool = Field(
         True, description="Standardise each input by the data's mean and spread (and outputs by the state's "
                           "spread per unit time), so one network works for any units.")
     seed: int | None = Field(
-        None, description="Seed of the weight initialisation (default: training.seed + 100 + index).")
+        None, ge=0, le=MAX_SEED, description="Seed of the weight initialisation (default: training.seed + 100 + index).")
 
 
 # -- solver and training -------------------------------------------------------------------------
@@ -224,7 +235,9 @@ class SolverSpec(_Strict):
                                                     "smallest spacing of the data).")
     adjoint: bool = Field(False, description="Adjoint gradients (memory O(1) in time) instead of direct backprop.")
     dtype: Literal["float64", "float32"] = Field("float64", description="Floating-point precision.")
-    max_steps: int = Field(100_000, ge=10, description="Most solver steps per solve; more is a failure.")
+    max_steps: int = Field(
+        2_000, ge=10, description="Most solver steps per solve; more is a failure (and bounds the memory a "
+                                   "solve's gradient needs).")
 
 
 class StageSpec(_Strict):
@@ -237,8 +250,8 @@ class StageSpec(_Strict):
                                   "needs every state observed).")
     iterations: int = Field(ge=1, le=10_000_000, description="Iterations of this stage.")
     lr: Positive | None = Field(None, description="Learning rate (default: 0.01 for adam, 1 for lbfgs).")
-    weight_decay: float | None = Field(
-        None, ge=0, description="L2 penalty on network weights (default: training.weight_decay).")
+    weight_decay: NonNegative | None = Field(
+        None, description="L2 penalty on network weights (default: training.weight_decay).")
 
     @property
     def learning_rate(self) -> float:
@@ -275,10 +288,10 @@ def _default_stages() -> list[StageSpec]:
 class TrainingSpec(_Strict):
     """How the parameters and network weights are fitted."""
 
-    seed: int = Field(0, ge=0, description="Seed: the same config and seed give the same fit.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed: the same config and seed give the same fit.")
     loss: LossSpec = Field(default_factory=LossSpec, description="Loss settings (or 'mse', 'scaled', 'log').")
-    weight_decay: float = Field(
-        0.0, ge=0, description="L2 penalty weight on network weights, for every stage that sets none.")
+    weight_decay: NonNegative = Field(
+        0.0, description="L2 penalty weight on network weights, for every stage that sets none.")
     stages: list[StageSpec] = Field(
         default_factory=_default_stages, min_length=1,
         description="Optimisation stages in order (default: adam 0.01 x 300, then lbfgs x 700).")
@@ -316,13 +329,13 @@ class DiscoverSpec(_Strict):
                     "use the network's inputs.")
     include_bias: bool = Field(True, description="Include the constant 1 among the candidates.")
     samples: int = Field(200, ge=10, le=100_000, description="Samples per experiment along the fitted trajectory.")
-    propose: int = Field(4, ge=1, le=100, description="Candidates the network proposes per term and selection step; "
+    propose: int = Field(6, ge=1, le=100, description="Candidates the network proposes per term and selection step; "
                                                       "each is refitted to the data.")
     max_terms: int = Field(4, ge=1, le=50, description="Most library terms per learned term.")
-    min_improvement: float = Field(2.0, ge=0, description="A term is added only if it lowers the BIC by more than this.")
+    min_improvement: NonNegative = Field(2.0, description="A term is added only if it lowers the BIC by more than this.")
     horizon: Finite | None = Field(
         None, description="End time of the extrapolation check (default: t0 + 10 x the data's time span).")
-    worse_ratio: float = Field(3.0, gt=1, description="A recovered model whose training loss exceeds this multiple "
+    worse_ratio: float = Field(3.0, gt=1, allow_inf_nan=False, description="A recovered model whose training loss exceeds this multiple "
                                                       "of the UDE's is reported as clearly worse.")
     structure_p: float = Field(0.01, gt=0, lt=1, description="Residuals whose runs test p-value is below this count "
                                                              "as systematic (an approximation).")
@@ -345,6 +358,18 @@ class Config(_Strict):
                           "[16, 16]], training.weight_decay: [0, 1.0e-4]}; one fit per combination.")
 
     _path: Path | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        # the default run directory is runs/<name>: a name must not lead it out of runs/
+        if value is not None:
+            parts = value.replace("\\", "/").split("/")
+            if not value.strip() or value.startswith(("/", "\\")) or ".." in parts or "\0" in value \
+                    or not all(p.strip(". ") for p in parts):
+                raise ValueError(f"must be a plain name (it names the run directory runs/<name>), without a "
+                                 f"leading '/', empty parts or '..', got {value!r}")
+        return value
 
     @field_validator("networks")
     @classmethod
@@ -398,9 +423,13 @@ def config_from_dict(raw: Any, *, label: str = "config", path: Path | None = Non
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems = Problems()
-        for err in exc.errors(include_url=False):
-            problems.add(ConfigError(_describe(err, raw), where=f"{label}: {_loc(err['loc'])}"
-                                     if err["loc"] else label))
+        for err in _errors(exc):
+            loc = err["loc"]
+            if loc and loc[-1] == "[key]":  # a mapping key of the wrong type (e.g. a number)
+                loc = loc[:-2]
+            elif err["type"] == "invalid_key":
+                loc = loc[:-1]
+            problems.add(ConfigError(_describe(err, raw), where=f"{label}: {_loc(loc)}" if _loc(loc) else label))
         problems.raise_if_any()
         raise  # unreachable: a ValidationError always has errors
     config._path = path
@@ -423,9 +452,16 @@ def read_yaml(path: Path) -> Any:
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file is {size} bytes; at most {MAX_CONFIG_BYTES} are read", where=label)
     try:
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as fh:  # at most the limit, even from a device or a pipe that reports size 0
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file is more than {MAX_CONFIG_BYTES} bytes; at most {MAX_CONFIG_BYTES} "
+                              f"are read", where=label)
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (byte {exc.start})", where=label) from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8",
+                          where=label) from None
     except OSError as exc:
         raise ConfigError(f"cannot read the config file: {exc.strerror}", where=label) from None
     try:
@@ -451,6 +487,20 @@ def _loader():
                 if self.aliases > MAX_YAML_ALIASES:
                     raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases")
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):  # a key given twice is an error, not a silent override
+            if isinstance(node, yaml.MappingNode):
+                seen = set()
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key '{key}' appears twice in the same mapping (the second would "
+                                        f"silently replace the first)", key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
     return Loader
 
@@ -495,9 +545,44 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
+#: Tags pydantic puts in an error's location for the member of a union that was tried.
+_UNION_TAGS = ("float", "int", "str", "bool", "ColumnRef")
+
+
+def _errors(exc: ValidationError) -> list[dict]:
+    """pydantic's errors, less those of union members that do not match the kind of value given.
+
+    ``constants: {N: abc}`` fails both as a number and as ``{column: ...}``: for a scalar only the
+    number's error is kept, for a mapping only the mapping's."""
+    errors = exc.errors(include_url=False)
+    out = []
+    for err in errors:
+        loc = err["loc"]
+        tag = next((i for i, part in enumerate(loc) if part in _UNION_TAGS), None)
+        if tag is not None:
+            base = loc[:tag]
+            members = {e["loc"][tag] for e in errors if e["loc"][:tag] == base and len(e["loc"]) > tag}
+            if len(members) > 1 and isinstance(_value_at(base, errors, err), dict) != (loc[tag] == "ColumnRef"):
+                continue
+        out.append(err)
+    return out
+
+
+def _value_at(base: tuple, errors: list[dict], default: dict) -> Any:
+    """The value given at ``base``: the input of an error located at one of its union members."""
+    for e in errors:
+        if e["loc"][: len(base)] == base and len(e["loc"]) == len(base) + 1:
+            return e.get("input")
+    return default.get("input")
+
+
 def _describe(err: dict, raw: Any) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     loc = err["loc"]
+    if loc and loc[-1] == "[key]":
+        return f"key {loc[-2]!r} must be a name (text)"
+    if kind == "invalid_key":
+        return f"key {_yaml_repr(value)} must be a name (text)"
     if kind == "extra_forbidden":
         key = loc[-1]
         valid = _fields_at(raw, loc)
@@ -512,7 +597,7 @@ def _describe(err: dict, raw: Any) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()), "?")
-        bound = f"{bound:g}" if isinstance(bound, int | float) else bound
+        bound = f"{bound:g}" if isinstance(bound, float) else bound
         return f"must be {sym} {bound}, got {value!r}"
     if kind in ("float_parsing", "float_type"):
         return f"expected a number, got {value!r}"
@@ -523,7 +608,11 @@ def _describe(err: dict, raw: Any) -> str:
     if kind in ("string_type",):
         return f"expected text, got {value!r}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping (key: value), got {_short(value)}"
+        shorthand = {"ParameterSpec": "a number or a mapping such as {init: 0.5, bounds: [0, 1]}",
+                     "InitialSpec": "a number, 'learn', or a mapping such as {value: 1.0, learn: true}"}
+        return f"expected {shorthand.get(ctx.get('class_name'), 'a mapping (key: value)')}, got {_short(value)}"
+    if kind == "string_too_short":
+        return "must not be empty"
     if kind in ("list_type", "tuple_type"):
         return f"expected a list, got {_short(value)}"
     if kind == "finite_number":
@@ -533,6 +622,11 @@ def _describe(err: dict, raw: Any) -> str:
     if kind == "value_error":
         return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
     return err["msg"]
+
+
+def _yaml_repr(value: Any) -> str:
+    return {None: "null", True: "true", False: "false"}.get(value, repr(value)) if not isinstance(
+        value, int | float) or isinstance(value, bool) else repr(value)
 
 
 def _short(value: Any) -> str:

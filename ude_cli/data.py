@@ -166,7 +166,13 @@ def _read_table(path: Path, label: str, delimiter: str):
         raise DataError("is a directory, expected a CSV file", where=label)
     if size > MAX_DATA_BYTES:
         raise DataError(f"file is {size} bytes; at most {MAX_DATA_BYTES} are read", where=label)
-    raw = path.read_bytes()
+    try:
+        with path.open("rb") as fh:  # at most the limit, even from a device that reports size 0
+            raw = fh.read(MAX_DATA_BYTES + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read the data file: {exc.strerror}", where=label) from None
+    if len(raw) > MAX_DATA_BYTES:
+        raise DataError(f"file is more than {MAX_DATA_BYTES} bytes; at most {MAX_DATA_BYTES} are read", where=label)
     if b"\x00" in raw[:8192]:
         raise DataError("not a text file (it contains NUL bytes); expected a CSV file", where=label)
     try:
@@ -178,33 +184,39 @@ def _read_table(path: Path, label: str, delimiter: str):
     if not text.strip():
         raise DataError("the file is empty; expected a header row and data rows", where=label)
 
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
-    # drop trailing empty lines only
+    rows, lines = _split_rows(text, delimiter, label)
+    # blank lines before the header and at the end are ignored
     while rows and not any(cell.strip() for cell in rows[-1]):
         rows.pop()
-    header = rows[0]
+        lines.pop()
+    while rows and not any(cell.strip() for cell in rows[0]):
+        rows.pop(0)
+        lines.pop(0)
+    if not rows:
+        raise DataError("the file has only empty cells; expected a header row and data rows", where=label)
+    header, header_line = rows[0], lines[0]
     if len(header) == 1:
         guess = _guess_delimiter(text, delimiter)
         if guess is not None:
             shown = {"\t": "tab", " ": "space"}.get(guess, f"'{guess}'")
             raise DataError(
-                f"line 1: only one column found with delimiter '{delimiter}', but the file looks "
+                f"line {header_line}: only one column found with delimiter '{delimiter}', but the file looks "
                 f"{shown}-separated; set data.delimiter to {guess!r}", where=label)
     names = [h.strip() for h in header]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise DataError(f"line 1: column '{dup[0]}' appears more than once in the header", where=label)
+        raise DataError(f"line {header_line}: column '{dup[0]}' appears more than once in the header", where=label)
     if any(not n for n in names):
-        raise DataError(f"line 1: column {names.index('') + 1} of the header has no name", where=label)
+        raise DataError(f"line {header_line}: column {names.index('') + 1} of the header has no name", where=label)
     if len(rows) < 2:
         raise DataError("the file has a header but no data rows", where=label)
-    for i, row in enumerate(rows[1:], start=2):
+    for line, row in zip(lines[1:], rows[1:], strict=True):
         if len(row) != len(header) and any(cell.strip() for cell in row):
             raise DataError(
-                f"line {i}: {len(row)} fields, but the header has {len(header)}; every row needs one "
+                f"line {line}: {len(row)} fields, but the header has {len(header)}; every row needs one "
                 f"field per column (leave a cell empty for a missing value)", where=label)
-    body = [r for r in rows[1:]]
-    lines = [i for i, r in enumerate(rows[1:], start=2)]
+    body = rows[1:]
+    lines = lines[1:]
     keep = [k for k, r in enumerate(body) if any(cell.strip() for cell in r)]
     frame = pd.DataFrame([body[k] for k in keep], columns=names, dtype=object)
     frame.index = [lines[k] for k in keep]
@@ -213,15 +225,35 @@ def _read_table(path: Path, label: str, delimiter: str):
     return frame
 
 
+def _split_rows(text: str, delimiter: str, label: str) -> tuple[list[list[str]], list[int]]:
+    """The CSV's rows and the line each starts on (a quoted cell may span lines; ``\\r``, ``\\n`` and
+    ``\\r\\n`` all end a line)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    start = 1
+    try:
+        for row in reader:
+            rows.append(row)
+            lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"line {start}: not valid CSV ({exc}); check the quotes in this row",
+                        where=label) from None
+    return rows, lines
+
+
 def _guess_delimiter(text: str, current: str) -> str | None:
-    sample = "\n".join(text.splitlines()[:20])
+    sample = [line for line in text.splitlines() if line.strip()][:20]
+    if not sample:
+        return None
     for cand in (";", "\t", "|", ","):
-        if cand != current and cand in sample.splitlines()[0]:
-            counts = {line.count(cand) for line in sample.splitlines() if line.strip()}
+        if cand != current and cand in sample[0]:
+            counts = {line.count(cand) for line in sample}
             if len(counts) == 1 and counts != {0}:
                 return cand
-    if current != " " and " " in sample.splitlines()[0].strip():
-        parts = {len(line.split()) for line in sample.splitlines() if line.strip()}
+    if current != " " and " " in sample[0].strip():
+        parts = {len(line.split()) for line in sample}
         if len(parts) == 1 and parts != {1}:
             return " "
     return None

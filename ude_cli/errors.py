@@ -27,7 +27,7 @@ class UdeError(Exception):
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message
-        return f"{text}; {self.hint}" if self.hint else text
+        return one_line(f"{text}; {self.hint}" if self.hint else text)
 
     def lines(self) -> list[str]:
         """The error as printable lines (one, except for :class:`ProblemList`)."""
@@ -114,8 +114,16 @@ class Problems:
             raise ProblemList(self.items)
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the nearest candidate, or ``""`` when none is close."""
+def one_line(text: str) -> str:
+    """``text`` with line breaks, tabs and other invisible characters written as escapes (``\\r``), so that
+    a key or cell copied from a user's file can never split an error over several lines."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def nearest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``word`` (difflib ratio >= 0.6), or None."""
     import difflib
 
     best, best_score = None, 0.6
@@ -123,6 +131,12 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
         score = difflib.SequenceMatcher(None, str(word), cand).ratio()
         if score > best_score or (best is None and score >= best_score):
             best, best_score = cand, score
+    return best
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the nearest candidate, or ``""`` when none is close."""
+    best = nearest(word, candidates)
     return f" (did you mean '{best}'?)" if best is not None else ""
 
 

@@ -197,6 +197,10 @@ def parse_expression(text: Any, where: str | None = None) -> Expression:
         raise ExpressionError(f"cannot parse {text!r}: nested too deeply", where=where) from None
     checker = _Checker(text, where)
     checker.visit(module.body, 0)
+    bad = _first_non_finite_constant(module.body)
+    if bad is not None:
+        checker.fail(bad, f"not a finite number ({_constant_value(bad)}: a division by zero, an overflow, or a "
+                          f"value outside a function's domain)")
     return Expression(text=text, tree=module.body, names=frozenset(checker.names),
                       network_refs=frozenset(checker.network_refs))
 
@@ -208,9 +212,9 @@ class _Checker:
         self.names: set[str] = set()
         self.network_refs: set[tuple[str, int | None]] = set()
 
-    def fail(self, node: ast.AST, message: str) -> None:
+    def fail(self, node: ast.AST, message: str, hint: str | None = None) -> None:
         segment = ast.get_source_segment(self.text, node) or self.text
-        raise ExpressionError(f"{message}: '{segment}' in {self.text!r}", where=self.where)
+        raise ExpressionError(f"{message}: '{segment}' in {self.text!r}", where=self.where, hint=hint)
 
     def visit(self, node: ast.AST, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -228,7 +232,7 @@ class _Checker:
             value = node.value
             if isinstance(value, bool) or not isinstance(value, int | float):
                 self.fail(node, "only numbers are allowed as constants")
-            if not math.isfinite(float(value)):
+            if not math.isfinite(_float(value)):
                 self.fail(node, "numbers must be finite")
         elif isinstance(node, ast.Name):
             self._check_identifier(node, node.id)
@@ -258,8 +262,8 @@ class _Checker:
         name = node.func.id
         self._check_identifier(node.func, name)
         if name not in FUNCTIONS:
-            self.fail(node, f"function '{name}' is not allowed{did_you_mean(name, FUNCTIONS)}; "
-                            f"allowed functions: {', '.join(FUNCTIONS)}")
+            self.fail(node, f"function '{name}' is not allowed{did_you_mean(name, FUNCTIONS)}",
+                      hint=f"allowed functions: {', '.join(FUNCTIONS)}")
         if node.keywords:
             self.fail(node, "keyword arguments are not allowed")
         if len(node.args) != FUNCTIONS[name]:
@@ -309,36 +313,62 @@ def _backend(name: str) -> dict[str, Callable]:
     raise ValueError(f"unknown backend {name!r}; expected {one_of(['torch', 'numpy'])}")
 
 
-_MATH = {
-    "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "sin": math.sin, "cos": math.cos, "tan": math.tan,
-    "tanh": math.tanh, "sinh": math.sinh, "cosh": math.cosh, "atan": math.atan, "abs": abs,
-    "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)), "min": min, "max": max,
-}
+def _float(value: int | float) -> float:
+    """``float(value)``, with inf for an integer too large for a float (instead of OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _ieee(name: str) -> Callable:
+    """The function ``name`` on float64 with IEEE semantics: 1/0 is inf, 0/0 and sqrt(-1) are nan."""
+    import numpy as np
+
+    table = {
+        "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "**": np.power,
+        "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan,
+        "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
+        "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "min": np.minimum, "max": np.maximum,
+    }
+    return table[name]
 
 
 def _constant_value(node: ast.expr) -> float | None:
-    """The value of a subtree without names, or None."""
-    try:
-        if isinstance(node, ast.Constant):
-            return float(node.value)
-        if isinstance(node, ast.Name):
-            return math.pi if node.id == "pi" else None
-        if isinstance(node, ast.UnaryOp):
-            v = _constant_value(node.operand)
-            return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
-        if isinstance(node, ast.BinOp):
-            a, b = _constant_value(node.left), _constant_value(node.right)
-            if a is None or b is None:
-                return None
-            return float(_PY_OPS[_BINOPS[type(node.op)]](a, b))
-        if isinstance(node, ast.Call):
-            args = [_constant_value(a) for a in node.args]
-            if any(a is None for a in args):
-                return None
-            return float(_MATH[node.func.id](*args))
-    except (ArithmeticError, ValueError, TypeError):
-        return None
+    """The value of a subtree without names (nan or inf where the arithmetic gives them), or None."""
+    import numpy as np
+
+    if isinstance(node, ast.Constant):
+        return _float(node.value)
+    if isinstance(node, ast.Name):
+        return math.pi if node.id == "pi" else None
+    if isinstance(node, ast.UnaryOp):
+        v = _constant_value(node.operand)
+        return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
+    if isinstance(node, ast.BinOp):
+        a, b = _constant_value(node.left), _constant_value(node.right)
+        if a is None or b is None:
+            return None
+        with np.errstate(all="ignore"):
+            return float(_ieee(_BINOPS[type(node.op)])(np.float64(a), np.float64(b)))
+    if isinstance(node, ast.Call):
+        args = [_constant_value(a) for a in node.args]
+        if any(a is None for a in args):
+            return None
+        with np.errstate(all="ignore"):
+            return float(_ieee(node.func.id)(*map(np.float64, args)))
     return None
+
+
+def _first_non_finite_constant(node: ast.expr) -> ast.expr | None:
+    """The innermost subtree without names whose value is not finite (e.g. ``0/0``, ``log(0)``)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.expr):
+            found = _first_non_finite_constant(child)
+            if found is not None:
+                return found
+    value = _constant_value(node) if isinstance(node, ast.BinOp | ast.Call | ast.UnaryOp) else None
+    return node if value is not None and not math.isfinite(value) else None
 
 
 def _compile(node: ast.expr, funcs: Mapping[str, Callable], nets: frozenset[str]) -> Callable[[Mapping[str, Any]], Any]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import Config, ParameterSpec
 from .data import Dataset, read_dataset, split_validation
-from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean
+from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean, nearest
 from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression
 
 
@@ -106,6 +106,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             builtin = get_model(m.builtin, where=f"{label}: model.builtin")
         except ConfigError as exc:
             problems.add(exc)
+            problems.raise_if_any()  # everything else is checked against the model's states
         if builtin is not None:
             states = list(builtin.states)
             equations_text = dict(builtin.equations)
@@ -124,6 +125,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             states = list(equations_text)
 
     _check_state_names(states, label, problems)
+    problems.raise_if_any()  # everything else is checked against the states: report these alone
     if m.builtin is None:
         for s in states:
             if s not in equations_text:
@@ -157,6 +159,10 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     # parameters: built-in defaults overridden by the config; custom: exactly those declared
     param_specs: dict[str, ParameterSpec] = dict(param_defaults)
     for pname, spec in m.parameters.items():
+        if not pname.isidentifier() or keyword.iskeyword(pname) or pname.startswith("_"):
+            problems.add(ConfigError(f"parameter name '{pname}' must be an identifier (letters, digits, '_')",
+                                     where=f"{label}: model.parameters"))
+            continue
         if builtin is not None and pname not in param_defaults:
             problems.add(ConfigError(
                 f"'{pname}' is not a parameter of '{builtin.name}'{did_you_mean(pname, param_defaults)}; "
@@ -250,11 +256,13 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
 
     # data columns and initial states
     d = config.data
-    for s in d.columns:
-        if s not in states:
-            problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
-                                     f"{', '.join(states)}", where=f"{label}: data.columns.{s}"))
-    if states and not any(s in d.columns for s in states):
+    unknown_columns = [s for s in d.columns if s not in states]
+    # a misspelt key of data.columns is reported once: not again as its state having no column
+    meant = {nearest(s, states) for s in unknown_columns}
+    for s in unknown_columns:
+        problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
+                                 f"{', '.join(states)}", where=f"{label}: data.columns.{s}"))
+    if states and not unknown_columns and not any(s in d.columns for s in states):
         problems.add(ConfigError("no state is mapped to a CSV column; give at least one as state: column",
                                  where=f"{label}: data.columns"))
     initial: dict[str, Initial] = {}
@@ -267,7 +275,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         spec = m.initial.get(s)
         where = f"{label}: model.initial.{s}"
         if spec is None or (spec.value is None and spec.column is None):
-            if s not in d.columns:
+            if s not in d.columns and s not in meant:
                 problems.add(ConfigError(
                     f"state '{s}' has no data column, so its initial value must be given: "
                     f"{{value: NUMBER}} (add learn: true to fit it)", where=where))

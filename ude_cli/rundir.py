@@ -9,8 +9,10 @@ existing run is replaced only once the new one is complete (and only with ``over
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -34,10 +36,40 @@ def _normal_mode(path: str | Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+#: errno values that mean "this location cannot take the file" (full, read-only, no permission, ...).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                errno.ENOTDIR, errno.ENOENT, errno.EISDIR}
+_STAGING_PART = re.compile(r"^\.(.+)\.staging-[^/]*$")
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|old)-(?P<pid>\d+)(?:-.*)?$")
+
+
+def shown_path(path: str | Path) -> str:
+    """How messages name a file being written: as the run's path, not the hidden staging directory."""
+    parts = [(m.group(1) if (m := _STAGING_PART.match(part)) else part) for part in Path(path).parts]
+    return str(Path(*parts)) if parts else str(path)
+
+
+def write_error(exc: OSError, path: str | Path) -> RunDirError:
+    """A one-line :class:`RunDirError` for a failed write of ``path``."""
+    reason = exc.strerror or str(exc)
+    hint = "free some space or choose another --out" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else \
+        "choose another --out"
+    return RunDirError(f"cannot write {Path(path).name}: {reason}; nothing was written there", where=shown_path(
+        Path(path).parent), hint=hint)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, os.replace)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, os.replace).
+
+    Raises:
+        RunDirError: the file cannot be written (disk full, read-only, no permission); the old
+            file, if any, is left as it was and no temporary file remains.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path) from None
     try:
         _normal_mode(tmp)
         with os.fdopen(fd, "wb") as fh:
@@ -45,9 +77,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(exc, path) from None
         raise
 
 
@@ -75,21 +109,59 @@ def _json_default(obj: Any) -> Any:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path to write to (by any library); moved onto ``path`` when the block succeeds."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path) from None
     os.close(fd)
     _normal_mode(tmp)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise write_error(exc, path) from None
         raise
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_leftovers(out: Path) -> None:
+    """Tidy what a killed process left beside ``out``: its staging directory (removed) and, when it
+    was killed between moving an old run aside and moving the new one in, the old run (put back)."""
+    out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = _LEFTOVER.match(entry.name)
+        if m is None or m.group("name") != out.name or _alive(int(m.group("pid"))):
+            continue
+        if m.group("kind") == "old" and not out.exists():
+            with contextlib.suppress(OSError):
+                os.replace(entry, out)
+            continue  # an old run is put back, never removed, unless a new one took its place
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def check_target(out: Path, overwrite: bool) -> None:
     """Fail early if ``out`` cannot receive a run: it exists (without overwrite) or is not writable."""
     out = Path(out)
+    clean_leftovers(out)
     if out.exists():
         if not out.is_dir():
             raise RunDirError("exists and is not a directory", where=str(out))
@@ -100,6 +172,10 @@ def check_target(out: Path, overwrite: bool) -> None:
             raise RunDirError("exists and is not a run directory (no run.json); refusing to replace it",
                               where=str(out), hint="choose another --out")
     parent = out.parent if str(out.parent) else Path(".")
+    blocking = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise RunDirError("is a file, so the run directory cannot be created below it", where=str(blocking),
+                          hint="choose another --out")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -115,7 +191,7 @@ class Staging:
         self.out = Path(out)
         parent = self.out.parent if str(self.out.parent) else Path(".")
         try:
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=parent))
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-{os.getpid()}-", dir=parent))
             _normal_mode(self.path, directory=True)
         except OSError as exc:
             raise RunDirError(f"cannot write to the output location: {exc.strerror}", where=str(parent)) from None
@@ -128,13 +204,18 @@ class Staging:
                 raise RunDirError("run directory already exists", where=str(self.out),
                                   hint="pass --overwrite to replace it")
             old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, old)
+            try:
+                os.replace(self.out, old)
+            except OSError as exc:
+                raise RunDirError(f"cannot move the old run aside to replace it: {exc.strerror or exc}",
+                                  where=str(self.out)) from None
         try:
             os.replace(self.path, self.out)
-        except OSError:
+        except OSError as exc:
             if old is not None:
                 os.replace(old, self.out)
-            raise
+            raise RunDirError(f"cannot move the new run into place: {exc.strerror or exc}",
+                              where=str(self.out)) from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.out

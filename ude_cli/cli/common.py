@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ def fail(error: BaseException) -> None:
 def run_app(app: typer.Typer) -> None:
     """Run the typer app; unexpected exceptions become one line (traceback with --debug)."""
     debug = "--debug" in sys.argv[1:]
+    _terminate_like_interrupt()
+    if not debug:
+        _one_line_warnings()
     try:
         app(standalone_mode=True)
     except SystemExit:
@@ -59,6 +63,31 @@ def run_app(app: typer.Typer) -> None:
             typer.echo(f"error: internal error: {type(exc).__name__}: {exc} (this is a bug in ude; rerun with "
                        f"--debug and report the traceback)", err=True)
         raise SystemExit(exits.INTERNAL) from None
+
+
+def _one_line_warnings() -> None:
+    """Python warnings from the libraries (a solver's "did not converge", numpy overflow) as one
+    ``warning:`` line each, like ours, instead of a file path, a line number and a source line."""
+    import warnings
+
+    from ..errors import one_line
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        typer.echo(f"warning: {one_line(str(message))} ({category.__name__})", err=True)
+
+    warnings.showwarning = show
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM before (or outside) a fit's own handling ends the command as Ctrl-C does: exit code 130
+    and one line, instead of a silent kill. A fit replaces this with its checkpointing handler."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError, OSError):  # not the main thread, or no signals here
+        signal.signal(signal.SIGTERM, handler)
 
 
 def console(stderr: bool = False):
