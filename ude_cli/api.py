@@ -28,16 +28,19 @@ def check(config: Config | str | Path) -> Problem:
     problem = resolve(cfg)
     import torch
 
+    from .errors import FitError
     from .model import UDEModel
+    from .solve import SolverError
 
     _set_threads(cfg)
     model = UDEModel(problem)
-    with torch.no_grad():
-        sols = model()
+    try:
+        with torch.no_grad():
+            sols = model()
+    except SolverError as exc:
+        raise FitError(f"simulating the initial guess: {exc.message}", where=cfg.label, hint=exc.hint) from None
     for k, sol in enumerate(sols):
         if not torch.isfinite(sol).all():
-            from .errors import FitError
-
             raise FitError(f"the initial guess gives non-finite states (group starting at t = "
                            f"{model.groups[k].t0:g})", where=cfg.label,
                            hint="check the initial parameter values and initial states")
@@ -67,7 +70,7 @@ def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None =
     """
     import torch
 
-    from .errors import Interrupted
+    from .errors import FitError, Interrupted
     from .losses import Objective
     from .model import UDEModel
     from .multistart import starting_values
@@ -92,6 +95,9 @@ def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None =
                         should_stop=should_stop, state=state, time_limit=time_limit)
     except Interrupted as exc:
         exc.problem, exc.model, exc.state = problem, model, state
+        raise
+    except FitError as exc:
+        exc.where = exc.where or cfg.label  # name the config: several may run in one batch
         raise
     return build_result(problem, model, objective, trained, command=command)
 

@@ -66,9 +66,9 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
         n_steps = span / settings.step
         if n_steps > settings.max_steps:
             raise SolverError(
-                f"{settings.method} with step {settings.step:g} needs {n_steps:.0f} steps over [{float(t[0]):g}, "
+                f"{settings.method} with step {settings.step:g} needs {n_steps:.3g} steps over [{float(t[0]):g}, "
                 f"{float(t[-1]):g}], more than solver.max_steps = {settings.max_steps}",
-                hint="use a larger solver.step or raise solver.max_steps")
+                hint="try a larger solver.step or raise solver.max_steps")
         options["grid_constructor"] = _grid_through_outputs(settings.step)
     kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=settings.method, options=options)
     try:
@@ -81,11 +81,11 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
         if "underflow" in text:
             raise SolverError(
                 "the solver's step size underflowed: the equations are stiff or the solution blows up",
-                hint="try solver.method: bosh3 or a fixed-step method with a small step, tighter parameter "
-                     "bounds, or a smaller learning rate") from None
+                hint="try solver.method: implicit_adams (implicit, for stiff equations) or a fixed-step method "
+                     "with a small step, tighter parameter bounds, or a smaller learning rate") from None
         if "max_num_steps" in text:
             raise SolverError(
                 f"the solver needed more than solver.max_steps = {settings.max_steps} steps: the equations "
                 "are stiff or the solution grows very fast",
-                hint="raise solver.max_steps, loosen rtol/atol, or bound the parameters") from None
+                hint="try raising solver.max_steps, loosening rtol/atol, or bounding the parameters") from None
         raise

@@ -383,15 +383,22 @@ class _Runner:
 
     def _roll_back(self, index: int, stage: StageSpec, exc: Exception):
         st = self.state
+        what = exc.message if isinstance(exc, SolverError) else str(exc)
+        advice = exc.hint if isinstance(exc, SolverError) and exc.hint else (
+            "try a smaller learning rate, tighter parameter bounds, a smaller solver.step with a fixed-step "
+            "method or solver.method: implicit_adams for stiff equations, or loss 'scaled' / 'log' for data of "
+            "very different sizes")
+        if st.best_loss is None or not bool(torch.isfinite(st.best_loss).any()):
+            # nothing good to roll back to: the stage's starting point itself fails
+            where = "the initial guess" if st.iteration == 0 else f"the start of stage {index + 1} ({stage.optimizer})"
+            raise FitError(f"{where}: {what}", hint=advice) from None
         self.restore_best()
         st.retries += 1
-        what = exc.message if isinstance(exc, SolverError) else str(exc)
         if st.retries > MAX_RETRIES:
             raise FitError(
                 f"stage {index + 1} ({stage.optimizer}), iteration {st.done + 1}: {what}, and it stayed so after "
                 f"{MAX_RETRIES} roll-backs to the last good parameters with 10x smaller learning rates",
-                hint="try a smaller learning rate, tighter parameter bounds, a stiff-friendly or fixed-step "
-                     "solver (solver.method), or loss 'scaled' / 'log' for data of very different sizes") from None
+                hint=advice) from None
         st.lr_factor *= 0.1
         st.optimizer_state = None
         self.monitor.message(f"stage {index + 1} ({stage.optimizer}), iteration {st.done + 1}: {what}; rolled back "

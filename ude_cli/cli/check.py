@@ -22,16 +22,12 @@ def check_command(
 ) -> None:
     from ..api import check
     from ..config import load_config
-    from ..errors import FitError, UdeError
+    from ..errors import UdeError
 
     for path in configs:
         try:
             cfg = load_config(path)
             problem = check(cfg)
-        except FitError as exc:  # simulating the initial guess failed (the solver names no place)
-            if exc.where is None:
-                exc.where = f"{path}: simulating the initial guess"
-            fail(exc)
         except UdeError as exc:
             fail(exc)
         if not quiet:
