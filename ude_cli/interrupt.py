@@ -1,7 +1,8 @@
 """Stop a fit between iterations on Ctrl-C or SIGTERM, so that a checkpoint can be saved.
 
 The first signal only sets a flag that training reads between iterations (never half-way through
-an update); a second Ctrl-C stops at once. A wall-time limit works the same way.
+an update); a second Ctrl-C or SIGTERM stops at once (no checkpoint). A wall-time limit works the
+same way.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def graceful_stop(time_limit: float | None = None) -> Iterator[Callable[[], str 
         return
 
     def handler(signum, frame):
-        if flag.reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        if flag.reason is not None:  # asked twice: stop now, without a checkpoint
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
         flag.reason = f"interrupted by {signal.Signals(signum).name}"
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
