@@ -28,6 +28,14 @@ _EXPORTS = {
     "DataError": "ude_cli.errors",
     "FitError": "ude_cli.errors",
     "MODELS": "ude_cli.mechanistic",
+    # discover, forecast, report (issue 5)
+    "load_run": "ude_cli.runs",
+    "discover": "ude_cli.discover",
+    "DiscoverSettings": "ude_cli.discover",
+    "Discovery": "ude_cli.discover",
+    "discover_run": "ude_cli.discover_files",
+    "forecast": "ude_cli.forecast",
+    "write_report": "ude_cli.report",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -37,12 +45,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import fit as fit
     from .config import Config as Config
     from .config import load_config as load_config
+    from .discover import DiscoverSettings as DiscoverSettings
+    from .discover import Discovery as Discovery
+    from .discover import discover as discover
+    from .discover_files import discover_run as discover_run
     from .errors import ConfigError as ConfigError
     from .errors import DataError as DataError
     from .errors import FitError as FitError
     from .errors import UdeError as UdeError
+    from .forecast import forecast as forecast
     from .mechanistic import MODELS as MODELS
+    from .report import write_report as write_report
     from .results import FitResult as FitResult
+    from .runs import load_run as load_run
 
 
 def __getattr__(name: str):

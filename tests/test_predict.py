@@ -1,0 +1,150 @@
+"""``ude predict``: forecasts of the UDE and the recovered model, changed values, multistart bands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ude_cli.cli import app, exits
+from ude_cli.errors import ConfigError
+from ude_cli.forecast import forecast, parse_assignments, ude_frame, write_forecast
+from ude_cli.runs import load_run
+
+from .discover_helpers import LV_Y0, lv_problem, lv_rhs, lv_truth, tiny_run
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("predict"))
+
+
+def _true_recovered(run_dir):
+    """Write RUN/discovery as if the recovered model were exactly the true LV model."""
+    from ude_cli.config import load_config
+
+    out = run_dir / "discovery"
+    out.mkdir(exist_ok=True)
+    raw = load_config(run_dir / "inputs" / "config.yaml").resolved()
+    raw["data"]["file"] = "../inputs/" + raw["data"]["file"]
+    raw["model"]["equations"] = {"x": "alpha*x + b*x*y", "y": "-gamma*y + d*x*y"}
+    raw["model"]["parameters"].update({"b": {"init": -0.9}, "d": {"init": 1.8}})
+    raw["networks"] = {}
+    raw.pop("discover", None)
+    (out / "recovered.yaml").write_text(yaml.safe_dump(raw))
+    record = {"verdict": "recovered", "messages": ["test"], "success": True,
+              "chosen": {"parameters": {"alpha": 1.3, "gamma": 0.8, "b": -0.9, "d": 1.8},
+                         "initial": {"1": {"x": LV_Y0[0], "y": LV_Y0[1]}}}}
+    (out / "discovery.json").write_text(json.dumps(record))
+
+
+def test_parse_assignments():
+    assert parse_assignments(["alpha=1.2", "x=0.5,y=2"], "--set") == {"alpha": 1.2, "x": 0.5, "y": 2.0}
+    for bad in (["alpha"], ["alpha=x"], ["1a=2"], ["a=inf"]):
+        with pytest.raises(ConfigError, match="--set: expected NAME=NUMBER"):
+            parse_assignments(bad, "--set")
+
+
+def test_forecast_ude_only(run_dir):
+    run = load_run(run_dir)
+    fc = forecast(run, until=8.0, n_points=81)
+    assert set(fc.frame["model"]) == {"UDE"}
+    assert fc.frame["time"].max() == pytest.approx(8.0)
+    assert "no recovered model: run `ude discover RUN` to add it" in fc.notes
+    # the forecast starts at the run's initial state
+    first = fc.frame.iloc[0]
+    assert (first["x"], first["y"]) == pytest.approx(LV_Y0, rel=1e-12)
+
+
+def test_forecast_recovered_model_known_answer(run_dir):
+    """With the true model as the recovered one, the forecast is the true solution."""
+    _true_recovered(run_dir)
+    run = load_run(run_dir)
+    fc = forecast(run, until=12.0, n_points=121)
+    rec = fc.frame[fc.frame["model"] == "recovered"]
+    truth = lv_truth(rec["time"].to_numpy())
+    np.testing.assert_allclose(rec[["x", "y"]].to_numpy(), truth, rtol=1e-5, atol=1e-6)
+    # changed parameter values and initial states reach the recovered model
+    fc = forecast(run, until=3.0, n_points=31, values={"d": 1.5}, initial={"x": 1.0})
+    rec = fc.frame[fc.frame["model"] == "recovered"]
+    from scipy.integrate import solve_ivp
+
+    t = rec["time"].to_numpy()
+    expected = solve_ivp(lambda s, u: lv_rhs(s, u, delta=1.5), (0, 3), [1.0, LV_Y0[1]], t_eval=t, method="DOP853",
+                         rtol=1e-11, atol=1e-11).y.T
+    np.testing.assert_allclose(rec[["x", "y"]].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    ude = fc.frame[fc.frame["model"] == "UDE"]
+    assert ude.iloc[0]["x"] == pytest.approx(1.0)
+    assert fc.notes[:2] == ["changed parameters: d = 1.5", "changed initial states: x(t0) = 1"]
+
+
+def test_changed_mechanistic_parameter_changes_the_ude(run_dir):
+    run = load_run(run_dir)
+    base = forecast(run, until=2.0, n_points=21, recovered=False).frame
+    changed = forecast(run, until=2.0, n_points=21, values={"alpha": 2.0}, recovered=False).frame
+    assert changed["x"].iloc[-1] > base["x"].iloc[-1]  # faster prey growth
+    assert run.model.parameter_values()["alpha"][0] == pytest.approx(1.3)  # the run's model is untouched
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"experiment": "2"}, "--experiment: no experiment '2'"),
+    ({"values": {"alpah": 1.0}}, "--set alpah: unknown parameter 'alpah' (did you mean 'alpha'?)"),
+    ({"initial": {"z": 1.0}}, "--initial z: unknown state 'z'"),
+    ({"until": -1.0}, "--until: must be after the start of the experiments (0), got -1"),
+])
+def test_forecast_errors(run_dir, kwargs, message):
+    run = load_run(run_dir)
+    with pytest.raises(ConfigError) as err:
+        forecast(run, **{"until": 5.0, **kwargs})
+    assert message in str(err.value)
+
+
+def test_multistart_band(tmp_path):
+    """Three starts (different network seeds): the band spans them and holds the best start."""
+    from ude_cli.model import UDEModel
+
+    problem = lv_problem(tmp_path)
+    model = UDEModel(problem, n_starts=3)
+    frame = ude_frame(problem, model, until=3.0, experiments=[0], n_points=31, best=1)
+    dense = model.dense(31, until=3.0)[0][1]
+    np.testing.assert_allclose(frame["x"], dense[:, 1, 0])
+    np.testing.assert_allclose(frame["x_lower"], dense[:, :, 0].min(axis=1))
+    np.testing.assert_allclose(frame["y_upper"], dense[:, :, 1].max(axis=1))
+    assert (frame["x_upper"] - frame["x_lower"]).max() > 1e-3
+    single = ude_frame(problem, UDEModel(problem), 3.0, [0], 31, 0)
+    np.testing.assert_array_equal(single["x_lower"], single["x_upper"])
+
+
+def test_band_figure_and_files(tmp_path, run_dir):
+    from ude_cli.forecast import Forecast
+    from ude_cli.model import UDEModel
+
+    problem = lv_problem(tmp_path)
+    frame = ude_frame(problem, UDEModel(problem, n_starts=3), 8.0, [0], 81, 0)
+    fc = Forecast(problem=problem, until=8.0, frame=frame, notes=["the band spans the 3 starts"],
+                  changed={"until": 8.0})
+    out = write_forecast(fc, tmp_path / "forecast", dpi=60)
+    assert pd.read_csv(out / "forecast.csv").shape[0] == 81
+    assert (out / "figures" / "forecast.png").stat().st_size > 1000
+    assert (out / "figures" / "forecast.pdf").is_file()
+
+
+def test_cli_predict(run_dir, tmp_path):
+    result = runner.invoke(app, ["predict", str(run_dir), "--until", "7", "--points", "50", "--out",
+                                 str(tmp_path / "fc")])
+    assert result.exit_code == 0, result.output
+    assert "UDE, experiment 1, t = 7:" in result.stdout
+    frame = pd.read_csv(tmp_path / "fc" / "forecast.csv")
+    assert frame["time"].max() == pytest.approx(7.0)
+    assert json.loads((tmp_path / "fc" / "forecast.json").read_text())["until"] == 7.0
+    result = runner.invoke(app, ["predict", str(run_dir), "--until", "7", "--set", "nope=1"])
+    assert result.exit_code == exits.BAD_INPUT
+    assert result.stderr.startswith("error: --set nope: unknown parameter 'nope'")
+    result = runner.invoke(app, ["predict", str(run_dir)])
+    assert result.exit_code == exits.USAGE

@@ -1,0 +1,84 @@
+"""``ude discover RUN``: recover equations for the learned terms, refit them to the data, check them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import fail, warn
+
+
+def register(app: typer.Typer) -> None:
+    app.command("discover", help=(
+        "Recover equations for the learned terms of a fitted RUN: sample each network along the fitted "
+        "trajectories, regress it on a library of candidates (pysindy, threshold path), then let the data "
+        "decide: each candidate is refitted to the data by ODE least squares and ranked by BIC. The recovered "
+        "model is scored beside the UDE and the mechanistic-only model, simulated far beyond the data, and "
+        "given a verdict. Writes RUN/discovery/: equations.md, recovered.yaml (a config `ude fit` runs), "
+        "discovery.json, CSVs and figures. Settings default to the config's `discover:` section. Exits with "
+        "code 4 when the recovered model fails or fits clearly worse."))(discover_command)
+
+
+def discover_command(
+    run: Path = typer.Argument(..., help="Run directory written by `ude fit`.", show_default=False),
+    degree: int | None = typer.Option(None, "--degree", help="Highest degree of the polynomial candidates [2].",
+                                      show_default=False),
+    functions: list[str] | None = typer.Option(
+        None, "--function", "-f", help="An extra candidate, e.g. 'exp(-x)' or 'x/(1+x)' (repeatable).",
+        show_default=False),
+    max_terms: int | None = typer.Option(None, "--max-terms", help="Most library terms per learned term [4].",
+                                         show_default=False),
+    horizon: float | None = typer.Option(
+        None, "--horizon", help="End time of the extrapolation check [t0 + 10 x the data's span].",
+        show_default=False),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory [RUN/discovery].",
+                                    show_default=False),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Do not write figures."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict line and errors."),
+) -> None:
+    from ..discover_files import discover_run
+    from ..errors import ConfigError, UdeError
+
+    def log(text: str) -> None:
+        if not quiet:
+            typer.echo(text, err=True)
+
+    if degree is not None and not 0 <= degree <= 6:
+        fail(ConfigError(f"must be between 0 and 6, got {degree}", where="--degree"))
+    if max_terms is not None and max_terms < 1:
+        fail(ConfigError(f"must be >= 1, got {max_terms}", where="--max-terms"))
+    try:
+        discovery, path = discover_run(run, out=out, log=log, plots=not no_plots, degree=degree,
+                                       functions=functions or None, max_terms=max_terms, horizon=horizon)
+    except UdeError as exc:
+        fail(exc)
+    print_discovery(discovery, path, quiet=quiet)
+    if not discovery.success:
+        from .exits import FIT_FAILED
+
+        raise typer.Exit(FIT_FAILED)
+
+
+def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
+    """The verdict, the recovered equations, their coefficients and the scores, on stdout."""
+    from ..discover_files import equation_forms
+
+    headline = f"{discovery.verdict.upper()}: {discovery.messages[0]}"
+    if not discovery.success:
+        warn(headline)
+    if quiet:
+        typer.echo(headline)
+        return
+    typer.echo(headline)
+    typer.echo("")
+    for s, form in equation_forms(discovery).items():
+        typer.echo(f"  d{s}/dt = {form['numeric']}")
+    typer.echo("")
+    for t in discovery.terms:
+        typer.echo(f"  {t.label} = {t.expression()}   (against the network: R² {t.fidelity.r2:.4f}, "
+                   f"max error {t.fidelity.max_error:.3g})")
+    typer.echo("")
+    for line in discovery.messages[1:]:
+        typer.echo(line)
+    typer.echo(f"written: {path} (equations.md, recovered.yaml, discovery.json, figures/)")

@@ -1,0 +1,374 @@
+"""``ude predict``: simulate a fitted run beyond its data, for the UDE and the recovered model.
+
+Options change what is simulated: one experiment, new initial states, changed parameter values.
+When the run holds several fits (a multistart), the band they span is drawn around the best one.
+Writes ``RUN/forecast/``: ``forecast.csv`` (one row per model, experiment and time; ``STATE_lower``
+and ``STATE_upper`` give the band), ``forecast.json`` (what was asked) and ``figures/forecast``
+(PNG and PDF).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, RunDirError
+
+#: The sub-directory of a run that ``ude predict`` writes.
+FORECAST_DIR = "forecast"
+
+
+@dataclass
+class Forecast:
+    """Simulated trajectories of a run's models beyond its data.
+
+    Attributes:
+        problem: the run's resolved problem.
+        until: the end time.
+        frame: one row per model, experiment and time: the states (best start) and, for the UDE,
+            ``STATE_lower`` / ``STATE_upper`` over the starts.
+        notes: what the reader must know (changed values, missing or failed recovered model).
+        changed: the options used (experiment, initial states, parameter values).
+    """
+
+    problem: object
+    until: float
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    changed: dict = field(default_factory=dict)
+
+
+def parse_assignments(items: list[str] | None, option: str) -> dict[str, float]:
+    """``["alpha=1.2", "x=0.5,y=2"]`` -> ``{"alpha": 1.2, "x": 0.5, "y": 2.0}``.
+
+    Raises:
+        ConfigError: an item is not ``name=number``.
+    """
+    out: dict[str, float] = {}
+    for item in items or []:
+        for part in str(item).split(","):
+            if not part.strip():
+                continue
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not sep or not name.isidentifier() or not math.isfinite(number):
+                raise ConfigError(f"expected NAME=NUMBER, got {part.strip()!r}", where=option)
+            out[name] = number
+    return out
+
+
+def _experiment_indices(problem, experiment: str | None) -> list[int]:
+    names = [e.name for e in problem.dataset.experiments]
+    if experiment is None:
+        return list(range(len(names)))
+    if experiment not in names:
+        from .errors import did_you_mean
+
+        raise ConfigError(f"no experiment '{experiment}'{did_you_mean(experiment, names)}; the run's experiments "
+                          f"are: {', '.join(names)}", where="--experiment")
+    return [names.index(experiment)]
+
+
+def _set_parameters(model, values: Mapping[str, float]) -> None:
+    """Overwrite parameter values of a UDE model in place (every start)."""
+    import torch
+
+    from .parameters import to_unconstrained
+
+    ps = model.parameters_
+    with torch.no_grad():
+        for name, v in values.items():
+            spec = ps.specs[name]
+            lo, hi = spec.lower, spec.upper
+            if (spec.positive and v <= 0) or (lo is not None and v <= lo) or (hi is not None and v >= hi):
+                raise ConfigError(f"{name} = {v:g} is outside its allowed range"
+                                  f"{' (> 0)' if spec.positive else ''} [{lo}, {hi}]", where=f"--set {name}")
+            if spec.fixed:
+                getattr(ps, f"fixed_{name}").fill_(v)
+            else:
+                ps.raw[name].fill_(to_unconstrained(spec, v))
+
+
+def _set_initial(model, b: int, initial: Mapping[str, float]) -> None:
+    """Overwrite experiment ``b``'s initial states of a UDE model in place (every start)."""
+    import torch
+
+    states = model.initial.states
+    with torch.no_grad():
+        for s, v in initial.items():
+            j = states.index(s)
+            spec = model.initial.specs[s]
+            if spec.learn:
+                if spec.positive and v <= 0:
+                    raise ConfigError(f"{s} = {v:g}: this initial state is kept > 0", where=f"--initial {s}")
+                model.initial.raw[s][:, b] = math.log(v) if spec.positive else v
+            else:
+                model.initial.base[b, j] = v
+
+
+def ude_frame(problem, model, until: float, experiments: list[int], n_points: int, best: int,
+              ok_starts: np.ndarray | None = None, notes: list[str] | None = None) -> pd.DataFrame:
+    """The UDE's trajectories (best start, and the band over the starts) to ``until``, or as far
+    as the solver gets (then a line goes to ``notes``)."""
+    from .extrapolate import dense_as_far_as_possible
+
+    t0 = min(problem.t0 if problem.t0 is not None else float(problem.dataset.experiments[b].t[0])
+             for b in experiments)
+    data_end = max(float(problem.dataset.experiments[b].t[-1]) for b in experiments)
+    dense, reached, failure = dense_as_far_as_possible(model, n_points, until, t0, data_end)
+    if failure and notes is not None:
+        notes.append(f"the UDE {failure}" + (f"; shown to t = {reached:g}" if dense is not None else ""))
+    if dense is None:
+        return pd.DataFrame(columns=["model", "experiment", "time", *problem.states])
+    frames = []
+    for b in experiments:
+        t, y = dense[b]  # y: (T, S, n)
+        ys = y if ok_starts is None else y[:, ok_starts, :]
+        d: dict = {"model": "UDE", "experiment": problem.dataset.experiments[b].name, "time": t}
+        for j, s in enumerate(problem.states):
+            d[s] = y[:, best, j]
+            d[f"{s}_lower"] = np.min(ys[:, :, j], axis=1)
+            d[f"{s}_upper"] = np.max(ys[:, :, j], axis=1)
+        frames.append(pd.DataFrame(d))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _ok_starts(metrics: Mapping, n_starts: int) -> np.ndarray | None:
+    per = metrics.get("loss_per_start")
+    if not per or len(per) != n_starts:
+        return None
+    ok = np.array([v is not None and math.isfinite(v) for v in per])
+    return ok if ok.any() else None
+
+
+def recovered_frame(run_dir: Path, discovery: dict, until: float, experiments: list[int], n_points: int,
+                    values: Mapping[str, float], initial: Mapping[str, float]) -> tuple[pd.DataFrame, str]:
+    """The recovered model's trajectories to ``until``, from ``RUN/discovery``; and a note."""
+    from .config import load_config
+    from .extrapolate import grid
+    from .problem import resolve
+    from .refit import OdeSystem
+
+    path = run_dir / "discovery" / "recovered.yaml"
+    try:
+        problem = resolve(load_config(path))
+    except FileNotFoundError:
+        raise RunDirError("discovery.json exists but recovered.yaml does not", where=str(path.parent)) from None
+    system = OdeSystem(problem)
+    chosen = discovery["chosen"]
+    vals = {**chosen["parameters"], **{k: v for k, v in values.items() if k in chosen["parameters"]}}
+    frames, note = [], ""
+    for b in experiments:
+        e = problem.dataset.experiments[b]
+        y0 = np.array([chosen["initial"][str(e.name)][s] for s in problem.states], dtype=float)
+        for s, v in initial.items():
+            y0[problem.states.index(s)] = v
+        times = grid(system.t0[b], until, problem.dataset.time_span)
+        times = np.linspace(times[0], times[-1], max(n_points, len(times)))
+        sim = system.simulate(b, vals, times, y0=y0)
+        if not sim.ok and not note:
+            note = f"the recovered model fails in experiment '{e.name}': {sim.message}"
+        d: dict = {"model": "recovered", "experiment": e.name, "time": times}
+        for j, s in enumerate(problem.states):
+            d[s] = sim.y[:, j]
+        frames.append(pd.DataFrame(d))
+    return pd.concat(frames, ignore_index=True), note
+
+
+def forecast(run, until: float, *, experiment: str | None = None, initial: Mapping[str, float] | None = None,
+             values: Mapping[str, float] | None = None, n_points: int = 400, recovered: bool = True) -> Forecast:
+    """Simulate a saved run's UDE (and recovered model, when ``ude discover`` has run) to ``until``.
+
+    Arguments:
+        run: a :class:`~ude_cli.runs.SavedRun` (with its model).
+        until: the end time; it must be after the start of the experiments simulated.
+        experiment: simulate only this experiment (default: all).
+        initial: new initial states by state name (applied to every experiment simulated).
+        values: new parameter values by name (mechanistic parameters, or coefficients of the
+            recovered model).
+        n_points: time points per experiment.
+        recovered: include the recovered model when there is one.
+
+    Returns:
+        The forecast; its ``notes`` say what was changed and what is missing or failed.
+
+    Raises:
+        ConfigError: an unknown experiment, state or parameter, or a value outside its range.
+    """
+    from .discover_files import read_discovery
+
+    problem = run.problem
+    initial = dict(initial or {})
+    values = dict(values or {})
+    experiments = _experiment_indices(problem, experiment)
+    t_start = max(problem.t0 if problem.t0 is not None else float(problem.dataset.experiments[b].t[0])
+                  for b in experiments)
+    if not math.isfinite(until) or until <= t_start:
+        raise ConfigError(f"must be after the start of the experiments ({t_start:g}), got {until:g}", where="--until")
+    for s in initial:
+        if s not in problem.states:
+            from .errors import did_you_mean
+
+            raise ConfigError(f"unknown state '{s}'{did_you_mean(s, problem.states)}; states are: "
+                              f"{', '.join(problem.states)}", where=f"--initial {s}")
+    discovery = read_discovery(run.path) if recovered else None
+    known = set(problem.parameters) | set(discovery["chosen"]["parameters"] if discovery else ())
+    for name in values:
+        if name not in known:
+            from .errors import did_you_mean
+
+            raise ConfigError(f"unknown parameter '{name}'{did_you_mean(name, known)}; parameters are: "
+                              f"{', '.join(sorted(known))}", where=f"--set {name}")
+    model = copy.deepcopy(run.model)
+    _set_parameters(model, {k: v for k, v in values.items() if k in problem.parameters})
+    for b in experiments:
+        _set_initial(model, b, initial)
+    notes = []
+    if values:
+        notes.append("changed parameters: " + ", ".join(f"{k} = {v:g}" for k, v in values.items()))
+    if initial:
+        notes.append("changed initial states: " + ", ".join(f"{k}(t0) = {v:g}" for k, v in initial.items()))
+    frames = [ude_frame(problem, model, until, experiments, n_points, run.best_start,
+                        _ok_starts(run.metrics, model.n_starts), notes)]
+    if model.n_starts > 1:
+        notes.append(f"the band spans the {model.n_starts} starts of the multistart; the line is the best start")
+    if discovery is not None:
+        rec, note = recovered_frame(run.path, discovery, until, experiments, n_points, values, initial)
+        frames.append(rec)
+        if discovery["verdict"] in ("worse", "failed"):
+            notes.append(f"the recovered model's verdict is {discovery['verdict'].upper()}: "
+                         f"{discovery['messages'][0]}")
+        if note:
+            notes.append(note)
+    elif recovered:
+        notes.append("no recovered model: run `ude discover RUN` to add it")
+    frame = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    notes += _runaway_notes(problem, frame)
+    return Forecast(problem=problem, until=until, frame=frame, notes=notes,
+                    changed={"experiment": experiment, "initial": initial, "values": values, "until": until,
+                             "verdict": discovery["verdict"] if discovery else None})
+
+
+def _runaway_notes(problem, frame: pd.DataFrame, factor: float = 1e3) -> list[str]:
+    """A note for each model whose forecast leaves ``factor`` times the data's largest magnitude."""
+    values = [np.abs(e.values[np.isfinite(e.values)]) for e in problem.dataset.experiments]
+    scale = max([float(v.max()) for v in values if v.size] or [1.0])
+    notes = []
+    for model, rows in frame.groupby("model", sort=False):
+        y = rows[problem.states].to_numpy(float)
+        bad = ~np.all(np.isfinite(y) & (np.abs(y) <= factor * scale), axis=1)
+        if bad.any():
+            t = float(rows["time"].to_numpy()[np.argmax(bad)])
+            notes.append(f"the {model} forecast leaves {factor:g} times the data's largest value at t = {t:.4g}: "
+                         "it diverges")
+    return notes
+
+
+def write_forecast(fc: Forecast, directory: str | Path, dpi: int = 150) -> Path:
+    """Write ``forecast.csv``, ``forecast.json`` and ``figures/forecast.{png,pdf}`` into ``directory``."""
+    from .plots import save_figure
+    from .rundir import atomic_write_json, atomic_write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / "forecast.csv", fc.frame.to_csv(index=False))
+    atomic_write_json(directory / "forecast.json", {**fc.changed, "notes": fc.notes})
+    save_figure(forecast_figure(fc.problem, fc.frame, fc.changed, fc.notes), directory / "figures", "forecast", dpi)
+    return directory
+
+
+def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None, notes: list[str] | None = None):
+    """Per state: data, the UDE (with its band over starts) and the recovered model."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from .discover_plots import MODEL_STYLES
+    from .plots import STYLE, state_label, time_label
+
+    changed = dict(changed or {})
+    ds = problem.dataset
+    names = list(dict.fromkeys(frame["experiment"].astype(str)))
+    verdict = changed.get("verdict")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(problem.states), 1, figsize=(8.0, max(2.6, 2.3 * len(problem.states))),
+                                 sharex=True, squeeze=False)
+        end = max(float(e.t[-1]) for e in ds.experiments if str(e.name) in names)
+        for j, (ax, s) in enumerate(zip(axes[:, 0], problem.states, strict=True)):
+            lo, hi = _axis_limits(problem, frame, s, j, show_data=not changed.get("initial"))
+            for k, name in enumerate(names):
+                tag = f", {name}" if len(names) > 1 else ""
+                rows = frame[(frame["experiment"].astype(str) == name)]
+                ude = rows[rows["model"] == "UDE"]
+                style = dict(MODEL_STYLES["UDE"])
+                if len(names) > 1:
+                    style["color"] = plt.rcParams["axes.prop_cycle"].by_key()["color"][k % 10]
+                span = hi - lo
+                if f"{s}_lower" in ude and not np.allclose(ude[f"{s}_lower"], ude[f"{s}_upper"]):
+                    ax.fill_between(ude["time"], np.clip(ude[f"{s}_lower"], lo - span, hi + span),
+                                    np.clip(ude[f"{s}_upper"], lo - span, hi + span), color=style["color"],
+                                    alpha=0.18, lw=0, label=f"UDE, range over starts{tag}")
+                ax.plot(ude["time"], np.clip(ude[s], lo - span, hi + span),
+                        label=_leaving(f"UDE{tag}", ude, s, lo, hi), **style)
+                rec = rows[rows["model"] == "recovered"]
+                if len(rec):
+                    rstyle = dict(MODEL_STYLES["recovered"])
+                    if len(names) > 1:
+                        rstyle["color"] = style["color"]
+                    label = "recovered" + (f" ({verdict.upper()})" if verdict in ("worse", "failed") else "") + tag
+                    ax.plot(rec["time"], np.clip(rec[s], lo - span, hi + span), label=_leaving(label, rec, s, lo, hi),
+                            **rstyle)
+                e = next(e for e in ds.experiments if str(e.name) == name)
+                obs = e.values[:, j]
+                ok = np.isfinite(obs)
+                if ok.any() and not changed.get("initial"):
+                    ax.plot(e.t[ok], obs[ok], "o", ms=3.8, color="k", label="data" if k == 0 else None)
+            ax.axvline(end, color="0.5", lw=0.8, ls="--")
+            ax.set_ylim(lo, hi)
+            ax.set_ylabel(state_label(problem, s))
+            ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        axes[0, 0].annotate("end of data", (end, 1.0), xycoords=("data", "axes fraction"), ha="right", va="bottom",
+                            fontsize=8, color="0.4", xytext=(-3, 0), textcoords="offset points")
+        axes[-1, 0].set_xlabel(time_label(problem))
+        title = f"{problem.config.run_name}: forecast to t = {changed.get('until', frame['time'].max()):g}"
+        fig.suptitle(title, fontsize=11)
+        if notes:
+            fig.text(0.01, 0.0, "\n".join(notes), fontsize=7.5, color="0.3", va="bottom", ha="left", wrap=True)
+            fig.get_layout_engine().set(rect=(0, 0.03 * len(notes), 1, 1 - 0.03 * len(notes)))
+    return fig
+
+
+def _axis_limits(problem, frame: pd.DataFrame, state: str, j: int, show_data: bool) -> tuple[float, float]:
+    """y limits set by the data and by the forecasts that stay within 20 times the data's range;
+    a forecast that runs away leaves the axes (its legend entry says when)."""
+    from .discover_plots import _limits
+
+    data = [e.values[:, j] for e in problem.dataset.experiments] if show_data else []
+    finite = np.concatenate([d[np.isfinite(d)] for d in data] or [np.zeros(0)])
+    ref = float(np.max(np.abs(finite))) if finite.size else None
+    anchors = list(data)
+    for _, rows in frame.groupby(["model", "experiment"], sort=False):
+        v = rows[state].to_numpy(float)
+        if np.all(np.isfinite(v)) and (ref is None or float(np.max(np.abs(v))) <= 20 * ref):
+            anchors.append(v)
+    if len(anchors) == len(data):  # every forecast runs away: show them anyway
+        anchors += [frame[state].to_numpy(float)]
+    return _limits(anchors)
+
+
+def _leaving(label: str, rows: pd.DataFrame, state: str, lo: float, hi: float) -> str:
+    from .discover_plots import _leaves
+
+    when = _leaves(rows["time"].to_numpy(float), rows[state].to_numpy(float), lo, hi)
+    return label if when is None else f"{label} (leaves the axes at t ≈ {when:.3g})"

@@ -1,0 +1,587 @@
+"""Mechanistic models fitted to the data by ODE least squares, without torch: scipy's
+``least_squares`` over ``solve_ivp``.
+
+Used by ``ude discover`` to refit each candidate model (the equations with every ``NN[i]``
+replaced by a sum of library terms with new coefficients) to the *data*, and to fit the
+mechanistic-only model (every learned term set to 0) beside it. A handful of parameters and a
+stiff-capable solver (LSODA) make this much faster than training through torch.
+
+The objective is the fit's own loss (:mod:`ude_cli.losses`): the mean of squared errors over the
+observed cells of the training window, optionally divided by each state's spread or on log
+scale, so that its numbers compare with the UDE's ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .expressions import Expression, parse_expression
+from .problem import Parameter, Problem
+from .symbolic import Feature, information_criterion
+
+#: Relative and absolute tolerances of the refit's ODE solves (the finite-difference Jacobian
+#: needs solutions much more precise than its step).
+RTOL = 1e-8
+ATOL = 1e-10
+#: A solution larger than this multiple of the data's largest magnitude counts as a blow-up.
+BLOWUP_FACTOR = 1e3
+#: Right-hand-side evaluations after which one solve is abandoned.
+MAX_RHS_CALLS = 100_000
+#: Residual (in loss units) given to a cell the solver did not reach.
+PENALTY = 10.0
+
+
+# -- candidate equations ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TermModel:
+    """An expression standing in for one learned term: a sum of library features, each with a
+    coefficient that becomes a new parameter.
+
+    Attributes:
+        term: ``(network, output)`` it replaces.
+        features: the library features kept.
+        names: the coefficient names, one per feature.
+    """
+
+    term: tuple[str, int]
+    features: tuple[Feature, ...] = ()
+    names: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """``"U0_x_y*x*y + U0_x*x"`` (``"0"`` when no feature is kept)."""
+        if not self.features:
+            return "0"
+        parts = []
+        for name, f in zip(self.names, self.features, strict=True):
+            if f.text == "1":
+                parts.append(name)
+            elif _is_monomial(f.expression.tree):
+                parts.append(f"{name}*{f.text}")
+            else:
+                parts.append(f"{name}*({f.text})")
+        return " + ".join(parts)
+
+
+def _is_monomial(node: ast.expr) -> bool:
+    if isinstance(node, ast.Name):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        return _is_monomial(node.left) and _is_monomial(node.right)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+        return isinstance(node.left, ast.Name) and isinstance(node.right, ast.Constant)
+    return False
+
+
+def coefficient_name(term: tuple[str, int], feature: Feature, taken: set[str]) -> str:
+    """A new parameter name for the coefficient of ``feature`` in ``term``: ``U0_x_y``."""
+    net, idx = term
+    base = f"{net}{idx}_{feature.slug}"
+    name = base
+    k = 2
+    while name in taken:
+        name = f"{base}_{k}"
+        k += 1
+    return name
+
+
+class _Replace(ast.NodeTransformer):
+    def __init__(self, replacements: Mapping[tuple[str, int], ast.expr], single: set[str]):
+        self.replacements = replacements
+        self.single = single
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        key = (node.value.id, node.slice.value)  # the whitelist allows only NN[int]
+        return self.replacements.get(key, node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.single:
+            return self.replacements.get((node.id, 0), node)
+        return node
+
+
+def replace_terms(expression: Expression, term_models: Mapping[tuple[str, int], TermModel],
+                  single_output: set[str] = frozenset()) -> Expression:
+    """``expression`` with each ``NN[i]`` (and each bare single-output ``NN``) replaced by its
+    term model, in parentheses; the result is parsed again through the whitelist."""
+    replacements = {term: parse_expression(f"({tm.text()})").tree for term, tm in term_models.items()}
+    tree = _Replace(replacements, set(single_output)).visit(ast.parse(expression.text, mode="eval").body)
+    ast.fix_missing_locations(tree)
+    return parse_expression(ast.unparse(tree))
+
+
+# -- the ODE, in numpy ---------------------------------------------------------------------------
+
+@dataclass
+class Simulation:
+    """A solution at requested times; rows after a failure are NaN.
+
+    ``y`` is ``(T, n)`` for one parameter set and ``(T, P, n)`` for a batch of ``P`` (then ``ok``
+    and ``messages`` are per set)."""
+
+    t: np.ndarray
+    y: np.ndarray
+    ok: bool
+    message: str = ""
+    oks: np.ndarray | None = None
+    messages: list[str] | None = None
+
+
+class _TooManyCalls(Exception):
+    pass
+
+
+class OdeSystem:
+    """The problem's equations (without networks) as a numpy right-hand side, one solve per
+    experiment with its own initial state, start time and constants.
+
+    Several parameter sets can be solved at once (a batch, used for finite-difference Jacobians):
+    the states of all sets form one system whose Jacobian is block-banded, with one Python call
+    of the right-hand side per solver step for the whole batch.
+
+    Arguments:
+        problem: the resolved problem (its dataset, initial states, constants and t0 are used).
+        equations: state -> expression (default: the problem's; they must not use networks).
+        parameters: name -> parameter (default: the problem's).
+    """
+
+    def __init__(self, problem: Problem, equations: Mapping[str, Expression] | None = None,
+                 parameters: Mapping[str, Parameter] | None = None):
+        self.problem = problem
+        self.states = list(problem.states)
+        self.equations = dict(equations if equations is not None else problem.equations)
+        self.parameters = dict(parameters if parameters is not None else problem.parameters)
+        self._functions = [self.equations[s].compile("numpy") for s in self.states]
+        ds = problem.dataset
+        self.experiments = ds.experiments
+        self.constants = []
+        for e in ds.experiments:
+            self.constants.append({c: float(e.covariates[v]) if isinstance(v, str) else float(v)
+                                   for c, v in problem.constants.items()})
+        self.t0 = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
+        self.initial = self._initial_states()
+        finite = np.concatenate([np.abs(e.values[np.isfinite(e.values)]) for e in ds.experiments] or [np.ones(1)])
+        scale = max(float(finite.max()) if finite.size else 1.0, *(abs(float(v)) for v in self.initial.ravel()), 1e-12)
+        self.bound = BLOWUP_FACTOR * scale
+
+    def _initial_states(self) -> np.ndarray:
+        ds = self.problem.dataset
+        y0 = np.zeros((len(ds.experiments), len(self.states)))
+        for b, e in enumerate(ds.experiments):
+            for j, s in enumerate(self.states):
+                spec = self.problem.initial[s]
+                if spec.source == "observed":
+                    y0[b, j] = e.values[0, j]
+                elif spec.source == "value":
+                    y0[b, j] = spec.value
+                else:
+                    y0[b, j] = e.covariates[spec.column]
+        return y0
+
+    def values(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Parameter values: the parameters' ``init``, replaced by ``overrides``."""
+        out = {n: p.init for n, p in self.parameters.items()}
+        out.update(overrides or {})
+        return out
+
+    def rates(self, t: float, y: np.ndarray, env: dict) -> np.ndarray:
+        """``dy/dt`` for states ``y`` of shape ``(n,)`` or ``(n, P)``."""
+        env["t"] = t
+        for j, s in enumerate(self.states):
+            env[s] = y[j]
+        out = np.empty(y.shape)
+        for j, f in enumerate(self._functions):
+            out[j] = f(env)  # a constant rate broadcasts
+        return out
+
+    def simulate(self, b: int, values: Mapping[str, float], times: np.ndarray, y0: np.ndarray | None = None,
+                 t0: float | None = None, bound: float | None = None) -> Simulation:
+        """Solve experiment ``b`` from ``t0`` (default: its start) and return the states at ``times``.
+
+        Arguments:
+            b: experiment index (its constants; its initial state unless ``y0`` is given).
+            values: parameter values by name.
+            times: increasing times ``>= t0``.
+            y0: initial state (default: the experiment's).
+            t0: start time (default: the experiment's).
+            bound: a state beyond this magnitude counts as a blow-up.
+
+        Returns:
+            The solution at ``times``; after a failure (blow-up, solver failure, non-finite rates)
+            the rows not reached are NaN and ``ok`` is false.
+        """
+        y0 = self.initial[b] if y0 is None else np.asarray(y0, dtype=float)
+        sim = self.simulate_many(b, {k: np.array([v], dtype=float) for k, v in values.items()}, times, y0[None, :],
+                                 t0=t0, bound=bound)
+        return Simulation(sim.t, sim.y[:, 0, :], bool(sim.oks[0]), sim.messages[0])
+
+    def simulate_many(self, b: int, values: Mapping[str, np.ndarray], times: np.ndarray, y0: np.ndarray,
+                      t0: float | None = None, bound: float | None = None) -> Simulation:
+        """Solve experiment ``b`` for ``P`` parameter sets at once.
+
+        Arguments:
+            values: parameter values by name, each an array ``(P,)``.
+            y0: initial states ``(P, n)``.
+            (the others as in :meth:`simulate`)
+
+        Returns:
+            ``y`` of shape ``(T, P, n)``, with ``oks`` and ``messages`` per set. A set that blows up
+            is frozen from then on (its rows become NaN) so that the others finish.
+        """
+        from scipy.integrate import solve_ivp
+
+        times = np.asarray(times, dtype=float)
+        t0 = self.t0[b] if t0 is None else float(t0)
+        y0 = np.asarray(y0, dtype=float)
+        n_sets, n = y0.shape
+        bound = self.bound if bound is None else bound
+        env = {**self.constants[b], **{k: np.asarray(v, dtype=float) for k, v in values.items()}}
+        out = np.full((len(times), n_sets, n), np.nan)
+        at_start = times <= t0
+        out[at_start] = y0
+        later = times[~at_start]
+        oks = np.ones(n_sets, dtype=bool)
+        messages = [""] * n_sets
+        if later.size == 0:
+            return Simulation(times, out, True, "", oks, messages)
+        calls = [0]
+        hit = np.full(n_sets, np.inf)  # time each set left the bound (or became non-finite)
+        frozen = [False]
+
+        def f(t, flat):
+            calls[0] += 1
+            if calls[0] > MAX_RHS_CALLS:
+                raise _TooManyCalls
+            y = flat.reshape(n_sets, n)
+            rates = self.rates(t, y.T, env).T  # (P, n)
+            if not (np.abs(flat) <= bound).all() or frozen[0]:
+                bad = ~np.all(np.abs(y) <= bound, axis=1)
+                hit[bad] = np.minimum(hit[bad], t)
+                frozen[0] = True
+                rates[np.isfinite(hit)] = 0.0
+            if not np.isfinite(rates).all():
+                rates[~np.isfinite(rates)] = 0.0
+            return rates.ravel()
+
+        atol = (ATOL * np.maximum(np.abs(y0), 1.0)).ravel()
+        try:
+            with np.errstate(all="ignore"):
+                sol = solve_ivp(f, (t0, float(later[-1])), y0.ravel(), t_eval=later, method="LSODA", rtol=RTOL,
+                                atol=atol, lband=n - 1, uband=n - 1)
+        except _TooManyCalls:
+            oks[:] = False
+            msg = (f"more than {MAX_RHS_CALLS} right-hand-side evaluations (the equations are too stiff, or the "
+                   "solution blows up)")
+            return Simulation(times, out, False, msg, oks, [msg] * n_sets)
+        except (ValueError, ArithmeticError, OverflowError) as exc:
+            oks[:] = False
+            return Simulation(times, out, False, f"the solver failed: {exc}", oks, [f"the solver failed: {exc}"] * n_sets)
+        got = sol.y.T if isinstance(sol.y, np.ndarray) and sol.y.ndim == 2 else np.zeros((0, n_sets * n))
+        got = got.reshape(len(got), n_sets, n)
+        rows = np.flatnonzero(~at_start)
+        out[rows[: len(got)]] = got
+        for p in range(n_sets):
+            if np.isfinite(hit[p]):
+                out[rows[later >= hit[p]], p, :] = np.nan
+                oks[p] = False
+                messages[p] = f"the solution blows up (|state| > {bound:.3g}) at t = {hit[p]:.4g}"
+            elif not sol.success or len(got) < len(later):
+                oks[p] = False
+                messages[p] = f"the solver failed: {sol.message}"
+        return Simulation(times, out, bool(oks.all()), next((m for m in messages if m), ""), oks, messages)
+
+
+# -- the objective --------------------------------------------------------------------------------
+
+class DataObjective:
+    """The fit's loss against the data (:class:`ude_cli.losses.Objective`, in numpy).
+
+    Arguments:
+        problem: the resolved problem (data, loss settings, validation window).
+    """
+
+    def __init__(self, problem: Problem):
+        spec = problem.config.training.loss
+        self.log = bool(spec.log)
+        ds = problem.dataset
+        _, std = ds.state_stats()
+        self.weights = 1.0 / std if spec.scale == "std" else np.ones_like(std)
+        self.floor = 1e-9 * np.maximum(std, 1e-300)
+        self.experiments = ds.experiments
+        self.spread = std
+
+    def transform(self, y: np.ndarray, state: int | None = None) -> np.ndarray:
+        """Values as the loss compares them (logarithms with a floor for a log loss); ``y`` is
+        ``(..., n)``, or the values of state ``state`` alone."""
+        if self.log:
+            floor = self.floor if state is None else self.floor[state]
+            with np.errstate(all="ignore"):
+                return np.log(np.maximum(y, floor))
+        return y
+
+    def mask(self, b: int, split: str) -> np.ndarray:
+        e = self.experiments[b]
+        rows = e.train if split == "train" else ~e.train
+        return np.isfinite(e.values) & rows[:, None]
+
+    def residuals(self, predictions: Sequence[np.ndarray], split: str = "train") -> np.ndarray:
+        """Weighted residuals at the observed cells of ``split`` (a penalty where a solve failed)."""
+        parts = []
+        for b, pred in enumerate(predictions):
+            e = self.experiments[b]
+            m = self.mask(b, split)
+            obs = self.transform(np.where(np.isfinite(e.values), e.values, 1.0))
+            r = (self.transform(pred) - obs) * self.weights
+            penalty = PENALTY * (1.0 if self.log else self.spread * self.weights)
+            r = np.where(np.isfinite(r), r, np.broadcast_to(penalty, r.shape))
+            parts.append(r[m])
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def count(self, split: str) -> int:
+        return int(sum(self.mask(b, split).sum() for b in range(len(self.experiments))))
+
+    def loss(self, predictions: Sequence[np.ndarray], split: str = "train") -> float | None:
+        r = self.residuals(predictions, split)
+        return float(np.mean(r * r)) if r.size else None
+
+    def mse_per_state(self, predictions: Sequence[np.ndarray], split: str, states: Sequence[str]) -> dict | None:
+        """Plain MSE in data units per observed state (None without observations in ``split``)."""
+        sq = np.zeros(len(states))
+        cnt = np.zeros(len(states))
+        for b, pred in enumerate(predictions):
+            e = self.experiments[b]
+            m = self.mask(b, split)
+            with np.errstate(all="ignore"):
+                d2 = np.where(m, (pred - np.where(np.isfinite(e.values), e.values, 0.0)) ** 2, 0.0)
+            sq += np.where(np.isfinite(d2), d2, np.inf).sum(axis=0)
+            cnt += m.sum(axis=0)
+        if cnt.sum() == 0:
+            return None
+        return {s: float(sq[j] / cnt[j]) for j, s in enumerate(states) if cnt[j] > 0}
+
+
+def runs_test(sequences: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Wald–Wolfowitz runs test on the signs of residual sequences (each in time order).
+
+    Too few runs (long stretches of one sign) mean the residuals are systematic, not noise.
+
+    Returns:
+        ``(z, p)``: the standardised number of runs and the one-sided p-value of so few runs.
+    """
+    runs = expected = variance = 0.0
+    for seq in sequences:
+        s = np.sign(np.asarray(seq, dtype=float))
+        s = s[s != 0]
+        n = len(s)
+        n_pos, n_neg = float((s > 0).sum()), float((s < 0).sum())
+        if n < 2 or n_pos == 0 or n_neg == 0:
+            continue
+        runs += 1 + float(np.sum(s[1:] != s[:-1]))
+        expected += 1 + 2 * n_pos * n_neg / n
+        variance += 2 * n_pos * n_neg * (2 * n_pos * n_neg - n) / (n * n * (n - 1))
+    if variance <= 0:
+        return 0.0, 1.0
+    z = (runs - expected) / math.sqrt(variance)
+    return float(z), float(0.5 * math.erfc(-z / math.sqrt(2)))
+
+
+# -- the refit -----------------------------------------------------------------------------------
+
+@dataclass
+class Refit:
+    """A model fitted to the data by ODE least squares.
+
+    Attributes:
+        values: every parameter's value (fixed ones included), by name.
+        initial: initial state per experiment ``(B, n)``.
+        free: names of the fitted values (parameters, then ``state(t0)[experiment]``).
+        train_loss, validation_loss: the loss (as the fit's ``metrics.json``) per window.
+        train_mse, validation_mse: plain MSE in data units per observed state.
+        bic: ``n log(train_loss) + k log n`` over the ``n`` training cells and ``k`` fitted values.
+        n_train: training cells.
+        success: every solve succeeded and the optimiser converged to finite values.
+        message: why not, when not.
+        runs_z, runs_p: runs test of the training residuals (see :func:`runs_test`).
+        evaluations: residual evaluations used.
+    """
+
+    values: dict[str, float]
+    initial: np.ndarray
+    free: list[str]
+    train_loss: float
+    validation_loss: float | None
+    train_mse: dict | None
+    validation_mse: dict | None
+    bic: float
+    n_train: int
+    success: bool
+    message: str = ""
+    runs_z: float = 0.0
+    runs_p: float = 1.0
+    evaluations: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_free(self) -> int:
+        return len(self.free)
+
+
+def _bounds(p: Parameter) -> tuple[float, float]:
+    lo = -np.inf if p.lower is None else float(p.lower)
+    hi = np.inf if p.upper is None else float(p.upper)
+    if p.positive:
+        lo = max(lo, 0.0)
+    return lo, hi
+
+
+def _inside(x: float, lo: float, hi: float) -> float:
+    if lo < x < hi:
+        return x
+    width = (hi - lo) if np.isfinite(hi - lo) else max(abs(x), 1.0)
+    return float(np.clip(x, lo + 1e-6 * width, hi - 1e-6 * width)) if np.isfinite(lo) or np.isfinite(hi) else x
+
+
+def predict_all(system: OdeSystem, values: Mapping[str, float], initial: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """Every experiment at its observation times; the first failure message (or "")."""
+    preds, message = [], ""
+    for b, e in enumerate(system.experiments):
+        sim = system.simulate(b, values, e.t, y0=initial[b])
+        if not sim.ok and not message:
+            message = f"experiment '{e.name}': {sim.message}"
+        preds.append(sim.y)
+    return preds, message
+
+
+def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float] | None = None,
+          initial: np.ndarray | None = None, max_evaluations: int = 200) -> Refit:
+    """Fit the learned parameters (and learned initial states) of ``system`` to the data.
+
+    scipy's trust-region reflective ``least_squares`` with bounds (positive parameters stay > 0);
+    its Jacobian is a forward difference computed from one batched solve of every perturbed set.
+
+    Arguments:
+        system: the equations and parameters; parameters marked fixed are kept.
+        objective: the loss against the data.
+        start: starting values (default: each parameter's ``init``).
+        initial: starting initial states ``(B, n)`` (default: the system's).
+        max_evaluations: most residual evaluations of the optimiser.
+
+    Returns:
+        The fitted values and their scores; a failed solve or fit gives ``success = False`` and
+        a message (never an exception).
+    """
+    from scipy.optimize import least_squares
+
+    values = system.values(start)
+    y0 = np.array(system.initial if initial is None else initial, dtype=float)
+    free: list[tuple[str, tuple[int, int] | None]] = []
+    x0, lower, upper = [], [], []
+    for name, p in system.parameters.items():
+        if p.fixed:
+            continue
+        lo, hi = _bounds(p)
+        free.append((name, None))
+        x0.append(_inside(float(values[name]), lo, hi))
+        lower.append(lo)
+        upper.append(hi)
+    problem = system.problem
+    for j, s in enumerate(system.states):
+        spec = problem.initial[s]
+        if not spec.learn:
+            continue
+        for b, e in enumerate(system.experiments):
+            lo = 0.0 if spec.positive else -np.inf
+            label = f"{s}(t0)" if len(system.experiments) == 1 else f"{s}(t0)[{e.name}]"
+            free.append((label, (b, j)))
+            x0.append(_inside(float(y0[b, j]), lo, np.inf))
+            lower.append(lo)
+            upper.append(np.inf)
+    lower_a, upper_a = np.array(lower, dtype=float), np.array(upper, dtype=float)
+
+    def unpack(x):
+        vals = dict(values)
+        init = y0.copy()
+        for (name, where), v in zip(free, x, strict=True):
+            if where is None:
+                vals[name] = float(v)
+            else:
+                init[where] = float(v)
+        return vals, init
+
+    evaluations = [0]
+
+    def batch_residuals(xs: np.ndarray) -> np.ndarray:
+        """Residuals of each row of ``xs`` ``(P, k)``: ``(P, m)``."""
+        evaluations[0] += len(xs)
+        vals = {n: np.full(len(xs), float(v)) for n, v in values.items()}
+        inits = np.repeat(y0[None, :, :], len(xs), axis=0)  # (P, B, n)
+        for i, (name, where) in enumerate(free):
+            if where is None:
+                vals[name] = xs[:, i].astype(float)
+            else:
+                inits[:, where[0], where[1]] = xs[:, i]
+        per_set = [[] for _ in range(len(xs))]
+        for b, e in enumerate(system.experiments):
+            sim = system.simulate_many(b, vals, e.t, inits[:, b, :])
+            for p in range(len(xs)):
+                per_set[p].append(sim.y[:, p, :])
+        return np.stack([objective.residuals(preds, "train") for preds in per_set])
+
+    def fun(x):
+        return batch_residuals(np.asarray(x, dtype=float)[None, :])[0]
+
+    def jac(x):
+        x = np.asarray(x, dtype=float)
+        h = 1e-6 * np.maximum(1.0, np.abs(x))
+        h = np.where(x + h > upper_a, -h, h)  # step back from an upper bound
+        xs = np.vstack([x, x + np.diag(h)])
+        r = batch_residuals(xs)
+        return ((r[1:] - r[0]) / h[:, None]).T
+
+    message = ""
+    converged = True
+    if free:
+        try:
+            sol = least_squares(fun, np.array(x0), jac=jac, bounds=(lower_a, upper_a), method="trf",
+                                x_scale="jac", max_nfev=max_evaluations)
+            x = sol.x
+            converged = bool(sol.status > 0)
+            if not converged:
+                message = f"the optimiser stopped after {max_evaluations} evaluations without converging"
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            x, converged, message = np.array(x0), False, f"the optimiser failed: {exc}"
+    else:
+        x = np.array([])
+    vals, init = unpack(x)
+    return score(system, objective, vals, init, [name for name, _ in free], evaluations[0],
+                 converged=converged, message=message)
+
+
+def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, float], initial: np.ndarray,
+          free: Sequence[str] = (), evaluations: int = 0, converged: bool = True, message: str = "") -> Refit:
+    """Scores of given values on the training and validation windows (no fitting)."""
+    preds, failure = predict_all(system, values, initial)
+    train = objective.residuals(preds, "train")
+    train_loss = float(np.mean(train * train)) if train.size else 0.0
+    n = max(train.size, 1)
+    ok = not failure and converged and all(math.isfinite(v) for v in values.values())
+    sequences = []
+    for b, pred in enumerate(preds):
+        e = system.experiments[b]
+        obs = objective.transform(np.where(np.isfinite(e.values), e.values, 1.0))
+        r = objective.transform(pred) - obs
+        m = objective.mask(b, "train")
+        sequences.extend(r[m[:, j], j] for j in range(r.shape[1]) if m[:, j].any())
+    z, p = runs_test(sequences)
+    bic = information_criterion(train_loss * n, n, len(free)) if failure == "" else float("inf")
+    return Refit(values=dict(values), initial=np.array(initial), free=list(free), train_loss=train_loss,
+                 validation_loss=objective.loss(preds, "validation"),
+                 train_mse=objective.mse_per_state(preds, "train", system.states),
+                 validation_mse=objective.mse_per_state(preds, "validation", system.states),
+                 bic=bic, n_train=int(train.size), success=ok, message=failure or message, runs_z=z, runs_p=p,
+                 evaluations=evaluations)
