@@ -140,3 +140,24 @@ def test_compare_detects_a_mismatch(decays, tmp_path):
     result = invoke("compare", tmp_path / "r1", expected)
     assert result.exit_code == exits.MISMATCH
     assert "1 of 2 quantities differ" in result.stderr and "loss" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_discover_section_runs_after_the_fit(tmp_path, monkeypatch):
+    """configs/lotka_volterra.yaml + a discover: section: ude fit recovers x*y in both equations."""
+    import yaml
+
+    from .conftest import REPO
+
+    raw = yaml.safe_load((REPO / "configs/lotka_volterra.yaml").read_text())
+    raw["data"]["file"] = str(REPO / "data/lotka_volterra.csv")
+    raw["discover"] = {"degree": 2}
+    path = tmp_path / "lv.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    result = invoke("fit", path, "--json", "--no-plots")
+    assert result.exit_code == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["discovery"]["verdict"] == "recovered"
+    text = (tmp_path / "runs/lotka_volterra/discovery/recovered.yaml").read_text()
+    assert "x*y" in text

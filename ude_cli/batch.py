@@ -27,6 +27,7 @@ class RunOutcome:
     metrics: dict[str, Any] | None = None
     error: dict[str, Any] | None = None  # {"kind": one of KINDS, "message": "...", "lines": [...]}
     warnings: list[str] = field(default_factory=list)
+    discovery: dict[str, Any] | None = None  # with a `discover:` section: verdict, equations, directory
 
     @property
     def ok(self) -> bool:
@@ -88,9 +89,40 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
         return RunOutcome(config=label, status=status, run_dir=exc.where if kind == "interrupted" else None,
                           seconds=round(time.perf_counter() - t0, 3), warnings=warnings,
                           error={"kind": kind, "message": str(exc), "lines": exc.lines()}), None
-    return RunOutcome(config=label, status="ok", run_dir=str(path), seconds=round(time.perf_counter() - t0, 3),
-                      parameters={k: float(v) for k, v in result.values.items()}, metrics=result.metrics,
-                      warnings=warnings), result
+    outcome = RunOutcome(config=label, status="ok", run_dir=str(path), seconds=round(time.perf_counter() - t0, 3),
+                         parameters={k: float(v) for k, v in result.values.items()}, metrics=result.metrics,
+                         warnings=warnings)
+    if result.problem.config.discover is not None:
+        _discover_after_fit(outcome, result, path, plots=plots is not False, debug=debug)
+    outcome.seconds = round(time.perf_counter() - t0, 3)
+    return outcome, result
+
+
+def _discover_after_fit(outcome: RunOutcome, result, path, *, plots: bool, debug: bool) -> None:
+    """The config's ``discover:`` section: recover the learned terms right after the fit.
+
+    A recovered model that diverges or fits clearly worse turns the outcome into a failure
+    (kind ``fit_failed``): it must never pass for a success.
+    """
+    from .discover_files import discover_run
+    from .errors import UdeError
+
+    try:
+        discovery, directory = discover_run(path, plots=plots)
+    except UdeError as exc:
+        if debug:
+            raise
+        outcome.status = "failed"
+        outcome.error = {"kind": error_kind(exc), "message": f"discovery: {exc}", "lines": [f"discovery: {line}"
+                                                                                           for line in exc.lines()]}
+        return
+    result.discovery = discovery
+    outcome.discovery = {"verdict": discovery.verdict, "success": discovery.success,
+                         "message": discovery.messages[0], "directory": str(directory)}
+    if not discovery.success:
+        outcome.status = "failed"
+        message = f"{path}: discovery: {discovery.verdict.upper()}: {discovery.messages[0]}"
+        outcome.error = {"kind": "fit_failed", "message": message, "lines": [message]}
 
 
 class _Null:

@@ -142,6 +142,10 @@ def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool) -> No
         typer.echo(json.dumps(outcome.to_json(), default=float))
     elif result is not None and not quiet and single:
         print_result(result, Path(outcome.run_dir))
+        if getattr(result, "discovery", None) is not None:
+            from .discover import print_discovery
+
+            print_discovery(result.discovery, Path(outcome.discovery["directory"]))
 
 
 def _write_sweep(cfg, points, outcomes, *, quiet: bool, base: Path) -> None:
