@@ -47,13 +47,13 @@ def check(config: Config | str | Path) -> Problem:
     return problem
 
 
-def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None = None,
+def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: float | None = None,
         should_stop: Callable[[], str | None] | None = None, time_limit: float | None = None,
         n_starts: int | None = None, command: list[str] | None = None, resume=None):
     """Fit a config; return a :class:`~ude_cli.results.FitResult`.
 
     Arguments:
-        config: a :class:`Config` or the path of a YAML file.
+        config: a :class:`Config`, the path of a YAML file, or a resolved :class:`Problem`.
         monitor: receives progress (see :class:`ude_cli.train.Monitor`); silent by default.
         stop_below: stop as soon as the training loss is below this value.
         should_stop: called between iterations; a reason (text) interrupts training.
@@ -78,8 +78,8 @@ def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None =
 
     if resume is not None:
         config, n_starts = resume.config, resume.starts
-    cfg = config if isinstance(config, Config) else load_config(config)
-    problem = resolve(cfg)
+    problem = _problem(config)
+    cfg = problem.config
     n_starts = n_starts or cfg.training.starts
     _set_threads(cfg)
     torch.manual_seed(cfg.training.seed)
@@ -100,6 +100,13 @@ def fit(config: Config | str | Path, *, monitor=None, stop_below: float | None =
         exc.where = exc.where or cfg.label  # name the config: several may run in one batch
         raise
     return build_result(problem, model, objective, trained, command=command)
+
+
+def _problem(config: Config | Problem | str | Path) -> Problem:
+    """A resolved problem from a config path, a Config, or an already resolved Problem."""
+    if isinstance(config, Problem):
+        return config
+    return resolve(config if isinstance(config, Config) else load_config(config))
 
 
 def _set_threads(cfg: Config) -> None:
@@ -177,7 +184,7 @@ def default_out(config: Config) -> Path:
     return Path("runs") / config.run_name
 
 
-def run_fit(config: Config | str | Path | None = None, *, out: str | Path | None = None, overwrite: bool = False,
+def run_fit(config: Config | Problem | str | Path | None = None, *, out: str | Path | None = None, overwrite: bool = False,
             monitor=None, stop_below: float | None = None, plots: bool | None = None,
             command: list[str] | None = None, time_limit: float | None = None,
             should_stop: Callable[[], str | None] | None = None, resume: str | Path | None = None,
@@ -195,14 +202,17 @@ def run_fit(config: Config | str | Path | None = None, *, out: str | Path | None
     from .rundir import check_target
 
     saved = load_checkpoint(resume) if resume is not None else None
+    problem = None
     if saved is not None:
         cfg, target, overwrite = saved.config, saved.path, True
     else:
-        cfg = config if isinstance(config, Config) else load_config(config)
+        problem = config if isinstance(config, Problem) else None
+        cfg = problem.config if problem is not None else (
+            config if isinstance(config, Config) else load_config(config))
         target = Path(out) if out is not None else default_out(cfg)
         check_target(target, overwrite)
     try:
-        result = fit(cfg, monitor=monitor, stop_below=stop_below, command=command, time_limit=time_limit,
+        result = fit(problem or cfg, monitor=monitor, stop_below=stop_below, command=command, time_limit=time_limit,
                      should_stop=should_stop, resume=saved, n_starts=n_starts)
     except Interrupted as exc:
         info = run_info(exc.problem, seed=cfg.training.seed, command=command)

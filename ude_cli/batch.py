@@ -71,14 +71,15 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
     t0 = time.perf_counter()
     warnings: list[str] = []
     try:
-        cfg = None
+        cfg = problem = None
         if resume is None:
             cfg = config if isinstance(config, Config) else load_config(config)
-            warnings = resolve(cfg).warnings
+            problem = resolve(cfg)  # once: the fit below uses it as it is
+            warnings = problem.warnings
         monitor = make_monitor(cfg) if make_monitor is not None else None
         target = None if resume is not None else (out if out is not None else default_out(cfg))
         with monitor if monitor is not None else _Null():
-            result, path = run_fit(cfg, out=target, overwrite=overwrite, monitor=monitor, stop_below=stop_below,
+            result, path = run_fit(problem, out=target, overwrite=overwrite, monitor=monitor, stop_below=stop_below,
                                    plots=plots, command=command, time_limit=time_limit, should_stop=should_stop,
                                    resume=resume, n_starts=n_starts)
     except UdeError as exc:
