@@ -312,6 +312,11 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                    dataset=dataset, builtin=m.builtin, warnings=warnings)
 
 
+def initial_label(state: str, experiment: str, n_experiments: int) -> str:
+    """How a learned initial value is named in tables: ``x(t0)``, or ``x(t0)[exp]`` with several experiments."""
+    return f"{state}(t0)" if n_experiments == 1 else f"{state}(t0)[{experiment}]"
+
+
 def add_expressions(a: Expression, b: Expression) -> Expression:
     """``a + b`` as one expression (text and tree)."""
     import ast

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .expressions import Expression, parse_expression
-from .problem import Parameter, Problem
+from .problem import Parameter, Problem, initial_label
 from .symbolic import Feature, information_criterion
 
 #: Relative and absolute tolerances of the refit's ODE solves (the finite-difference Jacobian
@@ -496,7 +496,7 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
             continue
         for b, e in enumerate(system.experiments):
             lo = 0.0 if spec.positive else -np.inf
-            label = f"{s}(t0)" if len(system.experiments) == 1 else f"{s}(t0)[{e.name}]"
+            label = initial_label(s, e.name, len(system.experiments))
             free.append((label, (b, j)))
             x0.append(_inside(float(y0[b, j]), lo, np.inf))
             lower.append(lo)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .problem import Problem
+from .problem import Problem, initial_label
 from .rundir import (
     RUN_FILE,
     Staging,
@@ -175,7 +175,7 @@ def parameter_table(problem: Problem, model, start: int = 0) -> pd.DataFrame:
             continue
         for b, e in enumerate(ds.experiments):
             init = model.initial.base[b, j].item()
-            name = f"{s}(t0)" if len(ds.experiments) == 1 else f"{s}(t0)[{e.name}]"
+            name = initial_label(s, e.name, len(ds.experiments))
             rows.append({"name": name, "kind": "initial", "value": float(y0[start, b, j]), "init": init,
                          "learned": True, "lower": 0.0 if spec.positive else None, "upper": None,
                          "positive": spec.positive, "unit": "", "description": f"initial value of {s}"})

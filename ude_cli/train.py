@@ -44,20 +44,6 @@ class Monitor(Protocol):
     def message(self, text: str) -> None: ...
 
 
-class _Silent:
-    def stage_started(self, index, n_stages, stage, done):
-        pass
-
-    def advanced(self, index, done, loss):
-        pass
-
-    def stage_finished(self, index):
-        pass
-
-    def message(self, text):
-        pass
-
-
 class _TargetReached(Exception):
     pass
 
@@ -134,7 +120,9 @@ def train(model: UDEModel, objective: Objective, training: TrainingSpec, *, moni
         FitError: the loss stayed non-finite (or the solver failed) after roll-backs and retries.
         Interrupted: ``should_stop`` asked to stop.
     """
-    monitor = monitor or _Silent()
+    from .progress import SilentMonitor  # no output: progress.py imports rich only for its bars
+
+    monitor = monitor or SilentMonitor()
     state = state if state is not None else TrainState()
     target = stop_below if stop_below is not None else training.stop_below
     limit = time_limit if time_limit is not None else training.max_seconds
