@@ -232,6 +232,7 @@ class _Runner:
                         st.before_warm_start = self._snapshot()
                     self.monitor.stage_started(st.stage, len(stages), stage, st.done)
                     self._run_stage(st.stage, stage, t_start)
+                    self._end_at_best(stage)
                     self.monitor.stage_finished(st.stage)
                     if warm:
                         self._undo_harmful_warm_start()
@@ -247,16 +248,17 @@ class _Runner:
             self.monitor.stage_finished(st.stage)
         finally:
             st.seconds = time.perf_counter() - t_start
-        if not st.stop_reason.startswith("loss below"):
-            last = stages[min(st.stage, len(stages) - 1)]
-            self._objective_kind = last.objective
-            with torch.no_grad():
-                self.evaluate(self._decay(last))  # the last point counts too
-            self.restore_best()
         with torch.no_grad():
             final = self.objective.loss(self.model())
         return TrainResult(records=st.records, iterations=st.iteration, nfe=st.nfe, seconds=st.seconds,
                            final_loss=final, stop_reason=st.stop_reason)
+
+    def _end_at_best(self, stage: StageSpec) -> None:
+        """A stage hands on the best parameters it saw, so that a stage that made things worse (Adam
+        overshooting a good warm start, say) costs time but never the progress made before it."""
+        with torch.no_grad():
+            self.evaluate(self._decay(stage))  # the last point counts too
+        self.restore_best()
 
     def _decay(self, stage: StageSpec) -> float:
         return stage.weight_decay if stage.weight_decay is not None else self.training.weight_decay
@@ -341,13 +343,15 @@ class _Runner:
         return 1, loss, False
 
     def _lbfgs_step(self, opt, wd: float, remaining: int) -> tuple[int, float, bool]:
-        evals: list[float] = []
+        evals: list[float] = []  # the data loss at each evaluation (what the history shows)
+        objectives: list[float] = []  # what LBFGS minimises (with weight decay, not the data loss)
 
         def closure():
             opt.zero_grad(set_to_none=True)
             total, data = self.evaluate(wd)
             value = self._check(data, False)
             evals.append(value)
+            objectives.append(float(total.detach().sum()))
             if self._reached(value):
                 raise _TargetReached()
             total.sum().backward()
@@ -364,10 +368,9 @@ class _Runner:
         except _TargetReached:
             return max(1, opt.state[first].get("n_iter", 0) - n0), evals[-1], True
         k = opt.state[first].get("n_iter", 0) - n0
-        best = min(evals) if evals else float("nan")
-        if k > 0 and evals and evals[0] - best <= LBFGS_REL_TOL * abs(evals[0]):
-            k = -k  # converged: no relative progress over a whole chunk
-        return k, best, False
+        if k > 0 and objectives and objectives[0] - min(objectives) <= LBFGS_REL_TOL * abs(objectives[0]):
+            k = -k  # converged: no relative progress of the objective over a whole chunk
+        return k, evals[objectives.index(min(objectives))] if evals else float("nan"), False
 
     def _roll_back(self, index: int, stage: StageSpec, exc: Exception):
         st = self.state
