@@ -291,7 +291,8 @@ class TrainingSpec(_Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed: the same config and seed give the same fit.")
     loss: LossSpec = Field(default_factory=LossSpec, description="Loss settings (or 'mse', 'scaled', 'log').")
     weight_decay: NonNegative = Field(
-        0.0, description="L2 penalty weight on network weights, for every stage that sets none.")
+        0.0, description="L2 penalty weight on network weights, for every stage that sets none. 0 by default: "
+                         "its strength is relative to the loss's units (docs/regularisation.md).")
     stages: list[StageSpec] = Field(
         default_factory=_default_stages, min_length=1,
         description="Optimisation stages in order (default: adam 0.01 x 300, then lbfgs x 700).")
