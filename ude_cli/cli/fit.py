@@ -114,7 +114,10 @@ def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
     """Run the tasks one after another in this process; Ctrl-C checkpoints the running one."""
     from ..batch import fit_one
     from ..interrupt import graceful_stop
+    from ..lean_torch import skip_compile_machinery
     from ..progress import make_monitor
+
+    skip_compile_machinery()  # this process compiles nothing: spare it torch._dynamo (~1 s, 70 MiB)
 
     outcomes = []
     with graceful_stop() as stop:

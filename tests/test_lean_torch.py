@@ -1,0 +1,51 @@
+"""`ude fit` spares its process torch._dynamo, and that changes nothing in the numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import REPO
+
+# Fit the sample UDE with LBFGS (the collocation warm start, then on the trajectory) and print the fitted
+# values, the weights, the loss history and whether torch._dynamo got imported. (Adam's step imports
+# torch._dynamo itself, unconditionally: a config with an Adam stage gains nothing.)
+SCRIPT = """
+import json, sys
+if sys.argv[1] == "lean":
+    from ude_cli.lean_torch import skip_compile_machinery
+    assert skip_compile_machinery() > 0
+from ude_cli import fit
+from ude_cli.config import config_from_dict
+import yaml
+raw = yaml.safe_load(open(sys.argv[2]))
+raw["data"]["file"] = sys.argv[3]
+raw["training"] = {"stages": [{"optimizer": "lbfgs", "iterations": 10}], "warm_start_iterations": 20}
+result = fit(config_from_dict(raw, label="lv"))
+weights = result.model.rhs.networks["U"].weights[0].detach().flatten().tolist()
+print(json.dumps({"dynamo": "torch._dynamo" in sys.modules, "values": result.values, "weights": weights,
+                  "loss": result.history["loss"].tolist()}))
+"""
+
+
+def _run(mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(REPO / "configs/lotka_volterra.yaml"),
+                          str(REPO / "data/lotka_volterra.csv")], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_no_dynamo_import_and_identical_fit():
+    plain, lean = _run("plain"), _run("lean")
+    assert plain["dynamo"] is True  # torch's own behaviour: the optimisers import it
+    assert lean["dynamo"] is False
+    assert lean["values"] == plain["values"]
+    assert lean["weights"] == plain["weights"]  # bit for bit
+    assert lean["loss"] == plain["loss"]
+
+
+def test_left_alone_once_dynamo_is_imported():
+    code = ("import torch._dynamo\nfrom ude_cli.lean_torch import skip_compile_machinery\n"
+            "print(skip_compile_machinery())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
