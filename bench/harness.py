@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import lv_protocol as lv
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +166,8 @@ def lv_config(*, warm_start: str | None = None, adam: int | None = None, lbfgs: 
     if warm_start is not None:
         cfg["training"]["warm_start"] = warm_start
     if adam is not None or lbfgs is not None:
-        cfg["training"]["stages"] = stages(300 if adam is None else adam, 700 if lbfgs is None else lbfgs)
+        cfg["training"]["stages"] = stages(lv.ADAM_ITERATIONS if adam is None else adam,
+                                           lv.LBFGS_ITERATIONS if lbfgs is None else lbfgs)
     if dtype is not None:
         cfg["solver"]["dtype"] = dtype
     return cfg

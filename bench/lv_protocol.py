@@ -28,6 +28,8 @@ U0 = (0.44249296, 4.6280594)
 TMAX, DT = 5.0, 0.25
 NOISE = 0.05
 TARGET = 1e-2
+#: the protocol's schedule: Adam (lr 0.01) iterations, then LBFGS iterations
+ADAM_ITERATIONS, LBFGS_ITERATIONS = 300, 700
 SIZES = (2, 5, 5, 5, 2)
 NETWORK_SEED = 100
 

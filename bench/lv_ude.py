@@ -172,7 +172,9 @@ def main_impls(a, tmp: Path, notes: list[str]) -> list[Impl]:
                 config = h.write_config(h.lv_config(adam=a.adam, lbfgs=a.lbfgs, dtype=a.dtype), tmp / "lv_ude.yaml")
             impls.append(ude_impl(key, "ude fit (shipped config" + (", overridden)" if overrides else ")"), config))
         elif key == "ude-protocol":
-            config = h.write_config(h.lv_config(warm_start="none", adam=a.adam, lbfgs=a.lbfgs, dtype=a.dtype),
+            adam = lv.ADAM_ITERATIONS if a.adam is None else a.adam  # the protocol's stages, not the config's
+            lbfgs = lv.LBFGS_ITERATIONS if a.lbfgs is None else a.lbfgs
+            config = h.write_config(h.lv_config(warm_start="none", adam=adam, lbfgs=lbfgs, dtype=a.dtype),
                                     tmp / "lv_ude_protocol.yaml")
             impls.append(ude_impl(key, "ude fit (warm_start: none)", config))
         elif key in PEERS:
