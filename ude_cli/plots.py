@@ -27,8 +27,9 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "figure.constrained_layout.use": True,
-    "pdf.fonttype": 42,
 }
+#: TrueType fonts embedded in PDFs (Type 42): journals reject the default Type 3.
+SAVE_STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42}
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
 
@@ -54,6 +55,16 @@ def state_label(problem, state: str) -> str:
         return f"{state} (not observed)"
     name = col if col == state else f"{col} ({state})"
     return name + _unit(ds.units, col)
+
+
+def rate_unit(problem, state: str) -> str:
+    """`` [unit/time unit]`` of d(state)/dt when the config gives both units, else ''."""
+    ds = problem.dataset
+    col = ds.columns.get(state)
+    unit, t_unit = ds.units.get(col) if col else None, ds.units.get(ds.time_column)
+    if not unit or not t_unit:
+        return ""
+    return f" [{unit}/{t_unit}]"
 
 
 def time_label(problem) -> str:
@@ -84,36 +95,96 @@ def _grid(plt, n: int, width: float = 6.4, height: float = 2.2):
     return fig, axes[:, 0]
 
 
+def _experiment_title(problem) -> str:
+    """What the experiments are called in a legend: the CSV's experiment column, else 'file'."""
+    data = problem.config.data
+    return data.experiment or ("file" if data.files else "experiment")
+
+
+def _experiments_legend(fig, problem, styles: list[tuple[Any, str]], limit: int = 20) -> None:
+    """One legend beside the figure: a colour per experiment (titled by the experiment column), then
+    the meaning of the line and marker styles, black."""
+    from matplotlib.lines import Line2D
+
+    ds = problem.dataset
+    n = len(ds.experiments)
+    handles = [Line2D([], [], color=_experiment_color(b, n), lw=2.5) for b in range(min(n, limit))]
+    labels = [e.name for e in ds.experiments[:limit]]
+    if n > limit:
+        handles.append(Line2D([], [], color="none"))
+        labels.append(f"... ({n - limit} more)")
+    for handle, label in styles:
+        handles.append(handle)
+        labels.append(label)
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, title=_experiment_title(problem),
+               alignment="left")
+
+
+def _style_handles(*, fit: bool = False, data: bool = False, held_out: bool = False,
+                   window: bool = False) -> list[tuple[Any, str]]:
+    """Black legend entries that explain line and marker styles shared by every experiment."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    out: list[tuple[Any, str]] = []
+    if fit:
+        out.append((Line2D([], [], color="k", lw=1.6), "fit"))
+    if data:
+        out.append((Line2D([], [], color="k", marker="o", ms=4, ls="none"), "data"))
+    if held_out:
+        out.append((Line2D([], [], color="k", marker="o", mfc="white", ms=4, ls="none"), "held-out data"))
+    if window:
+        out.append((Patch(facecolor="0.90", edgecolor="0.6", lw=0.6), "validation window"))
+    return out
+
+
+def _validation_windows(ax, ds, t_end: float) -> bool:
+    """Shade the validation window when every experiment has the same one; otherwise mark where each
+    experiment's window starts with a dashed line in its colour. True when anything was drawn."""
+    starts = [_validation_start(e) for e in ds.experiments]
+    if all(v is None for v in starts):
+        return False
+    known = [v for v in starts if v is not None]
+    if len(known) == len(starts) and np.allclose(known, known[0]):
+        ax.axvspan(known[0], t_end, color="0.92", zorder=0, label="validation window")
+        return True
+    for b, v in enumerate(starts):
+        if v is not None:
+            ax.axvline(v, color=_experiment_color(b, len(starts)), lw=0.9, ls="--", zorder=0)
+    return True
+
+
 def fit_figure(result) -> Any:
     """Data (markers) and fitted trajectories (lines) per state."""
     plt = _pyplot()
     problem = result.problem
     ds = problem.dataset
     best = result.metrics.get("best_start", 0)
+    n = len(ds.experiments)
+    multi = n > 1
+    held_out = any(not e.train.all() for e in ds.experiments)
     with plt.rc_context(STYLE):
         fig, axes = _grid(plt, len(problem.states))
-        multi = len(ds.experiments) > 1
+        t_end = max(float(result.trajectories[b][0][-1]) for b in range(n))
         for j, (ax, s) in enumerate(zip(axes, problem.states, strict=True)):
             for b, e in enumerate(ds.experiments):
-                c = _experiment_color(b, len(ds.experiments))
+                c = _experiment_color(b, n)
                 t, y = result.trajectories[b]
-                label = f"fit, {e.name}" if multi else "fit"
-                ax.plot(t, y[:, best, j], color=c, lw=1.6, label=label)
+                ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit")
                 obs = e.values[:, j]
                 if np.isfinite(obs).any():
                     tr = e.train & np.isfinite(obs)
                     va = ~e.train & np.isfinite(obs)
-                    ax.plot(e.t[tr], obs[tr], "o", ms=4, color=c, label="data" + (f", {e.name}" if multi else ""))
+                    ax.plot(e.t[tr], obs[tr], "o", ms=4, color=c, label="data")
                     if va.any():
-                        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=c,
-                                label="held-out data" + (f", {e.name}" if multi else ""))
-                v0 = _validation_start(e)
-                if v0 is not None and b == 0:
-                    ax.axvspan(v0, max(float(e.t[-1]), float(t[-1])), color="0.92", zorder=0,
-                               label="validation window")
+                        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=c, label="held-out data")
+            _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(state_label(problem, s))
-            if j == 0:
-                ax.legend(loc="best", frameon=False, ncol=2 if multi else 1)
+            if j == 0 and not multi:
+                ax.legend(loc="best", frameon=False)
+        if multi:
+            _experiments_legend(fig, problem, _style_handles(fit=True, data=True, held_out=held_out,
+                                                             window=held_out))
         axes[-1].set_xlabel(time_label(problem))
         fig.suptitle(f"{result.name}: data and fit", fontsize=11)
     return fig
@@ -126,6 +197,8 @@ def residual_figure(result) -> Any:
     ds = problem.dataset
     observed = ds.observed
     pred = result.predictions
+    n = len(ds.experiments)
+    held_out = any(not e.train.all() for e in ds.experiments)
     with plt.rc_context(STYLE):
         fig, axes = _grid(plt, max(1, len(observed)), height=1.9)
         for ax, s in zip(axes, observed, strict=False):
@@ -134,16 +207,19 @@ def residual_figure(result) -> Any:
                 r = rows[f"{s}_residual"].to_numpy()
                 t = rows["time"].to_numpy()
                 train = (rows["split"] == "train").to_numpy()
-                c = _experiment_color(b, len(ds.experiments))
-                ax.plot(t[train], r[train], "o", ms=4, color=c, label=f"{e.name}" if len(ds.experiments) > 1 else "train")
+                c = _experiment_color(b, n)
+                ax.plot(t[train], r[train], "o", ms=4, color=c, label="training data")
                 if (~train).any():
-                    ax.plot(t[~train], r[~train], "o", ms=4, mfc="white", color=c, label="validation")
+                    ax.plot(t[~train], r[~train], "o", ms=4, mfc="white", color=c, label="held-out data")
             ax.axhline(0, color="0.4", lw=0.8)
-            ax.set_ylabel("residual\n" + state_label(problem, s))
-        if len(ds.experiments) > 1 or not all(e.train.all() for e in ds.experiments):
+            ax.set_ylabel(state_label(problem, s))
+        if n > 1:
+            _experiments_legend(fig, problem, _style_handles(data=True, held_out=held_out))
+        elif held_out:
             axes[0].legend(loc="best", frameon=False)
         axes[-1].set_xlabel(time_label(problem))
-        fig.suptitle(f"{result.name}: residuals (observed - predicted)", fontsize=11)
+        fig.supylabel("residual (observed - predicted)", fontsize=10)
+        fig.suptitle(f"{result.name}: residuals", fontsize=11)
     return fig
 
 
@@ -164,10 +240,14 @@ def loss_figure(result) -> Any:
         for ax, (rows_all, ylabel) in zip(axes[0], panels, strict=False):
             for stage, rows in rows_all.groupby("stage", sort=True):
                 opt = rows["optimizer"].iloc[0]
+                few = len(rows) <= 40  # LBFGS rows come a chunk of iterations apart: show where they were taken
                 ax.plot(rows["iteration"], rows["loss"], color=COLORS[int(stage) % len(COLORS)], lw=1.4,
-                        label=f"stage {stage + 1}: {opt}")
-            if (rows_all["loss"] > 0).all():
-                ax.set_yscale("log")
+                        marker="o" if few else None, ms=3, label=f"stage {stage + 1}: {opt}")
+            values = rows_all["loss"]
+            if (values > 0).all() and values.max() > 10 * values.min():
+                ax.set_yscale("log")  # a narrower range reads better on a plain axis
+            else:
+                ax.ticklabel_format(axis="y", useOffset=False)
             ax.set_xlabel("iteration")
             ax.set_ylabel(ylabel)
             ax.legend(frameon=False)
@@ -193,14 +273,13 @@ def terms_figure(result) -> Any | None:
             label = problem.term_label(net, idx)
             where = [s for s, e in problem.equations.items()
                      if (net, idx) in e.network_refs or (idx == 0 and net in e.names)]
-            for b, e in enumerate(ds.experiments):
+            for b, _e in enumerate(ds.experiments):
                 t, _ = result.trajectories[b]
-                ax.plot(t, result.terms[b][net][:, best, idx], color=_experiment_color(b, len(ds.experiments)), lw=1.5,
-                        label=e.name if len(ds.experiments) > 1 else None)
+                ax.plot(t, result.terms[b][net][:, best, idx], color=_experiment_color(b, len(ds.experiments)), lw=1.5)
             ax.axhline(0, color="0.6", lw=0.7)
-            ax.set_ylabel(label + (f"\n(in d{where[0]}/dt)" if len(where) == 1 else ""))
+            ax.set_ylabel(label + (f"\nin d{where[0]}/dt{rate_unit(problem, where[0])}" if len(where) == 1 else ""))
         if len(ds.experiments) > 1:
-            axes[0].legend(frameon=False)
+            _experiments_legend(fig, problem, [])
         axes[-1].set_xlabel(time_label(problem))
         fig.suptitle(f"{result.name}: learned terms along the fitted trajectory", fontsize=11)
     return fig
@@ -224,11 +303,12 @@ def save_figure(fig, directory: Path, stem: str, dpi: int = 150) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     try:
-        for ext in ("png", "pdf"):
-            path = directory / f"{stem}.{ext}"
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=dpi, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None)
-            paths.append(path)
+        with plt.rc_context(SAVE_STYLE):  # rc settings of the backends apply when saving, not drawing
+            for ext in ("png", "pdf"):
+                path = directory / f"{stem}.{ext}"
+                with atomic_path(path) as tmp:
+                    fig.savefig(tmp, dpi=dpi, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None)
+                paths.append(path)
     finally:
         plt.close(fig)
     return paths

@@ -143,6 +143,7 @@ class _Runner:
         self._objective_kind = "trajectory"
         self.net_params = set(id(p) for p in model.network_parameters())
         self.last_data: torch.Tensor | None = None
+        self._converged = False  # the last stage run ended by convergence, before its iterations
 
     # -- evaluation --------------------------------------------------------------------------------
     def collocation(self):
@@ -231,6 +232,8 @@ class _Runner:
                     if warm and st.done == 0 and st.before_warm_start is None:
                         st.before_warm_start = self._snapshot()
                     self.monitor.stage_started(st.stage, len(stages), stage, st.done)
+                    if st.done == 0 and stage.optimizer == "lbfgs":
+                        self._record_start(st.stage, stage, t_start)
                     self._run_stage(st.stage, stage, t_start)
                     self._end_at_best(stage)
                     self.monitor.stage_finished(st.stage)
@@ -241,7 +244,7 @@ class _Runner:
                     st.stage, st.done, st.optimizer_state, st.lr_factor, st.retries = st.stage + 1, 0, None, 1.0, 0
                     st.best, st.best_loss = None, None  # "best" compares losses within one stage only
                 st.finished = True
-                st.stop_reason = st.stop_reason or "completed"
+                st.stop_reason = st.stop_reason or ("converged" if self._converged else "completed")
         except _TargetReached:
             st.finished = True
             st.stop_reason = f"loss below {self.target:g}"
@@ -252,6 +255,20 @@ class _Runner:
             final = self.objective.loss(self.model())
         return TrainResult(records=st.records, iterations=st.iteration, nfe=st.nfe, seconds=st.seconds,
                            final_loss=final, stop_reason=st.stop_reason)
+
+    def _record_start(self, index: int, stage: StageSpec, t_start: float) -> None:
+        """The loss where an LBFGS stage starts, so that its history begins there (its rows come a
+        chunk of iterations apart; an Adam stage's first row is already its starting loss)."""
+        try:
+            with torch.no_grad():
+                _, data = self.evaluate(self._decay(stage))
+        except SolverError:
+            return  # the stage's first step meets the same failure and reports it
+        if not bool(torch.isfinite(data).any()):
+            return
+        self.state.records.append({"iteration": self.state.iteration, "stage": index, "optimizer": stage.optimizer,
+                                   "objective": stage.objective, "loss": float(data.min()),
+                                   "seconds": round(time.perf_counter() - t_start, 6)})
 
     def _end_at_best(self, stage: StageSpec) -> None:
         """A stage hands on the best parameters it saw, so that a stage that made things worse (Adam
@@ -280,6 +297,7 @@ class _Runner:
         st = self.state
         wd = self._decay(stage)
         opt = self._make_optimizer(stage)
+        self._converged = False
         while st.done < stage.iterations:
             reason = self.should_stop()
             if reason:
@@ -298,6 +316,7 @@ class _Runner:
                 opt = self._roll_back(index, stage, exc)
                 continue
             if k == 0:  # LBFGS converged: nothing more to gain in this stage
+                self._converged = True
                 break
             converged = k < 0
             k = abs(k)
@@ -315,6 +334,7 @@ class _Runner:
             if reached:
                 raise _TargetReached()
             if converged:
+                self._converged = True
                 break
         st.optimizer_state = None
 
