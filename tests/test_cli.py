@@ -122,7 +122,7 @@ def test_missing_config_file():
 def test_check_prints_the_resolved_config(decay):
     result = invoke("check", decay, "--print")
     assert result.exit_code == 0
-    assert "ok (1 states, 1 parameters, 0 networks; 1 experiment(s), 11 training time points)" in result.output
+    assert "ok (1 state, 1 parameter, 0 networks; 1 experiment, 11 training time points)" in result.output
     assert "method: dopri5" in result.output and "max_steps: 2000" in result.output
 
 

@@ -471,7 +471,10 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{line}invalid YAML: {problem}", where=label) from None
+        hint = None
+        if "but got '['" in problem or "found '['" in problem:  # `{x: U[0]}`: brackets in a flow mapping
+            hint = "an equation with brackets inside { } must be quoted: {x: \"U[0]\"}"
+        raise ConfigError(f"{line}invalid YAML: {problem}", where=label, hint=hint) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", where=label) from None
 

@@ -56,7 +56,7 @@ def discover_run(run_dir: str | Path, *, out: str | Path | None = None, log: Cal
     run = load_run(run_dir)
     settings = DiscoverSettings.from_spec(run.config.discover, **overrides)
     target = Path(out) if out is not None else Path(run_dir) / DISCOVERY_DIR
-    discovery = discover(run.problem, run.model, run.metrics, settings, predictions=run.predictions(),
+    discovery = discover(run.problem, run.model, run.metrics, settings, predictions=run.predictions,
                          start=run.best_start, log=log)
     write_failure_safe(write_discovery, discovery, target, plots=plots, dpi=run.config.output.dpi, where=str(target))
     return discovery, target

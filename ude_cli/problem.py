@@ -301,6 +301,10 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             if d.validation is not None:
                 split_validation(dataset, last_fraction=d.validation.last_fraction, after=d.validation.after,
                                  where=f"{label}: data.validation")
+                if all(e.train.all() for e in dataset.experiments):
+                    last = max(float(e.t[-1]) for e in dataset.experiments)
+                    warnings.append(f"{label}: data.validation: after = {d.validation.after:g} is not before the "
+                                    f"last time of any experiment ({last:g}): nothing is held out")
         except UdeError as exc:
             problems.add(exc)
         problems.raise_if_any()
@@ -385,7 +389,7 @@ def _check_against_data(config: Config, dataset: Dataset, initial: dict[str, Ini
                     k = int(bad[0])
                     problems.add(DataError(
                         f"line {e.lines[k]}, column '{dataset.columns[s]}': {col[k]:g} is not > 0, but "
-                        f"training.loss.log compares logarithms; remove the row or use loss 'mse'",
+                        f"training.loss.log compares logarithms; leave the cell empty (not observed) or use loss 'mse'",
                         where=e.file))
                     break
 

@@ -92,19 +92,20 @@ class RichMonitor(SilentMonitor):
             MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
         self.name = name
         self.console = Console(file=stream or sys.stderr)
+        # fits an 80-column terminal: the run's name goes in a header line, not in every bar
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("left"),
-            TimeRemainingColumn(), console=self.console, transient=False)
+            TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("left"), TimeRemainingColumn(),
+            console=self.console, transient=False)
         self._tasks: dict[int, int] = {}
 
     def __enter__(self):
+        self.console.print(f"[bold]{self.name}[/bold]: fitting", highlight=False)
         self.progress.start()
         return self
 
@@ -113,7 +114,7 @@ class RichMonitor(SilentMonitor):
         return False
 
     def stage_started(self, index, n_stages, stage, done):
-        desc = f"{self.name} {index + 1}/{n_stages} {_describe(stage)}"
+        desc = f"stage {index + 1}/{n_stages} {_describe(stage)}"
         self._tasks[index] = self.progress.add_task(desc, total=stage.iterations, completed=done, loss="-")
 
     def advanced(self, index, done, loss):
@@ -130,7 +131,7 @@ class RichMonitor(SilentMonitor):
 
 
 def _describe(stage) -> str:
-    return stage.optimizer + (", collocation" if stage.objective == "collocation" else "")
+    return stage.optimizer + (" (collocation)" if stage.objective == "collocation" else "")
 
 
 def make_monitor(name: str, *, quiet: bool = False, stream: TextIO | None = None):

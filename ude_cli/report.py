@@ -127,7 +127,7 @@ def _verdict(discovery: Mapping | None) -> str:
 
 
 def _parameters(run) -> str:
-    frame = run.parameters()
+    frame = run.parameters
     rows = []
     for r in frame.to_dict(orient="records"):
         lo, hi = r.get("lower"), r.get("upper")

@@ -7,8 +7,9 @@ reading the copies of the data) and its weights are loaded with ``weights_only=T
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,15 @@ from .rundir import RUN_FILE
 
 @dataclass
 class SavedRun:
-    """A run directory, read back."""
+    """A run directory, read back: the same names as a :class:`~ude_cli.results.FitResult` where they
+    mean the same thing (``values``, ``parameters``, ``predictions``, ``metrics``)."""
 
     path: Path
-    info: dict  # run.json
-    metrics: dict  # metrics.json
-    config: Any  # Config rebuilt from inputs/config.yaml
-    problem: Any  # Problem (config + data)
-    model: Any  # UDEModel with the fitted weights
+    info: dict = field(repr=False)  # run.json
+    metrics: dict = field(repr=False)  # metrics.json
+    config: Any = field(repr=False)  # Config rebuilt from inputs/config.yaml
+    problem: Any = field(repr=False)  # Problem (config + data)
+    model: Any = field(repr=False)  # UDEModel with the fitted weights
 
     @property
     def name(self) -> str:
@@ -35,12 +37,22 @@ class SavedRun:
     def best_start(self) -> int:
         return int(self.metrics.get("best_start", 0))
 
+    @functools.cached_property
     def parameters(self):
+        """params.csv: name, value, init, learned, bounds."""
         import pandas as pd
 
         return pd.read_csv(self.path / "params.csv")
 
+    @property
+    def values(self) -> dict[str, float]:
+        """Fitted parameter values by name."""
+        rows = self.parameters[self.parameters["kind"] == "parameter"]
+        return dict(zip(rows["name"], rows["value"].astype(float), strict=True))
+
+    @functools.cached_property
     def predictions(self):
+        """predictions.csv: experiment, time, split, observed / predicted / residual per state."""
         import pandas as pd
 
         return pd.read_csv(self.path / "predictions.csv")

@@ -24,8 +24,9 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show a traceback for errors (for bug reports)."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
@@ -34,6 +35,9 @@ def _root(
 
         typer.echo(f"ude {__version__}")
         raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:  # `ude --debug` alone: what `ude` alone shows
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
     state.debug = debug
 
 

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def check_command(
-    configs: list[Path] = typer.Argument(..., help="YAML config file(s).", show_default=False),
+    configs: list[Path] = typer.Argument(..., metavar="CONFIG", help="YAML config file(s).", show_default=False),
     print_config: bool = typer.Option(False, "--print", help="Print the resolved config (YAML) with all defaults."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
@@ -35,10 +35,16 @@ def check_command(
                 warn(w)
             ds = problem.dataset
             n_obs = sum(int(e.train.sum()) for e in ds.experiments)
-            typer.echo(f"{path}: ok ({len(problem.states)} states, {len(problem.parameters)} parameters, "
-                       f"{len(problem.networks)} networks; {len(ds.experiments)} experiment(s), "
-                       f"{n_obs} training time points)")
+            n_val = sum(int((~e.train).sum()) for e in ds.experiments)
+            typer.echo(f"{path}: ok ({_count(len(problem.states), 'state')}, "
+                       f"{_count(len(problem.parameters), 'parameter')}, {_count(len(problem.networks), 'network')}; "
+                       f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
+                       + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
         if print_config:
             import yaml
 
             typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

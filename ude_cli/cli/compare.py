@@ -18,8 +18,8 @@ def register(app: typer.Typer) -> None:
 
 
 def compare_command(
-    run: Path = typer.Argument(..., help="Run directory to check.", show_default=False),
-    expected: Path = typer.Argument(..., help="Expected results: a run directory or a JSON file.",
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory to check.", show_default=False),
+    expected: Path = typer.Argument(..., metavar="EXPECTED", help="Expected results: a run directory or a JSON file.",
                                     show_default=False),
     rtol: float = typer.Option(1e-6, "--rtol", help="Relative tolerance (when EXPECTED does not give one)."),
     atol: float = typer.Option(0.0, "--atol", help="Absolute tolerance (when EXPECTED does not give one)."),

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 
 
 def discover_command(
-    run: Path = typer.Argument(..., help="Run directory written by `ude fit`.", show_default=False),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory written by `ude fit`.", show_default=False),
     degree: int | None = typer.Option(None, "--degree", help="Highest degree of the polynomial candidates [2].",
                                       show_default=False),
     functions: list[str] | None = typer.Option(

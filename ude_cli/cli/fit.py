@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def fit_command(
-    configs: list[Path] = typer.Argument(None, help="YAML config file(s).", show_default=False),
+    configs: list[Path] = typer.Argument(None, metavar="CONFIG", help="YAML config file(s).", show_default=False),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run directory (default: runs/<config name>).", show_default=False),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
@@ -170,21 +170,24 @@ def print_result(result, path: Path) -> None:
     from rich.table import Table
 
     out = console()
-    table = Table(title=f"{result.name}: fitted parameters", title_justify="left")
-    for col in ("parameter", "value", "initial", "learned", "bounds"):
-        table.add_column(col, justify="right" if col in ("value", "initial") else "left")
-    for row in result.parameters.to_dict(orient="records"):
-        lo, hi = row["lower"], row["upper"]
-        bounds = "" if _none(lo) and _none(hi) else f"[{_fmt(lo, '-inf')}, {_fmt(hi, 'inf')}]"
-        table.add_row(str(row["name"]), f"{row['value']:.6g}", f"{row['init']:.6g}",
-                      "yes" if row["learned"] else "fixed", bounds)
-    out.print(table)
+    if len(result.parameters):
+        table = Table(title=f"{result.name}: fitted parameters", title_justify="left")
+        for col in ("parameter", "value", "initial", "learned", "bounds"):
+            table.add_column(col, justify="right" if col in ("value", "initial") else "left")
+        for row in result.parameters.to_dict(orient="records"):
+            lo, hi = row["lower"], row["upper"]
+            bounds = "" if _none(lo) and _none(hi) else f"[{_fmt(lo, '-inf')}, {_fmt(hi, 'inf')}]"
+            table.add_row(str(row["name"]), f"{row['value']:.6g}", f"{row['init']:.6g}",
+                          "yes" if row["learned"] else "fixed", bounds)
+        out.print(table)
+    else:
+        out.print(f"{result.name}: no mechanistic parameters (a neural ODE)", highlight=False)
     m = result.metrics
     line = f"train {m['loss_kind']} {m['loss']:.4g}"
     if m.get("validation_loss") is not None:
         line += f", validation {m['validation_loss']:.4g}"
     line += f"; {m['iterations']} iterations, {m['wall_seconds']:.1f} s, {m['solver_evaluations']} solver evaluations"
-    if m["stop_reason"] != "completed":
+    if m["stop_reason"] not in ("completed", "converged"):
         line += f"; stopped: {m['stop_reason']}"
     out.print(line, highlight=False)
     out.print(f"run directory: {path}", highlight=False)

@@ -11,7 +11,7 @@ def register(app: typer.Typer) -> None:
 
 
 def models_command(
-    name: str | None = typer.Argument(None, help="Show only this model.", show_default=False),
+    name: str | None = typer.Argument(None, metavar="NAME", help="Show only this model.", show_default=False),
 ) -> None:
     from ..errors import UdeError
     from ..mechanistic import MODELS, get_model

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def predict_command(
-    run: Path = typer.Argument(..., help="Run directory written by `ude fit`.", show_default=False),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory written by `ude fit`.", show_default=False),
     until: float = typer.Option(..., "--until", "-u", help="End time of the forecast.", show_default=False),
     experiment: str | None = typer.Option(None, "--experiment", "-e", help="Only this experiment [all].",
                                           show_default=False),

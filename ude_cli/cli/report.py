@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def report_command(
-    run: Path = typer.Argument(..., help="Run directory written by `ude fit`.", show_default=False),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory written by `ude fit`.", show_default=False),
     out: Path | None = typer.Option(None, "--out", "-o", help="The HTML file [RUN/report.html].",
                                     show_default=False),
 ) -> None:
