@@ -22,9 +22,18 @@ from .batch import RunOutcome
 
 
 def run_task(task: dict) -> RunOutcome:
-    """Run one fit (in a worker); never raises: a crash becomes an ``internal`` outcome."""
+    """Run one fit (in a worker); never raises: a crash becomes an ``internal`` outcome.
+
+    ``task["own_worker"]``: the worker belongs to a LocalCluster of ours, which compiles nothing, so it
+    is spared torch._dynamo (see :mod:`ude_cli.lean_torch`); a shared cluster's workers are left alone.
+    """
     from .batch import fit_one
 
+    task = dict(task)
+    if task.pop("own_worker", False):
+        from .lean_torch import skip_compile_machinery
+
+        skip_compile_machinery()
     try:
         outcome, _ = fit_one(**task)
         return outcome
@@ -71,7 +80,9 @@ def run_many(tasks: list[dict], *, jobs: int | None = None, scheduler: str | Non
 
     outcomes: list[RunOutcome | None] = [None] * len(tasks)
     with client(jobs, scheduler) as c:
-        futures = [c.submit(run_task, _portable(t), pure=False, key=f"ude-fit-{i}") for i, t in enumerate(tasks)]
+        own = scheduler is None
+        futures = [c.submit(run_task, {**_portable(t), "own_worker": own}, pure=False, key=f"ude-fit-{i}")
+                   for i, t in enumerate(tasks)]
         index = {f.key: i for i, f in enumerate(futures)}
         try:
             for future in as_completed(futures):
