@@ -119,6 +119,17 @@ def test_missing_config_file():
     assert result.stderr == "error: nowhere.yaml: config file not found\n"
 
 
+def test_check_goes_through_every_config(decay, write):
+    """A bad config does not hide the verdict on the ones after it; the exit code is the first failure's."""
+    bad = write("bad.yaml", "data: {file: d.csv, columns: {y: conc}}\nmodel: {states: [y], equations: {y: '-k*'}}\n")
+    result = invoke("check", "nowhere.yaml", bad, decay)
+    assert result.exit_code == exits.BAD_INPUT
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: nowhere.yaml: config file not found"
+    assert lines[1].startswith(f"error: {bad}: model.equations.y: ")
+    assert f"{decay}: ok (" in result.output
+
+
 def test_check_prints_the_resolved_config(decay):
     result = invoke("check", decay, "--print")
     assert result.exit_code == 0

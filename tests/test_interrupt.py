@@ -318,6 +318,27 @@ def test_resume_after_an_interrupt_is_exact(tmp_path):
     assert_same_model(tmp_path / "cut", tmp_path / "whole")
 
 
+def test_an_interrupted_overwrite_keeps_the_complete_run(tmp_path):
+    """--overwrite over a finished run, interrupted: the finished run stays, the checkpoint goes beside it."""
+    from ude_cli.api import run_fit
+    from ude_cli.config import load_config
+    from ude_cli.errors import Interrupted
+
+    config = tiny_config(tmp_path, iterations=12, lbfgs=3)
+    run_fit(load_config(config), out=tmp_path / "run")
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    calls = iter(range(1000))
+    with pytest.raises(Interrupted) as info:
+        run_fit(load_config(config), out=tmp_path / "run", overwrite=True,
+                should_stop=lambda: "test" if next(calls) == 8 else None)
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    assert info.value.where == str(tmp_path / "run.interrupted")
+    assert "untouched" in info.value.hint and "--resume " + str(tmp_path / "run.interrupted") in info.value.hint
+    assert assert_valid_run_or_nothing(tmp_path / "run.interrupted") == "incomplete"
+    run_fit(resume=tmp_path / "run.interrupted")
+    assert_same_model(tmp_path / "run.interrupted", tmp_path / "run")
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, load_config
-from .problem import Problem, resolve
+from .problem import Problem, check_fittable, resolve
 
 
 def check(config: Config | str | Path) -> Problem:
@@ -26,6 +26,7 @@ def check(config: Config | str | Path) -> Problem:
     """
     cfg = config if isinstance(config, Config) else load_config(config)
     problem = resolve(cfg)
+    check_fittable(problem)
     import torch
 
     from .errors import FitError
@@ -79,6 +80,7 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     if resume is not None:
         config, n_starts = resume.config, resume.starts
     problem = _problem(config)
+    check_fittable(problem)
     cfg = problem.config
     n_starts = n_starts or cfg.training.starts
     _set_threads(cfg)
@@ -216,9 +218,10 @@ def run_fit(config: Config | Problem | str | Path | None = None, *, out: str | P
                      should_stop=should_stop, resume=saved, n_starts=n_starts)
     except Interrupted as exc:
         info = run_info(exc.problem, seed=cfg.training.seed, command=command)
-        save_checkpoint(target, exc.problem, exc.model, exc.state, info, overwrite=overwrite)
-        exc.where = str(target)
-        exc.hint = f"a checkpoint was saved; continue with: ude fit --resume {target}"
+        saved_to = save_checkpoint(target, exc.problem, exc.model, exc.state, info, overwrite=overwrite)
+        exc.where = str(saved_to)
+        kept = f"the complete run in {target} is untouched; " if saved_to != Path(target) else ""
+        exc.hint = f"{kept}a checkpoint was saved; continue with: ude fit --resume {saved_to}"
         raise
     path = result.save(target, overwrite=overwrite, plots=plots)
     return result, path

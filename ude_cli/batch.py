@@ -90,6 +90,12 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
         return RunOutcome(config=label, status=status, run_dir=exc.where if kind == "interrupted" else None,
                           seconds=round(time.perf_counter() - t0, 3), warnings=warnings,
                           error={"kind": kind, "message": str(exc), "lines": exc.lines()}), None
+    except Exception as exc:  # a bug in ude: this config fails, the batch goes on (run_task does the same)
+        if debug:
+            raise
+        text = f"internal error: {type(exc).__name__}: {exc} (this is a bug in ude; rerun with --debug and report it)"
+        return RunOutcome(config=label, status="failed", seconds=round(time.perf_counter() - t0, 3),
+                          warnings=warnings, error={"kind": "internal", "message": text, "lines": [f"{label}: {text}"]}), None
     outcome = RunOutcome(config=label, status="ok", run_dir=str(path), seconds=round(time.perf_counter() - t0, 3),
                          parameters={k: float(v) for k, v in result.values.items()}, metrics=result.metrics,
                          warnings=warnings)

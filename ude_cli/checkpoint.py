@@ -21,13 +21,19 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(out: Path, problem, model, state, info: dict, *, overwrite: bool) -> Path:
-    """Write an incomplete run directory holding a resumable checkpoint (staged, then moved)."""
+    """Write an incomplete run directory holding a resumable checkpoint (staged, then moved); return it.
+
+    A complete run at ``out`` (a fit with ``--overwrite`` interrupted before it finished) is never
+    replaced by an unfinished one: the checkpoint goes to ``OUT.interrupted`` beside it.
+    """
     import torch
 
     from .results import write_inputs
 
     out = Path(out)
-    check_target(out, overwrite=True if _is_incomplete(out) else overwrite)
+    if _status(out) == "complete":
+        out = out.with_name(f"{out.name}.interrupted")
+    check_target(out, overwrite=True if _status(out) == "incomplete" else overwrite)
     staging = Staging(out)
     try:
         write_inputs(problem, staging.path / "inputs")
@@ -42,13 +48,15 @@ def save_checkpoint(out: Path, problem, model, state, info: dict, *, overwrite: 
         raise
 
 
-def _is_incomplete(path: Path) -> bool:
+def _status(path: Path) -> str | None:
+    """``status`` in a run directory's run.json ("complete", "incomplete"), or None."""
     import json
 
     try:
-        return json.loads((path / RUN_FILE).read_text()).get("status") == "incomplete"
-    except (OSError, ValueError):
-        return False
+        status = json.loads((path / RUN_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, Problems, RunDirError, did_you_mean, one_of
 
 #: metrics compared when EXPECTED is a run directory
 RUN_METRICS = ("loss", "validation_loss", "train_mse", "validation_mse")
@@ -61,6 +61,8 @@ class Row:
 def _read_run(path: Path) -> tuple[dict[str, float], dict]:
     from .runs import read_json
 
+    if not path.is_dir():
+        raise RunDirError("no such run directory", where=str(path))
     if not (path / "params.csv").is_file():
         raise RunDirError("no params.csv: not a complete run directory", where=str(path))
     import csv
@@ -91,34 +93,76 @@ def _lookup(metrics: dict, dotted: str) -> float | None:
     return None if value is None else float(value)
 
 
+#: keys of an expected-results JSON file, and of one entry in it
+FILE_KEYS = ("rtol", "atol", "parameters", "metrics")
+ENTRY_KEYS = ("value", "rtol", "atol")
+
+
 def load_expected(path: Path, rtol: float, atol: float) -> list[tuple[str, str, float | None, float, float]]:
-    """(kind, name, value, rtol, atol) for every expected quantity."""
+    """(kind, name, value, rtol, atol) for every expected quantity.
+
+    A JSON file is checked strictly, every problem reported: a misspelt key or a value that is not a
+    finite number would otherwise make a regression check pass while checking nothing.
+    """
     path = Path(path)
     if path.is_dir():
         params, metrics = _read_run(path)
         rows = [("parameter", n, v, rtol, atol) for n, v in params.items()]
         rows += [("metric", n, v, rtol, atol) for n, v in _flatten(metrics).items()]
         return rows
+    where = str(path)
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError("expected-results file not found", where=str(path)) from None
+        raise ConfigError("expected-results file not found", where=where) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read expected results: {exc}", where=str(path)) from None
+        raise ConfigError(f"cannot read expected results: {exc}", where=where) from None
     if not isinstance(spec, dict) or not ({"parameters", "metrics"} & set(spec)):
-        raise ConfigError("expected a JSON object with 'parameters' and/or 'metrics'", where=str(path))
-    rtol = float(spec.get("rtol", rtol))
-    atol = float(spec.get("atol", atol))
+        raise ConfigError("expected a JSON object with 'parameters' and/or 'metrics'", where=where)
+    problems = Problems()
+    for key in spec:
+        if key not in FILE_KEYS:
+            problems.add(ConfigError(f"unknown key '{key}'{did_you_mean(key, FILE_KEYS)}; expected "
+                                     f"{one_of(FILE_KEYS)}", where=f"{where}: {key}"))
+    rtol = _tolerance(spec.get("rtol", rtol), "rtol", where, problems)
+    atol = _tolerance(spec.get("atol", atol), "atol", where, problems)
     rows = []
     for kind, section in (("parameter", "parameters"), ("metric", "metrics")):
-        for name, entry in (spec.get(section) or {}).items():
+        entries = spec.get(section) or {}
+        if not isinstance(entries, dict):
+            problems.add(ConfigError("expected a mapping of name to value", where=f"{where}: {section}"))
+            continue
+        for name, entry in entries.items():
+            field = f"{where}: {section}.{name}"
+            e_rtol, e_atol = rtol, atol
             if isinstance(entry, dict):
+                for key in entry:
+                    if key not in ENTRY_KEYS:
+                        problems.add(ConfigError(f"unknown key '{key}'{did_you_mean(key, ENTRY_KEYS)}; expected "
+                                                 f"{one_of(ENTRY_KEYS)}", where=field))
                 if "value" not in entry:
-                    raise ConfigError(f"{section}.{name}: needs a 'value'", where=str(path))
-                rows.append((kind, name, entry["value"], float(entry.get("rtol", rtol)), float(entry.get("atol", atol))))
-            else:
-                rows.append((kind, name, entry, rtol, atol))
+                    problems.add(ConfigError("needs a 'value'", where=field))
+                    continue
+                e_rtol = _tolerance(entry.get("rtol", rtol), "rtol", field, problems)
+                e_atol = _tolerance(entry.get("atol", atol), "atol", field, problems)
+                entry = entry["value"]
+            if entry is not None and not _finite_number(entry):
+                problems.add(ConfigError(f"expected a finite number (or null), got {entry!r}", where=field))
+                continue
+            rows.append((kind, name, entry, e_rtol, e_atol))
+    problems.raise_if_any()
     return rows
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _tolerance(value: Any, name: str, where: str, problems: Problems) -> float:
+    if not _finite_number(value) or value < 0:
+        problems.add(ConfigError(f"{name} must be a finite number >= 0, got {value!r}", where=where))
+        return 0.0
+    return float(value)
 
 
 def compare(run: str | Path, expected: str | Path, *, rtol: float = 1e-6, atol: float = 0.0) -> list[Row]:

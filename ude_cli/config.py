@@ -25,6 +25,8 @@ from .errors import ConfigError, Problems, did_you_mean
 
 #: Largest config file read (bytes): configs are small; a huge file is a mistake or an attack.
 MAX_CONFIG_BYTES = 1_000_000
+#: Most values a config may hold once its YAML aliases are expanded (no "billion laughs").
+MAX_YAML_NODES = 200_000
 #: Most YAML aliases (``*name``) expanded in one file: guards against "billion laughs" files.
 MAX_YAML_ALIASES = 100
 
@@ -491,6 +493,22 @@ def _loader():
                 if self.aliases > MAX_YAML_ALIASES:
                     raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases")
             return super().compose_node(parent, index)
+
+        def construct_document(self, node):  # aliases share nodes: count the tree they stand for
+            sizes: dict[int, int] = {}
+
+            def expanded(n) -> int:
+                if id(n) not in sizes:
+                    sizes[id(n)] = 1  # a cycle counts once instead of recursing for ever
+                    if isinstance(n, yaml.SequenceNode):
+                        sizes[id(n)] = 1 + sum(expanded(c) for c in n.value)
+                    elif isinstance(n, yaml.MappingNode):
+                        sizes[id(n)] = 1 + sum(expanded(k) + expanded(v) for k, v in n.value)
+                return sizes[id(n)]
+
+            if expanded(node) > MAX_YAML_NODES:
+                raise yaml.YAMLError(f"the aliases expand to more than {MAX_YAML_NODES} values")
+            return super().construct_document(node)
 
         def construct_mapping(self, node, deep=False):  # a key given twice is an error, not a silent override
             if isinstance(node, yaml.MappingNode):

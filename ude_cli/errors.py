@@ -127,8 +127,9 @@ def nearest(word: str, candidates: Iterable[str]) -> str | None:
     import difflib
 
     best, best_score = None, 0.6
+    word = str(word).lower()  # 'LBFGS' is as near to 'lbfgs' as 'Tanh' to 'tanh'
     for cand in (str(c) for c in candidates):  # the first of equally close candidates wins
-        score = difflib.SequenceMatcher(None, str(word), cand).ratio()
+        score = difflib.SequenceMatcher(None, word, cand.lower()).ratio()
         if score > best_score or (best is None and score >= best_score):
             best, best_score = cand, score
     return best

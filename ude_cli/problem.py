@@ -309,6 +309,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             problems.add(exc)
         problems.raise_if_any()
         _check_against_data(config, dataset, initial, m.t0, problems, label)
+        _check_observations(dataset, initial, problems, warnings, label)
         problems.raise_if_any()
 
     return Problem(config=config, states=states, parameters=parameters, constants=constants, equations=equations,
@@ -392,6 +393,38 @@ def _check_against_data(config: Config, dataset: Dataset, initial: dict[str, Ini
                         f"training.loss.log compares logarithms; leave the cell empty (not observed) or use loss 'mse'",
                         where=e.file))
                     break
+
+
+def check_fittable(problem: Problem) -> None:
+    """Raise :class:`ConfigError` when a fit would have nothing to learn (a fixed model can still be
+    built and simulated: this is checked by ``fit`` and ``check``, not by :func:`resolve`)."""
+    if (not problem.networks and all(p.fixed for p in problem.parameters.values())
+            and not any(i.learn for i in problem.initial.values())):
+        raise ConfigError(
+            "nothing to fit: every parameter is fixed, and there is no network and no learned initial value",
+            where=f"{problem.config.label}: model",
+            hint="learn a parameter (fixed: false), add a network, or learn an initial value")
+
+
+def _check_observations(dataset: Dataset, initial: dict[str, Initial], problems: Problems, warnings: list[str],
+                        label: str) -> None:
+    """Observations that can move the fit: a value that is its experiment's initial state (the first
+    observation, the default) matches by construction and tells nothing."""
+    informative = []
+    for e in dataset.experiments:
+        values = e.values[e.train]
+        n = int(np.isfinite(values).sum())
+        for j, s in enumerate(dataset.states):
+            init = initial.get(s)
+            if init is not None and init.source == "observed" and not init.learn and np.isfinite(values[0, j]):
+                n -= 1
+        informative.append(n)
+        if n == 0 and len(dataset.experiments) > 1:
+            warnings.append(f"{label}: data: experiment '{e.name}' has no training observation beyond its initial "
+                            f"state: it does not constrain the fit")
+    if sum(informative) == 0:
+        problems.add(DataError("no training observation beyond the initial states: there is nothing to fit to",
+                               where=f"{label}: data"))
 
 
 def _fmt(x: float | None) -> str:

@@ -160,7 +160,13 @@ def clean_leftovers(out: Path) -> None:
 
 def check_target(out: Path, overwrite: bool) -> None:
     """Fail early if ``out`` cannot receive a run: it exists (without overwrite) or is not writable."""
-    out = Path(out)
+    try:
+        _check_target(Path(out), overwrite)
+    except OSError as exc:  # a name too long, a path through something unreadable
+        raise RunDirError(f"cannot use this output location: {exc.strerror or exc}", where=str(out)) from None
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
     clean_leftovers(out)
     if out.exists():
         if not out.is_dir():
@@ -182,6 +188,10 @@ def check_target(out: Path, overwrite: bool) -> None:
         raise RunDirError(f"cannot create the output location: {exc.strerror}", where=str(parent)) from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise RunDirError("the output location is not writable", where=str(parent))
+    try:  # what the staging will do, tried before any work: catches /proc, names too long, full quotas
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=parent))
+    except OSError as exc:
+        raise RunDirError(f"cannot write to the output location: {exc.strerror or exc}", where=str(out)) from None
 
 
 class Staging:

@@ -17,14 +17,41 @@ import re
 from typing import Any
 
 from .config import Config, config_from_dict
-from .errors import ConfigError, Problems
+from .errors import ConfigError, Problems, did_you_mean
 
 
-def _label_value(value: Any) -> str:
+#: Most grid points a sweep may have.
+MAX_POINTS = 1000
+
+
+def _label_value(value: Any, exact: bool = False) -> str:
+    """A value as it appears in a grid point's directory name (``exact``: floats with every digit)."""
     if isinstance(value, list | tuple):
-        return "x".join(_label_value(v) for v in value)
-    text = f"{value:g}" if isinstance(value, float) else str(value)
+        return "x".join(_label_value(v, exact) for v in value)
+    text = (repr(value) if exact else f"{value:g}") if isinstance(value, float) else str(value)
     return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def _check_grid(config: Config, base: dict) -> None:
+    """Every path exists, no list repeats a value, and the grid is not too large: all problems at once."""
+    label = config.label
+    problems = Problems()
+    size = 1
+    for key, values in (config.sweep or {}).items():
+        where = f"{label}: sweep.{key}"
+        size *= max(len(values), 1)
+        if not values:
+            problems.add(ConfigError("needs at least one value", where=where))
+        try:
+            _set(_deep_copy(base), key.split("."), values[0] if values else None, where=where)
+        except ConfigError as exc:
+            problems.add(exc)
+        repeated = [v for k, v in enumerate(values) if v in values[:k]]
+        if repeated:
+            problems.add(ConfigError(f"the value {repeated[0]!r} appears twice", where=where))
+    if size > MAX_POINTS:
+        problems.add(ConfigError(f"the grid has {size} points; at most {MAX_POINTS} are fitted", where=f"{label}: sweep"))
+    problems.raise_if_any()
 
 
 def _set(tree: dict, path: list[str], value: Any, where: str) -> None:
@@ -37,7 +64,7 @@ def _set(tree: dict, path: list[str], value: Any, where: str) -> None:
         elif isinstance(node, dict) and part in node and node[part] is not None:
             node = node[part]
         else:
-            raise ConfigError(f"no field '{'.'.join(path[:k + 1])}' in the config", where=where)
+            raise ConfigError(f"no field '{'.'.join(path[:k + 1])}' in the config{_suggest(node, part)}", where=where)
     last = path[-1]
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
@@ -46,7 +73,11 @@ def _set(tree: dict, path: list[str], value: Any, where: str) -> None:
     elif isinstance(node, dict) and last in node:
         node[last] = value
     else:
-        raise ConfigError(f"no field '{'.'.join(path)}' in the config", where=where)
+        raise ConfigError(f"no field '{'.'.join(path)}' in the config{_suggest(node, last)}", where=where)
+
+
+def _suggest(node: Any, part: str) -> str:
+    return did_you_mean(part, [str(k) for k in node]) if isinstance(node, dict) else ""
 
 
 def expand(config: Config) -> list[tuple[str, Config]]:
@@ -57,18 +88,22 @@ def expand(config: Config) -> list[tuple[str, Config]]:
         raise ConfigError("--sweep needs a 'sweep' section (dotted path: [values, ...])", where=label)
     base = config.resolved()
     base.pop("sweep", None)
+    _check_grid(config, base)
     keys = list(grid)
+    combos = list(itertools.product(*(grid[k] for k in keys)))
+    names = [_point_name(keys, values, exact=False) for values in combos]
+    if len(set(names)) < len(names):  # 0.05 and 0.05000001 both print as 0.05: name them in full
+        names = [_point_name(keys, values, exact=True) for values in combos]
+    if len(set(names)) < len(names):
+        same = next(n for k, n in enumerate(names) if n in names[:k])
+        raise ConfigError(f"two grid points would share the directory '{same}'; make the values differ in "
+                          f"letters or digits", where=f"{label}: sweep")
     points = []
     problems = Problems()
-    for values in itertools.product(*(grid[k] for k in keys)):
+    for values, name in zip(combos, names, strict=True):
         raw = _deep_copy(base)
-        try:
-            for key, value in zip(keys, values, strict=True):
-                _set(raw, key.split("."), value, where=f"{label}: sweep.{key}")
-        except ConfigError as exc:
-            problems.add(exc)
-            break
-        name = ",".join(f"{k.split('.')[-1]}={_label_value(v)}" for k, v in zip(keys, values, strict=True))
+        for key, value in zip(keys, values, strict=True):
+            _set(raw, key.split("."), value, where=f"{label}: sweep.{key}")
         raw["name"] = f"{config.run_name}/{name}"
         try:
             point = config_from_dict(raw, label=f"{label} (sweep point {name})", path=config.path)
@@ -78,6 +113,10 @@ def expand(config: Config) -> list[tuple[str, Config]]:
         points.append((name, point))
     problems.raise_if_any()
     return points
+
+
+def _point_name(keys: list[str], values: tuple, *, exact: bool) -> str:
+    return ",".join(f"{k.split('.')[-1]}={_label_value(v, exact)}" for k, v in zip(keys, values, strict=True))
 
 
 def _deep_copy(tree: Any) -> Any:

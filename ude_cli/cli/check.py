@@ -24,12 +24,21 @@ def check_command(
     from ..config import load_config
     from ..errors import UdeError
 
-    for path in configs:
+    first_failure = None
+    for path in configs:  # every config is checked; the exit code is that of the first failure
         try:
             cfg = load_config(path)
             problem = check(cfg)
+            if cfg.sweep:
+                from ..sweep import expand
+
+                expand(cfg)  # every point of the grid is a valid config
         except UdeError as exc:
-            fail(exc)
+            try:
+                fail(exc)
+            except typer.Exit as code:
+                first_failure = first_failure or code
+            continue
         if not quiet:
             for w in problem.warnings:
                 warn(w)
@@ -44,6 +53,8 @@ def check_command(
             import yaml
 
             typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    if first_failure is not None:
+        raise first_failure
 
 
 def _count(n: int, noun: str) -> str:

@@ -103,3 +103,21 @@ def console(stderr: bool = False):
         tty = False
     width = None if tty else int(os.environ.get("COLUMNS", 160))
     return Console(file=stream, width=width)
+
+
+def nonnegative(value: float | None) -> float | None:
+    """Option callback: a finite number >= 0 (click's ranges let NaN through)."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise typer.BadParameter(f"must be a finite number >= 0, got {value:g}")
+    return value
+
+
+def positive(value: float | None) -> float | None:
+    """Option callback: a finite number > 0."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value:g}")
+    return value

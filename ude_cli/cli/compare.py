@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from . import exits
-from .common import console, fail
+from .common import console, fail, nonnegative
 
 
 def register(app: typer.Typer) -> None:
@@ -21,8 +21,10 @@ def compare_command(
     run: Path = typer.Argument(..., metavar="RUN", help="Run directory to check.", show_default=False),
     expected: Path = typer.Argument(..., metavar="EXPECTED", help="Expected results: a run directory or a JSON file.",
                                     show_default=False),
-    rtol: float = typer.Option(1e-6, "--rtol", help="Relative tolerance (when EXPECTED does not give one)."),
-    atol: float = typer.Option(0.0, "--atol", help="Absolute tolerance (when EXPECTED does not give one)."),
+    rtol: float = typer.Option(1e-6, "--rtol", callback=nonnegative,
+                               help="Relative tolerance (when EXPECTED does not give one)."),
+    atol: float = typer.Option(0.0, "--atol", callback=nonnegative,
+                               help="Absolute tolerance (when EXPECTED does not give one)."),
     save: bool = typer.Option(False, "--save", help="Write EXPECTED (JSON) from RUN with these tolerances."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only mismatches."),
 ) -> None:

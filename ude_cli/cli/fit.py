@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from . import exits
-from .common import console, state, warn
+from .common import console, positive, state, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -33,11 +33,11 @@ def fit_command(
         False, "--json", help="Print one JSON object per run on stdout (status, run_dir, parameters, metrics, "
                               "error); logs go to stderr."),
     stop_below: float | None = typer.Option(
-        None, "--stop-below", help="Stop training once the training loss is below this value.",
+        None, "--stop-below", callback=positive, help="Stop training once the training loss is below this value.",
         show_default=False),
     time_limit: float | None = typer.Option(
-        None, "--time-limit", help="Seconds of training per run; then keep the best parameters so far.",
-        show_default=False),
+        None, "--time-limit", callback=positive,
+        help="Seconds of training per run; then keep the best parameters so far.", show_default=False),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write figures."),
     starts: int | None = typer.Option(
         None, "--starts", min=1, max=1024, help="Independent starts fitted at once, batched (default: "
