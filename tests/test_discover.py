@@ -279,3 +279,42 @@ def test_recovered_yaml_runs_with_ude_fit(tmp_path):
     params = {r["name"]: r["value"] for r in json.loads((tmp_path / "rec" / "params.json").read_text())}
     assert params["U0_x_y"] == pytest.approx(-0.9023, abs=2e-3)
     assert params["U1_x_y"] == pytest.approx(1.8380, abs=4e-3)
+
+
+def _holling(tmp_path):
+    """Rosenzweig-MacArthur: logistic prey, predation x*y/(1+x) in both equations, 2 % noise."""
+    def rhs(t, u):
+        x, y = u
+        return [x * (1 - x / 4) - x * y / (1 + x), -0.3 * y + 0.6 * x * y / (1 + x)]
+
+    return synthetic_problem(
+        tmp_path, rhs, [3.0, 0.5], np.linspace(0, 30, 61), 0.02, 2,
+        {"states": ["x", "y"], "parameters": {"d": {"init": 0.3, "fixed": True}},
+         "equations": {"x": "x*(1 - x/4) + U[0]", "y": "-d*y + U[1]"}, "initial": {"x": 3.0, "y": 0.5}},
+        {"U": {"inputs": ["x", "y"], "outputs": 2}}, {"x": "prey", "y": "predator"})
+
+
+@pytest.mark.slow
+def test_terms_that_only_help_together_are_found(tmp_path):
+    """Known answer: with x*y/(1+x) among the candidates, both equations get it (-1, 0.6). Added to
+    one equation alone it does not lower the BIC, so a one-term-at-a-time selection misses it: the
+    refitted models of pysindy's path (and joint proposals) find it."""
+    problem = _holling(tmp_path)
+    model = ExactModel(problem, {("U", 0): "-x*y/(1+x)", ("U", 1): "0.6*x*y/(1+x)"})
+    d = discover(problem, model, model.metrics(), DiscoverSettings(samples=60, functions=("x*y/(1+x)",)))
+    assert d.verdict == "recovered", d.messages
+    assert [[f.text for f in t.model.features] for t in d.terms] == [["x*y/(1+x)"], ["x*y/(1+x)"]]
+    u0, u1 = (t.coefficients[t.model.names[0]] for t in d.terms)
+    assert u0 == pytest.approx(-1.0, rel=0.03) and u1 == pytest.approx(0.6, rel=0.03)
+
+
+@pytest.mark.slow
+def test_a_missing_form_that_fits_clearly_worse_says_what_is_missing(tmp_path):
+    """Without the function, a polynomial approximation: never presented as a success, and the
+    message says the library most likely lacks the form."""
+    problem = _holling(tmp_path)
+    model = ExactModel(problem, {("U", 0): "-x*y/(1+x)", ("U", 1): "0.6*x*y/(1+x)"})
+    d = discover(problem, model, model.metrics(), DiscoverSettings(samples=60, max_terms=2))
+    assert d.verdict in ("worse", "approximation")
+    assert "lacks the learned term's form" in d.messages[0]
+    assert not any(t.exact for t in d.terms)

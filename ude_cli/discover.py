@@ -228,7 +228,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         paths[t] = sparsity_path(thetas[t], samples.targets[t], libraries[t].names)
         best = best_on_path(paths[t])
         say(f"pysindy on {_label(t)}: {len(paths[t])} sparse models on the threshold path; best by BIC: "
-            f"{_format(best.coefficients, libraries[t].names)} (R² {best.fidelity.r2:.4f} against the network)")
+            f"{_format(best.coefficients, libraries[t].names)} (R² {best.fidelity.r2:.4g} against the network)")
 
     selector = _Selector(problem, objective, libraries, thetas, samples, usable)
     mechanistic = selector.evaluate({t: () for t in terms}, {}, "mechanistic only")
@@ -242,24 +242,34 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
             say(f"forward step {step}: no candidate left (every term has max_terms = {settings.max_terms} terms or "
                 "uses its whole library)")
             break
-        best = min(trials, key=lambda c: c.refit.bic)
+        fitted = [c for c in trials if c.refit.success]  # a refit that did not converge proves nothing
+        if not fitted:
+            say(f"forward step {step}: none of the {len(trials)} candidates could be fitted to the data")
+            break
+        best = min(fitted, key=lambda c: c.refit.bic)
         say(f"forward step {step}: {len(trials)} candidates refitted; best {best.describe()} "
             f"(BIC {best.refit.bic:.2f}, was {current.refit.bic:.2f})")
         if not best.refit.bic < current.refit.bic - settings.min_improvement:
             break
         current = best
-    proposal_supports = {t: best_on_path(paths[t]).support for t in terms}
-    proposal_start = {}
-    for t in terms:
-        for k in proposal_supports[t]:
-            proposal_start[(t, k)] = float(best_on_path(paths[t]).coefficients[k])
+    # pysindy's own models, refitted to the data as a whole: its best one, and the best with at most n
+    # terms per learned term along its path. Forward selection adds one term at a time, so it misses
+    # terms that only help together (the same x*y/(1+x) in both equations of a predator-prey pair).
     chosen = current
-    within = all(len(sup) <= settings.max_terms for sup in proposal_supports.values())
-    if proposal_supports != selector.supports_of(current) and within and any(proposal_supports.values()):
-        proposed = selector.evaluate(proposal_supports, proposal_start, "pysindy on the network", base=mechanistic)
-        say(f"pysindy's proposal refitted to the data: {proposed.describe()} (BIC {proposed.refit.bic:.2f})")
-        if proposed.refit.bic < current.refit.bic - settings.min_improvement:
-            chosen = proposed
+    levels = [("pysindy on the network", {t: best_on_path(paths[t]) for t in terms})]
+    levels += [(f"pysindy's path, at most {n} term(s) each", {t: _best_with_at_most(paths[t], n) for t in terms})
+               for n in range(1, settings.max_terms + 1)]
+    for source, fits in levels:
+        supports = {t: (f.support if f is not None else ()) for t, f in fits.items()}
+        if not any(supports.values()) or any(len(sup) > settings.max_terms for sup in supports.values()):
+            continue
+        if selector.is_known(supports):
+            continue
+        start_values = {(t, k): float(f.coefficients[k]) for t, f in fits.items() if f is not None for k in f.support}
+        alternative = selector.evaluate(supports, start_values, source, base=mechanistic)
+        say(f"{source}, refitted to the data: {alternative.describe()} (BIC {alternative.refit.bic:.2f})")
+        if _better(alternative, chosen, settings.min_improvement):
+            chosen = alternative
 
     saturated = _saturated(selector, chosen, terms, usable, settings, say)
     reports = []
@@ -292,6 +302,20 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
                      samples=samples)
 
 
+def _best_with_at_most(path: list[SparseFit], n: int) -> SparseFit | None:
+    """The path's model of lowest BIC (against the network) with 1 to ``n`` terms, if any."""
+    fits = [f for f in path if 0 < len(f.support) <= n]
+    return min(fits, key=lambda f: f.bic) if fits else None
+
+
+def _better(a: Candidate, b: Candidate, min_improvement: float) -> bool:
+    """Whether ``a`` should replace ``b``: a lower BIC, by more than ``min_improvement`` for each term
+    ``a`` has beyond ``b``'s (as if each had been a forward step)."""
+    if not a.refit.success:
+        return False
+    return a.refit.bic < b.refit.bic - min_improvement * max(0, a.n_terms - b.n_terms)
+
+
 def _saturated(selector: _Selector, chosen: Candidate, terms, usable, settings: DiscoverSettings,
                say: Callable[[str], None]) -> list[tuple[str, int]]:
     """Terms for which the data ask for more than the selection could give: terms that use their
@@ -305,7 +329,8 @@ def _saturated(selector: _Selector, chosen: Candidate, terms, usable, settings: 
         if n >= int(usable[t].sum()):
             out.append(t)
         elif n >= settings.max_terms:
-            extra = selector.forward_candidates(chosen, settings.propose, None, "check beyond max_terms", only=t)
+            extra = [c for c in selector.forward_candidates(chosen, settings.propose, None, "check beyond max_terms",
+                                                            only=t) if c.refit.success]
             best = min(extra, key=lambda c: c.refit.bic) if extra else None
             if best is not None and best.refit.bic < chosen.refit.bic - settings.min_improvement:
                 say(f"{_label(t)} has max_terms = {settings.max_terms} terms and the data ask for more: "
@@ -359,6 +384,10 @@ class _Selector:
     @staticmethod
     def _key(supports) -> tuple:
         return tuple(sorted((t, tuple(sorted(s))) for t, s in supports.items()))
+
+    def is_known(self, supports) -> bool:
+        """Whether a model with these supports was refitted already."""
+        return self._key(supports) in self._cache
 
     def supports_of(self, candidate: Candidate) -> dict:
         out = {}
@@ -414,9 +443,13 @@ class _Selector:
     def forward_candidates(self, current: Candidate, propose: int, max_terms: int | None, source: str,
                            only: tuple[str, int] | None = None) -> list[Candidate]:
         """Each term's (or only term ``only``'s) ``propose`` best unused features (by how much of
-        the network's residual each explains) added one at a time to ``current`` and refitted."""
+        the network's residual each explains) added one at a time to ``current`` and refitted; and,
+        with several terms, the ``propose`` features that explain most of all terms' residuals
+        together, each added to every term at once: terms that only help together (x*y in both
+        equations of a batch culture, where x*y in one equation alone makes the model blow up)."""
         supports = self.supports_of(current)
         trials = []
+        joint: dict[int, float] = {}  # feature -> summed share of the residuals it explains
         for t, support in supports.items():
             if (only is not None and t != only) or (max_terms is not None and len(support) >= max_terms):
                 continue
@@ -429,7 +462,9 @@ class _Selector:
                     continue
                 col = theta[:, k]
                 norm = float(col @ col)
-                scores.append((abs(float(col @ residual)) / np.sqrt(norm), k, float(col @ residual) / norm))
+                score = abs(float(col @ residual)) / np.sqrt(norm)
+                scores.append((score, k, float(col @ residual) / norm))
+                joint[k] = joint.get(k, 0.0) + score / max(float(np.linalg.norm(residual)), 1e-300)
             scores.sort(reverse=True)
             for _, k, c0 in scores[:propose]:
                 new = {**supports, t: tuple(sorted((*support, k)))}
@@ -437,7 +472,21 @@ class _Selector:
                     trials.append(self._cache[self._key(new)])
                     continue
                 trials.append(self.evaluate(new, {(t, k): c0}, source, base=current))
+        if only is None and len(supports) > 1:
+            for k in sorted(joint, key=joint.get, reverse=True)[:propose]:
+                new = {t: (tuple(sorted((*sup, k))) if self._can_add(t, sup, k, max_terms) else sup)
+                       for t, sup in supports.items()}
+                if sum(new[t] != supports[t] for t in supports) < 2:
+                    continue  # one term only: a single-term proposal above
+                if self._key(new) in self._cache:
+                    trials.append(self._cache[self._key(new)])
+                    continue
+                trials.append(self.evaluate(new, {}, f"{source} (together)", base=current))
         return trials
+
+    def _can_add(self, term, support, k: int, max_terms: int | None) -> bool:
+        return (k not in support and bool(self.usable[term][k])
+                and (max_terms is None or len(support) < max_terms))
 
 
 # -- scores and verdict ------------------------------------------------------------------------
@@ -488,7 +537,7 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
         details.append(f"On the validation window the recovered model's loss is {val_ratio:.2f} times the UDE's: "
                        + ("it forecasts the held-out data better." if val_ratio < 1 else
                           "the UDE forecasts the held-out data better."))
-    errors = [f"{t.label} = {t.expression()} reproduces the network with R² {t.fidelity.r2:.4f}, max error "
+    errors = [f"{t.label} = {t.expression()} reproduces the network with R² {t.fidelity.r2:.4g}, max error "
               f"{t.fidelity.max_error:.3g} ({100 * t.fidelity.relative_rmse:.1f} % RMS of the term's spread)."
               for t in terms if t.model.features]
     if not r.success:
@@ -499,10 +548,18 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
     if chosen.n_terms == 0:
         return "none", [f"no library term lowers the BIC by more than {settings.min_improvement:g}: the data are "
                         "explained by the mechanistic model alone as well as by any recovered term.", *details]
-    if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1):
-        return "worse", [f"the recovered model fits the training data {ratio:.2f} times worse than the UDE "
-                         f"(more than {settings.worse_ratio:g}): it does not replace the network.", *details, *errors]
     saturated = [t for t in terms if t.saturated]
+    if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1):
+        lacking = ""
+        if saturated:
+            names = ", ".join(f"{t.label} ({len(t.model.features)} terms)" for t in saturated)
+            lacking = (f" The data ask for more library terms in {names} than the selection may give (max_terms = "
+                       f"{settings.max_terms}): the library most likely lacks the learned term's form, and this is "
+                       "a poor approximation; try candidate functions of that form (--function) or a larger "
+                       "--max-terms.")
+        return "worse", [f"the recovered model fits the training data {ratio:.2f} times worse than the UDE "
+                         f"(more than {settings.worse_ratio:g}): it does not replace the network.{lacking}",
+                         *details, *errors]
     if saturated:
         names = ", ".join(f"{t.label} ({len(t.model.features)} terms)" for t in saturated)
         return "approximation", [

@@ -106,7 +106,7 @@ def equations_markdown(discovery: Discovery) -> str:
     for tr in discovery.terms:
         prop = _format_support(tr.proposal.coefficients, tr.library.names)
         lines.append(f"| `{tr.label}` | {', '.join(f'd{s}/dt' for s in tr.states)} | `{tr.expression()}` | "
-                     f"{tr.fidelity.r2:.4f} | {tr.fidelity.max_error:.4g} | `{prop}` |")
+                     f"{tr.fidelity.r2:.4g} | {tr.fidelity.max_error:.4g} | `{prop}` |")
     lines += ["", "## Parameters (refitted to the data)", "", "| name | value | fitted | meaning |", "|---|---|---|---|"]
     for name, p in discovery.chosen.parameters.items():
         lines.append(f"| `{name}` | {r.values[name]:.6g} | {'no (fixed)' if p.fixed else 'yes'} | {p.description} |")

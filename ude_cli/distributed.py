@@ -12,6 +12,7 @@ On Slurm or PBS, start a cluster with ``dask-jobqueue`` (e.g. ``SLURMCluster(cor
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import RunOutcome
+from .errors import Interrupted
 
 
 def run_task(task: dict) -> RunOutcome:
@@ -85,7 +87,7 @@ def run_many(tasks: list[dict], *, jobs: int | None = None, scheduler: str | Non
                    for i, t in enumerate(tasks)]
         index = {f.key: i for i, f in enumerate(futures)}
         try:
-            for future in as_completed(futures):
+            for future in _as_they_finish(as_completed(futures)):
                 i = index[future.key]
                 try:
                     outcome = future.result()
@@ -98,8 +100,20 @@ def run_many(tasks: list[dict], *, jobs: int | None = None, scheduler: str | Non
                     on_result(i, outcome)
         except KeyboardInterrupt:
             c.cancel(futures)
-            raise
+            done = sum(o is not None for o in outcomes)
+            raise Interrupted(f"interrupted: {done} of {len(tasks)} fits had finished; the others were cancelled "
+                              f"(fits on Dask keep no checkpoint: run those again)") from None
     return [o for o in outcomes if o is not None]
+
+
+def _as_they_finish(completed, poll: float = 0.2):
+    """The futures of a dask ``as_completed`` as they finish, waiting in short sleeps: a blocking wait
+    would hold Ctrl-C and SIGTERM until the next fit finishes, which can be hours."""
+    while not completed.is_empty():
+        batch = completed.next_batch(block=False)
+        if not batch:
+            time.sleep(poll)
+        yield from batch
 
 
 def _portable(task: dict) -> dict:

@@ -33,11 +33,13 @@ class StopFlag:
 
 
 @contextlib.contextmanager
-def graceful_stop(time_limit: float | None = None) -> Iterator[Callable[[], str | None]]:
+def graceful_stop(time_limit: float | None = None,
+                  notify: Callable[[str], None] | None = None) -> Iterator[Callable[[], str | None]]:
     """Within the block, SIGINT and SIGTERM set a stop flag instead of killing the process.
 
-    Yields the flag: call it to learn whether (and why) to stop. Outside the main thread (where
-    signal handlers cannot be installed) only the time limit applies.
+    Yields the flag: call it to learn whether (and why) to stop. ``notify(text)`` hears at once what
+    a signal does (an iteration can take long, and the user should not wonder). Outside the main
+    thread (where signal handlers cannot be installed) only the time limit applies.
     """
     flag = StopFlag(time_limit)
     if threading.current_thread() is not threading.main_thread():
@@ -45,11 +47,17 @@ def graceful_stop(time_limit: float | None = None) -> Iterator[Callable[[], str 
         return
 
     def handler(signum, frame):
+        name = signal.Signals(signum).name
         if flag.reason is not None:  # asked twice: stop now, without a checkpoint
+            if notify is not None:
+                notify(f"{name} again: stopping at once, without a checkpoint")
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             raise SystemExit(128 + signum)
-        flag.reason = f"interrupted by {signal.Signals(signum).name}"
+        flag.reason = f"interrupted by {name}"
+        if notify is not None:
+            notify(f"{name}: stopping after the current iteration to save a checkpoint "
+                   f"({'Ctrl-C' if signum == signal.SIGINT else name} again stops at once, without one)")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

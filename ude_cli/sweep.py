@@ -19,7 +19,6 @@ from typing import Any
 from .config import Config, config_from_dict
 from .errors import ConfigError, Problems, did_you_mean
 
-
 #: Most grid points a sweep may have.
 MAX_POINTS = 1000
 

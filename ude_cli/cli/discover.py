@@ -66,17 +66,17 @@ def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
 
     headline = f"{discovery.verdict.upper()}: {discovery.messages[0]}"
     if not discovery.success:
-        warn(headline)
-    if quiet:
-        typer.echo(headline)
-        return
+        warn(headline)  # loud, on stderr; stdout names the verdict without repeating it
+        headline = f"verdict: {discovery.verdict.upper()} (see the warning)"
     typer.echo(headline)
+    if quiet:
+        return
     typer.echo("")
     for s, form in equation_forms(discovery).items():
         typer.echo(f"  d{s}/dt = {form['numeric']}")
     typer.echo("")
     for t in discovery.terms:
-        typer.echo(f"  {t.label} = {t.expression()}   (against the network: R² {t.fidelity.r2:.4f}, "
+        typer.echo(f"  {t.label} = {t.expression()}   (against the network: R² {t.fidelity.r2:.4g}, "
                    f"max error {t.fidelity.max_error:.3g})")
     typer.echo("")
     for line in discovery.messages[1:]:

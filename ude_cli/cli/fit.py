@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from . import exits
-from .common import console, positive, state, warn
+from .common import console, fail, positive, state, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -96,15 +96,21 @@ def fit_command(
 
         for t in tasks:
             t["make_monitor"] = None
-        outcomes = run_many(tasks, jobs=jobs, scheduler=scheduler,
-                            on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False))
+        from ..errors import Interrupted
+
+        try:
+            outcomes = run_many(tasks, jobs=jobs, scheduler=scheduler,
+                                on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False))
+        except Interrupted as exc:
+            fail(exc)
     else:
         outcomes = _run_here(tasks, quiet=quiet, json_out=json_out, single=single)
     all_outcomes = early + outcomes
     for cfg, points, first, _base in sweeps:
         _write_sweep(cfg, points, outcomes[first:first + len(points)], quiet=quiet or json_out, base=_base)
-    if len(all_outcomes) > 1 and not json_out and not quiet:
-        print_summary(all_outcomes, skipped=len(tasks) + len(early) - len(all_outcomes))
+    skipped = [str(t.get("config") or t.get("resume")) for t in tasks[len(outcomes):]]  # after an interrupt
+    if (len(all_outcomes) > 1 or skipped) and not json_out and not quiet:
+        print_summary(all_outcomes, skipped=skipped)
     failed = [o for o in all_outcomes if not o.ok]
     if failed:
         raise typer.Exit(exits.for_kind(failed[0].error["kind"]))
@@ -120,7 +126,7 @@ def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
     skip_compile_machinery()  # this process compiles nothing: spare it torch._dynamo (~1 s, 70 MiB)
 
     outcomes = []
-    with graceful_stop() as stop:
+    with graceful_stop(notify=lambda text: typer.echo(f"warning: {text}", err=True)) as stop:
         for task in tasks:
             def monitor_for(cfg, task=task):
                 name = cfg.run_name if cfg is not None else Path(task["resume"]).name
@@ -193,19 +199,22 @@ def print_result(result, path: Path) -> None:
     out.print(f"run directory: {path}", highlight=False)
 
 
-def print_summary(outcomes, skipped: int = 0) -> None:
-    """One row per config: status, loss, time, run directory or error."""
+def print_summary(outcomes, skipped: list[str] | None = None) -> None:
+    """One row per config: status, loss, time, run directory or error; then the configs not started."""
     from rich.table import Table
 
-    table = Table(title=f"{len(outcomes)} run(s): {sum(o.ok for o in outcomes)} ok, "
-                        f"{sum(not o.ok for o in outcomes)} failed" + (f", {skipped} not started" if skipped else ""),
-                  title_justify="left")
+    skipped = skipped or []
+    table = Table(title=f"{len(outcomes) + len(skipped)} run(s): {sum(o.ok for o in outcomes)} ok, "
+                        f"{sum(not o.ok for o in outcomes)} failed"
+                        + (f", {len(skipped)} not started" if skipped else ""), title_justify="left")
     for col in ("config", "status", "loss", "time", "run directory / error"):
         table.add_column(col, justify="right" if col in ("loss", "time") else "left")
     for o in outcomes:
         loss = f"{o.metrics['loss']:.4g}" if o.ok and o.metrics.get("loss") is not None else ""
         detail = o.run_dir if o.ok else o.error["message"].splitlines()[0]
         table.add_row(o.config, o.status, loss, f"{o.seconds:.1f} s", detail)
+    for label in skipped:
+        table.add_row(label, "not started", "", "", "")
     console().print(table)
 
 
