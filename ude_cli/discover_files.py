@@ -134,12 +134,10 @@ def equations_markdown(discovery: Discovery) -> str:
 def _oscillation_text(ext, states) -> str:
     if not ext.bounded or not ext.oscillations:
         return ""
-    parts = []
-    for s in states:
-        o = ext.oscillations[0][s]
-        if o.period is not None:
-            parts.append(f"{s}: period {o.period:.4g}, amplitude {o.amplitude:.4g}")
-    return ("; late-time " + ", ".join(parts)) if parts else ""
+    from .extrapolate import late_time_text
+
+    text = late_time_text({s: ext.oscillations[0][s].as_dict() for s in states})
+    return f"; late time: {text}" if text else ""
 
 
 def _initial_value(discovery: Discovery, label: str) -> float:

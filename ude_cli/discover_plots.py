@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .plots import COLORS, STYLE, save_figure, state_label, time_label
+from .plots import COLORS, STYLE, label_time_axis, save_figure, state_label
 
 #: Line styles of the models, shared by every figure.
 MODEL_STYLES = {
@@ -59,7 +59,7 @@ def terms_figure(problem, terms: pd.DataFrame):
             ax.axhline(0, color="0.75", lw=0.6)
             ax.set_ylabel(label)
         axes[0, 0].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-        axes[-1, 0].set_xlabel(time_label(problem))
+        label_time_axis(axes[-1, 0], problem)
         fig.suptitle(f"{problem.config.run_name}: learned terms and their recovered equations", fontsize=11)
     return fig
 
@@ -79,6 +79,26 @@ def _leaves(t: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float | None:
     return float(t[np.argmax(out)]) if out.any() else None
 
 
+def leaving_label(name: str, t: np.ndarray, y: np.ndarray, lo: float, hi: float) -> str:
+    """A legend entry that says where a curve leaves the axes, or where its solution stops (a solve
+    that failed, or another state that diverged)."""
+    when = _leaves(t, y, lo, hi)
+    if when is None:
+        return name
+    k = int(np.argmax(np.isclose(t, when)))
+    what = "stops" if not np.isfinite(y[k]) else "leaves the axes"
+    digits = max(3, int(np.log10(abs(when))) + 2) if when else 3  # 5.3, 0.075, 1903.2: not 1.9e+03
+    return f"{name} ({what} at t ≈ {when:.{digits}g})"
+
+
+def _near_data(v: np.ndarray, data: list[np.ndarray], factor: float = 3.0) -> bool:
+    """Whether a curve is finite and within ``factor`` times the data's largest magnitude, so that it
+    may set the axis limits (a curve that runs away must not squash the data)."""
+    finite = np.concatenate([d[np.isfinite(d)] for d in data] or [np.zeros(0)])
+    ref = float(np.max(np.abs(finite))) if finite.size else None
+    return bool(v.size) and bool(np.all(np.isfinite(v))) and (ref is None or float(np.max(np.abs(v))) <= factor * ref)
+
+
 def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, title: str):
     """Data and the models' trajectories per state, over the data window or to the horizon.
 
@@ -96,14 +116,16 @@ def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, tit
                                  sharex=True, squeeze=False)
         for j, (ax, s) in enumerate(zip(axes[:, 0], problem.states, strict=True)):
             data = [e.values[:, j] for e in ds.experiments]
-            anchors = data + [frame[frame["model"] == m][s].to_numpy(float) for m in ("recovered",)
-                              if m in models and _bounded(frame, m, s)]
+            curves = {m: frame[frame["model"] == m][s].to_numpy(float) for m in models}
+            # the recovered model sets the axes when it stays finite (its cycles may go beyond the data's
+            # range: that is what the figure is for); the others only when they stay near the data
+            anchors = data + [v for m, v in curves.items()
+                              if (m == "recovered" and v.size and np.all(np.isfinite(v))) or _near_data(v, data)]
             lo, hi = _limits(anchors)
             for m in models:
                 rows = frame[frame["model"] == m]
                 t, y = _joined(rows, s)
-                when = _leaves(t, y, lo, hi)
-                label = m if when is None else f"{m} (leaves the axes at t ≈ {when:.3g})"
+                label = leaving_label(m, t, y, lo, hi)
                 ax.plot(t, np.clip(y, lo - (hi - lo), hi + (hi - lo)), label=label, **MODEL_STYLES[m])
             for b, e in enumerate(ds.experiments):
                 obs = e.values[:, j]
@@ -121,14 +143,9 @@ def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, tit
             ax.set_ylim(lo, hi)
             ax.set_ylabel(state_label(problem, s))
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-        axes[-1, 0].set_xlabel(time_label(problem))
+        label_time_axis(axes[-1, 0], problem)
         fig.suptitle(title, fontsize=11)
     return fig
-
-
-def _bounded(frame: pd.DataFrame, model: str, state: str) -> bool:
-    v = frame[frame["model"] == model][state].to_numpy(float)
-    return bool(v.size) and bool(np.all(np.isfinite(v)))
 
 
 def figures(problem, directory: str | Path) -> dict:

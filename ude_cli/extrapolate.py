@@ -21,16 +21,30 @@ class Oscillation:
 
     Attributes:
         amplitude: max - min over the second half of the window.
-        period: mean time between successive maxima there (None with fewer than 3 maxima).
+        period: mean time between successive maxima there (None with fewer than 3 maxima, or when
+            the state has settled).
         mean: mean over the second half of the window.
+        settled: the late-time range is under 1/1000 of the whole window's: a steady state, not a
+            cycle (ripples of a decayed transient have "maxima" too).
     """
 
     amplitude: float
     period: float | None
     mean: float
+    settled: bool = False
 
     def as_dict(self) -> dict:
-        return {"amplitude": self.amplitude, "period": self.period, "mean": self.mean}
+        return {"amplitude": self.amplitude, "period": self.period, "mean": self.mean, "settled": self.settled}
+
+
+def late_time_text(oscillations: dict[str, dict]) -> str:
+    """What the states do late in a bounded extrapolation, in words: ``"settles to a steady state
+    (x ≈ 0.27, y ≈ 0.49)"`` or ``"x: period 7.6, amplitude 1.8"`` ("" when neither applies).
+    ``oscillations``: state -> :meth:`Oscillation.as_dict`."""
+    if oscillations and all(o.get("settled") for o in oscillations.values()):
+        return "settles to a steady state (" + ", ".join(f"{s} ≈ {o['mean']:.4g}" for s, o in oscillations.items()) + ")"
+    return ", ".join(f"{s}: period {o['period']:.4g}, amplitude {o['amplitude']:.4g}"
+                     for s, o in oscillations.items() if o.get("period") is not None)
 
 
 def oscillation(t: np.ndarray, y: np.ndarray) -> Oscillation:
@@ -54,8 +68,10 @@ def oscillation(t: np.ndarray, y: np.ndarray) -> Oscillation:
             denom = a - 2 * b + c
             shift = 0.5 * (a - c) / denom if denom != 0 else 0.0
             peaks.append(th[i] + shift * (th[i + 1] - th[i]))
-    period = float(np.mean(np.diff(peaks))) if len(peaks) >= 3 and hi - lo > 1e-9 * max(abs(hi), 1.0) else None
-    return Oscillation(amplitude=hi - lo, period=period, mean=float(yh.mean()))
+    whole = float(np.nanmax(y) - np.nanmin(y)) if np.isfinite(y).any() else 0.0
+    settled = hi - lo <= 1e-3 * whole or hi - lo <= 1e-9 * max(abs(hi), 1.0)
+    period = float(np.mean(np.diff(peaks))) if len(peaks) >= 3 and not settled else None
+    return Oscillation(amplitude=hi - lo, period=period, mean=float(yh.mean()), settled=settled)
 
 
 @dataclass

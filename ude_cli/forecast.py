@@ -155,7 +155,6 @@ def recovered_frame(run_dir: Path, discovery: dict, until: float, experiments: l
                     values: Mapping[str, float], initial: Mapping[str, float]) -> tuple[pd.DataFrame, str]:
     """The recovered model's trajectories to ``until``, from ``RUN/discovery``; and a note."""
     from .config import load_config
-    from .extrapolate import grid
     from .problem import resolve
     from .refit import OdeSystem
 
@@ -173,8 +172,7 @@ def recovered_frame(run_dir: Path, discovery: dict, until: float, experiments: l
         y0 = np.array([chosen["initial"][str(e.name)][s] for s in problem.states], dtype=float)
         for s, v in initial.items():
             y0[problem.states.index(s)] = v
-        times = grid(system.t0[b], until, problem.dataset.time_span)
-        times = np.linspace(times[0], times[-1], max(n_points, len(times)))
+        times = np.linspace(system.t0[b], until, n_points)  # the solver's own steps keep it accurate in between
         sim = system.simulate(b, vals, times, y0=y0)
         if not sim.ok and not note:
             note = f"the recovered model fails in experiment '{e.name}': {sim.message}"
@@ -295,7 +293,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
     import matplotlib.pyplot as plt
 
     from .discover_plots import MODEL_STYLES
-    from .plots import STYLE, state_label, time_label
+    from .plots import STYLE, label_time_axis, state_label
 
     changed = dict(changed or {})
     ds = problem.dataset
@@ -340,12 +338,17 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         axes[0, 0].annotate("end of data", (end, 1.0), xycoords=("data", "axes fraction"), ha="right", va="bottom",
                             fontsize=8, color="0.4", xytext=(-3, 0), textcoords="offset points")
-        axes[-1, 0].set_xlabel(time_label(problem))
+        label_time_axis(axes[-1, 0], problem)
         title = f"{problem.config.run_name}: forecast to t = {changed.get('until', frame['time'].max()):g}"
         fig.suptitle(title, fontsize=11)
         if notes:
-            fig.text(0.01, 0.0, "\n".join(notes), fontsize=7.5, color="0.3", va="bottom", ha="left", wrap=True)
-            fig.get_layout_engine().set(rect=(0, 0.03 * len(notes), 1, 1 - 0.03 * len(notes)))
+            import textwrap
+
+            lines = [w for note in notes for w in textwrap.wrap(note, 150)]  # wrapped here: the layout knows the height
+            fig.text(0.01, 0.0, "\n".join(lines), fontsize=7.5, color="0.3", va="bottom", ha="left")
+            height = fig.get_figheight()
+            fig.get_layout_engine().set(rect=(0, min(0.5, (0.16 * len(lines) + 0.1) / height), 1,
+                                              1 - min(0.5, (0.16 * len(lines) + 0.1) / height)))
     return fig
 
 
@@ -354,9 +357,10 @@ def _axis_limits(problem, frame: pd.DataFrame, state: str, j: int, show_data: bo
     a forecast that runs away leaves the axes (its legend entry says when)."""
     from .discover_plots import _limits
 
-    data = [e.values[:, j] for e in problem.dataset.experiments] if show_data else []
-    finite = np.concatenate([d[np.isfinite(d)] for d in data] or [np.zeros(0)])
-    ref = float(np.max(np.abs(finite))) if finite.size else None
+    observed = [e.values[:, j] for e in problem.dataset.experiments]
+    data = observed if show_data else []
+    finite = np.concatenate([d[np.isfinite(d)] for d in observed] or [np.zeros(0)])
+    ref = float(np.max(np.abs(finite))) if finite.size else None  # the data's scale, drawn or not
     anchors = list(data)
     for _, rows in frame.groupby(["model", "experiment"], sort=False):
         v = rows[state].to_numpy(float)
@@ -368,7 +372,6 @@ def _axis_limits(problem, frame: pd.DataFrame, state: str, j: int, show_data: bo
 
 
 def _leaving(label: str, rows: pd.DataFrame, state: str, lo: float, hi: float) -> str:
-    from .discover_plots import _leaves
+    from .discover_plots import leaving_label
 
-    when = _leaves(rows["time"].to_numpy(float), rows[state].to_numpy(float), lo, hi)
-    return label if when is None else f"{label} (leaves the axes at t ≈ {when:.3g})"
+    return leaving_label(label, rows["time"].to_numpy(float), rows[state].to_numpy(float), lo, hi)

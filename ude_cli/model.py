@@ -200,7 +200,7 @@ class UDEModel(nn.Module):
         with torch.no_grad():
             for k, g in enumerate(self.groups):
                 end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
-                end = max(end, until) if until is not None else end
+                end = until if until is not None else end  # the grid ends where it was asked to, before or after the data
                 grid = np.linspace(g.t0, end, n_points)
                 sol = self.solve_group(k, torch.tensor(grid, dtype=self.dtype)).cpu().numpy()
                 for i, b in enumerate(g.experiments):

@@ -54,7 +54,8 @@ def state_label(problem, state: str) -> str:
     if col is None:
         return f"{state} (not observed)"
     name = col if col == state else f"{col} ({state})"
-    return name + _unit(ds.units, col)
+    unit = _unit(ds.units, col)
+    return name + ("\n" + unit.strip() if len(name + unit) > 18 and unit else unit)  # long: the unit below
 
 
 def rate_unit(problem, state: str) -> str:
@@ -65,6 +66,17 @@ def rate_unit(problem, state: str) -> str:
     if not unit or not t_unit:
         return ""
     return f" [{unit}/{t_unit}]"
+
+
+def label_time_axis(ax, problem) -> None:
+    """The time axis: its label, and whole-number ticks when every time in the data is whole
+    (years, days: 1900, 1905, not 1902.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(time_label(problem))
+    times = np.concatenate([e.t for e in problem.dataset.experiments])
+    if np.all(np.isfinite(times)) and np.all(times == np.round(times)):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def time_label(problem) -> str:
@@ -185,7 +197,7 @@ def fit_figure(result) -> Any:
         if multi:
             _experiments_legend(fig, problem, _style_handles(fit=True, data=True, held_out=held_out,
                                                              window=held_out))
-        axes[-1].set_xlabel(time_label(problem))
+        label_time_axis(axes[-1], problem)
         fig.suptitle(f"{result.name}: data and fit", fontsize=11)
     return fig
 
@@ -217,9 +229,8 @@ def residual_figure(result) -> Any:
             _experiments_legend(fig, problem, _style_handles(data=True, held_out=held_out))
         elif held_out:
             axes[0].legend(loc="best", frameon=False)
-        axes[-1].set_xlabel(time_label(problem))
-        fig.supylabel("residual (observed - predicted)", fontsize=10)
-        fig.suptitle(f"{result.name}: residuals", fontsize=11)
+        label_time_axis(axes[-1], problem)
+        fig.suptitle(f"{result.name}: residuals (observed - predicted)", fontsize=11)
     return fig
 
 
@@ -280,7 +291,7 @@ def terms_figure(result) -> Any | None:
             ax.set_ylabel(label + (f"\nin d{where[0]}/dt{rate_unit(problem, where[0])}" if len(where) == 1 else ""))
         if len(ds.experiments) > 1:
             _experiments_legend(fig, problem, [])
-        axes[-1].set_xlabel(time_label(problem))
+        label_time_axis(axes[-1], problem)
         fig.suptitle(f"{result.name}: learned terms along the fitted trajectory", fontsize=11)
     return fig
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .extrapolate import late_time_text
 from .rundir import atomic_write_text
 
 #: Verdict -> (background, border) colours of its banner.
@@ -207,10 +208,8 @@ def _discovery_section(discovery: Mapping, directory: Path) -> str:
     for name, ext in discovery["extrapolation"].items():
         text = f"stays bounded to t = {_num(ext['horizon'])}" if ext["bounded"] else \
             f"<strong>diverges before t = {_num(ext['horizon'])}</strong>: {_e(ext['message'])}"
-        osc = (ext.get("oscillations") or [{}])[0]
-        periods = [f"{_e(s)}: period {_num(o['period'])}, amplitude {_num(o['amplitude'])}" for s, o in osc.items()
-                   if ext["bounded"] and o.get("period")]
-        items.append(f"<li>{_e(name)}: {text}" + (f" (late time: {'; '.join(periods)})" if periods else "") + "</li>")
+        late = late_time_text((ext.get("oscillations") or [{}])[0]) if ext["bounded"] else ""
+        items.append(f"<li>{_e(name)}: {text}" + (f" (late time: {_e(late)})" if late else "") + "</li>")
     parts.append("<h3>Beyond the data</h3><ul>" + "".join(items) + "</ul>")
     cands = sorted(discovery["candidates"], key=lambda c: c["bic"] if c["bic"] is not None else math.inf)
     rows = [[_e(c["source"]), f"<code>{_e(c['model'])}</code>", _num(c["train_loss"]), _num(c["bic"], 5),
@@ -285,7 +284,10 @@ def render(run) -> str:
     figs = run.path / "figures"
     body = [_header(run, generated), _verdict(discovery), "<h2>Parameters</h2>", _parameters(run),
             "<h2>Metrics</h2>", _metrics(run), "<h2>Figures</h2>"]
-    for stem, caption in (("fit", "Data (dots; open: held out) and the fitted trajectories."),
+    held_out = any(not e.train.all() for e in run.problem.dataset.experiments)
+    fit_caption = "Data (dots" + ("; open: held out, in the shaded validation window" if held_out else "") + \
+        ") and the fitted trajectories."
+    for stem, caption in (("fit", fit_caption),
                           ("residuals", "Residuals: observed minus predicted."),
                           ("loss", "Training loss per iteration."),
                           ("terms", "Learned terms (network outputs) along the fitted trajectories.")):
