@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunDirError
-from .rundir import RUN_FILE, Staging, atomic_write_bytes, atomic_write_json, check_target
+from .rundir import RUN_FILE, Staging, atomic_write_bytes, atomic_write_json, check_target, run_status
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -31,9 +31,9 @@ def save_checkpoint(out: Path, problem, model, state, info: dict, *, overwrite: 
     from .results import write_inputs
 
     out = Path(out)
-    if _status(out) == "complete":
+    if run_status(out) == "complete":
         out = out.with_name(f"{out.name}.interrupted")
-    check_target(out, overwrite=True if _status(out) == "incomplete" else overwrite)
+    check_target(out, overwrite=True if run_status(out) == "incomplete" else overwrite)
     staging = Staging(out)
     try:
         write_inputs(problem, staging.path / "inputs")
@@ -46,17 +46,6 @@ def save_checkpoint(out: Path, problem, model, state, info: dict, *, overwrite: 
     except BaseException:
         staging.discard()
         raise
-
-
-def _status(path: Path) -> str | None:
-    """``status`` in a run directory's run.json ("complete", "incomplete"), or None."""
-    import json
-
-    try:
-        status = json.loads((path / RUN_FILE).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return status if isinstance(status, str) else None
 
 
 @dataclass
@@ -89,8 +78,10 @@ def load_checkpoint(path: str | Path) -> Resumable:
         saved = torch.load(path / CHECKPOINT, weights_only=True)
     except FileNotFoundError:
         raise RunDirError(f"no {CHECKPOINT}: this run cannot be resumed", where=str(path)) from None
-    except Exception as exc:  # corrupt or foreign file
-        raise RunDirError(f"cannot read {CHECKPOINT}: {exc}", where=str(path)) from None
+    except Exception as exc:  # corrupt or foreign file: torch's own text is pages long and says to unpickle it
+        raise RunDirError(f"cannot read {CHECKPOINT}: the file is damaged or not a checkpoint of ude "
+                          f"({type(exc).__name__})", where=str(path),
+                          hint="fit again without --resume (--overwrite replaces this run)") from None
     config = load_config(path / "inputs" / "config.yaml")
     return Resumable(path=path, info=info, config=config, state_dict=saved["model"],
                      train_state=TrainState.from_dict(saved["train_state"]), starts=int(saved.get("starts", 1)))

@@ -78,7 +78,8 @@ class DataSpec(_Strict):
     units: dict[str, str] = Field(
         default_factory=dict, description="CSV column (or the time column) -> unit, for axis labels.")
     validation: ValidationSpec | None = Field(None, description="Held-out forecast window; none by default.")
-    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator of the CSV files.")
+    delimiter: str = Field(",", min_length=1, max_length=1,
+                           description="Field separator of the CSV files: one character, or 'tab' or 'space'.")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -86,11 +87,17 @@ class DataSpec(_Strict):
             raise ValueError("give exactly one of 'file' or 'files'")
         return self
 
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _named_delimiter(cls, value: Any) -> Any:
+        # 'tab' and a YAML single-quoted '\t' (a backslash and a t) both mean the tab character
+        return {"tab": "\t", "\\t": "\t", "space": " "}.get(value, value) if isinstance(value, str) else value
+
     @field_validator("delimiter")
     @classmethod
     def _plain_delimiter(cls, value: str) -> str:
         if value in ('"', "\r", "\n"):
-            raise ValueError(f"cannot be {value!r} (a quote or a line break); use e.g. ',', ';' or '\\t'")
+            raise ValueError(f"cannot be {value!r} (a quote or a line break); use e.g. ',', ';' or tab")
         return value
 
     @property
@@ -452,6 +459,8 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"cannot read the config file: {exc.strerror}", where=label) from None
     if path.is_dir():
         raise ConfigError("is a directory, expected a YAML config file", where=label)
+    if not path.is_file():  # a pipe would block for ever, a device never end
+        raise ConfigError("is not a regular file (a pipe or a device); expected a YAML config file", where=label)
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file is {size} bytes; at most {MAX_CONFIG_BYTES} are read", where=label)
     try:

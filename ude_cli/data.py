@@ -164,6 +164,8 @@ def _read_table(path: Path, label: str, delimiter: str):
         raise DataError(f"cannot read the data file: {exc.strerror}", where=label) from None
     if path.is_dir():
         raise DataError("is a directory, expected a CSV file", where=label)
+    if not path.is_file():  # a pipe would block for ever, a device never end
+        raise DataError("is not a regular file (a pipe or a device); expected a CSV file", where=label)
     if size > MAX_DATA_BYTES:
         raise DataError(f"file is {size} bytes; at most {MAX_DATA_BYTES} are read", where=label)
     try:
@@ -201,7 +203,7 @@ def _read_table(path: Path, label: str, delimiter: str):
             shown = {"\t": "tab", " ": "space"}.get(guess, f"'{guess}'")
             raise DataError(
                 f"line {header_line}: only one column found with delimiter '{delimiter}', but the file looks "
-                f"{shown}-separated; set data.delimiter to {guess!r}", where=label)
+                f"{shown}-separated; set data.delimiter to {shown}", where=label)
     names = [h.strip() for h in header]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -172,6 +172,9 @@ def _check_target(out: Path, overwrite: bool) -> None:
         if not out.is_dir():
             raise RunDirError("exists and is not a directory", where=str(out))
         if not overwrite:
+            if run_status(out) == "incomplete":
+                raise RunDirError("run directory already exists, with an interrupted fit in it", where=str(out),
+                                  hint=f"continue it with: ude fit --resume {out}; or pass --overwrite to start again")
             raise RunDirError("run directory already exists", where=str(out),
                               hint="pass --overwrite to replace it, or --out to choose another")
         if any(out.iterdir()) and not (out / RUN_FILE).exists():
@@ -192,6 +195,15 @@ def _check_target(out: Path, overwrite: bool) -> None:
         os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=parent))
     except OSError as exc:
         raise RunDirError(f"cannot write to the output location: {exc.strerror or exc}", where=str(out)) from None
+
+
+def run_status(path: Path) -> str | None:
+    """``status`` in a run directory's run.json ("complete", "incomplete"), or None."""
+    try:
+        status = json.loads((Path(path) / RUN_FILE).read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
 
 
 class Staging:

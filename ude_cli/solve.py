@@ -80,9 +80,11 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
         text = str(exc)
         if "underflow" in text:
             raise SolverError(
-                "the solver's step size underflowed: the equations are stiff or the solution blows up",
-                hint="try solver.method: implicit_adams (implicit, for stiff equations) or a fixed-step method "
-                     "with a small step, tighter parameter bounds, or a smaller learning rate") from None
+                "the solver's step size underflowed: the solution blows up, the right-hand side is not finite "
+                "somewhere (sqrt or log of a negative value, a division by zero), or the equations are stiff",
+                hint="bound the parameters (bounds, positive: true) so the equations stay defined, or try a smaller "
+                     "learning rate; for stiff equations (rates many orders of magnitude apart) rescale time or the "
+                     "states, or use a fixed-step method (rk4) with a small solver.step") from None
         if "max_num_steps" in text:
             raise SolverError(
                 f"the solver needed more than solver.max_steps = {settings.max_steps} steps: the equations "

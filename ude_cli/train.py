@@ -235,7 +235,7 @@ class _Runner:
                     if st.done == 0 and stage.optimizer == "lbfgs":
                         self._record_start(st.stage, stage, t_start)
                     self._run_stage(st.stage, stage, t_start)
-                    self._end_at_best(stage)
+                    self._end_at_best(st.stage, stage)
                     self.monitor.stage_finished(st.stage)
                     if warm:
                         self._undo_harmful_warm_start()
@@ -270,12 +270,16 @@ class _Runner:
                                    "objective": stage.objective, "loss": float(data.min()),
                                    "seconds": round(time.perf_counter() - t_start, 6)})
 
-    def _end_at_best(self, stage: StageSpec) -> None:
+    def _end_at_best(self, index: int, stage: StageSpec) -> None:
         """A stage hands on the best parameters it saw, so that a stage that made things worse (Adam
-        overshooting a good warm start, say) costs time but never the progress made before it."""
+        overshooting a good warm start, say) costs time but never the progress made before it. The
+        monitor hears the loss there: the one the stage hands on, not the last one it tried."""
         with torch.no_grad():
             self.evaluate(self._decay(stage))  # the last point counts too
-        self.restore_best()
+            self.restore_best()
+            _, data = self.evaluate(self._decay(stage))
+        if bool(torch.isfinite(data).any()):
+            self.monitor.advanced(index, self.state.done, float(data.min()))
 
     def _decay(self, stage: StageSpec) -> float:
         return stage.weight_decay if stage.weight_decay is not None else self.training.weight_decay
@@ -396,8 +400,8 @@ class _Runner:
         st = self.state
         what = exc.message if isinstance(exc, SolverError) else str(exc)
         advice = exc.hint if isinstance(exc, SolverError) and exc.hint else (
-            "try a smaller learning rate, tighter parameter bounds, a smaller solver.step with a fixed-step "
-            "method or solver.method: implicit_adams for stiff equations, or loss 'scaled' / 'log' for data of "
+            "try a smaller learning rate, tighter parameter bounds, a fixed-step method (rk4) with a smaller "
+            "solver.step for stiff equations, or loss 'scaled' / 'log' for data of "
             "very different sizes")
         if st.best_loss is None or not bool(torch.isfinite(st.best_loss).any()):
             # nothing good to roll back to: the stage's starting point itself fails
