@@ -261,28 +261,39 @@ def _guess_delimiter(text: str, current: str) -> str | None:
     return None
 
 
-def _numeric(frame, column: str, label: str, *, allow_missing: bool) -> np.ndarray:
-    """Parse one column as floats: missing tokens -> NaN; anything else non-numeric is an error."""
+#: Most cell problems reported per column (then a count of the rest).
+MAX_CELL_PROBLEMS = 5
+
+
+def _numeric(frame, column: str, label: str, problems: Problems, *, allow_missing: bool) -> np.ndarray:
+    """Parse one column as floats: missing tokens -> NaN; anything else non-numeric is a problem,
+    added to ``problems`` (the first few of each column, then how many more)."""
     out = np.full(len(frame), np.nan)
+    found = []
     for k, (line, cell) in enumerate(zip(frame.index, frame[column], strict=True)):
         text = str(cell).strip()
         if text.lower() in MISSING_TOKENS:
             if not allow_missing:
-                raise DataError(f"line {line}, column '{column}': empty, but every row needs a value here",
-                                where=label)
+                found.append(f"line {line}, column '{column}': empty, but every row needs a value here")
             continue
         try:
             value = float(text)
         except ValueError:
             hint = "; use '.' as the decimal point" if _is_decimal_comma(text) else ""
-            raise DataError(f"line {line}, column '{column}': expected a number, got {text!r}{hint}",
-                            where=label) from None
+            found.append(f"line {line}, column '{column}': expected a number, got {text!r}{hint}")
+            continue
         if not math.isfinite(value):
             if math.isnan(value):
                 continue
-            raise DataError(f"line {line}, column '{column}': infinite value {text!r}; leave the cell empty "
-                            f"if it was not observed", where=label)
+            found.append(f"line {line}, column '{column}': infinite value {text!r}"
+                         + ("; leave the cell empty if it was not observed" if allow_missing else ""))
+            continue
         out[k] = value
+    for text in found[:MAX_CELL_PROBLEMS]:
+        problems.add(DataError(text, where=label))
+    if len(found) > MAX_CELL_PROBLEMS:
+        problems.add(DataError(f"column '{column}': {len(found) - MAX_CELL_PROBLEMS} more cell(s) like these",
+                               where=label))
     return out
 
 
@@ -308,12 +319,13 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
                                    f"the header has: {', '.join(available)}", where=label))
     problems.raise_if_any()
 
-    t_all = _numeric(frame, time, label, allow_missing=False)
+    t_all = _numeric(frame, time, label, problems, allow_missing=False)
     values_all = np.full((len(frame), len(states)), np.nan)
     for j, s in enumerate(states):
         if s in columns:
-            values_all[:, j] = _numeric(frame, columns[s], label, allow_missing=True)
-    cov_all = {c: _numeric(frame, c, label, allow_missing=False) for c in covariates}
+            values_all[:, j] = _numeric(frame, columns[s], label, problems, allow_missing=True)
+    cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False) for c in covariates}
+    problems.raise_if_any()
     lines_all = np.asarray(frame.index, dtype=int)
 
     if experiment is None:
