@@ -275,9 +275,15 @@ class _Runner:
         overshooting a good warm start, say) costs time but never the progress made before it. The
         monitor hears the loss there: the one the stage hands on, not the last one it tried."""
         with torch.no_grad():
-            self.evaluate(self._decay(stage))  # the last point counts too
+            try:
+                self.evaluate(self._decay(stage))  # the last point counts too
+            except SolverError:
+                pass  # it cannot be the best, then
             self.restore_best()
-            _, data = self.evaluate(self._decay(stage))
+            try:
+                _, data = self.evaluate(self._decay(stage))
+            except SolverError:
+                return
         if bool(torch.isfinite(data).any()):
             self.monitor.advanced(index, self.state.done, float(data.min()))
 
