@@ -8,6 +8,7 @@ limit), never half-way through an update.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -275,10 +276,8 @@ class _Runner:
         overshooting a good warm start, say) costs time but never the progress made before it. The
         monitor hears the loss there: the one the stage hands on, not the last one it tried."""
         with torch.no_grad():
-            try:
+            with contextlib.suppress(SolverError):  # failing to solve, the last point cannot be the best
                 self.evaluate(self._decay(stage))  # the last point counts too
-            except SolverError:
-                pass  # it cannot be the best, then
             self.restore_best()
             try:
                 _, data = self.evaluate(self._decay(stage))
