@@ -51,6 +51,17 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
+def internal_outcome(label: str, exc: BaseException, *, seconds: float = 0.0, warnings: list[str] | None = None,
+                     traceback: str | None = None) -> RunOutcome:
+    """The outcome of a config whose fit hit a bug in ude (not the user's mistake)."""
+    text = f"internal error: {type(exc).__name__}: {exc} (this is a bug in ude; rerun with --debug and report it)"
+    error = {"kind": "internal", "message": text, "lines": [f"{label}: {text}"]}
+    if traceback is not None:
+        error["traceback"] = traceback
+    return RunOutcome(config=label, status="failed", seconds=round(seconds, 3), warnings=list(warnings or []),
+                      error=error)
+
+
 def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
             resume: str | Path | None = None, stop_below: float | None = None, plots: bool | None = None,
             time_limit: float | None = None, should_stop=None, make_monitor=None,
@@ -90,12 +101,10 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
         return RunOutcome(config=label, status=status, run_dir=exc.where if kind == "interrupted" else None,
                           seconds=round(time.perf_counter() - t0, 3), warnings=warnings,
                           error={"kind": kind, "message": str(exc), "lines": exc.lines()}), None
-    except Exception as exc:  # a bug in ude: this config fails, the batch goes on (run_task does the same)
+    except Exception as exc:  # a bug in ude: this config fails, the batch goes on (as on Dask)
         if debug:
             raise
-        text = f"internal error: {type(exc).__name__}: {exc} (this is a bug in ude; rerun with --debug and report it)"
-        return RunOutcome(config=label, status="failed", seconds=round(time.perf_counter() - t0, 3),
-                          warnings=warnings, error={"kind": "internal", "message": text, "lines": [f"{label}: {text}"]}), None
+        return internal_outcome(label, exc, seconds=time.perf_counter() - t0, warnings=warnings), None
     outcome = RunOutcome(config=label, status="ok", run_dir=str(path), seconds=round(time.perf_counter() - t0, 3),
                          parameters={k: float(v) for k, v in result.values.items()}, metrics=result.metrics,
                          warnings=warnings)

@@ -120,10 +120,7 @@ def load_expected(path: Path, rtol: float, atol: float) -> list[tuple[str, str, 
     if not isinstance(spec, dict) or not ({"parameters", "metrics"} & set(spec)):
         raise ConfigError("expected a JSON object with 'parameters' and/or 'metrics'", where=where)
     problems = Problems()
-    for key in spec:
-        if key not in FILE_KEYS:
-            problems.add(ConfigError(f"unknown key '{key}'{did_you_mean(key, FILE_KEYS)}; expected "
-                                     f"{one_of(FILE_KEYS)}", where=f"{where}: {key}"))
+    _unknown_keys(spec, FILE_KEYS, where, problems)
     rtol = _tolerance(spec.get("rtol", rtol), "rtol", where, problems)
     atol = _tolerance(spec.get("atol", atol), "atol", where, problems)
     rows = []
@@ -136,10 +133,7 @@ def load_expected(path: Path, rtol: float, atol: float) -> list[tuple[str, str, 
             field = f"{where}: {section}.{name}"
             e_rtol, e_atol = rtol, atol
             if isinstance(entry, dict):
-                for key in entry:
-                    if key not in ENTRY_KEYS:
-                        problems.add(ConfigError(f"unknown key '{key}'{did_you_mean(key, ENTRY_KEYS)}; expected "
-                                                 f"{one_of(ENTRY_KEYS)}", where=field))
+                _unknown_keys(entry, ENTRY_KEYS, field, problems)
                 if "value" not in entry:
                     problems.add(ConfigError("needs a 'value'", where=field))
                     continue
@@ -152,6 +146,13 @@ def load_expected(path: Path, rtol: float, atol: float) -> list[tuple[str, str, 
             rows.append((kind, name, entry, e_rtol, e_atol))
     problems.raise_if_any()
     return rows
+
+
+def _unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str, problems: Problems) -> None:
+    for key in mapping:
+        if key not in allowed:
+            problems.add(ConfigError(f"unknown key '{key}'{did_you_mean(key, allowed)}; expected "
+                                     f"{one_of(allowed)}", where=where))
 
 
 def _finite_number(value: Any) -> bool:

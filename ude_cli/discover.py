@@ -466,11 +466,8 @@ class _Selector:
                 scores.append((score, k, float(col @ residual) / norm))
                 joint[k] = joint.get(k, 0.0) + score / max(float(np.linalg.norm(residual)), 1e-300)
             scores.sort(reverse=True)
-            for _, k, c0 in scores[:propose]:
+            for _, k, c0 in scores[:propose]:  # (evaluate returns a model already refitted from its cache)
                 new = {**supports, t: tuple(sorted((*support, k)))}
-                if self._key(new) in self._cache:
-                    trials.append(self._cache[self._key(new)])
-                    continue
                 trials.append(self.evaluate(new, {(t, k): c0}, source, base=current))
         if only is None and len(supports) > 1:
             for k in sorted(joint, key=joint.get, reverse=True)[:propose]:
@@ -478,9 +475,6 @@ class _Selector:
                        for t, sup in supports.items()}
                 if sum(new[t] != supports[t] for t in supports) < 2:
                     continue  # one term only: a single-term proposal above
-                if self._key(new) in self._cache:
-                    trials.append(self._cache[self._key(new)])
-                    continue
                 trials.append(self.evaluate(new, {}, f"{source} (together)", base=current))
         return trials
 
@@ -552,8 +546,7 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
     if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1):
         lacking = ""
         if saturated:
-            names = ", ".join(f"{t.label} ({len(t.model.features)} terms)" for t in saturated)
-            lacking = (f" The data ask for more library terms in {names} than the selection may give (max_terms = "
+            lacking = (f" The data ask for more library terms in {_term_counts(saturated)} than the selection may give (max_terms = "
                        f"{settings.max_terms}): the library most likely lacks the learned term's form, and this is "
                        "a poor approximation; try candidate functions of that form (--function) or a larger "
                        "--max-terms.")
@@ -561,9 +554,8 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
                          f"(more than {settings.worse_ratio:g}): it does not replace the network.{lacking}",
                          *details, *errors]
     if saturated:
-        names = ", ".join(f"{t.label} ({len(t.model.features)} terms)" for t in saturated)
         return "approximation", [
-            f"the data ask for more library terms in {names} than the selection may give (max_terms = "
+            f"the data ask for more library terms in {_term_counts(saturated)} than the selection may give (max_terms = "
             f"{settings.max_terms}, or the whole library): the library most likely lacks the learned term's form, "
             "and the recovered equation is an approximation, not the law; try other candidate functions.",
             *errors, *details]
@@ -578,6 +570,11 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
         f"fits the training data {ratio:.2f} times worse than the UDE (which has far more parameters)"
     return "recovered", [f"the recovered model {fit}, leaves residuals that look like noise (runs test "
                          f"p = {r.runs_p:.2g}) and {bounded}.", *details, *errors]
+
+
+def _term_counts(terms: list[TermReport]) -> str:
+    """``"U[0] (4 terms), U[1] (4 terms)"``."""
+    return ", ".join(f"{t.label} ({len(t.model.features)} terms)" for t in terms)
 
 
 def _g(x) -> str:

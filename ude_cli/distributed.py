@@ -40,12 +40,9 @@ def run_task(task: dict) -> RunOutcome:
         outcome, _ = fit_one(**task)
         return outcome
     except BaseException as exc:  # noqa: BLE001  (a worker must always report back)
-        label = str(task.get("config") or task.get("resume"))
-        text = f"{type(exc).__name__}: {exc}"
-        return RunOutcome(config=label, status="failed",
-                          error={"kind": "internal", "message": text,
-                                 "lines": [f"{label}: internal error: {text}"],
-                                 "traceback": traceback.format_exc()})
+        from .batch import internal_outcome
+
+        return internal_outcome(str(task.get("config") or task.get("resume")), exc, traceback=traceback.format_exc())
 
 
 @contextmanager

@@ -105,19 +105,17 @@ def console(stderr: bool = False):
     return Console(file=stream, width=width)
 
 
-def nonnegative(value: float | None) -> float | None:
-    """Option callback: a finite number >= 0 (click's ranges let NaN through)."""
+def _finite_option(strict: bool):
+    """An option callback: a finite number > 0 (``strict``) or >= 0 (click's ranges let NaN through)."""
     import math
 
-    if value is not None and (not math.isfinite(value) or value < 0):
-        raise typer.BadParameter(f"must be a finite number >= 0, got {value:g}")
-    return value
+    def check(value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or value < 0 or (strict and value == 0)):
+            raise typer.BadParameter(f"must be a finite number {'>' if strict else '>='} 0, got {value:g}")
+        return value
+
+    return check
 
 
-def positive(value: float | None) -> float | None:
-    """Option callback: a finite number > 0."""
-    import math
-
-    if value is not None and (not math.isfinite(value) or value <= 0):
-        raise typer.BadParameter(f"must be a finite number > 0, got {value:g}")
-    return value
+nonnegative = _finite_option(strict=False)
+positive = _finite_option(strict=True)
