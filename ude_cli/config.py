@@ -33,6 +33,17 @@ MAX_YAML_ALIASES = 100
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+#: methods the compiled engine solves (:mod:`ude_cli.compiled`)
+COMPILED_METHODS = ("euler", "midpoint", "rk4", "dopri5")
+
+
+def reason_not_compiled(method: str, adjoint: bool) -> str | None:
+    """Why a solve with these settings goes to torchdiffeq instead of the compiled engine (None: it does not)."""
+    if adjoint:
+        return "adjoint gradients were asked for (solver.adjoint: true)"
+    if method not in COMPILED_METHODS:
+        return f"it solves {', '.join(COMPILED_METHODS)}, not {method}"
+    return None
 ACTIVATIONS = ("tanh", "relu", "gelu", "softplus", "rbf", "sigmoid", "silu")
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -247,6 +258,19 @@ class SolverSpec(_Strict):
     max_steps: int = Field(
         2_000, ge=10, description="Most solver steps per solve; more is a failure (and bounds the memory a "
                                    "solve's gradient needs).")
+    engine: Literal["auto", "compiled", "torchdiffeq"] = Field(
+        "auto", description="Who solves during training: 'compiled' (the trajectory and its gradient as one "
+                            "CasADi expression graph, about a millisecond per iteration; methods "
+                            "euler, midpoint, rk4, dopri5), 'torchdiffeq' (Python stepping, every method and "
+                            "the adjoint), or 'auto' (compiled where it can).")
+
+    @model_validator(mode="after")
+    def _engine_can_solve(self) -> SolverSpec:
+        if self.engine == "compiled":
+            reason = reason_not_compiled(self.method, self.adjoint)
+            if reason is not None:
+                raise ValueError(f"engine 'compiled' cannot be used: {reason}; use engine: auto or torchdiffeq")
+        return self
 
 
 class StageSpec(_Strict):

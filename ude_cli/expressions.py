@@ -5,7 +5,8 @@ checked against a short whitelist, and the checked tree is turned into
 
 * a sympy expression (for printing, LaTeX and simplification), built node by node from sympy
   objects, never by ``sympify`` or ``parse_expr`` on the text; and
-* a function of an environment of tensors (torch) or arrays (numpy), built as a tree of closures.
+* a function of an environment of tensors (torch), arrays (numpy) or CasADi symbols (for
+  :mod:`ude_cli.compiled`), built as a tree of closures.
 
 The language: numbers, names (states, parameters, constants, ``t``, ``pi``), ``+ - * / **``, unary
 minus, calls of the functions in :data:`FUNCTIONS`, and network outputs ``NN[i]`` (a bare ``NN``
@@ -310,7 +311,15 @@ def _backend(name: str) -> dict[str, Callable]:
             "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
             "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "min": np.minimum, "max": np.maximum,
         }
-    raise ValueError(f"unknown backend {name!r}; expected {one_of(['torch', 'numpy'])}")
+    if name == "casadi":
+        import casadi as ca
+
+        return {
+            "exp": ca.exp, "log": ca.log, "sqrt": ca.sqrt, "sin": ca.sin, "cos": ca.cos, "tan": ca.tan,
+            "tanh": ca.tanh, "sinh": ca.sinh, "cosh": ca.cosh, "atan": ca.atan, "abs": ca.fabs,
+            "sigmoid": lambda x: 1 / (1 + ca.exp(-x)), "min": ca.fmin, "max": ca.fmax,
+        }
+    raise ValueError(f"unknown backend {name!r}; expected {one_of(['torch', 'numpy', 'casadi'])}")
 
 
 def _float(value: int | float) -> float:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import reason_not_compiled
 from .hybrid import HybridRHS
 from .neural import MLP
 from .parameters import InitialStates, ParameterSet
@@ -157,9 +158,23 @@ class UDEModel(nn.Module):
             {c: v[g.experiments] for c, v in constants.items() if v.ndim == 1} for g in self.groups]
         self._all_constants = constants
 
+        solver = cfg.solver
+        self.engine = "compiled" if solver.engine != "torchdiffeq" and reason_not_compiled(
+            solver.method, solver.adjoint) is None else "torchdiffeq"
+        self._compiled = None  # built on the first solve (see ude_cli.compiled)
+
     # -- simulation -----------------------------------------------------------------------------
     def solve_group(self, k: int, times: torch.Tensor | None = None) -> torch.Tensor:
-        """Solution of group ``k`` on its grid (or ``times``, which must start at its t0): ``(T, S, Bg, n)``."""
+        """Solution of group ``k`` on its grid (or ``times``, which must start at its t0): ``(T, S, Bg, n)``.
+
+        On the data's grid a compiled model (``engine == "compiled"``) is solved by :mod:`ude_cli.compiled`;
+        other grids (dense predictions) and the mechanism alone by torchdiffeq."""
+        if times is None and self.engine == "compiled" and self.rhs.networks_enabled:
+            if self._compiled is None:
+                from .compiled import CompiledEngine
+
+                self._compiled = CompiledEngine(self)
+            return self._compiled.solve_group(k)
         g = self.groups[k]
         y0 = self.initial()[:, g.experiments, :]
         self._set_constants(k)
@@ -170,6 +185,11 @@ class UDEModel(nn.Module):
         finally:
             self.rhs.unbind()
             self.rhs._constants = dict(self._all_constants)
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state["_compiled"] = None  # CasADi functions and buffers: built again on the next solve
+        return state
 
     def _set_constants(self, k: int) -> None:
         per_group = self._constants_by_group[k]

@@ -37,7 +37,7 @@ class SolverSettings:
                    adjoint=spec.adjoint, max_steps=spec.max_steps)
 
 
-def _grid_through_outputs(step: float):
+def grid_through_outputs(step: float):
     """A fixed-step grid of steps <= ``step`` that also passes through every output time, so the
     solution at the data's times is computed, not linearly interpolated between grid points."""
 
@@ -47,6 +47,17 @@ def _grid_through_outputs(step: float):
         return torch.unique(torch.cat([uniform, t]))  # sorted
 
     return construct
+
+
+def check_fixed_steps(t: torch.Tensor, settings: SolverSettings) -> None:
+    """Raise :class:`SolverError` when a fixed-step solve over ``t`` needs more than ``max_steps`` steps."""
+    span = float(t[-1] - t[0])
+    n_steps = span / settings.step
+    if n_steps > settings.max_steps:
+        raise SolverError(
+            f"{settings.method} with step {settings.step:g} needs {n_steps:.3g} steps over [{float(t[0]):g}, "
+            f"{float(t[-1]):g}], more than solver.max_steps = {settings.max_steps}",
+            hint="try a larger solver.step or raise solver.max_steps")
 
 
 def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
@@ -62,14 +73,8 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
     if settings.adaptive:
         options["max_num_steps"] = settings.max_steps
     else:
-        span = float(t[-1] - t[0])
-        n_steps = span / settings.step
-        if n_steps > settings.max_steps:
-            raise SolverError(
-                f"{settings.method} with step {settings.step:g} needs {n_steps:.3g} steps over [{float(t[0]):g}, "
-                f"{float(t[-1]):g}], more than solver.max_steps = {settings.max_steps}",
-                hint="try a larger solver.step or raise solver.max_steps")
-        options["grid_constructor"] = _grid_through_outputs(settings.step)
+        check_fixed_steps(t, settings)
+        options["grid_constructor"] = grid_through_outputs(settings.step)
     kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=settings.method, options=options)
     try:
         if settings.adjoint:
@@ -79,15 +84,23 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
     except AssertionError as exc:
         text = str(exc)
         if "underflow" in text:
-            raise SolverError(
-                "the solver's step size underflowed: the solution blows up, the right-hand side is not finite "
-                "somewhere (sqrt or log of a negative value, a division by zero), or the equations are stiff",
-                hint="bound the parameters (bounds, positive: true) so the equations stay defined, or try a smaller "
-                     "learning rate; for stiff equations (rates many orders of magnitude apart) rescale time or the "
-                     "states, or use a fixed-step method (rk4) with a small solver.step") from None
+            raise underflow_error() from None
         if "max_num_steps" in text:
-            raise SolverError(
-                f"the solver needed more than solver.max_steps = {settings.max_steps} steps: the equations "
-                "are stiff or the solution grows very fast",
-                hint="try raising solver.max_steps, loosening rtol/atol, or bounding the parameters") from None
+            raise too_many_steps_error(settings) from None
         raise
+
+
+def underflow_error() -> SolverError:
+    return SolverError(
+        "the solver's step size underflowed: the solution blows up, the right-hand side is not finite "
+        "somewhere (sqrt or log of a negative value, a division by zero), or the equations are stiff",
+        hint="bound the parameters (bounds, positive: true) so the equations stay defined, or try a smaller "
+             "learning rate; for stiff equations (rates many orders of magnitude apart) rescale time or the "
+             "states, or use a fixed-step method (rk4) with a small solver.step")
+
+
+def too_many_steps_error(settings: SolverSettings) -> SolverError:
+    return SolverError(
+        f"the solver needed more than solver.max_steps = {settings.max_steps} steps: the equations "
+        "are stiff or the solution grows very fast",
+        hint="try raising solver.max_steps, loosening rtol/atol, or bounding the parameters")

@@ -1,0 +1,325 @@
+"""Solves compiled into CasADi expression graphs: every start's and experiment's trajectory, and its
+vector-Jacobian product, each in one call, with no Python per solver step.
+
+Why: torchdiffeq steps in Python, so one training iteration of a small UDE is thousands of tiny torch
+operations (tens of milliseconds) whatever the network's size. CasADi builds the same Runge-Kutta steps
+once as an expression graph (milliseconds; no C compiler, no JIT) and evaluates the graph and its
+reverse-mode derivative in its virtual machine, about a millisecond per iteration.
+
+- Fixed-step methods (euler, midpoint, rk4): torchdiffeq's grid and Butcher tableaus, so the solution
+  is torchdiffeq's to rounding (tested to 1e-12).
+- ``dopri5`` (:mod:`ude_cli.compiled_adaptive`): steps chosen with torchdiffeq's error norm and
+  controller, landing on the output times instead of interpolating; the gradient is that of the
+  accepted steps with their sizes held fixed (discretise-then-optimise).
+
+:func:`reason_not_compiled` says when a model is solved by torchdiffeq instead (``solver.engine``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .model import UDEModel
+
+# -- the right-hand side of one trajectory, symbolically --------------------------------------------
+
+def _activation(name: str) -> Callable[[Any], Any]:
+    """CasADi counterparts of :data:`ude_cli.neural.ACTIVATIONS` (torch's definitions, term for term)."""
+    import casadi as ca
+
+    table: dict[str, Callable[[Any], Any]] = {
+        "tanh": ca.tanh,
+        "relu": lambda z: ca.fmax(z, 0),
+        "gelu": lambda z: 0.5 * z * (1 + ca.erf(z / math.sqrt(2.0))),
+        "softplus": lambda z: ca.if_else(z > 20, z, ca.log1p(ca.exp(z))),  # torch's threshold 20
+        "rbf": lambda z: ca.exp(-z * z),
+        "sigmoid": lambda z: 1 / (1 + ca.exp(-z)),
+        "silu": lambda z: z / (1 + ca.exp(-z)),
+    }
+    return table[name]
+
+
+class _Outputs:
+    """A network's outputs where the compiled equations index them as ``env[name][..., i]``."""
+
+    def __init__(self, column: Any):
+        self.column = column
+
+    def __getitem__(self, key: tuple) -> Any:
+        return self.column[key[-1]]
+
+
+class SymbolicRHS:
+    """``f(t, u, p, c, w)`` of one trajectory as a CasADi function.
+
+    ``u``: the states; ``p``: every mechanistic parameter's value (learned and fixed, in the model's
+    order); ``c``: the constants that differ between experiments; ``w``: every network's weights and
+    biases, flattened as :meth:`pack_weights` does. Constants shared by all experiments are numbers
+    in the graph.
+    """
+
+    def __init__(self, model: UDEModel):
+        import casadi as ca
+
+        rhs = model.rhs
+        self.states = list(rhs.states)
+        self.parameter_names = list(model.parameters_.values())
+        constants = rhs._constants
+        self.experiment_constants = [n for n, v in constants.items() if torch.is_tensor(v) and v.ndim == 1]
+        self.networks = dict(rhs.networks.items())
+        n_w = sum(p[0].numel() for net in self.networks.values() for p in (*net.weights, *net.biases))
+
+        t = ca.SX.sym("t")
+        u = ca.SX.sym("u", len(self.states))
+        p = ca.SX.sym("p", len(self.parameter_names))
+        c = ca.SX.sym("c", len(self.experiment_constants))
+        w = ca.SX.sym("w", n_w)
+        env: dict[str, Any] = {"t": t}
+        env.update({n: p[i] for i, n in enumerate(self.parameter_names)})
+        for name, value in constants.items():
+            if name in self.experiment_constants:
+                env[name] = c[self.experiment_constants.index(name)]
+            else:
+                env[name] = float(value)
+        env.update({s: u[i] for i, s in enumerate(self.states)})
+        offset = 0
+        for name, net in self.networks.items():
+            inputs = ca.vertcat(*[t if i == "t" else u[self.states.index(i)] for i in rhs.network_inputs[name]])
+            out, offset = _mlp(net, inputs, w, offset)
+            env[name] = _Outputs(out)
+        rates = []
+        for s in self.states:
+            r = rhs.expressions[s].compile("casadi", networks=list(self.networks))(env)
+            rates.append(ca.SX(r) if isinstance(r, int | float) else r)
+        self.f = ca.Function("f", [t, u, p, c, w], [ca.vertcat(*rates)])
+        self.sizes = (len(self.states), len(self.parameter_names), len(self.experiment_constants), n_w)
+
+    # -- torch tensors in, per trajectory -------------------------------------------------------
+    def pack(self, model: UDEModel, experiments: Sequence[int]) -> list[torch.Tensor]:
+        """``y0, p, c, w`` for every (start, experiment) of a group: ``(S * Bg, ·)`` each, differentiable."""
+        S, Bg = model.n_starts, len(experiments)
+
+        def per_trajectory(x: torch.Tensor) -> torch.Tensor:  # (S, k) -> (S * Bg, k)
+            return x[:, None, :].expand(S, Bg, x.shape[-1]).reshape(S * Bg, x.shape[-1])
+
+        y0 = model.initial()[:, experiments, :].reshape(S * Bg, -1)
+        values = model.parameters_.values()
+        dt = model.dtype
+        p = per_trajectory(torch.cat([values[n] for n in self.parameter_names], 1)) if self.parameter_names \
+            else torch.zeros(S * Bg, 0, dtype=dt)
+        constants = model.rhs._constants
+        c = (torch.stack([constants[n][list(experiments)] for n in self.experiment_constants], -1)
+             if self.experiment_constants else torch.zeros(Bg, 0, dtype=dt))
+        c = c[None].expand(S, Bg, c.shape[-1]).reshape(S * Bg, -1)
+        w = per_trajectory(self.pack_weights(model.n_starts, dt))
+        return [y0, p, c, w]
+
+    def pack_weights(self, n_starts: int, dtype: torch.dtype) -> torch.Tensor:
+        parts = [x.reshape(n_starts, -1) for net in self.networks.values()
+                 for wb in zip(net.weights, net.biases, strict=True) for x in wb]
+        return torch.cat(parts, 1) if parts else torch.zeros(n_starts, 0, dtype=dtype)
+
+
+def _mlp(net, x: Any, w: Any, offset: int) -> tuple[Any, int]:
+    """The network ``net`` (:class:`~ude_cli.neural.MLP`) at ``x``, its weights read from ``w[offset:]``."""
+    import casadi as ca
+
+    if not net._identity_in:
+        x = (x - ca.DM(net.in_shift.tolist())) / ca.DM(net.in_scale.tolist())
+    act = _activation(net.activation_name)
+    layers = list(zip(net.weights, net.biases, strict=True))
+    for k, (weight, _bias) in enumerate(layers):
+        n_in, n_out = weight.shape[1], weight.shape[2]
+        m = ca.reshape(w[offset:offset + n_in * n_out], n_out, n_in)  # stored (in, out) row-major: m = W^T
+        offset += n_in * n_out
+        b = w[offset:offset + n_out]
+        offset += n_out
+        x = ca.mtimes(m, x) + b
+        if k < len(layers) - 1:
+            x = act(x)
+    if not net._identity_out:
+        x = x * ca.DM(net.out_scale.tolist())
+    return x, offset
+
+
+# -- Runge-Kutta steps, as torchdiffeq writes them ------------------------------------------------
+
+def fixed_step(method: str, f: Any) -> Any:
+    """One step ``u1 = step(u, t0, h, p, c, w)`` of a fixed-step method, with torchdiffeq's arithmetic."""
+    import casadi as ca
+
+    rhs = f
+    u, t0, h = ca.SX.sym("u", f.size1_in(1)), ca.SX.sym("t0"), ca.SX.sym("h")
+    p, c, w = (ca.SX.sym(n, f.size1_in(i)) for i, n in ((2, "p"), (3, "c"), (4, "w")))
+
+    def call(t: Any, y: Any) -> Any:
+        return rhs(t, y, p, c, w)
+
+    if method == "euler":
+        dy = h * call(t0, u)
+    elif method == "midpoint":
+        half = 0.5 * h
+        f0 = call(t0, u)
+        dy = h * call(t0 + half, u + f0 * half)
+    elif method == "rk4":  # torchdiffeq's rk4_alt_step_func (the 3/8 rule)
+        k1 = call(t0, u)
+        k2 = call(t0 + h * (1 / 3), u + h * k1 * (1 / 3))
+        k3 = call(t0 + h * (2 / 3), u + h * (k2 - k1 * (1 / 3)))
+        k4 = call(t0 + h, u + h * (k1 - k2 + k3))
+        dy = (k1 + 3 * (k2 + k3) + k4) * h * 0.125
+    else:
+        raise ValueError(f"not a compiled fixed-step method: {method}")
+    return ca.Function("step", [u, t0, h, p, c, w], [u + dy])
+
+
+#: right-hand-side evaluations per step
+STAGES = {"euler": 1, "midpoint": 2, "rk4": 4, "dopri5": 6}
+
+
+def map_over(fn: Any, n_traj: int, shared: Sequence[int] = ()) -> Any:
+    """``fn`` for ``n_traj`` trajectories side by side (a column each); the inputs ``shared`` (e.g. time)
+    are given once for all."""
+    if n_traj == 1:
+        return fn
+    return fn.map(n_traj, [i in shared for i in range(fn.n_in())], [False] * fn.n_out(), {})
+
+
+class Call:
+    """A CasADi function called on numpy arrays in place, without CasADi's argument conversion (which
+    costs ~60 microseconds a call, twenty times the evaluation of a small step).
+
+    CasADi matrices are column-major, so an ``(rows, cols)`` CasADi argument is a C-ordered
+    ``(cols, rows)`` array: a column per trajectory is an ``(n_traj, n)`` array, as torch holds it.
+    """
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+        self._buffer, self._evaluate = fn.buffer()
+        self._in_sizes = [fn.nnz_in(i) for i in range(fn.n_in())]
+        self._out_shapes = [(fn.size2_out(i), fn.size1_out(i)) for i in range(fn.n_out())]
+
+    def __call__(self, *args: Any) -> list[np.ndarray]:
+        keep = []
+        for i, (a, size) in enumerate(zip(args, self._in_sizes, strict=True)):
+            a = np.ascontiguousarray(a, dtype=np.float64).reshape(-1) if size else np.empty(0)  # 0: not used
+            if a.size != size:
+                raise ValueError(f"{self.fn.name()}: argument {i} has {a.size} values, expected {size}")
+            keep.append(a)
+            self._buffer.set_arg(i, memoryview(a))
+        outs = [np.empty(shape) for shape in self._out_shapes]
+        for i, o in enumerate(outs):
+            self._buffer.set_res(i, memoryview(o.reshape(-1)))
+        self._evaluate()
+        return outs
+
+
+class Program:
+    """A compiled solve of ``n_traj`` trajectories over a fixed sequence of steps, and its reverse mode.
+
+    ``forward(y0, p, c, w)`` -> the states after every step that ends on an output time, with the
+    initial state first: ``(n, n_traj * T)``, trajectory by trajectory. ``reverse(y0, p, c, w, out, seed)``
+    -> the seed pulled back onto each input.
+    """
+
+    def __init__(self, step: Any, starts: np.ndarray, sizes: np.ndarray, output_steps: Sequence[int],
+                 n_traj: int):
+        import casadi as ca
+
+        n, n_p, n_c, n_w = (step.size1_in(i) for i in (0, 3, 4, 5))
+        y0, p, c, w = ca.MX.sym("y0", n), ca.MX.sym("p", n_p), ca.MX.sym("c", n_c), ca.MX.sym("w", n_w)
+        k = len(starts)
+        states = step.mapaccum("steps", k)(y0, ca.DM(starts).T, ca.DM(sizes).T, p, c, w)  # (n, K)
+        out = ca.horzcat(y0, states[:, [j - 1 for j in output_steps]])
+        one = ca.Function("solve", [y0, p, c, w], [out])
+        forward = map_over(one, n_traj)
+        self.forward, self.reverse = Call(forward), Call(forward.reverse(1))
+        self.n_outputs = len(output_steps) + 1
+        self.n_traj = n_traj
+
+
+class _CompiledSolve(torch.autograd.Function):
+    """Torch's view of a :class:`Program`: ``(y0, p, c, w)`` -> states ``(T, n_traj, n)``, with gradients."""
+
+    @staticmethod
+    def forward(ctx, program: Program, y0: torch.Tensor, p: torch.Tensor, c: torch.Tensor,  # type: ignore[override]
+                w: torch.Tensor) -> torch.Tensor:
+        args = [as_columns(a) for a in (y0, p, c, w)]
+        (out,) = program.forward(*args)  # (n_traj * T, n)
+        ctx.program, ctx.args, ctx.out, ctx.dtype = program, args, out, y0.dtype
+        n = out.shape[1]
+        return torch.from_numpy(out.reshape(program.n_traj, program.n_outputs, n)).transpose(0, 1).to(y0.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        seed = as_columns(grad.transpose(0, 1))
+        adjoints = ctx.program.reverse(*ctx.args, ctx.out, seed)
+        return (None, *from_columns(adjoints, ctx.needs_input_grad[1:], ctx.dtype))
+
+
+def as_columns(x: torch.Tensor) -> np.ndarray:
+    """A tensor as float64 numpy, C-ordered (a column per leading index, in CasADi's terms)."""
+    return np.ascontiguousarray(x.detach().to(torch.float64).numpy())
+
+
+def from_columns(arrays: Sequence[np.ndarray], needed: Sequence[bool], dtype: torch.dtype) -> list[torch.Tensor | None]:
+    """Adjoints ``(n_traj, k)`` back to tensors, None where no gradient is needed."""
+    return [torch.from_numpy(a).to(dtype) if need else None for a, need in zip(arrays, needed, strict=True)]
+
+
+def run(program: Program, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The program's states ``(T, n_traj, n)``, differentiable with respect to ``inputs``."""
+    return _CompiledSolve.apply(program, *inputs)
+
+
+# -- the compiled engine of a model ----------------------------------------------------------------
+
+class CompiledEngine:
+    """Solves a :class:`~ude_cli.model.UDEModel`'s groups on their data grids with compiled programs."""
+
+    def __init__(self, model: UDEModel):
+        self.model = model
+        self.symbolic = SymbolicRHS(model)
+        self.method = model.settings.method
+        self._fixed: dict[int, Program] = {}
+        if self.method == "dopri5":
+            from .compiled_adaptive import AdaptiveSolver
+
+            self._adaptive = AdaptiveSolver(self.symbolic.f, model.settings)
+        else:
+            self._step = fixed_step(self.method, self.symbolic.f)
+
+    def solve_group(self, k: int) -> torch.Tensor:
+        """Group ``k``'s solution on its grid, ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it."""
+        model = self.model
+        g = model.groups[k]
+        inputs = self.symbolic.pack(model, g.experiments)
+        if self.method == "dopri5":
+            sol, evaluations = self._adaptive.solve(inputs, g.times)
+        else:
+            program = self._fixed.get(k) or self._fixed.setdefault(k, self._fixed_program(k, len(inputs[0])))
+            sol = run(program, inputs)
+            evaluations = STAGES[self.method] * (len(g.times) and len(self._grid(k)) - 1)
+        model.rhs.nfe += evaluations
+        return sol.reshape(len(g.times), model.n_starts, len(g.experiments), -1)
+
+    def _grid(self, k: int) -> np.ndarray:
+        from .solve import grid_through_outputs
+
+        times = self.model._times[k]
+        return grid_through_outputs(self.model.settings.step)(None, None, times).to(torch.float64).numpy()
+
+    def _fixed_program(self, k: int, n_traj: int) -> Program:
+        from .solve import check_fixed_steps
+
+        times = self.model._times[k]
+        check_fixed_steps(times, self.model.settings)
+        grid = self._grid(k)
+        output_steps = [int(j) for j in np.searchsorted(grid, self.model.groups[k].times[1:])]
+        return Program(self._step, grid[:-1], np.diff(grid), output_steps, n_traj)
+

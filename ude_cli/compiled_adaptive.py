@@ -1,0 +1,224 @@
+"""dopri5 for the compiled engine: steps chosen numerically, then differentiated as fixed steps.
+
+The step sizes are chosen as torchdiffeq's dopri5 chooses them (Dormand-Prince tableau, one step size
+for all trajectories, RMS error norm against ``atol + rtol * max(|y0|, |y1|)``, Hairer's initial
+step, safety 0.9, growth at most 10, shrink at most 0.2), except that a step ending past an output time
+is shortened to end on it, where torchdiffeq interpolates. Each attempt is one CasADi call for every
+trajectory at once.
+
+The accepted steps are then one :class:`~ude_cli.compiled.Program`-like graph with the step sizes as
+inputs (one graph per number of steps, built once and kept), whose reverse mode gives the gradient:
+that of the accepted steps with their sizes held fixed (discretise-then-optimise), as diffrax and
+torchdiffeq's direct backpropagation compute it up to the step sizes' own dependence on the parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .compiled import Call, as_columns, from_columns, map_over
+from .solve import SolverSettings, too_many_steps_error, underflow_error
+
+#: Dormand-Prince 5(4): stage times, stage weights, solution weights, error weights (torchdiffeq's dopri5)
+ALPHA = (1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+BETA = (
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+C_ERROR = (35 / 384 - 1951 / 21600, 0, 500 / 1113 - 22642 / 50085, 125 / 192 - 451 / 720,
+           -2187 / 6784 - -12231 / 42400, 11 / 84 - 649 / 6300, -1.0 / 60.0)
+SAFETY, IFACTOR, DFACTOR, ORDER = 0.9, 10.0, 0.2, 5
+
+
+def _stages(f: Any, t0: Any, h: Any, u: Any, f0: Any, p: Any, c: Any, w: Any) -> tuple[Any, list[Any]]:
+    """The new state and the seven stage derivatives of one Dormand-Prince step (the last is f(t1, u1))."""
+    k = [f0]
+    for alpha, beta in zip(ALPHA, BETA, strict=True):
+        y = u + h * sum((b * ki for b, ki in zip(beta, k, strict=False) if b != 0), 0 * u)
+        k.append(f(t0 + alpha * h, y, p, c, w))
+    u1 = u + h * sum((b * ki for b, ki in zip(BETA[-1], k, strict=False) if b != 0), 0 * u)
+    return u1, k
+
+
+class AdaptiveSolver:
+    """dopri5 solves of ``n_traj`` trajectories with a compiled attempt and compiled reverse mode."""
+
+    def __init__(self, f: Any, settings: SolverSettings):
+        import casadi as ca
+
+        self.f = f
+        self.settings = settings
+        n, n_p, n_c, n_w = (f.size1_in(i) for i in (1, 2, 3, 4))
+        u, f0, t0, h = ca.SX.sym("u", n), ca.SX.sym("f0", n), ca.SX.sym("t0"), ca.SX.sym("h")
+        p, c, w = ca.SX.sym("p", n_p), ca.SX.sym("c", n_c), ca.SX.sym("w", n_w)
+        u1, k = _stages(f, t0, h, u, f0, p, c, w)
+        error = h * sum((e * ki for e, ki in zip(C_ERROR, k, strict=True) if e != 0), 0 * u)
+        scaled = error / (settings.atol + settings.rtol * ca.fmax(ca.fabs(u), ca.fabs(u1)))
+        self._attempt_one = ca.Function("attempt", [u, f0, t0, h, p, c, w], [u1, k[-1], scaled])
+        self._rhs_one = f
+        step_u1, _ = _stages(f, t0, h, u, f(t0, u, p, c, w), p, c, w)
+        self._step = ca.Function("step", [u, t0, h, p, c, w], [step_u1])
+        self._sizes = (n, n_p, n_c, n_w)
+        self._mapped: dict[int, tuple[_Attempt, Call]] = {}
+        self._programs: dict[tuple[int, int], Call] = {}
+
+    def _functions(self, n_traj: int) -> tuple[_Attempt, Call]:
+        if n_traj not in self._mapped:
+            attempt = map_over(self._attempt_one, n_traj, shared=(2, 3))  # (u, f0, t0, h, p, c, w)
+            rhs = map_over(self._rhs_one, n_traj, shared=(0,))  # (t, u, p, c, w)
+            self._mapped[n_traj] = (_Attempt(attempt), Call(rhs))
+        return self._mapped[n_traj]
+
+    def _program(self, n_steps: int, n_traj: int) -> Call:
+        """The reverse mode of the accepted steps as one graph, ``(y0, p, c, w, t0s, hs) -> states after
+        each step``, built once per number of steps."""
+        key = (n_steps, n_traj)
+        if key not in self._programs:
+            import casadi as ca
+
+            n, n_p, n_c, n_w = self._sizes
+            y0, p, c, w = ca.MX.sym("y0", n), ca.MX.sym("p", n_p), ca.MX.sym("c", n_c), ca.MX.sym("w", n_w)
+            t0s, hs = ca.MX.sym("t0s", 1, n_steps), ca.MX.sym("hs", 1, n_steps)
+            states = self._step.mapaccum("steps", n_steps)(y0, t0s, hs, p, c, w)
+            one = ca.Function("solve", [y0, p, c, w, t0s, hs], [ca.horzcat(y0, states)])
+            forward = map_over(one, n_traj, shared=(4, 5))
+            self._programs[key] = Call(forward.reverse(1))
+        return self._programs[key]
+
+    # -- the numerical solve --------------------------------------------------------------------
+    def _steps(self, args: Sequence[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, tuple, int]:
+        """Accepted states ``(n_traj, K + 1, n)``; the steps' start times and sizes and the step count at
+        each output time; the right-hand-side evaluations."""
+        y0, p, c, w = args
+        n_traj = y0.shape[0]
+        attempt, rhs = self._functions(n_traj)
+        attempt.bind(p, c, w)
+        t = float(times[0])
+        y = y0
+        (f0,) = rhs(t, y, p, c, w)
+        h = self._initial_step(rhs, t, y, f0, p, c, w)
+        evaluations = 2
+        states, starts, sizes, at_output = [y], [], [], [0]
+        for t_next in times[1:]:
+            t_next = float(t_next)
+            tries = 0
+            while t < t_next:
+                if tries >= self.settings.max_steps:
+                    raise too_many_steps_error(self.settings)
+                tries += 1
+                step = min(h, t_next - t)
+                if not t + step > t:
+                    raise underflow_error()
+                y1, f1, scaled = attempt(y, f0, t, step)
+                evaluations += 6
+                flat = scaled.reshape(-1)
+                ratio = math.sqrt(float(flat @ flat) / flat.size)
+                if not math.isfinite(ratio):
+                    raise underflow_error()
+                if ratio <= 1:
+                    starts.append(t)
+                    sizes.append(step)
+                    t = t_next if step == t_next - t else t + step
+                    y, f0 = y1, f1
+                    states.append(y)
+                h = self._next_step(step, ratio)
+            at_output.append(len(starts))
+        return np.stack(states, 1), (np.array(starts), np.array(sizes), at_output), evaluations
+
+    @staticmethod
+    def _next_step(step: float, ratio: float) -> float:
+        if ratio == 0:
+            return step * IFACTOR
+        dfactor = 1.0 if ratio < 1 else DFACTOR
+        return step * min(IFACTOR, max(SAFETY / ratio ** (1 / ORDER), dfactor))
+
+    def _initial_step(self, rhs: Any, t: float, y: np.ndarray, f0: np.ndarray, p: Any, c: Any, w: Any) -> float:
+        """Hairer, Norsett and Wanner's initial step (II.4), as torchdiffeq computes it; a right-hand side
+        that is not finite at the start is the same failure as in torchdiffeq, an underflowing step."""
+        rtol, atol = self.settings.rtol, self.settings.atol
+
+        def rms(x: np.ndarray) -> np.float64:
+            return np.sqrt(np.mean(x * x))
+
+        with np.errstate(all="ignore"):
+            scale = atol + np.abs(y) * rtol
+            d0, d1 = rms(y / scale), rms(f0 / scale)
+            h0 = np.float64(1e-6) if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            (f1,) = rhs(t + h0, y + h0 * f0, p, c, w)
+            d2 = rms((f1 - f0) / scale) / h0
+            if d1 <= 1e-15 and d2 <= 1e-15:
+                h1 = max(np.float64(1e-6), h0 * 1e-3)
+            else:
+                h1 = (0.01 / max(d1, d2)) ** (1.0 / ORDER)
+            h = float(min(100 * h0, h1))
+        if not (math.isfinite(h) and h > 0):
+            raise underflow_error()
+        return h
+
+    def solve(self, inputs: Sequence[torch.Tensor], times: np.ndarray) -> tuple[torch.Tensor, int]:
+        """States at ``times`` ``(T, n_traj, n)``, differentiable with respect to ``inputs``, and the
+        right-hand-side evaluations of the solve."""
+        out = _AdaptiveSolve.apply(self, times, *inputs)
+        return out, self._evaluations
+
+
+class _AdaptiveSolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, solver: AdaptiveSolver, times: np.ndarray, y0: torch.Tensor, p: torch.Tensor,  # type: ignore[override]
+                c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        args = [as_columns(a) for a in (y0, p, c, w)]
+        states, (starts, sizes, at_output), solver._evaluations = solver._steps(args, times)
+        ctx.solver, ctx.args, ctx.dtype = solver, args, y0.dtype
+        ctx.steps, ctx.at_output, ctx.states = (starts, sizes), at_output, states
+        return torch.from_numpy(states[:, at_output, :]).transpose(0, 1).to(y0.dtype)  # (T, n_traj, n)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        starts, sizes = ctx.steps
+        n_traj, k1, n = ctx.states.shape
+        seed = np.zeros((n_traj, k1, n))
+        seed[:, ctx.at_output, :] = as_columns(grad.transpose(0, 1))
+        if k1 == 1:  # no step: the outputs are the initial state
+            adjoints = [seed[:, 0, :], None, None, None]
+            needed = [ctx.needs_input_grad[2], False, False, False]
+        else:
+            reverse = ctx.solver._program(k1 - 1, n_traj)
+            adjoints = reverse(*ctx.args, starts, sizes, ctx.states, seed)[:4]
+            needed = ctx.needs_input_grad[2:]
+        return (None, None, *from_columns(adjoints, needed, ctx.dtype))
+
+
+class _Attempt:
+    """The attempt function called in place, the parameters bound once per solve (see :class:`Call`)."""
+
+    def __init__(self, fn: Any):
+        self._buffer, self._evaluate = fn.buffer()
+        self._shape = (fn.size2_out(0), fn.size1_out(0))
+        self._t, self._h = np.zeros(1), np.zeros(1)
+        self._buffer.set_arg(2, memoryview(self._t))
+        self._buffer.set_arg(3, memoryview(self._h))
+        self._bound: list[np.ndarray] = []
+
+    def bind(self, p: np.ndarray, c: np.ndarray, w: np.ndarray) -> None:
+        self._bound = [np.ascontiguousarray(a, dtype=np.float64).reshape(-1) for a in (p, c, w)]
+        for i, a in enumerate(self._bound, start=4):
+            self._buffer.set_arg(i, memoryview(a) if a.size else memoryview(np.empty(0)))
+
+    def __call__(self, y: np.ndarray, f0: np.ndarray, t: float, h: float) -> list[np.ndarray]:
+        self._t[0], self._h[0] = t, h
+        self._buffer.set_arg(0, memoryview(y.reshape(-1)))
+        self._buffer.set_arg(1, memoryview(f0.reshape(-1)))
+        outs = [np.empty(self._shape) for _ in range(3)]
+        for i, o in enumerate(outs):
+            self._buffer.set_res(i, memoryview(o.reshape(-1)))
+        self._evaluate()
+        return outs
