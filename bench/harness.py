@@ -159,7 +159,7 @@ def write_config(cfg: dict, path: Path) -> Path:
 
 
 def lv_config(*, warm_start: str | None = None, adam: int | None = None, lbfgs: int | None = None,
-              dtype: str | None = None) -> dict:
+              dtype: str | None = None, engine: str | None = None) -> dict:
     """The shipped Lotka-Volterra config, its data path made absolute, with optional changes."""
     cfg = load_yaml(LV_CONFIG)
     cfg["data"]["file"] = str((LV_CONFIG.parent / cfg["data"]["file"]).resolve())
@@ -170,6 +170,8 @@ def lv_config(*, warm_start: str | None = None, adam: int | None = None, lbfgs: 
                                            lv.LBFGS_ITERATIONS if lbfgs is None else lbfgs)
     if dtype is not None:
         cfg["solver"]["dtype"] = dtype
+    if engine is not None:
+        cfg["solver"]["engine"] = engine
     return cfg
 
 

@@ -46,7 +46,7 @@ PEERS = {
     "peer-diffrax": ("ref_diffrax.py", ["jax", "diffrax", "equinox", "optax"]),
     "peer-torchdiffeq": ("ref_torchdiffeq.py", ["torchdiffeq"]),
 }
-DEFAULT_ROWS = "baseline,ude,ude-protocol,peer-torchode,peer-diffrax"
+DEFAULT_ROWS = "baseline,ude,ude-protocol,ude-protocol-torchdiffeq,peer-torchode,peer-diffrax"
 #: the library call used for the multistart section while `ude fit --starts` does not exist:
 #: fit CONFIG with N starts and write the run directory OUT (argv: CONFIG N OUT)
 MULTISTART_BY_LIBRARY = ("import sys; from ude_cli import fit; "
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temp dir (run directories, configs, CSV)")
     g = p.add_argument_group("main section")
     g.add_argument("--only", default=DEFAULT_ROWS,
-                   help=f"rows, comma-separated, of: baseline, ude, ude-protocol, {', '.join(PEERS)} (default: {DEFAULT_ROWS})")
+                   help=f"rows, comma-separated, of: baseline, ude, ude-protocol, ude-protocol-torchdiffeq, {', '.join(PEERS)} (default: {DEFAULT_ROWS})")
     g.add_argument("--adam", type=int, default=None, help="Adam iterations for all (default: protocol / config)")
     g.add_argument("--lbfgs", type=int, default=None, help="LBFGS iterations for all (default: protocol / config)")
     g.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="default: float64")
@@ -171,12 +171,14 @@ def main_impls(a, tmp: Path, notes: list[str]) -> list[Impl]:
             if overrides:
                 config = h.write_config(h.lv_config(adam=a.adam, lbfgs=a.lbfgs, dtype=a.dtype), tmp / "lv_ude.yaml")
             impls.append(ude_impl(key, "ude fit (shipped config" + (", overridden)" if overrides else ")"), config))
-        elif key == "ude-protocol":
+        elif key in ("ude-protocol", "ude-protocol-torchdiffeq"):
             adam = lv.ADAM_ITERATIONS if a.adam is None else a.adam  # the protocol's stages, not the config's
             lbfgs = lv.LBFGS_ITERATIONS if a.lbfgs is None else a.lbfgs
-            config = h.write_config(h.lv_config(warm_start="none", adam=adam, lbfgs=lbfgs, dtype=a.dtype),
-                                    tmp / "lv_ude_protocol.yaml")
-            impls.append(ude_impl(key, "ude fit (warm_start: none)", config))
+            engine = "torchdiffeq" if key.endswith("torchdiffeq") else None
+            config = h.write_config(h.lv_config(warm_start="none", adam=adam, lbfgs=lbfgs, dtype=a.dtype, engine=engine),
+                                    tmp / f"lv_{key}.yaml")
+            impls.append(ude_impl(key, "ude fit (warm_start: none" + (", engine: torchdiffeq)" if engine else ")"),
+                                  config))
         elif key in PEERS:
             script, modules = PEERS[key]
             path = a.peers_dir / script

@@ -138,6 +138,13 @@ def test_engine_follows_the_config(tmp_path):
     assert model(decay(tmp_path, engine="torchdiffeq"), tmp_path).engine == "torchdiffeq"
     assert model(decay(tmp_path, adjoint=True), tmp_path).engine == "torchdiffeq"
     assert model(decay(tmp_path, method="bosh3"), tmp_path).engine == "torchdiffeq"
+    big = decay(tmp_path)
+    big["model"]["equations"]["y"] = "-k*y + N"
+    big["networks"] = {"N": {"inputs": ["y"], "outputs": 1, "hidden": [64, 64]}}
+    assert model(big, tmp_path).engine == "compiled"  # 1 trajectory x ~8,500 instructions
+    assert model(big, tmp_path, n_starts=4).engine == "torchdiffeq"  # auto: torchdiffeq is the faster
+    big["solver"]["engine"] = "compiled"
+    assert model(big, tmp_path, n_starts=4).engine == "compiled"  # asked for
     with pytest.raises(ConfigError, match="engine 'compiled' cannot be used: it solves euler, midpoint, rk4, "
                                           "dopri5, not bosh3"):
         config(decay(tmp_path, method="bosh3", engine="compiled"), tmp_path)

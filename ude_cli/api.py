@@ -150,6 +150,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
         "iterations": int(trained.iterations),
         "wall_seconds": round(float(trained.seconds), 4),
         "solver_evaluations": int(trained.nfe),
+        "solver_engine": model.engine,
         "stop_reason": trained.stop_reason,
         "loss_kind": _loss_kind(problem),
         "n_parameters": {"mechanistic": sum(not p.fixed for p in problem.parameters.values()),

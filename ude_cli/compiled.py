@@ -183,11 +183,11 @@ STAGES = {"euler": 1, "midpoint": 2, "rk4": 4, "dopri5": 6}
 
 
 def map_over(fn: Any, n_traj: int, shared: Sequence[int] = ()) -> Any:
-    """``fn`` for ``n_traj`` trajectories side by side (a column each); the inputs ``shared`` (e.g. time)
-    are given once for all."""
+    """``fn`` for ``n_traj`` trajectories side by side (a column each, evaluated one after another: CasADi's
+    thread map was slower here); the inputs ``shared`` (e.g. time) are given once for all."""
     if n_traj == 1:
         return fn
-    return fn.map(n_traj, [i in shared for i in range(fn.n_in())], [False] * fn.n_out(), {})
+    return fn.map(fn.name() + "_map", "serial", n_traj, [i for i in range(fn.n_in()) if i in shared], [], {})
 
 
 class Call:
@@ -278,6 +278,20 @@ def run(program: Program, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 # -- the compiled engine of a model ----------------------------------------------------------------
+
+#: ``engine: auto`` compiles while trajectories x instructions of the right-hand side stay below this.
+#: The compiled cost grows with both (~10-30 ns per instruction per evaluation, forward and reverse);
+#: torchdiffeq's is mostly Python overhead, ~0.3 ms per batched evaluation. Measured on the
+#: Lotka-Volterra UDE (2 cores): 2-5-5-5-2 network (282 instructions) x 64 trajectories: 62 against
+#: 75 ms per iteration; 32-32 network (3,724) x 8: 71 against 59 ms; 64-64 x 1 (13,580): 16 against 55 ms.
+AUTO_INSTRUCTIONS = 20_000
+
+
+def worth_compiling(symbolic: SymbolicRHS, n_trajectories: int) -> bool:
+    """Whether the compiled engine is the faster one for this right-hand side and batch (see
+    :data:`AUTO_INSTRUCTIONS`)."""
+    return n_trajectories * symbolic.f.n_instructions() <= AUTO_INSTRUCTIONS
+
 
 class CompiledEngine:
     """Solves a :class:`~ude_cli.model.UDEModel`'s groups on their data grids with compiled programs."""

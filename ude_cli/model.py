@@ -158,10 +158,22 @@ class UDEModel(nn.Module):
             {c: v[g.experiments] for c, v in constants.items() if v.ndim == 1} for g in self.groups]
         self._all_constants = constants
 
-        solver = cfg.solver
-        self.engine = "compiled" if solver.engine != "torchdiffeq" and reason_not_compiled(
-            solver.method, solver.adjoint) is None else "torchdiffeq"
-        self._compiled = None  # built on the first solve (see ude_cli.compiled)
+        self._compiled = None
+        self.engine = self._choose_engine()
+
+    def _choose_engine(self) -> str:
+        """'compiled' or 'torchdiffeq' (``solver.engine``; 'auto': compiled where it can and is the faster)."""
+        solver = self.problem.config.solver
+        if solver.engine == "torchdiffeq" or reason_not_compiled(solver.method, solver.adjoint) is not None:
+            return "torchdiffeq"
+        from .compiled import CompiledEngine, worth_compiling
+
+        self._compiled = CompiledEngine(self)
+        if solver.engine == "auto" and not worth_compiling(self._compiled.symbolic,
+                                                           self.n_starts * len(self.problem.dataset.experiments)):
+            self._compiled = None
+            return "torchdiffeq"
+        return "compiled"
 
     # -- simulation -----------------------------------------------------------------------------
     def solve_group(self, k: int, times: torch.Tensor | None = None) -> torch.Tensor:
@@ -170,7 +182,7 @@ class UDEModel(nn.Module):
         On the data's grid a compiled model (``engine == "compiled"``) is solved by :mod:`ude_cli.compiled`;
         other grids (dense predictions) and the mechanism alone by torchdiffeq."""
         if times is None and self.engine == "compiled" and self.rhs.networks_enabled:
-            if self._compiled is None:
+            if self._compiled is None:  # a copy (deepcopy) leaves CasADi's functions behind
                 from .compiled import CompiledEngine
 
                 self._compiled = CompiledEngine(self)
