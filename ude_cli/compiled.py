@@ -60,7 +60,7 @@ class SymbolicRHS:
 
     ``u``: the states; ``p``: every mechanistic parameter's value (learned and fixed, in the model's
     order); ``c``: the constants that differ between experiments; ``w``: every network's weights and
-    biases, flattened as :meth:`pack_weights` does. Constants shared by all experiments are numbers
+    biases, flattened as :func:`numpy_inputs` does. Constants shared by all experiments are numbers
     in the graph.
     """
 
@@ -102,28 +102,49 @@ class SymbolicRHS:
 
     # -- torch tensors in, per trajectory -------------------------------------------------------
     def pack(self, model: UDEModel, experiments: Sequence[int]) -> list[torch.Tensor]:
-        """``y0, p, c, w`` for every (start, experiment) of a group: ``(S * Bg, ·)`` each, differentiable."""
+        """``y0, p, c`` for every (start, experiment) of a group, ``(S * Bg, ·)`` each and differentiable,
+        then the networks' weight tensors as they are (see :func:`numpy_inputs`)."""
         S, Bg = model.n_starts, len(experiments)
-
-        def per_trajectory(x: torch.Tensor) -> torch.Tensor:  # (S, k) -> (S * Bg, k)
-            return x[:, None, :].expand(S, Bg, x.shape[-1]).reshape(S * Bg, x.shape[-1])
-
         y0 = model.initial()[:, experiments, :].reshape(S * Bg, -1)
         values = model.parameters_.values()
         dt = model.dtype
-        p = per_trajectory(torch.cat([values[n] for n in self.parameter_names], 1)) if self.parameter_names \
-            else torch.zeros(S * Bg, 0, dtype=dt)
+        p = (torch.cat([values[n] for n in self.parameter_names], 1)[:, None, :].expand(S, Bg, -1).reshape(S * Bg, -1)
+             if self.parameter_names else torch.zeros(S * Bg, 0, dtype=dt))
         constants = model.rhs._constants
         c = (torch.stack([constants[n][list(experiments)] for n in self.experiment_constants], -1)
              if self.experiment_constants else torch.zeros(Bg, 0, dtype=dt))
         c = c[None].expand(S, Bg, c.shape[-1]).reshape(S * Bg, -1)
-        w = per_trajectory(self.pack_weights(model.n_starts, dt))
-        return [y0, p, c, w]
+        weights = [x for net in self.networks.values() for wb in zip(net.weights, net.biases, strict=True) for x in wb]
+        return [y0, p, c, *weights]
 
-    def pack_weights(self, n_starts: int, dtype: torch.dtype) -> torch.Tensor:
-        parts = [x.reshape(n_starts, -1) for net in self.networks.values()
-                 for wb in zip(net.weights, net.biases, strict=True) for x in wb]
-        return torch.cat(parts, 1) if parts else torch.zeros(n_starts, 0, dtype=dtype)
+
+def numpy_inputs(tensors: Sequence[torch.Tensor], n_starts: int, per_start: int) -> list[np.ndarray]:
+    """``y0, p, c, w`` as CasADi columns ``(S * Bg, ·)``. The weights are flattened per start and repeated
+    for each experiment here, in numpy: as torch operations they cost more than the solve's own call."""
+    y0, p, c, *weights = tensors
+    w = (np.concatenate([x.detach().to(torch.float64).numpy().reshape(n_starts, -1) for x in weights], 1)
+         if weights else np.zeros((n_starts, 0)))
+    return [as_columns(y0), as_columns(p), as_columns(c), np.repeat(w, per_start, axis=0)]
+
+
+def torch_gradients(adjoints: Sequence[np.ndarray | None], tensors: Sequence[torch.Tensor], needed: Sequence[bool],
+                    n_starts: int, per_start: int) -> list[torch.Tensor | None]:
+    """The adjoints of ``y0, p, c, w`` back onto ``tensors`` (a weight's gradient summed over experiments)."""
+    y0, p, c, *weights = tensors
+    out = [torch.from_numpy(np.ascontiguousarray(a)).to(x.dtype) if need and a is not None else None
+           for a, x, need in zip(adjoints[:3], (y0, p, c), needed[:3], strict=True)]
+    w_adj = adjoints[3]
+    per_start_adj = None if w_adj is None else w_adj.reshape(n_starts, per_start, -1).sum(1)
+    offset = 0
+    for x, need in zip(weights, needed[3:], strict=True):
+        size = x[0].numel()
+        if need and per_start_adj is not None:
+            out.append(torch.from_numpy(np.ascontiguousarray(per_start_adj[:, offset:offset + size]))
+                       .reshape(x.shape).to(x.dtype))
+        else:
+            out.append(None)
+        offset += size
+    return out
 
 
 def _mlp(net, x: Any, w: Any, offset: int) -> tuple[Any, int]:
@@ -244,22 +265,22 @@ class Program:
 
 
 class _CompiledSolve(torch.autograd.Function):
-    """Torch's view of a :class:`Program`: ``(y0, p, c, w)`` -> states ``(T, n_traj, n)``, with gradients."""
+    """Torch's view of a :class:`Program`: ``(y0, p, c, *weights)`` -> states ``(T, n_traj, n)``, with gradients."""
 
     @staticmethod
-    def forward(ctx, program: Program, y0: torch.Tensor, p: torch.Tensor, c: torch.Tensor,  # type: ignore[override]
-                w: torch.Tensor) -> torch.Tensor:
-        args = [as_columns(a) for a in (y0, p, c, w)]
+    def forward(ctx, program: Program, shape: tuple[int, int], *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        args = numpy_inputs(tensors, *shape)
         (out,) = program.forward(*args)  # (n_traj * T, n)
-        ctx.program, ctx.args, ctx.out, ctx.dtype = program, args, out, y0.dtype
+        ctx.program, ctx.shape, ctx.args, ctx.out = program, shape, args, out
+        ctx.save_for_backward(*tensors)
         n = out.shape[1]
-        return torch.from_numpy(out.reshape(program.n_traj, program.n_outputs, n)).transpose(0, 1).to(y0.dtype)
+        return torch.from_numpy(out.reshape(program.n_traj, program.n_outputs, n)).transpose(0, 1).to(tensors[0].dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         seed = as_columns(grad.transpose(0, 1))
         adjoints = ctx.program.reverse(*ctx.args, ctx.out, seed)
-        return (None, *from_columns(adjoints, ctx.needs_input_grad[1:], ctx.dtype))
+        return (None, None, *torch_gradients(adjoints, ctx.saved_tensors, ctx.needs_input_grad[2:], *ctx.shape))
 
 
 def as_columns(x: torch.Tensor) -> np.ndarray:
@@ -267,14 +288,10 @@ def as_columns(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().to(torch.float64).numpy())
 
 
-def from_columns(arrays: Sequence[np.ndarray], needed: Sequence[bool], dtype: torch.dtype) -> list[torch.Tensor | None]:
-    """Adjoints ``(n_traj, k)`` back to tensors, None where no gradient is needed."""
-    return [torch.from_numpy(a).to(dtype) if need else None for a, need in zip(arrays, needed, strict=True)]
-
-
-def run(program: Program, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The program's states ``(T, n_traj, n)``, differentiable with respect to ``inputs``."""
-    return _CompiledSolve.apply(program, *inputs)
+def run(program: Program, inputs: Sequence[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
+    """The program's states ``(T, n_traj, n)``, differentiable with respect to ``inputs`` (``shape``: starts,
+    experiments)."""
+    return _CompiledSolve.apply(program, shape, *inputs)
 
 
 # -- the compiled engine of a model ----------------------------------------------------------------
@@ -313,11 +330,12 @@ class CompiledEngine:
         model = self.model
         g = model.groups[k]
         inputs = self.symbolic.pack(model, g.experiments)
+        shape = (model.n_starts, len(g.experiments))
         if self.method == "dopri5":
-            sol, evaluations = self._adaptive.solve(inputs, g.times)
+            sol, evaluations = self._adaptive.solve(inputs, shape, g.times)
         else:
             program = self._fixed.get(k) or self._fixed.setdefault(k, self._fixed_program(k, len(inputs[0])))
-            sol = run(program, inputs)
+            sol = run(program, inputs, shape)
             evaluations = STAGES[self.method] * (len(g.times) and len(self._grid(k)) - 1)
         model.rhs.nfe += evaluations
         return sol.reshape(len(g.times), model.n_starts, len(g.experiments), -1)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .compiled import Call, as_columns, from_columns, map_over
+from .compiled import Call, as_columns, map_over, numpy_inputs, torch_gradients
 from .solve import SolverSettings, too_many_steps_error, underflow_error
 
 #: Dormand-Prince 5(4): stage times, stage weights, solution weights, error weights (torchdiffeq's dopri5)
@@ -164,22 +164,23 @@ class AdaptiveSolver:
             raise underflow_error()
         return h
 
-    def solve(self, inputs: Sequence[torch.Tensor], times: np.ndarray) -> tuple[torch.Tensor, int]:
-        """States at ``times`` ``(T, n_traj, n)``, differentiable with respect to ``inputs``, and the
-        right-hand-side evaluations of the solve."""
-        out = _AdaptiveSolve.apply(self, times, *inputs)
+    def solve(self, inputs: Sequence[torch.Tensor], shape: tuple[int, int], times: np.ndarray) -> tuple[torch.Tensor, int]:
+        """States at ``times`` ``(T, n_traj, n)``, differentiable with respect to ``inputs`` (``y0, p, c,
+        *weights``; ``shape``: starts, experiments), and the right-hand-side evaluations of the solve."""
+        out = _AdaptiveSolve.apply(self, times, shape, *inputs)
         return out, self._evaluations
 
 
 class _AdaptiveSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, solver: AdaptiveSolver, times: np.ndarray, y0: torch.Tensor, p: torch.Tensor,  # type: ignore[override]
-                c: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        args = [as_columns(a) for a in (y0, p, c, w)]
+    def forward(ctx, solver: AdaptiveSolver, times: np.ndarray, shape: tuple[int, int],  # type: ignore[override]
+                *tensors: torch.Tensor) -> torch.Tensor:
+        args = numpy_inputs(tensors, *shape)
         states, (starts, sizes, at_output), solver._evaluations = solver._steps(args, times)
-        ctx.solver, ctx.args, ctx.dtype = solver, args, y0.dtype
+        ctx.solver, ctx.args, ctx.shape = solver, args, shape
         ctx.steps, ctx.at_output, ctx.states = (starts, sizes), at_output, states
-        return torch.from_numpy(states[:, at_output, :]).transpose(0, 1).to(y0.dtype)  # (T, n_traj, n)
+        ctx.save_for_backward(*tensors)
+        return torch.from_numpy(states[:, at_output, :]).transpose(0, 1).to(tensors[0].dtype)  # (T, n_traj, n)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -189,12 +190,10 @@ class _AdaptiveSolve(torch.autograd.Function):
         seed[:, ctx.at_output, :] = as_columns(grad.transpose(0, 1))
         if k1 == 1:  # no step: the outputs are the initial state
             adjoints = [seed[:, 0, :], None, None, None]
-            needed = [ctx.needs_input_grad[2], False, False, False]
         else:
             reverse = ctx.solver._program(k1 - 1, n_traj)
             adjoints = reverse(*ctx.args, starts, sizes, ctx.states, seed)[:4]
-            needed = ctx.needs_input_grad[2:]
-        return (None, None, *from_columns(adjoints, needed, ctx.dtype))
+        return (None, None, None, *torch_gradients(adjoints, ctx.saved_tensors, ctx.needs_input_grad[3:], *ctx.shape))
 
 
 class _Attempt:

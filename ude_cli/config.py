@@ -260,9 +260,10 @@ class SolverSpec(_Strict):
                                    "solve's gradient needs).")
     engine: Literal["auto", "compiled", "torchdiffeq"] = Field(
         "auto", description="Who solves during training: 'compiled' (the trajectory and its gradient as one "
-                            "CasADi expression graph, about a millisecond per iteration; methods "
+                            "CasADi expression graph: a few milliseconds per iteration on a small UDE; methods "
                             "euler, midpoint, rk4, dopri5), 'torchdiffeq' (Python stepping, every method and "
-                            "the adjoint), or 'auto' (compiled where it can).")
+                            "the adjoint), or 'auto' (compiled where it can and is the faster: not for large "
+                            "batches of large networks).")
 
     @model_validator(mode="after")
     def _engine_can_solve(self) -> SolverSpec:

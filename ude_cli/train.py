@@ -293,7 +293,7 @@ class _Runner:
         lr = stage.learning_rate * self.state.lr_factor
         params = list(self.params.values())
         if stage.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=lr)
+            opt = _adam(params, lr)
         else:
             opt = torch.optim.LBFGS(params, lr=lr, max_iter=LBFGS_CHUNK, max_eval=LBFGS_CHUNK * 25 // 10,
                                     history_size=10, line_search_fn="strong_wolfe",
@@ -424,6 +424,15 @@ class _Runner:
         self.monitor.message(f"stage {index + 1} ({stage.optimizer}), iteration {st.done + 1}: {what}; rolled back "
                              f"to the last good parameters, learning rate x{st.lr_factor:g}")
         return self._make_optimizer(stage)
+
+
+def _adam(params: list, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where torch has it for the CPU (2.4 and later): a third of the
+    per-iteration cost of the loop over tensors, which matters when a solve takes a millisecond."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 class _NumericalTrouble(Exception):
