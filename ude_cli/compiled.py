@@ -4,7 +4,8 @@ vector-Jacobian product, each in one call, with no Python per solver step.
 Why: torchdiffeq steps in Python, so one training iteration of a small UDE is thousands of tiny torch
 operations (tens of milliseconds) whatever the network's size. CasADi builds the same Runge-Kutta steps
 once as an expression graph (milliseconds; no C compiler, no JIT) and evaluates the graph and its
-reverse-mode derivative in its virtual machine, about a millisecond per iteration.
+reverse-mode derivative in its virtual machine: about a millisecond for the solve and its gradient of
+the sample problem, against 45 ms.
 
 - Fixed-step methods (euler, midpoint, rk4): torchdiffeq's grid and Butcher tableaus, so the solution
   is torchdiffeq's to rounding (tested to 1e-12).
@@ -331,6 +332,8 @@ class CompiledEngine:
         g = model.groups[k]
         inputs = self.symbolic.pack(model, g.experiments)
         shape = (model.n_starts, len(g.experiments))
+        if len(g.times) == 1:  # nothing to solve: the output is the initial state
+            return inputs[0].reshape(1, *shape, -1)
         if self.method == "dopri5":
             sol, evaluations = self._adaptive.solve(inputs, shape, g.times)
         else:

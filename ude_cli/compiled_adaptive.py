@@ -101,13 +101,12 @@ class AdaptiveSolver:
         y0, p, c, w = args
         n_traj = y0.shape[0]
         attempt, rhs = self._functions(n_traj)
-        attempt.bind(p, c, w)
         t = float(times[0])
-        y = y0
-        (f0,) = rhs(t, y, p, c, w)
-        h = self._initial_step(rhs, t, y, f0, p, c, w)
+        (f0,) = rhs(t, y0, p, c, w)
+        h = self._initial_step(rhs, t, y0, f0, p, c, w)
+        attempt.start(y0, f0, p, c, w)
         evaluations = 2
-        states, starts, sizes, at_output = [y], [], [], [0]
+        states, starts, sizes, at_output = [y0], [], [], [0]
         for t_next in times[1:]:
             t_next = float(t_next)
             tries = 0
@@ -118,18 +117,16 @@ class AdaptiveSolver:
                 step = min(h, t_next - t)
                 if not t + step > t:
                     raise underflow_error()
-                y1, f1, scaled = attempt(y, f0, t, step)
+                scaled = attempt(t, step)
                 evaluations += 6
-                flat = scaled.reshape(-1)
-                ratio = math.sqrt(float(flat @ flat) / flat.size)
+                ratio = math.sqrt(float(scaled @ scaled) / scaled.size)
                 if not math.isfinite(ratio):
                     raise underflow_error()
                 if ratio <= 1:
                     starts.append(t)
                     sizes.append(step)
                     t = t_next if step == t_next - t else t + step
-                    y, f0 = y1, f1
-                    states.append(y)
+                    states.append(attempt.accept())
                 h = self._next_step(step, ratio)
             at_output.append(len(starts))
         return np.stack(states, 1), (np.array(starts), np.array(sizes), at_output), evaluations
@@ -197,27 +194,47 @@ class _AdaptiveSolve(torch.autograd.Function):
 
 
 class _Attempt:
-    """The attempt function called in place, the parameters bound once per solve (see :class:`Call`)."""
+    """The attempt function called in place, with no allocation or argument passing per attempt.
+
+    Two buffers of the function read and write two slots of ``(y, f)`` crosswise: an attempt reads
+    the current slot and writes the other; accepting it makes the other slot current. Time, step and
+    the parameters are bound once.
+    """
 
     def __init__(self, fn: Any):
-        self._buffer, self._evaluate = fn.buffer()
-        self._shape = (fn.size2_out(0), fn.size1_out(0))
+        shape = (fn.size2_out(0), fn.size1_out(0))
+        self._slots = [(np.empty(shape), np.empty(shape)) for _ in range(2)]
+        self._scaled = np.empty(shape[0] * shape[1])
         self._t, self._h = np.zeros(1), np.zeros(1)
-        self._buffer.set_arg(2, memoryview(self._t))
-        self._buffer.set_arg(3, memoryview(self._h))
+        self._buffers = []
+        for current in range(2):
+            buffer, evaluate = fn.buffer()
+            (y, f), (y1, f1) = self._slots[current], self._slots[1 - current]
+            for i, a in enumerate((y, f, self._t, self._h)):
+                buffer.set_arg(i, memoryview(a.reshape(-1)))
+            for i, a in enumerate((y1, f1, self._scaled)):
+                buffer.set_res(i, memoryview(a.reshape(-1)))
+            self._buffers.append((buffer, evaluate))
         self._bound: list[np.ndarray] = []
+        self._current = 0
 
-    def bind(self, p: np.ndarray, c: np.ndarray, w: np.ndarray) -> None:
+    def start(self, y0: np.ndarray, f0: np.ndarray, p: np.ndarray, c: np.ndarray, w: np.ndarray) -> None:
+        """Bind the parameters and start from ``(y0, f0)``."""
         self._bound = [np.ascontiguousarray(a, dtype=np.float64).reshape(-1) for a in (p, c, w)]
-        for i, a in enumerate(self._bound, start=4):
-            self._buffer.set_arg(i, memoryview(a) if a.size else memoryview(np.empty(0)))
+        for buffer, _ in self._buffers:
+            for i, a in enumerate(self._bound, start=4):
+                buffer.set_arg(i, memoryview(a) if a.size else memoryview(np.empty(0)))
+        self._current = 0
+        y, f = self._slots[0]
+        y[...], f[...] = y0, f0
 
-    def __call__(self, y: np.ndarray, f0: np.ndarray, t: float, h: float) -> list[np.ndarray]:
+    def __call__(self, t: float, h: float) -> np.ndarray:
+        """Attempt a step of size ``h`` from ``t``; the scaled error estimate (flat; overwritten next call)."""
         self._t[0], self._h[0] = t, h
-        self._buffer.set_arg(0, memoryview(y.reshape(-1)))
-        self._buffer.set_arg(1, memoryview(f0.reshape(-1)))
-        outs = [np.empty(self._shape) for _ in range(3)]
-        for i, o in enumerate(outs):
-            self._buffer.set_res(i, memoryview(o.reshape(-1)))
-        self._evaluate()
-        return outs
+        self._buffers[self._current][1]()
+        return self._scaled
+
+    def accept(self) -> np.ndarray:
+        """Take the last attempt; a copy of its new state."""
+        self._current = 1 - self._current
+        return self._slots[self._current][0].copy()
