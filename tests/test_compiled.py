@@ -22,7 +22,7 @@ def solutions_and_gradients(m, engine: str):
     m.zero_grad(set_to_none=True)
     sols = m()
     weights = [torch.linspace(-1, 2, s.numel(), dtype=s.dtype).reshape(s.shape) for s in sols]
-    sum((w * s * s).sum() for w, s in zip(weights, sols, strict=True)).backward()
+    sum((w * (s + s * s)).sum() for w, s in zip(weights, sols, strict=True)).backward()
     grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
     return torch.cat([s.detach().flatten() for s in sols]), grads
 
@@ -180,3 +180,57 @@ def test_multistart_and_experiments_are_solved_independently(tmp_path):
         (alone,) = single()
         # a shared step size: the batch takes the smallest steps any trajectory needs, so only tolerance-close
         assert relative(together[:, s].detach(), alone[:, 0].detach()) < 1e-5
+
+
+def ramp(tmp_path, equations: dict, parameters: dict, networks: dict | None = None, **solver) -> dict:
+    """x = t (starts at exactly 0), y small: the corners of functions (0 ** n, relu at 0) are reached."""
+    t = np.linspace(0, 2, 5)
+    write_csv(tmp_path / "d.csv", "t,x,y", [(float(a), float(a), float(0.1 * a)) for a in t])
+    return {"data": {"file": "d.csv", "columns": {"x": "x", "y": "y"}},
+            "model": {"states": ["x", "y"], "equations": equations, "parameters": parameters},
+            "networks": networks or {}, "solver": {"method": "rk4", "step": 0.1, **solver}}
+
+
+@pytest.mark.parametrize(("equation", "why"), [
+    ("-y + x**n", "a learned exponent of a base that is exactly 0: d/dn is 0, not log(0) * 0"),
+    ("-y + sigmoid(n - 1000)", "a sigmoid far below zero: its derivative underflows to 0, not inf / inf"),
+])
+def test_corners_have_torchs_derivatives(tmp_path, equation, why):
+    m = model(ramp(tmp_path, {"x": "1", "y": equation}, {"n": {"init": 2.5}}), tmp_path)
+    _, grad_t = solutions_and_gradients(m, "torchdiffeq")
+    _, grad_c = solutions_and_gradients(m, "compiled")
+    assert torch.isfinite(grad_c["parameters_.raw.n"]).all(), why
+    assert relative(grad_c["parameters_.raw.n"], grad_t["parameters_.raw.n"]) < 1e-10, why
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "silu"])
+def test_activation_corners_have_torchs_derivatives(tmp_path, activation):
+    """relu at exactly 0 (zero biases, an input starting at 0) has derivative 0; sigmoid and silu far
+    below zero have finite ones."""
+    raw = ramp(tmp_path, {"x": "1", "y": "-y + N"}, {},
+               {"N": {"inputs": ["y"], "outputs": 1, "hidden": [4], "activation": activation, "normalize": False}})
+    m = model(raw, tmp_path)
+    if activation != "relu":
+        with torch.no_grad():
+            m.rhs.networks["N"].biases[0].fill_(-800.0)
+    _, grad_t = solutions_and_gradients(m, "torchdiffeq")
+    _, grad_c = solutions_and_gradients(m, "compiled")
+    for name in grad_t:
+        assert torch.isfinite(grad_c[name]).all(), name
+        assert relative(grad_c[name], grad_t[name]) < 1e-10 or float((grad_c[name] - grad_t[name]).abs().max()) == 0
+
+
+def test_float32_reads_the_solution_at_the_data_times(tmp_path):
+    """Times that float32 cannot hold (1/3) are looked up in the float64 grid: the compiled solve (in
+    float64) agrees with torchdiffeq's float32 one to float32 precision."""
+    t = np.linspace(0, 3, 10)
+    write_csv(tmp_path / "d.csv", "t,y", [(float(a), float(2.0 * np.exp(-0.7 * a))) for a in t])
+    raw = {"data": {"file": "d.csv", "columns": {"y": "y"}},
+           "model": {"states": ["y"], "equations": {"y": "-k*y"}, "parameters": {"k": {"init": 0.7}}},
+           "solver": {"method": "rk4", "step": 0.05, "dtype": "float32"}}
+    m = model(raw, tmp_path)
+    sol_t, grad_t = solutions_and_gradients(m, "torchdiffeq")
+    sol_c, grad_c = solutions_and_gradients(m, "compiled")
+    assert sol_c.dtype == torch.float32
+    assert relative(sol_c, sol_t) < 1e-5
+    assert relative(grad_c["parameters_.raw.k"], grad_t["parameters_.raw.k"]) < 1e-4

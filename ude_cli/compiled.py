@@ -13,7 +13,9 @@ the sample problem, against 45 ms.
   controller, landing on the output times instead of interpolating; the gradient is that of the
   accepted steps with their sizes held fixed (discretise-then-optimise).
 
-:func:`reason_not_compiled` says when a model is solved by torchdiffeq instead (``solver.engine``).
+:func:`ude_cli.config.reason_not_compiled` says when a model is solved by torchdiffeq instead, and
+:func:`worth_compiling` when ``solver.engine: auto`` leaves it to torchdiffeq as the faster. The engine
+computes in float64 whatever ``solver.dtype`` says (float32 only changes torchdiffeq's solves).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from .expressions import casadi_sigmoid
 
 if TYPE_CHECKING:
     from .model import UDEModel
@@ -36,18 +40,19 @@ def _activation(name: str) -> Callable[[Any], Any]:
 
     table: dict[str, Callable[[Any], Any]] = {
         "tanh": ca.tanh,
-        "relu": lambda z: ca.fmax(z, 0),
+        "relu": lambda z: ca.if_else(z > 0, z, 0),  # derivative 0 at 0, as torch's (fmax gives 0.5)
         "gelu": lambda z: 0.5 * z * (1 + ca.erf(z / math.sqrt(2.0))),
         "softplus": lambda z: ca.if_else(z > 20, z, ca.log1p(ca.exp(z))),  # torch's threshold 20
         "rbf": lambda z: ca.exp(-z * z),
-        "sigmoid": lambda z: 1 / (1 + ca.exp(-z)),
-        "silu": lambda z: z / (1 + ca.exp(-z)),
+        "sigmoid": casadi_sigmoid,  # finite derivatives far below zero, as torch's
+        "silu": lambda z: z * casadi_sigmoid(z),
     }
     return table[name]
 
 
 class _Outputs:
-    """A network's outputs where the compiled equations index them as ``env[name][..., i]``."""
+    """A network's outputs where the compiled equations index them as ``env[name][..., i]`` (torch's
+    leading batch dimensions do not exist here: only the output index counts)."""
 
     def __init__(self, column: Any):
         self.column = column
@@ -99,7 +104,6 @@ class SymbolicRHS:
             r = rhs.expressions[s].compile("casadi", networks=list(self.networks))(env)
             rates.append(ca.SX(r) if isinstance(r, int | float) else r)
         self.f = ca.Function("f", [t, u, p, c, w], [ca.vertcat(*rates)])
-        self.sizes = (len(self.states), len(self.parameter_names), len(self.experiment_constants), n_w)
 
     # -- torch tensors in, per trajectory -------------------------------------------------------
     def pack(self, model: UDEModel, experiments: Sequence[int]) -> list[torch.Tensor]:
@@ -262,6 +266,7 @@ class Program:
         forward = map_over(one, n_traj)
         self.forward, self.reverse = Call(forward), Call(forward.reverse(1))
         self.n_outputs = len(output_steps) + 1
+        self.n_steps = k
         self.n_traj = n_traj
 
 
@@ -311,6 +316,15 @@ def worth_compiling(symbolic: SymbolicRHS, n_trajectories: int) -> bool:
     return n_trajectories * symbolic.f.n_instructions() <= AUTO_INSTRUCTIONS
 
 
+def clearly_too_large(model: UDEModel, n_trajectories: int) -> bool:
+    """True when the networks alone make the graph far too large to be the faster (an estimate from the
+    layer sizes, so that a large network is not built as a graph only to be turned down: a 256-256
+    network takes a second to build)."""
+    estimate = sum(2 * w.shape[1] * w.shape[2] + 4 * w.shape[2]
+                   for net in model.rhs.networks.values() for w in net.weights)
+    return n_trajectories * estimate > 4 * AUTO_INSTRUCTIONS
+
+
 class CompiledEngine:
     """Solves a :class:`~ude_cli.model.UDEModel`'s groups on their data grids with compiled programs."""
 
@@ -331,30 +345,21 @@ class CompiledEngine:
         model = self.model
         g = model.groups[k]
         inputs = self.symbolic.pack(model, g.experiments)
-        shape = (model.n_starts, len(g.experiments))
-        if len(g.times) == 1:  # nothing to solve: the output is the initial state
-            return inputs[0].reshape(1, *shape, -1)
+        shape = (model.n_starts, len(g.experiments))  # every experiment has 2 or more times (data.py)
         if self.method == "dopri5":
             sol, evaluations = self._adaptive.solve(inputs, shape, g.times)
         else:
             program = self._fixed.get(k) or self._fixed.setdefault(k, self._fixed_program(k, len(inputs[0])))
             sol = run(program, inputs, shape)
-            evaluations = STAGES[self.method] * (len(g.times) and len(self._grid(k)) - 1)
+            evaluations = STAGES[self.method] * program.n_steps
         model.rhs.nfe += evaluations
         return sol.reshape(len(g.times), model.n_starts, len(g.experiments), -1)
 
-    def _grid(self, k: int) -> np.ndarray:
-        from .solve import grid_through_outputs
-
-        times = self.model._times[k]
-        return grid_through_outputs(self.model.settings.step)(None, None, times).to(torch.float64).numpy()
-
     def _fixed_program(self, k: int, n_traj: int) -> Program:
-        from .solve import check_fixed_steps
+        from .solve import check_fixed_steps, grid_through_outputs
 
-        times = self.model._times[k]
-        check_fixed_steps(times, self.model.settings)
-        grid = self._grid(k)
-        output_steps = [int(j) for j in np.searchsorted(grid, self.model.groups[k].times[1:])]
+        times = torch.tensor(self.model.groups[k].times, dtype=torch.float64)  # not the model's dtype: the
+        check_fixed_steps(times, self.model.settings)  # output times are looked up in this grid
+        grid = grid_through_outputs(self.model.settings.step)(None, None, times).numpy()
+        output_steps = [int(j) for j in np.searchsorted(grid, times.numpy()[1:])]
         return Program(self._step, grid[:-1], np.diff(grid), output_steps, n_traj)
-

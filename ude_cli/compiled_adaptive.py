@@ -16,6 +16,7 @@ the order of the tolerance, and both are as close to the converged gradient (tes
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,8 @@ BETA = (
 C_ERROR = (35 / 384 - 1951 / 21600, 0, 500 / 1113 - 22642 / 50085, 125 / 192 - 451 / 720,
            -2187 / 6784 - -12231 / 42400, 11 / 84 - 649 / 6300, -1.0 / 60.0)
 SAFETY, IFACTOR, DFACTOR, ORDER = 0.9, 10.0, 0.2, 5
+#: steps of the reverse-mode graphs kept between solves, over all step counts
+KEPT_STEPS = 20_000
 
 
 def _stages(f: Any, t0: Any, h: Any, u: Any, f0: Any, p: Any, c: Any, w: Any) -> tuple[Any, list[Any]]:
@@ -70,7 +73,7 @@ class AdaptiveSolver:
         self._step = ca.Function("step", [u, t0, h, p, c, w], [step_u1])
         self._sizes = (n, n_p, n_c, n_w)
         self._mapped: dict[int, tuple[_Attempt, Call]] = {}
-        self._programs: dict[tuple[int, int], Call] = {}
+        self._programs: OrderedDict[tuple[int, int], Call] = OrderedDict()
 
     def _functions(self, n_traj: int) -> tuple[_Attempt, Call]:
         if n_traj not in self._mapped:
@@ -80,20 +83,24 @@ class AdaptiveSolver:
         return self._mapped[n_traj]
 
     def _program(self, n_steps: int, n_traj: int) -> Call:
-        """The reverse mode of the accepted steps as one graph, ``(y0, p, c, w, t0s, hs) -> states after
-        each step``, built once per number of steps."""
+        """The reverse mode of ``(y0, p, c, w, t0s, hs) -> the states after each of n_steps steps``: a
+        graph per number of steps, kept for the next solves that take as many (the most recently used,
+        up to :data:`KEPT_STEPS` steps in all: a graph of 2,000 steps holds ~12 MB)."""
         key = (n_steps, n_traj)
-        if key not in self._programs:
-            import casadi as ca
+        if key in self._programs:
+            self._programs.move_to_end(key)
+            return self._programs[key]
+        import casadi as ca
 
-            n, n_p, n_c, n_w = self._sizes
-            y0, p, c, w = ca.MX.sym("y0", n), ca.MX.sym("p", n_p), ca.MX.sym("c", n_c), ca.MX.sym("w", n_w)
-            t0s, hs = ca.MX.sym("t0s", 1, n_steps), ca.MX.sym("hs", 1, n_steps)
-            states = self._step.mapaccum("steps", n_steps)(y0, t0s, hs, p, c, w)
-            one = ca.Function("solve", [y0, p, c, w, t0s, hs], [ca.horzcat(y0, states)])
-            forward = map_over(one, n_traj, shared=(4, 5))
-            self._programs[key] = Call(forward.reverse(1))
-        return self._programs[key]
+        n, n_p, n_c, n_w = self._sizes
+        y0, p, c, w = ca.MX.sym("y0", n), ca.MX.sym("p", n_p), ca.MX.sym("c", n_c), ca.MX.sym("w", n_w)
+        t0s, hs = ca.MX.sym("t0s", 1, n_steps), ca.MX.sym("hs", 1, n_steps)
+        states = self._step.mapaccum("steps", n_steps)(y0, t0s, hs, p, c, w)
+        one = ca.Function("solve", [y0, p, c, w, t0s, hs], [ca.horzcat(y0, states)])
+        self._programs[key] = program = Call(map_over(one, n_traj, shared=(4, 5)).reverse(1))
+        while len(self._programs) > 1 and sum(k for k, _ in self._programs) > KEPT_STEPS:
+            self._programs.popitem(last=False)
+        return program
 
     # -- the numerical solve --------------------------------------------------------------------
     def _steps(self, args: Sequence[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, tuple, int]:
@@ -123,12 +130,15 @@ class AdaptiveSolver:
                 ratio = math.sqrt(float(scaled @ scaled) / scaled.size)
                 if not math.isfinite(ratio):
                     raise underflow_error()
+                proposed = self._next_step(step, ratio)
                 if ratio <= 1:
                     starts.append(t)
                     sizes.append(step)
                     t = t_next if step == t_next - t else t + step
                     states.append(attempt.accept())
-                h = self._next_step(step, ratio)
+                    if step < h:  # shortened to land on an output time: keep the step it would have taken
+                        proposed = max(proposed, h)
+                h = proposed
             at_output.append(len(starts))
         return np.stack(states, 1), (np.array(starts), np.array(sizes), at_output), evaluations
 
@@ -186,11 +196,8 @@ class _AdaptiveSolve(torch.autograd.Function):
         n_traj, k1, n = ctx.states.shape
         seed = np.zeros((n_traj, k1, n))
         seed[:, ctx.at_output, :] = as_columns(grad.transpose(0, 1))
-        if k1 == 1:  # no step: the outputs are the initial state
-            adjoints = [seed[:, 0, :], None, None, None]
-        else:
-            reverse = ctx.solver._program(k1 - 1, n_traj)
-            adjoints = reverse(*ctx.args, starts, sizes, ctx.states, seed)[:4]
+        reverse = ctx.solver._program(k1 - 1, n_traj)  # k1 >= 2: every experiment has 2 or more times
+        adjoints = reverse(*ctx.args, starts, sizes, ctx.states, seed)[:4]
         return (None, None, None, *torch_gradients(adjoints, ctx.saved_tensors, ctx.needs_input_grad[3:], *ctx.shape))
 
 
@@ -204,6 +211,7 @@ class _Attempt:
 
     def __init__(self, fn: Any):
         shape = (fn.size2_out(0), fn.size1_out(0))
+        self._sizes = [fn.nnz_in(i) for i in range(fn.n_in())]
         self._slots = [(np.empty(shape), np.empty(shape)) for _ in range(2)]
         self._scaled = np.empty(shape[0] * shape[1])
         self._t, self._h = np.zeros(1), np.zeros(1)
@@ -222,6 +230,10 @@ class _Attempt:
     def start(self, y0: np.ndarray, f0: np.ndarray, p: np.ndarray, c: np.ndarray, w: np.ndarray) -> None:
         """Bind the parameters and start from ``(y0, f0)``."""
         self._bound = [np.ascontiguousarray(a, dtype=np.float64).reshape(-1) for a in (p, c, w)]
+        for i, a in enumerate((y0, f0, *self._bound)):  # CasADi reads as many values as it needs, unchecked
+            expected = self._sizes[i if i < 2 else i + 2]
+            if a.size != expected:
+                raise ValueError(f"attempt: argument {i} has {a.size} values, expected {expected}")
         for buffer, _ in self._buffers:
             for i, a in enumerate(self._bound, start=4):
                 buffer.set_arg(i, memoryview(a) if a.size else memoryview(np.empty(0)))

@@ -317,9 +317,27 @@ def _backend(name: str) -> dict[str, Callable]:
         return {
             "exp": ca.exp, "log": ca.log, "sqrt": ca.sqrt, "sin": ca.sin, "cos": ca.cos, "tan": ca.tan,
             "tanh": ca.tanh, "sinh": ca.sinh, "cosh": ca.cosh, "atan": ca.atan, "abs": ca.fabs,
-            "sigmoid": lambda x: 1 / (1 + ca.exp(-x)), "min": ca.fmin, "max": ca.fmax,
+            "sigmoid": casadi_sigmoid, "min": ca.fmin, "max": ca.fmax, "**": _casadi_pow,
         }
     raise ValueError(f"unknown backend {name!r}; expected {one_of(['torch', 'numpy', 'casadi'])}")
+
+
+def casadi_sigmoid(x: Any) -> Any:
+    """1 / (1 + exp(-x)) written so that its derivative stays finite far below zero (as torch's does)."""
+    import casadi as ca
+
+    return 0.5 * (1 + ca.tanh(0.5 * x))
+
+
+def _casadi_pow(a: Any, b: Any) -> Any:
+    """``a ** b`` for an exponent that is not a number (a learned Hill coefficient), with torch's
+    derivatives where the base is 0: d/db is 0 there, not log(0) * 0 = NaN. The base-0 branch is a
+    constant, so d/da there is 0 (torch: b * 0 ** (b - 1), which differs only for b <= 1)."""
+    import casadi as ca
+
+    zero = a == 0
+    at_zero = ca.if_else(b == 0, 1, ca.if_else(b > 0, 0, ca.inf))
+    return ca.if_else(zero, at_zero, ca.if_else(zero, 1, a) ** b)
 
 
 def _float(value: int | float) -> float:
@@ -395,9 +413,11 @@ def _compile(node: ast.expr, funcs: Mapping[str, Callable], nets: frozenset[str]
             return inner
         return lambda env: -inner(env)
     if isinstance(node, ast.BinOp):
-        op = _PY_OPS[_BINOPS[type(node.op)]]
+        symbol = _BINOPS[type(node.op)]
         left, right = _compile(node.left, funcs, nets), _compile(node.right, funcs, nets)
         right_value = _constant_value(node.right)
+        # a backend may give its own power for exponents that are not numbers (casadi: see _casadi_pow)
+        op = funcs["**"] if symbol == "**" and right_value is None and "**" in funcs else _PY_OPS[symbol]
         if op is operator.pow and right_value == 2.0:
             return lambda env: (lambda v: v * v)(left(env))
         return lambda env: op(left(env), right(env))

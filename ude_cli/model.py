@@ -166,11 +166,13 @@ class UDEModel(nn.Module):
         solver = self.problem.config.solver
         if solver.engine == "torchdiffeq" or reason_not_compiled(solver.method, solver.adjoint) is not None:
             return "torchdiffeq"
-        from .compiled import CompiledEngine, worth_compiling
+        from .compiled import CompiledEngine, clearly_too_large, worth_compiling
 
+        n_trajectories = self.n_starts * len(self.problem.dataset.experiments)
+        if solver.engine == "auto" and clearly_too_large(self, n_trajectories):
+            return "torchdiffeq"
         self._compiled = CompiledEngine(self)
-        if solver.engine == "auto" and not worth_compiling(self._compiled.symbolic,
-                                                           self.n_starts * len(self.problem.dataset.experiments)):
+        if solver.engine == "auto" and not worth_compiling(self._compiled.symbolic, n_trajectories):
             self._compiled = None
             return "torchdiffeq"
         return "compiled"
