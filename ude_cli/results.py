@@ -7,7 +7,7 @@ metrics, loss history and the trained model. ``result.save(dir)`` writes the run
 ``params.csv/json`` name, value, initial value, learned/fixed, bounds (and learned initial states)
 ``predictions.csv`` experiment, time, split, observed / predicted / residual per state
 ``trajectory.csv``  the fitted states (and learned terms) on a dense time grid
-``metrics.json``    train / validation MSE per state, loss, iterations, wall time, solver evaluations
+``metrics.json``    train / validation MSE per state, loss, iterations, wall time, solver evaluations and engine
 ``loss.csv``        loss history
 ``run.json``        resolved config, package versions, seed, SHA-256 of each data file, command line
 ``model.pt``        ``state_dict`` of the model (load with ``torch.load(..., weights_only=True)``)
