@@ -8,9 +8,8 @@ import sys
 
 from .conftest import REPO
 
-# Fit the sample UDE with LBFGS (the collocation warm start, then on the trajectory) and print the fitted
-# values, the weights, the loss history and whether torch._dynamo got imported. (Adam's step imports
-# torch._dynamo itself, unconditionally: a config with an Adam stage gains nothing.)
+# Fit the sample UDE (the collocation warm start, then Adam and LBFGS on the trajectory) and print the
+# fitted values, the weights, the loss history and whether torch._dynamo got imported.
 SCRIPT = """
 import json, sys
 if sys.argv[1] == "lean":
@@ -21,7 +20,8 @@ from ude_cli.config import config_from_dict
 import yaml
 raw = yaml.safe_load(open(sys.argv[2]))
 raw["data"]["file"] = sys.argv[3]
-raw["training"] = {"stages": [{"optimizer": "lbfgs", "iterations": 10}], "warm_start_iterations": 20}
+raw["training"] = {"stages": [{"optimizer": "adam", "iterations": 5}, {"optimizer": "lbfgs", "iterations": 10}],
+                   "warm_start_iterations": 20}
 result = fit(config_from_dict(raw, label="lv"))
 weights = result.model.rhs.networks["U"].weights[0].detach().flatten().tolist()
 print(json.dumps({"dynamo": "torch._dynamo" in sys.modules, "values": result.values, "weights": weights,

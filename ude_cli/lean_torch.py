@@ -3,8 +3,9 @@
 torch's optimisers wrap some of their methods in ``torch._disable_dynamo``, which imports
 ``torch._dynamo`` the first time one is called, only to mark it "not to be compiled". ``ude`` never
 uses ``torch.compile``; the import alone costs about 1 s and 70 MiB per process here (2-core CPU,
-torch 2.13), a third of the sample fit's whole-process time. LBFGS, ``ude``'s main optimiser, then
-never imports it; Adam's ``step`` imports it unconditionally, so a fit with an Adam stage still does.
+torch 2.13), a third of the sample fit's whole-process time. Adam's ``step`` also imports it itself, on
+every call, to mark graph breaks around the update; :func:`optimizer_step` runs that step's own body
+instead (what the wrapper runs, less the import, the graph breaks and the profiler's record).
 
 :func:`skip_compile_machinery` records the "disabled" version of each such function as the function
 itself, which is what ``_disable_dynamo`` caches after its first call; the optimisers then run
@@ -20,6 +21,8 @@ import sys
 
 #: The attribute torch._compile._disable_dynamo caches the disabled function under.
 _CACHE = "__dynamo_disable"
+#: Set by :func:`skip_compile_machinery`: this process compiles nothing.
+_lean = False
 
 
 def skip_compile_machinery() -> int:
@@ -27,8 +30,10 @@ def skip_compile_machinery() -> int:
 
     Does nothing once ``torch._dynamo`` is imported (something in this process may compile).
     """
+    global _lean
     if "torch._dynamo" in sys.modules:
         return 0
+    _lean = True
     import torch.optim
     from torch.optim import optimizer as optimizer_module
 
@@ -54,3 +59,19 @@ def _optimizer_classes(optim) -> list[type]:
     classes = [optim.Optimizer]
     classes += [c for c in vars(optim).values() if isinstance(c, type) and issubclass(c, optim.Optimizer)]
     return classes
+
+
+def optimizer_step(opt) -> None:
+    """``opt.step()``; in a process spared ``torch._dynamo``, the step's own body under the grad mode its
+    wrapper sets (``torch.optim.optimizer._use_grad_for_differentiable`` imports torch._dynamo on every
+    call only to place graph breaks). Without the wrapper (another torch), plain ``opt.step()``."""
+    import inspect
+
+    import torch
+
+    raw = inspect.unwrap(type(opt).step)
+    if not _lean or "torch._dynamo" in sys.modules or raw is type(opt).step:
+        opt.step()
+        return
+    with torch.set_grad_enabled(bool(opt.defaults.get("differentiable", False))):
+        raw(opt)

@@ -19,6 +19,7 @@ import torch
 
 from .config import StageSpec, TrainingSpec
 from .errors import FitError, Interrupted
+from .lean_torch import optimizer_step
 from .losses import Objective
 from .model import UDEModel
 from .solve import SolverError
@@ -368,7 +369,7 @@ class _Runner:
         total.sum().backward()
         if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in self.params.values()):
             raise _NumericalTrouble("a gradient is not finite")
-        opt.step()
+        optimizer_step(opt)
         return 1, loss, False
 
     def _lbfgs_step(self, opt, wd: float, remaining: int) -> tuple[int, float, bool]:
