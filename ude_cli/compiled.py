@@ -104,6 +104,9 @@ class SymbolicRHS:
             r = rhs.expressions[s].compile("casadi", networks=list(self.networks))(env)
             rates.append(ca.SX(r) if isinstance(r, int | float) else r)
         self.f = ca.Function("f", [t, u, p, c, w], [ca.vertcat(*rates)])
+        self._weights = [x for net in self.networks.values() for wb in zip(net.weights, net.biases, strict=True)
+                         for x in wb]  # the order of w
+        self._constant_columns: dict[tuple[int, ...], torch.Tensor] = {}
 
     # -- torch tensors in, per trajectory -------------------------------------------------------
     def pack(self, model: UDEModel, experiments: Sequence[int]) -> list[torch.Tensor]:
@@ -112,15 +115,19 @@ class SymbolicRHS:
         S, Bg = model.n_starts, len(experiments)
         y0 = model.initial()[:, experiments, :].reshape(S * Bg, -1)
         values = model.parameters_.values()
-        dt = model.dtype
         p = (torch.cat([values[n] for n in self.parameter_names], 1)[:, None, :].expand(S, Bg, -1).reshape(S * Bg, -1)
-             if self.parameter_names else torch.zeros(S * Bg, 0, dtype=dt))
-        constants = model.rhs._constants
-        c = (torch.stack([constants[n][list(experiments)] for n in self.experiment_constants], -1)
-             if self.experiment_constants else torch.zeros(Bg, 0, dtype=dt))
-        c = c[None].expand(S, Bg, c.shape[-1]).reshape(S * Bg, -1)
-        weights = [x for net in self.networks.values() for wb in zip(net.weights, net.biases, strict=True) for x in wb]
-        return [y0, p, c, *weights]
+             if self.parameter_names else torch.zeros(S * Bg, 0, dtype=model.dtype))
+        return [y0, p, self._constants(model, tuple(experiments)), *self._weights]
+
+    def _constants(self, model: UDEModel, experiments: tuple[int, ...]) -> torch.Tensor:
+        """The experiments' constants per trajectory ``(S * Bg, ·)``: the same every solve, built once."""
+        if experiments not in self._constant_columns:
+            S, Bg = model.n_starts, len(experiments)
+            constants = model.rhs._constants
+            c = (torch.stack([constants[n][list(experiments)] for n in self.experiment_constants], -1)
+                 if self.experiment_constants else torch.zeros(Bg, 0, dtype=model.dtype))
+            self._constant_columns[experiments] = c[None].expand(S, Bg, c.shape[-1]).reshape(S * Bg, -1)
+        return self._constant_columns[experiments]
 
 
 def numpy_inputs(tensors: Sequence[torch.Tensor], n_starts: int, per_start: int) -> list[np.ndarray]:
@@ -204,8 +211,8 @@ def fixed_step(method: str, f: Any) -> Any:
     return ca.Function("step", [u, t0, h, p, c, w], [u + dy])
 
 
-#: right-hand-side evaluations per step
-STAGES = {"euler": 1, "midpoint": 2, "rk4": 4, "dopri5": 6}
+#: right-hand-side evaluations per step of the fixed-step methods (dopri5 counts its attempts)
+STAGES = {"euler": 1, "midpoint": 2, "rk4": 4}
 
 
 def map_over(fn: Any, n_traj: int, shared: Sequence[int] = ()) -> Any:
@@ -349,7 +356,9 @@ class CompiledEngine:
         if self.method == "dopri5":
             sol, evaluations = self._adaptive.solve(inputs, shape, g.times)
         else:
-            program = self._fixed.get(k) or self._fixed.setdefault(k, self._fixed_program(k, len(inputs[0])))
+            if k not in self._fixed:
+                self._fixed[k] = self._fixed_program(k, len(inputs[0]))
+            program = self._fixed[k]
             sol = run(program, inputs, shape)
             evaluations = STAGES[self.method] * program.n_steps
         model.rhs.nfe += evaluations

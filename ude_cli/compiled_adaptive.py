@@ -59,7 +59,6 @@ class AdaptiveSolver:
     def __init__(self, f: Any, settings: SolverSettings):
         import casadi as ca
 
-        self.f = f
         self.settings = settings
         n, n_p, n_c, n_w = (f.size1_in(i) for i in (1, 2, 3, 4))
         u, f0, t0, h = ca.SX.sym("u", n), ca.SX.sym("f0", n), ca.SX.sym("t0"), ca.SX.sym("h")
@@ -209,7 +208,7 @@ class _AdaptiveSolve(torch.autograd.Function):
         seed = np.zeros((n_traj, k1, n))
         seed[:, ctx.at_output, :] = as_columns(grad.transpose(0, 1))
         sweep = ctx.solver._program(k1 - 1, n_traj)  # k1 >= 2: every experiment has 2 or more times
-        y0, p, c, w = ctx.args
+        _, p, c, w = ctx.args
         adjoints = sweep(seed[:, -1, :], ctx.states[:, -2::-1, :], starts[::-1], sizes[::-1], seed[:, -2::-1, :],
                          p, c, w)
         return (None, None, None, *torch_gradients(adjoints, ctx.saved_tensors, ctx.needs_input_grad[3:], *ctx.shape))

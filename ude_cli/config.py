@@ -35,6 +35,7 @@ ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
 #: methods the compiled engine solves (:mod:`ude_cli.compiled`)
 COMPILED_METHODS = ("euler", "midpoint", "rk4", "dopri5")
+ACTIVATIONS = ("tanh", "relu", "gelu", "softplus", "rbf", "sigmoid", "silu")
 
 
 def reason_not_compiled(method: str, adjoint: bool) -> str | None:
@@ -44,7 +45,7 @@ def reason_not_compiled(method: str, adjoint: bool) -> str | None:
     if method not in COMPILED_METHODS:
         return f"it solves {', '.join(COMPILED_METHODS)}, not {method}"
     return None
-ACTIVATIONS = ("tanh", "relu", "gelu", "softplus", "rbf", "sigmoid", "silu")
+
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
