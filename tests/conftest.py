@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -9,6 +11,12 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Native code (ude_cli/native.py) gives the virtual machine's numbers bit for bit (tests/test_native.py);
+# elsewhere the suite stays in the virtual machine, so that it does not start a C compiler per model in
+# the background. Compiled libraries never go to the user's cache. Subprocesses inherit both.
+os.environ.setdefault("UDE_NATIVE", "0")
+os.environ["UDE_CACHE_DIR"] = tempfile.mkdtemp(prefix="ude-test-cache-")
 
 
 @pytest.fixture
@@ -43,3 +51,9 @@ def lv_csv(tmp_path):
     lines = ["t,prey,predator"] + [f"{a:.6f},{b:.12g},{c:.12g}" for a, (b, c) in zip(t, y, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(os.environ["UDE_CACHE_DIR"], ignore_errors=True)

@@ -21,6 +21,7 @@ computes in float64 whatever ``solver.dtype`` says (float32 only changes torchdi
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -344,11 +345,41 @@ class CompiledEngine:
             from .compiled_adaptive import AdaptiveSolver
 
             self._adaptive = AdaptiveSolver(self.symbolic.f, model.settings)
+            functions = self._adaptive.functions()
         else:
             self._step = fixed_step(self.method, self.symbolic.f)
+            functions = [self._step, self._step.reverse(1)]  # the reverse: what Program's reverse mode calls
+        from .native import NativeLibrary
+
+        self.native = NativeLibrary(functions)
+        self.native_since: float | None = None  # when the first solve in native code began
+
+    def _switch_to_native(self) -> None:
+        """Solve in native code from now on if its library is ready (the same numbers, faster)."""
+        functions = self.native.poll()
+        if functions is None:
+            return
+        if self.method == "dopri5":
+            self._adaptive.use(functions)
+        else:
+            self._step = functions[self._step.name()]
+            self._fixed.clear()
+        self.native_since = time.perf_counter()
+
+    def native_status(self) -> dict[str, Any]:
+        """Whether solves run in native code by now, and how it came (for ``metrics.json``)."""
+        native = self.native
+        if self.native_since is not None:
+            how = ("loaded from the cache" if native.cached else
+                   f"compiled in {native.seconds:.1f} s while the first solves ran in CasADi's virtual machine")
+            return {"native_code": True, "native_code_note": how}
+        why = native.reason or "the C compiler had not finished when training ended (the next fit will load it)"
+        return {"native_code": False, "native_code_note": f"CasADi's virtual machine: {why}"}
 
     def solve_group(self, k: int) -> torch.Tensor:
         """Group ``k``'s solution on its grid, ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it."""
+        if self.native_since is None:
+            self._switch_to_native()
         model = self.model
         g = model.groups[k]
         inputs = self.symbolic.pack(model, g.experiments)

@@ -80,6 +80,16 @@ class AdaptiveSolver:
         self._mapped: dict[int, tuple[_Attempt, Call]] = {}
         self._programs: OrderedDict[tuple[int, int], Call] = OrderedDict()
 
+    def functions(self) -> list[Any]:
+        """The single-trajectory functions everything else is built from (what native code replaces)."""
+        return [self._attempt_one, self._rhs_one, self._vjp]
+
+    def use(self, functions: dict[str, Any]) -> None:
+        """Build from now on from these same functions compiled (by name; see :mod:`ude_cli.native`)."""
+        self._attempt_one, self._rhs_one, self._vjp = (functions[fn.name()] for fn in self.functions())
+        self._mapped.clear()
+        self._programs.clear()
+
     def _functions(self, n_traj: int) -> tuple[_Attempt, Call]:
         if n_traj not in self._mapped:
             attempt = map_over(self._attempt_one, n_traj, shared=(2, 3))  # (u, f0, t0, h, p, c, w)

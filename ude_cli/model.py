@@ -200,6 +200,11 @@ class UDEModel(nn.Module):
             self.rhs.unbind()
             self.rhs._constants = dict(self._all_constants)
 
+    def native_status(self) -> dict:
+        """``native_code`` (bool) and ``native_code_note`` for the compiled engine (:mod:`ude_cli.native`);
+        empty for torchdiffeq."""
+        return self._compiled.native_status() if self.engine == "compiled" and self._compiled is not None else {}
+
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         state["_compiled"] = None  # CasADi functions and buffers: built again on the next solve

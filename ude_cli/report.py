@@ -158,7 +158,9 @@ def _metrics(run) -> str:
              ["observations", f"{obs.get('train', '–')} training, {obs.get('validation', '–')} validation"],
              ["iterations", _num(m.get("iterations"))], ["wall time", f"{_num(m.get('wall_seconds'), 3)} s"],
              ["solver evaluations", _num(m.get("solver_evaluations"), 8)],
-             ["solver engine", _e(m.get("solver_engine", "torchdiffeq"))], ["stopped", _e(m.get("stop_reason"))],
+             ["solver engine", _e(m.get("solver_engine", "torchdiffeq"))],
+             *([["native code", _e(m["native_code_note"])]] if m.get("native_code_note") else []),
+             ["stopped", _e(m.get("stop_reason"))],
              ["starts", _num(m.get("starts"))]]
     return _table(["metric", "value"], rows, [False, True])
 
