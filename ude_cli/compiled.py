@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .expressions import casadi_sigmoid
+from .native import NativeLibrary, package_source
 
 if TYPE_CHECKING:
     from .model import UDEModel
@@ -135,9 +136,15 @@ def numpy_inputs(tensors: Sequence[torch.Tensor], n_starts: int, per_start: int)
     """``y0, p, c, w`` as CasADi columns ``(S * Bg, ·)``. The weights are flattened per start and repeated
     for each experiment here, in numpy: as torch operations they cost more than the solve's own call."""
     y0, p, c, *weights = tensors
-    w = (np.concatenate([x.detach().to(torch.float64).numpy().reshape(n_starts, -1) for x in weights], 1)
+    w = (np.concatenate([_numpy(x).reshape(n_starts, -1) for x in weights], 1)
          if weights else np.zeros((n_starts, 0)))
-    return [as_columns(y0), as_columns(p), as_columns(c), np.repeat(w, per_start, axis=0)]
+    return [as_columns(y0), as_columns(p), as_columns(c), np.repeat(w, per_start, axis=0) if per_start > 1 else w]
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    """A tensor's values as float64 numpy (no copy when it is float64 already)."""
+    x = x.detach()
+    return (x if x.dtype == torch.float64 else x.to(torch.float64)).numpy()
 
 
 def torch_gradients(adjoints: Sequence[np.ndarray | None], tensors: Sequence[torch.Tensor], needed: Sequence[bool],
@@ -147,13 +154,14 @@ def torch_gradients(adjoints: Sequence[np.ndarray | None], tensors: Sequence[tor
     out = [torch.from_numpy(np.ascontiguousarray(a)).to(x.dtype) if need and a is not None else None
            for a, x, need in zip(adjoints[:3], (y0, p, c), needed[:3], strict=True)]
     w_adj = adjoints[3]
-    per_start_adj = None if w_adj is None else w_adj.reshape(n_starts, per_start, -1).sum(1)
+    if per_start > 1 and w_adj is not None:
+        w_adj = w_adj.reshape(n_starts, per_start, -1).sum(1)
     offset = 0
-    for x, need in zip(weights, needed[3:], strict=True):
-        size = x[0].numel()
-        if need and per_start_adj is not None:
-            out.append(torch.from_numpy(np.ascontiguousarray(per_start_adj[:, offset:offset + size]))
-                       .reshape(x.shape).to(x.dtype))
+    for x, need in zip(weights, needed[3:], strict=True):  # numpy views, one torch tensor each: the cheapest
+        size = x.numel() // n_starts
+        if need and w_adj is not None:
+            g = torch.from_numpy(w_adj[:, offset:offset + size].reshape(x.shape))
+            out.append(g if g.dtype == x.dtype else g.to(x.dtype))
         else:
             out.append(None)
         offset += size
@@ -299,7 +307,7 @@ class _CompiledSolve(torch.autograd.Function):
 
 def as_columns(x: torch.Tensor) -> np.ndarray:
     """A tensor as float64 numpy, C-ordered (a column per leading index, in CasADi's terms)."""
-    return np.ascontiguousarray(x.detach().to(torch.float64).numpy())
+    return np.ascontiguousarray(_numpy(x))
 
 
 def run(program: Program, inputs: Sequence[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
@@ -345,13 +353,11 @@ class CompiledEngine:
             from .compiled_adaptive import AdaptiveSolver
 
             self._adaptive = AdaptiveSolver(self.symbolic.f, model.settings)
-            functions = self._adaptive.functions()
+            functions, driver = self._adaptive.functions(), package_source("dopri5_driver.c")
         else:
             self._step = fixed_step(self.method, self.symbolic.f)
-            functions = [self._step, self._step.reverse(1)]  # the reverse: what Program's reverse mode calls
-        from .native import NativeLibrary
-
-        self.native = NativeLibrary(functions)
+            functions, driver = [self._step, self._step.reverse(1)], ""  # the reverse: Program's reverse mode
+        self.native = NativeLibrary(functions, driver)
         self.native_since: float | None = None  # when the first solve in native code began
 
     def _switch_to_native(self) -> None:
@@ -360,7 +366,7 @@ class CompiledEngine:
         if functions is None:
             return
         if self.method == "dopri5":
-            self._adaptive.use(functions)
+            self._adaptive.use(functions, self.native.path)
         else:
             self._step = functions[self._step.name()]
             self._fixed.clear()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ C_ERROR = (35 / 384 - 1951 / 21600, 0, 500 / 1113 - 22642 / 50085, 125 / 192 - 4
 SAFETY, IFACTOR, DFACTOR, ORDER = 0.9, 10.0, 0.2, 5
 #: steps of the reverse-mode graphs kept between solves, over all step counts
 KEPT_STEPS = 20_000
+#: ``ude_dopri5``'s return codes (``dopri5_driver.c``)
+DRIVER_OK, DRIVER_TOO_MANY_STEPS, DRIVER_UNDERFLOW, DRIVER_CAPACITY, DRIVER_NO_MEMORY = 0, 1, 2, 3, 4
 
 
 def _stages(f: Any, t0: Any, h: Any, u: Any, f0: Any, p: Any, c: Any, w: Any) -> tuple[Any, list[Any]]:
@@ -79,16 +82,20 @@ class AdaptiveSolver:
         self._sizes = (n, n_p, n_c, n_w)
         self._mapped: dict[int, tuple[_Attempt, Call]] = {}
         self._programs: OrderedDict[tuple[int, int], Call] = OrderedDict()
+        self._driver: _Driver | None = None
 
     def functions(self) -> list[Any]:
         """The single-trajectory functions everything else is built from (what native code replaces)."""
         return [self._attempt_one, self._rhs_one, self._vjp]
 
-    def use(self, functions: dict[str, Any]) -> None:
-        """Build from now on from these same functions compiled (by name; see :mod:`ude_cli.native`)."""
+    def use(self, functions: dict[str, Any], library: Path | None = None) -> None:
+        """Build from now on from these same functions compiled (by name; see :mod:`ude_cli.native`), and
+        take the steps with ``dopri5_driver.c`` from ``library`` when it is given."""
         self._attempt_one, self._rhs_one, self._vjp = (functions[fn.name()] for fn in self.functions())
         self._mapped.clear()
         self._programs.clear()
+        if library is not None:
+            self._driver = _Driver(library)
 
     def _functions(self, n_traj: int) -> tuple[_Attempt, Call]:
         if n_traj not in self._mapped:
@@ -126,7 +133,12 @@ class AdaptiveSolver:
     # -- the numerical solve --------------------------------------------------------------------
     def _steps(self, args: Sequence[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, tuple, int]:
         """Accepted states ``(n_traj, K + 1, n)``; the steps' start times and sizes and the step count at
-        each output time; the right-hand-side evaluations."""
+        each output time; the right-hand-side evaluations.
+
+        In C (``dopri5_driver.c``) once native code is loaded, else here around CasADi's virtual machine:
+        the same operations in the same order (sums of squares one value after another), the same steps."""
+        if self._driver is not None:
+            return self._driver(args, times, self.settings)
         y0, p, c, w = args
         n_traj = y0.shape[0]
         attempt, rhs = self._functions(n_traj)
@@ -148,7 +160,7 @@ class AdaptiveSolver:
                     raise underflow_error()
                 scaled = attempt(t, step)
                 evaluations += 6
-                ratio = math.sqrt(float(scaled @ scaled) / scaled.size)
+                ratio = math.sqrt(sum_of_squares(scaled) / scaled.size)
                 if not math.isfinite(ratio):
                     raise underflow_error()
                 proposed = self._next_step(step, ratio)
@@ -168,27 +180,27 @@ class AdaptiveSolver:
         if ratio == 0:
             return step * IFACTOR
         dfactor = 1.0 if ratio < 1 else DFACTOR
-        return step * min(IFACTOR, max(SAFETY / ratio ** (1 / ORDER), dfactor))
+        return step * min(IFACTOR, max(SAFETY / _power(ratio, 1 / ORDER), dfactor))
 
     def _initial_step(self, rhs: Any, t: float, y: np.ndarray, f0: np.ndarray, p: Any, c: Any, w: Any) -> float:
         """Hairer, Norsett and Wanner's initial step (II.4), as torchdiffeq computes it; a right-hand side
         that is not finite at the start is the same failure as in torchdiffeq, an underflowing step."""
         rtol, atol = self.settings.rtol, self.settings.atol
 
-        def rms(x: np.ndarray) -> np.float64:
-            return np.sqrt(np.mean(x * x))
+        def rms(x: np.ndarray) -> float:
+            return math.sqrt(sum_of_squares(x) / x.size)
 
         with np.errstate(all="ignore"):
             scale = atol + np.abs(y) * rtol
             d0, d1 = rms(y / scale), rms(f0 / scale)
-            h0 = np.float64(1e-6) if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
             (f1,) = rhs(t + h0, y + h0 * f0, p, c, w)
-            d2 = rms((f1 - f0) / scale) / h0
+            d2 = rms((f1 - f0) / scale) / h0 if h0 != 0 else math.inf
             if d1 <= 1e-15 and d2 <= 1e-15:
-                h1 = max(np.float64(1e-6), h0 * 1e-3)
+                h1 = max(1e-6, h0 * 1e-3)
             else:
-                h1 = (0.01 / max(d1, d2)) ** (1.0 / ORDER)
-            h = float(min(100 * h0, h1))
+                h1 = _power(0.01 / max(d1, d2), 1.0 / ORDER)
+            h = min(100 * h0, h1)
         if not (math.isfinite(h) and h > 0):
             raise underflow_error()
         return h
@@ -200,13 +212,93 @@ class AdaptiveSolver:
         return out, self._evaluations
 
 
+def sum_of_squares(x: np.ndarray) -> float:
+    """The sum of ``x``'s squares taken one value after another, as ``dopri5_driver.c`` takes it (numpy's
+    sums group the terms otherwise, which changes the last bit)."""
+    total = 0.0
+    for v in x.ravel().tolist():
+        total += v * v
+    return total
+
+
+def _power(x: float, y: float) -> float:
+    """``x ** y`` with C's ``pow``, as ``dopri5_driver.c``; a negative or non-finite base gives NaN or inf
+    (an error ratio or step that is not finite stops the solve as an underflow)."""
+    try:
+        return math.pow(x, y)
+    except (ValueError, OverflowError):
+        return math.nan
+
+
+class _Driver:
+    """``dopri5_driver.c``'s ``ude_dopri5`` in a compiled library, called through ctypes."""
+
+    def __init__(self, library: Path):
+        import ctypes
+
+        lib = ctypes.CDLL(str(library))
+        i, d, ptr = ctypes.c_longlong, ctypes.c_double, ctypes.c_void_p
+        self._fn = lib.ude_dopri5
+        self._fn.argtypes = [i, i, ptr, ptr, i, ptr, i, ptr, i, ptr, i, d, d, i, i, ptr, ptr, ptr, ptr, ptr]
+        self._fn.restype = ctypes.c_int
+        self._reverse = lib.ude_dopri5_reverse
+        self._reverse.argtypes = [i, i, i, i, ptr, ptr, ptr, ptr, ptr, i, ptr, i, ptr, i, ptr, ptr, ptr, ptr]
+        self._reverse.restype = ctypes.c_int
+        self._capacity = 64  # accepted steps room is made for; doubled when a solve needs more
+
+    def __call__(self, args: Sequence[np.ndarray], times: np.ndarray,
+                 settings: SolverSettings) -> tuple[np.ndarray, tuple, int]:
+        y0, p, c, w = (np.ascontiguousarray(a, dtype=np.float64) for a in args)
+        times = np.ascontiguousarray(times, dtype=np.float64)
+        n_traj, n = y0.shape
+        at_output = np.empty(len(times), dtype=np.int64)
+        counts = np.zeros(2, dtype=np.int64)
+        while True:
+            cap = self._capacity
+            states, starts, sizes = np.empty((n_traj, cap + 1, n)), np.empty(cap), np.empty(cap)
+            status = self._fn(n_traj, n, y0.ctypes.data, p.ctypes.data, p.shape[1], c.ctypes.data, c.shape[1],
+                              w.ctypes.data, w.shape[1], times.ctypes.data, len(times), settings.rtol, settings.atol,
+                              settings.max_steps, cap, states.ctypes.data, starts.ctypes.data, sizes.ctypes.data,
+                              at_output.ctypes.data, counts.ctypes.data)
+            if status != DRIVER_CAPACITY:
+                break
+            self._capacity *= 2
+        if status == DRIVER_TOO_MANY_STEPS:
+            raise too_many_steps_error(settings)
+        if status == DRIVER_UNDERFLOW:
+            raise underflow_error()
+        if status != DRIVER_OK:
+            raise MemoryError("dopri5_driver.c: out of memory") if status == DRIVER_NO_MEMORY else RuntimeError(
+                f"dopri5_driver.c: a compiled function failed (status {status})")
+        k = int(counts[0])
+        return states[:, :k + 1, :], (starts[:k], sizes[:k], at_output.tolist()), int(counts[1])
+
+    def reverse(self, states: np.ndarray, starts: np.ndarray, sizes: np.ndarray, seed: np.ndarray,
+                p: np.ndarray, c: np.ndarray, w: np.ndarray) -> list[np.ndarray]:
+        """The reverse sweep (``ude_dopri5_reverse``): ``states`` as :meth:`__call__` returned them, ``seed``
+        ``(n_traj, K + 1, n)``; the adjoints of ``y0, p, c, w``."""
+        n_traj, k1, n = states.shape
+        if states.strides[1:] != (n * 8, 8):
+            states = np.ascontiguousarray(states)
+        p, c, w, seed = (np.ascontiguousarray(a, dtype=np.float64) for a in (p, c, w, seed))
+        out = [np.empty((n_traj, n)), np.empty((n_traj, p.shape[1])), np.empty((n_traj, c.shape[1])),
+               np.empty((n_traj, w.shape[1]))]
+        status = self._reverse(n_traj, n, k1 - 1, states.strides[0] // (8 * n), states.ctypes.data,
+                               starts.ctypes.data, sizes.ctypes.data, seed.ctypes.data, p.ctypes.data, p.shape[1],
+                               c.ctypes.data, c.shape[1], w.ctypes.data, w.shape[1], *(a.ctypes.data for a in out))
+        if status != DRIVER_OK:
+            raise MemoryError("dopri5_driver.c: out of memory") if status == DRIVER_NO_MEMORY else RuntimeError(
+                f"dopri5_driver.c: a compiled function failed (status {status})")
+        return out
+
+
 class _AdaptiveSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, solver: AdaptiveSolver, times: np.ndarray, shape: tuple[int, int],  # type: ignore[override]
                 *tensors: torch.Tensor) -> torch.Tensor:
         args = numpy_inputs(tensors, *shape)
         states, (starts, sizes, at_output), solver._evaluations = solver._steps(args, times)
-        ctx.solver, ctx.args, ctx.shape = solver, args, shape
+        ctx.solver, ctx.args, ctx.shape, ctx.driver = solver, args, shape, solver._driver
         ctx.steps, ctx.at_output, ctx.states = (starts, sizes), at_output, states
         ctx.save_for_backward(*tensors)
         return torch.from_numpy(states[:, at_output, :]).transpose(0, 1).to(tensors[0].dtype)  # (T, n_traj, n)
@@ -217,10 +309,13 @@ class _AdaptiveSolve(torch.autograd.Function):
         n_traj, k1, n = ctx.states.shape
         seed = np.zeros((n_traj, k1, n))
         seed[:, ctx.at_output, :] = as_columns(grad.transpose(0, 1))
-        sweep = ctx.solver._program(k1 - 1, n_traj)  # k1 >= 2: every experiment has 2 or more times
         _, p, c, w = ctx.args
-        adjoints = sweep(seed[:, -1, :], ctx.states[:, -2::-1, :], starts[::-1], sizes[::-1], seed[:, -2::-1, :],
-                         p, c, w)
+        if ctx.driver is not None:  # the solve's own driver (native code may have arrived since)
+            adjoints = ctx.driver.reverse(ctx.states, starts, sizes, seed, p, c, w)
+        else:
+            sweep = ctx.solver._program(k1 - 1, n_traj)  # k1 >= 2: every experiment has 2 or more times
+            adjoints = sweep(seed[:, -1, :], ctx.states[:, -2::-1, :], starts[::-1], sizes[::-1],
+                             seed[:, -2::-1, :], p, c, w)
         return (None, None, None, *torch_gradients(adjoints, ctx.saved_tensors, ctx.needs_input_grad[3:], *ctx.shape))
 
 

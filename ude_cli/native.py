@@ -70,6 +70,11 @@ def cache_dir() -> Path:
     return root / "native"
 
 
+def package_source(name: str) -> str:
+    """A C file shipped with the package (e.g. ``dopri5_driver.c``)."""
+    return (Path(__file__).parent / name).read_text()
+
+
 def source_of(functions: Sequence[Any]) -> str:
     """C source defining ``functions`` (CasADi functions), by CasADi's code generator."""
     import casadi as ca
@@ -82,18 +87,20 @@ def source_of(functions: Sequence[Any]) -> str:
 
 class NativeLibrary:
     """``functions`` compiled into one shared library, in the background; :meth:`poll` gives them as
-    CasADi functions once it is loaded (``None`` before, and for good when it cannot be).
+    CasADi functions once it is loaded (``None`` before, and for good when it cannot be). ``extra_source``:
+    C code compiled with them, which may call them by name (:attr:`path` is the library, for ctypes).
 
     A library already in the cache is loaded at once. Otherwise the compiler runs as a separate process
     that writes a temporary file and renames it into the cache when done, even if this process has ended
     by then (the next fit finds it); processes compiling the same source at once do not disturb each other.
     """
 
-    def __init__(self, functions: Sequence[Any]):
+    def __init__(self, functions: Sequence[Any], extra_source: str = ""):
         self.names = [fn.name() for fn in functions]
         self.reason: str | None = None  # why there is no native code, when there is none
         self.seconds = 0.0  # compile time waited for in this process (0 when loaded from the cache)
         self.cached = False  # found in the cache, compiled by an earlier process
+        self.path: Path | None = None
         self._functions: dict[str, Any] | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -101,7 +108,7 @@ class NativeLibrary:
         if command is None:
             self._give_up("native code disabled (UDE_NATIVE=0)" if not enabled() else "no C compiler found")
             return
-        source = source_of(functions)
+        source = source_of(functions) + extra_source  # C that calls the functions by name
         key = hashlib.sha256("\0".join([source, *command, *FLAGS, _casadi_version(), sys.platform]).encode())
         folder = cache_dir()
         self.path = folder / f"{key.hexdigest()[:24]}.so"
