@@ -19,6 +19,7 @@ import torch
 
 from .config import StageSpec, TrainingSpec
 from .errors import FitError, Interrupted
+from .flat_parameters import FlatParameters
 from .lean_torch import optimizer_step
 from .losses import Objective
 from .model import UDEModel
@@ -139,6 +140,8 @@ class _Runner:
         self.monitor, self.state, self.target = monitor, state, target
         self.should_stop = should_stop or (lambda: None)
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.flat = FlatParameters(self.params, model.n_starts)  # .data and .grad of self.params: views
+        self._best: torch.Tensor | None = None  # the state's best values as one buffer (state.best: its views)
         self.stages = effective_stages(model, training)
         self.auto_warm_start = len(self.stages) > len(training.stages)
         self._collocation = None
@@ -170,17 +173,33 @@ class _Runner:
 
     def _remember_best(self, total: torch.Tensor, data: torch.Tensor) -> None:
         st = self.state
-        finite = torch.isfinite(total)
         if st.best_loss is None:
             st.best_loss = torch.full_like(total, math.inf)
-            st.best = {n: p.detach().clone() for n, p in self.params.items()}
-        better = finite & (total < st.best_loss)
+            st.best = None
+        best = self._best_values()
+        self.last_data = data
+        if total.numel() == 1:  # one start: the same decision in Python numbers, a few microseconds
+            value = total.item()
+            if math.isfinite(value) and value < st.best_loss.item():
+                st.best_loss = total
+                best.copy_(self.flat.parameter.detach())
+            return
+        better = torch.isfinite(total) & (total < st.best_loss)
         if bool(better.any()):
             st.best_loss = torch.where(better, total, st.best_loss)
-            for n, p in self.params.items():
-                mask = better.view(-1, *([1] * (p.dim() - 1)))
-                st.best[n] = torch.where(mask, p.detach(), st.best[n])
-        self.last_data = data
+            self.flat.where(better, self.flat.parameter.detach(), best)
+
+    def _best_values(self) -> torch.Tensor:
+        """The best values so far as one buffer, ``state.best`` being its views (made on the first call of
+        a stage, or from a resumed checkpoint's ``state.best``)."""
+        st = self.state
+        if st.best is None:
+            self._best = self.flat.parameter.detach().clone()
+            st.best = self.flat.views(self._best)
+        elif self._best is None or any(v.data_ptr() != self._best.data_ptr() for v in list(st.best.values())[:1]):
+            self._best = self.flat.flatten(st.best)
+            st.best = self.flat.views(self._best)
+        return self._best
 
     def _trajectory_loss(self) -> torch.Tensor:
         with torch.no_grad():
@@ -217,8 +236,7 @@ class _Runner:
         if self.state.best is None:
             return
         with torch.no_grad():
-            for n, p in self.params.items():
-                p.copy_(self.state.best[n])
+            self.flat.parameter.copy_(self._best_values())
 
     # -- stages -----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -292,7 +310,7 @@ class _Runner:
 
     def _make_optimizer(self, stage: StageSpec):
         lr = stage.learning_rate * self.state.lr_factor
-        params = list(self.params.values())
+        params = [self.flat.parameter]
         if stage.optimizer == "adam":
             opt = _adam(params, lr)
         else:
@@ -300,7 +318,11 @@ class _Runner:
                                     history_size=10, line_search_fn="strong_wolfe",
                                     tolerance_grad=1e-10, tolerance_change=1e-12)
         if self.state.optimizer_state is not None:
-            opt.load_state_dict(self.state.optimizer_state)
+            try:
+                opt.load_state_dict(self.state.optimizer_state)
+            except ValueError:  # a checkpoint from a version that kept one state per tensor
+                self.monitor.message("the checkpoint's optimizer state has another layout; the optimizer "
+                                     "starts afresh from the checkpoint's parameters")
         return opt
 
     def _run_stage(self, index: int, stage: StageSpec, t_start: float) -> None:
@@ -351,7 +373,7 @@ class _Runner:
     def _check(self, data: torch.Tensor, first: bool) -> float:
         data = data.detach()
         value = float(data.min())
-        if not torch.isfinite(data).all():
+        if not (math.isfinite(value) if data.numel() == 1 else bool(torch.isfinite(data).all())):
             raise _NumericalTrouble("the loss is not finite (NaN or infinite)")
         if not first and value > BLOWUP:
             raise _NumericalTrouble(f"the loss blew up to {value:.3g}")
@@ -361,13 +383,13 @@ class _Runner:
         return self._objective_kind == "trajectory" and self.target is not None and value < self.target
 
     def _adam_step(self, opt, wd: float, first: bool) -> tuple[int, float, bool]:
-        opt.zero_grad(set_to_none=True)
+        self.flat.zero_grad()
         total, data = self.evaluate(wd)
         loss = self._check(data, first)
         if self._reached(loss):  # stop at the point that reached the target, before stepping away
             return 1, loss, True
         total.sum().backward()
-        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in self.params.values()):
+        if not self.flat.gradient_finite():
             raise _NumericalTrouble("a gradient is not finite")
         optimizer_step(opt)
         return 1, loss, False
@@ -377,7 +399,7 @@ class _Runner:
         objectives: list[float] = []  # what LBFGS minimises (with weight decay, not the data loss)
 
         def closure():
-            opt.zero_grad(set_to_none=True)
+            self.flat.zero_grad()
             total, data = self.evaluate(wd)
             value = self._check(data, False)
             evals.append(value)
@@ -385,12 +407,9 @@ class _Runner:
             if self._reached(value):
                 raise _TargetReached()
             total.sum().backward()
-            for p in self.params.values():  # LBFGS flattens gradients with .view(-1)
-                if p.grad is not None and not p.grad.is_contiguous():
-                    p.grad = p.grad.contiguous()
             return total.sum()
 
-        first = next(iter(self.params.values()))
+        first = self.flat.parameter
         n0 = opt.state[first].get("n_iter", 0)
         opt.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, remaining)
         try:
