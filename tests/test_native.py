@@ -172,3 +172,22 @@ def test_ude_fit_says_when_it_ran_native_code(tmp_path, cache):
     assert metrics["native_code"] is True and metrics["native_code_note"] == "loaded from the cache"
     before = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert before["loss"] == metrics["loss"]  # whichever ran
+
+
+def test_functions_too_large_to_compile_quickly_stay_in_the_virtual_machine(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(native, "MAX_INSTRUCTIONS", 1000)
+    fns = functions(tmp_path)
+    library = native.NativeLibrary(fns)
+    assert library.reason.startswith("the model's functions are too large to compile quickly (")
+    assert library.poll() is None and not native.possible(fns)
+
+
+def test_auto_compiles_larger_problems_when_native_code_is_possible(tmp_path, cache, monkeypatch):
+    cfg = tiny(tmp_path)
+    cfg["networks"]["N"]["hidden"] = [16, 16]  # ~1,100 instructions x 24 trajectories: past the VM's limit
+    monkeypatch.setenv("UDE_CC", "false")  # a compiler that fails at once: nothing left compiling
+    if native.compiler() is None:
+        pytest.skip("no 'false' command")
+    assert model(cfg, tmp_path, n_starts=24).engine == "compiled"
+    monkeypatch.setenv("UDE_NATIVE", "0")
+    assert model(cfg, tmp_path, n_starts=24).engine == "torchdiffeq"

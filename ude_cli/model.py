@@ -172,9 +172,10 @@ class UDEModel(nn.Module):
         if solver.engine == "auto" and clearly_too_large(self, n_trajectories):
             return "torchdiffeq"
         self._compiled = CompiledEngine(self)
-        if solver.engine == "auto" and not worth_compiling(self._compiled.symbolic, n_trajectories):
+        if solver.engine == "auto" and not worth_compiling(self._compiled, n_trajectories):
             self._compiled = None
             return "torchdiffeq"
+        self._compiled.start_native()
         return "compiled"
 
     # -- simulation -----------------------------------------------------------------------------
@@ -188,6 +189,7 @@ class UDEModel(nn.Module):
                 from .compiled import CompiledEngine
 
                 self._compiled = CompiledEngine(self)
+                self._compiled.start_native()
             return self._compiled.solve_group(k)
         g = self.groups[k]
         y0 = self.initial()[:, g.experiments, :]
