@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import re
 import shutil
 import statistics
@@ -69,13 +70,15 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run_process(cmd: list[str], cwd: Path | None = None) -> Proc:
-    """Run ``cmd`` to completion in a fresh process; measure its wall time and its peak RSS."""
+def run_process(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Proc:
+    """Run ``cmd`` to completion in a fresh process (``env``: variables to set besides this process's);
+    measure its wall time and its peak RSS."""
     with tempfile.TemporaryDirectory(prefix="ude-bench-proc-") as d:
         out, err, report = Path(d, "stdout"), Path(d, "stderr"), Path(d, "report.json")
         with open(out, "wb") as fo, open(err, "wb") as fe:
             launcher = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCHER, str(report), *cmd], cwd=cwd,
-                                      stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+                                      stdout=fo, stderr=fe, stdin=subprocess.DEVNULL,
+                                      env={**os.environ, **env} if env else None)
         stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         if not report.exists():  # the command could not be started
             return Proc(cmd, launcher.returncode or 127, 0.0, 0.0, stdout, stderr)

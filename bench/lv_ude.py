@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,16 @@ PEERS = {
     "peer-diffrax": ("ref_diffrax.py", ["jax", "diffrax", "equinox", "optax"]),
     "peer-torchdiffeq": ("ref_torchdiffeq.py", ["torchdiffeq"]),
 }
-DEFAULT_ROWS = "baseline,ude,ude-protocol,ude-protocol-torchdiffeq,peer-torchode,peer-diffrax"
+DEFAULT_ROWS = ("baseline,ude,ude-protocol,ude-protocol-cold,ude-protocol-vm,ude-protocol-torchdiffeq,peer-torchode,"
+                "peer-diffrax")
+#: the ude rows of the protocol: key -> (label, config changes, environment of the run given its directory)
+PROTOCOL_ROWS: dict[str, tuple[str, dict, Callable[[Path], dict] | None]] = {
+    "ude-protocol": ("ude fit (warm_start: none)", {}, None),
+    "ude-protocol-cold": ("ude fit (warm_start: none, empty native-code cache)", {},
+                          lambda d: {"UDE_CACHE_DIR": str(d / "native-cache")}),
+    "ude-protocol-vm": ("ude fit (warm_start: none, UDE_NATIVE=0)", {}, lambda d: {"UDE_NATIVE": "0"}),
+    "ude-protocol-torchdiffeq": ("ude fit (warm_start: none, engine: torchdiffeq)", {"engine": "torchdiffeq"}, None),
+}
 #: the library call used for the multistart section while `ude fit --starts` does not exist:
 #: fit CONFIG with N starts and write the run directory OUT (argv: CONFIG N OUT)
 MULTISTART_BY_LIBRARY = ("import sys; from ude_cli import fit; "
@@ -61,7 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temp dir (run directories, configs, CSV)")
     g = p.add_argument_group("main section")
     g.add_argument("--only", default=DEFAULT_ROWS,
-                   help=f"rows, comma-separated, of: baseline, ude, ude-protocol, ude-protocol-torchdiffeq, {', '.join(PEERS)} (default: {DEFAULT_ROWS})")
+                   help=f"rows, comma-separated, of: baseline, ude, {', '.join(PROTOCOL_ROWS)}, {', '.join(PEERS)} (default: {DEFAULT_ROWS})")
+    p.add_argument("--native-cache", type=Path, default=None,
+                   help="ude's native-code cache (UDE_CACHE_DIR) for every ude run: default, a new one in the "
+                        "temp dir, filled by an untimed warm-up fit first (a row with an empty cache shows the "
+                        "first fit)")
     g.add_argument("--adam", type=int, default=None, help="Adam iterations for all (default: protocol / config)")
     g.add_argument("--lbfgs", type=int, default=None, help="LBFGS iterations for all (default: protocol / config)")
     g.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="default: float64")
@@ -105,6 +119,7 @@ class Impl:
     label: str
     command: Callable[[Path], list[str]]  # given a fresh directory for the run
     parse: Callable[[h.Proc, Path], dict]  # -> reached, time_to_target, iterations, evals, final_loss, rmse, ms_adam
+    env: Callable[[Path], dict] | None = None  # environment variables of the run, given its directory
 
 
 def _iteration_args(a) -> list[str]:
@@ -156,9 +171,9 @@ def main_impls(a, tmp: Path, notes: list[str]) -> list[Impl]:
     wanted = [k.strip() for k in a.only.split(",") if k.strip()]
     impls = []
 
-    def ude_impl(key: str, label: str, config: Path) -> Impl:
+    def ude_impl(key: str, label: str, config: Path, env: Callable[[Path], dict] | None = None) -> Impl:
         return Impl(key, label, lambda d: [*ude, "fit", str(config), "--stop-below", repr(a.target), "--no-plots",
-                                           "--out", str(d / "run"), "-q"], _parse_ude)
+                                           "--out", str(d / "run"), "-q"], _parse_ude, env)
 
     overrides = a.adam is not None or a.lbfgs is not None or a.dtype != "float64"
     for key in wanted:
@@ -171,14 +186,10 @@ def main_impls(a, tmp: Path, notes: list[str]) -> list[Impl]:
             if overrides:
                 config = h.write_config(h.lv_config(adam=a.adam, lbfgs=a.lbfgs, dtype=a.dtype), tmp / "lv_ude.yaml")
             impls.append(ude_impl(key, "ude fit (shipped config" + (", overridden)" if overrides else ")"), config))
-        elif key in ("ude-protocol", "ude-protocol-torchdiffeq"):
-            adam = lv.ADAM_ITERATIONS if a.adam is None else a.adam  # the protocol's stages, not the config's
-            lbfgs = lv.LBFGS_ITERATIONS if a.lbfgs is None else a.lbfgs
-            engine = "torchdiffeq" if key.endswith("torchdiffeq") else None
-            config = h.write_config(h.lv_config(warm_start="none", adam=adam, lbfgs=lbfgs, dtype=a.dtype, engine=engine),
-                                    tmp / f"lv_{key}.yaml")
-            impls.append(ude_impl(key, "ude fit (warm_start: none" + (", engine: torchdiffeq)" if engine else ")"),
-                                  config))
+        elif key in PROTOCOL_ROWS:
+            label, changes, env = PROTOCOL_ROWS[key]
+            config = h.write_config(protocol_config(a, **changes), tmp / f"lv_{key}.yaml")
+            impls.append(ude_impl(key, label, config, env))
         elif key in PEERS:
             script, modules = PEERS[key]
             path = a.peers_dir / script
@@ -197,15 +208,41 @@ def main_impls(a, tmp: Path, notes: list[str]) -> list[Impl]:
     return impls
 
 
+def protocol_config(a, **changes) -> dict:
+    """The shipped config with the protocol's stages (not the config's) and no warm start."""
+    adam = lv.ADAM_ITERATIONS if a.adam is None else a.adam
+    lbfgs = lv.LBFGS_ITERATIONS if a.lbfgs is None else a.lbfgs
+    return h.lv_config(warm_start="none", adam=adam, lbfgs=lbfgs, dtype=a.dtype, **changes)
+
+
+def warm_native_cache(a, tmp: Path) -> list[str]:
+    """Fill the native-code cache (ude_cli/native.py) with an untimed fit of the protocol's model, so that
+    the timed runs load the compiled library as every fit after a machine's first does; notes."""
+    cache = Path(os.environ["UDE_CACHE_DIR"]) / "native"
+    if any(cache.glob("*.so")):
+        return [f"native-code cache {cache.parent}: already filled"]
+    config = h.write_config(h.lv_config(warm_start="none", adam=2, lbfgs=0, dtype=a.dtype), tmp / "lv_warm_up.yaml")
+    proc = h.run_process([*h.ude_executable(), "fit", str(config), "--no-plots", "--out", str(tmp / "warm-up"), "-q"])
+    waited = 0.0
+    while proc.ok and not any(cache.glob("*.so")) and waited < 300:
+        time.sleep(0.1)
+        waited += 0.1
+    found = any(cache.glob("*.so"))
+    metrics = h.read_ude_run(tmp / "warm-up") if proc.ok else {}
+    return [f"native-code cache {cache.parent}: " + (
+        f"filled by an untimed warm-up fit ({proc.wall:.1f} s, then {waited:.1f} s more for the compiler)" if found
+        else f"NOT filled ({metrics.get('native_code_note') or proc.why()}): the ude rows ran without native code")]
+
+
 def section_main(a, tmp: Path) -> Section:
-    notes: list[str] = []
+    notes: list[str] = list(a.cache_notes)
     impls = main_impls(a, tmp, notes)
     runs: dict[str, list[dict]] = {i.key: [] for i in impls}
     for r in range(a.repeats):
         for impl in impls:  # interleaved, so that a change of machine load spreads over all rows
             d = tmp / f"{impl.key}-{r}"
             d.mkdir()
-            proc = h.run_process(impl.command(d))
+            proc = h.run_process(impl.command(d), env=impl.env(d) if impl.env else None)
             try:
                 res = impl.parse(proc, d) if proc.ok else {"error": proc.why()}
             except Exception as exc:  # a missing file or key: report it in the row, keep going
@@ -506,6 +543,9 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     info = machine()
     tmp = Path(tempfile.mkdtemp(prefix="ude-bench-"))
+    os.environ["UDE_CACHE_DIR"] = str(a.native_cache or tmp / "native-cache")  # every ude run below
+    a.cache_notes = warm_native_cache(a, tmp) if set(a.sections) - {"startup"} else []
+    info["native_cache"] = a.cache_notes
     builders = {"main": section_main, "batch": section_batch, "multistart": section_multistart,
                 "startup": section_startup, "many": section_many, "dask": section_dask}
     try:
