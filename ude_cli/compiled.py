@@ -3,9 +3,11 @@ vector-Jacobian product, each in one call, with no Python per solver step.
 
 Why: torchdiffeq steps in Python, so one training iteration of a small UDE is thousands of tiny torch
 operations (tens of milliseconds) whatever the network's size. CasADi builds the same Runge-Kutta steps
-once as an expression graph (milliseconds; no C compiler, no JIT) and evaluates the graph and its
-reverse-mode derivative in its virtual machine: about a millisecond for the solve and its gradient of
-the sample problem, against 45 ms.
+once as an expression graph (milliseconds) and evaluates the graph and its reverse-mode derivative in
+its virtual machine: about a millisecond for the solve and its gradient of the sample problem, against
+45 ms. Where a C compiler is found, :mod:`ude_cli.native` compiles the same functions in the background
+(and dopri5's step loop, ``dopri5_driver.c``); the engine switches to them between two solves, with the
+same numbers bit for bit: a training iteration of the sample problem then costs about 0.6 ms in all.
 
 - Fixed-step methods (euler, midpoint, rk4): torchdiffeq's grid and Butcher tableaus, so the solution
   is torchdiffeq's to rounding (tested to 1e-12).
