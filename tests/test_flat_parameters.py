@@ -87,3 +87,30 @@ def test_best_values_are_kept_per_start():
         assert torch.equal(views[n][1], p.detach()[1])
         assert torch.equal(views[n][0], p.detach()[0] / 2) and torch.equal(views[n][2], p.detach()[2] / 2)
     assert torch.equal(flat.flatten(views), best)
+
+
+def test_a_checkpoint_with_an_optimizer_state_per_tensor_resumes_afresh(tmp_path):
+    """A checkpoint of the version before the buffer kept Adam's state per tensor: it cannot be loaded
+    into the one-buffer optimiser; training goes on from the checkpoint's parameters with a fresh state."""
+    from ude_cli.losses import Objective
+    from ude_cli.progress import SilentMonitor
+    from ude_cli.train import TrainState, train
+
+    from .helpers import model
+    from .test_native import tiny
+
+    m = model(tiny(tmp_path, iterations=6), tmp_path)
+    params = [p for p in m.parameters() if p.requires_grad]
+    old = torch.optim.Adam(params, lr=0.01)  # one state per tensor, as saved before
+    state = TrainState(done=3, iteration=3, optimizer_state=old.state_dict())
+
+    class Messages(SilentMonitor):
+        seen: list[str] = []
+
+        def message(self, text):
+            self.seen.append(text)
+
+    result = train(m, Objective(m, m.problem.config.training.loss), m.problem.config.training,
+                   monitor=Messages(), state=state)
+    assert any("optimizer state has another layout" in t for t in Messages.seen)
+    assert result.iterations > 3 and math.isfinite(float(result.final_loss.min()))
