@@ -114,3 +114,18 @@ def test_a_checkpoint_with_an_optimizer_state_per_tensor_resumes_afresh(tmp_path
                    monitor=Messages(), state=state)
     assert any("optimizer state has another layout" in t for t in Messages.seen)
     assert result.iterations > 3 and math.isfinite(float(result.final_loss.min()))
+
+
+def test_after_training_each_parameter_has_its_own_memory(tmp_path):
+    from ude_cli.losses import Objective
+    from ude_cli.train import train
+
+    from .helpers import model
+    from .test_native import tiny
+
+    m = model(tiny(tmp_path, iterations=4), tmp_path, n_starts=2)
+    train(m, Objective(m, m.problem.config.training.loss), m.problem.config.training)
+    for name, p in m.named_parameters():
+        if p.requires_grad:
+            assert p.untyped_storage().nbytes() == p.numel() * p.element_size(), name
+            assert p.grad is None, name

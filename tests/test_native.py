@@ -5,9 +5,11 @@ machine, with the reason recorded, whenever there is no working compiler."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,8 +113,8 @@ def test_the_library_is_kept_and_loaded_by_the_next_process(tmp_path, cache, mon
     source = tmp_path / "functions.casadi"
     with open(source, "w") as fh:  # the same functions, rebuilt in a process that exits at once
         fh.write(json.dumps([fn.serialize() for fn in fns]))
-    script = ("import json, sys, casadi as ca; from ude_cli.native import NativeLibrary; "
-              "NativeLibrary([ca.Function.deserialize(s) for s in json.load(open(sys.argv[1]))])")
+    script = ("import json, sys, casadi as ca; from ude_cli.native import library, prepare; "
+              "library(prepare([ca.Function.deserialize(s) for s in json.load(open(sys.argv[1]))]))")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", script, str(source)], check=True, timeout=60)
     assert time.perf_counter() - started < 10  # it did not wait for the compiler
@@ -121,7 +123,7 @@ def test_the_library_is_kept_and_loaded_by_the_next_process(tmp_path, cache, mon
         time.sleep(0.2)
     assert len(list(cache.glob("*.so"))) == 1
     assert not [p for p in cache.iterdir() if p.suffix != ".so"]  # no temporary file left
-    library = native.NativeLibrary(fns)
+    library = native.NativeLibrary(native.prepare(fns))
     assert library.cached and library._thread is None
     loaded = library.poll()
     assert loaded is not None and sorted(loaded) == sorted(fn.name() for fn in fns)
@@ -147,7 +149,7 @@ def test_an_unwritable_cache_leaves_the_virtual_machine(tmp_path, monkeypatch):
     blocker.write_text("not a folder")
     monkeypatch.setenv("UDE_NATIVE", "1")
     monkeypatch.setenv("UDE_CACHE_DIR", str(blocker))
-    library = native.NativeLibrary(functions(tmp_path))
+    library = native.NativeLibrary(native.prepare(functions(tmp_path)))
     if native.compiler() is None:
         assert library.reason == "no C compiler found"
     else:
@@ -169,25 +171,92 @@ def test_ude_fit_says_when_it_ran_native_code(tmp_path, cache):
     assert second.exit_code == 0, second.output
     assert "(compiled engine, native code)" in second.output
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
-    assert metrics["native_code"] is True and metrics["native_code_note"] == "loaded from the cache"
+    assert metrics["native_code"] is True  # the same process: the first fit's library, compiled by now
+    assert metrics["native_code_note"].startswith("compiled earlier in this process (")
     before = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert before["loss"] == metrics["loss"]  # whichever ran
+    ude = Path(sys.executable).with_name("ude")
+    third = subprocess.run([str(ude), "fit", str(path), "--no-plots", "--out", str(tmp_path / "c")],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert third.returncode == 0, third.stderr
+    assert "(compiled engine, native code)" in third.stdout
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics["native_code_note"] == "loaded from the cache" and metrics["loss"] == before["loss"]
+
+
+@needs_compiler
+def test_a_compiled_step_loop_with_other_numbers_is_dropped(tmp_path, cache, monkeypatch):
+    from ude_cli import compiled_adaptive
+
+    monkeypatch.setenv("UDE_NATIVE", "0")
+    vm = solutions_and_gradients(model(tiny(tmp_path), tmp_path), "compiled")
+    monkeypatch.setenv("UDE_NATIVE", "1")
+    m = model(tiny(tmp_path), tmp_path)
+    assert m._compiled.native.wait(120) is not None
+    monkeypatch.setattr(compiled_adaptive, "_same_steps", lambda a, b: False)
+    sol, grads = solutions_and_gradients(m, "compiled")
+    assert m._compiled._adaptive._driver is None
+    assert m.native_status()["native_code_note"].endswith(
+        "dopri5's compiled step loop gave other numbers than the loop in Python (the compiler's settings?): not used")
+    assert torch.equal(sol, vm[0]) and all(torch.equal(grads[k], vm[1][k]) for k in vm[1])
 
 
 def test_functions_too_large_to_compile_quickly_stay_in_the_virtual_machine(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(native, "MAX_INSTRUCTIONS", 1000)
-    fns = functions(tmp_path)
-    library = native.NativeLibrary(fns)
-    assert library.reason.startswith("the model's functions are too large to compile quickly (")
-    assert library.poll() is None and not native.possible(fns)
+    build = native.prepare(functions(tmp_path))
+    assert build.reason.startswith("the model's functions are too large to compile quickly (")
+    assert native.NativeLibrary(build).poll() is None and not build.viable
 
 
-def test_auto_compiles_larger_problems_when_native_code_is_possible(tmp_path, cache, monkeypatch):
+def test_auto_counts_on_native_code_until_the_compiler_fails(tmp_path, cache, monkeypatch):
     cfg = tiny(tmp_path)
     cfg["networks"]["N"]["hidden"] = [16, 16]  # ~1,100 instructions x 24 trajectories: past the VM's limit
     monkeypatch.setenv("UDE_CC", "false")  # a compiler that fails at once: nothing left compiling
     if native.compiler() is None:
         pytest.skip("no 'false' command")
-    assert model(cfg, tmp_path, n_starts=24).engine == "compiled"
+    first = model(cfg, tmp_path, n_starts=24)
+    assert first.engine == "compiled"  # native code is expected
+    assert first._compiled.native.wait(60) is None
+    assert list(cache.glob("*.failed"))  # remembered: the next model does not count on it
+    second = model(cfg, tmp_path, n_starts=24)
+    assert second.engine == "torchdiffeq"
     monkeypatch.setenv("UDE_NATIVE", "0")
     assert model(cfg, tmp_path, n_starts=24).engine == "torchdiffeq"
+
+
+def test_without_a_home_directory_there_is_no_cache_and_no_error(tmp_path, monkeypatch):
+    for variable in ("UDE_CACHE_DIR", "XDG_CACHE_HOME", "HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("UDE_NATIVE", "1")
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(native.Path, "home", staticmethod(no_home))
+    m = model(tiny(tmp_path), tmp_path)
+    assert m.engine == "compiled"
+    if native.compiler() is not None:
+        assert m.native_status()["native_code_note"] == ("CasADi's virtual machine: no folder for the cache "
+                                                         "(Could not determine home directory.); set UDE_CACHE_DIR")
+
+
+@needs_compiler
+def test_models_of_one_structure_share_one_compilation(tmp_path, cache):
+    a, b = model(tiny(tmp_path), tmp_path), model(tiny(tmp_path), tmp_path, n_starts=3)
+    assert a._compiled.native is b._compiled.native
+    assert a._compiled.native.wait(120) is not None
+    assert len(list(cache.glob("*.so"))) == 1 and not [p for p in cache.iterdir() if p.suffix != ".so"]
+
+
+@needs_compiler
+def test_a_library_with_other_numbers_is_refused(tmp_path, cache, monkeypatch):
+    m = model(tiny(tmp_path), tmp_path)
+    other = tiny(tmp_path)
+    other["solver"]["rtol"] = 1e-4  # another attempt function under the same names
+    n = model(other, tmp_path)
+    assert m._compiled.native.wait(120) is not None and n._compiled.native.wait(120) is not None
+    monkeypatch.setattr(m._compiled.native, "_functions", n._compiled.native.poll())
+    m()
+    assert m._compiled.native_since is None
+    assert m.native_status()["native_code_note"].startswith(
+        "CasADi's virtual machine: the compiled library's numbers differ from the virtual machine's")

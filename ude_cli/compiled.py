@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .expressions import casadi_sigmoid
-from .native import NativeLibrary, package_source
+from .native import Build, NativeLibrary, library, package_source, prepare
 
 if TYPE_CHECKING:
     from .model import UDEModel
@@ -335,9 +335,7 @@ AUTO_INSTRUCTIONS_NATIVE = 200_000
 def worth_compiling(engine: CompiledEngine, n_trajectories: int) -> bool:
     """Whether the compiled engine is the faster one for this right-hand side and batch (see
     :data:`AUTO_INSTRUCTIONS`)."""
-    from .native import possible
-
-    limit = AUTO_INSTRUCTIONS_NATIVE if possible(engine.functions) else AUTO_INSTRUCTIONS
+    limit = AUTO_INSTRUCTIONS_NATIVE if engine.native_build().viable else AUTO_INSTRUCTIONS
     return n_trajectories * engine.symbolic.f.n_instructions() <= limit
 
 
@@ -371,16 +369,28 @@ class CompiledEngine:
             self.functions = [self._step, self._step.reverse(1)]  # the reverse: what Program's reverse mode calls
         self.native: NativeLibrary | None = None
         self.native_since: float | None = None  # when the first solve in native code began
+        self._build: Build | None = None
+        self._vm_solves = 0  # solves in the virtual machine before the switch
+
+    def native_build(self) -> Build:
+        """What compiling :attr:`functions` takes, or why it will not happen (:func:`ude_cli.native.prepare`)."""
+        if self._build is None:
+            self._build = prepare(self.functions, package_source("dopri5_driver.c") if self.method == "dopri5" else "")
+        return self._build
 
     def start_native(self) -> None:
         """Start compiling :attr:`functions` in the background (or load them from the cache)."""
-        driver = package_source("dopri5_driver.c") if self.method == "dopri5" else ""
-        self.native = NativeLibrary(self.functions, driver)
+        self.native = library(self.native_build())
 
     def _switch_to_native(self) -> None:
-        """Solve in native code from now on if its library is ready (the same numbers, faster)."""
+        """Solve in native code from now on if its library is ready and gives the virtual machine's numbers."""
         functions = self.native.poll() if self.native is not None else None
         if functions is None:
+            self._vm_solves += 1
+            return
+        if not self.same_numbers(functions):
+            self.native.refuse("the compiled library's numbers differ from the virtual machine's (the compiler's "
+                               "floating-point settings? UDE_CC, CC)")
             return
         if self.method == "dopri5":
             self._adaptive.use(functions, self.native.path)
@@ -389,15 +399,31 @@ class CompiledEngine:
             self._fixed.clear()
         self.native_since = time.perf_counter()
 
+    def same_numbers(self, functions: dict[str, Any]) -> bool:
+        """Whether ``functions`` give :attr:`functions`' numbers bit for bit on sample inputs."""
+        rng = np.random.default_rng(0)
+        for fn in self.functions:
+            args = [rng.uniform(0.05, 1.0, fn.nnz_in(i)) for i in range(fn.n_in())]
+            ours, theirs = fn.call(args), functions[fn.name()].call(args)
+            if not all(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+                       for a, b in zip(ours, theirs, strict=True)):
+                return False
+        return True
+
     def native_status(self) -> dict[str, Any]:
         """Whether solves run in native code by now, and how it came (for ``metrics.json``)."""
         native = self.native
         if native is None:
             return {"native_code": False, "native_code_note": "CasADi's virtual machine: native code not started"}
         if self.native_since is not None:
-            how = ("loaded from the cache" if native.cached else
-                   f"compiled in {native.seconds:.1f} s while the first solves ran in CasADi's virtual machine")
-            return {"native_code": True, "native_code_note": how}
+            if native.cached:
+                how = "loaded from the cache"
+            elif self._vm_solves == 0:
+                how = f"compiled earlier in this process ({native.seconds:.1f} s)"
+            else:
+                how = f"compiled in {native.seconds:.1f} s while the first solves ran in CasADi's virtual machine"
+            dropped = self.method == "dopri5" and self._adaptive.driver_note
+            return {"native_code": True, "native_code_note": how + (f"; {dropped}" if dropped else "")}
         why = native.reason or "the C compiler had not finished when training ended (the next fit will load it)"
         return {"native_code": False, "native_code_note": f"CasADi's virtual machine: {why}"}
 

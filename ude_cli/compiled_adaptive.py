@@ -83,6 +83,8 @@ class AdaptiveSolver:
         self._mapped: dict[int, tuple[_Attempt, Call]] = {}
         self._programs: OrderedDict[tuple[int, int], Call] = OrderedDict()
         self._driver: _Driver | None = None
+        self._check_driver = False  # compare the driver's first solve with the loop here
+        self.driver_note = ""  # why the driver was dropped, if it was
 
     def functions(self) -> list[Any]:
         """The single-trajectory functions everything else is built from (what native code replaces)."""
@@ -95,7 +97,7 @@ class AdaptiveSolver:
         self._mapped.clear()
         self._programs.clear()
         if library is not None:
-            self._driver = _Driver(library)
+            self._driver, self._check_driver = _Driver(library), True
 
     def _functions(self, n_traj: int) -> tuple[_Attempt, Call]:
         if n_traj not in self._mapped:
@@ -137,8 +139,19 @@ class AdaptiveSolver:
 
         In C (``dopri5_driver.c``) once native code is loaded, else here around CasADi's virtual machine:
         the same operations in the same order (sums of squares one value after another), the same steps."""
-        if self._driver is not None:
-            return self._driver(args, times, self.settings)
+        if self._driver is None:
+            return self._python_steps(args, times)
+        out = self._driver(args, times, self.settings)
+        if self._check_driver:  # once: the compiled loop must give the steps of the loop here, bit for bit
+            self._check_driver = False
+            here = self._python_steps(args, times)
+            if not _same_steps(out, here):
+                self._driver, self.driver_note = None, ("dopri5's compiled step loop gave other numbers than "
+                                                        "the loop in Python (the compiler's settings?): not used")
+                return here
+        return out
+
+    def _python_steps(self, args: Sequence[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, tuple, int]:
         y0, p, c, w = args
         n_traj = y0.shape[0]
         attempt, rhs = self._functions(n_traj)
@@ -210,6 +223,13 @@ class AdaptiveSolver:
         *weights``; ``shape``: starts, experiments), and the right-hand-side evaluations of the solve."""
         out = _AdaptiveSolve.apply(self, times, shape, *inputs)
         return out, self._evaluations
+
+
+def _same_steps(a: tuple, b: tuple) -> bool:
+    """Two results of :meth:`AdaptiveSolver._steps`, bit for bit."""
+    (sa, (ta, ha, oa), ea), (sb, (tb, hb, ob), eb) = a, b
+    return (ea == eb and list(oa) == list(ob) and np.array_equal(np.asarray(ta), np.asarray(tb))
+            and np.array_equal(np.asarray(ha), np.asarray(hb)) and np.array_equal(sa, sb))
 
 
 def sum_of_squares(x: np.ndarray) -> float:

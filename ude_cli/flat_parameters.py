@@ -5,9 +5,12 @@ takes an optimiser step. Done tensor by tensor that is ~40 small torch operation
 per layer's weights and biases, per parameter, per learned initial state), about 0.25 ms per iteration:
 as much as the compiled engine's solve and its gradient. On one buffer each is one operation.
 
-Nothing changes numerically: Adam's update is elementwise, and LBFGS concatenates the gradients in this
-same order anyway. The model's parameters stay ``nn.Parameter`` objects (their ``.data`` and ``.grad``
-are views), so everything that reads or copies them works as before.
+The updates are the same arithmetic (Adam's is elementwise, and LBFGS concatenates the gradients in this
+same order anyway), but not always to the last bit: torch's vectorised kernels now run over one long
+tensor instead of many short ones, so some elements take the vector path instead of the scalar one. The
+model's parameters stay ``nn.Parameter`` objects (their ``.data`` and ``.grad`` are views while training;
+:meth:`FlatParameters.release` gives each its own memory again), so everything that reads or copies them
+works as before.
 """
 
 from __future__ import annotations
@@ -59,6 +62,14 @@ class FlatParameters:
                 p.grad = g
         if self.parameter.grad is not self.grad:
             self.parameter.grad = self.grad
+
+    def release(self) -> None:
+        """Each parameter its own memory again, and no gradient: after training, a parameter that is
+        pickled or saved alone must not carry the whole buffer."""
+        with torch.no_grad():
+            for p in self.params:
+                p.data = p.data.clone()
+                p.grad = None
 
     def zero_grad(self) -> None:
         self.bind()

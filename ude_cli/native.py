@@ -4,19 +4,24 @@ virtual machine.
 
 Why: the virtual machine spends ~5-10 ns per scalar instruction; the same function compiled by a C
 compiler runs ~8 times faster (one dopri5 attempt of the sample problem: 5.6 against 0.7 us). Compiling
-takes about a second, so training never waits for it: it starts in the virtual machine and switches to
-the library when the compiler is done (checked between solves); the next fit of the same model
-structure loads the library from the cache in a millisecond.
+takes about half a second for the sample model, so training never waits for it: it starts in the virtual
+machine and switches to the library when the compiler is done (checked between solves); the next fit of
+the same model structure loads the library from the cache (the cache key costs generating the C
+source: ~10 ms for the sample model, ~100 ms near :data:`MAX_INSTRUCTIONS`).
 
 The switch changes no number: the code is compiled without ``-march``, fast-math or floating-point
-contraction (``-O2 -ffp-contract=off``), so it performs the virtual machine's IEEE operations in the same
-order, and calls the same libm (tested bit for bit in ``tests/test_native.py``).
+contraction (``-O1 -ffp-contract=off``), so it performs the virtual machine's IEEE operations in the same
+order, and calls the same libm (tested bit for bit in ``tests/test_native.py``). A compiler whose defaults
+differ (``UDE_CC`` with fast-math, say) is caught before the switch: the engine compares the library's
+numbers with the virtual machine's on sample inputs and on its first solve, and keeps the virtual
+machine when they differ.
 
 Environment:
     ``UDE_NATIVE=0``: never compile (the virtual machine only).
     ``UDE_CC``, else ``CC``, else the first of ``cc``, ``gcc``, ``clang`` on the PATH: the compiler.
     ``UDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ude``, else ``~/.cache/ude``: where libraries are kept
-    (``native/<hash>.so``; safe to delete at any time).
+    (``native/<hash>.so``; safe to delete at any time). Created private to the user; a folder others can
+    write to would let them replace the code a fit loads.
 
 Without a compiler (or on Windows), or when compiling fails, the engine stays in the virtual machine: the
 same numbers, only slower; ``metrics.json``'s ``native_code`` says which ran.
@@ -24,15 +29,20 @@ same numbers, only slower; ``metrics.json``'s ``native_code`` says which ran.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
+import platform
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +56,13 @@ FLAGS = ("-O1", "-ffp-contract=off", "-fPIC", "-shared")
 MAX_INSTRUCTIONS = 100_000
 #: a temporary library older than this was left by a compiler that never finished
 STALE_SECONDS = 3600
+#: a failed compilation is not tried again for this long (unless its ``.failed`` file is deleted)
+FAILED_SECONDS = 86400
 
 
 def enabled() -> bool:
     """Whether native code may be used at all (``UDE_NATIVE`` not set to 0, and not on Windows)."""
     return os.environ.get("UDE_NATIVE", "1").strip().lower() not in {"0", "off", "false", "no"} and os.name == "posix"
-
-
-def possible(functions: Sequence[Any]) -> bool:
-    """Whether :class:`NativeLibrary` would compile ``functions`` (enabled, a compiler, not too large)."""
-    return enabled() and compiler() is not None and sum(fn.n_instructions() for fn in functions) <= MAX_INSTRUCTIONS
 
 
 def compiler() -> list[str] | None:
@@ -96,75 +103,145 @@ def source_of(functions: Sequence[Any]) -> str:
     return generator.dump()
 
 
+@dataclass
+class Build:
+    """What compiling ``functions`` would take: the source, the compiler and the library's path in the
+    cache; or, in :attr:`reason`, why there will be no native code."""
+
+    names: list[str]
+    reason: str | None = None
+    command: list[str] = field(default_factory=list)
+    source: str = ""
+    path: Path | None = None
+
+    @property
+    def viable(self) -> bool:
+        return self.reason is None
+
+
+def prepare(functions: Sequence[Any], extra_source: str = "") -> Build:
+    """The :class:`Build` of ``functions`` and ``extra_source`` (C that calls them by name)."""
+    names = [fn.name() for fn in functions]
+    if not enabled():
+        return Build(names, "native code disabled (UDE_NATIVE=0)")
+    command = compiler()
+    if command is None:
+        return Build(names, "no C compiler found")
+    size = sum(fn.n_instructions() for fn in functions)
+    if size > MAX_INSTRUCTIONS:
+        return Build(names, f"the model's functions are too large to compile quickly ({size:,} instructions, "
+                            f"more than {MAX_INSTRUCTIONS:,})")
+    try:
+        folder = cache_dir()
+    except (RuntimeError, KeyError, OSError) as e:  # no home directory (a service, env -i)
+        return Build(names, f"no folder for the cache ({e}); set UDE_CACHE_DIR")
+    source = source_of(functions) + extra_source
+    key = hashlib.sha256("\0".join([source, *command, *FLAGS, _casadi_version(), sys.platform, platform.machine(),
+                                    *_compiler_identity(tuple(command))]).encode())
+    path = folder / f"{key.hexdigest()[:24]}.so"
+    build = Build(names, None, command, source, path)
+    if path.exists():
+        return build
+    failed = path.with_suffix(".failed")
+    try:
+        if time.time() - failed.stat().st_mtime < FAILED_SECONDS:
+            build.reason = f"{failed.read_text().strip()} (an earlier fit; it is tried again a day later, or " \
+                           f"once {failed} is deleted)"
+            return build
+    except OSError:
+        pass
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        build.reason = f"cannot write to the cache {folder}: {e.strerror}"
+    return build
+
+
+def possible(build: Build) -> bool:
+    """Whether native code is to be expected for ``build`` (see :func:`prepare`)."""
+    return build.viable
+
+
+#: the libraries of this process by path: models with the same functions share one compilation
+_LIBRARIES: dict[Path, NativeLibrary] = {}
+
+
+def library(build: Build) -> NativeLibrary:
+    """The :class:`NativeLibrary` of ``build``, started once per process (later models of the same
+    structure, a batch of fits of one model, share it)."""
+    if build.path is None or build.reason is not None:
+        return NativeLibrary(build)
+    existing = _LIBRARIES.get(build.path)
+    if existing is None or (existing.reason is not None and build.path.exists()):
+        existing = _LIBRARIES[build.path] = NativeLibrary(build)
+    return existing
+
+
 class NativeLibrary:
-    """``functions`` compiled into one shared library, in the background; :meth:`poll` gives them as
-    CasADi functions once it is loaded (``None`` before, and for good when it cannot be). ``extra_source``:
-    C code compiled with them, which may call them by name (:attr:`path` is the library, for ctypes).
+    """A :class:`Build` compiled into a shared library, in the background; :meth:`poll` gives its functions
+    as CasADi functions once it is loaded (``None`` before, and for good when it cannot be; :attr:`reason`
+    says why). :attr:`path` is the library (for ctypes: C code compiled with the functions).
 
     A library already in the cache is loaded at once. Otherwise the compiler runs as a separate process
     that writes a temporary file and renames it into the cache when done, even if this process has ended
     by then (the next fit finds it); processes compiling the same source at once do not disturb each other.
+    A compilation that fails leaves ``<hash>.failed`` with the compiler's message: later fits do not try
+    again for a day (and ``engine: auto`` does not count on native code meanwhile).
     """
 
-    def __init__(self, functions: Sequence[Any], extra_source: str = ""):
-        self.names = [fn.name() for fn in functions]
-        self.reason: str | None = None  # why there is no native code, when there is none
+    def __init__(self, build: Build):
+        self.names = build.names
+        self.reason: str | None = build.reason  # why there is no native code, when there is none
         self.seconds = 0.0  # compile time waited for in this process (0 when loaded from the cache)
         self.cached = False  # found in the cache, compiled by an earlier process
-        self.path: Path | None = None
+        self.path = build.path
         self._functions: dict[str, Any] | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        command = compiler() if enabled() else None
-        if command is None:
-            self._give_up("native code disabled (UDE_NATIVE=0)" if not enabled() else "no C compiler found")
+        if self.reason is not None or self.path is None:
+            self._done.set()
             return
-        size = sum(fn.n_instructions() for fn in functions)
-        if size > MAX_INSTRUCTIONS:
-            self._give_up(f"the model's functions are too large to compile quickly ({size:,} instructions, more "
-                          f"than {MAX_INSTRUCTIONS:,})")
-            return
-        source = source_of(functions) + extra_source  # C that calls the functions by name
-        key = hashlib.sha256("\0".join([source, *command, *FLAGS, _casadi_version(), sys.platform]).encode())
-        folder = cache_dir()
-        self.path = folder / f"{key.hexdigest()[:24]}.so"
         self.cached = self.path.exists()
         if self.cached:
             self._done.set()
             return
+        folder = self.path.parent
+        unique = f"{self.path.stem}.{uuid.uuid4().hex}"
+        c_file, temporary, log = (folder / f"{unique}{suffix}" for suffix in (".c", ".so.tmp", ".log"))
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             _remove_stale(folder)
-            c_file = folder / f"{self.path.stem}.{os.getpid()}.{threading.get_ident()}.c"
-            c_file.write_text(source)
+            c_file.write_text(build.source)
         except OSError as e:
             self._give_up(f"cannot write to the cache {folder}: {e.strerror}")
             return
         # The compiler is started here, not in the thread, and the rename into the cache is the shell's:
         # if this process ends first (a short fit), the compilation still completes for the next fit.
-        temporary, log = c_file.with_suffix(".so.tmp"), c_file.with_suffix(".log")
         script = ('tmp=$0 final=$1 src=$2 log=$3; shift 3; "$@" 2>"$log"; status=$?; rm -f "$src"; '
                   'if [ $status -eq 0 ]; then mv -f "$tmp" "$final"; rm -f "$log"; else rm -f "$tmp"; fi; exit $status')
         self._started = time.perf_counter()
         try:
             process = subprocess.Popen(["sh", "-c", script, str(temporary), str(self.path), str(c_file), str(log),
-                                        *command, *FLAGS, "-o", str(temporary), str(c_file), "-lm"],
+                                        *build.command, *FLAGS, "-o", str(temporary), str(c_file), "-lm"],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError as e:
             self._give_up(f"the C compiler could not be run: {e.strerror}")
             return
-        self._thread = threading.Thread(target=self._wait, args=(process, command, log), daemon=True)
+        self._thread = threading.Thread(target=self._wait, args=(process, build.command, log), daemon=True)
         self._thread.start()
 
     def _wait(self, process: subprocess.Popen, command: list[str], log: Path) -> None:
-        if process.wait() != 0:
+        if process.wait() != 0 and not self.path.exists():  # (another process may have built it meanwhile)
             try:
                 lines = log.read_text(errors="replace").strip().splitlines()
                 log.unlink()
             except OSError:
                 lines = []
             self.reason = f"the C compiler failed ({command[0]}): {(lines or ['(no message)'])[-1]}"
+            with contextlib.suppress(OSError):
+                self.path.with_suffix(".failed").write_text(self.reason + "\n")
         self.seconds = time.perf_counter() - self._started
         self._done.set()
 
@@ -181,14 +258,35 @@ class NativeLibrary:
 
         try:
             self._functions = {name: ca.external(name, str(self.path)) for name in self.names}
-        except RuntimeError as e:  # a damaged library in the cache: not fatal, the virtual machine remains
+        except RuntimeError as e:  # a damaged or foreign library: the next fit builds it again
             self.reason = f"the compiled library {self.path} could not be loaded: {str(e).splitlines()[0]}"
+            with contextlib.suppress(OSError):
+                self.path.unlink()
         return self._functions
+
+    def refuse(self, reason: str) -> None:
+        """Do not use this library (its numbers are not the virtual machine's: see
+        :meth:`ude_cli.compiled.CompiledEngine.verify`)."""
+        self.reason = reason
+        self._functions = None
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
         """:meth:`poll`, after waiting for the compiler (at most ``timeout`` seconds)."""
         self._done.wait(timeout)
         return self.poll()
+
+
+@functools.cache
+def _compiler_identity(command: tuple[str, ...]) -> tuple[str, str]:
+    """The compiler's target and version (part of the cache key: a cache shared between machines)."""
+    out = []
+    for flag in ("-dumpmachine", "-dumpversion"):
+        try:
+            out.append(subprocess.run([*command, flag], capture_output=True, text=True, timeout=30,
+                                      stdin=subprocess.DEVNULL).stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            out.append("")
+    return out[0], out[1]
 
 
 def _casadi_version() -> str:

@@ -271,10 +271,18 @@ class _Runner:
             self.monitor.stage_finished(st.stage)
         finally:
             st.seconds = time.perf_counter() - t_start
+            self._release()
         with torch.no_grad():
             final = self.objective.loss(self.model())
         return TrainResult(records=st.records, iterations=st.iteration, nfe=st.nfe, seconds=st.seconds,
                            final_loss=final, stop_reason=st.stop_reason)
+
+    def _release(self) -> None:
+        """The parameters and the best values in memory of their own again (the buffers are training's)."""
+        self.flat.release()
+        if self.state.best is not None:
+            self.state.best = {n: v.clone() for n, v in self.state.best.items()}
+        self._best = None
 
     def _record_start(self, index: int, stage: StageSpec, t_start: float) -> None:
         """The loss where an LBFGS stage starts, so that its history begins there (its rows come a
