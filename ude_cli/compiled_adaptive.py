@@ -287,9 +287,7 @@ class _Driver:
             raise too_many_steps_error(settings)
         if status == DRIVER_UNDERFLOW:
             raise underflow_error()
-        if status != DRIVER_OK:
-            raise MemoryError("dopri5_driver.c: out of memory") if status == DRIVER_NO_MEMORY else RuntimeError(
-                f"dopri5_driver.c: a compiled function failed (status {status})")
+        _check(status)
         k = int(counts[0])
         return states[:, :k + 1, :], (starts[:k], sizes[:k], at_output.tolist()), int(counts[1])
 
@@ -306,10 +304,16 @@ class _Driver:
         status = self._reverse(n_traj, n, k1 - 1, states.strides[0] // (8 * n), states.ctypes.data,
                                starts.ctypes.data, sizes.ctypes.data, seed.ctypes.data, p.ctypes.data, p.shape[1],
                                c.ctypes.data, c.shape[1], w.ctypes.data, w.shape[1], *(a.ctypes.data for a in out))
-        if status != DRIVER_OK:
-            raise MemoryError("dopri5_driver.c: out of memory") if status == DRIVER_NO_MEMORY else RuntimeError(
-                f"dopri5_driver.c: a compiled function failed (status {status})")
+        _check(status)
         return out
+
+
+def _check(status: int) -> None:
+    """Raise for a status of ``dopri5_driver.c`` that is not a solver's failure (those are raised above)."""
+    if status == DRIVER_NO_MEMORY:
+        raise MemoryError("dopri5_driver.c: out of memory")
+    if status != DRIVER_OK:
+        raise RuntimeError(f"dopri5_driver.c: a compiled function failed (status {status})")
 
 
 class _AdaptiveSolve(torch.autograd.Function):

@@ -41,17 +41,12 @@ class FlatParameters:
                     else torch.zeros(0, dtype=torch.get_default_dtype()))
         self.grad = torch.zeros_like(data)
         self.parameter = nn.Parameter(data)
-        self.parameter.grad = self.grad
-        self._data_views, self._grad_views, offset = [], [], 0
-        for p, size in zip(self.params, sizes, strict=True):
-            self._data_views.append(data[offset:offset + size].view(p.shape))
-            self._grad_views.append(self.grad[offset:offset + size].view(p.shape))
-            offset += size
-            p.data = self._data_views[-1]
+        self._grad_views = list(self.views(self.grad).values())
+        for p, view in zip(self.params, self.views(data).values(), strict=True):
+            p.data = view
         #: the start each value belongs to (every parameter has the start dimension first)
         self.start_of = torch.cat([torch.arange(n_starts).repeat_interleave(max(size // n_starts, 1))
                                    for size in sizes]) if sizes else torch.zeros(0, dtype=torch.long)
-        self.n_starts = n_starts
         self.bind()
 
     def bind(self) -> None:
@@ -92,8 +87,5 @@ class FlatParameters:
         return torch.cat([tensors[name].detach().reshape(-1).to(self.grad.dtype) for name in self.names])
 
     def where(self, better: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> None:
-        """``old`` := ``new`` for the starts where ``better`` (``(S,)`` bool, some true), in place."""
-        if self.n_starts == 1:
-            old.copy_(new)
-        else:
-            torch.where(better[self.start_of], new, old, out=old)
+        """``old`` := ``new`` for the starts where ``better`` (``(S,)`` bool), in place."""
+        torch.where(better[self.start_of], new, old, out=old)

@@ -17,6 +17,7 @@ and torch imports ``torch._dynamo`` as before.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 #: The attribute torch._compile._disable_dynamo caches the disabled function under.
@@ -65,13 +66,19 @@ def optimizer_step(opt) -> None:
     """``opt.step()``; in a process spared ``torch._dynamo``, the step's own body under the grad mode its
     wrapper sets (``torch.optim.optimizer._use_grad_for_differentiable`` imports torch._dynamo on every
     call only to place graph breaks). Without the wrapper (another torch), plain ``opt.step()``."""
-    import inspect
-
     import torch
 
-    raw = inspect.unwrap(type(opt).step)
+    raw = _raw_step(type(opt))
     if not _lean or "torch._dynamo" in sys.modules or raw is type(opt).step:
         opt.step()
         return
     with torch.set_grad_enabled(bool(opt.defaults.get("differentiable", False))):
         raw(opt)
+
+
+@functools.cache
+def _raw_step(cls: type):
+    """The optimiser class's ``step`` without its wrappers (the same for every step of every instance)."""
+    import inspect
+
+    return inspect.unwrap(cls.step)

@@ -159,11 +159,6 @@ def prepare(functions: Sequence[Any], extra_source: str = "") -> Build:
     return build
 
 
-def possible(build: Build) -> bool:
-    """Whether native code is to be expected for ``build`` (see :func:`prepare`)."""
-    return build.viable
-
-
 #: the libraries of this process by path: models with the same functions share one compilation
 _LIBRARIES: dict[Path, NativeLibrary] = {}
 
@@ -171,7 +166,7 @@ _LIBRARIES: dict[Path, NativeLibrary] = {}
 def library(build: Build) -> NativeLibrary:
     """The :class:`NativeLibrary` of ``build``, started once per process (later models of the same
     structure, a batch of fits of one model, share it)."""
-    if build.path is None or build.reason is not None:
+    if not build.viable:
         return NativeLibrary(build)
     existing = _LIBRARIES.get(build.path)
     if existing is None or (existing.reason is not None and build.path.exists()):

@@ -141,7 +141,8 @@ class _Runner:
         self.should_stop = should_stop or (lambda: None)
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.flat = FlatParameters(self.params, model.n_starts)  # .data and .grad of self.params: views
-        self._best: torch.Tensor | None = None  # the state's best values as one buffer (state.best: its views)
+        self._best: torch.Tensor | None = None  # the state's best values as one buffer ...
+        self._best_views: dict | None = None  # ... and state.best while it is that buffer's views
         self.stages = effective_stages(model, training)
         self.auto_warm_start = len(self.stages) > len(training.stages)
         self._collocation = None
@@ -196,9 +197,10 @@ class _Runner:
         if st.best is None:
             self._best = self.flat.parameter.detach().clone()
             st.best = self.flat.views(self._best)
-        elif self._best is None or any(v.data_ptr() != self._best.data_ptr() for v in list(st.best.values())[:1]):
+        elif st.best is not self._best_views:  # a resumed checkpoint's, or released after training
             self._best = self.flat.flatten(st.best)
             st.best = self.flat.views(self._best)
+        self._best_views = st.best
         return self._best
 
     def _trajectory_loss(self) -> torch.Tensor:
@@ -282,7 +284,7 @@ class _Runner:
         self.flat.release()
         if self.state.best is not None:
             self.state.best = {n: v.clone() for n, v in self.state.best.items()}
-        self._best = None
+        self._best = self._best_views = None
 
     def _record_start(self, index: int, stage: StageSpec, t_start: float) -> None:
         """The loss where an LBFGS stage starts, so that its history begins there (its rows come a

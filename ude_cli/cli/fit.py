@@ -137,8 +137,9 @@ def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
             _report(outcome, result, quiet=quiet, json_out=json_out, single=single)
             if outcome.status == "interrupted":
                 break
-            if stop() is not None:  # the signal came after training: the run was finished and written
-                signal_name = stop().removeprefix("interrupted by ")
+            late = stop()
+            if late is not None:  # the signal came after training: the run was finished and written
+                signal_name = late.removeprefix("interrupted by ")
                 typer.echo(f"warning: {signal_name} came after training had finished: the complete run was written"
                            + ("; the remaining configs are not started" if task is not tasks[-1] else ""), err=True)
                 break
