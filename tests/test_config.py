@@ -26,7 +26,11 @@ def test_defaults_are_filled_in():
     r = cfg.resolved()
     assert r["solver"] == {"method": "dopri5", "rtol": 1e-6, "atol": 1e-6, "step": None, "adjoint": False,
                            "dtype": "float64", "max_steps": 2000, "engine": "auto"}
-    assert [s["optimizer"] for s in r["training"]["stages"]] == ["adam", "lbfgs"]
+    assert r["training"]["stages"] is None  # chosen at fit time: with or without the warm start
+    from ude_cli.config import default_stages
+
+    assert [s.optimizer for s in default_stages(warm_start=False)] == ["adam", "lbfgs"]
+    assert [(s.optimizer, s.tolerance) for s in default_stages(warm_start=True)] == [("lbfgs", 1e-3)]
     assert r["model"]["parameters"]["k"]["init"] == 0.5
 
 

@@ -123,6 +123,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     import torch
 
     from .multistart import starts_table
+    from .quality import assess
     from .results import FitResult, parameter_table, prediction_table, run_info
 
     with torch.no_grad():
@@ -153,6 +154,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
         "solver_engine": model.engine,
         **model.native_status(),
         "stop_reason": trained.stop_reason,
+        "stages": trained.stages,
         "loss_kind": _loss_kind(problem),
         "n_parameters": {"mechanistic": sum(not p.fixed for p in problem.parameters.values()),
                          "network": int(n_net)},
@@ -167,8 +169,10 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     history = pd.DataFrame(trained.records, columns=["iteration", "stage", "optimizer", "objective", "loss",
                                                      "trajectory_loss", "seconds"])
     info = run_info(problem, seed=problem.config.training.seed, command=command)
+    predictions = prediction_table(problem, sols, model.groups, best)
+    metrics["fit_quality"] = assess(problem, predictions, metrics["loss"])
     return FitResult(problem=problem, model=model, parameters=parameter_table(problem, model, best),
-                     predictions=prediction_table(problem, sols, model.groups, best), metrics=metrics,
+                     predictions=predictions, metrics=metrics,
                      history=history, trajectories=dense, terms=terms, info=info,
                      starts=starts_table(problem, model, train_loss) if model.n_starts > 1 else None)
 

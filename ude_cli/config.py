@@ -287,6 +287,11 @@ class StageSpec(_Strict):
     lr: Positive | None = Field(None, description="Learning rate (default: 0.01 for adam, 1 for lbfgs).")
     weight_decay: NonNegative | None = Field(
         None, description="L2 penalty on network weights (default: training.weight_decay).")
+    tolerance: float | None = Field(
+        None, gt=0, lt=1, allow_inf_nan=False,
+        description="An LBFGS stage ends early when 100 iterations lower its objective by less than this fraction "
+                    "(the default stages: 1e-3; default for stages you write: only when 10 iterations gain less "
+                    "than 1e-9).")
 
     @property
     def learning_rate(self) -> float:
@@ -316,8 +321,14 @@ class LossSpec(_Strict):
         return value
 
 
-def _default_stages() -> list[StageSpec]:
-    return [StageSpec(optimizer="adam", lr=0.01, iterations=300), StageSpec(optimizer="lbfgs", iterations=700)]
+def default_stages(warm_start: bool) -> list[StageSpec]:
+    """The stages of a config that names none (docs/training.md has the measurements behind them): LBFGS
+    alone after the collocation warm start (Adam only moved away from its point, and was rolled back), Adam
+    then LBFGS from the initial values (LBFGS alone stalls from a random network)."""
+    if warm_start:
+        return [StageSpec(optimizer="lbfgs", iterations=1000, tolerance=1e-3)]
+    return [StageSpec(optimizer="adam", lr=0.01, iterations=300),
+            StageSpec(optimizer="lbfgs", iterations=700, tolerance=1e-3)]
 
 
 class TrainingSpec(_Strict):
@@ -328,14 +339,18 @@ class TrainingSpec(_Strict):
     weight_decay: NonNegative = Field(
         0.0, description="L2 penalty weight on network weights, for every stage that sets none. 0 by default: "
                          "its strength is relative to the loss's units (docs/regularisation.md).")
-    stages: list[StageSpec] = Field(
-        default_factory=_default_stages, min_length=1,
-        description="Optimisation stages in order (default: adam 0.01 x 300, then lbfgs x 700).")
+    stages: list[StageSpec] | None = Field(
+        None, min_length=1,
+        description="Optimisation stages in order (default: lbfgs x 1000 after the automatic warm start; adam "
+                    "0.01 x 300, then lbfgs x 700 without one; the lbfgs stage with tolerance 1e-3).")
     warm_start: Literal["auto", "none"] = Field(
         "auto", description="'auto': before the stages, fit to smoothed derivatives of the data (collocation, "
                             "no ODE solve) when every state is observed; 'none': start the stages from the "
                             "initial values.")
-    warm_start_iterations: int = Field(200, ge=1, description="LBFGS iterations of the automatic warm start.")
+    warm_start_iterations: int = Field(
+        5000, ge=1, description="Most LBFGS iterations of the automatic warm start. It runs until the trajectory "
+                                "loss (checked every 10 iterations) has not improved by 1 % for 1000 iterations, "
+                                "and hands on the best trajectory point it passed.")
     stop_below: Positive | None = Field(
         None, description="Stop training as soon as the training loss (of the trajectory) is below this value.")
     starts: int = Field(

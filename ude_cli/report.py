@@ -127,6 +127,20 @@ def _verdict(discovery: Mapping | None) -> str:
             f"{_e(v.upper())}</strong> — {_e(discovery['messages'][0])}{extra}</div>")
 
 
+def _quality(metrics: Mapping) -> str:
+    """The fit-quality line (metrics.json ``fit_quality``), highlighted when the fit is poor."""
+    q = metrics.get("fit_quality")
+    if not q:
+        return ""
+    bg, border = ("#fdecea", "#c62828") if q["poor"] else ("#f5f5f5", "#9e9e9e")
+    rows = "".join(f"<li>{_e(s)}: MSE {_num(v['mse'], 3)}, noise {_num(v['noise'], 3)}, "
+                   f"{_num(v['ratio'], 3)}x its floor; runs test p = {_num(v['runs_p'], 3)}</li>"
+                   for s, v in q["per_state"].items())
+    return (f'<div class="verdict" style="background:{bg};border-color:{border}"><strong>'
+            f"{'Poor fit' if q['poor'] else 'Fit quality'}</strong> — {_e(q['line'])}<ul>{rows}</ul>"
+            f'<span class="note">{_e(q["method"])}</span></div>')
+
+
 def _parameters(run) -> str:
     frame = run.parameters
     rows = []
@@ -285,7 +299,7 @@ def render(run) -> str:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     discovery = read_discovery(run.path)
     figs = run.path / "figures"
-    body = [_header(run, generated), _verdict(discovery), "<h2>Parameters</h2>", _parameters(run),
+    body = [_header(run, generated), _quality(run.metrics), _verdict(discovery), "<h2>Parameters</h2>", _parameters(run),
             "<h2>Metrics</h2>", _metrics(run), "<h2>Figures</h2>"]
     held_out = any(not e.train.all() for e in run.problem.dataset.experiments)
     fit_caption = "Data (dots" + ("; open: held out, in the shaded validation window" if held_out else "") + \

@@ -33,6 +33,13 @@ MAX_RETRIES = 3
 BLOWUP = 1e30
 #: An LBFGS stage ends when a chunk of iterations improves the objective by less than this fraction.
 LBFGS_REL_TOL = 1e-9
+#: Iterations over which an LBFGS stage's ``tolerance`` is judged.
+TOLERANCE_WINDOW = 100
+#: The automatic warm start ends when the trajectory loss (checked after every chunk) has not improved
+#: by more than WARM_REL_GAIN (relative) for WARM_PATIENCE iterations; it hands on the point with the
+#: best trajectory loss it passed (the initial values included).
+WARM_PATIENCE = 1000
+WARM_REL_GAIN = 0.01
 
 
 class Monitor(Protocol):
@@ -68,7 +75,12 @@ class TrainState:
     stop_reason: str = ""
     best_loss: torch.Tensor | None = None  # (S,) best objective seen per start
     best: dict[str, torch.Tensor] | None = None  # parameter name -> best values (start dim first)
-    before_warm_start: dict | None = None  # {"loss": (S,), "params": {...}}: to undo a harmful warm start
+    #: the best trajectory point of the automatic warm start so far, the initial values included:
+    #: {"loss": (S,), "params": {...}, "initial": (S,) bool (still the initial values), "at": iteration of
+    #: the last improvement}
+    before_warm_start: dict | None = None
+    stage_start_loss: float | None = None  # the data loss where the current trajectory stage started
+
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -88,18 +100,27 @@ class TrainResult:
     seconds: float
     final_loss: torch.Tensor  # (S,) data loss at the returned parameters
     stop_reason: str
+    stages: list[dict] = field(default_factory=list)  # the stages run, the automatic warm start included
 
 
 def effective_stages(model: UDEModel, training: TrainingSpec) -> list[StageSpec]:
     """The configured stages, preceded by the automatic collocation warm start when it applies."""
-    from .collocation import applicable
+    from .config import default_stages
 
-    stages = list(training.stages)
-    if (training.warm_start == "auto" and stages[0].objective != "collocation"
-            and applicable(model.problem) is None):
+    warm = auto_warm_start(model, training)
+    stages = list(training.stages) if training.stages is not None else default_stages(warm)
+    if warm:
         stages.insert(0, StageSpec(optimizer="lbfgs", objective="collocation",
                                    iterations=training.warm_start_iterations))
     return stages
+
+
+def auto_warm_start(model: UDEModel, training: TrainingSpec) -> bool:
+    """Whether the automatic collocation warm start runs before the stages."""
+    from .collocation import applicable
+
+    return (training.warm_start == "auto" and applicable(model.problem) is None
+            and (training.stages is None or training.stages[0].objective != "collocation"))
 
 
 def train(model: UDEModel, objective: Objective, training: TrainingSpec, *, monitor: Monitor | None = None,
@@ -144,12 +165,13 @@ class _Runner:
         self._best: torch.Tensor | None = None  # the state's best values as one buffer ...
         self._best_views: dict | None = None  # ... and state.best while it is that buffer's views
         self.stages = effective_stages(model, training)
-        self.auto_warm_start = len(self.stages) > len(training.stages)
+        self.auto_warm_start = auto_warm_start(model, training)
         self._collocation = None
         self._objective_kind = "trajectory"
         self.net_params = set(id(p) for p in model.network_parameters())
         self.last_data: torch.Tensor | None = None
         self._converged = False  # the last stage run ended by convergence, before its iterations
+        self._chunk_objective = math.inf  # the lowest objective of the last LBFGS chunk
 
     # -- evaluation --------------------------------------------------------------------------------
     def collocation(self):
@@ -211,26 +233,62 @@ class _Runner:
                 return torch.full((self.model.n_starts,), math.inf, dtype=self.model.dtype)
         return torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
 
-    def _snapshot(self) -> dict:
-        return {"loss": self._trajectory_loss(), "params": {n: p.detach().clone() for n, p in self.params.items()}}
+    def _warm_objective(self, trajectory: torch.Tensor) -> torch.Tensor:
+        """What the warm start's best point is chosen by: the trajectory loss plus the weight decay of the
+        first stage after it (the objective the stages then minimise)."""
+        nxt = self.stages[1] if len(self.stages) > 1 else self.stages[0]
+        wd = self._decay(nxt)
+        if not wd:
+            return trajectory
+        with torch.no_grad():
+            return trajectory + wd * self.model.weight_penalty()
 
-    def _undo_harmful_warm_start(self) -> None:
-        """Per start, go back to the initial values if the warm start made the trajectory fit worse."""
-        before = self.state.before_warm_start
-        if before is None:
+    def _snapshot(self) -> dict:
+        loss = self._warm_objective(self._trajectory_loss())
+        return {"loss": loss, "params": {n: p.detach().clone() for n, p in self.params.items()},
+                "initial": torch.ones_like(loss, dtype=torch.bool), "at": 0}
+
+    def _track_warm_start(self, trajectory: torch.Tensor) -> bool:
+        """Remember the point with the best trajectory loss the warm start passes (per start); True when
+        it has not improved by more than WARM_REL_GAIN for WARM_PATIENCE iterations (the warm start has
+        done what it can for the trajectory)."""
+        best = self.state.before_warm_start
+        if best is None:
+            return False
+        trajectory = self._warm_objective(trajectory)
+        better = torch.isfinite(trajectory) & (trajectory < best["loss"])
+        if bool(better.any()):
+            gain = better & (trajectory < best["loss"] * (1 - WARM_REL_GAIN))
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    mask = better.view(-1, *([1] * (p.dim() - 1)))
+                    best["params"][n] = torch.where(mask, p.detach(), best["params"][n])
+            best["loss"] = torch.where(better, trajectory, best["loss"])
+            best["initial"] = best["initial"] & ~better
+            if bool(gain.any()):
+                best["at"] = self.state.done
+        return self.state.done - best["at"] >= WARM_PATIENCE
+
+    def _end_warm_start(self) -> None:
+        """Per start, hand on the warm start's best trajectory point; say so when that is the initial values
+        (the warm start fitted the derivatives but made the trajectory fit worse)."""
+        best = self.state.before_warm_start
+        if best is None:
             return
-        after = self._trajectory_loss()
-        worse = after > before["loss"]
+        after = self._warm_objective(self._trajectory_loss())
+        worse = after > best["loss"]
         if bool(worse.any()):
             with torch.no_grad():
                 for n, p in self.params.items():
                     mask = worse.view(-1, *([1] * (p.dim() - 1)))
-                    p.copy_(torch.where(mask, before["params"][n], p))
-            k = int(worse.sum())
+                    p.copy_(torch.where(mask, best["params"][n], p))
+        undone = worse & best["initial"]
+        if bool(undone.any()):
+            k = int(undone.sum())
             which = "" if self.model.n_starts == 1 else f" for {k} of {self.model.n_starts} starts"
             self.monitor.message(
-                f"the collocation warm start fitted the data's derivatives but not the data (trajectory loss "
-                f"{float(after.min()):.4g} > {float(before['loss'].min()):.4g}); starting from the initial values"
+                f"the collocation warm start fitted the data's derivatives but not the data (trajectory objective "
+                f"{float(after.min()):.4g} > {float(best['loss'].min()):.4g}); starting from the initial values"
                 f"{which} instead")
         self.state.before_warm_start = None
 
@@ -254,13 +312,15 @@ class _Runner:
                     if warm and st.done == 0 and st.before_warm_start is None:
                         st.before_warm_start = self._snapshot()
                     self.monitor.stage_started(st.stage, len(stages), stage, st.done)
+                    if st.done == 0:
+                        st.stage_start_loss = self._objective_here(stage) if stage.objective == "trajectory" else None
                     if st.done == 0 and stage.optimizer == "lbfgs":
                         self._record_start(st.stage, stage, t_start)
                     self._run_stage(st.stage, stage, t_start)
                     self._end_at_best(st.stage, stage)
                     self.monitor.stage_finished(st.stage)
                     if warm:
-                        self._undo_harmful_warm_start()
+                        self._end_warm_start()
                     if st.stop_reason:
                         break
                     st.stage, st.done, st.optimizer_state, st.lr_factor, st.retries = st.stage + 1, 0, None, 1.0, 0
@@ -277,7 +337,8 @@ class _Runner:
         with torch.no_grad():
             final = self.objective.loss(self.model())
         return TrainResult(records=st.records, iterations=st.iteration, nfe=st.nfe, seconds=st.seconds,
-                           final_loss=final, stop_reason=st.stop_reason)
+                           final_loss=final, stop_reason=st.stop_reason,
+                           stages=[s.model_dump(exclude_none=True) for s in stages])
 
     def _release(self) -> None:
         """The parameters and the best values in memory of their own again (the buffers are training's)."""
@@ -296,24 +357,47 @@ class _Runner:
             return  # the stage's first step meets the same failure and reports it
         if not bool(torch.isfinite(data).any()):
             return
-        self.state.records.append({"iteration": self.state.iteration, "stage": index, "optimizer": stage.optimizer,
-                                   "objective": stage.objective, "loss": float(data.min()),
-                                   "seconds": round(time.perf_counter() - t_start, 6)})
+        record = {"iteration": self.state.iteration, "stage": index, "optimizer": stage.optimizer,
+                  "objective": stage.objective, "loss": float(data.min()),
+                  "seconds": round(time.perf_counter() - t_start, 6)}
+        if stage.objective != "trajectory" and self.state.before_warm_start is not None:
+            with torch.no_grad():
+                record["trajectory_loss"] = float(self._trajectory_loss().min())
+        self.state.records.append(record)
+
+    def _objective_here(self, stage: StageSpec) -> float | None:
+        """The stage's objective (data loss plus weight decay) at the current parameters, best start."""
+        try:
+            with torch.no_grad():
+                total, _ = self.evaluate(self._decay(stage))
+        except SolverError:
+            return None
+        return float(total.min()) if bool(torch.isfinite(total).any()) else None
 
     def _end_at_best(self, index: int, stage: StageSpec) -> None:
         """A stage hands on the best parameters it saw, so that a stage that made things worse (Adam
         overshooting a good warm start, say) costs time but never the progress made before it. The
         monitor hears the loss there: the one the stage hands on, not the last one it tried."""
+        last = math.inf
+        wd = self._decay(stage)
         with torch.no_grad():
             with contextlib.suppress(SolverError):  # failing to solve, the last point cannot be the best
-                self.evaluate(self._decay(stage))  # the last point counts too
+                total, _ = self.evaluate(wd)  # the last point counts too
+                last = float(total.min()) if bool(torch.isfinite(total).any()) else math.inf
             self.restore_best()
             try:
-                _, data = self.evaluate(self._decay(stage))
+                total, data = self.evaluate(wd)
             except SolverError:
                 return
-        if bool(torch.isfinite(data).any()):
-            self.monitor.advanced(index, self.state.done, float(data.min()))
+        if not bool(torch.isfinite(data).any()):
+            return
+        self.monitor.advanced(index, self.state.done, float(data.min()))
+        start, kept = self.state.stage_start_loss, float(total.min())
+        if start is not None and last > start and self.state.done > 0 and stage.objective == "trajectory":
+            what = "the earlier point" if kept >= start * (1 - 1e-9) else f"the best point it passed ({kept:.4g})"
+            objective = " (loss + weight decay)" if wd else ""
+            self.monitor.message(f"stage {index + 1} ({stage.optimizer}) ended at {last:.4g}{objective}, worse than "
+                                 f"its start {start:.4g}: kept {what}")
 
     def _decay(self, stage: StageSpec) -> float:
         return stage.weight_decay if stage.weight_decay is not None else self.training.weight_decay
@@ -340,6 +424,7 @@ class _Runner:
         wd = self._decay(stage)
         opt = self._make_optimizer(stage)
         self._converged = False
+        window: list[tuple[int, float]] = []  # (iterations done, objective) after each LBFGS chunk
         while st.done < stage.iterations:
             reason = self.should_stop()
             if reason:
@@ -366,15 +451,23 @@ class _Runner:
             st.iteration += k
             record = {"iteration": st.iteration, "stage": index, "optimizer": stage.optimizer,
                       "objective": stage.objective, "loss": loss, "seconds": round(time.perf_counter() - t_start, 6)}
-            if stage.objective != "trajectory" and self.target is not None:
-                with torch.no_grad():  # the target is on the trajectory loss: check it
-                    trajectory = float(self.objective.loss(self.model()).min())
-                record["trajectory_loss"] = trajectory
-                reached = trajectory < self.target
+            warm = self.auto_warm_start and index == 0
+            if stage.objective != "trajectory" and (self.target is not None or warm):
+                trajectory = self._trajectory_loss()  # the target is on the trajectory loss: check it
+                record["trajectory_loss"] = float(trajectory.min())
+                reached = self.target is not None and record["trajectory_loss"] < self.target
+                converged = converged or (warm and self._track_warm_start(trajectory))
             st.records.append(record)
             self.monitor.advanced(index, st.done, loss)
             if reached:
                 raise _TargetReached()
+            if stage.optimizer == "lbfgs" and stage.tolerance is not None and stage.objective == "trajectory":
+                window.append((st.done, self._chunk_objective))
+                while len(window) > 1 and window[-1][0] - window[1][0] >= TOLERANCE_WINDOW:
+                    window.pop(0)
+                then_done, then = window[0]
+                if st.done - then_done >= TOLERANCE_WINDOW and then - window[-1][1] <= stage.tolerance * abs(then):
+                    converged = True
             if converged:
                 self._converged = True
                 break
@@ -427,6 +520,7 @@ class _Runner:
         except _TargetReached:
             return max(1, opt.state[first].get("n_iter", 0) - n0), evals[-1], True
         k = opt.state[first].get("n_iter", 0) - n0
+        self._chunk_objective = min(objectives) if objectives else math.inf
         if k > 0 and objectives and objectives[0] - min(objectives) <= LBFGS_REL_TOL * abs(objectives[0]):
             k = -k  # converged: no relative progress of the objective over a whole chunk
         return k, evals[objectives.index(min(objectives))] if evals else float("nan"), False

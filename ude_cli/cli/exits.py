@@ -6,14 +6,14 @@ OK = 0
 INTERNAL = 1  # a bug in ude: please report it (run with --debug for a traceback)
 USAGE = 2  # bad command-line usage (unknown option, missing argument)
 BAD_INPUT = 3  # the config or the data is wrong
-FIT_FAILED = 4  # the fit failed numerically (NaN loss, solver failure, blow-up)
+FIT_FAILED = 4  # the fit failed numerically (NaN loss, solver failure, blow-up), or is poor under --strict
 MISMATCH = 5  # `ude compare`: results differ from the expected beyond tolerance
 OUTPUT = 6  # a run directory: the output exists (without --overwrite) or cannot be written, or RUN is missing/incomplete
 INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM; a resumable checkpoint was saved
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 internal error (a bug: rerun with --debug); 2 usage error; "
-    "3 bad config or data; 4 the fit failed numerically; 5 regression mismatch (ude compare); "
+    "3 bad config or data; 4 the fit failed numerically (or, with --strict, is poor); 5 regression mismatch (ude compare); "
     "6 run directory problem (the output exists or cannot be written, or RUN is missing or incomplete); 130 interrupted (resume with --resume)."
 )
 

@@ -49,6 +49,9 @@ def fit_command(
     jobs: int | None = typer.Option(
         None, "--jobs", "-j", min=1, help="Run the fits as Dask tasks on a local cluster of this many worker "
                                           "processes.", show_default=False),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 4 when a fit is poor (its training loss far above the data's estimated noise "
+                                "level; see metrics.json fit_quality): for CI."),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Run the fits on an existing Dask cluster (e.g. tcp://host:8786; the run "
                                   "directories must be on a shared file system).", show_default=False),
@@ -114,6 +117,14 @@ def fit_command(
     failed = [o for o in all_outcomes if not o.ok]
     if failed:
         raise typer.Exit(exits.for_kind(failed[0].error["kind"]))
+    if strict and any(_poor(o) for o in all_outcomes):
+        raise typer.Exit(exits.FIT_FAILED)
+
+
+def _poor(outcome) -> bool:
+    """The fit ran and its quality check calls it poor."""
+    quality = (outcome.metrics or {}).get("fit_quality") or {}
+    return bool(quality.get("poor"))
 
 
 def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
@@ -153,6 +164,8 @@ def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool) -> No
     if outcome.error:
         for line in outcome.error["lines"]:
             typer.echo(f"error: {line}", err=True)
+    if _poor(outcome) and not quiet and not (result is not None and single and not json_out):
+        warn(f"{outcome.config}: {outcome.metrics['fit_quality']['line']}")
     if json_out:
         typer.echo(json.dumps(outcome.to_json(), default=float))
     elif result is not None and not quiet and single:
@@ -203,6 +216,9 @@ def print_result(result, path: Path) -> None:
     if m["stop_reason"] not in ("completed", "converged"):
         line += f"; stopped: {m['stop_reason']}"
     out.print(line, highlight=False)
+    quality = m.get("fit_quality")
+    if quality is not None:
+        out.print(f"[yellow]{quality['line']}[/yellow]" if quality["poor"] else quality["line"], highlight=False)
     out.print(f"run directory: {path}", highlight=False)
 
 

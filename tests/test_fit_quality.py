@@ -1,0 +1,148 @@
+"""The fit-quality check (ude_cli/quality.py) and the schedule's bookkeeping of the best point (ude_cli/train.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ude_cli import fit
+from ude_cli.quality import POOR_RATIO, assess, difference_variance
+
+from .helpers import config, problem, write_csv
+
+DECAY = """
+data: {file: d.csv, time: t, columns: {x: x}}
+model:
+  states: [x]
+  parameters: {k: %s}
+  equations: {x: -k*x}
+  initial: {x: 2.0}
+training: {warm_start: none, stages: %s}
+"""
+
+
+def decay_csv(tmp_path, noise=0.0, n=40, seed=0):
+    t = np.linspace(0, 4, n)
+    x = 2.0 * np.exp(-0.7 * t) + noise * np.random.default_rng(seed).standard_normal(n)
+    write_csv(tmp_path / "d.csv", "t,x", zip(t.tolist(), x.tolist(), strict=True))
+    return t, x
+
+
+# -- the noise estimate ------------------------------------------------------------------------------------
+
+def test_difference_variance_is_exact_on_a_line_and_unbiased_on_noise():
+    t = np.sort(np.random.default_rng(1).uniform(0, 10, 4000))  # irregular spacing
+    assert difference_variance(t, 3 * t - 1)[0] == pytest.approx(0.0, abs=1e-20)
+    y = 0.5 * t + 0.1 * np.random.default_rng(2).standard_normal(len(t))
+    total, n = difference_variance(t, y)
+    # the estimate of sigma^2 = 0.01 from ~4000 triples: its standard error is about 3 %
+    assert n == len(t) - 2
+    assert total / n == pytest.approx(0.01, rel=0.1)
+
+
+def test_difference_variance_needs_three_points():
+    assert difference_variance(np.array([0.0, 1.0]), np.array([1.0, 2.0])) == (0.0, 0)
+
+
+def _table(t, obs, pred):
+    return pd.DataFrame({"experiment": "e", "time": t, "split": "train", "x_observed": obs, "x_predicted": pred})
+
+
+def test_assess_calls_a_fit_at_the_noise_poor_only_when_it_is_far_above(tmp_path):
+    t, x = decay_csv(tmp_path, noise=0.02, n=200)
+    prob = problem(DECAY % ("0.7", "[{optimizer: lbfgs, iterations: 1}]"), tmp_path)
+    truth = 2.0 * np.exp(-0.7 * t)
+    good = assess(prob, _table(t, x, truth), float(np.mean((x - truth) ** 2)))
+    assert not good["poor"]
+    q = good["per_state"]["x"]
+    assert q["noise"] == pytest.approx(0.02 ** 2, rel=0.3)  # curvature adds a little
+    assert q["runs_p"] > 0.01 and not q["systematic"]
+    assert good["line"].startswith("fit quality: training mse")
+    wrong = 2.0 * np.exp(-0.5 * t)  # the wrong rate: residuals of one sign, far above the noise
+    bad = assess(prob, _table(t, x, wrong), float(np.mean((x - wrong) ** 2)))
+    assert bad["poor"] and bad["far_states"] == ["x"] and bad["systematic_states"] == ["x"]
+    assert bad["per_state"]["x"]["ratio"] > POOR_RATIO
+    assert bad["line"].startswith("fit is poor: training mse") and "systematic in x" in bad["line"]
+    assert "--starts" in bad["line"]
+
+
+def test_assess_on_noiseless_data_uses_the_variance_floor(tmp_path):
+    t, x = decay_csv(tmp_path, noise=0.0, n=100)
+    prob = problem(DECAY % ("0.7", "[{optimizer: lbfgs, iterations: 1}]"), tmp_path)
+    tiny = x + 1e-4 * np.sin(t)  # 5e-9 unexplained against a variance of ~0.2: not poor
+    assert not assess(prob, _table(t, x, tiny), 5e-9)["poor"]
+    off = x + 0.05  # 2.5e-3: more than POOR_RATIO x 1e-4 of the variance
+    assert assess(prob, _table(t, x, off), 2.5e-3)["poor"]
+
+
+# -- the schedule ------------------------------------------------------------------------------------------
+
+class Recorder:
+    def __init__(self):
+        self.messages = []
+
+    def stage_started(self, *a):
+        pass
+
+    def advanced(self, *a):
+        pass
+
+    def stage_finished(self, *a):
+        pass
+
+    def message(self, text):
+        self.messages.append(text)
+
+
+def test_a_stage_that_ends_worse_than_its_start_is_reported_and_its_start_kept(tmp_path):
+    decay_csv(tmp_path)  # noiseless: k = 0.7 is the exact fit, any step away is worse
+    cfg = config(DECAY % ("0.7", "[{optimizer: adam, lr: 0.5, iterations: 5}]"), tmp_path)
+    rec = Recorder()
+    result = fit(cfg, monitor=rec)
+    assert result.values["k"] == pytest.approx(0.7, abs=1e-12)
+    worse = [m for m in rec.messages if "worse than its start" in m]
+    assert len(worse) == 1 and worse[0].startswith("stage 1 (adam) ended at ")
+    assert worse[0].endswith("kept the earlier point")
+
+
+def test_the_warm_start_hands_on_its_best_trajectory_point(lv_csv, tmp_path):
+    raw = {"data": {"file": str(lv_csv), "time": "t", "columns": {"x": "prey", "y": "predator"}},
+           "model": {"states": ["x", "y"], "parameters": {"alpha": {"init": 1.3, "fixed": True},
+                                                          "gamma": {"init": 0.8, "fixed": True}},
+                     "equations": {"x": "alpha*x + U[0]", "y": "-gamma*y + U[1]"},
+                     "initial": {"x": 0.44249296, "y": 4.6280594}},
+           "networks": {"U": {"inputs": ["x", "y"], "outputs": 2, "hidden": [8], "activation": "tanh"}},
+           "training": {"warm_start_iterations": 300, "stages": [{"optimizer": "lbfgs", "iterations": 1}]}}
+    result = fit(config(raw, tmp_path))
+    h = result.history
+    warm = h[h.stage == 0]
+    assert warm["trajectory_loss"].notna().all()  # checked after every chunk
+    first = h[h.stage == 1].iloc[0]  # the LBFGS stage's first row: the loss where it starts
+    assert first["loss"] <= warm["trajectory_loss"].min() * (1 + 1e-9)
+    assert result.metrics["fit_quality"]["per_state"].keys() == {"x", "y"}
+
+
+def test_metrics_json_holds_the_quality_and_strict_exits_4_on_a_poor_fit(tmp_path):
+    from typer.testing import CliRunner
+
+    from ude_cli.cli import app
+
+    decay_csv(tmp_path, noise=0.01)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(DECAY % ("0.1", "[{optimizer: adam, lr: 0.001, iterations: 2}]"))  # far from k = 0.7
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", str(cfg), "-o", str(tmp_path / "run"), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    assert "fit is poor: training mse" in res.output
+    quality = json.loads((tmp_path / "run" / "metrics.json").read_text())["fit_quality"]
+    assert quality["poor"] and quality["far_states"] == ["x"]
+    res = runner.invoke(app, ["fit", str(cfg), "-o", str(tmp_path / "run"), "--overwrite", "--no-plots", "--strict"])
+    assert res.exit_code == 4, res.output
+    good = tmp_path / "g.yaml"
+    good.write_text(DECAY % ("0.1", "[{optimizer: lbfgs, iterations: 50}]"))
+    res = runner.invoke(app, ["fit", str(good), "-o", str(tmp_path / "good"), "--no-plots", "--strict"])
+    assert res.exit_code == 0, res.output
+    assert "fit quality: training mse" in res.output

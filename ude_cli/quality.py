@@ -1,0 +1,155 @@
+"""The fit-quality check: is the training loss near what the data's noise allows, and are the residuals noise?
+
+Per observed state, in the loss's own space (log, or divided by the state's spread, when the loss is):
+
+- **noise level**: the difference-based variance estimate of Gasser, Sroka and Jennen-Steinmetz (1986,
+  Biometrika 73: 625-633): each interior training point against the straight line through its two
+  neighbours in time, ``e_i = a_i y_{i-1} + b_i y_{i+1} - y_i`` with ``c_i^2 = 1 / (a_i^2 + b_i^2 + 1)``,
+  and ``sigma^2 = mean(c_i^2 e_i^2)``, pooled over the experiments. It needs no model and no tuning;
+  curvature between neighbours makes it an overestimate (it never calls a fit poor for want of noise).
+  A smoothing spline's residuals (GCV) were tried first and rejected: on the 21-point Lotka-Volterra
+  sample the spline interpolates the prey (residual variance 6e-10 against a true noise variance of
+  3.9e-5), which would call every good fit poor.
+- **floor**: the larger of the noise level and ``REL_FLOOR`` times the variance of the state's training
+  data: on noiseless data a fit that leaves a ten-thousandth of the variance unexplained is not poor.
+- **runs test** (Wald-Wolfowitz, :func:`ude_cli.refit.runs_test`) on the signs of the training residuals in
+  time order, pooled over the experiments: too few runs mean the residuals are systematic.
+
+The fit is poor when its MSE over all training cells (in the loss's space) exceeds ``POOR_RATIO`` times
+the floor averaged the same way: the training loss judged in its own terms. States whose own MSE is that
+far above their floor are named, and so are states with systematic residuals. Poor is not an error: ``ude fit`` says so in one line (``--strict`` makes it
+exit 4).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: A fit whose MSE is above this multiple of its floor (noise level, or REL_FLOOR x variance) is poor.
+POOR_RATIO = 4.0
+#: Unexplained variance below this fraction of a state's variance is never poor (noiseless data).
+REL_FLOOR = 1e-4
+#: Runs-test p-value below which residuals count as systematic.
+SYSTEMATIC_P = 0.01
+
+METHOD = ("noise: difference-based variance of the training data (Gasser-Sroka-Jennen-Steinmetz), floored at "
+          f"{REL_FLOOR:g} x each state's variance; poor: MSE > {POOR_RATIO:g} x that; systematic: runs test "
+          f"p < {SYSTEMATIC_P:g}")
+
+
+def difference_variance(t: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """``(sum of c_i^2 e_i^2, number of triples)`` of the Gasser-Sroka-Jennen-Steinmetz estimator on one
+    series (``t`` increasing, finite values only); ``(0, 0)`` with fewer than three points."""
+    if len(t) < 3:
+        return 0.0, 0
+    h1, h2 = t[1:-1] - t[:-2], t[2:] - t[1:-1]
+    a, b = h2 / (h1 + h2), h1 / (h1 + h2)
+    e = a * y[:-2] + b * y[2:] - y[1:-1]
+    return float(np.sum(e * e / (a * a + b * b + 1))), len(e)
+
+
+def assess(problem, predictions, loss: float | None) -> dict:
+    """The fit-quality record of a fit (``metrics.json``'s ``fit_quality``).
+
+    Arguments:
+        problem: the resolved problem (data, loss settings).
+        predictions: the prediction table of the reported start (``experiment, time, split,
+            <state>_observed, <state>_predicted``).
+        loss: the reported training loss.
+    """
+    from .refit import runs_test
+
+    spec = problem.config.training.loss
+    ds = problem.dataset
+    _, std = ds.state_stats()
+    per: dict[str, dict] = {}
+    total_sq = total_noise = total_count = 0.0
+    train = predictions[predictions["split"] == "train"]
+    for s in ds.observed:
+        j = problem.states.index(s)
+        sq = count = noise_sum = triples = 0.0
+        values, sequences = [], []
+        for _, rows in train.groupby("experiment", sort=False):
+            rows = rows.sort_values("time")
+            obs, pred = rows[f"{s}_observed"].to_numpy(float), rows[f"{s}_predicted"].to_numpy(float)
+            ok = np.isfinite(obs)
+            t, obs, pred = rows["time"].to_numpy(float)[ok], obs[ok], pred[ok]
+            if len(obs) == 0:
+                continue
+            obs, pred = _space(obs, pred, spec, std[j])
+            r = obs - pred
+            sq += float(np.sum(r * r))
+            count += len(r)
+            n_sum, n_tri = difference_variance(t, obs)
+            noise_sum += n_sum
+            triples += n_tri
+            values.append(obs)
+            sequences.append(r)
+        if count == 0:
+            continue
+        mse = sq / count
+        variance = float(np.var(np.concatenate(values)))
+        noise = noise_sum / triples if triples else math.nan
+        floor = max(noise if math.isfinite(noise) else 0.0, REL_FLOOR * variance)
+        z, p = runs_test(sequences)
+        ratio = mse / floor if floor > 0 else (0.0 if mse == 0 else math.inf)
+        per[s] = {"mse": mse, "noise": _num(noise), "variance": variance, "floor": floor, "ratio": _num(ratio),
+                  "runs_z": z, "runs_p": p, "systematic": bool(p < SYSTEMATIC_P),
+                  "far": bool(not math.isfinite(ratio) or ratio > POOR_RATIO)}
+        total_sq += sq
+        total_noise += floor * count
+        total_count += count
+    noise_level = total_noise / total_count if total_count else None
+    mse_all = total_sq / total_count if total_count else None
+    ratio_all = (mse_all / noise_level if noise_level else math.inf) if mse_all is not None else None
+    poor = ratio_all is not None and (not math.isfinite(ratio_all) or ratio_all > POOR_RATIO)
+    record = {"poor": bool(poor), "loss": loss, "mse": mse_all, "noise_level": noise_level,
+              "ratio": _num(ratio_all) if ratio_all is not None else None,
+              "far_states": [s for s, q in per.items() if q["far"]],
+              "systematic_states": [s for s, q in per.items() if q["systematic"]], "per_state": per, "method": METHOD}
+    record["line"] = quality_line(record, problem)
+    return record
+
+
+def quality_line(record: dict, problem) -> str:
+    """One line: ``fit is poor: ...`` with what to try, or ``fit quality: ...``."""
+    from .api import _loss_kind
+
+    kind = _loss_kind(problem)
+    loss, noise, ratio = record["loss"], record["noise_level"], record["ratio"]
+    head = f"training {kind} {_fmt(loss)}"
+    if noise is not None:
+        head += f" against an estimated noise level of {_fmt(noise)}" + (f" ({ratio:.2g}x)" if ratio is not None else "")
+    far = [f"{s} ({record['per_state'][s]['ratio']:.2g}x)" if record["per_state"][s]["ratio"] is not None else s
+           for s in record["far_states"]]
+    if far:
+        head += f"; far above it in {', '.join(far)}"
+    systematic = record["systematic_states"]
+    if systematic:
+        head += f"; residuals are systematic in {', '.join(systematic)}"
+    if not record["poor"]:
+        return f"fit quality: {head}"
+    return (f"fit is poor: {head}; try more iterations (training.stages), several starts (--starts 8), a larger "
+            f"network, or check the model's equations")
+
+
+def _space(obs: np.ndarray, pred: np.ndarray, spec, std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Observations and predictions where the loss compares them (log scale, or divided by the spread)."""
+    from .losses import LOG_FLOOR
+
+    if spec.log:
+        floor = LOG_FLOOR * max(std, 1e-300)
+        return np.log(np.maximum(obs, floor)), np.log(np.maximum(pred, floor))
+    if spec.scale == "std":
+        return obs / std, pred / std
+    return obs, pred
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2g}"
