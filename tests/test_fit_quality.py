@@ -146,3 +146,34 @@ def test_metrics_json_holds_the_quality_and_strict_exits_4_on_a_poor_fit(tmp_pat
     res = runner.invoke(app, ["fit", str(good), "-o", str(tmp_path / "good"), "--no-plots", "--strict"])
     assert res.exit_code == 0, res.output
     assert "fit quality: training mse" in res.output
+
+
+# -- restarts ----------------------------------------------------------------------------------------------
+
+def test_starts_auto_fits_four_starts_on_a_small_problem_and_says_so(tmp_path):
+    from ude_cli.multistart import AUTO_STARTS, fitted_values, resolve_starts
+
+    decay_csv(tmp_path, noise=0.01)
+    raw = DECAY % ("0.1", "[{optimizer: lbfgs, iterations: 5}]")
+    cfg = config(raw.replace("training: {", "training: {starts: auto, "), tmp_path)
+    rec = Recorder()
+    result = fit(cfg, monitor=rec)
+    assert result.metrics["starts"] == AUTO_STARTS and len(result.starts) == AUTO_STARTS
+    assert rec.messages[0] == ("training.starts: auto: 4 starts, batched (1 fitted values, 40 training observations: "
+                               "a small problem); the best is reported")
+    big = problem(raw.replace("{x: -k*x}", "{x: -k*x + U}") + "networks: {U: {inputs: [x], hidden: [64, 64]}}\n",
+                  tmp_path)
+    assert fitted_values(big) == 1 + (2 * 64 + 65 * 64 + 65 * 1)
+    assert resolve_starts(big, "auto")[0] == 1
+    assert resolve_starts(big, 3) == (3, None)
+
+
+def test_the_advice_of_a_poor_fit_follows_what_the_fit_did(tmp_path):
+    decay_csv(tmp_path, noise=0.01)
+    cfg = config(DECAY % ("0.1", "[{optimizer: adam, lr: 0.001, iterations: 2}]"), tmp_path)
+    q = fit(cfg).metrics["fit_quality"]
+    assert q["poor"]
+    assert q["advice"] == ("try several starts (--starts 8, or training.starts: auto), the collocation warm start "
+                           "(training.warm_start: auto) or a larger network or a different model")
+    q = fit(cfg, n_starts=2).metrics["fit_quality"]
+    assert q["advice"].startswith("try more starts than 2 (--starts 4)")

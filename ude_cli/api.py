@@ -74,7 +74,7 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     from .errors import FitError, Interrupted
     from .losses import Objective
     from .model import UDEModel
-    from .multistart import starting_values
+    from .multistart import resolve_starts, starting_values
     from .train import TrainState, train
 
     if resume is not None:
@@ -82,7 +82,11 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     problem = _problem(config)
     check_fittable(problem)
     cfg = problem.config
-    n_starts = n_starts or cfg.training.starts
+    chosen = None
+    if not n_starts:
+        n_starts, chosen = resolve_starts(problem, cfg.training.starts)
+    if chosen and monitor is not None:
+        monitor.message(chosen)
     _set_threads(cfg)
     torch.manual_seed(cfg.training.seed)
     model = UDEModel(problem, n_starts=n_starts,
@@ -170,7 +174,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
                                                      "trajectory_loss", "seconds"])
     info = run_info(problem, seed=problem.config.training.seed, command=command)
     predictions = prediction_table(problem, sols, model.groups, best)
-    metrics["fit_quality"] = assess(problem, predictions, metrics["loss"])
+    metrics["fit_quality"] = assess(problem, predictions, metrics["loss"], starts=model.n_starts, stages=trained.stages)
     return FitResult(problem=problem, model=model, parameters=parameter_table(problem, model, best),
                      predictions=predictions, metrics=metrics,
                      history=history, trajectories=dense, terms=terms, info=info,

@@ -353,9 +353,10 @@ class TrainingSpec(_Strict):
                                 "and hands on the best trajectory point it passed.")
     stop_below: Positive | None = Field(
         None, description="Stop training as soon as the training loss (of the trajectory) is below this value.")
-    starts: int = Field(
-        1, ge=1, le=1024, description="Independent starts fitted at once (new network weights, perturbed "
-                                      "parameters); the best is reported, all are kept (`--starts` overrides).")
+    starts: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        1, description="Independent starts fitted at once (new network weights, perturbed parameters); the best "
+                       "is reported, all are kept (`--starts` overrides). 'auto': 4 when the problem is small (at "
+                       "most 2000 fitted values and 500 training observations), else 1.")
     max_seconds: Positive | None = Field(
         None, description="Wall-time limit of the training: past it, training stops between iterations and "
                           "keeps the best parameters so far (`--time-limit` overrides).")

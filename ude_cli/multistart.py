@@ -19,6 +19,36 @@ from .problem import Problem
 SPREAD = 0.5
 
 
+#: ``training.starts: auto`` fits AUTO_STARTS starts when the problem is small: at most AUTO_MAX_VALUES fitted
+#: values and AUTO_MAX_CELLS training observations (there a batch of 4 starts costs about 1.3 times one:
+#: bench/README.md, the multistart section); else one.
+AUTO_STARTS = 4
+AUTO_MAX_VALUES = 2000
+AUTO_MAX_CELLS = 500
+
+
+def fitted_values(problem: Problem) -> int:
+    """Learned mechanistic parameters plus network weights and biases."""
+    n = sum(not p.fixed for p in problem.parameters.values())
+    for spec in problem.networks.values():
+        sizes = [len(spec.inputs), *spec.hidden, spec.outputs]
+        n += sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+    return n
+
+
+def resolve_starts(problem: Problem, starts: int | str) -> tuple[int, str | None]:
+    """The number of starts for ``training.starts`` and, for ``auto``, a line saying what was chosen and why."""
+    if starts != "auto":
+        return int(starts), None
+    values = fitted_values(problem)
+    cells = sum(int(np.isfinite(e.values[e.train]).sum()) for e in problem.dataset.experiments)
+    if values <= AUTO_MAX_VALUES and cells <= AUTO_MAX_CELLS:
+        return AUTO_STARTS, (f"training.starts: auto: {AUTO_STARTS} starts, batched ({values} fitted values, {cells} "
+                             f"training observations: a small problem); the best is reported")
+    return 1, (f"training.starts: auto: 1 start ({values} fitted values, {cells} training observations: above "
+               f"{AUTO_MAX_VALUES} values or {AUTO_MAX_CELLS} observations)")
+
+
 def starting_values(problem: Problem, n_starts: int, seed: int) -> np.ndarray | None:
     """Starting values ``(n_learned, n_starts)`` of the learned mechanistic parameters (None if none)."""
     import torch

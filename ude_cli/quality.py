@@ -50,7 +50,7 @@ def difference_variance(t: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     return float(np.sum(e * e / (a * a + b * b + 1))), len(e)
 
 
-def assess(problem, predictions, loss: float | None) -> dict:
+def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages: list[dict] | None = None) -> dict:
     """The fit-quality record of a fit (``metrics.json``'s ``fit_quality``).
 
     Arguments:
@@ -58,6 +58,8 @@ def assess(problem, predictions, loss: float | None) -> dict:
         predictions: the prediction table of the reported start (``experiment, time, split,
             <state>_observed, <state>_predicted``).
         loss: the reported training loss.
+        starts: the starts fitted (for the advice).
+        stages: the stages that ran (``metrics.json``'s ``stages``; for the advice).
     """
     from .refit import runs_test
 
@@ -109,8 +111,27 @@ def assess(problem, predictions, loss: float | None) -> dict:
               "ratio": _num(ratio_all) if ratio_all is not None else None,
               "far_states": [s for s, q in per.items() if q["far"]],
               "systematic_states": [s for s, q in per.items() if q["systematic"]], "per_state": per, "method": METHOD}
+    record["advice"] = advice(problem, starts, stages) if poor else None
     record["line"] = quality_line(record, problem)
     return record
+
+
+def advice(problem, starts: int, stages: list[dict] | None) -> str:
+    """What to try after a poor fit, from what this fit did."""
+    from .collocation import applicable
+
+    tries = ["several starts (--starts 8, or training.starts: auto)" if starts == 1
+             else f"more starts than {starts} (--starts {2 * starts})"]
+    ran_collocation = any(s.get("objective") == "collocation" for s in stages or [])
+    reason = applicable(problem)
+    if not ran_collocation and reason is None:
+        tries.append("the collocation warm start (training.warm_start: auto)")
+    elif not ran_collocation:
+        tries.append(f"a longer schedule (training.stages; no collocation warm start was possible: {reason})")
+    else:
+        tries.append("more iterations (training.stages)")
+    tries.append("a larger network or a different model")
+    return "try " + ", ".join(tries[:-1]) + " or " + tries[-1]
 
 
 def quality_line(record: dict, problem) -> str:
@@ -131,8 +152,7 @@ def quality_line(record: dict, problem) -> str:
         head += f"; residuals are systematic in {', '.join(systematic)}"
     if not record["poor"]:
         return f"fit quality: {head}"
-    return (f"fit is poor: {head}; try more iterations (training.stages), several starts (--starts 8), a larger "
-            f"network, or check the model's equations")
+    return f"fit is poor: {head}; {record['advice']}"
 
 
 def _space(obs: np.ndarray, pred: np.ndarray, spec, std: float) -> tuple[np.ndarray, np.ndarray]:
