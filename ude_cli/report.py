@@ -137,7 +137,7 @@ def _quality(metrics: Mapping) -> str:
                    f"{_num(v['ratio'], 3)}x its floor; runs test p = {_num(v['runs_p'], 3)}</li>"
                    for s, v in q["per_state"].items())
     return (f'<div class="verdict" style="background:{bg};border-color:{border}"><strong>'
-            f"{'Poor fit' if q['poor'] else 'Fit quality'}</strong> — {_e(q['line'])}<ul>{rows}</ul>"
+            f"{'Poor fit' if q['poor'] else 'Fit quality'}</strong> — {_e(q['line'].split(': ', 1)[-1])}<ul>{rows}</ul>"
             f'<span class="note">{_e(q["method"])}</span></div>')
 
 
