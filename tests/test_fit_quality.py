@@ -219,3 +219,17 @@ def test_an_interrupt_during_the_warm_start_resumes_exactly(lv_csv, tmp_path):
         run_fit(load_config(path), out=tmp_path / "cut", should_stop=lambda: "test" if next(calls) == 3 else None)
     run_fit(resume=tmp_path / "cut")
     assert_same_model(tmp_path / "cut", tmp_path / "whole")
+
+
+def test_the_default_lbfgs_stage_ends_at_its_tolerance(tmp_path):
+    decay_csv(tmp_path, noise=0.01)
+    raw = DECAY.replace("training: {warm_start: none, stages: %s}\n", "") % "0.1"
+    result = fit(config(raw, tmp_path))
+    m = result.metrics
+    assert [(s["optimizer"], s["objective"], s.get("tolerance")) for s in m["stages"]] == [
+        ("lbfgs", "collocation", None), ("lbfgs", "trajectory", 1e-3)]
+    h = result.history
+    lbfgs = h[h.stage == 1]
+    assert m["stop_reason"] == "converged"
+    assert lbfgs["iteration"].iloc[-1] - lbfgs["iteration"].iloc[0] < 1000
+    assert result.values["k"] == pytest.approx(0.7, rel=0.02)  # 40 points with 1 % noise on 2 exp(-0.7 t)

@@ -35,9 +35,9 @@ BLOWUP = 1e30
 LBFGS_REL_TOL = 1e-9
 #: Iterations over which an LBFGS stage's ``tolerance`` is judged.
 TOLERANCE_WINDOW = 100
-#: The automatic warm start ends when the trajectory loss (checked after every chunk) has not improved
-#: by more than WARM_REL_GAIN (relative) for WARM_PATIENCE iterations; it hands on the point with the
-#: best trajectory loss it passed (the initial values included).
+#: The automatic warm start ends when the trajectory objective (checked after every chunk: the trajectory
+#: loss plus the next stage's weight decay) has not improved by more than WARM_REL_GAIN (relative) for
+#: WARM_PATIENCE iterations; it hands on the best trajectory point it passed (the initial values included).
 WARM_PATIENCE = 1000
 WARM_REL_GAIN = 0.01
 
@@ -79,8 +79,8 @@ class TrainState:
     #: {"loss": (S,), "params": {...}, "initial": (S,) bool (still the initial values), "at": iteration of
     #: the last improvement}
     before_warm_start: dict | None = None
-    stage_start_loss: float | None = None  # the data loss where the current trajectory stage started
-
+    stage_start_loss: float | None = None  # the objective where the current trajectory stage started
+    window: list = field(default_factory=list)  # (iterations done, objective) of the stage's recent LBFGS chunks
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -324,7 +324,9 @@ class _Runner:
                     if st.stop_reason:
                         break
                     st.stage, st.done, st.optimizer_state, st.lr_factor, st.retries = st.stage + 1, 0, None, 1.0, 0
-                    st.best, st.best_loss = None, None  # "best" compares losses within one stage only
+                    # each stage compares points by its own objective (its weight decay may differ) and starts
+                    # from the best point so far, which is its first evaluation: the best never gets lost
+                    st.best, st.best_loss, st.window = None, None, []
                 st.finished = True
                 st.stop_reason = st.stop_reason or ("converged" if self._converged else "completed")
         except _TargetReached:
@@ -424,7 +426,7 @@ class _Runner:
         wd = self._decay(stage)
         opt = self._make_optimizer(stage)
         self._converged = False
-        window: list[tuple[int, float]] = []  # (iterations done, objective) after each LBFGS chunk
+        window = st.window  # (iterations done, objective) after each LBFGS chunk: for stage.tolerance
         while st.done < stage.iterations:
             reason = self.should_stop()
             if reason:
@@ -462,7 +464,7 @@ class _Runner:
             if reached:
                 raise _TargetReached()
             if stage.optimizer == "lbfgs" and stage.tolerance is not None and stage.objective == "trajectory":
-                window.append((st.done, self._chunk_objective))
+                window.append([st.done, self._chunk_objective])
                 while len(window) > 1 and window[-1][0] - window[1][0] >= TOLERANCE_WINDOW:
                     window.pop(0)
                 then_done, then = window[0]

@@ -235,7 +235,7 @@ def print_summary(outcomes, skipped: list[str] | None = None) -> None:
     for o in outcomes:
         loss = f"{o.metrics['loss']:.4g}" if o.ok and o.metrics.get("loss") is not None else ""
         detail = o.run_dir if o.ok else o.error["message"].splitlines()[0]
-        table.add_row(o.config, o.status, loss, f"{o.seconds:.1f} s", detail)
+        table.add_row(o.config, o.status + (", poor fit" if _poor(o) else ""), loss, f"{o.seconds:.1f} s", detail)
     for label in skipped:
         table.add_row(label, "not started", "", "", "")
     console().print(table)
