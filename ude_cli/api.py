@@ -151,6 +151,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
         "wall_seconds": round(float(trained.seconds), 4),
         "solver_evaluations": int(trained.nfe),
         "solver_engine": model.engine,
+        **model.solver_choice(),
         **model.native_status(),
         "stop_reason": trained.stop_reason,
         "loss_kind": _loss_kind(problem),

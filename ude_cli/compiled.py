@@ -357,12 +357,22 @@ class CompiledEngine:
     def __init__(self, model: UDEModel):
         self.model = model
         self.symbolic = SymbolicRHS(model)
-        self.method = model.settings.method
+        #: the method solving now: ``auto`` starts as dopri5 and may become bdf (:meth:`solver_choice`)
+        self.method = "dopri5" if model.settings.method == "auto" else model.settings.method
+        self.auto = model.settings.method == "auto"
+        self.choice_reason = ""  # why auto chose what it solves with
+        self._probed: set[int] = set()  # groups whose first dopri5 solve auto has probed for stiffness
         self._fixed: dict[int, Program] = {}
-        if self.method == "dopri5":
+        self._stiff = None
+        if self.method == "bdf":
+            self._stiff = self._stiff_solver()
+            self.functions: list[Any] = []  # CVODES steps in C already; nothing for native code to compile
+            self.choice_reason = "solver.method: bdf"
+        elif self.method == "dopri5":
             from .compiled_adaptive import AdaptiveSolver
 
             self._adaptive = AdaptiveSolver(self.symbolic.f, model.settings)
+            self._adaptive.state_names, self._adaptive.trajectory_name = self.symbolic.states, self._trajectory_name
             self.functions = self._adaptive.functions()
         else:
             self._step = fixed_step(self.method, self.symbolic.f)
@@ -371,6 +381,37 @@ class CompiledEngine:
         self.native_since: float | None = None  # when the first solve in native code began
         self._build: Build | None = None
         self._vm_solves = 0  # solves in the virtual machine before the switch
+        self._group = 0  # the group being solved (for failure messages)
+
+    def _stiff_solver(self) -> Any:
+        from .compiled_stiff import StiffSolver
+
+        return StiffSolver(self.symbolic.f, self.model.settings, self.symbolic.states, self._trajectory_name)
+
+    def _trajectory_name(self, j: int) -> str:
+        """Trajectory ``j`` of the group being solved, as a user knows it."""
+        model = self.model
+        experiments = model.groups[self._group].experiments
+        start = f"start {j // len(experiments) + 1}" if model.n_starts > 1 else ""
+        if len(model.problem.dataset.experiments) == 1:
+            return start
+        name = model.problem.dataset.experiments[experiments[j % len(experiments)]].name
+        return f"experiment '{name}'" + (f" ({start})" if start else "")
+
+    def solver_choice(self) -> dict[str, str]:
+        """``solver_method`` (what solved last) and ``solver_method_reason`` for ``metrics.json``."""
+        if self.method == "bdf":
+            return {"solver_method": "bdf", "solver_method_reason": self.choice_reason}
+        if self.auto:
+            return {"solver_method": self.method, "solver_method_reason": self.choice_reason or (
+                "solver.method: auto: dopri5's first solve of each group showed no stiffness and no solve failed")}
+        return {"solver_method": self.method, "solver_method_reason": f"solver.method: {self.method}"}
+
+    def switch_to_stiff(self, reason: str) -> None:
+        """Solve with bdf from now on (``solver.method: auto``), saying why."""
+        self.method = "bdf"
+        self._stiff = self._stiff or self._stiff_solver()
+        self.choice_reason = f"solver.method: auto switched from dopri5 to bdf: {reason}"
 
     def native_build(self) -> Build:
         """What compiling :attr:`functions` takes, or why it will not happen (:func:`ude_cli.native.prepare`)."""
@@ -380,7 +421,8 @@ class CompiledEngine:
 
     def start_native(self) -> None:
         """Start compiling :attr:`functions` in the background (or load them from the cache)."""
-        self.native = library(self.native_build())
+        if self.method != "bdf":
+            self.native = library(self.native_build())
 
     def _switch_to_native(self) -> None:
         """Solve in native code from now on if its library is ready and gives the virtual machine's numbers."""
@@ -412,6 +454,9 @@ class CompiledEngine:
 
     def native_status(self) -> dict[str, Any]:
         """Whether solves run in native code by now, and how it came (for ``metrics.json``)."""
+        if self.method == "bdf":
+            return {"native_code": False, "native_code_note": "bdf: CVODES steps in its own compiled C; the "
+                                                              "right-hand side runs in CasADi's virtual machine"}
         native = self.native
         if native is None:
             return {"native_code": False, "native_code_note": "CasADi's virtual machine: native code not started"}
@@ -427,24 +472,67 @@ class CompiledEngine:
         why = native.reason or "the C compiler had not finished when training ended (the next fit will load it)"
         return {"native_code": False, "native_code_note": f"CasADi's virtual machine: {why}"}
 
-    def solve_group(self, k: int) -> torch.Tensor:
-        """Group ``k``'s solution on its grid, ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it."""
-        if self.native_since is None:
+    def solve_group(self, k: int, times: np.ndarray | None = None, networks: bool = True) -> torch.Tensor:
+        """Group ``k``'s solution on its grid (or on ``times``, which start at its t0: adaptive methods only),
+        ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it; ``networks=False``: the mechanism alone
+        (every network's output 0: all its weights and biases 0)."""
+        if self.native_since is None and self.method != "bdf":
             self._switch_to_native()
         model = self.model
         g = model.groups[k]
+        self._group = k
         inputs = self.symbolic.pack(model, g.experiments)
+        if not networks:
+            inputs = inputs[:3] + [torch.zeros_like(x) for x in inputs[3:]]
         shape = (model.n_starts, len(g.experiments))  # every experiment has 2 or more times (data.py)
-        if self.method == "dopri5":
-            sol, evaluations = self._adaptive.solve(inputs, shape, g.times)
+        grid = g.times if times is None else np.asarray(times, dtype=np.float64)
+        if self.method == "dopri5" and self.auto and k not in self._probed:
+            sol, evaluations = self._probe(k, inputs, shape, grid)
+        elif self.method == "dopri5":
+            sol, evaluations = self._adaptive_solve(inputs, shape, grid)
+        elif self.method == "bdf":
+            sol, evaluations = self._stiff.solve(inputs, shape, grid)
         else:
+            if times is not None:
+                raise ValueError("the compiled fixed-step methods solve on the data's grid only")
             if k not in self._fixed:
                 self._fixed[k] = self._fixed_program(k, len(inputs[0]))
             program = self._fixed[k]
             sol = run(program, inputs, shape)
             evaluations = STAGES[self.method] * program.n_steps
         model.rhs.nfe += evaluations
-        return sol.reshape(len(g.times), model.n_starts, len(g.experiments), -1)
+        return sol.reshape(len(grid), model.n_starts, len(g.experiments), -1)
+
+    def _adaptive_solve(self, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray):
+        """dopri5; under ``auto`` a failure switches to bdf, which solves again."""
+        from .solve import SolverError
+
+        try:
+            return self._adaptive.solve(inputs, shape, grid)
+        except SolverError as exc:
+            if not self.auto:
+                raise
+            self.switch_to_stiff(f"dopri5 failed ({exc.message})")
+            return self._stiff.solve(inputs, shape, grid)
+
+    def _probe(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray):
+        """Group ``k``'s first solve under ``auto``: dopri5, then its accepted steps read for stiffness
+        (:func:`ude_cli.compiled_stiff.stiffness`); stiff, the group is solved again by bdf."""
+        from .compiled_stiff import stiffness
+
+        self._probed.add(k)
+        sol, evaluations = self._adaptive_solve(inputs, shape, grid)
+        if self.method == "bdf":  # dopri5 failed: bdf solved it
+            return sol, evaluations
+        states, starts, sizes = self._adaptive.last_steps
+        args = numpy_inputs(inputs, *shape)
+        if self._stiff is None:
+            self._stiff = self._stiff_solver()  # its Jacobian function, for the probe
+        why = stiffness(self._stiff, states, starts, sizes, args)
+        if why is None:
+            return sol, evaluations
+        self.switch_to_stiff(why)
+        return self._stiff.solve(inputs, shape, grid)
 
     def _fixed_program(self, k: int, n_traj: int) -> Program:
         from .solve import check_fixed_steps, grid_through_outputs

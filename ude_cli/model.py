@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import reason_not_compiled
+from .config import STIFF_METHODS, reason_not_compiled
 from .hybrid import HybridRHS
 from .neural import MLP
 from .parameters import InitialStates, ParameterSet
@@ -168,6 +168,9 @@ class UDEModel(nn.Module):
             return "torchdiffeq"
         from .compiled import CompiledEngine, clearly_too_large, worth_compiling
 
+        if solver.method in STIFF_METHODS:  # only the compiled engine solves them (config.py)
+            self._compiled = CompiledEngine(self)
+            return "compiled"
         n_trajectories = self.n_starts * len(self.problem.dataset.experiments)
         if solver.engine == "auto" and clearly_too_large(self, n_trajectories):
             return "torchdiffeq"
@@ -183,13 +186,17 @@ class UDEModel(nn.Module):
         """Solution of group ``k`` on its grid (or ``times``, which must start at its t0): ``(T, S, Bg, n)``.
 
         On the data's grid a compiled model (``engine == "compiled"``) is solved by :mod:`ude_cli.compiled`;
-        other grids (dense predictions) and the mechanism alone by torchdiffeq."""
-        if times is None and self.engine == "compiled" and self.rhs.networks_enabled:
-            if self._compiled is None:  # a copy (deepcopy) leaves CasADi's functions behind
-                from .compiled import CompiledEngine
+        other grids (dense predictions) and the mechanism alone by torchdiffeq, except with bdf (configured, or
+        chosen by ``auto``), which only the compiled engine solves."""
+        if self.engine == "compiled" and self._compiled is None:  # a copy (deepcopy) leaves CasADi's functions behind
+            from .compiled import CompiledEngine
 
-                self._compiled = CompiledEngine(self)
-                self._compiled.start_native()
+            self._compiled = CompiledEngine(self)
+            self._compiled.start_native()
+        if self.engine == "compiled" and self._compiled.method == "bdf":
+            return self._compiled.solve_group(k, None if times is None else times.detach().cpu().numpy(),
+                                              networks=self.rhs.networks_enabled)
+        if times is None and self.engine == "compiled" and self.rhs.networks_enabled:
             return self._compiled.solve_group(k)
         g = self.groups[k]
         y0 = self.initial()[:, g.experiments, :]
@@ -201,6 +208,16 @@ class UDEModel(nn.Module):
         finally:
             self.rhs.unbind()
             self.rhs._constants = dict(self._all_constants)
+
+    def solver_choice(self) -> dict:
+        """``solver_method`` (the method that solved last) and ``solver_method_reason`` (``metrics.json``)."""
+        if self.engine == "compiled" and self._compiled is not None:
+            return self._compiled.solver_choice()
+        method = self.settings.method
+        if method == "auto":
+            return {"solver_method": "dopri5", "solver_method_reason": "solver.method: auto in torchdiffeq, which "
+                    "has no stiff method: dopri5 (the compiled engine switches to bdf where stiff)"}
+        return {"solver_method": method, "solver_method_reason": f"solver.method: {method}"}
 
     def native_status(self) -> dict:
         """``native_code`` (bool) and ``native_code_note`` for the compiled engine (:mod:`ude_cli.native`);

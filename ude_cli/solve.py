@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ADAPTIVE_METHODS, SolverSpec
+from .config import ADAPTIVE_METHODS, STIFF_METHODS, SolverSpec
 from .errors import FitError
 
 
@@ -28,12 +28,13 @@ class SolverSettings:
 
     @property
     def adaptive(self) -> bool:
-        return self.method in ADAPTIVE_METHODS
+        return self.method in ADAPTIVE_METHODS or self.method in STIFF_METHODS or self.method == "auto"
 
     @classmethod
     def from_spec(cls, spec: SolverSpec, default_step: float) -> SolverSettings:
+        adaptive = spec.method in ADAPTIVE_METHODS or spec.method in STIFF_METHODS or spec.method == "auto"
         return cls(method=spec.method, rtol=spec.rtol, atol=spec.atol,
-                   step=None if spec.method in ADAPTIVE_METHODS else (spec.step or default_step),
+                   step=None if adaptive else (spec.step or default_step),
                    adjoint=spec.adjoint, max_steps=spec.max_steps)
 
 
@@ -75,7 +76,12 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
     else:
         check_fixed_steps(t, settings)
         options["grid_constructor"] = grid_through_outputs(settings.step)
-    kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=settings.method, options=options)
+    if settings.method in STIFF_METHODS:  # config.py sends these to the compiled engine (a bug otherwise)
+        raise ValueError(f"torchdiffeq has no {settings.method} method")
+    # 'auto' in torchdiffeq (engine: torchdiffeq, or a batch too large to compile) is dopri5: torchdiffeq has
+    # no stiff method to switch to (UDEModel.solver_choice says so)
+    method = "dopri5" if settings.method == "auto" else settings.method
+    kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=method, options=options)
     try:
         if settings.adjoint:
             params = tuple(p for p in func.parameters() if p.requires_grad)
@@ -90,17 +96,20 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
         raise
 
 
-def underflow_error() -> SolverError:
+def underflow_error(where: str = "") -> SolverError:
+    """``where``: ", at t = ..., where x = ..." when the solver knows (the compiled engine's)."""
     return SolverError(
-        "the solver's step size underflowed: the solution blows up, the right-hand side is not finite "
+        f"the solver's step size underflowed{where}: the solution blows up, the right-hand side is not finite "
         "somewhere (sqrt or log of a negative value, a division by zero), or the equations are stiff",
         hint="bound the parameters (bounds, positive: true) so the equations stay defined, or try a smaller "
-             "learning rate; for stiff equations (rates many orders of magnitude apart) rescale time or the "
-             "states, or use a fixed-step method (rk4) with a small solver.step")
+             "learning rate; for stiff equations (rates many orders of magnitude apart) use solver.method: bdf "
+             "(or auto)")
 
 
-def too_many_steps_error(settings: SolverSettings) -> SolverError:
+def too_many_steps_error(settings: SolverSettings, where: str = "") -> SolverError:
+    """``where``: as for :func:`underflow_error`."""
     return SolverError(
-        f"the solver needed more than solver.max_steps = {settings.max_steps} steps: the equations "
+        f"the solver needed more than solver.max_steps = {settings.max_steps} steps{where}: the equations "
         "are stiff or the solution grows very fast",
-        hint="try raising solver.max_steps, loosening rtol/atol, or bounding the parameters")
+        hint="for stiff equations use solver.method: bdf (or auto); otherwise try raising solver.max_steps, "
+             "loosening rtol/atol, or bounding the parameters")

@@ -1,0 +1,199 @@
+"""Stiff solves (solver.method: bdf, CVODES) and the automatic choice (solver.method: auto).
+
+Known answers: scipy's Radau at tight tolerances for Robertson's equations; central finite differences
+of the solve itself at tight tolerances for the gradients (a mechanistic model and a UDE with a network,
+a learned initial state and a per-experiment constant).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ude_cli.errors import ConfigError
+from ude_cli.solve import SolverError
+
+from .helpers import config, model, write_csv
+from .test_compiled import decay, perturbed, relative, rich_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def robertson(tmp_path, method: str = "bdf", rtol: float = 1e-8, atol: float = 1e-16, **overrides) -> dict:
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "configs/robertson.yaml").read_text())
+    raw["data"]["file"] = str(ROOT / "data/robertson.csv")
+    raw["solver"] = {"method": method, "rtol": rtol, "atol": atol, **overrides}
+    raw["model"]["parameters"]["k2"]["init"] = 3e7
+    raw["model"]["parameters"]["k3"]["init"] = 1e4
+    return raw
+
+
+def radau(times: np.ndarray, rtol: float) -> np.ndarray:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen", ROOT / "data/generate_robertson.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    return gen.truth(times[1:], rtol=rtol, atol=1e-20)
+
+
+def test_bdf_solves_robertson_as_scipys_radau(tmp_path):
+    m = model(robertson(tmp_path), tmp_path)
+    assert m.engine == "compiled" and m._compiled.method == "bdf"
+    with torch.no_grad():
+        (sol,) = m()
+    ours = sol[1:, 0, 0, :].numpy()
+    times = m.groups[0].times
+    # against scipy's Radau at rtol 1e-8 (and the exact Jacobian): every state, B (~1e-10 at the end)
+    # included, point by point to a few tens of times the relative tolerance (BDF's global error)
+    reference = radau(times, 1e-8)
+    err = np.abs(ours - reference) / np.abs(reference)
+    assert err.max() < 1e-6, err.max()
+    # and it converges: at rtol 1e-10, within 3e-8 of Radau at rtol 1e-12
+    tight = model(robertson(tmp_path, rtol=1e-10, atol=1e-20), tmp_path)
+    with torch.no_grad():
+        (sol,) = tight()
+    err = np.abs(sol[1:, 0, 0, :].numpy() - radau(times, 1e-12)) / np.abs(radau(times, 1e-12))
+    assert err.max() < 3e-8, err.max()
+    assert m.rhs.nfe > 0
+
+
+def central_differences(m, parameters: list[tuple[torch.Tensor, int]], h: float = 1e-6) -> np.ndarray:
+    def objective():
+        with torch.no_grad():
+            sols = m()
+        weights = [torch.linspace(-1, 2, s.numel(), dtype=s.dtype).reshape(s.shape) for s in sols]
+        return float(sum((w * (s + s * s)).sum() for w, s in zip(weights, sols, strict=True)))
+
+    out = []
+    for p, i in parameters:
+        at = tuple(int(j) for j in np.unravel_index(i, tuple(p.shape)))
+        x = float(p.data[at])
+        step = h * max(1.0, abs(x))
+        p.data[at] = x + step
+        plus = objective()
+        p.data[at] = x - step
+        minus = objective()
+        p.data[at] = x
+        out.append((plus - minus) / (2 * step))
+    return np.array(out)
+
+
+def analytic(m, parameters: list[tuple[torch.Tensor, int]]) -> np.ndarray:
+    m.zero_grad(set_to_none=True)
+    sols = m()
+    weights = [torch.linspace(-1, 2, s.numel(), dtype=s.dtype).reshape(s.shape) for s in sols]
+    sum((w * (s + s * s)).sum() for w, s in zip(weights, sols, strict=True)).backward()
+    return np.array([float(p.grad[tuple(int(j) for j in np.unravel_index(i, tuple(p.shape)))])
+                     for p, i in parameters])
+
+
+def test_bdf_gradient_of_robertson_is_the_finite_differences(tmp_path):
+    m = model(robertson(tmp_path, rtol=1e-11, atol=1e-20), tmp_path)
+    raw = m.parameters_.raw
+    parameters = [(raw["k2"], 0), (raw["k3"], 0)]
+    ours, fd = analytic(m, parameters), central_differences(m, parameters, h=1e-5)
+    assert np.all(np.abs(ours - fd) <= 1e-5 * np.abs(fd) + 1e-8), (ours, fd)
+
+
+def test_bdf_gradient_of_a_ude_is_the_finite_differences(tmp_path):
+    """Network weights and biases, a learned positive parameter, a learned initial state, two experiments
+    with their own constant, two starts: every input of the solve."""
+    raw = rich_config(tmp_path, "bdf")
+    raw["solver"].update(rtol=1e-11, atol=1e-13)
+    m = perturbed(model(raw, tmp_path, n_starts=2))
+    named = dict(m.named_parameters())
+    parameters = [(p, i) for p in named.values() for i in {0, p.numel() // 2, p.numel() - 1}]
+    assert len(named) >= 6
+    ours, fd = analytic(m, parameters), central_differences(m, parameters)
+    assert np.all(np.abs(ours - fd) <= 1e-5 * np.abs(fd).max() + 1e-7), np.abs(ours - fd).max()
+    # the same model solved by dopri5 (compiled) agrees to the tolerances
+    d = perturbed(model(rich_config(tmp_path, "dopri5"), tmp_path, n_starts=2))
+    (a,), (b,) = d(), m()
+    assert relative(b.detach(), a.detach()) < 1e-5
+
+
+def test_auto_switches_to_bdf_on_robertson_and_says_why(tmp_path):
+    m = model(robertson(tmp_path, method="auto", max_steps=100_000), tmp_path)
+    with torch.no_grad():
+        (sol,) = m()
+    choice = m.solver_choice()
+    assert choice["solver_method"] == "bdf"
+    assert "auto switched from dopri5 to bdf" in choice["solver_method_reason"]
+    assert "stability limit" in choice["solver_method_reason"] or "failed" in choice["solver_method_reason"]
+    reference = radau(m.groups[0].times, 1e-12)
+    assert (np.abs(sol[1:, 0, 0].numpy() - reference) / reference).max() < 2e-6
+
+
+def test_auto_with_too_few_steps_for_dopri5_switches_on_the_failure(tmp_path):
+    m = model(robertson(tmp_path, method="auto"), tmp_path)  # max_steps 2,000: dopri5 fails
+    m()
+    assert "dopri5 failed" in m.solver_choice()["solver_method_reason"]
+
+
+def test_auto_on_a_non_stiff_model_is_dopri5_to_the_bit(tmp_path):
+    m_auto = model(decay(tmp_path, method="auto"), tmp_path)
+    m_dopri = model(decay(tmp_path), tmp_path)
+    (a,), (b,) = m_auto(), m_dopri()
+    assert torch.equal(a, b)
+    assert m_auto.solver_choice()["solver_method"] == "dopri5"
+    assert "showed no stiffness" in m_auto.solver_choice()["solver_method_reason"]
+
+
+def test_bdf_dense_predictions_and_the_mechanism_alone(tmp_path):
+    m = model(robertson(tmp_path), tmp_path)
+    (t, y), = m.dense(n_points=50)
+    assert np.all(np.isfinite(y)) and abs(y[-1, 0].sum() - 1) < 1e-6  # A + B + C is conserved
+    u = perturbed(model(rich_config(tmp_path, "bdf"), tmp_path))
+    u.rhs.networks_enabled = False
+    mechanism = u()
+    u.rhs.networks_enabled = True
+    assert not torch.equal(mechanism[0], u()[0])
+
+
+def test_bdf_failure_names_the_time_the_state_and_what_to_try(tmp_path):
+    t = np.linspace(0, 2, 5)
+    write_csv(tmp_path / "d.csv", "t,y", [(float(a), 1.0) for a in t])
+    raw = {"data": {"file": "d.csv", "columns": {"y": "y"}},
+           "model": {"states": ["y"], "equations": {"y": "k*y*y"}, "parameters": {"k": {"init": 1.0}}},
+           "solver": {"method": "bdf", "max_steps": 500}}  # y = 1/(1 - t): blows up at t = 1
+    with pytest.raises(SolverError) as info:
+        model(raw, tmp_path)()
+    text = str(info.value)
+    assert "CVODES" in text and "where y = " in text
+    reached = float(text.split("it reached t = ")[1].split(",")[0])
+    assert 0.99 < reached <= 1.0
+    assert "solver.max_steps" in info.value.hint
+
+
+def test_dopri5_failure_names_the_time_and_the_state(tmp_path):
+    raw = decay(tmp_path, max_steps=10, rtol=1e-12, atol=1e-14)
+    raw["model"]["parameters"]["k"]["init"] = 40.0
+    with pytest.raises(SolverError) as info:
+        model(raw, tmp_path)()
+    assert "at t = " in info.value.message and "where y = " in info.value.message
+    assert "solver.method: bdf" in info.value.hint
+
+
+def test_bdf_needs_the_compiled_engine(tmp_path):
+    with pytest.raises(ConfigError, match="compiled engine only"):
+        config(decay(tmp_path, method="bdf", engine="torchdiffeq"), tmp_path)
+    with pytest.raises(ConfigError, match="compiled engine only"):
+        config(decay(tmp_path, method="bdf", adjoint=True), tmp_path)
+    assert model(decay(tmp_path, method="auto", engine="torchdiffeq"), tmp_path).solver_choice()["solver_method"] == "dopri5"
+
+
+@pytest.mark.slow
+def test_robertson_rates_are_recovered_within_one_percent():
+    """configs/robertson.yaml: k2, k3 from a start a factor 3 off, 1 % multiplicative noise, log loss."""
+    from ude_cli.api import fit
+
+    result = fit(ROOT / "configs/robertson.yaml")
+    values = result.parameters.set_index("name")["value"]
+    assert abs(values["k2"] / 3e7 - 1) < 0.01 and abs(values["k3"] / 1e4 - 1) < 0.01, values
+    assert result.metrics["solver_method"] == "bdf"
