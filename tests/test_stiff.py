@@ -130,10 +130,19 @@ def test_auto_switches_to_bdf_on_robertson_and_says_why(tmp_path):
     assert (np.abs(sol[1:, 0, 0].numpy() - reference) / reference).max() < 2e-6
 
 
-def test_auto_with_too_few_steps_for_dopri5_switches_on_the_failure(tmp_path):
-    m = model(robertson(tmp_path, method="auto"), tmp_path)  # max_steps 2,000: dopri5 fails
+def test_auto_switches_when_dopri5_fails_later_in_a_fit(tmp_path):
+    """Not stiff at the start (the probe passes); parameters that make it stiff later: dopri5 fails on
+    max_steps, bdf solves the same call, and the solves after it."""
+    m = model(decay(tmp_path, method="auto", max_steps=200), tmp_path)
     m()
-    assert "dopri5 failed" in m.solver_choice()["solver_method_reason"]
+    assert m.solver_choice()["solver_method"] == "dopri5"
+    with torch.no_grad():
+        m.parameters_.raw["k"].fill_(1e4)  # y' = -1e4 y: dopri5 needs ~1,500 steps per output interval
+    (sol,) = m()
+    choice = m.solver_choice()
+    assert choice["solver_method"] == "bdf" and "dopri5 failed" in choice["solver_method_reason"]
+    assert "max_steps = 200" in choice["solver_method_reason"]
+    assert float(sol[1, 0, 0, 0]) == pytest.approx(2.0 * np.exp(-1e4 * 0.5), abs=1e-9)
 
 
 def test_auto_on_a_non_stiff_model_is_dopri5_to_the_bit(tmp_path):
@@ -197,3 +206,25 @@ def test_robertson_rates_are_recovered_within_one_percent():
     values = result.parameters.set_index("name")["value"]
     assert abs(values["k2"] / 3e7 - 1) < 0.01 and abs(values["k3"] / 1e4 - 1) < 0.01, values
     assert result.metrics["solver_method"] == "bdf"
+
+
+def stiff_linear(tmp_path, **solver) -> dict:
+    """y' = -1000 (y - cos t): dopri5 succeeds, held at its stability limit (~1,200 steps over [0, 4])."""
+    t = np.linspace(0, 4, 9)
+    write_csv(tmp_path / "d.csv", "t,y", [(float(a), float(np.cos(a))) for a in t])
+    return {"data": {"file": "d.csv", "columns": {"y": "y"}},
+            "model": {"states": ["y"], "equations": {"y": "-k*(y - cos(t))"},
+                      "parameters": {"k": {"init": 1000.0}}, "initial": {"y": 1.0}},
+            "solver": solver}
+
+
+def test_check_says_when_the_initial_guess_is_stiff(tmp_path):
+    from ude_cli.api import check
+
+    problem = check(config(stiff_linear(tmp_path, method="dopri5"), tmp_path))
+    (note,) = [w for w in problem.warnings if "stiff" in w]
+    assert "solver.method: bdf (or auto) solves them faster than dopri5" in note and "stability limit" in note
+    problem = check(config(stiff_linear(tmp_path, method="auto"), tmp_path))
+    assert any("solver.method auto solves them with bdf" in w for w in problem.warnings)
+    problem = check(config(decay(tmp_path), tmp_path))
+    assert not any("stiff" in w for w in problem.warnings)

@@ -45,6 +45,11 @@ def check(config: Config | str | Path) -> Problem:
             raise FitError(f"the initial guess gives non-finite states (group starting at t = "
                            f"{model.groups[k].t0:g})", where=cfg.label,
                            hint="check the initial parameter values and initial states")
+    from .compiled import stiffness_note
+
+    note = stiffness_note(model)
+    if note:
+        problem.warnings.append(f"{cfg.label}: solver.method: {note}")
     return problem
 
 

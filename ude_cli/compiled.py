@@ -503,32 +503,39 @@ class CompiledEngine:
         model.rhs.nfe += evaluations
         return sol.reshape(len(grid), model.n_starts, len(g.experiments), -1)
 
-    def _adaptive_solve(self, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray):
-        """dopri5; under ``auto`` a failure switches to bdf, which solves again."""
+    def _adaptive_solve(self, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray, watch: Any = None):
+        """dopri5; under ``auto`` a failure, or stiffness seen by ``watch``, switches to bdf, which solves again."""
+        from .compiled_adaptive import Stiff
         from .solve import SolverError
 
         try:
-            return self._adaptive.solve(inputs, shape, grid)
+            return self._adaptive.solve(inputs, shape, grid, watch)
         except SolverError as exc:
             if not self.auto:
                 raise
             self.switch_to_stiff(f"dopri5 failed ({exc.message})")
-            return self._stiff.solve(inputs, shape, grid)
+        except Stiff as exc:
+            self.switch_to_stiff(str(exc))
+        return self._stiff.solve(inputs, shape, grid)
 
     def _probe(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray):
-        """Group ``k``'s first solve under ``auto``: dopri5, then its accepted steps read for stiffness
-        (:func:`ude_cli.compiled_stiff.stiffness`); stiff, the group is solved again by bdf."""
+        """Group ``k``'s first solve under ``auto``: dopri5 with its accepted steps read for stiffness as it goes
+        and at the end (:func:`ude_cli.compiled_stiff.stiffness`); stiff, the group is solved by bdf."""
         from .compiled_stiff import stiffness
 
         self._probed.add(k)
-        sol, evaluations = self._adaptive_solve(inputs, shape, grid)
-        if self.method == "bdf":  # dopri5 failed: bdf solved it
-            return sol, evaluations
-        states, starts, sizes = self._adaptive.last_steps
-        args = numpy_inputs(inputs, *shape)
         if self._stiff is None:
             self._stiff = self._stiff_solver()  # its Jacobian function, for the probe
-        why = stiffness(self._stiff, states, starts, sizes, args)
+        args = numpy_inputs(inputs, *shape)
+
+        def watch(states: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> str | None:
+            return stiffness(self._stiff, states, starts, sizes, args)
+
+        sol, evaluations = self._adaptive_solve(inputs, shape, grid, watch)
+        if self.method == "bdf":  # stiff, or dopri5 failed: bdf solved it
+            return sol, evaluations
+        states, starts, sizes = self._adaptive.last_steps
+        why = watch(states, starts, sizes)
         if why is None:
             return sol, evaluations
         self.switch_to_stiff(why)
@@ -542,3 +549,39 @@ class CompiledEngine:
         grid = grid_through_outputs(self.model.settings.step)(None, None, times).numpy()
         output_steps = [int(j) for j in np.searchsorted(grid, times.numpy()[1:])]
         return Program(self._step, grid[:-1], np.diff(grid), output_steps, n_traj)
+
+
+def stiffness_note(model: UDEModel) -> str | None:
+    """What ``ude check`` says about stiffness at the initial guess (None: nothing to say): solved as
+    ``solver.method: auto`` would solve it, by dopri5 probed for stiffness (:meth:`CompiledEngine._probe`)."""
+    from dataclasses import replace
+
+    from .solve import SolverError
+
+    method = model.settings.method
+    if method == "bdf":
+        return None
+    if method == "auto" and model.engine == "compiled" and model._compiled is not None:
+        engine = model._compiled
+    elif clearly_too_large(model, model.n_starts * len(model.problem.dataset.experiments)):
+        return None  # not built as a graph only to probe it
+    else:
+        saved, nfe = model.settings, model.rhs.nfe
+        model.settings = replace(saved, method="auto", step=None)
+        try:
+            engine = CompiledEngine(model)
+            with torch.no_grad():
+                for k in range(len(model.groups)):
+                    engine.solve_group(k)
+        except SolverError:
+            return None  # bdf fails too where dopri5 did not: nothing better to suggest
+        finally:
+            model.settings = saved
+            model.rhs.nfe = nfe
+    if engine.method != "bdf":
+        return None
+    reason = engine.choice_reason.removeprefix("solver.method: auto switched from dopri5 to bdf: ")
+    if method == "auto":
+        return f"the equations are stiff at the initial guess ({reason}): solver.method auto solves them with bdf"
+    return (f"the equations are stiff at the initial guess ({reason}): solver.method: bdf (or auto) solves them "
+            f"faster than {method}")

@@ -42,6 +42,9 @@ C_ERROR = (35 / 384 - 1951 / 21600, 0, 500 / 1113 - 22642 / 50085, 125 / 192 - 4
 SAFETY, IFACTOR, DFACTOR, ORDER = 0.9, 10.0, 0.2, 5
 #: steps of the reverse-mode graphs kept between solves, over all step counts
 KEPT_STEPS = 20_000
+#: the probe of ``solver.method: auto`` looks at the accepted steps first after this many (then after twice
+#: as many, and so on): a power of two
+WATCH_FIRST = 64
 #: ``ude_dopri5``'s return codes (``dopri5_driver.c``)
 DRIVER_OK, DRIVER_TOO_MANY_STEPS, DRIVER_UNDERFLOW, DRIVER_CAPACITY, DRIVER_NO_MEMORY = 0, 1, 2, 3, 4
 
@@ -90,6 +93,7 @@ class AdaptiveSolver:
         self.trajectory_name = lambda j: f"trajectory {j}"
         #: the last solve's accepted steps ``(states, starts, sizes)``, for the stiffness probe of ``auto``
         self.last_steps: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._watch = None
 
     def functions(self) -> list[Any]:
         """The single-trajectory functions everything else is built from (what native code replaces)."""
@@ -138,14 +142,14 @@ class AdaptiveSolver:
         return program
 
     # -- the numerical solve --------------------------------------------------------------------
-    def _steps(self, args: Sequence[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, tuple, int]:
+    def _steps(self, args: Sequence[np.ndarray], times: np.ndarray, watch: Any = None) -> tuple[np.ndarray, tuple, int]:
         """Accepted states ``(n_traj, K + 1, n)``; the steps' start times and sizes and the step count at
         each output time; the right-hand-side evaluations.
 
         In C (``dopri5_driver.c``) once native code is loaded, else here around CasADi's virtual machine:
         the same operations in the same order (sums of squares one value after another), the same steps."""
-        if self._driver is None:
-            return self._python_steps(args, times)
+        if self._driver is None or watch is not None:
+            return self._python_steps(args, times, watch)
         try:
             out = self._driver(args, times, self.settings)
         except SolverError:  # the loop here takes the same steps and knows where it failed: say so
@@ -160,7 +164,10 @@ class AdaptiveSolver:
                 return here
         return out
 
-    def _python_steps(self, args: Sequence[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, tuple, int]:
+    def _python_steps(self, args: Sequence[np.ndarray], times: np.ndarray,
+                      watch: Any = None) -> tuple[np.ndarray, tuple, int]:
+        """``watch(states, starts, sizes)``, if given, is called after 50, 100, 200, 400, ... accepted steps; a
+        reason it returns stops the solve with :class:`Stiff` (the probe of ``solver.method: auto``)."""
         y0, p, c, w = args
         n_traj = y0.shape[0]
         attempt, rhs = self._functions(n_traj)
@@ -192,6 +199,10 @@ class AdaptiveSolver:
                     sizes.append(step)
                     t = t_next if step == t_next - t else t + step
                     states.append(attempt.accept())
+                    if watch is not None and len(starts) >= WATCH_FIRST and len(starts) & (len(starts) - 1) == 0:
+                        why = watch(np.stack(states, 1), np.array(starts), np.array(sizes))
+                        if why:
+                            raise Stiff(why)
                     if step < h:  # shortened to land on an output time: keep the step it would have taken
                         proposed = max(proposed, h)
                 h = proposed
@@ -241,11 +252,18 @@ class AdaptiveSolver:
             raise underflow_error(self._where(t, y, None))
         return h
 
-    def solve(self, inputs: Sequence[torch.Tensor], shape: tuple[int, int], times: np.ndarray) -> tuple[torch.Tensor, int]:
+    def solve(self, inputs: Sequence[torch.Tensor], shape: tuple[int, int], times: np.ndarray,
+              watch: Any = None) -> tuple[torch.Tensor, int]:
         """States at ``times`` ``(T, n_traj, n)``, differentiable with respect to ``inputs`` (``y0, p, c,
-        *weights``; ``shape``: starts, experiments), and the right-hand-side evaluations of the solve."""
+        *weights``; ``shape``: starts, experiments), and the right-hand-side evaluations of the solve.
+        ``watch``: see :meth:`_python_steps` (the solve then steps here, not in the C driver)."""
+        self._watch = watch
         out = _AdaptiveSolve.apply(self, times, shape, *inputs)
         return out, self._evaluations
+
+
+class Stiff(Exception):
+    """A solve stopped by its ``watch``: the steps show stiffness (the reason is the message)."""
 
 
 def _same_steps(a: tuple, b: tuple) -> bool:
@@ -344,7 +362,7 @@ class _AdaptiveSolve(torch.autograd.Function):
     def forward(ctx, solver: AdaptiveSolver, times: np.ndarray, shape: tuple[int, int],  # type: ignore[override]
                 *tensors: torch.Tensor) -> torch.Tensor:
         args = numpy_inputs(tensors, *shape)
-        states, (starts, sizes, at_output), solver._evaluations = solver._steps(args, times)
+        states, (starts, sizes, at_output), solver._evaluations = solver._steps(args, times, solver._watch)
         solver.last_steps = (states, starts, sizes)
         ctx.solver, ctx.args, ctx.shape, ctx.driver = solver, args, shape, solver._driver
         ctx.steps, ctx.at_output, ctx.states = (starts, sizes), at_output, states

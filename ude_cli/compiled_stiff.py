@@ -228,8 +228,8 @@ def stiffness(solver: StiffSolver, states: np.ndarray, starts: np.ndarray, sizes
     count = int(limited.sum())
     if count < STIFF_STEPS:
         return None
-    return (f"dopri5 took {k} steps, {count} of them held by its stability limit (step x the Jacobian's "
-            f"largest eigenvalue modulus >= {STABILITY_LIMITED:g}; that modulus reached {worst.max():.3g})")
+    return (f"of {k} accepted dopri5 steps, {count} were held by its stability limit (step x the largest "
+            f"eigenvalue modulus of the Jacobian >= {STABILITY_LIMITED:g}; that modulus reached {worst.max():.3g})")
 
 
 def describe_state(names: Sequence[str], y: np.ndarray) -> str:

@@ -251,7 +251,7 @@ class SolverSpec(_Strict):
 
     method: Literal[SOLVER_METHODS] = Field(  # type: ignore[valid-type]
         "dopri5", description="Adaptive (dopri5, dopri8, bosh3, ...), fixed-step (rk4, euler, midpoint, ...), "
-                              "'bdf' (stiff equations: CVODES's variable-order BDF with adjoint gradients; "
+                              "'bdf' (stiff equations: CVODES's variable-order BDF, gradients from its forward sensitivities; "
                               "compiled engine), or 'auto' (dopri5, switching to bdf when dopri5's steps show "
                               "stiffness or it fails; metrics.json says which and why).")
     rtol: Positive = Field(1e-6, description="Relative tolerance (adaptive methods).")
@@ -261,12 +261,12 @@ class SolverSpec(_Strict):
     adjoint: bool = Field(False, description="Adjoint gradients (memory O(1) in time) instead of direct backprop.")
     dtype: Literal["float64", "float32"] = Field("float64", description="Floating-point precision.")
     max_steps: int = Field(
-        2_000, ge=10, description="Most solver steps per solve; more is a failure (and bounds the memory a "
-                                   "solve's gradient needs).")
+        2_000, ge=10, description="Most solver steps per solve (compiled engine: between two output times); more is a "
+                                   "failure (and bounds the memory a solve's gradient needs).")
     engine: Literal["auto", "compiled", "torchdiffeq"] = Field(
         "auto", description="Who solves during training: 'compiled' (the trajectory and its gradient as one "
                             "CasADi expression graph: a few milliseconds per iteration on a small UDE; methods "
-                            "euler, midpoint, rk4, dopri5), 'torchdiffeq' (Python stepping, every method and "
+                            "euler, midpoint, rk4, dopri5, bdf, auto), 'torchdiffeq' (Python stepping, every method and "
                             "the adjoint), or 'auto' (compiled where it can and is the faster: not for large "
                             "batches of large networks).")
 
