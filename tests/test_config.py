@@ -24,7 +24,7 @@ def lines(raw, label="c.yaml"):
 def test_defaults_are_filled_in():
     cfg = config_from_dict(BASE)
     r = cfg.resolved()
-    assert r["solver"] == {"method": "dopri5", "rtol": 1e-6, "atol": 1e-6, "step": None, "adjoint": False,
+    assert r["solver"] == {"method": "auto", "rtol": 1e-6, "atol": 1e-6, "step": None, "adjoint": False,
                            "dtype": "float64", "max_steps": 2000, "engine": "auto"}
     assert [s["optimizer"] for s in r["training"]["stages"]] == ["adam", "lbfgs"]
     assert r["model"]["parameters"]["k"]["init"] == 0.5

@@ -250,7 +250,7 @@ class SolverSpec(_Strict):
     """How the ODE is solved (torchdiffeq)."""
 
     method: Literal[SOLVER_METHODS] = Field(  # type: ignore[valid-type]
-        "dopri5", description="Adaptive (dopri5, dopri8, bosh3, ...), fixed-step (rk4, euler, midpoint, ...), "
+        "auto", description="Adaptive (dopri5, dopri8, bosh3, ...), fixed-step (rk4, euler, midpoint, ...), "
                               "'bdf' (stiff equations: CVODES's variable-order BDF, gradients from its forward sensitivities; "
                               "compiled engine), or 'auto' (dopri5, switching to bdf when dopri5's steps show "
                               "stiffness or it fails; metrics.json says which and why).")

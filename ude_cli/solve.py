@@ -101,8 +101,8 @@ def underflow_error(where: str = "") -> SolverError:
     return SolverError(
         f"the solver's step size underflowed{where}: the solution blows up, the right-hand side is not finite "
         "somewhere (sqrt or log of a negative value, a division by zero), or the equations are stiff",
-        hint="bound the parameters (bounds, positive: true) so the equations stay defined, or try a smaller "
-             "learning rate; for stiff equations (rates many orders of magnitude apart) use solver.method: bdf "
+        hint="try bounding the parameters (bounds, positive: true) so the equations stay defined, or a smaller "
+             "learning rate; for stiff equations (rates many orders of magnitude apart) solver.method: bdf "
              "(or auto)")
 
 
@@ -111,5 +111,5 @@ def too_many_steps_error(settings: SolverSettings, where: str = "") -> SolverErr
     return SolverError(
         f"the solver needed more than solver.max_steps = {settings.max_steps} steps{where}: the equations "
         "are stiff or the solution grows very fast",
-        hint="for stiff equations use solver.method: bdf (or auto); otherwise try raising solver.max_steps, "
+        hint="try solver.method: bdf (or auto) for stiff equations; otherwise raising solver.max_steps, "
              "loosening rtol/atol, or bounding the parameters")
