@@ -6,12 +6,15 @@ the 41 times of data/robertson.csv, rtol 1e-8, atol 1e-16). Rows:
 - ude bdf, gradient: one evaluation of the training loss (log-scale MSE) and its gradient with respect to
   the two learned rates, as training takes it (forward solve with forward sensitivities, then backward);
 - ude bdf, forward: the solve alone (no gradient), as a prediction takes it;
+- ude bdf, UDE: configs/robertson_ude.yaml's loss and gradient at its initial weights (25 weights; forward
+  sensitivities cost grows with the number of inputs differentiated); its deviation is n/a (not the truth);
 - scipy Radau / BDF / LSODA, forward only (``solve_ivp`` at the same tolerances and times; Radau and BDF
   also with the exact Jacobian, ``jac=``): what a gradient by finite differences would need 3 of (central
   differences: 5) and an adjoint-free scipy fit pays per evaluation;
 - diffrax Kvaerno5, where jax and diffrax import (not a ude dependency; skipped with a note otherwise).
 
-Every row: the median of ``--repeats`` calls after one untimed warm-up, in this process, and the largest
+The rhs evals of ude's rows are those of the nominal solve (CVODES's count; the sensitivity solve's are not
+counted). Every row: the median of ``--repeats`` calls after one untimed warm-up, in this process, and the largest
 relative deviation of its solution from scipy's Radau at rtol 1e-12 (all three states, every time).
 Prints a table; nothing is asserted. Timings on a shared machine are noisy: the load average is printed.
 
@@ -91,6 +94,20 @@ def main() -> None:
         ms, sol = timed(fn, a.repeats)
         evals = (model.rhs.nfe - nfe) // (a.repeats + 1)
         rows.append([label, h.fmt(ms, ".3g"), str(evals), h.fmt(deviation(sol.detach()[1:, 0, 0].numpy(), reference), ".2g")])
+
+    # the UDE (configs/robertson_ude.yaml) at its initial weights: the network's 25 weights differentiated
+    ude_cfg = load_config(ROOT / "configs/robertson_ude.yaml")
+    ude = UDEModel(resolve(ude_cfg))
+    ude_objective = Objective(ude, ude_cfg.training.loss)
+
+    def ude_gradient():
+        ude.zero_grad(set_to_none=True)
+        ude_objective.loss(ude()).sum().backward()
+
+    nfe = ude.rhs.nfe
+    ms, _ = timed(ude_gradient, a.repeats)
+    rows.append(["ude bdf: UDE loss + gradient (25 weights)", h.fmt(ms, ".3g"),
+                 str((ude.rhs.nfe - nfe) // (a.repeats + 1)), "n/a"])
 
     from scipy.integrate import solve_ivp
 

@@ -228,3 +228,27 @@ def test_check_says_when_the_initial_guess_is_stiff(tmp_path):
     assert any("solver.method auto solves them with bdf" in w for w in problem.warnings)
     problem = check(config(decay(tmp_path), tmp_path))
     assert not any("stiff" in w for w in problem.warnings)
+
+
+@pytest.mark.slow
+def test_robertson_ude_trains_to_the_noise_floor():
+    """configs/robertson_ude.yaml: the slow reaction's rate k1*A learned by a network, the fast ones known.
+    The noise floor: the log-scale loss of the true model on the data (9.1e-5)."""
+    from ude_cli.api import fit
+    from ude_cli.config import load_config
+    from ude_cli.losses import Objective
+    from ude_cli.model import UDEModel
+    from ude_cli.problem import resolve
+
+    truth_cfg = load_config(ROOT / "configs/robertson.yaml")
+    truth = UDEModel(resolve(truth_cfg))
+    with torch.no_grad():
+        truth.parameters_.raw["k2"].fill_(float(np.log(3e7)))
+        truth.parameters_.raw["k3"].fill_(float(np.log(1e4)))
+        floor = float(Objective(truth, truth_cfg.training.loss).loss(truth())[0])
+    result = fit(ROOT / "configs/robertson_ude.yaml")
+    assert result.metrics["loss"] < 1.05 * floor, (result.metrics["loss"], floor)
+    a = np.linspace(0.02, 1.0, 50)  # the range of A in the data
+    with torch.no_grad():
+        rate = result.model.rhs.networks["r"](torch.tensor(a[None, :, None])).numpy().ravel()
+    assert np.max(np.abs(rate - 0.04 * a) / (0.04 * a)) < 0.03
