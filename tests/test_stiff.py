@@ -252,3 +252,12 @@ def test_robertson_ude_trains_to_the_noise_floor():
     with torch.no_grad():
         rate = result.model.rhs.networks["r"](torch.tensor(a[None, :, None])).numpy().ravel()
     assert np.max(np.abs(rate - 0.04 * a) / (0.04 * a)) < 0.03
+
+
+def test_auto_decides_on_the_data_grid_before_a_dense_prediction(tmp_path):
+    """A model read back from a run (ude report, ude predict) predicts before it has solved on the data's
+    grid: auto probes there first, so a stiff model's dense grid is solved by bdf, not torchdiffeq's dopri5."""
+    m = model(robertson(tmp_path, method="auto"), tmp_path)
+    (t, y), = m.dense(n_points=30)
+    assert m.solver_choice()["solver_method"] == "bdf"
+    assert np.all(np.isfinite(y)) and abs(y[-1, 0].sum() - 1) < 1e-6

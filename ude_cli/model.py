@@ -193,6 +193,10 @@ class UDEModel(nn.Module):
 
             self._compiled = CompiledEngine(self)
             self._compiled.start_native()
+        if (self.engine == "compiled" and times is not None and self._compiled.auto
+                and k not in self._compiled._probed):  # auto decides on the data's grid, as in training
+            with torch.no_grad():
+                self._compiled.solve_group(k, networks=self.rhs.networks_enabled)
         if self.engine == "compiled" and self._compiled.method == "bdf":
             return self._compiled.solve_group(k, None if times is None else times.detach().cpu().numpy(),
                                               networks=self.rhs.networks_enabled)
