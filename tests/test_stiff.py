@@ -142,7 +142,7 @@ def test_auto_switches_when_dopri5_fails_later_in_a_fit(tmp_path):
     choice = m.solver_choice()
     assert choice["solver_method"] == "bdf" and "dopri5 failed" in choice["solver_method_reason"]
     assert "max_steps = 200" in choice["solver_method_reason"]
-    assert float(sol[1, 0, 0, 0]) == pytest.approx(2.0 * np.exp(-1e4 * 0.5), abs=1e-9)
+    assert float(sol[1, 0, 0, 0].detach()) == pytest.approx(2.0 * np.exp(-1e4 * 0.5), abs=1e-9)
 
 
 def test_auto_on_a_non_stiff_model_is_dopri5_to_the_bit(tmp_path):
@@ -261,3 +261,20 @@ def test_auto_decides_on_the_data_grid_before_a_dense_prediction(tmp_path):
     (t, y), = m.dense(n_points=30)
     assert m.solver_choice()["solver_method"] == "bdf"
     assert np.all(np.isfinite(y)) and abs(y[-1, 0].sum() - 1) < 1e-6
+
+
+def test_auto_switches_when_a_later_solve_grows_stiff_without_failing(tmp_path):
+    """The probe passes; then parameters for which dopri5 still succeeds, held at its stability limit
+    (~1,200 steps): auto looks again (4 times the steps) and the next solves are bdf's."""
+    raw = stiff_linear(tmp_path, method="auto")
+    raw["model"]["parameters"]["k"]["init"] = 1.0
+    m = model(raw, tmp_path)
+    m()
+    assert m.solver_choice()["solver_method"] == "dopri5"
+    with torch.no_grad():
+        m.parameters_.raw["k"].fill_(1000.0)
+    (stiff_dopri5,) = m()  # dopri5's solution: it met its tolerance
+    choice = m.solver_choice()
+    assert choice["solver_method"] == "bdf" and "in a later solve of the fit" in choice["solver_method_reason"]
+    (by_bdf,) = m()
+    assert relative(by_bdf.detach(), stiff_dopri5.detach()) < 1e-4

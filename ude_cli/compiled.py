@@ -320,6 +320,10 @@ def run(program: Program, inputs: Sequence[torch.Tensor], shape: tuple[int, int]
 
 # -- the compiled engine of a model ----------------------------------------------------------------
 
+#: ``solver.method: auto`` looks at a dopri5 solve's steps for stiffness again when it took this many times the
+#: steps of the solve it last looked at (and at least GROWTH_FLOOR steps)
+GROWTH, GROWTH_FLOOR = 4, 256
+
 #: ``engine: auto`` compiles while trajectories x instructions of the right-hand side stay below this.
 #: The compiled cost grows with both (~10-30 ns per instruction per evaluation, forward and reverse);
 #: torchdiffeq's is mostly Python overhead, ~0.3 ms per batched evaluation. Measured on the
@@ -362,6 +366,7 @@ class CompiledEngine:
         self.auto = model.settings.method == "auto"
         self.choice_reason = ""  # why auto chose what it solves with
         self._probed: set[int] = set()  # groups whose first dopri5 solve auto has probed for stiffness
+        self._looked: dict[int, int] = {}  # group -> accepted steps of the solve auto last looked at
         self._fixed: dict[int, Program] = {}
         self._stiff = None
         if self.method == "bdf":
@@ -490,6 +495,8 @@ class CompiledEngine:
             sol, evaluations = self._probe(k, inputs, shape, grid)
         elif self.method == "dopri5":
             sol, evaluations = self._adaptive_solve(inputs, shape, grid)
+            if self.auto and times is None:
+                self._watch_growth(k, inputs, shape)
         elif self.method == "bdf":
             sol, evaluations = self._stiff.solve(inputs, shape, grid)
         else:
@@ -518,6 +525,22 @@ class CompiledEngine:
             self.switch_to_stiff(str(exc))
         return self._stiff.solve(inputs, shape, grid)
 
+    def _watch_growth(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int]) -> None:
+        """Under ``auto``, after a dopri5 solve on the data's grid that took :data:`GROWTH` times the steps of
+        the group's last look (and at least :data:`GROWTH_FLOOR`): look at its steps for stiffness again;
+        stiff, the next solves are bdf's (this one's solution stands: dopri5 met its tolerance)."""
+        from .compiled_stiff import stiffness
+
+        states, starts, sizes = self._adaptive.last_steps
+        if len(starts) < max(GROWTH * self._looked.get(k, 0), GROWTH_FLOOR):
+            return
+        self._looked[k] = len(starts)
+        if self._stiff is None:
+            self._stiff = self._stiff_solver()
+        why = stiffness(self._stiff, states, starts, sizes, numpy_inputs(inputs, *shape))
+        if why is not None:
+            self.switch_to_stiff(f"{why}, in a later solve of the fit")
+
     def _probe(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray):
         """Group ``k``'s first solve under ``auto``: dopri5 with its accepted steps read for stiffness as it goes
         and at the end (:func:`ude_cli.compiled_stiff.stiffness`); stiff, the group is solved by bdf."""
@@ -535,6 +558,7 @@ class CompiledEngine:
         if self.method == "bdf":  # stiff, or dopri5 failed: bdf solved it
             return sol, evaluations
         states, starts, sizes = self._adaptive.last_steps
+        self._looked[k] = len(starts)
         why = watch(states, starts, sizes)
         if why is None:
             return sol, evaluations
