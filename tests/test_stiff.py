@@ -278,3 +278,30 @@ def test_auto_switches_when_a_later_solve_grows_stiff_without_failing(tmp_path):
     assert choice["solver_method"] == "bdf" and "in a later solve of the fit" in choice["solver_method_reason"]
     (by_bdf,) = m()
     assert relative(by_bdf.detach(), stiff_dopri5.detach()) < 1e-4
+
+
+def test_times_over_decades_are_predicted_and_drawn_on_a_log_scale(tmp_path):
+    from ude_cli.model import dense_grid, log_time_threshold
+
+    times = np.concatenate([[0.0], np.logspace(-4, 5, 40)])
+    assert log_time_threshold(times, 0.0) == pytest.approx(1e-4)
+    grid = dense_grid(0.0, 1e5, 50, times)
+    assert grid[0] == 0 and grid[1] == pytest.approx(1e-4) and grid[-1] == pytest.approx(1e5)
+    assert np.allclose(np.diff(np.log(grid[1:])), np.log(1e9) / 48)  # log-spaced after t0
+    assert log_time_threshold(np.linspace(0, 4, 9), 0.0) is None  # 0.5 to 4: one decade
+    assert np.array_equal(dense_grid(0.0, 4.0, 9, np.linspace(0, 4, 9)), np.linspace(0, 4, 9))
+    assert log_time_threshold(np.array([1900.0, 1901, 1920]), 1900.0) is None
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ude_cli.plots import label_time_axis
+
+    for raw, scale in ((robertson(tmp_path), "symlog"), (decay(tmp_path), "linear")):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        label_time_axis(ax, model(raw, tmp_path).problem)
+        assert ax.get_xscale() == scale
+        plt.close(fig)

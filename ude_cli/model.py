@@ -263,7 +263,7 @@ class UDEModel(nn.Module):
             for k, g in enumerate(self.groups):
                 end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
                 end = until if until is not None else end  # the grid ends where it was asked to, before or after the data
-                grid = np.linspace(g.t0, end, n_points)
+                grid = dense_grid(g.t0, end, n_points, g.times)
                 sol = self.solve_group(k, torch.tensor(grid, dtype=self.dtype)).cpu().numpy()
                 for i, b in enumerate(g.experiments):
                     t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])
@@ -278,3 +278,27 @@ class UDEModel(nn.Module):
             tt = torch.tensor(t, dtype=self.dtype)
             return {name: net(self.rhs._inputs(name, tt, yt)).permute(1, 0, 2).cpu().numpy()
                     for name, net in self.rhs.networks.items()}
+
+
+#: data times whose positive offsets from the start span this many decades are drawn on a log time axis,
+#: and predicted on a log-spaced grid (Robertson's kinetics: 1e-4 to 1e5)
+LOG_TIME_DECADES = 3.0
+
+
+def log_time_threshold(times: np.ndarray, t0: float) -> float | None:
+    """The smallest positive offset ``t - t0`` of ``times`` when their positive offsets span
+    :data:`LOG_TIME_DECADES` decades or more (a log time axis then shows them), else None."""
+    offsets = np.asarray(times, dtype=np.float64) - t0
+    offsets = offsets[np.isfinite(offsets) & (offsets > 0)]
+    if len(offsets) < 2 or offsets.max() < offsets.min() * 10 ** LOG_TIME_DECADES:
+        return None
+    return float(offsets.min())
+
+
+def dense_grid(t0: float, end: float, n_points: int, times: np.ndarray) -> np.ndarray:
+    """``n_points`` times from ``t0`` to ``end``: evenly spaced, or for data times that span decades
+    (:func:`log_time_threshold`) ``t0`` then log-spaced from the first data time on."""
+    first = log_time_threshold(times, t0)
+    if first is None or not end - t0 > first or n_points < 3:
+        return np.linspace(t0, end, n_points)
+    return t0 + np.concatenate([[0.0], np.geomspace(first, end - t0, n_points - 1)])
