@@ -409,7 +409,7 @@ class CompiledEngine:
             return {"solver_method": "bdf", "solver_method_reason": self.choice_reason}
         if self.auto:
             return {"solver_method": self.method, "solver_method_reason": self.choice_reason or (
-                "solver.method: auto: dopri5's first solve of each group showed no stiffness and no solve failed")}
+                "solver.method: auto: dopri5's steps showed no stiffness and no dopri5 solve failed")}
         return {"solver_method": self.method, "solver_method_reason": f"solver.method: {self.method}"}
 
     def switch_to_stiff(self, reason: str) -> None:

@@ -82,18 +82,45 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
     # no stiff method to switch to (UDEModel.solver_choice says so)
     method = "dopri5" if settings.method == "auto" else settings.method
     kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=method, options=options)
+    recorder = _LastEvaluation(func)
     try:
         if settings.adjoint:
             params = tuple(p for p in func.parameters() if p.requires_grad)
-            return odeint_adjoint(func, y0, t, adjoint_params=params, **kwargs)
-        return odeint(func, y0, t, **kwargs)
+            return odeint_adjoint(recorder, y0, t, adjoint_params=params, **kwargs)
+        return odeint(recorder, y0, t, **kwargs)
     except AssertionError as exc:
         text = str(exc)
         if "underflow" in text:
-            raise underflow_error() from None
+            raise underflow_error(recorder.where()) from None
         if "max_num_steps" in text:
-            raise too_many_steps_error(settings) from None
+            raise too_many_steps_error(settings, recorder.where()) from None
         raise
+
+
+class _LastEvaluation(torch.nn.Module):
+    """``func`` as torchdiffeq calls it, keeping the time and state of its last evaluation, so that a failure
+    can say where the solver was (the state of the batch's trajectory largest in size, or not finite)."""
+
+    def __init__(self, func: torch.nn.Module):
+        super().__init__()
+        self.func = func
+        self.last: tuple[float, torch.Tensor] | None = None
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.last = (t, y)
+        return self.func(t, y)
+
+    def where(self) -> str:
+        if self.last is None:
+            return ""
+        t, y = self.last
+        states = getattr(self.func, "states", None)
+        y = y.detach().reshape(-1, y.shape[-1]).to(torch.float64)
+        size = torch.nan_to_num(y.abs(), nan=math.inf).amax(dim=1)
+        row = y[int(torch.argmax(size))].tolist()
+        names = states if states is not None and len(states) == len(row) else [f"u{i}" for i in range(len(row))]
+        values = ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, row, strict=True))
+        return f", near t = {float(t):.6g}, where {values}"
 
 
 def underflow_error(where: str = "") -> SolverError:
