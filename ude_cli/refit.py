@@ -6,7 +6,7 @@ replaced by a sum of library terms with new coefficients) to the *data*, and to 
 mechanistic-only model (every learned term set to 0) beside it. A handful of parameters and a
 stiff-capable solver (LSODA) make this much faster than training through torch.
 
-The objective is the fit's own loss (:mod:`ude_cli.losses`): the mean of squared errors over the
+The objective is the fit's own loss (:mod:`ude_cli.likelihood.objective`): the mean of squared errors over the
 observed cells of the training window, optionally divided by each state's spread or on log
 scale, so that its numbers compare with the UDE's ``metrics.json``.
 """
@@ -299,7 +299,7 @@ class OdeSystem:
 # -- the objective --------------------------------------------------------------------------------
 
 class DataObjective:
-    """The fit's loss against the data (:class:`ude_cli.losses.Objective`, in numpy).
+    """The fit's loss against the data (:class:`ude_cli.likelihood.objective.Objective`, in numpy).
 
     Arguments:
         problem: the resolved problem (data, loss settings, validation window).
