@@ -170,7 +170,8 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     history = pd.DataFrame(trained.records, columns=["iteration", "stage", "optimizer", "objective", "loss",
                                                      "trajectory_loss", "seconds"])
     info = run_info(problem, seed=problem.config.training.seed, command=command)
-    observed = [p.cpu().numpy() for p in objective.observed(sols_t)]
+    with torch.no_grad():
+        observed = [p.cpu().numpy() for p in objective.observed(sols_t)]
     standardised = objective.standardised(sols_t, best)
     return FitResult(problem=problem, model=model, parameters=parameter_table(problem, model, best),
                      predictions=prediction_table(problem, sols, model.groups, best, objective=objective,

@@ -617,7 +617,7 @@ def _check_against_data(config: Config, dataset: Dataset, initial: dict[str, Ini
                     where=f"{label}: model.initial.{s}"))
     if config.training.loss.log:
         for e in dataset.experiments:
-            for j, (o, column) in enumerate(dataset.observable_columns.items()):
+            for j, column in enumerate(dataset.observable_columns.values()):
                 col = e.observations[:, j]
                 bad = np.where(np.isfinite(col) & (col <= 0))[0]
                 if bad.size:

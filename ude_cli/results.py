@@ -76,8 +76,9 @@ class FitResult:
     # -- convenience ----------------------------------------------------------------------------
     @property
     def values(self) -> dict[str, float]:
-        """Fitted parameter values by name."""
-        rows = self.parameters[self.parameters["kind"] == "parameter"]
+        """Parameter values by name: mechanistic, observation and noise parameters (``name[experiment]`` for a
+        per-experiment one), learned or fixed (``parameters`` says which)."""
+        rows = self.parameters[self.parameters["kind"].isin(["parameter", "observation", "noise"])]
         return dict(zip(rows["name"], rows["value"].astype(float), strict=True))
 
     @property
