@@ -230,4 +230,4 @@ def test_squared_error_fit_reports_the_profiled_normal_likelihood(tmp_path, lv_c
     assert like["observations"] == r.size == 42
     assert like["nll"] == pytest.approx(0.5 * r.size * (math.log(2 * math.pi * sigma2) + 1), rel=1e-9)
     assert like["noise"]["sigma"] == pytest.approx(math.sqrt(sigma2), rel=1e-9)
-    assert like["parameters"] == 4  # alpha, beta, gamma and the profiled sigma (delta is fixed)
+    assert like["parameters"] == 5  # alpha, beta, gamma, delta and the profiled sigma
