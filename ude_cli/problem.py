@@ -474,14 +474,15 @@ def _observables(config: Config, columns: dict[str, str], observable_exprs: dict
             expr = expr if expr is not None else parse_expression(oname, where="")
             state: str | None = oname
         else:
-            spec = config.observables[oname]
+            spec, given = config.observables[oname], None
             expr, state = observable_exprs[oname][0], None
         noise = (spec.noise if spec is not None and spec.noise is not None else default_noise)
         roles: dict[str, str] = {}
         if noise is not None:
             from .likelihood.noise import noise_model
 
-            roles = {r: f"{r}_{oname}" for r in noise_model(noise.distribution, noise.error).roles}
+            named = given if state is not None and given is not None else oname  # the name the config uses
+            roles = {r: f"{r}_{named}" for r in noise_model(noise.distribution, noise.error).roles}
         unit = (spec.unit if spec is not None and spec.unit else None) or config.data.units.get(column)
         out[oname] = Observable(name=oname, column=column, expression=expr, state=state, noise=noise,
                                 noise_parameters=roles, label=spec.label if spec is not None else None, unit=unit)
