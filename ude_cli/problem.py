@@ -308,7 +308,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             problems.add(ConfigError(f"state '{state}' is already observed in column '{columns[state]}' "
                                      f"(data.columns); observe it once", where=f"{label}: observables.{oname}"))
         columns[state] = column
-    if states and not unknown_columns and not columns and not observable_exprs:
+    if states and not unknown_columns and not columns and not config.observables:
         problems.add(ConfigError("no state is mapped to a CSV column; give at least one as state: column "
                                  "(or an observable under 'observables')", where=f"{label}: data.columns"))
     initial: dict[str, Initial] = {}
@@ -403,6 +403,9 @@ def _parse_observables(config: Config, states: list[str], param_specs: dict, con
             continue
         errors = expr.check_names(namespace, where=f"{where}.formula")
         for err in errors:
+            if "did you mean" not in err.message:
+                err.hint = err.hint or ("an observation parameter (a scale, an offset, a reporting fraction) is "
+                                        "declared under model.parameters like the others")
             problems.add(err)
         if errors:
             continue
