@@ -177,6 +177,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
                      predictions=prediction_table(problem, sols, model.groups, best, objective=objective,
                                                   observed=observed, standardised=standardised),
                      metrics=metrics, history=history, trajectories=dense, terms=terms, info=info,
+                     observable_curves=objective.curves(dense),
                      starts=starts_table(problem, model, train_loss) if model.n_starts > 1 else None)
 
 

@@ -72,6 +72,8 @@ class FitResult:
     terms: list[dict[str, np.ndarray]]
     info: dict = field(default_factory=dict)
     starts: pd.DataFrame | None = None
+    #: per experiment: each observable that is not a state alone, along the dense trajectory (name -> (T, S))
+    observable_curves: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     # -- convenience ----------------------------------------------------------------------------
     @property
@@ -284,7 +286,7 @@ def write_inputs(problem: Problem, directory: Path) -> None:
     resolved["name"] = problem.config.run_name
     resolved["model"]["parameters"] = {  # as resolved (built-in defaults merged in)
         p.name: {"init": p.init, "fixed": p.fixed, "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None)
-                 else None, "positive": p.positive, "unit": p.unit}
+                 else None, "positive": p.positive, "unit": p.unit, "per_experiment": p.per_experiment}
         for p in problem.parameters.values()}
     data = resolved["data"]
     if data.get("files") is not None:

@@ -95,6 +95,23 @@ class Objective:
                                                 model.rhs.constants, index))
         return out
 
+    def curves(self, dense: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Per experiment: each observable that is not a state alone along a dense trajectory ``(t, y (T, S, n))``,
+        as ``name -> (T, S)``."""
+        model = self.model
+        names = [o for o, j in zip(self.names, self.observation.state_index, strict=True) if j is None]
+        if not names:
+            return [{} for _ in dense]
+        out = []
+        with torch.no_grad():
+            for b, (t, y) in enumerate(dense):
+                index = torch.tensor([b], dtype=torch.long)
+                sol = torch.tensor(y, dtype=model.dtype)[:, :, None, :]
+                pred = self.observation.predict(sol, torch.tensor(t, dtype=model.dtype),
+                                                model.parameters_.values(index), model.rhs.constants, index)
+                out.append({o: pred[:, :, 0, self.names.index(o)].numpy() for o in names})
+        return out
+
     def noise_values(self) -> list[dict[str, torch.Tensor]]:
         """Per observable: role -> value ``(S, 1)`` (empty without a noise model)."""
         values = self.model.noise.values()

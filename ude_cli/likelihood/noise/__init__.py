@@ -26,3 +26,31 @@ def noise_model(distribution: str, error: str = "constant") -> NoiseModel:
 
 
 __all__ = ["NOISE_MODELS", "NoiseModel", "noise_model"]
+
+
+def describe_observation_model(problem) -> list[str]:
+    """The resolved observation and noise model of a problem, one line per observable and noise parameter."""
+    lines = []
+    for o in problem.observables.values():
+        what = f"state {o.state}" if o.state is not None else o.expression.text
+        if o.noise is None:
+            loss = problem.config.training.loss
+            noise = ("squared error of logarithms" if loss.log else
+                     "squared error over the observable's spread" if loss.scale == "std" else "squared error")
+            noise += " (training.loss; no noise model)"
+        else:
+            noise = noise_model(o.noise.distribution, o.noise.error).describe()
+        lines.append(f"observable {o.name}: column '{o.column}' = {what}; noise: {noise}")
+        for role, name in o.noise_parameters.items():
+            p = problem.noise_parameters.get(name)
+            if p is None:
+                continue
+            how = f"fixed at {p.init:g}" if p.fixed else f"estimated from {p.init:.4g}"
+            bounds = f", bounds [{p.lower}, {p.upper}]" if (p.lower, p.upper) != (None, None) else ""
+            lines.append(f"  {name} ({role}): {how}{bounds}")
+    for p in problem.parameters.values():
+        if p.role == "observation" or p.per_experiment:
+            kind = "observation parameter" if p.role == "observation" else "parameter"
+            lines.append(f"{kind} {p.name}: {'fixed' if p.fixed else 'learned'}"
+                         + (", one value per experiment" if p.per_experiment else ""))
+    return lines
