@@ -96,8 +96,8 @@ solver: {rtol: 1.0e-9, atol: 1.0e-9}
 @pytest.fixture
 def cases_dir(tmp_path):
     t = np.arange(1.0, 31.0)
-    S, I = _sir(BETA, GAMMA, t)
-    counts = np.random.default_rng(1).poisson(RHO * BETA * S * I / N)
+    s, i = _sir(BETA, GAMMA, t)
+    counts = np.random.default_rng(1).poisson(RHO * BETA * s * i / N)
     write_csv(tmp_path / "cases.csv", "day,cases", [(0.0, None)] + list(zip(t, counts.astype(int), strict=True)))
     return tmp_path, t, counts
 
@@ -107,8 +107,8 @@ def _scipy_poisson_mle(t, counts):
 
     def nll(theta):
         beta, gamma, rho = theta
-        S, I = _sir(beta, gamma, t)
-        return -stats.poisson.logpmf(counts, rho * beta * S * I / N).sum()
+        s, i = _sir(beta, gamma, t)
+        return -stats.poisson.logpmf(counts, rho * beta * s * i / N).sum()
 
     r = minimize(nll, [0.4, 0.2, 0.6], method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000})
     return r.x, r.fun, nll
