@@ -231,3 +231,29 @@ def test_squared_error_fit_reports_the_profiled_normal_likelihood(tmp_path, lv_c
     assert like["nll"] == pytest.approx(0.5 * r.size * (math.log(2 * math.pi * sigma2) + 1), rel=1e-9)
     assert like["noise"]["sigma"] == pytest.approx(math.sqrt(sigma2), rel=1e-9)
     assert like["parameters"] == 5  # alpha, beta, gamma, delta and the profiled sigma
+
+
+def test_discovery_refits_minimise_the_same_likelihood(tmp_path, lv_csv):
+    """The numpy refits' objective (deviance residuals of the same noise models) equals the torch objective at
+    the same predictions to 1e-10, for normal and log-normal noise, and sum(r^2)/2 + its constant is the NLL."""
+    from ude_cli.likelihood.objective import Objective
+    from ude_cli.model import UDEModel
+    from ude_cli.refit import DataObjective
+
+    for noise in ({"distribution": "normal", "sigma": 0.07}, {"distribution": "lognormal", "sigma": 0.2},
+                  {"distribution": "normal", "error": "combined", "sigma": 0.05, "sigma_rel": 0.1}):
+        raw = {"data": {"file": str(lv_csv), "columns": {"x": "prey", "y": "predator"}},
+               "model": {"builtin": "lotka_volterra", "parameters": {"alpha": {"init": 1.2}}}, "noise": noise}
+        prob = problem(raw, tmp_path)
+        model = UDEModel(prob)
+        with torch.no_grad():
+            sols = model()
+            torch_loss = float(Objective(model).loss(sols)[0])
+            torch_nll = float(Objective(model).nll(sols)[0])
+        g = model.groups[0]
+        preds = [sols[0][g.positions[0], 0, 0, :].numpy()]
+        numpy_objective = DataObjective(prob, noise={n: p.init for n, p in prob.noise_parameters.items()})
+        r = numpy_objective.residuals(preds)
+        assert numpy_objective.loss(preds) == pytest.approx(torch_loss, abs=1e-10), noise
+        assert 0.5 * float(np.sum(r * r)) + numpy_objective.constant("train") == pytest.approx(torch_nll, abs=1e-9)
+        assert numpy_objective.criterion(r, 3) == pytest.approx(2 * torch_nll + 3 * math.log(r.size), abs=1e-8)
