@@ -239,7 +239,7 @@ def test_robertson_ude_trains_to_the_noise_floor():
     The noise floor: the log-scale loss of the true model on the data (9.1e-5)."""
     from ude_cli.api import fit
     from ude_cli.config import load_config
-    from ude_cli.losses import Objective
+    from ude_cli.likelihood.objective import Objective
     from ude_cli.model import UDEModel
     from ude_cli.problem import resolve
 

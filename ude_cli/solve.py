@@ -120,7 +120,7 @@ class _LastEvaluation(torch.nn.Module):
         row = y[int(torch.argmax(size))].tolist()
         names = states if states is not None and len(states) == len(row) else [f"u{i}" for i in range(len(row))]
         values = ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, row, strict=True))
-        return f", near t = {float(t):.6g}, where {values}"
+        return f", near t = {float(t.detach()) if torch.is_tensor(t) else float(t):.6g}, where {values}"
 
 
 def underflow_error(where: str = "") -> SolverError:
