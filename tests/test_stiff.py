@@ -308,3 +308,21 @@ def test_times_over_decades_are_predicted_and_drawn_on_a_log_scale(tmp_path):
         label_time_axis(ax, model(raw, tmp_path).problem)
         assert ax.get_xscale() == scale
         plt.close(fig)
+
+
+def test_auto_reports_both_failures_and_keeps_dopri5_when_bdf_fails_too(tmp_path):
+    """y' = -sqrt(y) reaches 0 at t = 2, then the square root of a negative value: no method solves past it,
+    and that is no sign of stiffness."""
+    t = np.linspace(0, 3, 4)
+    write_csv(tmp_path / "d.csv", "t,y", [(float(a), 1.0) for a in t])
+    raw = {"data": {"file": "d.csv", "columns": {"y": "y"}},
+           "model": {"states": ["y"], "equations": {"y": "-k*sqrt(y)"}, "parameters": {"k": {"init": 1.0}}},
+           "solver": {"method": "auto"}}
+    m = model(raw, tmp_path)
+    with pytest.raises(SolverError) as info:
+        m()
+    text = info.value.message
+    assert text.startswith("the solver's step size underflowed, at t = ")
+    assert "bdf, tried next by solver.method: auto, failed too: the stiff solver (CVODES BDF) failed" in text
+    assert float(text.split("it reached t = ")[1].split(",")[0]) == pytest.approx(2.0, abs=0.01)
+    assert m.solver_choice()["solver_method"] == "dopri5"

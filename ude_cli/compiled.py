@@ -519,15 +519,25 @@ class CompiledEngine:
         from .compiled_adaptive import Stiff
         from .solve import SolverError
 
+        failed, reason = None, self.choice_reason
         try:
             return self._adaptive.solve(inputs, shape, grid, watch)
         except SolverError as exc:
             if not self.auto:
                 raise
+            failed = exc
             self.switch_to_stiff(f"dopri5 failed ({exc.message})")
         except Stiff as exc:
             self.switch_to_stiff(str(exc))
-        return self._stiff.solve(inputs, shape, grid)
+        try:
+            return self._stiff.solve(inputs, shape, grid)
+        except SolverError as exc:
+            if failed is None:
+                raise
+            # both failed: no sign of stiffness, so dopri5 stays the method (the fit may roll back and retry)
+            self.method, self.choice_reason = "dopri5", reason
+            raise SolverError(f"{failed.message}; bdf, tried next by solver.method: auto, failed too: {exc.message}",
+                              hint=exc.hint) from None
 
     def _watch_growth(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int]) -> None:
         """Under ``auto``, after a dopri5 solve on the data's grid that took :data:`GROWTH` times the steps of

@@ -150,10 +150,14 @@ class StiffSolver:
         (located by bisection between the last output time solved and the next), the state there."""
         code = next((k for k in CVODES_FAILURES if f'"{k}"' in str(exc)), None)
         what = CVODES_FAILURES.get(code, str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed")
-        t_ok, y_ok = self._locate(y0, q, times)
-        hint = ("try raising solver.max_steps or loosening solver.rtol/atol" if code == "CV_TOO_MUCH_WORK" else
-                "bound the parameters (bounds, positive: true) so that the right-hand side stays finite, check "
-                "the initial values, or loosen solver.rtol/atol")
+        if code == "CV_FIRST_RHSFUNC_ERR":
+            t_ok, y_ok = float(times[0]), np.asarray(y0, dtype=np.float64)
+        else:
+            t_ok, y_ok = self._locate(y0, q, times)
+        hint = ("try raising solver.max_steps or loosening solver.rtol/atol; if the solution grows without "
+                "bound, bounding the parameters (bounds, positive: true)" if code == "CV_TOO_MUCH_WORK" else
+                "try bounding the parameters (bounds, positive: true) so that the right-hand side stays finite, "
+                "checking the initial values, or loosening solver.rtol/atol")
         name = self.trajectory_name(trajectory)
         return SolverError(f"the stiff solver (CVODES BDF) failed{f' on {name}' if name else ''}: {what} "
                            f"({code or 'error'}); it reached t = {t_ok:.6g}, where "
