@@ -51,6 +51,8 @@ CVODES_FAILURES = {
 }
 #: bisection steps that locate a failure in time (the interval shrinks by 2**-30)
 LOCATE_STEPS = 30
+#: time grids whose integrators are kept (each group's data grid, and the latest dense grids)
+KEPT_GRIDS = 32
 
 
 class StiffSolver:
@@ -96,6 +98,8 @@ class StiffSolver:
             y0, p, c, w = ca.MX.sym("y0", n), ca.MX.sym("p", n_p), ca.MX.sym("c", n_c), ca.MX.sym("w", n_w)
             xf = integrator(x0=y0, p=ca.vertcat(p, c, w))["xf"]
             self._programs[key] = {"integrator": integrator, "solve": ca.Function("solve", [y0, p, c, w], [xf])}
+            while len(self._programs) > KEPT_GRIDS:  # dense grids of predictions: the oldest goes
+                self._programs.pop(next(iter(self._programs)))
         return self._programs[key]
 
     def _forward(self, args: Sequence[np.ndarray], times: np.ndarray, needed: Sequence[bool]
