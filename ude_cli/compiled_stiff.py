@@ -52,7 +52,7 @@ CVODES_FAILURES = {
 #: bisection steps that locate a failure in time (the interval shrinks by 2**-30)
 LOCATE_STEPS = 30
 #: time grids whose integrators are kept (each group's data grid, and the latest dense grids)
-KEPT_GRIDS = 32
+KEPT_GRIDS = 256
 
 
 class StiffSolver:
