@@ -326,3 +326,23 @@ def test_auto_reports_both_failures_and_keeps_dopri5_when_bdf_fails_too(tmp_path
     assert "bdf, tried next by solver.method: auto, failed too: the stiff solver (CVODES BDF) failed" in text
     assert float(text.split("it reached t = ")[1].split(",")[0]) == pytest.approx(2.0, abs=0.01)
     assert m.solver_choice()["solver_method"] == "dopri5"
+
+
+def test_fit_with_auto_says_which_method_solved_and_why(tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from ude_cli.cli import app
+
+    raw = robertson(tmp_path, method="auto")
+    raw["model"]["parameters"]["k2"]["init"] = 1e7
+    raw["training"]["stages"] = [{"optimizer": "lbfgs", "iterations": 3}]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["fit", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    summary = [line for line in result.output.splitlines() if line.startswith("train ")]
+    assert summary and "auto switched from dopri5 to bdf: of " in " ".join(result.output.split())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["solver_method"] == "bdf" and "stability limit" in metrics["solver_method_reason"]
