@@ -229,6 +229,8 @@ class UDEModel(nn.Module):
         if self.engine == "compiled" and self._compiled is not None:
             return self._compiled.solver_choice()
         method = self.settings.method
+        if method == "auto" and self.engine == "compiled":  # a copy that has not solved since
+            return {"solver_method": "auto", "solver_method_reason": "solver.method: auto: not solved yet"}
         if method == "auto":
             return {"solver_method": "dopri5", "solver_method_reason": "solver.method: auto in torchdiffeq, which "
                     "has no stiff method: dopri5 (the compiled engine switches to bdf where stiff)"}
