@@ -188,6 +188,7 @@ def test_both_engines_and_numpy_give_one_likelihood(tmp_path):
         objective = Objective(model)
         with torch.no_grad():
             sols = model()
+            objective.sync_noise(sols)  # each sigma (estimated) at its maximum-likelihood value, as after a fit
             values[engine] = float(objective.nll(sols)[0])
             observed = objective.observed(sols)[0][:, 0, 0].numpy()  # (T, n_observables)
     e = prob.dataset.experiments[0]
