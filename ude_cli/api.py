@@ -132,6 +132,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
 
     with torch.no_grad():
         sols_t = model()
+        objective.sync_noise(sols_t)  # profiled noise parameters: their maximum-likelihood values into the model
         train_loss = objective.loss(sols_t, "train").cpu().numpy()
         has_val = objective.counts["validation"] > 0
         val_loss = objective.loss(sols_t, "validation").cpu().numpy() if has_val else None

@@ -183,6 +183,16 @@ def _validation_windows(ax, ds, t_end: float) -> bool:
     return True
 
 
+def _data_markers(ax, e, obs: np.ndarray, color) -> None:
+    """An experiment's observations: filled in the training window, open in the validation window."""
+    tr = e.train & np.isfinite(obs)
+    va = ~e.train & np.isfinite(obs)
+    if tr.any():
+        ax.plot(e.t[tr], obs[tr], "o", ms=4, color=color, label="data")
+    if va.any():
+        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=color, label="held-out data")
+
+
 def fit_figure(result) -> Any:
     """Data (markers) and fitted trajectories (lines) per state."""
     plt = _pyplot()
@@ -204,12 +214,7 @@ def fit_figure(result) -> Any:
                 if result.observable_curves:
                     t, _ = result.trajectories[b]
                     ax.plot(t, result.observable_curves[b][o][:, best], color=c, lw=1.6, label="fit")
-                obs = e.observations[:, c_obs]
-                tr = e.train & np.isfinite(obs)
-                va = ~e.train & np.isfinite(obs)
-                ax.plot(e.t[tr], obs[tr], "o", ms=4, color=c, label="data")
-                if va.any():
-                    ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=c, label="held-out data")
+                _data_markers(ax, e, e.observations[:, c_obs], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(observable_label(problem, o))
         for j, (ax, s) in enumerate(zip(axes, problem.states, strict=False)):
@@ -217,13 +222,7 @@ def fit_figure(result) -> Any:
                 c = _experiment_color(b, n)
                 t, y = result.trajectories[b]
                 ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit")
-                obs = e.values[:, j]
-                if np.isfinite(obs).any():
-                    tr = e.train & np.isfinite(obs)
-                    va = ~e.train & np.isfinite(obs)
-                    ax.plot(e.t[tr], obs[tr], "o", ms=4, color=c, label="data")
-                    if va.any():
-                        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=c, label="held-out data")
+                _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             observed_as = [o for o in ds.observables if problem.observables[o].state == s]
             ax.set_ylabel(observable_label(problem, observed_as[0]) if observed_as else state_label(problem, s))

@@ -80,6 +80,41 @@ class Objective:
             self._masks["train"].append(torch.tensor(train, dtype=dt)[:, None])
             self._masks["validation"].append(torch.tensor(valid, dtype=dt)[:, None])
         self.counts = {k: float(sum(m.sum() for m in v)) for k, v in self._masks.items()}
+        if self.likelihood:
+            self._prepare_noise_groups()
+
+    def _prepare_noise_groups(self) -> None:
+        """Observables grouped by noise model (one call covers a group), with each group's observations
+        prepared once (:meth:`NoiseModel.prepare`) and its masks, counts and data-only constants per split."""
+        kinds: dict[tuple[str, str], list[int]] = {}
+        for j, model in enumerate(self.noise):
+            kinds.setdefault((model.name, model.error), []).append(j)
+        self._noise_groups = []
+        for idx in kinds.values():
+            model = self.noise[idx[0]]
+            roles = {role: [self.noise_roles[j][role] for j in idx] for role in model.roles}
+            everything = idx == list(range(len(self.names)))
+            specs = [self.problem.noise_parameters[n] for names in roles.values() for n in names]
+            # an estimated sigma with a closed-form maximum is profiled out: always at its best, no iterations
+            profiled = model.profiles and all(not p.fixed and p.lower is None and p.upper is None for p in specs)
+            self._noise_groups.append((model, None if everything else torch.tensor(idx), roles,
+                                       self.floor[idx] if model.positive else None, profiled))
+        self._prepared: list[list[tuple]] = []
+        for k, obs in enumerate(self._obs):
+            per_group = []
+            for model, index, *_ in self._noise_groups:
+                y = obs if index is None else obs.index_select(-1, index)
+                y, const = model.prepare(y)
+                masks, counts, consts = {}, {}, {}
+                for split, all_masks in self._masks.items():
+                    m = all_masks[k] if index is None else all_masks[k].index_select(-1, index)
+                    masks[split], counts[split] = m, m.sum(dim=(0, 2))
+                    consts[split] = float((const * m).sum())
+                per_group.append((y, masks, counts, consts))
+            self._prepared.append(per_group)
+        #: per split and noise group: the observed cells of every data group ``(1, k)``
+        self._counts = {split: [sum(prepared[g][2][split] for prepared in self._prepared)
+                                for g in range(len(self._noise_groups))] for split in self._masks}
 
     # -- predictions -----------------------------------------------------------------------------
     def observed(self, solutions: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -160,12 +195,58 @@ class Objective:
             return torch.full((self.model.n_starts,), float("nan"), dtype=self.model.dtype)
         if not self.likelihood:
             return self._profiled_nll(solutions, split)
-        noise = self.noise_values()
+        if split == "train":
+            return self._likelihood(solutions, split)[0]
+        # elsewhere, a profiled sigma is the training data's
+        return self._likelihood(solutions, split, self._likelihood(solutions, "train")[1])[0]
+
+    def _likelihood(self, solutions: list[torch.Tensor], split: str, given: dict[str, torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The NLL per start ``(S,)``, and the maximum-likelihood values ``(S,)`` of the profiled noise parameters
+        (``given``: their values instead, no profiling)."""
+        params: list[dict[str, torch.Tensor] | None] = [None] * len(self._noise_groups)
+        if given or not all(g[4] for g in self._noise_groups):
+            values = self.model.noise.values()  # name -> (S, 1)
+            values.update({n: v[:, None] for n, v in (given or {}).items()})
+            params = [{role: torch.cat([values[n] for n in names], 1) for role, names in roles.items()}
+                      if not profiled or given else None for _, _, roles, _, profiled in self._noise_groups]
         total = None
-        for pred, obs, mask in zip(self.observed(solutions), self._obs, self._masks[split], strict=True):
-            part = (self._cell_nll(pred, obs, noise) * mask).sum(dim=(0, 2, 3))
-            total = part if total is None else total + part
-        return total
+        constant = 0.0
+        rss: list = [None] * len(self._noise_groups)
+        for pred, prepared in zip(self.observed(solutions), self._prepared, strict=True):
+            for g, ((model, index, _, floor, profiled), (y, masks, counts, consts)) in enumerate(zip(
+                    self._noise_groups, prepared, strict=True)):
+                mu = pred if index is None else pred.index_select(-1, index)
+                if floor is not None:
+                    mu = torch.maximum(mu, floor)
+                constant += consts[split]
+                if profiled and not given:  # the squared residuals of every group first: sigma is one for all
+                    q = model.squared_residuals(y, mu, masks[split])
+                    rss[g] = q if rss[g] is None else rss[g] + q
+                    continue
+                part = model.masked_nll(y, mu, params[g], masks[split], counts[split]).sum(dim=1)
+                total = part if total is None else total + part
+        estimates: dict[str, torch.Tensor] = {}
+        for g, (model, _, roles, _, _) in enumerate(self._noise_groups):
+            if rss[g] is not None:
+                nll, value = model.profiled(rss[g], self._counts[split][g])
+                total = nll.sum(dim=1) if total is None else total + nll.sum(dim=1)
+                estimates.update({name: value[:, i] for i, name in enumerate(roles["sigma"])})
+        return total + constant, estimates
+
+    def sync_noise(self, solutions: list[torch.Tensor]) -> None:
+        """Write the maximum-likelihood values of the profiled noise parameters into the model (after training),
+        so that the tables show them and the NLL computed with them is the profiled one."""
+        if not self.likelihood:
+            return
+        from ..parameters import to_unconstrained
+
+        with torch.no_grad():
+            _, estimates = self._likelihood(solutions, "train")
+            for name, value in estimates.items():
+                spec = self.model.noise.specs[name]
+                self.model.noise.raw[name].copy_(torch.tensor([to_unconstrained(spec, float(v)) for v in value],
+                                                              dtype=self.model.dtype))
 
     def _profiled_nll(self, solutions: list[torch.Tensor], split: str) -> torch.Tensor:
         n = self.counts[split]

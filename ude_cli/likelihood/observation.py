@@ -38,6 +38,7 @@ class ObservationModel:
                 self.functions.append(o.expression.compile("torch"))
         self.direct = all(j is not None for j in self.state_index)
         self._index = torch.tensor([j if j is not None else 0 for j in self.state_index], dtype=torch.long)
+        self._identity = self.state_index == list(range(len(self.states)))  # every state, in order
 
     def predict(self, solution: torch.Tensor, times: torch.Tensor, parameters: dict[str, torch.Tensor],
                 constants: dict[str, float | torch.Tensor], experiments: torch.Tensor | None) -> torch.Tensor:
@@ -50,6 +51,8 @@ class ObservationModel:
             constants: name -> a number or a tensor of every experiment's values ``(n_experiments,)``.
             experiments: the experiment of each batch position (selects per-experiment constants).
         """
+        if self._identity:
+            return solution
         if self.direct:
             return solution.index_select(-1, self._index)
         env: dict[str, object] = {"t": times[:, None, None]}

@@ -51,6 +51,34 @@ class NoiseModel:
     def standardised(self, y: torch.Tensor, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return (y - mu) / self.sd(mu, p)
 
+    # -- the training objective's fast path: sums over the observed cells -------------------------------
+    def prepare(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The observations as :meth:`masked_nll` takes them, and the part of each cell's NLL that depends on
+        the observation alone (summed once, not at every evaluation)."""
+        return y, torch.zeros_like(y)
+
+    def masked_nll(self, y: torch.Tensor, mu: torch.Tensor, p: dict[str, torch.Tensor], mask: torch.Tensor,
+                   count: torch.Tensor) -> torch.Tensor:
+        """``sum(mask * (nll - constant))`` over time and experiments, per start and observable ``(S, k)``.
+
+        ``y`` and ``mu`` are ``(T, S, B, k)`` (``y`` as :meth:`prepare` made it), ``p`` each ``(S, k)``, ``mask``
+        ``(T, 1, B, k)`` and ``count`` its sum ``(1, k)``. The default sums :meth:`nll`."""
+        wide = {role: v[:, None, :] for role, v in p.items()}  # (S, 1, k) against (T, S, B, k)
+        return (self.nll(y, mu, wide) * mask).sum(dim=(0, 2))
+
+    #: whether :meth:`profiled_nll` exists: the noise parameter has a closed-form maximum-likelihood value
+    profiles: ClassVar[bool] = False
+
+    def squared_residuals(self, y: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``sum(mask * r^2)`` per start and observable ``(S, k)``, ``r`` the residual whose variance the noise
+        parameter is (only where :attr:`profiles`)."""
+        raise NotImplementedError
+
+    def profiled(self, rss: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The NLL (less the data-only constants) with the noise parameter at its maximum-likelihood value
+        given the residuals' squared sum ``rss`` over ``count`` cells, and that value: ``(S, k)`` each."""
+        raise NotImplementedError
+
     def data_problem(self, y: np.ndarray) -> tuple[np.ndarray, str] | None:
         """``(bad, requirement)``: a boolean mask of the finite values it cannot describe, and what it needs."""
         return None

@@ -16,6 +16,10 @@ class Normal(NoiseModel):
     name = "normal"
 
     @property
+    def profiles(self) -> bool:  # type: ignore[override]
+        return self.error == "constant"
+
+    @property
     def roles(self) -> tuple[str, ...]:
         return ("sigma", "sigma_rel") if self.error == "combined" else ("sigma",)
 
@@ -30,6 +34,23 @@ class Normal(NoiseModel):
         sd = self.sd(mu, p)
         z = (y - mu) / sd
         return 0.5 * LOG_2PI + torch.log(sd) + 0.5 * z * z
+
+    def masked_nll(self, y: torch.Tensor, mu: torch.Tensor, p: dict[str, torch.Tensor], mask: torch.Tensor,
+                   count: torch.Tensor) -> torch.Tensor:
+        if self.error != "constant":
+            return super().masked_nll(y, mu, p, mask, count)
+        r = y - mu  # a constant sd: the NLL is a function of the sum of squared residuals
+        sigma = p["sigma"]
+        return count * (0.5 * LOG_2PI + torch.log(sigma)) + 0.5 * (r * r * mask).sum(dim=(0, 2)) / (sigma * sigma)
+
+    def squared_residuals(self, y: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        r = y - mu
+        return (r * r * mask).sum(dim=(0, 2))
+
+    def profiled(self, rss: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # sigma^2 = RSS/n maximises the likelihood: the NLL becomes n/2 (log(2 pi RSS/n) + 1)
+        variance = rss / count
+        return 0.5 * count * (torch.log(variance) + LOG_2PI + 1.0), torch.sqrt(variance)
 
     def initial(self, role: str, y: np.ndarray) -> float:
         if self.error == "proportional" or role == "sigma_rel":

@@ -15,6 +15,13 @@ class Poisson(NoiseModel):
     def nll(self, y: torch.Tensor, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return mu - y * torch.log(mu) + torch.lgamma(y + 1)
 
+    def prepare(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return y, torch.lgamma(y + 1)
+
+    def masked_nll(self, y: torch.Tensor, mu: torch.Tensor, p: dict[str, torch.Tensor], mask: torch.Tensor,
+                   count: torch.Tensor) -> torch.Tensor:
+        return ((mu - y * torch.log(mu)) * mask).sum(dim=(0, 2))
+
     def sd(self, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.sqrt(mu)
 
