@@ -269,7 +269,7 @@ def _scipy_nll(prob, objective, sols) -> float:
         for c, name in enumerate(prob.dataset.observables):
             o = prob.observables[name]
             y, ok = g.observations[..., c], g.obs_train[..., c]
-            mu = pred[:, 0, :, objective._columns[c]].numpy()
+            mu = pred[:, 0, :, objective.columns[c]].numpy()
             mu = np.maximum(mu, objective.floor[c].item()) if o.noise.distribution != "normal" else mu
             p = {role: noise[pname][0] for role, pname in o.noise_parameters.items()}
             y, mu = y[ok], mu[ok]
