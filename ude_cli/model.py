@@ -165,7 +165,7 @@ class UDEModel(nn.Module):
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
         self.groups = make_groups(problem)
-        self._times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
+        self.times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
         #: per group: the experiments' indices, selecting their per-experiment constants and parameters
         self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
 
@@ -219,7 +219,7 @@ class UDEModel(nn.Module):
         try:
             if not self.settings.adjoint:
                 self.rhs.bind()
-            return solve(self.rhs, y0, self._times[k] if times is None else times, self.settings)
+            return solve(self.rhs, y0, self.times[k] if times is None else times, self.settings)
         finally:
             self.rhs.unbind()
             self.rhs.select(None)
@@ -284,7 +284,7 @@ class UDEModel(nn.Module):
         with torch.no_grad():
             yt = torch.tensor(y, dtype=self.dtype).permute(1, 0, 2)  # (S, T, n): time as the batch
             tt = torch.tensor(t, dtype=self.dtype)
-            return {name: net(self.rhs._inputs(name, tt, yt)).permute(1, 0, 2).cpu().numpy()
+            return {name: net(self.rhs.inputs(name, tt, yt)).permute(1, 0, 2).cpu().numpy()
                     for name, net in self.rhs.networks.items()}
 
 
