@@ -44,7 +44,7 @@ def radau(times: np.ndarray, rtol: float) -> np.ndarray:
 
 def test_bdf_solves_robertson_as_scipys_radau(tmp_path):
     m = model(robertson(tmp_path), tmp_path)
-    assert m.engine == "compiled" and m._compiled.method == "bdf"
+    assert m.engine == "compiled" and m.compiled.method == "bdf"
     with torch.no_grad():
         (sol,) = m()
     ours = sol[1:, 0, 0, :].numpy()

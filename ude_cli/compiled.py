@@ -416,6 +416,10 @@ class CompiledEngine:
                 "solver.method: auto: dopri5's steps showed no stiffness and no dopri5 solve failed")}
         return {"solver_method": self.method, "solver_method_reason": f"solver.method: {self.method}"}
 
+    def undecided(self, k: int) -> bool:
+        """Whether ``solver.method: auto`` has yet to look at group ``k``'s first solve on its data grid."""
+        return self.auto and self.method == "dopri5" and k not in self._probed
+
     def switch_to_stiff(self, reason: str) -> None:
         """Solve with bdf from now on (``solver.method: auto``), saying why."""
         self.method = "bdf"
@@ -599,8 +603,8 @@ def stiffness_note(model: UDEModel) -> str | None:
     method = model.settings.method
     if method == "bdf":
         return None
-    if method == "auto" and model.engine == "compiled" and model._compiled is not None:
-        engine = model._compiled
+    if method == "auto" and model.engine == "compiled" and model.compiled is not None:
+        engine = model.compiled
     elif clearly_too_large(model, model.n_starts * len(model.problem.dataset.experiments)):
         return None  # not built as a graph only to probe it
     else:

@@ -204,8 +204,8 @@ class UDEModel(nn.Module):
 
             self._compiled = CompiledEngine(self)
             self._compiled.start_native()
-        if (self.engine == "compiled" and times is not None and self._compiled.auto
-                and k not in self._compiled._probed):  # auto decides on the data's grid, as in training
+        if self.engine == "compiled" and times is not None and self._compiled.undecided(k):
+            # auto decides on the data's grid, as in training
             with torch.no_grad():
                 self._compiled.solve_group(k, networks=self.rhs.networks_enabled)
         if self.engine == "compiled" and self._compiled.method == "bdf":
@@ -223,6 +223,11 @@ class UDEModel(nn.Module):
         finally:
             self.rhs.unbind()
             self.rhs.select(None)
+
+    @property
+    def compiled(self):
+        """The compiled engine (:class:`~ude_cli.compiled.CompiledEngine`) once built, else None."""
+        return self._compiled
 
     def solver_choice(self) -> dict:
         """``solver_method`` (the method that solved last) and ``solver_method_reason`` (``metrics.json``)."""
