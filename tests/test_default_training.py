@@ -58,7 +58,7 @@ def test_the_old_default_schedule_fails_and_is_called_poor(tmp_path):
     print(f"spiral, old schedule: train MSE {result.metrics['loss']:.3g}; {q['line']}")
     assert result.metrics["loss"] > 1e-3
     assert q["poor"] and q["line"].startswith("fit is poor: training mse")
-    assert set(q["systematic_states"]) == {"y1", "y2"}
+    assert set(q["systematic_observables"]) == {"y1", "y2"}
 
 
 def test_the_default_reaches_the_noise_floor_on_a_long_oscillatory_series(tmp_path):

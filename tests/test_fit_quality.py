@@ -68,14 +68,14 @@ def test_assess_calls_a_fit_at_the_noise_poor_only_when_it_is_far_above(tmp_path
     truth = 2.0 * np.exp(-0.7 * t)
     good = assess(prob, _table(t, x, truth), float(np.mean((x - truth) ** 2)))
     assert not good["poor"]
-    q = good["per_state"]["x"]
+    q = good["per_observable"]["x"]
     assert q["noise"] == pytest.approx(0.02 ** 2, rel=0.3)  # curvature adds a little
     assert q["runs_p"] > 0.01 and not q["systematic"]
     assert good["line"].startswith("fit quality: training mse")
     wrong = 2.0 * np.exp(-0.5 * t)  # the wrong rate: residuals of one sign, far above the noise
     bad = assess(prob, _table(t, x, wrong), float(np.mean((x - wrong) ** 2)))
-    assert bad["poor"] and bad["far_states"] == ["x"] and bad["systematic_states"] == ["x"]
-    assert bad["per_state"]["x"]["ratio"] > POOR_RATIO
+    assert bad["poor"] and bad["far_observables"] == ["x"] and bad["systematic_observables"] == ["x"]
+    assert bad["per_observable"]["x"]["ratio"] > POOR_RATIO
     assert bad["line"].startswith("fit is poor: training mse") and "systematic in x" in bad["line"]
     assert "--starts" in bad["line"]
 
@@ -133,7 +133,7 @@ def test_the_warm_start_hands_on_its_best_trajectory_point(lv_csv, tmp_path):
     assert warm["trajectory_loss"].notna().all()  # checked after every chunk
     first = h[h.stage == 1].iloc[0]  # the LBFGS stage's first row: the loss where it starts
     assert first["loss"] <= warm["trajectory_loss"].min() * (1 + 1e-9)
-    assert result.metrics["fit_quality"]["per_state"].keys() == {"x", "y"}
+    assert result.metrics["fit_quality"]["per_observable"].keys() == {"x", "y"}
 
 
 def test_metrics_json_holds_the_quality_and_strict_exits_4_on_a_poor_fit(tmp_path):
@@ -149,7 +149,7 @@ def test_metrics_json_holds_the_quality_and_strict_exits_4_on_a_poor_fit(tmp_pat
     assert res.exit_code == 0, res.output
     assert "fit is poor: training mse" in res.output
     quality = json.loads((tmp_path / "run" / "metrics.json").read_text())["fit_quality"]
-    assert quality["poor"] and quality["far_states"] == ["x"]
+    assert quality["poor"] and quality["far_observables"] == ["x"]
     res = runner.invoke(app, ["report", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
     html = (tmp_path / "run" / "report.html").read_text()
