@@ -8,6 +8,7 @@ time grids, so that a fit with many experiments costs about as much as one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from .neural import MLP
 from .parameters import InitialStates, ParameterSet
 from .problem import Problem, default_step
 from .solve import SolverSettings, solve
+
+if TYPE_CHECKING:
+    from .compiled import CompiledEngine
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -169,7 +173,7 @@ class UDEModel(nn.Module):
         #: per group: the experiments' indices, selecting their per-experiment constants and parameters
         self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
 
-        self._compiled = None
+        self._compiled: CompiledEngine | None = None
         self.engine = self._choose_engine()
 
     def _choose_engine(self) -> str:
@@ -237,6 +241,7 @@ class UDEModel(nn.Module):
         """Sum of squared network weights per start ``(S,)`` (0 without networks)."""
         total = torch.zeros(self.n_starts, dtype=self.dtype)
         for net in self.rhs.networks.values():
+            assert isinstance(net, MLP)
             total = total + net.weight_penalty()
         return total
 
