@@ -248,7 +248,7 @@ class UDEModel(nn.Module):
     def dense(self, n_points: int = 400, until: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per experiment: a dense time grid from t0 to its last time (or ``until``), and the states
         ``(T, S, n)`` on it."""
-        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.problem.dataset.experiments)
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # experiment -> (t, y): each is in one group
         with torch.no_grad():
             for k, g in enumerate(self.groups):
                 end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
@@ -259,7 +259,7 @@ class UDEModel(nn.Module):
                     t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])
                     keep = grid <= t_end + 1e-12 * max(1.0, abs(t_end))
                     out[b] = (grid[keep], sol[keep, :, i, :])
-        return out  # type: ignore[return-value]
+        return [out[b] for b in range(len(self.problem.dataset.experiments))]
 
     def terms_along(self, t: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         """Network outputs along a trajectory: ``t (T,)``, ``y (T, S, n)`` -> name -> ``(T, S, outputs)``."""

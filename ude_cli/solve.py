@@ -51,6 +51,7 @@ def grid_through_outputs(step: float):
 
 def check_fixed_steps(t: torch.Tensor, settings: SolverSettings) -> None:
     """Raise :class:`SolverError` when a fixed-step solve over ``t`` needs more than ``max_steps`` steps."""
+    assert settings.step is not None  # a fixed-step method has its step (SolverSettings.from_spec)
     span = float(t[-1] - t[0])
     n_steps = span / settings.step
     if n_steps > settings.max_steps:
@@ -74,6 +75,7 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
         options["max_num_steps"] = settings.max_steps
     else:
         check_fixed_steps(t, settings)
+        assert settings.step is not None  # checked just above
         options["grid_constructor"] = grid_through_outputs(settings.step)
     kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=settings.method, options=options)
     try:
