@@ -123,8 +123,9 @@ t,y1,y2,y3
 40,0.71582707,9.1855348e-06,0.28416375
 400,0.45051867,3.2229014e-06,0.54947811
 """
-MAX_STEPS_MESSAGE = ("the solver needed more than solver.max_steps = 50 steps: the equations are stiff or the "
-                     "solution grows very fast")
+#: the time and the state where dopri5 gave up (the compiled engine's loop: the same steps every run)
+MAX_STEPS_MESSAGE = ("the solver needed more than solver.max_steps = 50 steps, at t = 0.0437107, where y1 = 0.9983, "
+                     "y2 = 3.59e-05, y3 = 0.001698: the equations are stiff or the solution grows very fast")
 
 
 def test_a_stiff_model_with_an_explicit_solver_stops_at_max_steps(tmp_path):
@@ -134,14 +135,19 @@ def test_a_stiff_model_with_an_explicit_solver_stops_at_max_steps(tmp_path):
     t0 = time.perf_counter()
     result = runner.invoke(app, ["check", str(config)])
     assert result.exit_code == exits.FIT_FAILED
-    assert result.stderr == (f"error: {config}: simulating the initial guess: {MAX_STEPS_MESSAGE}; try raising "
-                             f"solver.max_steps, loosening rtol/atol, or bounding the parameters\n")
+    assert result.stderr == (f"error: {config}: simulating the initial guess: {MAX_STEPS_MESSAGE}; try "
+                             "solver.method: bdf (or auto) for stiff equations; otherwise raising solver.max_steps, "
+                             "loosening rtol/atol, or bounding the parameters\n")
     result, out = fit(config)
     assert result.exit_code == exits.FIT_FAILED
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and FIT_FAILED.match(lines[0]) and MAX_STEPS_MESSAGE in lines[0], lines
     assert time.perf_counter() - t0 < 60, "a stiff model must fail at max_steps, not hang"
     assert not out.exists()
+    for method in ("bdf", "auto"):  # what the message advises
+        config.write_text(ROBERTSON.replace("method: dopri5, max_steps: 50", f"method: {method}"))
+        result = runner.invoke(app, ["check", str(config)])
+        assert result.exit_code == 0, result.stderr
 
 
 @pytest.mark.parametrize("how", ["--time-limit", "training.max_seconds"])

@@ -83,12 +83,19 @@ def rate_unit(problem, state: str) -> str:
 
 def label_time_axis(ax, problem) -> None:
     """The time axis: its label, and whole-number ticks when every time in the data is whole
-    (years, days: 1900, 1905, not 1902.5)."""
+    (years, days: 1900, 1905, not 1902.5); a log axis when the data's times from 0 span decades."""
     from matplotlib.ticker import MaxNLocator
+
+    from .model import log_time_threshold
 
     ax.set_xlabel(time_label(problem))
     times = np.concatenate([e.t for e in problem.dataset.experiments])
-    if np.all(np.isfinite(times)) and np.all(times == np.round(times)):
+    t0 = min(float(e.t[0]) for e in problem.dataset.experiments)
+    first = log_time_threshold(times, t0) if t0 == 0 else None
+    if first is not None:  # times over many decades (stiff kinetics): a log axis, linear below the first time
+        ax.set_xscale("symlog", linthresh=first, linscale=0.5)
+        ax.set_xlim(-0.5 * first, ax.get_xlim()[1])  # autoscaling's left margin reaches far into negative times
+    elif np.all(np.isfinite(times)) and np.all(times == np.round(times)):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -179,6 +186,16 @@ def _validation_windows(ax, ds, t_end: float) -> bool:
     return True
 
 
+def _data_markers(ax, e, obs: np.ndarray, color) -> None:
+    """An experiment's observations: filled in the training window, open in the validation window."""
+    tr = e.train & np.isfinite(obs)
+    va = ~e.train & np.isfinite(obs)
+    if tr.any():
+        ax.plot(e.t[tr], obs[tr], "o", ms=4, color=color, label="data")
+    if va.any():
+        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=color, label="held-out data")
+
+
 def fit_figure(result) -> Any:
     """Data (markers) and fitted trajectories (lines) per state."""
     plt = _pyplot()
@@ -200,12 +217,7 @@ def fit_figure(result) -> Any:
                 if result.observable_curves:
                     t, _ = result.trajectories[b]
                     ax.plot(t, result.observable_curves[b][o][:, best], color=c, lw=1.6, label="fit")
-                obs = e.observations[:, c_obs]
-                tr = e.train & np.isfinite(obs)
-                va = ~e.train & np.isfinite(obs)
-                ax.plot(e.t[tr], obs[tr], "o", ms=4, color=c, label="data")
-                if va.any():
-                    ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=c, label="held-out data")
+                _data_markers(ax, e, e.observations[:, c_obs], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(observable_label(problem, o))
         for j, (ax, s) in enumerate(zip(axes, problem.states, strict=False)):
@@ -213,13 +225,7 @@ def fit_figure(result) -> Any:
                 c = _experiment_color(b, n)
                 t, y = result.trajectories[b]
                 ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit")
-                obs = e.values[:, j]
-                if np.isfinite(obs).any():
-                    tr = e.train & np.isfinite(obs)
-                    va = ~e.train & np.isfinite(obs)
-                    ax.plot(e.t[tr], obs[tr], "o", ms=4, color=c, label="data")
-                    if va.any():
-                        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=c, label="held-out data")
+                _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             observed_as = [o for o in ds.observables if problem.observables[o].state == s]
             ax.set_ylabel(observable_label(problem, observed_as[0]) if observed_as else state_label(problem, s))
