@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from .errors import ConfigError, Problems, did_you_mean
 
@@ -670,12 +671,12 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(text, Loader=_loader())  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
+        at_line = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         hint = None
         if "but got '['" in problem or "found '['" in problem:  # `{x: U[0]}`: brackets in a flow mapping
             hint = "an equation with brackets inside { } must be quoted: {x: \"U[0]\"}"
-        raise ConfigError(f"{line}invalid YAML: {problem}", where=label, hint=hint) from None
+        raise ConfigError(f"{at_line}invalid YAML: {problem}", where=label, hint=hint) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", where=label) from None
 
@@ -770,7 +771,7 @@ def _model_of(annotation: Any) -> Any:
 _UNION_TAGS = ("float", "int", "str", "bool", "ColumnRef")
 
 
-def _errors(exc: ValidationError) -> list[dict]:
+def _errors(exc: ValidationError) -> list[ErrorDetails]:
     """pydantic's errors, less those of union members that do not match the kind of value given.
 
     ``constants: {N: abc}`` fails both as a number and as ``{column: ...}``: for a scalar only the
@@ -789,7 +790,7 @@ def _errors(exc: ValidationError) -> list[dict]:
     return out
 
 
-def _value_at(base: tuple, errors: list[dict], default: dict) -> Any:
+def _value_at(base: tuple, errors: list[ErrorDetails], default: ErrorDetails) -> Any:
     """The value given at ``base``: the input of an error located at one of its union members."""
     for e in errors:
         if e["loc"][: len(base)] == base and len(e["loc"]) == len(base) + 1:
@@ -797,7 +798,7 @@ def _value_at(base: tuple, errors: list[dict], default: dict) -> Any:
     return default.get("input")
 
 
-def _describe(err: dict, raw: Any) -> str:
+def _describe(err: ErrorDetails, raw: Any) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     loc = err["loc"]
     if loc and loc[-1] == "[key]":
@@ -831,7 +832,7 @@ def _describe(err: dict, raw: Any) -> str:
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         shorthand = {"ParameterSpec": "a number or a mapping such as {init: 0.5, bounds: [0, 1]}",
                      "InitialSpec": "a number, 'learn', or a mapping such as {value: 1.0, learn: true}"}
-        return f"expected {shorthand.get(ctx.get('class_name'), 'a mapping (key: value)')}, got {_short(value)}"
+        return f"expected {shorthand.get(ctx.get('class_name', ''), 'a mapping (key: value)')}, got {_short(value)}"
     if kind == "string_too_short":
         return "must not be empty"
     if kind in ("list_type", "tuple_type"):

@@ -8,6 +8,12 @@ decided here: only :mod:`ude_cli.cli` maps error classes to exit codes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import UDEModel
+    from .problem import Problem
+    from .train import TrainState
 
 
 class UdeError(Exception):
@@ -78,7 +84,9 @@ class Interrupted(UdeError):
     checkpoint can be written.
     """
 
-    problem = model = state = None
+    problem: Problem | None = None
+    model: UDEModel | None = None
+    state: TrainState | None = None
 
 
 class RunDirError(UdeError):

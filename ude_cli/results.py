@@ -248,7 +248,7 @@ def sha256(path: Path) -> str:
 
 def run_info(problem: Problem, *, seed: int, command: list[str] | None = None, extra: dict | None = None) -> dict:
     cfg = problem.config
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in RECORDED_PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)

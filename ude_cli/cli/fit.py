@@ -116,7 +116,9 @@ def fit_command(
         print_summary(all_outcomes, skipped=skipped)
     failed = [o for o in all_outcomes if not o.ok]
     if failed:
-        raise typer.Exit(exits.for_kind(failed[0].error["kind"]))
+        error = failed[0].error
+        assert error is not None  # every outcome but "ok" carries its error
+        raise typer.Exit(exits.for_kind(error["kind"]))
     if strict and any(_poor(o) for o in all_outcomes):
         raise typer.Exit(exits.FIT_FAILED)
 
