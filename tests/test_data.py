@@ -123,4 +123,6 @@ def test_missing_file_is_named_as_given_relative_to_the_config(tmp_path):
     (tmp_path / "cfg").mkdir()
     with pytest.raises(DataError) as info:
         problem(raw(file="../data/nothere.csv"), tmp_path / "cfg")
-    assert str(info.value).endswith("data/nothere.csv: data file not found")
+    assert str(info.value) == (f"{tmp_path}/cfg/config.yaml: data.file: data file '{tmp_path}/data/nothere.csv' not "
+                               f"found: the folder '{tmp_path}/data' does not exist; paths are relative to the config "
+                               f"file's folder")

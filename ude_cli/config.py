@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError, Problems, did_you_mean
+from .errors import ConfigError, ProblemList, Problems, did_you_mean
 
 #: Largest config file read (bytes): configs are small; a huge file is a mistake or an attack.
 MAX_CONFIG_BYTES = 1_000_000
@@ -444,10 +444,108 @@ class Config(_Strict):
 # -- loading ---------------------------------------------------------------------------------------
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config; raise :class:`ConfigError` (one line per problem)."""
+    """Read and validate a YAML config; raise :class:`ConfigError` (one line per problem).
+
+    When fields fail the schema, the rest of the config is still checked as a whole, with its data,
+    so that one pass reports every problem (see :func:`_problems_beyond_the_schema`)."""
     path = Path(path)
     raw = read_yaml(path)
-    return config_from_dict(raw, label=str(path), path=path)
+    try:
+        return config_from_dict(raw, label=str(path), path=path)
+    except ConfigError as exc:
+        locations = getattr(exc, "schema_locations", None)
+        if locations is None:
+            raise
+        more = _problems_beyond_the_schema(raw, exc, locations, path)
+        if not more:
+            raise
+        raise ProblemList([*(exc.problems if isinstance(exc, ProblemList) else [exc]), *more]) from None
+
+
+_DROP = object()
+
+
+def _problems_beyond_the_schema(raw: dict, exc: ConfigError, locations: list[tuple], path: Path) -> list[ConfigError]:
+    """The problems :func:`ude_cli.problem.resolve` finds in the config less its fields that failed the schema.
+
+    Each failing value is left out (a missing required field leaves out the mapping that needs it) and the
+    rest validated again, a few rounds at most; when it validates, it is resolved with its data. Problems
+    about what was left out, or naming it, are dropped: they repeat the schema's."""
+    import copy
+
+    from .errors import UdeError
+
+    pruned, removed = copy.deepcopy(raw), []
+    for _round in range(4):
+        for loc in locations:
+            removed.append(_drop_at(pruned, loc))
+        pruned = _without_dropped(pruned)
+        try:
+            config = Config.model_validate(pruned)
+            break
+        except ValidationError as again:
+            errors = _errors(again)
+            locations = [_clean_loc(e) for e in errors]
+    else:
+        return []
+    config._path = path
+    from .problem import resolve
+
+    try:
+        resolve(config)
+    except UdeError as found:
+        extra = found.problems if isinstance(found, ProblemList) else [found]
+    else:
+        return []
+    label = str(path)
+    gone = [p for p in removed if p]
+    names = {f"'{p[-1]}'" for p in gone if isinstance(p[-1], str)}
+    seen = {str(p) for p in (exc.problems if isinstance(exc, ProblemList) else [exc])}
+
+    def related(problem: UdeError) -> bool:
+        where = problem.where or ""
+        for p in gone:  # the place left out, inside it, or the mapping that held it
+            place = f"{label}: {_loc(p)}"
+            if where == place or where.startswith((f"{place}.", f"{place}[")) or place.startswith(f"{where}."):
+                return True
+        return str(problem) in seen or any(n in problem.message for n in names)
+
+    return [p for p in extra if not related(p)]
+
+
+def _clean_loc(err: dict) -> tuple:
+    loc = err["loc"]
+    if loc and loc[-1] == "[key]":
+        return loc[:-2]
+    if err["type"] == "invalid_key":
+        return loc[:-1]
+    return loc
+
+
+def _drop_at(tree: Any, loc: tuple) -> tuple | None:
+    """Mark the value at ``loc`` (or, for a missing field, the mapping that lacks it) to be left out;
+    return the location left out."""
+    trail: list[tuple[Any, Any]] = []
+    node = tree
+    for part in loc:
+        inside = part in node if isinstance(node, dict) else (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
+        if inside:
+            trail.append((node, part))
+            node = node[part]
+    if not trail:
+        return None
+    container, key = trail[-1]
+    container[key] = _DROP
+    return tuple(k for _, k in trail)
+
+
+def _without_dropped(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _without_dropped(v) for k, v in tree.items() if v is not _DROP}
+    if isinstance(tree, list):
+        return [_without_dropped(v) for v in tree if v is not _DROP]
+    return tree
 
 
 def config_from_dict(raw: Any, *, label: str = "config", path: Path | None = None) -> Config:
@@ -459,15 +557,13 @@ def config_from_dict(raw: Any, *, label: str = "config", path: Path | None = Non
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems = Problems()
-        for err in _errors(exc):
-            loc = err["loc"]
-            if loc and loc[-1] == "[key]":  # a mapping key of the wrong type (e.g. a number)
-                loc = loc[:-2]
-            elif err["type"] == "invalid_key":
-                loc = loc[:-1]
+        errors = _errors(exc)
+        for err in errors:
+            loc = _clean_loc(err)  # a mapping key of the wrong type (e.g. a number): the mapping
             problems.add(ConfigError(_describe(err, raw), where=f"{label}: {_loc(loc)}" if _loc(loc) else label))
-        problems.raise_if_any()
-        raise  # unreachable: a ValidationError always has errors
+        error = problems.items[0] if len(problems.items) == 1 else ProblemList(problems.items)
+        error.schema_locations = [_clean_loc(e) for e in errors]
+        raise error from None
     config._path = path
     return config
 
@@ -511,6 +607,8 @@ def read_yaml(path: Path) -> Any:
         hint = None
         if "but got '['" in problem or "found '['" in problem:  # `{x: U[0]}`: brackets in a flow mapping
             hint = "an equation with brackets inside { } must be quoted: {x: \"U[0]\"}"
+        elif "'\\t'" in problem:  # a tab where YAML expects indentation or a token
+            hint = "indent with spaces: YAML does not allow tabs for indentation"
         raise ConfigError(f"{line}invalid YAML: {problem}", where=label, hint=hint) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", where=label) from None

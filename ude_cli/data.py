@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, Problems, did_you_mean
+from .errors import DataError, Problems, did_you_mean, nearest
 
 #: Largest CSV file read (bytes).
 MAX_DATA_BYTES = 200_000_000
@@ -117,8 +117,9 @@ def read_dataset(
         label = report_path(base_dir, given)
         resolved.append(path)
         labels.append(label)
+        field_name = f"{where}.file" if len(paths) == 1 else f"{where}.files[{len(labels) - 1}]"
         try:
-            frame = _read_table(path, label, delimiter)
+            frame = _read_table(path, label, delimiter, field_name=field_name, given=given, base_dir=base_dir)
             experiments.extend(
                 _experiments(frame, label, states=states, columns=columns, time=time, experiment=experiment,
                              covariates=covariates, stem=Path(given).stem if len(paths) > 1 else None))
@@ -153,13 +154,14 @@ def split_validation(dataset: Dataset, *, last_fraction: float | None = None, af
 
 # -- reading one file ------------------------------------------------------------------------------
 
-def _read_table(path: Path, label: str, delimiter: str):
+def _read_table(path: Path, label: str, delimiter: str, *, field_name: str | None = None, given: str | None = None,
+                base_dir: Path | None = None):
     import pandas as pd
 
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise DataError("data file not found", where=label) from None
+        raise _not_found(path, label, field_name, given, base_dir) from None
     except OSError as exc:
         raise DataError(f"cannot read the data file: {exc.strerror}", where=label) from None
     if path.is_dir():
@@ -225,6 +227,28 @@ def _read_table(path: Path, label: str, delimiter: str):
     if frame.empty:
         raise DataError("the file has a header but no data rows", where=label)
     return frame
+
+
+def _not_found(path: Path, label: str, field_name: str | None, given: str | None, base_dir: Path | None) -> DataError:
+    """"data file not found", naming the config field and a file of a near name in the same folder."""
+    where = field_name or label
+    message = f"data file '{label}' not found" if field_name else "data file not found"
+    folder = path.parent
+    if not folder.is_dir():
+        return DataError(f"{message}: the folder '{os.path.dirname(label) or '.'}' does not exist", where=where,
+                         hint="paths are relative to the config file's folder")
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    except OSError:
+        names = []
+    near = nearest(path.name, names)
+    if near is not None:
+        return DataError(f"{message} (did you mean '{os.path.join(os.path.dirname(label), near)}'?)", where=where)
+    if given is not None and base_dir is not None and not os.path.isabs(given) and Path(given).is_file() \
+            and Path(given).resolve() != path.resolve():
+        return DataError(message, where=where, hint=f"'{given}' exists relative to the current folder, but paths are "
+                                                    f"relative to the config file's folder")
+    return DataError(message, where=where)
 
 
 def _split_rows(text: str, delimiter: str, label: str) -> tuple[list[list[str]], list[int]]:

@@ -183,6 +183,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                           networks=net_outputs)
     equations: dict[str, Expression] = {}
     corrections: dict[str, Expression] = {}
+    unparsed = False  # an equation that cannot be read may use any network: none is called unused then
     eq_where = "model.equations" if builtin is None else f"model.builtin ({m.builtin})"
     for s in states:
         if s not in equations_text:
@@ -192,6 +193,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             expr = parse_expression(equations_text[s], where=where)
         except ExpressionError as exc:
             problems.add(exc)
+            unparsed = True
             continue
         for err in expr.check_names(namespace, where=where):
             problems.add(err)
@@ -206,6 +208,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             corr = parse_expression(text, where=where)
         except ExpressionError as exc:
             problems.add(exc)
+            unparsed = True
             continue
         for err in corr.check_names(namespace, where=where):
             problems.add(err)
@@ -220,7 +223,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         if pname not in used and builtin is None:
             warnings.append(f"{label}: model.parameters.{pname}: declared but not used in any equation")
     for net in networks:
-        if net not in used:
+        if net not in used and not unparsed:
             problems.add(ConfigError(f"network '{net}' is not used in any equation; use it as {net}[0] "
                                      f"(e.g. in model.corrections) or remove it", where=f"{label}: networks.{net}"))
 
@@ -289,13 +292,15 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                 problems.add(ConfigError(f"a positive initial value must start > 0, got {spec.value:g}", where=where))
             initial[s] = Initial(s, "value", value=spec.value, learn=spec.learn, positive=spec.positive)
 
-    problems.raise_if_any()
+    if not states:  # nothing to read the data for
+        problems.raise_if_any()
 
     dataset = None
     if read_data:
         try:
             dataset = read_dataset(
-                d.paths, base_dir=config.base_dir, states=states, columns=dict(d.columns), time=d.time,
+                d.paths, base_dir=config.base_dir, states=states,
+                columns={s: c for s, c in d.columns.items() if s in states}, time=d.time,
                 experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, units=d.units,
                 where=f"{label}: data")
             if d.validation is not None:
@@ -310,7 +315,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         problems.raise_if_any()
         _check_against_data(config, dataset, initial, m.t0, problems, label)
         _check_observations(dataset, initial, problems, warnings, label)
-        problems.raise_if_any()
+    problems.raise_if_any()
 
     return Problem(config=config, states=states, parameters=parameters, constants=constants, equations=equations,
                    corrections=corrections, networks=networks, initial=initial, t0=m.t0,
