@@ -92,11 +92,16 @@ class DataSpec(_Strict):
     validation: ValidationSpec | None = Field(None, description="Held-out forecast window; none by default.")
     delimiter: str = Field(",", min_length=1, max_length=1,
                            description="Field separator of the CSV files: one character, or 'tab' or 'space'.")
+    decimal: Literal[".", ","] = Field(
+        ".", description="Decimal mark of the numbers: '.' or ',' (a comma-decimal file, e.g. from a German or "
+                         "French spreadsheet, is usually ';'-separated: give delimiter: ';' too).")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if (self.file is None) == (self.files is None):
             raise ValueError("give exactly one of 'file' or 'files'")
+        if self.decimal == "," and self.delimiter == ",":
+            raise ValueError("decimal ',' needs another delimiter: set delimiter: ';' (or tab)")
         return self
 
     @field_validator("delimiter", mode="before")

@@ -104,6 +104,7 @@ def read_dataset(
     experiment: str | None = None,
     covariates: Sequence[str] = (),
     delimiter: str = ",",
+    decimal: str = ".",
     units: dict[str, str] | None = None,
     where: str = "data",
 ) -> Dataset:
@@ -122,7 +123,8 @@ def read_dataset(
             frame = _read_table(path, label, delimiter, field_name=field_name, given=given, base_dir=base_dir)
             experiments.extend(
                 _experiments(frame, label, states=states, columns=columns, time=time, experiment=experiment,
-                             covariates=covariates, stem=Path(given).stem if len(paths) > 1 else None))
+                             covariates=covariates, stem=Path(given).stem if len(paths) > 1 else None,
+                             decimal=decimal, comma_option=delimiter != ","))
         except DataError as exc:
             problems.add(exc)
     names = [e.name for e in experiments]
@@ -203,9 +205,13 @@ def _read_table(path: Path, label: str, delimiter: str, *, field_name: str | Non
         guess = _guess_delimiter(text, delimiter)
         if guess is not None:
             shown = {"\t": "tab", " ": "space"}.get(guess, f"'{guess}'")
+            commas = guess != "," and any(_is_decimal_comma(cell.strip()) for row in
+                                          _split_rows(text, guess, label)[0][1:6] for cell in row)
             raise DataError(
                 f"line {header_line}: only one column found with delimiter '{delimiter}', but the file looks "
-                f"{shown}-separated; set data.delimiter to {shown}", where=label)
+                f"{shown}-separated" + ("" if not commas else " with decimal commas")
+                + f"; set data.delimiter to {shown}" + ("" if not commas else " and data.decimal to ','"),
+                where=label)
     names = [h.strip() for h in header]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -289,22 +295,33 @@ def _guess_delimiter(text: str, current: str) -> str | None:
 MAX_CELL_PROBLEMS = 5
 
 
-def _numeric(frame, column: str, label: str, problems: Problems, *, allow_missing: bool) -> np.ndarray:
+def _numeric(frame, column: str, label: str, problems: Problems, *, allow_missing: bool,
+             decimal: str = ".", comma_option: bool = True) -> np.ndarray:
     """Parse one column as floats: missing tokens -> NaN; anything else non-numeric is a problem,
-    added to ``problems`` (the first few of each column, then how many more)."""
+    added to ``problems`` (the first few of each column, then how many more). Cells written with a
+    decimal comma make one problem per column, naming ``data.decimal``."""
     out = np.full(len(frame), np.nan)
     found = []
+    commas: list[tuple[int, str]] = []  # (line, text) of cells with a decimal comma
     for k, (line, cell) in enumerate(zip(frame.index, frame[column], strict=True)):
         text = str(cell).strip()
         if text.lower() in MISSING_TOKENS:
             if not allow_missing:
                 found.append(f"line {line}, column '{column}': empty, but every row needs a value here")
             continue
+        if decimal == ",":
+            if "." in text:  # '1.5' or '1.000,5' in a file read with decimal commas: ambiguous, not guessed
+                found.append(f"line {line}, column '{column}': expected a number with a decimal comma "
+                             f"(data.decimal is ','), got {text!r}")
+                continue
+            text = text.replace(",", ".")
         try:
             value = float(text)
         except ValueError:
-            hint = "; use '.' as the decimal point" if _is_decimal_comma(text) else ""
-            found.append(f"line {line}, column '{column}': expected a number, got {text!r}{hint}")
+            if decimal != "," and _is_decimal_comma(text):
+                commas.append((line, text))
+            else:
+                found.append(f"line {line}, column '{column}': expected a number, got {str(cell).strip()!r}")
             continue
         if not math.isfinite(value):
             if math.isnan(value):
@@ -318,6 +335,15 @@ def _numeric(frame, column: str, label: str, problems: Problems, *, allow_missin
     if len(found) > MAX_CELL_PROBLEMS:
         problems.add(DataError(f"column '{column}': {len(found) - MAX_CELL_PROBLEMS} more cell(s) like these",
                                where=label))
+    if commas:
+        (line, text), n = commas[0], len(commas)
+        fix = "set data.decimal: ',' to read them (or use '.' as the decimal point)" if comma_option and n > 1 \
+            else "set data.decimal: ',' (or use '.' as the decimal point)" if comma_option \
+            else "use '.' as the decimal point"
+        problems.add(DataError(
+            (f"line {line}, column '{column}': expected a number, got {text!r}" if n == 1 else
+             f"column '{column}': {n} cells written with a decimal comma (the first on line {line}: {text!r})")
+            + f"; {fix}", where=label))
     return out
 
 
@@ -329,7 +355,9 @@ def _is_decimal_comma(text: str) -> bool:
         return False
 
 
-def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem) -> list[Experiment]:
+def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem,
+                 decimal: str = ".", comma_option: bool = True) -> list[Experiment]:
+    read = {"decimal": decimal, "comma_option": comma_option}
     problems = Problems()
     available = list(frame.columns)
     wanted = [("data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
@@ -343,12 +371,12 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
                                    f"the header has: {', '.join(available)}", where=label))
     problems.raise_if_any()
 
-    t_all = _numeric(frame, time, label, problems, allow_missing=False)
+    t_all = _numeric(frame, time, label, problems, allow_missing=False, **read)
     values_all = np.full((len(frame), len(states)), np.nan)
     for j, s in enumerate(states):
         if s in columns:
-            values_all[:, j] = _numeric(frame, columns[s], label, problems, allow_missing=True)
-    cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False) for c in covariates}
+            values_all[:, j] = _numeric(frame, columns[s], label, problems, allow_missing=True, **read)
+    cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False, **read) for c in covariates}
     problems.raise_if_any()
     lines_all = np.asarray(frame.index, dtype=int)
 

@@ -301,7 +301,8 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             dataset = read_dataset(
                 d.paths, base_dir=config.base_dir, states=states,
                 columns={s: c for s, c in d.columns.items() if s in states}, time=d.time,
-                experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, units=d.units,
+                experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, decimal=d.decimal,
+                units=d.units,
                 where=f"{label}: data")
             if d.validation is not None:
                 split_validation(dataset, last_fraction=d.validation.last_fraction, after=d.validation.after,
