@@ -62,13 +62,31 @@ def test_a_model_that_blows_up_fails_with_stage_iteration_and_advice(tmp_path):
     assert result.exit_code == exits.FIT_FAILED
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and FIT_FAILED.match(lines[0]), lines
-    assert lines[0].startswith(f"error: {config}: the initial guess: the loss is not finite")
+    assert lines[0].startswith(f"error: {config}: the initial guess: state 'y' runs away: it reaches 1.31e+178 by "
+                               f"t = 0.3, against 2 in the data, and the loss is not finite")
     assert not out.exists()
     # ude check says the same before any fitting, from the initial guess
     result = runner.invoke(app, ["check", str(config)])
     assert result.exit_code == exits.FIT_FAILED
-    assert result.stderr == (f"error: {config}: the initial guess gives non-finite states (group starting at "
-                             f"t = 0); check the initial parameter values and initial states\n")
+    assert result.stderr == (f"error: {config}: simulating the initial guess: state 'y' runs away: it reaches "
+                             f"1.31e+178 by t = 0.3, against 2 in the data; check the initial parameter values and "
+                             f"initial states\n")
+
+
+def test_a_blow_up_names_the_state_and_the_time_it_ran_away(tmp_path):
+    """dopri5 follows dy/dt = k*y**2, y(0) = 2, k = 5 to its blow-up at t = 1/(k*y0) = 0.1 exactly (to the
+    4 digits shown); rk4 with step 0.1 (above) jumps past it and overflows by t = 0.3."""
+    config = decay(tmp_path, equation="k*y**2", init=5, solver="{method: dopri5}")
+    result = runner.invoke(app, ["check", str(config)])
+    assert result.exit_code == exits.FIT_FAILED
+    assert re.fullmatch(rf"error: {re.escape(str(config))}: simulating the initial guess: state 'y' runs away: it "
+                        r"reaches \S+ by t = 0\.1, against 2 in the data, and the solver's step size underflowed; "
+                        r"bound the parameters .+\n", result.stderr), result.stderr
+    config = decay(tmp_path, equation="-5*sqrt(y) + 0*k", solver="{method: dopri5}")
+    result = runner.invoke(app, ["check", str(config)])
+    # y = (sqrt(2) - 2.5 t)**2 reaches 0 at t = 0.566; a trial step beyond it takes sqrt of a negative y
+    found = re.search(r"dy/dt is not finite at t = (\S+) \(where y = (\S+)\)", result.stderr)
+    assert found and 0.5 < float(found[1]) <= 0.566 and float(found[2]) < 0, result.stderr
 
 
 def test_a_learning_rate_that_diverges_fails_after_roll_backs(tmp_path):
@@ -134,8 +152,9 @@ def test_a_stiff_model_with_an_explicit_solver_stops_at_max_steps(tmp_path):
     t0 = time.perf_counter()
     result = runner.invoke(app, ["check", str(config)])
     assert result.exit_code == exits.FIT_FAILED
-    assert result.stderr == (f"error: {config}: simulating the initial guess: {MAX_STEPS_MESSAGE}; try raising "
-                             f"solver.max_steps, loosening rtol/atol, or bounding the parameters\n")
+    assert result.stderr == (f"error: {config}: simulating the initial guess: state 'y2' runs away: it reaches "
+                             f"-2.25e+07 by t = 0.004695, against 3.39e-05 in the data, and {MAX_STEPS_MESSAGE}; try "
+                             f"raising solver.max_steps, loosening rtol/atol, or bounding the parameters\n")
     result, out = fit(config)
     assert result.exit_code == exits.FIT_FAILED
     lines = result.stderr.splitlines()

@@ -39,11 +39,18 @@ def check(config: Config | str | Path) -> Problem:
         with torch.no_grad():
             sols = model()
     except SolverError as exc:
-        raise FitError(f"simulating the initial guess: {exc.message}", where=cfg.label, hint=exc.hint) from None
+        from .blowup import explain
+
+        raise FitError(f"simulating the initial guess: {explain(model, exc.message)}", where=cfg.label,
+                       hint=exc.hint) from None
     for k, sol in enumerate(sols):
         if not torch.isfinite(sol).all():
-            raise FitError(f"the initial guess gives non-finite states (group starting at t = "
-                           f"{model.groups[k].t0:g})", where=cfg.label,
+            from .blowup import diagnose
+
+            found = diagnose(model)
+            what = found.sentence(len(problem.dataset.experiments)) if found is not None else (
+                f"the states are not finite (experiments starting at t = {model.groups[k].t0:g})")
+            raise FitError(f"simulating the initial guess: {what}", where=cfg.label,
                            hint="check the initial parameter values and initial states")
     return problem
 

@@ -441,7 +441,9 @@ class _Runner:
         if st.best_loss is None or not bool(torch.isfinite(st.best_loss).any()):
             # nothing good to roll back to: the stage's starting point itself fails
             where = "the initial guess" if st.iteration == 0 else f"the start of stage {index + 1} ({stage.optimizer})"
-            raise FitError(f"{where}: {what}", hint=advice) from None
+            raise FitError(f"{where}: {self._explained(exc, what)}", hint=advice) from None
+        if st.retries + 1 > MAX_RETRIES:
+            what = self._explained(exc, what)  # the failing parameters, before rolling back
         self.restore_best()
         st.retries += 1
         if st.retries > MAX_RETRIES:
@@ -454,6 +456,15 @@ class _Runner:
         self.monitor.message(f"stage {index + 1} ({stage.optimizer}), iteration {st.done + 1}: {what}; rolled back "
                              f"to the last good parameters, learning rate x{st.lr_factor:g}")
         return self._make_optimizer(stage)
+
+
+    def _explained(self, exc: Exception, what: str) -> str:
+        """``what``, led by the state that ran away and when, for a solver failure (:mod:`ude_cli.blowup`)."""
+        if not isinstance(exc, SolverError) and "loss is not finite" not in str(exc):
+            return what
+        from .blowup import explain
+
+        return explain(self.model, what)
 
 
 def _adam(params: list, lr: float) -> torch.optim.Optimizer:
