@@ -94,7 +94,11 @@ def test_bad_config_exit_code_and_exact_lines(write):
         """)
     result = invoke("check", path)
     assert result.exit_code == exits.BAD_INPUT
-    assert result.stderr.splitlines() == [f"error: {path}: solver.rtol: must be > 0, got 0"]
+    assert result.stderr.splitlines() == [  # every problem in one pass: the schema's, the equation's, the data's
+        f"error: {path}: solver.rtol: must be > 0, got 0",
+        f"error: {path}: model.equations.y: names starting with '_' are not allowed: '__import__' in "
+        f"\"__import__('os').system('x')\"",
+        f"error: {path}: data.file: data file '{path.parent / 'd.csv'}' not found"]
     result = invoke("fit", path, "--out", path.parent / "never")
     assert result.exit_code == exits.BAD_INPUT
     assert not (path.parent / "never").exists()
@@ -149,3 +153,15 @@ def test_models_lists_equations_and_suggests_names():
 def test_usage_error_exit_code():
     assert invoke("fit").exit_code == exits.USAGE
     assert invoke("fit", "--no-such-option", "x.yaml").exit_code == exits.USAGE
+
+
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]])
+def test_a_folder_that_is_not_a_run_gets_one_answer_with_or_without_overwrite(decay, tmp_path, flags):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    result = invoke("fit", decay, "--out", out, "--quiet", *flags)
+    assert result.exit_code == exits.OUTPUT
+    assert result.stderr == (f"error: {out}: exists and is not a run directory (no run.json); ude replaces only run "
+                             f"directories; choose another --out, or move the folder away\n")
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
