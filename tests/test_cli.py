@@ -165,3 +165,15 @@ def test_a_folder_that_is_not_a_run_gets_one_answer_with_or_without_overwrite(de
     assert result.stderr == (f"error: {out}: exists and is not a run directory (no run.json); ude replaces only run "
                              f"directories; choose another --out, or move the folder away\n")
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+
+
+def test_an_unreachable_scheduler_is_a_usage_error_with_its_own_line(decay, tmp_path, monkeypatch):
+    from ude_cli import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_SECONDS", 1)
+    result = invoke("fit", decay, "--out", tmp_path / "r", "--scheduler", "tcp://127.0.0.1:1")
+    assert result.exit_code == exits.USAGE
+    assert result.stderr == ("error: --scheduler: cannot connect to the Dask scheduler tcp://127.0.0.1:1 (no answer "
+                             "within 1 s); check the address and that the scheduler runs (dask scheduler), or use "
+                             "--jobs N for a local cluster\n")
+    assert not (tmp_path / "r").exists()

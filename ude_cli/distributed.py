@@ -22,6 +22,9 @@ from typing import Any
 from .batch import RunOutcome
 from .errors import Interrupted
 
+#: Seconds to wait for an existing Dask scheduler to answer.
+CONNECT_SECONDS = 10
+
 
 def run_task(task: dict) -> RunOutcome:
     """Run one fit (in a worker); never raises: a crash becomes an ``internal`` outcome.
@@ -51,12 +54,16 @@ def client(jobs: int | None = None, scheduler: str | None = None):
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        from .errors import UdeError
+        from .errors import UsageError
 
         try:
-            c = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise UdeError(f"cannot connect to the Dask scheduler: {exc}", where=scheduler) from None
+            c = Client(scheduler, timeout=f"{CONNECT_SECONDS}s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            timed_out = "Timed out" in str(exc) or isinstance(exc, TimeoutError)
+            reason = f"no answer within {CONNECT_SECONDS} s" if timed_out else str(exc)
+            raise UsageError(f"cannot connect to the Dask scheduler {scheduler} ({reason})", where="--scheduler",
+                             hint="check the address and that the scheduler runs (dask scheduler), or use --jobs N "
+                                  "for a local cluster") from None
         try:
             yield c
         finally:

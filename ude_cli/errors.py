@@ -85,6 +85,10 @@ class RunDirError(UdeError):
     """The output run directory exists, is not writable, or is not a run directory."""
 
 
+class UsageError(UdeError):
+    """A command-line option's value cannot be used (an unreachable ``--scheduler``): exit code 2."""
+
+
 class MismatchError(UdeError):
     """A run differs from the expected results beyond the tolerances (``ude compare``)."""
 

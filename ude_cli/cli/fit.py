@@ -96,12 +96,12 @@ def fit_command(
 
         for t in tasks:
             t["make_monitor"] = None
-        from ..errors import Interrupted
+        from ..errors import UdeError
 
         try:
             outcomes = run_many(tasks, jobs=jobs, scheduler=scheduler,
                                 on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False))
-        except Interrupted as exc:
+        except UdeError as exc:  # interrupted, or the cluster cannot be reached
             fail(exc)
     else:
         outcomes = _run_here(tasks, quiet=quiet, json_out=json_out, single=single)
