@@ -99,6 +99,8 @@ def run_many(tasks: list[dict], *, jobs: int | None = None, scheduler: str | Non
                     label = str(tasks[i].get("config") or tasks[i].get("resume"))
                     outcome = RunOutcome(config=label, status="failed", error={
                         "kind": "internal", "message": f"worker failed: {exc}", "lines": [f"{label}: worker failed: {exc}"]})
+                if isinstance(tasks[i].get("config"), str | Path):
+                    outcome.config = str(tasks[i]["config"])  # as the user gave it, not the worker's absolute path
                 outcomes[i] = outcome
                 if on_result is not None:
                     on_result(i, outcome)

@@ -98,9 +98,13 @@ def fit_command(
             t["make_monitor"] = None
         from ..errors import UdeError
 
+        if not quiet:  # the workers' progress stays in the workers: log the start and each finished fit here
+            where = f"the Dask cluster at {scheduler}" if scheduler else f"a local Dask cluster of {jobs} worker(s)"
+            typer.echo(f"fitting {len(tasks)} run(s) on {where}", err=True)
         try:
             outcomes = run_many(tasks, jobs=jobs, scheduler=scheduler,
-                                on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False))
+                                on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False,
+                                                               finished=(i, len(tasks))))
         except UdeError as exc:  # interrupted, or the cluster cannot be reached
             fail(exc)
     else:
@@ -146,10 +150,14 @@ def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
     return outcomes
 
 
-def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool) -> None:
+def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool, finished: tuple | None = None) -> None:
     if not quiet:
         for w in outcome.warnings:
             warn(w)
+        if finished is not None and outcome.ok:
+            loss = outcome.metrics.get("loss")
+            typer.echo(f"{outcome.config}: {outcome.status}" + (f", loss {loss:.4g}" if loss is not None else "")
+                       + f", {outcome.seconds:.1f} s, written to {outcome.run_dir}", err=True)
     if outcome.error:
         for line in outcome.error["lines"]:
             typer.echo(f"error: {line}", err=True)
