@@ -177,3 +177,23 @@ def test_an_unreachable_scheduler_is_a_usage_error_with_its_own_line(decay, tmp_
                              "within 1 s); check the address and that the scheduler runs (dask scheduler), or use "
                              "--jobs N for a local cluster\n")
     assert not (tmp_path / "r").exists()
+
+
+def test_check_and_compare_json_are_one_document_on_stdout(decay, write, tmp_path):
+    bad = write("bad.yaml", "data: {file: d.csv, columns: {y: conc}}\nmodel: {states: [y], equations: {y: '-k*y'}}\n")
+    result = invoke("check", decay, bad, "--json")
+    assert result.exit_code == exits.BAD_INPUT
+    doc = json.loads(result.stdout)
+    ok, failed = doc["configs"]
+    assert doc["status"] == "failed" and ok["status"] == "ok" and failed["status"] == "failed"
+    assert (ok["states"], ok["parameters"], ok["experiments"], ok["training_time_points"]) == (["y"], ["k"], 1, 11)
+    assert failed["error"]["kind"] == "bad_input"
+    assert result.stderr.splitlines() == [f"error: {line}" for line in failed["error"]["lines"]]
+    out = tmp_path / "run"
+    assert invoke("fit", decay, "--out", out, "--quiet").exit_code == 0
+    result = invoke("compare", out, out, "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "ok" and doc["within_tolerance"] == doc["quantities"] == len(doc["rows"]) > 0
+    result = invoke("compare", out, tmp_path / "nothere", "--json")
+    assert result.exit_code == exits.BAD_INPUT and json.loads(result.stdout)["error"]["kind"] == "bad_input"

@@ -148,3 +148,18 @@ def test_cli_predict(run_dir, tmp_path):
     assert result.stderr.startswith("error: --set nope: unknown parameter 'nope'")
     result = runner.invoke(app, ["predict", str(run_dir)])
     assert result.exit_code == exits.USAGE
+
+
+def test_cli_predict_json_is_one_document_on_stdout(run_dir, tmp_path):
+    result = runner.invoke(app, ["predict", str(run_dir), "--until", "7", "--points", "50", "--out",
+                                 str(tmp_path / "fc"), "--json", "--no-recovered"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    frame = pd.read_csv(tmp_path / "fc" / "forecast.csv")
+    last = frame[frame["model"] == "UDE"].sort_values("time").iloc[-1]
+    (final,) = doc["final"]
+    assert final["model"] == "UDE" and final["time"] == pytest.approx(7.0)
+    assert (final["x"], final["y"]) == (last["x"], last["y"])  # the same numbers as the CSV's last row
+    assert doc["directory"] == str(tmp_path / "fc") and doc["changed"]["until"] == 7.0
+    bad = runner.invoke(app, ["predict", str(run_dir), "--until", "7", "--set", "nope=1", "--json"])
+    assert bad.exit_code == exits.BAD_INPUT and json.loads(bad.stdout)["status"] == "failed"

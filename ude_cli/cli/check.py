@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, warn
+from .common import error_record, fail, json_option, print_json, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -19,12 +19,14 @@ def check_command(
     configs: list[Path] = typer.Argument(..., metavar="CONFIG", help="YAML config file(s).", show_default=False),
     print_config: bool = typer.Option(False, "--print", help="Print the resolved config (YAML) with all defaults."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    json_out: bool = json_option("per config: status, counts, warnings, error; with --print the resolved config"),
 ) -> None:
     from ..api import check
     from ..config import load_config
     from ..errors import UdeError
 
     first_failure = None
+    records = []
     for path in configs:  # every config is checked; the exit code is that of the first failure
         try:
             cfg = load_config(path)
@@ -34,25 +36,35 @@ def check_command(
 
                 expand(cfg)  # every point of the grid is a valid config
         except UdeError as exc:
+            records.append({"config": str(path), "status": "failed", "error": error_record(exc)})
             try:
                 fail(exc)
             except typer.Exit as code:
                 first_failure = first_failure or code
             continue
+        ds = problem.dataset
+        n_obs = sum(int(e.train.sum()) for e in ds.experiments)
+        n_val = sum(int((~e.train).sum()) for e in ds.experiments)
         if not quiet:
             for w in problem.warnings:
                 warn(w)
-            ds = problem.dataset
-            n_obs = sum(int(e.train.sum()) for e in ds.experiments)
-            n_val = sum(int((~e.train).sum()) for e in ds.experiments)
-            typer.echo(f"{path}: ok ({_count(len(problem.states), 'state')}, "
-                       f"{_count(len(problem.parameters), 'parameter')}, {_count(len(problem.networks), 'network')}; "
-                       f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
-                       + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
-        if print_config:
+            if not json_out:
+                typer.echo(f"{path}: ok ({_count(len(problem.states), 'state')}, "
+                           f"{_count(len(problem.parameters), 'parameter')}, "
+                           f"{_count(len(problem.networks), 'network')}; "
+                           f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
+                           + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
+        records.append({"config": str(path), "status": "ok", "states": list(problem.states),
+                        "parameters": list(problem.parameters), "networks": list(problem.networks),
+                        "experiments": len(ds.experiments), "training_time_points": n_obs,
+                        "validation_time_points": n_val, "warnings": list(problem.warnings),
+                        **({"resolved": cfg.resolved()} if print_config else {})})
+        if print_config and not json_out:
             import yaml
 
             typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+    if json_out:
+        print_json({"status": "ok" if first_failure is None else "failed", "configs": records})
     if first_failure is not None:
         raise first_failure
 

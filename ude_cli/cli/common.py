@@ -43,6 +43,59 @@ def fail(error: BaseException) -> None:
     raise error
 
 
+def json_option(what: str):
+    """The ``--json`` option of a command: one JSON document of ``what`` on stdout, logs on stderr."""
+    return typer.Option(False, "--json", help=f"Print one JSON document ({what}) on stdout; logs and errors go to "
+                                               f"stderr. For scripts and CI.")
+
+
+def plain(value):
+    """``value`` as JSON-ready data: numpy scalars and arrays as numbers and lists, paths as text, NaN and
+    infinities as null (JSON has no such numbers)."""
+    import math
+    from pathlib import PurePath
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, PurePath):
+        return str(value)
+    return value
+
+
+def print_json(document: dict) -> None:
+    """One JSON document on stdout."""
+    import json
+
+    typer.echo(json.dumps(plain(document), allow_nan=False))
+
+
+def error_record(error: BaseException) -> dict:
+    """``{"kind", "message", "lines"}`` of a UdeError, as ``ude fit --json`` reports one."""
+    from ..batch import error_kind
+
+    return {"kind": error_kind(error), "message": str(error), "lines": error.lines()}
+
+
+def fail_json(error: BaseException, **fields) -> None:
+    """With ``--json``: the error's lines on stderr, ``{"status": "failed", "error": ..., **fields}`` on
+    stdout, and its exit code. Not a UdeError: raised as it is (a bug)."""
+    from ..errors import UdeError
+
+    if isinstance(error, UdeError):
+        print_json({"status": "failed", **fields, "error": error_record(error)})
+    fail(error)
+
+
 def run_app(app: typer.Typer) -> None:
     """Run the typer app; unexpected exceptions become one line (traceback with --debug)."""
     debug = "--debug" in sys.argv[1:]

@@ -40,4 +40,4 @@ def code_for(error: BaseException) -> int:
 def for_kind(kind: str) -> int:
     """Exit code of a batch outcome's error kind (see :mod:`ude_cli.batch`)."""
     return {"bad_input": BAD_INPUT, "fit_failed": FIT_FAILED, "output": OUTPUT, "interrupted": INTERRUPTED,
-            "mismatch": MISMATCH}.get(kind, INTERNAL)
+            "mismatch": MISMATCH, "usage": USAGE}.get(kind, INTERNAL)

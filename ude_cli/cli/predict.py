@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, warn
+from .common import fail, fail_json, json_option, print_json, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,8 @@ def predict_command(
     no_recovered: bool = typer.Option(False, "--no-recovered", help="Leave out the recovered model."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory [RUN/forecast].",
                                     show_default=False),
+    json_out: bool = json_option("the output directory, what was changed, notes, and the last state of each model "
+                                 "and experiment"),
 ) -> None:
     from ..errors import UdeError
     from ..forecast import FORECAST_DIR, forecast, parse_assignments, write_forecast
@@ -46,11 +48,21 @@ def predict_command(
         target = out if out is not None else Path(run) / FORECAST_DIR
         path = write_failure_safe(write_forecast, fc, target, dpi=saved.config.output.dpi, where=str(target))
     except UdeError as exc:
-        fail(exc)
+        (fail_json(exc, run=str(run)) if json_out else fail(exc))
     alarming = ("FAILED", "WORSE", "fails", "diverges", "cannot be simulated")
     for note in fc.notes:
-        (warn if any(word in note for word in alarming) else typer.echo)(note)
+        if any(word in note for word in alarming):
+            warn(note)
+        else:
+            typer.echo(note, err=json_out)  # with --json, stdout holds the document alone
     last = fc.frame.sort_values("time").groupby(["model", "experiment"], sort=False).tail(1)
+    if json_out:
+        print_json({"status": "ok", "run": str(run), "directory": str(path), "changed": fc.changed,
+                    "notes": fc.notes,
+                    "final": [{"model": row["model"], "experiment": str(row["experiment"]), "time": row["time"],
+                               **{s: row[s] for s in fc.problem.states}}
+                              for row in last.to_dict(orient="records")]})
+        return
     for row in last.to_dict(orient="records"):
         states = ", ".join(f"{s} = {row[s]:.4g}" for s in fc.problem.states)
         typer.echo(f"{row['model']}, experiment {row['experiment']}, t = {row['time']:g}: {states}")
