@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 
 from . import exits
-from .common import console, fail, positive, state, warn
+from .common import console, fail, positive, print_json, state, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -162,7 +161,7 @@ def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool, finis
         for line in outcome.error["lines"]:
             typer.echo(f"error: {line}", err=True)
     if json_out:
-        typer.echo(json.dumps(outcome.to_json(), default=float))
+        print_json(outcome.to_json())  # NaN and infinities as null: JSON has no such numbers
     elif result is not None and not quiet and single:
         print_result(result, Path(outcome.run_dir))
         if getattr(result, "discovery", None) is not None:
