@@ -80,12 +80,16 @@ def client(jobs: int | None = None, scheduler: str | None = None):
 
 
 def run_many(tasks: list[dict], *, jobs: int | None = None, scheduler: str | None = None,
-             on_result: Callable[[int, RunOutcome], None] | None = None) -> list[RunOutcome]:
-    """Run tasks on Dask; call ``on_result(index, outcome)`` as each finishes; outcomes in task order."""
+             on_result: Callable[[int, RunOutcome], None] | None = None,
+             on_start: Callable[[], None] | None = None) -> list[RunOutcome]:
+    """Run tasks on Dask; call ``on_start()`` once connected and ``on_result(index, outcome)`` as each
+    finishes; outcomes in task order."""
     from dask.distributed import as_completed
 
     outcomes: list[RunOutcome | None] = [None] * len(tasks)
     with client(jobs, scheduler) as c:
+        if on_start is not None:
+            on_start()
         own = scheduler is None
         futures = [c.submit(run_task, {**_portable(t), "own_worker": own}, pure=False, key=f"ude-fit-{i}")
                    for i, t in enumerate(tasks)]

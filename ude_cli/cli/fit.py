@@ -97,11 +97,12 @@ def fit_command(
             t["make_monitor"] = None
         from ..errors import UdeError
 
-        if not quiet:  # the workers' progress stays in the workers: log the start and each finished fit here
-            where = f"the Dask cluster at {scheduler}" if scheduler else f"a local Dask cluster of {jobs} worker(s)"
-            typer.echo(f"fitting {len(tasks)} run(s) on {where}", err=True)
+        # the workers' progress stays in the workers: log the start and each finished fit here
+        where = f"the Dask cluster at {scheduler}" if scheduler else f"a local Dask cluster of {jobs} worker(s)"
         try:
             outcomes = run_many(tasks, jobs=jobs, scheduler=scheduler,
+                                on_start=None if quiet else
+                                lambda: typer.echo(f"fitting {len(tasks)} run(s) on {where}", err=True),
                                 on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False,
                                                                finished=(i, len(tasks))))
         except UdeError as exc:  # interrupted, or the cluster cannot be reached
