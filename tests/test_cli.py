@@ -37,12 +37,25 @@ def invoke(*args):
     return result
 
 
-@pytest.mark.parametrize("command", ["fit", "check", "models"])
+COMMANDS = ["fit", "check", "compare", "models", "discover", "predict", "report"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0
     assert "Usage: ude " + command in result.output
     assert len(result.output.splitlines()) > 5
+    # values named as a user writes them: no typer type names, braces or ranges in the metavars
+    for typer_words in ("list[", "range>", "<str>", "<Path>", "{"):
+        assert typer_words not in result.output, typer_words
+
+
+def test_the_command_list_shows_whole_descriptions():
+    result = invoke("--help")
+    listed = result.output.split("Commands:")[1].splitlines()[1:]
+    assert [line.split()[0] for line in listed if line.strip()] == COMMANDS
+    assert not any(line.endswith("...") for line in listed)
 
 
 def test_root_help_documents_exit_codes():

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from .common import error_record, fail, json_option, print_json, warn
+from .common import Command, error_record, fail, json_option, print_json, warn
 
 
 def register(app: typer.Typer) -> None:
-    app.command("check", help=(
+    app.command("check", cls=Command, short_help="Validate configs and their data; simulate the initial guess.", help=(
         "Validate each CONFIG and its data in one pass (every problem on its own line) and simulate the "
         "initial guess once, without fitting. --print shows the resolved config with every default."))(check_command)
 

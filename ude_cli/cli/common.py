@@ -43,6 +43,37 @@ def fail(error: BaseException) -> None:
     raise error
 
 
+class Command(typer.core.TyperCommand):
+    """A command whose help names values as a user writes them: ``CONFIG...`` and ``--starts <int>``,
+    not typer's ``{CONFIG}``, ``CONFIG <list[Path]>`` and ``<int range>``. An option's ``metavar``
+    (``NAME=VALUE``) names its value; the ranges stay in the option's help text."""
+
+    def __init__(self, *args, **kwargs):
+        import types
+
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument):
+                param.display_type_rich = types.MethodType(lambda self, ctx: "", param)
+                param._usage_display_name = types.MethodType(_argument_usage, param)
+            elif isinstance(param, typer.core.TyperOption):
+                param.display_type_rich = types.MethodType(_option_type, param)
+
+
+def _argument_usage(param) -> str:
+    name = param.display_name_raw
+    name = name if param.required else f"[{name}]"
+    return name + ("..." if param.nargs != 1 else "")
+
+
+def _option_type(param, ctx) -> str:
+    if param.metavar is not None:
+        return f"<{param.metavar}>"
+    label = typer.core.TyperOption.display_type_rich(param, ctx) or ""
+    return {"<list[str]>": "<text>", "<str>": "<text>", "<int range>": "<int>", "<float range>": "<float>",
+            "<list[Path]>": "<path>", "<list[path]>": "<path>"}.get(label, label)
+
+
 def json_option(what: str):
     """The ``--json`` option of a command: one JSON document of ``what`` on stdout, logs on stderr."""
     return typer.Option(False, "--json", help=f"Print one JSON document ({what}) on stdout; logs and errors go to "

@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 
 from . import exits
-from .common import console, fail, fail_json, json_option, nonnegative, print_json
+from .common import Command, console, fail, fail_json, json_option, nonnegative, print_json
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compare", help=(
+    app.command("compare", cls=Command, short_help="Compare a run with expected values (regression check).", help=(
         "Compare the run directory RUN with EXPECTED (another run directory, or a JSON file of parameters and "
         "metrics with tolerances) and print what differs. Exit code 5 on a mismatch. --save writes an "
         "EXPECTED file from RUN instead."))(compare_command)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, fail_json, json_option, print_json, warn
+from .common import Command, fail, fail_json, json_option, print_json, warn
 
 
 def register(app: typer.Typer) -> None:
-    app.command("discover", help=(
+    app.command("discover", cls=Command, short_help="Recover equations for the learned terms of a fitted run.", help=(
         "Recover equations for the learned terms of a fitted RUN: sample each network along the fitted "
         "trajectories, regress it on a library of candidates (pysindy, threshold path), then let the data "
         "decide: each candidate is refitted to the data by ODE least squares and ranked by BIC. The recovered "
@@ -25,7 +25,7 @@ def discover_command(
     degree: int | None = typer.Option(None, "--degree", help="Highest degree of the polynomial candidates [2].",
                                       show_default=False),
     functions: list[str] | None = typer.Option(
-        None, "--function", "-f", help="An extra candidate, e.g. 'exp(-x)' or 'x/(1+x)' (repeatable).",
+        None, "--function", "-f", metavar="EXPRESSION", help="An extra candidate, e.g. 'exp(-x)' or 'x/(1+x)' (repeatable).",
         show_default=False),
     max_terms: int | None = typer.Option(None, "--max-terms", help="Most library terms per learned term [4].",
                                          show_default=False),

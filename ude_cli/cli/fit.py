@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 
 from . import exits
-from .common import console, fail, positive, print_json, state, warn
+from .common import Command, console, fail, positive, print_json, state, warn
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fit", help=(
+    app.command("fit", cls=Command, short_help="Fit each CONFIG and write its run directory.", help=(
         "Fit a universal differential equation to the data named in each CONFIG and write a run "
         "directory: params.csv/json, predictions.csv, metrics.json, loss.csv, run.json, model.pt and "
         "figures (PNG + PDF). With several configs (or a shell glob) each is fitted in turn, a failure "
@@ -49,7 +49,7 @@ def fit_command(
         None, "--jobs", "-j", min=1, help="Run the fits as Dask tasks on a local cluster of this many worker "
                                           "processes.", show_default=False),
     scheduler: str | None = typer.Option(
-        None, "--scheduler", help="Run the fits on an existing Dask cluster (e.g. tcp://host:8786; the run "
+        None, "--scheduler", metavar="ADDRESS", help="Run the fits on an existing Dask cluster (e.g. tcp://host:8786; the run "
                                   "directories must be on a shared file system).", show_default=False),
 ) -> None:
     from ..api import default_out
