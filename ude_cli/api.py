@@ -79,6 +79,7 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     import torch
 
     from .errors import FitError, Interrupted
+    from .lean_torch import compile_machinery_skipped
     from .losses import Objective
     from .model import UDEModel
     from .multistart import starting_values
@@ -100,8 +101,9 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
         state = resume.train_state
     objective = Objective(model, cfg.training.loss)
     try:
-        trained = train(model, objective, cfg.training, monitor=monitor, stop_below=stop_below,
-                        should_stop=should_stop, state=state, time_limit=time_limit)
+        with compile_machinery_skipped():  # the command line's start-up savings, for this fit only
+            trained = train(model, objective, cfg.training, monitor=monitor, stop_below=stop_below,
+                            should_stop=should_stop, state=state, time_limit=time_limit)
     except Interrupted as exc:
         exc.problem, exc.model, exc.state = problem, model, state
         raise
