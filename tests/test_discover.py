@@ -329,6 +329,10 @@ def test_cli_discover_json_is_one_document_on_stdout(tiny):
     assert doc["status"] == ("ok" if result.exit_code == 0 else "failed")
     assert set(doc["equations"]) == {"x", "y"} and doc["directory"] == str(tiny / "discovery_json")
     assert "forward step 1:" in result.stderr  # the log went to stderr
+    steps = [line for line in result.stderr.splitlines() if "candidates refitted; best" in line]
+    assert steps and all(line.endswith(": kept") or ": not kept, the selection stops here: " in line
+                         for line in steps), steps  # every step says what became of its best candidate
+    assert not steps[-1].endswith(": kept") or "no candidate left" in result.stderr
     bad = runner.invoke(app, ["discover", str(tiny), "--degree", "9", "--json"])
     assert bad.exit_code == exits.BAD_INPUT
     assert json.loads(bad.stdout)["error"]["lines"] == ["--degree: must be between 0 and 6, got 9"]
