@@ -176,11 +176,17 @@ def recovered_frame(run_dir: Path, discovery: dict, until: float, experiments: l
         sim = system.simulate(b, vals, times, y0=y0)
         if not sim.ok and not note:
             note = f"the recovered model fails in experiment '{e.name}': {sim.message}"
-        d: dict = {"model": "recovered", "experiment": e.name, "time": times}
+        d: dict = {"model": recovered_name(discovery.get("verdict")), "experiment": e.name, "time": times}
         for j, s in enumerate(problem.states):
             d[s] = sim.y[:, j]
         frames.append(pd.DataFrame(d))
     return pd.concat(frames, ignore_index=True), note
+
+
+def recovered_name(verdict: str | None) -> str:
+    """What ``ude discover``'s model is called in forecasts: with the verdict ``none`` no term was recovered,
+    and the model is the mechanism alone, refitted to the data."""
+    return "mechanistic refit" if verdict == "none" else "recovered"
 
 
 def forecast(run, until: float, *, experiment: str | None = None, initial: Mapping[str, float] | None = None,
@@ -246,6 +252,9 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
         if discovery["verdict"] in ("worse", "failed"):
             notes.append(f"the recovered model's verdict is {discovery['verdict'].upper()}: "
                          f"{discovery['messages'][0]}")
+        elif discovery["verdict"] == "none":
+            notes.append("ude discover recovered no term (verdict NONE): 'mechanistic refit' is the mechanism "
+                         "alone, refitted to the data")
         if note:
             notes.append(note)
     elif recovered:
@@ -319,12 +328,13 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                                     alpha=0.18, lw=0, label=f"UDE, range over starts{tag}")
                 ax.plot(ude["time"], np.clip(ude[s], lo - span, hi + span),
                         label=_leaving(f"UDE{tag}", ude, s, lo, hi), **style)
-                rec = rows[rows["model"] == "recovered"]
+                rec = rows[rows["model"] == recovered_name(verdict)]
                 if len(rec):
                     rstyle = dict(MODEL_STYLES["recovered"])
                     if len(names) > 1:
                         rstyle["color"] = style["color"]
-                    label = "recovered" + (f" ({verdict.upper()})" if verdict in ("worse", "failed") else "") + tag
+                    label = ("mechanistic, refitted (no term recovered)" if verdict == "none" else "recovered"
+                             + (f" ({verdict.upper()})" if verdict in ("worse", "failed", "approximation") else "")) + tag
                     ax.plot(rec["time"], np.clip(rec[s], lo - span, hi + span), label=_leaving(label, rec, s, lo, hi),
                             **rstyle)
                 e = next(e for e in ds.experiments if str(e.name) == name)
