@@ -266,18 +266,19 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
                              "verdict": discovery["verdict"] if discovery else None})
 
 
-def _runaway_notes(problem, frame: pd.DataFrame, factor: float = 1e3) -> list[str]:
-    """A note for each model whose forecast leaves ``factor`` times the data's largest magnitude."""
-    values = [np.abs(e.values[np.isfinite(e.values)]) for e in problem.dataset.experiments]
-    scale = max([float(v.max()) for v in values if v.size] or [1.0])
+def _runaway_notes(problem, frame: pd.DataFrame) -> list[str]:
+    """A note for each model whose forecast diverges (:func:`ude_cli.extrapolate.divergence_time`)."""
+    from .extrapolate import RUNAWAY_FACTOR, divergence_time, runaway_bound, time_text
+
+    bound = runaway_bound(problem)
     notes = []
     for model, rows in frame.groupby("model", sort=False):
-        y = rows[problem.states].to_numpy(float)
-        bad = ~np.all(np.isfinite(y) & (np.abs(y) <= factor * scale), axis=1)
-        if bad.any():
-            t = float(rows["time"].to_numpy()[np.argmax(bad)])
-            notes.append(f"the {model} forecast leaves {factor:g} times the data's largest value at t = {t:.4g}: "
-                         "it diverges")
+        times = [divergence_time(r["time"].to_numpy(float), r[problem.states].to_numpy(float), bound)
+                 for _, r in rows.groupby("experiment", sort=False)]
+        times = [d for d in times if d is not None]
+        if times:
+            notes.append(f"the {model} forecast diverges (leaves {RUNAWAY_FACTOR:g} times the data's largest value) "
+                         f"at t = {time_text(min(times))}")
     return notes
 
 
@@ -327,7 +328,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                                     np.clip(ude[f"{s}_upper"], lo - span, hi + span), color=style["color"],
                                     alpha=0.18, lw=0, label=f"UDE, range over starts{tag}")
                 ax.plot(ude["time"], np.clip(ude[s], lo - span, hi + span),
-                        label=_leaving(f"UDE{tag}", ude, s, lo, hi), **style)
+                        label=_leaving(f"UDE{tag}", ude, s, lo, hi, problem), **style)
                 rec = rows[rows["model"] == recovered_name(verdict)]
                 if len(rec):
                     rstyle = dict(MODEL_STYLES["recovered"])
@@ -335,7 +336,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                         rstyle["color"] = style["color"]
                     label = ("mechanistic, refitted (no term recovered)" if verdict == "none" else "recovered"
                              + (f" ({verdict.upper()})" if verdict in ("worse", "failed", "approximation") else "")) + tag
-                    ax.plot(rec["time"], np.clip(rec[s], lo - span, hi + span), label=_leaving(label, rec, s, lo, hi),
+                    ax.plot(rec["time"], np.clip(rec[s], lo - span, hi + span), label=_leaving(label, rec, s, lo, hi, problem),
                             **rstyle)
                 e = next(e for e in ds.experiments if str(e.name) == name)
                 obs = e.values[:, j]
@@ -381,7 +382,9 @@ def _axis_limits(problem, frame: pd.DataFrame, state: str, j: int, show_data: bo
     return _limits(anchors)
 
 
-def _leaving(label: str, rows: pd.DataFrame, state: str, lo: float, hi: float) -> str:
+def _leaving(label: str, rows: pd.DataFrame, state: str, lo: float, hi: float, problem=None) -> str:
     from .discover_plots import leaving_label
+    from .extrapolate import runaway_bound
 
-    return leaving_label(label, rows["time"].to_numpy(float), rows[state].to_numpy(float), lo, hi)
+    return leaving_label(label, rows["time"].to_numpy(float), rows[state].to_numpy(float), lo, hi,
+                         bound=runaway_bound(problem) if problem is not None else None)
