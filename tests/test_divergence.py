@@ -41,3 +41,9 @@ def test_the_legend_gives_the_divergence_time_before_the_axes():
     assert label == "UDE (diverges at t ≈ 5)"
     assert leaving_label("UDE", t, np.exp(t / 10), -1.0, 2.0, bound=np.exp(5)) == "UDE (leaves the axes at t ≈ 7)"
     assert time_text(1903.2) == "1903.2" and time_text(0.0752) == "0.0752"
+
+
+def test_nan_times_separating_experiments_are_skipped():
+    t = np.array([0.0, 1.0, np.nan, 0.0, 1.0, 2.0])
+    y = np.array([1.0, 2.0, np.nan, 1.0, 5.0, 500.0])
+    assert divergence_time(t, y, 50.0) == pytest.approx(1.5)

@@ -86,7 +86,7 @@ def leaving_label(name: str, t: np.ndarray, y: np.ndarray, lo: float, hi: float,
     stops (a solve that failed, or another state that diverged)."""
     from .extrapolate import divergence_time, time_text
 
-    if bound is not None and np.isfinite(y).all():
+    if bound is not None:
         diverges = divergence_time(t, y, bound)
         if diverges is not None:
             return f"{name} (diverges at t ≈ {time_text(diverges)})"

@@ -126,6 +126,8 @@ def divergence_time(t: np.ndarray, y: np.ndarray, bound: float) -> float | None:
     that grids of different spacing give the same time to a few digits."""
     t = np.asarray(t, dtype=float)
     y = np.asarray(y, dtype=float).reshape(len(t), -1)
+    keep = np.isfinite(t)  # a NaN time separates experiments drawn as one line
+    t, y = t[keep], y[keep]
     with np.errstate(invalid="ignore", over="ignore"):
         size = np.where(np.isfinite(y), np.abs(y), np.inf).max(axis=1) if y.size else np.zeros(len(t))
     out = size > bound
