@@ -210,3 +210,28 @@ def test_check_and_compare_json_are_one_document_on_stdout(decay, write, tmp_pat
     assert doc["status"] == "ok" and doc["within_tolerance"] == doc["quantities"] == len(doc["rows"]) > 0
     result = invoke("compare", out, tmp_path / "nothere", "--json")
     assert result.exit_code == exits.BAD_INPUT and json.loads(result.stdout)["error"]["kind"] == "bad_input"
+
+
+def test_library_warnings_reach_the_user_as_one_line_of_ours_once(capsys):
+    import warnings
+
+    from ude_cli.cli import common
+
+    saved = warnings.showwarning
+    try:
+        with warnings.catch_warnings():  # restores the filters (and showwarning) on leaving
+            warnings.simplefilter("always")
+            common._one_line_warnings()
+            import numpy as np
+
+            for _ in range(3):
+                np.exp(np.array([1000.0]))
+            warnings.warn("x is deprecated", DeprecationWarning, stacklevel=1)
+            warnings.warn("the solver did not converge", UserWarning, stacklevel=1)
+    finally:
+        warnings.showwarning = saved
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: a computation overflowed (a value beyond 1e308 became infinite) (in test_cli: overflow "
+        "encountered in exp); the results may hold inf or NaN where it happened",
+        "warning: the solver did not converge",
+    ]

@@ -260,7 +260,9 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
     elif recovered:
         notes.append("no recovered model: run `ude discover RUN` to add it")
     frame = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
-    notes += _runaway_notes(problem, frame)
+    # a recovered model that failed has said when (its solver's own time): not again from the grid
+    failed = {recovered_name(discovery.get("verdict"))} if discovery is not None and note else set()
+    notes += _runaway_notes(problem, frame[~frame["model"].isin(failed)])
     return Forecast(problem=problem, until=until, frame=frame, notes=notes,
                     changed={"experiment": experiment, "initial": initial, "values": values, "until": until,
                              "verdict": discovery["verdict"] if discovery else None})

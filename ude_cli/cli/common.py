@@ -149,15 +149,51 @@ def run_app(app: typer.Typer) -> None:
         raise SystemExit(exits.INTERNAL) from None
 
 
-def _one_line_warnings() -> None:
-    """Python warnings from the libraries (a solver's "did not converge", numpy overflow) as one
-    ``warning:`` line each, like ours, instead of a file path, a line number and a source line."""
-    import warnings
+#: numpy's floating-point warnings, as a user reads them (the arithmetic went out of range somewhere).
+_NUMPY_WARNINGS = {
+    "overflow encountered": "a computation overflowed (a value beyond 1e308 became infinite)",
+    "invalid value encountered": "a computation gave NaN (0/0, inf - inf, or a log or sqrt of a negative value)",
+    "divide by zero encountered": "a computation divided by zero",
+    "underflow encountered": None,  # a value below 1e-308 became 0: harmless, not shown
+}
+
+
+def translate_warning(message: str, category: type, filename: str) -> str | None:
+    """A library's warning as one line of ours, or None when it means nothing to a user.
+
+    numpy's floating-point warnings name what happened in plain words and where (the module); torch's and
+    other libraries' deprecation and future warnings are for developers and are not shown (``--debug``
+    shows every warning as Python would)."""
+    import os
 
     from ..errors import one_line
 
+    text = one_line(str(message))
+    if issubclass(category, DeprecationWarning | PendingDeprecationWarning | FutureWarning):
+        return None
+    if issubclass(category, RuntimeWarning):
+        for start, plain in _NUMPY_WARNINGS.items():
+            if text.startswith(start):
+                if plain is None:
+                    return None
+                where = os.path.splitext(os.path.basename(filename))[0]
+                return f"{plain} (in {where}: {text}); the results may hold inf or NaN where it happened"
+    return text
+
+
+def _one_line_warnings() -> None:
+    """Python warnings from the libraries (a solver's "did not converge", numpy overflow) as one
+    ``warning:`` line each, like ours, instead of a file path, a line number and a source line;
+    translated where they mean something (:func:`translate_warning`), and each shown once."""
+    import warnings
+
+    shown: set[str] = set()
+
     def show(message, category, filename, lineno, file=None, line=None):
-        typer.echo(f"warning: {one_line(str(message))} ({category.__name__})", err=True)
+        text = translate_warning(str(message), category, filename)
+        if text is not None and text not in shown:
+            shown.add(text)
+            typer.echo(f"warning: {text}", err=True)
 
     warnings.showwarning = show
 
