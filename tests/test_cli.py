@@ -235,3 +235,10 @@ def test_library_warnings_reach_the_user_as_one_line_of_ours_once(capsys):
         "encountered in exp); the results may hold inf or NaN where it happened",
         "warning: the solver did not converge",
     ]
+
+
+def test_run_json_records_parameters_as_resolved(decay, tmp_path):
+    out = tmp_path / "run"
+    assert invoke("fit", decay, "--out", out, "--quiet", "--no-plots").exit_code == 0
+    params = json.loads((out / "run.json").read_text())["config"]["model"]["parameters"]
+    assert params == {"k": {"init": 0.3, "fixed": False, "bounds": None, "positive": True, "unit": None}}

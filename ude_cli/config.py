@@ -133,7 +133,8 @@ class ParameterSpec(_Strict):
     bounds: tuple[Finite | None, Finite | None] | None = Field(
         None, description="[lower, upper]; either may be null. Enforced by a smooth transform.")
     positive: bool | None = Field(
-        None, description="Learn on log scale, so the value stays > 0 (default: true for built-ins).")
+        None, description="Learn on log scale, so the value stays > 0 (default: true for a built-in model's "
+                          "parameters, false for custom equations).")
     unit: str | None = Field(None, description="Unit, shown in tables and reports.")
 
     @model_validator(mode="before")
@@ -193,7 +194,8 @@ class ModelSpec(_Strict):
     builtin: str | None = Field(None, description="Name of a built-in model (`ude models` lists them).")
     states: list[str] | None = Field(None, min_length=1, description="State names, for custom equations.")
     equations: dict[str, str] | None = Field(
-        None, description="state -> right-hand side of d(state)/dt, e.g. 'alpha*x + U[0]'.")
+        None, description="state -> right-hand side of d(state)/dt, e.g. 'alpha*x + U[0]'; a network's output "
+                          "is NAME[i], or a bare NAME for a network with one output ('alpha*x + H').")
     corrections: dict[str, str] = Field(
         default_factory=dict, description="state -> term added to a built-in (or written) equation, e.g. 'U[0]'.")
     parameters: dict[str, ParameterSpec] = Field(
@@ -250,11 +252,12 @@ class NetworkSpec(_Strict):
 # -- solver and training -------------------------------------------------------------------------
 
 class SolverSpec(_Strict):
-    """How the ODE is solved (torchdiffeq)."""
+    """How the ODE is solved: by the compiled engine (CasADi) or torchdiffeq, see `engine`."""
 
     method: Literal[SOLVER_METHODS] = Field(  # type: ignore[valid-type]
-        "dopri5", description="torchdiffeq method: adaptive (dopri5, dopri8, bosh3, ...) or fixed-step "
-                              "(rk4, euler, midpoint, ...).")
+        "dopri5", description="Method: adaptive (dopri5, dopri8, bosh3, ...) or fixed-step (rk4, euler, "
+                              "midpoint, ...); the compiled engine solves euler, midpoint, rk4 and dopri5, "
+                              "torchdiffeq every one.")
     rtol: Positive = Field(1e-6, description="Relative tolerance (adaptive methods).")
     atol: Positive = Field(1e-6, description="Absolute tolerance (adaptive methods).")
     step: Positive | None = Field(None, description="Step size (fixed-step methods; default: 1/10 of the "

@@ -110,9 +110,15 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         if builtin is not None:
             states = list(builtin.states)
             equations_text = dict(builtin.equations)
+            from .mechanistic.base import unit_text
+
+            data_units = {"t": config.data.units.get(config.data.time)}  # the data's units, for the models' own
+            data_units |= {s: config.data.units.get(c) for s, c in config.data.columns.items()}
+            data_units |= {s: config.data.units.get(i.column) for s, i in m.initial.items()  # a dose column
+                           if i.column is not None and not data_units.get(s)}
             for pname, d in builtin.parameters.items():
                 param_defaults[pname] = ParameterSpec(init=d.init, fixed=d.fixed, bounds=d.bounds,
-                                                      positive=d.positive, unit=d.unit)
+                                                      positive=d.positive, unit=unit_text(d.unit, data_units))
             constants_defaults = dict(builtin.constants)
         else:
             states = []
