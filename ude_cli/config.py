@@ -89,6 +89,11 @@ class DataSpec(_Strict):
         description="state -> CSV column. A state without a column is never observed.")
     units: dict[str, str] = Field(
         default_factory=dict, description="CSV column (or the time column) -> unit, for axis labels.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="State, CSV column or the time column -> how figures, tables and the report name it, "
+                    "e.g. {C: 'Concentration (mg/L)', time_h: 'Time after dose (h)'}; it replaces the "
+                    "column name and unit there. A state's own label wins over its column's.")
     validation: ValidationSpec | None = Field(None, description="Held-out forecast window; none by default.")
     delimiter: str = Field(",", min_length=1, max_length=1,
                            description="Field separator of the CSV files: one character, or 'tab' or 'space'.")
@@ -360,6 +365,12 @@ class OutputSpec(_Strict):
 
     plots: bool = Field(True, description="Write figures (PNG and PDF).")
     dpi: int = Field(150, ge=50, le=1200, description="Resolution of PNG figures.")
+    unobserved: bool = Field(True, description="Draw the states without data in the fit figure (false: only the "
+                                               "observed ones).")
+    layout: Literal["auto", "overlay", "panels"] = Field(
+        "auto", description="The fit figure with several experiments: 'overlay' (one panel per state, a colour "
+                            "per experiment), 'panels' (small multiples: one panel per experiment, a colour per "
+                            "state), or 'auto' (panels from 9 experiments on, where colours run out).")
 
 
 class DiscoverSpec(_Strict):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .extrapolate import runaway_bound
-from .plots import COLORS, STYLE, label_time_axis, save_figure, state_label
+from .plots import COLORS, STYLE, label_time_axis, save_figure, state_label, title_text
 
 #: Line styles of the models, shared by every figure.
 MODEL_STYLES = {
@@ -61,7 +61,7 @@ def terms_figure(problem, terms: pd.DataFrame):
             ax.set_ylabel(label)
         axes[0, 0].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         label_time_axis(axes[-1, 0], problem)
-        fig.suptitle(f"{problem.config.run_name}: learned terms and their recovered equations", fontsize=11)
+        fig.suptitle(title_text(f"{problem.config.run_name}: learned terms and their recovered equations"), fontsize=11)
     return fig
 
 
@@ -151,7 +151,7 @@ def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, tit
             ax.set_ylabel(state_label(problem, s))
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         label_time_axis(axes[-1, 0], problem)
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title_text(title), fontsize=11)
     return fig
 
 

@@ -305,7 +305,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
     import matplotlib.pyplot as plt
 
     from .discover_plots import MODEL_STYLES
-    from .plots import STYLE, label_time_axis, state_label
+    from .plots import STYLE, label_time_axis, state_label, title_text
 
     changed = dict(changed or {})
     ds = problem.dataset
@@ -353,7 +353,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                             fontsize=8, color="0.4", xytext=(-3, 0), textcoords="offset points")
         label_time_axis(axes[-1, 0], problem)
         title = f"{problem.config.run_name}: forecast to t = {changed.get('until', frame['time'].max()):g}"
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title_text(title), fontsize=11)
         if notes:
             import textwrap
 

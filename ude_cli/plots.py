@@ -47,10 +47,20 @@ def _unit(units: dict[str, str], key: str) -> str:
     return f" [{u}]" if u else ""
 
 
+def given_label(problem, *keys: str) -> str | None:
+    """The config's ``data.labels`` entry for the first of ``keys`` that has one (a state, then its column)."""
+    labels = problem.config.data.labels
+    return next((labels[k] for k in keys if k and k in labels), None)
+
+
 def state_label(problem, state: str) -> str:
-    """Axis label of a state: its CSV column (and unit) if observed, else its name."""
+    """Axis label of a state: the config's label (data.labels), else its CSV column (and unit) if
+    observed, else its name."""
     ds = problem.dataset
     col = ds.columns.get(state)
+    given = given_label(problem, state, col)
+    if given is not None:
+        return given
     if col is None:
         return f"{state} (not observed)"
     name = col if col == state else f"{col} ({state})"
@@ -80,8 +90,10 @@ def label_time_axis(ax, problem) -> None:
 
 
 def time_label(problem) -> str:
+    """The time axis: the config's label (data.labels of the time column), else the column and its unit."""
     ds = problem.dataset
-    return ds.time_column + _unit(ds.units, ds.time_column)
+    given = given_label(problem, ds.time_column)
+    return given if given is not None else ds.time_column + _unit(ds.units, ds.time_column)
 
 
 def _experiment_color(b: int, n: int = 1):
@@ -113,15 +125,18 @@ def _experiment_title(problem) -> str:
     return data.experiment or ("file" if data.files else "experiment")
 
 
-def _experiments_legend(fig, problem, styles: list[tuple[Any, str]], limit: int = 20) -> None:
+def _experiments_legend(fig, problem, styles: list[tuple[Any, str]], limit: int = 20,
+                        notes: dict[int, str] | None = None) -> None:
     """One legend beside the figure: a colour per experiment (titled by the experiment column), then
-    the meaning of the line and marker styles, black."""
+    the meaning of the line and marker styles, black. ``notes``: experiment -> a remark after its name."""
     from matplotlib.lines import Line2D
 
     ds = problem.dataset
     n = len(ds.experiments)
-    handles = [Line2D([], [], color=_experiment_color(b, n), lw=2.5) for b in range(min(n, limit))]
-    labels = [e.name for e in ds.experiments[:limit]]
+    notes = notes or {}
+    handles = [Line2D([], [], color=_experiment_color(b, n), lw=2.5, ls=(0, (4, 3)) if b in notes else "-")
+               for b in range(min(n, limit))]
+    labels = [e.name + (f" ({notes[b]})" if b in notes else "") for b, e in enumerate(ds.experiments[:limit])]
     if n > limit:
         handles.append(Line2D([], [], color="none"))
         labels.append(f"... ({n - limit} more)")
@@ -166,8 +181,115 @@ def _validation_windows(ax, ds, t_end: float) -> bool:
     return True
 
 
+#: From this many experiments on, ``output.layout: auto`` draws one panel per experiment.
+PANELS_FROM = 9
+
+
+def title_text(text: str, width: int = 60) -> str:
+    """A figure title wrapped to lines of at most ``width`` characters (a sweep point's long name), broken
+    after '/', ',' or a space, so that it never runs into the legend beside the axes."""
+    import re
+
+    pieces = [p for p in re.split(r"(?<=[/, ])", text) if p]  # each piece ends with its break character
+    lines, line = [], ""
+    for piece in pieces:
+        if line and len(line + piece.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += piece
+    lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _drawn_states(problem) -> list[int]:
+    """Indices of the states the fit figure draws (``output.unobserved: false`` leaves out states without data)."""
+    observed = set(problem.dataset.observed)
+    keep = [j for j, s in enumerate(problem.states) if problem.config.output.unobserved or s in observed]
+    return keep or list(range(len(problem.states)))
+
+
+def _same_curves(result, best: int, states: list[int]) -> dict[int, int]:
+    """Experiment -> the first earlier experiment whose fitted trajectory it repeats (same times and values to
+    1e-9 relative): drawn dashed and named in the legend, so that no curve hides another unsaid."""
+    same: dict[int, int] = {}
+    trajectories = result.trajectories
+    for b in range(len(trajectories)):
+        tb, yb = trajectories[b]
+        for a in range(b):
+            ta, ya = trajectories[a]
+            if a not in same and ta.shape == tb.shape and np.allclose(ta, tb, rtol=1e-12, atol=0) and np.allclose(
+                    ya[:, best, states], yb[:, best, states], rtol=1e-9, atol=1e-12):
+                same[b] = a
+                break
+    return same
+
+
 def fit_figure(result) -> Any:
-    """Data (markers) and fitted trajectories (lines) per state."""
+    """Data (markers) and fitted trajectories (lines) per state; with many experiments (``output.layout``)
+    one panel per experiment."""
+    problem = result.problem
+    layout = problem.config.output.layout
+    n = len(problem.dataset.experiments)
+    if n > 1 and (layout == "panels" or (layout == "auto" and n >= PANELS_FROM)):
+        return _fit_panels(result)
+    return _fit_overlay(result)
+
+
+def _fit_panels(result) -> Any:
+    """Small multiples: one panel per experiment, titled by it, a colour per drawn state; shared axes."""
+    import math
+
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    problem = result.problem
+    ds = problem.dataset
+    best = result.metrics.get("best_start", 0)
+    states = _drawn_states(problem)
+    n = len(ds.experiments)
+    cols = min(n, 4 if n > 9 else 3)
+    rows = math.ceil(n / cols)
+    held_out = any(not e.train.all() for e in ds.experiments)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(rows, cols, figsize=(2.35 * cols + 1.9, 1.75 * rows + 0.7), sharex=True,
+                                 sharey=True, squeeze=False)
+        for b, e in enumerate(ds.experiments):
+            ax = axes[b // cols, b % cols]
+            t, y = result.trajectories[b]
+            for k, j in enumerate(states):
+                c = COLORS[k % len(COLORS)]
+                ax.plot(t, y[:, best, j], color=c, lw=1.4)
+                obs = e.values[:, j]
+                tr, va = e.train & np.isfinite(obs), ~e.train & np.isfinite(obs)
+                ax.plot(e.t[tr], obs[tr], "o", ms=3, color=c)
+                if va.any():
+                    ax.plot(e.t[va], obs[va], "o", ms=3, mfc="white", color=c)
+            start = _validation_start(e)
+            if start is not None:
+                ax.axvspan(start, float(max(t[-1], e.t[-1])), color="0.92", zorder=0)
+            ax.set_title(f"{_experiment_title(problem)} {e.name}", fontsize=9, pad=2)
+        for b in range(n, rows * cols):
+            axes[b // cols, b % cols].set_visible(False)
+        for r in range(rows):
+            if len(states) == 1:
+                axes[r, 0].set_ylabel(state_label(problem, problem.states[states[0]]))
+        for c_ in range(cols):
+            last = max(r for r in range(rows) if r * cols + c_ < n)
+            axes[last, c_].set_xlabel(time_label(problem))
+            axes[last, c_].xaxis.set_tick_params(labelbottom=True)
+        handles = [(Line2D([], [], color=COLORS[k % len(COLORS)], lw=2), state_label(problem, problem.states[j])
+                    .replace("\n", " ")) for k, j in enumerate(states)] if len(states) > 1 else []
+        handles += _style_handles(fit=True, data=True, held_out=held_out, window=held_out)
+        fig.legend([h for h, _ in handles], [lab for _, lab in handles], loc="outside right upper", frameon=False,
+                   alignment="left")
+        fig.suptitle(title_text(f"{result.name}: data and fit, one panel per {_experiment_title(problem)}",
+                                width=70),
+                     fontsize=11)
+    return fig
+
+
+def _fit_overlay(result) -> Any:
+    """One panel per drawn state, a colour per experiment."""
     plt = _pyplot()
     problem = result.problem
     ds = problem.dataset
@@ -175,14 +297,18 @@ def fit_figure(result) -> Any:
     n = len(ds.experiments)
     multi = n > 1
     held_out = any(not e.train.all() for e in ds.experiments)
+    states = _drawn_states(problem)
+    same = _same_curves(result, best, states) if multi else {}
     with plt.rc_context(STYLE):
-        fig, axes = _grid(plt, len(problem.states))
+        fig, axes = _grid(plt, len(states))
         t_end = max(float(result.trajectories[b][0][-1]) for b in range(n))
-        for j, (ax, s) in enumerate(zip(axes, problem.states, strict=True)):
+        for ax, j in zip(axes, states, strict=True):
+            s = problem.states[j]
             for b, e in enumerate(ds.experiments):
                 c = _experiment_color(b, n)
                 t, y = result.trajectories[b]
-                ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit")
+                ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit", ls=(0, (4, 3)) if b in same else "-",
+                        zorder=3 if b in same else 2)
                 obs = e.values[:, j]
                 if np.isfinite(obs).any():
                     tr = e.train & np.isfinite(obs)
@@ -192,13 +318,16 @@ def fit_figure(result) -> Any:
                         ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=c, label="held-out data")
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(state_label(problem, s))
-            if j == 0 and not multi:
-                ax.legend(loc="best", frameon=False)
+        any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states)
+        styles = _style_handles(fit=True, data=any_data, held_out=held_out, window=held_out)
         if multi:
-            _experiments_legend(fig, problem, _style_handles(fit=True, data=True, held_out=held_out,
-                                                             window=held_out))
+            _experiments_legend(fig, problem, styles, notes={b: f"same curve as {ds.experiments[a].name}"
+                                                             for b, a in same.items()})
+        else:  # one legend for the figure: "data" too when the first panel is a state without data
+            axes[0].legend([h for h, _ in styles], [lab for _, lab in styles], loc="best", frameon=False)
         label_time_axis(axes[-1], problem)
-        fig.suptitle(f"{result.name}: data and fit", fontsize=11)
+        # beside a legend outside the axes, a shorter line: a centred title must end before the legend
+        fig.suptitle(title_text(f"{result.name}: data and fit", width=45 if multi else 60), fontsize=11)
     return fig
 
 
@@ -230,7 +359,8 @@ def residual_figure(result) -> Any:
         elif held_out:
             axes[0].legend(loc="best", frameon=False)
         label_time_axis(axes[-1], problem)
-        fig.suptitle(f"{result.name}: residuals (observed - predicted)", fontsize=11)
+        fig.suptitle(title_text(f"{result.name}: residuals (observed - predicted)", width=45 if n > 1 else 60),
+                     fontsize=11)
     return fig
 
 
@@ -265,7 +395,7 @@ def loss_figure(result) -> Any:
         if not panels:
             axes[0, 0].set_xlabel("iteration")
             axes[0, 0].text(0.5, 0.5, "no iterations recorded", ha="center", transform=axes[0, 0].transAxes)
-        fig.suptitle(f"{result.name}: training loss", fontsize=11)
+        fig.suptitle(title_text(f"{result.name}: training loss"), fontsize=11)
     return fig
 
 
@@ -292,7 +422,8 @@ def terms_figure(result) -> Any | None:
         if len(ds.experiments) > 1:
             _experiments_legend(fig, problem, [])
         label_time_axis(axes[-1], problem)
-        fig.suptitle(f"{result.name}: learned terms along the fitted trajectory", fontsize=11)
+        fig.suptitle(title_text(f"{result.name}: learned terms along the fitted trajectory",
+                                width=45 if len(ds.experiments) > 1 else 60), fontsize=11)
     return fig
 
 

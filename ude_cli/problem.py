@@ -271,6 +271,12 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     for s in unknown_columns:
         problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
                                  f"{', '.join(states)}", where=f"{label}: data.columns.{s}"))
+    known_labels = {*states, d.time, *d.columns.values()}
+    for key in d.labels:
+        if key not in known_labels:
+            problems.add(ConfigError(f"'{key}' is neither a state, a CSV column the config reads, nor the time "
+                                     f"column{did_you_mean(key, sorted(known_labels))}; labels name one of: "
+                                     f"{', '.join(sorted(known_labels))}", where=f"{label}: data.labels.{key}"))
     if states and not unknown_columns and not any(s in d.columns for s in states):
         problems.add(ConfigError("no state is mapped to a CSV column; give at least one as state: column",
                                  where=f"{label}: data.columns"))
