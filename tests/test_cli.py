@@ -242,3 +242,13 @@ def test_run_json_records_parameters_as_resolved(decay, tmp_path):
     assert invoke("fit", decay, "--out", out, "--quiet", "--no-plots").exit_code == 0
     params = json.loads((out / "run.json").read_text())["config"]["model"]["parameters"]
     assert params == {"k": {"init": 0.3, "fixed": False, "bounds": None, "positive": True, "unit": None}}
+
+
+def test_two_configs_of_one_batch_writing_one_run_directory(decay, write, tmp_path, monkeypatch):
+    twin = write("twin.yaml", DECAY)  # the same name: runs/decay
+    monkeypatch.chdir(tmp_path)
+    result = invoke("fit", decay, twin, "--quiet", "--no-plots")
+    assert result.exit_code == exits.OUTPUT
+    assert result.stderr == (f"error: {twin}: would write the same run directory as {decay} (runs/decay); give one "
+                             f"of them another 'name' in its config\n")
+    assert (tmp_path / "runs" / "decay" / "run.json").is_file()  # the first was fitted

@@ -68,8 +68,15 @@ def fit_command(
     early: list[RunOutcome] = []  # configs that failed before any task could be made
     if resume is not None:
         tasks.append(dict(config=None, resume=resume, **common))
+    shared = _shared_run_dirs(configs or []) if not sweep and out is None and len(configs or []) > 1 else {}
     for path in configs or []:
         if not sweep:
+            if path in shared:  # a second config writing the first's run directory: it would fail or replace it
+                message = (f"would write the same run directory as {shared[path][0]} ({shared[path][1]}); give "
+                           f"one of them another 'name' in its config")
+                early.append(RunOutcome(config=str(path), status="failed", error={
+                    "kind": "output", "message": f"{path}: {message}", "lines": [f"{path}: {message}"]}))
+                continue
             tasks.append(dict(config=path, out=out, **common))
             continue
         from ..config import load_config
@@ -118,6 +125,29 @@ def fit_command(
     failed = [o for o in all_outcomes if not o.ok]
     if failed:
         raise typer.Exit(exits.for_kind(failed[0].error["kind"]))
+
+
+def _shared_run_dirs(paths: list[Path]) -> dict[Path, tuple[Path, Path]]:
+    """Configs of one batch whose run directory (runs/<name>) an earlier config of the batch already
+    writes: config -> (the earlier config, the directory). Configs that cannot be read are left to the fit,
+    which reports them."""
+    from ..api import default_out
+    from ..config import load_config
+    from ..errors import UdeError
+
+    first: dict[Path, Path] = {}
+    shared = {}
+    for path in paths:
+        try:
+            target = default_out(load_config(path))
+        except UdeError:
+            continue
+        key = Path(target).resolve()
+        if key in first:
+            shared[path] = (first[key], target)
+        else:
+            first[key] = path
+    return shared
 
 
 def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
