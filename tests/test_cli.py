@@ -241,7 +241,8 @@ def test_run_json_records_parameters_as_resolved(decay, tmp_path):
     out = tmp_path / "run"
     assert invoke("fit", decay, "--out", out, "--quiet", "--no-plots").exit_code == 0
     params = json.loads((out / "run.json").read_text())["config"]["model"]["parameters"]
-    assert params == {"k": {"init": 0.3, "fixed": False, "bounds": None, "positive": True, "unit": None}}
+    assert params == {"k": {"init": 0.3, "fixed": False, "bounds": None, "positive": True, "unit": None,
+                            "per_experiment": False}}
 
 
 def test_two_configs_of_one_batch_writing_one_run_directory(decay, write, tmp_path, monkeypatch):

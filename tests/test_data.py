@@ -32,7 +32,7 @@ def test_empty_cells_are_masked_not_zero(write, tmp_path):
     g = m.groups[0]
     assert g.train.sum() == 6  # 8 cells, 2 missing
     from ude_cli.config import LossSpec
-    from ude_cli.losses import Objective
+    from ude_cli.likelihood.objective import Objective
 
     obj = Objective(m, LossSpec())
     with torch.no_grad():

@@ -92,7 +92,7 @@ def test_best_values_are_kept_per_start():
 def test_a_checkpoint_with_an_optimizer_state_per_tensor_resumes_afresh(tmp_path):
     """A checkpoint of the version before the buffer kept Adam's state per tensor: it cannot be loaded
     into the one-buffer optimiser; training goes on from the checkpoint's parameters with a fresh state."""
-    from ude_cli.losses import Objective
+    from ude_cli.likelihood.objective import Objective
     from ude_cli.progress import SilentMonitor
     from ude_cli.train import TrainState, train
 
@@ -117,7 +117,7 @@ def test_a_checkpoint_with_an_optimizer_state_per_tensor_resumes_afresh(tmp_path
 
 
 def test_after_training_each_parameter_has_its_own_memory(tmp_path):
-    from ude_cli.losses import Objective
+    from ude_cli.likelihood.objective import Objective
     from ude_cli.train import train
 
     from .helpers import model

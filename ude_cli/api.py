@@ -80,7 +80,7 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
 
     from .errors import FitError, Interrupted
     from .lean_torch import compile_machinery_skipped
-    from .losses import Objective
+    from .likelihood.objective import Objective
     from .model import UDEModel
     from .multistart import starting_values
     from .train import TrainState, train
@@ -136,36 +136,40 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
 
     with torch.no_grad():
         sols_t = model()
+        objective.sync_noise(sols_t)  # profiled noise parameters: their maximum-likelihood values into the model
         train_loss = objective.loss(sols_t, "train").cpu().numpy()
         has_val = objective.counts["validation"] > 0
         val_loss = objective.loss(sols_t, "validation").cpu().numpy() if has_val else None
-        train_mse = objective.per_state_mse(sols_t, "train")
-        val_mse = objective.per_state_mse(sols_t, "validation") if has_val else None
+        train_mse = objective.per_observable_mse(sols_t, "train")
+        val_mse = objective.per_observable_mse(sols_t, "validation") if has_val else None
+        train_nll = objective.nll(sols_t, "train").cpu().numpy()
+        val_nll = objective.nll(sols_t, "validation").cpu().numpy() if has_val else None
     sols = [s.cpu().numpy() for s in sols_t]
     finite = np.where(np.isfinite(train_loss), train_loss, np.inf)
     best = int(np.argmin(finite))
-    observed = problem.dataset.observed
-    idx = {s: problem.states.index(s) for s in observed}
+    names = objective.names
 
-    def per_state(mse):
-        return {s: _num(mse[best, idx[s]]) for s in observed} if mse is not None else None
+    def per_observable(mse):
+        return {o: _num(mse[best, k]) for k, o in enumerate(names)} if mse is not None else None
 
     n_net = sum(p.numel() for p in model.network_parameters()) // max(model.n_starts, 1)
+    counts = parameter_counts(problem, int(n_net))
     metrics = {
         "loss": _num(train_loss[best]),
         "validation_loss": _num(val_loss[best]) if val_loss is not None else None,
-        "train_mse": per_state(train_mse),
-        "validation_mse": per_state(val_mse),
+        "train_mse": per_observable(train_mse),
+        "validation_mse": per_observable(val_mse),
         "iterations": int(trained.iterations),
         "wall_seconds": round(float(trained.seconds), 4),
         "solver_evaluations": int(trained.nfe),
         "solver_engine": model.engine,
         **model.native_status(),
         "stop_reason": trained.stop_reason,
-        "loss_kind": _loss_kind(problem),
-        "n_parameters": {"mechanistic": sum(not p.fixed for p in problem.parameters.values()),
-                         "network": int(n_net)},
+        "loss_kind": loss_kind(problem),
+        "n_parameters": counts,
         "observations": {"train": int(objective.counts["train"]), "validation": int(objective.counts["validation"])},
+        "likelihood": likelihood_summary(objective, sols_t, train_nll[best],
+                                         val_nll[best] if val_nll is not None else None, counts, best),
         "best_start": best,
         "starts": model.n_starts,
     }
@@ -176,13 +180,63 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     history = pd.DataFrame(trained.records, columns=["iteration", "stage", "optimizer", "objective", "loss",
                                                      "trajectory_loss", "seconds"])
     info = run_info(problem, seed=problem.config.training.seed, command=command)
+    with torch.no_grad():
+        observed = [p.cpu().numpy() for p in objective.observed(sols_t)]
+    standardised = objective.standardised(sols_t, best)
     return FitResult(problem=problem, model=model, parameters=parameter_table(problem, model, best),
-                     predictions=prediction_table(problem, sols, model.groups, best), metrics=metrics,
-                     history=history, trajectories=dense, terms=terms, info=info,
+                     predictions=prediction_table(problem, sols, model.groups, best, objective=objective,
+                                                  observed=observed, standardised=standardised),
+                     metrics=metrics, history=history, trajectories=dense, terms=terms, info=info,
+                     observable_curves=objective.curves(dense),
                      starts=starts_table(problem, model, train_loss) if model.n_starts > 1 else None)
 
 
-def _loss_kind(problem: Problem) -> str:
+def parameter_counts(problem: Problem, n_network: int) -> dict[str, int]:
+    """Learned parameters by kind (a per-experiment parameter counts once per experiment; without a noise
+    model, the maximum-likelihood sigma of the squared-error fit counts as one noise parameter)."""
+    n_exp = len(problem.dataset.experiments)
+
+    def count(role: str) -> int:
+        return sum((n_exp if p.per_experiment else 1) for p in problem.parameters.values()
+                   if not p.fixed and p.role == role)
+
+    noise = sum(not p.fixed for p in problem.noise_parameters.values()) if problem.likelihood else 1
+    initial = sum(n_exp for i in problem.initial.values() if i.learn)
+    out = {"mechanistic": count("mechanistic"), "observation": count("observation"), "noise": noise,
+           "initial": initial, "network": n_network}
+    out["total"] = sum(out.values())
+    return out
+
+
+def likelihood_summary(objective, solutions, nll: float, validation_nll: float | None, counts: dict,
+                       start: int) -> dict:
+    """NLL, AIC and BIC of the fit (every learned parameter counted, network weights included), with the
+    noise model and its estimated parameters."""
+    n = int(objective.counts["train"])
+    k = counts["total"]
+    nll = float(nll)
+    out = {
+        "nll": _num(nll),
+        "validation_nll": _num(validation_nll) if validation_nll is not None else None,
+        "aic": _num(2 * nll + 2 * k),
+        "bic": _num(2 * nll + k * np.log(max(n, 1))),
+        "observations": n,
+        "parameters": k,
+        "noise_model": objective.describe(),
+        "noise": objective.noise_estimates(solutions, start),
+        "method": ("maximum likelihood: the objective is the negative log-likelihood per observation"
+                   if objective.likelihood else
+                   "squared errors (training.loss); the likelihood is normal (log-normal for a log loss) with "
+                   "sigma at its maximum-likelihood value sqrt(RSS/n), counted as one parameter"),
+        "counted": "AIC = 2 NLL + 2k, BIC = 2 NLL + k log(n): k counts every learned value, network weights included",
+    }
+    return out
+
+
+def loss_kind(problem: Problem) -> str:
+    """The training objective, in words (metrics.json and equations.md)."""
+    if problem.likelihood:
+        return "negative log-likelihood per observation"
     loss = problem.config.training.loss
     return "log-scale mse" if loss.log else ("spread-scaled mse" if loss.scale == "std" else "mse")
 

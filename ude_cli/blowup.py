@@ -56,35 +56,41 @@ def explain(model, message: str) -> str:
 
 
 def diagnose(model) -> BlowUp | None:
-    """Simulate ``model`` (a :class:`~ude_cli.model.UDEModel`) group by group; the first blow-up seen, or None."""
+    """Simulate ``model`` (a :class:`~ude_cli.model.UDEModel`) group by group; the first blow-up seen, or None.
+
+    Each group is solved by the model's own :meth:`~ude_cli.model.UDEModel.solve_group` on its data grid
+    through torchdiffeq, with the right-hand side it passes to :func:`ude_cli.solve.solve` watched."""
     import dataclasses
 
     import torch
 
-    from .solve import SolverError, solve
+    from . import model as model_module
+    from .solve import SolverError
 
     problem = model.problem
-    states = problem.states
     ds = problem.dataset
     sizes = _sizes(problem, model)
+    original = model_module.solve
     for k, g in enumerate(model.groups):
-        watch = _Watch(model.rhs, sizes)
-        with torch.no_grad():
-            y0 = model.initial()[:, g.experiments, :]
-            model._set_constants(k)
-            try:
-                model.rhs.bind()
-                solve(watch, y0, model._times[k], dataclasses.replace(model.settings, adjoint=False))
-            except SolverError:
-                pass
-            finally:
-                model.rhs.unbind()
-                model.rhs._constants = dict(model._all_constants)
+        watch = _Watch(None, sizes)
+
+        def watched(func, y0, t, settings, watch=watch):
+            watch.rhs = func
+            return original(watch, y0, t, dataclasses.replace(settings, adjoint=False))
+
+        model_module.solve = watched
+        try:
+            with torch.no_grad():
+                model.solve_group(k, model._times[k])  # a grid given: torchdiffeq, whatever the engine
+        except SolverError:
+            pass
+        finally:
+            model_module.solve = original
         found = watch.found()
         if found is not None:
             t, j, b, value, not_finite = found
             e = ds.experiments[g.experiments[b]]
-            return BlowUp(state=states[j], time=t, value=value, experiment=e.name, size=float(sizes[j]),
+            return BlowUp(state=problem.states[j], time=t, value=value, experiment=e.name, size=float(sizes[j]),
                           rhs_not_finite=not_finite)
     return None
 

@@ -68,21 +68,19 @@ class CollocationObjective:
         exp_index = np.concatenate(exp_index)
         spread = self.rates[0].std(dim=0)
         self.weights = 1.0 / torch.where(spread > 0, spread, torch.ones_like(spread))
-        # per-experiment constants become per-point constants
-        self.constants = {c: v[torch.as_tensor(exp_index)] for c, v in model._all_constants.items() if v.ndim == 1}
+        # per-experiment constants and parameters become per-point ones
+        self.points = torch.as_tensor(exp_index, dtype=torch.long)
 
     def loss(self) -> torch.Tensor:
         """Mean squared scaled mismatch, per start ``(S,)``."""
         rhs = self.model.rhs
         n_starts = self.model.n_starts
         y = self.states.expand(n_starts, -1, -1)
-        saved = rhs._constants
-        if self.constants:
-            rhs._constants = {**saved, **self.constants}
+        rhs.select(self.points)
         try:
             rhs.bind()
             r = (rhs(self.times, y) - self.rates) * self.weights
         finally:
             rhs.unbind()
-            rhs._constants = saved
+            rhs.select(None)
         return (r * r).mean(dim=(1, 2))

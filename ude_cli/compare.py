@@ -21,7 +21,7 @@ from typing import Any
 from .errors import ConfigError, Problems, RunDirError, did_you_mean, one_of
 
 #: metrics compared when EXPECTED is a run directory
-RUN_METRICS = ("loss", "validation_loss", "train_mse", "validation_mse")
+RUN_METRICS = ("loss", "validation_loss", "train_mse", "validation_mse", "likelihood")
 
 
 @dataclass
@@ -76,9 +76,12 @@ def _flatten(metrics: dict, keys=RUN_METRICS) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for key in keys:
         value = metrics.get(key)
-        if isinstance(value, dict):
+        if isinstance(value, dict):  # numbers only (likelihood: nll, aic, bic, ...; not its texts)
             for sub, v in value.items():
-                out[f"{key}.{sub}"] = None if v is None else float(v)
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    out[f"{key}.{sub}"] = float(v)
+                elif v is None and key != "likelihood":
+                    out[f"{key}.{sub}"] = None
         elif value is not None:
             out[key] = float(value)
     return out

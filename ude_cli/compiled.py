@@ -80,7 +80,7 @@ class SymbolicRHS:
         rhs = model.rhs
         self.states = list(rhs.states)
         self.parameter_names = list(model.parameters_.values())
-        constants = rhs._constants
+        constants = rhs.constants
         self.experiment_constants = [n for n, v in constants.items() if torch.is_tensor(v) and v.ndim == 1]
         self.networks = dict(rhs.networks.items())
         n_w = sum(p[0].numel() for net in self.networks.values() for p in (*net.weights, *net.biases))
@@ -111,6 +111,7 @@ class SymbolicRHS:
         self._weights = [x for net in self.networks.values() for wb in zip(net.weights, net.biases, strict=True)
                          for x in wb]  # the order of w
         self._constant_columns: dict[tuple[int, ...], torch.Tensor] = {}
+        self._indices: dict[tuple[int, ...], torch.Tensor] = {}
 
     # -- torch tensors in, per trajectory -------------------------------------------------------
     def pack(self, model: UDEModel, experiments: Sequence[int]) -> list[torch.Tensor]:
@@ -118,8 +119,11 @@ class SymbolicRHS:
         then the networks' weight tensors as they are (see :func:`numpy_inputs`)."""
         S, Bg = model.n_starts, len(experiments)
         y0 = model.initial()[:, experiments, :].reshape(S * Bg, -1)
-        values = model.parameters_.values()
-        p = (torch.cat([values[n] for n in self.parameter_names], 1)[:, None, :].expand(S, Bg, -1).reshape(S * Bg, -1)
+        key = tuple(experiments)
+        if key not in self._indices:
+            self._indices[key] = torch.tensor(key, dtype=torch.long)
+        values = model.parameters_.values(self._indices[key])
+        p = (torch.stack([values[n].expand(S, Bg) for n in self.parameter_names], -1).reshape(S * Bg, -1)
              if self.parameter_names else torch.zeros(S * Bg, 0, dtype=model.dtype))
         return [y0, p, self._constants(model, tuple(experiments)), *self._weights]
 
@@ -127,7 +131,7 @@ class SymbolicRHS:
         """The experiments' constants per trajectory ``(S * Bg, ·)``: the same every solve, built once."""
         if experiments not in self._constant_columns:
             S, Bg = model.n_starts, len(experiments)
-            constants = model.rhs._constants
+            constants = model.rhs.constants
             c = (torch.stack([constants[n][list(experiments)] for n in self.experiment_constants], -1)
                  if self.experiment_constants else torch.zeros(Bg, 0, dtype=model.dtype))
             self._constant_columns[experiments] = c[None].expand(S, Bg, c.shape[-1]).reshape(S * Bg, -1)

@@ -141,6 +141,9 @@ class ParameterSpec(_Strict):
         None, description="Learn on log scale, so the value stays > 0 (default: true for a built-in model's "
                           "parameters, false for custom equations).")
     unit: str | None = Field(None, description="Unit, shown in tables and reports.")
+    per_experiment: bool | None = Field(
+        None, description="One value per experiment (each subject's own clearance, say), all starting at `init`; "
+                          "params.csv lists each experiment's value (default: one value shared by all).")
 
     @model_validator(mode="before")
     @classmethod
@@ -172,6 +175,9 @@ class InitialSpec(_Strict):
 
     value: Finite | None = Field(None, description="Given initial value (all experiments).")
     column: str | None = Field(None, description="Read from this CSV column (first row of each experiment).")
+    formula: str | None = Field(
+        None, description="An expression of parameters and constants, e.g. 'Asym/(1 + exp((xmid - t0)/scal))' "
+                          "(`t0` is the experiment's start time): learned through its parameters.")
     learn: bool = Field(False, description="Learn it (one value per experiment), starting from the value.")
     positive: bool = Field(False, description="When learned: keep it > 0 (log scale).")
 
@@ -188,8 +194,11 @@ class InitialSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> InitialSpec:
-        if self.value is not None and self.column is not None:
-            raise ValueError("give 'value' or 'column', not both")
+        if sum(x is not None for x in (self.value, self.column, self.formula)) > 1:
+            raise ValueError("give one of 'value', 'column' or 'formula'")
+        if self.formula is not None and self.learn:
+            raise ValueError("an initial value given by a formula is learned through its parameters; "
+                             "remove 'learn'")
         return self
 
 
@@ -329,6 +338,107 @@ class LossSpec(_Strict):
         return value
 
 
+#: noise distributions (:mod:`ude_cli.likelihood.noise`, one module each)
+NOISE_DISTRIBUTIONS = ("normal", "lognormal", "poisson", "negative_binomial")
+
+
+class NoiseParameterSpec(_Strict):
+    """A noise parameter (a standard deviation, a dispersion): estimated by default. A number is
+    shorthand for ``{init: number, fixed: true}`` (a known noise level), ``estimate`` for ``{}``."""
+
+    init: Positive | None = Field(None, description="Starting value (default: from the data's spread).")
+    fixed: bool = Field(False, description="Keep it at `init` instead of estimating it.")
+    bounds: tuple[NonNegative | None, NonNegative | None] | None = Field(
+        None, description="[lower, upper] of the estimate; either may be null (it is always > 0).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"init": value, "fixed": True}
+        if value in ("estimate", "estimated", "learn"):
+            return {}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NoiseParameterSpec:
+        if self.fixed and self.init is None:
+            raise ValueError("a fixed noise parameter needs its value: give init (or just the number)")
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            if hi is not None and hi <= 0:
+                raise ValueError(f"bounds exclude every positive value (upper bound {hi:g}); a noise "
+                                 f"parameter is > 0")
+            if lo is not None and hi is not None and not lo < hi:
+                raise ValueError(f"bounds must have lower < upper, got [{lo:g}, {hi:g}]")
+            if self.init is not None and not self.fixed and (
+                    (lo is not None and self.init <= lo) or (hi is not None and self.init >= hi)):
+                raise ValueError(f"init {self.init:g} must lie strictly inside the bounds")
+        return self
+
+
+class NoiseSpec(_Strict):
+    """The noise model of an observable: its distribution around the prediction and its parameters.
+    A name is shorthand for ``{distribution: name}``."""
+
+    distribution: Literal[NOISE_DISTRIBUTIONS] = Field(  # type: ignore[valid-type]
+        "normal", description="normal (additive, with `error`), lognormal (multiplicative: log y ~ "
+                              "N(log y_hat, sigma^2)), poisson (counts), negative_binomial (overdispersed "
+                              "counts: variance y_hat + y_hat^2/dispersion).")
+    error: Literal["constant", "proportional", "combined"] = Field(
+        "constant", description="normal only: the standard deviation is sigma (constant), sigma*|y_hat| "
+                                "(proportional), or sigma + sigma_rel*|y_hat| (combined).")
+    sigma: NoiseParameterSpec = Field(
+        default_factory=NoiseParameterSpec,
+        description="normal and lognormal: the standard deviation (of log y for lognormal; the relative one "
+                    "for proportional error; the absolute part for combined): estimated unless a number.")
+    sigma_rel: NoiseParameterSpec = Field(
+        default_factory=NoiseParameterSpec, description="combined error only: the relative part.")
+    dispersion: NoiseParameterSpec = Field(
+        default_factory=NoiseParameterSpec,
+        description="negative_binomial only: the dispersion phi (variance y_hat + y_hat^2/phi; large phi "
+                    "approaches Poisson): estimated unless a number.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            aliases = {"gaussian": "normal", "log-normal": "lognormal", "log_normal": "lognormal",
+                       "negative-binomial": "negative_binomial", "negbin": "negative_binomial",
+                       "nb": "negative_binomial"}
+            name = aliases.get(value.strip().lower(), value.strip().lower())
+            if name not in NOISE_DISTRIBUTIONS:
+                raise ValueError(f"expected a noise distribution ({', '.join(NOISE_DISTRIBUTIONS)}) or a "
+                                 f"mapping, got '{value}'{did_you_mean(value, NOISE_DISTRIBUTIONS)}")
+            return {"distribution": name}
+        return value
+
+    @model_validator(mode="after")
+    def _fits_distribution(self) -> NoiseSpec:
+        if self.error != "constant" and self.distribution != "normal":
+            raise ValueError(f"'error: {self.error}' is for the normal distribution; {self.distribution} "
+                             f"noise is already {'relative' if self.distribution == 'lognormal' else 'set by the mean'}")
+        return self
+
+
+class ObservableSpec(_Strict):
+    """What a CSV column measures: an expression of the states, parameters, constants and ``t``
+    (e.g. ``rho*I``, ``x + y``, ``A/V``). A string is shorthand for ``{formula: string}``."""
+
+    formula: str = Field(min_length=1, description="The observed quantity, in the equation language.")
+    column: str | None = Field(None, description="CSV column holding it (default: the observable's name).")
+    noise: NoiseSpec | None = Field(None, description="Its noise model (default: the top-level `noise`).")
+    label: str | None = Field(None, description="Axis label in figures and tables (default: the name).")
+    unit: str | None = Field(None, description="Unit, shown in axis labels (default: data.units of the column).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"formula": value}
+        return value
+
+
 def _default_stages() -> list[StageSpec]:
     return [StageSpec(optimizer="adam", lr=0.01, iterations=300), StageSpec(optimizer="lbfgs", iterations=700)]
 
@@ -403,6 +513,14 @@ class Config(_Strict):
     description: str | None = Field(None, description="Free text, copied into run.json and reports.")
     data: DataSpec = Field(description="The CSV file(s) and how their columns map to states.")
     model: ModelSpec = Field(description="The mechanistic model (built-in or equations) and its parameters.")
+    observables: dict[str, ObservableSpec] = Field(
+        default_factory=dict,
+        description="observable -> what a CSV column measures, e.g. {cases: rho*I} (column 'cases'). A state "
+                    "mapped in data.columns is an observable of its own (the state itself).")
+    noise: NoiseSpec | None = Field(
+        None, description="The noise model of every observable that sets none (or a name: normal, lognormal, "
+                          "poisson, negative_binomial). With a noise model the training objective is the negative "
+                          "log-likelihood per observation; without one anywhere, training.loss (squared errors).")
     networks: dict[str, NetworkSpec] = Field(default_factory=dict, description="Named neural networks.")
     solver: SolverSpec = Field(default_factory=SolverSpec, description="The ODE solver.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Loss, stages, seed, regularisation.")
@@ -425,6 +543,29 @@ class Config(_Strict):
                 raise ValueError(f"must be a plain name (it names the run directory runs/<name>), without a "
                                  f"leading '/', empty parts or '..', got {value!r}")
         return value
+
+    @field_validator("observables")
+    @classmethod
+    def _observable_names(cls, value: dict[str, ObservableSpec]) -> dict[str, ObservableSpec]:
+        for name in value:
+            if not name.isidentifier() or name.startswith("_"):
+                raise ValueError(f"observable name '{name}' must be an identifier (letters, digits, '_'); give "
+                                 f"the CSV column as `column:` if it is named otherwise")
+        return value
+
+    @model_validator(mode="after")
+    def _loss_or_noise(self) -> Config:
+        has_noise = self.noise is not None or any(o.noise is not None for o in self.observables.values())
+        loss = self.training.loss
+        if has_noise and (loss.log or loss.scale != "none"):
+            raise ValueError("give either training.loss (squared errors) or noise models (a likelihood), "
+                             "not both: with a noise model the objective is its negative log-likelihood")
+        return self
+
+    @property
+    def uses_likelihood(self) -> bool:
+        """Whether a noise model is given: the objective is then the negative log-likelihood."""
+        return self.noise is not None or any(o.noise is not None for o in self.observables.values())
 
     @field_validator("networks")
     @classmethod

@@ -39,6 +39,8 @@ class Experiment:
     lines: np.ndarray  # (n,) line of each row in its file
     train: np.ndarray  # (n,) True for rows used in training, False for the validation window
     covariates: dict[str, float] = field(default_factory=dict)  # column -> value (constant per experiment)
+    #: (n, n_observables): every observable's column (the directly observed states among them), NaN where none
+    observations: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def n(self) -> int:
@@ -56,30 +58,48 @@ class Dataset:
     files: list[Path]  # resolved paths, in the order given
     labels: list[str]  # the same paths as reported in messages
     units: dict[str, str] = field(default_factory=dict)
+    #: observable -> CSV column, in the order of ``Experiment.observations``' columns
+    observable_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def observed(self) -> list[str]:
+        """The states observed directly (each is also an observable of the same name)."""
         return [s for s in self.states if s in self.columns]
+
+    @property
+    def observables(self) -> list[str]:
+        return list(self.observable_columns)
+
+    def observable_stats(self, train_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per-observable mean and spread (std, or |mean|, or 1) of its observations."""
+        stacked = np.concatenate(
+            [e.observations[e.train] if train_only else e.observations for e in self.experiments], axis=0)
+        return _mean_spread(stacked)
 
     def state_stats(self, train_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Per-state mean and spread (std, or |mean|, or 1) of the observations; 0/1 for unobserved."""
         stacked = np.concatenate(
             [e.values[e.train] if train_only else e.values for e in self.experiments], axis=0)
-        mean = np.zeros(len(self.states))
-        std = np.ones(len(self.states))
-        for j in range(len(self.states)):
-            col = stacked[:, j]
-            col = col[np.isfinite(col)]
-            if col.size:
-                mean[j] = col.mean()
-                s = col.std()
-                std[j] = s if s > 0 else (abs(mean[j]) if mean[j] != 0 else 1.0)
-        return mean, std
+        return _mean_spread(stacked)
 
     @property
     def time_span(self) -> float:
         spans = [float(e.t[-1] - e.t[0]) for e in self.experiments if e.n > 1]
         return max(spans) if spans else 1.0
+
+
+def _mean_spread(stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: mean and spread (std, or |mean|, or 1) of the finite values; 0/1 for an empty column."""
+    mean = np.zeros(stacked.shape[1])
+    std = np.ones(stacked.shape[1])
+    for j in range(stacked.shape[1]):
+        col = stacked[:, j]
+        col = col[np.isfinite(col)]
+        if col.size:
+            mean[j] = col.mean()
+            s = col.std()
+            std[j] = s if s > 0 else (abs(mean[j]) if mean[j] != 0 else 1.0)
+    return mean, std
 
 
 def report_path(base_dir: Path, given: str) -> str:
@@ -107,9 +127,11 @@ def read_dataset(
     decimal: str = ".",
     units: dict[str, str] | None = None,
     where: str = "data",
+    observables: dict[str, str] | None = None,
 ) -> Dataset:
     """Read and check every file; raise :class:`DataError` (or several at once) naming file, line, column."""
     problems = Problems()
+    observables = dict(observables) if observables is not None else {s: columns[s] for s in states if s in columns}
     experiments: list[Experiment] = []
     resolved: list[Path] = []
     labels: list[str] = []
@@ -124,7 +146,7 @@ def read_dataset(
             experiments.extend(
                 _experiments(frame, label, states=states, columns=columns, time=time, experiment=experiment,
                              covariates=covariates, stem=Path(given).stem if len(paths) > 1 else None,
-                             decimal=decimal, comma_option=delimiter != ","))
+                             observables=observables, decimal=decimal, comma_option=delimiter != ","))
         except DataError as exc:
             problems.add(exc)
     names = [e.name for e in experiments]
@@ -132,7 +154,7 @@ def read_dataset(
         problems.add(DataError(f"experiment name '{name}' appears in more than one file", where=where))
     problems.raise_if_any()
     return Dataset(experiments=experiments, states=list(states), columns=dict(columns), time_column=time,
-                   files=resolved, labels=labels, units=dict(units or {}))
+                   files=resolved, labels=labels, units=dict(units or {}), observable_columns=observables)
 
 
 def split_validation(dataset: Dataset, *, last_fraction: float | None = None, after: float | None = None,
@@ -356,11 +378,12 @@ def _is_decimal_comma(text: str) -> bool:
 
 
 def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem,
-                 decimal: str = ".", comma_option: bool = True) -> list[Experiment]:
+                 observables, decimal: str = ".", comma_option: bool = True) -> list[Experiment]:
     read = {"decimal": decimal, "comma_option": comma_option}
     problems = Problems()
     available = list(frame.columns)
     wanted = [("data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
+    wanted += [(f"observables.{o}", c) for o, c in observables.items() if o not in columns]
     if experiment is not None:
         wanted.append(("data.experiment", experiment))
     wanted += [("covariate", c) for c in covariates]
@@ -373,9 +396,17 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
 
     t_all = _numeric(frame, time, label, problems, allow_missing=False, **read)
     values_all = np.full((len(frame), len(states)), np.nan)
+    parsed: dict[str, np.ndarray] = {}
     for j, s in enumerate(states):
         if s in columns:
-            values_all[:, j] = _numeric(frame, columns[s], label, problems, allow_missing=True, **read)
+            if columns[s] not in parsed:
+                parsed[columns[s]] = _numeric(frame, columns[s], label, problems, allow_missing=True, **read)
+            values_all[:, j] = parsed[columns[s]]
+    obs_all = np.full((len(frame), len(observables)), np.nan)
+    for k, col in enumerate(observables.values()):
+        if col not in parsed:
+            parsed[col] = _numeric(frame, col, label, problems, allow_missing=True, **read)
+        obs_all[:, k] = parsed[col]
     cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False, **read) for c in covariates}
     problems.raise_if_any()
     lines_all = np.asarray(frame.index, dtype=int)
@@ -412,10 +443,9 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
                                    f"needed to fit", where=label))
             continue
         vals = values_all[idx]
-        observed = [s for s in states if s in columns]
-        if observed and not np.isfinite(vals).any():
+        if observables and not np.isfinite(obs_all[idx]).any():
             problems.add(DataError(f"experiment '{name}' has no observed values in columns "
-                                   f"{', '.join(columns[s] for s in observed)}", where=label))
+                                   f"{', '.join(dict.fromkeys(observables.values()))}", where=label))
             continue
         cov = {}
         for c, col_values in cov_all.items():
@@ -428,6 +458,6 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
                 continue
             cov[c] = float(v[0])
         out.append(Experiment(name=name, file=label, t=t, values=vals, lines=lines,
-                              train=np.ones(len(t), dtype=bool), covariates=cov))
+                              train=np.ones(len(t), dtype=bool), covariates=cov, observations=obs_all[idx]))
     problems.raise_if_any()
     return out

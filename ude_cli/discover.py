@@ -37,6 +37,7 @@ from .refit import (
     refit,
     replace_terms,
     runs_test,
+    unsupported,
 )
 from .symbolic import (
     Fidelity,
@@ -216,8 +217,12 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     if not terms:
         raise ConfigError("the model has no neural network terms: there is nothing to discover",
                           where=problem.config.label, hint="discover works on runs of configs with 'networks'")
+    reason = unsupported(problem)
+    if reason is not None:
+        raise ConfigError(f"discovery's refits do not handle {reason} yet", where=problem.config.label,
+                          hint="the fit itself is complete; discover works on configs whose observables are states")
     samples = sample_terms(problem, model, settings.samples, start=start)
-    objective = DataObjective(problem)
+    objective = DataObjective(problem, noise=(metrics.get("likelihood") or {}).get("noise"))
     libraries = {t: build_library(problem.networks[t[0]].inputs, settings.degree, settings.functions,
                                   settings.include_bias) for t in terms}
     thetas = {t: libraries[t].matrix(samples.variables) for t in terms}

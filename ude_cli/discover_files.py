@@ -156,6 +156,9 @@ def _format_support(coefficients, names) -> str:
 
 
 def _loss_kind(problem) -> str:
+    if problem.likelihood:
+        return ("negative log-likelihood per observation (the noise model's parameters held at the fit's "
+                "estimates)")
     loss = problem.config.training.loss
     return "mean squared error of logarithms" if loss.log else (
         "mean squared error divided by each state's spread" if loss.scale == "std" else "mean squared error")

@@ -130,6 +130,9 @@ def ude_frame(problem, model, until: float, experiments: list[int], n_points: in
         notes.append(f"the UDE {failure}" + (f"; shown to t = {reached:g}" if dense is not None else ""))
     if dense is None:
         return pd.DataFrame(columns=["model", "experiment", "time", *problem.states])
+    from .likelihood.objective import Objective
+
+    curves = Objective(model).curves(dense)  # model.dense: every experiment
     frames = []
     for b in experiments:
         t, y = dense[b]  # y: (T, S, n)
@@ -139,6 +142,11 @@ def ude_frame(problem, model, until: float, experiments: list[int], n_points: in
             d[s] = y[:, best, j]
             d[f"{s}_lower"] = np.min(ys[:, :, j], axis=1)
             d[f"{s}_upper"] = np.max(ys[:, :, j], axis=1)
+        for o, values in curves[b].items():  # what the data measure (observables given by a formula)
+            vs = values if ok_starts is None else values[:, ok_starts]
+            d[o] = values[:, best]
+            d[f"{o}_lower"] = np.min(vs, axis=1)
+            d[f"{o}_upper"] = np.max(vs, axis=1)
         frames.append(pd.DataFrame(d))
     return pd.concat(frames, ignore_index=True)
 

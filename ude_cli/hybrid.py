@@ -45,9 +45,21 @@ class HybridRHS(nn.Module):
         self.expressions = dict(equations)
         self._functions = [equations[s].compile("torch", networks=list(networks)) for s in self.states]
         self._constants = dict(constants)
+        self._experiments: torch.Tensor | None = None
         self._bound: dict[str, torch.Tensor] | None = None
         self.networks_enabled = True
         self.nfe = 0
+
+    # -- per-experiment values ---------------------------------------------------------------------
+    @property
+    def constants(self) -> dict[str, float | torch.Tensor]:
+        """name -> a number, or a tensor ``(B,)`` of per-experiment values (all experiments)."""
+        return dict(self._constants)
+
+    def select(self, experiments: torch.Tensor | None) -> None:
+        """Evaluate for these experiments (an index per batch position) from now on: their per-experiment
+        constants and parameters; None: all experiments in order."""
+        self._experiments = experiments
 
     # -- binding parameters once per solve --------------------------------------------------------
     def bind(self) -> None:
@@ -58,9 +70,13 @@ class HybridRHS(nn.Module):
         self._bound = None
 
     def _base_env(self) -> dict[str, torch.Tensor]:
-        env: dict[str, torch.Tensor] = dict(self.parameters_.values())
+        index = self._experiments
+        env: dict[str, torch.Tensor] = dict(self.parameters_.values(index))
         for name, value in self._constants.items():
-            env[name] = value[None, :] if torch.is_tensor(value) and value.ndim == 1 else value
+            if torch.is_tensor(value) and value.ndim == 1:
+                env[name] = (value if index is None else value.index_select(0, index))[None, :]
+            else:
+                env[name] = value
         return env
 
     # -- evaluation -----------------------------------------------------------------------------

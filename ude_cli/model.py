@@ -34,6 +34,9 @@ class Group:
     observed: np.ndarray  # (T, Bg, n) observations on the union grid, NaN where none
     train: np.ndarray  # (T, Bg, n) bool: observed and in the training window
     valid: np.ndarray  # (T, Bg, n) bool: observed and in the validation window
+    observations: np.ndarray  # (T, Bg, n_observables): every observable on the union grid, NaN where none
+    obs_train: np.ndarray  # (T, Bg, n_observables) bool: observed and in the training window
+    obs_valid: np.ndarray  # (T, Bg, n_observables) bool: observed and in the validation window
 
 
 def make_groups(problem: Problem) -> list[Group]:
@@ -46,17 +49,21 @@ def make_groups(problem: Problem) -> list[Group]:
         n = len(ds.states)
         obs = np.full((len(times), len(members), n), np.nan)
         train = np.zeros(obs.shape, dtype=bool)
+        observations = np.full((len(times), len(members), len(ds.observables)), np.nan)
+        obs_train = np.zeros(observations.shape, dtype=bool)
         positions = []
         for k, b in enumerate(members):
             e = ds.experiments[b]
             pos = np.searchsorted(times, e.t)
             positions.append(pos)
             obs[pos, k, :] = e.values
-            finite = np.isfinite(e.values)
-            train[pos, k, :] = finite & e.train[:, None]
+            train[pos, k, :] = np.isfinite(e.values) & e.train[:, None]
+            observations[pos, k, :] = e.observations
+            obs_train[pos, k, :] = np.isfinite(e.observations) & e.train[:, None]
         valid = np.isfinite(obs) & ~train
         groups.append(Group(t0=t0, experiments=members, times=times, positions=positions, observed=obs,
-                            train=train, valid=valid))
+                            train=train, valid=valid, observations=observations, obs_train=obs_train,
+                            obs_valid=np.isfinite(observations) & ~obs_train))
     return groups
 
 
@@ -132,10 +139,21 @@ class UDEModel(nn.Module):
         self.dtype = DTYPES[cfg.solver.dtype]
         self.n_starts = n_starts
         ds = problem.dataset
-        self.parameters_ = ParameterSet(problem.parameters, n_starts, self.dtype, parameter_starts)
+        n_exp = len(ds.experiments)
+        self.parameters_ = ParameterSet(problem.parameters, n_starts, self.dtype, parameter_starts, n_exp)
+        #: the likelihood's noise parameters (standard deviations, dispersions): fitted with the rest
+        self.noise = ParameterSet(problem.noise_parameters, n_starts, self.dtype)
+        constants = {}
+        for cname, value in problem.constants.items():
+            if isinstance(value, str):
+                constants[cname] = torch.tensor([e.covariates[value] for e in ds.experiments], dtype=self.dtype)
+            else:
+                constants[cname] = torch.tensor(float(value), dtype=self.dtype)
         first = np.stack([e.values[0] for e in ds.experiments])
+        starts = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
         self.initial = InitialStates(problem.states, problem.initial, first,
-                                     [e.covariates for e in ds.experiments], n_starts, self.dtype)
+                                     [e.covariates for e in ds.experiments], n_starts, self.dtype,
+                                     parameters=self.parameters_, constants=constants, t0=starts)
         networks = {}
         for k, (name, spec) in enumerate(problem.networks.items()):
             base_seed = spec.seed if spec.seed is not None else cfg.training.seed + 100 + k
@@ -143,20 +161,13 @@ class UDEModel(nn.Module):
             shift, scale, out_scale = network_scaling(problem, name)
             networks[name] = MLP(len(spec.inputs), spec.outputs, spec.hidden, spec.activation, seeds,
                                  spec.final_scale, shift, scale, out_scale, self.dtype)
-        constants = {}
-        for cname, value in problem.constants.items():
-            if isinstance(value, str):
-                constants[cname] = torch.tensor([e.covariates[value] for e in ds.experiments], dtype=self.dtype)
-            else:
-                constants[cname] = torch.tensor(float(value), dtype=self.dtype)
         self.rhs = HybridRHS(problem.states, problem.equations, networks,
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
         self.groups = make_groups(problem)
         self._times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
-        self._constants_by_group = [
-            {c: v[g.experiments] for c, v in constants.items() if v.ndim == 1} for g in self.groups]
-        self._all_constants = constants
+        #: per group: the experiments' indices, selecting their per-experiment constants and parameters
+        self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
 
         self._compiled = None
         self.engine = self._choose_engine()
@@ -193,14 +204,14 @@ class UDEModel(nn.Module):
             return self._compiled.solve_group(k)
         g = self.groups[k]
         y0 = self.initial()[:, g.experiments, :]
-        self._set_constants(k)
+        self.rhs.select(self.group_index[k])
         try:
             if not self.settings.adjoint:
                 self.rhs.bind()
             return solve(self.rhs, y0, self._times[k] if times is None else times, self.settings)
         finally:
             self.rhs.unbind()
-            self.rhs._constants = dict(self._all_constants)
+            self.rhs.select(None)
 
     def native_status(self) -> dict:
         """``native_code`` (bool) and ``native_code_note`` for the compiled engine (:mod:`ude_cli.native`);
@@ -211,11 +222,6 @@ class UDEModel(nn.Module):
         state = dict(super().__getstate__())
         state["_compiled"] = None  # CasADi functions and buffers: built again on the next solve
         return state
-
-    def _set_constants(self, k: int) -> None:
-        per_group = self._constants_by_group[k]
-        if per_group:
-            self.rhs._constants = {**self._all_constants, **per_group}
 
     def forward(self) -> list[torch.Tensor]:
         """Solutions of every group on its union grid."""

@@ -53,7 +53,10 @@ def starts_table(problem: Problem, model, losses: np.ndarray):
             row[f"seed_{name}"] = base + 1000 * k
         row["parameter_seed"] = cfg.training.seed + k
         for name, p in problem.parameters.items():
-            if not p.fixed:
+            if not p.fixed and not p.per_experiment:
                 row[name] = float(values[name][k])
+            elif not p.fixed:
+                for b, e in enumerate(problem.dataset.experiments):
+                    row[f"{name}[{e.name}]"] = float(values[name][k, b])
         rows.append(row)
     return pd.DataFrame(rows).sort_values("loss", kind="stable").reset_index(drop=True)

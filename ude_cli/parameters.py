@@ -89,33 +89,52 @@ def to_constrained(p: Parameter, u: torch.Tensor) -> torch.Tensor:
 
 
 class ParameterSet(nn.Module):
-    """The mechanistic parameters: learned ones as unconstrained tensors ``(S,)``, fixed ones as buffers."""
+    """Parameters: learned ones as unconstrained tensors, fixed ones as buffers; ``(S,)`` each, or
+    ``(S, B)`` for a parameter with one value per experiment (``per_experiment``).
+
+    Arguments:
+        parameters: name -> resolved parameter.
+        n_starts: starts fitted at once (``S``).
+        dtype: torch dtype.
+        starts: optional ``(n_learned, S)`` starting values of the learned parameters.
+        n_experiments: experiments (``B``), for per-experiment parameters.
+    """
 
     def __init__(self, parameters: Mapping[str, Parameter], n_starts: int, dtype: torch.dtype,
-                 starts: np.ndarray | None = None):
+                 starts: np.ndarray | None = None, n_experiments: int = 1):
         super().__init__()
         self.specs = dict(parameters)
         self.learned = [n for n, p in self.specs.items() if not p.fixed]
         self.fixed = [n for n, p in self.specs.items() if p.fixed]
+        self.per_experiment = {n for n, p in self.specs.items() if p.per_experiment}
+        self.n_experiments = n_experiments
         raw = {}
         for n in self.learned:
             values = [self.specs[n].init] * n_starts if starts is None else list(starts[self.learned.index(n)])
-            raw[n] = nn.Parameter(torch.tensor([to_unconstrained(self.specs[n], v) for v in values], dtype=dtype))
+            u = torch.tensor([to_unconstrained(self.specs[n], v) for v in values], dtype=dtype)
+            raw[n] = nn.Parameter(u[:, None].repeat(1, n_experiments) if n in self.per_experiment else u)
         self.raw = nn.ParameterDict(raw)
         for n in self.fixed:
-            self.register_buffer(f"fixed_{n}", torch.full((n_starts,), self.specs[n].init, dtype=dtype))
+            shape = (n_starts, n_experiments) if n in self.per_experiment else (n_starts,)
+            self.register_buffer(f"fixed_{n}", torch.full(shape, self.specs[n].init, dtype=dtype))
 
-    def values(self) -> dict[str, torch.Tensor]:
-        """name -> value ``(S, 1)``, ready to broadcast against a state column ``(S, B)``."""
-        out = {n: to_constrained(self.specs[n], self.raw[n])[:, None] for n in self.learned}
-        for n in self.fixed:
-            out[n] = getattr(self, f"fixed_{n}")[:, None]
+    def values(self, experiments: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """name -> value ``(S, 1)``, ready to broadcast against a state column ``(S, B)``; a per-experiment
+        parameter is ``(S, B)``, or its values for the experiments indexed by ``experiments``."""
+        out = {}
+        for n in (*self.learned, *self.fixed):
+            v = to_constrained(self.specs[n], self.raw[n]) if n in self.raw else getattr(self, f"fixed_{n}")
+            if n in self.per_experiment:
+                out[n] = v if experiments is None else v.index_select(1, experiments)
+            else:
+                out[n] = v[:, None]
         return out
 
     def numpy(self) -> dict[str, np.ndarray]:
-        """name -> values per start ``(S,)``."""
+        """name -> values per start ``(S,)`` (``(S, B)`` for a per-experiment parameter)."""
         with torch.no_grad():
-            return {n: v[:, 0].detach().cpu().numpy().copy() for n, v in self.values().items()}
+            return {n: (v if n in self.per_experiment else v[:, 0]).detach().cpu().numpy().copy()
+                    for n, v in self.values().items()}
 
 
 class InitialStates(nn.Module):
@@ -126,20 +145,31 @@ class InitialStates(nn.Module):
     """
 
     def __init__(self, states: Sequence[str], initial: Mapping[str, Initial], first_values: np.ndarray,
-                 covariates: Sequence[Mapping[str, float]], n_starts: int, dtype: torch.dtype):
+                 covariates: Sequence[Mapping[str, float]], n_starts: int, dtype: torch.dtype,
+                 parameters: ParameterSet | None = None, constants: Mapping[str, float | torch.Tensor] | None = None,
+                 t0: Sequence[float] | None = None):
         super().__init__()
         self.states = list(states)
         self.specs = dict(initial)
         n_exp = first_values.shape[0]
         base = np.zeros((n_exp, len(states)))
+        self._formulas = {}
         for j, s in enumerate(states):
             spec = self.specs[s]
             if spec.source == "observed":
                 base[:, j] = first_values[:, j]
             elif spec.source == "value":
                 base[:, j] = spec.value
+            elif spec.source == "formula":
+                self._formulas[j] = spec.expression.compile("torch")
             else:
                 base[:, j] = [c[spec.column] for c in covariates]
+        # a formula's environment: the parameters (not registered here: they are the model's), constants, t0
+        object.__setattr__(self, "_parameter_set", parameters)
+        self._formula_env: dict[str, float | torch.Tensor] = {
+            n: (v[None, :] if torch.is_tensor(v) and v.ndim == 1 else v) for n, v in (constants or {}).items()}
+        if t0 is not None:
+            self._formula_env["t0"] = torch.tensor(list(t0), dtype=dtype)[None, :]
         self.register_buffer("base", torch.tensor(base, dtype=dtype))
         self.learned = [j for j, s in enumerate(states) if self.specs[s].learn]
         raw = {}
@@ -154,10 +184,14 @@ class InitialStates(nn.Module):
 
     def forward(self) -> torch.Tensor:
         y0 = self.base.expand(self.n_starts, *self.base.shape)
-        if not self.learned:
+        if not self.learned and not self._formulas:
             return y0
         cols = list(y0.unbind(-1))
         for j in self.learned:
             s = self.states[j]
             cols[j] = torch.exp(self.raw[s]) if self.specs[s].positive else self.raw[s]
+        if self._formulas:
+            env = {**self._formula_env, **self._parameter_set.values()}
+            for j, f in self._formulas.items():
+                cols[j] = torch.as_tensor(f(env), dtype=y0.dtype).expand(y0.shape[:-1])
         return torch.stack(cols, -1)

@@ -1,7 +1,7 @@
 """Figures of a fit, made to be put in a paper (matplotlib, Agg backend; PNG and PDF).
 
 * ``fit``: data and fitted trajectory per state, the validation window shaded;
-* ``residuals``: observed minus predicted per observed state;
+* ``residuals``: standardised residuals per observable (observed minus predicted over the noise sd);
 * ``loss``: the training loss per iteration, stages marked;
 * ``terms``: each learned term (network output) along the fitted trajectory.
 
@@ -66,6 +66,19 @@ def state_label(problem, state: str) -> str:
     name = col if col == state else f"{col} ({state})"
     unit = _unit(ds.units, col)
     return name + ("\n" + unit.strip() if len(name + unit) > 18 and unit else unit)  # long: the unit below
+
+
+def observable_label(problem, name: str) -> str:
+    """Axis label of an observable: the config's label (or its name, with its formula and column) and unit."""
+    o = problem.observables[name]
+    if o.state is not None and o.label is None:
+        return state_label(problem, o.state)
+    given = given_label(problem, name, o.column) if o.label is None else None  # the config's data.labels
+    if given is not None:
+        return given
+    text = o.label or f"{o.column} ({o.expression.text})"
+    unit = f" [{o.unit}]" if o.unit else ""
+    return text + ("\n" + unit.strip() if len(text + unit) > 18 and unit else unit)
 
 
 def rate_unit(problem, state: str) -> str:
@@ -224,14 +237,25 @@ def _same_curves(result, best: int, states: list[int]) -> dict[int, int]:
     return same
 
 
+def _data_markers(ax, e, obs: np.ndarray, color) -> None:
+    """An experiment's observations: filled in the training window, open in the validation window."""
+    tr = e.train & np.isfinite(obs)
+    va = ~e.train & np.isfinite(obs)
+    if tr.any():
+        ax.plot(e.t[tr], obs[tr], "o", ms=4, color=color, label="data")
+    if va.any():
+        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=color, label="held-out data")
+
+
 def fit_figure(result) -> Any:
     """Data (markers) and fitted trajectories (lines) per state; with many experiments (``output.layout``)
     one panel per experiment."""
     problem = result.problem
     layout = problem.config.output.layout
     n = len(problem.dataset.experiments)
-    if n > 1 and (layout == "panels" or (layout == "auto" and n >= PANELS_FROM)):
-        return _fit_panels(result)
+    formulas = [o for o in problem.dataset.observables if problem.observables[o].state is None]
+    if n > 1 and not formulas and (layout == "panels" or (layout == "auto" and n >= PANELS_FROM)):
+        return _fit_panels(result)  # (observables that are formulas of the states: overlay, their own panels)
     return _fit_overlay(result)
 
 
@@ -299,26 +323,33 @@ def _fit_overlay(result) -> Any:
     held_out = any(not e.train.all() for e in ds.experiments)
     states = _drawn_states(problem)
     same = _same_curves(result, best, states) if multi else {}
+    formulas = [o for o in ds.observables if problem.observables[o].state is None]
     with plt.rc_context(STYLE):
-        fig, axes = _grid(plt, len(states))
+        fig, axes = _grid(plt, len(states) + len(formulas))
         t_end = max(float(result.trajectories[b][0][-1]) for b in range(n))
-        for ax, j in zip(axes, states, strict=True):
+        for k, o in enumerate(formulas):  # what the data measure, below the states
+            ax = axes[len(states) + k]
+            c_obs = ds.observables.index(o)
+            for b, e in enumerate(ds.experiments):
+                c = _experiment_color(b, n)
+                if result.observable_curves:
+                    t, _ = result.trajectories[b]
+                    ax.plot(t, result.observable_curves[b][o][:, best], color=c, lw=1.6, label="fit")
+                _data_markers(ax, e, e.observations[:, c_obs], c)
+            _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
+            ax.set_ylabel(observable_label(problem, o))
+        for ax, j in zip(axes, states, strict=False):
             s = problem.states[j]
             for b, e in enumerate(ds.experiments):
                 c = _experiment_color(b, n)
                 t, y = result.trajectories[b]
                 ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit", ls=(0, (4, 3)) if b in same else "-",
                         zorder=3 if b in same else 2)
-                obs = e.values[:, j]
-                if np.isfinite(obs).any():
-                    tr = e.train & np.isfinite(obs)
-                    va = ~e.train & np.isfinite(obs)
-                    ax.plot(e.t[tr], obs[tr], "o", ms=4, color=c, label="data")
-                    if va.any():
-                        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=c, label="held-out data")
+                _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
-            ax.set_ylabel(state_label(problem, s))
-        any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states)
+            observed_as = [o for o in ds.observables if problem.observables[o].state == s]
+            ax.set_ylabel(observable_label(problem, observed_as[0]) if observed_as else state_label(problem, s))
+        any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states) or bool(formulas)
         styles = _style_handles(fit=True, data=any_data, held_out=held_out, window=held_out)
         if multi:
             _experiments_legend(fig, problem, styles, notes={b: f"same curve as {ds.experiments[a].name}"
@@ -332,20 +363,24 @@ def _fit_overlay(result) -> Any:
 
 
 def residual_figure(result) -> Any:
-    """Observed minus predicted, per observed state."""
+    """Standardised residuals per observable: (observed - predicted) / the noise model's standard deviation
+    (Pearson residuals for counts, on log scale for log-normal noise; without a noise model, over the
+    maximum-likelihood sigma of the squared-error fit). About 95 % lie within +-2 when the noise model fits."""
     plt = _pyplot()
     problem = result.problem
     ds = problem.dataset
-    observed = ds.observed
+    observed = ds.observables
     pred = result.predictions
     n = len(ds.experiments)
     held_out = any(not e.train.all() for e in ds.experiments)
+    standardised = all(f"{o}_standardised" in pred for o in observed)
     with plt.rc_context(STYLE):
         fig, axes = _grid(plt, max(1, len(observed)), height=1.9)
         for ax, s in zip(axes, observed, strict=False):
+            column = f"{s}_standardised" if standardised else f"{s}_residual"
             for b, e in enumerate(ds.experiments):
                 rows = pred[pred["experiment"] == e.name]
-                r = rows[f"{s}_residual"].to_numpy()
+                r = rows[column].to_numpy()
                 t = rows["time"].to_numpy()
                 train = (rows["split"] == "train").to_numpy()
                 c = _experiment_color(b, n)
@@ -353,14 +388,18 @@ def residual_figure(result) -> Any:
                 if (~train).any():
                     ax.plot(t[~train], r[~train], "o", ms=4, mfc="white", color=c, label="held-out data")
             ax.axhline(0, color="0.4", lw=0.8)
-            ax.set_ylabel(state_label(problem, s))
+            if standardised:
+                for level in (-2, 2):
+                    ax.axhline(level, color="0.7", lw=0.7, ls="--")
+            ax.set_ylabel(observable_label(problem, s))
         if n > 1:
             _experiments_legend(fig, problem, _style_handles(data=True, held_out=held_out))
         elif held_out:
             axes[0].legend(loc="best", frameon=False)
         label_time_axis(axes[-1], problem)
-        fig.suptitle(title_text(f"{result.name}: residuals (observed - predicted)", width=45 if n > 1 else 60),
-                     fontsize=11)
+        fig.suptitle(title_text(f"{result.name}: standardised residuals, (observed − predicted) / sd"
+                                if standardised else f"{result.name}: residuals (observed - predicted)",
+                                width=45 if n > 1 else 60), fontsize=11)
     return fig
 
 
@@ -373,9 +412,10 @@ def loss_figure(result) -> Any:
     traj = h[h["objective"] != "collocation"] if len(h) and "objective" in h else h
     loss = result.problem.config.training.loss
     kind = "log-scale " if loss.log else ("scaled " if loss.scale == "std" else "")
+    what = "negative log-likelihood\nper observation" if result.problem.likelihood else f"training loss\n({kind}MSE)"
     with plt.rc_context(STYLE):
         panels = [p for p in ((colloc, "collocation loss\n(scaled derivative mismatch)"),
-                              (traj, f"training loss\n({kind}MSE)")) if len(p[0])]
+                              (traj, what)) if len(p[0])]
         fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.4 if len(panels) < 2 else 9.0, 3.2),
                                  squeeze=False)
         for ax, (rows_all, ylabel) in zip(axes[0], panels, strict=False):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import Config, ParameterSpec
+from .config import Config, NoiseParameterSpec, NoiseSpec, ParameterSpec
 from .data import Dataset, read_dataset, split_validation
 from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean, nearest
 from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression
@@ -32,6 +32,8 @@ class Parameter:
     positive: bool
     unit: str | None = None
     description: str = ""
+    per_experiment: bool = False  # one value per experiment
+    role: str = "mechanistic"  # "mechanistic" (in an equation), "observation" (only in observables), "noise"
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:
@@ -39,13 +41,34 @@ class Parameter:
 
 
 @dataclass(frozen=True)
+class Observable:
+    """What one CSV column measures: a formula of the states, parameters, constants and t, with its noise model.
+
+    ``state`` names the state when the formula is that state alone (a direct observation: it also gives the
+    state's default initial value and makes collocation possible). ``noise`` is None when the fit has no
+    noise model (the objective is then ``training.loss``); ``noise_parameters`` maps each role the noise
+    model needs (``sigma``, ``sigma_rel``, ``dispersion``) to the parameter's name.
+    """
+
+    name: str
+    column: str
+    expression: Expression
+    state: str | None = None
+    noise: NoiseSpec | None = None
+    noise_parameters: dict[str, str] = field(default_factory=dict)
+    label: str | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
 class Initial:
     """How a state's initial value is obtained, per experiment."""
 
     state: str
-    source: str  # "observed" | "value" | "column"
+    source: str  # "observed" | "value" | "column" | "formula"
     value: float | None = None
     column: str | None = None
+    expression: Expression | None = None  # source "formula": of parameters, constants and t0
     learn: bool = False
     positive: bool = False
 
@@ -66,6 +89,13 @@ class Problem:
     dataset: Dataset
     builtin: str | None = None
     warnings: list[str] = field(default_factory=list)
+    observables: dict[str, Observable] = field(default_factory=dict)  # in the data's column order
+    noise_parameters: dict[str, Parameter] = field(default_factory=dict)
+
+    @property
+    def likelihood(self) -> bool:
+        """Whether the objective is a negative log-likelihood (a noise model is given)."""
+        return any(o.noise is not None for o in self.observables.values())
 
     @property
     def network_outputs(self) -> dict[str, int]:
@@ -222,12 +252,17 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         if s in equations:
             equations[s] = add_expressions(equations[s], corr)
 
+    observable_exprs = _parse_observables(config, states, param_specs, constants, networks, label, problems)
+    initial_exprs = _parse_initial_formulas(config, states, param_specs, constants, label, problems)
+
     used = set()
     for expr in equations.values():
         used |= set(expr.names) | {n for n, _ in expr.network_refs}
+    observed_names = set().union(*[e.names for e, _ in observable_exprs.values()],
+                                 *[e.names for e in initial_exprs.values()])
     for pname in param_specs:
-        if pname not in used and builtin is None:
-            warnings.append(f"{label}: model.parameters.{pname}: declared but not used in any equation")
+        if pname not in used and pname not in observed_names and builtin is None:
+            warnings.append(f"{label}: model.parameters.{pname}: declared but not used in any equation or observable")
     for net in networks:
         if net not in used and not unparsed:
             problems.add(ConfigError(f"network '{net}' is not used in any equation; use it as {net}[0] "
@@ -251,8 +286,10 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                                      f"[{_fmt(lo)}, {_fmt(hi)}]", where=where))
             continue
         desc = builtin.parameters[pname].description if builtin and pname in builtin.parameters else ""
+        role = "mechanistic" if pname in used or pname not in observed_names else "observation"
         parameters[pname] = Parameter(name=pname, init=float(spec.init), fixed=bool(spec.fixed), lower=lo,
-                                      upper=hi, positive=positive, unit=spec.unit, description=desc)
+                                      upper=hi, positive=positive, unit=spec.unit, description=desc,
+                                      per_experiment=bool(spec.per_experiment), role=role)
 
     # networks' inputs
     for net, spec in networks.items():
@@ -271,15 +308,26 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     for s in unknown_columns:
         problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
                                  f"{', '.join(states)}", where=f"{label}: data.columns.{s}"))
-    known_labels = {*states, d.time, *d.columns.values()}
+    known_labels = {*states, d.time, *d.columns.values(), *config.observables,
+                    *(o.column or n for n, o in config.observables.items())}
     for key in d.labels:
         if key not in known_labels:
-            problems.add(ConfigError(f"'{key}' is neither a state, a CSV column the config reads, nor the time "
-                                     f"column{did_you_mean(key, sorted(known_labels))}; labels name one of: "
-                                     f"{', '.join(sorted(known_labels))}", where=f"{label}: data.labels.{key}"))
-    if states and not unknown_columns and not any(s in d.columns for s in states):
-        problems.add(ConfigError("no state is mapped to a CSV column; give at least one as state: column",
-                                 where=f"{label}: data.columns"))
+            problems.add(ConfigError(f"'{key}' is neither a state, a CSV column the config reads, the time "
+                                     f"column nor an observable{did_you_mean(key, sorted(known_labels))}; labels "
+                                     f"name one of: {', '.join(sorted(known_labels))}",
+                                     where=f"{label}: data.labels.{key}"))
+    columns = {s: c for s, c in d.columns.items() if s in states}  # state -> column, direct observations
+    for oname, (expr, column) in observable_exprs.items():
+        state = _direct_state(expr, states)
+        if state is None:
+            continue
+        if state in columns and columns[state] != column:
+            problems.add(ConfigError(f"state '{state}' is already observed in column '{columns[state]}' "
+                                     f"(data.columns); observe it once", where=f"{label}: observables.{oname}"))
+        columns[state] = column
+    if states and not unknown_columns and not columns and not config.observables:
+        problems.add(ConfigError("no state is mapped to a CSV column; give at least one as state: column "
+                                 "(or an observable under 'observables')", where=f"{label}: data.columns"))
     initial: dict[str, Initial] = {}
     covariates: set[str] = {v for v in constants.values() if isinstance(v, str)}
     for s in m.initial:
@@ -289,8 +337,12 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     for s in states:
         spec = m.initial.get(s)
         where = f"{label}: model.initial.{s}"
+        if spec is not None and spec.formula is not None:
+            if s in initial_exprs:
+                initial[s] = Initial(s, "formula", expression=initial_exprs[s])
+            continue
         if spec is None or (spec.value is None and spec.column is None):
-            if s not in d.columns and s not in meant:
+            if s not in columns and s not in meant:
                 problems.add(ConfigError(
                     f"state '{s}' has no data column, so its initial value must be given: "
                     f"{{value: NUMBER}} (add learn: true to fit it)", where=where))
@@ -311,11 +363,9 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     if read_data:
         try:
             dataset = read_dataset(
-                d.paths, base_dir=config.base_dir, states=states,
-                columns={s: c for s, c in d.columns.items() if s in states}, time=d.time,
+                d.paths, base_dir=config.base_dir, states=states, columns=columns, time=d.time,
                 experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, decimal=d.decimal,
-                units=d.units,
-                where=f"{label}: data")
+                units=d.units, where=f"{label}: data", observables=_observable_columns(columns, observable_exprs, states))
             if d.validation is not None:
                 split_validation(dataset, last_fraction=d.validation.last_fraction, after=d.validation.after,
                                  where=f"{label}: data.validation")
@@ -330,9 +380,197 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         _check_observations(dataset, initial, problems, warnings, label)
     problems.raise_if_any()
 
+    observables = _observables(config, columns, observable_exprs, states)
+    noise_parameters: dict[str, Parameter] = {}
+    if dataset is not None and any(o.noise is not None for o in observables.values()):
+        noise_parameters = _noise_parameters(observables, dataset, set(parameters) | set(states) | set(constants),
+                                             label, problems)
+        _check_noise_against_data(observables, dataset, problems, label)
+        problems.raise_if_any()
+    if dataset is not None and len(dataset.experiments) == 1:
+        for p in parameters.values():
+            if p.per_experiment:
+                warnings.append(f"{label}: model.parameters.{p.name}: per_experiment with one experiment is "
+                                f"one value: the same as a shared parameter")
+
     return Problem(config=config, states=states, parameters=parameters, constants=constants, equations=equations,
                    corrections=corrections, networks=networks, initial=initial, t0=m.t0,
-                   dataset=dataset, builtin=m.builtin, warnings=warnings)
+                   dataset=dataset, builtin=m.builtin, warnings=warnings, observables=observables,
+                   noise_parameters=noise_parameters)
+
+
+# -- observables and noise -------------------------------------------------------------------------------
+
+def _parse_observables(config: Config, states: list[str], param_specs: dict, constants: dict, networks: dict,
+                       label: str, problems: Problems) -> dict[str, tuple[Expression, str]]:
+    """observable -> (checked formula, CSV column), for the config's ``observables`` section."""
+    namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants))
+    out: dict[str, tuple[Expression, str]] = {}
+    for oname, spec in config.observables.items():
+        where = f"{label}: observables.{oname}"
+        try:
+            expr = parse_expression(spec.formula, where=f"{where}.formula")
+        except ExpressionError as exc:
+            problems.add(exc)
+            continue
+        nets = sorted({n for n in expr.names if n in networks} | {n for n, _ in expr.network_refs})
+        if nets:
+            problems.add(ConfigError(f"network '{nets[0]}' in an observable formula is not supported; an "
+                                     f"observable is a formula of states, parameters, constants and t",
+                                     where=f"{where}.formula"))
+            continue
+        errors = expr.check_names(namespace, where=f"{where}.formula")
+        for err in errors:
+            if "did you mean" not in err.message:
+                err.hint = ("an observation parameter (a scale, an offset, a reporting fraction) is "  # not a network
+                            "declared under model.parameters like the others")
+            problems.add(err)
+        if errors:
+            continue
+        direct = _direct_state(expr, states)
+        if oname in states and direct != oname:
+            problems.add(ConfigError(f"'{oname}' is a state, but this observable measures {spec.formula!r}; give "
+                                     f"the observable another name (and the CSV column as `column:`)", where=where))
+            continue
+        if oname in config.data.columns and direct == oname:
+            problems.add(ConfigError(f"state '{oname}' is observed twice: in data.columns and here; keep one",
+                                     where=where))
+            continue
+        if oname in param_specs or oname in constants:
+            problems.add(ConfigError(f"'{oname}' already names a parameter or constant; give the observable "
+                                     f"another name", where=where))
+            continue
+        out[oname] = (expr, spec.column or oname)
+    return out
+
+
+def _parse_initial_formulas(config: Config, states: list[str], param_specs: dict, constants: dict, label: str,
+                            problems: Problems) -> dict[str, Expression]:
+    namespace = Namespace(parameters=tuple(param_specs), constants=(*constants, "t0"), allow_t=False)
+    out = {}
+    for s, spec in config.model.initial.items():
+        if spec.formula is None or s not in states:
+            continue
+        where = f"{label}: model.initial.{s}.formula"
+        try:
+            expr = parse_expression(spec.formula, where=where)
+        except ExpressionError as exc:
+            problems.add(exc)
+            continue
+        errors = expr.check_names(namespace, where=where)
+        for err in errors:
+            problems.add(err)
+        if not errors:
+            out[s] = expr
+    return out
+
+
+def _direct_state(expr: Expression, states: list[str]) -> str | None:
+    """The state a formula observes when it is that state alone (``I``), else None."""
+    import ast
+
+    tree = expr.tree
+    return tree.id if isinstance(tree, ast.Name) and tree.id in states else None
+
+
+def _observable_columns(columns: dict[str, str], observable_exprs: dict, states: list[str]) -> dict[str, str]:
+    """observable -> CSV column: the directly observed states (named by the state), then the formulas."""
+    out = {s: columns[s] for s in states if s in columns}
+    for oname, (expr, column) in observable_exprs.items():
+        if _direct_state(expr, states) is None:
+            out[oname] = column
+    return out
+
+
+def _observables(config: Config, columns: dict[str, str], observable_exprs: dict,
+                 states: list[str]) -> dict[str, Observable]:
+    """Every observable with its noise model, in the data's observable order."""
+    by_state = {_direct_state(e, states): (o, e) for o, (e, _) in observable_exprs.items()}
+    default_noise = config.noise if config.noise is not None else (NoiseSpec() if config.uses_likelihood else None)
+    out: dict[str, Observable] = {}
+    for oname, column in _observable_columns(columns, observable_exprs, states).items():
+        if oname in columns and oname in states:  # a state observed directly
+            given, expr = by_state.get(oname, (None, None))
+            spec = config.observables.get(given) if given is not None else None
+            expr = expr if expr is not None else parse_expression(oname, where="")
+            state: str | None = oname
+        else:
+            spec, given = config.observables[oname], None
+            expr, state = observable_exprs[oname][0], None
+        noise = (spec.noise if spec is not None and spec.noise is not None else default_noise)
+        roles: dict[str, str] = {}
+        if noise is not None:
+            from .likelihood.noise import noise_model
+
+            named = given if state is not None and given is not None else oname  # the name the config uses
+            roles = {r: f"{r}_{named}" for r in noise_model(noise.distribution, noise.error).roles}
+        unit = (spec.unit if spec is not None and spec.unit else None) or config.data.units.get(column)
+        out[oname] = Observable(name=oname, column=column, expression=expr, state=state, noise=noise,
+                                noise_parameters=roles, label=spec.label if spec is not None else None, unit=unit)
+    return out
+
+
+def _noise_parameters(observables: dict[str, Observable], dataset: Dataset, taken: set[str], label: str,
+                      problems: Problems) -> dict[str, Parameter]:
+    """The noise parameters of every observable, started from the data where not given."""
+    from .likelihood.noise import noise_model
+
+    out: dict[str, Parameter] = {}
+    for k, o in enumerate(observables.values()):
+        if o.noise is None:
+            continue
+        model = noise_model(o.noise.distribution, o.noise.error)
+        y = np.concatenate([e.observations[e.train, k] for e in dataset.experiments])
+        y = y[np.isfinite(y)]
+        for role, pname in o.noise_parameters.items():
+            spec: NoiseParameterSpec = getattr(o.noise, role)
+            if pname in taken:
+                problems.add(ConfigError(f"the noise parameter '{pname}' of observable '{o.name}' has the name of a "
+                                         f"parameter, state or constant; rename that one",
+                                         where=f"{label}: observables.{o.name}"))
+                continue
+            lo, hi = spec.bounds if spec.bounds is not None else (None, None)
+            lo = lo if lo else None
+            init = spec.init if spec.init is not None else model.initial(role, y)
+            if not spec.fixed:  # a starting value from the data is moved inside the bounds given
+                if lo is not None and init <= lo:
+                    init = lo * 2 if hi is None else (math.sqrt(lo * hi) if lo > 0 else (lo + hi) / 2)
+                if hi is not None and init >= hi:
+                    init = hi / 2 if lo is None else (math.sqrt(lo * hi) if lo > 0 else (lo + hi) / 2)
+            what = {"sigma": "noise standard deviation", "sigma_rel": "relative noise standard deviation",
+                    "dispersion": "negative-binomial dispersion"}[role]
+            out[pname] = Parameter(name=pname, init=float(init), fixed=spec.fixed, lower=lo, upper=hi, positive=True,
+                                   unit=(o.unit or "") if role == "sigma" and o.noise.distribution == "normal"
+                                   and o.noise.error != "proportional" else "",
+                                   description=f"{what} of {o.name}", role="noise")
+    return out
+
+
+def _check_noise_against_data(observables: dict[str, Observable], dataset: Dataset, problems: Problems,
+                              label: str) -> None:
+    """Values a noise model cannot describe (a negative or fractional count, a value <= 0 under log-normal)."""
+    from .likelihood.noise import noise_model
+
+    for k, o in enumerate(observables.values()):
+        if o.noise is None:
+            continue
+        model = noise_model(o.noise.distribution, o.noise.error)
+        for e in dataset.experiments:
+            y = e.observations[:, k]
+            finite = np.isfinite(y)
+            found = model.data_problem(np.where(finite, y, 1.0))
+            if found is None:
+                continue
+            bad, requirement = found
+            rows = np.where(bad & finite)[0]
+            if rows.size:
+                i = int(rows[0])
+                more = f" (and {rows.size - 1} more row(s))" if rows.size > 1 else ""
+                problems.add(DataError(
+                    f"line {e.lines[i]}, column '{o.column}': {y[i]:g} does not fit the noise model of observable "
+                    f"'{o.name}': {requirement}{more}; leave the cell empty if it was not observed, or choose "
+                    f"another noise model", where=e.file))
+                break
 
 
 def initial_label(state: str, experiment: str, n_experiments: int) -> str:
@@ -401,13 +639,13 @@ def _check_against_data(config: Config, dataset: Dataset, initial: dict[str, Ini
                     where=f"{label}: model.initial.{s}"))
     if config.training.loss.log:
         for e in dataset.experiments:
-            for j, s in enumerate(dataset.states):
-                col = e.values[:, j]
+            for j, column in enumerate(dataset.observable_columns.values()):
+                col = e.observations[:, j]
                 bad = np.where(np.isfinite(col) & (col <= 0))[0]
                 if bad.size:
                     k = int(bad[0])
                     problems.add(DataError(
-                        f"line {e.lines[k]}, column '{dataset.columns[s]}': {col[k]:g} is not > 0, but "
+                        f"line {e.lines[k]}, column '{column}': {col[k]:g} is not > 0, but "
                         f"training.loss.log compares logarithms; leave the cell empty (not observed) or use loss 'mse'",
                         where=e.file))
                     break
@@ -430,10 +668,10 @@ def _check_observations(dataset: Dataset, initial: dict[str, Initial], problems:
     observation, the default) matches by construction and tells nothing."""
     informative = []
     for e in dataset.experiments:
-        values = e.values[e.train]
+        values = e.observations[e.train]
         n = int(np.isfinite(values).sum())
-        for j, s in enumerate(dataset.states):
-            init = initial.get(s)
+        for j, s in enumerate(dataset.observables):
+            init = initial.get(s)  # a directly observed state is an observable of its name
             if init is not None and init.source == "observed" and not init.learn and np.isfinite(values[0, j]):
                 n -= 1
         informative.append(n)

@@ -6,7 +6,7 @@ replaced by a sum of library terms with new coefficients) to the *data*, and to 
 mechanistic-only model (every learned term set to 0) beside it. A handful of parameters and a
 stiff-capable solver (LSODA) make this much faster than training through torch.
 
-The objective is the fit's own loss (:mod:`ude_cli.losses`): the mean of squared errors over the
+The objective is the fit's own loss (:mod:`ude_cli.likelihood.objective`): the mean of squared errors over the
 observed cells of the training window, optionally divided by each state's spread or on log
 scale, so that its numbers compare with the UDE's ``metrics.json``.
 """
@@ -301,14 +301,36 @@ class OdeSystem:
 
 # -- the objective --------------------------------------------------------------------------------
 
+def unsupported(problem: Problem) -> str | None:
+    """What the numpy refits cannot do yet (None: they can refit this problem)."""
+    formulas = [o.name for o in problem.observables.values() if o.state is None]
+    if formulas:
+        return f"observables given by a formula ({', '.join(formulas)})"
+    per_experiment = [p.name for p in problem.parameters.values() if p.per_experiment]
+    if per_experiment:
+        return f"per-experiment parameters ({', '.join(per_experiment)})"
+    initial = [s for s, i in problem.initial.items() if i.source == "formula"]
+    if initial:
+        return f"initial values given by a formula ({', '.join(initial)})"
+    return None
+
+
 class DataObjective:
-    """The fit's loss against the data (:class:`ude_cli.losses.Objective`, in numpy).
+    """The fit's objective against the data (:class:`ude_cli.likelihood.objective.Objective`), for numpy
+    predictions of the states ``(n, n_states)`` per experiment.
+
+    Without a noise model: the weighted residuals of the squared-error loss. With one: the noise parameters
+    are held at the fit's estimates (``noise``), and each observed cell's residual is its deviance residual
+    ``sign(y - mu) * sqrt(2 (nll(y | mu) - nll*))`` (``nll*`` the cell's smallest NLL over ``mu``), so that the
+    least-squares refit minimises the same negative log-likelihood, computed by the same noise models, and
+    :meth:`loss` is the fit's objective (the NLL per observation).
 
     Arguments:
-        problem: the resolved problem (data, loss settings, validation window).
+        problem: the resolved problem (data, loss settings, noise model, validation window).
+        noise: noise parameter name -> value (default: each one's starting value).
     """
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, noise: Mapping[str, float] | None = None):
         spec = problem.config.training.loss
         self.log = bool(spec.log)
         ds = problem.dataset
@@ -317,6 +339,66 @@ class DataObjective:
         self.floor = 1e-9 * np.maximum(std, 1e-300)
         self.experiments = ds.experiments
         self.spread = std
+        self.likelihood = problem.likelihood
+        if self.likelihood:
+            self._noise_setup(problem, dict(noise or {}))
+
+    def _noise_setup(self, problem: Problem, noise: dict[str, float]) -> None:
+        from .likelihood.noise import noise_model
+
+        reason = unsupported(problem)
+        if reason is not None:  # resolved problems with formulas are refused by the caller first
+            raise ValueError(reason)
+        self.models: list = [None] * len(problem.states)
+        self.noise_values: list[dict[str, float]] = [{} for _ in problem.states]
+        for o in problem.observables.values():
+            j = problem.states.index(o.state)
+            self.models[j] = noise_model(o.noise.distribution, o.noise.error)
+            self.noise_values[j] = {role: float(noise.get(name, problem.noise_parameters[name].init))
+                                    for role, name in o.noise_parameters.items()}
+        self.saturated = [self._saturated(e.values) for e in self.experiments]
+
+    def _cell_nll(self, y: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """Per cell ``(..., n)``: the noise models' NLL (NaN for an unobserved state)."""
+        import torch
+
+        out = np.full(np.broadcast(y, mu).shape, np.nan)
+        for j, model in enumerate(self.models):
+            if model is None:
+                continue
+            m = mu[..., j]
+            if model.positive:
+                m = np.maximum(m, self.floor[j])
+            p = {k: torch.tensor(v, dtype=torch.float64) for k, v in self.noise_values[j].items()}
+            with torch.no_grad():
+                out[..., j] = model.nll(torch.tensor(np.broadcast_to(y[..., j], m.shape), dtype=torch.float64),
+                                        torch.tensor(m, dtype=torch.float64), p).numpy()
+        return out
+
+    def _saturated(self, values: np.ndarray) -> np.ndarray:
+        """Each cell's smallest NLL over the prediction: at ``mu = y`` for these models, except where the sd
+        grows with the prediction (normal, proportional or combined error), found there by a golden-section
+        search over ``mu = y * m``, ``m`` in [0.01, 100] on log scale."""
+        y = np.where(np.isfinite(values), values, 1.0)
+        best = self._cell_nll(y, y)
+        for j, model in enumerate(self.models):
+            if model is None or model.name != "normal" or model.error == "constant":
+                continue
+            yj = np.where(y[:, j] != 0, y[:, j], self.floor[j])
+
+            def f(log_m, yj=yj, j=j):
+                mu = y.copy()
+                mu[:, j] = yj * np.exp(log_m)
+                return self._cell_nll(y, mu)[:, j]
+
+            lo, hi = np.full(len(yj), math.log(0.01)), np.full(len(yj), math.log(100.0))
+            golden = (math.sqrt(5) - 1) / 2
+            for _ in range(90):
+                a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+                left = f(a) < f(b)
+                hi, lo = np.where(left, b, hi), np.where(left, lo, a)
+            best[:, j] = np.minimum(best[:, j], f((lo + hi) / 2))
+        return best
 
     def transform(self, y: np.ndarray, state: int | None = None) -> np.ndarray:
         """Values as the loss compares them (logarithms with a floor for a log loss); ``y`` is
@@ -333,11 +415,19 @@ class DataObjective:
         return np.isfinite(e.values) & rows[:, None]
 
     def residuals(self, predictions: Sequence[np.ndarray], split: str = "train") -> np.ndarray:
-        """Weighted residuals at the observed cells of ``split`` (a penalty where a solve failed)."""
+        """Weighted (or deviance) residuals at the observed cells of ``split`` (a penalty where a solve failed)."""
         parts = []
         for b, pred in enumerate(predictions):
             e = self.experiments[b]
             m = self.mask(b, split)
+            if self.likelihood:
+                y = np.where(np.isfinite(e.values), e.values, 1.0)
+                with np.errstate(all="ignore"):
+                    excess = np.maximum(self._cell_nll(y, pred) - self.saturated[b], 0.0)
+                    r = np.where(y >= pred, 1.0, -1.0) * np.sqrt(2.0 * excess)  # sign(0) would drop the excess
+                r = np.where(np.isfinite(r), r, PENALTY)
+                parts.append(r[m])
+                continue
             obs = self.transform(np.where(np.isfinite(e.values), e.values, 1.0))
             r = (self.transform(pred) - obs) * self.weights
             penalty = PENALTY * (1.0 if self.log else self.spread * self.weights)
@@ -345,12 +435,35 @@ class DataObjective:
             parts.append(r[m])
         return np.concatenate(parts) if parts else np.zeros(0)
 
+    def constant(self, split: str) -> float:
+        """With a noise model: the sum of the observed cells' smallest NLLs (NLL = sum(r^2)/2 + this)."""
+        if not self.likelihood:
+            return 0.0
+        return float(sum(self.saturated[b][self.mask(b, split)].sum() for b in range(len(self.experiments))))
+
+    def loss_of(self, residuals: np.ndarray, split: str = "train") -> float:
+        """The fit's objective from this split's residuals: the mean squared residual, or with a noise model
+        the NLL per observation."""
+        if not residuals.size:
+            return 0.0
+        if self.likelihood:
+            return float((0.5 * np.sum(residuals * residuals) + self.constant(split)) / residuals.size)
+        return float(np.mean(residuals * residuals))
+
+    def criterion(self, residuals: np.ndarray, k: int) -> float:
+        """BIC of a refit from its training residuals: ``2 NLL + k log n`` with a noise model (its parameters
+        held at the fit's estimates), else the Gaussian ``n log(RSS/n) + k log n``."""
+        n = max(residuals.size, 1)
+        if self.likelihood:
+            return float(2.0 * n * self.loss_of(residuals, "train") + k * np.log(n))
+        return information_criterion(self.loss_of(residuals) * n, n, k)
+
     def count(self, split: str) -> int:
         return int(sum(self.mask(b, split).sum() for b in range(len(self.experiments))))
 
     def loss(self, predictions: Sequence[np.ndarray], split: str = "train") -> float | None:
         r = self.residuals(predictions, split)
-        return float(np.mean(r * r)) if r.size else None
+        return self.loss_of(r, split) if r.size else None
 
     def mse_per_state(self, predictions: Sequence[np.ndarray], split: str, states: Sequence[str]) -> dict | None:
         """Plain MSE in data units per observed state (None without observations in ``split``)."""
@@ -570,8 +683,7 @@ def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, floa
     """Scores of given values on the training and validation windows (no fitting)."""
     preds, failure = predict_all(system, values, initial)
     train = objective.residuals(preds, "train")
-    train_loss = float(np.mean(train * train)) if train.size else 0.0
-    n = max(train.size, 1)
+    train_loss = objective.loss_of(train, "train")
     ok = not failure and converged and all(math.isfinite(v) for v in values.values())
     sequences = []
     for b, pred in enumerate(preds):
@@ -581,7 +693,7 @@ def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, floa
         m = objective.mask(b, "train")
         sequences.extend(r[m[:, j], j] for j in range(r.shape[1]) if m[:, j].any())
     z, p = runs_test(sequences)
-    bic = information_criterion(train_loss * n, n, len(free)) if failure == "" else float("inf")
+    bic = objective.criterion(train, len(free)) if failure == "" else float("inf")
     return Refit(values=dict(values), initial=np.array(initial), free=list(free), train_loss=train_loss,
                  validation_loss=objective.loss(preds, "validation"),
                  train_mse=objective.mse_per_state(preds, "train", system.states),

@@ -29,6 +29,7 @@ def result_from_run(run):
     Raises:
         RunDirError: a table of the run is missing or unreadable.
     """
+    from .likelihood.objective import Objective
     from .results import FitResult
 
     model = run.model
@@ -38,4 +39,5 @@ def result_from_run(run):
     predictions = _csv(run.path / "predictions.csv", dtype={"experiment": str})
     history = _csv(run.path / "loss.csv")
     return FitResult(problem=run.problem, model=model, parameters=parameters, predictions=predictions,
-                     metrics=dict(run.metrics), history=history, trajectories=dense, terms=terms, info=dict(run.info))
+                     metrics=dict(run.metrics), history=history, trajectories=dense, terms=terms, info=dict(run.info),
+                     observable_curves=Objective(model).curves(dense))

@@ -141,6 +141,17 @@ def _parameters(run) -> str:
                   [False, True, True, False, False, False, False])
 
 
+def _noise_model(run) -> str:
+    """What each CSV column measures and its noise model (metrics.json's likelihood section and the config)."""
+    like = (run.metrics.get("likelihood") or {}).get("noise_model") or {}
+    rows = []
+    for name, o in run.problem.observables.items():
+        what = f"state {o.state}" if o.state is not None else o.expression.text
+        rows.append([f"<code>{_e(name)}</code>", f"<code>{_e(o.column)}</code>", f"<code>{_e(what)}</code>",
+                     _e(like.get(name, ""))])
+    return _table(["observable", "column", "measures", "noise model"], rows, [False, False, False, False])
+
+
 def _missing(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x)) or x == ""
 
@@ -157,7 +168,18 @@ def _metrics(run) -> str:
             rows.append([f"{split} MSE of {_e(s)}" + (f" ({_e(given)})" if given else "") + " (data units)", _num(v)])
     n = m.get("n_parameters") or {}
     obs = m.get("observations") or {}
-    rows += [["fitted values", f"{n.get('mechanistic', '–')} mechanistic, {n.get('network', '–')} network"],
+    like = m.get("likelihood") or {}
+    if like:
+        rows += [["negative log-likelihood (training)", _num(like.get("nll"), 8)],
+                 *([["negative log-likelihood (validation)", _num(like.get("validation_nll"), 8)]]
+                   if like.get("validation_nll") is not None else []),
+                 ["AIC", _num(like.get("aic"), 8)], ["BIC", _num(like.get("bic"), 8)],
+                 ["parameters counted in AIC/BIC", _num(like.get("parameters"))],
+                 ["how", _e(like.get("method", "")) + "; " + _e(like.get("counted", ""))]]
+        for name, value in (like.get("noise") or {}).items():
+            rows.append([f"noise parameter <code>{_e(name)}</code>", _num(value, 6)])
+    kinds = [f"{n[k]} {k}" for k in ("mechanistic", "observation", "noise", "initial", "network") if n.get(k)]
+    rows += [["fitted values", ", ".join(kinds) if kinds else "none"],
              ["observations", f"{obs.get('train', '–')} training, {obs.get('validation', '–')} validation"],
              ["iterations", _num(m.get("iterations"))], ["wall time", f"{_num(m.get('wall_seconds'), 3)} s"],
              ["solver evaluations", _num(m.get("solver_evaluations"), 8)],
@@ -289,12 +311,14 @@ def render(run) -> str:
     discovery = read_discovery(run.path)
     figs = run.path / "figures"
     body = [_header(run, generated), _verdict(discovery), "<h2>Parameters</h2>", _parameters(run),
+            "<h2>Observation and noise model</h2>", _noise_model(run),
             "<h2>Metrics</h2>", _metrics(run), "<h2>Figures</h2>"]
     held_out = any(not e.train.all() for e in run.problem.dataset.experiments)
     fit_caption = "Data (dots" + ("; open: held out, in the shaded validation window" if held_out else "") + \
         ") and the fitted trajectories."
     for stem, caption in (("fit", fit_caption),
-                          ("residuals", "Residuals: observed minus predicted."),
+                          ("residuals", "Standardised residuals: observed minus predicted, over the noise "
+                                        "model's standard deviation (dashed: ±2)."),
                           ("loss", "Training loss per iteration."),
                           ("terms", "Learned terms (network outputs) along the fitted trajectories.")):
         if (figs / f"{stem}.png").is_file():

@@ -72,12 +72,15 @@ class FitResult:
     terms: list[dict[str, np.ndarray]]
     info: dict = field(default_factory=dict)
     starts: pd.DataFrame | None = None
+    #: per experiment: each observable that is not a state alone, along the dense trajectory (name -> (T, S))
+    observable_curves: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     # -- convenience ----------------------------------------------------------------------------
     @property
     def values(self) -> dict[str, float]:
-        """Fitted parameter values by name."""
-        rows = self.parameters[self.parameters["kind"] == "parameter"]
+        """Parameter values by name: mechanistic, observation and noise parameters (``name[experiment]`` for a
+        per-experiment one), learned or fixed (``parameters`` says which)."""
+        rows = self.parameters[self.parameters["kind"].isin(["parameter", "observation", "noise"])]
         return dict(zip(rows["name"], rows["value"].astype(float), strict=True))
 
     @property
@@ -154,21 +157,37 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 # -- building a result from a fitted model -----------------------------------------------------------
 
 def parameter_table(problem: Problem, model, start: int = 0) -> pd.DataFrame:
+    """One row per parameter value: mechanistic and observation parameters (one row per experiment for a
+    per-experiment one), noise parameters, and learned initial states; ``kind`` tells them apart."""
     values = model.parameter_values()
+    ds = problem.dataset
     rows = []
     for name, p in problem.parameters.items():
         v = values[name]
-        row = {"name": name, "kind": "parameter", "value": float(v[start]), "init": p.init,
-               "learned": not p.fixed, "lower": p.lower, "upper": p.upper, "positive": p.positive,
-               "unit": p.unit or "", "description": p.description}
+        kind = "parameter" if p.role == "mechanistic" else "observation"
+        base = {"kind": kind, "init": p.init, "learned": not p.fixed, "lower": p.lower, "upper": p.upper,
+                "positive": p.positive, "unit": p.unit or "", "description": p.description}
+        if p.per_experiment:
+            for b, e in enumerate(ds.experiments):
+                row = {"name": f"{name}[{e.name}]", **base, "value": float(v[start, b]), "experiment": e.name}
+                if model.n_starts > 1 and not p.fixed:
+                    row.update({"start_min": float(v[:, b].min()), "start_max": float(v[:, b].max()),
+                                "start_std": float(v[:, b].std())})
+                rows.append(row)
+            continue
+        row = {"name": name, **base, "value": float(v[start])}
         if model.n_starts > 1 and not p.fixed:
             row.update({"start_min": float(v.min()), "start_max": float(v.max()), "start_std": float(v.std())})
         rows.append(row)
+    noise = model.noise.numpy()
+    for name, p in problem.noise_parameters.items():
+        rows.append({"name": name, "kind": "noise", "value": float(noise[name][start]), "init": p.init,
+                     "learned": not p.fixed, "lower": p.lower, "upper": p.upper, "positive": True,
+                     "unit": p.unit or "", "description": p.description})
     import torch
 
     with torch.no_grad():
         y0 = model.initial().cpu().numpy()  # (S, B, n)
-    ds = problem.dataset
     for j, s in enumerate(problem.states):
         spec = problem.initial[s]
         if not spec.learn:
@@ -180,24 +199,40 @@ def parameter_table(problem: Problem, model, start: int = 0) -> pd.DataFrame:
                          "learned": True, "lower": 0.0 if spec.positive else None, "upper": None,
                          "positive": spec.positive, "unit": "", "description": f"initial value of {s}"})
     columns = ["name", "kind", "value", "init", "learned", "lower", "upper", "positive", "unit", "description"]
-    extra = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in columns]  # multistart spread
+    extra = [c for c in dict.fromkeys(k for row in rows for k in row) if c not in columns]  # experiment, spread
     return pd.DataFrame(rows, columns=columns + extra)
 
 
-def prediction_table(problem: Problem, solutions: list[np.ndarray], groups, start: int = 0) -> pd.DataFrame:
+def prediction_table(problem: Problem, solutions: list[np.ndarray], groups, start: int = 0, *, objective=None,
+                     observed: list[np.ndarray] | None = None,
+                     standardised: list[np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per experiment and observation time: every state's prediction (observed / residual where it
+    is observed directly), then every other observable's observed / predicted / residual, and the
+    standardised residual of each observable under the noise model (``*_standardised``)."""
     ds = problem.dataset
+    names = list(ds.observables)
     frames = []
     for k, g in enumerate(groups):
         sol = solutions[k]  # (T, S, Bg, n)
         for i, b in enumerate(g.experiments):
             e = ds.experiments[b]
-            pred = sol[g.positions[i], start, i, :]
+            pos = g.positions[i]
+            pred = sol[pos, start, i, :]
             d: dict[str, Any] = {"experiment": e.name, "time": e.t,
                                  "split": np.where(e.train, "train", "validation")}
             for j, s in enumerate(problem.states):
                 d[f"{s}_observed"] = e.values[:, j]
                 d[f"{s}_predicted"] = pred[:, j]
                 d[f"{s}_residual"] = e.values[:, j] - pred[:, j]
+            if objective is not None and observed is not None:
+                for c, o in enumerate(names):
+                    if o not in problem.states:
+                        y_hat = observed[k][pos, start, i, objective._columns[c]]
+                        d[f"{o}_observed"] = e.observations[:, c]
+                        d[f"{o}_predicted"] = y_hat
+                        d[f"{o}_residual"] = e.observations[:, c] - y_hat
+                    if standardised is not None:
+                        d[f"{o}_standardised"] = standardised[k][pos, i, c]
             frames.append((b, pd.DataFrame(d)))
     frames.sort(key=lambda x: x[0])
     return pd.concat([f for _, f in frames], ignore_index=True)
@@ -217,7 +252,7 @@ def resolved_config(problem: Problem) -> dict:
     resolved = problem.config.resolved()
     resolved["model"]["parameters"] = {
         p.name: {"init": p.init, "fixed": p.fixed, "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None)
-                 else None, "positive": p.positive, "unit": p.unit}
+                 else None, "positive": p.positive, "unit": p.unit, "per_experiment": p.per_experiment}
         for p in problem.parameters.values()}
     return resolved
 

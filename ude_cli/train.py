@@ -21,7 +21,7 @@ from .config import StageSpec, TrainingSpec
 from .errors import FitError, Interrupted
 from .flat_parameters import FlatParameters
 from .lean_torch import optimizer_step
-from .losses import Objective
+from .likelihood.objective import Objective
 from .model import UDEModel
 from .solve import SolverError
 

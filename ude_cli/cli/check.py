@@ -62,7 +62,11 @@ def check_command(
         if print_config and not json_out:
             import yaml
 
-            typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False))
+            from ..likelihood.noise import describe_observation_model
+
+            typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False)
+                       + "".join(f"# {line}\n" for line in ["the observation and noise model, as resolved:",
+                                                              *describe_observation_model(problem)]))
     if json_out:
         print_json({"status": "ok" if first_failure is None else "failed", "configs": records})
     if first_failure is not None:

@@ -1,0 +1,56 @@
+"""Noise models: one module per distribution, registered here by the name a config uses.
+
+Adding one is a module with a :class:`~ude_cli.likelihood.noise.base.NoiseModel` subclass and a line in
+:data:`NOISE_MODELS` (and its name in :data:`ude_cli.config.NOISE_DISTRIBUTIONS`, which the schema checks).
+"""
+
+from __future__ import annotations
+
+from .base import NoiseModel
+from .lognormal import LogNormal
+from .negative_binomial import NegativeBinomial
+from .normal import Normal
+from .poisson import Poisson
+
+NOISE_MODELS: dict[str, type[NoiseModel]] = {
+    "normal": Normal,
+    "lognormal": LogNormal,
+    "poisson": Poisson,
+    "negative_binomial": NegativeBinomial,
+}
+
+
+def noise_model(distribution: str, error: str = "constant") -> NoiseModel:
+    """The noise model of a distribution name (as the schema accepts it)."""
+    return NOISE_MODELS[distribution](error)
+
+
+__all__ = ["NOISE_MODELS", "NoiseModel", "noise_model"]
+
+
+def describe_observation_model(problem) -> list[str]:
+    """The resolved observation and noise model of a problem, one line per observable and noise parameter."""
+    lines = []
+    for o in problem.observables.values():
+        what = f"state {o.state}" if o.state is not None else o.expression.text
+        if o.noise is None:
+            loss = problem.config.training.loss
+            noise = ("squared error of logarithms" if loss.log else
+                     "squared error over the observable's spread" if loss.scale == "std" else "squared error")
+            noise += " (training.loss; no noise model)"
+        else:
+            noise = noise_model(o.noise.distribution, o.noise.error).describe()
+        lines.append(f"observable {o.name}: column '{o.column}' = {what}; noise: {noise}")
+        for role, name in o.noise_parameters.items():
+            p = problem.noise_parameters.get(name)
+            if p is None:
+                continue
+            how = f"fixed at {p.init:g}" if p.fixed else f"estimated from {p.init:.4g}"
+            bounds = f", bounds [{p.lower}, {p.upper}]" if (p.lower, p.upper) != (None, None) else ""
+            lines.append(f"  {name} ({role}): {how}{bounds}")
+    for p in problem.parameters.values():
+        if p.role == "observation" or p.per_experiment:
+            kind = "observation parameter" if p.role == "observation" else "parameter"
+            lines.append(f"{kind} {p.name}: {'fixed' if p.fixed else 'learned'}"
+                         + (", one value per experiment" if p.per_experiment else ""))
+    return lines

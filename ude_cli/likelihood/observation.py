@@ -1,0 +1,74 @@
+"""Observables: what each CSV column measures, as a function of the solved states.
+
+An observable is a formula of the states, parameters (mechanistic and observation parameters, shared
+or per experiment), constants and ``t``, compiled once through the equation language's torch backend. A
+directly observed state (``data.columns: {x: prey}``, or an observable whose formula is a state's name)
+is that state's column of the solution, with no arithmetic at all, so that such fits give the numbers
+they always gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..problem import Problem
+
+
+class ObservationModel:
+    """Predictions of every observable from a solution ``(T, S, B, n_states)``.
+
+    Arguments:
+        problem: the resolved problem (its observables, in the data's column order).
+    """
+
+    def __init__(self, problem: Problem):
+        self.names = list(problem.dataset.observables)
+        self.states = list(problem.states)
+        self.state_index: list[int | None] = []
+        self.functions: list[Callable | None] = []
+        for name in self.names:
+            o = problem.observables[name]
+            if o.state is not None:
+                self.state_index.append(self.states.index(o.state))
+                self.functions.append(None)
+            else:
+                self.state_index.append(None)
+                self.functions.append(o.expression.compile("torch"))
+        self.direct = all(j is not None for j in self.state_index)
+        self._index = torch.tensor([j if j is not None else 0 for j in self.state_index], dtype=torch.long)
+        self._identity = self.state_index == list(range(len(self.states)))  # every state, in order
+
+    def predict(self, solution: torch.Tensor, times: torch.Tensor, parameters: dict[str, torch.Tensor],
+                constants: dict[str, float | torch.Tensor], experiments: torch.Tensor | None) -> torch.Tensor:
+        """Observable predictions ``(T, S, B, n_observables)``.
+
+        Arguments:
+            solution: the states ``(T, S, B, n_states)``.
+            times: ``(T,)``.
+            parameters: name -> ``(S, 1)`` or ``(S, B)`` (per experiment, already selected).
+            constants: name -> a number or a tensor of every experiment's values ``(n_experiments,)``.
+            experiments: the experiment of each batch position (selects per-experiment constants).
+        """
+        if self._identity:
+            return solution
+        if self.direct:
+            return solution.index_select(-1, self._index)
+        env: dict[str, object] = {"t": times[:, None, None]}
+        env.update(parameters)
+        for name, value in constants.items():
+            if torch.is_tensor(value) and value.ndim == 1:
+                env[name] = value if experiments is None else value.index_select(0, experiments)
+            else:
+                env[name] = value
+        env.update(zip(self.states, solution.unbind(-1), strict=True))
+        shape = solution.shape[:-1]
+        columns = []
+        for j, f in zip(self.state_index, self.functions, strict=True):
+            if f is None:
+                columns.append(solution[..., j])
+            else:
+                r = f(env)
+                columns.append(torch.as_tensor(r, dtype=solution.dtype).expand(shape))
+        return torch.stack(columns, -1)
