@@ -214,6 +214,12 @@ def title_text(text: str, width: int = 60) -> str:
     return "\n".join(lines)
 
 
+def _state_axis_label(problem, state: str) -> str:
+    """A state's label in the fit figure: the label of the observable that measures it directly, if any."""
+    observed_as = [o for o in problem.dataset.observables if problem.observables[o].state == state]
+    return observable_label(problem, observed_as[0]) if observed_as else state_label(problem, state)
+
+
 def _drawn_states(problem) -> list[int]:
     """Indices of the states the fit figure draws (``output.unobserved: false`` leaves out states without data)."""
     observed = set(problem.dataset.observed)
@@ -296,13 +302,14 @@ def _fit_panels(result) -> Any:
             axes[b // cols, b % cols].set_visible(False)
         for r in range(rows):
             if len(states) == 1:
-                axes[r, 0].set_ylabel(state_label(problem, problem.states[states[0]]))
+                axes[r, 0].set_ylabel(_state_axis_label(problem, problem.states[states[0]]))
         for c_ in range(cols):
             last = max(r for r in range(rows) if r * cols + c_ < n)
             axes[last, c_].set_xlabel(time_label(problem))
             axes[last, c_].xaxis.set_tick_params(labelbottom=True)
-        handles = [(Line2D([], [], color=COLORS[k % len(COLORS)], lw=2), state_label(problem, problem.states[j])
-                    .replace("\n", " ")) for k, j in enumerate(states)] if len(states) > 1 else []
+        handles = [(Line2D([], [], color=COLORS[k % len(COLORS)], lw=2),
+                    _state_axis_label(problem, problem.states[j]).replace("\n", " "))
+                   for k, j in enumerate(states)] if len(states) > 1 else []
         handles += _style_handles(fit=True, data=True, held_out=held_out, window=held_out)
         fig.legend([h for h, _ in handles], [lab for _, lab in handles], loc="outside right upper", frameon=False,
                    alignment="left")
@@ -347,8 +354,7 @@ def _fit_overlay(result) -> Any:
                         zorder=3 if b in same else 2)
                 _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
-            observed_as = [o for o in ds.observables if problem.observables[o].state == s]
-            ax.set_ylabel(observable_label(problem, observed_as[0]) if observed_as else state_label(problem, s))
+            ax.set_ylabel(_state_axis_label(problem, s))
         any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states) or bool(formulas)
         styles = _style_handles(fit=True, data=any_data, held_out=held_out, window=held_out)
         if multi:
