@@ -143,3 +143,11 @@ def test_an_unknown_bare_name_with_no_near_match_suggests_declaring_a_network():
     (error,) = parse_expression("-alpha*x + H").check_names(NS)
     assert str(error).endswith("; for a learned term, declare a network under 'networks' "
                                "(networks: {H: {inputs: [...]}})")
+
+
+@pytest.mark.parametrize(("text", "fix"), [("ln(x)", "write log(x) (log is the natural logarithm)"),
+                                           ("pow(x, 2)", "write a**b"), ("arctan(y)", "write atan(x)")])
+def test_functions_of_other_languages_say_how_to_write_them(text, fix):
+    with pytest.raises(ExpressionError) as info:
+        parse_expression(text)
+    assert f"is not allowed: {fix}:" in str(info.value)

@@ -915,7 +915,8 @@ def _describe(err: dict, raw: Any) -> str:
         bound = f"{bound:g}" if isinstance(bound, float) else bound
         return f"must be {sym} {bound}, got {value!r}"
     if kind in ("float_parsing", "float_type"):
-        return f"expected a number, got {value!r}"
+        comma = isinstance(value, str) and "," in value and _is_number(value.replace(",", "."))
+        return f"expected a number, got {value!r}" + ("; use '.' as the decimal point" if comma else "")
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"expected a whole number, got {value!r}"
     if kind in ("bool_parsing", "bool_type"):
@@ -937,6 +938,14 @@ def _describe(err: dict, raw: Any) -> str:
     if kind == "value_error":
         return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
     return err["msg"]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _yaml_repr(value: Any) -> str:

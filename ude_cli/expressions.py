@@ -49,6 +49,18 @@ FUNCTIONS: dict[str, int] = {
     "max": 2,
 }
 
+#: Functions of other languages, and how to write them here.
+_ALIASES = {
+    "ln": "log(x) (log is the natural logarithm)",
+    "arctan": "atan(x)",
+    "pow": "a**b",
+    "power": "a**b",
+    "square": "x**2",
+    "logistic": "sigmoid(x)",
+    "expit": "sigmoid(x)",
+    "fabs": "abs(x)",
+}
+
 #: Names with a fixed meaning inside equations.
 RESERVED = {"t", "pi"}
 
@@ -299,6 +311,9 @@ class _Checker:
             index = node.args[0].value
             self.fail(node, f"'{name}' is not a function: a network's output is written with square brackets, "
                             f"write {name}[{index}]")
+        if name in _ALIASES:
+            self.fail(node, f"function '{name}' is not allowed: write {_ALIASES[name]}",
+                      hint=f"allowed functions: {', '.join(FUNCTIONS)}")
         if name not in FUNCTIONS:
             near = did_you_mean(name, FUNCTIONS)
             product = "" if near else f"a product is written with '*' ({name}*(...)); "
