@@ -894,10 +894,15 @@ def _value_at(base: tuple, errors: list[dict], default: dict) -> Any:
 def _describe(err: dict, raw: Any) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     loc = err["loc"]
+    comma = "; a number written with a decimal comma inside { } is split at the comma: write 0.3, not 0,3"
     if loc and loc[-1] == "[key]":
-        return f"key {loc[-2]!r} must be a name (text)"
+        mapping = _walk(raw, loc[:-2])
+        split = isinstance(mapping, dict) and isinstance(loc[-2], int) and mapping.get(loc[-2], 0) is None
+        return f"key {loc[-2]!r} must be a name (text)" + (comma if split else "")
     if kind == "invalid_key":
-        return f"key {_yaml_repr(value)} must be a name (text)"
+        mapping = _walk(raw, loc[:-1])
+        split = isinstance(mapping, dict) and isinstance(value, int) and mapping.get(value, 0) is None
+        return f"key {_yaml_repr(value)} must be a name (text)" + (comma if split else "")
     if kind == "extra_forbidden":
         key = loc[-1]
         valid = _fields_at(raw, loc)
@@ -938,6 +943,16 @@ def _describe(err: dict, raw: Any) -> str:
     if kind == "value_error":
         return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
     return err["msg"]
+
+
+def _walk(tree: Any, loc: tuple) -> Any:
+    """The value at ``loc`` in the raw config (skipping pydantic's tags), or None."""
+    for part in loc:
+        inside = part in tree if isinstance(tree, dict) else (
+            isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree))
+        if inside:
+            tree = tree[part]
+    return tree
 
 
 def _is_number(text: str) -> bool:
