@@ -162,7 +162,7 @@ def write_config(cfg: dict, path: Path) -> Path:
 
 
 def lv_config(*, warm_start: str | None = None, adam: int | None = None, lbfgs: int | None = None,
-              dtype: str | None = None, engine: str | None = None) -> dict:
+              dtype: str | None = None, engine: str | None = None, method: str | None = None) -> dict:
     """The shipped Lotka-Volterra config, its data path made absolute, with optional changes."""
     cfg = load_yaml(LV_CONFIG)
     cfg["data"]["file"] = str((LV_CONFIG.parent / cfg["data"]["file"]).resolve())
@@ -175,6 +175,8 @@ def lv_config(*, warm_start: str | None = None, adam: int | None = None, lbfgs: 
         cfg["solver"]["dtype"] = dtype
     if engine is not None:
         cfg["solver"]["engine"] = engine
+    if method is not None:
+        cfg["solver"]["method"] = method
     return cfg
 
 

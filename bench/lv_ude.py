@@ -56,6 +56,7 @@ PROTOCOL_ROWS: dict[str, tuple[str, dict, Callable[[Path], dict] | None]] = {
                           lambda d: {"UDE_CACHE_DIR": str(d / "native-cache")}),
     "ude-protocol-vm": ("ude fit (warm_start: none, UDE_NATIVE=0)", {}, lambda d: {"UDE_NATIVE": "0"}),
     "ude-protocol-torchdiffeq": ("ude fit (warm_start: none, engine: torchdiffeq)", {"engine": "torchdiffeq"}, None),
+    "ude-protocol-auto": ("ude fit (warm_start: none, method: auto)", {"method": "auto"}, None),
 }
 #: the library call used for the multistart section while `ude fit --starts` does not exist:
 #: fit CONFIG with N starts and write the run directory OUT (argv: CONFIG N OUT)

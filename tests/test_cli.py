@@ -151,7 +151,7 @@ def test_check_prints_the_resolved_config(decay):
     result = invoke("check", decay, "--print")
     assert result.exit_code == 0
     assert "ok (1 state, 1 parameter, 0 networks; 1 experiment, 11 training time points)" in result.output
-    assert "method: dopri5" in result.output and "max_steps: 2000" in result.output
+    assert "method: auto" in result.output and "max_steps: 2000" in result.output
 
 
 def test_models_lists_equations_and_suggests_names():

@@ -24,7 +24,7 @@ def lines(raw, label="c.yaml"):
 def test_defaults_are_filled_in():
     cfg = config_from_dict(BASE)
     r = cfg.resolved()
-    assert r["solver"] == {"method": "dopri5", "rtol": 1e-6, "atol": 1e-6, "step": None, "adjoint": False,
+    assert r["solver"] == {"method": "auto", "rtol": 1e-6, "atol": 1e-6, "step": None, "adjoint": False,
                            "dtype": "float64", "max_steps": 2000, "engine": "auto"}
     assert [s["optimizer"] for s in r["training"]["stages"]] == ["adam", "lbfgs"]
     assert r["model"]["parameters"]["k"]["init"] == 0.5
@@ -35,7 +35,7 @@ def test_every_problem_is_reported_once_with_its_place():
            "training": {"stages": [{"optimizer": "adam", "lr": -0.1, "iterations": 10}]}}
     assert lines(raw) == [
         "c.yaml: solver.method: must be one of dopri5, dopri8, bosh3, fehlberg2, adaptive_heun, euler, midpoint, "
-        "heun2, heun3, rk4, explicit_adams, implicit_adams, got 'dopri' (did you mean 'dopri5'?)",
+        "heun2, heun3, rk4, explicit_adams, implicit_adams, bdf, auto, got 'dopri' (did you mean 'dopri5'?)",
         "c.yaml: solver.rtol: must be > 0, got -1",
         "c.yaml: training.stages[0].lr: must be > 0, got -0.1",
         "c.yaml: trainig: unknown key 'trainig' (did you mean 'training'?)",

@@ -269,7 +269,7 @@ def _scipy_nll(prob, objective, sols) -> float:
         for c, name in enumerate(prob.dataset.observables):
             o = prob.observables[name]
             y, ok = g.observations[..., c], g.obs_train[..., c]
-            mu = pred[:, 0, :, objective._columns[c]].numpy()
+            mu = pred[:, 0, :, objective.columns[c]].numpy()
             mu = np.maximum(mu, objective.floor[c].item()) if o.noise.distribution != "normal" else mu
             p = {role: noise[pname][0] for role, pname in o.noise_parameters.items()}
             y, mu = y[ok], mu[ok]
@@ -314,3 +314,30 @@ def test_bundled_likelihoods_agree_across_engines_and_scipy(name):
             values[f"scipy ({engine})"] = _scipy_nll(prob, objective, sols)
     assert values["compiled"] == pytest.approx(values["torchdiffeq"], rel=1e-10)
     assert values["compiled"] == pytest.approx(values["scipy (compiled)"], rel=1e-10)
+
+
+def test_per_experiment_parameter_with_one_experiment_is_a_warning(tmp_path, lv_csv):
+    raw = {"data": {"file": str(lv_csv), "columns": {"x": "prey", "y": "predator"}},
+           "model": {"builtin": "lotka_volterra", "parameters": {"alpha": {"init": 1.2, "per_experiment": True}}}}
+    prob = problem(raw, tmp_path)
+    assert any("per_experiment with one experiment" in w for w in prob.warnings)
+    assert prob.parameters["alpha"].per_experiment
+
+
+def test_per_experiment_parameters_are_one_value_each(tmp_path):
+    """Two experiments of exponential decay with rates 0.3 and 0.7: a per-experiment rate recovers both, a shared
+    one their compromise; params.csv names each experiment's value."""
+    t = np.linspace(0, 4, 9)
+    rows = [(e, ti, 2.0 * math.exp(-k * ti)) for e, k in (("a", 0.3), ("b", 0.7)) for ti in t]
+    write_csv(tmp_path / "d.csv", "run,t,y", rows)
+    raw = {"data": {"file": "d.csv", "experiment": "run", "columns": {"y": "y"}},
+           "model": {"states": ["y"], "equations": {"y": "-k*y"},
+                     "parameters": {"k": {"init": 0.5, "per_experiment": True, "bounds": [0, 5]}}},
+           "noise": {"distribution": "normal", "sigma": 0.01},
+           "training": {"stages": [{"optimizer": "lbfgs", "iterations": 100}], "warm_start": "none"}}
+    result = api.fit(config(raw, tmp_path))
+    assert result.values["k[a]"] == pytest.approx(0.3, rel=1e-4)
+    assert result.values["k[b]"] == pytest.approx(0.7, rel=1e-4)
+    rows = result.parameters.set_index("name")
+    assert rows.loc["k[a]", "experiment"] == "a"
+    assert result.metrics["n_parameters"]["mechanistic"] == 2

@@ -52,6 +52,11 @@ def check(config: Config | str | Path) -> Problem:
                 f"the states are not finite (experiments starting at t = {model.groups[k].t0:g})")
             raise FitError(f"simulating the initial guess: {what}", where=cfg.label,
                            hint="check the initial parameter values and initial states")
+    from .compiled import stiffness_note
+
+    note = stiffness_note(model)
+    if note:
+        problem.warnings.append(f"{cfg.label}: solver.method: {note}")
     return problem
 
 
@@ -163,6 +168,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
         "wall_seconds": round(float(trained.seconds), 4),
         "solver_evaluations": int(trained.nfe),
         "solver_engine": model.engine,
+        **model.solver_choice(),
         **model.native_status(),
         "stop_reason": trained.stop_reason,
         "loss_kind": loss_kind(problem),

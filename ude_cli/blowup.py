@@ -43,6 +43,8 @@ RUNAWAY_FACTOR = 1e3
 
 def explain(model, message: str) -> str:
     """``message`` (a solver's failure) led by what :func:`diagnose` finds; unchanged when it finds nothing."""
+    if ", at t = " in message or ", near t = " in message:  # the solver already says when, and the states there
+        return message
     try:
         found = diagnose(model)
     except Exception:  # noqa: BLE001  (a diagnosis must never hide the failure it explains)
@@ -81,7 +83,7 @@ def diagnose(model) -> BlowUp | None:
         model_module.solve = watched
         try:
             with torch.no_grad():
-                model.solve_group(k, model._times[k])  # a grid given: torchdiffeq, whatever the engine
+                model.solve_group(k, model.times[k])  # a grid given: torchdiffeq, whatever the engine
         except SolverError:
             pass
         finally:

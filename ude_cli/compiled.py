@@ -324,6 +324,10 @@ def run(program: Program, inputs: Sequence[torch.Tensor], shape: tuple[int, int]
 
 # -- the compiled engine of a model ----------------------------------------------------------------
 
+#: ``solver.method: auto`` looks at a dopri5 solve's steps for stiffness again when it took this many times the
+#: steps of the solve it last looked at (and at least GROWTH_FLOOR steps)
+GROWTH, GROWTH_FLOOR = 4, 256
+
 #: ``engine: auto`` compiles while trajectories x instructions of the right-hand side stay below this.
 #: The compiled cost grows with both (~10-30 ns per instruction per evaluation, forward and reverse);
 #: torchdiffeq's is mostly Python overhead, ~0.3 ms per batched evaluation. Measured on the
@@ -361,12 +365,23 @@ class CompiledEngine:
     def __init__(self, model: UDEModel):
         self.model = model
         self.symbolic = SymbolicRHS(model)
-        self.method = model.settings.method
+        #: the method solving now: ``auto`` starts as dopri5 and may become bdf (:meth:`solver_choice`)
+        self.method = "dopri5" if model.settings.method == "auto" else model.settings.method
+        self.auto = model.settings.method == "auto"
+        self.choice_reason = ""  # why auto chose what it solves with
+        self._probed: set[int] = set()  # groups whose first dopri5 solve auto has probed for stiffness
+        self._looked: dict[int, int] = {}  # group -> accepted steps of the solve auto last looked at
         self._fixed: dict[int, Program] = {}
-        if self.method == "dopri5":
+        self._stiff = None
+        if self.method == "bdf":
+            self._stiff = self._stiff_solver()
+            self.functions: list[Any] = []  # CVODES steps in C already; nothing for native code to compile
+            self.choice_reason = "solver.method: bdf"
+        elif self.method == "dopri5":
             from .compiled_adaptive import AdaptiveSolver
 
             self._adaptive = AdaptiveSolver(self.symbolic.f, model.settings)
+            self._adaptive.state_names, self._adaptive.trajectory_name = self.symbolic.states, self._trajectory_name
             self.functions = self._adaptive.functions()
         else:
             self._step = fixed_step(self.method, self.symbolic.f)
@@ -375,6 +390,41 @@ class CompiledEngine:
         self.native_since: float | None = None  # when the first solve in native code began
         self._build: Build | None = None
         self._vm_solves = 0  # solves in the virtual machine before the switch
+        self._group = 0  # the group being solved (for failure messages)
+
+    def _stiff_solver(self) -> Any:
+        from .compiled_stiff import StiffSolver
+
+        return StiffSolver(self.symbolic.f, self.model.settings, self.symbolic.states, self._trajectory_name)
+
+    def _trajectory_name(self, j: int) -> str:
+        """Trajectory ``j`` of the group being solved, as a user knows it."""
+        model = self.model
+        experiments = model.groups[self._group].experiments
+        start = f"start {j // len(experiments) + 1}" if model.n_starts > 1 else ""
+        if len(model.problem.dataset.experiments) == 1:
+            return start
+        name = model.problem.dataset.experiments[experiments[j % len(experiments)]].name
+        return f"experiment '{name}'" + (f" ({start})" if start else "")
+
+    def solver_choice(self) -> dict[str, str]:
+        """``solver_method`` (what solved last) and ``solver_method_reason`` for ``metrics.json``."""
+        if self.method == "bdf":
+            return {"solver_method": "bdf", "solver_method_reason": self.choice_reason}
+        if self.auto:
+            return {"solver_method": self.method, "solver_method_reason": self.choice_reason or (
+                "solver.method: auto: dopri5's steps showed no stiffness and no dopri5 solve failed")}
+        return {"solver_method": self.method, "solver_method_reason": f"solver.method: {self.method}"}
+
+    def undecided(self, k: int) -> bool:
+        """Whether ``solver.method: auto`` has yet to look at group ``k``'s first solve on its data grid."""
+        return self.auto and self.method == "dopri5" and k not in self._probed
+
+    def switch_to_stiff(self, reason: str) -> None:
+        """Solve with bdf from now on (``solver.method: auto``), saying why."""
+        self.method = "bdf"
+        self._stiff = self._stiff or self._stiff_solver()
+        self.choice_reason = f"solver.method: auto switched from dopri5 to bdf: {reason}"
 
     def native_build(self) -> Build:
         """What compiling :attr:`functions` takes, or why it will not happen (:func:`ude_cli.native.prepare`)."""
@@ -384,7 +434,8 @@ class CompiledEngine:
 
     def start_native(self) -> None:
         """Start compiling :attr:`functions` in the background (or load them from the cache)."""
-        self.native = library(self.native_build())
+        if self.method != "bdf":
+            self.native = library(self.native_build())
 
     def _switch_to_native(self) -> None:
         """Solve in native code from now on if its library is ready and gives the virtual machine's numbers."""
@@ -416,6 +467,9 @@ class CompiledEngine:
 
     def native_status(self) -> dict[str, Any]:
         """Whether solves run in native code by now, and how it came (for ``metrics.json``)."""
+        if self.method == "bdf":
+            return {"native_code": False, "native_code_note": "bdf: CVODES steps in its own compiled C; the "
+                                                              "right-hand side runs in CasADi's virtual machine"}
         native = self.native
         if native is None:
             return {"native_code": False, "native_code_note": "CasADi's virtual machine: native code not started"}
@@ -431,24 +485,103 @@ class CompiledEngine:
         why = native.reason or "the C compiler had not finished when training ended (the next fit will load it)"
         return {"native_code": False, "native_code_note": f"CasADi's virtual machine: {why}"}
 
-    def solve_group(self, k: int) -> torch.Tensor:
-        """Group ``k``'s solution on its grid, ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it."""
-        if self.native_since is None:
+    def solve_group(self, k: int, times: np.ndarray | None = None, networks: bool = True) -> torch.Tensor:
+        """Group ``k``'s solution on its grid (or on ``times``, which start at its t0: adaptive methods only),
+        ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it; ``networks=False``: the mechanism alone
+        (every network's output 0: all its weights and biases 0)."""
+        if self.native_since is None and self.method != "bdf":
             self._switch_to_native()
         model = self.model
         g = model.groups[k]
+        self._group = k
         inputs = self.symbolic.pack(model, g.experiments)
+        if not networks:
+            inputs = inputs[:3] + [torch.zeros_like(x) for x in inputs[3:]]
         shape = (model.n_starts, len(g.experiments))  # every experiment has 2 or more times (data.py)
-        if self.method == "dopri5":
-            sol, evaluations = self._adaptive.solve(inputs, shape, g.times)
+        grid = g.times if times is None else np.asarray(times, dtype=np.float64)
+        if self.method == "dopri5" and self.auto and k not in self._probed:
+            sol, evaluations = self._probe(k, inputs, shape, grid)
+        elif self.method == "dopri5":
+            sol, evaluations = self._adaptive_solve(inputs, shape, grid)
+            if self.auto and times is None:
+                self._watch_growth(k, inputs, shape)
+        elif self.method == "bdf":
+            sol, evaluations = self._stiff.solve(inputs, shape, grid)
         else:
+            if times is not None:
+                raise ValueError("the compiled fixed-step methods solve on the data's grid only")
             if k not in self._fixed:
                 self._fixed[k] = self._fixed_program(k, len(inputs[0]))
             program = self._fixed[k]
             sol = run(program, inputs, shape)
             evaluations = STAGES[self.method] * program.n_steps
         model.rhs.nfe += evaluations
-        return sol.reshape(len(g.times), model.n_starts, len(g.experiments), -1)
+        return sol.reshape(len(grid), model.n_starts, len(g.experiments), -1)
+
+    def _adaptive_solve(self, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray, watch: Any = None):
+        """dopri5; under ``auto`` a failure, or stiffness seen by ``watch``, switches to bdf, which solves again."""
+        from .compiled_adaptive import Stiff
+        from .solve import SolverError
+
+        failed, reason = None, self.choice_reason
+        try:
+            return self._adaptive.solve(inputs, shape, grid, watch)
+        except SolverError as exc:
+            if not self.auto:
+                raise
+            failed = exc
+            self.switch_to_stiff(f"dopri5 failed ({exc.message})")
+        except Stiff as exc:
+            self.switch_to_stiff(str(exc))
+        try:
+            return self._stiff.solve(inputs, shape, grid)
+        except SolverError as exc:
+            if failed is None:
+                raise
+            # both failed: no sign of stiffness, so dopri5 stays the method (the fit may roll back and retry)
+            self.method, self.choice_reason = "dopri5", reason
+            raise SolverError(f"{failed.message}; bdf, tried next by solver.method: auto, failed too: {exc.message}",
+                              hint=exc.hint) from None
+
+    def _watch_growth(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int]) -> None:
+        """Under ``auto``, after a dopri5 solve on the data's grid that took :data:`GROWTH` times the steps of
+        the group's last look (and at least :data:`GROWTH_FLOOR`): look at its steps for stiffness again;
+        stiff, the next solves are bdf's (this one's solution stands: dopri5 met its tolerance)."""
+        from .compiled_stiff import stiffness
+
+        states, starts, sizes = self._adaptive.last_steps
+        if len(starts) < max(GROWTH * self._looked.get(k, 0), GROWTH_FLOOR):
+            return
+        self._looked[k] = len(starts)
+        if self._stiff is None:
+            self._stiff = self._stiff_solver()
+        why = stiffness(self._stiff, states, starts, sizes, numpy_inputs(inputs, *shape))
+        if why is not None:
+            self.switch_to_stiff(f"{why}, in a later solve of the fit")
+
+    def _probe(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray):
+        """Group ``k``'s first solve under ``auto``: dopri5 with its accepted steps read for stiffness as it goes
+        and at the end (:func:`ude_cli.compiled_stiff.stiffness`); stiff, the group is solved by bdf."""
+        from .compiled_stiff import stiffness
+
+        self._probed.add(k)
+        if self._stiff is None:
+            self._stiff = self._stiff_solver()  # its Jacobian function, for the probe
+        args = numpy_inputs(inputs, *shape)
+
+        def watch(states: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> str | None:
+            return stiffness(self._stiff, states, starts, sizes, args)
+
+        sol, evaluations = self._adaptive_solve(inputs, shape, grid, watch)
+        if self.method == "bdf":  # stiff, or dopri5 failed: bdf solved it
+            return sol, evaluations
+        states, starts, sizes = self._adaptive.last_steps
+        self._looked[k] = len(starts)
+        why = watch(states, starts, sizes)
+        if why is None:
+            return sol, evaluations
+        self.switch_to_stiff(why)
+        return self._stiff.solve(inputs, shape, grid)
 
     def _fixed_program(self, k: int, n_traj: int) -> Program:
         from .solve import check_fixed_steps, grid_through_outputs
@@ -458,3 +591,39 @@ class CompiledEngine:
         grid = grid_through_outputs(self.model.settings.step)(None, None, times).numpy()
         output_steps = [int(j) for j in np.searchsorted(grid, times.numpy()[1:])]
         return Program(self._step, grid[:-1], np.diff(grid), output_steps, n_traj)
+
+
+def stiffness_note(model: UDEModel) -> str | None:
+    """What ``ude check`` says about stiffness at the initial guess (None: nothing to say): solved as
+    ``solver.method: auto`` would solve it, by dopri5 probed for stiffness (:meth:`CompiledEngine._probe`)."""
+    from dataclasses import replace
+
+    from .solve import SolverError
+
+    method = model.settings.method
+    if method == "bdf":
+        return None
+    if method == "auto" and model.engine == "compiled" and model.compiled is not None:
+        engine = model.compiled
+    elif clearly_too_large(model, model.n_starts * len(model.problem.dataset.experiments)):
+        return None  # not built as a graph only to probe it
+    else:
+        saved, nfe = model.settings, model.rhs.nfe
+        model.settings = replace(saved, method="auto", step=None)
+        try:
+            engine = CompiledEngine(model)
+            with torch.no_grad():
+                for k in range(len(model.groups)):
+                    engine.solve_group(k)
+        except SolverError:
+            return None  # bdf fails too where dopri5 did not: nothing better to suggest
+        finally:
+            model.settings = saved
+            model.rhs.nfe = nfe
+    if engine.method != "bdf":
+        return None
+    reason = engine.choice_reason.removeprefix("solver.method: auto switched from dopri5 to bdf: ")
+    if method == "auto":
+        return f"the equations are stiff at the initial guess ({reason}): solver.method auto solves them with bdf"
+    return (f"the equations are stiff at the initial guess ({reason}): solver.method: bdf (or auto) solves them "
+            f"faster than {method}")

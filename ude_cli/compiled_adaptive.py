@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .compiled import Call, as_columns, map_over, numpy_inputs, torch_gradients
-from .solve import SolverSettings, too_many_steps_error, underflow_error
+from .solve import SolverError, SolverSettings, too_many_steps_error, underflow_error
 
 #: Dormand-Prince 5(4): stage times, stage weights, solution weights, error weights (torchdiffeq's dopri5)
 ALPHA = (1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
@@ -42,6 +42,9 @@ C_ERROR = (35 / 384 - 1951 / 21600, 0, 500 / 1113 - 22642 / 50085, 125 / 192 - 4
 SAFETY, IFACTOR, DFACTOR, ORDER = 0.9, 10.0, 0.2, 5
 #: steps of the reverse-mode graphs kept between solves, over all step counts
 KEPT_STEPS = 20_000
+#: the probe of ``solver.method: auto`` looks at the accepted steps first after this many (then after twice
+#: as many, and so on): a power of two
+WATCH_FIRST = 64
 #: ``ude_dopri5``'s return codes (``dopri5_driver.c``)
 DRIVER_OK, DRIVER_TOO_MANY_STEPS, DRIVER_UNDERFLOW, DRIVER_CAPACITY, DRIVER_NO_MEMORY = 0, 1, 2, 3, 4
 
@@ -85,6 +88,12 @@ class AdaptiveSolver:
         self._driver: _Driver | None = None
         self._check_driver = False  # compare the driver's first solve with the loop here
         self.driver_note = ""  # why the driver was dropped, if it was
+        self.state_names: list[str] = [f"u{i}" for i in range(n)]
+        #: ``trajectory_name(j)``: how a failure names trajectory ``j`` (set by the engine)
+        self.trajectory_name = lambda j: f"trajectory {j}"
+        #: the last solve's accepted steps ``(states, starts, sizes)``, for the stiffness probe of ``auto``
+        self.last_steps: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._watch = None
 
     def functions(self) -> list[Any]:
         """The single-trajectory functions everything else is built from (what native code replaces)."""
@@ -133,15 +142,19 @@ class AdaptiveSolver:
         return program
 
     # -- the numerical solve --------------------------------------------------------------------
-    def _steps(self, args: Sequence[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, tuple, int]:
+    def _steps(self, args: Sequence[np.ndarray], times: np.ndarray, watch: Any = None) -> tuple[np.ndarray, tuple, int]:
         """Accepted states ``(n_traj, K + 1, n)``; the steps' start times and sizes and the step count at
         each output time; the right-hand-side evaluations.
 
         In C (``dopri5_driver.c``) once native code is loaded, else here around CasADi's virtual machine:
         the same operations in the same order (sums of squares one value after another), the same steps."""
-        if self._driver is None:
-            return self._python_steps(args, times)
-        out = self._driver(args, times, self.settings)
+        if self._driver is None or watch is not None:
+            return self._python_steps(args, times, watch)
+        try:
+            out = self._driver(args, times, self.settings)
+        except SolverError:  # the loop here takes the same steps and knows where it failed: say so
+            self._python_steps(args, times)
+            raise
         if self._check_driver:  # once: the compiled loop must give the steps of the loop here, bit for bit
             self._check_driver = False
             here = self._python_steps(args, times)
@@ -151,7 +164,10 @@ class AdaptiveSolver:
                 return here
         return out
 
-    def _python_steps(self, args: Sequence[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, tuple, int]:
+    def _python_steps(self, args: Sequence[np.ndarray], times: np.ndarray,
+                      watch: Any = None) -> tuple[np.ndarray, tuple, int]:
+        """``watch(states, starts, sizes)``, if given, is called after 50, 100, 200, 400, ... accepted steps; a
+        reason it returns stops the solve with :class:`Stiff` (the probe of ``solver.method: auto``)."""
         y0, p, c, w = args
         n_traj = y0.shape[0]
         attempt, rhs = self._functions(n_traj)
@@ -159,6 +175,7 @@ class AdaptiveSolver:
         (f0,) = rhs(t, y0, p, c, w)
         h = self._initial_step(rhs, t, y0, f0, p, c, w)
         attempt.start(y0, f0, p, c, w)
+        scaled = None
         evaluations = 2
         states, starts, sizes, at_output = [y0], [], [], [0]
         for t_next in times[1:]:
@@ -166,27 +183,44 @@ class AdaptiveSolver:
             tries = 0
             while t < t_next:
                 if tries >= self.settings.max_steps:
-                    raise too_many_steps_error(self.settings)
+                    raise too_many_steps_error(self.settings, self._where(t, attempt.current(), scaled))
                 tries += 1
                 step = min(h, t_next - t)
                 if not t + step > t:
-                    raise underflow_error()
+                    raise underflow_error(self._where(t, attempt.current(), scaled))
                 scaled = attempt(t, step)
                 evaluations += 6
                 ratio = math.sqrt(sum_of_squares(scaled) / scaled.size)
                 if not math.isfinite(ratio):
-                    raise underflow_error()
+                    raise underflow_error(self._where(t, attempt.current(), scaled))
                 proposed = self._next_step(step, ratio)
                 if ratio <= 1:
                     starts.append(t)
                     sizes.append(step)
                     t = t_next if step == t_next - t else t + step
                     states.append(attempt.accept())
+                    if watch is not None and len(starts) >= WATCH_FIRST and len(starts) & (len(starts) - 1) == 0:
+                        why = watch(np.stack(states, 1), np.array(starts), np.array(sizes))
+                        if why:
+                            raise Stiff(why)
                     if step < h:  # shortened to land on an output time: keep the step it would have taken
                         proposed = max(proposed, h)
                 h = proposed
             at_output.append(len(starts))
         return np.stack(states, 1), (np.array(starts), np.array(sizes), at_output), evaluations
+
+    def _where(self, t: float, y: np.ndarray, scaled: np.ndarray | None) -> str:
+        """``, at t = ... on experiment ..., where x = ..., y = ...``: the trajectory whose error estimate is the
+        largest (or not finite) in the last attempt."""
+        from .compiled_stiff import describe_state
+
+        j = 0
+        if scaled is not None and y.shape[0] > 1:
+            with np.errstate(all="ignore"):
+                size = np.nan_to_num(np.abs(scaled.reshape(y.shape)), nan=np.inf).max(axis=1)
+            j = int(np.argmax(size))
+        name = self.trajectory_name(j)
+        return f", at t = {t:.6g}{f' on {name}' if name else ''}, where {describe_state(self.state_names, y[j])}"
 
     @staticmethod
     def _next_step(step: float, ratio: float) -> float:
@@ -215,14 +249,21 @@ class AdaptiveSolver:
                 h1 = _power(0.01 / max(d1, d2), 1.0 / ORDER)
             h = min(100 * h0, h1)
         if not (math.isfinite(h) and h > 0):
-            raise underflow_error()
+            raise underflow_error(self._where(t, y, None))
         return h
 
-    def solve(self, inputs: Sequence[torch.Tensor], shape: tuple[int, int], times: np.ndarray) -> tuple[torch.Tensor, int]:
+    def solve(self, inputs: Sequence[torch.Tensor], shape: tuple[int, int], times: np.ndarray,
+              watch: Any = None) -> tuple[torch.Tensor, int]:
         """States at ``times`` ``(T, n_traj, n)``, differentiable with respect to ``inputs`` (``y0, p, c,
-        *weights``; ``shape``: starts, experiments), and the right-hand-side evaluations of the solve."""
+        *weights``; ``shape``: starts, experiments), and the right-hand-side evaluations of the solve.
+        ``watch``: see :meth:`_python_steps` (the solve then steps here, not in the C driver)."""
+        self._watch = watch
         out = _AdaptiveSolve.apply(self, times, shape, *inputs)
         return out, self._evaluations
+
+
+class Stiff(Exception):
+    """A solve stopped by its ``watch``: the steps show stiffness (the reason is the message)."""
 
 
 def _same_steps(a: tuple, b: tuple) -> bool:
@@ -321,7 +362,8 @@ class _AdaptiveSolve(torch.autograd.Function):
     def forward(ctx, solver: AdaptiveSolver, times: np.ndarray, shape: tuple[int, int],  # type: ignore[override]
                 *tensors: torch.Tensor) -> torch.Tensor:
         args = numpy_inputs(tensors, *shape)
-        states, (starts, sizes, at_output), solver._evaluations = solver._steps(args, times)
+        states, (starts, sizes, at_output), solver._evaluations = solver._steps(args, times, solver._watch)
+        solver.last_steps = (states, starts, sizes)
         ctx.solver, ctx.args, ctx.shape, ctx.driver = solver, args, shape, solver._driver
         ctx.steps, ctx.at_output, ctx.states = (starts, sizes), at_output, states
         ctx.save_for_backward(*tensors)
@@ -388,6 +430,10 @@ class _Attempt:
         self._t[0], self._h[0] = t, h
         self._buffers[self._current][1]()
         return self._scaled
+
+    def current(self) -> np.ndarray:
+        """The current state ``(n_traj, n)`` (a view)."""
+        return self._slots[self._current][0]
 
     def accept(self) -> np.ndarray:
         """Take the last attempt; a copy of its new state."""

@@ -32,9 +32,11 @@ MAX_YAML_ALIASES = 100
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS
+#: stiff methods, solved by the compiled engine only (:mod:`ude_cli.compiled_stiff`)
+STIFF_METHODS = ("bdf",)
+SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS + STIFF_METHODS + ("auto",)
 #: methods the compiled engine solves (:mod:`ude_cli.compiled`)
-COMPILED_METHODS = ("euler", "midpoint", "rk4", "dopri5")
+COMPILED_METHODS = ("euler", "midpoint", "rk4", "dopri5", "bdf", "auto")
 ACTIVATIONS = ("tanh", "relu", "gelu", "softplus", "rbf", "sigmoid", "silu")
 
 
@@ -269,9 +271,10 @@ class SolverSpec(_Strict):
     """How the ODE is solved: by the compiled engine (CasADi) or torchdiffeq, see `engine`."""
 
     method: Literal[SOLVER_METHODS] = Field(  # type: ignore[valid-type]
-        "dopri5", description="Method: adaptive (dopri5, dopri8, bosh3, ...) or fixed-step (rk4, euler, "
-                              "midpoint, ...); the compiled engine solves euler, midpoint, rk4 and dopri5, "
-                              "torchdiffeq every one.")
+        "auto", description="Adaptive (dopri5, dopri8, bosh3, ...), fixed-step (rk4, euler, midpoint, ...), "
+                              "'bdf' (stiff equations: CVODES's variable-order BDF, gradients from its forward sensitivities; "
+                              "compiled engine), or 'auto' (dopri5, switching to bdf when dopri5's steps show "
+                              "stiffness or it fails; metrics.json says which and why).")
     rtol: Positive = Field(1e-6, description="Relative tolerance (adaptive methods).")
     atol: Positive = Field(1e-6, description="Absolute tolerance (adaptive methods).")
     step: Positive | None = Field(None, description="Step size (fixed-step methods; default: 1/10 of the "
@@ -279,17 +282,20 @@ class SolverSpec(_Strict):
     adjoint: bool = Field(False, description="Adjoint gradients (memory O(1) in time) instead of direct backprop.")
     dtype: Literal["float64", "float32"] = Field("float64", description="Floating-point precision.")
     max_steps: int = Field(
-        2_000, ge=10, description="Most solver steps per solve; more is a failure (and bounds the memory a "
-                                   "solve's gradient needs).")
+        2_000, ge=10, description="Most solver steps per solve (compiled engine: between two output times); more is a "
+                                   "failure (and bounds the memory a solve's gradient needs).")
     engine: Literal["auto", "compiled", "torchdiffeq"] = Field(
         "auto", description="Who solves during training: 'compiled' (the trajectory and its gradient as one "
                             "CasADi expression graph: a few milliseconds per iteration on a small UDE; methods "
-                            "euler, midpoint, rk4, dopri5), 'torchdiffeq' (Python stepping, every method and "
+                            "euler, midpoint, rk4, dopri5, bdf, auto), 'torchdiffeq' (Python stepping, every method and "
                             "the adjoint), or 'auto' (compiled where it can and is the faster: not for large "
                             "batches of large networks).")
 
     @model_validator(mode="after")
     def _engine_can_solve(self) -> SolverSpec:
+        if self.method in STIFF_METHODS and (self.engine == "torchdiffeq" or self.adjoint):
+            raise ValueError(f"method '{self.method}' is solved by the compiled engine only, with its own adjoint "
+                             "gradients: use engine: auto (or compiled) and adjoint: false")
         if self.engine == "compiled":
             reason = reason_not_compiled(self.method, self.adjoint)
             if reason is not None:

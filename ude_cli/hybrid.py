@@ -84,12 +84,13 @@ class HybridRHS(nn.Module):
         """Each network's outputs at ``(t, y)``: name -> ``(S, B, outputs)``."""
         out = {}
         for name, net in self.networks.items():
-            x = self._inputs(name, t, y)
+            x = self.inputs(name, t, y)
             out[name] = net(x) if self.networks_enabled else torch.zeros(
                 (*y.shape[:-1], net.n_outputs), dtype=y.dtype, device=y.device)
         return out
 
-    def _inputs(self, name: str, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def inputs(self, name: str, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Network ``name``'s inputs at ``(t, y)``: the states (and ``t``) it is fed, in its order."""
         idx = self._state_index[name]
         if not self._uses_t[name]:
             if idx == list(range(len(self.states))):

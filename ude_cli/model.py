@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import reason_not_compiled
+from .config import STIFF_METHODS, reason_not_compiled
 from .hybrid import HybridRHS
 from .neural import MLP
 from .parameters import InitialStates, ParameterSet
@@ -165,7 +165,7 @@ class UDEModel(nn.Module):
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
         self.groups = make_groups(problem)
-        self._times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
+        self.times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
         #: per group: the experiments' indices, selecting their per-experiment constants and parameters
         self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
 
@@ -179,6 +179,9 @@ class UDEModel(nn.Module):
             return "torchdiffeq"
         from .compiled import CompiledEngine, clearly_too_large, worth_compiling
 
+        if solver.method in STIFF_METHODS:  # only the compiled engine solves them (config.py)
+            self._compiled = CompiledEngine(self)
+            return "compiled"
         n_trajectories = self.n_starts * len(self.problem.dataset.experiments)
         if solver.engine == "auto" and clearly_too_large(self, n_trajectories):
             return "torchdiffeq"
@@ -194,13 +197,21 @@ class UDEModel(nn.Module):
         """Solution of group ``k`` on its grid (or ``times``, which must start at its t0): ``(T, S, Bg, n)``.
 
         On the data's grid a compiled model (``engine == "compiled"``) is solved by :mod:`ude_cli.compiled`;
-        other grids (dense predictions) and the mechanism alone by torchdiffeq."""
-        if times is None and self.engine == "compiled" and self.rhs.networks_enabled:
-            if self._compiled is None:  # a copy (deepcopy) leaves CasADi's functions behind
-                from .compiled import CompiledEngine
+        other grids (dense predictions) and the mechanism alone by torchdiffeq, except with bdf (configured, or
+        chosen by ``auto``), which only the compiled engine solves."""
+        if self.engine == "compiled" and self._compiled is None:  # a copy (deepcopy) leaves CasADi's functions behind
+            from .compiled import CompiledEngine
 
-                self._compiled = CompiledEngine(self)
-                self._compiled.start_native()
+            self._compiled = CompiledEngine(self)
+            self._compiled.start_native()
+        if self.engine == "compiled" and times is not None and self._compiled.undecided(k):
+            # auto decides on the data's grid, as in training
+            with torch.no_grad():
+                self._compiled.solve_group(k, networks=self.rhs.networks_enabled)
+        if self.engine == "compiled" and self._compiled.method == "bdf":
+            return self._compiled.solve_group(k, None if times is None else times.detach().cpu().numpy(),
+                                              networks=self.rhs.networks_enabled)
+        if times is None and self.engine == "compiled" and self.rhs.networks_enabled:
             return self._compiled.solve_group(k)
         g = self.groups[k]
         y0 = self.initial()[:, g.experiments, :]
@@ -208,10 +219,27 @@ class UDEModel(nn.Module):
         try:
             if not self.settings.adjoint:
                 self.rhs.bind()
-            return solve(self.rhs, y0, self._times[k] if times is None else times, self.settings)
+            return solve(self.rhs, y0, self.times[k] if times is None else times, self.settings)
         finally:
             self.rhs.unbind()
             self.rhs.select(None)
+
+    @property
+    def compiled(self):
+        """The compiled engine (:class:`~ude_cli.compiled.CompiledEngine`) once built, else None."""
+        return self._compiled
+
+    def solver_choice(self) -> dict:
+        """``solver_method`` (the method that solved last) and ``solver_method_reason`` (``metrics.json``)."""
+        if self.engine == "compiled" and self._compiled is not None:
+            return self._compiled.solver_choice()
+        method = self.settings.method
+        if method == "auto" and self.engine == "compiled":  # a copy that has not solved since
+            return {"solver_method": "auto", "solver_method_reason": "solver.method: auto: not solved yet"}
+        if method == "auto":
+            return {"solver_method": "dopri5", "solver_method_reason": "solver.method: auto in torchdiffeq, which "
+                    "has no stiff method: dopri5 (the compiled engine switches to bdf where stiff)"}
+        return {"solver_method": method, "solver_method_reason": f"solver.method: {method}"}
 
     def native_status(self) -> dict:
         """``native_code`` (bool) and ``native_code_note`` for the compiled engine (:mod:`ude_cli.native`);
@@ -248,7 +276,7 @@ class UDEModel(nn.Module):
             for k, g in enumerate(self.groups):
                 end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
                 end = until if until is not None else end  # the grid ends where it was asked to, before or after the data
-                grid = np.linspace(g.t0, end, n_points)
+                grid = dense_grid(g.t0, end, n_points, g.times)
                 sol = self.solve_group(k, torch.tensor(grid, dtype=self.dtype)).cpu().numpy()
                 for i, b in enumerate(g.experiments):
                     t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])
@@ -261,5 +289,29 @@ class UDEModel(nn.Module):
         with torch.no_grad():
             yt = torch.tensor(y, dtype=self.dtype).permute(1, 0, 2)  # (S, T, n): time as the batch
             tt = torch.tensor(t, dtype=self.dtype)
-            return {name: net(self.rhs._inputs(name, tt, yt)).permute(1, 0, 2).cpu().numpy()
+            return {name: net(self.rhs.inputs(name, tt, yt)).permute(1, 0, 2).cpu().numpy()
                     for name, net in self.rhs.networks.items()}
+
+
+#: data times whose positive offsets from the start span this many decades are drawn on a log time axis,
+#: and predicted on a log-spaced grid (Robertson's kinetics: 1e-4 to 1e5)
+LOG_TIME_DECADES = 3.0
+
+
+def log_time_threshold(times: np.ndarray, t0: float) -> float | None:
+    """The smallest positive offset ``t - t0`` of ``times`` when their positive offsets span
+    :data:`LOG_TIME_DECADES` decades or more (a log time axis then shows them), else None."""
+    offsets = np.asarray(times, dtype=np.float64) - t0
+    offsets = offsets[np.isfinite(offsets) & (offsets > 0)]
+    if len(offsets) < 2 or offsets.max() < offsets.min() * 10 ** LOG_TIME_DECADES:
+        return None
+    return float(offsets.min())
+
+
+def dense_grid(t0: float, end: float, n_points: int, times: np.ndarray) -> np.ndarray:
+    """``n_points`` times from ``t0`` to ``end``: evenly spaced, or for data times that span decades
+    (:func:`log_time_threshold`) ``t0`` then log-spaced from the first data time on."""
+    first = log_time_threshold(times, t0)
+    if first is None or not end - t0 > first or n_points < 3:
+        return np.linspace(t0, end, n_points)
+    return t0 + np.concatenate([[0.0], np.geomspace(first, end - t0, n_points - 1)])

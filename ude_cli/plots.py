@@ -93,12 +93,19 @@ def rate_unit(problem, state: str) -> str:
 
 def label_time_axis(ax, problem) -> None:
     """The time axis: its label, and whole-number ticks when every time in the data is whole
-    (years, days: 1900, 1905, not 1902.5)."""
+    (years, days: 1900, 1905, not 1902.5); a log axis when the data's times from 0 span decades."""
     from matplotlib.ticker import MaxNLocator
+
+    from .model import log_time_threshold
 
     ax.set_xlabel(time_label(problem))
     times = np.concatenate([e.t for e in problem.dataset.experiments])
-    if np.all(np.isfinite(times)) and np.all(times == np.round(times)):
+    t0 = min(float(e.t[0]) for e in problem.dataset.experiments)
+    first = log_time_threshold(times, t0) if t0 == 0 else None
+    if first is not None:  # times over many decades (stiff kinetics): a log axis, linear below the first time
+        ax.set_xscale("symlog", linthresh=first, linscale=0.5)
+        ax.set_xlim(-0.5 * first, ax.get_xlim()[1])  # autoscaling's left margin reaches far into negative times
+    elif np.all(np.isfinite(times)) and np.all(times == np.round(times)):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 

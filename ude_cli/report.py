@@ -184,6 +184,8 @@ def _metrics(run) -> str:
              ["iterations", _num(m.get("iterations"))], ["wall time", f"{_num(m.get('wall_seconds'), 3)} s"],
              ["solver evaluations", _num(m.get("solver_evaluations"), 8)],
              ["solver engine", _e(m.get("solver_engine", "torchdiffeq"))],
+             *([["solver method", _e(f"{m['solver_method']}: {m.get('solver_method_reason', '')}")]]
+               if m.get("solver_method") else []),
              *([["native code", _e(m["native_code_note"])]] if m.get("native_code_note") else []),
              ["stopped", _e(m.get("stop_reason"))],
              ["starts", _num(m.get("starts"))]]

@@ -227,7 +227,7 @@ def prediction_table(problem: Problem, solutions: list[np.ndarray], groups, star
             if objective is not None and observed is not None:
                 for c, o in enumerate(names):
                     if o not in problem.states:
-                        y_hat = observed[k][pos, start, i, objective._columns[c]]
+                        y_hat = observed[k][pos, start, i, objective.columns[c]]
                         d[f"{o}_observed"] = e.observations[:, c]
                         d[f"{o}_predicted"] = y_hat
                         d[f"{o}_residual"] = e.observations[:, c] - y_hat

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ADAPTIVE_METHODS, SolverSpec
+from .config import ADAPTIVE_METHODS, STIFF_METHODS, SolverSpec
 from .errors import FitError
 
 
@@ -28,12 +28,13 @@ class SolverSettings:
 
     @property
     def adaptive(self) -> bool:
-        return self.method in ADAPTIVE_METHODS
+        return self.method in ADAPTIVE_METHODS or self.method in STIFF_METHODS or self.method == "auto"
 
     @classmethod
     def from_spec(cls, spec: SolverSpec, default_step: float) -> SolverSettings:
+        adaptive = spec.method in ADAPTIVE_METHODS or spec.method in STIFF_METHODS or spec.method == "auto"
         return cls(method=spec.method, rtol=spec.rtol, atol=spec.atol,
-                   step=None if spec.method in ADAPTIVE_METHODS else (spec.step or default_step),
+                   step=None if adaptive else (spec.step or default_step),
                    adjoint=spec.adjoint, max_steps=spec.max_steps)
 
 
@@ -75,32 +76,67 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
     else:
         check_fixed_steps(t, settings)
         options["grid_constructor"] = grid_through_outputs(settings.step)
-    kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=settings.method, options=options)
+    if settings.method in STIFF_METHODS:  # config.py sends these to the compiled engine (a bug otherwise)
+        raise ValueError(f"torchdiffeq has no {settings.method} method")
+    # 'auto' in torchdiffeq (engine: torchdiffeq, or a batch too large to compile) is dopri5: torchdiffeq has
+    # no stiff method to switch to (UDEModel.solver_choice says so)
+    method = "dopri5" if settings.method == "auto" else settings.method
+    kwargs = dict(rtol=settings.rtol, atol=settings.atol, method=method, options=options)
+    recorder = _LastEvaluation(func)
     try:
         if settings.adjoint:
             params = tuple(p for p in func.parameters() if p.requires_grad)
-            return odeint_adjoint(func, y0, t, adjoint_params=params, **kwargs)
-        return odeint(func, y0, t, **kwargs)
+            return odeint_adjoint(recorder, y0, t, adjoint_params=params, **kwargs)
+        return odeint(recorder, y0, t, **kwargs)
     except AssertionError as exc:
         text = str(exc)
         if "underflow" in text:
-            raise underflow_error() from None
+            raise underflow_error(recorder.where()) from None
         if "max_num_steps" in text:
-            raise too_many_steps_error(settings) from None
+            raise too_many_steps_error(settings, recorder.where()) from None
         raise
 
 
-def underflow_error() -> SolverError:
+class _LastEvaluation(torch.nn.Module):
+    """``func`` as torchdiffeq calls it, keeping the time and state of its last evaluation, so that a failure
+    can say where the solver was (the state of the batch's trajectory largest in size, or not finite)."""
+
+    def __init__(self, func: torch.nn.Module):
+        super().__init__()
+        self.func = func
+        self.last: tuple[float, torch.Tensor] | None = None
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.last = (t, y)
+        return self.func(t, y)
+
+    def where(self) -> str:
+        if self.last is None:
+            return ""
+        t, y = self.last
+        states = getattr(self.func, "states", None)
+        y = y.detach().reshape(-1, y.shape[-1]).to(torch.float64)
+        size = torch.nan_to_num(y.abs(), nan=math.inf).amax(dim=1)
+        row = y[int(torch.argmax(size))].tolist()
+        names = states if states is not None and len(states) == len(row) else [f"u{i}" for i in range(len(row))]
+        values = ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, row, strict=True))
+        return f", near t = {float(t.detach()) if torch.is_tensor(t) else float(t):.6g}, where {values}"
+
+
+def underflow_error(where: str = "") -> SolverError:
+    """``where``: ", at t = ..., where x = ..." when the solver knows (the compiled engine's)."""
     return SolverError(
-        "the solver's step size underflowed: the solution blows up, the right-hand side is not finite "
+        f"the solver's step size underflowed{where}: the solution blows up, the right-hand side is not finite "
         "somewhere (sqrt or log of a negative value, a division by zero), or the equations are stiff",
-        hint="bound the parameters (bounds, positive: true) so the equations stay defined, or try a smaller "
-             "learning rate; for stiff equations (rates many orders of magnitude apart) rescale time or the "
-             "states, or use a fixed-step method (rk4) with a small solver.step")
+        hint="try bounding the parameters (bounds, positive: true) so the equations stay defined, or a smaller "
+             "learning rate; for stiff equations (rates many orders of magnitude apart) solver.method: bdf "
+             "(or auto)")
 
 
-def too_many_steps_error(settings: SolverSettings) -> SolverError:
+def too_many_steps_error(settings: SolverSettings, where: str = "") -> SolverError:
+    """``where``: as for :func:`underflow_error`."""
     return SolverError(
-        f"the solver needed more than solver.max_steps = {settings.max_steps} steps: the equations "
+        f"the solver needed more than solver.max_steps = {settings.max_steps} steps{where}: the equations "
         "are stiff or the solution grows very fast",
-        hint="try raising solver.max_steps, loosening rtol/atol, or bounding the parameters")
+        hint="try solver.method: bdf (or auto) for stiff equations; otherwise raising solver.max_steps, "
+             "loosening rtol/atol, or bounding the parameters")

@@ -238,6 +238,8 @@ def print_result(result, path: Path) -> None:
         line += f", validation {m['validation_loss']:.4g}"
     line += (f"; {m['iterations']} iterations, {m['wall_seconds']:.1f} s, {m['solver_evaluations']} solver evaluations"
              f" ({m['solver_engine']} engine{', native code' if m.get('native_code') else ''})")
+    if m.get("solver_method") == "bdf" and m.get("solver_method_reason", "").startswith("solver.method: auto"):
+        line += f"; {m['solver_method_reason'].removeprefix('solver.method: ')}"
     if m["stop_reason"] not in ("completed", "converged"):
         line += f"; stopped: {m['stop_reason']}"
     out.print(line, highlight=False)

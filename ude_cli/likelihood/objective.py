@@ -51,12 +51,14 @@ class Objective:
         dt = model.dtype
         # the legacy loss on directly observed states keeps the state layout: today's arithmetic, bit for bit
         self.state_layout = not self.likelihood and self.observation.direct
+        #: per observable: its column in the layout of :meth:`observed`'s predictions
+        self.columns: list[int]
         if self.state_layout:
             mean, std = problem.dataset.state_stats()
-            self._columns = [problem.states.index(o) for o in self.names]
+            self.columns = [problem.states.index(o) for o in self.names]
         else:
             mean, std = problem.dataset.observable_stats()
-            self._columns = list(range(len(self.names)))
+            self.columns = list(range(len(self.names)))
         self.spread = std
         self.weights = torch.tensor(1.0 / std if self.spec.scale == "std" else np.ones_like(std), dtype=dt)
         self.floor = torch.tensor(LOG_FLOOR * np.maximum(std, 1e-300), dtype=dt)
@@ -126,7 +128,7 @@ class Objective:
         out = []
         for k, sol in enumerate(solutions):
             index = model.group_index[k]
-            out.append(self.observation.predict(sol, model._times[k], model.parameters_.values(index),
+            out.append(self.observation.predict(sol, model.times[k], model.parameters_.values(index),
                                                 model.rhs.constants, index))
         return out
 
@@ -287,7 +289,7 @@ class Objective:
         sq, cnt = np.asarray(sq), np.asarray(cnt)
         with np.errstate(invalid="ignore", divide="ignore"):
             out = np.where(cnt > 0, sq / np.maximum(cnt, 1), np.nan)
-        return out[:, self._columns]
+        return out[:, self.columns]
 
     def standardised(self, solutions: list[torch.Tensor], start: int = 0) -> list[np.ndarray]:
         """Per group: standardised residuals ``(T, Bg, n_observables)`` of start ``start`` (NaN where nothing
@@ -305,7 +307,7 @@ class Objective:
                 p = pred[:, start]
                 y = torch.tensor(np.where(finite, raw, 1.0), dtype=p.dtype)
                 cols = []
-                for i, j in enumerate(self._columns):
+                for i, j in enumerate(self.columns):
                     if self.likelihood:
                         model = self.noise[i]
                         mu = p[..., j]
@@ -317,7 +319,7 @@ class Objective:
                         z = r * self.weights[j] / sigma
                     cols.append(z.numpy())
                 z = np.stack(cols, -1)
-                out.append(np.where(finite[..., self._columns], z, np.nan))
+                out.append(np.where(finite[..., self.columns], z, np.nan))
         return out
 
     def describe(self) -> dict[str, str]:
