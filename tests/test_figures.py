@@ -40,10 +40,14 @@ def _legend_texts(fig) -> list[str]:
 
 
 def test_labels_from_the_config_name_the_axes(tmp_path):
-    result = _fit(tmp_path, data={"labels": {"y": "Concentration (mg/L)", "t": "Time (h)"}})
+    result = _fit(tmp_path, data={"labels": {"y": "Concentration", "t": "Time"}, "units": {"conc": "mg/L", "t": "h"}})
     fig = fit_figure(result)
-    assert [ax.get_ylabel() for ax in fig.axes] == ["Concentration (mg/L)", "z (not observed)"]
-    assert fig.axes[-1].get_xlabel() == "Time (h)"
+    assert [ax.get_ylabel() for ax in fig.axes] == ["Concentration\n[mg/L]", "z (not observed)"]
+    assert fig.axes[-1].get_xlabel() == "Time [h]"
+    from ude_cli.plots import residual_figure
+
+    (ax,) = residual_figure(result).axes  # standardised: no unit
+    assert ax.get_ylabel() == "Concentration\n(standardised)"
 
 
 def test_one_experiment_legend_has_data_even_when_the_first_panel_has_none(tmp_path):

@@ -93,9 +93,10 @@ class DataSpec(_Strict):
         default_factory=dict, description="CSV column (or the time column) -> unit, for axis labels.")
     labels: dict[str, str] = Field(
         default_factory=dict,
-        description="State, CSV column or the time column -> how figures, tables and the report name it, "
-                    "e.g. {C: 'Concentration (mg/L)', time_h: 'Time after dose (h)'}; it replaces the "
-                    "column name and unit there. A state's own label wins over its column's.")
+        description="State, CSV column, observable or the time column -> how figures, tables and the report "
+                    "name it, e.g. {C: Concentration, time_h: Time after the dose}; it replaces the column name, "
+                    "and the unit of data.units follows it ('Concentration [mg/L]'). A state's own label wins "
+                    "over its column's.")
     validation: ValidationSpec | None = Field(None, description="Held-out forecast window; none by default.")
     delimiter: str = Field(",", min_length=1, max_length=1,
                            description="Field separator of the CSV files: one character, or 'tab' or 'space'.")

@@ -54,17 +54,17 @@ def given_label(problem, *keys: str) -> str | None:
 
 
 def state_label(problem, state: str) -> str:
-    """Axis label of a state: the config's label (data.labels), else its CSV column (and unit) if
-    observed, else its name."""
+    """Axis label of a state: the config's label (data.labels) or else its CSV column, with the column's
+    unit (data.units); a state without data and without a label says so."""
     ds = problem.dataset
     col = ds.columns.get(state)
     given = given_label(problem, state, col)
-    if given is not None:
-        return given
-    if col is None:
+    if col is None and given is None:
         return f"{state} (not observed)"
-    name = col if col == state else f"{col} ({state})"
-    unit = _unit(ds.units, col)
+    name = given if given is not None else (col if col == state else f"{col} ({state})")
+    spec = problem.initial.get(state)  # a state without data may take its unit from the column of its start
+    unit_column = col if col is not None else (spec.column if spec is not None else None)
+    unit = _unit(ds.units, unit_column) if unit_column is not None else ""
     return name + ("\n" + unit.strip() if len(name + unit) > 18 and unit else unit)  # long: the unit below
 
 
@@ -74,9 +74,7 @@ def observable_label(problem, name: str) -> str:
     if o.state is not None and o.label is None:
         return state_label(problem, o.state)
     given = given_label(problem, name, o.column) if o.label is None else None  # the config's data.labels
-    if given is not None:
-        return given
-    text = o.label or f"{o.column} ({o.expression.text})"
+    text = o.label or given or f"{o.column} ({o.expression.text})"
     unit = f" [{o.unit}]" if o.unit else ""
     return text + ("\n" + unit.strip() if len(text + unit) > 18 and unit else unit)
 
@@ -110,10 +108,10 @@ def label_time_axis(ax, problem) -> None:
 
 
 def time_label(problem) -> str:
-    """The time axis: the config's label (data.labels of the time column), else the column and its unit."""
+    """The time axis: the config's label (data.labels of the time column) or else the column, and its unit."""
     ds = problem.dataset
     given = given_label(problem, ds.time_column)
-    return given if given is not None else ds.time_column + _unit(ds.units, ds.time_column)
+    return (given if given is not None else ds.time_column) + _unit(ds.units, ds.time_column)
 
 
 def _experiment_color(b: int, n: int = 1):
@@ -379,6 +377,8 @@ def residual_figure(result) -> Any:
     """Standardised residuals per observable: (observed - predicted) / the noise model's standard deviation
     (Pearson residuals for counts, on log scale for log-normal noise; without a noise model, over the
     maximum-likelihood sigma of the squared-error fit). About 95 % lie within +-2 when the noise model fits."""
+    import re
+
     plt = _pyplot()
     problem = result.problem
     ds = problem.dataset
@@ -404,7 +404,10 @@ def residual_figure(result) -> Any:
             if standardised:
                 for level in (-2, 2):
                     ax.axhline(level, color="0.7", lw=0.7, ls="--")
-            ax.set_ylabel(observable_label(problem, s))
+            # standardised residuals have no unit: the label says what they are of
+            label = observable_label(problem, s)
+            bare = re.sub(r"\s*\[[^\]]*\]\s*$", "", label.replace("\n", " "))  # the unit dropped
+            ax.set_ylabel(f"{bare}\n(standardised)" if standardised else label)
         if n > 1:
             _experiments_legend(fig, problem, _style_handles(data=True, held_out=held_out))
         elif held_out:
