@@ -279,15 +279,19 @@ def run_fit(config: Config | Problem | str | Path | None = None, *, out: str | P
     if saved is not None:
         cfg, target, overwrite = saved.config, saved.path, True
     else:
-        problem = config if isinstance(config, Problem) else None
-        cfg = problem.config if problem is not None else (
-            config if isinstance(config, Config) else load_config(config))
+        if config is None:
+            raise TypeError("run_fit needs a config (or resume)")
+        if isinstance(config, Problem):
+            problem, cfg = config, config.config
+        else:
+            cfg = config if isinstance(config, Config) else load_config(config)
         target = Path(out) if out is not None else default_out(cfg)
         check_target(target, overwrite)
     try:
         result = fit(problem or cfg, monitor=monitor, stop_below=stop_below, command=command, time_limit=time_limit,
                      should_stop=should_stop, resume=saved, n_starts=n_starts)
     except Interrupted as exc:
+        assert exc.problem is not None  # attached by fit()
         info = run_info(exc.problem, seed=cfg.training.seed, command=command)
         saved_to = save_checkpoint(target, exc.problem, exc.model, exc.state, info, overwrite=overwrite)
         exc.where = str(saved_to)

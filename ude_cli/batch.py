@@ -92,7 +92,7 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
             problem = resolve(cfg)  # once: the fit below uses it as it is
             warnings = problem.warnings
         monitor = make_monitor(cfg) if make_monitor is not None else None
-        target = None if resume is not None else (out if out is not None else default_out(cfg))
+        target = None if cfg is None else (out if out is not None else default_out(cfg))  # cfg: no resume
         with monitor if monitor is not None else _Null():
             result, path = run_fit(problem, out=target, overwrite=overwrite, monitor=monitor, stop_below=stop_below,
                                    plots=plots, command=command, time_limit=time_limit, should_stop=should_stop,

@@ -65,11 +65,10 @@ class CollocationObjective:
         self.states = torch.tensor(np.concatenate(states), dtype=dt)[None]  # (1, N, n)
         self.rates = torch.tensor(np.concatenate(rates), dtype=dt)[None]
         self.times = torch.tensor(np.concatenate(times), dtype=dt)  # (N,)
-        exp_index = np.concatenate(exp_index)
         spread = self.rates[0].std(dim=0)
         self.weights = 1.0 / torch.where(spread > 0, spread, torch.ones_like(spread))
         # per-experiment constants and parameters become per-point ones
-        self.points = torch.as_tensor(exp_index, dtype=torch.long)
+        self.points = torch.as_tensor(np.concatenate(exp_index), dtype=torch.long)
 
     def loss(self) -> torch.Tensor:
         """Mean squared scaled mismatch, per start ``(S,)``."""

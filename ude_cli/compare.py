@@ -110,7 +110,8 @@ def load_expected(path: Path, rtol: float, atol: float) -> list[tuple[str, str, 
     path = Path(path)
     if path.is_dir():
         params, metrics = _read_run(path)
-        rows = [("parameter", n, v, rtol, atol) for n, v in params.items()]
+        rows: list[tuple[str, str, float | None, float, float]] = [
+            ("parameter", n, v, rtol, atol) for n, v in params.items()]
         rows += [("metric", n, v, rtol, atol) for n, v in _flatten(metrics).items()]
         return rows
     where = str(path)

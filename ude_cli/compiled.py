@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -34,7 +34,9 @@ from .expressions import casadi_sigmoid
 from .native import Build, NativeLibrary, library, package_source, prepare
 
 if TYPE_CHECKING:
+    from .compiled_stiff import StiffSolver
     from .model import UDEModel
+    from .neural import MLP
 
 # -- the right-hand side of one trajectory, symbolically --------------------------------------------
 
@@ -82,7 +84,7 @@ class SymbolicRHS:
         self.parameter_names = list(model.parameters_.values())
         constants = rhs.constants
         self.experiment_constants = [n for n, v in constants.items() if torch.is_tensor(v) and v.ndim == 1]
-        self.networks = dict(rhs.networks.items())
+        self.networks = dict(cast(Mapping[str, "MLP"], rhs.networks))  # a ModuleDict of MLPs (untyped)
         n_w = sum(p[0].numel() for net in self.networks.values() for p in (*net.weights, *net.biases))
 
         t = ca.SX.sym("t")
@@ -131,7 +133,7 @@ class SymbolicRHS:
         """The experiments' constants per trajectory ``(S * Bg, ·)``: the same every solve, built once."""
         if experiments not in self._constant_columns:
             S, Bg = model.n_starts, len(experiments)
-            constants = model.rhs.constants
+            constants = {n: v for n, v in model.rhs.constants.items() if isinstance(v, torch.Tensor)}
             c = (torch.stack([constants[n][list(experiments)] for n in self.experiment_constants], -1)
                  if self.experiment_constants else torch.zeros(Bg, 0, dtype=model.dtype))
             self._constant_columns[experiments] = c[None].expand(S, Bg, c.shape[-1]).reshape(S * Bg, -1)
@@ -259,10 +261,10 @@ class Call:
             if a.size != size:
                 raise ValueError(f"{self.fn.name()}: argument {i} has {a.size} values, expected {size}")
             keep.append(a)
-            self._buffer.set_arg(i, memoryview(a))
+            self._buffer.set_arg(i, a.data)  # a memoryview of a
         outs = [np.empty(shape) for shape in self._out_shapes]
         for i, o in enumerate(outs):
-            self._buffer.set_res(i, memoryview(o.reshape(-1)))
+            self._buffer.set_res(i, o.reshape(-1).data)
         self._evaluate()
         return outs
 
@@ -296,7 +298,7 @@ class _CompiledSolve(torch.autograd.Function):
     """Torch's view of a :class:`Program`: ``(y0, p, c, *weights)`` -> states ``(T, n_traj, n)``, with gradients."""
 
     @staticmethod
-    def forward(ctx, program: Program, shape: tuple[int, int], *tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, program: Program, shape: tuple[int, int], *tensors: torch.Tensor) -> torch.Tensor:
         args = numpy_inputs(tensors, *shape)
         (out,) = program.forward(*args)  # (n_traj * T, n)
         ctx.program, ctx.shape, ctx.args, ctx.out = program, shape, args, out
@@ -305,7 +307,7 @@ class _CompiledSolve(torch.autograd.Function):
         return torch.from_numpy(out.reshape(program.n_traj, program.n_outputs, n)).transpose(0, 1).to(tensors[0].dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         seed = as_columns(grad.transpose(0, 1))
         adjoints = ctx.program.reverse(*ctx.args, ctx.out, seed)
         return (None, None, *torch_gradients(adjoints, ctx.saved_tensors, ctx.needs_input_grad[2:], *ctx.shape))
@@ -354,7 +356,7 @@ def clearly_too_large(model: UDEModel, n_trajectories: int) -> bool:
     from .native import MAX_INSTRUCTIONS
 
     estimate = sum(2 * w.shape[1] * w.shape[2] + 4 * w.shape[2]
-                   for net in model.rhs.networks.values() for w in net.weights)
+                   for net in cast(Mapping[str, "MLP"], model.rhs.networks).values() for w in net.weights)
     compilable = 18 * estimate <= 2 * MAX_INSTRUCTIONS  # a step and its gradient: ~18 right-hand sides
     return n_trajectories * estimate > 4 * (AUTO_INSTRUCTIONS_NATIVE if compilable else AUTO_INSTRUCTIONS)
 
@@ -372,7 +374,7 @@ class CompiledEngine:
         self._probed: set[int] = set()  # groups whose first dopri5 solve auto has probed for stiffness
         self._looked: dict[int, int] = {}  # group -> accepted steps of the solve auto last looked at
         self._fixed: dict[int, Program] = {}
-        self._stiff = None
+        self._stiff: StiffSolver | None = None  # bdf's, built when bdf (or auto's stiffness probe) needs it
         if self.method == "bdf":
             self._stiff = self._stiff_solver()
             self.functions: list[Any] = []  # CVODES steps in C already; nothing for native code to compile
@@ -392,7 +394,7 @@ class CompiledEngine:
         self._vm_solves = 0  # solves in the virtual machine before the switch
         self._group = 0  # the group being solved (for failure messages)
 
-    def _stiff_solver(self) -> Any:
+    def _stiff_solver(self) -> StiffSolver:
         from .compiled_stiff import StiffSolver
 
         return StiffSolver(self.symbolic.f, self.model.settings, self.symbolic.states, self._trajectory_name)
@@ -443,6 +445,7 @@ class CompiledEngine:
         if functions is None:
             self._vm_solves += 1
             return
+        assert self.native is not None  # the functions are its
         if not self.same_numbers(functions):
             self.native.refuse("the compiled library's numbers differ from the virtual machine's (the compiler's "
                                "floating-point settings? UDE_CC, CC)")
@@ -506,6 +509,7 @@ class CompiledEngine:
             if self.auto and times is None:
                 self._watch_growth(k, inputs, shape)
         elif self.method == "bdf":
+            assert self._stiff is not None  # built with the method bdf (switch_to_stiff)
             sol, evaluations = self._stiff.solve(inputs, shape, grid)
         else:
             if times is not None:
@@ -533,6 +537,7 @@ class CompiledEngine:
             self.switch_to_stiff(f"dopri5 failed ({exc.message})")
         except Stiff as exc:
             self.switch_to_stiff(str(exc))
+        assert self._stiff is not None  # switch_to_stiff built it
         try:
             return self._stiff.solve(inputs, shape, grid)
         except SolverError as exc:
@@ -549,6 +554,7 @@ class CompiledEngine:
         stiff, the next solves are bdf's (this one's solution stands: dopri5 met its tolerance)."""
         from .compiled_stiff import stiffness
 
+        assert self._adaptive.last_steps is not None  # the solve just made
         states, starts, sizes = self._adaptive.last_steps
         if len(starts) < max(GROWTH * self._looked.get(k, 0), GROWTH_FLOOR):
             return
@@ -567,14 +573,16 @@ class CompiledEngine:
         self._probed.add(k)
         if self._stiff is None:
             self._stiff = self._stiff_solver()  # its Jacobian function, for the probe
+        stiff = self._stiff
         args = numpy_inputs(inputs, *shape)
 
         def watch(states: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> str | None:
-            return stiffness(self._stiff, states, starts, sizes, args)
+            return stiffness(stiff, states, starts, sizes, args)
 
         sol, evaluations = self._adaptive_solve(inputs, shape, grid, watch)
         if self.method == "bdf":  # stiff, or dopri5 failed: bdf solved it
             return sol, evaluations
+        assert self._adaptive.last_steps is not None  # the solve just made
         states, starts, sizes = self._adaptive.last_steps
         self._looked[k] = len(starts)
         why = watch(states, starts, sizes)
@@ -588,6 +596,7 @@ class CompiledEngine:
 
         times = torch.tensor(self.model.groups[k].times, dtype=torch.float64)  # not the model's dtype: the
         check_fixed_steps(times, self.model.settings)  # output times are looked up in this grid
+        assert self.model.settings.step is not None  # a fixed-step method has its step
         grid = grid_through_outputs(self.model.settings.step)(None, None, times).numpy()
         output_steps = [int(j) for j in np.searchsorted(grid, times.numpy()[1:])]
         return Program(self._step, grid[:-1], np.diff(grid), output_steps, n_traj)

@@ -62,6 +62,8 @@ def _stages(f: Any, t0: Any, h: Any, u: Any, f0: Any, p: Any, c: Any, w: Any) ->
 class AdaptiveSolver:
     """dopri5 solves of ``n_traj`` trajectories with a compiled attempt and compiled reverse mode."""
 
+    _evaluations: int  # of the last solve, set by _AdaptiveSolve.forward
+
     def __init__(self, f: Any, settings: SolverSettings):
         import casadi as ca
 
@@ -359,7 +361,7 @@ def _check(status: int) -> None:
 
 class _AdaptiveSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, solver: AdaptiveSolver, times: np.ndarray, shape: tuple[int, int],  # type: ignore[override]
+    def forward(ctx, solver: AdaptiveSolver, times: np.ndarray, shape: tuple[int, int],
                 *tensors: torch.Tensor) -> torch.Tensor:
         args = numpy_inputs(tensors, *shape)
         states, (starts, sizes, at_output), solver._evaluations = solver._steps(args, times, solver._watch)
@@ -370,7 +372,7 @@ class _AdaptiveSolve(torch.autograd.Function):
         return torch.from_numpy(states[:, at_output, :]).transpose(0, 1).to(tensors[0].dtype)  # (T, n_traj, n)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         starts, sizes = ctx.steps
         n_traj, k1, n = ctx.states.shape
         seed = np.zeros((n_traj, k1, n))
@@ -404,9 +406,9 @@ class _Attempt:
             buffer, evaluate = fn.buffer()
             (y, f), (y1, f1) = self._slots[current], self._slots[1 - current]
             for i, a in enumerate((y, f, self._t, self._h)):
-                buffer.set_arg(i, memoryview(a.reshape(-1)))
+                buffer.set_arg(i, a.reshape(-1).data)
             for i, a in enumerate((y1, f1, self._scaled)):
-                buffer.set_res(i, memoryview(a.reshape(-1)))
+                buffer.set_res(i, a.reshape(-1).data)
             self._buffers.append((buffer, evaluate))
         self._bound: list[np.ndarray] = []
         self._current = 0
@@ -420,7 +422,7 @@ class _Attempt:
                 raise ValueError(f"attempt: argument {i} has {a.size} values, expected {expected}")
         for buffer, _ in self._buffers:
             for i, a in enumerate(self._bound, start=4):
-                buffer.set_arg(i, memoryview(a) if a.size else memoryview(np.empty(0)))
+                buffer.set_arg(i, a.data if a.size else np.empty(0).data)
         self._current = 0
         y, f = self._slots[0]
         y[...], f[...] = y0, f0

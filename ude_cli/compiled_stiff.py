@@ -80,7 +80,7 @@ class StiffSolver:
         return {"abstol": s.atol, "reltol": s.rtol, "max_num_steps": max_steps or s.max_steps,
                 "show_eval_warnings": False, "disable_internal_warnings": True}
 
-    def integrator(self, t0: float, grid: Sequence[float], max_steps: int | None = None) -> Any:
+    def integrator(self, t0: float, grid: Sequence[float] | np.ndarray, max_steps: int | None = None) -> Any:
         import casadi as ca
 
         return ca.integrator("bdf", "cvodes", self._dae, float(t0), [float(g) for g in grid],
@@ -103,7 +103,7 @@ class StiffSolver:
         return self._programs[key]
 
     def _forward(self, args: Sequence[np.ndarray], times: np.ndarray, needed: Sequence[bool]
-                 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
         """States ``(n_traj, T, n)`` at ``times``, one CVODES solve per trajectory (its statistics counted), and
         where ``needed`` (per input ``y0, p, c, w``) the sensitivities of the states to those inputs:
         ``(n_traj, directions, T - 1, n)``, with CVODES's error control on them too."""
@@ -138,6 +138,7 @@ class StiffSolver:
                     (d,) = program[n_dir].call([y0[j], p[j], c[j], w[j], xf, *seeds])
                 except RuntimeError as exc:
                     raise self.failure(exc, j, y0[j], q, times) from None
+                assert sens is not None  # allocated when n_dir
                 sens[j] = np.asarray(d).reshape(n, n_dir, len(times) - 1).transpose(1, 2, 0)
         return out, sens
 
@@ -153,7 +154,7 @@ class StiffSolver:
         """The failure of trajectory ``trajectory``'s solve: which CVODES failure, the time it was reached
         (located by bisection between the last output time solved and the next), the state there."""
         code = next((k for k in CVODES_FAILURES if f'"{k}"' in str(exc)), None)
-        what = CVODES_FAILURES.get(code, str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed")
+        what = CVODES_FAILURES.get(code or "", str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed")
         if code == "CV_FIRST_RHSFUNC_ERR":
             t_ok, y_ok = float(times[0]), np.asarray(y0, dtype=np.float64)
         else:
@@ -250,7 +251,7 @@ class _StiffSolve(torch.autograd.Function):
     the backward pass is then a product, with no second solve."""
 
     @staticmethod
-    def forward(ctx, solver: StiffSolver, times: np.ndarray, shape: tuple[int, int],  # type: ignore[override]
+    def forward(ctx, solver: StiffSolver, times: np.ndarray, shape: tuple[int, int],
                 differentiate: bool, *tensors: torch.Tensor) -> torch.Tensor:
         args = numpy_inputs(tensors, *shape)
         grads = [g and differentiate for g in ctx.needs_input_grad[4:]]
@@ -262,13 +263,13 @@ class _StiffSolve(torch.autograd.Function):
         return torch.from_numpy(states).transpose(0, 1).to(tensors[0].dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         g = grad.detach().to(torch.float64).transpose(0, 1).numpy()[:, 1:, :]  # (n_traj, T - 1, n): y0 is y0
         adjoint = np.einsum("jdti,jti->jd", ctx.sens, g) if ctx.sens is not None else None
         adjoints: list[np.ndarray | None] = []
         offset = 0
         for k, width in enumerate(ctx.widths):
-            part = adjoint[:, offset:offset + width] if width else None
+            part = adjoint[:, offset:offset + width] if width and adjoint is not None else None  # width: adjoint
             if k == 0 and part is not None:
                 part = part + grad.detach().to(torch.float64)[0].numpy()
             adjoints.append(part)

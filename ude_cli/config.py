@@ -20,8 +20,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
-from .errors import ConfigError, ProblemList, Problems, did_you_mean
+from .errors import ConfigError, ProblemList, Problems, UdeError, did_you_mean
 
 #: Largest config file read (bytes): configs are small; a huge file is a mistake or an attack.
 MAX_CONFIG_BYTES = 1_000_000
@@ -620,7 +621,7 @@ def load_config(path: str | Path) -> Config:
     try:
         return config_from_dict(raw, label=str(path), path=path)
     except ConfigError as exc:
-        locations = getattr(exc, "schema_locations", None)
+        locations = exc.schema_locations
         if locations is None:
             raise
         more = _problems_beyond_the_schema(raw, exc, locations, path)
@@ -632,15 +633,13 @@ def load_config(path: str | Path) -> Config:
 _DROP = object()
 
 
-def _problems_beyond_the_schema(raw: dict, exc: ConfigError, locations: list[tuple], path: Path) -> list[ConfigError]:
+def _problems_beyond_the_schema(raw: dict, exc: ConfigError, locations: list[tuple], path: Path) -> list[UdeError]:
     """The problems :func:`ude_cli.problem.resolve` finds in the config less its fields that failed the schema.
 
     Each failing value is left out (a missing required field leaves out the mapping that needs it) and the
     rest validated again, a few rounds at most; when it validates, it is resolved with its data. Problems
     about what was left out, or naming it, are dropped: they repeat the schema's."""
     import copy
-
-    from .errors import UdeError
 
     pruned, removed = copy.deepcopy(raw), []
     for _round in range(4):
@@ -680,7 +679,7 @@ def _problems_beyond_the_schema(raw: dict, exc: ConfigError, locations: list[tup
     return [p for p in extra if not related(p)]
 
 
-def _clean_loc(err: dict) -> tuple:
+def _clean_loc(err: Any) -> tuple:
     loc = err["loc"]
     if loc and loc[-1] == "[key]":
         return loc[:-2]
@@ -728,7 +727,8 @@ def config_from_dict(raw: Any, *, label: str = "config", path: Path | None = Non
         for err in errors:
             loc = _clean_loc(err)  # a mapping key of the wrong type (e.g. a number): the mapping
             problems.add(ConfigError(_describe(err, raw), where=f"{label}: {_loc(loc)}" if _loc(loc) else label))
-        error = problems.items[0] if len(problems.items) == 1 else ProblemList(problems.items)
+        first = problems.items[0]
+        error = first if len(problems.items) == 1 and isinstance(first, ConfigError) else ProblemList(problems.items)
         error.schema_locations = [_clean_loc(e) for e in errors]
         raise error from None
     config._path = path
@@ -769,14 +769,14 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(text, Loader=_loader())  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
+        at_line = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         hint = None
         if "but got '['" in problem or "found '['" in problem:  # `{x: U[0]}`: brackets in a flow mapping
             hint = "an equation with brackets inside { } must be quoted: {x: \"U[0]\"}"
         elif "'\\t'" in problem:  # a tab where YAML expects indentation or a token
             hint = "indent with spaces: YAML does not allow tabs for indentation"
-        raise ConfigError(f"{line}invalid YAML: {problem}", where=label, hint=hint) from None
+        raise ConfigError(f"{at_line}invalid YAML: {problem}", where=label, hint=hint) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", where=label) from None
 
@@ -871,7 +871,7 @@ def _model_of(annotation: Any) -> Any:
 _UNION_TAGS = ("float", "int", "str", "bool", "ColumnRef")
 
 
-def _errors(exc: ValidationError) -> list[dict]:
+def _errors(exc: ValidationError) -> list[ErrorDetails]:
     """pydantic's errors, less those of union members that do not match the kind of value given.
 
     ``constants: {N: abc}`` fails both as a number and as ``{column: ...}``: for a scalar only the
@@ -890,7 +890,7 @@ def _errors(exc: ValidationError) -> list[dict]:
     return out
 
 
-def _value_at(base: tuple, errors: list[dict], default: dict) -> Any:
+def _value_at(base: tuple, errors: list[ErrorDetails], default: ErrorDetails) -> Any:
     """The value given at ``base``: the input of an error located at one of its union members."""
     for e in errors:
         if e["loc"][: len(base)] == base and len(e["loc"]) == len(base) + 1:
@@ -898,7 +898,7 @@ def _value_at(base: tuple, errors: list[dict], default: dict) -> Any:
     return default.get("input")
 
 
-def _describe(err: dict, raw: Any) -> str:
+def _describe(err: ErrorDetails, raw: Any) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     loc = err["loc"]
     comma = "; a number written with a decimal comma inside { } is split at the comma: write 0.3, not 0,3"
@@ -927,8 +927,8 @@ def _describe(err: dict, raw: Any) -> str:
         bound = f"{bound:g}" if isinstance(bound, float) else bound
         return f"must be {sym} {bound}, got {value!r}"
     if kind in ("float_parsing", "float_type"):
-        comma = isinstance(value, str) and "," in value and _is_number(value.replace(",", "."))
-        return f"expected a number, got {value!r}" + ("; use '.' as the decimal point" if comma else "")
+        decimal_comma = isinstance(value, str) and "," in value and _is_number(value.replace(",", "."))
+        return f"expected a number, got {value!r}" + ("; use '.' as the decimal point" if decimal_comma else "")
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"expected a whole number, got {value!r}"
     if kind in ("bool_parsing", "bool_type"):
@@ -938,7 +938,7 @@ def _describe(err: dict, raw: Any) -> str:
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         shorthand = {"ParameterSpec": "a number or a mapping such as {init: 0.5, bounds: [0, 1]}",
                      "InitialSpec": "a number, 'learn', or a mapping such as {value: 1.0, learn: true}"}
-        return f"expected {shorthand.get(ctx.get('class_name'), 'a mapping (key: value)')}, got {_short(value)}"
+        return f"expected {shorthand.get(ctx.get('class_name', ''), 'a mapping (key: value)')}, got {_short(value)}"
     if kind == "string_too_short":
         return "must not be empty"
     if kind in ("list_type", "tuple_type"):

@@ -379,7 +379,6 @@ def _is_decimal_comma(text: str) -> bool:
 
 def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem,
                  observables, decimal: str = ".", comma_option: bool = True) -> list[Experiment]:
-    read = {"decimal": decimal, "comma_option": comma_option}
     problems = Problems()
     available = list(frame.columns)
     wanted = [("data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
@@ -394,20 +393,20 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
                                    f"the header has: {', '.join(available)}", where=label))
     problems.raise_if_any()
 
-    t_all = _numeric(frame, time, label, problems, allow_missing=False, **read)
+    t_all = _numeric(frame, time, label, problems, allow_missing=False, decimal=decimal, comma_option=comma_option)
     values_all = np.full((len(frame), len(states)), np.nan)
     parsed: dict[str, np.ndarray] = {}
     for j, s in enumerate(states):
         if s in columns:
             if columns[s] not in parsed:
-                parsed[columns[s]] = _numeric(frame, columns[s], label, problems, allow_missing=True, **read)
+                parsed[columns[s]] = _numeric(frame, columns[s], label, problems, allow_missing=True, decimal=decimal, comma_option=comma_option)
             values_all[:, j] = parsed[columns[s]]
     obs_all = np.full((len(frame), len(observables)), np.nan)
     for k, col in enumerate(observables.values()):
         if col not in parsed:
-            parsed[col] = _numeric(frame, col, label, problems, allow_missing=True, **read)
+            parsed[col] = _numeric(frame, col, label, problems, allow_missing=True, decimal=decimal, comma_option=comma_option)
         obs_all[:, k] = parsed[col]
-    cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False, **read) for c in covariates}
+    cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False, decimal=decimal, comma_option=comma_option) for c in covariates}
     problems.raise_if_any()
     lines_all = np.asarray(frame.index, dtype=int)
 

@@ -20,7 +20,7 @@ The network proposes, the data decide:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -231,9 +231,9 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     paths = {}
     for t in terms:
         paths[t] = sparsity_path(thetas[t], samples.targets[t], libraries[t].names)
-        best = best_on_path(paths[t])
+        path_best = best_on_path(paths[t])
         say(f"pysindy on {_label(t)}: {len(paths[t])} sparse models on the threshold path; best by BIC: "
-            f"{_format(best.coefficients, libraries[t].names)} (R² {best.fidelity.r2:.4g} against the network)")
+            f"{_format(path_best.coefficients, libraries[t].names)} (R² {path_best.fidelity.r2:.4g} against the network)")
 
     selector = _Selector(problem, objective, libraries, thetas, samples, usable)
     mechanistic = selector.evaluate({t: () for t in terms}, {}, "mechanistic only")
@@ -267,7 +267,8 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     # terms per learned term along its path. Forward selection adds one term at a time, so it misses
     # terms that only help together (the same x*y/(1+x) in both equations of a predator-prey pair).
     chosen = current
-    levels = [("pysindy on the network", {t: best_on_path(paths[t]) for t in terms})]
+    levels: list[tuple[str, dict[tuple[str, int], SparseFit | None]]] = [
+        ("pysindy on the network", {t: best_on_path(paths[t]) for t in terms})]
     levels += [(f"pysindy's path, at most {n} term(s) each", {t: _best_with_at_most(paths[t], n) for t in terms})
                for n in range(1, settings.max_terms + 1)]
     for source, fits in levels:
@@ -486,7 +487,7 @@ class _Selector:
                 new = {**supports, t: tuple(sorted((*support, k)))}
                 trials.append(self.evaluate(new, {(t, k): c0}, source, base=current))
         if only is None and len(supports) > 1:
-            for k in sorted(joint, key=joint.get, reverse=True)[:propose]:
+            for k in sorted(joint, key=lambda k: joint[k], reverse=True)[:propose]:
                 new = {t: (tuple(sorted((*sup, k))) if self._can_add(t, sup, k, max_terms) else sup)
                        for t, sup in supports.items()}
                 if sum(new[t] != supports[t] for t in supports) < 2:
@@ -523,7 +524,7 @@ def _ude_scores(problem: Problem, objective: DataObjective, metrics: Mapping, pr
 
 
 def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation: Extrapolation,
-          settings: DiscoverSettings, terms: list[TermReport] = ()) -> tuple[str, list[str]]:
+          settings: DiscoverSettings, terms: Sequence[TermReport] = ()) -> tuple[str, list[str]]:
     """The verdict on a recovered model and the sentences that explain it (the first is the headline).
 
     ``failed``: a solve failed, or the model leaves the bound before the horizon. ``none``: the

@@ -316,6 +316,7 @@ def terms_frame(discovery: Discovery) -> pd.DataFrame:
     names = [e.name for e in discovery.problem.dataset.experiments]
     frames = []
     for tr in discovery.terms:
+        assert samples is not None  # a learned term was sampled
         theta = tr.library.matrix(samples.variables)
         index = {f.text: k for k, f in enumerate(tr.library.features)}
         recovered = np.zeros(samples.n)

@@ -37,7 +37,8 @@ def _pyplot():
 
 def _joined(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
     """Time and values of ``column`` with NaN between experiments, so one line never joins two."""
-    ts, ys = [], []
+    ts: list[np.ndarray | list[float]] = []
+    ys: list[np.ndarray | list[float]] = []
     for _, rows in frame.groupby("experiment", sort=False):
         ts += [rows["time"].to_numpy(float), [np.nan]]
         ys += [rows[column].to_numpy(float), [np.nan]]

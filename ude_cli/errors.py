@@ -8,6 +8,12 @@ decided here: only :mod:`ude_cli.cli` maps error classes to exit codes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import UDEModel
+    from .problem import Problem
+    from .train import TrainState
 
 
 class UdeError(Exception):
@@ -36,6 +42,9 @@ class UdeError(Exception):
 
 class ConfigError(UdeError):
     """The YAML config is malformed, incomplete or inconsistent."""
+
+    #: Set on the schema's errors: pydantic's locations of the values that failed (see config.load_config).
+    schema_locations: list[tuple] | None = None
 
 
 class ExpressionError(ConfigError):
@@ -78,7 +87,9 @@ class Interrupted(UdeError):
     checkpoint can be written.
     """
 
-    problem = model = state = None
+    problem: Problem | None = None
+    model: UDEModel | None = None
+    state: TrainState | None = None
 
 
 class RunDirError(UdeError):

@@ -20,7 +20,7 @@ import math
 import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import ExpressionError, did_you_mean, one_of
 
@@ -253,9 +253,9 @@ class _Checker:
         self.text = text
         self.where = where
         self.names: set[str] = set()
-        self.network_refs: set[tuple[str, int | None]] = set()
+        self.network_refs: set[tuple[str, int]] = set()
 
-    def fail(self, node: ast.AST, message: str, hint: str | None = None) -> None:
+    def fail(self, node: ast.AST, message: str, hint: str | None = None) -> NoReturn:
         segment = ast.get_source_segment(self.text, node) or self.text
         raise ExpressionError(f"{message}: '{segment}' in {self.text!r}", where=self.where, hint=hint)
 
@@ -408,7 +408,7 @@ def _ieee(name: str) -> Callable:
     """The function ``name`` on float64 with IEEE semantics: 1/0 is inf, 0/0 and sqrt(-1) are nan."""
     import numpy as np
 
-    table = {
+    table: dict[str, Callable] = {
         "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "**": np.power,
         "exp": np.exp, "log": np.log, "log10": np.log10, "log2": np.log2, "sqrt": np.sqrt, "sin": np.sin,
         "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
@@ -422,6 +422,7 @@ def _constant_value(node: ast.expr) -> float | None:
     import numpy as np
 
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, int | float)  # checked by _Checker: only numbers
         return _float(node.value)
     if isinstance(node, ast.Name):
         return math.pi if node.id == "pi" else None
@@ -438,6 +439,7 @@ def _constant_value(node: ast.expr) -> float | None:
         args = [_constant_value(a) for a in node.args]
         if any(a is None for a in args):
             return None
+        assert isinstance(node.func, ast.Name)  # checked by _Checker: calls of function names
         with np.errstate(all="ignore"):
             return float(_ieee(node.func.id)(*map(np.float64, args)))
     return None
@@ -478,6 +480,7 @@ def _compile(node: ast.expr, funcs: Mapping[str, Callable], nets: frozenset[str]
             return lambda env: (lambda v: v * v)(left(env))
         return lambda env: op(left(env), right(env))
     if isinstance(node, ast.Call):
+        assert isinstance(node.func, ast.Name)  # checked by _Checker: calls of function names
         f = funcs[node.func.id]
         args = [_compile(a, funcs, nets) for a in node.args]
         if len(args) == 1:
@@ -485,6 +488,7 @@ def _compile(node: ast.expr, funcs: Mapping[str, Callable], nets: frozenset[str]
             return lambda env: f(a0(env))
         return lambda env: f(*(a(env) for a in args))
     if isinstance(node, ast.Subscript):
+        assert isinstance(node.value, ast.Name) and isinstance(node.slice, ast.Constant)  # checked: NN[i]
         name, index = node.value.id, node.slice.value
         return lambda env: env[name][..., index]
     raise AssertionError(f"unchecked node {type(node).__name__}")  # the checker rejects everything else
@@ -517,8 +521,10 @@ def _to_sympy(node: ast.expr, symbols: dict[str, Any], sympy, nets: frozenset[st
             "tan": sympy.tan, "tanh": sympy.tanh, "sinh": sympy.sinh, "cosh": sympy.cosh, "atan": sympy.atan,
             "abs": sympy.Abs, "sigmoid": lambda x: 1 / (1 + sympy.exp(-x)), "min": sympy.Min, "max": sympy.Max,
         }
+        assert isinstance(node.func, ast.Name)  # checked by _Checker: calls of function names
         return table[node.func.id](*args)
     if isinstance(node, ast.Subscript):
+        assert isinstance(node.value, ast.Name) and isinstance(node.slice, ast.Constant)  # checked: NN[i]
         return sympy.IndexedBase(node.value.id)[node.slice.value]
     raise AssertionError(f"unchecked node {type(node).__name__}")
 

@@ -14,11 +14,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, RunDirError
+
+if TYPE_CHECKING:
+    from .problem import Problem
 
 #: The sub-directory of a run that ``ude predict`` writes.
 FORECAST_DIR = "forecast"
@@ -37,7 +41,7 @@ class Forecast:
         changed: the options used (experiment, initial states, parameter values).
     """
 
-    problem: object
+    problem: Problem
     until: float
     frame: pd.DataFrame
     notes: list[str] = field(default_factory=list)
@@ -283,9 +287,9 @@ def _runaway_notes(problem, frame: pd.DataFrame) -> list[str]:
     bound = runaway_bound(problem)
     notes = []
     for model, rows in frame.groupby("model", sort=False):
-        times = [divergence_time(r["time"].to_numpy(float), r[problem.states].to_numpy(float), bound)
+        found = [divergence_time(r["time"].to_numpy(float), r[problem.states].to_numpy(float), bound)
                  for _, r in rows.groupby("experiment", sort=False)]
-        times = [d for d in times if d is not None]
+        times = [d for d in found if d is not None]
         if times:
             notes.append(f"the {model} forecast diverges (leaves {RUNAWAY_FACTOR:g} times the data's largest value) "
                          f"at t = {time_text(min(times))}")
@@ -311,6 +315,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     from .discover_plots import MODEL_STYLES
     from .plots import STYLE, label_time_axis, state_label, title_text
@@ -368,8 +373,10 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
             lines = [w for note in notes for w in textwrap.wrap(note, 150)]  # wrapped here: the layout knows the height
             fig.text(0.01, 0.0, "\n".join(lines), fontsize=7.5, color="0.3", va="bottom", ha="left")
             height = fig.get_figheight()
-            fig.get_layout_engine().set(rect=(0, min(0.5, (0.16 * len(lines) + 0.1) / height), 1,
-                                              1 - min(0.5, (0.16 * len(lines) + 0.1) / height)))
+            engine = fig.get_layout_engine()
+            assert isinstance(engine, ConstrainedLayoutEngine)  # STYLE: figure.constrained_layout.use
+            engine.set(rect=(0, min(0.5, (0.16 * len(lines) + 0.1) / height), 1,
+                             1 - min(0.5, (0.16 * len(lines) + 0.1) / height)))
     return fig
 
 

@@ -9,6 +9,7 @@ equation. A neural ODE is the case whose equations are only network outputs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ class HybridRHS(nn.Module):
         self._functions = [equations[s].compile("torch", networks=list(networks)) for s in self.states]
         self._constants = dict(constants)
         self._experiments: torch.Tensor | None = None
-        self._bound: dict[str, torch.Tensor] | None = None
+        self._bound: dict[str, float | torch.Tensor] | None = None
         self.networks_enabled = True
         self.nfe = 0
 
@@ -69,9 +70,9 @@ class HybridRHS(nn.Module):
     def unbind(self) -> None:
         self._bound = None
 
-    def _base_env(self) -> dict[str, torch.Tensor]:
+    def _base_env(self) -> dict[str, float | torch.Tensor]:
         index = self._experiments
-        env: dict[str, torch.Tensor] = dict(self.parameters_.values(index))
+        env: dict[str, float | torch.Tensor] = dict(self.parameters_.values(index))
         for name, value in self._constants.items():
             if torch.is_tensor(value) and value.ndim == 1:
                 env[name] = (value if index is None else value.index_select(0, index))[None, :]
@@ -83,7 +84,7 @@ class HybridRHS(nn.Module):
     def network_outputs(self, t: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each network's outputs at ``(t, y)``: name -> ``(S, B, outputs)``."""
         out = {}
-        for name, net in self.networks.items():
+        for name, net in cast(Mapping[str, MLP], self.networks).items():  # a ModuleDict of MLPs (untyped)
             x = self.inputs(name, t, y)
             out[name] = net(x) if self.networks_enabled else torch.zeros(
                 (*y.shape[:-1], net.n_outputs), dtype=y.dtype, device=y.device)

@@ -21,6 +21,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
 
 #: The attribute torch._compile._disable_dynamo caches the disabled function under.
 _CACHE = "__dynamo_disable"
@@ -93,13 +97,13 @@ def _optimizer_classes(optim) -> list[type]:
     return classes
 
 
-def optimizer_step(opt) -> None:
+def optimizer_step(opt: Optimizer) -> None:
     """``opt.step()``; in a process spared ``torch._dynamo``, the step's own body under the grad mode its
     wrapper sets (``torch.optim.optimizer._use_grad_for_differentiable`` imports torch._dynamo on every
     call only to place graph breaks). Without the wrapper (another torch), plain ``opt.step()``."""
     import torch
 
-    raw = _raw_step(type(opt))
+    raw = _raw_step(type(opt))  # type: ignore[arg-type]  # a class is hashable: mypy misreads lru_cache's Hashable
     if not _lean or "torch._dynamo" in sys.modules or raw is type(opt).step:
         opt.step()
         return
@@ -108,7 +112,7 @@ def optimizer_step(opt) -> None:
 
 
 @functools.cache
-def _raw_step(cls: type):
+def _raw_step(cls: type[Optimizer]):
     """The optimiser class's ``step`` without its wrappers (the same for every step of every instance)."""
     import inspect
 

@@ -8,6 +8,7 @@ time grids, so that a fit with many experiments costs about as much as one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from .neural import MLP
 from .parameters import InitialStates, ParameterSet
 from .problem import Problem, default_step
 from .solve import SolverSettings, solve
+
+if TYPE_CHECKING:
+    from .compiled import CompiledEngine
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -169,7 +173,7 @@ class UDEModel(nn.Module):
         #: per group: the experiments' indices, selecting their per-experiment constants and parameters
         self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
 
-        self._compiled = None
+        self._compiled: CompiledEngine | None = None
         self.engine = self._choose_engine()
 
     def _choose_engine(self) -> str:
@@ -204,15 +208,16 @@ class UDEModel(nn.Module):
 
             self._compiled = CompiledEngine(self)
             self._compiled.start_native()
-        if self.engine == "compiled" and times is not None and self._compiled.undecided(k):
+        compiled = self._compiled if self.engine == "compiled" else None
+        if compiled is not None and times is not None and compiled.undecided(k):
             # auto decides on the data's grid, as in training
             with torch.no_grad():
-                self._compiled.solve_group(k, networks=self.rhs.networks_enabled)
-        if self.engine == "compiled" and self._compiled.method == "bdf":
-            return self._compiled.solve_group(k, None if times is None else times.detach().cpu().numpy(),
-                                              networks=self.rhs.networks_enabled)
-        if times is None and self.engine == "compiled" and self.rhs.networks_enabled:
-            return self._compiled.solve_group(k)
+                compiled.solve_group(k, networks=self.rhs.networks_enabled)
+        if compiled is not None and compiled.method == "bdf":
+            return compiled.solve_group(k, None if times is None else times.detach().cpu().numpy(),
+                                        networks=self.rhs.networks_enabled)
+        if times is None and compiled is not None and self.rhs.networks_enabled:
+            return compiled.solve_group(k)
         g = self.groups[k]
         y0 = self.initial()[:, g.experiments, :]
         self.rhs.select(self.group_index[k])
@@ -225,7 +230,7 @@ class UDEModel(nn.Module):
             self.rhs.select(None)
 
     @property
-    def compiled(self):
+    def compiled(self) -> CompiledEngine | None:
         """The compiled engine (:class:`~ude_cli.compiled.CompiledEngine`) once built, else None."""
         return self._compiled
 
@@ -265,13 +270,14 @@ class UDEModel(nn.Module):
         """Sum of squared network weights per start ``(S,)`` (0 without networks)."""
         total = torch.zeros(self.n_starts, dtype=self.dtype)
         for net in self.rhs.networks.values():
+            assert isinstance(net, MLP)
             total = total + net.weight_penalty()
         return total
 
     def dense(self, n_points: int = 400, until: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per experiment: a dense time grid from t0 to its last time (or ``until``), and the states
         ``(T, S, n)`` on it."""
-        out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.problem.dataset.experiments)
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # experiment -> (t, y): each is in one group
         with torch.no_grad():
             for k, g in enumerate(self.groups):
                 end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
@@ -282,7 +288,7 @@ class UDEModel(nn.Module):
                     t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])
                     keep = grid <= t_end + 1e-12 * max(1.0, abs(t_end))
                     out[b] = (grid[keep], sol[keep, :, i, :])
-        return out  # type: ignore[return-value]
+        return [out[b] for b in range(len(self.problem.dataset.experiments))]
 
     def terms_along(self, t: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         """Network outputs along a trajectory: ``t (T,)``, ``y (T, S, n)`` -> name -> ``(T, S, outputs)``."""

@@ -168,6 +168,7 @@ def library(build: Build) -> NativeLibrary:
     structure, a batch of fits of one model, share it)."""
     if not build.viable:
         return NativeLibrary(build)
+    assert build.path is not None  # a viable build has its library's path
     existing = _LIBRARIES.get(build.path)
     if existing is None or (existing.reason is not None and build.path.exists()):
         existing = _LIBRARIES[build.path] = NativeLibrary(build)
@@ -228,6 +229,7 @@ class NativeLibrary:
         self._thread.start()
 
     def _wait(self, process: subprocess.Popen, command: list[str], log: Path) -> None:
+        assert self.path is not None  # started only for a build with its path
         if process.wait() != 0 and not self.path.exists():  # (another process may have built it meanwhile)
             try:
                 lines = log.read_text(errors="replace").strip().splitlines()
@@ -249,6 +251,7 @@ class NativeLibrary:
         cannot be (:attr:`reason` says why)."""
         if self._functions is not None or not self._done.is_set() or self.reason is not None:
             return self._functions
+        assert self.path is not None  # no reason: a viable build, which has its path
         import casadi as ca
 
         try:
@@ -287,7 +290,7 @@ def _compiler_identity(command: tuple[str, ...]) -> tuple[str, str]:
 def _casadi_version() -> str:
     import casadi as ca
 
-    return ca.__version__
+    return ca.__version__  # type: ignore[attr-defined]  # casadi's __init__.pyi omits __version__ (set in __init__.py)
 
 
 def _remove_stale(folder: Path) -> None:

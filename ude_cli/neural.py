@@ -65,6 +65,10 @@ class MLP(nn.Module):
         dtype: floating point type.
     """
 
+    in_shift: torch.Tensor  # buffers
+    in_scale: torch.Tensor
+    out_scale: torch.Tensor
+
     def __init__(self, n_in: int, n_out: int, hidden: Sequence[int], activation: str, seeds: Sequence[int],
                  final_scale: float, in_shift: Sequence[float], in_scale: Sequence[float],
                  out_scale: Sequence[float], dtype: torch.dtype):

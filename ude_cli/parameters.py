@@ -49,9 +49,14 @@ def _kind(p: Parameter) -> str:
     return "free"
 
 
+def _bounds(p: Parameter) -> tuple[float, float]:
+    """The bounds as numbers, -inf/inf where absent (each kind reads only the bounds it has)."""
+    return (-math.inf if p.lower is None else p.lower, math.inf if p.upper is None else p.upper)
+
+
 def to_unconstrained(p: Parameter, value: float) -> float:
     """The unconstrained ``u`` with ``g(u) = value``."""
-    k, lo, hi = _kind(p), p.lower, p.upper
+    k, (lo, hi) = _kind(p), _bounds(p)
     if k == "free":
         return value
     if k == "log":
@@ -72,7 +77,7 @@ def to_unconstrained(p: Parameter, value: float) -> float:
 
 def to_constrained(p: Parameter, u: torch.Tensor) -> torch.Tensor:
     """``g(u)`` for tensors."""
-    k, lo, hi = _kind(p), p.lower, p.upper
+    k, (lo, hi) = _kind(p), _bounds(p)
     if k == "free":
         return u
     if k == "log":
@@ -144,6 +149,9 @@ class InitialStates(nn.Module):
     learned initial value is one unconstrained number per start and experiment.
     """
 
+    base: torch.Tensor  # a buffer
+    _parameter_set: ParameterSet | None  # the model's (set with object.__setattr__: not a submodule here)
+
     def __init__(self, states: Sequence[str], initial: Mapping[str, Initial], first_values: np.ndarray,
                  covariates: Sequence[Mapping[str, float]], n_starts: int, dtype: torch.dtype,
                  parameters: ParameterSet | None = None, constants: Mapping[str, float | torch.Tensor] | None = None,
@@ -161,8 +169,10 @@ class InitialStates(nn.Module):
             elif spec.source == "value":
                 base[:, j] = spec.value
             elif spec.source == "formula":
+                assert spec.expression is not None  # resolve gives a formula its expression
                 self._formulas[j] = spec.expression.compile("torch")
             else:
+                assert spec.column is not None  # source "column"
                 base[:, j] = [c[spec.column] for c in covariates]
         # a formula's environment: the parameters (not registered here: they are the model's), constants, t0
         object.__setattr__(self, "_parameter_set", parameters)
@@ -191,6 +201,7 @@ class InitialStates(nn.Module):
             s = self.states[j]
             cols[j] = torch.exp(self.raw[s]) if self.specs[s].positive else self.raw[s]
         if self._formulas:
+            assert self._parameter_set is not None  # a formula's parameters are given with it
             env = {**self._formula_env, **self._parameter_set.values()}
             for j, f in self._formulas.items():
                 cols[j] = torch.as_tensor(f(env), dtype=y0.dtype).expand(y0.shape[:-1])

@@ -11,10 +11,11 @@ from __future__ import annotations
 import keyword
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-from .config import Config, NoiseParameterSpec, NoiseSpec, ParameterSpec
+from .config import Config, NetworkSpec, NoiseParameterSpec, NoiseSpec, ParameterSpec
 from .data import Dataset, read_dataset, split_validation
 from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean, nearest
 from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression
@@ -83,7 +84,7 @@ class Problem:
     constants: dict[str, float | str]  # value, or the name of the column giving it per experiment
     equations: dict[str, Expression]  # full right-hand side (mechanism + corrections) per state
     corrections: dict[str, Expression]  # the correction added to a built-in, per state (may be empty)
-    networks: dict[str, object]  # name -> NetworkSpec
+    networks: dict[str, NetworkSpec]
     initial: dict[str, Initial]
     t0: float | None
     dataset: Dataset
@@ -146,9 +147,9 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             data_units |= {s: config.data.units.get(c) for s, c in config.data.columns.items()}
             data_units |= {s: config.data.units.get(i.column) for s, i in m.initial.items()  # a dose column
                            if i.column is not None and not data_units.get(s)}
-            for pname, d in builtin.parameters.items():
-                param_defaults[pname] = ParameterSpec(init=d.init, fixed=d.fixed, bounds=d.bounds,
-                                                      positive=d.positive, unit=unit_text(d.unit, data_units))
+            for pname, pd in builtin.parameters.items():
+                param_defaults[pname] = ParameterSpec(init=pd.init, fixed=pd.fixed, bounds=pd.bounds,
+                                                      positive=pd.positive, unit=unit_text(pd.unit, data_units))
             constants_defaults = dict(builtin.constants)
         else:
             states = []
@@ -292,12 +293,12 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                                       per_experiment=bool(spec.per_experiment), role=role)
 
     # networks' inputs
-    for net, spec in networks.items():
-        for k, inp in enumerate(spec.inputs):
+    for net, net_spec in networks.items():
+        for k, inp in enumerate(net_spec.inputs):
             if inp != "t" and inp not in states:
                 problems.add(ConfigError(f"unknown input '{inp}'{did_you_mean(inp, [*states, 't'])}; inputs are "
                                          f"states ({', '.join(states)}) or t", where=f"{label}: networks.{net}.inputs[{k}]"))
-        if len(set(spec.inputs)) != len(spec.inputs):
+        if len(set(net_spec.inputs)) != len(net_spec.inputs):
             problems.add(ConfigError("an input is listed twice", where=f"{label}: networks.{net}.inputs"))
 
     # data columns and initial states
@@ -335,31 +336,32 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
                                      f"{', '.join(states)}", where=f"{label}: model.initial.{s}"))
     for s in states:
-        spec = m.initial.get(s)
+        ispec = m.initial.get(s)
         where = f"{label}: model.initial.{s}"
-        if spec is not None and spec.formula is not None:
+        if ispec is not None and ispec.formula is not None:
             if s in initial_exprs:
                 initial[s] = Initial(s, "formula", expression=initial_exprs[s])
             continue
-        if spec is None or (spec.value is None and spec.column is None):
+        if ispec is None or (ispec.value is None and ispec.column is None):
             if s not in columns and s not in meant:
                 problems.add(ConfigError(
                     f"state '{s}' has no data column, so its initial value must be given: "
                     f"{{value: NUMBER}} (add learn: true to fit it)", where=where))
                 continue
-            initial[s] = Initial(s, "observed", learn=bool(spec and spec.learn), positive=bool(spec and spec.positive))
-        elif spec.column is not None:
-            covariates.add(spec.column)
-            initial[s] = Initial(s, "column", column=spec.column, learn=spec.learn, positive=spec.positive)
+            initial[s] = Initial(s, "observed", learn=bool(ispec and ispec.learn), positive=bool(ispec and ispec.positive))
+        elif ispec.column is not None:
+            covariates.add(ispec.column)
+            initial[s] = Initial(s, "column", column=ispec.column, learn=ispec.learn, positive=ispec.positive)
         else:
-            if spec.learn and spec.positive and spec.value <= 0:
-                problems.add(ConfigError(f"a positive initial value must start > 0, got {spec.value:g}", where=where))
-            initial[s] = Initial(s, "value", value=spec.value, learn=spec.learn, positive=spec.positive)
+            assert ispec.value is not None  # the first branch takes value and column both None
+            if ispec.learn and ispec.positive and ispec.value <= 0:
+                problems.add(ConfigError(f"a positive initial value must start > 0, got {ispec.value:g}", where=where))
+            initial[s] = Initial(s, "value", value=ispec.value, learn=ispec.learn, positive=ispec.positive)
 
     if not states:  # nothing to read the data for
         problems.raise_if_any()
 
-    dataset = None
+    dataset: Dataset | None = None
     if read_data:
         try:
             dataset = read_dataset(
@@ -376,6 +378,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         except UdeError as exc:
             problems.add(exc)
         problems.raise_if_any()
+        assert dataset is not None  # read_dataset returned, or its error was raised just above
         _check_against_data(config, dataset, initial, m.t0, problems, label)
         _check_observations(dataset, initial, problems, warnings, label)
     problems.raise_if_any()
@@ -395,7 +398,8 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
 
     return Problem(config=config, states=states, parameters=parameters, constants=constants, equations=equations,
                    corrections=corrections, networks=networks, initial=initial, t0=m.t0,
-                   dataset=dataset, builtin=m.builtin, warnings=warnings, observables=observables,
+                   # no data only with read_data=False, for callers that read the model alone
+                   dataset=cast(Dataset, dataset), builtin=m.builtin, warnings=warnings, observables=observables,
                    noise_parameters=noise_parameters)
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def interactive(stream: TextIO | None = None) -> bool:
@@ -102,7 +105,7 @@ class RichMonitor(SilentMonitor):
             TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("left"), TimeRemainingColumn(),
             console=self.console, transient=False)
-        self._tasks: dict[int, int] = {}
+        self._tasks: dict[int, TaskID] = {}
 
     def __enter__(self):
         self.console.print(f"[bold]{self.name}[/bold]: fitting", highlight=False)

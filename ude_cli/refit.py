@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,7 +96,9 @@ class _Replace(ast.NodeTransformer):
         self.single = single
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
-        key = (node.value.id, node.slice.value)  # the whitelist allows only NN[int]
+        value, index = node.value, node.slice
+        assert isinstance(value, ast.Name) and isinstance(index, ast.Constant) and isinstance(index.value, int)
+        key = (value.id, index.value)  # the whitelist allows only NN[int]
         return self.replacements.get(key, node)
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
@@ -106,7 +108,7 @@ class _Replace(ast.NodeTransformer):
 
 
 def replace_terms(expression: Expression, term_models: Mapping[tuple[str, int], TermModel],
-                  single_output: set[str] = frozenset()) -> Expression:
+                  single_output: Collection[str] = frozenset()) -> Expression:
     """``expression`` with each ``NN[i]`` (and each bare single-output ``NN``) replaced by its
     term model, in parentheses; the result is parsed again through the whitelist."""
     replacements = {term: parse_expression(f"({tm.text()})").tree for term, tm in term_models.items()}
@@ -180,6 +182,7 @@ class OdeSystem:
                 elif spec.source == "value":
                     y0[b, j] = spec.value
                 else:
+                    assert spec.column is not None  # source "column"
                     y0[b, j] = e.covariates[spec.column]
         return y0
 
@@ -218,6 +221,7 @@ class OdeSystem:
         y0 = self.initial[b] if y0 is None else np.asarray(y0, dtype=float)
         sim = self.simulate_many(b, {k: np.array([v], dtype=float) for k, v in values.items()}, times, y0[None, :],
                                  t0=t0, bound=bound)
+        assert sim.oks is not None and sim.messages is not None  # simulate_many gives them
         return Simulation(sim.t, sim.y[:, 0, :], bool(sim.oks[0]), sim.messages[0])
 
     def simulate_many(self, b: int, values: Mapping[str, np.ndarray], times: np.ndarray, y0: np.ndarray,
@@ -352,6 +356,7 @@ class DataObjective:
         self.models: list = [None] * len(problem.states)
         self.noise_values: list[dict[str, float]] = [{} for _ in problem.states]
         for o in problem.observables.values():
+            assert o.state is not None and o.noise is not None  # a state (unsupported() refuses formulas), noisy
             j = problem.states.index(o.state)
             self.models[j] = noise_model(o.noise.distribution, o.noise.error)
             self.noise_values[j] = {role: float(noise.get(name, problem.noise_parameters[name].init))
@@ -641,7 +646,7 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
                 vals[name] = xs[:, i].astype(float)
             else:
                 inits[:, where[0], where[1]] = xs[:, i]
-        per_set = [[] for _ in range(len(xs))]
+        per_set: list[list[np.ndarray]] = [[] for _ in range(len(xs))]
         for b, e in enumerate(system.experiments):
             sim = system.simulate_many(b, vals, e.t, inits[:, b, :])
             for p in range(len(xs)):
@@ -685,7 +690,7 @@ def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, floa
     train = objective.residuals(preds, "train")
     train_loss = objective.loss_of(train, "train")
     ok = not failure and converged and all(math.isfinite(v) for v in values.values())
-    sequences = []
+    sequences: list[np.ndarray] = []
     for b, pred in enumerate(preds):
         e = system.experiments[b]
         obs = objective.transform(np.where(np.isfinite(e.values), e.values, 1.0))

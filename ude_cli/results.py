@@ -259,7 +259,7 @@ def resolved_config(problem: Problem) -> dict:
 
 def run_info(problem: Problem, *, seed: int, command: list[str] | None = None, extra: dict | None = None) -> dict:
     cfg = problem.config
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in RECORDED_PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)

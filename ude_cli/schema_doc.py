@@ -12,7 +12,7 @@ from pydantic_core import PydanticUndefined
 
 from . import config as schema
 
-SECTIONS = [
+SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("top level", schema.Config),
     ("data", schema.DataSpec),
     ("data.validation", schema.ValidationSpec),

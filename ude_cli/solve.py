@@ -52,6 +52,7 @@ def grid_through_outputs(step: float):
 
 def check_fixed_steps(t: torch.Tensor, settings: SolverSettings) -> None:
     """Raise :class:`SolverError` when a fixed-step solve over ``t`` needs more than ``max_steps`` steps."""
+    assert settings.step is not None  # a fixed-step method has its step (SolverSettings.from_spec)
     span = float(t[-1] - t[0])
     n_steps = span / settings.step
     if n_steps > settings.max_steps:
@@ -75,6 +76,7 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
         options["max_num_steps"] = settings.max_steps
     else:
         check_fixed_steps(t, settings)
+        assert settings.step is not None  # checked just above
         options["grid_constructor"] = grid_through_outputs(settings.step)
     if settings.method in STIFF_METHODS:  # config.py sends these to the compiled engine (a bug otherwise)
         raise ValueError(f"torchdiffeq has no {settings.method} method")
@@ -104,7 +106,7 @@ class _LastEvaluation(torch.nn.Module):
     def __init__(self, func: torch.nn.Module):
         super().__init__()
         self.func = func
-        self.last: tuple[float, torch.Tensor] | None = None
+        self.last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.last = (t, y)

@@ -133,7 +133,7 @@ def summary_table(config: Config, points: list[tuple[str, Config]], outcomes) ->
     keys = list(config.sweep or {})
     rows = []
     for (name, _), outcome in zip(points, outcomes, strict=True):
-        row = {"point": name}
+        row: dict[str, str | float | None] = {"point": name}
         for key, part in zip(keys, name.split(","), strict=True):
             row[key] = part.split("=", 1)[1]
         m = outcome.metrics or {}

@@ -285,7 +285,7 @@ def sparsity_path(theta: np.ndarray, target: np.ndarray, names: Sequence[str],
     for thr in thresholds:
         coef = np.zeros(theta.shape[1])
         if usable.any():
-            coef[usable] = stlsq(theta[:, usable], target, thr, [names[k] for k in np.flatnonzero(usable)])
+            coef[usable] = stlsq(theta[:, usable], target, thr, [names[int(k)] for k in np.flatnonzero(usable)])
         support = tuple(int(k) for k in np.flatnonzero(coef))
         if support in seen:
             continue

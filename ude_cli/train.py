@@ -201,6 +201,7 @@ class _Runner:
             self._best = self.flat.flatten(st.best)
             st.best = self.flat.views(self._best)
         self._best_views = st.best
+        assert self._best is not None  # set above, or by an earlier call with these views
         return self._best
 
     def _trajectory_loss(self) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -54,11 +55,12 @@ def check_command(
                            f"{_count(len(problem.networks), 'network')}; "
                            f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
                            + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
-        records.append({"config": str(path), "status": "ok", "states": list(problem.states),
+        record: dict[str, Any] = {"config": str(path), "status": "ok", "states": list(problem.states),
                         "parameters": list(problem.parameters), "networks": list(problem.networks),
                         "experiments": len(ds.experiments), "training_time_points": n_obs,
                         "validation_time_points": n_val, "warnings": list(problem.warnings),
-                        **({"resolved": cfg.resolved()} if print_config else {})})
+                        **({"resolved": cfg.resolved()} if print_config else {})}
+        records.append(record)
         if print_config and not json_out:
             import yaml
 

@@ -54,10 +54,10 @@ class Command(typer.core.TyperCommand):
         super().__init__(*args, **kwargs)
         for param in self.params:
             if isinstance(param, typer.core.TyperArgument):
-                param.display_type_rich = types.MethodType(lambda self, ctx: "", param)
-                param._usage_display_name = types.MethodType(_argument_usage, param)
+                setattr(param, "display_type_rich", types.MethodType(lambda self, ctx: "", param))  # noqa: B010
+                setattr(param, "_usage_display_name", types.MethodType(_argument_usage, param))  # noqa: B010
             elif isinstance(param, typer.core.TyperOption):
-                param.display_type_rich = types.MethodType(_option_type, param)
+                setattr(param, "display_type_rich", types.MethodType(_option_type, param))  # noqa: B010
 
 
 def _argument_usage(param) -> str:
@@ -113,8 +113,10 @@ def print_json(document: dict) -> None:
 def error_record(error: BaseException) -> dict:
     """``{"kind", "message", "lines"}`` of a UdeError, as ``ude fit --json`` reports one."""
     from ..batch import error_kind
+    from ..errors import UdeError
 
-    return {"kind": error_kind(error), "message": str(error), "lines": error.lines()}
+    lines = error.lines() if isinstance(error, UdeError) else [str(error)]
+    return {"kind": error_kind(error), "message": str(error), "lines": lines}
 
 
 def fail_json(error: BaseException, **fields) -> None:

@@ -124,7 +124,9 @@ def fit_command(
         print_summary(all_outcomes, skipped=skipped)
     failed = [o for o in all_outcomes if not o.ok]
     if failed:
-        raise typer.Exit(exits.for_kind(failed[0].error["kind"]))
+        error = failed[0].error
+        assert error is not None  # every outcome but "ok" carries its error
+        raise typer.Exit(exits.for_kind(error["kind"]))
 
 
 def _shared_run_dirs(paths: list[Path]) -> dict[Path, tuple[Path, Path]]:

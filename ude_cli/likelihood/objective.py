@@ -69,7 +69,8 @@ class Objective:
             self.noise.append(noise_model(o.noise.distribution, o.noise.error) if o.noise is not None else None)
             self.noise_roles.append(dict(o.noise_parameters))
         log_obs = self.spec.log and not self.likelihood
-        self._obs, self._masks = [], {"train": [], "validation": []}
+        self._obs: list[torch.Tensor] = []
+        self._masks: dict[str, list[torch.Tensor]] = {"train": [], "validation": []}
         for g in model.groups:
             if self.state_layout:
                 observed, train, valid = g.observed, g.train, g.valid
@@ -88,12 +89,16 @@ class Objective:
     def _prepare_noise_groups(self) -> None:
         """Observables grouped by noise model (one call covers a group), with each group's observations
         prepared once (:meth:`NoiseModel.prepare`) and its masks, counts and data-only constants per split."""
+        models = [m for m in self.noise if m is not None]
+        assert len(models) == len(self.noise)  # with a likelihood, every observable has a noise model
         kinds: dict[tuple[str, str], list[int]] = {}
-        for j, model in enumerate(self.noise):
+        for j, model in enumerate(models):
             kinds.setdefault((model.name, model.error), []).append(j)
-        self._noise_groups = []
+        #: (model, observables' index or None for all, role -> parameter names, floor or None, profiled)
+        self._noise_groups: list[tuple[NoiseModel, torch.Tensor | None, dict[str, list[str]],
+                                       torch.Tensor | None, bool]] = []
         for idx in kinds.values():
-            model = self.noise[idx[0]]
+            model = models[idx[0]]
             roles = {role: [self.noise_roles[j][role] for j in idx] for role in model.roles}
             everything = idx == list(range(len(self.names)))
             specs = [self.problem.noise_parameters[n] for names in roles.values() for n in names]
@@ -181,6 +186,7 @@ class Objective:
             r = (self._transform(pred) - obs) * self.weights
             part = (r * r * mask).sum(dim=(0, 2, 3))
             total = part if total is None else total + part
+        assert total is not None  # count > 0: there is a group
         return total / count
 
     def _transform(self, pred: torch.Tensor) -> torch.Tensor:
@@ -226,7 +232,9 @@ class Objective:
                     q = model.squared_residuals(y, mu, masks[split])
                     rss[g] = q if rss[g] is None else rss[g] + q
                     continue
-                part = model.masked_nll(y, mu, params[g], masks[split], counts[split]).sum(dim=1)
+                group_params = params[g]
+                assert group_params is not None  # None only for a profiled group, handled above
+                part = model.masked_nll(y, mu, group_params, masks[split], counts[split]).sum(dim=1)
                 total = part if total is None else total + part
         estimates: dict[str, torch.Tensor] = {}
         for g, (model, _, roles, _, _) in enumerate(self._noise_groups):
@@ -234,6 +242,7 @@ class Objective:
                 nll, value = model.profiled(rss[g], self._counts[split][g])
                 total = nll.sum(dim=1) if total is None else total + nll.sum(dim=1)
                 estimates.update({name: value[:, i] for i, name in enumerate(roles["sigma"])})
+        assert total is not None  # there is a group
         return total + constant, estimates
 
     def sync_noise(self, solutions: list[torch.Tensor]) -> None:
@@ -275,8 +284,8 @@ class Objective:
     # -- per observable -------------------------------------------------------------------------------
     def per_observable_mse(self, solutions: list[torch.Tensor], split: str = "train") -> np.ndarray:
         """Plain MSE in data units per start and observable ``(S, n_observables)`` (NaN where nothing is observed)."""
-        sq = 0.0
-        cnt = 0.0
+        sq: float | torch.Tensor = 0.0
+        cnt: float | torch.Tensor = 0.0
         with torch.no_grad():
             for k, pred in enumerate(self.observed(solutions)):
                 g = self.model.groups[k]
@@ -286,9 +295,9 @@ class Objective:
                 r = (pred - obs) * mask
                 sq = sq + (r * r).sum(dim=(0, 2))
                 cnt = cnt + mask.sum(dim=(0, 2))
-        sq, cnt = np.asarray(sq), np.asarray(cnt)
+        sq_a, cnt_a = np.asarray(sq), np.asarray(cnt)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = np.where(cnt > 0, sq / np.maximum(cnt, 1), np.nan)
+            out = np.where(cnt_a > 0, sq_a / np.maximum(cnt_a, 1), np.nan)
         return out[:, self.columns]
 
     def standardised(self, solutions: list[torch.Tensor], start: int = 0) -> list[np.ndarray]:
@@ -299,7 +308,7 @@ class Objective:
         out = []
         with torch.no_grad():
             noise = self.noise_values()
-            sigma = self.noise_estimates(solutions, start).get("sigma", float("nan")) if not self.likelihood else None
+            sigma = self.noise_estimates(solutions, start).get("sigma", float("nan")) if not self.likelihood else math.nan
             for k, pred in enumerate(self.observed(solutions)):
                 g = self.model.groups[k]
                 raw = g.observed if self.state_layout else g.observations
@@ -310,6 +319,7 @@ class Objective:
                 for i, j in enumerate(self.columns):
                     if self.likelihood:
                         model = self.noise[i]
+                        assert model is not None  # with a likelihood, every observable has a noise model
                         mu = p[..., j]
                         if model.positive:
                             mu = torch.maximum(mu, self.floor[j])
@@ -318,8 +328,7 @@ class Objective:
                         r = self._transform(p)[..., j] - (torch.log(y[..., j]) if self.spec.log else y[..., j])
                         z = r * self.weights[j] / sigma
                     cols.append(z.numpy())
-                z = np.stack(cols, -1)
-                out.append(np.where(finite[..., self.columns], z, np.nan))
+                out.append(np.where(finite[..., self.columns], np.stack(cols, -1), np.nan))
         return out
 
     def describe(self) -> dict[str, str]:

@@ -41,7 +41,7 @@ class BuiltinModel:
             raise ValueError(f"{self.name}: equations must be given for the states, in order")
 
 
-def unit_text(template: str | None, units: Mapping[str, str]) -> str | None:
+def unit_text(template: str | None, units: Mapping[str, str | None]) -> str | None:
     """A parameter's unit with the data's units put in: ``{t}`` the time's, ``{x}`` state x's (from
     ``units``: name -> unit). An unknown unit reads ``time`` or ``[x]``; a compound one is bracketed
     where it is part of a larger unit ("[depot]/(mg/L)")."""

@@ -66,8 +66,10 @@ class NoiseModel:
         wide = {role: v[:, None, :] for role, v in p.items()}  # (S, 1, k) against (T, S, B, k)
         return (self.nll(y, mu, wide) * mask).sum(dim=(0, 2))
 
-    #: whether :meth:`profiled_nll` exists: the noise parameter has a closed-form maximum-likelihood value
-    profiles: ClassVar[bool] = False
+    @property
+    def profiles(self) -> bool:
+        """Whether :meth:`profiled` exists: the noise parameter has a closed-form maximum-likelihood value."""
+        return False
 
     def squared_residuals(self, y: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``sum(mask * r^2)`` per start and observable ``(S, k)``, ``r`` the residual whose variance the noise

@@ -15,7 +15,10 @@ from .base import LOG_2PI, NoiseModel
 class LogNormal(NoiseModel):
     name = "lognormal"
     positive = True
-    profiles = True
+
+    @property
+    def profiles(self) -> bool:
+        return True
 
     @property
     def roles(self) -> tuple[str, ...]:

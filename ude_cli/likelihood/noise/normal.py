@@ -16,7 +16,7 @@ class Normal(NoiseModel):
     name = "normal"
 
     @property
-    def profiles(self) -> bool:  # type: ignore[override]
+    def profiles(self) -> bool:
         return self.error == "constant"
 
     @property
