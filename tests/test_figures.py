@@ -84,3 +84,11 @@ def test_long_titles_are_wrapped():
     wrapped = title_text(name)
     assert all(len(line) <= 60 for line in wrapped.splitlines()) and len(wrapped.splitlines()) == 2
     assert wrapped.replace("\n", "").replace(" ", "") == name.replace(" ", "")
+
+
+def test_many_experiments_get_residual_panels_too(tmp_path):
+    from ude_cli.plots import residual_figure
+
+    result = _fit(tmp_path, subjects=9)
+    visible = [ax for ax in residual_figure(result).axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [f"id {s + 1}" for s in range(9)]

@@ -261,16 +261,80 @@ def _data_markers(ax, e, obs: np.ndarray, color) -> None:
         ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=color, label="held-out data")
 
 
+def _panels(problem) -> bool:
+    """Whether the fit and residual figures draw one panel per experiment (``output.layout``)."""
+    layout = problem.config.output.layout
+    n = len(problem.dataset.experiments)
+    return n > 1 and (layout == "panels" or (layout == "auto" and n >= PANELS_FROM))
+
+
 def fit_figure(result) -> Any:
     """Data (markers) and fitted trajectories (lines) per state; with many experiments (``output.layout``)
     one panel per experiment."""
     problem = result.problem
-    layout = problem.config.output.layout
-    n = len(problem.dataset.experiments)
     formulas = [o for o in problem.dataset.observables if problem.observables[o].state is None]
-    if n > 1 and not formulas and (layout == "panels" or (layout == "auto" and n >= PANELS_FROM)):
+    if _panels(problem) and not formulas:
         return _fit_panels(result)  # (observables that are formulas of the states: overlay, their own panels)
     return _fit_overlay(result)
+
+
+def _residual_panels(result, standardised: bool) -> Any:
+    """Residuals as small multiples: one panel per experiment, a colour per observable; shared axes."""
+    import math
+    import re
+
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    problem = result.problem
+    ds = problem.dataset
+    observed = ds.observables
+    pred = result.predictions
+    n = len(ds.experiments)
+    cols = min(n, 4 if n > 9 else 3)
+    rows = math.ceil(n / cols)
+    held_out = any(not e.train.all() for e in ds.experiments)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(rows, cols, figsize=(2.35 * cols + 1.9, 1.55 * rows + 0.7), sharex=True,
+                                 sharey=True, squeeze=False)
+        for b, e in enumerate(ds.experiments):
+            ax = axes[b // cols, b % cols]
+            here = pred[pred["experiment"] == e.name]
+            train = (here["split"] == "train").to_numpy()
+            for k, o in enumerate(observed):
+                r = here[f"{o}_standardised" if standardised else f"{o}_residual"].to_numpy()
+                t = here["time"].to_numpy()
+                c = COLORS[k % len(COLORS)]
+                ax.plot(t[train], r[train], "o", ms=3, color=c)
+                if (~train).any():
+                    ax.plot(t[~train], r[~train], "o", ms=3, mfc="white", color=c)
+            ax.axhline(0, color="0.4", lw=0.8)
+            if standardised:
+                for level in (-2, 2):
+                    ax.axhline(level, color="0.7", lw=0.7, ls="--")
+            ax.set_title(f"{_experiment_title(problem)} {e.name}", fontsize=9, pad=2)
+        for b in range(n, rows * cols):
+            axes[b // cols, b % cols].set_visible(False)
+        for c_ in range(cols):
+            last = max(r for r in range(rows) if r * cols + c_ < n)
+            axes[last, c_].set_xlabel(time_label(problem))
+            axes[last, c_].xaxis.set_tick_params(labelbottom=True)
+        fig.supylabel("standardised residual" if standardised else "residual (observed - predicted)", fontsize=10)
+
+        def name(o: str) -> str:  # standardised residuals have no unit
+            label = observable_label(problem, o).replace("\n", " ")
+            return re.sub(r"\s*\[[^\]]*\]\s*$", "", label) if standardised else label
+
+        handles = [(Line2D([], [], color=COLORS[k % len(COLORS)], marker="o", ls="none", ms=4), name(o))
+                   for k, o in enumerate(observed)]
+        handles += _style_handles(data=False, held_out=held_out)
+        fig.legend([h for h, _ in handles], [lab for _, lab in handles], loc="outside right upper", frameon=False,
+                   alignment="left")
+        title = (f"{result.name}: standardised residuals, (observed − predicted) / sd, one panel per "
+                 f"{_experiment_title(problem)}" if standardised else
+                 f"{result.name}: residuals (observed - predicted), one panel per {_experiment_title(problem)}")
+        fig.suptitle(title_text(title, width=70), fontsize=11)
+    return fig
 
 
 def _fit_panels(result) -> Any:
@@ -390,6 +454,8 @@ def residual_figure(result) -> Any:
     n = len(ds.experiments)
     held_out = any(not e.train.all() for e in ds.experiments)
     standardised = all(f"{o}_standardised" in pred for o in observed)
+    if _panels(problem):
+        return _residual_panels(result, standardised)
     with plt.rc_context(STYLE):
         fig, axes = _grid(plt, max(1, len(observed)), height=1.9)
         for ax, s in zip(axes, observed, strict=False):
