@@ -486,9 +486,10 @@ class OutputSpec(_Strict):
     unobserved: bool = Field(True, description="Draw the states without data in the fit figure (false: only the "
                                                "observed ones).")
     layout: Literal["auto", "overlay", "panels"] = Field(
-        "auto", description="The fit figure with several experiments: 'overlay' (one panel per state, a colour "
-                            "per experiment), 'panels' (small multiples: one panel per experiment, a colour per "
-                            "state), or 'auto' (panels from 9 experiments on, where colours run out).")
+        "auto", description="The fit and residual figures with several experiments: 'overlay' (one panel per "
+                            "state, a colour per experiment), 'panels' (small multiples: one panel per experiment, "
+                            "a colour per state), or 'auto' (panels from 9 experiments on, where colours run out). "
+                            "Observables that are formulas of the states keep the overlay.")
 
 
 class DiscoverSpec(_Strict):
