@@ -72,6 +72,10 @@ def test_dask_two_workers_give_the_same_results_as_a_local_run(decays, tmp_path,
     assert result.exit_code == exits.BAD_INPUT
     objects = {o["config"]: o for o in map(json.loads, result.stdout.splitlines())}
     assert objects[str(bad)]["status"] == "failed"
+    log = result.stderr.splitlines()  # logs on stderr: the start, each finished fit, each failure
+    assert log[0] == "fitting 3 run(s) on a local Dask cluster of 2 worker(s)"
+    assert sorted(line.split(":")[0] for line in log[1:] if ": ok, loss " in line) == sorted([str(a), str(b)])
+    assert any(line.startswith(f"error: {bad}") for line in log)
     local = fit(config(a.read_text(), tmp_path))
     dask_k = json.loads((tmp_path / "runs/a/params.json").read_text())[0]["value"]
     assert dask_k == local.values["k"]  # same machine, same seed: identical

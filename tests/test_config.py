@@ -103,7 +103,7 @@ def test_cross_field_problems_are_all_reported(tmp_path):
     got = [line.replace(label, "C") for line in info.value.lines()]
     assert got == [
         "C: model.equations.x: unknown name 'q' in '-k*x + U[3] + q'; expected a state, parameter, constant, "
-        "network or t",
+        "network or t; for a parameter, declare it under 'model.parameters' (q: {init: VALUE})",
         "C: model.equations.x: U[3] is out of range in '-k*x + U[3] + q': network 'U' has 2 outputs (indices 0 to 1)",
         "C: networks.V: network 'V' is not used in any equation; use it as V[0] (e.g. in model.corrections) or remove it",
         "C: networks.U.inputs[1]: unknown input 'y'; inputs are states (x, w) or t",

@@ -123,4 +123,29 @@ def test_missing_file_is_named_as_given_relative_to_the_config(tmp_path):
     (tmp_path / "cfg").mkdir()
     with pytest.raises(DataError) as info:
         problem(raw(file="../data/nothere.csv"), tmp_path / "cfg")
-    assert str(info.value).endswith("data/nothere.csv: data file not found")
+    assert str(info.value) == (f"{tmp_path}/cfg/config.yaml: data.file: data file '{tmp_path}/data/nothere.csv' not "
+                               f"found: the folder '{tmp_path}/data' does not exist; paths are relative to the config "
+                               f"file's folder")
+
+
+def test_decimal_commas_are_read_with_data_decimal(tmp_path):
+    (tmp_path / "d.csv").write_text("t;x;y\n0;1,25;0\n0,5;;0,2\n1,5;-0,5;3\n")
+    p = problem(raw(delimiter=";", decimal=","), tmp_path)
+    e = p.dataset.experiments[0]
+    np.testing.assert_array_equal(e.t, [0.0, 0.5, 1.5])
+    np.testing.assert_array_equal(e.values[[0, 2]], [[1.25, 0.0], [-0.5, 3.0]])
+    assert np.isnan(e.values[1, 0]) and e.values[1, 1] == 0.2
+
+
+def test_a_decimal_point_in_a_decimal_comma_file_is_refused(tmp_path):
+    (tmp_path / "d.csv").write_text("t;x;y\n0;1,25;0\n1;1.5;0,2\n")
+    with pytest.raises(DataError) as info:
+        problem(raw(delimiter=";", decimal=","), tmp_path)
+    assert str(info.value) == (f"{tmp_path}/d.csv: line 3, column 'x': expected a number with a decimal comma "
+                               f"(data.decimal is ','), got '1.5'")
+
+
+def test_decimal_comma_needs_another_delimiter(tmp_path):
+    (tmp_path / "d.csv").write_text("t,x,y\n0,1,0\n1,2,3\n")
+    with pytest.raises(UdeError, match=r"data: decimal ',' needs another delimiter: set delimiter: ';'"):
+        problem(raw(decimal=","), tmp_path)

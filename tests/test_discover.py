@@ -318,3 +318,21 @@ def test_a_missing_form_that_fits_clearly_worse_says_what_is_missing(tmp_path):
     assert d.verdict in ("worse", "approximation")
     assert "lacks the learned term's form" in d.messages[0]
     assert not any(t.exact for t in d.terms)
+
+
+def test_cli_discover_json_is_one_document_on_stdout(tiny):
+    result = runner.invoke(app, ["discover", str(tiny), "--max-terms", "1", "--horizon", "10", "--no-plots",
+                                 "--json", "--out", str(tiny / "discovery_json")])
+    assert result.exit_code in (0, exits.FIT_FAILED), result.output
+    doc = json.loads(result.stdout)  # the whole of stdout is one document
+    assert doc["verdict"] in ("recovered", "approximation", "none", "worse", "failed")
+    assert doc["status"] == ("ok" if result.exit_code == 0 else "failed")
+    assert set(doc["equations"]) == {"x", "y"} and doc["directory"] == str(tiny / "discovery_json")
+    assert "forward step 1:" in result.stderr  # the log went to stderr
+    steps = [line for line in result.stderr.splitlines() if "candidates refitted; best" in line]
+    assert steps and all(line.endswith(": kept") or ": not kept, the selection stops here: " in line
+                         for line in steps), steps  # every step says what became of its best candidate
+    assert not steps[-1].endswith(": kept") or "no candidate left" in result.stderr
+    bad = runner.invoke(app, ["discover", str(tiny), "--degree", "9", "--json"])
+    assert bad.exit_code == exits.BAD_INPUT
+    assert json.loads(bad.stdout)["error"]["lines"] == ["--degree: must be between 0 and 6, got 9"]

@@ -100,3 +100,54 @@ def test_constant_subtrees_are_folded_and_latex_prints():
     out = f({"x": torch.tensor([1.0, 2.0]), "U": torch.tensor([[0.5], [0.25]])})
     assert torch.allclose(out, torch.tensor([-5.5, -23.75]))
     assert sympy.latex(expr.to_sympy(networks=["U"])) == "- 6 x^{2} + {U}_{0}"
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy", "casadi", "sympy"])
+def test_log10_and_log2_are_the_base_10_and_base_2_logarithms(backend):
+    expr = parse_expression("log10(x) + 10*log2(y)")
+    x, y = 250.0, 0.3
+    expected = math.log10(x) + 10 * math.log2(y)  # an independent implementation: Python's math
+    if backend == "sympy":
+        value = float(expr.to_sympy().subs({sympy.Symbol("x", real=True): x, sympy.Symbol("y", real=True): y}))
+    elif backend == "casadi":
+        import casadi as ca
+
+        value = float(ca.evalf(expr.compile("casadi")({"x": ca.DM(x), "y": ca.DM(y)})))
+    else:
+        value = float(expr.compile(backend)({"x": torch.tensor(x, dtype=torch.float64) if backend == "torch"
+                                             else x, "y": torch.tensor(y, dtype=torch.float64)
+                                             if backend == "torch" else y}))
+    assert value == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("alpha x", "cannot parse 'alpha x' at column 7: invalid syntax; is a '*' missing between 'alpha' and 'x'? "
+                    "write 'alpha*x'"),
+        ("2 x + y", "is a '*' missing between '2' and 'x'? write '2*x'"),
+        ("U(0)", "'U' is not a function: a network's output is written with square brackets, write U[0]: 'U(0)' in"),
+        ("alpha(x + 1)", "function 'alpha' is not allowed: 'alpha(x + 1)' in 'alpha(x + 1)'; a product is written "
+                         "with '*' (alpha*(...))"),
+        ("(x+1) (y)", "only calls of plain function names are allowed: 'x+1' in '(x+1) (y)'; is a '*' missing "
+                      "before '('?"),
+    ],
+)
+def test_common_slips_get_the_fix_in_the_message(text, message):
+    with pytest.raises(ExpressionError) as info:
+        parse_expression(text)
+    assert message in str(info.value)
+
+
+def test_an_unknown_bare_name_with_no_near_match_suggests_declaring_a_network():
+    (error,) = parse_expression("-alpha*x + H").check_names(NS)
+    assert str(error).endswith("; for a learned term, declare a network under 'networks' "
+                               "(networks: {H: {inputs: [...]}})")
+
+
+@pytest.mark.parametrize(("text", "fix"), [("ln(x)", "write log(x) (log is the natural logarithm)"),
+                                           ("pow(x, 2)", "write a**b"), ("arctan(y)", "write atan(x)")])
+def test_functions_of_other_languages_say_how_to_write_them(text, fix):
+    with pytest.raises(ExpressionError) as info:
+        parse_expression(text)
+    assert f"is not allowed: {fix}:" in str(info.value)

@@ -62,13 +62,27 @@ def test_a_model_that_blows_up_fails_with_stage_iteration_and_advice(tmp_path):
     assert result.exit_code == exits.FIT_FAILED
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and FIT_FAILED.match(lines[0]), lines
-    assert lines[0].startswith(f"error: {config}: the initial guess: the loss is not finite")
+    assert lines[0].startswith(f"error: {config}: the initial guess: state 'y' runs away: it reaches 1.31e+178 by "
+                               f"t = 0.3, against 2 in the data, and the loss is not finite")
     assert not out.exists()
     # ude check says the same before any fitting, from the initial guess
     result = runner.invoke(app, ["check", str(config)])
     assert result.exit_code == exits.FIT_FAILED
-    assert result.stderr == (f"error: {config}: the initial guess gives non-finite states (group starting at "
-                             f"t = 0); check the initial parameter values and initial states\n")
+    assert result.stderr == (f"error: {config}: simulating the initial guess: state 'y' runs away: it reaches "
+                             f"1.31e+178 by t = 0.3, against 2 in the data; check the initial parameter values and "
+                             f"initial states\n")
+
+
+def test_non_finite_states_name_the_equation_and_the_time(tmp_path):
+    """rk4 (step 0.1) on dy/dt = -5 sqrt(y), y(0) = 2: y = (sqrt(2) - 2.5 t)**2 reaches 0 at t = 0.566, and the
+    step from t = 0.5 evaluates sqrt of a negative y: the states turn NaN with no solver failure to say when."""
+    config = decay(tmp_path, equation="-5*sqrt(y) + 0*k")
+    result = runner.invoke(app, ["check", str(config)])
+    assert result.exit_code == exits.FIT_FAILED
+    found = re.fullmatch(rf"error: {re.escape(str(config))}: simulating the initial guess: dy/dt is not finite at "
+                         r"t = (\S+) \(where y = (\S+)\): a log or sqrt of a negative value, or a division by zero; "
+                         r"check the initial parameter values and initial states\n", result.stderr)
+    assert found and 0.5 <= float(found[1]) <= 0.566 and float(found[2]) < 0, result.stderr
 
 
 def test_a_learning_rate_that_diverges_fails_after_roll_backs(tmp_path):

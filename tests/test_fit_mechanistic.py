@@ -51,3 +51,20 @@ def test_unobserved_state_with_learned_initial_value(tmp_path):
     # unobserved states are still predicted
     assert {"S_predicted", "R_predicted"} <= set(result.predictions.columns)
     assert np.isnan(result.predictions["S_observed"]).all()
+
+
+def test_the_loss_history_has_a_row_per_lbfgs_iteration(tmp_path, lv_csv):
+    """A 9-iteration LBFGS stage is 10 rows (its start, then each iteration), not a chunk's 2; each row is the
+    data loss LBFGS reached in that iteration, the last one the loss the stage ended with."""
+    raw = {
+        "data": {"file": str(lv_csv), "columns": {"x": "prey", "y": "predator"}},
+        "model": {"builtin": "lotka_volterra",
+                  "parameters": {"alpha": 1.0, "beta": 0.5, "gamma": 1.0, "delta": 1.0}},
+        "training": {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 9}]},
+    }
+    result = fit(config(raw, tmp_path))
+    history = result.history
+    assert history["iteration"].tolist() == list(range(10))
+    assert np.all(np.diff(history["seconds"]) >= 0)
+    assert history["loss"].iloc[-1] == pytest.approx(result.metrics["loss"], rel=1e-9)
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]

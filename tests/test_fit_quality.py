@@ -130,7 +130,8 @@ def test_the_warm_start_hands_on_its_best_trajectory_point(lv_csv, tmp_path):
     result = fit(config(raw, tmp_path))
     h = result.history
     warm = h[h.stage == 0]
-    assert warm["trajectory_loss"].notna().all()  # checked after every chunk
+    checked = warm["trajectory_loss"].dropna()
+    assert len(checked) >= 30  # checked where the warm start starts and after every chunk of 10 iterations
     first = h[h.stage == 1].iloc[0]  # the LBFGS stage's first row: the loss where it starts
     assert first["loss"] <= warm["trajectory_loss"].min() * (1 + 1e-9)
     assert result.metrics["fit_quality"]["per_observable"].keys() == {"x", "y"}

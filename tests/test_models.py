@@ -58,3 +58,22 @@ def test_pk_model_matches_the_closed_form(tmp_path):
     (tt, y), = m.dense(n_points=100)
     exact = dose * ka / (V * (ka - ke)) * (np.exp(-ke * tt) - np.exp(-ka * tt))
     assert np.max(np.abs(y[:, 0, 1] - exact)) < 1e-7
+
+
+def test_built_in_parameters_get_their_units_from_the_data(tmp_path):
+    from ude_cli.config import config_from_dict
+    from ude_cli.mechanistic.base import unit_text
+    from ude_cli.problem import resolve
+
+    assert unit_text("1/({y}·{t})", {"t": "day", "y": "lynx"}) == "1/(lynx·day)"
+    assert unit_text("1/({y}·{t})", {}) == "1/([y]·time)"
+    assert unit_text("{depot}/{C}", {"depot": "mg/kg", "C": "mg/L"}) == "(mg/kg)/(mg/L)"
+    assert unit_text("{S}", {"S": "mM/L"}) == "mM/L"
+    (tmp_path / "d.csv").write_text("days,hares,lynx\n0,30,4\n1,47,6\n2,70,10\n")
+    cfg = config_from_dict({"data": {"file": "d.csv", "time": "days", "columns": {"x": "hares", "y": "lynx"},
+                                     "units": {"days": "year", "lynx": "thousand lynx"}},
+                            "model": {"builtin": "lotka_volterra", "parameters": {"gamma": {"unit": "per year"}}}},
+                           path=tmp_path / "c.yaml")
+    units = {name: p.unit for name, p in resolve(cfg).parameters.items()}
+    assert units == {"alpha": "1/year", "beta": "1/((thousand lynx)·year)", "gamma": "per year",  # given wins
+                     "delta": "1/([x]·year)"}

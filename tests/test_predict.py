@@ -148,3 +148,35 @@ def test_cli_predict(run_dir, tmp_path):
     assert result.stderr.startswith("error: --set nope: unknown parameter 'nope'")
     result = runner.invoke(app, ["predict", str(run_dir)])
     assert result.exit_code == exits.USAGE
+
+
+def test_cli_predict_json_is_one_document_on_stdout(run_dir, tmp_path):
+    result = runner.invoke(app, ["predict", str(run_dir), "--until", "7", "--points", "50", "--out",
+                                 str(tmp_path / "fc"), "--json", "--no-recovered"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    frame = pd.read_csv(tmp_path / "fc" / "forecast.csv")
+    last = frame[frame["model"] == "UDE"].sort_values("time").iloc[-1]
+    (final,) = doc["final"]
+    assert final["model"] == "UDE" and final["time"] == pytest.approx(7.0)
+    assert (final["x"], final["y"]) == (last["x"], last["y"])  # the same numbers as the CSV's last row
+    assert doc["directory"] == str(tmp_path / "fc") and doc["changed"]["until"] == 7.0
+    bad = runner.invoke(app, ["predict", str(run_dir), "--until", "7", "--set", "nope=1", "--json"])
+    assert bad.exit_code == exits.BAD_INPUT and json.loads(bad.stdout)["status"] == "failed"
+
+
+def test_with_verdict_none_the_refitted_mechanism_is_not_called_recovered(tmp_path_factory):
+    run_dir = tiny_run(tmp_path_factory.mktemp("none"))
+    _true_recovered(run_dir)
+    path = run_dir / "discovery" / "discovery.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "verdict": "none"}))
+    fc = forecast(load_run(run_dir), 7.0, n_points=30)
+    assert set(fc.frame["model"]) == {"UDE", "mechanistic refit"}
+    assert "ude discover recovered no term (verdict NONE): 'mechanistic refit' is the mechanism alone, refitted to " \
+           "the data" in fc.notes
+    from ude_cli.forecast import forecast_figure
+
+    fig = forecast_figure(fc.problem, fc.frame, fc.changed, fc.notes)
+    labels = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    assert any(label.startswith("mechanistic, refitted (no term recovered)") for label in labels), labels
+    assert not any(label.startswith("recovered") for label in labels), labels

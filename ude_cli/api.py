@@ -39,11 +39,18 @@ def check(config: Config | str | Path) -> Problem:
         with torch.no_grad():
             sols = model()
     except SolverError as exc:
-        raise FitError(f"simulating the initial guess: {exc.message}", where=cfg.label, hint=exc.hint) from None
+        from .blowup import explain
+
+        raise FitError(f"simulating the initial guess: {explain(model, exc.message)}", where=cfg.label,
+                       hint=exc.hint) from None
     for k, sol in enumerate(sols):
         if not torch.isfinite(sol).all():
-            raise FitError(f"the initial guess gives non-finite states (group starting at t = "
-                           f"{model.groups[k].t0:g})", where=cfg.label,
+            from .blowup import diagnose
+
+            found = diagnose(model)
+            what = found.sentence(len(problem.dataset.experiments)) if found is not None else (
+                f"the states are not finite (experiments starting at t = {model.groups[k].t0:g})")
+            raise FitError(f"simulating the initial guess: {what}", where=cfg.label,
                            hint="check the initial parameter values and initial states")
     from .compiled import stiffness_note
 
@@ -77,6 +84,7 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     import torch
 
     from .errors import FitError, Interrupted
+    from .lean_torch import compile_machinery_skipped
     from .likelihood.objective import Objective
     from .model import UDEModel
     from .multistart import resolve_starts, starting_values
@@ -102,8 +110,9 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
         state = resume.train_state
     objective = Objective(model, cfg.training.loss)
     try:
-        trained = train(model, objective, cfg.training, monitor=monitor, stop_below=stop_below,
-                        should_stop=should_stop, state=state, time_limit=time_limit)
+        with compile_machinery_skipped():  # the command line's start-up savings, for this fit only
+            trained = train(model, objective, cfg.training, monitor=monitor, stop_below=stop_below,
+                            should_stop=should_stop, state=state, time_limit=time_limit)
     except Interrupted as exc:
         exc.problem, exc.model, exc.state = problem, model, state
         raise

@@ -38,8 +38,12 @@ class RunOutcome:
 
 
 def error_kind(exc: BaseException) -> str:
-    from .errors import ConfigError, DataError, FitError, Interrupted, RunDirError
+    from .errors import ConfigError, DataError, FitError, Interrupted, MismatchError, RunDirError, UsageError
 
+    if isinstance(exc, UsageError):
+        return "usage"
+    if isinstance(exc, MismatchError):
+        return "mismatch"
     if isinstance(exc, ConfigError | DataError):
         return "bad_input"
     if isinstance(exc, FitError):

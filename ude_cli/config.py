@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from .errors import ConfigError, Problems, did_you_mean
+from .errors import ConfigError, ProblemList, Problems, UdeError, did_you_mean
 
 #: Largest config file read (bytes): configs are small; a huge file is a mistake or an attack.
 MAX_CONFIG_BYTES = 1_000_000
@@ -92,14 +92,25 @@ class DataSpec(_Strict):
         description="state -> CSV column. A state without a column is never observed.")
     units: dict[str, str] = Field(
         default_factory=dict, description="CSV column (or the time column) -> unit, for axis labels.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="State, CSV column, observable or the time column -> how figures, tables and the report "
+                    "name it, e.g. {C: Concentration, time_h: Time after the dose}; it replaces the column name, "
+                    "and the unit of data.units follows it ('Concentration [mg/L]'). A state's own label wins "
+                    "over its column's.")
     validation: ValidationSpec | None = Field(None, description="Held-out forecast window; none by default.")
     delimiter: str = Field(",", min_length=1, max_length=1,
                            description="Field separator of the CSV files: one character, or 'tab' or 'space'.")
+    decimal: Literal[".", ","] = Field(
+        ".", description="Decimal mark of the numbers: '.' or ',' (a comma-decimal file, e.g. from a German or "
+                         "French spreadsheet, is usually ';'-separated: give delimiter: ';' too).")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if (self.file is None) == (self.files is None):
             raise ValueError("give exactly one of 'file' or 'files'")
+        if self.decimal == "," and self.delimiter == ",":
+            raise ValueError("decimal ',' needs another delimiter: set delimiter: ';' (or tab)")
         return self
 
     @field_validator("delimiter", mode="before")
@@ -131,7 +142,8 @@ class ParameterSpec(_Strict):
     bounds: tuple[Finite | None, Finite | None] | None = Field(
         None, description="[lower, upper]; either may be null. Enforced by a smooth transform.")
     positive: bool | None = Field(
-        None, description="Learn on log scale, so the value stays > 0 (default: true for built-ins).")
+        None, description="Learn on log scale, so the value stays > 0 (default: true for a built-in model's "
+                          "parameters, false for custom equations).")
     unit: str | None = Field(None, description="Unit, shown in tables and reports.")
     per_experiment: bool | None = Field(
         None, description="One value per experiment (each subject's own clearance, say), all starting at `init`; "
@@ -200,7 +212,8 @@ class ModelSpec(_Strict):
     builtin: str | None = Field(None, description="Name of a built-in model (`ude models` lists them).")
     states: list[str] | None = Field(None, min_length=1, description="State names, for custom equations.")
     equations: dict[str, str] | None = Field(
-        None, description="state -> right-hand side of d(state)/dt, e.g. 'alpha*x + U[0]'.")
+        None, description="state -> right-hand side of d(state)/dt, e.g. 'alpha*x + U[0]'; a network's output "
+                          "is NAME[i], or a bare NAME for a network with one output ('alpha*x + H').")
     corrections: dict[str, str] = Field(
         default_factory=dict, description="state -> term added to a built-in (or written) equation, e.g. 'U[0]'.")
     parameters: dict[str, ParameterSpec] = Field(
@@ -257,7 +270,7 @@ class NetworkSpec(_Strict):
 # -- solver and training -------------------------------------------------------------------------
 
 class SolverSpec(_Strict):
-    """How the ODE is solved (torchdiffeq)."""
+    """How the ODE is solved: by the compiled engine (CasADi) or torchdiffeq, see `engine`."""
 
     method: Literal[SOLVER_METHODS] = Field(  # type: ignore[valid-type]
         "auto", description="Adaptive (dopri5, dopri8, bosh3, ...), fixed-step (rk4, euler, midpoint, ...), "
@@ -486,6 +499,13 @@ class OutputSpec(_Strict):
 
     plots: bool = Field(True, description="Write figures (PNG and PDF).")
     dpi: int = Field(150, ge=50, le=1200, description="Resolution of PNG figures.")
+    unobserved: bool = Field(True, description="Draw the states without data in the fit figure (false: only the "
+                                               "observed ones).")
+    layout: Literal["auto", "overlay", "panels"] = Field(
+        "auto", description="The fit and residual figures with several experiments: 'overlay' (one panel per "
+                            "state, a colour per experiment), 'panels' (small multiples: one panel per experiment, "
+                            "a colour per state), or 'auto' (panels from 9 experiments on, where colours run out). "
+                            "Observables that are formulas of the states keep the overlay.")
 
 
 class DiscoverSpec(_Strict):
@@ -609,10 +629,106 @@ class Config(_Strict):
 # -- loading ---------------------------------------------------------------------------------------
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config; raise :class:`ConfigError` (one line per problem)."""
+    """Read and validate a YAML config; raise :class:`ConfigError` (one line per problem).
+
+    When fields fail the schema, the rest of the config is still checked as a whole, with its data,
+    so that one pass reports every problem (see :func:`_problems_beyond_the_schema`)."""
     path = Path(path)
     raw = read_yaml(path)
-    return config_from_dict(raw, label=str(path), path=path)
+    try:
+        return config_from_dict(raw, label=str(path), path=path)
+    except ConfigError as exc:
+        locations = exc.schema_locations
+        if locations is None:
+            raise
+        more = _problems_beyond_the_schema(raw, exc, locations, path)
+        if not more:
+            raise
+        raise ProblemList([*(exc.problems if isinstance(exc, ProblemList) else [exc]), *more]) from None
+
+
+_DROP = object()
+
+
+def _problems_beyond_the_schema(raw: dict, exc: ConfigError, locations: list[tuple], path: Path) -> list[UdeError]:
+    """The problems :func:`ude_cli.problem.resolve` finds in the config less its fields that failed the schema.
+
+    Each failing value is left out (a missing required field leaves out the mapping that needs it) and the
+    rest validated again, a few rounds at most; when it validates, it is resolved with its data. Problems
+    about what was left out, or naming it, are dropped: they repeat the schema's."""
+    import copy
+
+    pruned, removed = copy.deepcopy(raw), []
+    for _round in range(4):
+        for loc in locations:
+            removed.append(_drop_at(pruned, loc))
+        pruned = _without_dropped(pruned)
+        try:
+            config = Config.model_validate(pruned)
+            break
+        except ValidationError as again:
+            errors = _errors(again)
+            locations = [_clean_loc(e) for e in errors]
+    else:
+        return []
+    config._path = path
+    from .problem import resolve
+
+    try:
+        resolve(config)
+    except UdeError as found:
+        extra = found.problems if isinstance(found, ProblemList) else [found]
+    else:
+        return []
+    label = str(path)
+    gone = [p for p in removed if p]
+    names = {f"'{p[-1]}'" for p in gone if isinstance(p[-1], str)}
+    seen = {str(p) for p in (exc.problems if isinstance(exc, ProblemList) else [exc])}
+
+    def related(problem: UdeError) -> bool:
+        where = problem.where or ""
+        for p in gone:  # the place left out, inside it, or the mapping that held it
+            place = f"{label}: {_loc(p)}"
+            if where == place or where.startswith((f"{place}.", f"{place}[")) or place.startswith(f"{where}."):
+                return True
+        return str(problem) in seen or any(n in problem.message for n in names)
+
+    return [p for p in extra if not related(p)]
+
+
+def _clean_loc(err: Any) -> tuple:
+    loc = err["loc"]
+    if loc and loc[-1] == "[key]":
+        return loc[:-2]
+    if err["type"] == "invalid_key":
+        return loc[:-1]
+    return loc
+
+
+def _drop_at(tree: Any, loc: tuple) -> tuple | None:
+    """Mark the value at ``loc`` (or, for a missing field, the mapping that lacks it) to be left out;
+    return the location left out."""
+    trail: list[tuple[Any, Any]] = []
+    node = tree
+    for part in loc:
+        inside = part in node if isinstance(node, dict) else (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
+        if inside:
+            trail.append((node, part))
+            node = node[part]
+    if not trail:
+        return None
+    container, key = trail[-1]
+    container[key] = _DROP
+    return tuple(k for _, k in trail)
+
+
+def _without_dropped(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _without_dropped(v) for k, v in tree.items() if v is not _DROP}
+    if isinstance(tree, list):
+        return [_without_dropped(v) for v in tree if v is not _DROP]
+    return tree
 
 
 def config_from_dict(raw: Any, *, label: str = "config", path: Path | None = None) -> Config:
@@ -624,15 +740,14 @@ def config_from_dict(raw: Any, *, label: str = "config", path: Path | None = Non
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems = Problems()
-        for err in _errors(exc):
-            loc = err["loc"]
-            if loc and loc[-1] == "[key]":  # a mapping key of the wrong type (e.g. a number)
-                loc = loc[:-2]
-            elif err["type"] == "invalid_key":
-                loc = loc[:-1]
+        errors = _errors(exc)
+        for err in errors:
+            loc = _clean_loc(err)  # a mapping key of the wrong type (e.g. a number): the mapping
             problems.add(ConfigError(_describe(err, raw), where=f"{label}: {_loc(loc)}" if _loc(loc) else label))
-        problems.raise_if_any()
-        raise  # unreachable: a ValidationError always has errors
+        first = problems.items[0]
+        error = first if len(problems.items) == 1 and isinstance(first, ConfigError) else ProblemList(problems.items)
+        error.schema_locations = [_clean_loc(e) for e in errors]
+        raise error from None
     config._path = path
     return config
 
@@ -676,6 +791,8 @@ def read_yaml(path: Path) -> Any:
         hint = None
         if "but got '['" in problem or "found '['" in problem:  # `{x: U[0]}`: brackets in a flow mapping
             hint = "an equation with brackets inside { } must be quoted: {x: \"U[0]\"}"
+        elif "'\\t'" in problem:  # a tab where YAML expects indentation or a token
+            hint = "indent with spaces: YAML does not allow tabs for indentation"
         raise ConfigError(f"{at_line}invalid YAML: {problem}", where=label, hint=hint) from None
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", where=label) from None
@@ -801,10 +918,15 @@ def _value_at(base: tuple, errors: list[ErrorDetails], default: ErrorDetails) ->
 def _describe(err: ErrorDetails, raw: Any) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     loc = err["loc"]
+    comma = "; a number written with a decimal comma inside { } is split at the comma: write 0.3, not 0,3"
     if loc and loc[-1] == "[key]":
-        return f"key {loc[-2]!r} must be a name (text)"
+        mapping = _walk(raw, loc[:-2])
+        split = isinstance(mapping, dict) and isinstance(loc[-2], int) and mapping.get(loc[-2], 0) is None
+        return f"key {loc[-2]!r} must be a name (text)" + (comma if split else "")
     if kind == "invalid_key":
-        return f"key {_yaml_repr(value)} must be a name (text)"
+        mapping = _walk(raw, loc[:-1])
+        split = isinstance(mapping, dict) and isinstance(value, int) and mapping.get(value, 0) is None
+        return f"key {_yaml_repr(value)} must be a name (text)" + (comma if split else "")
     if kind == "extra_forbidden":
         key = loc[-1]
         valid = _fields_at(raw, loc)
@@ -822,7 +944,8 @@ def _describe(err: ErrorDetails, raw: Any) -> str:
         bound = f"{bound:g}" if isinstance(bound, float) else bound
         return f"must be {sym} {bound}, got {value!r}"
     if kind in ("float_parsing", "float_type"):
-        return f"expected a number, got {value!r}"
+        decimal_comma = isinstance(value, str) and "," in value and _is_number(value.replace(",", "."))
+        return f"expected a number, got {value!r}" + ("; use '.' as the decimal point" if decimal_comma else "")
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"expected a whole number, got {value!r}"
     if kind in ("bool_parsing", "bool_type"):
@@ -844,6 +967,24 @@ def _describe(err: ErrorDetails, raw: Any) -> str:
     if kind == "value_error":
         return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
     return err["msg"]
+
+
+def _walk(tree: Any, loc: tuple) -> Any:
+    """The value at ``loc`` in the raw config (skipping pydantic's tags), or None."""
+    for part in loc:
+        inside = part in tree if isinstance(tree, dict) else (
+            isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree))
+        if inside:
+            tree = tree[part]
+    return tree
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _yaml_repr(value: Any) -> str:

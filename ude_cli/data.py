@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, Problems, did_you_mean
+from .errors import DataError, Problems, did_you_mean, nearest
 
 #: Largest CSV file read (bytes).
 MAX_DATA_BYTES = 200_000_000
@@ -124,6 +124,7 @@ def read_dataset(
     experiment: str | None = None,
     covariates: Sequence[str] = (),
     delimiter: str = ",",
+    decimal: str = ".",
     units: dict[str, str] | None = None,
     where: str = "data",
     observables: dict[str, str] | None = None,
@@ -139,12 +140,13 @@ def read_dataset(
         label = report_path(base_dir, given)
         resolved.append(path)
         labels.append(label)
+        field_name = f"{where}.file" if len(paths) == 1 else f"{where}.files[{len(labels) - 1}]"
         try:
-            frame = _read_table(path, label, delimiter)
+            frame = _read_table(path, label, delimiter, field_name=field_name, given=given, base_dir=base_dir)
             experiments.extend(
                 _experiments(frame, label, states=states, columns=columns, time=time, experiment=experiment,
                              covariates=covariates, stem=Path(given).stem if len(paths) > 1 else None,
-                             observables=observables))
+                             observables=observables, decimal=decimal, comma_option=delimiter != ","))
         except DataError as exc:
             problems.add(exc)
     names = [e.name for e in experiments]
@@ -176,13 +178,14 @@ def split_validation(dataset: Dataset, *, last_fraction: float | None = None, af
 
 # -- reading one file ------------------------------------------------------------------------------
 
-def _read_table(path: Path, label: str, delimiter: str):
+def _read_table(path: Path, label: str, delimiter: str, *, field_name: str | None = None, given: str | None = None,
+                base_dir: Path | None = None):
     import pandas as pd
 
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise DataError("data file not found", where=label) from None
+        raise _not_found(path, label, field_name, given, base_dir) from None
     except OSError as exc:
         raise DataError(f"cannot read the data file: {exc.strerror}", where=label) from None
     if path.is_dir():
@@ -224,9 +227,13 @@ def _read_table(path: Path, label: str, delimiter: str):
         guess = _guess_delimiter(text, delimiter)
         if guess is not None:
             shown = {"\t": "tab", " ": "space"}.get(guess, f"'{guess}'")
+            commas = guess != "," and any(_is_decimal_comma(cell.strip()) for row in
+                                          _split_rows(text, guess, label)[0][1:6] for cell in row)
             raise DataError(
                 f"line {header_line}: only one column found with delimiter '{delimiter}', but the file looks "
-                f"{shown}-separated; set data.delimiter to {shown}", where=label)
+                f"{shown}-separated" + ("" if not commas else " with decimal commas")
+                + f"; set data.delimiter to {shown}" + ("" if not commas else " and data.decimal to ','"),
+                where=label)
     names = [h.strip() for h in header]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -248,6 +255,28 @@ def _read_table(path: Path, label: str, delimiter: str):
     if frame.empty:
         raise DataError("the file has a header but no data rows", where=label)
     return frame
+
+
+def _not_found(path: Path, label: str, field_name: str | None, given: str | None, base_dir: Path | None) -> DataError:
+    """"data file not found", naming the config field and a file of a near name in the same folder."""
+    where = field_name or label
+    message = f"data file '{label}' not found" if field_name else "data file not found"
+    folder = path.parent
+    if not folder.is_dir():
+        return DataError(f"{message}: the folder '{os.path.dirname(label) or '.'}' does not exist", where=where,
+                         hint="paths are relative to the config file's folder")
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    except OSError:
+        names = []
+    near = nearest(path.name, names)
+    if near is not None:
+        return DataError(f"{message} (did you mean '{os.path.join(os.path.dirname(label), near)}'?)", where=where)
+    if given is not None and base_dir is not None and not os.path.isabs(given) and Path(given).is_file() \
+            and Path(given).resolve() != path.resolve():
+        return DataError(message, where=where, hint=f"'{given}' exists relative to the current folder, but paths are "
+                                                    f"relative to the config file's folder")
+    return DataError(message, where=where)
 
 
 def _split_rows(text: str, delimiter: str, label: str) -> tuple[list[list[str]], list[int]]:
@@ -288,22 +317,33 @@ def _guess_delimiter(text: str, current: str) -> str | None:
 MAX_CELL_PROBLEMS = 5
 
 
-def _numeric(frame, column: str, label: str, problems: Problems, *, allow_missing: bool) -> np.ndarray:
+def _numeric(frame, column: str, label: str, problems: Problems, *, allow_missing: bool,
+             decimal: str = ".", comma_option: bool = True) -> np.ndarray:
     """Parse one column as floats: missing tokens -> NaN; anything else non-numeric is a problem,
-    added to ``problems`` (the first few of each column, then how many more)."""
+    added to ``problems`` (the first few of each column, then how many more). Cells written with a
+    decimal comma make one problem per column, naming ``data.decimal``."""
     out = np.full(len(frame), np.nan)
     found = []
+    commas: list[tuple[int, str]] = []  # (line, text) of cells with a decimal comma
     for k, (line, cell) in enumerate(zip(frame.index, frame[column], strict=True)):
         text = str(cell).strip()
         if text.lower() in MISSING_TOKENS:
             if not allow_missing:
                 found.append(f"line {line}, column '{column}': empty, but every row needs a value here")
             continue
+        if decimal == ",":
+            if "." in text:  # '1.5' or '1.000,5' in a file read with decimal commas: ambiguous, not guessed
+                found.append(f"line {line}, column '{column}': expected a number with a decimal comma "
+                             f"(data.decimal is ','), got {text!r}")
+                continue
+            text = text.replace(",", ".")
         try:
             value = float(text)
         except ValueError:
-            hint = "; use '.' as the decimal point" if _is_decimal_comma(text) else ""
-            found.append(f"line {line}, column '{column}': expected a number, got {text!r}{hint}")
+            if decimal != "," and _is_decimal_comma(text):
+                commas.append((line, text))
+            else:
+                found.append(f"line {line}, column '{column}': expected a number, got {str(cell).strip()!r}")
             continue
         if not math.isfinite(value):
             if math.isnan(value):
@@ -317,6 +357,15 @@ def _numeric(frame, column: str, label: str, problems: Problems, *, allow_missin
     if len(found) > MAX_CELL_PROBLEMS:
         problems.add(DataError(f"column '{column}': {len(found) - MAX_CELL_PROBLEMS} more cell(s) like these",
                                where=label))
+    if commas:
+        (line, text), n = commas[0], len(commas)
+        fix = "set data.decimal: ',' to read them (or use '.' as the decimal point)" if comma_option and n > 1 \
+            else "set data.decimal: ',' (or use '.' as the decimal point)" if comma_option \
+            else "use '.' as the decimal point"
+        problems.add(DataError(
+            (f"line {line}, column '{column}': expected a number, got {text!r}" if n == 1 else
+             f"column '{column}': {n} cells written with a decimal comma (the first on line {line}: {text!r})")
+            + f"; {fix}", where=label))
     return out
 
 
@@ -329,7 +378,7 @@ def _is_decimal_comma(text: str) -> bool:
 
 
 def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem,
-                 observables) -> list[Experiment]:
+                 observables, decimal: str = ".", comma_option: bool = True) -> list[Experiment]:
     problems = Problems()
     available = list(frame.columns)
     wanted = [("data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
@@ -344,19 +393,20 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
                                    f"the header has: {', '.join(available)}", where=label))
     problems.raise_if_any()
 
-    t_all = _numeric(frame, time, label, problems, allow_missing=False)
+    t_all = _numeric(frame, time, label, problems, allow_missing=False, decimal=decimal, comma_option=comma_option)
     values_all = np.full((len(frame), len(states)), np.nan)
     parsed: dict[str, np.ndarray] = {}
     for j, s in enumerate(states):
         if s in columns:
-            values_all[:, j] = parsed.setdefault(columns[s], _numeric(frame, columns[s], label, problems,
-                                                                      allow_missing=True))
+            if columns[s] not in parsed:
+                parsed[columns[s]] = _numeric(frame, columns[s], label, problems, allow_missing=True, decimal=decimal, comma_option=comma_option)
+            values_all[:, j] = parsed[columns[s]]
     obs_all = np.full((len(frame), len(observables)), np.nan)
     for k, col in enumerate(observables.values()):
         if col not in parsed:
-            parsed[col] = _numeric(frame, col, label, problems, allow_missing=True)
+            parsed[col] = _numeric(frame, col, label, problems, allow_missing=True, decimal=decimal, comma_option=comma_option)
         obs_all[:, k] = parsed[col]
-    cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False) for c in covariates}
+    cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False, decimal=decimal, comma_option=comma_option) for c in covariates}
     problems.raise_if_any()
     lines_all = np.asarray(frame.index, dtype=int)
 

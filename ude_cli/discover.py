@@ -252,9 +252,15 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
             say(f"forward step {step}: none of the {len(trials)} candidates could be fitted to the data")
             break
         best = min(fitted, key=lambda c: c.refit.bic)
+        gain = current.refit.bic - best.refit.bic
+        kept = gain > settings.min_improvement
         say(f"forward step {step}: {len(trials)} candidates refitted; best {best.describe()} "
-            f"(BIC {best.refit.bic:.2f}, was {current.refit.bic:.2f})")
-        if not best.refit.bic < current.refit.bic - settings.min_improvement:
+            f"(BIC {best.refit.bic:.2f}, was {current.refit.bic:.2f}): "
+            + ("kept" if kept else "not kept, the selection stops here: " + (
+                "it does not lower the BIC" if gain <= 0 else
+                f"it lowers the BIC by only {gain:.2f}, not by more than discover.min_improvement = "
+                f"{settings.min_improvement:g}")))
+        if not kept:
             break
         current = best
     # pysindy's own models, refitted to the data as a whole: its best one, and the best with at most n
@@ -273,8 +279,13 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
             continue
         start_values = {(t, k): float(f.coefficients[k]) for t, f in fits.items() if f is not None for k in f.support}
         alternative = selector.evaluate(supports, start_values, source, base=mechanistic)
-        say(f"{source}, refitted to the data: {alternative.describe()} (BIC {alternative.refit.bic:.2f})")
-        if _better(alternative, chosen, settings.min_improvement):
+        better = _better(alternative, chosen, settings.min_improvement)
+        say(f"{source}, refitted to the data: {alternative.describe()} (BIC {alternative.refit.bic:.2f}): "
+            + ("chosen instead" if better else "not chosen" + (
+                ", its refit did not converge" if not alternative.refit.success else
+                f", not better than the BIC {chosen.refit.bic:.2f} chosen by more than discover.min_improvement = "
+                f"{settings.min_improvement:g} per extra term")))
+        if better:
             chosen = alternative
 
     saturated = _saturated(selector, chosen, terms, usable, settings, say)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .plots import COLORS, STYLE, label_time_axis, save_figure, state_label
+from .extrapolate import runaway_bound
+from .plots import COLORS, STYLE, label_time_axis, save_figure, state_label, title_text
 
 #: Line styles of the models, shared by every figure.
 MODEL_STYLES = {
@@ -61,7 +62,7 @@ def terms_figure(problem, terms: pd.DataFrame):
             ax.set_ylabel(label)
         axes[0, 0].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         label_time_axis(axes[-1, 0], problem)
-        fig.suptitle(f"{problem.config.run_name}: learned terms and their recovered equations", fontsize=11)
+        fig.suptitle(title_text(f"{problem.config.run_name}: learned terms and their recovered equations"), fontsize=11)
     return fig
 
 
@@ -80,16 +81,22 @@ def _leaves(t: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float | None:
     return float(t[np.argmax(out)]) if out.any() else None
 
 
-def leaving_label(name: str, t: np.ndarray, y: np.ndarray, lo: float, hi: float) -> str:
-    """A legend entry that says where a curve leaves the axes, or where its solution stops (a solve
-    that failed, or another state that diverged)."""
+def leaving_label(name: str, t: np.ndarray, y: np.ndarray, lo: float, hi: float, bound: float | None = None) -> str:
+    """A legend entry that says where a curve diverges (with ``bound``: the time every message gives,
+    :func:`ude_cli.extrapolate.divergence_time`), or else where it leaves the axes, or where its solution
+    stops (a solve that failed, or another state that diverged)."""
+    from .extrapolate import divergence_time, time_text
+
+    if bound is not None:
+        diverges = divergence_time(t, y, bound)
+        if diverges is not None:
+            return f"{name} (diverges at t ≈ {time_text(diverges)})"
     when = _leaves(t, y, lo, hi)
     if when is None:
         return name
     k = int(np.argmax(np.isclose(t, when)))
     what = "stops" if not np.isfinite(y[k]) else "leaves the axes"
-    digits = max(3, int(np.log10(abs(when))) + 2) if when else 3  # 5.3, 0.075, 1903.2: not 1.9e+03
-    return f"{name} ({what} at t ≈ {when:.{digits}g})"
+    return f"{name} ({what} at t ≈ {time_text(when)})"
 
 
 def _near_data(v: np.ndarray, data: list[np.ndarray], factor: float = 3.0) -> bool:
@@ -126,7 +133,7 @@ def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, tit
             for m in models:
                 rows = frame[frame["model"] == m]
                 t, y = _joined(rows, s)
-                label = leaving_label(m, t, y, lo, hi)
+                label = leaving_label(m, t, y, lo, hi, bound=runaway_bound(problem))
                 ax.plot(t, np.clip(y, lo - (hi - lo), hi + (hi - lo)), label=label, **MODEL_STYLES[m])
             for b, e in enumerate(ds.experiments):
                 obs = e.values[:, j]
@@ -145,7 +152,7 @@ def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, tit
             ax.set_ylabel(state_label(problem, s))
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         label_time_axis(axes[-1, 0], problem)
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title_text(title), fontsize=11)
     return fig
 
 

@@ -22,6 +22,9 @@ from typing import Any
 from .batch import RunOutcome
 from .errors import Interrupted
 
+#: Seconds to wait for an existing Dask scheduler to answer.
+CONNECT_SECONDS = 10
+
 
 def run_task(task: dict) -> RunOutcome:
     """Run one fit (in a worker); never raises: a crash becomes an ``internal`` outcome.
@@ -51,12 +54,16 @@ def client(jobs: int | None = None, scheduler: str | None = None):
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        from .errors import UdeError
+        from .errors import UsageError
 
         try:
-            c = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise UdeError(f"cannot connect to the Dask scheduler: {exc}", where=scheduler) from None
+            c = Client(scheduler, timeout=f"{CONNECT_SECONDS}s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            timed_out = "Timed out" in str(exc) or isinstance(exc, TimeoutError)
+            reason = f"no answer within {CONNECT_SECONDS} s" if timed_out else str(exc)
+            raise UsageError(f"cannot connect to the Dask scheduler {scheduler} ({reason})", where="--scheduler",
+                             hint="check the address and that the scheduler runs (dask scheduler), or use --jobs N "
+                                  "for a local cluster") from None
         try:
             yield c
         finally:
@@ -73,12 +80,16 @@ def client(jobs: int | None = None, scheduler: str | None = None):
 
 
 def run_many(tasks: list[dict], *, jobs: int | None = None, scheduler: str | None = None,
-             on_result: Callable[[int, RunOutcome], None] | None = None) -> list[RunOutcome]:
-    """Run tasks on Dask; call ``on_result(index, outcome)`` as each finishes; outcomes in task order."""
+             on_result: Callable[[int, RunOutcome], None] | None = None,
+             on_start: Callable[[], None] | None = None) -> list[RunOutcome]:
+    """Run tasks on Dask; call ``on_start()`` once connected and ``on_result(index, outcome)`` as each
+    finishes; outcomes in task order."""
     from dask.distributed import as_completed
 
     outcomes: list[RunOutcome | None] = [None] * len(tasks)
     with client(jobs, scheduler) as c:
+        if on_start is not None:
+            on_start()
         own = scheduler is None
         futures = [c.submit(run_task, {**_portable(t), "own_worker": own}, pure=False, key=f"ude-fit-{i}")
                    for i, t in enumerate(tasks)]
@@ -92,6 +103,8 @@ def run_many(tasks: list[dict], *, jobs: int | None = None, scheduler: str | Non
                     label = str(tasks[i].get("config") or tasks[i].get("resume"))
                     outcome = RunOutcome(config=label, status="failed", error={
                         "kind": "internal", "message": f"worker failed: {exc}", "lines": [f"{label}: worker failed: {exc}"]})
+                if isinstance(tasks[i].get("config"), str | Path):
+                    outcome.config = str(tasks[i]["config"])  # as the user gave it, not the worker's absolute path
                 outcomes[i] = outcome
                 if on_result is not None:
                     on_result(i, outcome)

@@ -43,6 +43,9 @@ class UdeError(Exception):
 class ConfigError(UdeError):
     """The YAML config is malformed, incomplete or inconsistent."""
 
+    #: Set on the schema's errors: pydantic's locations of the values that failed (see config.load_config).
+    schema_locations: list[tuple] | None = None
+
 
 class ExpressionError(ConfigError):
     """An equation string uses something outside the whitelist, or an unknown name."""
@@ -91,6 +94,10 @@ class Interrupted(UdeError):
 
 class RunDirError(UdeError):
     """The output run directory exists, is not writable, or is not a run directory."""
+
+
+class UsageError(UdeError):
+    """A command-line option's value cannot be used (an unreachable ``--scheduler``): exit code 2."""
 
 
 class MismatchError(UdeError):

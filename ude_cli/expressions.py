@@ -33,6 +33,8 @@ MAX_DEPTH = 60
 FUNCTIONS: dict[str, int] = {
     "exp": 1,
     "log": 1,
+    "log10": 1,
+    "log2": 1,
     "sqrt": 1,
     "sin": 1,
     "cos": 1,
@@ -45,6 +47,18 @@ FUNCTIONS: dict[str, int] = {
     "sigmoid": 1,
     "min": 2,
     "max": 2,
+}
+
+#: Functions of other languages, and how to write them here.
+_ALIASES = {
+    "ln": "log(x) (log is the natural logarithm)",
+    "arctan": "atan(x)",
+    "pow": "a**b",
+    "power": "a**b",
+    "square": "x**2",
+    "logistic": "sigmoid(x)",
+    "expit": "sigmoid(x)",
+    "fabs": "abs(x)",
 }
 
 #: Names with a fixed meaning inside equations.
@@ -127,11 +141,13 @@ class Expression:
             elif name == "t" and not namespace.allow_t:
                 errors.append(ExpressionError(f"'t' is not available in {self.text!r}", where=where))
             elif name not in known:
+                near = did_you_mean(name, known)
                 errors.append(
                     ExpressionError(
-                        f"unknown name '{name}' in {self.text!r}{did_you_mean(name, known)}; "
+                        f"unknown name '{name}' in {self.text!r}{near}; "
                         f"expected a state, parameter, constant, network or t",
                         where=where,
+                        hint=None if near else _declare_hint(name),
                     )
                 )
         for net, index in sorted(self.network_refs):
@@ -193,7 +209,8 @@ def parse_expression(text: Any, where: str | None = None) -> Expression:
         module = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         col = f" at column {exc.offset}" if exc.offset else ""
-        raise ExpressionError(f"cannot parse {text!r}{col}: {exc.msg}", where=where) from None
+        raise ExpressionError(f"cannot parse {text!r}{col}: {exc.msg}", where=where,
+                              hint=_missing_operator(text)) from None
     except (RecursionError, MemoryError, ValueError):
         raise ExpressionError(f"cannot parse {text!r}: nested too deeply", where=where) from None
     checker = _Checker(text, where)
@@ -204,6 +221,31 @@ def parse_expression(text: Any, where: str | None = None) -> Expression:
                           f"value outside a function's domain)")
     return Expression(text=text, tree=module.body, names=frozenset(checker.names),
                       network_refs=frozenset(checker.network_refs))
+
+
+def _declare_hint(name: str) -> str:
+    """How to declare an unknown name: a network for a capitalised one (``U``, ``H``), else a parameter."""
+    if name[:1].isupper():
+        return f"for a learned term, declare a network under 'networks' (networks: {{{name}: {{inputs: [...]}}}})"
+    return f"for a parameter, declare it under 'model.parameters' ({name}: {{init: VALUE}})"
+
+
+def _missing_operator(text: str) -> str | None:
+    """A hint when two operands stand side by side (``alpha x``, ``2 x``, ``(a+b) (c+d)``): a missing ``*``."""
+    import io
+    import tokenize
+
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                  if t.type in (tokenize.NAME, tokenize.NUMBER, tokenize.OP)]
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    for a, b in zip(tokens, tokens[1:], strict=False):
+        ends = a.type in (tokenize.NAME, tokenize.NUMBER) or a.string in (")", "]")
+        starts = b.type in (tokenize.NAME, tokenize.NUMBER) or b.string == "("
+        if ends and starts and not (a.type == tokenize.NAME and b.string == "("):
+            return f"is a '*' missing between '{a.string}' and '{b.string}'? write '{a.string}*{b.string}'"
+    return None
 
 
 class _Checker:
@@ -259,12 +301,24 @@ class _Checker:
         if not isinstance(node.func, ast.Name):
             if isinstance(node.func, ast.Attribute | ast.Lambda | ast.Subscript | ast.Call):
                 self.visit(node.func, depth + 1)  # names the real culprit (attribute, lambda, ...)
-            self.fail(node.func, "only calls of plain function names are allowed")
+            self.fail(node.func, "only calls of plain function names are allowed",
+                      hint=None if isinstance(node.func, ast.Attribute | ast.Lambda) else
+                      "is a '*' missing before '('? a product is written with '*'")
         name = node.func.id
         self._check_identifier(node.func, name)
-        if name not in FUNCTIONS:
-            self.fail(node, f"function '{name}' is not allowed{did_you_mean(name, FUNCTIONS)}",
+        if name not in FUNCTIONS and len(node.args) == 1 and not node.keywords \
+                and isinstance(node.args[0], ast.Constant) and type(node.args[0].value) is int:
+            index = node.args[0].value
+            self.fail(node, f"'{name}' is not a function: a network's output is written with square brackets, "
+                            f"write {name}[{index}]")
+        if name in _ALIASES:
+            self.fail(node, f"function '{name}' is not allowed: write {_ALIASES[name]}",
                       hint=f"allowed functions: {', '.join(FUNCTIONS)}")
+        if name not in FUNCTIONS:
+            near = did_you_mean(name, FUNCTIONS)
+            product = "" if near else f"a product is written with '*' ({name}*(...)); "
+            self.fail(node, f"function '{name}' is not allowed{near}",
+                      hint=f"{product}allowed functions: {', '.join(FUNCTIONS)}")
         if node.keywords:
             self.fail(node, "keyword arguments are not allowed")
         if len(node.args) != FUNCTIONS[name]:
@@ -298,7 +352,8 @@ def _backend(name: str) -> dict[str, Callable]:
             return g
 
         return {
-            "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "sin": torch.sin, "cos": torch.cos,
+            "exp": torch.exp, "log": torch.log, "log10": torch.log10, "log2": torch.log2, "sqrt": torch.sqrt,
+            "sin": torch.sin, "cos": torch.cos,
             "tan": torch.tan, "tanh": torch.tanh, "sinh": torch.sinh, "cosh": torch.cosh, "atan": torch.atan,
             "abs": torch.abs, "sigmoid": torch.sigmoid,
             "min": _pair(torch.minimum), "max": _pair(torch.maximum),
@@ -307,15 +362,16 @@ def _backend(name: str) -> dict[str, Callable]:
         import numpy as np
 
         return {
-            "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan,
-            "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
+            "exp": np.exp, "log": np.log, "log10": np.log10, "log2": np.log2, "sqrt": np.sqrt, "sin": np.sin,
+            "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
             "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "min": np.minimum, "max": np.maximum,
         }
     if name == "casadi":
         import casadi as ca
 
         return {
-            "exp": ca.exp, "log": ca.log, "sqrt": ca.sqrt, "sin": ca.sin, "cos": ca.cos, "tan": ca.tan,
+            "exp": ca.exp, "log": ca.log, "log10": ca.log10, "log2": lambda x: ca.log(x) / math.log(2),
+            "sqrt": ca.sqrt, "sin": ca.sin, "cos": ca.cos, "tan": ca.tan,
             "tanh": ca.tanh, "sinh": ca.sinh, "cosh": ca.cosh, "atan": ca.atan, "abs": ca.fabs,
             "sigmoid": casadi_sigmoid, "min": ca.fmin, "max": ca.fmax, "**": _casadi_pow,
         }
@@ -354,8 +410,8 @@ def _ieee(name: str) -> Callable:
 
     table: dict[str, Callable] = {
         "+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "**": np.power,
-        "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan,
-        "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
+        "exp": np.exp, "log": np.log, "log10": np.log10, "log2": np.log2, "sqrt": np.sqrt, "sin": np.sin,
+        "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
         "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "min": np.minimum, "max": np.maximum,
     }
     return table[name]
@@ -460,7 +516,8 @@ def _to_sympy(node: ast.expr, symbols: dict[str, Any], sympy, nets: frozenset[st
     if isinstance(node, ast.Call):
         args = [_to_sympy(a, symbols, sympy, nets) for a in node.args]
         table = {
-            "exp": sympy.exp, "log": sympy.log, "sqrt": sympy.sqrt, "sin": sympy.sin, "cos": sympy.cos,
+            "exp": sympy.exp, "log": sympy.log, "log10": lambda x: sympy.log(x, 10),
+            "log2": lambda x: sympy.log(x, 2), "sqrt": sympy.sqrt, "sin": sympy.sin, "cos": sympy.cos,
             "tan": sympy.tan, "tanh": sympy.tanh, "sinh": sympy.sinh, "cosh": sympy.cosh, "atan": sympy.atan,
             "abs": sympy.Abs, "sigmoid": lambda x: 1 / (1 + sympy.exp(-x)), "min": sympy.Min, "max": sympy.Max,
         }

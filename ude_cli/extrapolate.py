@@ -108,6 +108,47 @@ def default_horizon(problem, factor: float = 10.0) -> float:
     return max(ends)
 
 
+#: A trajectory diverges where a state leaves this many times the data's largest magnitude (or stops being
+#: finite): the one definition behind every "diverges at t = ..." (ude discover, ude predict, the figures).
+RUNAWAY_FACTOR = 1e3
+
+
+def runaway_bound(problem) -> float:
+    """``RUNAWAY_FACTOR`` times the largest |observation| over every experiment and state (1 without data)."""
+    values = [np.abs(e.values[np.isfinite(e.values)]) for e in problem.dataset.experiments]
+    return RUNAWAY_FACTOR * max([float(v.max()) for v in values if v.size] or [1.0])
+
+
+def divergence_time(t: np.ndarray, y: np.ndarray, bound: float) -> float | None:
+    """The first time any state of ``y`` (``(T,)`` or ``(T, n)`` on the grid ``t``) exceeds ``bound`` in
+    magnitude or is not finite; None when it never does. Between the last grid point inside and the first
+    outside, the crossing is found by interpolating log|y| linearly (exact for exponential growth), so
+    that grids of different spacing give the same time to a few digits."""
+    t = np.asarray(t, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(len(t), -1)
+    keep = np.isfinite(t)  # a NaN time separates experiments drawn as one line
+    t, y = t[keep], y[keep]
+    with np.errstate(invalid="ignore", over="ignore"):
+        size = np.where(np.isfinite(y), np.abs(y), np.inf).max(axis=1) if y.size else np.zeros(len(t))
+    out = size > bound
+    if not out.any():
+        return None
+    k = int(np.argmax(out))
+    if k == 0:
+        return float(t[0])
+    m0, m1 = float(size[k - 1]), float(size[k])
+    if not np.isfinite(m1) or m0 <= 0:
+        return float(t[k - 1] + 0.5 * (t[k] - t[k - 1]))  # the solve stopped between them: the middle
+    frac = (np.log(bound) - np.log(m0)) / (np.log(m1) - np.log(m0))
+    return float(t[k - 1] + frac * (t[k] - t[k - 1]))
+
+
+def time_text(t: float) -> str:
+    """A time as the messages and legends print it: 3 significant digits, more for large times (1903, not 1.9e+03)."""
+    digits = max(3, int(np.log10(abs(t))) + 2) if t else 3
+    return f"{t:.{digits}g}"
+
+
 def grid(t0: float, horizon: float, span: float) -> np.ndarray:
     n = max(MIN_POINTS, int(200 * (horizon - t0) / max(span, 1e-12)))
     return np.linspace(t0, horizon, min(n, 20_000))
@@ -161,17 +202,13 @@ def extrapolate_model(problem, model, horizon: float, start: int = 0, name: str 
     if dense is None:
         return Extrapolation(name=name, horizon=horizon, trajectories=[], bounded=False, message=failure)
     trajectories = [(t, y[:, start, :]) for t, y in dense]
-    finite = all(np.all(np.isfinite(y)) for _, y in trajectories)
-    scale = max([float(np.nanmax(np.abs(e.values))) for e in problem.dataset.experiments if np.isfinite(e.values).any()]
-                or [1.0])
-    bound = 1e3 * scale
-    inside = finite and all(float(np.max(np.abs(y))) <= bound for _, y in trajectories)
+    bound = runaway_bound(problem)
+    times = [d for d in (divergence_time(t, y, bound) for t, y in trajectories) if d is not None]
     message = failure
-    if not inside:
-        t_out = min(float(t[np.argmax(~np.all(np.isfinite(y) & (np.abs(y) <= bound), axis=1))])
-                    for t, y in trajectories if not np.all(np.isfinite(y) & (np.abs(y) <= bound)))
-        message = f"the solution blows up (|state| > {bound:.3g}) at t = {t_out:.4g}"
-    inside = inside and not failure
+    if times:
+        message = (f"the solution diverges (leaves {RUNAWAY_FACTOR:g} times the data's largest value, {bound:.3g}) "
+                   f"at t = {time_text(min(times))}")
+    inside = not times and not failure
     ext = Extrapolation(name=name, horizon=horizon, trajectories=trajectories, bounded=inside, message=message)
     ext.oscillations = [_oscillations(problem.states, t, y) for t, y in trajectories]
     return ext

@@ -188,11 +188,17 @@ def recovered_frame(run_dir: Path, discovery: dict, until: float, experiments: l
         sim = system.simulate(b, vals, times, y0=y0)
         if not sim.ok and not note:
             note = f"the recovered model fails in experiment '{e.name}': {sim.message}"
-        d: dict = {"model": "recovered", "experiment": e.name, "time": times}
+        d: dict = {"model": recovered_name(discovery.get("verdict")), "experiment": e.name, "time": times}
         for j, s in enumerate(problem.states):
             d[s] = sim.y[:, j]
         frames.append(pd.DataFrame(d))
     return pd.concat(frames, ignore_index=True), note
+
+
+def recovered_name(verdict: str | None) -> str:
+    """What ``ude discover``'s model is called in forecasts: with the verdict ``none`` no term was recovered,
+    and the model is the mechanism alone, refitted to the data."""
+    return "mechanistic refit" if verdict == "none" else "recovered"
 
 
 def forecast(run, until: float, *, experiment: str | None = None, initial: Mapping[str, float] | None = None,
@@ -258,29 +264,35 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
         if discovery["verdict"] in ("worse", "failed"):
             notes.append(f"the recovered model's verdict is {discovery['verdict'].upper()}: "
                          f"{discovery['messages'][0]}")
+        elif discovery["verdict"] == "none":
+            notes.append("ude discover recovered no term (verdict NONE): 'mechanistic refit' is the mechanism "
+                         "alone, refitted to the data")
         if note:
             notes.append(note)
     elif recovered:
         notes.append("no recovered model: run `ude discover RUN` to add it")
     frame = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
-    notes += _runaway_notes(problem, frame)
+    # a recovered model that failed has said when (its solver's own time): not again from the grid
+    failed = {recovered_name(discovery.get("verdict"))} if discovery is not None and note else set()
+    notes += _runaway_notes(problem, frame[~frame["model"].isin(failed)])
     return Forecast(problem=problem, until=until, frame=frame, notes=notes,
                     changed={"experiment": experiment, "initial": initial, "values": values, "until": until,
                              "verdict": discovery["verdict"] if discovery else None})
 
 
-def _runaway_notes(problem, frame: pd.DataFrame, factor: float = 1e3) -> list[str]:
-    """A note for each model whose forecast leaves ``factor`` times the data's largest magnitude."""
-    values = [np.abs(e.values[np.isfinite(e.values)]) for e in problem.dataset.experiments]
-    scale = max([float(v.max()) for v in values if v.size] or [1.0])
+def _runaway_notes(problem, frame: pd.DataFrame) -> list[str]:
+    """A note for each model whose forecast diverges (:func:`ude_cli.extrapolate.divergence_time`)."""
+    from .extrapolate import RUNAWAY_FACTOR, divergence_time, runaway_bound, time_text
+
+    bound = runaway_bound(problem)
     notes = []
     for model, rows in frame.groupby("model", sort=False):
-        y = rows[problem.states].to_numpy(float)
-        bad = ~np.all(np.isfinite(y) & (np.abs(y) <= factor * scale), axis=1)
-        if bad.any():
-            t = float(rows["time"].to_numpy()[np.argmax(bad)])
-            notes.append(f"the {model} forecast leaves {factor:g} times the data's largest value at t = {t:.4g}: "
-                         "it diverges")
+        found = [divergence_time(r["time"].to_numpy(float), r[problem.states].to_numpy(float), bound)
+                 for _, r in rows.groupby("experiment", sort=False)]
+        times = [d for d in found if d is not None]
+        if times:
+            notes.append(f"the {model} forecast diverges (leaves {RUNAWAY_FACTOR:g} times the data's largest value) "
+                         f"at t = {time_text(min(times))}")
     return notes
 
 
@@ -306,7 +318,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     from .discover_plots import MODEL_STYLES
-    from .plots import STYLE, label_time_axis, state_label
+    from .plots import STYLE, label_time_axis, state_label, title_text
 
     changed = dict(changed or {})
     ds = problem.dataset
@@ -331,14 +343,15 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                                     np.clip(ude[f"{s}_upper"], lo - span, hi + span), color=style["color"],
                                     alpha=0.18, lw=0, label=f"UDE, range over starts{tag}")
                 ax.plot(ude["time"], np.clip(ude[s], lo - span, hi + span),
-                        label=_leaving(f"UDE{tag}", ude, s, lo, hi), **style)
-                rec = rows[rows["model"] == "recovered"]
+                        label=_leaving(f"UDE{tag}", ude, s, lo, hi, problem), **style)
+                rec = rows[rows["model"] == recovered_name(verdict)]
                 if len(rec):
                     rstyle = dict(MODEL_STYLES["recovered"])
                     if len(names) > 1:
                         rstyle["color"] = style["color"]
-                    label = "recovered" + (f" ({verdict.upper()})" if verdict in ("worse", "failed") else "") + tag
-                    ax.plot(rec["time"], np.clip(rec[s], lo - span, hi + span), label=_leaving(label, rec, s, lo, hi),
+                    label = ("mechanistic, refitted (no term recovered)" if verdict == "none" else "recovered"
+                             + (f" ({verdict.upper()})" if verdict in ("worse", "failed", "approximation") else "")) + tag
+                    ax.plot(rec["time"], np.clip(rec[s], lo - span, hi + span), label=_leaving(label, rec, s, lo, hi, problem),
                             **rstyle)
                 e = next(e for e in ds.experiments if str(e.name) == name)
                 obs = e.values[:, j]
@@ -353,7 +366,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                             fontsize=8, color="0.4", xytext=(-3, 0), textcoords="offset points")
         label_time_axis(axes[-1, 0], problem)
         title = f"{problem.config.run_name}: forecast to t = {changed.get('until', frame['time'].max()):g}"
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title_text(title), fontsize=11)
         if notes:
             import textwrap
 
@@ -386,7 +399,9 @@ def _axis_limits(problem, frame: pd.DataFrame, state: str, j: int, show_data: bo
     return _limits(anchors)
 
 
-def _leaving(label: str, rows: pd.DataFrame, state: str, lo: float, hi: float) -> str:
+def _leaving(label: str, rows: pd.DataFrame, state: str, lo: float, hi: float, problem=None) -> str:
     from .discover_plots import leaving_label
+    from .extrapolate import runaway_bound
 
-    return leaving_label(label, rows["time"].to_numpy(float), rows[state].to_numpy(float), lo, hi)
+    return leaving_label(label, rows["time"].to_numpy(float), rows[state].to_numpy(float), lo, hi,
+                         bound=runaway_bound(problem) if problem is not None else None)

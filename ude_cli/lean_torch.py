@@ -9,14 +9,16 @@ instead (what the wrapper runs, less the import, the graph breaks and the profil
 
 :func:`skip_compile_machinery` records the "disabled" version of each such function as the function
 itself, which is what ``_disable_dynamo`` caches after its first call; the optimisers then run
-exactly the same code, without the import. It is applied only by the ``ude`` command, whose process
-compiles nothing, never on import of the library: a notebook that also uses ``torch.compile`` keeps
+exactly the same code, without the import. The ``ude`` command, whose process compiles nothing, applies
+it for good; the library's :func:`ude_cli.api.fit` for the fit's duration only
+(:func:`compile_machinery_skipped`), never on import: a notebook that also uses ``torch.compile`` keeps
 torch's own behaviour. If torch changes how it wraps these functions, the attribute is simply unused
 and torch imports ``torch._dynamo`` as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from typing import TYPE_CHECKING
@@ -35,14 +37,43 @@ def skip_compile_machinery() -> int:
 
     Does nothing once ``torch._dynamo`` is imported (something in this process may compile).
     """
+    return len(_mark())
+
+
+@contextlib.contextmanager
+def compile_machinery_skipped():
+    """The same savings for the library's :func:`ude_cli.api.fit`, for the fit's duration only.
+
+    Inside, the optimisers run as in :func:`skip_compile_machinery`; on leaving, the marks set here are
+    taken off again, so that the next optimiser call outside imports ``torch._dynamo`` and caches
+    torch's own disabled functions, as if ``ude`` had never been there: a notebook that uses
+    ``torch.compile`` after (or before: then nothing is marked) a fit keeps torch's behaviour. Nested or
+    in a process already marked by the command line, it leaves the marks alone."""
+    global _lean
+    if _lean:
+        yield
+        return
+    marked = _mark()
+    try:
+        yield
+    finally:
+        _lean = False
+        for fn in marked:
+            with contextlib.suppress(AttributeError, TypeError):
+                if getattr(fn, _CACHE, None) is fn:
+                    delattr(fn, _CACHE)
+
+
+def _mark() -> list:
+    """Mark each dynamo-disabled optimiser function not yet disabled as its own disabled version; return them."""
     global _lean
     if "torch._dynamo" in sys.modules:
-        return 0
+        return []
     _lean = True
     import torch.optim
     from torch.optim import optimizer as optimizer_module
 
-    marked = 0
+    marked = []
     modules = [optimizer_module, *(sys.modules[m] for m in list(sys.modules) if m.startswith("torch.optim."))]
     seen: set[int] = set()
     for owner in [*modules, *_optimizer_classes(torch.optim)]:
@@ -56,7 +87,7 @@ def skip_compile_machinery() -> int:
                     setattr(fn, _CACHE, fn)
                 except (AttributeError, TypeError):
                     continue
-                marked += 1
+                marked.append(fn)
     return marked
 
 

@@ -50,14 +50,24 @@ def _unit(units: dict[str, str], key: str) -> str:
     return f" [{u}]" if u else ""
 
 
+def given_label(problem, *keys: str) -> str | None:
+    """The config's ``data.labels`` entry for the first of ``keys`` that has one (a state, then its column)."""
+    labels = problem.config.data.labels
+    return next((labels[k] for k in keys if k and k in labels), None)
+
+
 def state_label(problem, state: str) -> str:
-    """Axis label of a state: its CSV column (and unit) if observed, else its name."""
+    """Axis label of a state: the config's label (data.labels) or else its CSV column, with the column's
+    unit (data.units); a state without data and without a label says so."""
     ds = problem.dataset
     col = ds.columns.get(state)
-    if col is None:
+    given = given_label(problem, state, col)
+    if col is None and given is None:
         return f"{state} (not observed)"
-    name = col if col == state else f"{col} ({state})"
-    unit = _unit(ds.units, col)
+    name = given if given is not None else (col if col == state else f"{col} ({state})")
+    spec = problem.initial.get(state)  # a state without data may take its unit from the column of its start
+    unit_column = col if col is not None else (spec.column if spec is not None else None)
+    unit = _unit(ds.units, unit_column) if unit_column is not None else ""
     return name + ("\n" + unit.strip() if len(name + unit) > 18 and unit else unit)  # long: the unit below
 
 
@@ -66,7 +76,8 @@ def observable_label(problem, name: str) -> str:
     o = problem.observables[name]
     if o.state is not None and o.label is None:
         return state_label(problem, o.state)
-    text = o.label or f"{o.column} ({o.expression.text})"
+    given = given_label(problem, name, o.column) if o.label is None else None  # the config's data.labels
+    text = o.label or given or f"{o.column} ({o.expression.text})"
     unit = f" [{o.unit}]" if o.unit else ""
     return text + ("\n" + unit.strip() if len(text + unit) > 18 and unit else unit)
 
@@ -100,8 +111,10 @@ def label_time_axis(ax, problem) -> None:
 
 
 def time_label(problem) -> str:
+    """The time axis: the config's label (data.labels of the time column) or else the column, and its unit."""
     ds = problem.dataset
-    return ds.time_column + _unit(ds.units, ds.time_column)
+    given = given_label(problem, ds.time_column)
+    return (given if given is not None else ds.time_column) + _unit(ds.units, ds.time_column)
 
 
 def _experiment_color(b: int, n: int = 1):
@@ -133,15 +146,18 @@ def _experiment_title(problem) -> str:
     return data.experiment or ("file" if data.files else "experiment")
 
 
-def _experiments_legend(fig, problem, styles: list[tuple[Any, str]], limit: int = 20) -> None:
+def _experiments_legend(fig, problem, styles: list[tuple[Any, str]], limit: int = 20,
+                        notes: dict[int, str] | None = None) -> None:
     """One legend beside the figure: a colour per experiment (titled by the experiment column), then
-    the meaning of the line and marker styles, black."""
+    the meaning of the line and marker styles, black. ``notes``: experiment -> a remark after its name."""
     from matplotlib.lines import Line2D
 
     ds = problem.dataset
     n = len(ds.experiments)
-    handles = [Line2D([], [], color=_experiment_color(b, n), lw=2.5) for b in range(min(n, limit))]
-    labels = [e.name for e in ds.experiments[:limit]]
+    notes = notes or {}
+    handles = [Line2D([], [], color=_experiment_color(b, n), lw=2.5, ls=(0, (4, 3)) if b in notes else "-")
+               for b in range(min(n, limit))]
+    labels = [e.name + (f" ({notes[b]})" if b in notes else "") for b, e in enumerate(ds.experiments[:limit])]
     if n > limit:
         handles.append(Line2D([], [], color="none"))
         labels.append(f"... ({n - limit} more)")
@@ -186,6 +202,55 @@ def _validation_windows(ax, ds, t_end: float) -> bool:
     return True
 
 
+#: From this many experiments on, ``output.layout: auto`` draws one panel per experiment.
+PANELS_FROM = 9
+
+
+def title_text(text: str, width: int = 60) -> str:
+    """A figure title wrapped to lines of at most ``width`` characters (a sweep point's long name), broken
+    after '/', ',' or a space, so that it never runs into the legend beside the axes."""
+    import re
+
+    pieces = [p for p in re.split(r"(?<=[/, ])", text) if p]  # each piece ends with its break character
+    lines, line = [], ""
+    for piece in pieces:
+        if line and len(line + piece.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += piece
+    lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _state_axis_label(problem, state: str) -> str:
+    """A state's label in the fit figure: the label of the observable that measures it directly, if any."""
+    observed_as = [o for o in problem.dataset.observables if problem.observables[o].state == state]
+    return observable_label(problem, observed_as[0]) if observed_as else state_label(problem, state)
+
+
+def _drawn_states(problem) -> list[int]:
+    """Indices of the states the fit figure draws (``output.unobserved: false`` leaves out states without data)."""
+    observed = set(problem.dataset.observed)
+    keep = [j for j, s in enumerate(problem.states) if problem.config.output.unobserved or s in observed]
+    return keep or list(range(len(problem.states)))
+
+
+def _same_curves(result, best: int, states: list[int]) -> dict[int, int]:
+    """Experiment -> the first earlier experiment whose fitted trajectory it repeats (same times and values to
+    1e-9 relative): drawn dashed and named in the legend, so that no curve hides another unsaid."""
+    same: dict[int, int] = {}
+    trajectories = result.trajectories
+    for b in range(len(trajectories)):
+        tb, yb = trajectories[b]
+        for a in range(b):
+            ta, ya = trajectories[a]
+            if a not in same and ta.shape == tb.shape and np.allclose(ta, tb, rtol=1e-12, atol=0) and np.allclose(
+                    ya[:, best, states], yb[:, best, states], rtol=1e-9, atol=1e-12):
+                same[b] = a
+                break
+    return same
+
+
 def _data_markers(ax, e, obs: np.ndarray, color) -> None:
     """An experiment's observations: filled in the training window, open in the validation window."""
     tr = e.train & np.isfinite(obs)
@@ -196,8 +261,138 @@ def _data_markers(ax, e, obs: np.ndarray, color) -> None:
         ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=color, label="held-out data")
 
 
+def _panels(problem) -> bool:
+    """Whether the fit and residual figures draw one panel per experiment (``output.layout``)."""
+    layout = problem.config.output.layout
+    n = len(problem.dataset.experiments)
+    return n > 1 and (layout == "panels" or (layout == "auto" and n >= PANELS_FROM))
+
+
 def fit_figure(result) -> Any:
-    """Data (markers) and fitted trajectories (lines) per state."""
+    """Data (markers) and fitted trajectories (lines) per state; with many experiments (``output.layout``)
+    one panel per experiment."""
+    problem = result.problem
+    formulas = [o for o in problem.dataset.observables if problem.observables[o].state is None]
+    if _panels(problem) and not formulas:
+        return _fit_panels(result)  # (observables that are formulas of the states: overlay, their own panels)
+    return _fit_overlay(result)
+
+
+def _residual_panels(result, standardised: bool) -> Any:
+    """Residuals as small multiples: one panel per experiment, a colour per observable; shared axes."""
+    import math
+    import re
+
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    problem = result.problem
+    ds = problem.dataset
+    observed = ds.observables
+    pred = result.predictions
+    n = len(ds.experiments)
+    cols = min(n, 4 if n > 9 else 3)
+    rows = math.ceil(n / cols)
+    held_out = any(not e.train.all() for e in ds.experiments)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(rows, cols, figsize=(2.35 * cols + 1.9, 1.55 * rows + 0.7), sharex=True,
+                                 sharey=True, squeeze=False)
+        for b, e in enumerate(ds.experiments):
+            ax = axes[b // cols, b % cols]
+            here = pred[pred["experiment"] == e.name]
+            train = (here["split"] == "train").to_numpy()
+            for k, o in enumerate(observed):
+                r = here[f"{o}_standardised" if standardised else f"{o}_residual"].to_numpy()
+                t = here["time"].to_numpy()
+                c = COLORS[k % len(COLORS)]
+                ax.plot(t[train], r[train], "o", ms=3, color=c)
+                if (~train).any():
+                    ax.plot(t[~train], r[~train], "o", ms=3, mfc="white", color=c)
+            ax.axhline(0, color="0.4", lw=0.8)
+            if standardised:
+                for level in (-2, 2):
+                    ax.axhline(level, color="0.7", lw=0.7, ls="--")
+            ax.set_title(f"{_experiment_title(problem)} {e.name}", fontsize=9, pad=2)
+        for b in range(n, rows * cols):
+            axes[b // cols, b % cols].set_visible(False)
+        for c_ in range(cols):
+            last = max(r for r in range(rows) if r * cols + c_ < n)
+            axes[last, c_].set_xlabel(time_label(problem))
+            axes[last, c_].xaxis.set_tick_params(labelbottom=True)
+        fig.supylabel("standardised residual" if standardised else "residual (observed - predicted)", fontsize=10)
+
+        def name(o: str) -> str:  # standardised residuals have no unit
+            label = observable_label(problem, o).replace("\n", " ")
+            return re.sub(r"\s*\[[^\]]*\]\s*$", "", label) if standardised else label
+
+        handles = [(Line2D([], [], color=COLORS[k % len(COLORS)], marker="o", ls="none", ms=4), name(o))
+                   for k, o in enumerate(observed)]
+        handles += _style_handles(data=False, held_out=held_out)
+        fig.legend([h for h, _ in handles], [lab for _, lab in handles], loc="outside right upper", frameon=False,
+                   alignment="left")
+        title = (f"{result.name}: standardised residuals, (observed − predicted) / sd, one panel per "
+                 f"{_experiment_title(problem)}" if standardised else
+                 f"{result.name}: residuals (observed - predicted), one panel per {_experiment_title(problem)}")
+        fig.suptitle(title_text(title, width=70), fontsize=11)
+    return fig
+
+
+def _fit_panels(result) -> Any:
+    """Small multiples: one panel per experiment, titled by it, a colour per drawn state; shared axes."""
+    import math
+
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    problem = result.problem
+    ds = problem.dataset
+    best = result.metrics.get("best_start", 0)
+    states = _drawn_states(problem)
+    n = len(ds.experiments)
+    cols = min(n, 4 if n > 9 else 3)
+    rows = math.ceil(n / cols)
+    held_out = any(not e.train.all() for e in ds.experiments)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(rows, cols, figsize=(2.35 * cols + 1.9, 1.75 * rows + 0.7), sharex=True,
+                                 sharey=True, squeeze=False)
+        for b, e in enumerate(ds.experiments):
+            ax = axes[b // cols, b % cols]
+            t, y = result.trajectories[b]
+            for k, j in enumerate(states):
+                c = COLORS[k % len(COLORS)]
+                ax.plot(t, y[:, best, j], color=c, lw=1.4)
+                obs = e.values[:, j]
+                tr, va = e.train & np.isfinite(obs), ~e.train & np.isfinite(obs)
+                ax.plot(e.t[tr], obs[tr], "o", ms=3, color=c)
+                if va.any():
+                    ax.plot(e.t[va], obs[va], "o", ms=3, mfc="white", color=c)
+            start = _validation_start(e)
+            if start is not None:
+                ax.axvspan(start, float(max(t[-1], e.t[-1])), color="0.92", zorder=0)
+            ax.set_title(f"{_experiment_title(problem)} {e.name}", fontsize=9, pad=2)
+        for b in range(n, rows * cols):
+            axes[b // cols, b % cols].set_visible(False)
+        for r in range(rows):
+            if len(states) == 1:
+                axes[r, 0].set_ylabel(_state_axis_label(problem, problem.states[states[0]]))
+        for c_ in range(cols):
+            last = max(r for r in range(rows) if r * cols + c_ < n)
+            axes[last, c_].set_xlabel(time_label(problem))
+            axes[last, c_].xaxis.set_tick_params(labelbottom=True)
+        handles = [(Line2D([], [], color=COLORS[k % len(COLORS)], lw=2),
+                    _state_axis_label(problem, problem.states[j]).replace("\n", " "))
+                   for k, j in enumerate(states)] if len(states) > 1 else []
+        handles += _style_handles(fit=True, data=True, held_out=held_out, window=held_out)
+        fig.legend([h for h, _ in handles], [lab for _, lab in handles], loc="outside right upper", frameon=False,
+                   alignment="left")
+        fig.suptitle(title_text(f"{result.name}: data and fit, one panel per {_experiment_title(problem)}",
+                                width=70),
+                     fontsize=11)
+    return fig
+
+
+def _fit_overlay(result) -> Any:
+    """One panel per drawn state, a colour per experiment."""
     plt = _pyplot()
     problem = result.problem
     ds = problem.dataset
@@ -205,12 +400,14 @@ def fit_figure(result) -> Any:
     n = len(ds.experiments)
     multi = n > 1
     held_out = any(not e.train.all() for e in ds.experiments)
+    states = _drawn_states(problem)
+    same = _same_curves(result, best, states) if multi else {}
     formulas = [o for o in ds.observables if problem.observables[o].state is None]
     with plt.rc_context(STYLE):
-        fig, axes = _grid(plt, len(problem.states) + len(formulas))
+        fig, axes = _grid(plt, len(states) + len(formulas))
         t_end = max(float(result.trajectories[b][0][-1]) for b in range(n))
         for k, o in enumerate(formulas):  # what the data measure, below the states
-            ax = axes[len(problem.states) + k]
+            ax = axes[len(states) + k]
             c_obs = ds.observables.index(o)
             for b, e in enumerate(ds.experiments):
                 c = _experiment_color(b, n)
@@ -220,22 +417,26 @@ def fit_figure(result) -> Any:
                 _data_markers(ax, e, e.observations[:, c_obs], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(observable_label(problem, o))
-        for j, (ax, s) in enumerate(zip(axes, problem.states, strict=False)):
+        for ax, j in zip(axes, states, strict=False):
+            s = problem.states[j]
             for b, e in enumerate(ds.experiments):
                 c = _experiment_color(b, n)
                 t, y = result.trajectories[b]
-                ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit")
+                ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit", ls=(0, (4, 3)) if b in same else "-",
+                        zorder=3 if b in same else 2)
                 _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
-            observed_as = [o for o in ds.observables if problem.observables[o].state == s]
-            ax.set_ylabel(observable_label(problem, observed_as[0]) if observed_as else state_label(problem, s))
-            if j == 0 and not multi:
-                ax.legend(loc="best", frameon=False)
+            ax.set_ylabel(_state_axis_label(problem, s))
+        any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states) or bool(formulas)
+        styles = _style_handles(fit=True, data=any_data, held_out=held_out, window=held_out)
         if multi:
-            _experiments_legend(fig, problem, _style_handles(fit=True, data=True, held_out=held_out,
-                                                             window=held_out))
+            _experiments_legend(fig, problem, styles, notes={b: f"same curve as {ds.experiments[a].name}"
+                                                             for b, a in same.items()})
+        else:  # one legend for the figure: "data" too when the first panel is a state without data
+            axes[0].legend([h for h, _ in styles], [lab for _, lab in styles], loc="best", frameon=False)
         label_time_axis(axes[-1], problem)
-        fig.suptitle(f"{result.name}: data and fit", fontsize=11)
+        # beside a legend outside the axes, a shorter line: a centred title must end before the legend
+        fig.suptitle(title_text(f"{result.name}: data and fit", width=45 if multi else 60), fontsize=11)
     return fig
 
 
@@ -243,6 +444,8 @@ def residual_figure(result) -> Any:
     """Standardised residuals per observable: (observed - predicted) / the noise model's standard deviation
     (Pearson residuals for counts, on log scale for log-normal noise; without a noise model, over the
     maximum-likelihood sigma of the squared-error fit). About 95 % lie within +-2 when the noise model fits."""
+    import re
+
     plt = _pyplot()
     problem = result.problem
     ds = problem.dataset
@@ -251,6 +454,8 @@ def residual_figure(result) -> Any:
     n = len(ds.experiments)
     held_out = any(not e.train.all() for e in ds.experiments)
     standardised = all(f"{o}_standardised" in pred for o in observed)
+    if _panels(problem):
+        return _residual_panels(result, standardised)
     with plt.rc_context(STYLE):
         fig, axes = _grid(plt, max(1, len(observed)), height=1.9)
         for ax, s in zip(axes, observed, strict=False):
@@ -268,14 +473,18 @@ def residual_figure(result) -> Any:
             if standardised:
                 for level in (-2, 2):
                     ax.axhline(level, color="0.7", lw=0.7, ls="--")
-            ax.set_ylabel(observable_label(problem, s))
+            # standardised residuals have no unit: the label says what they are of
+            label = observable_label(problem, s)
+            bare = re.sub(r"\s*\[[^\]]*\]\s*$", "", label.replace("\n", " "))  # the unit dropped
+            ax.set_ylabel(f"{bare}\n(standardised)" if standardised else label)
         if n > 1:
             _experiments_legend(fig, problem, _style_handles(data=True, held_out=held_out))
         elif held_out:
             axes[0].legend(loc="best", frameon=False)
         label_time_axis(axes[-1], problem)
-        fig.suptitle(f"{result.name}: standardised residuals, (observed − predicted) / sd"
-                     if standardised else f"{result.name}: residuals (observed - predicted)", fontsize=11)
+        fig.suptitle(title_text(f"{result.name}: standardised residuals, (observed − predicted) / sd"
+                                if standardised else f"{result.name}: residuals (observed - predicted)",
+                                width=45 if n > 1 else 60), fontsize=11)
     return fig
 
 
@@ -311,7 +520,7 @@ def loss_figure(result) -> Any:
         if not panels:
             axes[0, 0].set_xlabel("iteration")
             axes[0, 0].text(0.5, 0.5, "no iterations recorded", ha="center", transform=axes[0, 0].transAxes)
-        fig.suptitle(f"{result.name}: training loss", fontsize=11)
+        fig.suptitle(title_text(f"{result.name}: training loss"), fontsize=11)
     return fig
 
 
@@ -338,7 +547,8 @@ def terms_figure(result) -> Any | None:
         if len(ds.experiments) > 1:
             _experiments_legend(fig, problem, [])
         label_time_axis(axes[-1], problem)
-        fig.suptitle(f"{result.name}: learned terms along the fitted trajectory", fontsize=11)
+        fig.suptitle(title_text(f"{result.name}: learned terms along the fitted trajectory",
+                                width=45 if len(ds.experiments) > 1 else 60), fontsize=11)
     return fig
 
 

@@ -141,9 +141,15 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         if builtin is not None:
             states = list(builtin.states)
             equations_text = dict(builtin.equations)
+            from .mechanistic.base import unit_text
+
+            data_units = {"t": config.data.units.get(config.data.time)}  # the data's units, for the models' own
+            data_units |= {s: config.data.units.get(c) for s, c in config.data.columns.items()}
+            data_units |= {s: config.data.units.get(i.column) for s, i in m.initial.items()  # a dose column
+                           if i.column is not None and not data_units.get(s)}
             for pname, pd in builtin.parameters.items():
                 param_defaults[pname] = ParameterSpec(init=pd.init, fixed=pd.fixed, bounds=pd.bounds,
-                                                      positive=pd.positive, unit=pd.unit)
+                                                      positive=pd.positive, unit=unit_text(pd.unit, data_units))
             constants_defaults = dict(builtin.constants)
         else:
             states = []
@@ -214,6 +220,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                           networks=net_outputs)
     equations: dict[str, Expression] = {}
     corrections: dict[str, Expression] = {}
+    unparsed = False  # an equation that cannot be read may use any network: none is called unused then
     eq_where = "model.equations" if builtin is None else f"model.builtin ({m.builtin})"
     for s in states:
         if s not in equations_text:
@@ -223,6 +230,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             expr = parse_expression(equations_text[s], where=where)
         except ExpressionError as exc:
             problems.add(exc)
+            unparsed = True
             continue
         for err in expr.check_names(namespace, where=where):
             problems.add(err)
@@ -237,6 +245,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             corr = parse_expression(text, where=where)
         except ExpressionError as exc:
             problems.add(exc)
+            unparsed = True
             continue
         for err in corr.check_names(namespace, where=where):
             problems.add(err)
@@ -256,7 +265,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         if pname not in used and pname not in observed_names and builtin is None:
             warnings.append(f"{label}: model.parameters.{pname}: declared but not used in any equation or observable")
     for net in networks:
-        if net not in used:
+        if net not in used and not unparsed:
             problems.add(ConfigError(f"network '{net}' is not used in any equation; use it as {net}[0] "
                                      f"(e.g. in model.corrections) or remove it", where=f"{label}: networks.{net}"))
 
@@ -300,6 +309,14 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     for s in unknown_columns:
         problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: "
                                  f"{', '.join(states)}", where=f"{label}: data.columns.{s}"))
+    known_labels = {*states, d.time, *d.columns.values(), *config.observables,
+                    *(o.column or n for n, o in config.observables.items())}
+    for key in d.labels:
+        if key not in known_labels:
+            problems.add(ConfigError(f"'{key}' is neither a state, a CSV column the config reads, the time "
+                                     f"column nor an observable{did_you_mean(key, sorted(known_labels))}; labels "
+                                     f"name one of: {', '.join(sorted(known_labels))}",
+                                     where=f"{label}: data.labels.{key}"))
     columns = {s: c for s, c in d.columns.items() if s in states}  # state -> column, direct observations
     for oname, (expr, column) in observable_exprs.items():
         state = _direct_state(expr, states)
@@ -341,15 +358,16 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                 problems.add(ConfigError(f"a positive initial value must start > 0, got {ispec.value:g}", where=where))
             initial[s] = Initial(s, "value", value=ispec.value, learn=ispec.learn, positive=ispec.positive)
 
-    problems.raise_if_any()
+    if not states:  # nothing to read the data for
+        problems.raise_if_any()
 
     dataset: Dataset | None = None
     if read_data:
         try:
             dataset = read_dataset(
                 d.paths, base_dir=config.base_dir, states=states, columns=columns, time=d.time,
-                experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, units=d.units,
-                where=f"{label}: data", observables=_observable_columns(columns, observable_exprs, states))
+                experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, decimal=d.decimal,
+                units=d.units, where=f"{label}: data", observables=_observable_columns(columns, observable_exprs, states))
             if d.validation is not None:
                 split_validation(dataset, last_fraction=d.validation.last_fraction, after=d.validation.after,
                                  where=f"{label}: data.validation")
@@ -363,7 +381,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         assert dataset is not None  # read_dataset returned, or its error was raised just above
         _check_against_data(config, dataset, initial, m.t0, problems, label)
         _check_observations(dataset, initial, problems, warnings, label)
-        problems.raise_if_any()
+    problems.raise_if_any()
 
     observables = _observables(config, columns, observable_exprs, states)
     noise_parameters: dict[str, Parameter] = {}
@@ -408,8 +426,8 @@ def _parse_observables(config: Config, states: list[str], param_specs: dict, con
         errors = expr.check_names(namespace, where=f"{where}.formula")
         for err in errors:
             if "did you mean" not in err.message:
-                err.hint = err.hint or ("an observation parameter (a scale, an offset, a reporting fraction) is "
-                                        "declared under model.parameters like the others")
+                err.hint = ("an observation parameter (a scale, an offset, a reporting fraction) is "  # not a network
+                            "declared under model.parameters like the others")
             problems.add(err)
         if errors:
             continue

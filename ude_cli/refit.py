@@ -293,7 +293,10 @@ class OdeSystem:
             if np.isfinite(hit[p]):
                 out[rows[later >= hit[p]], p, :] = np.nan
                 oks[p] = False
-                messages[p] = f"the solution blows up (|state| > {bound:.3g}) at t = {hit[p]:.4g}"
+                from .extrapolate import time_text  # worded as every "diverges" (ude_cli.extrapolate)
+
+                messages[p] = (f"the solution diverges (leaves {BLOWUP_FACTOR:g} times the data's largest value, "
+                               f"{bound:.3g}) at t = {time_text(hit[p])}")
             elif not sol.success or len(got) < len(later):
                 oks[p] = False
                 messages[p] = f"the solver failed: {sol.message}"

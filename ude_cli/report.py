@@ -171,12 +171,15 @@ def _missing(x) -> bool:
 
 
 def _metrics(run) -> str:
+    from .plots import given_label
+
     m = run.metrics
     rows = [["training loss (" + _e(m.get("loss_kind", "")) + ")", _num(m.get("loss"))],
             ["validation loss", _num(m.get("validation_loss"))]]
     for split in ("train", "validation"):
         for s, v in (m.get(f"{split}_mse") or {}).items():
-            rows.append([f"{split} MSE of {_e(s)} (data units)", _num(v)])
+            given = given_label(run.problem, s, run.problem.dataset.columns.get(s))  # the config's data.labels
+            rows.append([f"{split} MSE of {_e(s)}" + (f" ({_e(given)})" if given else "") + " (data units)", _num(v)])
     n = m.get("n_parameters") or {}
     obs = m.get("observations") or {}
     like = m.get("likelihood") or {}

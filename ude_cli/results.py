@@ -246,6 +246,17 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def resolved_config(problem: Problem) -> dict:
+    """The config with every default filled in, its parameters as resolved (built-in defaults merged in,
+    ``fixed`` and ``positive`` true or false, never null)."""
+    resolved = problem.config.resolved()
+    resolved["model"]["parameters"] = {
+        p.name: {"init": p.init, "fixed": p.fixed, "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None)
+                 else None, "positive": p.positive, "unit": p.unit, "per_experiment": p.per_experiment}
+        for p in problem.parameters.values()}
+    return resolved
+
+
 def run_info(problem: Problem, *, seed: int, command: list[str] | None = None, extra: dict | None = None) -> dict:
     cfg = problem.config
     versions: dict[str, str | None] = {}
@@ -258,7 +269,7 @@ def run_info(problem: Problem, *, seed: int, command: list[str] | None = None, e
     return {
         "name": cfg.run_name,
         "config_file": str(cfg.path) if cfg.path else None,
-        "config": cfg.resolved(),
+        "config": resolved_config(problem),
         "seed": seed,
         "data_files": [{"path": label, "sha256": sha256(path)} for label, path in zip(ds.labels, ds.files, strict=True)],
         "experiments": [{"name": e.name, "points": int(e.n), "validation_points": int((~e.train).sum())}
@@ -282,12 +293,8 @@ def write_inputs(problem: Problem, directory: Path) -> None:
         name = path.name if path.name not in names else f"{k + 1}_{path.name}"
         names.append(name)
         atomic_write_bytes(directory / name, Path(path).read_bytes())
-    resolved = problem.config.resolved()
+    resolved = resolved_config(problem)
     resolved["name"] = problem.config.run_name
-    resolved["model"]["parameters"] = {  # as resolved (built-in defaults merged in)
-        p.name: {"init": p.init, "fixed": p.fixed, "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None)
-                 else None, "positive": p.positive, "unit": p.unit, "per_experiment": p.per_experiment}
-        for p in problem.parameters.values()}
     data = resolved["data"]
     if data.get("files") is not None:
         data["files"] = names

@@ -171,15 +171,15 @@ def _check_target(out: Path, overwrite: bool) -> None:
     if out.exists():
         if not out.is_dir():
             raise RunDirError("exists and is not a directory", where=str(out))
+        if any(out.iterdir()) and not (out / RUN_FILE).exists():  # with or without --overwrite: the same answer
+            raise RunDirError("exists and is not a run directory (no run.json); ude replaces only run directories",
+                              where=str(out), hint="choose another --out, or move the folder away")
         if not overwrite:
             if run_status(out) == "incomplete":
                 raise RunDirError("run directory already exists, with an interrupted fit in it", where=str(out),
                                   hint=f"continue it with: ude fit --resume {out}; or pass --overwrite to start again")
             raise RunDirError("run directory already exists", where=str(out),
                               hint="pass --overwrite to replace it, or --out to choose another")
-        if any(out.iterdir()) and not (out / RUN_FILE).exists():
-            raise RunDirError("exists and is not a run directory (no run.json); refusing to replace it",
-                              where=str(out), hint="choose another --out")
     parent = out.parent if str(out.parent) else Path(".")
     blocking = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), None)
     if blocking is not None:

@@ -454,6 +454,8 @@ class _Runner:
             st.iteration += k
             record = {"iteration": st.iteration, "stage": index, "optimizer": stage.optimizer,
                       "objective": stage.objective, "loss": loss, "seconds": round(time.perf_counter() - t_start, 6)}
+            if stage.optimizer == "lbfgs":
+                st.records.extend(self._iteration_rows(record, k, t_start))  # the chunk's iterations but its last
             warm = self.auto_warm_start and index == 0
             if stage.objective != "trajectory" and (self.target is not None or warm):
                 trajectory = self._trajectory_loss()  # the target is on the trajectory loss: check it
@@ -503,6 +505,8 @@ class _Runner:
     def _lbfgs_step(self, opt, wd: float, remaining: int) -> tuple[int, float, bool]:
         evals: list[float] = []  # the data loss at each evaluation (what the history shows)
         objectives: list[float] = []  # what LBFGS minimises (with weight decay, not the data loss)
+        during: list[tuple[int, float]] = []  # (LBFGS's iteration count, time) at each evaluation
+        first = self.flat.parameter
 
         def closure():
             self.flat.zero_grad()
@@ -510,13 +514,14 @@ class _Runner:
             value = self._check(data, False)
             evals.append(value)
             objectives.append(float(total.detach().sum()))
+            during.append((opt.state[first].get("n_iter", 0), time.perf_counter()))
             if self._reached(value):
                 raise _TargetReached()
             total.sum().backward()
             return total.sum()
 
-        first = self.flat.parameter
         n0 = opt.state[first].get("n_iter", 0)
+        self._chunk = (n0, evals, objectives, during)  # for one history row per iteration (_iteration_rows)
         opt.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, remaining)
         try:
             opt.step(closure)
@@ -528,6 +533,22 @@ class _Runner:
             k = -k  # converged: no relative progress of the objective over a whole chunk
         return k, evals[objectives.index(min(objectives))] if evals else float("nan"), False
 
+    def _iteration_rows(self, last: dict, k: int, t_start: float) -> list[dict]:
+        """History rows for the first ``k - 1`` iterations of the LBFGS chunk that ended with ``last`` (its
+        own row): for each, the data loss where LBFGS's objective was lowest among that iteration's
+        evaluations (the rule of the chunk's own row), so that a short stage is not a line of a few points.
+        Nothing when the evaluations cannot be told apart by iteration."""
+        n0, evals, objectives, during = self._chunk
+        rows = []
+        for i in range(1, k):
+            seen = [j for j, (n, _) in enumerate(during) if n == n0 + i]
+            if not seen:
+                return []
+            best = min(seen, key=lambda j: objectives[j])
+            rows.append({**last, "iteration": last["iteration"] - k + i, "loss": evals[best],
+                         "seconds": round(during[seen[-1]][1] - t_start, 6)})
+        return rows
+
     def _roll_back(self, index: int, stage: StageSpec, exc: Exception):
         st = self.state
         what = exc.message if isinstance(exc, SolverError) else str(exc)
@@ -538,7 +559,9 @@ class _Runner:
         if st.best_loss is None or not bool(torch.isfinite(st.best_loss).any()):
             # nothing good to roll back to: the stage's starting point itself fails
             where = "the initial guess" if st.iteration == 0 else f"the start of stage {index + 1} ({stage.optimizer})"
-            raise FitError(f"{where}: {what}", hint=advice) from None
+            raise FitError(f"{where}: {self._explained(exc, what)}", hint=advice) from None
+        if st.retries + 1 > MAX_RETRIES:
+            what = self._explained(exc, what)  # the failing parameters, before rolling back
         self.restore_best()
         st.retries += 1
         if st.retries > MAX_RETRIES:
@@ -551,6 +574,15 @@ class _Runner:
         self.monitor.message(f"stage {index + 1} ({stage.optimizer}), iteration {st.done + 1}: {what}; rolled back "
                              f"to the last good parameters, learning rate x{st.lr_factor:g}")
         return self._make_optimizer(stage)
+
+
+    def _explained(self, exc: Exception, what: str) -> str:
+        """``what``, led by the state that ran away and when, for a solver failure (:mod:`ude_cli.blowup`)."""
+        if not isinstance(exc, SolverError) and "loss is not finite" not in str(exc):
+            return what
+        from .blowup import explain
+
+        return explain(self.model, what)
 
 
 def _adam(params: list, lr: float) -> torch.optim.Optimizer:

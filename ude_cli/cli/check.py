@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from .common import fail, warn
+from .common import Command, error_record, fail, json_option, print_json, warn
 
 
 def register(app: typer.Typer) -> None:
-    app.command("check", help=(
+    app.command("check", cls=Command, short_help="Validate configs and their data; simulate the initial guess.", help=(
         "Validate each CONFIG and its data in one pass (every problem on its own line) and simulate the "
         "initial guess once, without fitting. --print shows the resolved config with every default."))(check_command)
 
@@ -19,12 +20,14 @@ def check_command(
     configs: list[Path] = typer.Argument(..., metavar="CONFIG", help="YAML config file(s).", show_default=False),
     print_config: bool = typer.Option(False, "--print", help="Print the resolved config (YAML) with all defaults."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    json_out: bool = json_option("per config: status, counts, warnings, error; with --print the resolved config"),
 ) -> None:
     from ..api import check
     from ..config import load_config
     from ..errors import UdeError
 
     first_failure = None
+    records = []
     for path in configs:  # every config is checked; the exit code is that of the first failure
         try:
             cfg = load_config(path)
@@ -34,22 +37,31 @@ def check_command(
 
                 expand(cfg)  # every point of the grid is a valid config
         except UdeError as exc:
+            records.append({"config": str(path), "status": "failed", "error": error_record(exc)})
             try:
                 fail(exc)
             except typer.Exit as code:
                 first_failure = first_failure or code
             continue
+        ds = problem.dataset
+        n_obs = sum(int(e.train.sum()) for e in ds.experiments)
+        n_val = sum(int((~e.train).sum()) for e in ds.experiments)
         if not quiet:
             for w in problem.warnings:
                 warn(w)
-            ds = problem.dataset
-            n_obs = sum(int(e.train.sum()) for e in ds.experiments)
-            n_val = sum(int((~e.train).sum()) for e in ds.experiments)
-            typer.echo(f"{path}: ok ({_count(len(problem.states), 'state')}, "
-                       f"{_count(len(problem.parameters), 'parameter')}, {_count(len(problem.networks), 'network')}; "
-                       f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
-                       + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
-        if print_config:
+            if not json_out:
+                typer.echo(f"{path}: ok ({_count(len(problem.states), 'state')}, "
+                           f"{_count(len(problem.parameters), 'parameter')}, "
+                           f"{_count(len(problem.networks), 'network')}; "
+                           f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
+                           + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
+        record: dict[str, Any] = {"config": str(path), "status": "ok", "states": list(problem.states),
+                        "parameters": list(problem.parameters), "networks": list(problem.networks),
+                        "experiments": len(ds.experiments), "training_time_points": n_obs,
+                        "validation_time_points": n_val, "warnings": list(problem.warnings),
+                        **({"resolved": cfg.resolved()} if print_config else {})}
+        records.append(record)
+        if print_config and not json_out:
             import yaml
 
             from ..likelihood.noise import describe_observation_model
@@ -57,6 +69,8 @@ def check_command(
             typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False)
                        + "".join(f"# {line}\n" for line in ["the observation and noise model, as resolved:",
                                                               *describe_observation_model(problem)]))
+    if json_out:
+        print_json({"status": "ok" if first_failure is None else "failed", "configs": records})
     if first_failure is not None:
         raise first_failure
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 
 from . import exits
-from .common import console, fail, nonnegative
+from .common import Command, console, fail, fail_json, json_option, nonnegative, print_json
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compare", help=(
+    app.command("compare", cls=Command, short_help="Compare a run with expected values (regression check).", help=(
         "Compare the run directory RUN with EXPECTED (another run directory, or a JSON file of parameters and "
         "metrics with tolerances) and print what differs. Exit code 5 on a mismatch. --save writes an "
         "EXPECTED file from RUN instead."))(compare_command)
@@ -27,26 +27,36 @@ def compare_command(
                                help="Absolute tolerance (when EXPECTED does not give one)."),
     save: bool = typer.Option(False, "--save", help="Write EXPECTED (JSON) from RUN with these tolerances."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only mismatches."),
+    json_out: bool = json_option("status, and each quantity: expected, actual, difference, tolerance, status"),
 ) -> None:
     from ..compare import compare, expected_from_run
     from ..errors import RunDirError, UdeError
     from ..rundir import atomic_write_json, write_failure_safe
 
+    fields = {"run": str(run), "expected": str(expected)}
     try:
         if save:
             if expected.is_dir():
                 raise RunDirError("is a directory; --save writes a JSON file", where=str(expected))
             data = expected_from_run(run, rtol=rtol, atol=atol)
             write_failure_safe(atomic_write_json, expected, data, where=str(expected))
-            if not quiet:
+            if json_out:
+                print_json({"status": "ok", **fields, "written": str(expected)})
+            elif not quiet:
                 typer.echo(f"wrote {expected}")
             return
         rows = compare(run, expected, rtol=rtol, atol=atol)
     except UdeError as exc:
-        fail(exc)
+        (fail_json(exc, **fields) if json_out else fail(exc))
     bad = [r for r in rows if not r.ok]
     shown = bad if quiet else rows
-    if shown:
+    if json_out:
+        print_json({"status": "mismatch" if bad else "ok", **fields, "within_tolerance": len(rows) - len(bad),
+                    "quantities": len(rows),
+                    "rows": [{"kind": r.kind, "name": r.name, "expected": r.expected, "actual": r.actual,
+                              "difference": r.difference, "rtol": r.rtol, "atol": r.atol, "status": r.status}
+                             for r in rows]})
+    elif shown:
         from rich.table import Table
 
         table = Table(title=f"{run} vs {expected}: {len(rows) - len(bad)} of {len(rows)} within tolerance",

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, warn
+from .common import Command, fail, fail_json, json_option, print_json, warn
 
 
 def register(app: typer.Typer) -> None:
-    app.command("discover", help=(
+    app.command("discover", cls=Command, short_help="Recover equations for the learned terms of a fitted run.", help=(
         "Recover equations for the learned terms of a fitted RUN: sample each network along the fitted "
         "trajectories, regress it on a library of candidates (pysindy, threshold path), then let the data "
         "decide: each candidate is refitted to the data by ODE least squares and ranked by BIC. The recovered "
@@ -25,7 +25,7 @@ def discover_command(
     degree: int | None = typer.Option(None, "--degree", help="Highest degree of the polynomial candidates [2].",
                                       show_default=False),
     functions: list[str] | None = typer.Option(
-        None, "--function", "-f", help="An extra candidate, e.g. 'exp(-x)' or 'x/(1+x)' (repeatable).",
+        None, "--function", "-f", metavar="EXPRESSION", help="An extra candidate, e.g. 'exp(-x)' or 'x/(1+x)' (repeatable).",
         show_default=False),
     max_terms: int | None = typer.Option(None, "--max-terms", help="Most library terms per learned term [4].",
                                          show_default=False),
@@ -36,6 +36,7 @@ def discover_command(
                                     show_default=False),
     no_plots: bool = typer.Option(False, "--no-plots", help="Do not write figures."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict line and errors."),
+    json_out: bool = json_option("verdict, equations, learned terms with their fidelity, scores, output directory"),
 ) -> None:
     from ..discover_files import discover_run
     from ..errors import ConfigError, UdeError
@@ -44,16 +45,28 @@ def discover_command(
         if not quiet:
             typer.echo(text, err=True)
 
+    failing = (lambda exc: fail_json(exc, run=str(run))) if json_out else fail
     if degree is not None and not 0 <= degree <= 6:
-        fail(ConfigError(f"must be between 0 and 6, got {degree}", where="--degree"))
+        failing(ConfigError(f"must be between 0 and 6, got {degree}", where="--degree"))
     if max_terms is not None and max_terms < 1:
-        fail(ConfigError(f"must be >= 1, got {max_terms}", where="--max-terms"))
+        failing(ConfigError(f"must be >= 1, got {max_terms}", where="--max-terms"))
     try:
         discovery, path = discover_run(run, out=out, log=log, plots=not no_plots, degree=degree,
                                        functions=functions or None, max_terms=max_terms, horizon=horizon)
     except UdeError as exc:
-        fail(exc)
-    print_discovery(discovery, path, quiet=quiet)
+        failing(exc)
+    if json_out:
+        from ..discover_files import equation_forms
+
+        if not discovery.success:
+            warn(f"{discovery.verdict.upper()}: {discovery.messages[0]}")
+        print_json({"status": "ok" if discovery.success else "failed", "run": str(run), "directory": str(path),
+                    "verdict": discovery.verdict, "success": discovery.success, "messages": discovery.messages,
+                    "equations": equation_forms(discovery),
+                    "terms": [{"term": t.label, "expression": t.expression(), "r2": t.fidelity.r2,
+                               "max_error": t.fidelity.max_error} for t in discovery.terms]})
+    else:
+        print_discovery(discovery, path, quiet=quiet)
     if not discovery.success:
         from .exits import FIT_FAILED
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 
 from . import exits
-from .common import console, fail, positive, state, warn
+from .common import Command, console, fail, positive, print_json, state, warn
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fit", help=(
+    app.command("fit", cls=Command, short_help="Fit each CONFIG and write its run directory.", help=(
         "Fit a universal differential equation to the data named in each CONFIG and write a run "
         "directory: params.csv/json, predictions.csv, metrics.json, loss.csv, run.json, model.pt and "
         "figures (PNG + PDF). With several configs (or a shell glob) each is fitted in turn, a failure "
@@ -53,7 +52,7 @@ def fit_command(
         False, "--strict", help="Exit 4 when a fit is poor (its training loss far above the data's estimated noise "
                                 "level; see metrics.json fit_quality): for CI."),
     scheduler: str | None = typer.Option(
-        None, "--scheduler", help="Run the fits on an existing Dask cluster (e.g. tcp://host:8786; the run "
+        None, "--scheduler", metavar="ADDRESS", help="Run the fits on an existing Dask cluster (e.g. tcp://host:8786; the run "
                                   "directories must be on a shared file system).", show_default=False),
 ) -> None:
     from ..api import default_out
@@ -72,8 +71,15 @@ def fit_command(
     early: list[RunOutcome] = []  # configs that failed before any task could be made
     if resume is not None:
         tasks.append(dict(config=None, resume=resume, **common))
+    shared = _shared_run_dirs(configs or []) if not sweep and out is None and len(configs or []) > 1 else {}
     for path in configs or []:
         if not sweep:
+            if path in shared:  # a second config writing the first's run directory: it would fail or replace it
+                message = (f"would write the same run directory as {shared[path][0]} ({shared[path][1]}); give "
+                           f"one of them another 'name' in its config")
+                early.append(RunOutcome(config=str(path), status="failed", error={
+                    "kind": "output", "message": f"{path}: {message}", "lines": [f"{path}: {message}"]}))
+                continue
             tasks.append(dict(config=path, out=out, **common))
             continue
         from ..config import load_config
@@ -99,12 +105,17 @@ def fit_command(
 
         for t in tasks:
             t["make_monitor"] = None
-        from ..errors import Interrupted
+        from ..errors import UdeError
 
+        # the workers' progress stays in the workers: log the start and each finished fit here
+        where = f"the Dask cluster at {scheduler}" if scheduler else f"a local Dask cluster of {jobs} worker(s)"
         try:
             outcomes = run_many(tasks, jobs=jobs, scheduler=scheduler,
-                                on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False))
-        except Interrupted as exc:
+                                on_start=None if quiet else
+                                lambda: typer.echo(f"fitting {len(tasks)} run(s) on {where}", err=True),
+                                on_result=lambda i, o: _report(o, None, quiet=quiet, json_out=json_out, single=False,
+                                                               finished=(i, len(tasks))))
+        except UdeError as exc:  # interrupted, or the cluster cannot be reached
             fail(exc)
     else:
         outcomes = _run_here(tasks, quiet=quiet, json_out=json_out, single=single)
@@ -127,6 +138,29 @@ def _poor(outcome) -> bool:
     """The fit ran and its quality check calls it poor."""
     quality = (outcome.metrics or {}).get("fit_quality") or {}
     return bool(quality.get("poor"))
+
+
+def _shared_run_dirs(paths: list[Path]) -> dict[Path, tuple[Path, Path]]:
+    """Configs of one batch whose run directory (runs/<name>) an earlier config of the batch already
+    writes: config -> (the earlier config, the directory). Configs that cannot be read are left to the fit,
+    which reports them."""
+    from ..api import default_out
+    from ..config import load_config
+    from ..errors import UdeError
+
+    first: dict[Path, Path] = {}
+    shared = {}
+    for path in paths:
+        try:
+            target = default_out(load_config(path))
+        except UdeError:
+            continue
+        key = Path(target).resolve()
+        if key in first:
+            shared[path] = (first[key], target)
+        else:
+            first[key] = path
+    return shared
 
 
 def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
@@ -159,17 +193,21 @@ def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
     return outcomes
 
 
-def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool) -> None:
+def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool, finished: tuple | None = None) -> None:
     if not quiet:
         for w in outcome.warnings:
             warn(w)
+        if finished is not None and outcome.ok:
+            loss = outcome.metrics.get("loss")
+            typer.echo(f"{outcome.config}: {outcome.status}" + (f", loss {loss:.4g}" if loss is not None else "")
+                       + f", {outcome.seconds:.1f} s, written to {outcome.run_dir}", err=True)
     if outcome.error:
         for line in outcome.error["lines"]:
             typer.echo(f"error: {line}", err=True)
     if _poor(outcome) and not quiet and not (result is not None and single and not json_out):
         warn(f"{outcome.config}: {outcome.metrics['fit_quality']['line']}")
     if json_out:
-        typer.echo(json.dumps(outcome.to_json(), default=float))
+        print_json(outcome.to_json())  # NaN and infinities as null: JSON has no such numbers
     elif result is not None and not quiet and single:
         print_result(result, Path(outcome.run_dir))
         if getattr(result, "discovery", None) is not None:

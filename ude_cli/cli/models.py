@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from .common import Command
+
 
 def register(app: typer.Typer) -> None:
-    app.command("models", help="List the built-in mechanistic models: states, equations, parameters, citation.")(
+    app.command("models", cls=Command, short_help="List the built-in models: equations, parameters, citations.", help="List the built-in mechanistic models: states, equations, parameters, citation.")(
         models_command)
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from .common import fail
+from .common import Command, fail
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report", help=(
+    app.command("report", cls=Command, short_help="Write report.html and redraw the figures of a run.", help=(
         "Redraw every figure of a fitted RUN from its saved files (no refitting) and write report.html: one "
         "self-contained file (images embedded, equations drawn without any CDN; it opens offline) with the "
         "parameters, the metrics, the figures, the recovered equations and the verdict of `ude discover`."))(

@@ -20,7 +20,7 @@ class ParameterDefault:
     positive: bool = True
     bounds: tuple[float | None, float | None] | None = None
     fixed: bool = False
-    unit: str | None = None
+    unit: str | None = None  # with {t} for the time's unit and {STATE} for a state's: "1/({y}·{t})"
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,21 @@ class BuiltinModel:
     def __post_init__(self) -> None:
         if list(self.equations) != list(self.states):
             raise ValueError(f"{self.name}: equations must be given for the states, in order")
+
+
+def unit_text(template: str | None, units: Mapping[str, str | None]) -> str | None:
+    """A parameter's unit with the data's units put in: ``{t}`` the time's, ``{x}`` state x's (from
+    ``units``: name -> unit). An unknown unit reads ``time`` or ``[x]``; a compound one is bracketed
+    where it is part of a larger unit ("[depot]/(mg/L)")."""
+    import re
+
+    if template is None:
+        return None
+
+    def put(match) -> str:
+        name = match.group(1)
+        unit = units.get(name) or ("time" if name == "t" else f"[{name}]")
+        whole = template == match.group(0)
+        return f"({unit})" if not whole and any(c in unit for c in "/· *") else unit
+
+    return re.sub(r"\{(\w+)\}", put, template)

@@ -15,8 +15,8 @@ MODEL = BuiltinModel(
     summary="logistic growth to a carrying capacity (Verhulst 1838)",
     states={"N": "population or size"},
     parameters={
-        "r": ParameterDefault(1.0, "intrinsic growth rate"),
-        "K": ParameterDefault(100.0, "carrying capacity"),
+        "r": ParameterDefault(1.0, "intrinsic growth rate", unit="1/{t}"),
+        "K": ParameterDefault(100.0, "carrying capacity", unit="{N}"),
     },
     equations={"N": "r*N*(1 - N/K)"},
     citation="Verhulst (1838) Correspondance mathematique et physique 10:113-121",

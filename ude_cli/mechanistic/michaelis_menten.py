@@ -17,8 +17,8 @@ MODEL = BuiltinModel(
     summary="enzyme-catalysed substrate depletion (Michaelis & Menten 1913)",
     states={"S": "substrate concentration"},
     parameters={
-        "Vmax": ParameterDefault(1.0, "maximal reaction rate"),
-        "Km": ParameterDefault(1.0, "Michaelis constant"),
+        "Vmax": ParameterDefault(1.0, "maximal reaction rate", unit="{S}/{t}"),
+        "Km": ParameterDefault(1.0, "Michaelis constant", unit="{S}"),
     },
     equations={"S": "-Vmax*S/(Km + S)"},
     citation="Michaelis & Menten (1913) Biochem. Z. 49:333-369",

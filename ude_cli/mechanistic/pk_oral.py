@@ -19,9 +19,9 @@ MODEL = BuiltinModel(
     summary="one-compartment pharmacokinetics, first-order absorption (Gibaldi & Perrier 1982)",
     states={"depot": "amount at the absorption site", "C": "central concentration"},
     parameters={
-        "ka": ParameterDefault(1.0, "absorption rate constant"),
-        "ke": ParameterDefault(0.1, "elimination rate constant"),
-        "V": ParameterDefault(1.0, "volume of distribution"),
+        "ka": ParameterDefault(1.0, "absorption rate constant", unit="1/{t}"),
+        "ke": ParameterDefault(0.1, "elimination rate constant", unit="1/{t}"),
+        "V": ParameterDefault(1.0, "volume of distribution", unit="{depot}/{C}"),
     },
     equations={"depot": "-ka*depot", "C": "ka*depot/V - ke*C"},
     citation="Gibaldi & Perrier (1982) Pharmacokinetics, ch. 1; Pinheiro & Bates (2000) Mixed-Effects Models",

@@ -20,9 +20,9 @@ MODEL = BuiltinModel(
     summary="SIR with a latent class (Anderson & May 1991; Keeling & Rohani 2008)",
     states={"S": "susceptible", "E": "exposed (latent)", "I": "infectious", "R": "removed"},
     parameters={
-        "beta": ParameterDefault(1.0, "transmission rate"),
-        "sigma": ParameterDefault(0.5, "rate of becoming infectious (1/latent period)"),
-        "gamma": ParameterDefault(0.5, "recovery rate"),
+        "beta": ParameterDefault(1.0, "transmission rate", unit="1/{t}"),
+        "sigma": ParameterDefault(0.5, "rate of becoming infectious (1/latent period)", unit="1/{t}"),
+        "gamma": ParameterDefault(0.5, "recovery rate", unit="1/{t}"),
     },
     equations={
         "S": "-beta*S*I/N",

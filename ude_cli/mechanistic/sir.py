@@ -18,8 +18,8 @@ MODEL = BuiltinModel(
     summary="susceptible-infectious-removed epidemic (Kermack & McKendrick 1927)",
     states={"S": "susceptible", "I": "infectious", "R": "removed"},
     parameters={
-        "beta": ParameterDefault(1.0, "transmission rate"),
-        "gamma": ParameterDefault(0.5, "recovery rate"),
+        "beta": ParameterDefault(1.0, "transmission rate", unit="1/{t}"),
+        "gamma": ParameterDefault(0.5, "recovery rate", unit="1/{t}"),
     },
     equations={"S": "-beta*S*I/N", "I": "beta*S*I/N - gamma*I", "R": "gamma*I"},
     constants={"N": None},

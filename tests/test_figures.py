@@ -1,0 +1,94 @@
+"""What the fit figure shows: labels from the config, a legend that explains every mark, one panel per
+experiment when there are many, unobserved states left out on request, coinciding curves said, titles that
+fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ude_cli import fit
+from ude_cli.plots import fit_figure, title_text
+
+from .helpers import config
+
+
+def _decay_csv(path, subjects: int, same: bool = False):
+    rows = ["id,t,conc"]
+    for s in range(subjects):
+        y0 = 2.0 if same else 2.0 + 0.3 * s
+        rows += [f"{s + 1},{t:g},{y0 * np.exp(-0.7 * t):.6f}" for t in np.linspace(0, 3, 7)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _fit(tmp_path, subjects=1, same=False, **extra):
+    _decay_csv(tmp_path / "d.csv", subjects, same)
+    raw = {"data": {"file": "d.csv", "experiment": "id" if subjects > 1 else None, "columns": {"y": "conc"},
+                    **extra.pop("data", {})},
+           "model": {"states": ["y", "z"], "equations": {"y": "-k*y", "z": "k*y"},
+                     "parameters": {"k": {"init": 0.5, "positive": True}}, "initial": {"z": 0}},
+           "solver": {"method": "rk4", "step": 0.05},
+           "training": {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 3}]}, **extra}
+    if subjects == 1:
+        raw["data"].pop("experiment")
+    return fit(config(raw, tmp_path))
+
+
+def _legend_texts(fig) -> list[str]:
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    return [t.get_text() for leg in legends for t in leg.get_texts()]
+
+
+def test_labels_from_the_config_name_the_axes(tmp_path):
+    result = _fit(tmp_path, data={"labels": {"y": "Concentration", "t": "Time"}, "units": {"conc": "mg/L", "t": "h"}})
+    fig = fit_figure(result)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["Concentration\n[mg/L]", "z (not observed)"]
+    assert fig.axes[-1].get_xlabel() == "Time [h]"
+    from ude_cli.plots import residual_figure
+
+    (ax,) = residual_figure(result).axes  # standardised: no unit
+    assert ax.get_ylabel() == "Concentration\n(standardised)"
+
+
+def test_one_experiment_legend_has_data_even_when_the_first_panel_has_none(tmp_path):
+    result = _fit(tmp_path)
+    assert set(_legend_texts(fit_figure(result))) == {"fit", "data"}
+
+
+def test_unobserved_states_are_left_out_on_request(tmp_path):
+    result = _fit(tmp_path, output={"unobserved": False, "plots": False})
+    fig = fit_figure(result)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["conc (y)"]
+
+
+@pytest.mark.parametrize(("subjects", "panels"), [(3, False), (9, True)])
+def test_many_experiments_get_one_panel_each(tmp_path, subjects, panels):
+    result = _fit(tmp_path, subjects=subjects)
+    fig = fit_figure(result)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    if panels:
+        assert [ax.get_title() for ax in visible] == [f"id {s + 1}" for s in range(subjects)]
+    else:
+        assert len(visible) == 2  # a panel per state, a colour per experiment
+        assert _legend_texts(fig)[:3] == ["1", "2", "3"]
+
+
+def test_coinciding_curves_are_said_and_dashed(tmp_path):
+    result = _fit(tmp_path, subjects=3, same=True)
+    texts = _legend_texts(fit_figure(result))
+    assert texts[:3] == ["1", "2 (same curve as 1)", "3 (same curve as 1)"]
+
+
+def test_long_titles_are_wrapped():
+    name = "lotka_volterra/networks.U.hidden=16_16,training.weight_decay=0.001,training.seed=3: data and fit"
+    wrapped = title_text(name)
+    assert all(len(line) <= 60 for line in wrapped.splitlines()) and len(wrapped.splitlines()) == 2
+    assert wrapped.replace("\n", "").replace(" ", "") == name.replace(" ", "")
+
+
+def test_many_experiments_get_residual_panels_too(tmp_path):
+    from ude_cli.plots import residual_figure
+
+    result = _fit(tmp_path, subjects=9)
+    visible = [ax for ax in residual_figure(result).axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [f"id {s + 1}" for s in range(9)]
