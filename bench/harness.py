@@ -132,12 +132,12 @@ def read_ude_run(path: Path) -> dict:
 def learned_term_rmse(path: Path, states, missing, network: str = "U") -> float | None:
     """RMSE of the network of a saved run against ``missing`` (T, 2), evaluated at ``states`` (T, 2).
 
-    The run is read back with ``ude_cli.runs.load_run``; the network takes ``(S, B, n_in)``.
+    The run is read back with ``ude_cli.runs.load.load_run``; the network takes ``(S, B, n_in)``.
     ``None`` when the network does not take exactly the states (x, y)."""
     import numpy as np
     import torch
 
-    from ude_cli.runs import load_run
+    from ude_cli.runs.load import load_run
 
     run = load_run(path)
     spec = run.config.networks.get(network)

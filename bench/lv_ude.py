@@ -217,7 +217,7 @@ def protocol_config(a, **changes) -> dict:
 
 
 def warm_native_cache(a, tmp: Path) -> list[str]:
-    """Fill the native-code cache (ude_cli/native.py) with an untimed fit of the protocol's model, so that
+    """Fill the native-code cache (ude_cli/engines/native.py) with an untimed fit of the protocol's model, so that
     the timed runs load the compiled library as every fit after a machine's first does; notes."""
     cache = Path(os.environ["UDE_CACHE_DIR"]) / "native"
     if any(cache.glob("*.so")):

@@ -63,8 +63,8 @@ def main() -> None:
     import torch
 
     from ude_cli.config import load_config
+    from ude_cli.fitting.model import UDEModel
     from ude_cli.likelihood.objective import Objective
-    from ude_cli.model import UDEModel
     from ude_cli.problem import resolve
 
     load = os.getloadavg()[0]

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Native code (ude_cli/native.py) gives the virtual machine's numbers bit for bit (tests/test_native.py);
+# Native code (ude_cli/engines/native.py) gives the virtual machine's numbers bit for bit (tests/test_native.py);
 # elsewhere the suite stays in the virtual machine, so that it does not start a C compiler per model in
 # the background. Compiled libraries never go to the user's cache. Subprocesses inherit both.
 os.environ.setdefault("UDE_NATIVE", "0")

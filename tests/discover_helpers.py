@@ -16,9 +16,9 @@ import yaml
 from scipy.integrate import solve_ivp
 
 from ude_cli.config import config_from_dict
+from ude_cli.discovery.refit import DataObjective, OdeSystem, predict_all, replace_terms
 from ude_cli.expressions import parse_expression
 from ude_cli.problem import resolve
-from ude_cli.refit import DataObjective, OdeSystem, predict_all, replace_terms
 
 ROOT = Path(__file__).resolve().parents[1]
 LV_DATA = ROOT / "data" / "lotka_volterra.csv"
@@ -46,7 +46,7 @@ class _Text:
 
 class ExactModel:
     """A fitted-model stand-in whose learned terms are exact expressions (``dense`` and
-    ``terms_along`` as :class:`~ude_cli.model.UDEModel` has them, one start)."""
+    ``terms_along`` as :class:`~ude_cli.fitting.model.UDEModel` has them, one start)."""
 
     n_starts = 1
 
@@ -140,9 +140,9 @@ def tiny_run(directory: Path) -> Path:
 def exact_lv_discovery(run_dir: Path, **settings):
     """Run the discovery of the sample LV problem with the exact terms standing in for the network
     and write it into ``run_dir/discovery`` (for report and predict tests)."""
-    from ude_cli.discover import DiscoverSettings, discover
-    from ude_cli.discover_files import write_discovery
-    from ude_cli.runs import load_run
+    from ude_cli.discovery.discover import DiscoverSettings, discover
+    from ude_cli.discovery.files import write_discovery
+    from ude_cli.runs.load import load_run
 
     run = load_run(run_dir, with_model=False)
     model = ExactModel(run.problem, {("U", 0): "-0.9*x*y", ("U", 1): "1.8*x*y"})

@@ -23,7 +23,7 @@ def problem(raw: dict | str, directory: Path):
 
 
 def model(raw: dict | str, directory: Path, n_starts: int = 1):
-    from ude_cli.model import UDEModel
+    from ude_cli.fitting.model import UDEModel
 
     return UDEModel(problem(raw, directory), n_starts=n_starts)
 

@@ -120,8 +120,8 @@ def test_multistart_records_every_start_and_the_spread(tmp_path, lv_csv):
 
 
 def test_sweep_expands_the_grid(write, tmp_path):
+    from ude_cli.batch.sweep import expand
     from ude_cli.errors import ConfigError
-    from ude_cli.sweep import expand
 
     text = DECAY.format(name="s", k=0.3) + "sweep:\n  training.loss: [mse, log]\n  solver.rtol: [1.0e-6, 1.0e-8]\n"
     points = expand(config(text, tmp_path))

@@ -181,7 +181,7 @@ def test_a_folder_that_is_not_a_run_gets_one_answer_with_or_without_overwrite(de
 
 
 def test_an_unreachable_scheduler_is_a_usage_error_with_its_own_line(decay, tmp_path, monkeypatch):
-    from ude_cli import distributed
+    from ude_cli.batch import distributed
 
     monkeypatch.setattr(distributed, "CONNECT_SECONDS", 1)
     result = invoke("fit", decay, "--out", tmp_path / "r", "--scheduler", "tcp://127.0.0.1:1")

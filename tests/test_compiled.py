@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from ude_cli.engines.torchdiffeq import SolverError
 from ude_cli.errors import ConfigError
-from ude_cli.solve import SolverError
 
 from .helpers import config, model, write_csv
 
@@ -115,7 +115,7 @@ def test_dopri5_gradient_is_as_accurate_as_torchdiffeqs(name):
     """Against the converged gradient (torchdiffeq at rtol 1e-11): the compiled gradient of the accepted
     steps is within a few times torchdiffeq's own error at the configured tolerance."""
     from ude_cli.config import load_config
-    from ude_cli.model import UDEModel
+    from ude_cli.fitting.model import UDEModel
     from ude_cli.problem import resolve
 
     def build(rtol):

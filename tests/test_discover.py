@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from ude_cli.cli import app, exits
 from ude_cli.config import load_config
-from ude_cli.discover import DiscoverSettings, discover, judge
+from ude_cli.discovery.discover import DiscoverSettings, discover, judge
+from ude_cli.discovery.extrapolate import Extrapolation, oscillation
+from ude_cli.discovery.refit import DataObjective, OdeSystem, Refit, refit
 from ude_cli.errors import ConfigError
 from ude_cli.expressions import parse_expression
-from ude_cli.extrapolate import Extrapolation, oscillation
 from ude_cli.problem import resolve
-from ude_cli.refit import DataObjective, OdeSystem, Refit, refit
 
 from .discover_helpers import (
     ExactModel,
@@ -38,7 +38,7 @@ def lv_exact(tmp_path_factory):
     problem = lv_problem(directory)
     model = ExactModel(problem, {("U", 0): "-0.9*x*y", ("U", 1): "1.8*x*y"})
     d = discover(problem, model, model.metrics(), DiscoverSettings(samples=40, propose=1, horizon=50.0))
-    from ude_cli.discover_files import write_discovery
+    from ude_cli.discovery.files import write_discovery
 
     out = write_discovery(d, directory / "discovery", plots=True, dpi=60)
     return d, out
@@ -133,9 +133,9 @@ def test_no_networks_is_an_error(tmp_path):
 # -- the verdict --------------------------------------------------------------------------------
 
 def _candidate(n_terms: int, loss: float, success: bool = True, val: float | None = None):
-    from ude_cli.discover import Candidate
-    from ude_cli.refit import TermModel
-    from ude_cli.symbolic import build_library
+    from ude_cli.discovery.discover import Candidate
+    from ude_cli.discovery.refit import TermModel
+    from ude_cli.discovery.symbolic import build_library
 
     feats = build_library(["x"], 2).features[1:1 + n_terms]
     tm = TermModel(("U", 0), feats, tuple(f"U0_{f.slug}" for f in feats))
@@ -236,7 +236,7 @@ def test_sample_lv_ude_discovers_exactly_xy_and_extrapolates(tmp_path):
     the true model's, and its error is no worse than that of the true model form least-squares
     fitted to the same 21 points (the oracle)."""
     from ude_cli.api import run_fit
-    from ude_cli.discover_files import discover_run
+    from ude_cli.discovery.files import discover_run
     from ude_cli.problem import Parameter
 
     from .discover_helpers import ROOT

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ude_cli.discover_plots import leaving_label
-from ude_cli.extrapolate import divergence_time, time_text
+from ude_cli.discovery.extrapolate import divergence_time, time_text
+from ude_cli.discovery.plots import leaving_label
 
 
 @pytest.mark.parametrize("n", [51, 400, 1213])

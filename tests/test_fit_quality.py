@@ -1,4 +1,4 @@
-"""The fit-quality check (ude_cli/quality.py) and the schedule's bookkeeping of the best point (ude_cli/train.py)."""
+"""The fit-quality check (ude_cli/fitting/quality.py) and the schedule's bookkeeping of the best point (ude_cli/fitting/train.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ude_cli import fit
-from ude_cli.quality import POOR_RATIO, assess, difference_variance
+from ude_cli.fitting.quality import POOR_RATIO, assess, difference_variance
 
 from .helpers import config, problem, write_csv
 
@@ -167,7 +167,7 @@ def test_metrics_json_holds_the_quality_and_strict_exits_4_on_a_poor_fit(tmp_pat
 # -- restarts ----------------------------------------------------------------------------------------------
 
 def test_starts_auto_fits_four_starts_on_a_small_problem_and_says_so(tmp_path):
-    from ude_cli.multistart import AUTO_STARTS, fitted_values, resolve_starts
+    from ude_cli.fitting.multistart import AUTO_STARTS, fitted_values, resolve_starts
 
     decay_csv(tmp_path, noise=0.01)
     raw = DECAY % ("0.1", "[{optimizer: lbfgs, iterations: 5}]")

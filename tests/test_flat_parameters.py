@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ude_cli.flat_parameters import FlatParameters
+from ude_cli.fitting.flat_parameters import FlatParameters
 
 
 def tensors(n_starts: int = 3, seed: int = 0) -> dict[str, nn.Parameter]:
@@ -92,9 +92,9 @@ def test_best_values_are_kept_per_start():
 def test_a_checkpoint_with_an_optimizer_state_per_tensor_resumes_afresh(tmp_path):
     """A checkpoint of the version before the buffer kept Adam's state per tensor: it cannot be loaded
     into the one-buffer optimiser; training goes on from the checkpoint's parameters with a fresh state."""
+    from ude_cli.fitting.train import TrainState, train
     from ude_cli.likelihood.objective import Objective
     from ude_cli.progress import SilentMonitor
-    from ude_cli.train import TrainState, train
 
     from .helpers import model
     from .test_native import tiny
@@ -117,8 +117,8 @@ def test_a_checkpoint_with_an_optimizer_state_per_tensor_resumes_afresh(tmp_path
 
 
 def test_after_training_each_parameter_has_its_own_memory(tmp_path):
+    from ude_cli.fitting.train import train
     from ude_cli.likelihood.objective import Objective
-    from ude_cli.train import train
 
     from .helpers import model
     from .test_native import tiny

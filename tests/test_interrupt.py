@@ -104,7 +104,7 @@ def assert_valid_run_or_nothing(out: Path) -> str:
         return "complete"
     assert info["status"] == "incomplete", info["status"]
     assert {"checkpoint.pt", "run.json", "inputs/config.yaml", "inputs/d.csv"} <= files, files
-    from ude_cli.checkpoint import load_checkpoint
+    from ude_cli.runs.checkpoint import load_checkpoint
 
     load_checkpoint(out)
     return "incomplete"
@@ -414,7 +414,7 @@ def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkey
     existing = tmp_path / "run"
     assert runner.invoke(app, ["fit", str(config), "--out", str(existing), "--quiet"]).exit_code == 0
     before = {p: p.read_bytes() for p in existing.rglob("*") if p.is_file()}
-    import ude_cli.rundir as rundir
+    import ude_cli.runs.rundir as rundir
 
     real_fdopen, written = os.fdopen, []
 

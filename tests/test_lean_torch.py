@@ -14,11 +14,11 @@ from .conftest import REPO
 SCRIPT = """
 import contextlib, json, sys
 if sys.argv[1] == "lean":  # the command line: for the whole process
-    from ude_cli.lean_torch import skip_compile_machinery
+    from ude_cli.fitting.lean_torch import skip_compile_machinery
     assert skip_compile_machinery() > 0
 if sys.argv[1] == "torch":  # torch's own behaviour: the library without its scoped savings
-    import ude_cli.lean_torch
-    ude_cli.lean_torch.compile_machinery_skipped = contextlib.nullcontext
+    import ude_cli.fitting.lean_torch
+    ude_cli.fitting.lean_torch.compile_machinery_skipped = contextlib.nullcontext
 from ude_cli import fit
 from ude_cli.config import config_from_dict
 import yaml
@@ -57,7 +57,7 @@ def test_no_dynamo_import_and_identical_fit():
 
 
 def test_left_alone_once_dynamo_is_imported():
-    code = ("import torch._dynamo\nfrom ude_cli.lean_torch import skip_compile_machinery\n"
+    code = ("import torch._dynamo\nfrom ude_cli.fitting.lean_torch import skip_compile_machinery\n"
             "print(skip_compile_machinery())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"

@@ -176,8 +176,8 @@ def test_both_engines_and_numpy_give_one_likelihood(tmp_path):
     """A directly observed state and a sum with a learned scale, normal noise with a sigma each: the NLL at
     the initial guess from the compiled engine, from torchdiffeq, and recomputed in numpy/scipy from the
     predictions agree to 1e-10."""
+    from ude_cli.fitting.model import UDEModel
     from ude_cli.likelihood.objective import Objective
-    from ude_cli.model import UDEModel
 
     _lv_sum_csv(tmp_path / "lv.csv")
     values = {}
@@ -237,9 +237,9 @@ def test_squared_error_fit_reports_the_profiled_normal_likelihood(tmp_path, lv_c
 def test_discovery_refits_minimise_the_same_likelihood(tmp_path, lv_csv):
     """The numpy refits' objective (deviance residuals of the same noise models) equals the torch objective at
     the same predictions to 1e-10, for normal and log-normal noise, and sum(r^2)/2 + its constant is the NLL."""
+    from ude_cli.discovery.refit import DataObjective
+    from ude_cli.fitting.model import UDEModel
     from ude_cli.likelihood.objective import Objective
-    from ude_cli.model import UDEModel
-    from ude_cli.refit import DataObjective
 
     for noise in ({"distribution": "normal", "sigma": 0.07}, {"distribution": "lognormal", "sigma": 0.2},
                   {"distribution": "normal", "error": "combined", "sigma": 0.05, "sigma_rel": 0.1}):
@@ -293,8 +293,8 @@ def test_bundled_likelihoods_agree_across_engines_and_scipy(name):
     """Each bundled likelihood config at its initial values, solved with rk4 by the compiled engine and by
     torchdiffeq, then recomputed with scipy.stats: one NLL to 1e-10 (relative)."""
     from ude_cli import load_config
+    from ude_cli.fitting.model import UDEModel
     from ude_cli.likelihood.objective import Objective
-    from ude_cli.model import UDEModel
     from ude_cli.problem import resolve
 
     from .conftest import REPO

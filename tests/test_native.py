@@ -1,4 +1,4 @@
-"""Native code for the compiled engine (ude_cli/native.py): the virtual machine's numbers bit for bit, a
+"""Native code for the compiled engine (ude_cli/engines/native.py): the virtual machine's numbers bit for bit, a
 switch between the two mid-fit that changes nothing, a cache that outlives the process, and the virtual
 machine, with the reason recorded, whenever there is no working compiler."""
 
@@ -17,8 +17,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from ude_cli import api, native
+from ude_cli import api
 from ude_cli.cli import app
+from ude_cli.engines import native
 
 from .helpers import config, model, write_csv
 from .test_compiled import perturbed, rich_config, solutions_and_gradients
@@ -113,7 +114,7 @@ def test_the_library_is_kept_and_loaded_by_the_next_process(tmp_path, cache, mon
     source = tmp_path / "functions.casadi"
     with open(source, "w") as fh:  # the same functions, rebuilt in a process that exits at once
         fh.write(json.dumps([fn.serialize() for fn in fns]))
-    script = ("import json, sys, casadi as ca; from ude_cli.native import library, prepare; "
+    script = ("import json, sys, casadi as ca; from ude_cli.engines.native import library, prepare; "
               "library(prepare([ca.Function.deserialize(s) for s in json.load(open(sys.argv[1]))]))")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", script, str(source)], check=True, timeout=60)
@@ -186,7 +187,7 @@ def test_ude_fit_says_when_it_ran_native_code(tmp_path, cache):
 
 @needs_compiler
 def test_a_compiled_step_loop_with_other_numbers_is_dropped(tmp_path, cache, monkeypatch):
-    from ude_cli import compiled_adaptive
+    from ude_cli.engines import dopri5 as compiled_adaptive
 
     monkeypatch.setenv("UDE_NATIVE", "0")
     vm = solutions_and_gradients(model(tiny(tmp_path), tmp_path), "compiled")

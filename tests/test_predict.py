@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from ude_cli.cli import app, exits
 from ude_cli.errors import ConfigError
 from ude_cli.forecast import forecast, parse_assignments, ude_frame, write_forecast
-from ude_cli.runs import load_run
+from ude_cli.runs.load import load_run
 
 from .discover_helpers import LV_Y0, lv_problem, lv_rhs, lv_truth, tiny_run
 
@@ -107,7 +107,7 @@ def test_forecast_errors(run_dir, kwargs, message):
 
 def test_multistart_band(tmp_path):
     """Three starts (different network seeds): the band spans them and holds the best start."""
-    from ude_cli.model import UDEModel
+    from ude_cli.fitting.model import UDEModel
 
     problem = lv_problem(tmp_path)
     model = UDEModel(problem, n_starts=3)
@@ -122,8 +122,8 @@ def test_multistart_band(tmp_path):
 
 
 def test_band_figure_and_files(tmp_path, run_dir):
+    from ude_cli.fitting.model import UDEModel
     from ude_cli.forecast import Forecast
-    from ude_cli.model import UDEModel
 
     problem = lv_problem(tmp_path)
     frame = ude_frame(problem, UDEModel(problem, n_starts=3), 8.0, [0], 81, 0)

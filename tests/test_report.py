@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ude_cli.cli import app, exits
-from ude_cli.report import write_report
+from ude_cli.runs.report import write_report
 
 from .discover_helpers import exact_lv_discovery, tiny_run
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ude_cli.solve import SolverError, SolverSettings, solve
+from ude_cli.engines.torchdiffeq import SolverError, SolverSettings, solve
 
 from .helpers import model, write_csv
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from ude_cli.engines.torchdiffeq import SolverError
 from ude_cli.errors import ConfigError
-from ude_cli.solve import SolverError
 
 from .helpers import config, model, write_csv
 from .test_compiled import decay, perturbed, relative, rich_config
@@ -239,8 +239,8 @@ def test_robertson_ude_trains_to_the_noise_floor():
     The noise floor: the log-scale loss of the true model on the data (9.1e-5)."""
     from ude_cli.api import fit
     from ude_cli.config import load_config
+    from ude_cli.fitting.model import UDEModel
     from ude_cli.likelihood.objective import Objective
-    from ude_cli.model import UDEModel
     from ude_cli.problem import resolve
 
     truth_cfg = load_config(ROOT / "configs/robertson.yaml")
@@ -284,7 +284,7 @@ def test_auto_switches_when_a_later_solve_grows_stiff_without_failing(tmp_path):
 
 
 def test_times_over_decades_are_predicted_and_drawn_on_a_log_scale(tmp_path):
-    from ude_cli.model import dense_grid, log_time_threshold
+    from ude_cli.fitting.model import dense_grid, log_time_threshold
 
     times = np.concatenate([[0.0], np.logspace(-4, 5, 40)])
     assert log_time_threshold(times, 0.0) == pytest.approx(1e-4)

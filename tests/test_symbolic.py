@@ -6,10 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ude_cli.errors import ConfigError
-from ude_cli.expressions import parse_expression
-from ude_cli.problem import Parameter
-from ude_cli.refit import (
+from ude_cli.discovery.refit import (
     DataObjective,
     OdeSystem,
     TermModel,
@@ -18,7 +15,7 @@ from ude_cli.refit import (
     replace_terms,
     runs_test,
 )
-from ude_cli.symbolic import (
+from ude_cli.discovery.symbolic import (
     best_on_path,
     build_library,
     fidelity,
@@ -26,6 +23,9 @@ from ude_cli.symbolic import (
     sparsity_path,
     stlsq,
 )
+from ude_cli.errors import ConfigError
+from ude_cli.expressions import parse_expression
+from ude_cli.problem import Parameter
 
 from .discover_helpers import lv_problem, lv_truth
 
@@ -203,7 +203,7 @@ def test_runs_test():
 # -- typesetting ----------------------------------------------------------------------------------
 
 def test_text_and_latex_of_recovered_equations():
-    from ude_cli.typeset import derivative_latex, to_latex, to_text, with_values
+    from ude_cli.discovery.typeset import derivative_latex, to_latex, to_text, with_values
 
     expr = parse_expression("alpha*x + U0_x_y*x*y + abs(x) + min(x, y)").to_sympy()
     text = to_text(expr)
@@ -216,7 +216,7 @@ def test_text_and_latex_of_recovered_equations():
 
 
 def test_latex_svg_is_self_contained():
-    from ude_cli.typeset import latex_svg
+    from ude_cli.discovery.typeset import latex_svg
 
     svg = latex_svg("\\dfrac{dx}{dt} = -0.9023 x y + 1.3 x")
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")

@@ -22,20 +22,20 @@ _EXPORTS = {
     "Config": "ude_cli.config",
     "fit": "ude_cli.api",
     "check": "ude_cli.api",
-    "FitResult": "ude_cli.results",
+    "FitResult": "ude_cli.runs.results",
     "UdeError": "ude_cli.errors",
     "ConfigError": "ude_cli.errors",
     "DataError": "ude_cli.errors",
     "FitError": "ude_cli.errors",
     "MODELS": "ude_cli.mechanistic",
     # discover, forecast, report (issue 5)
-    "load_run": "ude_cli.runs",
-    "discover": "ude_cli.discover",
-    "DiscoverSettings": "ude_cli.discover",
-    "Discovery": "ude_cli.discover",
-    "discover_run": "ude_cli.discover_files",
+    "load_run": "ude_cli.runs.load",
+    "discover": "ude_cli.discovery.discover",
+    "DiscoverSettings": "ude_cli.discovery.discover",
+    "Discovery": "ude_cli.discovery.discover",
+    "discover_run": "ude_cli.discovery.files",
     "forecast": "ude_cli.forecast",
-    "write_report": "ude_cli.report",
+    "write_report": "ude_cli.runs.report",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -45,19 +45,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import fit as fit
     from .config import Config as Config
     from .config import load_config as load_config
-    from .discover import DiscoverSettings as DiscoverSettings
-    from .discover import Discovery as Discovery
-    from .discover import discover as discover
-    from .discover_files import discover_run as discover_run
+    from .discovery.discover import DiscoverSettings as DiscoverSettings
+    from .discovery.discover import Discovery as Discovery
+    from .discovery.discover import discover as discover
+    from .discovery.files import discover_run as discover_run
     from .errors import ConfigError as ConfigError
     from .errors import DataError as DataError
     from .errors import FitError as FitError
     from .errors import UdeError as UdeError
     from .forecast import forecast as forecast
     from .mechanistic import MODELS as MODELS
-    from .report import write_report as write_report
-    from .results import FitResult as FitResult
-    from .runs import load_run as load_run
+    from .runs.load import load_run as load_run
+    from .runs.report import write_report as write_report
+    from .runs.results import FitResult as FitResult
 
 
 def __getattr__(name: str):

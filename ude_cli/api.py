@@ -29,9 +29,9 @@ def check(config: Config | str | Path) -> Problem:
     check_fittable(problem)
     import torch
 
+    from .engines.torchdiffeq import SolverError
     from .errors import FitError
-    from .model import UDEModel
-    from .solve import SolverError
+    from .fitting.model import UDEModel
 
     _set_threads(cfg)
     model = UDEModel(problem)
@@ -39,20 +39,20 @@ def check(config: Config | str | Path) -> Problem:
         with torch.no_grad():
             sols = model()
     except SolverError as exc:
-        from .blowup import explain
+        from .fitting.blowup import explain
 
         raise FitError(f"simulating the initial guess: {explain(model, exc.message)}", where=cfg.label,
                        hint=exc.hint) from None
     for k, sol in enumerate(sols):
         if not torch.isfinite(sol).all():
-            from .blowup import diagnose
+            from .fitting.blowup import diagnose
 
             found = diagnose(model)
             what = found.sentence(len(problem.dataset.experiments)) if found is not None else (
                 f"the states are not finite (experiments starting at t = {model.groups[k].t0:g})")
             raise FitError(f"simulating the initial guess: {what}", where=cfg.label,
                            hint="check the initial parameter values and initial states")
-    from .compiled import stiffness_note
+    from .engines.compiled import stiffness_note
 
     note = stiffness_note(model)
     if note:
@@ -63,17 +63,17 @@ def check(config: Config | str | Path) -> Problem:
 def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: float | None = None,
         should_stop: Callable[[], str | None] | None = None, time_limit: float | None = None,
         n_starts: int | None = None, command: list[str] | None = None, resume=None):
-    """Fit a config; return a :class:`~ude_cli.results.FitResult`.
+    """Fit a config; return a :class:`~ude_cli.runs.results.FitResult`.
 
     Arguments:
         config: a :class:`Config`, the path of a YAML file, or a resolved :class:`Problem`.
-        monitor: receives progress (see :class:`ude_cli.train.Monitor`); silent by default.
+        monitor: receives progress (see :class:`ude_cli.fitting.train.Monitor`); silent by default.
         stop_below: stop as soon as the training loss is below this value.
         should_stop: called between iterations; a reason (text) interrupts training.
         time_limit: seconds of training after which the best parameters so far are kept.
         n_starts: independent starts fitted at once (default ``training.starts``); the best is reported.
         command: the command line to record in run.json (default: ``sys.argv``).
-        resume: a :class:`~ude_cli.checkpoint.Resumable` to continue (its config is used).
+        resume: a :class:`~ude_cli.runs.checkpoint.Resumable` to continue (its config is used).
 
     Raises:
         UdeError: a bad config or data (:class:`ConfigError`, :class:`DataError`), or a fit that
@@ -84,11 +84,11 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     import torch
 
     from .errors import FitError, Interrupted
-    from .lean_torch import compile_machinery_skipped
+    from .fitting.lean_torch import compile_machinery_skipped
+    from .fitting.model import UDEModel
+    from .fitting.multistart import resolve_starts, starting_values
+    from .fitting.train import TrainState, train
     from .likelihood.objective import Objective
-    from .model import UDEModel
-    from .multistart import resolve_starts, starting_values
-    from .train import TrainState, train
 
     if resume is not None:
         config, n_starts = resume.config, resume.starts
@@ -140,9 +140,9 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     import pandas as pd
     import torch
 
-    from .multistart import starts_table
-    from .quality import assess
-    from .results import FitResult, parameter_table, prediction_table, run_info
+    from .fitting.multistart import starts_table
+    from .fitting.quality import assess
+    from .runs.results import FitResult, parameter_table, prediction_table, run_info
 
     with torch.no_grad():
         sols_t = model()
@@ -276,10 +276,10 @@ def run_fit(config: Config | Problem | str | Path | None = None, *, out: str | P
     interrupts the fit, a resumable checkpoint is written to the run directory (marked incomplete)
     and :class:`~ude_cli.errors.Interrupted` is raised with ``where`` naming it.
     """
-    from .checkpoint import load_checkpoint, save_checkpoint
     from .errors import Interrupted
-    from .results import run_info
-    from .rundir import check_target
+    from .runs.checkpoint import load_checkpoint, save_checkpoint
+    from .runs.results import run_info
+    from .runs.rundir import check_target
 
     saved = load_checkpoint(resume) if resume is not None else None
     problem = None

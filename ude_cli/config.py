@@ -33,10 +33,10 @@ MAX_YAML_ALIASES = 100
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-#: stiff methods, solved by the compiled engine only (:mod:`ude_cli.compiled_stiff`)
+#: stiff methods, solved by the compiled engine only (:mod:`ude_cli.engines.bdf`)
 STIFF_METHODS = ("bdf",)
 SOLVER_METHODS = ADAPTIVE_METHODS + FIXED_STEP_METHODS + STIFF_METHODS + ("auto",)
-#: methods the compiled engine solves (:mod:`ude_cli.compiled`)
+#: methods the compiled engine solves (:mod:`ude_cli.engines.compiled`)
 COMPILED_METHODS = ("euler", "midpoint", "rk4", "dopri5", "bdf", "auto")
 ACTIVATIONS = ("tanh", "relu", "gelu", "softplus", "rbf", "sigmoid", "silu")
 

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .model import UDEModel
+    from .fitting.model import UDEModel
+    from .fitting.train import TrainState
     from .problem import Problem
-    from .train import TrainState
 
 
 class UdeError(Exception):

@@ -6,7 +6,7 @@ checked against a short whitelist, and the checked tree is turned into
 * a sympy expression (for printing, LaTeX and simplification), built node by node from sympy
   objects, never by ``sympify`` or ``parse_expr`` on the text; and
 * a function of an environment of tensors (torch), arrays (numpy) or CasADi symbols (for
-  :mod:`ude_cli.compiled`), built as a tree of closures.
+  :mod:`ude_cli.engines.compiled`), built as a tree of closures.
 
 The language: numbers, names (states, parameters, constants, ``t``, ``pi``), ``+ - * / **``, unary
 minus, calls of the functions in :data:`FUNCTIONS`, and network outputs ``NN[i]`` (a bare ``NN``

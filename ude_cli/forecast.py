@@ -87,7 +87,7 @@ def _set_parameters(model, values: Mapping[str, float]) -> None:
     """Overwrite parameter values of a UDE model in place (every start)."""
     import torch
 
-    from .parameters import to_unconstrained
+    from .fitting.parameters import to_unconstrained
 
     ps = model.parameters_
     with torch.no_grad():
@@ -124,7 +124,7 @@ def ude_frame(problem, model, until: float, experiments: list[int], n_points: in
               ok_starts: np.ndarray | None = None, notes: list[str] | None = None) -> pd.DataFrame:
     """The UDE's trajectories (best start, and the band over the starts) to ``until``, or as far
     as the solver gets (then a line goes to ``notes``)."""
-    from .extrapolate import dense_as_far_as_possible
+    from .discovery.extrapolate import dense_as_far_as_possible
 
     t0 = min(problem.t0 if problem.t0 is not None else float(problem.dataset.experiments[b].t[0])
              for b in experiments)
@@ -167,8 +167,8 @@ def recovered_frame(run_dir: Path, discovery: dict, until: float, experiments: l
                     values: Mapping[str, float], initial: Mapping[str, float]) -> tuple[pd.DataFrame, str]:
     """The recovered model's trajectories to ``until``, from ``RUN/discovery``; and a note."""
     from .config import load_config
+    from .discovery.refit import OdeSystem
     from .problem import resolve
-    from .refit import OdeSystem
 
     path = run_dir / "discovery" / "recovered.yaml"
     try:
@@ -206,7 +206,7 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
     """Simulate a saved run's UDE (and recovered model, when ``ude discover`` has run) to ``until``.
 
     Arguments:
-        run: a :class:`~ude_cli.runs.SavedRun` (with its model).
+        run: a :class:`~ude_cli.runs.load.SavedRun` (with its model).
         until: the end time; it must be after the start of the experiments simulated.
         experiment: simulate only this experiment (default: all).
         initial: new initial states by state name (applied to every experiment simulated).
@@ -221,7 +221,7 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
     Raises:
         ConfigError: an unknown experiment, state or parameter, or a value outside its range.
     """
-    from .discover_files import read_discovery
+    from .discovery.files import read_discovery
 
     problem = run.problem
     initial = dict(initial or {})
@@ -281,8 +281,8 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
 
 
 def _runaway_notes(problem, frame: pd.DataFrame) -> list[str]:
-    """A note for each model whose forecast diverges (:func:`ude_cli.extrapolate.divergence_time`)."""
-    from .extrapolate import RUNAWAY_FACTOR, divergence_time, runaway_bound, time_text
+    """A note for each model whose forecast diverges (:func:`ude_cli.discovery.extrapolate.divergence_time`)."""
+    from .discovery.extrapolate import RUNAWAY_FACTOR, divergence_time, runaway_bound, time_text
 
     bound = runaway_bound(problem)
     notes = []
@@ -299,7 +299,7 @@ def _runaway_notes(problem, frame: pd.DataFrame) -> list[str]:
 def write_forecast(fc: Forecast, directory: str | Path, dpi: int = 150) -> Path:
     """Write ``forecast.csv``, ``forecast.json`` and ``figures/forecast.{png,pdf}`` into ``directory``."""
     from .plots import save_figure
-    from .rundir import atomic_write_json, atomic_write_text
+    from .runs.rundir import atomic_write_json, atomic_write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -317,7 +317,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
     import matplotlib.pyplot as plt
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-    from .discover_plots import MODEL_STYLES
+    from .discovery.plots import MODEL_STYLES
     from .plots import STYLE, label_time_axis, state_label, title_text
 
     changed = dict(changed or {})
@@ -383,7 +383,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
 def _axis_limits(problem, frame: pd.DataFrame, state: str, j: int, show_data: bool) -> tuple[float, float]:
     """y limits set by the data and by the forecasts that stay within 20 times the data's range;
     a forecast that runs away leaves the axes (its legend entry says when)."""
-    from .discover_plots import _limits
+    from .discovery.plots import _limits
 
     observed = [e.values[:, j] for e in problem.dataset.experiments]
     data = observed if show_data else []
@@ -400,8 +400,8 @@ def _axis_limits(problem, frame: pd.DataFrame, state: str, j: int, show_data: bo
 
 
 def _leaving(label: str, rows: pd.DataFrame, state: str, lo: float, hi: float, problem=None) -> str:
-    from .discover_plots import leaving_label
-    from .extrapolate import runaway_bound
+    from .discovery.extrapolate import runaway_bound
+    from .discovery.plots import leaving_label
 
     return leaving_label(label, rows["time"].to_numpy(float), rows[state].to_numpy(float), lo, hi,
                          bound=runaway_bound(problem) if problem is not None else None)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .rundir import atomic_path
+from .runs.rundir import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -97,7 +97,7 @@ def label_time_axis(ax, problem) -> None:
     (years, days: 1900, 1905, not 1902.5); a log axis when the data's times from 0 span decades."""
     from matplotlib.ticker import MaxNLocator
 
-    from .model import log_time_threshold
+    from .fitting.model import log_time_threshold
 
     ax.set_xlabel(time_label(problem))
     times = np.concatenate([e.t for e in problem.dataset.experiments])

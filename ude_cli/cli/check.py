@@ -33,7 +33,7 @@ def check_command(
             cfg = load_config(path)
             problem = check(cfg)
             if cfg.sweep:
-                from ..sweep import expand
+                from ..batch.sweep import expand
 
                 expand(cfg)  # every point of the grid is a valid config
         except UdeError as exc:

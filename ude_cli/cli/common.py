@@ -112,7 +112,7 @@ def print_json(document: dict) -> None:
 
 def error_record(error: BaseException) -> dict:
     """``{"kind", "message", "lines"}`` of a UdeError, as ``ude fit --json`` reports one."""
-    from ..batch import error_kind
+    from ..batch.outcomes import error_kind
     from ..errors import UdeError
 
     lines = error.lines() if isinstance(error, UdeError) else [str(error)]

@@ -29,9 +29,9 @@ def compare_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only mismatches."),
     json_out: bool = json_option("status, and each quantity: expected, actual, difference, tolerance, status"),
 ) -> None:
-    from ..compare import compare, expected_from_run
     from ..errors import RunDirError, UdeError
-    from ..rundir import atomic_write_json, write_failure_safe
+    from ..runs.compare import compare, expected_from_run
+    from ..runs.rundir import atomic_write_json, write_failure_safe
 
     fields = {"run": str(run), "expected": str(expected)}
     try:

@@ -38,7 +38,7 @@ def discover_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict line and errors."),
     json_out: bool = json_option("verdict, equations, learned terms with their fidelity, scores, output directory"),
 ) -> None:
-    from ..discover_files import discover_run
+    from ..discovery.files import discover_run
     from ..errors import ConfigError, UdeError
 
     def log(text: str) -> None:
@@ -56,7 +56,7 @@ def discover_command(
     except UdeError as exc:
         failing(exc)
     if json_out:
-        from ..discover_files import equation_forms
+        from ..discovery.files import equation_forms
 
         if not discovery.success:
             warn(f"{discovery.verdict.upper()}: {discovery.messages[0]}")
@@ -75,7 +75,7 @@ def discover_command(
 
 def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
     """The verdict, the recovered equations, their coefficients and the scores, on stdout."""
-    from ..discover_files import equation_forms
+    from ..discovery.files import equation_forms
 
     headline = f"{discovery.verdict.upper()}: {discovery.messages[0]}"
     if not discovery.success:

@@ -38,6 +38,6 @@ def code_for(error: BaseException) -> int:
 
 
 def for_kind(kind: str) -> int:
-    """Exit code of a batch outcome's error kind (see :mod:`ude_cli.batch`)."""
+    """Exit code of a batch outcome's error kind (see :mod:`ude_cli.batch.outcomes`)."""
     return {"bad_input": BAD_INPUT, "fit_failed": FIT_FAILED, "output": OUTPUT, "interrupted": INTERRUPTED,
             "mismatch": MISMATCH, "usage": USAGE}.get(kind, INTERNAL)

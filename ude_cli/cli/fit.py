@@ -56,7 +56,7 @@ def fit_command(
                                   "directories must be on a shared file system).", show_default=False),
 ) -> None:
     from ..api import default_out
-    from ..batch import RunOutcome, error_kind
+    from ..batch.outcomes import RunOutcome, error_kind
 
     if resume is not None and configs:
         raise typer.BadParameter("give either CONFIG files or --resume RUN, not both", param_hint="--resume")
@@ -82,9 +82,9 @@ def fit_command(
                 continue
             tasks.append(dict(config=path, out=out, **common))
             continue
+        from ..batch.sweep import expand
         from ..config import load_config
         from ..errors import UdeError
-        from ..sweep import expand
 
         try:
             cfg = load_config(path)
@@ -101,7 +101,7 @@ def fit_command(
         _report(o, None, quiet=quiet, json_out=json_out, single=False)
     single = len(tasks) == 1 and not early and not sweeps
     if jobs or scheduler:
-        from ..distributed import run_many
+        from ..batch.distributed import run_many
 
         for t in tasks:
             t["make_monitor"] = None
@@ -165,9 +165,9 @@ def _shared_run_dirs(paths: list[Path]) -> dict[Path, tuple[Path, Path]]:
 
 def _run_here(tasks: list[dict], *, quiet: bool, json_out: bool, single: bool):
     """Run the tasks one after another in this process; Ctrl-C checkpoints the running one."""
-    from ..batch import fit_one
-    from ..interrupt import graceful_stop
-    from ..lean_torch import skip_compile_machinery
+    from ..batch.outcomes import fit_one
+    from ..fitting.interrupt import graceful_stop
+    from ..fitting.lean_torch import skip_compile_machinery
     from ..progress import make_monitor
 
     skip_compile_machinery()  # this process compiles nothing: spare it torch._dynamo (~1 s, 70 MiB)
@@ -217,8 +217,8 @@ def _report(outcome, result, *, quiet: bool, json_out: bool, single: bool, finis
 
 
 def _write_sweep(cfg, points, outcomes, *, quiet: bool, base: Path) -> None:
-    from ..rundir import atomic_write_text
-    from ..sweep import summary_table
+    from ..batch.sweep import summary_table
+    from ..runs.rundir import atomic_write_text
 
     table, score = summary_table(cfg, points, outcomes)
     base.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,8 @@ def predict_command(
 ) -> None:
     from ..errors import UdeError
     from ..forecast import FORECAST_DIR, forecast, parse_assignments, write_forecast
-    from ..rundir import write_failure_safe
-    from ..runs import load_run
+    from ..runs.load import load_run
+    from ..runs.rundir import write_failure_safe
 
     try:
         init = parse_assignments(initial, "--initial")

@@ -23,7 +23,7 @@ def report_command(
                                     show_default=False),
 ) -> None:
     from ..errors import UdeError
-    from ..report import write_report
+    from ..runs.report import write_report
 
     try:
         path = write_report(run, out=out)

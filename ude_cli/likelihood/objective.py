@@ -33,7 +33,7 @@ LOG_FLOOR = 1e-9
 
 
 class Objective:
-    """Loss and likelihood of a :class:`~ude_cli.model.UDEModel`'s solutions against the data, per start.
+    """Loss and likelihood of a :class:`~ude_cli.fitting.model.UDEModel`'s solutions against the data, per start.
 
     Arguments:
         model: the model whose groups hold the aligned observations.
@@ -250,7 +250,7 @@ class Objective:
         so that the tables show them and the NLL computed with them is the profiled one."""
         if not self.likelihood:
             return
-        from ..parameters import to_unconstrained
+        from ..fitting.parameters import to_unconstrained
 
         with torch.no_grad():
             _, estimates = self._likelihood(solutions, "train")

@@ -1,0 +1,598 @@
+"""``ude discover``: recover equations for the learned terms, refit them to the data, and check.
+
+The network proposes, the data decide:
+
+1. Each learned term (``NN[i]``) is sampled along the fitted trajectories and regressed on a
+   library of candidates with pysindy, sweeping the sparsity threshold (:mod:`ude_cli.discovery.symbolic`).
+   This is reported, and its best model becomes one candidate.
+2. A forward selection builds the recovered model: at each step the network *proposes* the
+   library terms that best explain what the current model still misses of it, each proposal is
+   refitted to the *data* by ODE least squares (:mod:`ude_cli.discovery.refit`) together with every other
+   coefficient and the learned mechanistic parameters, and the candidate with the lowest BIC is
+   kept while it lowers the BIC by more than ``min_improvement``. A network fitted to noisy data
+   is often too far from the true term near the data for a regression on its outputs alone to
+   isolate the right terms; a refit to the data does not have that problem.
+3. The chosen model is scored beside the UDE and the mechanistic-only model on the training and
+   validation windows, simulated far beyond the data, and given a verdict that never presents a
+   diverging or clearly worse model as a success.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..problem import Parameter, Problem
+from .extrapolate import Extrapolation, default_horizon, extrapolate_model, extrapolate_system
+from .refit import (
+    DataObjective,
+    OdeSystem,
+    Refit,
+    TermModel,
+    coefficient_name,
+    refit,
+    replace_terms,
+    runs_test,
+    unsupported,
+)
+from .symbolic import (
+    Fidelity,
+    Library,
+    SparseFit,
+    TermSamples,
+    best_on_path,
+    build_library,
+    fidelity,
+    sample_terms,
+    sparsity_path,
+)
+
+#: Verdicts, from best to worst, with what each means.
+VERDICTS = {
+    "recovered": "the recovered equations explain the data and stay bounded beyond them",
+    "approximation": "the recovered equations approximate the learned terms: the library lacks their form",
+    "none": "no library term is supported by the data: the mechanistic model alone explains them",
+    "worse": "the recovered equations fit the data clearly worse than the UDE",
+    "failed": "the recovered model fails to solve or diverges",
+}
+#: Verdicts that must never be presented as a success.
+FAILURES = ("worse", "failed")
+
+
+@dataclass(frozen=True)
+class DiscoverSettings:
+    """Settings of a discovery (the config's ``discover:`` section; see its field descriptions)."""
+
+    degree: int = 2
+    functions: tuple[str, ...] = ()
+    include_bias: bool = True
+    samples: int = 200
+    propose: int = 6
+    max_terms: int = 4
+    min_improvement: float = 2.0
+    horizon: float | None = None
+    worse_ratio: float = 3.0
+    structure_p: float = 0.01
+
+    @classmethod
+    def from_spec(cls, spec, **overrides) -> DiscoverSettings:
+        """From a :class:`~ude_cli.config.DiscoverSpec` (or None), with non-None ``overrides``."""
+        base = {} if spec is None else spec.model_dump()
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        if "functions" in base:
+            base["functions"] = tuple(base["functions"])
+        return cls(**base)
+
+
+@dataclass
+class TermReport:
+    """What was found for one learned term.
+
+    Attributes:
+        term: ``(network, output)``.
+        label: ``"U[0]"``.
+        states: the states whose equations use it.
+        library: its candidate library (functions of the network's inputs).
+        path: pysindy's sparsity path on the network's outputs.
+        proposal: the best model of the path (by BIC against the network).
+        model: the recovered term (features and coefficient names).
+        coefficients: the refitted coefficient of each feature, by name.
+        fidelity: how well the recovered term (refitted coefficients) reproduces the network.
+        proposal_fidelity: the same for pysindy's proposal.
+        saturated: the data ask for more library terms than the selection may give it (it uses its
+            whole library, or has ``max_terms`` and one more would still lower the BIC).
+        exact: reported as the learned term's form (not an approximation): the verdict is
+            ``recovered``.
+    """
+
+    term: tuple[str, int]
+    label: str
+    states: list[str]
+    library: Library
+    path: list[SparseFit]
+    proposal: SparseFit
+    model: TermModel
+    coefficients: dict[str, float]
+    fidelity: Fidelity
+    proposal_fidelity: Fidelity
+    saturated: bool = False
+    exact: bool = False
+
+    def expression(self, digits: int = 4) -> str:
+        """The term with its coefficients as numbers: ``"-0.9023*x*y"``."""
+        from .symbolic import format_terms
+
+        return format_terms([self.coefficients[n] for n in self.model.names], [f.text for f in self.model.features],
+                            digits)
+
+
+@dataclass
+class Candidate:
+    """One candidate model refitted to the data.
+
+    Attributes:
+        source: how it was proposed ("mechanistic only", "forward step 2", "pysindy on the network").
+        term_models: what stands in for each learned term.
+        equations: state -> equation text (with parameter names).
+        parameters: the parameters (mechanistic and coefficients).
+        refit: its fit to the data.
+    """
+
+    source: str
+    term_models: dict[tuple[str, int], TermModel]
+    equations: dict[str, str]
+    parameters: dict[str, Parameter]
+    refit: Refit
+
+    @property
+    def n_terms(self) -> int:
+        return sum(len(tm.features) for tm in self.term_models.values())
+
+    def describe(self) -> str:
+        parts = [f"{_label(t)} = {tm.text()}" for t, tm in self.term_models.items()]
+        return "; ".join(parts)
+
+
+@dataclass
+class Discovery:
+    """Everything ``ude discover`` found and measured (see :func:`discover`)."""
+
+    problem: Problem
+    settings: DiscoverSettings
+    terms: list[TermReport]
+    candidates: list[Candidate]
+    chosen: Candidate
+    mechanistic: Candidate
+    ude: dict
+    extrapolations: dict[str, Extrapolation]
+    verdict: str
+    messages: list[str]
+    seconds: float
+    system: OdeSystem | None = field(repr=False, default=None)
+    samples: TermSamples | None = field(repr=False, default=None)
+
+    @property
+    def success(self) -> bool:
+        return self.verdict not in FAILURES
+
+    def headline(self) -> str:
+        return f"{self.verdict.upper()}: {self.messages[0]}"
+
+
+def _label(term: tuple[str, int]) -> str:
+    return f"{term[0]}[{term[1]}]"
+
+
+# -- the pipeline ---------------------------------------------------------------------------------
+
+def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettings | None = None, *,
+             predictions=None, start: int = 0, log: Callable[[str], None] | None = None) -> Discovery:
+    """Recover equations for the learned terms of a fitted model and check them against the data.
+
+    Arguments:
+        problem: the resolved problem of the fit.
+        model: the fitted model (:class:`~ude_cli.fitting.model.UDEModel`, or anything with its ``dense``
+            and ``terms_along``).
+        metrics: the fit's ``metrics.json`` (``loss``, ``validation_loss``, ``train_mse``, ...).
+        settings: the discovery settings (defaults: degree-2 polynomial library).
+        predictions: the fit's ``predictions.csv`` as a DataFrame (for the UDE's residual check).
+        start: which start of a multistart to use.
+        log: receives one line per step (progress).
+
+    Returns:
+        The :class:`Discovery`, verdict included; a failed or diverging recovered model is a
+        verdict, not an exception.
+
+    Raises:
+        ConfigError: the model has no learned terms, or a library function is invalid.
+    """
+    settings = settings or DiscoverSettings()
+    say = log or (lambda text: None)
+    began = time.perf_counter()
+    terms = problem.learned_terms
+    if not terms:
+        raise ConfigError("the model has no neural network terms: there is nothing to discover",
+                          where=problem.config.label, hint="discover works on runs of configs with 'networks'")
+    reason = unsupported(problem)
+    if reason is not None:
+        raise ConfigError(f"discovery's refits do not handle {reason} yet", where=problem.config.label,
+                          hint="the fit itself is complete; discover works on configs whose observables are states")
+    samples = sample_terms(problem, model, settings.samples, start=start)
+    objective = DataObjective(problem, noise=(metrics.get("likelihood") or {}).get("noise"))
+    libraries = {t: build_library(problem.networks[t[0]].inputs, settings.degree, settings.functions,
+                                  settings.include_bias) for t in terms}
+    thetas = {t: libraries[t].matrix(samples.variables) for t in terms}
+    usable = {t: np.all(np.isfinite(thetas[t]), axis=0) & (np.linalg.norm(thetas[t], axis=0) > 0) for t in terms}
+
+    paths = {}
+    for t in terms:
+        paths[t] = sparsity_path(thetas[t], samples.targets[t], libraries[t].names)
+        path_best = best_on_path(paths[t])
+        say(f"pysindy on {_label(t)}: {len(paths[t])} sparse models on the threshold path; best by BIC: "
+            f"{_format(path_best.coefficients, libraries[t].names)} (R² {path_best.fidelity.r2:.4g} against the network)")
+
+    selector = _Selector(problem, objective, libraries, thetas, samples, usable)
+    mechanistic = selector.evaluate({t: () for t in terms}, {}, "mechanistic only")
+    say(f"mechanistic only: train loss {mechanistic.refit.train_loss:.4g}, BIC {mechanistic.refit.bic:.2f}")
+    current = mechanistic
+    step = 0
+    while True:
+        step += 1
+        trials = selector.forward_candidates(current, settings.propose, settings.max_terms, f"forward step {step}")
+        if not trials:
+            say(f"forward step {step}: no candidate left (every term has max_terms = {settings.max_terms} terms or "
+                "uses its whole library)")
+            break
+        fitted = [c for c in trials if c.refit.success]  # a refit that did not converge proves nothing
+        if not fitted:
+            say(f"forward step {step}: none of the {len(trials)} candidates could be fitted to the data")
+            break
+        best = min(fitted, key=lambda c: c.refit.bic)
+        gain = current.refit.bic - best.refit.bic
+        kept = gain > settings.min_improvement
+        say(f"forward step {step}: {len(trials)} candidates refitted; best {best.describe()} "
+            f"(BIC {best.refit.bic:.2f}, was {current.refit.bic:.2f}): "
+            + ("kept" if kept else "not kept, the selection stops here: " + (
+                "it does not lower the BIC" if gain <= 0 else
+                f"it lowers the BIC by only {gain:.2f}, not by more than discover.min_improvement = "
+                f"{settings.min_improvement:g}")))
+        if not kept:
+            break
+        current = best
+    # pysindy's own models, refitted to the data as a whole: its best one, and the best with at most n
+    # terms per learned term along its path. Forward selection adds one term at a time, so it misses
+    # terms that only help together (the same x*y/(1+x) in both equations of a predator-prey pair).
+    chosen = current
+    levels: list[tuple[str, dict[tuple[str, int], SparseFit | None]]] = [
+        ("pysindy on the network", {t: best_on_path(paths[t]) for t in terms})]
+    levels += [(f"pysindy's path, at most {n} term(s) each", {t: _best_with_at_most(paths[t], n) for t in terms})
+               for n in range(1, settings.max_terms + 1)]
+    for source, fits in levels:
+        supports = {t: (f.support if f is not None else ()) for t, f in fits.items()}
+        if not any(supports.values()) or any(len(sup) > settings.max_terms for sup in supports.values()):
+            continue
+        if selector.is_known(supports):
+            continue
+        start_values = {(t, k): float(f.coefficients[k]) for t, f in fits.items() if f is not None for k in f.support}
+        alternative = selector.evaluate(supports, start_values, source, base=mechanistic)
+        better = _better(alternative, chosen, settings.min_improvement)
+        say(f"{source}, refitted to the data: {alternative.describe()} (BIC {alternative.refit.bic:.2f}): "
+            + ("chosen instead" if better else "not chosen" + (
+                ", its refit did not converge" if not alternative.refit.success else
+                f", not better than the BIC {chosen.refit.bic:.2f} chosen by more than discover.min_improvement = "
+                f"{settings.min_improvement:g} per extra term")))
+        if better:
+            chosen = alternative
+
+    saturated = _saturated(selector, chosen, terms, usable, settings, say)
+    reports = []
+    for t in terms:
+        tm = chosen.term_models[t]
+        coefs = {n: chosen.refit.values[n] for n in tm.names}
+        pred = _term_values(tm, coefs, thetas[t], libraries[t])
+        prop = best_on_path(paths[t])
+        reports.append(TermReport(
+            term=t, label=problem.term_label(*t), states=_states_using(problem, t), library=libraries[t],
+            path=paths[t], proposal=prop, model=tm, coefficients=coefs, fidelity=fidelity(pred, samples.targets[t]),
+            proposal_fidelity=prop.fidelity, saturated=t in saturated))
+
+    system = selector.system_of(chosen)
+    horizon = settings.horizon if settings.horizon is not None else default_horizon(problem)
+    extrapolations = {
+        "recovered": extrapolate_system(system, chosen.refit.values, chosen.refit.initial, horizon, "recovered"),
+        "mechanistic only": extrapolate_system(selector.system_of(mechanistic), mechanistic.refit.values,
+                                               mechanistic.refit.initial, horizon, "mechanistic only"),
+    }
+    if model is not None:
+        extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
+    ude = _ude_scores(problem, objective, metrics, predictions)
+    verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports)
+    for r in reports:
+        r.exact = verdict == "recovered"
+    return Discovery(problem=problem, settings=settings, terms=reports, candidates=selector.candidates, chosen=chosen,
+                     mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
+                     messages=messages, seconds=time.perf_counter() - began, system=system,
+                     samples=samples)
+
+
+def _best_with_at_most(path: list[SparseFit], n: int) -> SparseFit | None:
+    """The path's model of lowest BIC (against the network) with 1 to ``n`` terms, if any."""
+    fits = [f for f in path if 0 < len(f.support) <= n]
+    return min(fits, key=lambda f: f.bic) if fits else None
+
+
+def _better(a: Candidate, b: Candidate, min_improvement: float) -> bool:
+    """Whether ``a`` should replace ``b``: a lower BIC, by more than ``min_improvement`` for each term
+    ``a`` has beyond ``b``'s (as if each had been a forward step)."""
+    if not a.refit.success:
+        return False
+    return a.refit.bic < b.refit.bic - min_improvement * max(0, a.n_terms - b.n_terms)
+
+
+def _saturated(selector: _Selector, chosen: Candidate, terms, usable, settings: DiscoverSettings,
+               say: Callable[[str], None]) -> list[tuple[str, int]]:
+    """Terms for which the data ask for more than the selection could give: terms that use their
+    whole library, and terms at ``max_terms`` for which one more library term (refitted) would
+    still lower the BIC by more than ``min_improvement``."""
+    out = []
+    for t in terms:
+        n = len(chosen.term_models[t].features)
+        if n == 0:
+            continue
+        if n >= int(usable[t].sum()):
+            out.append(t)
+        elif n >= settings.max_terms:
+            extra = [c for c in selector.forward_candidates(chosen, settings.propose, None, "check beyond max_terms",
+                                                            only=t) if c.refit.success]
+            best = min(extra, key=lambda c: c.refit.bic) if extra else None
+            if best is not None and best.refit.bic < chosen.refit.bic - settings.min_improvement:
+                say(f"{_label(t)} has max_terms = {settings.max_terms} terms and the data ask for more: "
+                    f"{best.describe()} (BIC {best.refit.bic:.2f}, chosen {chosen.refit.bic:.2f})")
+                out.append(t)
+    return out
+
+
+def _format(coefficients, names) -> str:
+    from .symbolic import format_terms
+
+    return format_terms(coefficients, names, 4)
+
+
+def _states_using(problem: Problem, term: tuple[str, int]) -> list[str]:
+    net, idx = term
+    return [s for s, e in problem.equations.items()
+            if term in e.network_refs or (idx == 0 and net in e.names)]
+
+
+def _term_values(tm: TermModel, coefs: Mapping[str, float], theta: np.ndarray, library: Library) -> np.ndarray:
+    index = {f.text: k for k, f in enumerate(library.features)}
+    out = np.zeros(theta.shape[0])
+    for name, f in zip(tm.names, tm.features, strict=True):
+        out = out + coefs[name] * theta[:, index[f.text]]
+    return out
+
+
+class _Selector:
+    """Builds, refits and remembers candidate models (supports: term -> feature indices)."""
+
+    def __init__(self, problem: Problem, objective: DataObjective, libraries: Mapping[tuple[str, int], Library],
+                 thetas, samples: TermSamples, usable):
+        self.problem = problem
+        self.objective = objective
+        self.libraries = libraries
+        self.thetas = thetas
+        self.samples = samples
+        self.usable = usable
+        self.candidates: list[Candidate] = []
+        self._cache: dict[tuple, Candidate] = {}
+        self._single = {n for n, spec in problem.networks.items() if spec.outputs == 1}
+        taken = set(problem.states) | set(problem.parameters) | set(problem.constants) | set(problem.networks)
+        self.names: dict[tuple[tuple[str, int], int], str] = {}
+        for t, lib in libraries.items():
+            for k, f in enumerate(lib.features):
+                name = coefficient_name(t, f, taken)
+                taken.add(name)
+                self.names[(t, k)] = name
+
+    @staticmethod
+    def _key(supports) -> tuple:
+        return tuple(sorted((t, tuple(sorted(s))) for t, s in supports.items()))
+
+    def is_known(self, supports) -> bool:
+        """Whether a model with these supports was refitted already."""
+        return self._key(supports) in self._cache
+
+    def supports_of(self, candidate: Candidate) -> dict:
+        out = {}
+        for t, tm in candidate.term_models.items():
+            index = {f.text: k for k, f in enumerate(self.libraries[t].features)}
+            out[t] = tuple(sorted(index[f.text] for f in tm.features))
+        return out
+
+    def term_models(self, supports) -> dict[tuple[str, int], TermModel]:
+        out = {}
+        for t, support in supports.items():
+            ks = sorted(support)
+            feats = tuple(self.libraries[t].features[k] for k in ks)
+            out[t] = TermModel(t, feats, tuple(self.names[(t, k)] for k in ks))
+        return out
+
+    def system_of(self, candidate: Candidate) -> OdeSystem:
+        from ..expressions import parse_expression
+
+        return OdeSystem(self.problem, {s: parse_expression(text) for s, text in candidate.equations.items()},
+                         candidate.parameters)
+
+    def evaluate(self, supports, start: Mapping, source: str, base: Candidate | None = None) -> Candidate:
+        """Refit the model with these supports, starting from ``base``'s values and ``start``
+        (``(term, feature index) -> coefficient``)."""
+        key = self._key(supports)
+        if key in self._cache:
+            return self._cache[key]
+        tms = self.term_models(supports)
+        params = dict(self.problem.parameters)
+        values = dict(base.refit.values) if base is not None else {}
+        for t, support in supports.items():
+            for k in support:
+                name = self.names[(t, k)]
+                init = start.get((t, k), values.get(name, 0.0))
+                params[name] = Parameter(name=name, init=float(init), fixed=False, lower=None, upper=None,
+                                         positive=False, description=f"coefficient of {self.libraries[t].features[k].text} "
+                                                                     f"in {_label(t)}")
+        equations = {s: replace_terms(e, tms, self._single) for s, e in self.problem.equations.items()}
+        system = OdeSystem(self.problem, equations, params)
+        start_values = {n: v for n, v in values.items() if n in params}
+        for t, support in supports.items():
+            for k in support:
+                start_values[self.names[(t, k)]] = params[self.names[(t, k)]].init
+        initial = base.refit.initial if base is not None else None
+        fitted = refit(system, self.objective, start_values, initial)
+        cand = Candidate(source=source, term_models=tms, equations={s: e.text for s, e in equations.items()},
+                         parameters=params, refit=fitted)
+        self._cache[key] = cand
+        self.candidates.append(cand)
+        return cand
+
+    def forward_candidates(self, current: Candidate, propose: int, max_terms: int | None, source: str,
+                           only: tuple[str, int] | None = None) -> list[Candidate]:
+        """Each term's (or only term ``only``'s) ``propose`` best unused features (by how much of
+        the network's residual each explains) added one at a time to ``current`` and refitted; and,
+        with several terms, the ``propose`` features that explain most of all terms' residuals
+        together, each added to every term at once: terms that only help together (x*y in both
+        equations of a batch culture, where x*y in one equation alone makes the model blow up)."""
+        supports = self.supports_of(current)
+        trials = []
+        joint: dict[int, float] = {}  # feature -> summed share of the residuals it explains
+        for t, support in supports.items():
+            if (only is not None and t != only) or (max_terms is not None and len(support) >= max_terms):
+                continue
+            theta = self.thetas[t]
+            coefs = {n: current.refit.values[n] for n in current.term_models[t].names}
+            residual = self.samples.targets[t] - _term_values(current.term_models[t], coefs, theta, self.libraries[t])
+            scores = []
+            for k in range(theta.shape[1]):
+                if k in support or not self.usable[t][k]:
+                    continue
+                col = theta[:, k]
+                norm = float(col @ col)
+                score = abs(float(col @ residual)) / np.sqrt(norm)
+                scores.append((score, k, float(col @ residual) / norm))
+                joint[k] = joint.get(k, 0.0) + score / max(float(np.linalg.norm(residual)), 1e-300)
+            scores.sort(reverse=True)
+            for _, k, c0 in scores[:propose]:  # (evaluate returns a model already refitted from its cache)
+                new = {**supports, t: tuple(sorted((*support, k)))}
+                trials.append(self.evaluate(new, {(t, k): c0}, source, base=current))
+        if only is None and len(supports) > 1:
+            for k in sorted(joint, key=lambda k: joint[k], reverse=True)[:propose]:
+                new = {t: (tuple(sorted((*sup, k))) if self._can_add(t, sup, k, max_terms) else sup)
+                       for t, sup in supports.items()}
+                if sum(new[t] != supports[t] for t in supports) < 2:
+                    continue  # one term only: a single-term proposal above
+                trials.append(self.evaluate(new, {}, f"{source} (together)", base=current))
+        return trials
+
+    def _can_add(self, term, support, k: int, max_terms: int | None) -> bool:
+        return (k not in support and bool(self.usable[term][k])
+                and (max_terms is None or len(support) < max_terms))
+
+
+# -- scores and verdict ------------------------------------------------------------------------
+
+def _ude_scores(problem: Problem, objective: DataObjective, metrics: Mapping, predictions) -> dict:
+    out = {"train_loss": metrics.get("loss"), "validation_loss": metrics.get("validation_loss"),
+           "train_mse": metrics.get("train_mse"), "validation_mse": metrics.get("validation_mse"),
+           "runs_z": None, "runs_p": None}
+    if predictions is not None:
+        sequences = []
+        for e in problem.dataset.experiments:
+            rows = predictions[(predictions["experiment"].astype(str) == str(e.name)) & (predictions["split"] == "train")]
+            rows = rows.sort_values("time")
+            for s in problem.dataset.observed:
+                j = problem.states.index(s)
+                obs = rows[f"{s}_observed"].to_numpy(dtype=float)
+                pred = rows[f"{s}_predicted"].to_numpy(dtype=float)
+                ok = np.isfinite(obs)
+                if ok.any():
+                    sequences.append(objective.transform(pred[ok], j) - objective.transform(obs[ok], j))
+        if sequences:
+            out["runs_z"], out["runs_p"] = runs_test(sequences)
+    return out
+
+
+def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation: Extrapolation,
+          settings: DiscoverSettings, terms: Sequence[TermReport] = ()) -> tuple[str, list[str]]:
+    """The verdict on a recovered model and the sentences that explain it (the first is the headline).
+
+    ``failed``: a solve failed, or the model leaves the bound before the horizon. ``none``: the
+    best model has no library term. ``worse``: the training loss is more than ``worse_ratio``
+    times the UDE's (and, with a validation window, the validation loss is worse too).
+    ``approximation``: the selection gave some term every library term it could and still wanted
+    more (the library lacks the term's form), or the training residuals are systematic (runs test
+    p < ``structure_p``) while the UDE's are not. ``recovered``: none of these.
+    """
+    r = chosen.refit
+    ude_train, ude_val = ude.get("train_loss"), ude.get("validation_loss")
+    ratio = r.train_loss / ude_train if ude_train else None
+    val_ratio = (r.validation_loss / ude_val) if (ude_val and r.validation_loss is not None) else None
+    scores = (f"training loss {r.train_loss:.4g} (UDE {_g(ude_train)}, mechanistic only "
+              f"{mechanistic.refit.train_loss:.4g})")
+    if r.validation_loss is not None:
+        scores += f", validation loss {r.validation_loss:.4g} (UDE {_g(ude_val)}, mechanistic only " \
+                  f"{_g(mechanistic.refit.validation_loss)})"
+    details = [f"Scores of the recovered model: {scores}."]
+    if val_ratio is not None:
+        details.append(f"On the validation window the recovered model's loss is {val_ratio:.2f} times the UDE's: "
+                       + ("it forecasts the held-out data better." if val_ratio < 1 else
+                          "the UDE forecasts the held-out data better."))
+    errors = [f"{t.label} = {t.expression()} reproduces the network with R² {t.fidelity.r2:.4g}, max error "
+              f"{t.fidelity.max_error:.3g} ({100 * t.fidelity.relative_rmse:.1f} % RMS of the term's spread)."
+              for t in terms if t.model.features]
+    if not r.success:
+        return "failed", [f"the recovered model could not be fitted to the data: {r.message}. Do not use it.", *details]
+    if not extrapolation.bounded:
+        return "failed", [f"the recovered model diverges when simulated to t = {extrapolation.horizon:g}: "
+                          f"{extrapolation.message}. Do not use it beyond the data.", *details]
+    if chosen.n_terms == 0:
+        return "none", [f"no library term lowers the BIC by more than {settings.min_improvement:g}: the data are "
+                        "explained by the mechanistic model alone as well as by any recovered term.", *details]
+    saturated = [t for t in terms if t.saturated]
+    if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1):
+        lacking = ""
+        if saturated:
+            lacking = (f" The data ask for more library terms in {_term_counts(saturated)} than the selection may give (max_terms = "
+                       f"{settings.max_terms}): the library most likely lacks the learned term's form, and this is "
+                       "a poor approximation; try candidate functions of that form (--function) or a larger "
+                       "--max-terms.")
+        return "worse", [f"the recovered model fits the training data {ratio:.2f} times worse than the UDE "
+                         f"(more than {settings.worse_ratio:g}): it does not replace the network.{lacking}",
+                         *details, *errors]
+    if saturated:
+        return "approximation", [
+            f"the data ask for more library terms in {_term_counts(saturated)} than the selection may give (max_terms = "
+            f"{settings.max_terms}, or the whole library): the library most likely lacks the learned term's form, "
+            "and the recovered equation is an approximation, not the law; try other candidate functions.",
+            *errors, *details]
+    ude_p = ude.get("runs_p")
+    if r.runs_p < settings.structure_p and (ude_p is None or ude_p >= settings.structure_p):
+        return "approximation", [
+            f"the recovered model leaves systematic residuals (runs test p = {r.runs_p:.2g}) where the UDE does "
+            f"not{'' if ude_p is None else f' (p = {ude_p:.2g})'}: the library does not contain the learned "
+            "terms' form, and the equations are an approximation.", *errors, *details]
+    bounded = f"stays bounded to t = {extrapolation.horizon:g}"
+    fit = "fits the data as well as the UDE" if ratio is None or ratio <= 1.5 else \
+        f"fits the training data {ratio:.2f} times worse than the UDE (which has far more parameters)"
+    return "recovered", [f"the recovered model {fit}, leaves residuals that look like noise (runs test "
+                         f"p = {r.runs_p:.2g}) and {bounded}.", *details, *errors]
+
+
+def _term_counts(terms: list[TermReport]) -> str:
+    """``"U[0] (4 terms), U[1] (4 terms)"``."""
+    return ", ".join(f"{t.label} ({len(t.model.features)} terms)" for t in terms)
+
+
+def _g(x) -> str:
+    return "n/a" if x is None else f"{x:.4g}"

@@ -1,0 +1,709 @@
+"""Mechanistic models fitted to the data by ODE least squares, without torch: scipy's
+``least_squares`` over ``solve_ivp``.
+
+Used by ``ude discover`` to refit each candidate model (the equations with every ``NN[i]``
+replaced by a sum of library terms with new coefficients) to the *data*, and to fit the
+mechanistic-only model (every learned term set to 0) beside it. A handful of parameters and a
+stiff-capable solver (LSODA) make this much faster than training through torch.
+
+The objective is the fit's own loss (:mod:`ude_cli.likelihood.objective`): the mean of squared errors over the
+observed cells of the training window, optionally divided by each state's spread or on log
+scale, so that its numbers compare with the UDE's ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..expressions import Expression, parse_expression
+from ..problem import Parameter, Problem, initial_label
+from .symbolic import Feature, information_criterion
+
+#: Relative and absolute tolerances of the refit's ODE solves (the finite-difference Jacobian
+#: needs solutions much more precise than its step).
+RTOL = 1e-8
+ATOL = 1e-10
+#: A solution larger than this multiple of the data's largest magnitude counts as a blow-up.
+BLOWUP_FACTOR = 1e3
+#: Right-hand-side evaluations after which one solve is abandoned.
+MAX_RHS_CALLS = 100_000
+#: Residual (in loss units) given to a cell the solver did not reach.
+PENALTY = 10.0
+
+
+# -- candidate equations ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TermModel:
+    """An expression standing in for one learned term: a sum of library features, each with a
+    coefficient that becomes a new parameter.
+
+    Attributes:
+        term: ``(network, output)`` it replaces.
+        features: the library features kept.
+        names: the coefficient names, one per feature.
+    """
+
+    term: tuple[str, int]
+    features: tuple[Feature, ...] = ()
+    names: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """``"U0_x_y*x*y + U0_x*x"`` (``"0"`` when no feature is kept)."""
+        if not self.features:
+            return "0"
+        parts = []
+        for name, f in zip(self.names, self.features, strict=True):
+            if f.text == "1":
+                parts.append(name)
+            elif _is_monomial(f.expression.tree):
+                parts.append(f"{name}*{f.text}")
+            else:
+                parts.append(f"{name}*({f.text})")
+        return " + ".join(parts)
+
+
+def _is_monomial(node: ast.expr) -> bool:
+    if isinstance(node, ast.Name):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        return _is_monomial(node.left) and _is_monomial(node.right)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+        return isinstance(node.left, ast.Name) and isinstance(node.right, ast.Constant)
+    return False
+
+
+def coefficient_name(term: tuple[str, int], feature: Feature, taken: set[str]) -> str:
+    """A new parameter name for the coefficient of ``feature`` in ``term``: ``U0_x_y``."""
+    net, idx = term
+    base = f"{net}{idx}_{feature.slug}"
+    name = base
+    k = 2
+    while name in taken:
+        name = f"{base}_{k}"
+        k += 1
+    return name
+
+
+class _Replace(ast.NodeTransformer):
+    def __init__(self, replacements: Mapping[tuple[str, int], ast.expr], single: set[str]):
+        self.replacements = replacements
+        self.single = single
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        value, index = node.value, node.slice
+        assert isinstance(value, ast.Name) and isinstance(index, ast.Constant) and isinstance(index.value, int)
+        key = (value.id, index.value)  # the whitelist allows only NN[int]
+        return self.replacements.get(key, node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.single:
+            return self.replacements.get((node.id, 0), node)
+        return node
+
+
+def replace_terms(expression: Expression, term_models: Mapping[tuple[str, int], TermModel],
+                  single_output: Collection[str] = frozenset()) -> Expression:
+    """``expression`` with each ``NN[i]`` (and each bare single-output ``NN``) replaced by its
+    term model, in parentheses; the result is parsed again through the whitelist."""
+    replacements = {term: parse_expression(f"({tm.text()})").tree for term, tm in term_models.items()}
+    tree = _Replace(replacements, set(single_output)).visit(ast.parse(expression.text, mode="eval").body)
+    ast.fix_missing_locations(tree)
+    return parse_expression(ast.unparse(tree))
+
+
+# -- the ODE, in numpy ---------------------------------------------------------------------------
+
+@dataclass
+class Simulation:
+    """A solution at requested times; rows after a failure are NaN.
+
+    ``y`` is ``(T, n)`` for one parameter set and ``(T, P, n)`` for a batch of ``P`` (then ``ok``
+    and ``messages`` are per set)."""
+
+    t: np.ndarray
+    y: np.ndarray
+    ok: bool
+    message: str = ""
+    oks: np.ndarray | None = None
+    messages: list[str] | None = None
+
+
+class _TooManyCalls(Exception):
+    pass
+
+
+class OdeSystem:
+    """The problem's equations (without networks) as a numpy right-hand side, one solve per
+    experiment with its own initial state, start time and constants.
+
+    Several parameter sets can be solved at once (a batch, used for finite-difference Jacobians):
+    the states of all sets form one system whose Jacobian is block-banded, with one Python call
+    of the right-hand side per solver step for the whole batch.
+
+    Arguments:
+        problem: the resolved problem (its dataset, initial states, constants and t0 are used).
+        equations: state -> expression (default: the problem's; they must not use networks).
+        parameters: name -> parameter (default: the problem's).
+    """
+
+    def __init__(self, problem: Problem, equations: Mapping[str, Expression] | None = None,
+                 parameters: Mapping[str, Parameter] | None = None):
+        self.problem = problem
+        self.states = list(problem.states)
+        self.equations = dict(equations if equations is not None else problem.equations)
+        self.parameters = dict(parameters if parameters is not None else problem.parameters)
+        self._functions = [self.equations[s].compile("numpy") for s in self.states]
+        ds = problem.dataset
+        self.experiments = ds.experiments
+        self.constants = []
+        for e in ds.experiments:
+            self.constants.append({c: float(e.covariates[v]) if isinstance(v, str) else float(v)
+                                   for c, v in problem.constants.items()})
+        self.t0 = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
+        self.initial = self._initial_states()
+        finite = np.concatenate([np.abs(e.values[np.isfinite(e.values)]) for e in ds.experiments] or [np.ones(1)])
+        scale = max(float(finite.max()) if finite.size else 1.0, *(abs(float(v)) for v in self.initial.ravel()), 1e-12)
+        self.bound = BLOWUP_FACTOR * scale
+
+    def _initial_states(self) -> np.ndarray:
+        ds = self.problem.dataset
+        y0 = np.zeros((len(ds.experiments), len(self.states)))
+        for b, e in enumerate(ds.experiments):
+            for j, s in enumerate(self.states):
+                spec = self.problem.initial[s]
+                if spec.source == "observed":
+                    y0[b, j] = e.values[0, j]
+                elif spec.source == "value":
+                    y0[b, j] = spec.value
+                else:
+                    assert spec.column is not None  # source "column"
+                    y0[b, j] = e.covariates[spec.column]
+        return y0
+
+    def values(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Parameter values: the parameters' ``init``, replaced by ``overrides``."""
+        out = {n: p.init for n, p in self.parameters.items()}
+        out.update(overrides or {})
+        return out
+
+    def rates(self, t: float, y: np.ndarray, env: dict) -> np.ndarray:
+        """``dy/dt`` for states ``y`` of shape ``(n,)`` or ``(n, P)``."""
+        env["t"] = t
+        for j, s in enumerate(self.states):
+            env[s] = y[j]
+        out = np.empty(y.shape)
+        for j, f in enumerate(self._functions):
+            out[j] = f(env)  # a constant rate broadcasts
+        return out
+
+    def simulate(self, b: int, values: Mapping[str, float], times: np.ndarray, y0: np.ndarray | None = None,
+                 t0: float | None = None, bound: float | None = None) -> Simulation:
+        """Solve experiment ``b`` from ``t0`` (default: its start) and return the states at ``times``.
+
+        Arguments:
+            b: experiment index (its constants; its initial state unless ``y0`` is given).
+            values: parameter values by name.
+            times: increasing times ``>= t0``.
+            y0: initial state (default: the experiment's).
+            t0: start time (default: the experiment's).
+            bound: a state beyond this magnitude counts as a blow-up.
+
+        Returns:
+            The solution at ``times``; after a failure (blow-up, solver failure, non-finite rates)
+            the rows not reached are NaN and ``ok`` is false.
+        """
+        y0 = self.initial[b] if y0 is None else np.asarray(y0, dtype=float)
+        sim = self.simulate_many(b, {k: np.array([v], dtype=float) for k, v in values.items()}, times, y0[None, :],
+                                 t0=t0, bound=bound)
+        assert sim.oks is not None and sim.messages is not None  # simulate_many gives them
+        return Simulation(sim.t, sim.y[:, 0, :], bool(sim.oks[0]), sim.messages[0])
+
+    def simulate_many(self, b: int, values: Mapping[str, np.ndarray], times: np.ndarray, y0: np.ndarray,
+                      t0: float | None = None, bound: float | None = None) -> Simulation:
+        """Solve experiment ``b`` for ``P`` parameter sets at once.
+
+        Arguments:
+            values: parameter values by name, each an array ``(P,)``.
+            y0: initial states ``(P, n)``.
+            (the others as in :meth:`simulate`)
+
+        Returns:
+            ``y`` of shape ``(T, P, n)``, with ``oks`` and ``messages`` per set. A set that blows up
+            is frozen from then on (its rows become NaN) so that the others finish.
+        """
+        from scipy.integrate import solve_ivp
+
+        times = np.asarray(times, dtype=float)
+        t0 = self.t0[b] if t0 is None else float(t0)
+        y0 = np.asarray(y0, dtype=float)
+        n_sets, n = y0.shape
+        bound = self.bound if bound is None else bound
+        env = {**self.constants[b], **{k: np.asarray(v, dtype=float) for k, v in values.items()}}
+        out = np.full((len(times), n_sets, n), np.nan)
+        at_start = times <= t0
+        out[at_start] = y0
+        later = times[~at_start]
+        oks = np.ones(n_sets, dtype=bool)
+        messages = [""] * n_sets
+        if later.size == 0:
+            return Simulation(times, out, True, "", oks, messages)
+        calls = [0]
+        hit = np.full(n_sets, np.inf)  # time each set left the bound (or became non-finite)
+        frozen = [False]
+
+        def f(t, flat):
+            calls[0] += 1
+            if calls[0] > MAX_RHS_CALLS:
+                raise _TooManyCalls
+            y = flat.reshape(n_sets, n)
+            rates = self.rates(t, y.T, env).T  # (P, n)
+            if not (np.abs(flat) <= bound).all() or frozen[0]:
+                bad = ~np.all(np.abs(y) <= bound, axis=1)
+                hit[bad] = np.minimum(hit[bad], t)
+                frozen[0] = True
+                rates[np.isfinite(hit)] = 0.0
+            if not np.isfinite(rates).all():
+                rates[~np.isfinite(rates)] = 0.0
+            return rates.ravel()
+
+        atol = (ATOL * np.maximum(np.abs(y0), 1.0)).ravel()
+        try:
+            with np.errstate(all="ignore"):
+                sol = solve_ivp(f, (t0, float(later[-1])), y0.ravel(), t_eval=later, method="LSODA", rtol=RTOL,
+                                atol=atol, lband=n - 1, uband=n - 1)
+        except _TooManyCalls:
+            oks[:] = False
+            msg = (f"more than {MAX_RHS_CALLS} right-hand-side evaluations (the equations are too stiff, or the "
+                   "solution blows up)")
+            return Simulation(times, out, False, msg, oks, [msg] * n_sets)
+        except (ValueError, ArithmeticError, OverflowError) as exc:
+            oks[:] = False
+            return Simulation(times, out, False, f"the solver failed: {exc}", oks, [f"the solver failed: {exc}"] * n_sets)
+        got = sol.y.T if isinstance(sol.y, np.ndarray) and sol.y.ndim == 2 else np.zeros((0, n_sets * n))
+        got = got.reshape(len(got), n_sets, n)
+        rows = np.flatnonzero(~at_start)
+        out[rows[: len(got)]] = got
+        for p in range(n_sets):
+            if np.isfinite(hit[p]):
+                out[rows[later >= hit[p]], p, :] = np.nan
+                oks[p] = False
+                from .extrapolate import (
+                    time_text,  # worded as every "diverges" (ude_cli.discovery.extrapolate)
+                )
+
+                messages[p] = (f"the solution diverges (leaves {BLOWUP_FACTOR:g} times the data's largest value, "
+                               f"{bound:.3g}) at t = {time_text(hit[p])}")
+            elif not sol.success or len(got) < len(later):
+                oks[p] = False
+                messages[p] = f"the solver failed: {sol.message}"
+        return Simulation(times, out, bool(oks.all()), next((m for m in messages if m), ""), oks, messages)
+
+
+# -- the objective --------------------------------------------------------------------------------
+
+def unsupported(problem: Problem) -> str | None:
+    """What the numpy refits cannot do yet (None: they can refit this problem)."""
+    formulas = [o.name for o in problem.observables.values() if o.state is None]
+    if formulas:
+        return f"observables given by a formula ({', '.join(formulas)})"
+    per_experiment = [p.name for p in problem.parameters.values() if p.per_experiment]
+    if per_experiment:
+        return f"per-experiment parameters ({', '.join(per_experiment)})"
+    initial = [s for s, i in problem.initial.items() if i.source == "formula"]
+    if initial:
+        return f"initial values given by a formula ({', '.join(initial)})"
+    return None
+
+
+class DataObjective:
+    """The fit's objective against the data (:class:`ude_cli.likelihood.objective.Objective`), for numpy
+    predictions of the states ``(n, n_states)`` per experiment.
+
+    Without a noise model: the weighted residuals of the squared-error loss. With one: the noise parameters
+    are held at the fit's estimates (``noise``), and each observed cell's residual is its deviance residual
+    ``sign(y - mu) * sqrt(2 (nll(y | mu) - nll*))`` (``nll*`` the cell's smallest NLL over ``mu``), so that the
+    least-squares refit minimises the same negative log-likelihood, computed by the same noise models, and
+    :meth:`loss` is the fit's objective (the NLL per observation).
+
+    Arguments:
+        problem: the resolved problem (data, loss settings, noise model, validation window).
+        noise: noise parameter name -> value (default: each one's starting value).
+    """
+
+    def __init__(self, problem: Problem, noise: Mapping[str, float] | None = None):
+        spec = problem.config.training.loss
+        self.log = bool(spec.log)
+        ds = problem.dataset
+        _, std = ds.state_stats()
+        self.weights = 1.0 / std if spec.scale == "std" else np.ones_like(std)
+        self.floor = 1e-9 * np.maximum(std, 1e-300)
+        self.experiments = ds.experiments
+        self.spread = std
+        self.likelihood = problem.likelihood
+        if self.likelihood:
+            self._noise_setup(problem, dict(noise or {}))
+
+    def _noise_setup(self, problem: Problem, noise: dict[str, float]) -> None:
+        from ..likelihood.noise import noise_model
+
+        reason = unsupported(problem)
+        if reason is not None:  # resolved problems with formulas are refused by the caller first
+            raise ValueError(reason)
+        self.models: list = [None] * len(problem.states)
+        self.noise_values: list[dict[str, float]] = [{} for _ in problem.states]
+        for o in problem.observables.values():
+            assert o.state is not None and o.noise is not None  # a state (unsupported() refuses formulas), noisy
+            j = problem.states.index(o.state)
+            self.models[j] = noise_model(o.noise.distribution, o.noise.error)
+            self.noise_values[j] = {role: float(noise.get(name, problem.noise_parameters[name].init))
+                                    for role, name in o.noise_parameters.items()}
+        self.saturated = [self._saturated(e.values) for e in self.experiments]
+
+    def _cell_nll(self, y: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """Per cell ``(..., n)``: the noise models' NLL (NaN for an unobserved state)."""
+        import torch
+
+        out = np.full(np.broadcast(y, mu).shape, np.nan)
+        for j, model in enumerate(self.models):
+            if model is None:
+                continue
+            m = mu[..., j]
+            if model.positive:
+                m = np.maximum(m, self.floor[j])
+            p = {k: torch.tensor(v, dtype=torch.float64) for k, v in self.noise_values[j].items()}
+            with torch.no_grad():
+                out[..., j] = model.nll(torch.tensor(np.broadcast_to(y[..., j], m.shape), dtype=torch.float64),
+                                        torch.tensor(m, dtype=torch.float64), p).numpy()
+        return out
+
+    def _saturated(self, values: np.ndarray) -> np.ndarray:
+        """Each cell's smallest NLL over the prediction: at ``mu = y`` for these models, except where the sd
+        grows with the prediction (normal, proportional or combined error), found there by a golden-section
+        search over ``mu = y * m``, ``m`` in [0.01, 100] on log scale."""
+        y = np.where(np.isfinite(values), values, 1.0)
+        best = self._cell_nll(y, y)
+        for j, model in enumerate(self.models):
+            if model is None or model.name != "normal" or model.error == "constant":
+                continue
+            yj = np.where(y[:, j] != 0, y[:, j], self.floor[j])
+
+            def f(log_m, yj=yj, j=j):
+                mu = y.copy()
+                mu[:, j] = yj * np.exp(log_m)
+                return self._cell_nll(y, mu)[:, j]
+
+            lo, hi = np.full(len(yj), math.log(0.01)), np.full(len(yj), math.log(100.0))
+            golden = (math.sqrt(5) - 1) / 2
+            for _ in range(90):
+                a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+                left = f(a) < f(b)
+                hi, lo = np.where(left, b, hi), np.where(left, lo, a)
+            best[:, j] = np.minimum(best[:, j], f((lo + hi) / 2))
+        return best
+
+    def transform(self, y: np.ndarray, state: int | None = None) -> np.ndarray:
+        """Values as the loss compares them (logarithms with a floor for a log loss); ``y`` is
+        ``(..., n)``, or the values of state ``state`` alone."""
+        if self.log:
+            floor = self.floor if state is None else self.floor[state]
+            with np.errstate(all="ignore"):
+                return np.log(np.maximum(y, floor))
+        return y
+
+    def mask(self, b: int, split: str) -> np.ndarray:
+        e = self.experiments[b]
+        rows = e.train if split == "train" else ~e.train
+        return np.isfinite(e.values) & rows[:, None]
+
+    def residuals(self, predictions: Sequence[np.ndarray], split: str = "train") -> np.ndarray:
+        """Weighted (or deviance) residuals at the observed cells of ``split`` (a penalty where a solve failed)."""
+        parts = []
+        for b, pred in enumerate(predictions):
+            e = self.experiments[b]
+            m = self.mask(b, split)
+            if self.likelihood:
+                y = np.where(np.isfinite(e.values), e.values, 1.0)
+                with np.errstate(all="ignore"):
+                    excess = np.maximum(self._cell_nll(y, pred) - self.saturated[b], 0.0)
+                    r = np.where(y >= pred, 1.0, -1.0) * np.sqrt(2.0 * excess)  # sign(0) would drop the excess
+                r = np.where(np.isfinite(r), r, PENALTY)
+                parts.append(r[m])
+                continue
+            obs = self.transform(np.where(np.isfinite(e.values), e.values, 1.0))
+            r = (self.transform(pred) - obs) * self.weights
+            penalty = PENALTY * (1.0 if self.log else self.spread * self.weights)
+            r = np.where(np.isfinite(r), r, np.broadcast_to(penalty, r.shape))
+            parts.append(r[m])
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def constant(self, split: str) -> float:
+        """With a noise model: the sum of the observed cells' smallest NLLs (NLL = sum(r^2)/2 + this)."""
+        if not self.likelihood:
+            return 0.0
+        return float(sum(self.saturated[b][self.mask(b, split)].sum() for b in range(len(self.experiments))))
+
+    def loss_of(self, residuals: np.ndarray, split: str = "train") -> float:
+        """The fit's objective from this split's residuals: the mean squared residual, or with a noise model
+        the NLL per observation."""
+        if not residuals.size:
+            return 0.0
+        if self.likelihood:
+            return float((0.5 * np.sum(residuals * residuals) + self.constant(split)) / residuals.size)
+        return float(np.mean(residuals * residuals))
+
+    def criterion(self, residuals: np.ndarray, k: int) -> float:
+        """BIC of a refit from its training residuals: ``2 NLL + k log n`` with a noise model (its parameters
+        held at the fit's estimates), else the Gaussian ``n log(RSS/n) + k log n``."""
+        n = max(residuals.size, 1)
+        if self.likelihood:
+            return float(2.0 * n * self.loss_of(residuals, "train") + k * np.log(n))
+        return information_criterion(self.loss_of(residuals) * n, n, k)
+
+    def count(self, split: str) -> int:
+        return int(sum(self.mask(b, split).sum() for b in range(len(self.experiments))))
+
+    def loss(self, predictions: Sequence[np.ndarray], split: str = "train") -> float | None:
+        r = self.residuals(predictions, split)
+        return self.loss_of(r, split) if r.size else None
+
+    def mse_per_state(self, predictions: Sequence[np.ndarray], split: str, states: Sequence[str]) -> dict | None:
+        """Plain MSE in data units per observed state (None without observations in ``split``)."""
+        sq = np.zeros(len(states))
+        cnt = np.zeros(len(states))
+        for b, pred in enumerate(predictions):
+            e = self.experiments[b]
+            m = self.mask(b, split)
+            with np.errstate(all="ignore"):
+                d2 = np.where(m, (pred - np.where(np.isfinite(e.values), e.values, 0.0)) ** 2, 0.0)
+            sq += np.where(np.isfinite(d2), d2, np.inf).sum(axis=0)
+            cnt += m.sum(axis=0)
+        if cnt.sum() == 0:
+            return None
+        return {s: float(sq[j] / cnt[j]) for j, s in enumerate(states) if cnt[j] > 0}
+
+
+def runs_test(sequences: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Wald–Wolfowitz runs test on the signs of residual sequences (each in time order).
+
+    Too few runs (long stretches of one sign) mean the residuals are systematic, not noise.
+
+    Returns:
+        ``(z, p)``: the standardised number of runs and the one-sided p-value of so few runs.
+    """
+    runs = expected = variance = 0.0
+    for seq in sequences:
+        s = np.sign(np.asarray(seq, dtype=float))
+        s = s[s != 0]
+        n = len(s)
+        n_pos, n_neg = float((s > 0).sum()), float((s < 0).sum())
+        if n < 2 or n_pos == 0 or n_neg == 0:
+            continue
+        runs += 1 + float(np.sum(s[1:] != s[:-1]))
+        expected += 1 + 2 * n_pos * n_neg / n
+        variance += 2 * n_pos * n_neg * (2 * n_pos * n_neg - n) / (n * n * (n - 1))
+    if variance <= 0:
+        return 0.0, 1.0
+    z = (runs - expected) / math.sqrt(variance)
+    return float(z), float(0.5 * math.erfc(-z / math.sqrt(2)))
+
+
+# -- the refit -----------------------------------------------------------------------------------
+
+@dataclass
+class Refit:
+    """A model fitted to the data by ODE least squares.
+
+    Attributes:
+        values: every parameter's value (fixed ones included), by name.
+        initial: initial state per experiment ``(B, n)``.
+        free: names of the fitted values (parameters, then ``state(t0)[experiment]``).
+        train_loss, validation_loss: the loss (as the fit's ``metrics.json``) per window.
+        train_mse, validation_mse: plain MSE in data units per observed state.
+        bic: ``n log(train_loss) + k log n`` over the ``n`` training cells and ``k`` fitted values.
+        n_train: training cells.
+        success: every solve succeeded and the optimiser converged to finite values.
+        message: why not, when not.
+        runs_z, runs_p: runs test of the training residuals (see :func:`runs_test`).
+        evaluations: residual evaluations used.
+    """
+
+    values: dict[str, float]
+    initial: np.ndarray
+    free: list[str]
+    train_loss: float
+    validation_loss: float | None
+    train_mse: dict | None
+    validation_mse: dict | None
+    bic: float
+    n_train: int
+    success: bool
+    message: str = ""
+    runs_z: float = 0.0
+    runs_p: float = 1.0
+    evaluations: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_free(self) -> int:
+        return len(self.free)
+
+
+def _bounds(p: Parameter) -> tuple[float, float]:
+    lo = -np.inf if p.lower is None else float(p.lower)
+    hi = np.inf if p.upper is None else float(p.upper)
+    if p.positive:
+        lo = max(lo, 0.0)
+    return lo, hi
+
+
+def _inside(x: float, lo: float, hi: float) -> float:
+    if lo < x < hi:
+        return x
+    width = (hi - lo) if np.isfinite(hi - lo) else max(abs(x), 1.0)
+    return float(np.clip(x, lo + 1e-6 * width, hi - 1e-6 * width)) if np.isfinite(lo) or np.isfinite(hi) else x
+
+
+def predict_all(system: OdeSystem, values: Mapping[str, float], initial: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """Every experiment at its observation times; the first failure message (or "")."""
+    preds, message = [], ""
+    for b, e in enumerate(system.experiments):
+        sim = system.simulate(b, values, e.t, y0=initial[b])
+        if not sim.ok and not message:
+            message = f"experiment '{e.name}': {sim.message}"
+        preds.append(sim.y)
+    return preds, message
+
+
+def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float] | None = None,
+          initial: np.ndarray | None = None, max_evaluations: int = 200) -> Refit:
+    """Fit the learned parameters (and learned initial states) of ``system`` to the data.
+
+    scipy's trust-region reflective ``least_squares`` with bounds (positive parameters stay > 0);
+    its Jacobian is a forward difference computed from one batched solve of every perturbed set.
+
+    Arguments:
+        system: the equations and parameters; parameters marked fixed are kept.
+        objective: the loss against the data.
+        start: starting values (default: each parameter's ``init``).
+        initial: starting initial states ``(B, n)`` (default: the system's).
+        max_evaluations: most residual evaluations of the optimiser.
+
+    Returns:
+        The fitted values and their scores; a failed solve or fit gives ``success = False`` and
+        a message (never an exception).
+    """
+    from scipy.optimize import least_squares
+
+    values = system.values(start)
+    y0 = np.array(system.initial if initial is None else initial, dtype=float)
+    free: list[tuple[str, tuple[int, int] | None]] = []
+    x0, lower, upper = [], [], []
+    for name, p in system.parameters.items():
+        if p.fixed:
+            continue
+        lo, hi = _bounds(p)
+        free.append((name, None))
+        x0.append(_inside(float(values[name]), lo, hi))
+        lower.append(lo)
+        upper.append(hi)
+    problem = system.problem
+    for j, s in enumerate(system.states):
+        spec = problem.initial[s]
+        if not spec.learn:
+            continue
+        for b, e in enumerate(system.experiments):
+            lo = 0.0 if spec.positive else -np.inf
+            label = initial_label(s, e.name, len(system.experiments))
+            free.append((label, (b, j)))
+            x0.append(_inside(float(y0[b, j]), lo, np.inf))
+            lower.append(lo)
+            upper.append(np.inf)
+    lower_a, upper_a = np.array(lower, dtype=float), np.array(upper, dtype=float)
+
+    def unpack(x):
+        vals = dict(values)
+        init = y0.copy()
+        for (name, where), v in zip(free, x, strict=True):
+            if where is None:
+                vals[name] = float(v)
+            else:
+                init[where] = float(v)
+        return vals, init
+
+    evaluations = [0]
+
+    def batch_residuals(xs: np.ndarray) -> np.ndarray:
+        """Residuals of each row of ``xs`` ``(P, k)``: ``(P, m)``."""
+        evaluations[0] += len(xs)
+        vals = {n: np.full(len(xs), float(v)) for n, v in values.items()}
+        inits = np.repeat(y0[None, :, :], len(xs), axis=0)  # (P, B, n)
+        for i, (name, where) in enumerate(free):
+            if where is None:
+                vals[name] = xs[:, i].astype(float)
+            else:
+                inits[:, where[0], where[1]] = xs[:, i]
+        per_set: list[list[np.ndarray]] = [[] for _ in range(len(xs))]
+        for b, e in enumerate(system.experiments):
+            sim = system.simulate_many(b, vals, e.t, inits[:, b, :])
+            for p in range(len(xs)):
+                per_set[p].append(sim.y[:, p, :])
+        return np.stack([objective.residuals(preds, "train") for preds in per_set])
+
+    def fun(x):
+        return batch_residuals(np.asarray(x, dtype=float)[None, :])[0]
+
+    def jac(x):
+        x = np.asarray(x, dtype=float)
+        h = 1e-6 * np.maximum(1.0, np.abs(x))
+        h = np.where(x + h > upper_a, -h, h)  # step back from an upper bound
+        xs = np.vstack([x, x + np.diag(h)])
+        r = batch_residuals(xs)
+        return ((r[1:] - r[0]) / h[:, None]).T
+
+    message = ""
+    converged = True
+    if free:
+        try:
+            sol = least_squares(fun, np.array(x0), jac=jac, bounds=(lower_a, upper_a), method="trf",
+                                x_scale="jac", max_nfev=max_evaluations)
+            x = sol.x
+            converged = bool(sol.status > 0)
+            if not converged:
+                message = f"the optimiser stopped after {max_evaluations} evaluations without converging"
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            x, converged, message = np.array(x0), False, f"the optimiser failed: {exc}"
+    else:
+        x = np.array([])
+    vals, init = unpack(x)
+    return score(system, objective, vals, init, [name for name, _ in free], evaluations[0],
+                 converged=converged, message=message)
+
+
+def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, float], initial: np.ndarray,
+          free: Sequence[str] = (), evaluations: int = 0, converged: bool = True, message: str = "") -> Refit:
+    """Scores of given values on the training and validation windows (no fitting)."""
+    preds, failure = predict_all(system, values, initial)
+    train = objective.residuals(preds, "train")
+    train_loss = objective.loss_of(train, "train")
+    ok = not failure and converged and all(math.isfinite(v) for v in values.values())
+    sequences: list[np.ndarray] = []
+    for b, pred in enumerate(preds):
+        e = system.experiments[b]
+        obs = objective.transform(np.where(np.isfinite(e.values), e.values, 1.0))
+        r = objective.transform(pred) - obs
+        m = objective.mask(b, "train")
+        sequences.extend(r[m[:, j], j] for j in range(r.shape[1]) if m[:, j].any())
+    z, p = runs_test(sequences)
+    bic = objective.criterion(train, len(free)) if failure == "" else float("inf")
+    return Refit(values=dict(values), initial=np.array(initial), free=list(free), train_loss=train_loss,
+                 validation_loss=objective.loss(preds, "validation"),
+                 train_mse=objective.mse_per_state(preds, "train", system.states),
+                 validation_mse=objective.mse_per_state(preds, "validation", system.states),
+                 bic=bic, n_train=int(train.size), success=ok, message=failure or message, runs_z=z, runs_p=p,
+                 evaluations=evaluations)

@@ -1,0 +1,323 @@
+"""A :class:`Problem` built into torch: parameters, initial states, networks, the hybrid right-hand
+side, and the simulation of every experiment at its observation times.
+
+Experiments that start at the same time are solved together as one batch on the union of their
+time grids, so that a fit with many experiments costs about as much as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import STIFF_METHODS, reason_not_compiled
+from ..engines.torchdiffeq import SolverSettings, solve
+from ..problem import Problem, default_step
+from .hybrid import HybridRHS
+from .neural import MLP
+from .parameters import InitialStates, ParameterSet
+
+if TYPE_CHECKING:
+    from ..engines.compiled import CompiledEngine
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass
+class Group:
+    """Experiments solved together: same start time, union of their time grids."""
+
+    t0: float
+    experiments: list[int]  # indices into the dataset's experiments (= batch positions)
+    times: np.ndarray  # (T,) union grid, times[0] = t0
+    positions: list[np.ndarray]  # per experiment: indices of its observation times in `times`
+    observed: np.ndarray  # (T, Bg, n) observations on the union grid, NaN where none
+    train: np.ndarray  # (T, Bg, n) bool: observed and in the training window
+    valid: np.ndarray  # (T, Bg, n) bool: observed and in the validation window
+    observations: np.ndarray  # (T, Bg, n_observables): every observable on the union grid, NaN where none
+    obs_train: np.ndarray  # (T, Bg, n_observables) bool: observed and in the training window
+    obs_valid: np.ndarray  # (T, Bg, n_observables) bool: observed and in the validation window
+
+
+def make_groups(problem: Problem) -> list[Group]:
+    ds = problem.dataset
+    starts = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
+    groups: list[Group] = []
+    for t0 in dict.fromkeys(starts):
+        members = [b for b, s in enumerate(starts) if s == t0]
+        times = np.unique(np.concatenate([[t0], *[ds.experiments[b].t for b in members]]))
+        n = len(ds.states)
+        obs = np.full((len(times), len(members), n), np.nan)
+        train = np.zeros(obs.shape, dtype=bool)
+        observations = np.full((len(times), len(members), len(ds.observables)), np.nan)
+        obs_train = np.zeros(observations.shape, dtype=bool)
+        positions = []
+        for k, b in enumerate(members):
+            e = ds.experiments[b]
+            pos = np.searchsorted(times, e.t)
+            positions.append(pos)
+            obs[pos, k, :] = e.values
+            train[pos, k, :] = np.isfinite(e.values) & e.train[:, None]
+            observations[pos, k, :] = e.observations
+            obs_train[pos, k, :] = np.isfinite(e.observations) & e.train[:, None]
+        valid = np.isfinite(obs) & ~train
+        groups.append(Group(t0=t0, experiments=members, times=times, positions=positions, observed=obs,
+                            train=train, valid=valid, observations=observations, obs_train=obs_train,
+                            obs_valid=np.isfinite(observations) & ~obs_train))
+    return groups
+
+
+def network_scaling(problem: Problem, name: str) -> tuple[list[float], list[float], list[float]]:
+    """Input shift/scale and output scale of a network (identity when ``normalize`` is off)."""
+    spec = problem.networks[name]
+    ds = problem.dataset
+    n_in = len(spec.inputs)
+    if not spec.normalize:
+        return [0.0] * n_in, [1.0] * n_in, [1.0] * spec.outputs
+    mean, std = ds.state_stats()
+    shift, scale = [], []
+    for inp in spec.inputs:
+        if inp == "t":
+            t_all = np.concatenate([e.t for e in ds.experiments])
+            shift.append(float((t_all.min() + t_all.max()) / 2))
+            scale.append(float(max((t_all.max() - t_all.min()) / 2, 1e-12)))
+            continue
+        j = problem.states.index(inp)
+        if inp in ds.columns:
+            shift.append(float(mean[j]))
+            scale.append(float(std[j]))
+        else:
+            v = _initial_magnitude(problem, inp)
+            shift.append(0.0)
+            scale.append(v)
+    out_scale = []
+    for i in range(spec.outputs):
+        state = next((s for s, e in problem.equations.items()
+                      if (name, i) in e.network_refs or (i == 0 and name in e.names)), None)
+        out_scale.append(_rate_scale(problem, state) if state is not None else 1.0)
+    return shift, scale, out_scale
+
+
+def _initial_magnitude(problem: Problem, state: str) -> float:
+    init = problem.initial.get(state)
+    if init is not None and init.value is not None and init.value != 0:
+        return abs(float(init.value))
+    return 1.0
+
+
+def _rate_scale(problem: Problem, state: str) -> float:
+    """Typical size of d(state)/dt: RMS of the data's finite differences (or size / span)."""
+    ds = problem.dataset
+    j = problem.states.index(state)
+    rates = []
+    for e in ds.experiments:
+        v, t = e.values[e.train, j], e.t[e.train]
+        ok = np.isfinite(v)
+        if ok.sum() >= 2:
+            rates.append(np.diff(v[ok]) / np.diff(t[ok]))
+    if rates:
+        r = np.concatenate(rates)
+        rms = float(np.sqrt(np.mean(r * r)))
+        if rms > 0:
+            return rms
+    return _initial_magnitude(problem, state) / max(ds.time_span, 1e-12)
+
+
+class UDEModel(nn.Module):
+    """Everything learnable in a fit, and how to simulate it.
+
+    Arguments:
+        problem: the resolved problem.
+        n_starts: number of independent starts fitted at once (1 for a plain fit).
+        parameter_starts: optional ``(n_learned, S)`` starting values of learned parameters.
+    """
+
+    def __init__(self, problem: Problem, n_starts: int = 1, parameter_starts: np.ndarray | None = None):
+        super().__init__()
+        cfg = problem.config
+        self.problem = problem
+        self.dtype = DTYPES[cfg.solver.dtype]
+        self.n_starts = n_starts
+        ds = problem.dataset
+        n_exp = len(ds.experiments)
+        self.parameters_ = ParameterSet(problem.parameters, n_starts, self.dtype, parameter_starts, n_exp)
+        #: the likelihood's noise parameters (standard deviations, dispersions): fitted with the rest
+        self.noise = ParameterSet(problem.noise_parameters, n_starts, self.dtype)
+        constants = {}
+        for cname, value in problem.constants.items():
+            if isinstance(value, str):
+                constants[cname] = torch.tensor([e.covariates[value] for e in ds.experiments], dtype=self.dtype)
+            else:
+                constants[cname] = torch.tensor(float(value), dtype=self.dtype)
+        first = np.stack([e.values[0] for e in ds.experiments])
+        starts = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
+        self.initial = InitialStates(problem.states, problem.initial, first,
+                                     [e.covariates for e in ds.experiments], n_starts, self.dtype,
+                                     parameters=self.parameters_, constants=constants, t0=starts)
+        networks = {}
+        for k, (name, spec) in enumerate(problem.networks.items()):
+            base_seed = spec.seed if spec.seed is not None else cfg.training.seed + 100 + k
+            seeds = [base_seed + 1000 * s for s in range(n_starts)]
+            shift, scale, out_scale = network_scaling(problem, name)
+            networks[name] = MLP(len(spec.inputs), spec.outputs, spec.hidden, spec.activation, seeds,
+                                 spec.final_scale, shift, scale, out_scale, self.dtype)
+        self.rhs = HybridRHS(problem.states, problem.equations, networks,
+                             {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
+        self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
+        self.groups = make_groups(problem)
+        self.times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
+        #: per group: the experiments' indices, selecting their per-experiment constants and parameters
+        self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
+
+        self._compiled: CompiledEngine | None = None
+        self.engine = self._choose_engine()
+
+    def _choose_engine(self) -> str:
+        """'compiled' or 'torchdiffeq' (``solver.engine``; 'auto': compiled where it can and is the faster)."""
+        solver = self.problem.config.solver
+        if solver.engine == "torchdiffeq" or reason_not_compiled(solver.method, solver.adjoint) is not None:
+            return "torchdiffeq"
+        from ..engines.compiled import CompiledEngine, clearly_too_large, worth_compiling
+
+        if solver.method in STIFF_METHODS:  # only the compiled engine solves them (config.py)
+            self._compiled = CompiledEngine(self)
+            return "compiled"
+        n_trajectories = self.n_starts * len(self.problem.dataset.experiments)
+        if solver.engine == "auto" and clearly_too_large(self, n_trajectories):
+            return "torchdiffeq"
+        self._compiled = CompiledEngine(self)
+        if solver.engine == "auto" and not worth_compiling(self._compiled, n_trajectories):
+            self._compiled = None
+            return "torchdiffeq"
+        self._compiled.start_native()
+        return "compiled"
+
+    # -- simulation -----------------------------------------------------------------------------
+    def solve_group(self, k: int, times: torch.Tensor | None = None) -> torch.Tensor:
+        """Solution of group ``k`` on its grid (or ``times``, which must start at its t0): ``(T, S, Bg, n)``.
+
+        On the data's grid a compiled model (``engine == "compiled"``) is solved by :mod:`ude_cli.engines.compiled`;
+        other grids (dense predictions) and the mechanism alone by torchdiffeq, except with bdf (configured, or
+        chosen by ``auto``), which only the compiled engine solves."""
+        if self.engine == "compiled" and self._compiled is None:  # a copy (deepcopy) leaves CasADi's functions behind
+            from ..engines.compiled import CompiledEngine
+
+            self._compiled = CompiledEngine(self)
+            self._compiled.start_native()
+        compiled = self._compiled if self.engine == "compiled" else None
+        if compiled is not None and times is not None and compiled.undecided(k):
+            # auto decides on the data's grid, as in training
+            with torch.no_grad():
+                compiled.solve_group(k, networks=self.rhs.networks_enabled)
+        if compiled is not None and compiled.method == "bdf":
+            return compiled.solve_group(k, None if times is None else times.detach().cpu().numpy(),
+                                        networks=self.rhs.networks_enabled)
+        if times is None and compiled is not None and self.rhs.networks_enabled:
+            return compiled.solve_group(k)
+        g = self.groups[k]
+        y0 = self.initial()[:, g.experiments, :]
+        self.rhs.select(self.group_index[k])
+        try:
+            if not self.settings.adjoint:
+                self.rhs.bind()
+            return solve(self.rhs, y0, self.times[k] if times is None else times, self.settings)
+        finally:
+            self.rhs.unbind()
+            self.rhs.select(None)
+
+    @property
+    def compiled(self) -> CompiledEngine | None:
+        """The compiled engine (:class:`~ude_cli.engines.compiled.CompiledEngine`) once built, else None."""
+        return self._compiled
+
+    def solver_choice(self) -> dict:
+        """``solver_method`` (the method that solved last) and ``solver_method_reason`` (``metrics.json``)."""
+        if self.engine == "compiled" and self._compiled is not None:
+            return self._compiled.solver_choice()
+        method = self.settings.method
+        if method == "auto" and self.engine == "compiled":  # a copy that has not solved since
+            return {"solver_method": "auto", "solver_method_reason": "solver.method: auto: not solved yet"}
+        if method == "auto":
+            return {"solver_method": "dopri5", "solver_method_reason": "solver.method: auto in torchdiffeq, which "
+                    "has no stiff method: dopri5 (the compiled engine switches to bdf where stiff)"}
+        return {"solver_method": method, "solver_method_reason": f"solver.method: {method}"}
+
+    def native_status(self) -> dict:
+        """``native_code`` (bool) and ``native_code_note`` for the compiled engine (:mod:`ude_cli.engines.native`);
+        empty for torchdiffeq."""
+        return self._compiled.native_status() if self.engine == "compiled" and self._compiled is not None else {}
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state["_compiled"] = None  # CasADi functions and buffers: built again on the next solve
+        return state
+
+    def forward(self) -> list[torch.Tensor]:
+        """Solutions of every group on its union grid."""
+        return [self.solve_group(k) for k in range(len(self.groups))]
+
+    def parameter_values(self) -> dict[str, np.ndarray]:
+        return self.parameters_.numpy()
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        return list(self.rhs.networks.parameters())
+
+    def weight_penalty(self) -> torch.Tensor:
+        """Sum of squared network weights per start ``(S,)`` (0 without networks)."""
+        total = torch.zeros(self.n_starts, dtype=self.dtype)
+        for net in self.rhs.networks.values():
+            assert isinstance(net, MLP)
+            total = total + net.weight_penalty()
+        return total
+
+    def dense(self, n_points: int = 400, until: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per experiment: a dense time grid from t0 to its last time (or ``until``), and the states
+        ``(T, S, n)`` on it."""
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # experiment -> (t, y): each is in one group
+        with torch.no_grad():
+            for k, g in enumerate(self.groups):
+                end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
+                end = until if until is not None else end  # the grid ends where it was asked to, before or after the data
+                grid = dense_grid(g.t0, end, n_points, g.times)
+                sol = self.solve_group(k, torch.tensor(grid, dtype=self.dtype)).cpu().numpy()
+                for i, b in enumerate(g.experiments):
+                    t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])
+                    keep = grid <= t_end + 1e-12 * max(1.0, abs(t_end))
+                    out[b] = (grid[keep], sol[keep, :, i, :])
+        return [out[b] for b in range(len(self.problem.dataset.experiments))]
+
+    def terms_along(self, t: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Network outputs along a trajectory: ``t (T,)``, ``y (T, S, n)`` -> name -> ``(T, S, outputs)``."""
+        with torch.no_grad():
+            yt = torch.tensor(y, dtype=self.dtype).permute(1, 0, 2)  # (S, T, n): time as the batch
+            tt = torch.tensor(t, dtype=self.dtype)
+            return {name: net(self.rhs.inputs(name, tt, yt)).permute(1, 0, 2).cpu().numpy()
+                    for name, net in self.rhs.networks.items()}
+
+
+#: data times whose positive offsets from the start span this many decades are drawn on a log time axis,
+#: and predicted on a log-spaced grid (Robertson's kinetics: 1e-4 to 1e5)
+LOG_TIME_DECADES = 3.0
+
+
+def log_time_threshold(times: np.ndarray, t0: float) -> float | None:
+    """The smallest positive offset ``t - t0`` of ``times`` when their positive offsets span
+    :data:`LOG_TIME_DECADES` decades or more (a log time axis then shows them), else None."""
+    offsets = np.asarray(times, dtype=np.float64) - t0
+    offsets = offsets[np.isfinite(offsets) & (offsets > 0)]
+    if len(offsets) < 2 or offsets.max() < offsets.min() * 10 ** LOG_TIME_DECADES:
+        return None
+    return float(offsets.min())
+
+
+def dense_grid(t0: float, end: float, n_points: int, times: np.ndarray) -> np.ndarray:
+    """``n_points`` times from ``t0`` to ``end``: evenly spaced, or for data times that span decades
+    (:func:`log_time_threshold`) ``t0`` then log-spaced from the first data time on."""
+    first = log_time_threshold(times, t0)
+    if first is None or not end - t0 > first or n_points < 3:
+        return np.linspace(t0, end, n_points)
+    return t0 + np.concatenate([[0.0], np.geomspace(first, end - t0, n_points - 1)])
