@@ -346,3 +346,26 @@ def test_fit_with_auto_says_which_method_solved_and_why(tmp_path):
     assert summary and "auto switched from dopri5 to bdf: of " in " ".join(result.output.split())
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["solver_method"] == "bdf" and "stability limit" in metrics["solver_method_reason"]
+
+
+def test_auto_solves_a_blown_up_trial_point_once_with_bdf_without_switching(tmp_path):
+    """A later solve that dopri5 fails at a trial point whose solution runs far beyond the data (a line search
+    overshooting): bdf solves that call, and dopri5 stays the method (switching made every later solve bdf's:
+    321 s against 10 s on lynx_hare_ude). Here x' = a x, y' = -x y: with a = 3, x reaches 1.6e5 (the data: about
+    1.5) and y's decay rate with it, which holds dopri5 at its stability limit."""
+    t = np.linspace(0, 4, 9)
+    write_csv(tmp_path / "d.csv", "t,x,y", [(float(a), float(np.exp(0.1 * a)), float(np.exp(-(np.exp(0.1 * a) - 1) / 0.1)))
+                                            for a in t])
+    raw = {"data": {"file": "d.csv", "columns": {"x": "x", "y": "y"}},
+           "model": {"states": ["x", "y"], "equations": {"x": "a*x", "y": "-x*y"}, "parameters": {"a": {"init": 0.1}}},
+           "solver": {"method": "auto", "max_steps": 200}}
+    m = model(raw, tmp_path)
+    m()
+    assert m.solver_choice()["solver_method"] == "dopri5"
+    with torch.no_grad():
+        m.parameters_.raw["a"].fill_(3.0)
+    (sol,) = m()
+    choice = m.solver_choice()
+    assert choice["solver_method"] == "dopri5", choice
+    assert "without switching" in choice["solver_method_reason"]
+    assert float(sol[-1, 0, 0, 0].detach()) == pytest.approx(np.exp(12.0), rel=1e-4)  # bdf's solution of that call

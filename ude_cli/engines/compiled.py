@@ -329,6 +329,9 @@ def run(program: Program, inputs: Sequence[torch.Tensor], shape: tuple[int, int]
 #: ``solver.method: auto`` looks at a dopri5 solve's steps for stiffness again when it took this many times the
 #: steps of the solve it last looked at (and at least GROWTH_FLOOR steps)
 GROWTH, GROWTH_FLOOR = 4, 256
+#: a solve whose states exceed this multiple of the data's (and initial states') largest magnitude is a blow-up:
+#: its steps are not read for stiffness
+BLOWUP = 1e3
 
 #: ``engine: auto`` compiles while trajectories x instructions of the right-hand side stay below this.
 #: The compiled cost grows with both (~10-30 ns per instruction per evaluation, forward and reverse);
@@ -372,6 +375,15 @@ class CompiledEngine:
         self.auto = model.settings.method == "auto"
         self.choice_reason = ""  # why auto chose what it solves with
         self._probed: set[int] = set()  # groups whose first dopri5 solve auto has probed for stiffness
+        #: later dopri5 failures that bdf solved once without a switch (no sign of stiffness in dopri5's steps)
+        self.one_off_bdf = 0
+        ds = model.problem.dataset
+        finite = [np.abs(e.observations[np.isfinite(e.observations)]) for e in ds.experiments]
+        with torch.no_grad():
+            y0 = np.abs(model.initial().detach().numpy())
+        #: the largest magnitude of the data and the initial states, against which a blow-up is judged
+        self._scale = float(max([float(x.max()) for x in finite if x.size] + [float(y0.max()) if y0.size else 0.0,
+                                                                              1e-12]))
         self._looked: dict[int, int] = {}  # group -> accepted steps of the solve auto last looked at
         self._fixed: dict[int, Program] = {}
         self._stiff: StiffSolver | None = None  # bdf's, built when bdf (or auto's stiffness probe) needs it
@@ -413,6 +425,10 @@ class CompiledEngine:
         """``solver_method`` (what solved last) and ``solver_method_reason`` for ``metrics.json``."""
         if self.method == "bdf":
             return {"solver_method": "bdf", "solver_method_reason": self.choice_reason}
+        if self.auto and self.one_off_bdf:
+            return {"solver_method": self.method, "solver_method_reason": (
+                f"solver.method: auto: dopri5's steps showed no stiffness; {self.one_off_bdf} solve(s) that dopri5 "
+                f"failed (trial points that blow up) were solved once by bdf, without switching")}
         if self.auto:
             return {"solver_method": self.method, "solver_method_reason": self.choice_reason or (
                 "solver.method: auto: dopri5's steps showed no stiffness and no dopri5 solve failed")}
@@ -539,7 +555,7 @@ class CompiledEngine:
             self.switch_to_stiff(str(exc))
         assert self._stiff is not None  # switch_to_stiff built it
         try:
-            return self._stiff.solve(inputs, shape, grid)
+            result = self._stiff.solve(inputs, shape, grid)
         except SolverError as exc:
             if failed is None:
                 raise
@@ -547,6 +563,17 @@ class CompiledEngine:
             self.method, self.choice_reason = "dopri5", reason
             raise SolverError(f"{failed.message}; bdf, tried next by solver.method: auto, failed too: {exc.message}",
                               hint=exc.hint) from None
+        if failed is not None and watch is None and self._blows_up(result[0]):
+            # a later failure whose solution runs far beyond the data is a trial point that blows up (a line
+            # search overshooting), not stiffness: bdf solves it this once, and dopri5 stays the method
+            self.method, self.choice_reason = "dopri5", reason
+            self.one_off_bdf += 1
+        return result
+
+    def _blows_up(self, solution: Any) -> bool:
+        """Whether a solution leaves :data:`BLOWUP` times the data's largest magnitude (or is not finite)."""
+        values = np.abs(np.asarray(solution.detach() if torch.is_tensor(solution) else solution, dtype=float))
+        return bool(not np.all(np.isfinite(values)) or values.max(initial=0.0) > BLOWUP * self._scale)
 
     def _watch_growth(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int]) -> None:
         """Under ``auto``, after a dopri5 solve on the data's grid that took :data:`GROWTH` times the steps of
@@ -558,6 +585,8 @@ class CompiledEngine:
         states, starts, sizes = self._adaptive.last_steps
         if len(starts) < max(GROWTH * self._looked.get(k, 0), GROWTH_FLOOR):
             return
+        if self._blows_up(states):
+            return  # a trajectory far beyond the data is a blow-up at a trial point, not a sign of stiffness
         self._looked[k] = len(starts)
         if self._stiff is None:
             self._stiff = self._stiff_solver()
