@@ -159,19 +159,6 @@ class Objective:
         values = self.model.noise.values()
         return [{role: values[p] for role, p in roles.items()} for roles in self.noise_roles]
 
-    def _floored(self, pred: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(pred, self.floor)
-
-    def _cell_nll(self, pred: torch.Tensor, obs: torch.Tensor, noise: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """Elementwise negative log-likelihood ``(T, S, Bg, n)`` (the caller masks missing cells)."""
-        columns = []
-        for j, model in enumerate(self.noise):
-            mu = pred[..., j]
-            if model is not None and model.positive:
-                mu = torch.maximum(mu, self.floor[j])
-            columns.append(model.nll(obs[..., j], mu, noise[j]) if model is not None else torch.zeros_like(mu))
-        return torch.stack(columns, -1)
-
     # -- the objective -------------------------------------------------------------------------------
     def loss(self, solutions: list[torch.Tensor], split: str = "train") -> torch.Tensor:
         """The training objective over the observed cells of ``split``, per start ``(S,)``: the mean negative
