@@ -251,14 +251,14 @@ def _same_curves(result, best: int, states: list[int]) -> dict[int, int]:
     return same
 
 
-def _data_markers(ax, e, obs: np.ndarray, color) -> None:
+def _data_markers(ax, e, obs: np.ndarray, color, ms: float = 4) -> None:
     """An experiment's observations: filled in the training window, open in the validation window."""
     tr = e.train & np.isfinite(obs)
     va = ~e.train & np.isfinite(obs)
     if tr.any():
-        ax.plot(e.t[tr], obs[tr], "o", ms=4, color=color, label="data")
+        ax.plot(e.t[tr], obs[tr], "o", ms=ms, color=color, label="data")
     if va.any():
-        ax.plot(e.t[va], obs[va], "o", ms=4, mfc="white", color=color, label="held-out data")
+        ax.plot(e.t[va], obs[va], "o", ms=ms, mfc="white", color=color, label="held-out data")
 
 
 def _panels(problem) -> bool:
@@ -361,11 +361,7 @@ def _fit_panels(result) -> Any:
             for k, j in enumerate(states):
                 c = COLORS[k % len(COLORS)]
                 ax.plot(t, y[:, best, j], color=c, lw=1.4)
-                obs = e.values[:, j]
-                tr, va = e.train & np.isfinite(obs), ~e.train & np.isfinite(obs)
-                ax.plot(e.t[tr], obs[tr], "o", ms=3, color=c)
-                if va.any():
-                    ax.plot(e.t[va], obs[va], "o", ms=3, mfc="white", color=c)
+                _data_markers(ax, e, e.values[:, j], c, ms=3)
             start = _validation_start(e)
             if start is not None:
                 ax.axvspan(start, float(max(t[-1], e.t[-1])), color="0.92", zorder=0)
