@@ -278,9 +278,31 @@ def fit_figure(result) -> Any:
     return _fit_overlay(result)
 
 
+def _experiment_grid(plt, problem, panel_height: float) -> tuple[Any, Any, int]:
+    """Small multiples: a panel per experiment titled by it (shared axes, 3 or 4 columns), the unused
+    panels hidden and the time axis labelled under each column's last panel. Returns the figure, the
+    axes ``(rows, cols)`` (experiment ``b`` at ``[b // cols, b % cols]``) and ``cols``."""
+    import math
+
+    experiments = problem.dataset.experiments
+    n = len(experiments)
+    cols = min(n, 4 if n > 9 else 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.35 * cols + 1.9, panel_height * rows + 0.7), sharex=True,
+                             sharey=True, squeeze=False)
+    for b, e in enumerate(experiments):
+        axes[b // cols, b % cols].set_title(f"{_experiment_title(problem)} {e.name}", fontsize=9, pad=2)
+    for b in range(n, rows * cols):
+        axes[b // cols, b % cols].set_visible(False)
+    for c in range(cols):
+        last = max(r for r in range(rows) if r * cols + c < n)
+        axes[last, c].set_xlabel(time_label(problem))
+        axes[last, c].xaxis.set_tick_params(labelbottom=True)
+    return fig, axes, cols
+
+
 def _residual_panels(result, standardised: bool) -> Any:
     """Residuals as small multiples: one panel per experiment, a colour per observable; shared axes."""
-    import math
     import re
 
     from matplotlib.lines import Line2D
@@ -290,13 +312,9 @@ def _residual_panels(result, standardised: bool) -> Any:
     ds = problem.dataset
     observed = ds.observables
     pred = result.predictions
-    n = len(ds.experiments)
-    cols = min(n, 4 if n > 9 else 3)
-    rows = math.ceil(n / cols)
     held_out = any(not e.train.all() for e in ds.experiments)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(2.35 * cols + 1.9, 1.55 * rows + 0.7), sharex=True,
-                                 sharey=True, squeeze=False)
+        fig, axes, cols = _experiment_grid(plt, problem, panel_height=1.55)
         for b, e in enumerate(ds.experiments):
             ax = axes[b // cols, b % cols]
             here = pred[pred["experiment"] == e.name]
@@ -312,13 +330,6 @@ def _residual_panels(result, standardised: bool) -> Any:
             if standardised:
                 for level in (-2, 2):
                     ax.axhline(level, color="0.7", lw=0.7, ls="--")
-            ax.set_title(f"{_experiment_title(problem)} {e.name}", fontsize=9, pad=2)
-        for b in range(n, rows * cols):
-            axes[b // cols, b % cols].set_visible(False)
-        for c_ in range(cols):
-            last = max(r for r in range(rows) if r * cols + c_ < n)
-            axes[last, c_].set_xlabel(time_label(problem))
-            axes[last, c_].xaxis.set_tick_params(labelbottom=True)
         fig.supylabel("standardised residual" if standardised else "residual (observed - predicted)", fontsize=10)
 
         def name(o: str) -> str:  # standardised residuals have no unit
@@ -339,7 +350,6 @@ def _residual_panels(result, standardised: bool) -> Any:
 
 def _fit_panels(result) -> Any:
     """Small multiples: one panel per experiment, titled by it, a colour per drawn state; shared axes."""
-    import math
 
     from matplotlib.lines import Line2D
 
@@ -348,13 +358,9 @@ def _fit_panels(result) -> Any:
     ds = problem.dataset
     best = result.metrics.get("best_start", 0)
     states = _drawn_states(problem)
-    n = len(ds.experiments)
-    cols = min(n, 4 if n > 9 else 3)
-    rows = math.ceil(n / cols)
     held_out = any(not e.train.all() for e in ds.experiments)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(2.35 * cols + 1.9, 1.75 * rows + 0.7), sharex=True,
-                                 sharey=True, squeeze=False)
+        fig, axes, cols = _experiment_grid(plt, problem, panel_height=1.75)
         for b, e in enumerate(ds.experiments):
             ax = axes[b // cols, b % cols]
             t, y = result.trajectories[b]
@@ -365,16 +371,9 @@ def _fit_panels(result) -> Any:
             start = _validation_start(e)
             if start is not None:
                 ax.axvspan(start, float(max(t[-1], e.t[-1])), color="0.92", zorder=0)
-            ax.set_title(f"{_experiment_title(problem)} {e.name}", fontsize=9, pad=2)
-        for b in range(n, rows * cols):
-            axes[b // cols, b % cols].set_visible(False)
-        for r in range(rows):
-            if len(states) == 1:
+        if len(states) == 1:
+            for r in range(axes.shape[0]):
                 axes[r, 0].set_ylabel(_state_axis_label(problem, problem.states[states[0]]))
-        for c_ in range(cols):
-            last = max(r for r in range(rows) if r * cols + c_ < n)
-            axes[last, c_].set_xlabel(time_label(problem))
-            axes[last, c_].xaxis.set_tick_params(labelbottom=True)
         handles = [(Line2D([], [], color=COLORS[k % len(COLORS)], lw=2),
                     _state_axis_label(problem, problem.states[j]).replace("\n", " "))
                    for k, j in enumerate(states)] if len(states) > 1 else []
