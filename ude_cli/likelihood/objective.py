@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..config import LossSpec
-from .noise import NoiseModel, noise_model
+from .noise import NoiseModel, noise_model, squared_error_description
 from .noise.base import LOG_2PI
 from .observation import ObservationModel
 
@@ -322,15 +322,7 @@ class Objective:
         """observable -> its noise model, in words."""
         out = {}
         for name, model in zip(self.names, self.noise, strict=True):
-            if model is not None:
-                out[name] = model.describe()
-            elif self.spec.log:
-                out[name] = "squared error of logarithms (log-normal, one sigma at its maximum-likelihood value)"
-            elif self.spec.scale == "std":
-                out[name] = ("squared error over the observable's spread (normal, sigma proportional to the "
-                             "spread, at its maximum-likelihood value)")
-            else:
-                out[name] = "squared error (normal, one sigma for all observables at its maximum-likelihood value)"
+            out[name] = model.describe() if model is not None else squared_error_description(self.spec)
         return out
 
 

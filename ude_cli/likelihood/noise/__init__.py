@@ -28,16 +28,23 @@ def noise_model(distribution: str, error: str = "constant") -> NoiseModel:
 __all__ = ["NOISE_MODELS", "NoiseModel", "noise_model"]
 
 
+def squared_error_description(loss) -> str:
+    """A ``training.loss`` without a noise model, in words, with the likelihood reported beside it."""
+    if loss.log:
+        return "squared error of logarithms (log-normal, one sigma at its maximum-likelihood value)"
+    if loss.scale == "std":
+        return ("squared error over the observable's spread (normal, sigma proportional to the spread, at its "
+                "maximum-likelihood value)")
+    return "squared error (normal, one sigma for all observables at its maximum-likelihood value)"
+
+
 def describe_observation_model(problem) -> list[str]:
     """The resolved observation and noise model of a problem, one line per observable and noise parameter."""
     lines = []
     for o in problem.observables.values():
         what = f"state {o.state}" if o.state is not None else o.expression.text
         if o.noise is None:
-            loss = problem.config.training.loss
-            noise = ("squared error of logarithms" if loss.log else
-                     "squared error over the observable's spread" if loss.scale == "std" else "squared error")
-            noise += " (training.loss; no noise model)"
+            noise = f"training.loss, no noise model: {squared_error_description(problem.config.training.loss)}"
         else:
             noise = noise_model(o.noise.distribution, o.noise.error).describe()
         lines.append(f"observable {o.name}: column '{o.column}' = {what}; noise: {noise}")
