@@ -341,3 +341,22 @@ def test_per_experiment_parameters_are_one_value_each(tmp_path):
     rows = result.parameters.set_index("name")
     assert rows.loc["k[a]", "experiment"] == "a"
     assert result.metrics["n_parameters"]["mechanistic"] == 2
+
+
+def test_the_fit_table_prints_per_experiment_names_as_they_are(tmp_path):
+    """`k[r1]` is a name, not rich markup: the terminal table shows it whole."""
+    from typer.testing import CliRunner
+
+    from ude_cli.cli import app
+
+    t = np.linspace(0, 4, 9)
+    write_csv(tmp_path / "d.csv", "run,t,y", [(e, ti, 2.0 * math.exp(-k * ti)) for e, k in (("r1", 0.3), ("r2", 0.7))
+                                              for ti in t])
+    (tmp_path / "c.yaml").write_text(
+        "data: {file: d.csv, experiment: run, columns: {y: y}}\n"
+        "model: {states: [y], equations: {y: '-k*y'}, parameters: {k: {init: 0.5, per_experiment: true}}}\n"
+        "training: {stages: [{optimizer: lbfgs, iterations: 20}], warm_start: none}\noutput: {plots: false}\n")
+    result = CliRunner().invoke(app, ["fit", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")],
+                                env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "k[r1]" in result.stdout and "k[r2]" in result.stdout

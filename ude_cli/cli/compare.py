@@ -57,6 +57,7 @@ def compare_command(
                               "difference": r.difference, "rtol": r.rtol, "atol": r.atol, "status": r.status}
                              for r in rows]})
     elif shown:
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"{run} vs {expected}: {len(rows) - len(bad)} of {len(rows)} within tolerance",
@@ -65,7 +66,8 @@ def compare_command(
             table.add_column(col, justify="left" if col in ("quantity", "status") else "right")
         for r in shown:
             tol = f"{r.atol:g} + {r.rtol:g}·|expected|" if r.atol else f"rtol {r.rtol:g}"
-            table.add_row(f"{r.kind} {r.name}", _num(r.expected), _num(r.actual), _num(r.difference), tol, r.status)
+            table.add_row(escape(f"{r.kind} {r.name}"), _num(r.expected), _num(r.actual), _num(r.difference), tol,
+                          r.status)
         console().print(table)
     if bad:
         typer.echo(f"error: {run}: {len(bad)} of {len(rows)} quantities differ from {expected} beyond tolerance: "

@@ -232,6 +232,7 @@ def _write_sweep(cfg, points, outcomes, *, quiet: bool, base: Path) -> None:
 
 def print_result(result, path: Path) -> None:
     """The parameters table and the key metrics, on stdout."""
+    from rich.markup import escape
     from rich.table import Table
 
     out = console()
@@ -242,8 +243,8 @@ def print_result(result, path: Path) -> None:
         for row in result.parameters.to_dict(orient="records"):
             lo, hi = row["lower"], row["upper"]
             bounds = "" if _none(lo) and _none(hi) else f"[{_fmt(lo, '-inf')}, {_fmt(hi, 'inf')}]"
-            table.add_row(str(row["name"]), f"{row['value']:.6g}", f"{row['init']:.6g}",
-                          "yes" if row["learned"] else "fixed", bounds)
+            table.add_row(escape(str(row["name"])), f"{row['value']:.6g}", f"{row['init']:.6g}",  # ka[subject 1]
+                          "yes" if row["learned"] else "fixed", escape(bounds))
         out.print(table)
     else:
         out.print(f"{result.name}: no mechanistic parameters (a neural ODE)", highlight=False)
@@ -257,11 +258,12 @@ def print_result(result, path: Path) -> None:
         line += f"; {m['solver_method_reason'].removeprefix('solver.method: ')}"
     if m["stop_reason"] not in ("completed", "converged"):
         line += f"; stopped: {m['stop_reason']}"
-    out.print(line, highlight=False)
+    out.print(line, highlight=False, markup=False)
     quality = m.get("fit_quality")
     if quality is not None:
-        out.print(f"[yellow]{quality['line']}[/yellow]" if quality["poor"] else quality["line"], highlight=False)
-    out.print(f"run directory: {path}", highlight=False)
+        out.print(f"[yellow]{escape(quality['line'])}[/yellow]" if quality["poor"] else escape(quality["line"]),
+                  highlight=False)
+    out.print(f"run directory: {escape(str(path))}", highlight=False)
 
 
 def print_summary(outcomes, skipped: list[str] | None = None) -> None:
