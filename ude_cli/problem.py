@@ -571,8 +571,8 @@ def _check_noise_against_data(observables: dict[str, Observable], dataset: Datas
                 i = int(rows[0])
                 more = f" (and {rows.size - 1} more row(s))" if rows.size > 1 else ""
                 problems.add(DataError(
-                    f"line {e.lines[i]}, column '{o.column}': {y[i]:g} does not fit the noise model of observable "
-                    f"'{o.name}': {requirement}{more}; leave the cell empty if it was not observed, or choose "
+                    f"line {e.lines[i]}, column '{o.column}': {y[i]:g} does not fit this column's noise model: "
+                    f"{requirement}{more}; leave the cell empty if it was not observed, or choose "
                     f"another noise model", where=e.file))
                 break
 
