@@ -2,7 +2,7 @@
 
 >>> from ude_cli import load_config, fit
 >>> result = fit(load_config("configs/lotka_volterra.yaml"))
->>> result.values            # fitted mechanistic parameters
+>>> result.values            # parameter values: mechanistic, observation, noise (fitted or fixed)
 >>> result.predictions       # observed / predicted / residual per state
 >>> result.save("runs/lv")   # the run directory
 """
