@@ -63,14 +63,20 @@ def discover_command(
         print_json({"status": "ok" if discovery.success else "failed", "run": str(run), "directory": str(path),
                     "verdict": discovery.verdict, "success": discovery.success, "messages": discovery.messages,
                     "equations": equation_forms(discovery),
-                    "terms": [{"term": t.label, "expression": t.expression(), "r2": t.fidelity.r2,
-                               "max_error": t.fidelity.max_error} for t in discovery.terms]})
+                    "terms": [{"term": t.label, "expression": t.expression(),
+                               "r2": None if t.degenerate else t.fidelity.r2, "max_error": t.fidelity.max_error,
+                               "degenerate": t.degenerate,
+                               "intervals": {n: iv.as_dict() for n, iv in t.intervals.items()}}
+                              for t in discovery.terms]})
     else:
         print_discovery(discovery, path, quiet=quiet)
     if not discovery.success:
         from .exits import FIT_FAILED
 
         raise typer.Exit(FIT_FAILED)
+
+
+_INTERVALS = "wald, Gauss-Newton at the refit"
 
 
 def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
@@ -89,8 +95,10 @@ def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
         typer.echo(f"  d{s}/dt = {form['numeric']}")
     typer.echo("")
     for t in discovery.terms:
-        typer.echo(f"  {t.label} = {t.expression()}   (against the network: R² {t.fidelity.r2:.4g}, "
-                   f"max error {t.fidelity.max_error:.3g})")
+        against = (f"R² {t.fidelity.r2:.4g}, " if not t.degenerate else "") + f"max error {t.fidelity.max_error:.3g}"
+        typer.echo(f"  {t.label} = {t.expression()}   (against the network: {against})")
+        for iv in t.intervals.values():
+            typer.echo(f"    {iv.name} = {iv.text()}  ({100 * iv.level:g} % interval, {_INTERVALS})")
     typer.echo("")
     for line in discovery.messages[1:]:
         typer.echo(line)

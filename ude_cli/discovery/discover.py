@@ -19,6 +19,7 @@ The network proposes, the data decide:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class DiscoverSettings:
     horizon: float | None = None
     worse_ratio: float = 3.0
     structure_p: float = 0.01
+    resamples: int = 100
+    level: float = 0.95
 
     @classmethod
     def from_spec(cls, spec, **overrides) -> DiscoverSettings:
@@ -121,6 +124,8 @@ class TermReport:
     proposal_fidelity: Fidelity
     saturated: bool = False
     exact: bool = False
+    intervals: dict = field(default_factory=dict)
+    degenerate: str | None = None
 
     def expression(self, digits: int = 4) -> str:
         """The term with its coefficients as numbers: ``"-0.9023*x*y"``."""
@@ -174,6 +179,9 @@ class Discovery:
     seconds: float
     system: OdeSystem | None = field(repr=False, default=None)
     samples: TermSamples | None = field(repr=False, default=None)
+    selection: StableSelection | None = None
+    log: list[str] = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -211,7 +219,13 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         ConfigError: the model has no learned terms, or a library function is invalid.
     """
     settings = settings or DiscoverSettings()
-    say = log or (lambda text: None)
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        lines.append(text)
+        if log is not None:
+            log(text)
+
     began = time.perf_counter()
     terms = problem.learned_terms
     if not terms:
@@ -288,6 +302,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         if better:
             chosen = alternative
 
+    chosen, stable = _stable_selection(selector, chosen, settings, say)
     saturated = _saturated(selector, chosen, terms, usable, settings, say)
     reports = []
     for t in terms:
@@ -298,7 +313,9 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         reports.append(TermReport(
             term=t, label=problem.term_label(*t), states=_states_using(problem, t), library=libraries[t],
             path=paths[t], proposal=prop, model=tm, coefficients=coefs, fidelity=fidelity(pred, samples.targets[t]),
-            proposal_fidelity=prop.fidelity, saturated=t in saturated))
+            proposal_fidelity=prop.fidelity, saturated=t in saturated,
+            degenerate=degenerate_term(problem, problem.term_label(*t), samples.targets[t], _states_using(problem, t)),
+            intervals={n: stable.intervals[n] for n in tm.names if n in stable.intervals}))
 
     system = selector.system_of(chosen)
     horizon = settings.horizon if settings.horizon is not None else default_horizon(problem)
@@ -310,13 +327,14 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     if model is not None:
         extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
     ude = _ude_scores(problem, objective, metrics, predictions)
-    verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports)
+    evidence = _evidence(objective, chosen, mechanistic, ude, selector.candidates, settings, bool(saturated))
+    verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports, evidence)
     for r in reports:
         r.exact = verdict == "recovered"
     return Discovery(problem=problem, settings=settings, terms=reports, candidates=selector.candidates, chosen=chosen,
                      mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
                      messages=messages, seconds=time.perf_counter() - began, system=system,
-                     samples=samples)
+                     samples=samples, selection=stable, log=lines, evidence=evidence)
 
 
 def _best_with_at_most(path: list[SparseFit], n: int) -> SparseFit | None:
@@ -503,9 +521,11 @@ class _Selector:
 # -- scores and verdict ------------------------------------------------------------------------
 
 def _ude_scores(problem: Problem, objective: DataObjective, metrics: Mapping, predictions) -> dict:
+    counts = metrics.get("n_parameters") or {}
+    fitted = (int(counts["total"]) - int(counts.get("noise", 0))) if "total" in counts else None
     out = {"train_loss": metrics.get("loss"), "validation_loss": metrics.get("validation_loss"),
            "train_mse": metrics.get("train_mse"), "validation_mse": metrics.get("validation_mse"),
-           "runs_z": None, "runs_p": None}
+           "runs_z": None, "runs_p": None, "fitted_values": fitted}
     if predictions is not None:
         sequences = []
         for e in problem.dataset.experiments:
@@ -524,69 +544,139 @@ def _ude_scores(problem: Problem, objective: DataObjective, metrics: Mapping, pr
 
 
 def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation: Extrapolation,
-          settings: DiscoverSettings, terms: Sequence[TermReport] = ()) -> tuple[str, list[str]]:
+          settings: DiscoverSettings, terms: Sequence[TermReport] = (), evidence: Mapping | None = None
+          ) -> tuple[str, list[str]]:
     """The verdict on a recovered model and the sentences that explain it (the first is the headline).
 
     ``failed``: a solve failed, or the model leaves the bound before the horizon. ``none``: the
     best model has no library term. ``worse``: the training loss is more than ``worse_ratio``
-    times the UDE's (and, with a validation window, the validation loss is worse too).
+    times the UDE's, and the UDE's lower loss is real: with a validation window the UDE forecasts it
+    better too; without one, when the UDE's training loss is below the (trusted) noise level, the UDE fits
+    the noise (overfitting), and the recovered model is compared with the noise level instead.
     ``approximation``: the selection gave some term every library term it could and still wanted
     more (the library lacks the term's form), or the training residuals are systematic (runs test
     p < ``structure_p``) while the UDE's are not. ``recovered``: none of these.
+
+    ``evidence`` (from :func:`discover`): ``noise_level`` (``loss``, ``trusted``, ``how``), ``cross_validation``
+    (``recovered``, ``mechanistic only``, ``blocks``), ``ude_fitted``, ``n_train``.
     """
+    evidence = evidence or {}
     r = chosen.refit
     ude_train, ude_val = ude.get("train_loss"), ude.get("validation_loss")
     ratio = r.train_loss / ude_train if ude_train else None
     val_ratio = (r.validation_loss / ude_val) if (ude_val and r.validation_loss is not None) else None
+    mech = mechanistic.refit
     scores = (f"training loss {r.train_loss:.4g} (UDE {_g(ude_train)}, mechanistic only "
-              f"{mechanistic.refit.train_loss:.4g})")
+              f"{mech.train_loss:.4g})")
     if r.validation_loss is not None:
         scores += f", validation loss {r.validation_loss:.4g} (UDE {_g(ude_val)}, mechanistic only " \
-                  f"{_g(mechanistic.refit.validation_loss)})"
+                  f"{_g(mech.validation_loss)})"
     details = [f"Scores of the recovered model: {scores}."]
     if val_ratio is not None:
-        details.append(f"On the validation window the recovered model's loss is {val_ratio:.2f} times the UDE's: "
-                       + ("it forecasts the held-out data better." if val_ratio < 1 else
-                          "the UDE forecasts the held-out data better."))
+        details.append(_validation_sentence(r.validation_loss, ude_val, mech.validation_loss))
+    cv = evidence.get("cross_validation")
+    if cv and cv.get("recovered") is not None:
+        details.append(_cv_sentence(cv))
+    noise = evidence.get("noise_level") or {}
+    level = noise.get("loss")
+    overfit = (val_ratio is None and noise.get("trusted", False) and level is not None and level > 0
+               and ude_train is not None and ude_train < level)
+    if overfit:
+        details.append(_overfit_sentence(ude_train, r.train_loss, evidence))
+        ratio = r.train_loss / level  # the reference is the noise level, not a network that fits the noise
+    elif level is not None and level > 0:
+        details.append(f"Noise level: {level:.4g} in loss units ({noise['how']}); the recovered model's training "
+                       f"loss is {r.train_loss / level:.3g} times it.")
+    degenerate = [t.degenerate for t in terms if t.degenerate]
     errors = [f"{t.label} = {t.expression()} reproduces the network with R² {t.fidelity.r2:.4g}, max error "
               f"{t.fidelity.max_error:.3g} ({100 * t.fidelity.relative_rmse:.1f} % RMS of the term's spread)."
-              for t in terms if t.model.features]
+              for t in terms if t.model.features and not t.degenerate]
+    notes = [*degenerate, *details]
     if not r.success:
-        return "failed", [f"the recovered model could not be fitted to the data: {r.message}. Do not use it.", *details]
+        return "failed", [f"the recovered model could not be fitted to the data: {r.message}. Do not use it.", *notes]
     if not extrapolation.bounded:
         return "failed", [f"the recovered model diverges when simulated to t = {extrapolation.horizon:g}: "
-                          f"{extrapolation.message}. Do not use it beyond the data.", *details]
+                          f"{extrapolation.message}. Do not use it beyond the data.", *notes]
     if chosen.n_terms == 0:
         return "none", [f"no library term lowers the BIC by more than {settings.min_improvement:g}: the data are "
-                        "explained by the mechanistic model alone as well as by any recovered term.", *details]
+                        "explained by the mechanistic model alone as well as by any recovered term.", *notes]
     saturated = [t for t in terms if t.saturated]
-    if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1):
+    if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1) and not overfit:
         lacking = ""
         if saturated:
             lacking = (f" The data ask for more library terms in {_term_counts(saturated)} than the selection may give (max_terms = "
                        f"{settings.max_terms}): the library most likely lacks the learned term's form, and this is "
                        "a poor approximation; try candidate functions of that form (--function) or a larger "
                        "--max-terms.")
-        return "worse", [f"the recovered model fits the training data {ratio:.2f} times worse than the UDE "
+        against = "the noise level (the UDE fits below it)" if overfit else "the UDE"
+        return "worse", [f"the recovered model fits the training data {ratio:.2f} times worse than {against} "
                          f"(more than {settings.worse_ratio:g}): it does not replace the network.{lacking}",
-                         *details, *errors]
+                         *notes, *errors]
     if saturated:
         return "approximation", [
             f"the data ask for more library terms in {_term_counts(saturated)} than the selection may give (max_terms = "
             f"{settings.max_terms}, or the whole library): the library most likely lacks the learned term's form, "
             "and the recovered equation is an approximation, not the law; try other candidate functions.",
-            *errors, *details]
+            *errors, *notes]
     ude_p = ude.get("runs_p")
     if r.runs_p < settings.structure_p and (ude_p is None or ude_p >= settings.structure_p):
         return "approximation", [
             f"the recovered model leaves systematic residuals (runs test p = {r.runs_p:.2g}) where the UDE does "
             f"not{'' if ude_p is None else f' (p = {ude_p:.2g})'}: the library does not contain the learned "
-            "terms' form, and the equations are an approximation.", *errors, *details]
+            "terms' form, and the equations are an approximation.", *errors, *notes]
     bounded = f"stays bounded to t = {extrapolation.horizon:g}"
-    fit = "fits the data as well as the UDE" if ratio is None or ratio <= 1.5 else \
-        f"fits the training data {ratio:.2f} times worse than the UDE (which has far more parameters)"
+    if overfit:
+        fit = (f"fits the data at the noise level (its training loss is {ratio:.3g} times it; the UDE fits below it: "
+               "overfitting)")
+    elif ratio is None or ratio <= 1.5:
+        fit = "fits the data as well as the UDE" if ratio is None or ratio >= 1 / 1.5 else \
+            f"fits the training data better than the UDE (its loss is {ratio:.2f} times the UDE's)"
+    else:
+        fit = f"fits the training data {ratio:.2f} times worse than the UDE (which has far more parameters)"
     return "recovered", [f"the recovered model {fit}, leaves residuals that look like noise (runs test "
-                         f"p = {r.runs_p:.2g}) and {bounded}.", *details, *errors]
+                         f"p = {r.runs_p:.2g}) and {bounded}.", *notes, *errors]
+
+
+def _compare(a: float, b: float) -> str:
+    """``"lower than"``, ``"higher than"`` or ``"equal to"`` (within 0.5 %, the precision the sentences print)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return "lower than" if a < b else ("higher than" if a > b else "equal to")
+    if abs(a - b) <= 0.005 * max(abs(a), abs(b)):
+        return "equal to"
+    return "lower than" if a < b else "higher than"
+
+
+def _validation_sentence(rec: float, ude: float, mech: float | None) -> str:
+    """Who forecasts the validation window best, said from the numbers it prints."""
+    text = f"On the validation window the recovered model's loss {rec:.4g} is {_compare(rec, ude)} the UDE's {ude:.4g}"
+    text += {"lower than": ": it forecasts the held-out data better.",
+             "higher than": ": the UDE forecasts the held-out data better.",
+             "equal to": ": they forecast the held-out data equally well."}[_compare(rec, ude)]
+    if mech is not None and math.isfinite(mech) and _compare(mech, min(rec, ude)) == "lower than":
+        text += (f" The mechanistic-only model forecasts them better than both (validation loss {mech:.4g}): the "
+                 "learned terms do not help beyond the training data.")
+    return text
+
+
+def _cv_sentence(cv: Mapping) -> str:
+    rec, mech = cv["recovered"], cv.get("mechanistic only")
+    text = (f"Held out by time blocks ({cv['blocks']} blocks of consecutive observation times, each predicted by the "
+            f"model refitted to the others, one Gauss-Newton step): the recovered model's loss {rec:.4g}")
+    if mech is not None:
+        text += f", the mechanistic-only model's {mech:.4g}"
+        if _compare(mech, rec) == "lower than":
+            text += ": the mechanistic-only model predicts the held-out blocks better"
+    return text + " (the UDE is not cross-validated: that would refit its network)."
+
+
+def _overfit_sentence(ude_train: float, rec_train: float, evidence: Mapping) -> str:
+    noise = evidence["noise_level"]
+    level, p, n = noise["loss"], evidence.get("ude_fitted"), evidence.get("n_train")
+    values = f"with {p} fitted values for {n} observations, " if p is not None else ""
+    return (f"The UDE's training loss {ude_train:.4g} is below the noise level {level:.4g} ({ude_train / level:.2g} "
+            f"times it; {noise['how']}): {values}it fits the noise (overfitting). The recovered model is compared "
+            f"with the noise level instead of the UDE: its training loss {rec_train:.4g} is {rec_train / level:.3g} "
+            "times it.")
 
 
 def _term_counts(terms: list[TermReport]) -> str:
@@ -596,3 +686,225 @@ def _term_counts(terms: list[TermReport]) -> str:
 
 def _g(x) -> str:
     return "n/a" if x is None else f"{x:.4g}"
+
+
+# -- stable selection -------------------------------------------------------------------------------
+
+@dataclass
+class StableSelection:
+    """What the resampling and the backward check decided (``discovery.json`` ``selection``).
+
+    Attributes:
+        resamples: halves of the observation times drawn (complementary pairs).
+        won: the share of halves won by the candidate the resampling chose (None without resampling).
+        frequency: ``(term label, feature)`` -> the share of halves whose best candidate has it.
+        checks: per term of the final model: its interval, the criterion's gain from keeping it, kept or not, why.
+        intervals: the final model's coefficients' intervals, by name.
+        ranking: the candidates by criterion on all the data (best first): model, BIC, share of halves won.
+    """
+
+    resamples: int
+    won: float | None
+    frequency: dict[tuple[str, str], float]
+    checks: list[dict]
+    intervals: dict
+    ranking: list[dict]
+
+
+def _features_of(candidate: Candidate) -> list[tuple[tuple[str, int], str]]:
+    return [(t, f.text) for t, tm in candidate.term_models.items() for f in tm.features]
+
+
+def _stable_selection(selector: _Selector, chosen: Candidate, settings: DiscoverSettings,
+                      say: Callable[[str], None]) -> tuple[Candidate, StableSelection]:
+    """Keep the terms the data support, not the noise: among every candidate refitted so far (and the chosen
+    model's sub-models), the one that wins the most halves of the observation times (complementary pairs,
+    each half's candidates refitted by one Gauss-Newton step and ranked by BIC + ``min_improvement`` per
+    term); then a backward check of each of its terms: its Wald interval must exclude zero and keeping it
+    must lower the information criterion on all the data by more than ``min_improvement``. Every decision
+    is logged.
+
+    Why the structure that wins most halves and not each term's selection frequency: library terms are
+    often near substitutes along one trajectory (x*y and y**2 on a predator-prey cycle), and split the
+    halves between them; a threshold on each term's frequency would then drop both."""
+    from .stability import local_fit, stability_selection, wald_intervals
+
+    objective = selector.objective
+    likelihood = bool(objective.likelihood)
+    _submodels(selector, chosen)  # the backward check and the resampling compare with them
+    pool: dict[tuple, Candidate] = {}
+    fits = {}
+    for key, cand in selector._cache.items():
+        fit = local_fit(cand.refit)
+        if fit is not None and np.isfinite(cand.refit.bic):
+            pool[key], fits[key] = cand, fit
+    groups, constants = objective.cell_groups("train"), objective.cell_constants("train")
+    if not fits or len(np.unique(groups)) < 4:
+        intervals = wald_intervals(chosen.refit, [n for tm in chosen.term_models.values() for n in tm.names],
+                                   likelihood, settings.level)
+        return chosen, StableSelection(0, None, {}, [], intervals, [])
+    stab = stability_selection(fits, {k: c.n_terms for k, c in pool.items()},
+                               {k: _features_of(c) for k, c in pool.items()}, groups, constants, likelihood,
+                               settings.min_improvement, settings.resamples)
+    frequency = {(_label(t), f): v for (t, f), v in stab.frequency.items()}
+    for f in sorted(stab.frequency, key=lambda f: (-stab.frequency[f], _label(f[0]), f[1])):
+        say(f"stability selection: {_label(f[0])} {f[1]} is in the best candidate of "
+            f"{100 * stab.frequency[f]:.0f} % of {stab.resamples} halves of the observation times")
+    top = sorted(pool, key=lambda k: (-stab.wins[k], pool[k].refit.bic))
+    say("stability selection: the candidates that win most halves: "
+        + "; ".join(f"{pool[k].describe()} ({100 * stab.wins[k]:.0f} %)" for k in top[:3] if stab.wins[k] > 0))
+    mode = top[0]
+    current = pool[mode]
+    chosen_key = selector._key(selector.supports_of(chosen))
+    if mode != chosen_key:
+        say(f"stability selection: {current.describe()} (BIC {current.refit.bic:.2f}) wins the most halves "
+            f"({100 * stab.wins[mode]:.0f} %) and replaces {chosen.describe()} (BIC {chosen.refit.bic:.2f}, "
+            f"{100 * stab.wins.get(chosen_key, 0.0):.0f} %): the whole data prefer the latter, most halves of them "
+            "the former")
+    else:
+        say(f"stability selection: the chosen model wins the most halves ({100 * stab.wins[mode]:.0f} %)")
+    checks: list[dict] = []
+    while True:
+        names = [n for tm in current.term_models.values() for n in tm.names]
+        intervals = wald_intervals(current.refit, names, likelihood, settings.level)
+        failing = []
+        checks = []
+        for t, tm in current.term_models.items():
+            for k_name, feat in zip(tm.names, tm.features, strict=True):
+                sup = selector.supports_of(current)
+                k = next(i for i, f in enumerate(selector.libraries[t].features) if f.text == feat.text)
+                without = {**sup, t: tuple(i for i in sup[t] if i != k)}
+                sub = selector.evaluate(without, {}, "backward check", base=current)
+                gain = (sub.refit.bic - current.refit.bic) if sub.refit.success else float("inf")
+                iv = intervals[k_name]
+                reasons = []
+                if not iv.excludes_zero:
+                    reasons.append(f"its {100 * settings.level:g} % interval {iv.text()} includes 0")
+                if not gain > settings.min_improvement:
+                    reasons.append(f"keeping it lowers the BIC by {gain:.2f}, not by more than "
+                                   f"discover.min_improvement = {settings.min_improvement:g}")
+                checks.append({"term": _label(t), "feature": feat.text, "coefficient": k_name,
+                               "interval": iv.as_dict(), "bic_gain": _finite_or_none(gain), "kept": not reasons,
+                               "why": "; ".join(reasons) if reasons else
+                               (f"its interval {iv.text()} excludes 0 and keeping it lowers the BIC by "
+                                + ("more than any finite amount (without it the refit fails)"
+                                   if not np.isfinite(gain) else f"{gain:.2f}"))})
+                if reasons:
+                    failing.append((gain, sub, checks[-1]))
+        if not failing:
+            for c in checks:
+                say(f"check: {c['term']} {c['feature']} kept: {c['why']}")
+            break
+        gain, sub, check = min(failing, key=lambda item: item[0])
+        say(f"check: {check['term']} {check['feature']} dropped: {check['why']}")
+        current = sub
+    ranking = []
+    for key in sorted(pool, key=lambda k: pool[k].refit.bic)[:8]:
+        cand = pool[key]
+        ranking.append({"model": cand.describe(), "source": cand.source, "n_terms": cand.n_terms,
+                        "bic": float(cand.refit.bic), "train_loss": cand.refit.train_loss,
+                        "halves_won": stab.wins[key]})
+    return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking)
+
+
+def _submodels(selector: _Selector, candidate: Candidate) -> list[Candidate]:
+    """``candidate`` with each of its library terms dropped in turn, refitted."""
+    out = []
+    sup = selector.supports_of(candidate)
+    for t, ks in sup.items():
+        for k in ks:
+            out.append(selector.evaluate({**sup, t: tuple(i for i in ks if i != k)}, {}, "backward check",
+                                         base=candidate))
+    return out
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+# -- the evidence against the noise ---------------------------------------------------------------
+
+#: Time blocks of the cross-validation when there is no validation window.
+CV_BLOCKS = 5
+
+
+def _evidence(objective: DataObjective, chosen: Candidate, mechanistic: Candidate, ude: Mapping,
+              candidates: Sequence[Candidate], settings: DiscoverSettings, saturated: bool) -> dict:
+    """What the verdict weighs besides the training losses: the noise level, and a cross-validation over
+    time blocks (when there is no validation window).
+
+    The noise level is estimated from the residuals of the best candidate by BIC (``RSS/(n - k)``, the
+    unbiased estimate of the variance of its noise model; with a noise model, that variance's NLL per
+    observation), not from the UDE, which can fit the noise. It is trusted (``trusted``) only when that
+    candidate's residuals look like noise (runs test p >= ``structure_p``) and no term asks for more library
+    terms than it may have: a model missing a term's form leaves more than noise."""
+    from .stability import CV_METHOD, block_cross_validation, local_fit
+
+    likelihood = bool(objective.likelihood)
+    fitted = [c for c in candidates if c.refit.success and np.isfinite(c.refit.bic) and c.refit.residuals is not None]
+    best = min(fitted, key=lambda c: c.refit.bic) if fitted else chosen
+    r = best.refit
+    n, k = r.n_train, r.n_free
+    out: dict = {"n_train": n, "ude_fitted": ude.get("fitted_values")}
+    level = None
+    if r.residuals is not None and n > k:
+        rss = float(r.residuals @ r.residuals)
+        if likelihood:
+            level = float((0.5 * rss * n / (n - k) + objective.cell_constants("train").sum()) / n)
+        else:
+            level = rss / (n - k)
+    if level is not None:
+        trusted = r.runs_p >= settings.structure_p and not saturated
+        out["noise_level"] = {
+            "loss": level, "trusted": trusted, "from": best.describe(),
+            "how": (f"from the residuals of the best candidate by BIC, RSS/(n - k) with n = {n} observations and k = "
+                    f"{k} fitted values" + (", as an NLL per observation of the noise model" if likelihood else "")
+                    + ("" if trusted else "; not used: that candidate's residuals are systematic or a term asks for "
+                       "more library terms"))}
+    else:
+        out["noise_level"] = None
+    if objective.count("validation") == 0:
+        groups, constants = objective.cell_groups("train"), objective.cell_constants("train")
+        cv: dict = {"blocks": CV_BLOCKS, "method": CV_METHOD}
+        for name, cand in (("recovered", chosen), ("mechanistic only", mechanistic)):
+            fit = local_fit(cand.refit)
+            cv[name] = block_cross_validation(fit, groups, constants, likelihood, CV_BLOCKS) if fit else None
+        out["cross_validation"] = cv
+    return out
+
+
+#: A learned term whose spread along the data is below this share of its mean is constant; one whose
+#: largest value is below this share of its states' typical rate of change is zero.
+DEGENERATE = 0.01
+
+
+def degenerate_term(problem: Problem, label: str, values: np.ndarray, states: Sequence[str]) -> str | None:
+    """The sentence for a learned term that is nearly constant or nearly zero along the visited states
+    (None when it varies): no regression on it can say anything, and no R² or percentage of its spread
+    means anything either.
+
+    The scale of "nearly zero" is the typical rate of change of the states whose equations use it: each
+    one's range in the data over the data's time span."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    mean, spread, largest = float(v.mean()), float(v.std()), float(np.max(np.abs(v)))
+    rates = []
+    for e in problem.dataset.experiments:
+        span = float(np.ptp(e.t)) if len(e.t) > 1 else 0.0
+        for s in states:
+            if s in problem.dataset.observed and span > 0:
+                col = e.values[:, problem.states.index(s)]
+                col = col[np.isfinite(col)]
+                if col.size > 1:
+                    rates.append(float(np.ptp(col)) / span)
+    rate = max(rates) if rates else None
+    if rate is not None and rate > 0 and largest <= DEGENERATE * rate:
+        return (f"{label} is nearly zero along the data (largest |{label}| {largest:.2g}, "
+                f"{100 * largest / rate:.2g} % of the typical rate of change of "
+                f"{', '.join(states)}): nothing to discover; the mechanistic model needs no correction there.")
+    if spread <= DEGENERATE * abs(mean):
+        return (f"{label} is constant ({mean:.2g} ± {spread:.1g}) along the data: nothing to discover; the "
+                "correction is an offset.")
+    return None

@@ -105,11 +105,23 @@ def equations_markdown(discovery: Discovery) -> str:
               "|---|---|---|---|---|---|"]
     for tr in discovery.terms:
         prop = _format_support(tr.proposal.coefficients, tr.library.names)
+        r2 = "n/a (degenerate term)" if tr.degenerate else f"{tr.fidelity.r2:.4g}"
         lines.append(f"| `{tr.label}` | {', '.join(f'd{s}/dt' for s in tr.states)} | `{tr.expression()}` | "
-                     f"{tr.fidelity.r2:.4g} | {tr.fidelity.max_error:.4g} | `{prop}` |")
-    lines += ["", "## Parameters (refitted to the data)", "", "| name | value | fitted | meaning |", "|---|---|---|---|"]
+                     f"{r2} | {tr.fidelity.max_error:.4g} | `{prop}` |")
+    lines += [f"- {tr.degenerate}" for tr in discovery.terms if tr.degenerate]
+    intervals = {n: iv for tr in discovery.terms for n, iv in tr.intervals.items()}
+    level = f"{100 * discovery.settings.level:g} %"
+    lines += ["", "## Parameters (refitted to the data)", "",
+              f"| name | value | {level} interval | fitted | meaning |", "|---|---|---|---|---|"]
     for name, p in discovery.chosen.parameters.items():
-        lines.append(f"| `{name}` | {r.values[name]:.6g} | {'no (fixed)' if p.fixed else 'yes'} | {p.description} |")
+        iv = intervals.get(name)
+        band = "" if iv is None else ("unbounded" if not np.isfinite(iv.se) else f"[{iv.lower:.4g}, {iv.upper:.4g}]")
+        lines.append(f"| `{name}` | {r.values[name]:.6g} | {band} | {'no (fixed)' if p.fixed else 'yes'} | "
+                     f"{p.description} |")
+    if intervals:
+        from .stability import INTERVAL_METHOD
+
+        lines += ["", f"Intervals of the recovered coefficients: {INTERVAL_METHOD}."]
     for label in r.free:
         if "(t0)" in label:
             lines.append(f"| `{label}` | {_initial_value(discovery, label):.6g} | yes | initial state |")
@@ -121,6 +133,24 @@ def equations_markdown(discovery: Discovery) -> str:
         rr = cand.refit
         lines.append(f"| {name} | {_g(rr.train_loss)} | {_g(rr.validation_loss)} | {rr.bic:.2f} | {rr.n_free} |")
     lines += ["", f"Loss: {_loss_kind(problem)} over the observed cells, as in the fit's `metrics.json`.", ""]
+    sel = discovery.selection
+    if sel is not None and sel.ranking:
+        lines += ["## Selection", "",
+                  f"Stability selection over {sel.resamples} halves of the observation times: the candidate that "
+                  f"wins the most halves is taken (it won {100 * (sel.won or 0):.0f} %); each of its terms is kept if its "
+                  f"{level} interval excludes 0 and keeping it lowers the BIC by more than "
+                  f"{discovery.settings.min_improvement:g}.", "",
+                  "| term | feature | in the best candidate of | in the recovered model |", "|---|---|---|---|"]
+        final = {(tr.label, f.text) for tr in discovery.terms for f in tr.model.features}
+        for (t, f), v in sorted(sel.frequency.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| `{t}` | `{f}` | {100 * v:.0f} % of the halves | {'yes' if (t, f) in final else 'no'} |")
+        lines += ["", "| check | kept | why |", "|---|---|---|"]
+        lines += [f"| `{c['term']}` `{c['feature']}` | {'yes' if c['kept'] else 'no'} | {c['why']} |" for c in sel.checks]
+        lines += ["", "Runner-up structures (all the data):", "", "| model | terms | BIC | training loss | halves won |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| `{c['model']}` | {c['n_terms']} | {c['bic']:.2f} | {c['train_loss']:.4g} | "
+                  f"{100 * c['halves_won']:.0f} % |" for c in sel.ranking]
+        lines.append("")
     lines += ["## Beyond the data", ""]
     for name, ext in discovery.extrapolations.items():
         state = f"stays bounded to t = {ext.horizon:g}" if ext.bounded else \
@@ -261,7 +291,35 @@ def discovery_record(discovery: Discovery) -> dict:
         "ude": discovery.ude,
         "extrapolation": {k: e.summary(problem.states) for k, e in discovery.extrapolations.items()},
         "candidates": [_candidate_record(c, experiments, problem.states, brief=True) for c in discovery.candidates],
+        "selection": _selection_record(discovery),
+        "evidence": discovery.evidence,
+        "log": discovery.log,
         "seconds": round(discovery.seconds, 3),
+    }
+
+
+def _selection_record(discovery: Discovery) -> dict | None:
+    """How the terms were kept: stability selection, the backward check with intervals, the runner-ups."""
+    from .stability import INTERVAL_METHOD
+
+    sel = discovery.selection
+    if sel is None:
+        return None
+    final = {(tr.label, f.text) for tr in discovery.terms for f in tr.model.features}
+    return {
+        "method": ("stability selection over halves of the observation times (complementary pairs), each half's "
+                   "candidates refitted by one Gauss-Newton step and ranked by BIC + min_improvement per term; the "
+                   "candidate that wins the most halves is taken, then each of its terms checked: its interval "
+                   "excludes 0 and keeping it lowers the BIC on all the data by more than min_improvement"),
+        "interval_method": INTERVAL_METHOD,
+        "level": discovery.settings.level,
+        "resamples": sel.resamples,
+        "halves_won": sel.won,
+        "frequency": [{"term": t, "feature": f, "frequency": v, "kept": (t, f) in final}
+                      for (t, f), v in sorted(sel.frequency.items(), key=lambda kv: -kv[1])],
+        "checks": sel.checks,
+        "intervals": {n: iv.as_dict() for n, iv in sel.intervals.items()},
+        "runner_ups": sel.ranking,
     }
 
 
@@ -271,20 +329,33 @@ def _verdict_meaning(verdict: str) -> str:
     return VERDICTS[verdict]
 
 
+def _fidelity_record(fid, degenerate: bool) -> dict:
+    """A fidelity as a dict; without R² and relative RMS where the term is degenerate (their denominator, the
+    term's spread, is next to nothing)."""
+    out = fid.as_dict()
+    if degenerate:
+        out.update(r2=None, relative_rmse=None)
+    return out
+
+
 def _term_record(tr) -> dict:
     names = tr.library.names
+    degenerate = tr.degenerate is not None
     return {
         "term": tr.label, "network": tr.term[0], "output": tr.term[1], "states": tr.states,
         "library": names,
+        "degenerate": tr.degenerate,
         "recovered": {"expression": tr.expression(6),
                       "coefficients": {n: tr.coefficients[n] for n in tr.model.names},
+                      "intervals": {n: iv.as_dict() for n, iv in tr.intervals.items()},
                       "features": [f.text for f in tr.model.features],
-                      "fidelity_to_network": tr.fidelity.as_dict()},
+                      "fidelity_to_network": _fidelity_record(tr.fidelity, degenerate)},
         "pysindy": {
             "chosen_threshold": tr.proposal.threshold,
             "expression": _format_support(tr.proposal.coefficients, names),
-            "fidelity_to_network": tr.proposal_fidelity.as_dict(),
-            "path": [{"threshold": p.threshold, "n_terms": len(p.support), "bic": p.bic, "r2": p.fidelity.r2,
+            "fidelity_to_network": _fidelity_record(tr.proposal_fidelity, degenerate),
+            "path": [{"threshold": p.threshold, "n_terms": len(p.support), "bic": p.bic,
+                      "r2": None if degenerate else p.fidelity.r2,
                       "max_error": p.fidelity.max_error, "expression": _format_support(p.coefficients, names)}
                      for p in tr.path],
         },

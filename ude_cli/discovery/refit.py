@@ -465,6 +465,23 @@ class DataObjective:
             return float(2.0 * n * self.loss_of(residuals, "train") + k * np.log(n))
         return information_criterion(self.loss_of(residuals) * n, n, k)
 
+    def cell_groups(self, split: str = "train") -> np.ndarray:
+        """For each residual of ``split`` (in :meth:`residuals`' order), the observation time it belongs to
+        (an index over every experiment's rows): the unit that resampling draws."""
+        out, offset = [], 0
+        for b in range(len(self.experiments)):
+            m = self.mask(b, split)
+            out.append(np.nonzero(m)[0] + offset)
+            offset += m.shape[0]
+        return np.concatenate(out) if out else np.zeros(0, dtype=int)
+
+    def cell_constants(self, split: str = "train") -> np.ndarray:
+        """For each residual of ``split``: the cell's smallest NLL (with a noise model; zeros without), so
+        that the NLL of any subset of cells is ``sum(r^2)/2 + sum(these)``."""
+        if not self.likelihood:
+            return np.zeros(self.count(split))
+        return np.concatenate([self.saturated[b][self.mask(b, split)] for b in range(len(self.experiments))])
+
     def count(self, split: str) -> int:
         return int(sum(self.mask(b, split).sum() for b in range(len(self.experiments))))
 
@@ -548,6 +565,10 @@ class Refit:
     runs_p: float = 1.0
     evaluations: int = 0
     extra: dict = field(default_factory=dict)
+    #: the training residuals at ``values`` (the objective's, ``(m,)``) and their Jacobian with respect to
+    #: ``free`` (``(m, k)``, the optimiser's forward differences at its solution; None when not fitted)
+    residuals: np.ndarray | None = field(default=None, repr=False)
+    jacobian: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_free(self) -> int:
@@ -668,11 +689,13 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
 
     message = ""
     converged = True
+    jacobian = None
     if free:
         try:
             sol = least_squares(fun, np.array(x0), jac=jac, bounds=(lower_a, upper_a), method="trf",
                                 x_scale="jac", max_nfev=max_evaluations)
             x = sol.x
+            jacobian = np.asarray(sol.jac, dtype=float)  # trf recomputes it at each accepted point: at x
             converged = bool(sol.status > 0)
             if not converged:
                 message = f"the optimiser stopped after {max_evaluations} evaluations without converging"
@@ -681,8 +704,13 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
     else:
         x = np.array([])
     vals, init = unpack(x)
-    return score(system, objective, vals, init, [name for name, _ in free], evaluations[0],
-                 converged=converged, message=message)
+    fitted = score(system, objective, vals, init, [name for name, _ in free], evaluations[0],
+                   converged=converged, message=message)
+    if jacobian is None and not free:
+        jacobian = np.zeros((fitted.n_train, 0))
+    if jacobian is not None and fitted.residuals is not None and jacobian.shape[0] == fitted.residuals.size:
+        fitted.jacobian = jacobian
+    return fitted
 
 
 def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, float], initial: np.ndarray,
@@ -706,4 +734,4 @@ def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, floa
                  train_mse=objective.mse_per_state(preds, "train", system.states),
                  validation_mse=objective.mse_per_state(preds, "validation", system.states),
                  bic=bic, n_train=int(train.size), success=ok, message=failure or message, runs_z=z, runs_p=p,
-                 evaluations=evaluations)
+                 evaluations=evaluations, residuals=train)
