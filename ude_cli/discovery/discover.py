@@ -303,6 +303,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
             chosen = alternative
 
     chosen, stable = _stable_selection(selector, chosen, settings, say)
+    _calibrate_runs(objective, chosen, say)
     saturated = _saturated(selector, chosen, terms, usable, settings, say)
     reports = []
     for t in terms:
@@ -327,7 +328,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     if model is not None:
         extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
     ude = _ude_scores(problem, objective, metrics, predictions)
-    evidence = _evidence(objective, chosen, mechanistic, ude, selector.candidates, settings, bool(saturated))
+    evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
     verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports, evidence)
     for r in reports:
         r.exact = verdict == "recovered"
@@ -580,7 +581,7 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
     noise = evidence.get("noise_level") or {}
     level = noise.get("loss")
     overfit = (val_ratio is None and noise.get("trusted", False) and level is not None and level > 0
-               and ude_train is not None and ude_train < level)
+               and ude_train is not None and ude_train < noise.get("below", 0.0))
     if overfit:
         details.append(_overfit_sentence(ude_train, r.train_loss, evidence))
         ratio = r.train_loss / level  # the reference is the noise level, not a network that fits the noise
@@ -601,7 +602,7 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
         return "none", [f"no library term lowers the BIC by more than {settings.min_improvement:g}: the data are "
                         "explained by the mechanistic model alone as well as by any recovered term.", *notes]
     saturated = [t for t in terms if t.saturated]
-    if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1) and not overfit:
+    if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1):
         lacking = ""
         if saturated:
             lacking = (f" The data ask for more library terms in {_term_counts(saturated)} than the selection may give (max_terms = "
@@ -619,22 +620,24 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
             "and the recovered equation is an approximation, not the law; try other candidate functions.",
             *errors, *notes]
     ude_p = ude.get("runs_p")
-    if r.runs_p < settings.structure_p and (ude_p is None or ude_p >= settings.structure_p):
+    runs_p = r.extra.get("runs_p_calibrated", r.runs_p)
+    calibrated = " calibrated for the fit" if "runs_p_calibrated" in r.extra else ""
+    if runs_p < settings.structure_p and (ude_p is None or ude_p >= settings.structure_p):
         return "approximation", [
-            f"the recovered model leaves systematic residuals (runs test p = {r.runs_p:.2g}) where the UDE does "
+            f"the recovered model leaves systematic residuals (runs test p = {runs_p:.2g}{calibrated}) where the UDE does "
             f"not{'' if ude_p is None else f' (p = {ude_p:.2g})'}: the library does not contain the learned "
             "terms' form, and the equations are an approximation.", *errors, *notes]
     bounded = f"stays bounded to t = {extrapolation.horizon:g}"
     if overfit:
-        fit = (f"fits the data at the noise level (its training loss is {ratio:.3g} times it; the UDE fits below it: "
-               "overfitting)")
+        fit = (f"fits the data {'at' if ratio <= 1.5 else f'{ratio:.2f} times'} the noise level (its training loss "
+               f"is {ratio:.3g} times it; the UDE fits below it: overfitting)")
     elif ratio is None or ratio <= 1.5:
         fit = "fits the data as well as the UDE" if ratio is None or ratio >= 1 / 1.5 else \
             f"fits the training data better than the UDE (its loss is {ratio:.2f} times the UDE's)"
     else:
         fit = f"fits the training data {ratio:.2f} times worse than the UDE (which has far more parameters)"
     return "recovered", [f"the recovered model {fit}, leaves residuals that look like noise (runs test "
-                         f"p = {r.runs_p:.2g}) and {bounded}.", *notes, *errors]
+                         f"p = {runs_p:.2g}{calibrated}) and {bounded}.", *notes, *errors]
 
 
 def _compare(a: float, b: float) -> str:
@@ -674,7 +677,8 @@ def _overfit_sentence(ude_train: float, rec_train: float, evidence: Mapping) -> 
     level, p, n = noise["loss"], evidence.get("ude_fitted"), evidence.get("n_train")
     values = f"with {p} fitted values for {n} observations, " if p is not None else ""
     return (f"The UDE's training loss {ude_train:.4g} is below the noise level {level:.4g} ({ude_train / level:.2g} "
-            f"times it; {noise['how']}): {values}it fits the noise (overfitting). The recovered model is compared "
+            f"times it; {noise['how']}), and below {noise['below']:.4g}, where chance would put a correct model "
+            f"only once in 20 times: {values}it fits the noise (overfitting). The recovered model is compared "
             f"with the noise level instead of the UDE: its training loss {rec_train:.4g} is {rec_train / level:.3g} "
             "times it.")
 
@@ -763,10 +767,16 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
             "the former")
     else:
         say(f"stability selection: the chosen model wins the most halves ({100 * stab.wins[mode]:.0f} %)")
+    # the keep test is adjusted for the number of library terms the selection could have taken (Bonferroni):
+    # the forward selection picks the best of them, so one at 95 % would let a spurious term through every
+    # 1 / (0.05 m) discoveries
+    m = max(1, sum(int(u.sum()) for u in selector.usable.values()))
+    keep_level = 1.0 - (1.0 - settings.level) / m
     checks: list[dict] = []
     while True:
         names = [n for tm in current.term_models.values() for n in tm.names]
         intervals = wald_intervals(current.refit, names, likelihood, settings.level)
+        strict = wald_intervals(current.refit, names, likelihood, keep_level)
         failing = []
         checks = []
         for t, tm in current.term_models.items():
@@ -776,17 +786,20 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
                 without = {**sup, t: tuple(i for i in sup[t] if i != k)}
                 sub = selector.evaluate(without, {}, "backward check", base=current)
                 gain = (sub.refit.bic - current.refit.bic) if sub.refit.success else float("inf")
-                iv = intervals[k_name]
+                iv, wide = intervals[k_name], strict[k_name]
                 reasons = []
-                if not iv.excludes_zero:
-                    reasons.append(f"its {100 * settings.level:g} % interval {iv.text()} includes 0")
+                if not wide.excludes_zero:
+                    reasons.append(f"its interval {wide.text()} includes 0 at {100 * keep_level:.4g} % ({100 * settings.level:g} % "
+                                   f"adjusted for the {m} library terms the selection could take)")
                 if not gain > settings.min_improvement:
                     reasons.append(f"keeping it lowers the BIC by {gain:.2f}, not by more than "
                                    f"discover.min_improvement = {settings.min_improvement:g}")
                 checks.append({"term": _label(t), "feature": feat.text, "coefficient": k_name,
-                               "interval": iv.as_dict(), "bic_gain": _finite_or_none(gain), "kept": not reasons,
+                               "interval": iv.as_dict(), "adjusted_interval": wide.as_dict(),
+                               "bic_gain": _finite_or_none(gain), "kept": not reasons,
                                "why": "; ".join(reasons) if reasons else
-                               (f"its interval {iv.text()} excludes 0 and keeping it lowers the BIC by "
+                               (f"its interval {wide.text()} at {100 * keep_level:.4g} % ({100 * settings.level:g} % "
+                                f"adjusted for the {m} library terms) excludes 0 and keeping it lowers the BIC by "
                                 + ("more than any finite amount (without it the refit fails)"
                                    if not np.isfinite(gain) else f"{gain:.2f}"))})
                 if reasons:
@@ -805,6 +818,21 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
                         "bic": float(cand.refit.bic), "train_loss": cand.refit.train_loss,
                         "halves_won": stab.wins[key]})
     return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking)
+
+
+def _calibrate_runs(objective: DataObjective, chosen: Candidate, say: Callable[[str], None]) -> None:
+    """The chosen model's runs test, calibrated for the fit (:func:`~ude_cli.discovery.stability.calibrated_runs_p`),
+    into ``chosen.refit.extra["runs_p_calibrated"]``: the verdict reads it."""
+    from .stability import calibrated_runs_p, local_fit
+
+    fit = local_fit(chosen.refit)
+    if fit is None:
+        return
+    p = calibrated_runs_p(fit, objective.cell_groups("train"), objective.cell_states("train"),
+                          objective.cell_experiments("train"))
+    chosen.refit.extra["runs_p_calibrated"] = p
+    say(f"runs test of the recovered model's residuals: p = {chosen.refit.runs_p:.2g} against independent signs, "
+        f"{p:.2g} calibrated for the fit (residuals of a fitted model change sign less often than noise does)")
 
 
 def _submodels(selector: _Selector, candidate: Candidate) -> list[Candidate]:
@@ -829,21 +857,19 @@ CV_BLOCKS = 5
 
 
 def _evidence(objective: DataObjective, chosen: Candidate, mechanistic: Candidate, ude: Mapping,
-              candidates: Sequence[Candidate], settings: DiscoverSettings, saturated: bool) -> dict:
+              settings: DiscoverSettings, saturated: bool) -> dict:
     """What the verdict weighs besides the training losses: the noise level, and a cross-validation over
     time blocks (when there is no validation window).
 
-    The noise level is estimated from the residuals of the best candidate by BIC (``RSS/(n - k)``, the
-    unbiased estimate of the variance of its noise model; with a noise model, that variance's NLL per
-    observation), not from the UDE, which can fit the noise. It is trusted (``trusted``) only when that
-    candidate's residuals look like noise (runs test p >= ``structure_p``) and no term asks for more library
-    terms than it may have: a model missing a term's form leaves more than noise."""
+    The noise level is estimated from the recovered model's residuals (``RSS/(n - k)``, the unbiased
+    estimate of the variance of its noise model; with a noise model, that variance's NLL per observation),
+    not from the UDE, which can fit the noise. It is trusted (``trusted``) only when those residuals look like
+    noise (runs test p >= ``structure_p``) and no term asks for more library terms than it may have: a model
+    missing a term's form leaves more than noise."""
     from .stability import CV_METHOD, block_cross_validation, local_fit
 
     likelihood = bool(objective.likelihood)
-    fitted = [c for c in candidates if c.refit.success and np.isfinite(c.refit.bic) and c.refit.residuals is not None]
-    best = min(fitted, key=lambda c: c.refit.bic) if fitted else chosen
-    r = best.refit
+    r = chosen.refit
     n, k = r.n_train, r.n_free
     out: dict = {"n_train": n, "ude_fitted": ude.get("fitted_values")}
     level = None
@@ -854,13 +880,20 @@ def _evidence(objective: DataObjective, chosen: Candidate, mechanistic: Candidat
         else:
             level = rss / (n - k)
     if level is not None:
-        trusted = r.runs_p >= settings.structure_p and not saturated
+        from scipy import stats
+
+        trusted = r.extra.get("runs_p_calibrated", r.runs_p) >= settings.structure_p and not saturated
+        # a loss below this is below the noise level beyond chance: the 5 % quantile of chi2(n - k) / (n - k)
+        # (with a noise model, of the excess over each cell's smallest NLL)
+        q = float(stats.chi2.ppf(0.05, n - k) / (n - k))
+        constant = float(objective.cell_constants("train").sum()) / n if likelihood else 0.0
+        below = constant + q * (level - constant)
         out["noise_level"] = {
-            "loss": level, "trusted": trusted, "from": best.describe(),
-            "how": (f"from the residuals of the best candidate by BIC, RSS/(n - k) with n = {n} observations and k = "
+            "loss": level, "trusted": trusted, "below": below,
+            "how": (f"from the recovered model's residuals, RSS/(n - k) with n = {n} observations and k = "
                     f"{k} fitted values" + (", as an NLL per observation of the noise model" if likelihood else "")
-                    + ("" if trusted else "; not used: that candidate's residuals are systematic or a term asks for "
-                       "more library terms"))}
+                    + ("" if trusted else "; not used: those residuals are systematic or a term asks for more "
+                       "library terms"))}
     else:
         out["noise_level"] = None
     if objective.count("validation") == 0:

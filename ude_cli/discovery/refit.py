@@ -475,6 +475,17 @@ class DataObjective:
             offset += m.shape[0]
         return np.concatenate(out) if out else np.zeros(0, dtype=int)
 
+    def cell_states(self, split: str = "train") -> np.ndarray:
+        """For each residual of ``split``: the index of its state (with :meth:`cell_groups`, the sequences in
+        time order that the runs test reads)."""
+        parts = [np.nonzero(self.mask(b, split))[1] for b in range(len(self.experiments))]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+
+    def cell_experiments(self, split: str = "train") -> np.ndarray:
+        """For each residual of ``split``: the index of its experiment."""
+        parts = [np.full(int(self.mask(b, split).sum()), b) for b in range(len(self.experiments))]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+
     def cell_constants(self, split: str = "train") -> np.ndarray:
         """For each residual of ``split``: the cell's smallest NLL (with a noise model; zeros without), so
         that the NLL of any subset of cells is ``sum(r^2)/2 + sum(these)``."""

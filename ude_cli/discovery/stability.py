@@ -11,7 +11,11 @@ Each candidate's refit (:func:`ude_cli.discovery.refit.refit`) ends with its tra
 - **Wald intervals** ("wald (Gauss-Newton at the refit)"): the covariance of the fitted values is
   ``s^2 (J^T J)^-1``, with ``s^2 = RSS / (m - k)`` for a squared-error loss (the noise level estimated
   from the refit's residuals; quantile of Student's t with ``m - k`` degrees of freedom) and ``s = 1`` with
-  a noise model (deviance residuals are already scaled by the noise model; normal quantile).
+  a noise model (deviance residuals are already scaled by the noise model; normal quantile); each
+  variance is the larger of that one and the sandwich's (HC3), which stays valid when the noise model is
+  wrong about how the variance differs between observations (multiplicative noise under a squared-error
+  loss: a few large values then carry most of the noise, and a spurious term fitted to them looks
+  significant under the model-based covariance alone).
 - **A refit on a subset** ``I`` of the cells is one Gauss–Newton step: ``d = argmin |r_I + J_I d|``; its
   residual sum of squares ``|r_I + J_I d|^2`` gives the subset's information criterion. Stability
   selection (Meinshausen & Bühlmann, JRSS B 72:417, 2010; complementary pairs, Shah & Samworth, JRSS B
@@ -33,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 #: How the intervals are computed (written into discovery.json and the report).
-INTERVAL_METHOD = "wald (Gauss-Newton at the refit)"
+INTERVAL_METHOD = ("wald (Gauss-Newton at the refit; the wider of the noise model's covariance and the "
+                   "heteroscedasticity-robust sandwich, HC3)")
 #: How the cross-validation over time blocks refits.
 CV_METHOD = "time blocks left out in turn, the refit to the others linearised (one Gauss-Newton step)"
 
@@ -87,15 +92,31 @@ def wald_intervals(refit, names: Sequence[str], likelihood: bool, level: float =
     s2 = 1.0 if likelihood else float(r @ r) / max(m - k, 1)
     jtj = J.T @ J
     rank = np.linalg.matrix_rank(jtj) if k else 0
-    cov = np.linalg.pinv(jtj) * s2 if k else np.zeros((0, 0))
+    inverse = np.linalg.pinv(jtj) if k else np.zeros((0, 0))
+    model_based = np.diag(inverse) * s2
+    robust = np.diag(sandwich(J, r, inverse)) if k else np.zeros(0)
     z = _quantile(level, None if likelihood else m - k)
     index = {n: i for i, n in enumerate(refit.free)}
     for n in names:
         v = float(values[n])
         i = index.get(n)
-        se = math.sqrt(max(float(cov[i, i]), 0.0)) if (i is not None and rank == k) else float("inf")
+        var = max(float(model_based[i]), float(robust[i]), 0.0) if (i is not None and rank == k) else float("inf")
+        se = math.sqrt(var) if math.isfinite(var) else float("inf")
         out[n] = Interval(n, v, se, v - z * se, v + z * se, level)
     return out
+
+
+def sandwich(J: np.ndarray, r: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """The heteroscedasticity-robust covariance of a least-squares fit (MacKinnon & White's HC3,
+    J. Econometrics 29:305, 1985): ``(J^T J)^-1 J^T diag(r_i^2 / (1 - h_i)^2) J (J^T J)^-1``, ``h_i`` the
+    leverages. Valid when the noise's variance differs between observations (multiplicative noise under a
+    squared-error loss), where the model-based ``s^2 (J^T J)^-1`` is too narrow."""
+    h = np.einsum("ij,jk,ik->i", J, inverse, J)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(h < 1 - 1e-12, r * r / np.square(1 - np.minimum(h, 1 - 1e-12)), np.inf)
+    if not np.all(np.isfinite(w)):
+        return np.full((J.shape[1], J.shape[1]), np.inf)
+    return inverse @ (J.T * w) @ J @ inverse
 
 
 @dataclass
@@ -221,3 +242,44 @@ def block_cross_validation(fit: LocalFit, groups: np.ndarray, constants: np.ndar
     if likelihood:
         return (0.5 * sq + float(constants.sum())) / n
     return sq / n
+
+
+def runs_sequences(r: np.ndarray, groups: np.ndarray, states: np.ndarray, experiments: np.ndarray) -> list[np.ndarray]:
+    """The residuals cut into one sequence per experiment and state, in time order (cells are ordered by
+    time within each experiment already)."""
+    out = []
+    for b in np.unique(experiments):
+        for j in np.unique(states):
+            sel = (experiments == b) & (states == j)
+            if sel.sum() > 1:
+                out.append(r[sel])
+    return out
+
+
+def calibrated_runs_p(fit: LocalFit, groups: np.ndarray, states: np.ndarray, experiments: np.ndarray,
+                      draws: int = 400, seed: int = 0) -> float:
+    """The runs test's p-value of a fitted model's residuals, calibrated for the fit.
+
+    Residuals of a fitted model are not independent noise even when the model is right: the estimation error
+    ``J d`` is a smooth function of time and leaves fewer sign changes than the textbook null assumes, so
+    that test calls correct models systematic too often. The null distribution of the standardised number
+    of runs is drawn here instead: noise with the residuals' own sizes (wild bootstrap, Rademacher signs on
+    ``r_i / sqrt(1 - h_i)``), projected off the columns of ``J`` as the refit would, ``draws`` times."""
+    from .refit import runs_test
+
+    r, J = fit.r, fit.J
+    z_obs, _ = runs_test(runs_sequences(r, groups, states, experiments))
+    if J.shape[1]:
+        Q, _ = np.linalg.qr(J)
+        h = np.sum(Q * Q, axis=1)
+    else:
+        Q, h = np.zeros((len(r), 0)), np.zeros(len(r))
+    scale = r / np.sqrt(np.maximum(1.0 - h, 1e-12))
+    rng = np.random.default_rng(seed)
+    below = 0
+    for _ in range(draws):
+        e = scale * rng.choice((-1.0, 1.0), size=len(r))
+        e = e - Q @ (Q.T @ e)
+        z, _ = runs_test(runs_sequences(e, groups, states, experiments))
+        below += z <= z_obs
+    return float((1 + below) / (1 + draws))
