@@ -241,13 +241,32 @@ def _discovery_section(discovery: Mapping, directory: Path) -> str:
              _num(mech["n_fitted"])]]
     parts.append("<h3>Scores</h3>" + _table(["model", "training loss", "validation loss", "BIC", "fitted values"],
                                             rows, [False, True, True, True, True]))
-    rows = [[f"<code>{_e(n)}</code>", _num(v, 6)] for n, v in chosen["parameters"].items()]
+    intervals = {n: iv for t in discovery["terms"] for n, iv in t["recovered"].get("intervals", {}).items()}
+
+    def band(name):
+        iv = intervals.get(name)
+        return "" if iv is None else (f"[{_num(iv['lower'])}, {_num(iv['upper'])}]" if iv["se"] is not None
+                                      else "unbounded")
+
+    rows = [[f"<code>{_e(n)}</code>", _num(v, 6), band(n)] for n, v in chosen["parameters"].items()]
     for e, states in chosen["initial"].items():
         for s, v in states.items():
             label = f"{s}(t0)" if len(chosen["initial"]) == 1 else f"{s}(t0)[{e}]"
             if label in chosen["fitted"]:
-                rows.append([f"<code>{_e(label)}</code>", _num(v, 6)])
-    parts.append("<h3>Parameters of the recovered model</h3>" + _table(["name", "value"], rows, [False, True]))
+                rows.append([f"<code>{_e(label)}</code>", _num(v, 6), ""])
+    method = next((iv["method"] for iv in intervals.values()), None)
+    parts.append("<h3>Parameters of the recovered model</h3>"
+                 + _table(["name", "value", "95 % interval" if method else "interval"], rows, [False, True, True])
+                 + (f'<p class="note">Intervals: {_e(method)}.</p>' if method else ""))
+    selection = discovery.get("selection") or {}
+    if selection.get("runner_ups"):
+        rows = [[f"<code>{_e(c['model'])}</code>", _num(c["n_terms"]), _num(c["bic"], 5), _num(c["train_loss"]),
+                 f"{100 * c['halves_won']:.0f} %"] for c in selection["runner_ups"]]
+        checks = "".join(f"<li><code>{_e(c['term'])}</code> <code>{_e(c['feature'])}</code>: "
+                         f"{'kept' if c['kept'] else 'dropped'}, {_e(c['why'])}</li>" for c in selection.get("checks", []))
+        parts.append(f"<h3>Selection</h3><p>{_e(selection['method'])}.</p>"
+                     + _table(["structure (best BIC first)", "terms", "BIC", "training loss", "halves won"], rows,
+                              [False, True, True, True, False]) + (f"<ul>{checks}</ul>" if checks else ""))
     items = []
     for name, ext in discovery["extrapolation"].items():
         text = f"stays bounded to t = {_num(ext['horizon'])}" if ext["bounded"] else \
