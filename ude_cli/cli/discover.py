@@ -76,9 +76,6 @@ def discover_command(
         raise typer.Exit(FIT_FAILED)
 
 
-_INTERVALS = "wald, Gauss-Newton at the refit"
-
-
 def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
     """The verdict, the recovered equations, their coefficients and the scores, on stdout."""
     from ..discovery.files import equation_forms
@@ -98,7 +95,11 @@ def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
         against = (f"R² {t.fidelity.r2:.4g}, " if not t.degenerate else "") + f"max error {t.fidelity.max_error:.3g}"
         typer.echo(f"  {t.label} = {t.expression()}   (against the network: {against})")
         for iv in t.intervals.values():
-            typer.echo(f"    {iv.name} = {iv.text()}  ({100 * iv.level:g} % interval, {_INTERVALS})")
+            typer.echo(f"    {iv.name} = {iv.text()}  ({100 * iv.level:g} % interval)")
+    if any(t.intervals for t in discovery.terms):
+        from ..discovery.stability import INTERVAL_METHOD
+
+        typer.echo(f"  intervals: {INTERVAL_METHOD}")
     typer.echo("")
     for line in discovery.messages[1:]:
         typer.echo(line)
