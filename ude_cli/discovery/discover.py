@@ -329,6 +329,10 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
     ude = _ude_scores(problem, objective, metrics, predictions)
     evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
+    # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
+    evidence["dropped"] = [{"term": c["term"], "feature": c["feature"], "bic_gain": c["bic_gain"]}
+                           for c in stable.dropped
+                           if c["bic_gain"] is None or c["bic_gain"] > settings.min_improvement]
     verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports, evidence)
     for r in reports:
         r.exact = verdict == "recovered"
@@ -610,6 +614,12 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
                        "a poor approximation; try candidate functions of that form (--function) or a larger "
                        "--max-terms.")
         against = "the noise level (the UDE fits below it)" if overfit else "the UDE"
+        unidentified = ", ".join(f"{c['term']} {c['feature']}" for c in (evidence.get("dropped") or []))
+        if unidentified and not saturated:
+            lacking += (" Terms that lower the BIC were dropped because their coefficients cannot be told apart "
+                        f"({unidentified}: intervals that include 0): "
+                        "the library most likely lacks the learned term's form; try candidate functions of that form "
+                        "(--function).")
         return "worse", [f"the recovered model fits the training data {ratio:.2f} times worse than {against} "
                          f"(more than {settings.worse_ratio:g}): it does not replace the network.{lacking}",
                          *notes, *errors]
@@ -705,6 +715,7 @@ class StableSelection:
         checks: per term of the final model: its interval, the criterion's gain from keeping it, kept or not, why.
         intervals: the final model's coefficients' intervals, by name.
         ranking: the candidates by criterion on all the data (best first): model, BIC, share of halves won.
+        dropped: the checks of the terms the backward check dropped, in order.
     """
 
     resamples: int
@@ -713,6 +724,7 @@ class StableSelection:
     checks: list[dict]
     intervals: dict
     ranking: list[dict]
+    dropped: list[dict] = field(default_factory=list)
 
 
 def _features_of(candidate: Candidate) -> list[tuple[tuple[str, int], str]]:
@@ -746,7 +758,7 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
     if not fits or len(np.unique(groups)) < 4:
         intervals = wald_intervals(chosen.refit, [n for tm in chosen.term_models.values() for n in tm.names],
                                    likelihood, settings.level)
-        return chosen, StableSelection(0, None, {}, [], intervals, [])
+        return chosen, StableSelection(0, None, {}, [], intervals, [], [])
     stab = stability_selection(fits, {k: c.n_terms for k, c in pool.items()},
                                {k: _features_of(c) for k, c in pool.items()}, groups, constants, likelihood,
                                settings.min_improvement, settings.resamples)
@@ -773,6 +785,7 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
     m = max(1, sum(int(u.sum()) for u in selector.usable.values()))
     keep_level = 1.0 - (1.0 - settings.level) / m
     checks: list[dict] = []
+    dropped: list[dict] = []
     while True:
         names = [n for tm in current.term_models.values() for n in tm.names]
         intervals = wald_intervals(current.refit, names, likelihood, settings.level)
@@ -810,6 +823,7 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
             break
         gain, sub, check = min(failing, key=lambda item: item[0])
         say(f"check: {check['term']} {check['feature']} dropped: {check['why']}")
+        dropped.append(check)
         current = sub
     ranking = []
     for key in sorted(pool, key=lambda k: pool[k].refit.bic)[:8]:
@@ -817,7 +831,7 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
         ranking.append({"model": cand.describe(), "source": cand.source, "n_terms": cand.n_terms,
                         "bic": float(cand.refit.bic), "train_loss": cand.refit.train_loss,
                         "halves_won": stab.wins[key]})
-    return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking)
+    return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped)
 
 
 def _calibrate_runs(objective: DataObjective, chosen: Candidate, say: Callable[[str], None]) -> None:

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 #: How the intervals are computed (written into discovery.json and the report).
-INTERVAL_METHOD = ("wald (Gauss-Newton at the refit; the wider of the noise model's covariance and the "
-                   "heteroscedasticity-robust sandwich, HC3)")
+INTERVAL_METHOD = ("wald (Gauss-Newton at the refit; the wider of the model-based covariance, scaled by the noise "
+                   "model or by RSS/(n - k) for a squared-error loss, and the heteroscedasticity-robust sandwich, HC3)")
 #: How the cross-validation over time blocks refits.
 CV_METHOD = "time blocks left out in turn, the refit to the others linearised (one Gauss-Newton step)"
 

@@ -281,8 +281,9 @@ def _discovery_section(discovery: Mapping, directory: Path) -> str:
             if label in chosen["fitted"]:
                 rows.append([f"<code>{_e(label)}</code>", _num(v, 6), ""])
     method = next((iv["method"] for iv in intervals.values()), None)
+    level = next((f"{100 * iv['level']:g} % interval" for iv in intervals.values()), "interval")
     parts.append("<h3>Parameters of the recovered model</h3>"
-                 + _table(["name", "value", "95 % interval" if method else "interval"], rows, [False, True, True])
+                 + _table(["name", "value", level], rows, [False, True, True])
                  + (f'<p class="note">Intervals: {_e(method)}.</p>' if method else ""))
     selection = discovery.get("selection") or {}
     if selection.get("runner_ups"):
