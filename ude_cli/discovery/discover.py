@@ -727,14 +727,19 @@ class StableSelection:
     dropped: list[dict] = field(default_factory=list)
 
 
+#: Candidates not nested in the chosen model take part in the stability vote only within this BIC of the best.
+VOTE_BIC = 10.0
+
+
 def _features_of(candidate: Candidate) -> list[tuple[tuple[str, int], str]]:
     return [(t, f.text) for t, tm in candidate.term_models.items() for f in tm.features]
 
 
 def _stable_selection(selector: _Selector, chosen: Candidate, settings: DiscoverSettings,
                       say: Callable[[str], None]) -> tuple[Candidate, StableSelection]:
-    """Keep the terms the data support, not the noise: among every candidate refitted so far (and the chosen
-    model's sub-models), the one that wins the most halves of the observation times (complementary pairs,
+    """Keep the terms the data support, not the noise: among the chosen model, every candidate refitted so
+    far that is nested in it (its sub-models with one term dropped included) and the others within ``VOTE_BIC``
+    of the best BIC, the one that wins the most halves of the observation times (complementary pairs,
     each half's candidates refitted by one Gauss-Newton step and ranked by BIC + ``min_improvement`` per
     term); then a backward check of each of its terms: its Wald interval must exclude zero and keeping it
     must lower the information criterion on all the data by more than ``min_improvement``. Every decision
@@ -748,9 +753,20 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
     objective = selector.objective
     likelihood = bool(objective.likelihood)
     _submodels(selector, chosen)  # the backward check and the resampling compare with them
+    # the vote is among the chosen model, the models nested in it, and the others the whole data do not reject
+    # (BIC within VOTE_BIC of the best: less than "very strong" evidence against them, Kass & Raftery 1995):
+    # resampling may take terms out or pick among near-equals, it does not swap in a structure the whole data
+    # reject (with a missing form many rich models split the halves)
+    chosen_support = selector.supports_of(chosen)
+    finite = [c.refit.bic for c in selector._cache.values() if c.refit.success and np.isfinite(c.refit.bic)]
+    best_bic = min(finite) if finite else float("inf")
     pool: dict[tuple, Candidate] = {}
     fits = {}
     for key, cand in selector._cache.items():
+        support = selector.supports_of(cand)
+        nested = all(set(support[t]) <= set(chosen_support[t]) for t in chosen_support)
+        if not nested and not cand.refit.bic <= best_bic + VOTE_BIC:
+            continue
         fit = local_fit(cand.refit)
         if fit is not None and np.isfinite(cand.refit.bic):
             pool[key], fits[key] = cand, fit
@@ -826,11 +842,12 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
         dropped.append(check)
         current = sub
     ranking = []
-    for key in sorted(pool, key=lambda k: pool[k].refit.bic)[:8]:
-        cand = pool[key]
+    ranked = [k for k, c in selector._cache.items() if c.refit.success and np.isfinite(c.refit.bic)]
+    for key in sorted(ranked, key=lambda k: selector._cache[k].refit.bic)[:8]:
+        cand = selector._cache[key]
         ranking.append({"model": cand.describe(), "source": cand.source, "n_terms": cand.n_terms,
                         "bic": float(cand.refit.bic), "train_loss": cand.refit.train_loss,
-                        "halves_won": stab.wins[key]})
+                        "halves_won": stab.wins.get(key)})  # None: not in the vote
     return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped)
 
 

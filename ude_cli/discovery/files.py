@@ -149,7 +149,8 @@ def equations_markdown(discovery: Discovery) -> str:
         lines += ["", "Runner-up structures (all the data):", "", "| model | terms | BIC | training loss | halves won |",
                   "|---|---|---|---|---|"]
         lines += [f"| `{c['model']}` | {c['n_terms']} | {c['bic']:.2f} | {c['train_loss']:.4g} | "
-                  f"{100 * c['halves_won']:.0f} % |" for c in sel.ranking]
+                  + ("not in the vote (not nested in the chosen model, BIC more than 10 above the best)" if c["halves_won"] is None
+                     else f"{100 * c['halves_won']:.0f} %") + " |" for c in sel.ranking]
         lines.append("")
     lines += ["## Beyond the data", ""]
     for name, ext in discovery.extrapolations.items():

@@ -288,7 +288,7 @@ def _discovery_section(discovery: Mapping, directory: Path) -> str:
     selection = discovery.get("selection") or {}
     if selection.get("runner_ups"):
         rows = [[f"<code>{_e(c['model'])}</code>", _num(c["n_terms"]), _num(c["bic"], 5), _num(c["train_loss"]),
-                 f"{100 * c['halves_won']:.0f} %"] for c in selection["runner_ups"]]
+                 "–" if c["halves_won"] is None else f"{100 * c['halves_won']:.0f} %"] for c in selection["runner_ups"]]
         checks = "".join(f"<li><code>{_e(c['term'])}</code> <code>{_e(c['feature'])}</code>: "
                          f"{'kept' if c['kept'] else 'dropped'}, {_e(c['why'])}</li>" for c in selection.get("checks", []))
         parts.append(f"<h3>Selection</h3><p>{_e(selection['method'])}.</p>"
