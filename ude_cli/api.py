@@ -57,6 +57,10 @@ def check(config: Config | str | Path) -> Problem:
     note = stiffness_note(model)
     if note:
         problem.warnings.append(f"{cfg.label}: solver.method: {note}")
+    from .identifiability.structural import structural_check, warning_lines
+
+    problem.structural = structural_check(problem)
+    problem.warnings.extend(warning_lines(problem, problem.structural))
     return problem
 
 
@@ -100,6 +104,7 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
         n_starts, chosen = resolve_starts(problem, cfg.training.starts)
     if chosen and monitor is not None:
         monitor.message(chosen)
+    _structural_warnings(problem, monitor)
     _set_threads(cfg)
     torch.manual_seed(cfg.training.seed)
     model = UDEModel(problem, n_starts=n_starts,
@@ -120,6 +125,18 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
         exc.where = exc.where or cfg.label  # name the config: several may run in one batch
         raise
     return build_result(problem, model, objective, trained, command=command)
+
+
+def _structural_warnings(problem: Problem, monitor) -> None:
+    """The structural check at the start of a fit: a warning for each parameter a network can imitate."""
+    from .identifiability.structural import structural_check, warning_lines
+
+    if problem.structural is None:
+        problem.structural = structural_check(problem)
+    if monitor is not None:
+        label = f"{problem.config.label}: "
+        for line in warning_lines(problem, problem.structural):
+            monitor.message(f"warning: {line.removeprefix(label)}")
 
 
 def _problem(config: Config | Problem | str | Path) -> Problem:
@@ -197,6 +214,11 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     standardised = objective.standardised(sols_t, best)
     predictions = prediction_table(problem, sols, model.groups, best, objective=objective, observed=observed,
                                    standardised=standardised)
+    from .identifiability.structural import structural_check, summary
+
+    if problem.structural is None:
+        problem.structural = structural_check(problem)
+    metrics.setdefault("identifiability", {})["structural"] = summary(problem.structural)
     metrics["fit_quality"] = assess(problem, predictions, metrics["loss"], starts=model.n_starts, stages=trained.stages)
     return FitResult(problem=problem, model=model, parameters=parameter_table(problem, model, best),
                      predictions=predictions, metrics=metrics, history=history, trajectories=dense, terms=terms, info=info,

@@ -55,10 +55,14 @@ def check_command(
                            f"{_count(len(problem.networks), 'network')}; "
                            f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
                            + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
+                for finding in problem.structural or []:  # the flagged ones are among the warnings above
+                    if not finding.flagged:
+                        typer.echo(f"  structural check: {finding.line}")
         record: dict[str, Any] = {"config": str(path), "status": "ok", "states": list(problem.states),
                         "parameters": list(problem.parameters), "networks": list(problem.networks),
                         "experiments": len(ds.experiments), "training_time_points": n_obs,
                         "validation_time_points": n_val, "warnings": list(problem.warnings),
+                        "structural": [f.to_json() for f in problem.structural or []],
                         **({"resolved": cfg.resolved()} if print_config else {})}
         records.append(record)
         if print_config and not json_out:

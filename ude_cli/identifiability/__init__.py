@@ -1,0 +1,1 @@
+"""Identifiability: whether the data can tell a fit's parameters apart (and from its networks)."""
