@@ -321,3 +321,29 @@ def test_an_observable_of_two_states_is_not_decided(lv3, tmp_path):
     raw["observables"] = {"total": {"formula": "s*(x + y)", "column": "prey"}}
     f = findings(raw, tmp_path)["s"]
     assert f.verdict == "undecided" and "observables of several states" in f.line
+
+
+def test_lotka_volterra_on_one_irregular_partly_observed_series(tmp_path):
+    """The issue's last case: one series, irregular times, only the prey observed (the predator's start
+    learned): alpha and gamma are still imitated by U(x, y); the observation does not change that."""
+    t = np.sort(np.random.default_rng(3).uniform(0, 8, 17))
+    t[0] = 0.0
+    write_csv(tmp_path / "p.csv", "t,prey", [(float(a), float(x)) for a, (x, _) in zip(t, lv_truth(t), strict=True)])
+    raw = dict(data=dict(file="p.csv", time="t", columns={"x": "prey"}),
+               model=dict(builtin="lotka_volterra", corrections={"x": "U[0]", "y": "U[1]"},
+                          parameters={"alpha": 1.0, "gamma": 1.0, "beta": {"init": 0.9, "fixed": True},
+                                      "delta": {"init": 1.8, "fixed": True}},
+                          initial={"y": {"value": 4.0, "learn": True}}),
+               networks={"U": {"inputs": ["x", "y"], "outputs": 2}})
+    assert verdicts(raw, tmp_path) == {"alpha": "imitable", "gamma": "imitable"}
+
+
+def test_the_fit_warnings_keep_their_brackets_on_a_terminal():
+    """The progress bars' messages are not read as rich markup: U[1] and inputs: [t] reach the user."""
+    import io
+
+    from ude_cli.progress import RichMonitor
+
+    stream = io.StringIO()
+    RichMonitor("run", stream=stream).message("warning: U[1](x, y); networks.U.inputs: [t]")
+    assert " ".join(stream.getvalue().split()) == "run: warning: U[1](x, y); networks.U.inputs: [t]"
