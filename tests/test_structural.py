@@ -85,7 +85,8 @@ def test_a_harvest_of_t_alone_cannot_imitate_growth_across_cultures(cultures, tm
     raw = dict(data=cultures, model=model, networks={"H": {"inputs": ["t"]}})
     found = findings(raw, tmp_path)
     assert {p: f.verdict for p, f in found.items()} == {"r": "not_imitable", "K": "not_imitable"}
-    assert "changes with N, which no network there sees (H(t))" in found["r"].line
+    assert "changes with N, which no network there sees (H(t)), as far as the experiments' trajectories differ " \
+           "at the same times (H sees t)" in found["r"].line
     one = dict(raw, data=dict(cultures, file="one.csv", experiment=None))
     write_csv(tmp_path / "one.csv", "t,N", [(float(a), 100 / (1 + 19 * np.exp(-0.8 * a))) for a in range(13)])
     found = findings(one, tmp_path)

@@ -236,7 +236,8 @@ class _Analysis:
                 v = self._equation(s, d)
                 if v.status != "zero":
                     verdicts[s] = v
-        except (TypeError, ValueError, NotImplementedError, AttributeError) as exc:  # sympy cannot analyse it
+        except (TypeError, ValueError, NotImplementedError, AttributeError, RecursionError,
+                sp.PolynomialError) as exc:  # sympy cannot analyse these expressions
             reason = f"sympy could not analyse the expressions ({type(exc).__name__})"
             return finding(UNDECIDED, reason, _line(p.name, place, UNDECIDED, reason))
         if not verdicts:
@@ -430,9 +431,12 @@ class _Analysis:
                 continue
             if not _is_zero(sp, sp.diff(d, u)):
                 what = "the experiment's value of" if u in self.experiment_level else ""
+                of_t = [o.label for o in outputs if "t" in o.inputs and u not in self.experiment_level]
+                differ = (f", as far as the experiments' trajectories differ at the same times ({', '.join(of_t)} "
+                          f"sees t)") if of_t else ""
                 return _Verdict("no", outputs[0], reason=(
                     f"its term changes with {what + ' ' if what else ''}{u}, which no network there sees "
-                    f"({_outputs_text(outputs)})"))
+                    f"({_outputs_text(outputs)}){differ}"))
         additive = all(not (o.factor.free_symbols & self.variables) and not o.factor.atoms(sp.Indexed)
                        for o in outputs)
         if additive and not d.atoms(sp.Indexed):
