@@ -128,6 +128,7 @@ class _Verdict:
     reason: str = ""
     outputs: list[_Output] = field(default_factory=list)  # every output it takes (term by term: several)
     along: bool = False  # possible only along the one experiment's trajectory (see _one_trajectory)
+    note: str = ""  # how the network does it, where a user would doubt it (a 1/y that stays bounded)
 
     def __post_init__(self) -> None:
         if not self.outputs and self.output is not None:
@@ -154,6 +155,7 @@ class _Analysis:
         self.variables = set(self.all_variables)
         self.rhs = {s: self._sympy(e) for s, e in problem.equations.items()}
         self.along, self.nearly = _one_trajectory(problem) if n_exp == 1 else ({}, {})
+        self.ranges = {self.sym[k]: v for k, v in _data_ranges(problem).items()}
         self.outputs_in = {s: self._outputs(f) for s, f in self.rhs.items()}
         uses: dict[Any, int] = {}
         for outs in self.outputs_in.values():
@@ -268,7 +270,8 @@ class _Analysis:
             if p.per_experiment and self.experiment_level else ""
         reason = (f"the data cannot tell {p.name}{common} from the network" if len(used) == 1 else
                   f"the data cannot tell {p.name}{common} from the networks")
-        line = f"{p.name} ({place}) can be imitated by {nets}: {reason}"
+        notes = "; ".join(v.note for v in verdicts.values() if v.note)
+        line = f"{p.name} ({place}) can be imitated by {nets}{f' ({notes})' if notes else ''}: {reason}"
         return finding(IMITABLE, reason, line, used[0], self._remedies(p, verdicts))
 
     # -- observation parameters: the state change that keeps the observables ---------------------
@@ -378,8 +381,30 @@ class _Analysis:
             along = True
         _, den = sp.fraction(sp.together(eta))
         if den.free_symbols & self.variables:
-            return _Verdict("singular", o, eta, along=along)
+            away = self._away_from_zero(den)
+            if away is None:
+                return _Verdict("singular", o, eta, along=along)
+            return _Verdict("yes", o, eta, along=along, note=(
+                f"{o.label} changes by a multiple of {_expr_text(eta)}, which is bounded where the data lie "
+                f"({away})"))
         return _Verdict("yes", o, eta, along=along)
+
+    def _away_from_zero(self, den) -> str | None:
+        """Where every factor of a denominator is a variable whose data stay away from 0 (above 10 % of its
+        largest magnitude, without a change of sign): those ranges in words; else None."""
+        sp = self.sp
+        out = []
+        for f in sp.Mul.make_args(sp.factor(den)):
+            if not f.free_symbols & self.variables:
+                continue
+            base = f.base if f.is_Pow else f
+            if base not in self.ranges:
+                return None
+            lo, hi = self.ranges[base]
+            if lo * hi <= 0 or min(abs(lo), abs(hi)) <= 0.1 * max(abs(lo), abs(hi)):
+                return None
+            out.append(f"{base} in [{lo:.3g}, {hi:.3g}]")
+        return ", ".join(out) or None
 
     def _produce(self, d, outputs: list[_Output]) -> _Verdict:
         sp = self.sp
@@ -408,7 +433,8 @@ class _Analysis:
                 chosen.append(best)
             if chosen and not any_singular:
                 used = list({id(v.output): v.output for v in chosen}.values())
-                return _Verdict("yes", used[0], d, outputs=used, along=any(v.along for v in chosen))
+                return _Verdict("yes", used[0], d, outputs=used, along=any(v.along for v in chosen),
+                                note="; ".join(v.note for v in chosen if v.note))
             if chosen and singular is None:
                 singular = next(v for v in chosen if v.status == "singular")
         if singular is not None:
@@ -477,14 +503,39 @@ class _Analysis:
             elif needed and self.n_experiments > 1:
                 out.append(f"a network of t alone (networks.{o.network}.inputs: [t]): the experiments' different "
                            f"trajectories then tell it from the network")
-            others = [i for i in o.inputs if i not in needed and i != "t"]
+            # a factor the term lacks helps only where the trajectories come near its zero
+            others = [i for i in o.inputs if i not in needed and i != "t"
+                      and self._away_from_zero(self.sym[i]) is None]
             if others and needed and v.status == "yes":
                 factor = "*".join(i for i in o.inputs if i in needed or i == others[0])
-                out.append(f"a correction that cannot produce that term, e.g. {factor}*{o.label} (it could imitate "
-                           f"it only as a network unbounded where {others[0]} = 0)")
+                z = others[0]
+                lo, hi = self.ranges.get(self.sym[z], (None, None))
+                near = (f"it helps only as far as the trajectories come near {z} = 0" if lo is None else
+                        f"its data span [{lo:.3g}, {hi:.3g}]")
+                out.append(f"a correction that cannot produce that term, e.g. {factor}*{o.label} (it could still "
+                           f"imitate it as a network unbounded where {z} = 0: {near})")
             break
         out.append("estimate it from the model that `ude discover` recovers (its refit)")
         return out
+
+
+def _data_ranges(problem: Problem) -> dict[str, tuple[float, float]]:
+    """The smallest and largest value in the data of each directly observed state, and of t."""
+    import numpy as np
+
+    if problem.dataset is None:
+        return {}
+    experiments = problem.dataset.experiments
+    times = np.concatenate([e.t for e in experiments] + ([np.array([problem.t0])] if problem.t0 is not None else []))
+    out = {"t": (float(times.min()), float(times.max()))}
+    for k, o in enumerate(problem.observables.values()):
+        if o.state is None:
+            continue
+        y = np.concatenate([e.observations[:, k] for e in experiments])
+        y = y[np.isfinite(y)]
+        if y.size:
+            out[o.state] = (float(y.min()), float(y.max()))
+    return out
 
 
 def _one_trajectory(problem: Problem) -> tuple[dict[str, str], dict[str, str]]:
