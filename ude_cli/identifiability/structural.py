@@ -267,7 +267,7 @@ class _Analysis:
         if along:
             nets += f" ({'; '.join(along)}: along one experiment every state is a function of it)"
         common = " (their common level; the differences between experiments are identified)" \
-            if p.per_experiment and self.experiment_level else ""
+            if p.per_experiment and self.n_experiments > 1 else ""
         reason = (f"the data cannot tell {p.name}{common} from the network" if len(used) == 1 else
                   f"the data cannot tell {p.name}{common} from the networks")
         notes = "; ".join(v.note for v in verdicts.values() if v.note)
@@ -313,13 +313,14 @@ class _Analysis:
             return None, None, ("no", f"{name}(t0) is {given} (model.initial.{name}) and no network changes it, so "
                                       f"the observable at t0 pins it")
         if init is not None and init.source == "formula" and init.expression is not None:
-            if p.name not in init.expression.names:
-                return None, None, ("no", f"{name}(t0) is a formula of fixed values (model.initial.{name}.formula), "
-                                          f"so the observable at t0 pins it")
             learned = [n for n in init.expression.names if n in self.problem.parameters
                        and not self.problem.parameters[n].fixed and n != p.name]
             if learned:
-                return None, None, ("unknown", f"{name}(t0) is a formula of learned parameters ({', '.join(learned)})")
+                return None, None, ("unknown", f"{name}(t0) is a formula of other learned parameters "
+                                               f"({', '.join(learned)})")
+            if p.name not in init.expression.names:
+                return None, None, ("no", f"{name}(t0) is a formula of fixed values (model.initial.{name}.formula), "
+                                          f"so the observable at t0 pins it")
         return x, xi, None
 
     # -- one equation ----------------------------------------------------------------------------
