@@ -202,6 +202,7 @@ class _Analysis:
         initials = [i for i in self.problem.initial.values()
                     if i.source == "formula" and i.expression is not None and p.name in i.expression.names]
         for i in initials:
+            assert i.expression is not None  # chosen above: formulas
             where.append(f"{i.state}(t0)")
             terms.append(_compact(i.expression.text))
         if not where:
@@ -417,7 +418,8 @@ class _Analysis:
             if v.status == "singular" and singular is None:
                 singular = v
         if len(outputs) > 1:  # term by term
-            chosen, any_singular = [], False
+            chosen: list[_Verdict] | None = []
+            any_singular = False
             for term in sp.Add.make_args(d):
                 best = None
                 for o in outputs:
@@ -431,14 +433,15 @@ class _Analysis:
                     chosen = None
                     break
                 any_singular |= best.status == "singular"
+                assert chosen is not None  # set to None only on the way out of the loop
                 chosen.append(best)
             if chosen and not any_singular:
-                used = list({id(v.output): v.output for v in chosen}.values())
+                used = list({id(v.output): v.output for v in chosen if v.output is not None}.values())
                 return _Verdict("yes", used[0], d, outputs=used, along=any(v.along for v in chosen),
                                 note="; ".join(v.note for v in chosen if v.note))
             if chosen and singular is None:
                 singular = next(v for v in chosen if v.status == "singular")
-        if singular is not None:
+        if singular is not None and singular.output is not None:
             o = singular.output
             singular.reason = (f"{_factor_text(o)}{o.label}({', '.join(o.inputs)}) could imitate it only by adding "
                                f"a multiple of {_expr_text(singular.eta)} to {o.label}, unbounded where "
