@@ -13,14 +13,16 @@ from .common import Command, error_record, fail, json_option, print_json, warn
 def register(app: typer.Typer) -> None:
     app.command("check", cls=Command, short_help="Validate configs and their data; simulate the initial guess.", help=(
         "Validate each CONFIG and its data in one pass (every problem on its own line) and simulate the "
-        "initial guess once, without fitting. --print shows the resolved config with every default."))(check_command)
+        "initial guess once, without fitting; say for each learned parameter whether a network can imitate it "
+        "(docs/identifiability.md). --print shows the resolved config with every default."))(check_command)
 
 
 def check_command(
     configs: list[Path] = typer.Argument(..., metavar="CONFIG", help="YAML config file(s).", show_default=False),
     print_config: bool = typer.Option(False, "--print", help="Print the resolved config (YAML) with all defaults."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
-    json_out: bool = json_option("per config: status, counts, warnings, error; with --print the resolved config"),
+    json_out: bool = json_option("per config: status, counts, warnings, structural check, error; with --print the "
+                                       "resolved config"),
 ) -> None:
     from ..api import check
     from ..config import load_config
