@@ -370,3 +370,16 @@ def test_rates_no_network_can_imitate_are_recovered():
     assert result.values["gamma"] == pytest.approx(0.8, rel=0.05)
     assert result.values["delta"] == pytest.approx(1.8, rel=0.10)
     assert result.metrics["identifiability"]["structural"]["flagged"] == []
+
+
+def test_a_denominator_that_cannot_vanish_is_no_obstacle(lv3, tmp_path):
+    """-k*sigmoid(x*y) + U(x, y): U adds a multiple of exp(x*y)/(exp(x*y) + 1), bounded everywhere.
+    U/(1 + k*x): U must change by a multiple of x*U/(1 + k*x), bounded for k > 0 and x > 0 (the data's x
+    are all positive); for a k of unknown sign 1 + k*x may vanish: not decided."""
+    raw = lv_model(lv3, {"x": "-k*sigmoid(x*y) + U", "y": "-y"}, {"k": 1.0}, {"U": {"inputs": ["x", "y"]}})
+    assert verdicts(raw, tmp_path) == {"k": "imitable"}
+    raw["model"]["equations"]["x"] = "U/(1 + k*x)"
+    raw["networks"] = {"U": {"inputs": ["x"]}}
+    assert verdicts(raw, tmp_path) == {"k": "undecided"}
+    raw["model"]["parameters"] = {"k": {"init": 1.0, "positive": True}}
+    assert verdicts(raw, tmp_path) == {"k": "imitable"}

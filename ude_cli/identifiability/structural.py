@@ -156,6 +156,12 @@ class _Analysis:
         self.rhs = {s: self._sympy(e) for s, e in problem.equations.items()}
         self.along, self.nearly = _one_trajectory(problem) if n_exp == 1 else ({}, {})
         self.ranges = {self.sym[k]: v for k, v in _data_ranges(problem).items()}
+        # signs known: parameters declared positive, bounded below by 0 or fixed above 0, and states and t
+        # whose data are all above 0
+        self.positive = {self.sym[p.name]: sympy.Symbol(p.name, positive=True)
+                         for p in problem.parameters.values()
+                         if p.positive or (p.lower is not None and p.lower >= 0) or (p.fixed and p.init > 0)}
+        self.positive_states = {v: sympy.Symbol(str(v), positive=True) for v, (lo, _) in self.ranges.items() if lo > 0}
         self.outputs_in = {s: self._outputs(f) for s, f in self.rhs.items()}
         uses: dict[Any, int] = {}
         for outs in self.outputs_in.values():
@@ -388,25 +394,37 @@ class _Analysis:
                 return _Verdict("singular", o, eta, along=along)
             return _Verdict("yes", o, eta, along=along, note=(
                 f"{o.label} changes by a multiple of {_expr_text(eta)}, which is bounded where the data lie "
-                f"({away})"))
+                f"({away})") if away else "")
         return _Verdict("yes", o, eta, along=along)
 
+    def _nonvanishing(self, factor) -> bool:
+        """Whether sympy proves a factor of one sign and away from 0: for every real value, or for positive
+        parameters and states (those whose data are all above 0), including those states at 0."""
+        if factor.is_positive or factor.is_negative:
+            return True
+        f = factor.subs({**self.positive, **self.positive_states})
+        at0 = f.subs({v: 0 for v in self.positive_states.values()})
+        return bool((f.is_positive and at0.is_positive) or (f.is_negative and at0.is_negative))
+
     def _away_from_zero(self, den) -> str | None:
-        """Where every factor of a denominator is a variable whose data stay away from 0 (above 10 % of its
-        largest magnitude, without a change of sign): those ranges in words; else None."""
+        """Whether every factor of a denominator stays away from 0: proved so (see _nonvanishing), or a
+        variable whose data stay above 10 % of their largest magnitude, without a change of sign. The
+        data's ranges in words ("" when none was needed); None when a factor may come near 0."""
         sp = self.sp
         out = []
         for f in sp.Mul.make_args(sp.factor(den)):
             if not f.free_symbols & self.variables:
                 continue
             base = f.base if f.is_Pow else f
+            if self._nonvanishing(base):
+                continue
             if base not in self.ranges:
                 return None
             lo, hi = self.ranges[base]
             if lo * hi <= 0 or min(abs(lo), abs(hi)) <= 0.1 * max(abs(lo), abs(hi)):
                 return None
             out.append(f"{base} in [{lo:.3g}, {hi:.3g}]")
-        return ", ".join(out) or None
+        return ", ".join(out)
 
     def _produce(self, d, outputs: list[_Output]) -> _Verdict:
         sp = self.sp
