@@ -383,3 +383,21 @@ def test_a_denominator_that_cannot_vanish_is_no_obstacle(lv3, tmp_path):
     assert verdicts(raw, tmp_path) == {"k": "undecided"}
     raw["model"]["parameters"] = {"k": {"init": 1.0, "positive": True}}
     assert verdicts(raw, tmp_path) == {"k": "imitable"}
+
+
+def test_seir_with_a_correction_on_every_state(tmp_path):
+    """The built-in SEIR with U[0..3](S, E, I, R) added to each equation: each rate appears in two
+    equations, and each has a network that sees every state: all three are imitated, by two outputs."""
+    t = np.linspace(0, 20, 21)
+    write_csv(tmp_path / "seir.csv", "t,S,E,I,R",
+              [(float(a), 990 - a, 5 + np.sin(a), 5 + np.cos(a), float(a)) for a in t])
+    raw = dict(data=dict(file="seir.csv", time="t", columns={s: s for s in "SEIR"}),
+               model=dict(builtin="seir", constants={"N": 1000.0},
+                          corrections={"S": "U[0]", "E": "U[1]", "I": "U[2]", "R": "U[3]"}),
+               networks={"U": {"inputs": ["S", "E", "I", "R"], "outputs": 4}})
+    found = findings(raw, tmp_path)
+    assert {p: f.verdict for p, f in found.items()} == {"beta": "imitable", "sigma": "imitable", "gamma": "imitable"}
+    assert found["gamma"].line == ("gamma (in dI/dt: -gamma*I; in dR/dt: gamma*I) can be imitated by "
+                                   "U[2](S, E, I, R) in dI/dt and U[3](S, E, I, R) in dR/dt: the data cannot tell "
+                                   "gamma from the networks")
+    assert found["gamma"].networks == ["U[2]", "U[3]"]

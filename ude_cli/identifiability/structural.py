@@ -66,6 +66,7 @@ class StructuralFinding:
     line: str
     remedies: list[str] = field(default_factory=list)
     per_experiment: bool = False
+    networks: list[str] = field(default_factory=list)  # every network term that takes part, e.g. ["U[0]", "U[1]"]
 
     @property
     def flagged(self) -> bool:
@@ -214,11 +215,12 @@ class _Analysis:
         if not where:
             return None
 
-        def finding(verdict, reason, line, output: _Output | None = None, remedies=()):
+        def finding(verdict, reason, line, output: _Output | None = None, remedies=(), outputs=()):
             return StructuralFinding(
                 parameter=p.name, role=p.role, verdict=verdict, where=where, terms=terms,
                 network=output.label if output else None, network_inputs=list(output.inputs) if output else [],
-                reason=reason, line=line, remedies=list(remedies), per_experiment=p.per_experiment)
+                reason=reason, line=line, remedies=list(remedies), per_experiment=p.per_experiment,
+                networks=list(dict.fromkeys(o.label for o in outputs)) or ([output.label] if output else []))
 
         place = "; ".join(f"in {w}: {t}" for w, t in zip(where, terms, strict=True))
         try:
@@ -268,7 +270,10 @@ class _Analysis:
                 return finding(UNDECIDED, reason, _line(p.name, place, UNDECIDED, reason), v.output,
                                self._remedies(p, verdicts))
         used = [o for v in verdicts.values() for o in v.outputs]
-        nets = " + ".join(dict.fromkeys(f"{o.label}({', '.join(o.inputs)})" for o in used))
+        per_equation = {s: " + ".join(dict.fromkeys(f"{o.label}({', '.join(o.inputs)})" for o in v.outputs))
+                        for s, v in verdicts.items()}
+        nets = (next(iter(per_equation.values())) if len(per_equation) == 1 else
+                " and ".join(f"{text} in d{s}/dt" for s, text in per_equation.items()))
         along = list(dict.fromkeys(f"{o.network} {self._sees_along(o)}" for v in verdicts.values() if v.along
                                    for o in v.outputs if self._sees_along(o)))
         if along:
@@ -279,7 +284,7 @@ class _Analysis:
                   f"the data cannot tell {p.name}{common} from the networks")
         notes = "; ".join(v.note for v in verdicts.values() if v.note)
         line = f"{p.name} ({place}) can be imitated by {nets}{f' ({notes})' if notes else ''}: {reason}"
-        return finding(IMITABLE, reason, line, used[0], self._remedies(p, verdicts))
+        return finding(IMITABLE, reason, line, used[0], self._remedies(p, verdicts), outputs=used)
 
     # -- observation parameters: the state change that keeps the observables ---------------------
     def _observed_change(self, p, ps, observables):
