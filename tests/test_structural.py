@@ -173,9 +173,23 @@ def test_a_parameter_is_pinned_by_an_equation_without_a_network(lv3, tmp_path):
     assert "in dy/dt there is no network" in f.line
 
 
-def test_a_network_in_two_equations_is_not_decided(lv3, tmp_path):
-    """U enters dx/dt and dy/dt: changing it to absorb -k*x would change dy/dt too."""
-    raw = lv_model(lv3, {"x": "-k*x + U", "y": "-y + U"}, {"k": 1.0}, {"U": {"inputs": ["x", "y"]}})
+def test_a_network_in_two_equations(lv3, tmp_path):
+    """A flux U that leaves x and enters y: its change is forced by one equation and felt in the other.
+    dx/dt = -U, dy/dt = U - g*y: U must add g*y to dy/dt, which takes it from dx/dt too, where nothing
+    undoes it (d(x + y)/dt = -g*y pins g). With a network V of its own in dx/dt, V undoes it. Two
+    networks shared by two equations (U + V and U - V) are not decided."""
+    nets = {"U": {"inputs": ["x", "y"]}}
+    raw = lv_model(lv3, {"x": "-U", "y": "U - g*y"}, {"g": 1.0}, nets)
+    f = findings(raw, tmp_path)["g"]
+    assert f.verdict == "not_imitable"
+    assert ("in dy/dt (and through U, dx/dt): U would have to change by a multiple of y, which changes dx/dt too, "
+            "where no other network can undo it") in f.line
+    raw = lv_model(lv3, {"x": "-U + V", "y": "U - g*y"}, {"g": 1.0}, nets | {"V": {"inputs": ["x", "y"]}})
+    f = findings(raw, tmp_path)["g"]
+    assert f.verdict == "imitable" and f.networks == ["U", "V"]
+    raw = lv_model(lv3, {"x": "-U - g*y", "y": "U + g*y"}, {"g": 1.0}, nets)  # the flux g*y itself
+    assert verdicts(raw, tmp_path) == {"g": "imitable"}
+    raw = lv_model(lv3, {"x": "-k*x + U + V", "y": "-y + U - V"}, {"k": 1.0}, nets | {"V": {"inputs": ["x", "y"]}})
     f = findings(raw, tmp_path)["k"]
     assert f.verdict == "undecided" and "also enters another equation" in f.line
 

@@ -236,7 +236,7 @@ class _Analysis:
                 if not _is_zero(sp, change):
                     reason = f"it also sets {i.state}(t0) (model.initial.{i.state}.formula), which no network changes"
                     return finding(NOT_IMITABLE, reason, _line(p.name, place, NOT_IMITABLE, reason))
-            verdicts: dict[str, _Verdict] = {}
+            changes = {}
             for s, f in self.rhs.items():
                 x = self.sym[s]
                 d = -sp.diff(f, ps)
@@ -244,7 +244,10 @@ class _Analysis:
                     d = d - sp.diff(f, moved) * xi
                     if x == moved:
                         d = d + sp.diff(xi, moved) * f
-                v = self._equation(s, d)
+                changes[s] = _tidy(sp, d, self.variables)
+            verdicts: dict[str, _Verdict] = {}
+            for s, d in changes.items():
+                v = self._equation(s, d, changes)
                 if v.status != "zero":
                     verdicts[s] = v
         except (TypeError, ValueError, NotImplementedError, AttributeError, RecursionError,
@@ -336,10 +339,10 @@ class _Analysis:
         return x, xi, None
 
     # -- one equation ----------------------------------------------------------------------------
-    def _equation(self, s: str, d) -> _Verdict:
-        """Whether the networks of ``ds/dt`` can produce ``d`` (as ``Σ B·η(inputs)``)."""
+    def _equation(self, s: str, d, changes: dict) -> _Verdict:
+        """Whether the networks of ``ds/dt`` can produce ``d`` (as ``Σ B·η(inputs)``); ``changes``: every
+        equation's ``d``, for a network output that enters several equations."""
         sp = self.sp
-        d = sp.expand(sp.cancel(d)) if d.has(*self.variables) or d.atoms(sp.Indexed) else sp.simplify(d)
         if _is_zero(sp, d):
             return _Verdict("zero")
         outputs = self.outputs_in.get(s, [])
@@ -352,6 +355,9 @@ class _Analysis:
         if len(own) < len(outputs):
             everything = self._produce(d, outputs)
             if everything.status in ("yes", "singular"):
+                joint = self._joint(s, d, changes)
+                if joint is not None:
+                    return joint
                 names = ", ".join(o.label for o in outputs if o.symbol in self.shared)
                 return _Verdict("unknown", everything.output,
                                 reason=f"only {names} could imitate it, and it also enters another equation")
@@ -363,6 +369,43 @@ class _Analysis:
                 f"{proof.reason}; but along the one experiment {how}, so every state is nearly a function of it "
                 f"there and {o.label} may imitate it along that trajectory"))
         return proof
+
+    def _joint(self, s: str, d, changes: dict) -> _Verdict | None:
+        """The one output of ``ds/dt``, which enters other equations too: its change is forced
+        (``η = d/B``); what that change does to each other equation must be undone there by that equation's
+        own outputs. A verdict ("yes" or "no"), or None when it stays undecided."""
+        sp = self.sp
+        outputs = self.outputs_in[s]
+        if len(outputs) != 1:
+            return None
+        (o,) = outputs
+        forced = self._eta(d, o)
+        if forced.status != "yes" or forced.along:
+            return None
+        used = [o]
+        for s2, outs in self.outputs_in.items():
+            here = [x for x in outs if x.symbol == o.symbol]
+            if s2 == s or not here:
+                continue
+            caused = here[0].factor * forced.eta
+            rest = _tidy(sp, changes[s2] - caused, self.variables)
+            if _is_zero(sp, rest):
+                continue
+            others = [x for x in outs if x.symbol != o.symbol and x.symbol not in self.shared]
+            what = (f"{o.label} would have to change by a multiple of {_expr_text(forced.eta)}, which changes "
+                    f"d{s2}/dt too")
+            if not others:
+                return _Verdict("no", o, reason=f"(and through {o.label}, d{s2}/dt): {what}, where no other "
+                                                f"network can undo it")
+            undo = self._produce(rest, others)
+            if undo.status == "yes" and not undo.along:
+                used += undo.outputs
+                continue
+            proof = self._proof(rest, others)
+            if proof.status == "no":
+                return _Verdict("no", o, reason=f"(and through {o.label}, d{s2}/dt): {what}, and there {proof.reason}")
+            return None
+        return _Verdict("yes", o, forced.eta, outputs=used)
 
     def _sees_along(self, o: _Output) -> str | None:
         """Why, along the one experiment, the network sees every state (an input that only rises or falls)."""
@@ -647,6 +690,11 @@ def _factor_text(o: _Output) -> str:
 
 def _outputs_text(outputs: list[_Output]) -> str:
     return ", ".join(f"{o.label}({', '.join(o.inputs)})" for o in outputs)
+
+
+def _tidy(sp, d, variables):
+    """``d`` expanded into its terms (with variables or networks), or simplified (a number)."""
+    return sp.expand(sp.cancel(d)) if d.has(*variables) or d.atoms(sp.Indexed) else sp.simplify(d)
 
 
 def _is_zero(sp, expr) -> bool:
