@@ -335,9 +335,14 @@ def test_one_experiment_with_a_monotone_network_input(tmp_path):
     wobble = np.exp(0.2 * t) + 0.05 * np.where(np.arange(21) % 2, 1.0, -1.0)  # not strictly monotone
     write_csv(tmp_path / "m.csv", "t,x,y", [(float(a), float(b), 1.0 + a) for a, b in zip(t, wobble, strict=True)])
     f = findings(raw, tmp_path)["gamma"]
-    assert f.verdict == "undecided" and "x rises almost monotonically (Spearman" in f.line
+    assert f.verdict == "undecided" and "x rises almost monotonically in the data (Spearman" in f.line
     write_csv(tmp_path / "m.csv", "t,x,y", [(float(a), float(2 + np.sin(a)), 1.0 + a) for a in t])
     assert verdicts(raw, tmp_path) == {"gamma": "not_imitable"}
+    # x not observed (its start given): whether it only rises is not known
+    raw["data"]["columns"] = {"y": "y"}
+    raw["model"]["initial"] = {"x": {"value": 1.0}}
+    f = findings(raw, tmp_path)["gamma"]
+    assert f.verdict == "undecided" and "x is not observed, and if it only rises or only falls" in f.line
 
 
 def test_an_observable_of_two_states_is_not_decided(lv3, tmp_path):

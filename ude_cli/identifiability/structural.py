@@ -365,9 +365,8 @@ class _Analysis:
         nearly = [(o, self.nearly[i]) for o in outputs for i in o.inputs if i in self.nearly]
         if proof.status == "no" and nearly:
             o, how = nearly[0]
-            return _Verdict("unknown", o, reason=(
-                f"{proof.reason}; but along the one experiment {how}, so every state is nearly a function of it "
-                f"there and {o.label} may imitate it along that trajectory"))
+            return _Verdict("unknown", o, reason=f"{proof.reason}; but with one experiment, {how}: {o.label} may "
+                                                 f"imitate it along that trajectory")
         return proof
 
     def _joint(self, s: str, d, changes: dict) -> _Verdict | None:
@@ -620,6 +619,11 @@ def _one_trajectory(problem: Problem) -> tuple[dict[str, str], dict[str, str]]:
     if problem.dataset is None:
         return along, nearly
     (experiment,) = problem.dataset.experiments
+    observed = {o.state for o in problem.observables.values() if o.state is not None}
+    for s in problem.states:
+        if s in inputs and s not in observed:
+            nearly[s] = (f"{s} is not observed, and if it only rises or only falls, every state is a function of it "
+                         f"along the trajectory")
     for k, o in enumerate(problem.observables.values()):
         if o.state is None or o.state not in inputs:
             continue
@@ -635,7 +639,8 @@ def _one_trajectory(problem: Problem) -> tuple[dict[str, str], dict[str, str]]:
         with np.errstate(invalid="ignore", divide="ignore"):
             rho = float(np.corrcoef(np.arange(y.size), ranks)[0, 1])
         if np.isfinite(rho) and abs(rho) >= 0.95:
-            nearly[o.state] = f"{o.state} {'rises' if rho > 0 else 'falls'} almost monotonically (Spearman {rho:.2f})"
+            nearly[o.state] = (f"{o.state} {'rises' if rho > 0 else 'falls'} almost monotonically in the data (Spearman "
+                               f"{rho:.2f}), so every state is nearly a function of it along the trajectory")
     return along, nearly
 
 
