@@ -5,7 +5,9 @@ parameter's work. For every learned mechanistic or observation parameter ``p`` t
 the equations alone (no data, no fit): *when p changes by a small amount, can the networks change so
 that every equation, observable and initial state stays exactly as it was?* If they can, the data cannot
 tell ``p`` from the networks (no amount of training decides it; only structure, a prior, regularisation
-or ``ude discover``'s sparsity can).
+or ``ude discover``'s sparsity can). The data are read only where the equations alone cannot answer:
+with one experiment (along one trajectory every state is a function of ``t``, and of an input whose data
+only rise or fall), and where a network would have to grow like ``1/y`` (the data's range of ``y``).
 
 The question is asked to first order, with every other parameter held. A change ``δ`` of ``p`` (with,
 for an observation parameter, the change ``δ·ξ(x)`` of the observed state ``x`` that keeps the
@@ -52,7 +54,8 @@ class StructuralFinding:
     ``verdict`` is ``imitable`` (the data cannot tell the parameter from the networks), ``not_imitable``
     (no network can reproduce its effect alone: necessary for identifiability, not sufficient),
     ``undecided``, or ``not_identifiable`` (a change of it is undone without any network: e.g. an
-    observable's scale against a learned initial state of linear dynamics). ``line`` is the one line a user reads; ``remedies`` say what would identify it.
+    observable's scale against a learned initial state of linear dynamics). ``line`` is the one line a
+    user reads; ``remedies`` say what would identify it.
     """
 
     parameter: str
@@ -172,6 +175,17 @@ class _Analysis:
 
     def _sympy(self, expr):
         return expr.to_sympy(self.sym, networks=self.nets)
+
+    def _show(self, expr) -> str:
+        """An expression as text, a one-output network by its name (U, not U[0]) as the config writes it."""
+        sp = self.sp
+        bare = {a: sp.Symbol(str(a.base)) for a in expr.atoms(sp.Indexed)
+                if self.problem.networks[str(a.base)].outputs == 1}
+        return str(expr.subs(bare) if bare else expr)
+
+    def _factor(self, o: _Output) -> str:
+        """``B*`` before a network's name in a sentence ("x*y*U(x, y)"), nothing for B = 1."""
+        return "" if o.factor == 1 else f"{self._show(o.factor)}*"
 
     def _outputs(self, f) -> list[_Output]:
         out = []
@@ -391,7 +405,7 @@ class _Analysis:
             if _is_zero(sp, rest):
                 continue
             others = [x for x in outs if x.symbol != o.symbol and x.symbol not in self.shared]
-            what = (f"{o.label} would have to change by a multiple of {_expr_text(forced.eta)}, which changes "
+            what = (f"{o.label} would have to change by a multiple of {self._show(forced.eta)}, which changes "
                     f"d{s2}/dt too")
             if not others:
                 return _Verdict("no", o, reason=f"(and through {o.label}, d{s2}/dt): {what}, where no other "
@@ -440,7 +454,7 @@ class _Analysis:
             if away is None:
                 return _Verdict("singular", o, eta, along=along)
             return _Verdict("yes", o, eta, along=along, note=(
-                f"{o.label} changes by a multiple of {_expr_text(eta)}, which is bounded where the data lie "
+                f"{o.label} changes by a multiple of {self._show(eta)}, which is bounded where the data lie "
                 f"({away})") if away else "")
         return _Verdict("yes", o, eta, along=along)
 
@@ -508,8 +522,8 @@ class _Analysis:
                 singular = next(v for v in chosen if v.status == "singular")
         if singular is not None and singular.output is not None:
             o = singular.output
-            singular.reason = (f"{_factor_text(o)}{o.label}({', '.join(o.inputs)}) could imitate it only by adding "
-                               f"a multiple of {_expr_text(singular.eta)} to {o.label}, unbounded where "
+            singular.reason = (f"{self._factor(o)}{o.label}({', '.join(o.inputs)}) could imitate it only by adding "
+                               f"a multiple of {self._show(singular.eta)} to {o.label}, unbounded where "
                                f"{_den_text(sp, singular.eta, self.variables)} = 0: whether the data tell it from "
                                f"the network depends on how near 0 the trajectories come")
         return singular or _Verdict("no")
@@ -520,7 +534,7 @@ class _Analysis:
         seen_by = [self._allowed(o)[0] for o in outputs]
         seen_any = set().union(*seen_by)
         variables = sorted(d.free_symbols & self.variables, key=str)
-        term = _expr_text(d)
+        term = self._show(d)
         for u in variables:
             if u in seen_any or any(o.factor.has(u) for o in outputs):
                 continue
@@ -550,8 +564,8 @@ class _Analysis:
             for u in sorted(v.eta.free_symbols & self.variables - seen, key=str) if v.eta is not None else []:
                 if not _is_zero(sp, sp.diff(v.eta, u)):
                     return _Verdict("no", o, reason=(
-                        f"{_factor_text(o)}{o.label}({', '.join(o.inputs)}) would have to change by a multiple of "
-                        f"{_expr_text(v.eta)}, which depends on {u}: the network does not see it"))
+                        f"{self._factor(o)}{o.label}({', '.join(o.inputs)}) would have to change by a multiple of "
+                        f"{self._show(v.eta)}, which depends on {u}: the network does not see it"))
         return _Verdict("unknown", outputs[0],
                         reason=f"the check could not decide whether {_outputs_text(outputs)} can produce {term}")
 
@@ -679,18 +693,10 @@ def _term_text(tree: ast.expr, name: str) -> str:
     return text
 
 
-def _expr_text(expr) -> str:
-    return str(expr)
-
-
 def _den_text(sp, expr, variables) -> str:
     _, den = sp.fraction(sp.together(expr))
     factors = [f for f in sp.Mul.make_args(sp.factor(den)) if f.free_symbols & variables]
     return " or ".join(str(f.base if f.is_Pow else f) for f in factors) or str(den)
-
-
-def _factor_text(o: _Output) -> str:
-    return "" if o.factor == 1 else f"{o.factor}*"
 
 
 def _outputs_text(outputs: list[_Output]) -> str:
