@@ -189,7 +189,7 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
             out.sampler = (one, ts, out.wald)
             out.derived = _derived(problem, one, out.wald, f)
     if profile:
-        k = sum(t.kind != "noise" for t in ts)
+        k: float = out.wald.parameters_counted if out.wald is not None else float(sum(t.kind != "noise" for t in ts))
         threshold, how = f.threshold(level, k)
         settings = ProfileSettings(level=level, max_steps=spec.profile_steps, iterations=spec.profile_iterations)
         by_name = {t.name: t for t in ts}
@@ -223,8 +223,7 @@ def _derived(problem: Problem, model, wald: HessianResult, f: LikelihoodFunction
     ts = wald.targets
     D = np.array([t.derivative() for t in ts])
     cov = wald.cov_u * np.outer(D, D)  # on the values' own scale
-    k = sum(t.kind != "noise" for t in ts)
-    q, dist = f.quantile(wald.level, k)
+    q, dist = f.quantile(wald.level, wald.parameters_counted)
     out = {}
     for name, expr in formulas.items():
         fn = expr.compile("numpy")
