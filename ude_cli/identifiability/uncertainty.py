@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ConfigError, did_you_mean
 from ..problem import Problem, initial_label
 from .function import LikelihoodFunction, Target, final_weight_decay, single_start, targets
-from .hessian import DEFAULT_BUDGET, HessianResult, wald_intervals
+from .hessian import DEFAULT_BUDGET, INFLATION_LIMIT, HessianResult, wald_intervals
 from .profile import Profile, ProfileSettings, profile_target
 
 
@@ -201,12 +201,20 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
                                monitor=monitor)
             out.profiles.append(p)
             wald = out.intervals.get(name)
+            identifiable = p.identifiable
             reason = "" if p.identifiable else f"profile likelihood: {p.reason}"
+            inflation = next((w.inflation for w in out.wald.intervals if w.name == name), None) if out.wald else None
+            if p.identifiable and f.weight_decay > 0 and inflation is not None and inflation > INFLATION_LIMIT:
+                # closed by the penalty alone: the likelihood itself does not decide between it and the network
+                identifiable = False
+                reason = (f"the network compensates it (its variance grows {inflation:.3g}-fold when the network is "
+                          f"re-fitted); the profile's interval holds with the weight penalty in the objective "
+                          f"(weight_decay {f.weight_decay:g}, a prior on the weights), not from the data alone")
             if p.better:
                 out.notes.append(f"the profile of {name} found a point {p.better:.3g} log-likelihood units better "
                                  "than the fit: the fit had not converged; intervals are relative to that point")
             out.intervals[name] = Interval(name, t.value, p.lower, p.upper, "profile likelihood",
-                                           wald.se if wald is not None else math.nan, p.identifiable, reason)
+                                           wald.se if wald is not None else math.nan, identifiable, reason)
     out.seconds = time.perf_counter() - started
     return out
 
