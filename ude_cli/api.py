@@ -97,11 +97,13 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     if resume is not None:
         config, n_starts = resume.config, resume.starts
     from .identifiability import profile_request
+    from .identifiability.uncertainty import derived_request
 
     problem = _problem(config)
     check_fittable(problem)
     cfg = problem.config
-    profile_request(problem)  # a bad uncertainty.profile fails before any training
+    profile_request(problem)  # a bad uncertainty.profile or .derived fails before any training
+    derived_request(problem)
     chosen = None
     if not n_starts:
         n_starts, chosen = resolve_starts(problem, cfg.training.starts)
@@ -227,7 +229,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     from .identifiability import assess as assess_uncertainty
     from .identifiability import table_columns
 
-    uncertainty = assess_uncertainty(problem, model, best, monitor=monitor)
+    uncertainty = assess_uncertainty(problem, model, best, monitor=monitor, fit_seconds=float(trained.seconds))
     spec = problem.config.uncertainty
     if spec.bands and uncertainty.sampler is not None:
         from .identifiability.bands import band_columns, bands

@@ -108,6 +108,49 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tup
     return out, how
 
 
+def sampled_model(problem, fitted, start: int, wald, samples: int, seed: int):
+    """A model whose ``samples + 1`` starts are the fit (start 0) and ``samples`` draws of the learned values from
+    their Wald distribution (the network moved by its linear response when profiled out): one batched solve
+    gives every draw's trajectory (``ude predict``'s bands)."""
+    from ..fitting.model import UDEModel
+    from .function import targets as targets_of
+
+    S = samples + 1
+    many = UDEModel(problem, n_starts=S)
+    source, target = fitted.state_dict(), many.state_dict()
+    new = {}
+    for key, value in target.items():
+        v = source[key]
+        if v.shape == value.shape:  # no start dimension (a per-experiment buffer)
+            new[key] = v.clone()
+        else:
+            one = v[start:start + 1]
+            new[key] = one.expand(S, *one.shape[1:]).clone()
+    many.load_state_dict(new)
+    ts = targets_of(many, problem)
+    by_name = {t.name: t for t in ts}
+    order = [by_name[t.name] for t in wald.targets]
+    cov = 0.5 * (wald.cov_u + wald.cov_u.T)
+    w, V = np.linalg.eigh(cov)
+    root = V * np.sqrt(np.clip(w, 0.0, None))
+    rng = np.random.default_rng(seed)
+    nets = list(many.network_parameters())
+    with torch.no_grad():
+        for s in range(1, S):
+            du = root @ rng.standard_normal(len(order))
+            for t, d in zip(order, du, strict=True):
+                index = (s, *t.index[1:])
+                t.tensor[index] = t.tensor[index] + float(d)
+            if wald.network_response is not None:
+                dw = wald.network_response @ du
+                k = 0
+                for p in nets:
+                    m = p[s].numel()
+                    p[s] += torch.as_tensor(dw[k:k + m], dtype=p.dtype).reshape(p[s].shape)
+                    k += m
+    return many
+
+
 def band_columns(frame, problem, groups, band_arrays: list[np.ndarray]):
     """predictions.csv with ``{observable}_ci_lower/_ci_upper/_pi_lower/_pi_upper`` per row."""
     frame = frame.copy()
