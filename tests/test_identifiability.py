@@ -256,3 +256,29 @@ def test_coverage_small():
     for name in ("beta", "gamma"):
         assert out["counted"][(name, "wald")] == 10
         assert out["hits"][(name, "wald")] >= 8, out
+
+
+def test_a_product_of_two_rates_leaves_each_unidentifiable(write, tmp_path):
+    """dx/dt = -a*b*x: the data fix a*b only. The information matrix is singular in a/b: both values are
+    flagged, their Wald intervals unbounded; with one of them fixed the other is identified."""
+    t = np.linspace(0, 4, 25)
+    y = 3 * np.exp(-0.6 * t) * (1 + 0.01 * np.random.default_rng(2).standard_normal(t.size))
+    (tmp_path / "d.csv").write_text("t,x\n" + "\n".join(f"{a},{b}" for a, b in zip(t, y, strict=True)) + "\n")
+    both = write("both.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model:
+          states: [x]
+          parameters: {a: {init: 1.0, positive: true}, b: {init: 1.0, positive: true}}
+          equations: {x: -a*b*x}
+        training: {stages: [{optimizer: lbfgs, iterations: 300}]}
+        uncertainty: {bands: false}
+        """)
+    result = fit(load_config(both))
+    rows = result.parameters.set_index("name")
+    assert result.values["a"] * result.values["b"] == pytest.approx(0.6, rel=0.02)
+    for name in ("a", "b"):
+        assert rows.loc[name, "identifiable"] is False or rows.loc[name, "identifiable"] == False  # noqa: E712
+        assert not np.isfinite(rows.loc[name, "ci_upper"]) or rows.loc[name, "ci_upper"] / rows.loc[name, "ci_lower"] > 1e3
+    one = write("one.yaml", both.read_text().replace("b: {init: 1.0, positive: true}", "b: {init: 1.0, fixed: true}"))
+    rows = fit(load_config(one)).parameters.set_index("name")
+    assert rows.loc["a", "identifiable"] and rows.loc["a", "ci_lower"] < 0.6 < rows.loc["a", "ci_upper"]

@@ -34,6 +34,9 @@ FD_STEP = 1e-4
 #: a target whose variance grows by more than this factor when the network is profiled out is reported as
 #: practically not identifiable (the network compensates a change of it)
 INFLATION_LIMIT = 100.0
+#: an interval wider than this factor (a positive value: upper/lower; others: half-width/|value|) says the value
+#: is practically not identifiable, as a profile that stays below its threshold over that range
+WIDE_FACTOR = 1000.0
 #: eigenvalues of an information matrix below this fraction of its largest count as zero
 SINGULAR_RTOL = 1e-10
 #: seconds the network-profiled Hessian may take (estimated from one gradient) when computed by default
@@ -216,6 +219,12 @@ class _nothing:
         return False
 
 
+def _too_wide(positive: bool, value: float, lo: float, hi: float) -> bool:
+    if positive:
+        return lo <= 0 or hi / lo > WIDE_FACTOR
+    return value != 0 and (hi - lo) / 2 > WIDE_FACTOR * abs(value)
+
+
 def _cells_of(f: LikelihoodFunction, sigma: str) -> float:
     """Training cells whose noise has standard deviation ``sigma``."""
     obj = f.objective
@@ -351,6 +360,10 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
             lo, hi = value * math.exp(-m * se / value), value * math.exp(m * se / value)
         else:
             lo, hi = value - m * se, value + m * se
+        if identifiable and np.isfinite(se) and _too_wide(t.positive and value > 0, value, lo, hi):
+            identifiable = False
+            reason = (f"its interval [{lo:.3g}, {hi:.3g}] spans more than a factor {WIDE_FACTOR:g} (or {WIDE_FACTOR:g} "
+                      "times its size): the data barely constrain it")
         out.append(WaldInterval(t.name, value, se, lo, hi, method, inflation, identifiable, reason))
     f_vec = np.array([1.0 if t in noise_targets else factor for t in targets])
     cov_u = cov * np.sqrt(np.outer(f_vec, f_vec))
