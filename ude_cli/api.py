@@ -236,7 +236,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
 
         arrays, how = bands(problem, uncertainty, level=spec.level, samples=spec.band_samples,
                             seed=problem.config.training.seed)
-        uncertainty.notes.append(f"bands ({spec.level * 100:g} %): {how}")
+        uncertainty.notes.append(f"bands ({spec.level * 100:g} %): {how}" if arrays is not None else how)
         if arrays is not None:
             predictions = band_columns(predictions, problem, model.groups, arrays)
     metrics["uncertainty"] = uncertainty.to_json()
