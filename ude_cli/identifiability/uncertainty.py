@@ -215,8 +215,34 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
                                  "than the fit: the fit had not converged; intervals are relative to that point")
             out.intervals[name] = Interval(name, t.value, p.lower, p.upper, "profile likelihood",
                                            wald.se if wald is not None else math.nan, identifiable, reason)
+    _structural(out, problem)
     out.seconds = time.perf_counter() - started
     return out
+
+
+def _structural(out: Uncertainty, problem: Problem) -> None:
+    """The structural check's verdicts (:mod:`.structural`, before fitting) joined with the intervals: a value a
+    network can imitate (or that is not identifiable at all) is not identifiable whatever its interval; an
+    undecided check is said beside the interval's own verdict."""
+    from .structural import IMITABLE, NOT_IDENTIFIABLE, UNDECIDED
+
+    for finding in problem.structural or []:
+        if finding.verdict not in (IMITABLE, NOT_IDENTIFIABLE, UNDECIDED):
+            continue
+        text = "structural: " + finding.line.split("; to identify it", 1)[0]
+        names = [n for n in out.intervals if n == finding.parameter or n.startswith(f"{finding.parameter}[")]
+        if not names:  # no interval computed (uncertainty.hessian: off): the structural verdict alone
+            out.intervals[finding.parameter] = Interval(finding.parameter, math.nan, math.nan, math.nan, "",
+                                                        identifiable=None if finding.verdict == UNDECIDED else False,
+                                                        reason=text)
+            continue
+        for name in names:
+            i = out.intervals[name]
+            if finding.verdict == UNDECIDED:
+                i.reason = "; ".join(r for r in (i.reason, text) if r)
+                continue
+            i.reason = "; ".join(r for r in (text, i.reason) if r)
+            i.identifiable = False
 
 
 def _derived(problem: Problem, model, wald: HessianResult, f: LikelihoodFunction) -> dict[str, Interval]:
