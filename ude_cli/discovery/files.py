@@ -138,8 +138,8 @@ def equations_markdown(discovery: Discovery) -> str:
         lines += ["## Selection", "",
                   f"Stability selection over {sel.resamples} halves of the observation times: the candidate that "
                   f"wins the most halves is taken (it won {100 * (sel.won or 0):.0f} %); each of its terms is kept if its "
-                  f"{level} interval excludes 0 and keeping it lowers the BIC by more than "
-                  f"{discovery.settings.min_improvement:g}.", "",
+                  f"interval at {level} adjusted for the number of library terms (Bonferroni) excludes 0 and keeping "
+                  f"it lowers the BIC by more than {discovery.settings.min_improvement:g}.", "",
                   "| term | feature | in the best candidate of | in the recovered model |", "|---|---|---|---|"]
         final = {(tr.label, f.text) for tr in discovery.terms for f in tr.model.features}
         for (t, f), v in sorted(sel.frequency.items(), key=lambda kv: -kv[1]):
