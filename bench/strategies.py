@@ -9,7 +9,7 @@ dy/dt = -0.8 y + U[1], the protocol's 2-5-5-5-2 rbf network.
 One row per ``training.strategy`` (each in-process, one after the other): training MSE; the learned terms'
 relative RMS error against the true -0.9 x y and 1.8 x y along the true trajectory (300 points); training
 seconds and iterations; for ``auto``, what it chose. Prints a table; nothing here asserts (the slow test
-tests/test_strategies_slow.py asserts the known answers).
+the known answers of the strategies are asserted in tests/test_strategies.py).
 """
 
 from __future__ import annotations
