@@ -92,6 +92,7 @@ class Problem:
     warnings: list[str] = field(default_factory=list)
     observables: dict[str, Observable] = field(default_factory=dict)  # in the data's column order
     noise_parameters: dict[str, Parameter] = field(default_factory=dict)
+    structural: list | None = None  # the structural check's findings, once computed (api.check, api.fit)
 
     @property
     def likelihood(self) -> bool:

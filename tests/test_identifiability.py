@@ -1,0 +1,284 @@
+"""Intervals against known answers: R's nls / nlsList standard errors, an independent profile likelihood
+(scipy on the closed-form curve), the mean of normal data; the network's compensation flagged; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ude_cli import fit, load_config
+from ude_cli.cli import app
+
+from .conftest import REPO
+
+runner = CliRunner()
+
+# ../shared/data/orange_trees_logistic/source.md (cran/nlme tests/extras/scripts.Rout.save, lines 6763-6765)
+NLS_SE = {"Asym": 20.2, "xmid": 107.3, "scal": 81.5}
+# nlsList(SSlogis, Orange): per tree (the data's tree labels) Asym, xmid, scal standard errors (lines 6885-6903)
+NLSLIST_SE = {"3": (19.2, 130.8, 94.8), "1": (13.6, 92.9, 81.2), "5": (22.0, 108.0, 66.8),
+              "2": (13.4, 61.4, 49.4), "4": (11.8, 51.2, 41.6)}
+
+
+def _se(result) -> dict[str, float]:
+    rows = result.parameters
+    return dict(zip(rows["name"], rows["se"], strict=True))
+
+
+def test_wald_standard_errors_equal_nls():
+    result = fit(load_config(REPO / "configs/orange_trees.yaml"))
+    se = _se(result)
+    for name, published in NLS_SE.items():  # printed to one decimal
+        assert round(se[name], 1) == published, (name, se[name])
+    row = result.parameters.set_index("name").loc["Asym"]
+    assert row["ci_method"] == "wald (Gauss-Newton information, as nls)" and row["identifiable"]
+    # value +- t(32) * se: Asym is bounded, not `positive`, so the interval is symmetric
+    from scipy import stats
+
+    q = stats.t.ppf(0.975, 32)
+    assert row["ci_lower"] == pytest.approx(row["value"] - q * row["se"], rel=1e-12)
+
+
+def test_wald_standard_errors_equal_nls_list_with_the_pooled_sigma():
+    result = fit(load_config(REPO / "configs/orange_trees_per_tree.yaml"))
+    se = _se(result)
+    for tree, published in NLSLIST_SE.items():
+        for name, value in zip(("Asym", "xmid", "scal"), published, strict=True):
+            assert abs(se[f"{name}[{tree}]"] - value) <= 0.051 * max(1.0, value / 10), (name, tree, se)
+
+
+def test_mean_of_normal_data_band_and_interval(write, tmp_path):
+    """dx/dt = 0 with x(0) learned: the fit is the mean, its Wald se s/sqrt(n), the confidence band mean +- 1.96 se
+    (sampled), the prediction band mean +- 1.96 sigma."""
+    rng = np.random.default_rng(3)
+    y = 10 + rng.normal(0, 2.0, 40)
+    lines = ["t,y"] + [f"{i},{v:.12g}" for i, v in enumerate(y)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    path = write("c.yaml", """
+        data: {file: d.csv, time: t, columns: {x: y}}
+        model:
+          states: [x]
+          parameters: {}
+          equations: {x: "0*x"}
+          initial: {x: {learn: true}}
+        training: {stages: [{optimizer: lbfgs, iterations: 200}]}
+        uncertainty: {band_samples: 4000}
+        """)
+    result = fit(load_config(path))
+    row = result.parameters.set_index("name").loc["x(t0)"]
+    n = len(y)
+    s = y.std(ddof=1)
+    assert row["value"] == pytest.approx(y.mean(), rel=1e-7)
+    assert row["se"] == pytest.approx(s / np.sqrt(n), rel=1e-5)  # n/(n-1) * RSS/n = s^2
+    pred = result.predictions
+    half = (pred["x_ci_upper"] - pred["x_ci_lower"]).to_numpy() / 2
+    assert half.mean() == pytest.approx(1.96 * s / np.sqrt(n), rel=0.06)
+    half_pi = (pred["x_pi_upper"] - pred["x_pi_lower"]).to_numpy() / 2
+    sigma_ml = y.std(ddof=0)
+    assert half_pi.mean() == pytest.approx(1.96 * np.hypot(sigma_ml, s / np.sqrt(n)), rel=0.06)
+
+
+@pytest.mark.slow
+def test_profile_intervals_equal_an_independent_profile():
+    """Orange trees, pooled: profile intervals (F-calibrated, as profile.nls) against scipy least squares on the
+    closed-form SSlogis curve, re-optimised at each point, and a root finder for the ends."""
+    import pandas as pd
+    from scipy import stats
+    from scipy.optimize import brentq, least_squares
+
+    cfg = load_config(REPO / "configs/orange_trees.yaml")
+    cfg = cfg.model_copy(update={"uncertainty": cfg.uncertainty.model_copy(update={"profile": ["Asym", "xmid",
+                                                                                                "scal"]})})
+    result = fit(cfg)
+    d = pd.read_csv(REPO / "data/orange_trees/orange.csv")
+    t, y = d.age_days.to_numpy(), d.circumference_mm.to_numpy()
+
+    def resid(p):
+        return p[0] / (1 + np.exp((p[1] - t) / p[2])) - y
+
+    best = least_squares(resid, [190, 700, 350], xtol=1e-15, ftol=1e-15)
+    rss0, n = (best.fun ** 2).sum(), len(y)
+    threshold = n * np.log1p(stats.f.ppf(0.95, 1, n - 3) / (n - 3))
+
+    def statistic(i, v):
+        free = [j for j in range(3) if j != i]
+
+        def r(q):
+            p = np.empty(3)
+            p[i], p[free] = v, q
+            return resid(p)
+
+        fitted = least_squares(r, best.x[free], xtol=1e-14, ftol=1e-14)
+        return n * np.log((fitted.fun ** 2).sum() / rss0) - threshold
+
+    rows = result.parameters.set_index("name")
+    for i, name in enumerate(("Asym", "xmid", "scal")):
+        x = best.x[i]
+        lo = brentq(lambda v, i=i: statistic(i, v), 0.5 * x, x)
+        hi = brentq(lambda v, i=i: statistic(i, v), x, 2.2 * x)
+        assert rows.loc[name, "ci_method"] == "profile likelihood"
+        assert rows.loc[name, "ci_lower"] == pytest.approx(lo, rel=2e-3), name
+        assert rows.loc[name, "ci_upper"] == pytest.approx(hi, rel=2e-3), name
+
+
+@pytest.mark.slow
+def test_a_rate_the_network_can_compensate_is_flagged():
+    """The bundled learned-gamma sample: gamma is identified only through the weight decay; with the network
+    re-fitted in the curvature its variance grows by orders of magnitude, and the fit says so."""
+    result = fit(load_config(REPO / "configs/lotka_volterra_learn_gamma.yaml"))
+    unc = result.metrics["uncertainty"]
+    flagged = {b["name"]: b["reason"] for b in unc["not_identifiable"]}
+    assert "gamma" in flagged and "network compensates" in flagged["gamma"]
+    wald = {w["name"]: w for w in unc["wald"]["intervals"]}
+    assert wald["gamma"]["variance_inflation"] > 100
+
+
+def test_bad_uncertainty_requests_exit_3(write, lv_csv):
+    base = f"""
+        data: {{file: {lv_csv}, time: t, columns: {{x: prey, y: predator}}}}
+        model:
+          builtin: lotka_volterra
+          parameters: {{alpha: {{fixed: true}}}}
+        training: {{stages: [{{optimizer: lbfgs, iterations: 5}}]}}
+        """
+    fixed = write("fixed.yaml", base + "uncertainty: {profile: [alpha]}\n")
+    r = runner.invoke(app, ["fit", str(fixed), "--out", str(fixed.parent / "r1"), "--no-plots"])
+    assert r.exit_code == 3, r.output
+    assert "'alpha' is fixed" in r.output and "uncertainty.profile" in r.output and "Traceback" not in r.output
+    assert not (fixed.parent / "r1").exists()
+    level = write("level.yaml", base + "uncertainty: {level: 1.5}\n")
+    r = runner.invoke(app, ["fit", str(level), "--out", str(level.parent / "r2"), "--no-plots"])
+    assert r.exit_code == 3 and "uncertainty.level" in r.output, r.output
+    neural = write("neural.yaml", f"""
+        data: {{file: {lv_csv}, time: t, columns: {{x: prey, y: predator}}}}
+        model:
+          states: [x, y]
+          equations: {{x: "U[0]", y: "U[1]"}}
+        networks: {{U: {{inputs: [x, y], outputs: 2, hidden: [4]}}}}
+        training: {{stages: [{{optimizer: lbfgs, iterations: 5}}]}}
+        """)
+    r = runner.invoke(app, ["fit", str(neural), "--out", str(neural.parent / "r3"), "--no-plots", "--profile"])
+    assert r.exit_code == 3 and "nothing to profile" in r.output, r.output
+    assert not (neural.parent / "r3").exists()
+
+
+def test_interval_columns_in_params_files(tmp_path):
+    result = fit(load_config(REPO / "configs/flu_sir_negbin.yaml"))
+    out = result.save(tmp_path / "run", plots=False)
+    rows = {r["name"]: r for r in json.loads((out / "params.json").read_text())}
+    beta = rows["beta"]
+    assert beta["ci_lower"] < beta["value"] < beta["ci_upper"] and beta["ci_level"] == 0.95
+    assert beta["ci_method"].startswith("wald (observed information")
+    # a value kept positive gets its interval on log scale: never below 0
+    assert rows["dispersion_in_bed"]["ci_lower"] > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["uncertainty"]["intervals"]["gamma"]["method"] == beta["ci_method"]
+
+
+def test_derived_quantity_by_the_delta_method():
+    """R0 = beta/gamma of the flu fit: se^2 = g' Cov g with the analytic gradient g = (1/gamma, -beta/gamma^2)
+    and the fit's Wald covariance (the code differentiates the formula numerically)."""
+    result = fit(load_config(REPO / "configs/flu_sir_negbin.yaml"))
+    unc = result.metrics["uncertainty"]
+    r0 = unc["derived"]["R0"]
+    values = result.values
+    assert r0["value"] == pytest.approx(values["beta"] / values["gamma"], rel=1e-12)
+    wald = result.uncertainty.wald
+    ts = [t.name for t in wald.targets]
+    D = np.array([t.derivative() for t in wald.targets])
+    cov = wald.cov_u * np.outer(D, D)
+    i, j = ts.index("beta"), ts.index("gamma")
+    b, g = values["beta"], values["gamma"]
+    grad = np.array([1 / g, -b / g ** 2])
+    sub = cov[np.ix_([i, j], [i, j])]
+    assert r0["se"] == pytest.approx(float(np.sqrt(grad @ sub @ grad)), rel=1e-5)
+    assert r0["lower"] == pytest.approx(r0["value"] - 1.959964 * r0["se"], rel=1e-5)
+    # Stan's posterior (../shared/data/flu_boarding_school_1978.md): R0 mean 3.22, 95 % [2.74, 3.83]
+    assert 2.6 < r0["lower"] < 3.0 and 3.4 < r0["upper"] < 3.9
+
+
+@pytest.mark.slow
+def test_lynx_hare_profile_intervals_beside_stan():
+    """80 % profile intervals of the lynx-hare fit against Carpenter's Stan case study (weak priors there)."""
+    cfg = load_config(REPO / "configs/lynx_hare_lognormal.yaml")
+    cfg = cfg.model_copy(update={"uncertainty": cfg.uncertainty.model_copy(update={"level": 0.8, "profile": [
+        "alpha", "beta", "gamma", "delta"], "bands": False})})
+    result = fit(cfg)
+    stan = {"alpha": (0.47, 0.63), "beta": (0.023, 0.033), "gamma": (0.69, 0.91), "delta": (0.020, 0.029)}
+    rows = result.parameters.set_index("name")
+    for name, (lo, hi) in stan.items():
+        assert rows.loc[name, "ci_method"] == "profile likelihood"
+        assert rows.loc[name, "ci_lower"] == pytest.approx(lo, rel=0.06), name
+        assert rows.loc[name, "ci_upper"] == pytest.approx(hi, rel=0.06), name
+
+
+@pytest.mark.slow
+def test_a_correction_that_sees_the_state_makes_r_and_k_not_identifiable(write, tmp_path):
+    """The measured case: built-in logistic with a correction network on N absorbs the growth term. Both r and
+    K are flagged after the fit; the mechanism alone identifies them, and its intervals cover the truth."""
+    t = np.linspace(0, 10, 30)
+    n = 100 / (1 + (100 / 5 - 1) * np.exp(-0.8 * t))
+    y = n * (1 + 0.02 * np.random.default_rng(1).standard_normal(t.size))
+    (tmp_path / "d.csv").write_text("t,N\n" + "\n".join(f"{a},{b}" for a, b in zip(t, y, strict=True)) + "\n")
+    corrected = write("corrected.yaml", """
+        data: {file: d.csv, time: t, columns: {N: N}}
+        model: {builtin: logistic, corrections: {N: "U[0]"}}
+        networks: {U: {inputs: [N], outputs: 1, hidden: [16]}}
+        uncertainty: {hessian: profiled, bands: false}
+        """)
+    result = fit(load_config(corrected))
+    flagged = {b["name"] for b in result.metrics["uncertainty"]["not_identifiable"]}
+    assert {"r", "K"} <= flagged
+    mechanism = write("mechanism.yaml", """
+        data: {file: d.csv, time: t, columns: {N: N}}
+        model: {builtin: logistic}
+        """)
+    rows = fit(load_config(mechanism)).parameters.set_index("name")
+    for name, truth in (("r", 0.8), ("K", 100.0)):
+        assert rows.loc[name, "identifiable"] and rows.loc[name, "ci_lower"] < truth < rows.loc[name, "ci_upper"]
+
+
+@pytest.mark.slow
+def test_coverage_small():
+    """Ten replicates of the coverage benchmark's SIR model (bench/coverage.py): nominal 95 % Wald intervals
+    cover the truth in at least 8 of 10 (a calibrated interval fails this with probability 1 %)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("coverage_bench", REPO / "bench/coverage.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.run("sir", 10, profile=False)
+    assert out["failures"] == 0
+    for name in ("beta", "gamma"):
+        assert out["counted"][(name, "wald")] == 10
+        assert out["hits"][(name, "wald")] >= 8, out
+
+
+def test_a_product_of_two_rates_leaves_each_unidentifiable(write, tmp_path):
+    """dx/dt = -a*b*x: the data fix a*b only. The information matrix is singular in a/b: both values are
+    flagged, their Wald intervals unbounded; with one of them fixed the other is identified."""
+    t = np.linspace(0, 4, 25)
+    y = 3 * np.exp(-0.6 * t) * (1 + 0.01 * np.random.default_rng(2).standard_normal(t.size))
+    (tmp_path / "d.csv").write_text("t,x\n" + "\n".join(f"{a},{b}" for a, b in zip(t, y, strict=True)) + "\n")
+    both = write("both.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model:
+          states: [x]
+          parameters: {a: {init: 1.0, positive: true}, b: {init: 1.0, positive: true}}
+          equations: {x: -a*b*x}
+        training: {stages: [{optimizer: lbfgs, iterations: 300}]}
+        uncertainty: {bands: false}
+        """)
+    result = fit(load_config(both))
+    rows = result.parameters.set_index("name")
+    assert result.values["a"] * result.values["b"] == pytest.approx(0.6, rel=0.02)
+    for name in ("a", "b"):
+        assert rows.loc[name, "identifiable"] is False or rows.loc[name, "identifiable"] == False  # noqa: E712
+        assert not np.isfinite(rows.loc[name, "ci_upper"]) or rows.loc[name, "ci_upper"] / rows.loc[name, "ci_lower"] > 1e3
+    one = write("one.yaml", both.read_text().replace("b: {init: 1.0, positive: true}", "b: {init: 1.0, fixed: true}"))
+    rows = fit(load_config(one)).parameters.set_index("name")
+    assert rows.loc["a", "identifiable"] and rows.loc["a", "ci_lower"] < 0.6 < rows.loc["a", "ci_upper"]
