@@ -179,7 +179,8 @@ def test_auto_chooses_and_says_why(tmp_path):
     lv_csv(tmp_path, t, noise=0.05, keep={0, 12, 24, 35, 47, 59})
     name, why = choose(problem(mechanistic({}), tmp_path), True)
     assert name == "multiple_shooting"
-    assert why.startswith("y observed at under 25% of the times and the data oscillate")
+    assert why.startswith("y observed at under 25% of the times, so no collocation warm start: its spline there "
+                          "misleads it and the data oscillate")
     lv_csv(tmp_path, t, noise=0.05)
     assert choose(problem(mechanistic({}), tmp_path), True) == ("single_shooting", "the collocation warm start runs")
     lv_csv(tmp_path, np.linspace(0, 3, 13), noise=0.05, predator=False)  # less than half a period
@@ -203,3 +204,27 @@ def test_bad_strategy_settings_are_config_errors(tmp_path):
         config(mechanistic({"multiple_shooting": {"segments": 1}}), tmp_path)
     with pytest.raises(ConfigError, match="window"):
         config(mechanistic({"stages": [{"optimizer": "lbfgs", "iterations": 5, "window": 1.5}]}), tmp_path)
+
+
+@pytest.mark.slow
+def test_the_ude_papers_scenario_2_learns_the_missing_terms(tmp_path):
+    """The predator seen at 6 of 60 times, the prey at all, 5 % noise, two periods (bench/strategies.py): auto
+    chooses multiple shooting without the warm start, and the learned terms are within 20 % RMS of -0.9 x y and
+    1.8 x y along the true trajectory."""
+    import sys
+
+    from .conftest import REPO
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from strategies import _Lines, raw_config, term_errors, write_data
+
+    lines = _Lines()
+    result = fit(config(raw_config(write_data(tmp_path, 15.0), "auto"), tmp_path), monitor=lines)
+    m = result.metrics
+    ex, ey = term_errors(result.model, 15.0)
+    print(f"scenario 2, auto: train MSE {m['loss']:.3g}, term errors {ex:.1%} and {ey:.1%}, {m['wall_seconds']:.0f} s")
+    assert m["strategy"] == "multiple_shooting"
+    assert any(s.startswith("training strategy: multiple shooting (auto: y observed at under 25% of the times")
+               for s in lines.lines)
+    assert [s["objective"] for s in m["stages"]] == ["multiple_shooting", "multiple_shooting", "trajectory"]
+    assert ex < 0.2 and ey < 0.2

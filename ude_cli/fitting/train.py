@@ -138,6 +138,11 @@ def auto_warm_start(model: UDEModel, training: TrainingSpec) -> bool:
     """Whether the automatic collocation warm start runs before the stages."""
     from .collocation import applicable
 
+    if training.strategy == "auto" and training.stages is None:
+        from .strategy.auto import sparse_states
+
+        if sparse_states(model.problem):  # a spline through a sparse state misleads the warm start (docs/training.md)
+            return False
     return (training.warm_start == "auto" and applicable(model.problem) is None
             and (training.stages is None or training.stages[0].objective != "collocation"))
 

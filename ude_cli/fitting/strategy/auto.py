@@ -7,7 +7,7 @@ the network near the data first. The rule, from the training data alone (measure
 - the collocation warm start runs and no state is sparse: single shooting (it reaches the noise floor on
   8 periods of Lotka-Volterra from the warm start);
 - otherwise (no warm start, or a state observed at under a quarter of its experiment's times, whose
-  spline the warm start cannot trust): multiple shooting when a directly observed state oscillates (at
+  spline misleads the warm start: ``auto`` then skips the warm start): multiple shooting when a directly observed state oscillates (at
   least :data:`MIN_EXTREMA` turning points of its smoothing spline in one experiment: two periods, a
   series long against its time scale); else single shooting.
 
@@ -89,7 +89,8 @@ def choose(problem, warm_start: bool) -> tuple[str, str]:
     if warm_start and not sparse:
         return "single_shooting", "the collocation warm start runs"
     if sparse:
-        why = f"{', '.join(sparse)} observed at under {SPARSE:.0%} of the times"
+        why = (f"{', '.join(sparse)} observed at under {SPARSE:.0%} of the times, so no collocation warm start: its "
+               f"spline there misleads it")
     else:
         reason = applicable(problem)
         why = f"no warm start ({reason})" if reason else "no warm start (training.warm_start: none)"
