@@ -56,7 +56,8 @@ def boundaries(times: np.ndarray, training: TrainingSpec) -> np.ndarray:
         k = min(MAX_AUTO_SEGMENTS, max(1, int(round((n - 1) / POINTS_PER_SEGMENT))))
     k = max(1, min(k, n - 1))
     targets = times[0] + span * np.arange(1, k) / k
-    inner = np.unique(np.clip(np.abs(times[:, None] - targets[None, :]).argmin(axis=0), 1, n - 2)) if k > 1 else []
+    inner: np.ndarray = (np.unique(np.clip(np.abs(times[:, None] - targets[None, :]).argmin(axis=0), 1, n - 2))
+                         if k > 1 else np.zeros(0, dtype=int))
     return np.concatenate([[0], np.asarray(inner, dtype=int), [n - 1]]).astype(int)
 
 
