@@ -578,6 +578,7 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
                   f"{_g(mech.validation_loss)})"
     details = [f"Scores of the recovered model: {scores}."]
     if val_ratio is not None:
+        assert ude_val is not None and r.validation_loss is not None  # val_ratio is computed from them
         details.append(_validation_sentence(r.validation_loss, ude_val, mech.validation_loss))
     cv = evidence.get("cross_validation")
     if cv and cv.get("recovered") is not None:
@@ -587,6 +588,7 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
     overfit = (val_ratio is None and noise.get("trusted", False) and level is not None and level > 0
                and ude_train is not None and ude_train < noise.get("below", 0.0))
     if overfit:
+        assert ude_train is not None and level is not None  # both are tested in overfit
         details.append(_overfit_sentence(ude_train, r.train_loss, evidence))
         ratio = r.train_loss / level  # the reference is the noise level, not a network that fits the noise
     elif level is not None and level > 0:
@@ -639,6 +641,7 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
             "terms' form, and the equations are an approximation.", *errors, *notes]
     bounded = f"stays bounded to t = {extrapolation.horizon:g}"
     if overfit:
+        assert ratio is not None  # the recovered loss over the noise level
         fit = (f"fits the data {'at' if ratio <= 1.5 else f'{ratio:.2f} times'} the noise level (its training loss "
                f"is {ratio:.3g} times it; the UDE fits below it: overfitting)")
     elif ratio is None or ratio <= 1.5:
