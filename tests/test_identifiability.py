@@ -282,3 +282,21 @@ def test_a_product_of_two_rates_leaves_each_unidentifiable(write, tmp_path):
     one = write("one.yaml", both.read_text().replace("b: {init: 1.0, positive: true}", "b: {init: 1.0, fixed: true}"))
     rows = fit(load_config(one)).parameters.set_index("name")
     assert rows.loc["a", "identifiable"] and rows.loc["a", "ci_lower"] < 0.6 < rows.loc["a", "ci_upper"]
+
+
+@pytest.mark.slow
+def test_the_recovered_model_identifies_what_the_ude_could_not(tmp_path):
+    """The remedy of docs/identifiability.md: the learned-gamma UDE flags gamma; `ude discover`'s recovered model
+    (no network) gets its own profile intervals, and gamma's is closed and covers the truth 0.8."""
+    from ude_cli.discovery.files import discover_run
+
+    result = fit(load_config(REPO / "configs/lotka_volterra_learn_gamma.yaml"))
+    assert "gamma" in {b["name"] for b in result.metrics["uncertainty"]["not_identifiable"]}
+    run = result.save(tmp_path / "run", plots=False)
+    discovery, target = discover_run(run, plots=False)
+    own = json.loads((target / "discovery.json").read_text())["recovered_intervals"]
+    assert "intervals" in own, own
+    gamma = own["intervals"]["gamma"]
+    assert own["method"].startswith("profile likelihood") and gamma["method"] == "profile likelihood"
+    assert gamma["identifiable"] and gamma["lower"] < 0.8 < gamma["upper"]
+    assert gamma["upper"] - gamma["lower"] < 0.2

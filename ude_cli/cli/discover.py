@@ -100,6 +100,16 @@ def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
         from ..discovery.stability import INTERVAL_METHOD
 
         typer.echo(f"  intervals: {INTERVAL_METHOD}")
+    own = discovery.recovered_intervals or {}
+    if own.get("intervals"):
+        typer.echo(f"  the recovered model's own {100 * own['level']:g} % intervals ({own['method']}):")
+        for name, iv in own["intervals"].items():
+            lo = "-inf" if iv["lower"] is None else f"{iv['lower']:.4g}"
+            hi = "inf" if iv["upper"] is None else f"{iv['upper']:.4g}"
+            flag = "  not identifiable" if iv["identifiable"] is False else ""
+            typer.echo(f"    {name} = {iv['value']:.6g} [{lo}, {hi}]{flag}")
+    elif own.get("note"):
+        typer.echo(f"  {own['note']}")
     typer.echo("")
     for line in discovery.messages[1:]:
         typer.echo(line)

@@ -182,6 +182,9 @@ class Discovery:
     selection: StableSelection | None = None
     log: list[str] = field(default_factory=list)
     evidence: dict = field(default_factory=dict)
+    #: the recovered model's own intervals (profile likelihoods of every value it fits, by ``ude fit``'s
+    #: machinery on recovered.yaml; :func:`ude_cli.discovery.files.recovered_intervals`)
+    recovered_intervals: dict = field(default_factory=dict)
 
     @property
     def success(self) -> bool:

@@ -58,6 +58,7 @@ def discover_run(run_dir: str | Path, *, out: str | Path | None = None, log: Cal
     target = Path(out) if out is not None else Path(run_dir) / DISCOVERY_DIR
     discovery = discover(run.problem, run.model, run.metrics, settings, predictions=run.predictions,
                          start=run.best_start, log=log)
+    discovery.recovered_intervals = recovered_intervals(discovery, target, log=log)
     write_failure_safe(write_discovery, discovery, target, plots=plots, dpi=run.config.output.dpi, where=str(target))
     return discovery, target
 
@@ -269,6 +270,39 @@ def recovered_yaml(discovery: Discovery, path: Path) -> str:
     return "\n".join(header) + "\n" + yaml.safe_dump(raw, sort_keys=False)
 
 
+def recovered_intervals(discovery: Discovery, directory: Path, log: Callable[[str], None] | None = None) -> dict:
+    """Profile-likelihood intervals of every value the recovered model fits (its coefficients, the mechanistic
+    parameters refitted with them, noise and initial values), computed as ``ude fit --profile`` would on
+    ``recovered.yaml`` at the refitted values; empty, with the reason, when there is no model to profile."""
+    from ..config import config_from_dict
+    from ..engines.torchdiffeq import SolverError
+    from ..errors import UdeError
+    from ..fitting.model import UDEModel
+    from ..identifiability.uncertainty import assess, learned_names
+    from ..problem import resolve
+
+    if discovery.verdict == "failed":
+        return {"note": "no intervals: the recovered model failed"}
+    try:
+        # in memory, with the data paths relative to a folder that exists (the discovery folder may not yet:
+        # the system resolves "discovery/../inputs" only through an existing folder)
+        base = next(p for p in (directory, *directory.parents) if p.is_dir())
+        raw = recovered_config(discovery, base)
+        problem = resolve(config_from_dict(raw, label=str(directory / "recovered.yaml"), path=base / "recovered.yaml"))
+        names = list(learned_names(problem))
+        if not names:
+            return {"note": "no intervals: the recovered model fits no value"}
+        unc = assess(problem, UDEModel(problem), 0, profile=names)
+    except (UdeError, SolverError) as exc:
+        return {"note": f"no intervals: {exc}"}
+    out = unc.to_json()
+    if log is not None:
+        log(f"intervals of the recovered model: profile likelihoods of {len(names)} values in {unc.seconds:.1f} s")
+    return {"level": out["level"], "intervals": out["intervals"], "notes": out["notes"],
+            "not_identifiable": out["not_identifiable"], "method": "profile likelihood on recovered.yaml at the "
+                                                                  "refitted values (ude fit --profile's machinery)"}
+
+
 # -- discovery.json and the CSVs --------------------------------------------------------------------
 
 def discovery_record(discovery: Discovery) -> dict:
@@ -294,6 +328,7 @@ def discovery_record(discovery: Discovery) -> dict:
         "candidates": [_candidate_record(c, experiments, problem.states, brief=True) for c in discovery.candidates],
         "selection": _selection_record(discovery),
         "evidence": discovery.evidence,
+        "recovered_intervals": discovery.recovered_intervals,
         "log": discovery.log,
         "seconds": round(discovery.seconds, 3),
     }

@@ -232,7 +232,27 @@ def _metrics(run) -> str:
     return _table(["metric", "value"], rows, [False, True])
 
 
-def _discovery_section(discovery: Mapping, directory: Path) -> str:
+def _beside(discovery: Mapping, parameters) -> str:
+    """The recovered model's own profile intervals beside the UDE's intervals of the same values."""
+    own = discovery.get("recovered_intervals") or {}
+    if not own.get("intervals"):
+        return f'<p class="note">{_e(own["note"])}</p>' if own.get("note") else ""
+    ude = {r["name"]: r for r in parameters.to_dict(orient="records")} if parameters is not None else {}
+    rows = []
+    for name, iv in own["intervals"].items():
+        u = ude.get(name)
+        mine = {"ci_lower": iv["lower"], "ci_upper": iv["upper"], "ci_method": iv["method"],
+                "identifiable": iv["identifiable"]}
+        rows.append([f"<code>{_e(name)}</code>", _num(u["value"], 5) if u is not None else "–",
+                     _interval(u) if u is not None else "not in the UDE", _num(iv["value"], 5), _interval(mine)])
+    level = f"{100 * own['level']:g} %"
+    return ("<h3>The recovered model's values beside the UDE's</h3>" + _table(
+        ["value", "UDE", f"UDE {level} interval", "recovered", f"recovered {level} interval"], rows,
+        [False, True, False, True, False]) + f'<p class="note">Recovered: {_e(own["method"])}. UDE: as in the '
+        "parameters table.</p>")
+
+
+def _discovery_section(discovery: Mapping, directory: Path, parameters=None) -> str:
     parts = ["<h2>Recovered equations</h2>"]
     for s, form in discovery["equations"].items():
         parts.append(_equation_image(form["latex"], f"d{s}/dt = {form['numeric']}"))
@@ -267,6 +287,7 @@ def _discovery_section(discovery: Mapping, directory: Path) -> str:
              _num(mech["n_fitted"])]]
     parts.append("<h3>Scores</h3>" + _table(["model", "training loss", "validation loss", "BIC", "fitted values"],
                                             rows, [False, True, True, True, True]))
+    parts.append(_beside(discovery, parameters))
     intervals = {n: iv for t in discovery["terms"] for n, iv in t["recovered"].get("intervals", {}).items()}
 
     def band(name):
@@ -390,7 +411,7 @@ def render(run) -> str:
         if (figs / f"{stem}.png").is_file():
             body.append(_figure(figs / f"{stem}.png", caption, caption))
     if discovery is not None:
-        body.append(_discovery_section(discovery, run.path / DISCOVERY_DIR))
+        body.append(_discovery_section(discovery, run.path / DISCOVERY_DIR, run.parameters))
     body.append(_forecast_section(run.path / FORECAST_DIR))
     from .. import __version__
 
