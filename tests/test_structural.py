@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import lv_truth
-from tests.helpers import problem, write_csv
+from tests.helpers import config, problem, write_csv
 from ude_cli.cli import app
 from ude_cli.identifiability.structural import structural_check
 
@@ -420,3 +420,24 @@ def test_seir_with_a_correction_on_every_state(tmp_path):
                                    "U[2](S, E, I, R) in dI/dt and U[3](S, E, I, R) in dR/dt: the data cannot tell "
                                    "gamma from the networks")
     assert found["gamma"].networks == ["U[2]", "U[3]"]
+
+
+@pytest.mark.slow
+def test_lotka_volterra_alpha_and_death_rate_flagged_after_the_fit_too(lv3, tmp_path):
+    """The third measured case, fitted: alpha and gamma are flagged after the fit as before it (structural),
+    and with the network re-fitted in the curvature their Wald variance grows by orders of magnitude."""
+    from ude_cli import fit
+
+    raw = dict(data=lv3, model=dict(builtin="lotka_volterra", corrections={"x": "U[0]", "y": "U[1]"},
+                                    parameters={"alpha": 1.0, "gamma": 1.0, "beta": {"init": 0.9, "fixed": True},
+                                                "delta": {"init": 1.8, "fixed": True}}),
+               networks={"U": {"inputs": ["x", "y"], "outputs": 2, "hidden": [16]}},
+               training={"stages": [{"optimizer": "lbfgs", "iterations": 300}]},
+               uncertainty={"hessian": "profiled", "bands": False})
+    result = fit(config(raw, tmp_path))
+    unc = result.metrics["uncertainty"]
+    flagged = {b["name"]: b["reason"] for b in unc["not_identifiable"]}
+    assert set(flagged) == {"alpha", "gamma"}
+    assert all(reason.startswith("structural: ") for reason in flagged.values())
+    wald = {w["name"]: w for w in unc["wald"]["intervals"]}
+    assert all(wald[n]["variance_inflation"] is None or wald[n]["variance_inflation"] > 10 for n in ("alpha", "gamma"))
