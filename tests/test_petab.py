@@ -122,9 +122,14 @@ def test_import_refuses_a_non_empty_folder_and_writes_nothing_on_bad_input(tmp_p
 
     with pytest.raises(RunDirError):
         import_problem(problem("Rahman_MBS2016"), tmp_path / "full")
+    yaml_path = copy_problem(tmp_path)
+    observables = yaml_path.parent / "observables_Rahman_MBS2016.tsv"
+    table = pd.read_csv(observables, sep="\t")
+    table["noiseDistribution"] = "laplace"
+    table.to_csv(observables, sep="\t", index=False)
     with pytest.raises(ConfigError):
-        import_problem(problem("Fiedler_BMCSystBiol2016"), tmp_path / "fiedler")
-    assert not (tmp_path / "fiedler").exists()
+        import_problem(yaml_path, tmp_path / "laplace")
+    assert not (tmp_path / "laplace").exists()
 
 
 # -- what is not supported, or wrong: one line naming the file, exit code 3 ----------------------------------------
@@ -224,9 +229,50 @@ def test_bad_problems_give_one_line_and_exit_3(tmp_path, damage, expected):
     assert not out.exists()
 
 
-def test_unsupported_noise_formula_names_the_observable_file():
-    result = cli("evaluate", str(problem("Fiedler_BMCSystBiol2016")))
+def test_noise_formula_of_a_state_is_refused_naming_the_observable_file(tmp_path):
+    yaml_path = copy_problem(tmp_path)
+    observables = yaml_path.parent / "observables_Rahman_MBS2016.tsv"
+    table = pd.read_csv(observables, sep="\t")
+    table["noiseFormula"] = "0.1*prevalence"
+    table.to_csv(observables, sep="\t", index=False)
+    result = cli("evaluate", str(yaml_path))
     assert result.exit_code == 3
     (line,) = error_lines(result)
-    assert "observables_Fiedler_BMCSystBiol2016.tsv: line 2: observable pErk" in line
-    assert "noise formulas of several parameters are not supported" in line
+    assert "observables_Rahman_MBS2016.tsv: line 2: observable observable_prevalence" in line
+    assert "noiseFormula '0.1*prevalence' depends on infected_moderate (a state or time): not supported" in line
+
+
+@pytest.mark.slow
+def test_fiedler_noise_formulas_of_two_parameters_match_amici():
+    # noiseFormula s_gel*sigma (both estimated): `sigma: {formula: ...}`; 4 scalings per observable: 8 observables
+    result = run("Fiedler_BMCSystBiol2016")
+    assert result.llh == pytest.approx(REFERENCES["Fiedler_BMCSystBiol2016"]["llh"], abs=1e-3)
+    for pid in ("s_pErk_20140430_gel1", "sigma_pMek", "tau1"):
+        v = result.values[pid]
+        h = 1e-5 * v
+        fd = (run("Fiedler_BMCSystBiol2016", values={pid: v + h}).llh
+              - run("Fiedler_BMCSystBiol2016", values={pid: v - h}).llh) / (2 * h)
+        assert result.gradient[pid] == pytest.approx(fd, rel=1e-3, abs=1e-5), pid
+
+
+# -- the noise formula in a plain config: against the closed form of exponential decay ---------------------------
+
+def test_noise_sigma_formula_against_the_closed_form(tmp_path):
+    t = np.linspace(0.5, 5, 10)
+    y = 2.0 * np.exp(-0.7 * t) + 0.05 * np.sin(7 * t)
+    pd.DataFrame({"t": t, "y": y}).to_csv(tmp_path / "d.csv", index=False)
+    config = {"data": {"file": "d.csv"}, "model": {
+        "states": ["x"], "equations": {"x": "-k*x"}, "initial": {"x": 2.0}, "t0": 0.0,
+        "parameters": {"k": 0.6, "a": 0.2, "b": {"init": 0.5, "positive": True}}},
+        "observables": {"y": {"formula": "x", "noise": {"sigma": {"formula": "a*b"}}}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = run(tmp_path / "c.yaml")
+    k, a, b = 0.6, 0.2, 0.5
+    sigma = a * b
+    r = y - 2.0 * np.exp(-k * t)
+    assert result.llh == pytest.approx(np.sum(-0.5 * np.log(2 * np.pi * sigma**2) - 0.5 * (r / sigma) ** 2), abs=1e-8)
+    dsigma = np.sum(-1 / sigma + r**2 / sigma**3)
+    assert result.gradient["a"] == pytest.approx(dsigma * b, rel=1e-7)
+    assert result.gradient["b"] == pytest.approx(dsigma * a, rel=1e-7)
+    dk = np.sum(r / sigma**2 * (-t) * 2.0 * np.exp(-k * t))
+    assert result.gradient["k"] == pytest.approx(dk, rel=1e-6)

@@ -363,6 +363,10 @@ class NoiseParameterSpec(_Strict):
     fixed: bool = Field(False, description="Keep it at `init` instead of estimating it.")
     bounds: tuple[NonNegative | None, NonNegative | None] | None = Field(
         None, description="[lower, upper] of the estimate; either may be null (it is always > 0).")
+    formula: str | None = Field(
+        None, description="Instead of a value of its own: an expression of parameters (declared under "
+                          "model.parameters) and constants, e.g. 's_gel1*sigma' (a PEtab noiseFormula); its "
+                          "parameters are learned with the others.")
 
     @model_validator(mode="before")
     @classmethod
@@ -375,6 +379,8 @@ class NoiseParameterSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> NoiseParameterSpec:
+        if self.formula is not None and (self.init is not None or self.fixed or self.bounds is not None):
+            raise ValueError("a noise parameter given by a formula has no init, fixed or bounds of its own")
         if self.fixed and self.init is None:
             raise ValueError("a fixed noise parameter needs its value: give init (or just the number)")
         if self.bounds is not None:

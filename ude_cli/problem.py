@@ -8,6 +8,7 @@ and reported at once, one line each, with its place in the config. Nothing here 
 
 from __future__ import annotations
 
+import contextlib
 import keyword
 import math
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ class Problem:
     warnings: list[str] = field(default_factory=list)
     observables: dict[str, Observable] = field(default_factory=dict)  # in the data's column order
     noise_parameters: dict[str, Parameter] = field(default_factory=dict)
+    #: noise parameters given by a formula of parameters and constants (``sigma: {formula: ...}``), by name
+    noise_formulas: dict[str, Expression] = field(default_factory=dict)
 
     @property
     def likelihood(self) -> bool:
@@ -260,7 +263,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     for expr in equations.values():
         used |= set(expr.names) | {n for n, _ in expr.network_refs}
     observed_names = set().union(*[e.names for e, _ in observable_exprs.values()],
-                                 *[e.names for e in initial_exprs.values()])
+                                 *[e.names for e in initial_exprs.values()], _noise_formula_names(config))
     for pname in param_specs:
         if pname not in used and pname not in observed_names and builtin is None:
             warnings.append(f"{label}: model.parameters.{pname}: declared but not used in any equation or observable")
@@ -385,9 +388,11 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
 
     observables = _observables(config, columns, observable_exprs, states)
     noise_parameters: dict[str, Parameter] = {}
+    noise_formulas: dict[str, Expression] = {}
     if dataset is not None and any(o.noise is not None for o in observables.values()):
         noise_parameters = _noise_parameters(observables, dataset, set(parameters) | set(states) | set(constants),
-                                             label, problems)
+                                             label, problems, formulas=noise_formulas, parameters=parameters,
+                                             constants=constants)
         _check_noise_against_data(observables, dataset, problems, label)
         problems.raise_if_any()
     if dataset is not None and len(dataset.experiments) == 1:
@@ -400,7 +405,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                    corrections=corrections, networks=networks, initial=initial, t0=m.t0,
                    # no data only with read_data=False, for callers that read the model alone
                    dataset=cast(Dataset, dataset), builtin=m.builtin, warnings=warnings, observables=observables,
-                   noise_parameters=noise_parameters)
+                   noise_parameters=noise_parameters, noise_formulas=noise_formulas)
 
 
 # -- observables and noise -------------------------------------------------------------------------------
@@ -514,9 +519,47 @@ def _observables(config: Config, columns: dict[str, str], observable_exprs: dict
     return out
 
 
+def _noise_formula_names(config: Config) -> set[str]:
+    """The names the noise formulas of a config use (their errors are reported by :func:`_noise_parameters`)."""
+    names: set[str] = set()
+    specs = [config.noise, *(o.noise for o in config.observables.values())]
+    for spec in specs:
+        for role in ("sigma", "sigma_rel", "dispersion"):
+            formula = getattr(getattr(spec, role, None), "formula", None) if spec is not None else None
+            if formula is not None:
+                with contextlib.suppress(ExpressionError):  # reported where the formula is resolved
+                    names |= set(parse_expression(formula, where="").names)
+    return names
+
+
+def _noise_formula(text: str, parameters: dict[str, Parameter], constants: dict, where: str,
+                   problems: Problems) -> Expression | None:
+    """A noise parameter's formula, checked: shared parameters and constants only."""
+    try:
+        expr = parse_expression(text, where=where)
+    except ExpressionError as exc:
+        problems.add(exc)
+        return None
+    namespace = Namespace(parameters=tuple(parameters), constants=tuple(constants), allow_t=False)
+    errors = expr.check_names(namespace, where=where)
+    for name in sorted(expr.names):
+        if name in parameters and parameters[name].per_experiment:
+            errors.append(ExpressionError(f"parameter '{name}' has one value per experiment; a noise formula "
+                                          f"takes shared parameters", where=where))
+        elif isinstance(constants.get(name), str):
+            errors.append(ExpressionError(f"constant '{name}' is read per experiment; a noise formula takes "
+                                          f"numbers", where=where))
+    for err in errors:
+        problems.add(err)
+    return None if errors else expr
+
+
 def _noise_parameters(observables: dict[str, Observable], dataset: Dataset, taken: set[str], label: str,
-                      problems: Problems) -> dict[str, Parameter]:
-    """The noise parameters of every observable, started from the data where not given."""
+                      problems: Problems, formulas: dict[str, Expression] | None = None,
+                      parameters: dict[str, Parameter] | None = None, constants: dict | None = None
+                      ) -> dict[str, Parameter]:
+    """The noise parameters of every observable, started from the data where not given (those given by a
+    formula go into ``formulas`` instead)."""
     from .likelihood.noise import noise_model
 
     out: dict[str, Parameter] = {}
@@ -528,6 +571,12 @@ def _noise_parameters(observables: dict[str, Observable], dataset: Dataset, take
         y = y[np.isfinite(y)]
         for role, pname in o.noise_parameters.items():
             spec: NoiseParameterSpec = getattr(o.noise, role)
+            if spec.formula is not None:
+                expr = _noise_formula(spec.formula, parameters or {}, constants or {},
+                                      f"{label}: observables.{o.name}.noise.{role}.formula", problems)
+                if expr is not None and formulas is not None:
+                    formulas[pname] = expr
+                continue
             if pname in taken:
                 problems.add(ConfigError(f"the noise parameter '{pname}' of observable '{o.name}' has the name of a "
                                          f"parameter, state or constant; rename that one",

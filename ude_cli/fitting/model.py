@@ -19,7 +19,7 @@ from ..engines.torchdiffeq import SolverSettings, solve
 from ..problem import Problem, default_step
 from .hybrid import HybridRHS
 from .neural import MLP
-from .parameters import InitialStates, ParameterSet
+from .parameters import InitialStates, NoiseParameterSet, ParameterSet
 
 if TYPE_CHECKING:
     from ..engines.compiled import CompiledEngine
@@ -145,14 +145,16 @@ class UDEModel(nn.Module):
         ds = problem.dataset
         n_exp = len(ds.experiments)
         self.parameters_ = ParameterSet(problem.parameters, n_starts, self.dtype, parameter_starts, n_exp)
-        #: the likelihood's noise parameters (standard deviations, dispersions): fitted with the rest
-        self.noise = ParameterSet(problem.noise_parameters, n_starts, self.dtype)
         constants = {}
         for cname, value in problem.constants.items():
             if isinstance(value, str):
                 constants[cname] = torch.tensor([e.covariates[value] for e in ds.experiments], dtype=self.dtype)
             else:
                 constants[cname] = torch.tensor(float(value), dtype=self.dtype)
+        #: the likelihood's noise parameters (standard deviations, dispersions): fitted with the rest, or
+        #: computed from the mechanistic parameters by a formula
+        self.noise = NoiseParameterSet(problem.noise_parameters, n_starts, self.dtype, problem.noise_formulas,
+                                       self.parameters_, constants)
         first = np.stack([e.values[0] for e in ds.experiments])
         starts = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
         self.initial = InitialStates(problem.states, problem.initial, first,

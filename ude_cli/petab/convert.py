@@ -174,8 +174,8 @@ def translate(problem: PetabProblem) -> Translation:
             keys.append((op, npar))
     observables: dict[str, dict] = {}
     column_of: dict[tuple[str, str, str], str] = {}
-    noise_owner: dict[str, str] = {}  # PEtab parameter used as a sigma -> its ude observable
     noise_info: dict[str, dict] = {}
+    pending: list[tuple] = []
     for oid, keys in combos.items():
         obs = problem.observables[oid]
         where = f"{obs.file}: line {obs.row}"
@@ -211,39 +211,56 @@ def translate(problem: PetabProblem) -> Translation:
             if sp.Symbol(oid) in noise.free_symbols:
                 raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} depends on the observable "
                                   f"itself: not supported yet", where=where)
-            sigma: dict | float
-            if noise.is_number:
-                sigma = float(noise) * factor
-            elif isinstance(noise, sp.Symbol) and noise.name in problem.parameters:
-                p = problem.parameters[noise.name]
-                if not p.estimate:
-                    sigma = p.nominal * factor
-                else:
-                    if noise.name in noise_owner:
-                        raise ConfigError(f"observable {oid}: its noise parameter {noise.name} is also that of "
-                                          f"{noise_owner[noise.name]}; a noise parameter shared by several "
-                                          f"observables is not supported yet", where=where)
-                    noise_owner[noise.name] = name
-                    lo = p.lower * factor if p.lower > 0 else None
-                    hi = p.upper * factor if math.isfinite(p.upper) else None
-                    sigma = {"init": p.nominal * factor, "bounds": [lo, hi]}
-                    noise_info[noise.name] = {"name": f"sigma_{name}", "kind": "noise", "factor": factor}
-            else:
-                raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} (here {noise}) is not a "
-                                  f"number or one parameter; noise formulas of several parameters are not "
-                                  f"supported yet", where=where)
-            text = _text(formula, names, where, f"observable {oid}")
-            if len(keys) > 1 and isinstance(formula, sp.Symbol) and formula.name in sbml.rhs:
-                text = f"1*{text}"  # ude observes a state directly once; the other copies are formulas
-            spec: dict = {"formula": text, "column": name,
-                          "noise": {"distribution": distribution, "sigma": sigma}}
-            if name != oid:
-                spec["label"] = oid
-            observables[name] = spec
+            pending.append((oid, name, formula, noise, factor, distribution, where, len(keys)))
+    # an estimated parameter that is one observable's noise formula and appears nowhere else becomes that
+    # observable's own noise parameter; any other noise formula stays a formula of declared parameters
+    elsewhere: dict[str, int] = {}
+    for expr in [*(resolve(e) for e in sbml.rhs.values()), *(resolve(e) for e in sbml.initial.values()),
+                 *(entry[2] for entry in pending)]:
+        for x in expr.free_symbols:
+            elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
+    bare: dict[str, int] = {}
+    for _, _, _, noise, *_ in pending:
+        if isinstance(noise, sp.Symbol):
+            bare[noise.name] = bare.get(noise.name, 0) + 1
+        else:
+            for x in noise.free_symbols:
+                elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
+    for oid, name, formula, noise, factor, distribution, where, n_keys in pending:
+        sigma: dict | float
+        own = (isinstance(noise, sp.Symbol) and noise.name in problem.parameters
+               and problem.parameters[noise.name].estimate and bare[noise.name] == 1
+               and not elsewhere.get(noise.name))
+        if noise.is_number:
+            sigma = float(noise) * factor
+        elif isinstance(noise, sp.Symbol) and noise.name in problem.parameters and not problem.parameters[noise.name].estimate:
+            sigma = problem.parameters[noise.name].nominal * factor
+        elif own:
+            own_sigma = problem.parameters[noise.name]
+            lo = own_sigma.lower * factor if own_sigma.lower > 0 else None
+            hi = own_sigma.upper * factor if math.isfinite(own_sigma.upper) else None
+            sigma = {"init": own_sigma.nominal * factor, "bounds": [lo, hi]}
+            noise_info[noise.name] = {"name": f"sigma_{name}", "kind": "noise", "factor": factor}
+        else:
+            bad = sorted(x.name for x in noise.free_symbols if x.name in sbml.rhs or x.name == TIME.name)
+            if bad:
+                raise ConfigError(f"observable {oid}: noiseFormula {problem.observables[oid].noise_text!r} depends "
+                                  f"on {bad[0]} (a state or time): not supported yet", where=where)
+            sigma = {"formula": _text(noise * factor if factor != 1.0 else noise, names, where,
+                                      f"the noise formula of observable {oid}")}
+        text = _text(formula, names, where, f"observable {oid}")
+        if n_keys > 1 and isinstance(formula, sp.Symbol) and formula.name in sbml.rhs:
+            text = f"1*{text}"  # ude observes a state directly once; the other copies are formulas
+        spec: dict = {"formula": text, "column": name, "noise": {"distribution": distribution, "sigma": sigma}}
+        if name != oid:
+            spec["label"] = oid
+        observables[name] = spec
 
     # -- parameters and constants -------------------------------------------------------------------------------
     used: set[str] = set()
     for text in [*equations.values(), *(o["formula"] for o in observables.values()),
+                 *(o["noise"]["sigma"]["formula"] for o in observables.values()
+                   if isinstance(o["noise"]["sigma"], dict) and "formula" in o["noise"]["sigma"]),
                  *(v["formula"] for v in initial.values() if isinstance(v, dict))]:
         from ..expressions import parse_expression
 
@@ -260,9 +277,6 @@ def translate(problem: PetabProblem) -> Translation:
             continue
         par = problem.parameters.get(pid)
         if par is not None and par.estimate:
-            if pid in noise_owner:
-                raise ConfigError(f"parameter {pid} is the noise parameter of {noise_owner[pid]} and is used in a "
-                                  f"formula too: not supported yet", where=str(problem.files.parameters))
             spec = {"init": par.nominal, "bounds": [_finite(par.lower), _finite(par.upper)]}
             if par.scale != "lin":
                 spec["positive"] = True
