@@ -276,3 +276,60 @@ def test_noise_sigma_formula_against_the_closed_form(tmp_path):
     assert result.gradient["b"] == pytest.approx(dsigma * a, rel=1e-7)
     dk = np.sum(r / sigma**2 * (-t) * 2.0 * np.exp(-k * t))
     assert result.gradient["k"] == pytest.approx(dk, rel=1e-6)
+
+
+# -- PEtab SciML: the suite's cases with a network in the right-hand side ------------------------------------------
+
+SCIML = Path(__file__).parent / "data" / "petab" / "sciml"
+
+
+@pytest.mark.parametrize("case", ["001", "010", "019", "029"])
+def test_sciml_case_llh_simulations_and_gradient_match_the_suite(case):
+    import h5py
+
+    folder = SCIML / case
+    solutions = yaml.safe_load((folder / "solutions.yaml").read_text())
+    result = run(folder / "petab" / "problem.yaml")
+    assert result.llh == pytest.approx(solutions["llh"], abs=solutions["tol_llh"])
+    sims = pd.read_csv(folder / solutions["simulation_files"][0], sep="\t")
+    ours = {(r.observableId, r.simulationConditionId, r.time): r.simulation for r in result.simulations.itertuples()}
+    for r in sims.itertuples():
+        assert ours[(r.observableId, r.experimentId, r.time)] == pytest.approx(r.simulation,
+                                                                               abs=solutions["tol_simulations"])
+    tol = solutions["tol_grad"]
+    for name, file in solutions["grad_files"].items():
+        if name == "mech":
+            for r in pd.read_csv(folder / file, sep="\t").itertuples():
+                assert result.gradient[r.parameterId] == pytest.approx(r.value, abs=tol), r.parameterId
+            continue
+        with h5py.File(folder / file, "r") as f:
+            for layer, group in f["parameters"][name].items():
+                for part in ("weight", "bias"):
+                    got = np.asarray(result.gradient_networks[name][layer][part])
+                    np.testing.assert_allclose(got, np.asarray(group[part]), atol=tol, rtol=0)
+
+
+def test_sciml_import_writes_a_network_with_the_suites_weights(tmp_path):
+    import h5py
+
+    config = import_problem(SCIML / "001" / "petab" / "problem.yaml", tmp_path / "c001")
+    cfg = yaml.safe_load(config.read_text())
+    assert cfg["networks"]["net1"] == {"inputs": ["prey", "predator"], "outputs": 1, "hidden": [5, 5],
+                                       "activation": "tanh", "normalize": False, "weights": "net1.npz"}
+    assert "net1[0]" in cfg["model"]["equations"]["predator"]  # gamma, replaced by the network's output
+    with np.load(config.parent / "net1.npz") as stored, \
+            h5py.File(SCIML / "001" / "petab" / "net1_ps.hdf5", "r") as f:
+        np.testing.assert_array_equal(stored["weight1"], f["parameters/net1/layer2/weight"][()])
+    assert run(config).llh == pytest.approx(run(SCIML / "001" / "petab" / "problem.yaml").llh, abs=1e-9)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("002", "a network input given by the parameter table (a pre-initialization network) is not supported yet"),
+    ("004", "the network output net1_output1 in an observable formula is not supported yet"),
+    ("016", "fixed network weights (estimate false) are not supported yet"),
+])
+def test_sciml_cases_out_of_reach_are_refused_in_one_line(case, expected):
+    result = cli("evaluate", str(SCIML / case / "petab" / "problem.yaml"))
+    assert result.exit_code == 3
+    (line,) = error_lines(result)
+    assert expected in line

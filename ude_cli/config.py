@@ -265,6 +265,10 @@ class NetworkSpec(_Strict):
                           "spread per unit time), so one network works for any units.")
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="Seed of the weight initialisation (default: training.seed + 100 + index).")
+    weights: Path_ | None = Field(
+        None, description="Initial weights instead of random ones: a .npz file (relative to the config) with "
+                          "weight0, bias0, weight1, ... per layer in PyTorch's layout (weight: (out, in)), as "
+                          "`ude import` writes a PEtab SciML network's.")
 
 
 # -- solver and training -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ time grids, so that a fit with many experiments costs about as much as one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -69,6 +70,29 @@ def make_groups(problem: Problem) -> list[Group]:
                             train=train, valid=valid, observations=observations, obs_train=obs_train,
                             obs_valid=np.isfinite(observations) & ~obs_train))
     return groups
+
+
+def load_weights(net: MLP, path: Path, where: str) -> None:
+    """Set every start's weights of ``net`` from a .npz file of ``weight0, bias0, ...`` (PyTorch layout: a
+    weight is ``(out, in)``); a missing file or a wrong shape is a :class:`~ude_cli.errors.ConfigError`."""
+    from ..errors import ConfigError
+
+    try:
+        with np.load(path) as arrays:
+            stored = {k: np.asarray(arrays[k], dtype=float) for k in arrays.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", where=where) from None
+    with torch.no_grad():
+        for k, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+            want_w, want_b = (w.shape[2], w.shape[1]), (b.shape[2],)
+            got_w, got_b = stored.get(f"weight{k}"), stored.get(f"bias{k}")
+            if got_w is None or got_b is None or got_w.shape != want_w or got_b.reshape(-1).shape != want_b:
+                raise ConfigError(f"{path}: layer {k} needs weight{k} of shape {want_w} and bias{k} of {want_b[0]}; "
+                                  f"got {None if got_w is None else got_w.shape}", where=where)
+            w.copy_(torch.tensor(got_w.T, dtype=w.dtype).expand_as(w))
+            b.copy_(torch.tensor(got_b.reshape(1, -1), dtype=b.dtype).expand_as(b))
+        if len(stored) != 2 * len(net.weights):
+            raise ConfigError(f"{path}: {len(stored)} arrays for {len(net.weights)} layers", where=where)
 
 
 def network_scaling(problem: Problem, name: str) -> tuple[list[float], list[float], list[float]]:
@@ -167,6 +191,8 @@ class UDEModel(nn.Module):
             shift, scale, out_scale = network_scaling(problem, name)
             networks[name] = MLP(len(spec.inputs), spec.outputs, spec.hidden, spec.activation, seeds,
                                  spec.final_scale, shift, scale, out_scale, self.dtype)
+            if spec.weights is not None:
+                load_weights(networks[name], cfg.base_dir / spec.weights, f"{cfg.label}: networks.{name}.weights")
         self.rhs = HybridRHS(problem.states, problem.equations, networks,
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))

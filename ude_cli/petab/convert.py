@@ -57,6 +57,9 @@ class Translation:
     #: per measurement row (table order): [observableId, conditionId, time, measurement, experiment, column]
     rows: list[list] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: network -> its weights (``weight0, bias0, ...``) and its PEtab layer ids
+    weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    networks: dict[str, dict] = field(default_factory=dict)
 
 
 def _names(problem: PetabProblem) -> dict[str, str]:
@@ -93,7 +96,7 @@ def translate(problem: PetabProblem) -> Translation:
     sbml = problem.sbml
     names = _names(problem)
     model_file = str(sbml.path)
-    ctable = str(problem.files.conditions[0])
+    ctable = str((problem.files.conditions or problem.files.experiments or [problem.files.yaml])[0])
     used_conditions = list(dict.fromkeys(problem.measurements["simulationConditionId"]))
 
     # -- condition table: one value for all -> substituted; numbers per condition -> a data column -------------
@@ -139,6 +142,8 @@ def translate(problem: PetabProblem) -> Translation:
             initial_override[column] = sp.Symbol(const)
     for const in per_condition:
         names.setdefault(const, safe_name(const))
+
+    networks, weights, net_info = _networks(problem, substitute, names)
 
     def resolve(expr: sp.Expr) -> sp.Expr:
         return sbml.substitute(expr).xreplace(substitute)
@@ -256,6 +261,15 @@ def translate(problem: PetabProblem) -> Translation:
             spec["label"] = oid
         observables[name] = spec
 
+    net_outputs = {pid for pid, entity in problem.mapping.items() if ".outputs[" in entity}
+    for name, spec in observables.items():
+        from ..expressions import parse_expression
+
+        inside = sorted(parse_expression(spec["formula"], where="").names & net_outputs)
+        if inside:
+            raise ConfigError(f"observable {spec.get('label', name)}: the network output {inside[0]} in an "
+                              f"observable formula is not supported yet (networks act in the right-hand side)",
+                              where=str(problem.files.observables[0]))
     # -- parameters and constants -------------------------------------------------------------------------------
     used: set[str] = set()
     for text in [*equations.values(), *(o["formula"] for o in observables.values()),
@@ -334,10 +348,71 @@ def translate(problem: PetabProblem) -> Translation:
         "model": {"states": [names[s] for s in states], "parameters": parameters, "constants": constants,
                   "equations": equations, "initial": initial, "t0": 0.0},
         "observables": observables,
+        **({"networks": networks} if networks else {}),
         "solver": dict(SOLVER),
         "training": {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 500}]},
     }
-    return Translation(config=config, data=data, parameters=info, rows=rows)
+    return Translation(config=config, data=data, parameters=info, rows=rows, weights=weights, networks=net_info)
+
+
+def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) -> tuple[dict, dict, dict]:
+    """PEtab SciML networks in the right-hand side as ``ude`` networks: (config section, weights, PEtab layer
+    ids and whether estimated). A model parameter that a network output replaces is substituted by ``NET[i]``
+    in ``substitute``."""
+    from .sciml import parse_entity, read_network, read_weights
+
+    files = problem.files
+    if not files.networks:
+        return {}, {}, {}
+    entities: dict[str, tuple[str, str, int, int | None]] = {}
+    for pid, text in problem.mapping.items():
+        try:
+            entities[pid] = parse_entity(text)
+        except ValueError:
+            continue
+    section, weights, info = {}, {}, {}
+    inputs: dict[str, dict[tuple[int, int], str]] = {net: {} for net in files.networks}
+    for target, value, file, line in problem.hybridization:
+        where = f"{file}: line {line}"
+        if target in entities and entities[target][1] == "inputs":
+            net, _, arg, index = entities[target]
+            if value not in problem.sbml.rhs:
+                raise ConfigError(f"network input {target} <- {value!r}: only a state as a network input is "
+                                  f"supported yet (not parameters, expressions or arrays)", where=where)
+            if index is None:
+                raise ConfigError(f"network input {target}: a whole argument is not supported", where=where)
+            inputs[net][(arg, index)] = names.get(value, value)
+        elif value in entities and entities[value][1] == "outputs":
+            net, _, arg, index = entities[value]
+            if arg != 0 or index is None:
+                raise ConfigError(f"{value}: only outputs[0][i] of a network are supported", where=where)
+            if target not in problem.sbml.kinds and target not in problem.parameters:
+                raise ConfigError(f"{target} <- {value}: not a parameter of the model", where=where)
+            substitute[sp.Symbol(target)] = sp.Symbol(f"{net}[{index}]")
+            names[f"{net}[{index}]"] = f"{net}[{index}]"
+        else:
+            raise ConfigError(f"{target} <- {value}: only network inputs set from states and model parameters "
+                              f"replaced by network outputs are supported yet", where=where)
+    for net, (path, pre) in files.networks.items():
+        if pre:
+            raise ConfigError(f"network {net}: pre-initialization networks are not supported yet",
+                              where=str(files.yaml))
+        chain = read_network(path, net)
+        owned = [pid for pid, entity in problem.mapping.items() if entity == f"{net}.parameters"]
+        estimated = [problem.network_parameters.get(pid, True) for pid in owned]
+        if not all(estimated):
+            raise ConfigError(f"network {net}: fixed network weights (estimate false) are not supported yet",
+                              where=str(files.parameters))
+        order = [inputs[net][key] for key in sorted(inputs[net])]
+        if len(order) != chain.sizes[0]:
+            raise ConfigError(f"network {net} takes {chain.sizes[0]} inputs; the hybridization table sets "
+                              f"{len(order)}", where=str(files.hybridizations[0]) if files.hybridizations else str(path))
+        outputs = sorted(e[3] for e in entities.values() if e[0] == net and e[1] == "outputs" and e[3] is not None)
+        section[net] = {"inputs": order, "outputs": chain.sizes[-1], "hidden": chain.sizes[1:-1],
+                        "activation": chain.activation, "normalize": False, "weights": f"{net}.npz"}
+        weights[net] = read_weights(files.arrays, chain)
+        info[net] = {"layers": chain.layers, "outputs_used": outputs}
+    return section, weights, info
 
 
 def _finite(x: float) -> float | None:
@@ -413,7 +488,9 @@ def write(tr: Translation, problem: PetabProblem, folder: Path) -> None:
     """Write ``config.yaml``, ``data.csv`` and ``petab.json`` into ``folder``."""
     (folder / "config.yaml").write_text(_yaml(tr.config, problem))
     tr.data.to_csv(folder / "data.csv", index=False, float_format="%.17g")
-    sidecar = {"problem": str(problem.files.yaml), "parameters": tr.parameters,
+    for net, arrays in tr.weights.items():
+        np.savez(folder / f"{net}.npz", **arrays)  # type: ignore[arg-type]
+    sidecar = {"problem": str(problem.files.yaml), "parameters": tr.parameters, "networks": tr.networks,
                "measurements": {"columns": ["observableId", "simulationConditionId", "time", "measurement",
                                             "experiment", "column"], "rows": tr.rows}}
     (folder / "petab.json").write_text(json.dumps(sidecar, indent=1, default=_json_default))

@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -42,12 +43,14 @@ class Evaluation:
     seconds: float = 0.0
     source: str = ""
     method: str = ""
+    #: network -> layer -> {"weight": d llh / d weight (out, in), "bias": ...} (PyTorch layout)
+    gradient_networks: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"source": self.source, "llh": self.llh, "nllh": -self.llh, "gradient": self.gradient,
                 "gradient_scaled": self.gradient_scaled, "values": self.values,
                 "simulations": self.simulations.to_dict(orient="records"), "solver": self.solver,
-                "seconds": round(self.seconds, 4), "method": self.method}
+                "gradient_networks": self.gradient_networks, "seconds": round(self.seconds, 4), "method": self.method}
 
 
 def is_petab(path: str | Path) -> bool:
@@ -55,7 +58,8 @@ def is_petab(path: str | Path) -> bool:
     from ..config import read_yaml
 
     raw = read_yaml(Path(path))
-    return isinstance(raw, dict) and "format_version" in raw and ("parameter_file" in raw or "problems" in raw)
+    return isinstance(raw, dict) and "format_version" in raw and any(
+        k in raw for k in ("parameter_file", "parameter_files", "problems"))
 
 
 def _load(source: str | Path):
@@ -77,13 +81,14 @@ def _load(source: str | Path):
         folder = Path(tmp.name)
         write(tr, problem, folder)
         cfg = config_from_dict(json.loads(json.dumps(tr.config)), label=str(path), path=folder / "config.yaml")
-        return cfg, {"parameters": tr.parameters, "rows": tr.rows}, tmp
+        return cfg, {"parameters": tr.parameters, "rows": tr.rows, "networks": tr.networks}, tmp
     cfg = load_config(path)
     sidecar = path.parent / "petab.json"
     mapping = None
     if sidecar.is_file():
         raw = json.loads(sidecar.read_text())
-        mapping = {"parameters": raw.get("parameters", {}), "rows": raw.get("measurements", {}).get("rows", [])}
+        mapping = {"parameters": raw.get("parameters", {}), "rows": raw.get("measurements", {}).get("rows", []),
+                   "networks": raw.get("networks", {})}
     return cfg, mapping, None
 
 
@@ -97,26 +102,27 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
 
     started = time.perf_counter()
     cfg, mapping, tmp = _load(source)
-    try:
+    from ..fitting.model import UDEModel
+    from ..likelihood.objective import Objective
+
+    if TYPE_CHECKING:
+        from ..fitting.neural import MLP
+    try:  # the data and network weights are read from the (temporary) folder of the translated config
         solver = cfg.solver.model_copy(update={"rtol": min(rtol, cfg.solver.rtol), "atol": min(atol, cfg.solver.atol),
                                                "max_steps": max(MAX_STEPS, cfg.solver.max_steps)})
         cfg = cfg.model_copy(update={"solver": solver})
         cfg._path = getattr(cfg, "_path", None) or Path(source)
         problem = resolve(cfg)
+        at, differentiate, report = _values(problem, mapping, values, str(source))
+        problem.parameters = {n: dataclasses.replace(p, fixed=True, init=at[n], lower=None, upper=None,
+                                                     positive=False) for n, p in problem.parameters.items()}
+        problem.noise_parameters = {n: dataclasses.replace(p, fixed=True, init=at[n], lower=None, upper=None)
+                                    for n, p in problem.noise_parameters.items()}
+        torch.set_num_threads(cfg.training.threads or 1)
+        model = UDEModel(problem)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    at, differentiate, report = _values(problem, mapping, values, str(source))
-    problem.parameters = {n: dataclasses.replace(p, fixed=True, init=at[n], lower=None, upper=None, positive=False)
-                          for n, p in problem.parameters.items()}
-    problem.noise_parameters = {n: dataclasses.replace(p, fixed=True, init=at[n], lower=None, upper=None)
-                                for n, p in problem.noise_parameters.items()}
-
-    from ..fitting.model import UDEModel
-    from ..likelihood.objective import Objective
-
-    torch.set_num_threads(cfg.training.threads or 1)
-    model = UDEModel(problem)
     leaves = {}
     for n in differentiate:
         owner = model.noise if n in problem.noise_parameters else model.parameters_
@@ -129,9 +135,19 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
                           "(e.g. noise: normal)", where=str(source))
     sols = model()
     nll = objective.nll(sols, "train")[0]
-    grads = torch.autograd.grad(nll, list(leaves.values()), allow_unused=True) if leaves else []
+    nets = cast("dict[str, MLP]", dict(model.rhs.networks.items()))
+    layers = [(net, k, module) for net, module in nets.items() for k in range(len(module.weights))]
+    tensors = [*leaves.values(), *(t for _, k, m in layers for t in (m.weights[k], m.biases[k]))]
+    grads = torch.autograd.grad(nll, tensors, allow_unused=True) if tensors else []
     llh = -float(nll.detach())
-    dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads, strict=True)}
+    dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads[:len(leaves)], strict=True)}
+    networks: dict[str, dict[str, dict[str, list]]] = {}
+    net_layers = (mapping or {}).get("networks", {})
+    for j, (net, k, _) in enumerate(layers):  # d llh / d weight in PyTorch's layout: (out, in)
+        gw, gb = grads[len(leaves) + 2 * j], grads[len(leaves) + 2 * j + 1]
+        lid = net_layers[net]["layers"][k] if net in net_layers else f"layer{k}"
+        networks.setdefault(net, {})[lid] = {
+            "weight": (-gw[0].T).tolist() if gw is not None else [], "bias": (-gb[0, 0]).tolist() if gb is not None else []}
     with torch.no_grad():
         observed = [p.detach().cpu().numpy() for p in objective.observed(sols)]
     simulations = _simulations(problem, model, objective, observed, mapping)
@@ -151,7 +167,7 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
         llh=llh, gradient=gradient, gradient_scaled=scaled, values=report, simulations=simulations,
         solver={"method": model.solver_choice().get("solver_method"), "engine": model.engine,
                 "rtol": solver.rtol, "atol": solver.atol},
-        seconds=time.perf_counter() - started, source=str(source),
+        seconds=time.perf_counter() - started, source=str(source), gradient_networks=networks,
         method=("log-likelihood with every normalising constant (sum over measurements of log densities), "
                 "from ude's own likelihood of the translated config; gradient by reverse-mode differentiation "
                 "through the ODE solution"))

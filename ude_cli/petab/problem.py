@@ -8,7 +8,7 @@ are ones PEtab defines). Turning it into a ``ude`` config is :mod:`.convert`'s w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -55,8 +55,13 @@ class PetabProblem:
     sbml: SbmlModel
     parameters: dict[str, PetabParameter]
     observables: dict[str, PetabObservable]
-    conditions: pd.DataFrame  # indexed by conditionId; columns: the targets
+    conditions: pd.DataFrame  # indexed by conditionId (v2: by experimentId); columns: the targets
     measurements: pd.DataFrame
+    #: PEtab SciML: the mapping table (PEtab id -> model entity such as ``net1.inputs[0][1]``), the
+    #: hybridization rows (target, value), and the network parameters' rows (id -> estimated)
+    mapping: dict[str, str] = field(default_factory=dict)
+    hybridization: list[tuple[str, str, str, int]] = field(default_factory=list)  # target, value, file, line
+    network_parameters: dict[str, bool] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -86,17 +91,38 @@ def load_problem(path: str | Path) -> PetabProblem:
     """Read and check the PEtab problem ``path`` (its YAML file)."""
     files = tables.read_problem_yaml(path)
     model = read_sbml(files.sbml)
+    mapping: dict[str, str] = {}
+    if files.v2:
+        for _, row in tables.read_table(files.mappings, "mapping", index="petabEntityId").iterrows():
+            mapping[row["petabEntityId"]] = row["modelEntityId"]
+    networks = set(files.networks)
+    network_parameters: dict[str, bool] = {}
 
-    ptable = tables.read_table(files.parameters, "parameter", index="parameterId")
+    ptable = tables.read_table(files.parameters, "parameter_v2" if files.v2 else "parameter", index="parameterId")
     parameters: dict[str, PetabParameter] = {}
     for _, row in ptable.iterrows():
         scale = tables.choice(row, "parameterScale", tables.SCALES, "lin")
-        estimate_text = str(row["estimate"])
-        if estimate_text not in ("0", "1"):
-            raise ConfigError(f"line {row['_row']}, column estimate: {estimate_text!r}; expected 0 or 1",
-                              where=row["_file"])
-        estimate = estimate_text == "1"
-        for column in ("priorType", "objectivePriorType"):
+        estimate_text = str(row["estimate"]).lower()
+        if estimate_text not in ("0", "1", "true", "false"):
+            raise ConfigError(f"line {row['_row']}, column estimate: {row['estimate']!r}; expected "
+                              f"{'true or false' if files.v2 else '0 or 1'}", where=row["_file"])
+        estimate = estimate_text in ("1", "true")
+        entity = mapping.get(row["parameterId"], "")
+        if entity.split(".")[0] in networks:  # a network's weights (or a part of them)
+            if ".inputs" in entity:
+                raise ConfigError(f"line {row['_row']}: {row['parameterId']} -> {entity}: a network input given "
+                                  f"by the parameter table (a pre-initialization network) is not supported yet",
+                                  where=row["_file"])
+            if entity != f"{entity.split('.')[0]}.parameters":
+                raise ConfigError(f"line {row['_row']}: {row['parameterId']} -> {entity}: settings of single layers "
+                                  f"or arrays of a network are not supported yet", where=row["_file"])
+            if str(row["nominalValue"]).lower() != "array":
+                raise ConfigError(f"line {row['_row']}: nominalValue {row['nominalValue']!r} of the network "
+                                  f"parameters: only 'array' (the weights of the array file) is supported yet",
+                                  where=row["_file"])
+            network_parameters[row["parameterId"]] = estimate
+            continue
+        for column in ("priorType", "objectivePriorType", "priorDistribution"):
             if str(row.get(column, "")) not in ("", "parameterScaleUniform"):
                 raise ConfigError(f"line {row['_row']}, column {column}: priors are not supported yet",
                                   where=row["_file"])
@@ -122,8 +148,12 @@ def load_problem(path: str | Path) -> PetabProblem:
             formula_text=row["observableFormula"], noise_text=row["noiseFormula"], file=row["_file"],
             row=int(row["_row"]))
 
-    ctable = tables.read_table(files.conditions, "condition", index="conditionId")
-    conditions = ctable.set_index("conditionId", drop=False)
+    if files.v2:
+        conditions, mtable = _experiments_v2(files, model, parameters)
+    else:
+        ctable = tables.read_table(files.conditions, "condition", index="conditionId")
+        conditions = ctable.set_index("conditionId", drop=False)
+        mtable = tables.read_table(files.measurements, "measurement")
     for column in conditions.columns:
         if column in ("conditionId", "conditionName", "_file", "_row"):
             continue
@@ -131,7 +161,6 @@ def load_problem(path: str | Path) -> PetabProblem:
             raise ConfigError(f"condition table column {column!r}: not a parameter, species or compartment of the "
                               f"model", where=str(files.conditions[0]))
 
-    mtable = tables.read_table(files.measurements, "measurement")
     if mtable.empty:
         raise ConfigError("the measurement table has no rows", where=str(files.measurements[0]))
     for _, row in mtable.iterrows():
@@ -157,5 +186,54 @@ def load_problem(path: str | Path) -> PetabProblem:
             raise ConfigError(f"line {row['_row']}, column measurement: {m:g} is not a finite number", where=where)
     mtable["time"] = mtable["time"].astype(float)
     mtable["measurement"] = mtable["measurement"].astype(float)
+    hybridization = []
+    if files.hybridizations:
+        for _, row in tables.read_table(files.hybridizations, "hybridization").iterrows():
+            hybridization.append((row["targetId"], row["targetValue"], row["_file"], int(row["_row"])))
     return PetabProblem(files=files, sbml=model, parameters=parameters, observables=observables,
-                        conditions=conditions, measurements=mtable)
+                        conditions=conditions, measurements=mtable, mapping=mapping, hybridization=hybridization,
+                        network_parameters=network_parameters)
+
+
+def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PEtab v2's experiments (and long condition table) as v1's wide condition table, one row per experiment,
+    and the measurements with the experiment as ``simulationConditionId``."""
+    mtable = tables.read_table(files.measurements, "measurement_v2")
+    mtable = mtable.rename(columns={"experimentId": "simulationConditionId"})
+    targets: dict[str, dict[str, str]] = {}
+    if files.conditions:
+        for _, row in tables.read_table(files.conditions, "condition_v2").iterrows():
+            target = row["targetId"]
+            if target not in model.kinds and target not in parameters:
+                raise ConfigError(f"line {row['_row']}: condition target {target!r} is not a parameter, species or "
+                                  f"compartment of the model (network inputs set by conditions are not supported "
+                                  f"yet)", where=row["_file"])
+            targets.setdefault(row["conditionId"], {})[target] = row["targetValue"]
+    records: list[dict[str, str]] = []
+    if files.experiments:
+        etable = tables.read_table(files.experiments, "experiment")
+        for _, row in etable.iterrows():
+            t = tables.number(row, "time", kind="a time")
+            if t != 0:
+                raise ConfigError(f"line {row['_row']}: an experiment starting at time {t:g} (not 0) is not "
+                                  f"supported yet", where=row["_file"])
+            if row["experimentId"] in {r["conditionId"] for r in records}:
+                raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has several periods: "
+                                  f"not supported yet", where=row["_file"])
+            cond = row["conditionId"]
+            if cond and cond not in targets:
+                raise ConfigError(f"line {row['_row']}: condition {cond!r} is not in a condition table (a condition "
+                                  f"that only names datasets of an array file is not supported yet)",
+                                  where=row["_file"])
+            records.append({"conditionId": row["experimentId"], **targets.get(cond, {})})
+    empty = mtable["simulationConditionId"] == ""
+    if empty.any():
+        if files.experiments:
+            row = mtable[empty].iloc[0]
+            raise ConfigError(f"line {row['_row']}, column experimentId: empty", where=row["_file"])
+        mtable.loc[empty, "simulationConditionId"] = "experiment"
+        records.append({"conditionId": "experiment"})
+    frame = pd.DataFrame(records).fillna("")
+    frame["_file"] = str(files.experiments[0]) if files.experiments else str(files.yaml)
+    frame["_row"] = range(2, len(frame) + 2)
+    return frame.set_index("conditionId", drop=False), mtable

@@ -17,9 +17,15 @@ from ..errors import ConfigError
 #: Columns each table must have (PEtab v1).
 REQUIRED = {
     "measurement": ("observableId", "simulationConditionId", "measurement", "time"),
+    "measurement_v2": ("observableId", "experimentId", "measurement", "time"),
+    "experiment": ("experimentId", "time", "conditionId"),
+    "condition_v2": ("conditionId", "targetId", "targetValue"),
+    "mapping": ("petabEntityId", "modelEntityId"),
+    "hybridization": ("targetId", "targetValue"),
     "condition": ("conditionId",),
     "observable": ("observableId", "observableFormula", "noiseFormula"),
     "parameter": ("parameterId", "parameterScale", "lowerBound", "upperBound", "nominalValue", "estimate"),
+    "parameter_v2": ("parameterId", "lowerBound", "upperBound", "nominalValue", "estimate"),
 }
 SCALES = ("lin", "log", "log10")
 TRANSFORMATIONS = ("lin", "log", "log10")
@@ -39,6 +45,18 @@ class Files:
     parameters: Path
     format_version: str
     extras: dict = field(default_factory=dict)
+    #: PEtab v2: the experiment and mapping tables
+    experiments: list[Path] = field(default_factory=list)
+    mappings: list[Path] = field(default_factory=list)
+    #: PEtab SciML (v2 ``extensions.sciml``): network id -> (YAML file, pre-initialization); hybridization and
+    #: array (HDF5) files
+    networks: dict[str, tuple[Path, bool]] = field(default_factory=dict)
+    hybridizations: list[Path] = field(default_factory=list)
+    arrays: list[Path] = field(default_factory=list)
+
+    @property
+    def v2(self) -> bool:
+        return self.format_version.startswith("2")
 
 
 def label(path: Path) -> str:
@@ -60,10 +78,9 @@ def read_problem_yaml(path: str | Path) -> Files:
                           where=where)
     version = str(raw.get("format_version", "")).strip()
     if version in ("2", "2.0", "2.0.0"):
-        raise ConfigError("PEtab v2 problems (format_version 2) are not supported yet; this importer reads PEtab v1",
-                          where=f"{where}: format_version")
+        return _read_v2(raw, path)
     if version not in ("1", "1.0", "1.0.0"):
-        raise ConfigError(f"format_version {version or '(missing)'!r}: expected 1 (PEtab v1)",
+        raise ConfigError(f"format_version {version or '(missing)'!r}: expected 1 or 2",
                           where=f"{where}: format_version")
     if raw.get("extensions"):
         names = ", ".join(map(str, raw["extensions"]))
@@ -115,6 +132,79 @@ def read_problem_yaml(path: str | Path) -> Files:
                  parameters=ppath, format_version=version)
 
 
+def _file_list(raw: dict, key: str, base: Path, where: str, required: bool = True) -> list[Path]:
+    value = raw.get(key)
+    if value is None or value == []:
+        if required:
+            raise ConfigError("missing: a list of file names", where=f"{where}: {key}")
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError("expected a list of file names", where=f"{where}: {key}")
+    out = []
+    for k, name in enumerate(value):
+        if not isinstance(name, str) or not name:
+            raise ConfigError("expected a file name", where=f"{where}: {key}[{k}]")
+        p = base / name
+        if not p.is_file():
+            raise ConfigError(f"file not found: {p}", where=f"{where}: {key}[{k}]")
+        out.append(p)
+    return out
+
+
+def _read_v2(raw: dict, path: Path) -> Files:
+    """A PEtab v2 problem YAML, with the SciML extension in each dialect in circulation (``sciml`` or
+    ``petab_sciml``; ``neural_networks`` or ``neural_nets``; ``pre_initialization`` or ``static``)."""
+    where, base = str(path), path.parent
+    models = raw.get("model_files")
+    if not isinstance(models, dict) or len(models) != 1:
+        raise ConfigError("expected one model: {id: {location: FILE, language: sbml}}", where=f"{where}: model_files")
+    (model,) = models.values()
+    if not isinstance(model, dict) or str(model.get("language", "sbml")).lower() != "sbml":
+        raise ConfigError("only SBML models are supported", where=f"{where}: model_files")
+    sbml = base / str(model.get("location", ""))
+    if not sbml.is_file():
+        raise ConfigError(f"file not found: {sbml}", where=f"{where}: model_files")
+    parameters = _file_list(raw, "parameter_files", base, where)
+    if len(parameters) != 1:
+        raise ConfigError("expected one parameter file", where=f"{where}: parameter_files")
+    files = Files(yaml=path, sbml=sbml, conditions=_file_list(raw, "condition_files", base, where, required=False),
+                  measurements=_file_list(raw, "measurement_files", base, where),
+                  observables=_file_list(raw, "observable_files", base, where), parameters=parameters[0],
+                  format_version="2", experiments=_file_list(raw, "experiment_files", base, where, required=False),
+                  mappings=_file_list(raw, "mapping_files", base, where, required=False))
+    extensions = raw.get("extensions") or {}
+    if not isinstance(extensions, dict):
+        raise ConfigError("expected a mapping", where=f"{where}: extensions")
+    unknown = [k for k in extensions if k not in ("sciml", "petab_sciml")]
+    if unknown:
+        raise ConfigError(f"the extension {unknown[0]!r} is not supported", where=f"{where}: extensions")
+    for key, ext in extensions.items():
+        at = f"{where}: extensions.{key}"
+        if not isinstance(ext, dict):
+            raise ConfigError("expected a mapping", where=at)
+        nets = ext.get("neural_networks", ext.get("neural_nets")) or {}
+        if not isinstance(nets, dict):
+            raise ConfigError("expected network id -> {location, pre_initialization, format}",
+                              where=f"{at}.neural_networks")
+        for net, spec in nets.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("location"), str):
+                raise ConfigError("expected {location: FILE, ...}", where=f"{at}.neural_networks.{net}")
+            fmt = str(spec.get("format", "yaml")).lower()
+            if fmt != "yaml":
+                raise ConfigError(f"network format {spec.get('format')!r} is not supported (only YAML)",
+                                  where=f"{at}.neural_networks.{net}.format")
+            location = base / spec["location"]
+            if not location.is_file():
+                raise ConfigError(f"file not found: {location}", where=f"{at}.neural_networks.{net}.location")
+            pre = spec.get("pre_initialization", spec.get("static", False))
+            files.networks[str(net)] = (location, str(pre).lower() in ("true", "1"))
+        files.hybridizations += _file_list(ext, "hybridization_files", base, at, required=False)
+        files.arrays += _file_list(ext, "array_files", base, at, required=False)
+    return files
+
+
 def read_table(paths: list[Path] | Path, kind: str, index: str | None = None) -> pd.DataFrame:
     """A PEtab table (several files are concatenated), with its required columns checked."""
     paths = [paths] if isinstance(paths, Path) else paths
@@ -124,11 +214,12 @@ def read_table(paths: list[Path] | Path, kind: str, index: str | None = None) ->
             frame = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False, na_values=[], comment=None)
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"not a readable tab-separated {kind} table: {first}", where=label(p)) from None
+            raise ConfigError(f"not a readable tab-separated {kind.split('_')[0]} table: {first}",
+                              where=label(p)) from None
         frame.columns = [c.strip() for c in frame.columns]
         missing = [c for c in REQUIRED[kind] if c not in frame.columns]
         if missing:
-            raise ConfigError(f"the {kind} table lacks the column(s) {', '.join(missing)}; it has: "
+            raise ConfigError(f"the {kind.split('_')[0]} table lacks the column(s) {', '.join(missing)}; it has: "
                               f"{', '.join(frame.columns)}", where=label(p))
         frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v)
         frame["_file"] = label(p)
