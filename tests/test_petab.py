@@ -333,3 +333,25 @@ def test_sciml_cases_out_of_reach_are_refused_in_one_line(case, expected):
     assert result.exit_code == 3
     (line,) = error_lines(result)
     assert expected in line
+
+
+# -- fitting an imported problem ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_boehm_fit_from_a_perturbed_start_reaches_the_reference(tmp_path):
+    # the stiff benchmark (issue 15): solver.method auto -> bdf; every estimated value moved by a factor in [0.5, 2]
+    from ude_cli.api import fit
+    from ude_cli.config import load_config
+
+    config = import_problem(problem("Boehm_JProteomeRes2014"), tmp_path / "boehm")
+    cfg = yaml.safe_load(config.read_text())
+    rng = np.random.default_rng(1)
+    for spec in [*cfg["model"]["parameters"].values(), *(o["noise"]["sigma"] for o in cfg["observables"].values())]:
+        spec["init"] *= rng.uniform(0.5, 2.0)
+    cfg["training"] = {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 300}]}
+    config.write_text(yaml.safe_dump(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = fit(load_config(config))
+    assert result.metrics["solver_method"] == "bdf"
+    assert -result.metrics["likelihood"]["nll"] == pytest.approx(REFERENCES["Boehm_JProteomeRes2014"]["llh"], abs=1.0)

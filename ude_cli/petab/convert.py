@@ -443,7 +443,15 @@ def _yaml(config: dict, problem: PetabProblem) -> str:
             f"# (model {problem.files.sbml.name}). Estimated parameters start at the parameter table's nominal\n"
             f"# values; log/log10-scaled ones are learned on log scale (positive: true). petab.json maps the\n"
             f"# PEtab ids to these names. `ude evaluate` of this config gives PEtab's log-likelihood.\n")
-    return head + yaml.safe_dump(config, sort_keys=False, width=110)
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def flow(dumper, data):  # [lower, upper], [5, 5]: on one line
+        short = all(isinstance(x, int | float | type(None)) for x in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=short)
+
+    Dumper.add_representer(list, flow)
+    return head + yaml.dump(config, Dumper=Dumper, sort_keys=False, width=110)
 
 
 def check_translation(tr: Translation, base: Path, label: str):
