@@ -11,6 +11,9 @@ the one line with which the importer refuses the case. What a case tests comes f
     python bench/petab_sciml_suite.py --cases DIR              # every case folder in DIR (a suite checkout's
                                                                # test_cases/sciml_problem_import)
     python bench/petab_sciml_suite.py --cases DIR --write docs/petab.md
+    python bench/petab_sciml_suite.py --ml-cases DIR [--write docs/petab.md]   # the ml_model_import cases:
+        # each network YAML built as ude's network with the case's weights, its outputs against the
+        # case's (atol 1e-3, the suite's default); or the reason it cannot be built
 """
 
 from __future__ import annotations
@@ -27,6 +30,50 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 VENDORED = ROOT / "tests" / "data" / "petab" / "sciml"
 BEGIN, END = "<!-- petab-sciml:begin -->", "<!-- petab-sciml:end -->"
+ML_BEGIN, ML_END = "<!-- petab-sciml-ml:begin -->", "<!-- petab-sciml-ml:end -->"
+VENDORED_ML = ROOT / "tests" / "data" / "petab" / "sciml_ml"
+
+
+def check_ml_case(case: Path) -> dict:
+    """The worst absolute error of ude's network against the case's outputs, or the reason it is refused."""
+    import h5py
+    import torch
+
+    from ude_cli.errors import UdeError
+    from ude_cli.petab.sciml import read_network, read_weights, to_mlp
+
+    solutions = yaml.safe_load((case / "solutions.yaml").read_text())
+    try:
+        chain = read_network(case / solutions["net_file"], "net0")
+    except UdeError as exc:
+        return {"refused": exc.lines()[0].split(": ", 1)[-1]}
+    inputs = [solutions[k] for k in sorted(k for k in solutions if k.startswith("net_input"))]
+    worst = 0.0
+    for k, (ps, out) in enumerate(zip(solutions["net_ps"], solutions["net_output"], strict=True)):
+        net = to_mlp(chain, read_weights([case / ps], chain))
+        x = np.concatenate([np.asarray(h5py.File(case / files[k], "r")["inputs/input0/data"], dtype=float).ravel()
+                            for files in inputs])
+        y = np.asarray(h5py.File(case / out, "r")["outputs/output0/data"], dtype=float).ravel()
+        with torch.no_grad():
+            got = net(torch.tensor(x).reshape(1, 1, -1))[0, 0].numpy()
+        worst = max(worst, float(np.max(np.abs(got - y))))
+    return {"error": worst, "pass": worst <= 1e-3, "activation": chain.activation, "sizes": chain.sizes}
+
+
+def ml_table(cases: list[Path]) -> str:
+    lines = ["| case | network | result | worst output error |", "|---|---|---|---|"]
+    passed = 0
+    for case in cases:
+        r = check_ml_case(case)
+        if "refused" in r:
+            lines.append(f"| {case.name} | | not supported: {r['refused']} | |")
+            continue
+        passed += bool(r["pass"])
+        shape = "-".join(map(str, r["sizes"]))
+        lines.append(f"| {case.name} | {shape} {r['activation']} | {'pass' if r['pass'] else 'FAIL'} | {r['error']:.1e} |")
+    lines.append("")
+    lines.append(f"{passed} of {len(cases)} cases pass (atol 1e-3).")
+    return "\n".join(lines)
 
 
 def check_case(case: Path) -> dict:
@@ -104,15 +151,18 @@ def table(cases: list[Path]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=Path, default=VENDORED, help="folder of case folders")
+    parser.add_argument("--ml-cases", type=Path, help="folder of ml_model_import case folders (instead)")
     parser.add_argument("--write", type=Path, help="replace the table between the markers in this file")
     args = parser.parse_args()
-    cases = sorted(p for p in args.cases.iterdir() if (p / "solutions.yaml").is_file())
-    text = table(cases)
+    folder, make, (begin, end) = ((args.ml_cases, ml_table, (ML_BEGIN, ML_END)) if args.ml_cases is not None
+                                  else (args.cases, table, (BEGIN, END)))
+    cases = sorted(p for p in folder.iterdir() if (p / "solutions.yaml").is_file())
+    text = make(cases)
     if args.write is None:
         print(text)
         return
     doc = args.write.read_text()
-    a, b = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+    a, b = doc.index(begin) + len(begin), doc.index(end)
     args.write.write_text(doc[:a] + "\n" + text + "\n" + doc[b:])
     print(f"wrote the table into {args.write}")
 

@@ -355,3 +355,34 @@ def test_boehm_fit_from_a_perturbed_start_reaches_the_reference(tmp_path):
         result = fit(load_config(config))
     assert result.metrics["solver_method"] == "bdf"
     assert -result.metrics["likelihood"]["nll"] == pytest.approx(REFERENCES["Boehm_JProteomeRes2014"]["llh"], abs=1.0)
+
+
+@pytest.mark.parametrize("case", ["001", "023", "033", "034", "035", "053", "054"])
+def test_sciml_network_yaml_builds_the_suites_network(case):
+    # ml_model_import: the network YAML and weights as ude's MLP; outputs against the suite's (atol 1e-3)
+    import h5py
+    import torch
+
+    from ude_cli.petab.sciml import read_network, read_weights, to_mlp
+
+    folder = Path(__file__).parent / "data" / "petab" / "sciml_ml" / case
+    solutions = yaml.safe_load((folder / "solutions.yaml").read_text())
+    chain = read_network(folder / solutions["net_file"], "net0")
+    inputs = [solutions[k] for k in sorted(k for k in solutions if k.startswith("net_input"))]
+    for k, (ps, out) in enumerate(zip(solutions["net_ps"], solutions["net_output"], strict=True)):
+        net = to_mlp(chain, read_weights([folder / ps], chain))
+        x = np.concatenate([np.asarray(h5py.File(folder / files[k], "r")["inputs/input0/data"], dtype=float).ravel()
+                            for files in inputs])
+        y = np.asarray(h5py.File(folder / out, "r")["outputs/output0/data"], dtype=float).ravel()
+        with torch.no_grad():
+            got = net(torch.tensor(x).reshape(1, 1, -1))[0, 0].numpy()
+        np.testing.assert_allclose(got, y, atol=1e-3, rtol=0)
+
+
+def test_sciml_network_with_another_layer_is_refused_naming_it(tmp_path):
+    text = (Path(__file__).parent / "data" / "petab" / "sciml_ml" / "001" / "net.yaml").read_text()
+    (tmp_path / "net.yaml").write_text(text.replace("layer_type: Linear", "layer_type: Conv1d", 1))
+    from ude_cli.petab.sciml import read_network
+
+    with pytest.raises(ConfigError, match="layer 'layer1': layer type 'Conv1d' is not supported yet"):
+        read_network(tmp_path / "net.yaml", "net0")

@@ -82,6 +82,13 @@ def load_weights(net: MLP, path: Path, where: str) -> None:
             stored = {k: np.asarray(arrays[k], dtype=float) for k in arrays.files}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", where=where) from None
+    set_weights(net, stored, where, str(path))
+
+
+def set_weights(net: MLP, stored: dict[str, np.ndarray], where: str, path: str = "the weights") -> None:
+    """Every start's weights of ``net`` from ``weight0, bias0, ...`` (PyTorch layout)."""
+    from ..errors import ConfigError
+
     with torch.no_grad():
         for k, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
             want_w, want_b = (w.shape[2], w.shape[1]), (b.shape[2],)

@@ -131,6 +131,21 @@ def read_weights(arrays: list[Path], chain: Chain) -> dict[str, np.ndarray]:
                       where=", ".join(map(str, arrays)) or "extensions.sciml.array_files")
 
 
+def to_mlp(chain: Chain, weights: dict[str, np.ndarray], dtype=None):
+    """The network as ``ude``'s :class:`~ude_cli.fitting.neural.MLP` (one start, no input or output scaling)
+    with the given weights: what a config's ``networks.NET`` with ``normalize: false`` and ``weights`` builds."""
+    import torch
+
+    from ..fitting.model import set_weights
+    from ..fitting.neural import MLP
+
+    n_in, *hidden, n_out = chain.sizes
+    net = MLP(n_in, n_out, hidden, chain.activation, [0], 1.0, [0.0] * n_in, [1.0] * n_in, [1.0] * n_out,
+              dtype or torch.float64)
+    set_weights(net, weights, f"network {chain.id}")
+    return net
+
+
 def parse_entity(text: str) -> tuple[str, str, int, int | None]:
     """``net1.inputs[0][1]`` -> ``("net1", "inputs", 0, 1)``; ``net1.outputs[0][0]``; ``net1.inputs[1]`` -> index None."""
     import re
