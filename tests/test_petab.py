@@ -283,7 +283,7 @@ def test_noise_sigma_formula_against_the_closed_form(tmp_path):
 SCIML = Path(__file__).parent / "data" / "petab" / "sciml"
 
 
-@pytest.mark.parametrize("case", ["001", "010", "019", "029"])
+@pytest.mark.parametrize("case", ["001", "010", "016", "019", "029"])
 def test_sciml_case_llh_simulations_and_gradient_match_the_suite(case):
     import h5py
 
@@ -326,10 +326,21 @@ def test_sciml_import_writes_a_network_with_the_suites_weights(tmp_path):
 @pytest.mark.parametrize("case, expected", [
     ("002", "a network input given by the parameter table (a pre-initialization network) is not supported yet"),
     ("004", "the network output net1_output1 in an observable formula is not supported yet"),
-    ("016", "fixed network weights (estimate false) are not supported yet"),
+    ("mixed", "one activation between all layers is supported (found tanh, relu)"),
 ])
-def test_sciml_cases_out_of_reach_are_refused_in_one_line(case, expected):
-    result = cli("evaluate", str(SCIML / case / "petab" / "problem.yaml"))
+def test_sciml_cases_out_of_reach_are_refused_in_one_line(case, expected, tmp_path):
+    if case == "mixed":  # case 001 with relu after the second layer
+        import shutil
+
+        shutil.copytree(SCIML / "001", tmp_path / "mixed")
+        net = tmp_path / "mixed" / "petab" / "net1.yaml"
+        text = net.read_text()
+        at = text.index("target: tanh", text.index("name: tanh_1"))
+        net.write_text(text[:at] + "target: relu" + text[at + len("target: tanh"):])
+        folder = tmp_path / "mixed"
+    else:
+        folder = SCIML / case
+    result = cli("evaluate", str(folder / "petab" / "problem.yaml"))
     assert result.exit_code == 3
     (line,) = error_lines(result)
     assert expected in line
@@ -386,3 +397,22 @@ def test_sciml_network_with_another_layer_is_refused_naming_it(tmp_path):
 
     with pytest.raises(ConfigError, match="layer 'layer1': layer type 'Conv1d' is not supported yet"):
         read_network(tmp_path / "net.yaml", "net0")
+
+
+def test_a_fixed_network_keeps_its_weights_in_a_fit(tmp_path):
+    # case 016: the network's weights are not estimated (networks.net1.fixed); beta is
+    from ude_cli.api import fit
+    from ude_cli.config import load_config
+
+    config = import_problem(SCIML / "016" / "petab" / "problem.yaml", tmp_path / "c016")
+    cfg = yaml.safe_load(config.read_text())
+    assert cfg["networks"]["net1"]["fixed"] is True
+    cfg["training"] = {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 3}]}
+    config.write_text(yaml.safe_dump(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = fit(load_config(config))
+    net = result.model.rhs.networks["net1"]
+    with np.load(config.parent / "net1.npz") as stored:
+        np.testing.assert_array_equal(net.weights[0][0].detach().numpy().T, stored["weight0"])
+    assert result.metrics["n_parameters"]["network"] == 0

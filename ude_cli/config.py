@@ -269,6 +269,13 @@ class NetworkSpec(_Strict):
         None, description="Initial weights instead of random ones: a .npz file (relative to the config) with "
                           "weight0, bias0, weight1, ... per layer in PyTorch's layout (weight: (out, in)), as "
                           "`ude import` writes a PEtab SciML network's.")
+    fixed: bool = Field(False, description="Keep the weights as given by `weights` instead of learning them.")
+
+    @model_validator(mode="after")
+    def _fixed_needs_weights(self) -> NetworkSpec:
+        if self.fixed and self.weights is None:
+            raise ValueError("a fixed network needs its weights: give weights: FILE.npz")
+        return self
 
 
 # -- solver and training -------------------------------------------------------------------------

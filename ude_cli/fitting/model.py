@@ -200,6 +200,8 @@ class UDEModel(nn.Module):
                                  spec.final_scale, shift, scale, out_scale, self.dtype)
             if spec.weights is not None:
                 load_weights(networks[name], cfg.base_dir / spec.weights, f"{cfg.label}: networks.{name}.weights")
+            if spec.fixed:  # not learned: left out of the optimiser, the weight penalty and the counts
+                networks[name].requires_grad_(False)
         self.rhs = HybridRHS(problem.states, problem.equations, networks,
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
@@ -299,7 +301,7 @@ class UDEModel(nn.Module):
         return self.parameters_.numpy()
 
     def network_parameters(self) -> list[nn.Parameter]:
-        return list(self.rhs.networks.parameters())
+        return [p for p in self.rhs.networks.parameters() if p.requires_grad]  # a fixed network's are not learned
 
     def weight_penalty(self) -> torch.Tensor:
         """Sum of squared network weights per start ``(S,)`` (0 without networks)."""

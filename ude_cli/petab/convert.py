@@ -399,19 +399,19 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
                               where=str(files.yaml))
         chain = read_network(path, net)
         owned = [pid for pid, entity in problem.mapping.items() if entity == f"{net}.parameters"]
-        estimated = [problem.network_parameters.get(pid, True) for pid in owned]
-        if not all(estimated):
-            raise ConfigError(f"network {net}: fixed network weights (estimate false) are not supported yet",
-                              where=str(files.parameters))
+        estimated = {problem.network_parameters.get(pid, True) for pid in owned}
+        if len(estimated) > 1:
+            raise ConfigError(f"network {net}: its weights are both estimated and fixed", where=str(files.parameters))
         order = [inputs[net][key] for key in sorted(inputs[net])]
         if len(order) != chain.sizes[0]:
             raise ConfigError(f"network {net} takes {chain.sizes[0]} inputs; the hybridization table sets "
                               f"{len(order)}", where=str(files.hybridizations[0]) if files.hybridizations else str(path))
         outputs = sorted(e[3] for e in entities.values() if e[0] == net and e[1] == "outputs" and e[3] is not None)
         section[net] = {"inputs": order, "outputs": chain.sizes[-1], "hidden": chain.sizes[1:-1],
-                        "activation": chain.activation, "normalize": False, "weights": f"{net}.npz"}
+                        "activation": chain.activation, "normalize": False, "weights": f"{net}.npz",
+                        **({} if all(estimated) else {"fixed": True})}
         weights[net] = read_weights(files.arrays, chain)
-        info[net] = {"layers": chain.layers, "outputs_used": outputs}
+        info[net] = {"layers": chain.layers, "outputs_used": outputs, "estimate": all(estimated)}
     return section, weights, info
 
 

@@ -136,7 +136,8 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     sols = model()
     nll = objective.nll(sols, "train")[0]
     nets = cast("dict[str, MLP]", dict(model.rhs.networks.items()))
-    layers = [(net, k, module) for net, module in nets.items() for k in range(len(module.weights))]
+    layers = [(net, k, module) for net, module in nets.items() for k in range(len(module.weights))
+              if module.weights[k].requires_grad]  # a fixed network has no gradient
     tensors = [*leaves.values(), *(t for _, k, m in layers for t in (m.weights[k], m.biases[k]))]
     grads = torch.autograd.grad(nll, tensors, allow_unused=True) if tensors else []
     llh = -float(nll.detach())
