@@ -283,7 +283,7 @@ def test_noise_sigma_formula_against_the_closed_form(tmp_path):
 SCIML = Path(__file__).parent / "data" / "petab" / "sciml"
 
 
-@pytest.mark.parametrize("case", ["001", "010", "016", "019", "029"])
+@pytest.mark.parametrize("case", ["001", "004", "010", "016", "019", "020", "022", "029"])
 def test_sciml_case_llh_simulations_and_gradient_match_the_suite(case):
     import h5py
 
@@ -325,7 +325,6 @@ def test_sciml_import_writes_a_network_with_the_suites_weights(tmp_path):
 
 @pytest.mark.parametrize("case, expected", [
     ("002", "a network input given by the parameter table (a pre-initialization network) is not supported yet"),
-    ("004", "the network output net1_output1 in an observable formula is not supported yet"),
     ("mixed", "one activation between all layers is supported (found tanh, relu)"),
 ])
 def test_sciml_cases_out_of_reach_are_refused_in_one_line(case, expected, tmp_path):
@@ -416,3 +415,25 @@ def test_a_fixed_network_keeps_its_weights_in_a_fit(tmp_path):
     with np.load(config.parent / "net1.npz") as stored:
         np.testing.assert_array_equal(net.weights[0][0].detach().numpy().T, stored["weight0"])
     assert result.metrics["n_parameters"]["network"] == 0
+
+
+def test_a_network_in_an_observable_formula_against_the_closed_form(tmp_path):
+    # y = x + U(x), U a 1-2-1 tanh network with given weights; x(t) = 2 exp(-0.7 t)
+    t = np.linspace(0.5, 5, 10)
+    y = 2.0 * np.exp(-0.7 * t) + 0.1 + 0.05 * np.sin(7 * t)
+    pd.DataFrame({"t": t, "y": y}).to_csv(tmp_path / "d.csv", index=False)
+    w0, b0, w1, b1 = np.array([[0.3], [-0.8]]), np.array([0.1, 0.2]), np.array([[0.5, 0.7]]), np.array([0.05])
+    np.savez(tmp_path / "u.npz", weight0=w0, bias0=b0, weight1=w1, bias1=b1)
+    config = {"data": {"file": "d.csv"}, "model": {
+        "states": ["x"], "equations": {"x": "-k*x"}, "initial": {"x": 2.0}, "t0": 0.0, "parameters": {"k": 0.7}},
+        "networks": {"U": {"inputs": ["x"], "hidden": [2], "normalize": False, "weights": "u.npz"}},
+        "observables": {"y": {"formula": "x + U", "noise": {"sigma": 0.1}}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = run(tmp_path / "c.yaml")
+    x = 2.0 * np.exp(-0.7 * t)
+    mu = x + (w1 @ np.tanh(w0 @ x[None, :] + b0[:, None]) + b1[:, None])[0]
+    expected = np.sum(-0.5 * np.log(2 * np.pi * 0.01) - 0.5 * ((y - mu) / 0.1) ** 2)
+    assert result.llh == pytest.approx(expected, abs=1e-8)
+    np.testing.assert_allclose(result.simulations["simulation"], mu, rtol=1e-9)
+    # d llh / d b1 = sum (y - mu) / sigma^2
+    assert result.gradient_networks["U"]["layer1"]["bias"][0] == pytest.approx(np.sum((y - mu) / 0.01), rel=1e-7)

@@ -452,8 +452,9 @@ class NoiseSpec(_Strict):
 
 
 class ObservableSpec(_Strict):
-    """What a CSV column measures: an expression of the states, parameters, constants and ``t``
-    (e.g. ``rho*I``, ``x + y``, ``A/V``). A string is shorthand for ``{formula: string}``."""
+    """What a CSV column measures: an expression of the states, parameters, constants, ``t`` and network
+    outputs ``NET[i]`` at the solved states (e.g. ``rho*I``, ``x + y``, ``A/V``, ``x + U[0]``). A string is
+    shorthand for ``{formula: string}``."""
 
     formula: str = Field(min_length=1, description="The observed quantity, in the equation language.")
     column: str | None = Field(None, description="CSV column holding it (default: the observable's name).")

@@ -267,8 +267,10 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     for pname in param_specs:
         if pname not in used and pname not in observed_names and builtin is None:
             warnings.append(f"{label}: model.parameters.{pname}: declared but not used in any equation or observable")
+    observed_networks = set().union(*[{n for n, _ in e.network_refs} | (e.names & set(networks))
+                                      for e, _ in observable_exprs.values()])
     for net in networks:
-        if net not in used and not unparsed:
+        if net not in used and net not in observed_networks and not unparsed:
             problems.add(ConfigError(f"network '{net}' is not used in any equation; use it as {net}[0] "
                                      f"(e.g. in model.corrections) or remove it", where=f"{label}: networks.{net}"))
 
@@ -413,7 +415,9 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
 def _parse_observables(config: Config, states: list[str], param_specs: dict, constants: dict, networks: dict,
                        label: str, problems: Problems) -> dict[str, tuple[Expression, str]]:
     """observable -> (checked formula, CSV column), for the config's ``observables`` section."""
-    namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants))
+    # a network's output NET[i] may be observed (evaluated on the solved states, as in the equations)
+    namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants),
+                          networks={n: s.outputs for n, s in networks.items()})
     out: dict[str, tuple[Expression, str]] = {}
     for oname, spec in config.observables.items():
         where = f"{label}: observables.{oname}"
@@ -421,12 +425,6 @@ def _parse_observables(config: Config, states: list[str], param_specs: dict, con
             expr = parse_expression(spec.formula, where=f"{where}.formula")
         except ExpressionError as exc:
             problems.add(exc)
-            continue
-        nets = sorted({n for n in expr.names if n in networks} | {n for n, _ in expr.network_refs})
-        if nets:
-            problems.add(ConfigError(f"network '{nets[0]}' in an observable formula is not supported; an "
-                                     f"observable is a formula of states, parameters, constants and t",
-                                     where=f"{where}.formula"))
             continue
         errors = expr.check_names(namespace, where=f"{where}.formula")
         for err in errors:

@@ -47,6 +47,7 @@ class Objective:
         self.spec = spec if spec is not None else problem.config.training.loss
         self.likelihood = problem.likelihood
         self.observation = ObservationModel(problem)
+        self.observation.rhs = model.rhs  # networks in observable formulas are the model's
         self.names = list(problem.dataset.observables)
         dt = model.dtype
         # the legacy loss on directly observed states keeps the state layout: today's arithmetic, bit for bit

@@ -261,15 +261,6 @@ def translate(problem: PetabProblem) -> Translation:
             spec["label"] = oid
         observables[name] = spec
 
-    net_outputs = {pid for pid, entity in problem.mapping.items() if ".outputs[" in entity}
-    for name, spec in observables.items():
-        from ..expressions import parse_expression
-
-        inside = sorted(parse_expression(spec["formula"], where="").names & net_outputs)
-        if inside:
-            raise ConfigError(f"observable {spec.get('label', name)}: the network output {inside[0]} in an "
-                              f"observable formula is not supported yet (networks act in the right-hand side)",
-                              where=str(problem.files.observables[0]))
     # -- parameters and constants -------------------------------------------------------------------------------
     used: set[str] = set()
     for text in [*equations.values(), *(o["formula"] for o in observables.values()),
@@ -372,6 +363,10 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
             continue
     section, weights, info = {}, {}, {}
     inputs: dict[str, dict[tuple[int, int], str]] = {net: {} for net in files.networks}
+    for pid, (net, kind, arg, index) in entities.items():  # an output's id in an observable formula: NET[i]
+        if kind == "outputs" and arg == 0 and index is not None and net in files.networks:
+            substitute[sp.Symbol(pid)] = sp.Symbol(f"{net}[{index}]")
+            names[f"{net}[{index}]"] = f"{net}[{index}]"
     for target, value, file, line in problem.hybridization:
         where = f"{file}: line {line}"
         if target in entities and entities[target][1] == "inputs":
