@@ -283,7 +283,7 @@ def test_noise_sigma_formula_against_the_closed_form(tmp_path):
 SCIML = Path(__file__).parent / "data" / "petab" / "sciml"
 
 
-@pytest.mark.parametrize("case", ["001", "004", "010", "016", "019", "020", "022", "029"])
+@pytest.mark.parametrize("case", ["001", "004", "010", "016", "019", "020", "022", "023", "026", "029"])
 def test_sciml_case_llh_simulations_and_gradient_match_the_suite(case):
     import h5py
 
@@ -304,9 +304,11 @@ def test_sciml_case_llh_simulations_and_gradient_match_the_suite(case):
             continue
         with h5py.File(folder / file, "r") as f:
             for layer, group in f["parameters"][name].items():
-                for part in ("weight", "bias"):
+                for part in ("weight", "bias"):  # a frozen array: an empty one in both
                     got = np.asarray(result.gradient_networks[name][layer][part])
-                    np.testing.assert_allclose(got, np.asarray(group[part]), atol=tol, rtol=0)
+                    expected = np.asarray(group[part])
+                    assert got.size == expected.size, (layer, part)
+                    np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=tol, rtol=0)
 
 
 def test_sciml_import_writes_a_network_with_the_suites_weights(tmp_path):
@@ -437,3 +439,10 @@ def test_a_network_in_an_observable_formula_against_the_closed_form(tmp_path):
     np.testing.assert_allclose(result.simulations["simulation"], mu, rtol=1e-9)
     # d llh / d b1 = sum (y - mu) / sigma^2
     assert result.gradient_networks["U"]["layer1"]["bias"][0] == pytest.approx(np.sum((y - mu) / 0.01), rel=1e-7)
+
+
+def test_frozen_arrays_follow_the_most_specific_parameter_row(tmp_path):
+    # 023: net1_layer1 (the whole first layer) is not estimated; 026: only its weight
+    for case, frozen in (("023", ["weight0", "bias0"]), ("026", ["weight0"])):
+        config = import_problem(SCIML / case / "petab" / "problem.yaml", tmp_path / case)
+        assert yaml.safe_load(config.read_text())["networks"]["net1"]["frozen"] == frozen

@@ -270,11 +270,16 @@ class NetworkSpec(_Strict):
                           "weight0, bias0, weight1, ... per layer in PyTorch's layout (weight: (out, in)), as "
                           "`ude import` writes a PEtab SciML network's.")
     fixed: bool = Field(False, description="Keep the weights as given by `weights` instead of learning them.")
+    frozen: list[Annotated[str, Field(pattern=r"^(weight|bias)[0-9]+$")]] = Field(
+        default_factory=list, description="Single arrays kept as given by `weights` (the rest is learned): "
+                                          "weight0, bias0, weight1, ... (layer 0 is the first).")
 
     @model_validator(mode="after")
     def _fixed_needs_weights(self) -> NetworkSpec:
-        if self.fixed and self.weights is None:
-            raise ValueError("a fixed network needs its weights: give weights: FILE.npz")
+        if (self.fixed or self.frozen) and self.weights is None:
+            raise ValueError("a fixed network (or frozen arrays) needs its weights: give weights: FILE.npz")
+        if self.frozen and max(int(n.removeprefix("weight").removeprefix("bias")) for n in self.frozen) > len(self.hidden):
+            raise ValueError(f"frozen: the network has layers 0 to {len(self.hidden)}")
         return self
 
 

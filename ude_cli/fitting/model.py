@@ -202,6 +202,9 @@ class UDEModel(nn.Module):
                 load_weights(networks[name], cfg.base_dir / spec.weights, f"{cfg.label}: networks.{name}.weights")
             if spec.fixed:  # not learned: left out of the optimiser, the weight penalty and the counts
                 networks[name].requires_grad_(False)
+            for array in spec.frozen:  # weight0, bias1, ...: single arrays kept as given
+                kind, layer = ("weight", int(array[6:])) if array.startswith("weight") else ("bias", int(array[4:]))
+                (networks[name].weights if kind == "weight" else networks[name].biases)[layer].requires_grad_(False)
         self.rhs = HybridRHS(problem.states, problem.equations, networks,
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))

@@ -393,21 +393,47 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
             raise ConfigError(f"network {net}: pre-initialization networks are not supported yet",
                               where=str(files.yaml))
         chain = read_network(path, net)
-        owned = [pid for pid, entity in problem.mapping.items() if entity == f"{net}.parameters"]
-        estimated = {problem.network_parameters.get(pid, True) for pid in owned}
-        if len(estimated) > 1:
-            raise ConfigError(f"network {net}: its weights are both estimated and fixed", where=str(files.parameters))
+        frozen = _frozen(problem, net, chain.layers)
         order = [inputs[net][key] for key in sorted(inputs[net])]
         if len(order) != chain.sizes[0]:
             raise ConfigError(f"network {net} takes {chain.sizes[0]} inputs; the hybridization table sets "
                               f"{len(order)}", where=str(files.hybridizations[0]) if files.hybridizations else str(path))
         outputs = sorted(e[3] for e in entities.values() if e[0] == net and e[1] == "outputs" and e[3] is not None)
         section[net] = {"inputs": order, "outputs": chain.sizes[-1], "hidden": chain.sizes[1:-1],
-                        "activation": chain.activation, "normalize": False, "weights": f"{net}.npz",
-                        **({} if all(estimated) else {"fixed": True})}
+                        "activation": chain.activation, "normalize": False, "weights": f"{net}.npz"}
+        if len(frozen) == 2 * len(chain.layers):
+            section[net]["fixed"] = True
+        elif frozen:
+            section[net]["frozen"] = frozen
         weights[net] = read_weights(files.arrays, chain)
-        info[net] = {"layers": chain.layers, "outputs_used": outputs, "estimate": all(estimated)}
+        info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen}
     return section, weights, info
+
+
+def _frozen(problem: PetabProblem, net: str, layers: list[str]) -> list[str]:
+    """The weights of network ``net`` that the parameter table does not estimate (``weight0``, ``bias1``, ...):
+    a row for a single array wins over one for its layer, which wins over one for the whole network."""
+    import re
+
+    estimate: dict[tuple[int, str], tuple[int, bool]] = {}  # (layer, part) -> (specificity, estimated)
+    for pid, (entity, est) in problem.network_parameters.items():
+        m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(weight|bias))?)?", entity)
+        if m is None:
+            if entity.split(".")[0] == net:
+                raise ConfigError(f"{pid} -> {entity}: not a network parameter entity this importer reads",
+                                  where=str(problem.files.parameters))
+            continue
+        layer, part = m.group(1), m.group(2)
+        if layer is not None and layer not in layers:
+            raise ConfigError(f"{pid} -> {entity}: network {net} has no layer {layer!r}",
+                              where=str(problem.files.parameters))
+        level = 0 if layer is None else (1 if part is None else 2)
+        for k, lid in enumerate(layers):
+            for p in ("weight", "bias"):
+                applies = (layer is None or layer == lid) and (part is None or part == p)
+                if applies and ((k, p) not in estimate or estimate[(k, p)][0] <= level):
+                    estimate[(k, p)] = (level, est)
+    return [f"{p}{k}" for k in range(len(layers)) for p in ("weight", "bias") if not estimate.get((k, p), (0, True))[1]]
 
 
 def _finite(x: float) -> float | None:

@@ -136,19 +136,24 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     sols = model()
     nll = objective.nll(sols, "train")[0]
     nets = cast("dict[str, MLP]", dict(model.rhs.networks.items()))
-    layers = [(net, k, module) for net, module in nets.items() for k in range(len(module.weights))
-              if module.weights[k].requires_grad]  # a fixed network has no gradient
-    tensors = [*leaves.values(), *(t for _, k, m in layers for t in (m.weights[k], m.biases[k]))]
+    # the learned network arrays (a fixed network's, and frozen arrays, have no gradient: reported empty)
+    arrays = [(net, k, part, tensor) for net, module in nets.items() for k in range(len(module.weights))
+              for part, tensor in (("weight", module.weights[k]), ("bias", module.biases[k]))]
+    learned = [a for a in arrays if a[3].requires_grad]
+    tensors = [*leaves.values(), *(a[3] for a in learned)]
     grads = torch.autograd.grad(nll, tensors, allow_unused=True) if tensors else []
     llh = -float(nll.detach())
     dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads[:len(leaves)], strict=True)}
+    by_array = {(net, k, part): g for (net, k, part, _), g in zip(learned, grads[len(leaves):], strict=True)}
     networks: dict[str, dict[str, dict[str, list]]] = {}
     net_layers = (mapping or {}).get("networks", {})
-    for j, (net, k, _) in enumerate(layers):  # d llh / d weight in PyTorch's layout: (out, in)
-        gw, gb = grads[len(leaves) + 2 * j], grads[len(leaves) + 2 * j + 1]
+    for net, k, part, _ in arrays:  # d llh / d weight in PyTorch's layout: (out, in)
+        if not any(a[0] == net for a in learned):
+            continue
         lid = net_layers[net]["layers"][k] if net in net_layers else f"layer{k}"
-        networks.setdefault(net, {})[lid] = {
-            "weight": (-gw[0].T).tolist() if gw is not None else [], "bias": (-gb[0, 0]).tolist() if gb is not None else []}
+        g = by_array.get((net, k, part))
+        value = [] if g is None else ((-g[0].T).tolist() if part == "weight" else (-g[0, 0]).tolist())
+        networks.setdefault(net, {}).setdefault(lid, {})[part] = value
     with torch.no_grad():
         observed = [p.detach().cpu().numpy() for p in objective.observed(sols)]
     simulations = _simulations(problem, model, objective, observed, mapping)

@@ -61,7 +61,7 @@ class PetabProblem:
     #: hybridization rows (target, value), and the network parameters' rows (id -> estimated)
     mapping: dict[str, str] = field(default_factory=dict)
     hybridization: list[tuple[str, str, str, int]] = field(default_factory=list)  # target, value, file, line
-    network_parameters: dict[str, bool] = field(default_factory=dict)
+    network_parameters: dict[str, tuple[str, bool]] = field(default_factory=dict)  # id -> (entity, estimated)
 
     @property
     def name(self) -> str:
@@ -96,7 +96,7 @@ def load_problem(path: str | Path) -> PetabProblem:
         for _, row in tables.read_table(files.mappings, "mapping", index="petabEntityId").iterrows():
             mapping[row["petabEntityId"]] = row["modelEntityId"]
     networks = set(files.networks)
-    network_parameters: dict[str, bool] = {}
+    network_parameters: dict[str, tuple[str, bool]] = {}
 
     ptable = tables.read_table(files.parameters, "parameter_v2" if files.v2 else "parameter", index="parameterId")
     parameters: dict[str, PetabParameter] = {}
@@ -113,14 +113,11 @@ def load_problem(path: str | Path) -> PetabProblem:
                 raise ConfigError(f"line {row['_row']}: {row['parameterId']} -> {entity}: a network input given "
                                   f"by the parameter table (a pre-initialization network) is not supported yet",
                                   where=row["_file"])
-            if entity != f"{entity.split('.')[0]}.parameters":
-                raise ConfigError(f"line {row['_row']}: {row['parameterId']} -> {entity}: settings of single layers "
-                                  f"or arrays of a network are not supported yet", where=row["_file"])
             if str(row["nominalValue"]).lower() != "array":
                 raise ConfigError(f"line {row['_row']}: nominalValue {row['nominalValue']!r} of the network "
                                   f"parameters: only 'array' (the weights of the array file) is supported yet",
                                   where=row["_file"])
-            network_parameters[row["parameterId"]] = estimate
+            network_parameters[row["parameterId"]] = (entity, estimate)
             continue
         for column in ("priorType", "objectivePriorType", "priorDistribution"):
             if str(row.get(column, "")) not in ("", "parameterScaleUniform"):
