@@ -92,9 +92,12 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
 
     if resume is not None:
         config, n_starts = resume.config, resume.starts
+    from .identifiability import profile_request
+
     problem = _problem(config)
     check_fittable(problem)
     cfg = problem.config
+    profile_request(problem)  # a bad uncertainty.profile fails before any training
     chosen = None
     if not n_starts:
         n_starts, chosen = resolve_starts(problem, cfg.training.starts)
@@ -119,7 +122,7 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     except FitError as exc:
         exc.where = exc.where or cfg.label  # name the config: several may run in one batch
         raise
-    return build_result(problem, model, objective, trained, command=command)
+    return build_result(problem, model, objective, trained, command=command, monitor=monitor)
 
 
 def _problem(config: Config | Problem | str | Path) -> Problem:
@@ -135,8 +138,9 @@ def _set_threads(cfg: Config) -> None:
     torch.set_num_threads(cfg.training.threads or 1)
 
 
-def build_result(problem: Problem, model, objective, trained, *, command: list[str] | None = None):
-    """Tables, metrics, dense trajectories and learned terms of a fitted model."""
+def build_result(problem: Problem, model, objective, trained, *, command: list[str] | None = None, monitor=None):
+    """Tables, metrics, dense trajectories and learned terms of a fitted model, with the intervals of its
+    learned values (:mod:`ude_cli.identifiability`)."""
     import pandas as pd
     import torch
 
@@ -198,7 +202,22 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     predictions = prediction_table(problem, sols, model.groups, best, objective=objective, observed=observed,
                                    standardised=standardised)
     metrics["fit_quality"] = assess(problem, predictions, metrics["loss"], starts=model.n_starts, stages=trained.stages)
-    return FitResult(problem=problem, model=model, parameters=parameter_table(problem, model, best),
+    from .identifiability import assess as assess_uncertainty
+    from .identifiability import table_columns
+
+    uncertainty = assess_uncertainty(problem, model, best, monitor=monitor)
+    spec = problem.config.uncertainty
+    if spec.bands and uncertainty.sampler is not None:
+        from .identifiability.bands import band_columns, bands
+
+        arrays, how = bands(problem, uncertainty, level=spec.level, samples=spec.band_samples,
+                            seed=problem.config.training.seed)
+        uncertainty.notes.append(f"bands ({spec.level * 100:g} %): {how}")
+        if arrays is not None:
+            predictions = band_columns(predictions, problem, model.groups, arrays)
+    metrics["uncertainty"] = uncertainty.to_json()
+    parameters = table_columns(parameter_table(problem, model, best), uncertainty)
+    return FitResult(problem=problem, model=model, parameters=parameters, uncertainty=uncertainty,
                      predictions=predictions, metrics=metrics, history=history, trajectories=dense, terms=terms, info=info,
                      observable_curves=objective.curves(dense),
                      starts=starts_table(problem, model, train_loss) if model.n_starts > 1 else None)

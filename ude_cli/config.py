@@ -554,6 +554,27 @@ class DiscoverSpec(_Strict):
                                                              "as systematic (an approximation).")
 
 
+class UncertaintySpec(_Strict):
+    """Intervals for the learned values and bands for the predictions (docs/identifiability.md)."""
+
+    level: float = Field(0.95, gt=0, lt=1, allow_inf_nan=False,
+                         description="Coverage of every interval and band, strictly between 0 and 1.")
+    hessian: Literal["auto", "profiled", "fixed", "off"] = Field(
+        "auto", description="Wald intervals from the curvature of the likelihood after every fit: 'profiled' "
+                            "re-fits the network's weights in the curvature (the Schur complement), 'fixed' holds "
+                            "them, 'auto' profiles them when that takes a few seconds at most, 'off' skips it.")
+    profile: bool | list[str] = Field(
+        False, description="Profile likelihoods (everything else re-optimised at each point, network included): "
+                           "true for every learned mechanistic, observation, noise and initial value, or a list of "
+                           "names as params.csv writes them. `ude fit --profile` sets true.")
+    profile_steps: int = Field(40, ge=2, le=1000, description="Most profile points on each side of the estimate.")
+    profile_iterations: int = Field(200, ge=1, le=100_000,
+                                    description="Most LBFGS iterations re-optimising each profile point.")
+    bands: bool = Field(True, description="Confidence and prediction bands in predictions.csv and the fit "
+                                          "figure, by sampling the Wald distribution of the learned values.")
+    band_samples: int = Field(200, ge=20, le=100_000, description="Parameter samples drawn for the bands.")
+
+
 class Config(_Strict):
     """A whole ``config.yaml``."""
 
@@ -574,6 +595,8 @@ class Config(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Loss, stages, seed, regularisation.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="What is written besides the tables.")
     discover: DiscoverSpec | None = Field(None, description="Symbolic recovery of the learned terms (optional).")
+    uncertainty: UncertaintySpec = Field(default_factory=UncertaintySpec,
+                                         description="Intervals and bands (docs/identifiability.md).")
     sweep: dict[str, list[Any]] | None = Field(
         None, description="Grid for `ude fit --sweep`: dotted path -> values, e.g. {networks.U.hidden: [[8, 8], "
                           "[16, 16]], training.weight_decay: [0, 1.0e-4]}; one fit per combination.")

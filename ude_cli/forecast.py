@@ -121,9 +121,11 @@ def _set_initial(model, b: int, initial: Mapping[str, float]) -> None:
 
 
 def ude_frame(problem, model, until: float, experiments: list[int], n_points: int, best: int,
-              ok_starts: np.ndarray | None = None, notes: list[str] | None = None) -> pd.DataFrame:
+              ok_starts: np.ndarray | None = None, notes: list[str] | None = None,
+              level: float | None = None) -> pd.DataFrame:
     """The UDE's trajectories (best start, and the band over the starts) to ``until``, or as far
-    as the solver gets (then a line goes to ``notes``)."""
+    as the solver gets (then a line goes to ``notes``). With ``level``, the starts are draws of the learned
+    values and the band is their central ``level`` quantile range (a confidence band) instead of min to max."""
     from .discovery.extrapolate import dense_as_far_as_possible
 
     t0 = min(problem.t0 if problem.t0 is not None else float(problem.dataset.experiments[b].t[0])
@@ -142,15 +144,21 @@ def ude_frame(problem, model, until: float, experiments: list[int], n_points: in
         t, y = dense[b]  # y: (T, S, n)
         ys = y if ok_starts is None else y[:, ok_starts, :]
         d: dict = {"model": "UDE", "experiment": problem.dataset.experiments[b].name, "time": t}
+        def low(v):
+            return np.min(v, axis=1) if level is None else np.nanquantile(v, (1 - level) / 2, axis=1)
+
+        def high(v):
+            return np.max(v, axis=1) if level is None else np.nanquantile(v, (1 + level) / 2, axis=1)
+
         for j, s in enumerate(problem.states):
             d[s] = y[:, best, j]
-            d[f"{s}_lower"] = np.min(ys[:, :, j], axis=1)
-            d[f"{s}_upper"] = np.max(ys[:, :, j], axis=1)
+            d[f"{s}_lower"] = low(ys[:, :, j])
+            d[f"{s}_upper"] = high(ys[:, :, j])
         for o, values in curves[b].items():  # what the data measure (observables given by a formula)
             vs = values if ok_starts is None else values[:, ok_starts]
             d[o] = values[:, best]
-            d[f"{o}_lower"] = np.min(vs, axis=1)
-            d[f"{o}_upper"] = np.max(vs, axis=1)
+            d[f"{o}_lower"] = low(vs)
+            d[f"{o}_upper"] = high(vs)
         frames.append(pd.DataFrame(d))
     return pd.concat(frames, ignore_index=True)
 
@@ -254,8 +262,16 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
         notes.append("changed parameters: " + ", ".join(f"{k} = {v:g}" for k, v in values.items()))
     if initial:
         notes.append("changed initial states: " + ", ".join(f"{k}(t0) = {v:g}" for k, v in initial.items()))
-    frames = [ude_frame(problem, model, until, experiments, n_points, run.best_start,
-                        _ok_starts(run.metrics, model.n_starts), notes)]
+    sampled, how = (None, "") if model.n_starts > 1 else _parameter_draws(problem, model, run)
+    if sampled is not None:
+        level = problem.config.uncertainty.level
+        frames = [ude_frame(problem, sampled, until, experiments, n_points, 0, None, notes, level=level)]
+        notes.append(how)
+    else:
+        frames = [ude_frame(problem, model, until, experiments, n_points, run.best_start,
+                            _ok_starts(run.metrics, model.n_starts), notes)]
+        if how:
+            notes.append(how)
     if model.n_starts > 1:
         notes.append(f"the band spans the {model.n_starts} starts of the multistart; the line is the best start")
     if discovery is not None:
@@ -277,7 +293,29 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
     notes += _runaway_notes(problem, frame[~frame["model"].isin(failed)])
     return Forecast(problem=problem, until=until, frame=frame, notes=notes,
                     changed={"experiment": experiment, "initial": initial, "values": values, "until": until,
+                             "band": (f"{problem.config.uncertainty.level * 100:g} % confidence band"
+                                      if sampled is not None else None),
                              "verdict": discovery["verdict"] if discovery else None})
+
+
+def _parameter_draws(problem, model, run):
+    """A model of the fit plus draws of its learned values from their Wald distribution (the confidence band of
+    the forecast), and a note saying how it was made; ``(None, reason)`` when there is none."""
+    spec = problem.config.uncertainty
+    if not spec.bands or spec.hessian == "off":
+        return None, ""
+    from .identifiability import assess
+    from .identifiability.bands import sampled_model
+
+    unc = assess(problem, model, 0, profile=[])  # the fit's Wald distribution, computed again from the model
+    if unc.wald is None or unc.wald.cov_u is None or not len(unc.wald.targets):
+        return None, ""
+    samples = spec.band_samples
+    many = sampled_model(problem, model, 0, unc.wald, samples, problem.config.training.seed)
+    net = f", network {unc.wald.network}" if unc.wald.network != "none" else ""
+    return many, (f"the band is the central {spec.level * 100:g} % of {samples} draws of the learned values from "
+                  f"their Wald distribution ({unc.wald.intervals[0].method.split(';')[0]}{net}): a confidence band "
+                  "of the trajectory, without the observation noise; the line is the fit")
 
 
 def _runaway_notes(problem, frame: pd.DataFrame) -> list[str]:
@@ -341,7 +379,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                 if f"{s}_lower" in ude and not np.allclose(ude[f"{s}_lower"], ude[f"{s}_upper"]):
                     ax.fill_between(ude["time"], np.clip(ude[f"{s}_lower"], lo - span, hi + span),
                                     np.clip(ude[f"{s}_upper"], lo - span, hi + span), color=style["color"],
-                                    alpha=0.18, lw=0, label=f"UDE, range over starts{tag}")
+                                    alpha=0.18, lw=0, label=f"UDE, {(changed or {}).get('band') or 'range over starts'}{tag}")
                 ax.plot(ude["time"], np.clip(ude[s], lo - span, hi + span),
                         label=_leaving(f"UDE{tag}", ude, s, lo, hi, problem), **style)
                 rec = rows[rows["model"] == recovered_name(verdict)]

@@ -386,6 +386,21 @@ def _fit_panels(result) -> Any:
     return fig
 
 
+def _draw_bands(ax, result, e, name: str, color) -> bool:
+    """The confidence band (darker) and the prediction band (lighter) of observable ``name`` at experiment ``e``'s
+    data times, from predictions.csv's ``_ci_*`` / ``_pi_*`` columns; True when drawn."""
+    pred = result.predictions
+    if f"{name}_ci_lower" not in pred:
+        return False
+    rows = pred[pred["experiment"] == e.name]
+    t = rows["time"].to_numpy()
+    if len(t) < 2:
+        return False
+    ax.fill_between(t, rows[f"{name}_pi_lower"], rows[f"{name}_pi_upper"], color=color, alpha=0.10, lw=0, zorder=1)
+    ax.fill_between(t, rows[f"{name}_ci_lower"], rows[f"{name}_ci_upper"], color=color, alpha=0.28, lw=0, zorder=1)
+    return True
+
+
 def _fit_overlay(result) -> Any:
     """One panel per drawn state, a colour per experiment."""
     plt = _pyplot()
@@ -398,6 +413,7 @@ def _fit_overlay(result) -> Any:
     states = _drawn_states(problem)
     same = _same_curves(result, best, states) if multi else {}
     formulas = [o for o in ds.observables if problem.observables[o].state is None]
+    banded = False
     with plt.rc_context(STYLE):
         fig, axes = _grid(plt, len(states) + len(formulas))
         t_end = max(float(result.trajectories[b][0][-1]) for b in range(n))
@@ -409,6 +425,7 @@ def _fit_overlay(result) -> Any:
                 if result.observable_curves:
                     t, _ = result.trajectories[b]
                     ax.plot(t, result.observable_curves[b][o][:, best], color=c, lw=1.6, label="fit")
+                banded = _draw_bands(ax, result, e, o, c) or banded
                 _data_markers(ax, e, e.observations[:, c_obs], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(observable_label(problem, o))
@@ -419,11 +436,19 @@ def _fit_overlay(result) -> Any:
                 t, y = result.trajectories[b]
                 ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit", ls=(0, (4, 3)) if b in same else "-",
                         zorder=3 if b in same else 2)
+                if s in ds.observables:
+                    banded = _draw_bands(ax, result, e, s, c) or banded
                 _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(_state_axis_label(problem, s))
         any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states) or bool(formulas)
         styles = _style_handles(fit=True, data=any_data, held_out=held_out, window=held_out)
+        if banded:
+            from matplotlib.patches import Patch
+
+            level = (result.metrics.get("uncertainty") or {}).get("level", 0.95) * 100
+            styles += [(Patch(color="0.2", alpha=0.28, lw=0), f"{level:g} % confidence band"),
+                       (Patch(color="0.2", alpha=0.10, lw=0), f"{level:g} % prediction band")]
         if multi:
             _experiments_legend(fig, problem, styles, notes={b: f"same curve as {ds.experiments[a].name}"
                                                              for b, a in same.items()})
@@ -547,7 +572,42 @@ def terms_figure(result) -> Any | None:
     return fig
 
 
-FIGURES = {"fit": fit_figure, "residuals": residual_figure, "loss": loss_figure, "terms": terms_figure}
+def profile_figure(result):
+    """The profile likelihoods (``ude fit --profile``): one panel per value, the statistic 2 (PL - L_min)
+    against the value, the threshold of the interval as a dashed line and the interval's ends marked."""
+    unc = result.metrics.get("uncertainty") or {}
+    profiles = unc.get("profiles") or []
+    if not profiles:
+        return None
+    plt = _pyplot()
+    n = len(profiles)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for ax, p in zip(axes.flat, profiles, strict=False):
+        pts = np.array(p["points"], dtype=float)
+        ax.plot(pts[:, 0], pts[:, 1], "-o", color=COLORS[0], ms=3, lw=1.2)
+        ax.axhline(p["threshold"], color="0.3", ls="--", lw=0.9)
+        ax.axvline(p["value"], color="0.6", lw=0.8)
+        for end in (p["lower"], p["upper"]):
+            if end is not None:
+                ax.axvline(end, color=COLORS[1], lw=0.9, ls=":")
+        lo = "open" if p["lower"] is None else f"{p['lower']:.4g}"
+        hi = "open" if p["upper"] is None else f"{p['upper']:.4g}"
+        ax.set_title(f"{p['name']}: [{lo}, {hi}]" + ("" if p["identifiable"] else "  not identifiable"),
+                     fontsize=9, color="black" if p["identifiable"] else "#b2182b")
+        ax.set_xlabel(p["name"], fontsize=9)
+        ax.set_ylabel("2 (PL - min)", fontsize=9)
+        ax.set_ylim(bottom=min(0.0, float(pts[:, 1].min())), top=max(p["threshold"] * 1.6, 1.0))
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"{result.name}: profile likelihoods; dashed: the {unc['level'] * 100:g} % threshold", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {"fit": fit_figure, "residuals": residual_figure, "loss": loss_figure, "terms": terms_figure,
+           "profiles": profile_figure}
 
 
 def all_figures(result) -> dict[str, Any]:

@@ -70,11 +70,12 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
             resume: str | Path | None = None, stop_below: float | None = None, plots: bool | None = None,
             time_limit: float | None = None, should_stop=None, make_monitor=None,
             command: list[str] | None = None, debug: bool = False,
-            n_starts: int | None = None) -> tuple[RunOutcome, Any]:
+            n_starts: int | None = None, profile: bool = False) -> tuple[RunOutcome, Any]:
     """Fit one config (a path or a :class:`~ude_cli.config.Config`), or resume one run, into its run
     directory; return ``(outcome, result or None)``.
 
-    ``make_monitor(config) -> monitor`` builds the progress display once the config is read.
+    ``make_monitor(config) -> monitor`` builds the progress display once the config is read. ``profile``
+    asks for profile likelihoods of every learned value (``uncertainty.profile: true``; ``ude fit --profile``).
     Errors of the user's making become a failed outcome; with ``debug`` they are raised instead.
     """
     from ..api import default_out, run_fit
@@ -89,6 +90,8 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
         cfg = problem = None
         if resume is None:
             cfg = config if isinstance(config, Config) else load_config(config)
+            if profile and cfg.uncertainty.profile is False:
+                cfg = cfg.model_copy(update={"uncertainty": cfg.uncertainty.model_copy(update={"profile": True})})
             problem = resolve(cfg)  # once: the fit below uses it as it is
             warnings = problem.warnings
         monitor = make_monitor(cfg) if make_monitor is not None else None

@@ -51,6 +51,10 @@ def fit_command(
     strict: bool = typer.Option(
         False, "--strict", help="Exit 4 when a fit is poor (its training loss far above the data's estimated noise "
                                 "level; see metrics.json fit_quality): for CI."),
+    profile: bool = typer.Option(
+        False, "--profile", help="Profile likelihoods of every learned mechanistic, observation, noise and initial "
+                                 "value (network re-fitted at each point): intervals, identifiability and profile "
+                                 "figures (uncertainty.profile in the config chooses some)."),
     scheduler: str | None = typer.Option(
         None, "--scheduler", metavar="ADDRESS", help="Run the fits on an existing Dask cluster (e.g. tcp://host:8786; the run "
                                   "directories must be on a shared file system).", show_default=False),
@@ -65,7 +69,7 @@ def fit_command(
     if out is not None and len(configs or []) > 1:
         raise typer.BadParameter("--out names one run directory; give one config with it", param_hint="--out")
     common = dict(overwrite=overwrite, stop_below=stop_below, plots=False if no_plots else None,
-                  time_limit=time_limit, command=["ude", *sys.argv[1:]], n_starts=starts)
+                  time_limit=time_limit, command=["ude", *sys.argv[1:]], n_starts=starts, profile=profile)
     tasks: list[dict] = []
     sweeps: list[tuple] = []  # (config, points, first task index, out)
     early: list[RunOutcome] = []  # configs that failed before any task could be made
@@ -237,15 +241,28 @@ def print_result(result, path: Path) -> None:
 
     out = console()
     if len(result.parameters):
+        unc = result.metrics.get("uncertainty") or {}
+        level = unc.get("level")
+        header = f"value [{level * 100:g} % interval]" if level and unc.get("intervals") else "value"
         table = Table(title=f"{result.name}: fitted parameters", title_justify="left")
-        for col in ("parameter", "value", "initial", "learned", "bounds"):
-            table.add_column(col, justify="right" if col in ("value", "initial") else "left")
+        for col in ("parameter", header, "initial", "learned", "bounds"):
+            table.add_column(col, justify="right" if col in (header, "initial") else "left")
+        methods: dict[str, str] = {}
         for row in result.parameters.to_dict(orient="records"):
             lo, hi = row["lower"], row["upper"]
             bounds = "" if _none(lo) and _none(hi) else f"[{_fmt(lo, '-inf')}, {_fmt(hi, 'inf')}]"
-            table.add_row(escape(str(row["name"])), f"{row['value']:.6g}", f"{row['init']:.6g}",  # ka[subject 1]
+            value = f"{row['value']:.6g}"
+            method = row.get("ci_method") or ""
+            if method:
+                mark = methods.setdefault(method, "*" * (len(methods) + 1))
+                flag = " !" if row.get("identifiable") is False else ""
+                value += f" [{_fmt(row['ci_lower'], '-inf', 4)}, {_fmt(row['ci_upper'], 'inf', 4)}]{mark}{flag}"
+            table.add_row(escape(str(row["name"])), escape(value), f"{row['init']:.6g}",  # ka[subject 1]
                           "yes" if row["learned"] else "fixed", escape(bounds))
         out.print(table)
+        for method, mark in methods.items():
+            out.print(escape(f"{mark} {method}"), highlight=False)
+        print_identifiability(out, unc)
     else:
         out.print(f"{result.name}: no mechanistic parameters (a neural ODE)", highlight=False)
     m = result.metrics
@@ -289,5 +306,22 @@ def _none(x) -> bool:
     return x is None or (isinstance(x, float) and x != x)
 
 
-def _fmt(x, infinite: str) -> str:
-    return infinite if _none(x) else f"{x:g}"
+def _fmt(x, infinite: str, digits: int = 6) -> str:
+    if _none(x) or x in (float("inf"), float("-inf")):
+        return infinite
+    return f"{x:.{digits}g}"
+
+
+def print_identifiability(out, uncertainty: dict) -> None:
+    """The values the data cannot identify, in a box the reader cannot miss, and the notes on how the
+    intervals were computed."""
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    bad = uncertainty.get("not_identifiable") or []
+    if bad:
+        lines = [f"{b['name']}: {b['reason']}" for b in bad]
+        out.print(Panel(escape("\n".join(lines)), title=f"not identifiable ({len(bad)}; marked !)",
+                        title_align="left", border_style="red"), highlight=False)
+    for note in uncertainty.get("notes") or []:
+        out.print(escape(f"note: {note}"), highlight=False)

@@ -23,6 +23,9 @@ MIN_SPLINE_POINTS = 5
 def applicable(problem) -> str | None:
     """None when collocation can be used, else the reason it cannot."""
     ds = problem.dataset
+    if not problem.networks and all(p.fixed for p in problem.parameters.values()):
+        # the right-hand side has nothing to learn (only initial or noise values are): no gradient to follow
+        return "the right-hand side learns nothing (no network, no learned parameter)"
     missing = [s for s in problem.states if s not in ds.columns]
     if missing:
         return f"state(s) {', '.join(missing)} have no data column"

@@ -6,8 +6,9 @@ EXPECTED is another run directory, or a JSON file::
      "parameters": {"alpha": 0.54, "beta": {"value": 0.0272, "rtol": 0.01}},
      "metrics": {"loss": {"value": 0.048, "rtol": 0.1}, "train_mse.x": 25.9}}
 
-Parameters are matched by name (params.csv); metrics by dotted path into metrics.json. A value
-passes when ``|actual - expected| <= atol + rtol * |expected|``.
+Parameters are matched by name (params.csv); metrics by dotted path into metrics.json, intervals too
+(``uncertainty.intervals.beta.lower``, ``.upper``, ``.se``). A value passes when
+``|actual - expected| <= atol + rtol * |expected|``; an interval's open end (null) matches only an open end.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def _read_run(path: Path) -> tuple[dict[str, float], dict]:
 
 def _flatten(metrics: dict, keys=RUN_METRICS) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
+    intervals = (metrics.get("uncertainty") or {}).get("intervals") or {}
+    for name, i in intervals.items():  # every end and standard error, null where open or not computed
+        for end in ("lower", "upper", "se"):
+            out[f"uncertainty.intervals.{name}.{end}"] = None if i.get(end) is None else float(i[end])
     for key in keys:
         value = metrics.get(key)
         if isinstance(value, dict):  # numbers only (likelihood: nll, aic, bic, ...; not its texts)

@@ -141,18 +141,44 @@ def _quality(metrics: Mapping) -> str:
             f'<span class="note">{_e(q["method"])}</span></div>')
 
 
+def _identifiability(metrics: Mapping) -> str:
+    """The values the data cannot identify (metrics.json ``uncertainty.not_identifiable``), in a red box."""
+    bad = (metrics.get("uncertainty") or {}).get("not_identifiable") or []
+    if not bad:
+        return ""
+    rows = "".join(f"<li><code>{_e(b['name'])}</code>: {_e(b['reason'])}</li>" for b in bad)
+    return ('<div class="verdict" style="background:#fdecea;border-color:#c62828"><strong>Not identifiable: '
+            f"{len(bad)} value(s)</strong> — the data do not pin them; do not read their estimates as results.<ul>"
+            f"{rows}</ul></div>")
+
+
+def _interval(r: Mapping) -> str:
+    if _missing(r.get("ci_method")):
+        return ""
+
+    def end(x, infinite: str) -> str:
+        return infinite if _missing(x) or not math.isfinite(float(x)) else _num(x, 4)
+
+    flag = " <strong>not identifiable</strong>" if r.get("identifiable") is False else ""
+    return f"[{end(r.get('ci_lower'), '-inf')}, {end(r.get('ci_upper'), 'inf')}]{flag}"
+
+
 def _parameters(run) -> str:
     frame = run.parameters
     rows = []
+    level = (run.metrics.get("uncertainty") or {}).get("level")
     for r in frame.to_dict(orient="records"):
         lo, hi = r.get("lower"), r.get("upper")
         bounds = "" if _missing(lo) and _missing(hi) else f"[{_num(None if _missing(lo) else lo)}, " \
                                                           f"{_num(None if _missing(hi) else hi)}]"
-        rows.append([f"<code>{_e(r['name'])}</code>", _num(r["value"], 6), _num(r["init"], 6),
+        rows.append([f"<code>{_e(r['name'])}</code>", _num(r["value"], 6), _interval(r),
+                     _e("" if _missing(r.get("ci_method")) else r["ci_method"]), _num(r["init"], 6),
                      "yes" if r["learned"] else "fixed", bounds, _e("" if _missing(r.get("unit")) else r["unit"]),
                      _e("" if _missing(r.get("description")) else r["description"])])
-    return _table(["parameter", "value", "initial", "learned", "bounds", "unit", "meaning"], rows,
-                  [False, True, True, False, False, False, False])
+    interval = f"{level * 100:g} % interval" if level else "interval"
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in (run.metrics.get("uncertainty") or {}).get("notes") or [])
+    return _table(["parameter", "value", interval, "method", "initial", "learned", "bounds", "unit", "meaning"], rows,
+                  [False, True, False, False, True, False, False, False, False]) + notes
 
 
 def _noise_model(run) -> str:
@@ -327,7 +353,8 @@ def render(run) -> str:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     discovery = read_discovery(run.path)
     figs = run.path / "figures"
-    body = [_header(run, generated), _quality(run.metrics), _verdict(discovery), "<h2>Parameters</h2>", _parameters(run),
+    body = [_header(run, generated), _quality(run.metrics), _identifiability(run.metrics), _verdict(discovery),
+            "<h2>Parameters</h2>", _parameters(run),
             "<h2>Observation and noise model</h2>", _noise_model(run),
             "<h2>Metrics</h2>", _metrics(run), "<h2>Figures</h2>"]
     held_out = any(not e.train.all() for e in run.problem.dataset.experiments)
@@ -337,7 +364,9 @@ def render(run) -> str:
                           ("residuals", "Standardised residuals: observed minus predicted, over the noise "
                                         "model's standard deviation (dashed: ±2)."),
                           ("loss", "Training loss per iteration."),
-                          ("terms", "Learned terms (network outputs) along the fitted trajectories.")):
+                          ("terms", "Learned terms (network outputs) along the fitted trajectories."),
+                          ("profiles", "Profile likelihoods: 2 (PL - min) against each value, everything else "
+                                       "re-optimised at each point; dashed: the interval's threshold.")):
         if (figs / f"{stem}.png").is_file():
             body.append(_figure(figs / f"{stem}.png", caption, caption))
     if discovery is not None:

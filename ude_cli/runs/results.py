@@ -74,6 +74,8 @@ class FitResult:
     starts: pd.DataFrame | None = None
     #: per experiment: each observable that is not a state alone, along the dense trajectory (name -> (T, S))
     observable_curves: list[dict[str, np.ndarray]] = field(default_factory=list)
+    #: the intervals of the learned values (:class:`~ude_cli.identifiability.Uncertainty`)
+    uncertainty: Any = None
 
     # -- convenience ----------------------------------------------------------------------------
     @property
@@ -150,7 +152,8 @@ class FitResult:
 def _records(frame: pd.DataFrame) -> list[dict]:
     out = []
     for row in frame.to_dict(orient="records"):
-        out.append({k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
+        # NaN (nothing) and an unbounded interval's end (inf) are null in JSON, which has neither
+        out.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()})
     return out
 
 

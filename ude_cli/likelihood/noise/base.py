@@ -8,6 +8,7 @@ Each gives, elementwise and in torch (so that training, refits and reports compu
   report for the same problem;
 - ``sd(mu, p)``: the standard deviation of an observation (for prediction intervals and standardised
   residuals);
+- ``sample(mu, p, rng)``: observations drawn from the distribution (prediction bands);
 - ``standardised(y, mu, p)``: the residual in units of that standard deviation (Pearson residuals for
   counts; on log scale for log-normal noise);
 - ``roles``: the noise parameters it needs (``sigma``, ``sigma_rel``, ``dispersion``);
@@ -50,6 +51,10 @@ class NoiseModel:
 
     def standardised(self, y: torch.Tensor, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return (y - mu) / self.sd(mu, p)
+
+    def sample(self, mu: np.ndarray, p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """Observations drawn around the predictions ``mu`` (prediction intervals)."""
+        raise NotImplementedError
 
     # -- the training objective's fast path: sums over the observed cells -------------------------------
     def prepare(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

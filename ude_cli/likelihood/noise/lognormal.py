@@ -40,6 +40,9 @@ class LogNormal(NoiseModel):
         sigma = p["sigma"]
         return count * (0.5 * LOG_2PI + torch.log(sigma)) + 0.5 * (r * r * mask).sum(dim=(0, 2)) / (sigma * sigma)
 
+    def sample(self, mu: np.ndarray, p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        return np.exp(np.log(np.maximum(mu, 1e-300)) + p["sigma"] * rng.standard_normal(np.shape(mu)))
+
     def sd(self, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         s2 = p["sigma"] ** 2  # of y around its median mu
         return mu * torch.sqrt(torch.expm1(s2) * torch.exp(s2))

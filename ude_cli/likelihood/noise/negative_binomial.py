@@ -26,6 +26,10 @@ class NegativeBinomial(NoiseModel):
         return -(torch.lgamma(y + phi) - torch.lgamma(phi) - torch.lgamma(y + 1)
                  + phi * (torch.log(phi) - log_total) + y * (torch.log(mu) - log_total))
 
+    def sample(self, mu: np.ndarray, p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        phi = np.broadcast_to(p["dispersion"], np.shape(mu))
+        return rng.negative_binomial(phi, phi / (phi + np.maximum(mu, 1e-300))).astype(float)
+
     def sd(self, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.sqrt(mu + mu * mu / p["dispersion"])
 

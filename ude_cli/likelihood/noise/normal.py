@@ -23,6 +23,10 @@ class Normal(NoiseModel):
     def roles(self) -> tuple[str, ...]:
         return ("sigma", "sigma_rel") if self.error == "combined" else ("sigma",)
 
+    def sample(self, mu: np.ndarray, p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        sd = self.sd(torch.as_tensor(mu), {k: torch.as_tensor(v) for k, v in p.items()}).numpy()
+        return mu + sd * rng.standard_normal(np.shape(mu))
+
     def sd(self, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.error == "constant":
             return p["sigma"] + torch.zeros_like(mu)

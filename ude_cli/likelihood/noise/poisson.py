@@ -22,6 +22,9 @@ class Poisson(NoiseModel):
                    count: torch.Tensor) -> torch.Tensor:
         return ((mu - y * torch.log(mu)) * mask).sum(dim=(0, 2))
 
+    def sample(self, mu: np.ndarray, p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        return rng.poisson(np.maximum(mu, 0.0)).astype(float)
+
     def sd(self, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.sqrt(mu)
 

@@ -1,0 +1,171 @@
+"""Confidence and prediction bands of the fitted observables at the data's times, by sampling.
+
+The learned values are drawn from their Wald distribution on the unconstrained scale (``log k`` for a
+positive ``k``): normal around the fit with the covariance of :mod:`.hessian`. With the network profiled
+out, each draw moves the network weights by their linear response ``dw = R du`` (the network re-fitted to
+first order), otherwise the network stays as fitted. Each draw is simulated; the quantiles of its predictions
+give the *confidence band* of the prediction (``{observable}_ci_lower/_upper``), and the quantiles of
+observations drawn around each prediction from the noise model (the fit's sigma for squared errors) the
+*prediction band* (``_pi_lower/_pi_upper``), where a new observation falls with the band's probability.
+A value the curvature cannot pin (unbounded variance) is held at the fit; :func:`bands` says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..engines.torchdiffeq import SolverError
+
+
+def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tuple[list[np.ndarray] | None, str]:
+    """Per group: ``(T, Bg, n_observables, 4)`` (confidence lower, upper, prediction lower, upper) at the groups'
+    times, and a sentence saying how they were made (or why there are none)."""
+    from ..likelihood.noise import noise_model
+    from ..likelihood.objective import Objective
+
+    if uncertainty is None or uncertainty.sampler is None:
+        return None, "no bands: no Wald distribution of the learned values"
+    model, _, wald = uncertainty.sampler
+    if wald.cov_u is None or not len(wald.targets):
+        return None, "no bands: nothing learned but network weights"
+    objective = Objective(model, problem.config.training.loss)
+    ts = wald.targets
+    u0 = np.array([t.get_u() for t in ts])
+    cov = 0.5 * (wald.cov_u + wald.cov_u.T)
+    w, V = np.linalg.eigh(cov)
+    root = V * np.sqrt(np.clip(w, 0.0, None))
+    nets = list(model.network_parameters())
+    w0 = [p.detach().clone() for p in nets]
+    response = wald.network_response
+    rng = np.random.default_rng(seed)
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    means: list[list[np.ndarray]] = []
+    noisy: list[list[np.ndarray]] = []
+    failed = 0
+    fit_sigma = math.nan if objective.likelihood else objective.noise_estimates(model(), 0)["sigma"]
+    try:
+        for _ in range(samples):
+            du = root @ rng.standard_normal(len(u0))
+            with torch.no_grad():
+                for t, u in zip(ts, u0 + du, strict=True):
+                    t.set_u(float(u))
+                if response is not None:
+                    dw = response @ du
+                    k = 0
+                    for p, p0 in zip(nets, w0, strict=True):
+                        m = p.numel()
+                        p.copy_(p0 + torch.as_tensor(dw[k:k + m], dtype=p.dtype).reshape(p.shape))
+                        k += m
+                try:
+                    preds = [p[:, 0].cpu().numpy() for p in objective.observed(model())]  # (T, Bg, n)
+                except SolverError:
+                    failed += 1
+                    continue
+            if not all(np.isfinite(p).all() for p in preds):
+                failed += 1
+                continue
+            draws = []
+            noise = {n: float(v[0]) for n, v in model.noise.numpy().items()}
+            for pred in preds:
+                cols = []
+                for i, name in enumerate(objective.names):
+                    mu = pred[..., objective.columns[i]]
+                    o = problem.observables[name]
+                    if o.noise is not None:
+                        nm = noise_model(o.noise.distribution, o.noise.error)
+                        params = {role: np.asarray(noise[p]) for role, p in dict(o.noise_parameters).items()}
+                        if nm.positive:
+                            mu = np.maximum(mu, 1e-300)
+                        cols.append(nm.sample(mu, params, rng))
+                    else:
+                        spec = objective.spec
+                        sd = fit_sigma * (objective.spread[i] if spec.scale == "std" else 1.0)
+                        z = rng.standard_normal(mu.shape)
+                        cols.append(np.exp(np.log(np.maximum(mu, 1e-300)) + sd * z) if spec.log else mu + sd * z)
+                draws.append(np.stack(cols, -1))
+            means.append([p[..., objective.columns] for p in preds])
+            noisy.append(draws)
+    finally:
+        model.load_state_dict(base)
+    if len(means) < max(20, samples // 2):
+        return None, f"no bands: {failed} of {samples} parameter draws could not be simulated"
+    a = (1 - level) / 2
+    out = []
+    for k in range(len(means[0])):
+        m = np.stack([s[k] for s in means])
+        y = np.stack([s[k] for s in noisy])
+        out.append(np.stack([np.quantile(m, a, axis=0), np.quantile(m, 1 - a, axis=0),
+                             np.quantile(y, a, axis=0), np.quantile(y, 1 - a, axis=0)], -1))
+    held = [t.name for t, s in zip(ts, np.diag(wald.cov_u) == 0, strict=True) if s]
+    net = f" (network {wald.network})" if wald.network != "none" else ""
+    how = (f"{len(means)} draws of the learned values from their Wald distribution{net}"
+           + (f", {failed} draws that could not be simulated left out" if failed else "")
+           + (f"; held at the fit (unbounded variance): {', '.join(held)}" if held else "")
+           + "; prediction bands add the noise model's scatter")
+    return out, how
+
+
+def sampled_model(problem, fitted, start: int, wald, samples: int, seed: int):
+    """A model whose ``samples + 1`` starts are the fit (start 0) and ``samples`` draws of the learned values from
+    their Wald distribution (the network moved by its linear response when profiled out): one batched solve
+    gives every draw's trajectory (``ude predict``'s bands)."""
+    from ..fitting.model import UDEModel
+    from .function import targets as targets_of
+
+    S = samples + 1
+    many = UDEModel(problem, n_starts=S)
+    source, target = fitted.state_dict(), many.state_dict()
+    new = {}
+    for key, value in target.items():
+        v = source[key]
+        if v.shape == value.shape:  # no start dimension (a per-experiment buffer)
+            new[key] = v.clone()
+        else:
+            one = v[start:start + 1]
+            new[key] = one.expand(S, *one.shape[1:]).clone()
+    many.load_state_dict(new)
+    ts = targets_of(many, problem)
+    by_name = {t.name: t for t in ts}
+    order = [by_name[t.name] for t in wald.targets]
+    cov = 0.5 * (wald.cov_u + wald.cov_u.T)
+    w, V = np.linalg.eigh(cov)
+    root = V * np.sqrt(np.clip(w, 0.0, None))
+    rng = np.random.default_rng(seed)
+    nets = list(many.network_parameters())
+    with torch.no_grad():
+        for s in range(1, S):
+            du = root @ rng.standard_normal(len(order))
+            for t, d in zip(order, du, strict=True):
+                index = (s, *t.index[1:])
+                t.tensor[index] = t.tensor[index] + float(d)
+            if wald.network_response is not None:
+                dw = wald.network_response @ du
+                k = 0
+                for p in nets:
+                    m = p[s].numel()
+                    p[s] += torch.as_tensor(dw[k:k + m], dtype=p.dtype).reshape(p[s].shape)
+                    k += m
+    return many
+
+
+def band_columns(frame, problem, groups, band_arrays: list[np.ndarray]):
+    """predictions.csv with ``{observable}_ci_lower/_ci_upper/_pi_lower/_pi_upper`` per row."""
+    frame = frame.copy()
+    names = list(problem.dataset.observables)
+    per_experiment: dict[int, np.ndarray] = {}
+    for k, g in enumerate(groups):
+        for i, b in enumerate(g.experiments):
+            per_experiment[b] = band_arrays[k][g.positions[i], i]  # (n_times, n_obs, 4)
+    stacked = np.concatenate([per_experiment[b] for b in range(len(problem.dataset.experiments))])
+    if len(stacked) != len(frame):
+        return frame
+    for c, name in enumerate(names):
+        for j, suffix in enumerate(("ci_lower", "ci_upper", "pi_lower", "pi_upper")):
+            frame[f"{name}_{suffix}"] = stacked[:, c, j]
+    return frame
+
+
+__all__ = ["band_columns", "bands"]

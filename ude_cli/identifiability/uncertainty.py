@@ -1,0 +1,207 @@
+"""Intervals after a fit: which values get them, which method made each, and what is not identifiable.
+
+:func:`assess` runs after every fit (``uncertainty:`` in the config): Wald intervals from the curvature
+(:mod:`.hessian`) when they are cheap, profile likelihoods (:mod:`.profile`) when asked for. Each value's
+reported interval is the best one computed: a profile, else a Wald interval with the network profiled out,
+else one with the network held fixed (then marked as a lower bound on the uncertainty); ``ci_method`` says
+which. A value is *not identifiable* when its profile stays below the threshold on a side, or its Wald
+variance is unbounded or grows more than :data:`~.hessian.INFLATION_LIMIT`-fold when the network is
+re-fitted; the reason is kept with it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError, did_you_mean
+from ..problem import Problem, initial_label
+from .function import LikelihoodFunction, Target, final_weight_decay, single_start, targets
+from .hessian import DEFAULT_BUDGET, HessianResult, wald_intervals
+from .profile import Profile, ProfileSettings, profile_target
+
+
+def learned_names(problem: Problem) -> dict[str, str]:
+    """params.csv name -> kind of every value an interval can be computed for."""
+    ds = problem.dataset
+    out: dict[str, str] = {}
+    for name, p in problem.parameters.items():
+        if p.fixed:
+            continue
+        kind = "parameter" if p.role == "mechanistic" else "observation"
+        if p.per_experiment:
+            out.update({f"{name}[{e.name}]": kind for e in ds.experiments})
+        else:
+            out[name] = kind
+    out.update({n: "noise" for n, p in problem.noise_parameters.items() if not p.fixed})
+    for s in problem.states:
+        if problem.initial[s].learn:
+            out.update({initial_label(s, e.name, len(ds.experiments)): "initial" for e in ds.experiments})
+    return out
+
+
+def profile_request(problem: Problem, where: str | None = None) -> list[str]:
+    """The names ``uncertainty.profile`` asks for (every learned value for ``true``), checked: a fixed or unknown
+    name, or a profile of a fit that learns no such value, is a :class:`ConfigError`."""
+    spec = problem.config.uncertainty.profile
+    if spec is False:
+        return []
+    where = where or f"{problem.config.label}: uncertainty.profile"
+    names = learned_names(problem)
+    if not names:
+        raise ConfigError("nothing to profile: this fit learns no mechanistic, observation, noise or initial value "
+                          "(only network weights)", where=where)
+    if spec is True:
+        return list(names)
+    out = []
+    fixed = {n for n, p in {**problem.parameters, **problem.noise_parameters}.items() if p.fixed}
+    for name in spec:
+        if name in names:
+            out.append(name)
+        elif name in fixed:
+            raise ConfigError(f"'{name}' is fixed (fixed: true): a fixed value has no profile", where=where)
+        elif any(n.startswith(f"{name}[") for n in names):
+            out.extend(n for n in names if n.startswith(f"{name}["))
+        else:
+            raise ConfigError(f"no learned value '{name}'{did_you_mean(name, list(names))}; learned: "
+                              f"{', '.join(names)}", where=where)
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class Interval:
+    name: str
+    value: float
+    lower: float
+    upper: float
+    method: str
+    se: float = math.nan
+    identifiable: bool | None = None
+    reason: str = ""
+
+
+@dataclass
+class Uncertainty:
+    """What :func:`assess` computed (``metrics.json``'s ``uncertainty``)."""
+
+    level: float
+    intervals: dict[str, Interval]
+    wald: HessianResult | None = None
+    profiles: list[Profile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    #: what a Wald sample of the learned values needs (:mod:`.bands`): the single-start model, the targets and
+    #: their covariance on the unconstrained scale
+    sampler: object | None = None
+
+    def not_identifiable(self) -> list[Interval]:
+        return [i for i in self.intervals.values() if i.identifiable is False]
+
+    def to_json(self) -> dict:
+        def num(x):
+            return None if x is None or not np.isfinite(x) else float(x)
+
+        return {
+            "level": self.level,
+            "seconds": round(self.seconds, 3),
+            "notes": self.notes,
+            "intervals": {n: {"value": i.value, "lower": num(i.lower), "upper": num(i.upper), "se": num(i.se),
+                              "method": i.method, "identifiable": i.identifiable, "reason": i.reason or None}
+                          for n, i in self.intervals.items()},
+            "not_identifiable": [{"name": i.name, "reason": i.reason} for i in self.not_identifiable()],
+            "wald": self.wald.to_json() if self.wald is not None else None,
+            "profiles": [p.to_json() for p in self.profiles],
+        }
+
+
+def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: list[str] | None = None) -> Uncertainty:
+    """Intervals of the fitted ``model``'s start ``start`` (see the module docstring)."""
+    spec = problem.config.uncertainty
+    started = time.perf_counter()
+    level = spec.level
+    out = Uncertainty(level, {})
+    names = learned_names(problem)
+    if not names:
+        return out
+    profile = profile if profile is not None else profile_request(problem)
+    if spec.hessian == "off" and not profile:
+        out.notes.append("uncertainty.hessian: off: no intervals computed")
+        return out
+    one = single_start(model, start)
+    f = LikelihoodFunction(one, final_weight_decay(problem))
+    ts = targets(one, problem)
+    if spec.hessian != "off":
+        network = {"auto": "auto", "profiled": "profiled", "fixed": "fixed"}[spec.hessian]
+        try:
+            out.wald = wald_intervals(f, ts, level, network=network, budget=DEFAULT_BUDGET)
+        except Exception as exc:  # a solver failure at a perturbed point: say so, the fit stands
+            out.notes.append(f"no Wald intervals: {type(exc).__name__}: {exc}")
+        if out.wald is not None:
+            h = out.wald
+            scale = (f"variance times n/(n - k) = {h.variance_factor:.4g} (the noise scale is estimated from the "
+                     "residuals), " if h.variance_factor != 1 else "")
+            out.notes.append(f"wald intervals: value +- q * se ({scale}q from the {h.distribution} distribution; on log "
+                             "scale for a value kept positive)")
+            out.notes.extend(h.notes)
+            for w in h.intervals:
+                out.intervals[w.name] = Interval(w.name, w.value, w.lower, w.upper, w.method, w.se, w.identifiable,
+                                                 w.reason)
+            out.sampler = (one, ts, out.wald)
+    if profile:
+        k = sum(t.kind != "noise" for t in ts)
+        threshold, how = f.threshold(level, k)
+        settings = ProfileSettings(level=level, max_steps=spec.profile_steps, iterations=spec.profile_iterations)
+        by_name = {t.name: t for t in ts}
+        out.notes.append(f"profile intervals: where 2 (PL - L_min) < {threshold:.4g}, {how}")
+        for name in profile:
+            t = by_name[name]
+            step = _initial_step(t, out.intervals.get(name))
+            p = profile_target(f, t, threshold=threshold, threshold_method=how, settings=settings, step=step,
+                               monitor=monitor)
+            out.profiles.append(p)
+            wald = out.intervals.get(name)
+            reason = "" if p.identifiable else f"profile likelihood: {p.reason}"
+            if p.better:
+                out.notes.append(f"the profile of {name} found a point {p.better:.3g} log-likelihood units better "
+                                 "than the fit: the fit had not converged; intervals are relative to that point")
+            out.intervals[name] = Interval(name, t.value, p.lower, p.upper, "profile likelihood",
+                                           wald.se if wald is not None else math.nan, p.identifiable, reason)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _initial_step(t: Target, wald: Interval | None) -> float | None:
+    """A first profile step of about a third of a standard error, on the stepping scale."""
+    if wald is None or not np.isfinite(wald.se) or wald.se <= 0:
+        return None
+    step = wald.se / 3
+    if t.log_scale:
+        step = step / max(abs(wald.value), 1e-300)
+    return min(step, 1.0) if t.log_scale else step
+
+
+def table_columns(frame, uncertainty: Uncertainty | None):
+    """params.csv with the interval columns: se, ci_lower, ci_upper, ci_level, ci_method, identifiable and
+    identifiability (the reason), empty where no interval was computed (fixed values)."""
+    frame = frame.copy()
+    cols: dict[str, list] = {"se": [], "ci_lower": [], "ci_upper": [], "ci_level": [], "ci_method": [], "identifiable": [],
+            "identifiability": []}
+    for name in frame["name"]:
+        i = uncertainty.intervals.get(name) if uncertainty is not None else None
+        if i is None or uncertainty is None:
+            for c, v in zip(cols, (math.nan, math.nan, math.nan, math.nan, "", None, ""), strict=True):
+                cols[c].append(v)
+            continue
+        cols["se"].append(i.se)
+        cols["ci_lower"].append(i.lower)
+        cols["ci_upper"].append(i.upper)
+        cols["ci_level"].append(uncertainty.level)
+        cols["ci_method"].append(i.method)
+        cols["identifiable"].append(i.identifiable)
+        cols["identifiability"].append(i.reason)
+    for c, values in cols.items():
+        frame[c] = values
+    return frame
