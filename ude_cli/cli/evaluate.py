@@ -42,6 +42,8 @@ def evaluate_command(
         json_file.write_text(json.dumps(plain(result.to_json()), indent=1, allow_nan=False) + "\n")
     if quiet:
         return
+    import numpy as np
+
     sim = result.simulations
     typer.echo(f"{source}: log-likelihood {result.llh:.10g} (negative: {-result.llh:.10g}) over {len(sim)} "
                f"measurements; solver {result.solver['method']} ({result.solver['engine']} engine), rtol "
@@ -56,5 +58,10 @@ def evaluate_command(
             if scaled is not None:
                 line += f"  {scaled[name]:>16.7g}"
             typer.echo(line)
+    for net, layers in result.gradient_networks.items():
+        size = sum(len(np.ravel(v)) for arrays in layers.values() for v in arrays.values())
+        typer.echo(f"network {net}: d llh / d weights over {size} learned values (largest magnitude "
+                   f"{max((abs(float(x)) for a in layers.values() for v in a.values() for x in np.ravel(v)), default=0):.4g})"
+                   + ("; every array in --json" if json_file is None else ""))
     if json_file is not None:
         typer.echo(f"wrote {json_file} (log-likelihood, gradient, {len(sim)} simulations)")

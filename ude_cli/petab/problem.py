@@ -65,7 +65,13 @@ class PetabProblem:
 
     @property
     def name(self) -> str:
-        return self.files.yaml.stem
+        """The problem's name: its YAML's stem, or for a generic ``problem.yaml`` (in a ``petab`` folder) the
+        folder that holds it."""
+        path = self.files.yaml.resolve()
+        name, folder = path.stem, path.parent
+        while name in ("problem", "petab") and folder.name:
+            name, folder = folder.name, folder.parent
+        return name
 
     @property
     def estimated(self) -> list[str]:
