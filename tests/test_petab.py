@@ -283,7 +283,8 @@ def test_noise_sigma_formula_against_the_closed_form(tmp_path):
 SCIML = Path(__file__).parent / "data" / "petab" / "sciml"
 
 
-@pytest.mark.parametrize("case", ["001", "004", "010", "016", "019", "020", "022", "023", "026", "029"])
+@pytest.mark.parametrize("case", ["001", "002", "004", "005", "006", "009", "010", "012", "016", "019", "020", "021",
+                                  "022", "023", "026", "029"])
 def test_sciml_case_llh_simulations_and_gradient_match_the_suite(case):
     import h5py
 
@@ -326,7 +327,7 @@ def test_sciml_import_writes_a_network_with_the_suites_weights(tmp_path):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("002", "a network input given by the parameter table (a pre-initialization network) is not supported yet"),
+    ("007", "prey <- net1_output1: a network setting an initial value is not supported yet"),
     ("mixed", "one activation between all layers is supported (found tanh, relu)"),
 ])
 def test_sciml_cases_out_of_reach_are_refused_in_one_line(case, expected, tmp_path):
@@ -446,3 +447,27 @@ def test_frozen_arrays_follow_the_most_specific_parameter_row(tmp_path):
     for case, frozen in (("023", ["weight0", "bias0"]), ("026", ["weight0"])):
         config = import_problem(SCIML / case / "petab" / "problem.yaml", tmp_path / case)
         assert yaml.safe_load(config.read_text())["networks"]["net1"]["frozen"] == frozen
+
+
+@pytest.mark.parametrize("engine", ["compiled", "torchdiffeq"])
+def test_a_parameter_as_a_network_input_both_engines_and_finite_differences(tmp_path, engine):
+    # dx/dt = -k*x + U(x, a): a shared parameter fed to the network; llh equal in both engines, gradient in a
+    # against a central difference
+    t = np.linspace(0.5, 5, 10)
+    y = 2.0 * np.exp(-0.7 * t) + 0.05 * np.sin(7 * t)
+    pd.DataFrame({"t": t, "y": y}).to_csv(tmp_path / "d.csv", index=False)
+    np.savez(tmp_path / "u.npz", weight0=np.array([[0.3, -0.5], [-0.8, 0.4]]), bias0=np.array([0.1, 0.2]),
+             weight1=np.array([[0.5, 0.7]]), bias1=np.array([0.05]))
+    config = {"data": {"file": "d.csv"}, "model": {
+        "states": ["x"], "equations": {"x": "-k*x + U"}, "initial": {"x": 2.0}, "t0": 0.0,
+        "parameters": {"k": 0.7, "a": 0.4}},
+        "networks": {"U": {"inputs": ["x", "a"], "hidden": [2], "normalize": False, "weights": "u.npz"}},
+        "observables": {"y": {"formula": "x", "noise": {"sigma": 0.1}}}, "solver": {"engine": engine}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = run(tmp_path / "c.yaml")
+    h = 1e-6
+    fd = (run(tmp_path / "c.yaml", values={"a": 0.4 + h}).llh - run(tmp_path / "c.yaml", values={"a": 0.4 - h}).llh) / (2 * h)
+    assert result.gradient["a"] == pytest.approx(fd, rel=1e-5)
+    config["solver"]["engine"] = "compiled" if engine == "torchdiffeq" else "torchdiffeq"
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(config))
+    assert run(tmp_path / "other.yaml").llh == pytest.approx(result.llh, abs=1e-7)

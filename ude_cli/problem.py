@@ -262,6 +262,8 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     used = set()
     for expr in equations.values():
         used |= set(expr.names) | {n for n, _ in expr.network_refs}
+    for net_spec in networks.values():  # a parameter fed to a network is used
+        used |= set(net_spec.inputs)
     observed_names = set().union(*[e.names for e, _ in observable_exprs.values()],
                                  *[e.names for e in initial_exprs.values()], _noise_formula_names(config))
     for pname in param_specs:
@@ -300,9 +302,14 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     # networks' inputs
     for net, net_spec in networks.items():
         for k, inp in enumerate(net_spec.inputs):
-            if inp != "t" and inp not in states:
+            where = f"{label}: networks.{net}.inputs[{k}]"
+            if inp in parameters and parameters[inp].per_experiment or isinstance(constants.get(inp), str):
+                problems.add(ConfigError(f"input '{inp}' has one value per experiment; a network's inputs are "
+                                         f"states, t, and shared parameters or constants", where=where))
+            elif inp != "t" and inp not in states and inp not in param_specs and inp not in constants:
                 problems.add(ConfigError(f"unknown input '{inp}'{did_you_mean(inp, [*states, 't'])}; inputs are "
-                                         f"states ({', '.join(states)}) or t", where=f"{label}: networks.{net}.inputs[{k}]"))
+                                         f"states ({', '.join(states)}), t, or parameters and constants",
+                                         where=where))
         if len(set(net_spec.inputs)) != len(net_spec.inputs):
             problems.add(ConfigError("an input is listed twice", where=f"{label}: networks.{net}.inputs"))
 

@@ -117,6 +117,10 @@ def network_scaling(problem: Problem, name: str) -> tuple[list[float], list[floa
             shift.append(float((t_all.min() + t_all.max()) / 2))
             scale.append(float(max((t_all.max() - t_all.min()) / 2, 1e-12)))
             continue
+        if inp not in problem.states:  # a parameter or constant: used as it is
+            shift.append(0.0)
+            scale.append(1.0)
+            continue
         j = problem.states.index(inp)
         if inp in ds.columns:
             shift.append(float(mean[j]))

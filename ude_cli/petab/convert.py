@@ -262,7 +262,7 @@ def translate(problem: PetabProblem) -> Translation:
         observables[name] = spec
 
     # -- parameters and constants -------------------------------------------------------------------------------
-    used: set[str] = set()
+    used: set[str] = {i for spec in networks.values() for i in spec["inputs"]}
     for text in [*equations.values(), *(o["formula"] for o in observables.values()),
                  *(o["noise"]["sigma"]["formula"] for o in observables.values()
                    if isinstance(o["noise"]["sigma"], dict) and "formula" in o["noise"]["sigma"]),
@@ -367,13 +367,16 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
         if kind == "outputs" and arg == 0 and index is not None and net in files.networks:
             substitute[sp.Symbol(pid)] = sp.Symbol(f"{net}[{index}]")
             names[f"{net}[{index}]"] = f"{net}[{index}]"
+    for pid, (net, kind, arg, index) in entities.items():  # an input that is a parameter-table entry itself
+        if kind == "inputs" and pid in problem.parameters and index is not None and net in files.networks:
+            inputs[net][(arg, index)] = names.get(pid, pid)
     for target, value, file, line in problem.hybridization:
         where = f"{file}: line {line}"
         if target in entities and entities[target][1] == "inputs":
             net, _, arg, index = entities[target]
-            if value not in problem.sbml.rhs:
-                raise ConfigError(f"network input {target} <- {value!r}: only a state as a network input is "
-                                  f"supported yet (not parameters, expressions or arrays)", where=where)
+            if value not in problem.sbml.rhs and value not in problem.parameters and value not in problem.sbml.values:
+                raise ConfigError(f"network input {target} <- {value!r}: only a state, a parameter or a constant "
+                                  f"as a network input is supported yet (not expressions or arrays)", where=where)
             if index is None:
                 raise ConfigError(f"network input {target}: a whole argument is not supported", where=where)
             inputs[net][(arg, index)] = names.get(value, value)
@@ -381,6 +384,9 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
             net, _, arg, index = entities[value]
             if arg != 0 or index is None:
                 raise ConfigError(f"{value}: only outputs[0][i] of a network are supported", where=where)
+            if target in problem.sbml.initial:
+                raise ConfigError(f"{target} <- {value}: a network setting an initial value is not supported yet",
+                                  where=where)
             if target not in problem.sbml.kinds and target not in problem.parameters:
                 raise ConfigError(f"{target} <- {value}: not a parameter of the model", where=where)
             substitute[sp.Symbol(target)] = sp.Symbol(f"{net}[{index}]")
@@ -389,8 +395,9 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
             raise ConfigError(f"{target} <- {value}: only network inputs set from states and model parameters "
                               f"replaced by network outputs are supported yet", where=where)
     for net, (path, pre) in files.networks.items():
-        if pre:
-            raise ConfigError(f"network {net}: pre-initialization networks are not supported yet",
+        states = [i for i in inputs[net].values() if i in {names.get(s, s) for s in problem.sbml.rhs}]
+        if pre and states:  # evaluated once before the simulation: on values constant in time only
+            raise ConfigError(f"network {net}: a pre-initialization network fed the state {states[0]}",
                               where=str(files.yaml))
         chain = read_network(path, net)
         frozen = _frozen(problem, net, chain.layers)

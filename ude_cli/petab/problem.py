@@ -114,11 +114,7 @@ def load_problem(path: str | Path) -> PetabProblem:
                               f"{'true or false' if files.v2 else '0 or 1'}", where=row["_file"])
         estimate = estimate_text in ("1", "true")
         entity = mapping.get(row["parameterId"], "")
-        if entity.split(".")[0] in networks:  # a network's weights (or a part of them)
-            if ".inputs" in entity:
-                raise ConfigError(f"line {row['_row']}: {row['parameterId']} -> {entity}: a network input given "
-                                  f"by the parameter table (a pre-initialization network) is not supported yet",
-                                  where=row["_file"])
+        if entity.split(".")[0] in networks and ".inputs" not in entity:  # a network's weights (or a part)
             if str(row["nominalValue"]).lower() != "array":
                 raise ConfigError(f"line {row['_row']}: nominalValue {row['nominalValue']!r} of the network "
                                   f"parameters: only 'array' (the weights of the array file) is supported yet",
