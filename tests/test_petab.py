@@ -471,3 +471,68 @@ def test_a_parameter_as_a_network_input_both_engines_and_finite_differences(tmp_
     config["solver"]["engine"] = "compiled" if engine == "torchdiffeq" else "torchdiffeq"
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(config))
     assert run(tmp_path / "other.yaml").llh == pytest.approx(result.llh, abs=1e-7)
+
+
+# -- SBML features against a closed form ---------------------------------------------------------------------------
+
+def _write_sbml(path: Path) -> None:
+    """S (concentration in compartment V = 2) decays by reaction R with the kinetic law f(V*k*S), f a function
+    definition and k a local parameter (0.5): dS/dt = -0.5 S, S(0) = s0 by an initial assignment; p follows the
+    rate rule dp/dt = -r p; q = 2*S by an assignment rule."""
+    import libsbml
+
+    doc = libsbml.SBMLDocument(3, 2)
+    model = doc.createModel()
+    c = model.createCompartment()
+    c.setId("V"), c.setSize(2.0), c.setConstant(True)
+    for sid, value, constant in (("s0", 3.0, True), ("r", 0.3, True), ("p", 1.5, False), ("q", 0.0, False)):
+        par = model.createParameter()
+        par.setId(sid), par.setValue(value), par.setConstant(constant)
+    s = model.createSpecies()
+    s.setId("S"), s.setCompartment("V"), s.setInitialConcentration(1.0), s.setHasOnlySubstanceUnits(False)
+    s.setBoundaryCondition(False), s.setConstant(False)
+    f = model.createFunctionDefinition()
+    f.setId("f"), f.setMath(libsbml.parseL3Formula("lambda(x, x)"))
+    reaction = model.createReaction()
+    reaction.setId("R"), reaction.setReversible(False)
+    ref = reaction.createReactant()
+    ref.setSpecies("S"), ref.setStoichiometry(1.0), ref.setConstant(True)
+    law = reaction.createKineticLaw()
+    local = law.createLocalParameter()
+    local.setId("k"), local.setValue(0.5)
+    law.setMath(libsbml.parseL3Formula("f(V*k*S)"))
+    ia = model.createInitialAssignment()
+    ia.setSymbol("S"), ia.setMath(libsbml.parseL3Formula("s0"))
+    rate = model.createRateRule()
+    rate.setVariable("p"), rate.setMath(libsbml.parseL3Formula("-r*p"))
+    rule = model.createAssignmentRule()
+    rule.setVariable("q"), rule.setMath(libsbml.parseL3Formula("2*S"))
+    libsbml.writeSBMLToFile(doc, str(path))
+
+
+def test_sbml_reactions_rules_and_assignments_against_the_closed_form(tmp_path):
+    _write_sbml(tmp_path / "model.xml")
+    t = np.array([0.5, 1.0, 2.0, 4.0])
+    q_true, p_true = 2 * 3.0 * np.exp(-0.5 * t), 1.5 * np.exp(-0.3 * t)
+    rows = [("obs_q", tt, v) for tt, v in zip(t, q_true + 0.01, strict=True)]
+    rows += [("obs_p", tt, v) for tt, v in zip(t, p_true - 0.02, strict=True)]
+    pd.DataFrame([{"observableId": o, "simulationConditionId": "c", "measurement": m, "time": tt}
+                  for o, tt, m in rows]).to_csv(tmp_path / "m.tsv", sep="\t", index=False)
+    pd.DataFrame({"observableId": ["obs_q", "obs_p"], "observableFormula": ["q", "p"],
+                  "noiseFormula": ["0.1", "sd_p"]}).to_csv(tmp_path / "o.tsv", sep="\t", index=False)
+    pd.DataFrame({"conditionId": ["c"]}).to_csv(tmp_path / "c.tsv", sep="\t", index=False)
+    pd.DataFrame({"parameterId": ["r", "sd_p"], "parameterScale": ["log10", "lin"], "lowerBound": [0.01, 0.001],
+                  "upperBound": [10, 1], "nominalValue": [0.3, 0.05], "estimate": [1, 1]}).to_csv(
+        tmp_path / "p.tsv", sep="\t", index=False)
+    (tmp_path / "problem.yaml").write_text(yaml.safe_dump({
+        "format_version": 1, "parameter_file": "p.tsv", "problems": [{
+            "sbml_files": ["model.xml"], "condition_files": ["c.tsv"], "measurement_files": ["m.tsv"],
+            "observable_files": ["o.tsv"]}]}))
+    result = run(tmp_path / "problem.yaml")
+    np.testing.assert_allclose(result.simulations["simulation"], [*q_true, *p_true], rtol=1e-8)
+    sigma = np.array([0.1] * 4 + [0.05] * 4)
+    r = np.array([0.01] * 4 + [-0.02] * 4)
+    assert result.llh == pytest.approx(np.sum(-0.5 * np.log(2 * np.pi * sigma**2) - 0.5 * (r / sigma) ** 2), abs=1e-6)
+    # d llh / d r: only p depends on r: dp/dr = -t p
+    dr = np.sum((p_true - 0.02 - p_true) / 0.05**2 * (-t * p_true))
+    assert result.gradient["r"] == pytest.approx(dr, rel=1e-5)
