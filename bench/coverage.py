@@ -14,7 +14,7 @@ Models (all written out as configs in a temporary directory, so that exactly `ud
   normal noise sd 0.01 (estimated).
 - ``ude_death``: Lotka-Volterra with the predator's rates gamma = 1.8 and delta = 0.8 learned, alpha = 1.3
   known, and the predation term of the prey learned as x*U(y): no network feeds dy/dt, so neither rate is
-  imitable; 31 times on [0, 6], 2 % multiplicative noise, squared errors. Coverage of a UDE's intervals: the network may fit noise and make them too narrow.
+  imitable; 31 times on [0, 6], 2 % multiplicative noise, log-normal noise model (sigma estimated). Coverage of a UDE's intervals: the network may fit noise and make them too narrow.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ model:
   initial: {x: 0.44, y: 4.63}
 networks:
   U: {inputs: [y], outputs: 1, hidden: [8], activation: tanh}
+noise: lognormal
 training:
   weight_decay: 1.0e-4
   stages: [{optimizer: lbfgs, iterations: 1500}]

@@ -52,6 +52,8 @@ def test_labels_from_the_config_name_the_axes(tmp_path):
 
 def test_one_experiment_legend_has_data_even_when_the_first_panel_has_none(tmp_path):
     result = _fit(tmp_path)
+    assert set(_legend_texts(fit_figure(result))) == {"fit", "data", "95 % confidence band", "95 % prediction band"}
+    result = _fit(tmp_path, uncertainty={"bands": False})
     assert set(_legend_texts(fit_figure(result))) == {"fit", "data"}
 
 

@@ -176,3 +176,109 @@ def test_interval_columns_in_params_files(tmp_path):
     assert rows["dispersion_in_bed"]["ci_lower"] > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["uncertainty"]["intervals"]["gamma"]["method"] == beta["ci_method"]
+
+
+def test_derived_quantity_by_the_delta_method():
+    """R0 = beta/gamma of the flu fit: se^2 = g' Cov g with the analytic gradient g = (1/gamma, -beta/gamma^2)
+    and the fit's Wald covariance (the code differentiates the formula numerically)."""
+    result = fit(load_config(REPO / "configs/flu_sir_negbin.yaml"))
+    unc = result.metrics["uncertainty"]
+    r0 = unc["derived"]["R0"]
+    values = result.values
+    assert r0["value"] == pytest.approx(values["beta"] / values["gamma"], rel=1e-12)
+    wald = result.uncertainty.wald
+    ts = [t.name for t in wald.targets]
+    D = np.array([t.derivative() for t in wald.targets])
+    cov = wald.cov_u * np.outer(D, D)
+    i, j = ts.index("beta"), ts.index("gamma")
+    b, g = values["beta"], values["gamma"]
+    grad = np.array([1 / g, -b / g ** 2])
+    sub = cov[np.ix_([i, j], [i, j])]
+    assert r0["se"] == pytest.approx(float(np.sqrt(grad @ sub @ grad)), rel=1e-5)
+    assert r0["lower"] == pytest.approx(r0["value"] - 1.959964 * r0["se"], rel=1e-5)
+    # Stan's posterior (../shared/data/flu_boarding_school_1978.md): R0 mean 3.22, 95 % [2.74, 3.83]
+    assert 2.6 < r0["lower"] < 3.0 and 3.4 < r0["upper"] < 3.9
+
+
+@pytest.mark.slow
+def test_lynx_hare_profile_intervals_beside_stan():
+    """80 % profile intervals of the lynx-hare fit against Carpenter's Stan case study (weak priors there)."""
+    cfg = load_config(REPO / "configs/lynx_hare_lognormal.yaml")
+    cfg = cfg.model_copy(update={"uncertainty": cfg.uncertainty.model_copy(update={"level": 0.8, "profile": [
+        "alpha", "beta", "gamma", "delta"], "bands": False})})
+    result = fit(cfg)
+    stan = {"alpha": (0.47, 0.63), "beta": (0.023, 0.033), "gamma": (0.69, 0.91), "delta": (0.020, 0.029)}
+    rows = result.parameters.set_index("name")
+    for name, (lo, hi) in stan.items():
+        assert rows.loc[name, "ci_method"] == "profile likelihood"
+        assert rows.loc[name, "ci_lower"] == pytest.approx(lo, rel=0.06), name
+        assert rows.loc[name, "ci_upper"] == pytest.approx(hi, rel=0.06), name
+
+
+@pytest.mark.slow
+def test_a_correction_that_sees_the_state_makes_r_and_k_not_identifiable(write, tmp_path):
+    """The measured case: built-in logistic with a correction network on N absorbs the growth term. Both r and
+    K are flagged after the fit; the mechanism alone identifies them, and its intervals cover the truth."""
+    t = np.linspace(0, 10, 30)
+    n = 100 / (1 + (100 / 5 - 1) * np.exp(-0.8 * t))
+    y = n * (1 + 0.02 * np.random.default_rng(1).standard_normal(t.size))
+    (tmp_path / "d.csv").write_text("t,N\n" + "\n".join(f"{a},{b}" for a, b in zip(t, y, strict=True)) + "\n")
+    corrected = write("corrected.yaml", """
+        data: {file: d.csv, time: t, columns: {N: N}}
+        model: {builtin: logistic, corrections: {N: "U[0]"}}
+        networks: {U: {inputs: [N], outputs: 1, hidden: [16]}}
+        uncertainty: {hessian: profiled, bands: false}
+        """)
+    result = fit(load_config(corrected))
+    flagged = {b["name"] for b in result.metrics["uncertainty"]["not_identifiable"]}
+    assert {"r", "K"} <= flagged
+    mechanism = write("mechanism.yaml", """
+        data: {file: d.csv, time: t, columns: {N: N}}
+        model: {builtin: logistic}
+        """)
+    rows = fit(load_config(mechanism)).parameters.set_index("name")
+    for name, truth in (("r", 0.8), ("K", 100.0)):
+        assert rows.loc[name, "identifiable"] and rows.loc[name, "ci_lower"] < truth < rows.loc[name, "ci_upper"]
+
+
+@pytest.mark.slow
+def test_coverage_small():
+    """Ten replicates of the coverage benchmark's SIR model (bench/coverage.py): nominal 95 % Wald intervals
+    cover the truth in at least 8 of 10 (a calibrated interval fails this with probability 1 %)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("coverage_bench", REPO / "bench/coverage.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.run("sir", 10, profile=False)
+    assert out["failures"] == 0
+    for name in ("beta", "gamma"):
+        assert out["counted"][(name, "wald")] == 10
+        assert out["hits"][(name, "wald")] >= 8, out
+
+
+def test_a_product_of_two_rates_leaves_each_unidentifiable(write, tmp_path):
+    """dx/dt = -a*b*x: the data fix a*b only. The information matrix is singular in a/b: both values are
+    flagged, their Wald intervals unbounded; with one of them fixed the other is identified."""
+    t = np.linspace(0, 4, 25)
+    y = 3 * np.exp(-0.6 * t) * (1 + 0.01 * np.random.default_rng(2).standard_normal(t.size))
+    (tmp_path / "d.csv").write_text("t,x\n" + "\n".join(f"{a},{b}" for a, b in zip(t, y, strict=True)) + "\n")
+    both = write("both.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model:
+          states: [x]
+          parameters: {a: {init: 1.0, positive: true}, b: {init: 1.0, positive: true}}
+          equations: {x: -a*b*x}
+        training: {stages: [{optimizer: lbfgs, iterations: 300}]}
+        uncertainty: {bands: false}
+        """)
+    result = fit(load_config(both))
+    rows = result.parameters.set_index("name")
+    assert result.values["a"] * result.values["b"] == pytest.approx(0.6, rel=0.02)
+    for name in ("a", "b"):
+        assert rows.loc[name, "identifiable"] is False or rows.loc[name, "identifiable"] == False  # noqa: E712
+        assert not np.isfinite(rows.loc[name, "ci_upper"]) or rows.loc[name, "ci_upper"] / rows.loc[name, "ci_lower"] > 1e3
+    one = write("one.yaml", both.read_text().replace("b: {init: 1.0, positive: true}", "b: {init: 1.0, fixed: true}"))
+    rows = fit(load_config(one)).parameters.set_index("name")
+    assert rows.loc["a", "identifiable"] and rows.loc["a", "ci_lower"] < 0.6 < rows.loc["a", "ci_upper"]

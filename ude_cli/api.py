@@ -57,6 +57,10 @@ def check(config: Config | str | Path) -> Problem:
     note = stiffness_note(model)
     if note:
         problem.warnings.append(f"{cfg.label}: solver.method: {note}")
+    from .identifiability.structural import structural_check, warning_lines
+
+    problem.structural = structural_check(problem)
+    problem.warnings.extend(warning_lines(problem, problem.structural))
     return problem
 
 
@@ -93,16 +97,19 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     if resume is not None:
         config, n_starts = resume.config, resume.starts
     from .identifiability import profile_request
+    from .identifiability.uncertainty import derived_request
 
     problem = _problem(config)
     check_fittable(problem)
     cfg = problem.config
-    profile_request(problem)  # a bad uncertainty.profile fails before any training
+    profile_request(problem)  # a bad uncertainty.profile or .derived fails before any training
+    derived_request(problem)
     chosen = None
     if not n_starts:
         n_starts, chosen = resolve_starts(problem, cfg.training.starts)
     if chosen and monitor is not None:
         monitor.message(chosen)
+    _structural_warnings(problem, monitor)
     _set_threads(cfg)
     torch.manual_seed(cfg.training.seed)
     model = UDEModel(problem, n_starts=n_starts,
@@ -123,6 +130,18 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
         exc.where = exc.where or cfg.label  # name the config: several may run in one batch
         raise
     return build_result(problem, model, objective, trained, command=command, monitor=monitor)
+
+
+def _structural_warnings(problem: Problem, monitor) -> None:
+    """The structural check at the start of a fit: a warning for each parameter a network can imitate."""
+    from .identifiability.structural import structural_check, warning_lines
+
+    if problem.structural is None:
+        problem.structural = structural_check(problem)
+    if monitor is not None:
+        label = f"{problem.config.label}: "
+        for line in warning_lines(problem, problem.structural):
+            monitor.message(f"warning: {line.removeprefix(label)}")
 
 
 def _problem(config: Config | Problem | str | Path) -> Problem:
@@ -201,18 +220,23 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     standardised = objective.standardised(sols_t, best)
     predictions = prediction_table(problem, sols, model.groups, best, objective=objective, observed=observed,
                                    standardised=standardised)
+    from .identifiability.structural import structural_check, summary
+
+    if problem.structural is None:
+        problem.structural = structural_check(problem)
+    metrics.setdefault("identifiability", {})["structural"] = summary(problem.structural)
     metrics["fit_quality"] = assess(problem, predictions, metrics["loss"], starts=model.n_starts, stages=trained.stages)
     from .identifiability import assess as assess_uncertainty
     from .identifiability import table_columns
 
-    uncertainty = assess_uncertainty(problem, model, best, monitor=monitor)
+    uncertainty = assess_uncertainty(problem, model, best, monitor=monitor, fit_seconds=float(trained.seconds))
     spec = problem.config.uncertainty
     if spec.bands and uncertainty.sampler is not None:
         from .identifiability.bands import band_columns, bands
 
         arrays, how = bands(problem, uncertainty, level=spec.level, samples=spec.band_samples,
                             seed=problem.config.training.seed)
-        uncertainty.notes.append(f"bands ({spec.level * 100:g} %): {how}")
+        uncertainty.notes.append(f"bands ({spec.level * 100:g} %): {how}" if arrays is not None else how)
         if arrays is not None:
             predictions = band_columns(predictions, problem, model.groups, arrays)
     metrics["uncertainty"] = uncertainty.to_json()

@@ -574,6 +574,9 @@ class UncertaintySpec(_Strict):
     bands: bool = Field(True, description="Confidence and prediction bands in predictions.csv and the fit "
                                           "figure, by sampling the Wald distribution of the learned values.")
     band_samples: int = Field(200, ge=20, le=100_000, description="Parameter samples drawn for the bands.")
+    derived: dict[str, str] = Field(
+        default_factory=dict, description="Quantities computed from the parameters, with intervals by the delta "
+                                          "method: name -> formula of parameters and constants, e.g. {R0: beta/gamma}.")
 
 
 class Config(_Strict):

@@ -386,6 +386,15 @@ def _fit_panels(result) -> Any:
     return fig
 
 
+def _finite_starts(result, n: int) -> np.ndarray:
+    """The starts whose training loss is finite (every start when metrics.json does not say)."""
+    per = result.metrics.get("loss_per_start")
+    if not per or len(per) != n:
+        return np.ones(n, dtype=bool)
+    ok = np.array([v is not None and np.isfinite(v) for v in per])
+    return ok if ok.any() else np.ones(n, dtype=bool)
+
+
 def _draw_bands(ax, result, e, name: str, color) -> bool:
     """The confidence band (darker) and the prediction band (lighter) of observable ``name`` at experiment ``e``'s
     data times, from predictions.csv's ``_ci_*`` / ``_pi_*`` columns; True when drawn."""
@@ -413,7 +422,7 @@ def _fit_overlay(result) -> Any:
     states = _drawn_states(problem)
     same = _same_curves(result, best, states) if multi else {}
     formulas = [o for o in ds.observables if problem.observables[o].state is None]
-    banded = False
+    banded = starts_band = False
     with plt.rc_context(STYLE):
         fig, axes = _grid(plt, len(states) + len(formulas))
         t_end = max(float(result.trajectories[b][0][-1]) for b in range(n))
@@ -436,6 +445,11 @@ def _fit_overlay(result) -> Any:
                 t, y = result.trajectories[b]
                 ax.plot(t, y[:, best, j], color=c, lw=1.6, label="fit", ls=(0, (4, 3)) if b in same else "-",
                         zorder=3 if b in same else 2)
+                if y.shape[1] > 1:  # --starts N: the range of the starts that fitted (finite loss)
+                    ok = _finite_starts(result, y.shape[1])
+                    for edge in (np.nanmin(y[:, ok, j], axis=1), np.nanmax(y[:, ok, j], axis=1)):
+                        ax.plot(t, edge, color=c, lw=0.8, ls=":", zorder=2)
+                    starts_band = True
                 if s in ds.observables:
                     banded = _draw_bands(ax, result, e, s, c) or banded
                 _data_markers(ax, e, e.values[:, j], c)
@@ -443,6 +457,10 @@ def _fit_overlay(result) -> Any:
             ax.set_ylabel(_state_axis_label(problem, s))
         any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states) or bool(formulas)
         styles = _style_handles(fit=True, data=any_data, held_out=held_out, window=held_out)
+        if starts_band:
+            from matplotlib.lines import Line2D
+
+            styles += [(Line2D([], [], color="0.2", lw=0.8, ls=":"), f"range over the {result.model.n_starts} starts")]
         if banded:
             from matplotlib.patches import Patch
 

@@ -95,6 +95,7 @@ class Problem:
     noise_parameters: dict[str, Parameter] = field(default_factory=dict)
     #: noise parameters given by a formula of parameters and constants (``sigma: {formula: ...}``), by name
     noise_formulas: dict[str, Expression] = field(default_factory=dict)
+    structural: list | None = None  # the structural check's findings, once computed (api.check, api.fit)
 
     @property
     def likelihood(self) -> bool:

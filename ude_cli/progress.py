@@ -130,7 +130,10 @@ class RichMonitor(SilentMonitor):
             self.progress.update(task, total=t.completed or 1)
 
     def message(self, text):
-        self.console.print(f"[yellow]{self.name}: {text}")
+        from rich.markup import escape
+
+        # escaped: a message names things like U[1] and inputs: [t], which rich would read as markup
+        self.console.print(f"[yellow]{escape(f'{self.name}: {text}')}", highlight=False)
 
 
 def _describe(stage) -> str:

@@ -13,14 +13,16 @@ from .common import Command, error_record, fail, json_option, print_json, warn
 def register(app: typer.Typer) -> None:
     app.command("check", cls=Command, short_help="Validate configs and their data; simulate the initial guess.", help=(
         "Validate each CONFIG and its data in one pass (every problem on its own line) and simulate the "
-        "initial guess once, without fitting. --print shows the resolved config with every default."))(check_command)
+        "initial guess once, without fitting; say for each learned parameter whether a network can imitate it "
+        "(docs/identifiability.md). --print shows the resolved config with every default."))(check_command)
 
 
 def check_command(
     configs: list[Path] = typer.Argument(..., metavar="CONFIG", help="YAML config file(s).", show_default=False),
     print_config: bool = typer.Option(False, "--print", help="Print the resolved config (YAML) with all defaults."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
-    json_out: bool = json_option("per config: status, counts, warnings, error; with --print the resolved config"),
+    json_out: bool = json_option("per config: status, counts, warnings, structural check, error; with --print the "
+                                       "resolved config"),
 ) -> None:
     from ..api import check
     from ..config import load_config
@@ -55,10 +57,14 @@ def check_command(
                            f"{_count(len(problem.networks), 'network')}; "
                            f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
                            + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
+                for finding in problem.structural or []:  # the flagged ones are among the warnings above
+                    if not finding.flagged:
+                        typer.echo(f"  structural check: {finding.line}")
         record: dict[str, Any] = {"config": str(path), "status": "ok", "states": list(problem.states),
                         "parameters": list(problem.parameters), "networks": list(problem.networks),
                         "experiments": len(ds.experiments), "training_time_points": n_obs,
                         "validation_time_points": n_val, "warnings": list(problem.warnings),
+                        "structural": [f.to_json() for f in problem.structural or []],
                         **({"resolved": cfg.resolved()} if print_config else {})}
         records.append(record)
         if print_config and not json_out:

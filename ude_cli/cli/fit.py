@@ -255,7 +255,7 @@ def print_result(result, path: Path) -> None:
             method = row.get("ci_method") or ""
             if method:
                 mark = methods.setdefault(method, "*" * (len(methods) + 1))
-                flag = " !" if row.get("identifiable") is False else ""
+                flag = {False: " !", None: " ?"}.get(row.get("identifiable"), "")
                 value += f" [{_fmt(row['ci_lower'], '-inf', 4)}, {_fmt(row['ci_upper'], 'inf', 4)}]{mark}{flag}"
             table.add_row(escape(str(row["name"])), escape(value), f"{row['init']:.6g}",  # ka[subject 1]
                           "yes" if row["learned"] else "fixed", escape(bounds))
@@ -318,6 +318,12 @@ def print_identifiability(out, uncertainty: dict) -> None:
     from rich.markup import escape
     from rich.panel import Panel
 
+    if any(i.get("identifiable") is None for i in (uncertainty.get("intervals") or {}).values()):
+        out.print("? the network was held fixed: the interval is a lower bound on the uncertainty, and whether the "
+                  "network can compensate the value is not checked (ude fit --profile checks it)", highlight=False)
+    for name, d in (uncertainty.get("derived") or {}).items():
+        lo, hi = _fmt(d["lower"], "-inf", 4), _fmt(d["upper"], "inf", 4)
+        out.print(escape(f"{name} = {d['formula']} = {d['value']:.6g} [{lo}, {hi}] ({d['method']})"), highlight=False)
     bad = uncertainty.get("not_identifiable") or []
     if bad:
         lines = [f"{b['name']}: {b['reason']}" for b in bad]

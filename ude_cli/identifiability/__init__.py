@@ -1,5 +1,6 @@
 """How sure a fit is: intervals for the learned values, and which of them the data cannot identify.
 
+- :mod:`.structural`: before fitting, from the equations: which learned parameters a network can imitate;
 - :mod:`.function`: the likelihood whose curvature and profiles give the intervals, and its calibration;
 - :mod:`.hessian`: quick Wald intervals from the observed (or Gauss-Newton) information, with the
   network held fixed or profiled out;

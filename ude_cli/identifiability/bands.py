@@ -91,7 +91,8 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tup
     finally:
         model.load_state_dict(base)
     if len(means) < max(20, samples // 2):
-        return None, f"no bands: {failed} of {samples} parameter draws could not be simulated"
+        why = " (values the data do not identify widen the Wald distribution)" if uncertainty.not_identifiable() else ""
+        return None, f"no bands: {failed} of {samples} draws of the learned values could not be simulated{why}"
     a = (1 - level) / 2
     out = []
     for k in range(len(means[0])):

@@ -206,19 +206,24 @@ class LikelihoodFunction:
 
     def residual_vector(self, j0: float) -> np.ndarray:
         """The training cells' residuals in units of the noise (for the Gauss-Newton information, used when
-        :meth:`scale_estimated`): ``(y - mu)/sigma`` with the model's sigma for normal noise; the (scaled, log)
-        residual over ``sqrt(j0)`` (``j0``: the objective at the fit) for squared errors, so that
-        ``sum(z^2)/2`` has the curvature of ``L`` there."""
+        :meth:`scale_estimated`): ``(mu - y)/sigma`` with the model's sigma for normal noise, on log scale for
+        log-normal noise; the (scaled, log) residual over ``sqrt(j0)`` (``j0``: the objective at the fit) for squared
+        errors, so that ``sum(z^2)/2`` has the curvature of ``L`` there."""
         obj = self.objective
         with torch.no_grad():
             preds = obj.observed(self.model())
             self.evaluations += 1
             if self.likelihood:
                 sigma = torch.cat([v["sigma"][:1, 0] for v in obj.noise_values()])  # (n_observables,)
+                logs = torch.tensor([m is not None and m.name == "lognormal" for m in obj.noise])
             parts = []
             for pred, y, mask in zip(preds, obj._obs, obj._masks["train"], strict=True):
                 p = pred[:, :1]
                 if self.likelihood:
+                    if bool(logs.any()):  # log-normal: normal in log y around log mu (mu floored as in the NLL)
+                        lp = torch.log(torch.maximum(p, obj.floor))
+                        ly = torch.log(torch.where(mask > 0, y, torch.ones_like(y)))
+                        p, y = torch.where(logs, lp, p), torch.where(logs, ly, y)
                     r = (p - y) / sigma
                 else:
                     r = (obj._transform(p) - y) * obj.weights / math.sqrt(j0)
@@ -227,19 +232,19 @@ class LikelihoodFunction:
 
     # -- calibration -------------------------------------------------------------------------------
     def scale_estimated(self) -> bool:
-        """Whether the noise scale is estimated from the residuals (squared errors; constant normal noise whose
-        sigma is estimated): then the intervals use the residual degrees of freedom."""
+        """Whether the noise scale is estimated from the residuals (squared errors; normal noise of constant sigma,
+        or log-normal noise, whose sigma is estimated): then the intervals use the residual degrees of freedom."""
         if not self.likelihood:
             return True
         groups = self.objective._noise_groups
-        return all(profiled and model.name == "normal" and model.error == "constant"
+        return all(profiled and ((model.name == "normal" and model.error == "constant") or model.name == "lognormal")
                    for model, _, _, _, profiled in groups)
 
-    def degrees_of_freedom(self, k: int) -> float:
+    def degrees_of_freedom(self, k: float) -> float:
         """``n - k`` (at least 1)."""
         return max(self.n - k, 1.0)
 
-    def threshold(self, level: float, k: int) -> tuple[float, str]:
+    def threshold(self, level: float, k: float) -> tuple[float, str]:
         """The likelihood-ratio statistic ``2 (L - L_min)`` at the edge of a ``level`` profile interval, and how it
         was computed."""
         from scipy import stats
@@ -247,20 +252,20 @@ class LikelihoodFunction:
         if self.scale_estimated():
             df = self.degrees_of_freedom(k)
             f = float(stats.f.ppf(level, 1, df))
-            return self.n * math.log1p(f / df), (f"n log(1 + F(1, {df:g})/{df:g}) (the noise scale is estimated "
+            return self.n * math.log1p(f / df), (f"n log(1 + F(1, {df:.4g})/{df:.4g}) (the noise scale is estimated "
                                                  "from the residuals: F-calibrated, as R's profile.nls)")
         return float(stats.chi2.ppf(level, 1)), "chi-square(1) quantile (likelihood ratio)"
 
-    def quantile(self, level: float, k: int) -> tuple[float, str]:
+    def quantile(self, level: float, k: float) -> tuple[float, str]:
         """The multiplier of a standard error for a two-sided ``level`` Wald interval, and its distribution."""
         from scipy import stats
 
         if self.scale_estimated():
             df = self.degrees_of_freedom(k)
-            return float(stats.t.ppf(0.5 + level / 2, df)), f"t({df:g})"
+            return float(stats.t.ppf(0.5 + level / 2, df)), f"t({df:.4g})"
         return float(stats.norm.ppf(0.5 + level / 2)), "normal"
 
-    def variance_factor(self, k: int) -> float:
+    def variance_factor(self, k: float) -> float:
         """``n/(n - k)`` when the noise scale is estimated from the residuals (s^2 = RSS/(n - k)), else 1."""
         return self.n / self.degrees_of_freedom(k) if self.scale_estimated() else 1.0
 

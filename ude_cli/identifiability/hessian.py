@@ -34,6 +34,9 @@ FD_STEP = 1e-4
 #: a target whose variance grows by more than this factor when the network is profiled out is reported as
 #: practically not identifiable (the network compensates a change of it)
 INFLATION_LIMIT = 100.0
+#: an interval wider than this factor (a positive value: upper/lower; others: half-width/|value|) says the value
+#: is practically not identifiable, as a profile that stays below its threshold over that range
+WIDE_FACTOR = 1000.0
 #: eigenvalues of an information matrix below this fraction of its largest count as zero
 SINGULAR_RTOL = 1e-10
 #: seconds the network-profiled Hessian may take (estimated from one gradient) when computed by default
@@ -69,6 +72,7 @@ class HessianResult:
     #: ``dw = R du`` (``R = -H_ww^+ H_wt``), which keeps the network at its conditional optimum
     targets: list = field(default_factory=list, repr=False)
     cov_u: np.ndarray | None = field(default=None, repr=False)
+    parameters_counted: float = 0.0  # k of the residual degrees of freedom n - k
     network_response: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
@@ -143,7 +147,7 @@ def hessian_of(coords: _Coordinates) -> np.ndarray:
     return 0.5 * (H + H.T)
 
 
-def gauss_newton_of(coords: _Coordinates, f: LikelihoodFunction) -> np.ndarray:
+def gauss_newton_of(coords: _Coordinates, f: LikelihoodFunction) -> tuple[np.ndarray, np.ndarray]:
     """The Gauss-Newton (expected) information ``Jz^T Jz`` of the residuals in noise units
     (:meth:`LikelihoodFunction.residual_vector`) by central differences, plus the weight penalty's exact
     curvature; the model is left at its starting point."""
@@ -167,6 +171,7 @@ def gauss_newton_of(coords: _Coordinates, f: LikelihoodFunction) -> np.ndarray:
         coords.set(x0)
     J = np.stack(columns, 1)
     info = J.T @ J
+    penalty = np.zeros(n)
     if f.weight_decay and coords.network:
         # d2/dw2 of weight_decay * sum(w^2) over the weights (not biases), in L's units
         per_unit = 2 * f.n * f.weight_decay if f.likelihood else f.n * f.weight_decay / j0
@@ -175,9 +180,19 @@ def gauss_newton_of(coords: _Coordinates, f: LikelihoodFunction) -> np.ndarray:
         for p in coords.network:
             m = p.numel()
             if id(p) in weights:
-                info[np.arange(k, k + m), np.arange(k, k + m)] += per_unit
+                penalty[k:k + m] = per_unit
             k += m
-    return info
+    return info + np.diag(penalty), penalty
+
+
+def effective_parameters(H: np.ndarray, penalty: np.ndarray) -> float:
+    """``tr(H^+ (H - P))``: the penalised fit's effective number of parameters (the trace of its hat matrix, as
+    for ridge regression or a smoothing spline): every identified direction counts 1, a direction held mostly
+    by the weight penalty less."""
+    w, V = np.linalg.eigh(H)
+    keep = w > SINGULAR_RTOL * max(float(np.abs(w).max()) if w.size else 0.0, 1e-300)
+    Hp = (V[:, keep] / w[keep]) @ V[:, keep].T
+    return float(keep.sum() - np.trace(Hp * penalty[None, :]))
 
 
 def _cost(coords: _Coordinates, f: LikelihoodFunction, gauss_newton: bool) -> float:
@@ -202,6 +217,12 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def _too_wide(positive: bool, value: float, lo: float, hi: float) -> bool:
+    if positive:
+        return lo <= 0 or hi / lo > WIDE_FACTOR
+    return value != 0 and (hi - lo) / 2 > WIDE_FACTOR * abs(value)
 
 
 def _cells_of(f: LikelihoodFunction, sigma: str) -> float:
@@ -260,7 +281,11 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
                              f"2 x {full.size} {what}, about {estimate:.0f} s (budget {budget:g} s; "
                              "uncertainty.hessian: profiled forces it); `ude fit --profile` gives profile intervals")
         coords = _Coordinates(f, mean_targets, with_network=True) if use_net else fixed
-        H_mean = gauss_newton_of(coords, f) if gauss_newton else hessian_of(coords)
+        penalty = None
+        if gauss_newton:
+            H_mean, penalty = gauss_newton_of(coords, f)
+        else:
+            H_mean = hessian_of(coords)
     finally:
         f.held_noise = set()
     T = len(targets)
@@ -293,7 +318,12 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
     if not positive:
         notes.append("the information matrix is not positive definite at the fit: some values are not "
                      "identifiable from the curvature (or the fit is not at a minimum)")
-    k = sum(t.kind != "noise" for t in targets)
+    k: float = float(sum(t.kind != "noise" for t in targets))
+    if gauss_newton and use_net and penalty is not None:
+        # the network's weights cost degrees of freedom too: its effective number of parameters
+        k = effective_parameters(H_mean, penalty)
+        notes.append(f"residual degrees of freedom n - k with k = {k:.3g}: the learned values plus the network's "
+                     "effective number of parameters, tr(H^+ (H - P)) of the penalised Gauss-Newton matrix")
     factor = f.variance_factor(k)
     q, dist = f.quantile(level, k)
     info = "Gauss-Newton information, as nls" if gauss_newton else "observed information"
@@ -330,6 +360,10 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
             lo, hi = value * math.exp(-m * se / value), value * math.exp(m * se / value)
         else:
             lo, hi = value - m * se, value + m * se
+        if identifiable and np.isfinite(se) and _too_wide(t.positive and value > 0, value, lo, hi):
+            identifiable = False
+            reason = (f"its interval [{lo:.3g}, {hi:.3g}] spans more than a factor {WIDE_FACTOR:g} (or {WIDE_FACTOR:g} "
+                      "times its size): the data barely constrain it")
         out.append(WaldInterval(t.name, value, se, lo, hi, method, inflation, identifiable, reason))
     f_vec = np.array([1.0 if t in noise_targets else factor for t in targets])
     cov_u = cov * np.sqrt(np.outer(f_vec, f_vec))
@@ -337,4 +371,4 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
     cov_u[:, singular] = 0.0
     return HessianResult(out, level, "profiled out" if use_net else ("held fixed" if has_net else "none"), dist,
                          factor, time.perf_counter() - started, f.evaluations - evaluations0, notes, positive,
-                         targets=list(targets), cov_u=cov_u, network_response=response)
+                         targets=list(targets), cov_u=cov_u, network_response=response, parameters_counted=k)

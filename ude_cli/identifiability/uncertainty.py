@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ConfigError, did_you_mean
 from ..problem import Problem, initial_label
 from .function import LikelihoodFunction, Target, final_weight_decay, single_start, targets
-from .hessian import DEFAULT_BUDGET, HessianResult, wald_intervals
+from .hessian import DEFAULT_BUDGET, INFLATION_LIMIT, HessianResult, wald_intervals
 from .profile import Profile, ProfileSettings, profile_target
 
 
@@ -71,6 +71,37 @@ def profile_request(problem: Problem, where: str | None = None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def derived_request(problem: Problem) -> dict:
+    """``uncertainty.derived`` parsed and checked: name -> :class:`~ude_cli.expressions.Expression` of parameters
+    (not per-experiment ones), noise parameters and numeric constants; a bad one is a :class:`ConfigError`."""
+    from ..errors import Problems
+    from ..expressions import parse_expression
+
+    out = {}
+    problems = Problems()
+    allowed = {n for n, p in problem.parameters.items() if not p.per_experiment} | set(problem.noise_parameters)
+    allowed |= {n for n, v in problem.constants.items() if not isinstance(v, str)}
+    for name, text in problem.config.uncertainty.derived.items():
+        where = f"{problem.config.label}: uncertainty.derived.{name}"
+        if not name.isidentifier():
+            problems.add(ConfigError(f"'{name}' must be an identifier", where=where))
+            continue
+        try:
+            expr = parse_expression(text, where=where)
+        except ConfigError as exc:
+            problems.add(exc)
+            continue
+        unknown = sorted(n for n in expr.names if n not in allowed)
+        if unknown or expr.network_refs:
+            problems.add(ConfigError(f"{text!r} may use parameters (not per-experiment ones), noise parameters and "
+                                     f"numeric constants; unknown here: {', '.join(unknown) or 'a network'}"
+                                     f"{did_you_mean(unknown[0], allowed) if unknown else ''}", where=where))
+            continue
+        out[name] = expr
+    problems.raise_if_any()
+    return out
+
+
 @dataclass
 class Interval:
     name: str
@@ -91,6 +122,7 @@ class Uncertainty:
     intervals: dict[str, Interval]
     wald: HessianResult | None = None
     profiles: list[Profile] = field(default_factory=list)
+    derived: dict[str, Interval] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     #: what a Wald sample of the learned values needs (:mod:`.bands`): the single-start model, the targets and
@@ -112,13 +144,18 @@ class Uncertainty:
                               "method": i.method, "identifiable": i.identifiable, "reason": i.reason or None}
                           for n, i in self.intervals.items()},
             "not_identifiable": [{"name": i.name, "reason": i.reason} for i in self.not_identifiable()],
+            "derived": {n: {"value": i.value, "lower": num(i.lower), "upper": num(i.upper), "se": num(i.se),
+                            "method": i.method, "formula": i.reason} for n, i in self.derived.items()},
             "wald": self.wald.to_json() if self.wald is not None else None,
             "profiles": [p.to_json() for p in self.profiles],
         }
 
 
-def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: list[str] | None = None) -> Uncertainty:
-    """Intervals of the fitted ``model``'s start ``start`` (see the module docstring)."""
+def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: list[str] | None = None,
+           fit_seconds: float = 0.0) -> Uncertainty:
+    """Intervals of the fitted ``model``'s start ``start`` (see the module docstring). The network is profiled
+    out of the Wald intervals when that takes at most :data:`~.hessian.DEFAULT_BUDGET` seconds or half the fit's
+    ``fit_seconds``, whichever is more (``uncertainty.hessian: profiled`` always)."""
     spec = problem.config.uncertainty
     started = time.perf_counter()
     level = spec.level
@@ -136,7 +173,7 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
     if spec.hessian != "off":
         network = {"auto": "auto", "profiled": "profiled", "fixed": "fixed"}[spec.hessian]
         try:
-            out.wald = wald_intervals(f, ts, level, network=network, budget=DEFAULT_BUDGET)
+            out.wald = wald_intervals(f, ts, level, network=network, budget=max(DEFAULT_BUDGET, 0.5 * fit_seconds))
         except Exception as exc:  # a solver failure at a perturbed point: say so, the fit stands
             out.notes.append(f"no Wald intervals: {type(exc).__name__}: {exc}")
         if out.wald is not None:
@@ -150,8 +187,9 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
                 out.intervals[w.name] = Interval(w.name, w.value, w.lower, w.upper, w.method, w.se, w.identifiable,
                                                  w.reason)
             out.sampler = (one, ts, out.wald)
+            out.derived = _derived(problem, one, out.wald, f)
     if profile:
-        k = sum(t.kind != "noise" for t in ts)
+        k: float = out.wald.parameters_counted if out.wald is not None else float(sum(t.kind != "noise" for t in ts))
         threshold, how = f.threshold(level, k)
         settings = ProfileSettings(level=level, max_steps=spec.profile_steps, iterations=spec.profile_iterations)
         by_name = {t.name: t for t in ts}
@@ -163,13 +201,80 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
                                monitor=monitor)
             out.profiles.append(p)
             wald = out.intervals.get(name)
+            identifiable = p.identifiable
             reason = "" if p.identifiable else f"profile likelihood: {p.reason}"
+            inflation = next((w.inflation for w in out.wald.intervals if w.name == name), None) if out.wald else None
+            if p.identifiable and f.weight_decay > 0 and inflation is not None and inflation > INFLATION_LIMIT:
+                # closed by the penalty alone: the likelihood itself does not decide between it and the network
+                identifiable = False
+                reason = (f"the network compensates it (its variance grows {inflation:.3g}-fold when the network is "
+                          f"re-fitted); the profile's interval holds with the weight penalty in the objective "
+                          f"(weight_decay {f.weight_decay:g}, a prior on the weights), not from the data alone")
             if p.better:
                 out.notes.append(f"the profile of {name} found a point {p.better:.3g} log-likelihood units better "
                                  "than the fit: the fit had not converged; intervals are relative to that point")
             out.intervals[name] = Interval(name, t.value, p.lower, p.upper, "profile likelihood",
-                                           wald.se if wald is not None else math.nan, p.identifiable, reason)
+                                           wald.se if wald is not None else math.nan, identifiable, reason)
+    _structural(out, problem)
     out.seconds = time.perf_counter() - started
+    return out
+
+
+def _structural(out: Uncertainty, problem: Problem) -> None:
+    """The structural check's verdicts (:mod:`.structural`, before fitting) joined with the intervals: a value a
+    network can imitate (or that is not identifiable at all) is not identifiable whatever its interval; an
+    undecided check is said beside the interval's own verdict."""
+    from .structural import IMITABLE, NOT_IDENTIFIABLE, UNDECIDED
+
+    for finding in problem.structural or []:
+        if finding.verdict not in (IMITABLE, NOT_IDENTIFIABLE, UNDECIDED):
+            continue
+        text = "structural: " + finding.line.split("; to identify it", 1)[0]
+        names = [n for n in out.intervals if n == finding.parameter or n.startswith(f"{finding.parameter}[")]
+        if not names:  # no interval computed (uncertainty.hessian: off): the structural verdict alone
+            out.intervals[finding.parameter] = Interval(finding.parameter, math.nan, math.nan, math.nan, "",
+                                                        identifiable=None if finding.verdict == UNDECIDED else False,
+                                                        reason=text)
+            continue
+        for name in names:
+            i = out.intervals[name]
+            if finding.verdict == UNDECIDED:
+                i.reason = "; ".join(r for r in (i.reason, text) if r)
+                continue
+            i.reason = "; ".join(r for r in (text, i.reason) if r)
+            i.identifiable = False
+
+
+def _derived(problem: Problem, model, wald: HessianResult, f: LikelihoodFunction) -> dict[str, Interval]:
+    """Delta-method intervals of ``uncertainty.derived``: ``se^2 = g' Cov g`` with ``g`` the formula's gradient
+    in the learned values (central differences) and ``Cov`` their Wald covariance on their own scale."""
+    formulas = derived_request(problem)
+    if not formulas or wald.cov_u is None:
+        return {}
+    values = {n: float(v[0]) for n, v in model.parameters_.numpy().items() if v.ndim == 1}
+    values |= {n: float(v[0]) for n, v in model.noise.numpy().items()}
+    values |= {n: float(v) for n, v in problem.constants.items() if not isinstance(v, str)}
+    ts = wald.targets
+    D = np.array([t.derivative() for t in ts])
+    cov = wald.cov_u * np.outer(D, D)  # on the values' own scale
+    q, dist = f.quantile(wald.level, wald.parameters_counted)
+    out = {}
+    for name, expr in formulas.items():
+        fn = expr.compile("numpy")
+        value = float(fn(values))
+        g = np.zeros(len(ts))
+        for i, t in enumerate(ts):
+            if t.name not in expr.names:
+                continue
+            h = 1e-6 * max(abs(values[t.name]), 1e-8)
+            up, down = dict(values), dict(values)
+            up[t.name] += h
+            down[t.name] -= h
+            g[i] = (float(fn(up)) - float(fn(down))) / (2 * h)
+        var = float(g @ cov @ g)
+        se = math.sqrt(var) if var >= 0 else math.nan
+        out[name] = Interval(name, value, value - q * se, value + q * se,
+                             f"wald (delta method; q from the {dist} distribution)", se, None, expr.text)
     return out
 
 
