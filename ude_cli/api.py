@@ -200,6 +200,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
         **model.native_status(),
         "stop_reason": trained.stop_reason,
         "stages": trained.stages,
+        "strategy": trained.strategy,
         "loss_kind": loss_kind(problem),
         "n_parameters": counts,
         "observations": {"train": int(objective.counts["train"]), "validation": int(objective.counts["validation"])},

@@ -326,10 +326,15 @@ class StageSpec(_Strict):
     """One training stage."""
 
     optimizer: Literal["adam", "lbfgs"] = Field(description="'adam' or 'lbfgs' (strong-Wolfe line search).")
-    objective: Literal["trajectory", "collocation"] = Field(
+    objective: Literal["trajectory", "collocation", "multiple_shooting"] = Field(
         "trajectory", description="'trajectory': solve the ODE and compare with the data; 'collocation': match "
                                   "the right-hand side to smoothed derivatives of the data (no ODE solve; fast; "
-                                  "needs every state observed).")
+                                  "needs every state observed); 'multiple_shooting': solve segments from free "
+                                  "initial states, data term plus a continuity penalty (training.multiple_shooting).")
+    window: float | None = Field(
+        None, gt=0, le=1, allow_inf_nan=False,
+        description="A trajectory stage on the first fraction of each experiment's time span only (curriculum; "
+                    "default: the whole span).")
     iterations: int = Field(ge=1, le=10_000_000, description="Iterations of this stage.")
     lr: Positive | None = Field(None, description="Learning rate (default: 0.01 for adam, 1 for lbfgs).")
     weight_decay: NonNegative | None = Field(
@@ -486,6 +491,24 @@ def default_stages(warm_start: bool) -> list[StageSpec]:
             StageSpec(optimizer="lbfgs", iterations=700, tolerance=1e-3)]
 
 
+class MultipleShootingSpec(_Strict):
+    """The segments of ``training.strategy: multiple_shooting`` (docs/training.md)."""
+
+    segments: int | None = Field(
+        None, ge=2, le=1000, description="Segments per experiment (default: from segment_length, else about 8 data "
+                                         "times per segment, at most 20 segments).")
+    segment_length: Positive | None = Field(None, description="Segment length in time units (instead of segments).")
+    continuity: Positive = Field(
+        100.0, description="Weight of the continuity penalty: the mean squared gap between a segment's end and the "
+                           "next segment's start, each state's gap divided by its spread.")
+
+
+class CurriculumSpec(_Strict):
+    """The growing time window of ``training.strategy: curriculum``."""
+
+    steps: int = Field(4, ge=2, le=50, description="Windows: 1/steps, 2/steps, ... of the time span, then the whole.")
+
+
 class TrainingSpec(_Strict):
     """How the parameters and network weights are fitted."""
 
@@ -516,6 +539,15 @@ class TrainingSpec(_Strict):
         None, description="Wall-time limit of the training: past it, training stops between iterations and "
                           "keeps the best parameters so far (`--time-limit` overrides).")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: 1, best for small ODEs).")
+    strategy: Literal["auto", "single_shooting", "multiple_shooting", "curriculum"] = Field(
+        "single_shooting",
+        description="'single_shooting': every stage on the whole trajectory; 'multiple_shooting': first on segments "
+                    "with free initial states, then the whole; 'curriculum': on a growing time window, then the "
+                    "whole; 'auto': chooses one, and says which and why (docs/training.md). Applies to the default "
+                    "stages; stages you write run as written (objective, window).")
+    multiple_shooting: MultipleShootingSpec = Field(default_factory=MultipleShootingSpec,
+                                                    description="Segments and continuity weight of multiple shooting.")
+    curriculum: CurriculumSpec = Field(default_factory=CurriculumSpec, description="Windows of the curriculum.")
 
 
 class OutputSpec(_Strict):

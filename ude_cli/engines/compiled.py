@@ -538,6 +538,22 @@ class CompiledEngine:
         model.rhs.nfe += evaluations
         return sol.reshape(len(grid), model.n_starts, len(g.experiments), -1)
 
+    def solve_batch(self, y0: torch.Tensor, experiments: Sequence[int], grid: np.ndarray) -> torch.Tensor:
+        """Trajectories from ``y0`` ``(S, B, n)`` (trajectory ``b`` with experiment ``experiments[b]``'s parameters
+        and constants) on ``grid`` by the adaptive method, ``(T, S, B, n)``: multiple shooting's segments of an
+        autonomous system, all at once (the caller shifts each segment's times to start at ``grid[0]``)."""
+        if self.method != "dopri5":
+            raise ValueError("solve_batch needs the adaptive method")
+        if self.native_since is None:
+            self._switch_to_native()
+        model = self.model
+        inputs = self.symbolic.pack(model, list(experiments))
+        inputs[0] = y0.reshape(-1, y0.shape[-1])
+        shape = (model.n_starts, len(experiments))
+        sol, evaluations = self._adaptive_solve(inputs, shape, np.asarray(grid, dtype=np.float64))
+        model.rhs.nfe += evaluations
+        return sol.reshape(len(grid), model.n_starts, len(experiments), -1)
+
     def _adaptive_solve(self, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray, watch: Any = None):
         """dopri5; under ``auto`` a failure, or stiffness seen by ``watch``, switches to bdf, which solves again."""
         from .dopri5 import Stiff

@@ -263,12 +263,18 @@ class UDEModel(nn.Module):
         if times is None and compiled is not None and self.rhs.networks_enabled:
             return compiled.solve_group(k)
         g = self.groups[k]
-        y0 = self.initial()[:, g.experiments, :]
-        self.rhs.select(self.group_index[k])
+        return self.solve_from(k, self.initial()[:, g.experiments, :], self.times[k] if times is None else times)
+
+    def solve_from(self, k: int, y0: torch.Tensor, times: torch.Tensor, experiments: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """Group ``k``'s states from ``y0`` ``(S, Bg, n)`` at ``times[0]`` (any time, not only t0), at ``times``:
+        ``(T, S, Bg, n)``, by torchdiffeq (multiple shooting's segments, a curriculum's windows). ``experiments``:
+        the experiment of each of ``y0``'s trajectories (default: the group's)."""
+        self.rhs.select(self.group_index[k] if experiments is None else experiments)
         try:
             if not self.settings.adjoint:
                 self.rhs.bind()
-            return solve(self.rhs, y0, self.times[k] if times is None else times, self.settings)
+            return solve(self.rhs, y0, times, self.settings)
         finally:
             self.rhs.unbind()
             self.rhs.select(None)

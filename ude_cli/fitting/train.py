@@ -79,6 +79,7 @@ class TrainState:
     #: {"loss": (S,), "params": {...}, "initial": (S,) bool (still the initial values), "at": iteration of
     #: the last improvement}
     before_warm_start: dict | None = None
+    shooting_ready: bool = False  # multiple shooting's segment states were initialised (they are in ``best``)
     stage_start_loss: float | None = None  # the objective where the current trajectory stage started
     window: list = field(default_factory=list)  # (iterations done, objective) of the stage's recent LBFGS chunks
 
@@ -101,24 +102,47 @@ class TrainResult:
     final_loss: torch.Tensor  # (S,) data loss at the returned parameters
     stop_reason: str
     stages: list[dict] = field(default_factory=list)  # the stages run, the automatic warm start included
+    strategy: str = "single_shooting"  # the training strategy of the default stages ("stages" when written out)
 
 
 def effective_stages(model: UDEModel, training: TrainingSpec) -> list[StageSpec]:
-    """The configured stages, preceded by the automatic collocation warm start when it applies."""
-    from ..config import default_stages
+    """The configured stages (or the strategy's, :mod:`.strategy`), preceded by the automatic collocation warm
+    start when it applies."""
+    from .strategy import resolve, strategy_stages
 
     warm = auto_warm_start(model, training)
-    stages = list(training.stages) if training.stages is not None else default_stages(warm)
+    if training.stages is not None:
+        stages = list(training.stages)
+    else:
+        stages = strategy_stages(resolve(model.problem, training, warm)[0], training, warm)
     if warm:
         stages.insert(0, StageSpec(optimizer="lbfgs", objective="collocation",
                                    iterations=training.warm_start_iterations))
     return stages
 
 
+def strategy_used(model: UDEModel, training: TrainingSpec, warm: bool, monitor: Monitor | None = None) -> str:
+    """The strategy of the default stages (``stages`` when the config writes its own); ``auto`` tells ``monitor``
+    what it chose and why."""
+    if training.stages is not None:
+        return "stages"
+    from .strategy import resolve
+
+    name, line = resolve(model.problem, training, warm)
+    if line and monitor is not None:
+        monitor.message(line)
+    return name
+
+
 def auto_warm_start(model: UDEModel, training: TrainingSpec) -> bool:
     """Whether the automatic collocation warm start runs before the stages."""
     from .collocation import applicable
 
+    if training.strategy == "auto" and training.stages is None:
+        from .strategy.auto import sparse_states
+
+        if sparse_states(model.problem):  # a spline through a sparse state misleads the warm start (docs/training.md)
+            return False
     return (training.warm_start == "auto" and applicable(model.problem) is None
             and (training.stages is None or training.stages[0].objective != "collocation"))
 
@@ -161,17 +185,75 @@ class _Runner:
         self.monitor, self.state, self.target = monitor, state, target
         self.should_stop = should_stop or (lambda: None)
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.stages = effective_stages(model, training)
+        self.auto_warm_start = auto_warm_start(model, training)
+        self.strategy = strategy_used(model, training, self.auto_warm_start, self.monitor)
+        self.shooting = self._segments()  # multiple shooting's objective; its segment states are trained too
+        if self.shooting is not None:
+            self.params.update(self.shooting.states)
         self.flat = FlatParameters(self.params, model.n_starts)  # .data and .grad of self.params: views
         self._best: torch.Tensor | None = None  # the state's best values as one buffer ...
         self._best_views: dict | None = None  # ... and state.best while it is that buffer's views
-        self.stages = effective_stages(model, training)
-        self.auto_warm_start = auto_warm_start(model, training)
+        self._windows: dict[float, object] = {}  # a curriculum's window objectives, by fraction
+        self._window: float | None = None  # the window of the stage running (None: the whole span)
         self._collocation = None
         self._objective_kind = "trajectory"
         self.net_params = set(id(p) for p in model.network_parameters())
         self.last_data: torch.Tensor | None = None
         self._converged = False  # the last stage run ended by convergence, before its iterations
         self._chunk_objective = math.inf  # the lowest objective of the last LBFGS chunk
+
+    def _segments(self):
+        """Multiple shooting's objective when a stage uses it (else None); says once that segments and windows
+        are solved by torchdiffeq when the fit's engine is the compiled one."""
+        kinds = {(s.objective, s.window is not None) for s in self.stages}
+        partial = any(k == "multiple_shooting" or windowed for k, windowed in kinds)
+        if not partial:
+            return None
+        from ..config import STIFF_METHODS
+
+        method = self.model.settings.method
+        if method in STIFF_METHODS or (self.model.compiled is not None and self.model.compiled.method in STIFF_METHODS):
+            raise FitError(f"multiple shooting and curriculum windows are solved by torchdiffeq, which has no "
+                           f"{method} method", hint="use solver.method dopri5 (or auto, rk4), or training.strategy: "
+                                                    "single_shooting")
+        shooting = None
+        if any(k == "multiple_shooting" for k, _ in kinds):
+            from .strategy.multiple_shooting import ShootingObjective
+
+            shooting = ShootingObjective(self.model, self.objective, self.training)
+        by_torchdiffeq = [what for what, used in (
+            ("curriculum windows", any(windowed for _, windowed in kinds)),
+            ("multiple shooting's segments (t is an input)", shooting is not None and not shooting.autonomous)) if used]
+        if self.model.engine == "compiled" and by_torchdiffeq:
+            self.monitor.message(f"{' and '.join(by_torchdiffeq)} are solved by torchdiffeq (the compiled engine solves "
+                                 "from the initial states only); the stages on the whole trajectory by the compiled "
+                                 "engine")
+        return shooting
+
+    def _window_objective(self, fraction: float):
+        if fraction not in self._windows:
+            from .strategy.curriculum import WindowObjective
+
+            self._windows[fraction] = WindowObjective(self.model, self.objective, fraction)
+        return self._windows[fraction]
+
+    def _prepare_segments(self) -> None:
+        """The segment states from the data and the current trajectory before the first multiple-shooting stage
+        (on a resumed run, from the checkpoint's best values)."""
+        st = self.state
+        if self.shooting is None:
+            return
+        if not st.shooting_ready:
+            self.shooting.initialise()
+            st.shooting_ready = True
+            self.monitor.message(f"multiple shooting: {', '.join(map(str, self.shooting.segments))} segment(s) per "
+                                 f"group of experiments, continuity weight {self.shooting.continuity:g}")
+        elif st.best is not None:
+            with torch.no_grad():
+                for name, p in self.shooting.states.items():
+                    if name in st.best:
+                        p.copy_(st.best[name])
 
     # -- evaluation --------------------------------------------------------------------------------
     def collocation(self):
@@ -186,6 +268,11 @@ class _Runner:
         try:
             if self._objective_kind == "collocation":
                 data = self.collocation().loss()
+            elif self._objective_kind == "multiple_shooting":
+                assert self.shooting is not None  # built when a stage uses it
+                data = self.shooting.loss()
+            elif self._window is not None:
+                data = self._window_objective(self._window).loss()
             else:
                 data = self.objective.loss(self.model())
         finally:
@@ -309,12 +396,15 @@ class _Runner:
                 while st.stage < len(stages):
                     stage = stages[st.stage]
                     self._objective_kind = stage.objective
+                    self._window = stage.window if stage.window is not None and stage.window < 1 else None
+                    if stage.objective == "multiple_shooting":
+                        self._prepare_segments()
                     warm = self.auto_warm_start and st.stage == 0
                     if warm and st.done == 0 and st.before_warm_start is None:
                         st.before_warm_start = self._snapshot()
                     self.monitor.stage_started(st.stage, len(stages), stage, st.done)
                     if st.done == 0:
-                        st.stage_start_loss = self._objective_here(stage) if stage.objective == "trajectory" else None
+                        st.stage_start_loss = self._objective_here(stage) if stage.objective != "collocation" else None
                     if st.done == 0 and stage.optimizer == "lbfgs":
                         self._record_start(st.stage, stage, t_start)
                     self._run_stage(st.stage, stage, t_start)
@@ -341,7 +431,7 @@ class _Runner:
             final = self.objective.loss(self.model())
         return TrainResult(records=st.records, iterations=st.iteration, nfe=st.nfe, seconds=st.seconds,
                            final_loss=final, stop_reason=st.stop_reason,
-                           stages=[s.model_dump(exclude_none=True) for s in stages])
+                           stages=[s.model_dump(exclude_none=True) for s in stages], strategy=self.strategy)
 
     def _release(self) -> None:
         """The parameters and the best values in memory of their own again (the buffers are training's)."""
@@ -396,7 +486,7 @@ class _Runner:
             return
         self.monitor.advanced(index, self.state.done, float(data.min()))
         start, kept = self.state.stage_start_loss, float(total.min())
-        if start is not None and last > start and self.state.done > 0 and stage.objective == "trajectory":
+        if start is not None and last > start and self.state.done > 0 and stage.objective != "collocation":
             what = "the earlier point" if kept >= start * (1 - 1e-9) else f"the best point it passed ({kept:.4g})"
             objective = " (loss + weight decay)" if wd else ""
             self.monitor.message(f"stage {index + 1} ({stage.optimizer}) ended at {last:.4g}{objective}, worse than "
@@ -457,7 +547,7 @@ class _Runner:
             if stage.optimizer == "lbfgs":
                 st.records.extend(self._iteration_rows(record, k, t_start))  # the chunk's iterations but its last
             warm = self.auto_warm_start and index == 0
-            if stage.objective != "trajectory" and (self.target is not None or warm):
+            if (stage.objective != "trajectory" or self._window is not None) and (self.target is not None or warm):
                 trajectory = self._trajectory_loss()  # the target is on the trajectory loss: check it
                 record["trajectory_loss"] = float(trajectory.min())
                 reached = self.target is not None and record["trajectory_loss"] < self.target
@@ -466,7 +556,7 @@ class _Runner:
             self.monitor.advanced(index, st.done, loss)
             if reached:
                 raise _TargetReached()
-            if stage.optimizer == "lbfgs" and stage.tolerance is not None and stage.objective == "trajectory":
+            if stage.optimizer == "lbfgs" and stage.tolerance is not None and stage.objective != "collocation":
                 window.append([st.done, self._chunk_objective])
                 while len(window) > 1 and window[-1][0] - window[1][0] >= TOLERANCE_WINDOW:
                     window.pop(0)
@@ -488,7 +578,8 @@ class _Runner:
         return value
 
     def _reached(self, value: float) -> bool:
-        return self._objective_kind == "trajectory" and self.target is not None and value < self.target
+        return (self._objective_kind == "trajectory" and self._window is None and self.target is not None
+                and value < self.target)
 
     def _adam_step(self, opt, wd: float, first: bool) -> tuple[int, float, bool]:
         self.flat.zero_grad()

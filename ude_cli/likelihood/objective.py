@@ -126,6 +126,20 @@ class Objective:
         self._counts = {split: [sum(prepared[g][2][split] for prepared in self._prepared)
                                 for g in range(len(self._noise_groups))] for split in self._masks}
 
+    def add_split(self, name: str, rows: list[int]) -> None:
+        """A split of the training cells at each group's first ``rows[k]`` times (a curriculum's window)."""
+        if name in self._masks:
+            return
+        masks = []
+        for k, m in enumerate(self._masks["train"]):
+            window = m.clone()
+            window[rows[k]:] = 0
+            masks.append(window)
+        self._masks[name] = masks
+        self.counts[name] = float(sum(m.sum() for m in masks))
+        if self.likelihood:
+            self._prepare_noise_groups()
+
     # -- predictions -----------------------------------------------------------------------------
     def observed(self, solutions: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each group's observable predictions ``(T, S, Bg, n)`` (in the state layout for a legacy loss on
