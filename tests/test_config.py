@@ -106,7 +106,7 @@ def test_cross_field_problems_are_all_reported(tmp_path):
         "network or t; for a parameter, declare it under 'model.parameters' (q: {init: VALUE})",
         "C: model.equations.x: U[3] is out of range in '-k*x + U[3] + q': network 'U' has 2 outputs (indices 0 to 1)",
         "C: networks.V: network 'V' is not used in any equation; use it as V[0] (e.g. in model.corrections) or remove it",
-        "C: networks.U.inputs[1]: unknown input 'y'; inputs are states (x, w) or t",
+        "C: networks.U.inputs[1]: unknown input 'y'; inputs are states (x, w), t, or parameters and constants",
         "C: data.columns.z: unknown state 'z'; states are: x, w",
         "C: model.initial.v: unknown state 'v'; states are: x, w",
         "C: model.initial.w: state 'w' has no data column, so its initial value must be given: {value: NUMBER} "

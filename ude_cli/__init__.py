@@ -36,6 +36,9 @@ _EXPORTS = {
     "discover_run": "ude_cli.discovery.files",
     "forecast": "ude_cli.forecast",
     "write_report": "ude_cli.runs.report",
+    # PEtab (issue 17)
+    "import_problem": "ude_cli.petab.convert",
+    "evaluate": "ude_cli.petab.evaluate",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -55,6 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import UdeError as UdeError
     from .forecast import forecast as forecast
     from .mechanistic import MODELS as MODELS
+    from .petab.convert import import_problem as import_problem
+    from .petab.evaluate import evaluate as evaluate
     from .runs.load import load_run as load_run
     from .runs.report import write_report as write_report
     from .runs.results import FitResult as FitResult

@@ -251,7 +251,8 @@ class ModelSpec(_Strict):
 class NetworkSpec(_Strict):
     """A neural network whose outputs ``NAME[i]`` can be used in equations."""
 
-    inputs: list[str] = Field(min_length=1, description="States (and optionally 't') fed to the network.")
+    inputs: list[str] = Field(min_length=1, description="States (and optionally 't') fed to the network; "
+                                                          "shared parameters and constants may be inputs too.")
     outputs: int = Field(1, ge=1, le=64, description="Number of outputs, used as NAME[0], NAME[1], ...")
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [32, 32], max_length=16, description="Sizes of the hidden layers.")
@@ -265,6 +266,22 @@ class NetworkSpec(_Strict):
                           "spread per unit time), so one network works for any units.")
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="Seed of the weight initialisation (default: training.seed + 100 + index).")
+    weights: Path_ | None = Field(
+        None, description="Initial weights instead of random ones: a .npz file (relative to the config) with "
+                          "weight0, bias0, weight1, ... per layer in PyTorch's layout (weight: (out, in)), as "
+                          "`ude import` writes a PEtab SciML network's.")
+    fixed: bool = Field(False, description="Keep the weights as given by `weights` instead of learning them.")
+    frozen: list[Annotated[str, Field(pattern=r"^(weight|bias)[0-9]+$")]] = Field(
+        default_factory=list, description="Single arrays kept as given by `weights` (the rest is learned): "
+                                          "weight0, bias0, weight1, ... (layer 0 is the first).")
+
+    @model_validator(mode="after")
+    def _fixed_needs_weights(self) -> NetworkSpec:
+        if (self.fixed or self.frozen) and self.weights is None:
+            raise ValueError("a fixed network (or frozen arrays) needs its weights: give weights: FILE.npz")
+        if self.frozen and max(int(n.removeprefix("weight").removeprefix("bias")) for n in self.frozen) > len(self.hidden):
+            raise ValueError(f"frozen: the network has layers 0 to {len(self.hidden)}")
+        return self
 
 
 # -- solver and training -------------------------------------------------------------------------
@@ -368,6 +385,10 @@ class NoiseParameterSpec(_Strict):
     fixed: bool = Field(False, description="Keep it at `init` instead of estimating it.")
     bounds: tuple[NonNegative | None, NonNegative | None] | None = Field(
         None, description="[lower, upper] of the estimate; either may be null (it is always > 0).")
+    formula: str | None = Field(
+        None, description="Instead of a value of its own: an expression of parameters (declared under "
+                          "model.parameters) and constants, e.g. 's_gel1*sigma' (a PEtab noiseFormula); its "
+                          "parameters are learned with the others.")
 
     @model_validator(mode="before")
     @classmethod
@@ -380,6 +401,8 @@ class NoiseParameterSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> NoiseParameterSpec:
+        if self.formula is not None and (self.init is not None or self.fixed or self.bounds is not None):
+            raise ValueError("a noise parameter given by a formula has no init, fixed or bounds of its own")
         if self.fixed and self.init is None:
             raise ValueError("a fixed noise parameter needs its value: give init (or just the number)")
         if self.bounds is not None:
@@ -440,8 +463,9 @@ class NoiseSpec(_Strict):
 
 
 class ObservableSpec(_Strict):
-    """What a CSV column measures: an expression of the states, parameters, constants and ``t``
-    (e.g. ``rho*I``, ``x + y``, ``A/V``). A string is shorthand for ``{formula: string}``."""
+    """What a CSV column measures: an expression of the states, parameters, constants, ``t`` and network
+    outputs ``NET[i]`` at the solved states (e.g. ``rho*I``, ``x + y``, ``A/V``, ``x + U[0]``). A string is
+    shorthand for ``{formula: string}``."""
 
     formula: str = Field(min_length=1, description="The observed quantity, in the equation language.")
     column: str | None = Field(None, description="CSV column holding it (default: the observable's name).")

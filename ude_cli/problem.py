@@ -8,6 +8,7 @@ and reported at once, one line each, with its place in the config. Nothing here 
 
 from __future__ import annotations
 
+import contextlib
 import keyword
 import math
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ class Problem:
     warnings: list[str] = field(default_factory=list)
     observables: dict[str, Observable] = field(default_factory=dict)  # in the data's column order
     noise_parameters: dict[str, Parameter] = field(default_factory=dict)
+    #: noise parameters given by a formula of parameters and constants (``sigma: {formula: ...}``), by name
+    noise_formulas: dict[str, Expression] = field(default_factory=dict)
     structural: list | None = None  # the structural check's findings, once computed (api.check, api.fit)
 
     @property
@@ -260,13 +263,17 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     used = set()
     for expr in equations.values():
         used |= set(expr.names) | {n for n, _ in expr.network_refs}
+    for net_spec in networks.values():  # a parameter fed to a network is used
+        used |= set(net_spec.inputs)
     observed_names = set().union(*[e.names for e, _ in observable_exprs.values()],
-                                 *[e.names for e in initial_exprs.values()])
+                                 *[e.names for e in initial_exprs.values()], _noise_formula_names(config))
     for pname in param_specs:
         if pname not in used and pname not in observed_names and builtin is None:
             warnings.append(f"{label}: model.parameters.{pname}: declared but not used in any equation or observable")
+    observed_networks = set().union(*[{n for n, _ in e.network_refs} | (e.names & set(networks))
+                                      for e, _ in observable_exprs.values()])
     for net in networks:
-        if net not in used and not unparsed:
+        if net not in used and net not in observed_networks and not unparsed:
             problems.add(ConfigError(f"network '{net}' is not used in any equation; use it as {net}[0] "
                                      f"(e.g. in model.corrections) or remove it", where=f"{label}: networks.{net}"))
 
@@ -296,9 +303,14 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     # networks' inputs
     for net, net_spec in networks.items():
         for k, inp in enumerate(net_spec.inputs):
-            if inp != "t" and inp not in states:
+            where = f"{label}: networks.{net}.inputs[{k}]"
+            if inp in parameters and parameters[inp].per_experiment or isinstance(constants.get(inp), str):
+                problems.add(ConfigError(f"input '{inp}' has one value per experiment; a network's inputs are "
+                                         f"states, t, and shared parameters or constants", where=where))
+            elif inp != "t" and inp not in states and inp not in param_specs and inp not in constants:
                 problems.add(ConfigError(f"unknown input '{inp}'{did_you_mean(inp, [*states, 't'])}; inputs are "
-                                         f"states ({', '.join(states)}) or t", where=f"{label}: networks.{net}.inputs[{k}]"))
+                                         f"states ({', '.join(states)}), t, or parameters and constants",
+                                         where=where))
         if len(set(net_spec.inputs)) != len(net_spec.inputs):
             problems.add(ConfigError("an input is listed twice", where=f"{label}: networks.{net}.inputs"))
 
@@ -386,9 +398,11 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
 
     observables = _observables(config, columns, observable_exprs, states)
     noise_parameters: dict[str, Parameter] = {}
+    noise_formulas: dict[str, Expression] = {}
     if dataset is not None and any(o.noise is not None for o in observables.values()):
         noise_parameters = _noise_parameters(observables, dataset, set(parameters) | set(states) | set(constants),
-                                             label, problems)
+                                             label, problems, formulas=noise_formulas, parameters=parameters,
+                                             constants=constants)
         _check_noise_against_data(observables, dataset, problems, label)
         problems.raise_if_any()
     if dataset is not None and len(dataset.experiments) == 1:
@@ -401,7 +415,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                    corrections=corrections, networks=networks, initial=initial, t0=m.t0,
                    # no data only with read_data=False, for callers that read the model alone
                    dataset=cast(Dataset, dataset), builtin=m.builtin, warnings=warnings, observables=observables,
-                   noise_parameters=noise_parameters)
+                   noise_parameters=noise_parameters, noise_formulas=noise_formulas)
 
 
 # -- observables and noise -------------------------------------------------------------------------------
@@ -409,7 +423,9 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
 def _parse_observables(config: Config, states: list[str], param_specs: dict, constants: dict, networks: dict,
                        label: str, problems: Problems) -> dict[str, tuple[Expression, str]]:
     """observable -> (checked formula, CSV column), for the config's ``observables`` section."""
-    namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants))
+    # a network's output NET[i] may be observed (evaluated on the solved states, as in the equations)
+    namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants),
+                          networks={n: s.outputs for n, s in networks.items()})
     out: dict[str, tuple[Expression, str]] = {}
     for oname, spec in config.observables.items():
         where = f"{label}: observables.{oname}"
@@ -417,12 +433,6 @@ def _parse_observables(config: Config, states: list[str], param_specs: dict, con
             expr = parse_expression(spec.formula, where=f"{where}.formula")
         except ExpressionError as exc:
             problems.add(exc)
-            continue
-        nets = sorted({n for n in expr.names if n in networks} | {n for n, _ in expr.network_refs})
-        if nets:
-            problems.add(ConfigError(f"network '{nets[0]}' in an observable formula is not supported; an "
-                                     f"observable is a formula of states, parameters, constants and t",
-                                     where=f"{where}.formula"))
             continue
         errors = expr.check_names(namespace, where=f"{where}.formula")
         for err in errors:
@@ -515,9 +525,47 @@ def _observables(config: Config, columns: dict[str, str], observable_exprs: dict
     return out
 
 
+def _noise_formula_names(config: Config) -> set[str]:
+    """The names the noise formulas of a config use (their errors are reported by :func:`_noise_parameters`)."""
+    names: set[str] = set()
+    specs = [config.noise, *(o.noise for o in config.observables.values())]
+    for spec in specs:
+        for role in ("sigma", "sigma_rel", "dispersion"):
+            formula = getattr(getattr(spec, role, None), "formula", None) if spec is not None else None
+            if formula is not None:
+                with contextlib.suppress(ExpressionError):  # reported where the formula is resolved
+                    names |= set(parse_expression(formula, where="").names)
+    return names
+
+
+def _noise_formula(text: str, parameters: dict[str, Parameter], constants: dict, where: str,
+                   problems: Problems) -> Expression | None:
+    """A noise parameter's formula, checked: shared parameters and constants only."""
+    try:
+        expr = parse_expression(text, where=where)
+    except ExpressionError as exc:
+        problems.add(exc)
+        return None
+    namespace = Namespace(parameters=tuple(parameters), constants=tuple(constants), allow_t=False)
+    errors = expr.check_names(namespace, where=where)
+    for name in sorted(expr.names):
+        if name in parameters and parameters[name].per_experiment:
+            errors.append(ExpressionError(f"parameter '{name}' has one value per experiment; a noise formula "
+                                          f"takes shared parameters", where=where))
+        elif isinstance(constants.get(name), str):
+            errors.append(ExpressionError(f"constant '{name}' is read per experiment; a noise formula takes "
+                                          f"numbers", where=where))
+    for err in errors:
+        problems.add(err)
+    return None if errors else expr
+
+
 def _noise_parameters(observables: dict[str, Observable], dataset: Dataset, taken: set[str], label: str,
-                      problems: Problems) -> dict[str, Parameter]:
-    """The noise parameters of every observable, started from the data where not given."""
+                      problems: Problems, formulas: dict[str, Expression] | None = None,
+                      parameters: dict[str, Parameter] | None = None, constants: dict | None = None
+                      ) -> dict[str, Parameter]:
+    """The noise parameters of every observable, started from the data where not given (those given by a
+    formula go into ``formulas`` instead)."""
     from .likelihood.noise import noise_model
 
     out: dict[str, Parameter] = {}
@@ -529,6 +577,12 @@ def _noise_parameters(observables: dict[str, Observable], dataset: Dataset, take
         y = y[np.isfinite(y)]
         for role, pname in o.noise_parameters.items():
             spec: NoiseParameterSpec = getattr(o.noise, role)
+            if spec.formula is not None:
+                expr = _noise_formula(spec.formula, parameters or {}, constants or {},
+                                      f"{label}: observables.{o.name}.noise.{role}.formula", problems)
+                if expr is not None and formulas is not None:
+                    formulas[pname] = expr
+                continue
             if pname in taken:
                 problems.add(ConfigError(f"the noise parameter '{pname}' of observable '{o.name}' has the name of a "
                                          f"parameter, state or constant; rename that one",

@@ -102,7 +102,7 @@ class SymbolicRHS:
         env.update({s: u[i] for i, s in enumerate(self.states)})
         offset = 0
         for name, net in self.networks.items():
-            inputs = ca.vertcat(*[t if i == "t" else u[self.states.index(i)] for i in rhs.network_inputs[name]])
+            inputs = ca.vertcat(*[env[i] for i in rhs.network_inputs[name]])  # states, t, parameters, constants
             out, offset = _mlp(net, inputs, w, offset)
             env[name] = _Outputs(out)
         rates = []

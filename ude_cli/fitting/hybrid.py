@@ -39,7 +39,11 @@ class HybridRHS(nn.Module):
         self.networks = nn.ModuleDict(dict(networks))
         self.parameters_ = parameters
         self.network_inputs = {n: list(v) for n, v in network_inputs.items()}
-        self._state_index = {n: [self.states.index(i) for i in v if i != "t"] for n, v in self.network_inputs.items()}
+        #: inputs that are neither states nor t: shared parameters and constants, read from the environment
+        self._other_inputs = {n: [i for i in v if i != "t" and i not in self.states]
+                              for n, v in self.network_inputs.items()}
+        self._state_index = {n: [self.states.index(i) for i in v if i != "t" and i in self.states]
+                             for n, v in self.network_inputs.items()}
         self._uses_t = {n: "t" in v for n, v in self.network_inputs.items()}
         self._t_position = {n: v.index("t") if "t" in v else -1 for n, v in self.network_inputs.items()}
         self._index_tensors: dict[str, torch.Tensor] = {}
@@ -93,6 +97,18 @@ class HybridRHS(nn.Module):
     def inputs(self, name: str, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Network ``name``'s inputs at ``(t, y)``: the states (and ``t``) it is fed, in its order."""
         idx = self._state_index[name]
+        if self._other_inputs[name]:
+            env = self._bound if self._bound is not None else self._base_env()
+            shape = y.shape[:-1]
+            cols = []
+            for i in self.network_inputs[name]:
+                if i == "t":
+                    cols.append(torch.as_tensor(t, dtype=y.dtype, device=y.device).expand(shape))
+                elif i in self.states:
+                    cols.append(y[..., self.states.index(i)])
+                else:  # a shared parameter (S, 1) or constant: the same at every point
+                    cols.append(torch.as_tensor(env[i], dtype=y.dtype, device=y.device).expand(shape))
+            return torch.stack(cols, -1)
         if not self._uses_t[name]:
             if idx == list(range(len(self.states))):
                 return y

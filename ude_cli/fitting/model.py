@@ -8,6 +8,7 @@ time grids, so that a fit with many experiments costs about as much as one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..engines.torchdiffeq import SolverSettings, solve
 from ..problem import Problem, default_step
 from .hybrid import HybridRHS
 from .neural import MLP
-from .parameters import InitialStates, ParameterSet
+from .parameters import InitialStates, NoiseParameterSet, ParameterSet
 
 if TYPE_CHECKING:
     from ..engines.compiled import CompiledEngine
@@ -71,6 +72,36 @@ def make_groups(problem: Problem) -> list[Group]:
     return groups
 
 
+def load_weights(net: MLP, path: Path, where: str) -> None:
+    """Set every start's weights of ``net`` from a .npz file of ``weight0, bias0, ...`` (PyTorch layout: a
+    weight is ``(out, in)``); a missing file or a wrong shape is a :class:`~ude_cli.errors.ConfigError`."""
+    from ..errors import ConfigError
+
+    try:
+        with np.load(path) as arrays:
+            stored = {k: np.asarray(arrays[k], dtype=float) for k in arrays.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", where=where) from None
+    set_weights(net, stored, where, str(path))
+
+
+def set_weights(net: MLP, stored: dict[str, np.ndarray], where: str, path: str = "the weights") -> None:
+    """Every start's weights of ``net`` from ``weight0, bias0, ...`` (PyTorch layout)."""
+    from ..errors import ConfigError
+
+    with torch.no_grad():
+        for k, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+            want_w, want_b = (w.shape[2], w.shape[1]), (b.shape[2],)
+            got_w, got_b = stored.get(f"weight{k}"), stored.get(f"bias{k}")
+            if got_w is None or got_b is None or got_w.shape != want_w or got_b.reshape(-1).shape != want_b:
+                raise ConfigError(f"{path}: layer {k} needs weight{k} of shape {want_w} and bias{k} of {want_b[0]}; "
+                                  f"got {None if got_w is None else got_w.shape}", where=where)
+            w.copy_(torch.tensor(got_w.T, dtype=w.dtype).expand_as(w))
+            b.copy_(torch.tensor(got_b.reshape(1, -1), dtype=b.dtype).expand_as(b))
+        if len(stored) != 2 * len(net.weights):
+            raise ConfigError(f"{path}: {len(stored)} arrays for {len(net.weights)} layers", where=where)
+
+
 def network_scaling(problem: Problem, name: str) -> tuple[list[float], list[float], list[float]]:
     """Input shift/scale and output scale of a network (identity when ``normalize`` is off)."""
     spec = problem.networks[name]
@@ -85,6 +116,10 @@ def network_scaling(problem: Problem, name: str) -> tuple[list[float], list[floa
             t_all = np.concatenate([e.t for e in ds.experiments])
             shift.append(float((t_all.min() + t_all.max()) / 2))
             scale.append(float(max((t_all.max() - t_all.min()) / 2, 1e-12)))
+            continue
+        if inp not in problem.states:  # a parameter or constant: used as it is
+            shift.append(0.0)
+            scale.append(1.0)
             continue
         j = problem.states.index(inp)
         if inp in ds.columns:
@@ -145,14 +180,16 @@ class UDEModel(nn.Module):
         ds = problem.dataset
         n_exp = len(ds.experiments)
         self.parameters_ = ParameterSet(problem.parameters, n_starts, self.dtype, parameter_starts, n_exp)
-        #: the likelihood's noise parameters (standard deviations, dispersions): fitted with the rest
-        self.noise = ParameterSet(problem.noise_parameters, n_starts, self.dtype)
         constants = {}
         for cname, value in problem.constants.items():
             if isinstance(value, str):
                 constants[cname] = torch.tensor([e.covariates[value] for e in ds.experiments], dtype=self.dtype)
             else:
                 constants[cname] = torch.tensor(float(value), dtype=self.dtype)
+        #: the likelihood's noise parameters (standard deviations, dispersions): fitted with the rest, or
+        #: computed from the mechanistic parameters by a formula
+        self.noise = NoiseParameterSet(problem.noise_parameters, n_starts, self.dtype, problem.noise_formulas,
+                                       self.parameters_, constants)
         first = np.stack([e.values[0] for e in ds.experiments])
         starts = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
         self.initial = InitialStates(problem.states, problem.initial, first,
@@ -165,6 +202,13 @@ class UDEModel(nn.Module):
             shift, scale, out_scale = network_scaling(problem, name)
             networks[name] = MLP(len(spec.inputs), spec.outputs, spec.hidden, spec.activation, seeds,
                                  spec.final_scale, shift, scale, out_scale, self.dtype)
+            if spec.weights is not None:
+                load_weights(networks[name], cfg.base_dir / spec.weights, f"{cfg.label}: networks.{name}.weights")
+            if spec.fixed:  # not learned: left out of the optimiser, the weight penalty and the counts
+                networks[name].requires_grad_(False)
+            for array in spec.frozen:  # weight0, bias1, ...: single arrays kept as given
+                kind, layer = ("weight", int(array[6:])) if array.startswith("weight") else ("bias", int(array[4:]))
+                (networks[name].weights if kind == "weight" else networks[name].biases)[layer].requires_grad_(False)
         self.rhs = HybridRHS(problem.states, problem.equations, networks,
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
@@ -270,7 +314,7 @@ class UDEModel(nn.Module):
         return self.parameters_.numpy()
 
     def network_parameters(self) -> list[nn.Parameter]:
-        return list(self.rhs.networks.parameters())
+        return [p for p in self.rhs.networks.parameters() if p.requires_grad]  # a fixed network's are not learned
 
     def weight_penalty(self) -> torch.Tensor:
         """Sum of squared network weights per start ``(S,)`` (0 without networks)."""

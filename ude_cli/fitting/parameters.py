@@ -142,6 +142,29 @@ class ParameterSet(nn.Module):
                     for n, v in self.values().items()}
 
 
+class NoiseParameterSet(ParameterSet):
+    """The noise parameters: their own (learned or fixed, as :class:`ParameterSet`), and those given by a formula
+    of the shared mechanistic parameters and constants (``sigma: {formula: ...}``), computed from ``source``."""
+
+    def __init__(self, parameters: Mapping[str, Parameter], n_starts: int, dtype: torch.dtype,
+                 formulas: Mapping | None = None, source: ParameterSet | None = None,
+                 constants: Mapping[str, torch.Tensor] | None = None):
+        super().__init__(parameters, n_starts, dtype)
+        self._formulas = {n: e.compile("torch") for n, e in (formulas or {}).items()}
+        self._source = [source]  # in a list: its tensors belong to the mechanistic set, not to this module
+        self._constants = dict(constants or {})
+        self._ones = torch.ones((n_starts, 1), dtype=dtype)
+
+    def values(self, experiments: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = super().values(experiments)
+        source = self._source[0]
+        if self._formulas:
+            env = {**self._constants, **(source.values() if source is not None else {})}  # shared ones: (S, 1)
+            for n, f in self._formulas.items():
+                out[n] = self._ones * f(env)
+        return out
+
+
 class InitialStates(nn.Module):
     """The initial state of every experiment: ``(S, B, n_states)``.
 

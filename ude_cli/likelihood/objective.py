@@ -47,6 +47,7 @@ class Objective:
         self.spec = spec if spec is not None else problem.config.training.loss
         self.likelihood = problem.likelihood
         self.observation = ObservationModel(problem)
+        self.observation.rhs = model.rhs  # networks in observable formulas are the model's
         self.names = list(problem.dataset.observables)
         dt = model.dtype
         # the legacy loss on directly observed states keeps the state layout: today's arithmetic, bit for bit
@@ -101,9 +102,11 @@ class Objective:
             model = models[idx[0]]
             roles = {role: [self.noise_roles[j][role] for j in idx] for role in model.roles}
             everything = idx == list(range(len(self.names)))
-            specs = [self.problem.noise_parameters[n] for names in roles.values() for n in names]
+            specs = [self.problem.noise_parameters.get(n) for names in roles.values() for n in names]
             # an estimated sigma with a closed-form maximum is profiled out: always at its best, no iterations
-            profiled = model.profiles and all(not p.fixed and p.lower is None and p.upper is None for p in specs)
+            # (not one given by a formula: None here)
+            profiled = model.profiles and all(p is not None and not p.fixed and p.lower is None and p.upper is None
+                                              for p in specs)
             self._noise_groups.append((model, None if everything else torch.tensor(idx), roles,
                                        self.floor[idx] if model.positive else None, profiled))
         self._prepared: list[list[tuple]] = []

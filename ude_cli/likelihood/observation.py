@@ -28,6 +28,10 @@ class ObservationModel:
         self.states = list(problem.states)
         self.state_index: list[int | None] = []
         self.functions: list[Callable | None] = []
+        nets = list(problem.networks)
+        #: the networks observable formulas use (their outputs at the solved states); :attr:`rhs` computes them
+        self.networks: list[str] = []
+        self.rhs = None
         for name in self.names:
             o = problem.observables[name]
             if o.state is not None:
@@ -35,7 +39,9 @@ class ObservationModel:
                 self.functions.append(None)
             else:
                 self.state_index.append(None)
-                self.functions.append(o.expression.compile("torch"))
+                self.functions.append(o.expression.compile("torch", networks=nets))
+                used = {n for n, _ in o.expression.network_refs} | (o.expression.names & set(nets))
+                self.networks += [n for n in nets if n in used and n not in self.networks]
         self.direct = all(j is not None for j in self.state_index)
         self._index = torch.tensor([j if j is not None else 0 for j in self.state_index], dtype=torch.long)
         self._identity = self.state_index == list(range(len(self.states)))  # every state, in order
@@ -64,6 +70,8 @@ class ObservationModel:
                 env[name] = value
         env.update(zip(self.states, solution.unbind(-1), strict=True))
         shape = solution.shape[:-1]
+        if self.networks:
+            env.update(self._network_outputs(solution, times))
         columns = []
         for j, f in zip(self.state_index, self.functions, strict=True):
             if f is None:
@@ -72,3 +80,21 @@ class ObservationModel:
                 r = f(env)
                 columns.append(torch.as_tensor(r, dtype=solution.dtype).expand(shape))
         return torch.stack(columns, -1)
+
+    def _network_outputs(self, solution: torch.Tensor, times: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The observed networks' outputs at every solved point: name -> ``(T, S, B, outputs)``."""
+        rhs = self.rhs
+        if rhs is None:
+            raise RuntimeError("an observable uses a network: set ObservationModel.rhs (the model's HybridRHS)")
+        n_t, n_s, n_b, n = solution.shape
+        y = solution.permute(1, 0, 2, 3).reshape(n_s, n_t * n_b, n)  # (S, T*B, n): the networks' batch layout
+        t = times[None, :, None].expand(n_s, n_t, n_b).reshape(n_s, n_t * n_b)
+        out = {}
+        for name in self.networks:
+            net = rhs.networks[name]
+            if rhs.networks_enabled:
+                z = net(rhs.inputs(name, t, y))
+            else:
+                z = torch.zeros((n_s, n_t * n_b, net.n_outputs), dtype=y.dtype, device=y.device)
+            out[name] = z.reshape(n_s, n_t, n_b, -1).permute(1, 0, 2, 3)
+        return out

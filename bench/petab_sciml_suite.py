@@ -1,0 +1,171 @@
+"""The PEtab SciML test suite's `sciml_problem_import` cases through `ude evaluate`: the pass table of
+docs/petab.md.
+
+For each case folder (`<case>/petab/problem.yaml`, `<case>/solutions.yaml`): the log-likelihood, the
+simulations (`simulations.tsv`) and the gradient (`grad_mech.tsv`, `grad_<net>.hdf5`, element by element)
+at the nominal values, each against the suite's tolerance (`tol_llh`, `tol_simulations`, `tol_grad`); or
+the one line with which the importer refuses the case. What a case tests comes from the suite's README
+(its first line).
+
+    python bench/petab_sciml_suite.py                          # the cases vendored under tests/data/petab/sciml
+    python bench/petab_sciml_suite.py --cases DIR              # every case folder in DIR (a suite checkout's
+                                                               # test_cases/sciml_problem_import)
+    python bench/petab_sciml_suite.py --cases DIR --write docs/petab.md
+    python bench/petab_sciml_suite.py --ml-cases DIR [--write docs/petab.md]   # the ml_model_import cases:
+        # each network YAML built as ude's network with the case's weights, its outputs against the
+        # case's (atol 1e-3, the suite's default); or the reason it cannot be built
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+VENDORED = ROOT / "tests" / "data" / "petab" / "sciml"
+BEGIN, END = "<!-- petab-sciml:begin -->", "<!-- petab-sciml:end -->"
+ML_BEGIN, ML_END = "<!-- petab-sciml-ml:begin -->", "<!-- petab-sciml-ml:end -->"
+VENDORED_ML = ROOT / "tests" / "data" / "petab" / "sciml_ml"
+
+
+def check_ml_case(case: Path) -> dict:
+    """The worst absolute error of ude's network against the case's outputs, or the reason it is refused."""
+    import h5py
+    import torch
+
+    from ude_cli.errors import UdeError
+    from ude_cli.petab.sciml import read_network, read_weights, to_mlp
+
+    solutions = yaml.safe_load((case / "solutions.yaml").read_text())
+    try:
+        chain = read_network(case / solutions["net_file"], "net0")
+    except UdeError as exc:
+        return {"refused": exc.lines()[0].split(": ", 1)[-1]}
+    inputs = [solutions[k] for k in sorted(k for k in solutions if k.startswith("net_input"))]
+    worst = 0.0
+    for k, (ps, out) in enumerate(zip(solutions["net_ps"], solutions["net_output"], strict=True)):
+        net = to_mlp(chain, read_weights([case / ps], chain))
+        x = np.concatenate([np.asarray(h5py.File(case / files[k], "r")["inputs/input0/data"], dtype=float).ravel()
+                            for files in inputs])
+        y = np.asarray(h5py.File(case / out, "r")["outputs/output0/data"], dtype=float).ravel()
+        with torch.no_grad():
+            got = net(torch.tensor(x).reshape(1, 1, -1))[0, 0].numpy()
+        worst = max(worst, float(np.max(np.abs(got - y))))
+    return {"error": worst, "pass": worst <= 1e-3, "activation": chain.activation, "sizes": chain.sizes}
+
+
+def ml_table(cases: list[Path]) -> str:
+    lines = ["| case | network | result | worst output error |", "|---|---|---|---|"]
+    passed = 0
+    for case in cases:
+        r = check_ml_case(case)
+        if "refused" in r:
+            lines.append(f"| {case.name} | | not supported: {r['refused']} | |")
+            continue
+        passed += bool(r["pass"])
+        shape = "-".join(map(str, r["sizes"]))
+        lines.append(f"| {case.name} | {shape} {r['activation']} | {'pass' if r['pass'] else 'FAIL'} | {r['error']:.1e} |")
+    lines.append("")
+    lines.append(f"{passed} of {len(cases)} cases pass (atol 1e-3).")
+    return "\n".join(lines)
+
+
+def check_case(case: Path) -> dict:
+    """Errors of one case against its solutions.yaml: {"llh", "simulations", "gradient"} (worst absolute
+    errors), "pass", or "refused" with the reason."""
+    import h5py
+
+    from ude_cli.errors import UdeError
+    from ude_cli.petab import evaluate
+
+    solutions = yaml.safe_load((case / "solutions.yaml").read_text())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            result = evaluate(case / "petab" / "problem.yaml")
+    except UdeError as exc:
+        return {"refused": exc.lines()[0].split(": ", 1)[-1]}
+    out: dict = {}
+    key = "llh" if "llh" in solutions else "log_posterior"
+    out["llh"] = abs(result.llh - solutions[key])
+    tol_llh = solutions.get("tol_llh", solutions.get("tol_log_posterior", 1e-3))
+    sims = pd.concat([pd.read_csv(case / f, sep="\t") for f in solutions["simulation_files"]], ignore_index=True)
+    ours = result.simulations
+    keyed = {(r.observableId, r.simulationConditionId, float(r.time)): r.simulation for r in ours.itertuples()}
+    out["simulations"] = max(abs(keyed[(r.observableId, r.experimentId, float(r.time))] - r.simulation)
+                             for r in sims.itertuples())
+    worst = 0.0
+    for name, file in solutions.get("grad_files", {}).items():
+        if name == "mech":
+            ref = pd.read_csv(case / file, sep="\t")
+            for r in ref.itertuples():
+                worst = max(worst, abs(result.gradient.get(r.parameterId, math.nan) - r.value))
+            continue
+        with h5py.File(case / file, "r") as f:
+            for lid, group in f["parameters"][name].items():
+                for part in ("weight", "bias"):
+                    expected = np.asarray(group[part], dtype=float)
+                    if expected.size == 0:
+                        continue
+                    got = np.asarray(result.gradient_networks.get(name, {}).get(lid, {}).get(part, []), dtype=float)
+                    worst = max(worst, float(np.max(np.abs(got.reshape(expected.shape) - expected)))
+                                if got.size == expected.size else math.inf)
+    out["gradient"] = worst
+    out["pass"] = (out["llh"] <= tol_llh and out["simulations"] <= solutions.get("tol_simulations", 1e-3)
+                   and worst <= solutions.get("tol_grad", 0.1))
+    return out
+
+
+def what(case: Path) -> str:
+    readme = case / "README.md"
+    if not readme.is_file():
+        return ""
+    lines = [line.strip() for line in readme.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return lines[0].replace("|", "/")[:90] if lines else ""
+
+
+def table(cases: list[Path]) -> str:
+    lines = ["| case | what it tests (suite README) | result | llh error | simulations error | gradient error |",
+             "|---|---|---|---|---|---|"]
+    passed = 0
+    for case in cases:
+        r = check_case(case)
+        if "refused" in r:
+            lines.append(f"| {case.name} | {what(case)} | not supported: {r['refused']} | | | |")
+            continue
+        passed += bool(r["pass"])
+        lines.append(f"| {case.name} | {what(case)} | {'pass' if r['pass'] else 'FAIL'} | {r['llh']:.1e} | "
+                     f"{r['simulations']:.1e} | {r['gradient']:.1e} |")
+    lines.append("")
+    lines.append(f"{passed} of {len(cases)} cases pass (tolerances: llh and simulations 1e-3 absolute, gradient 0.1 "
+                 f"absolute, element by element, as the suite's solutions.yaml give them).")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=Path, default=VENDORED, help="folder of case folders")
+    parser.add_argument("--ml-cases", type=Path, help="folder of ml_model_import case folders (instead)")
+    parser.add_argument("--write", type=Path, help="replace the table between the markers in this file")
+    args = parser.parse_args()
+    folder, make, (begin, end) = ((args.ml_cases, ml_table, (ML_BEGIN, ML_END)) if args.ml_cases is not None
+                                  else (args.cases, table, (BEGIN, END)))
+    cases = sorted(p for p in folder.iterdir() if (p / "solutions.yaml").is_file())
+    text = make(cases)
+    if args.write is None:
+        print(text)
+        return
+    doc = args.write.read_text()
+    a, b = doc.index(begin) + len(begin), doc.index(end)
+    args.write.write_text(doc[:a] + "\n" + text + "\n" + doc[b:])
+    print(f"wrote the table into {args.write}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""A PEtab problem as a ``ude`` config + data CSV, which the ordinary machinery resolves, fits and evaluates.
+
+The translation, piece by piece:
+
+- SBML states and their right-hand sides -> ``model.states`` / ``model.equations`` (assignment rules
+  substituted), initial values -> ``model.initial`` (numbers or formulas of parameters), ``model.t0: 0``;
+- estimated parameters -> ``model.parameters`` with the nominal value as ``init``, the bounds, and
+  ``positive`` (log scale) for ``log``/``log10``; fixed ones and SBML constants -> ``model.constants``;
+- condition-table targets: one value for every condition -> substituted; numbers that differ by condition ->
+  a constant read per experiment from a data column; different parameters per condition: not supported;
+- measurement rows -> one CSV row per (condition, time), a column per observable, and the condition as the
+  experiment. An observable whose rows carry different ``observableParameters``/``noiseParameters`` becomes
+  one ``ude`` observable per distinct combination (``OBS__2``, ...), so that the placeholders are substituted;
+  repeated measurements of one cell go into replicate experiments (``COND__rep2``) of the same condition;
+- observables with ``lin`` transformation and normal noise -> ``noise: normal``; ``log`` / ``log10`` ->
+  ``lognormal`` (the density of ``log10 y ~ N(log10 mu, s^2)`` is that of ``log y ~ N(log mu, (s ln 10)^2)``,
+  so the noise parameter is ``s*ln(10)``), with sigma fixed (a number) or estimated (one parameter of its
+  own). Laplace noise, noise formulas of several parameters or of the observable, and a noise parameter
+  shared by several observables are not supported (one line each).
+
+:func:`import_problem` writes ``config.yaml``, ``data.csv`` and ``petab.json`` (how the PEtab ids map to the
+config's names, which :mod:`.evaluate` reads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sympy as sp
+
+from ..errors import ConfigError
+from .language import Unsupported, safe_name, to_text
+from .problem import PetabProblem, load_problem
+from .sbml import TIME
+
+LN10 = math.log(10.0)
+#: Solver settings of an imported config: PEtab's references are computed at tight tolerances.
+SOLVER = {"method": "auto", "rtol": 1.0e-8, "atol": 1.0e-10, "max_steps": 100000}
+
+
+@dataclass
+class Translation:
+    """A PEtab problem as a ``ude`` config (a dict), its data (a frame) and the map between their names."""
+
+    config: dict
+    data: pd.DataFrame
+    #: PEtab parameter id -> {"name": ude name, "kind": "parameter" | "noise", "factor": ude value / PEtab value,
+    #: "scale", "nominal", "estimate"}
+    parameters: dict[str, dict] = field(default_factory=dict)
+    #: per measurement row (table order): [observableId, conditionId, time, measurement, experiment, column]
+    rows: list[list] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: network -> its weights (``weight0, bias0, ...``) and its PEtab layer ids
+    weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    networks: dict[str, dict] = field(default_factory=dict)
+
+
+def _names(problem: PetabProblem) -> dict[str, str]:
+    """Every id -> its name in the config (``t``, keywords and function names get an underscore)."""
+    ids = set(problem.sbml.kinds) | set(problem.parameters)
+    out = {i: safe_name(i) for i in ids}
+    out[TIME.name] = "t"
+    return out
+
+
+def _text(expr: sp.Expr, names: Mapping[str, str], where: str, what: str) -> str:
+    try:
+        return to_text(expr, names)
+    except Unsupported as exc:
+        raise ConfigError(f"{what}: {exc} is not supported in ude's equation language", where=where) from None
+
+
+def _value(text: str, problem: PetabProblem) -> sp.Expr | None:
+    """A condition-table or placeholder cell: a number, a parameter (a symbol), or None (empty / NaN)."""
+    text = str(text).strip()
+    if text == "" or text.lower() == "nan":
+        return None
+    try:
+        return sp.Float(float(text))
+    except ValueError:
+        pass
+    if text not in problem.parameters and text not in problem.sbml.kinds:
+        raise ValueError(text)
+    return sp.Symbol(text)
+
+
+def translate(problem: PetabProblem) -> Translation:
+    """The config, data and name map of ``problem`` (not yet checked by ``ude``: see :func:`import_problem`)."""
+    sbml = problem.sbml
+    names = _names(problem)
+    model_file = str(sbml.path)
+    ctable = str((problem.files.conditions or problem.files.experiments or [problem.files.yaml])[0])
+    used_conditions = list(dict.fromkeys(problem.measurements["simulationConditionId"]))
+
+    # -- condition table: one value for all -> substituted; numbers per condition -> a data column -------------
+    substitute: dict[sp.Symbol, sp.Expr] = {}
+    per_condition: dict[str, dict[str, float]] = {}  # constant name -> condition -> value
+    initial_override: dict[str, sp.Expr] = {}
+    for column in problem.conditions.columns:
+        if column in ("conditionId", "conditionName", "_file", "_row"):
+            continue
+        cells: dict[str, sp.Expr | None] = {}
+        for cond in used_conditions:
+            cell = problem.conditions.loc[cond, column]
+            try:
+                cells[cond] = _value(cell, problem)
+            except ValueError:
+                raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number nor a "
+                                  f"parameter of the parameter table", where=ctable) from None
+        is_species = sbml.kinds.get(column) == "species" and column in sbml.initial
+        if is_species:
+            default = sbml.initial[column]
+            values = {c: (v if v is not None else default) for c, v in cells.items()}
+        else:
+            default_value = sbml.values.get(column)
+            if any(v is None for v in cells.values()) and default_value is None and column not in problem.parameters:
+                raise ConfigError(f"column {column}: an empty cell, and the model gives no value", where=ctable)
+            fallback = sp.Symbol(column)
+            values = {c: (v if v is not None else fallback) for c, v in cells.items()}
+        distinct = set(values.values())
+        if len(distinct) == 1:
+            (only,) = distinct
+            if is_species:
+                initial_override[column] = only
+            elif only != sp.Symbol(column):
+                substitute[sp.Symbol(column)] = only
+            continue
+        if not all(v.is_number for v in distinct):
+            shown = ", ".join(f"{c}: {v}" for c, v in values.items())
+            raise ConfigError(f"column {column}: conditions set it to different parameters or formulas ({shown}); "
+                              f"only numbers may differ by condition here", where=ctable)
+        const = f"{column}__initial" if is_species else column
+        per_condition[const] = {c: float(v) for c, v in values.items()}
+        if is_species:
+            initial_override[column] = sp.Symbol(const)
+    for const in per_condition:
+        names.setdefault(const, safe_name(const))
+
+    networks, weights, net_info = _networks(problem, substitute, names)
+
+    def resolve(expr: sp.Expr) -> sp.Expr:
+        return sbml.substitute(expr).xreplace(substitute)
+
+    # -- states -------------------------------------------------------------------------------------------------
+    states = list(sbml.rhs)
+    if not states:
+        raise ConfigError("the model has no state (no species changes, no rate rule)", where=model_file)
+    equations = {names[s]: _text(resolve(sbml.rhs[s]), names, model_file, f"the right-hand side of {s}")
+                 for s in states}
+    initial: dict[str, object] = {}
+    for s in states:
+        expr = resolve(initial_override.get(s, sbml.initial[s])).xreplace({TIME: sp.Integer(0)})
+        leftover = {x.name for x in expr.free_symbols} & set(states)
+        if leftover:
+            raise ConfigError(f"the initial value of {s} depends on the state(s) {', '.join(sorted(leftover))}",
+                              where=model_file)
+        if expr.is_number:
+            initial[names[s]] = float(expr)
+        else:
+            initial[names[s]] = {"formula": _text(expr, names, model_file, f"the initial value of {s}")}
+
+    # -- observables, placeholders, noise ------------------------------------------------------------------------
+    meas = problem.measurements
+    for col in ("observableParameters", "noiseParameters"):
+        if col not in meas.columns:
+            meas[col] = ""
+    combos: dict[str, list[tuple[str, str]]] = {}
+    for oid, op, npar in zip(meas["observableId"], meas["observableParameters"], meas["noiseParameters"],
+                             strict=True):
+        keys = combos.setdefault(oid, [])
+        if (op, npar) not in keys:
+            keys.append((op, npar))
+    observables: dict[str, dict] = {}
+    column_of: dict[tuple[str, str, str], str] = {}
+    noise_info: dict[str, dict] = {}
+    pending: list[tuple] = []
+    for oid, keys in combos.items():
+        obs = problem.observables[oid]
+        where = f"{obs.file}: line {obs.row}"
+        for k, (op, npar) in enumerate(keys):
+            name = safe_name(oid) if len(keys) == 1 else f"{safe_name(oid)}__{k + 1}"
+            column_of[(oid, op, npar)] = name
+            subs: dict[sp.Symbol, sp.Expr] = {}
+            for kind, text in (("observableParameter", op), ("noiseParameter", npar)):
+                from .tables import split_list
+
+                for i, cell in enumerate(split_list(text), start=1):
+                    try:
+                        v = _value(cell, problem)
+                    except ValueError:
+                        raise ConfigError(f"{kind}s {text!r} of observable {oid}: {cell!r} is neither a number nor "
+                                          f"a parameter of the parameter table",
+                                          where=str(problem.files.measurements[0])) from None
+                    if v is not None:
+                        subs[sp.Symbol(f"{kind}{i}_{oid}")] = v
+            formula = resolve(obs.formula.xreplace(subs))
+            noise = resolve(obs.noise.xreplace(subs))
+            left = sorted(x.name for x in (formula.free_symbols | noise.free_symbols)
+                          if x.name.startswith(("observableParameter", "noiseParameter")))
+            if left:
+                raise ConfigError(f"observable {oid}: the placeholder {left[0]} has no value in the measurement "
+                                  f"table", where=str(problem.files.measurements[0]))
+            if obs.distribution != "normal":
+                raise ConfigError(f"observable {oid}: noiseDistribution {obs.distribution} is not supported "
+                                  f"(ude's noise models: normal, and log-normal through observableTransformation "
+                                  f"log or log10)", where=where)
+            factor = {"lin": 1.0, "log": 1.0, "log10": LN10}[obs.transformation]
+            distribution = "normal" if obs.transformation == "lin" else "lognormal"
+            if sp.Symbol(oid) in noise.free_symbols:
+                raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} depends on the observable "
+                                  f"itself: not supported yet", where=where)
+            pending.append((oid, name, formula, noise, factor, distribution, where, len(keys)))
+    # an estimated parameter that is one observable's noise formula and appears nowhere else becomes that
+    # observable's own noise parameter; any other noise formula stays a formula of declared parameters
+    elsewhere: dict[str, int] = {}
+    for expr in [*(resolve(e) for e in sbml.rhs.values()), *(resolve(e) for e in sbml.initial.values()),
+                 *(entry[2] for entry in pending)]:
+        for x in expr.free_symbols:
+            elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
+    bare: dict[str, int] = {}
+    for _, _, _, noise, *_ in pending:
+        if isinstance(noise, sp.Symbol):
+            bare[noise.name] = bare.get(noise.name, 0) + 1
+        else:
+            for x in noise.free_symbols:
+                elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
+    for oid, name, formula, noise, factor, distribution, where, n_keys in pending:
+        sigma: dict | float
+        own = (isinstance(noise, sp.Symbol) and noise.name in problem.parameters
+               and problem.parameters[noise.name].estimate and bare[noise.name] == 1
+               and not elsewhere.get(noise.name))
+        if noise.is_number:
+            sigma = float(noise) * factor
+        elif isinstance(noise, sp.Symbol) and noise.name in problem.parameters and not problem.parameters[noise.name].estimate:
+            sigma = problem.parameters[noise.name].nominal * factor
+        elif own:
+            own_sigma = problem.parameters[noise.name]
+            lo = own_sigma.lower * factor if own_sigma.lower > 0 else None
+            hi = own_sigma.upper * factor if math.isfinite(own_sigma.upper) else None
+            sigma = {"init": own_sigma.nominal * factor, "bounds": [lo, hi]}
+            noise_info[noise.name] = {"name": f"sigma_{name}", "kind": "noise", "factor": factor}
+        else:
+            bad = sorted(x.name for x in noise.free_symbols if x.name in sbml.rhs or x.name == TIME.name)
+            if bad:
+                raise ConfigError(f"observable {oid}: noiseFormula {problem.observables[oid].noise_text!r} depends "
+                                  f"on {bad[0]} (a state or time): not supported yet", where=where)
+            sigma = {"formula": _text(noise * factor if factor != 1.0 else noise, names, where,
+                                      f"the noise formula of observable {oid}")}
+        text = _text(formula, names, where, f"observable {oid}")
+        if n_keys > 1 and isinstance(formula, sp.Symbol) and formula.name in sbml.rhs:
+            text = f"1*{text}"  # ude observes a state directly once; the other copies are formulas
+        spec: dict = {"formula": text, "column": name, "noise": {"distribution": distribution, "sigma": sigma}}
+        if name != oid:
+            spec["label"] = oid
+        observables[name] = spec
+
+    # -- parameters and constants -------------------------------------------------------------------------------
+    used: set[str] = {i for spec in networks.values() for i in spec["inputs"]}
+    for text in [*equations.values(), *(o["formula"] for o in observables.values()),
+                 *(o["noise"]["sigma"]["formula"] for o in observables.values()
+                   if isinstance(o["noise"]["sigma"], dict) and "formula" in o["noise"]["sigma"]),
+                 *(v["formula"] for v in initial.values() if isinstance(v, dict))]:
+        from ..expressions import parse_expression
+
+        used |= set(parse_expression(text, where="").names)
+    inverse = {v: k for k, v in names.items()}
+    state_names = {names[s] for s in states}
+    parameters: dict[str, dict] = {}
+    constants: dict[str, object] = {}
+    info: dict[str, dict] = {}
+    for uname in sorted(used - state_names - {"t", "pi"}):
+        pid = inverse.get(uname, uname)
+        if pid in per_condition:
+            constants[uname] = {"column": uname}
+            continue
+        par = problem.parameters.get(pid)
+        if par is not None and par.estimate:
+            spec = {"init": par.nominal, "bounds": [_finite(par.lower), _finite(par.upper)]}
+            if par.scale != "lin":
+                spec["positive"] = True
+                if spec["bounds"][0] is not None and spec["bounds"][0] <= 0:
+                    spec["bounds"][0] = None
+            lo, hi = spec["bounds"]
+            if (lo is not None and par.nominal <= lo) or (hi is not None and par.nominal >= hi):
+                spec["init"] = _inside(par.nominal, lo, hi, par.scale != "lin")
+            if spec["bounds"] == [None, None]:
+                del spec["bounds"]
+            parameters[uname] = spec
+            info[pid] = {"name": uname, "kind": "parameter", "factor": 1.0}
+        elif par is not None:
+            constants[uname] = par.nominal
+        elif pid in sbml.values:
+            if not math.isfinite(sbml.values[pid]):
+                raise ConfigError(f"{pid}: no value in the model nor in the parameter table", where=model_file)
+            constants[uname] = sbml.values[pid]
+        else:
+            raise ConfigError(f"{pid!r}: used in a formula but neither a model quantity nor in the parameter table",
+                              where=str(problem.files.parameters))
+    info.update(noise_info)
+    for pid in problem.estimated:
+        if pid not in info:
+            raise ConfigError(f"parameter {pid} is estimated but used nowhere in the model, observables or noise",
+                              where=str(problem.files.parameters))
+    for pid, entry in info.items():
+        p = problem.parameters[pid]
+        entry.update({"scale": p.scale, "nominal": p.nominal, "estimate": p.estimate})
+
+    # -- data: a row per (experiment, time), a column per observable -------------------------------------------
+    filled: dict[tuple[str, float, str], int] = {}
+    records: dict[tuple[str, float], dict[str, Any]] = {}
+    rows = []
+    for _, r in meas.iterrows():
+        cond, t = r["simulationConditionId"], float(r["time"])
+        column = column_of[(r["observableId"], r["observableParameters"], r["noiseParameters"])]
+        rep = filled.get((cond, t, column), 0)
+        filled[(cond, t, column)] = rep + 1
+        experiment = cond if rep == 0 else f"{cond}__rep{rep + 1}"
+        rec = records.setdefault((experiment, t), {"experiment": experiment, "time": t})
+        rec[column] = r["measurement"]
+        for const, by_condition in per_condition.items():
+            rec[names[const]] = by_condition[cond]
+        rows.append([r["observableId"], cond, t, float(r["measurement"]), experiment, column])
+    ordered: list[dict[str, Any]] = sorted(records.values(),
+                                           key=lambda d: (_order(str(d["experiment"]), used_conditions), d["time"]))
+    data = pd.DataFrame(ordered)
+    data = data[["experiment", "time", *observables, *(names[c] for c in per_condition)]]
+
+    config = {
+        "name": problem.name,
+        "description": f"imported from the PEtab problem {problem.files.yaml.name}",
+        "data": {"file": "data.csv", "time": "time", "experiment": "experiment"},
+        "model": {"states": [names[s] for s in states], "parameters": parameters, "constants": constants,
+                  "equations": equations, "initial": initial, "t0": 0.0},
+        "observables": observables,
+        **({"networks": networks} if networks else {}),
+        "solver": dict(SOLVER),
+        "training": {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 500}]},
+    }
+    return Translation(config=config, data=data, parameters=info, rows=rows, weights=weights, networks=net_info)
+
+
+def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) -> tuple[dict, dict, dict]:
+    """PEtab SciML networks in the right-hand side as ``ude`` networks: (config section, weights, PEtab layer
+    ids and whether estimated). A model parameter that a network output replaces is substituted by ``NET[i]``
+    in ``substitute``."""
+    from .sciml import parse_entity, read_network, read_weights
+
+    files = problem.files
+    if not files.networks:
+        return {}, {}, {}
+    entities: dict[str, tuple[str, str, int, int | None]] = {}
+    for pid, text in problem.mapping.items():
+        try:
+            entities[pid] = parse_entity(text)
+        except ValueError:
+            continue
+    section, weights, info = {}, {}, {}
+    inputs: dict[str, dict[tuple[int, int], str]] = {net: {} for net in files.networks}
+    for pid, (net, kind, arg, index) in entities.items():  # an output's id in an observable formula: NET[i]
+        if kind == "outputs" and arg == 0 and index is not None and net in files.networks:
+            substitute[sp.Symbol(pid)] = sp.Symbol(f"{net}[{index}]")
+            names[f"{net}[{index}]"] = f"{net}[{index}]"
+    for pid, (net, kind, arg, index) in entities.items():  # an input that is a parameter-table entry itself
+        if kind == "inputs" and pid in problem.parameters and index is not None and net in files.networks:
+            inputs[net][(arg, index)] = names.get(pid, pid)
+    for target, value, file, line in problem.hybridization:
+        where = f"{file}: line {line}"
+        if target in entities and entities[target][1] == "inputs":
+            net, _, arg, index = entities[target]
+            if value not in problem.sbml.rhs and value not in problem.parameters and value not in problem.sbml.values:
+                raise ConfigError(f"network input {target} <- {value!r}: only a state, a parameter or a constant "
+                                  f"as a network input is supported yet (not expressions or arrays)", where=where)
+            if index is None:
+                raise ConfigError(f"network input {target}: a whole argument is not supported", where=where)
+            inputs[net][(arg, index)] = names.get(value, value)
+        elif value in entities and entities[value][1] == "outputs":
+            net, _, arg, index = entities[value]
+            if arg != 0 or index is None:
+                raise ConfigError(f"{value}: only outputs[0][i] of a network are supported", where=where)
+            if target in problem.sbml.initial:
+                raise ConfigError(f"{target} <- {value}: a network setting an initial value is not supported yet",
+                                  where=where)
+            if target not in problem.sbml.kinds and target not in problem.parameters:
+                raise ConfigError(f"{target} <- {value}: not a parameter of the model", where=where)
+            substitute[sp.Symbol(target)] = sp.Symbol(f"{net}[{index}]")
+            names[f"{net}[{index}]"] = f"{net}[{index}]"
+        else:
+            raise ConfigError(f"{target} <- {value}: only network inputs set from states and model parameters "
+                              f"replaced by network outputs are supported yet", where=where)
+    for net, (path, pre) in files.networks.items():
+        states = [i for i in inputs[net].values() if i in {names.get(s, s) for s in problem.sbml.rhs}]
+        if pre and states:  # evaluated once before the simulation: on values constant in time only
+            raise ConfigError(f"network {net}: a pre-initialization network fed the state {states[0]}",
+                              where=str(files.yaml))
+        chain = read_network(path, net)
+        frozen = _frozen(problem, net, chain.layers)
+        order = [inputs[net][key] for key in sorted(inputs[net])]
+        if len(order) != chain.sizes[0]:
+            raise ConfigError(f"network {net} takes {chain.sizes[0]} inputs; the hybridization table sets "
+                              f"{len(order)}", where=str(files.hybridizations[0]) if files.hybridizations else str(path))
+        outputs = sorted(e[3] for e in entities.values() if e[0] == net and e[1] == "outputs" and e[3] is not None)
+        section[net] = {"inputs": order, "outputs": chain.sizes[-1], "hidden": chain.sizes[1:-1],
+                        "activation": chain.activation, "normalize": False, "weights": f"{net}.npz"}
+        if len(frozen) == 2 * len(chain.layers):
+            section[net]["fixed"] = True
+        elif frozen:
+            section[net]["frozen"] = frozen
+        weights[net] = read_weights(files.arrays, chain)
+        info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen}
+    return section, weights, info
+
+
+def _frozen(problem: PetabProblem, net: str, layers: list[str]) -> list[str]:
+    """The weights of network ``net`` that the parameter table does not estimate (``weight0``, ``bias1``, ...):
+    a row for a single array wins over one for its layer, which wins over one for the whole network."""
+    import re
+
+    estimate: dict[tuple[int, str], tuple[int, bool]] = {}  # (layer, part) -> (specificity, estimated)
+    for pid, (entity, est) in problem.network_parameters.items():
+        m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(weight|bias))?)?", entity)
+        if m is None:
+            if entity.split(".")[0] == net:
+                raise ConfigError(f"{pid} -> {entity}: not a network parameter entity this importer reads",
+                                  where=str(problem.files.parameters))
+            continue
+        layer, part = m.group(1), m.group(2)
+        if layer is not None and layer not in layers:
+            raise ConfigError(f"{pid} -> {entity}: network {net} has no layer {layer!r}",
+                              where=str(problem.files.parameters))
+        level = 0 if layer is None else (1 if part is None else 2)
+        for k, lid in enumerate(layers):
+            for p in ("weight", "bias"):
+                applies = (layer is None or layer == lid) and (part is None or part == p)
+                if applies and ((k, p) not in estimate or estimate[(k, p)][0] <= level):
+                    estimate[(k, p)] = (level, est)
+    return [f"{p}{k}" for k in range(len(layers)) for p in ("weight", "bias") if not estimate.get((k, p), (0, True))[1]]
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _inside(value: float, lo: float | None, hi: float | None, log: bool) -> float:
+    """A starting value strictly inside the bounds, next to ``value`` (a nominal value on a bound)."""
+    if log and lo is not None and hi is not None:
+        a, b = math.log(lo), math.log(hi)
+        return math.exp(min(max(math.log(value), a + 1e-6 * (b - a)), b - 1e-6 * (b - a)))
+    span = (hi - lo) if lo is not None and hi is not None else max(abs(value), 1.0)
+    if lo is not None and value <= lo:
+        return lo + 1e-6 * span
+    assert hi is not None
+    return hi - 1e-6 * span
+
+
+def _order(experiment: str, conditions: list[str]) -> tuple[int, str]:
+    base = experiment.split("__rep")[0]
+    return (conditions.index(base) if base in conditions else len(conditions), experiment)
+
+
+def _yaml(config: dict, problem: PetabProblem) -> str:
+    import yaml
+
+    head = (f"# Imported by `ude import` from the PEtab problem {problem.files.yaml}\n"
+            f"# (model {problem.files.sbml.name}). Estimated parameters start at the parameter table's nominal\n"
+            f"# values; log/log10-scaled ones are learned on log scale (positive: true). petab.json maps the\n"
+            f"# PEtab ids to these names. `ude evaluate` of this config gives PEtab's log-likelihood.\n")
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def flow(dumper, data):  # [lower, upper], [5, 5]: on one line
+        short = all(isinstance(x, int | float | type(None)) for x in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=short)
+
+    Dumper.add_representer(list, flow)
+    return head + yaml.dump(config, Dumper=Dumper, sort_keys=False, width=110)
+
+
+def check_translation(tr: Translation, base: Path, label: str):
+    """The translated config resolved by ``ude`` (its data read from ``base``): the :class:`~ude_cli.problem.Problem`."""
+    from ..config import config_from_dict
+    from ..errors import UdeError
+    from ..problem import resolve
+
+    cfg = config_from_dict(json.loads(json.dumps(tr.config)), label=label, path=base / "config.yaml")
+    try:
+        return resolve(cfg)
+    except UdeError as exc:
+        raise ConfigError(f"the translated config does not resolve: {exc.lines()[0]}", where=label) from None
+
+
+def import_problem(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Translate the PEtab problem ``path`` into ``out/config.yaml`` + ``data.csv`` + ``petab.json``; return the
+    config's path. Nothing is written when the problem cannot be translated."""
+    import shutil
+    import tempfile
+
+    from ..errors import RunDirError
+
+    problem = load_problem(path)
+    tr = translate(problem)
+    target = Path(out)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise RunDirError("exists and is not empty (give --overwrite to replace it)", where=str(target))
+    with tempfile.TemporaryDirectory(prefix=".ude-import-", dir=target.parent if target.parent.exists() else None) as tmp:
+        staging = Path(tmp) / "out"
+        staging.mkdir()
+        write(tr, problem, staging)
+        check_translation(tr, staging, str(path))
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(target))
+    return target / "config.yaml"
+
+
+def write(tr: Translation, problem: PetabProblem, folder: Path) -> None:
+    """Write ``config.yaml``, ``data.csv`` and ``petab.json`` into ``folder``."""
+    (folder / "config.yaml").write_text(_yaml(tr.config, problem))
+    tr.data.to_csv(folder / "data.csv", index=False, float_format="%.17g")
+    for net, arrays in tr.weights.items():
+        np.savez(folder / f"{net}.npz", **arrays)  # type: ignore[arg-type]
+    sidecar = {"problem": str(problem.files.yaml), "parameters": tr.parameters, "networks": tr.networks,
+               "measurements": {"columns": ["observableId", "simulationConditionId", "time", "measurement",
+                                            "experiment", "column"], "rows": tr.rows}}
+    (folder / "petab.json").write_text(json.dumps(sidecar, indent=1, default=_json_default))
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(type(x).__name__)

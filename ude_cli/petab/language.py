@@ -1,0 +1,146 @@
+"""Between sympy and ``ude``'s expression language, both ways, without evaluating any text.
+
+- :func:`to_text` prints a sympy expression (from SBML's MathML, via sbmlmath) in the equation language of
+  :mod:`ude_cli.expressions`, and re-parses the result through its whitelist, so that what a config says
+  is what was meant; what the language cannot say (``piecewise``, comparisons, events' ``delay``) raises
+  :class:`Unsupported`.
+- :func:`parse_formula` reads a PEtab formula (observableFormula, noiseFormula) through the same whitelisted
+  parser (``^`` is PEtab's power and is written ``**`` first) and returns sympy, built node by node.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from collections.abc import Mapping
+
+import sympy as sp
+
+from ..expressions import FUNCTIONS, RESERVED, ExpressionError, parse_expression
+
+_UNARY = {sp.exp: "exp", sp.sin: "sin", sp.cos: "cos", sp.tan: "tan", sp.tanh: "tanh", sp.sinh: "sinh",
+          sp.cosh: "cosh", sp.atan: "atan", sp.Abs: "abs"}
+
+
+class Unsupported(Exception):
+    """A construct the equation language has no word for."""
+
+
+def safe_name(name: str) -> str:
+    """An SBML / PEtab identifier as a name of the equation language (``t``, ``pi``, a function's name or a
+    Python keyword gets a trailing underscore)."""
+    if name in RESERVED or name in FUNCTIONS or keyword.iskeyword(name) or name in ("e", "E", "inf", "nan"):
+        return name + "_"
+    return name
+
+
+def _number(value: float) -> str:
+    if not math.isfinite(value):
+        raise Unsupported(f"the number {value} (not finite)")
+    text = repr(float(value))
+    return text if value >= 0 else f"({text})"
+
+
+def to_text(expr: sp.Expr, names: Mapping[str, str] | None = None) -> str:
+    """``expr`` in the equation language; ``names`` renames symbols (default: :func:`safe_name`)."""
+    names = names or {}
+    expr = sp.sympify(expr)
+    whole = {f: sp.Integer(int(f)) for f in expr.atoms(sp.Float) if float(f).is_integer() and abs(float(f)) < 2**53}
+    if whole:  # stoichiometries 1.0, 2.0: printed as 1, 2 (and a factor 1 disappears)
+        expr = expr.xreplace(whole)
+    text = _print(expr, names)[0]
+    try:  # what we wrote must read back through the whitelist
+        parse_expression(text, where="")
+    except ExpressionError as exc:
+        raise Unsupported(f"{text!r} ({exc.message})") from None
+    return text
+
+
+# precedence of what a piece of text is: a sum, a product, a power, an atom
+_ADD, _MUL, _POW, _ATOM = 1, 2, 3, 4
+
+
+def _wrap(piece: tuple[str, int], least: int) -> str:
+    text, prec = piece
+    return text if prec >= least else f"({text})"
+
+
+def _print(e: sp.Basic, names: Mapping[str, str]) -> tuple[str, int]:
+    if isinstance(e, sp.Symbol):
+        return names.get(e.name, safe_name(e.name)), _ATOM
+    if e is sp.pi:
+        return "pi", _ATOM
+    if e is sp.E:
+        return "exp(1)", _ATOM
+    if isinstance(e, sp.Integer):
+        return (str(int(e)), _ATOM) if int(e) >= 0 else (str(int(e)), _ADD)
+    if isinstance(e, sp.Rational):
+        return f"{int(e.p)}/{int(e.q)}", _MUL
+    if isinstance(e, sp.Float | sp.Number):
+        value = float(e)
+        text = _number(value)
+        return (text, _ATOM) if value >= 0 else (text[1:-1], _ADD)
+    if isinstance(e, sp.Add):
+        terms = sorted(e.args, key=lambda a: (a.could_extract_minus_sign(), sp.default_sort_key(a)))
+        out = _print(terms[0], names)[0]
+        for a in terms[1:]:
+            if a.could_extract_minus_sign():
+                out += " - " + _wrap(_print(-a, names), _MUL)
+            else:
+                out += " + " + _print(a, names)[0]
+        return out, _ADD
+    if isinstance(e, sp.Mul):
+        if e.could_extract_minus_sign():
+            return "-" + _wrap(_print(-e, names), _MUL), _ADD
+        num, den = [], []
+        for a in e.args:
+            if isinstance(a, sp.Pow) and a.args[1].is_number and a.args[1].is_negative:
+                den.append(a.args[0] if a.args[1] == -1 else sp.Pow(a.args[0], -a.args[1], evaluate=False))
+            elif isinstance(a, sp.Rational) and not isinstance(a, sp.Integer):
+                if a.p != 1:
+                    num.append(sp.Integer(a.p))
+                den.append(sp.Integer(a.q))
+            else:
+                num.append(a)
+        top = "*".join(_wrap(_print(a, names), _MUL) for a in num) if num else "1"
+        if not den:
+            return top, _MUL
+        if len(den) == 1:
+            return f"{top}/{_wrap(_print(den[0], names), _POW)}", _MUL
+        return f"{top}/(" + "*".join(_wrap(_print(a, names), _MUL) for a in den) + ")", _MUL
+    if isinstance(e, sp.Pow):
+        base, exponent = e.args
+        if exponent == sp.Rational(1, 2):
+            return f"sqrt({_print(base, names)[0]})", _ATOM
+        if exponent.is_number and exponent.is_negative:
+            inverse = base if exponent == -1 else sp.Pow(base, -exponent, evaluate=False)
+            return "1/" + _wrap(_print(inverse, names), _POW), _MUL
+        return f"{_wrap(_print(base, names), _ATOM)}**{_wrap(_print(exponent, names), _ATOM)}", _POW
+    if isinstance(e, sp.log):
+        if len(e.args) != 1:
+            return f"log({_print(e.args[0], names)[0]})/log({_print(e.args[1], names)[0]})", _MUL
+        return f"log({_print(e.args[0], names)[0]})", _ATOM
+    if isinstance(e, sp.Min | sp.Max):
+        word = "min" if isinstance(e, sp.Min) else "max"
+        args = [_print(a, names)[0] for a in e.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"{word}({out}, {a})"
+        return out, _ATOM
+    for func, word in _UNARY.items():
+        if isinstance(e, func):
+            return f"{word}({_print(e.args[0], names)[0]})", _ATOM
+    what = type(e).__name__
+    if isinstance(e, sp.Piecewise):
+        what = "piecewise"
+    elif getattr(e, "name", None):
+        what = f"{what} {e.name}"
+    raise Unsupported(what)
+
+
+def parse_formula(text: str, symbols: Mapping[str, sp.Symbol] | None = None) -> sp.Expr:
+    """A PEtab formula as sympy, through the equation language's whitelisted parser (never ``sympify``)."""
+    text = str(text).strip().replace("^", "**")
+    expr = parse_expression(text, where="")
+    names = {n: (symbols or {}).get(n) or sp.Symbol(n) for n in expr.names}
+    return expr.to_sympy(names)

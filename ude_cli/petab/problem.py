@@ -1,0 +1,238 @@
+"""A PEtab v1 problem as read: its SBML model and its four tables, each row checked.
+
+:func:`load_problem` reads everything a problem YAML names and checks what the tables say about each other
+(every observable, condition and parameter a row names exists; scales, transformations and distributions
+are ones PEtab defines). Turning it into a ``ude`` config is :mod:`.convert`'s work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import sympy as sp
+
+from ..errors import ConfigError
+from . import tables
+from .language import parse_formula
+from .sbml import TIME, SbmlModel, read_sbml
+
+
+@dataclass(frozen=True)
+class PetabParameter:
+    """One row of the parameter table."""
+
+    id: str
+    scale: str  # lin, log, log10
+    lower: float
+    upper: float
+    nominal: float
+    estimate: bool
+
+
+@dataclass(frozen=True)
+class PetabObservable:
+    """One row of the observable table, its formulas as sympy (placeholders still symbols)."""
+
+    id: str
+    formula: sp.Expr
+    noise: sp.Expr
+    transformation: str  # lin, log, log10
+    distribution: str  # normal, laplace
+    formula_text: str
+    noise_text: str
+    file: str
+    row: int
+
+
+@dataclass
+class PetabProblem:
+    """Everything a problem YAML names, read and checked."""
+
+    files: tables.Files
+    sbml: SbmlModel
+    parameters: dict[str, PetabParameter]
+    observables: dict[str, PetabObservable]
+    conditions: pd.DataFrame  # indexed by conditionId (v2: by experimentId); columns: the targets
+    measurements: pd.DataFrame
+    #: PEtab SciML: the mapping table (PEtab id -> model entity such as ``net1.inputs[0][1]``), the
+    #: hybridization rows (target, value), and the network parameters' rows (id -> estimated)
+    mapping: dict[str, str] = field(default_factory=dict)
+    hybridization: list[tuple[str, str, str, int]] = field(default_factory=list)  # target, value, file, line
+    network_parameters: dict[str, tuple[str, bool]] = field(default_factory=dict)  # id -> (entity, estimated)
+
+    @property
+    def name(self) -> str:
+        """The problem's name: its YAML's stem, or for a generic ``problem.yaml`` (in a ``petab`` folder) the
+        folder that holds it."""
+        path = self.files.yaml.resolve()
+        name, folder = path.stem, path.parent
+        while name in ("problem", "petab") and folder.name:
+            name, folder = folder.name, folder.parent
+        return name
+
+    @property
+    def estimated(self) -> list[str]:
+        """The estimated parameters' ids, in the parameter table's order."""
+        return [p.id for p in self.parameters.values() if p.estimate]
+
+
+def _formula(row: pd.Series, column: str) -> sp.Expr:
+    from ..expressions import ExpressionError
+
+    text = str(row.get(column, ""))
+    if text == "":
+        raise ConfigError(f"line {row['_row']}, column {column}: empty; expected a formula", where=row["_file"])
+    try:
+        expr = parse_formula(text)
+    except ExpressionError as exc:
+        raise ConfigError(f"line {row['_row']}, column {column}: {exc.message}", where=row["_file"]) from None
+    time = sp.Symbol("time")
+    return expr.xreplace({time: TIME}) if time in expr.free_symbols else expr
+
+
+def load_problem(path: str | Path) -> PetabProblem:
+    """Read and check the PEtab problem ``path`` (its YAML file)."""
+    files = tables.read_problem_yaml(path)
+    model = read_sbml(files.sbml)
+    mapping: dict[str, str] = {}
+    if files.v2:
+        for _, row in tables.read_table(files.mappings, "mapping", index="petabEntityId").iterrows():
+            mapping[row["petabEntityId"]] = row["modelEntityId"]
+    networks = set(files.networks)
+    network_parameters: dict[str, tuple[str, bool]] = {}
+
+    ptable = tables.read_table(files.parameters, "parameter_v2" if files.v2 else "parameter", index="parameterId")
+    parameters: dict[str, PetabParameter] = {}
+    for _, row in ptable.iterrows():
+        scale = tables.choice(row, "parameterScale", tables.SCALES, "lin")
+        estimate_text = str(row["estimate"]).lower()
+        if estimate_text not in ("0", "1", "true", "false"):
+            raise ConfigError(f"line {row['_row']}, column estimate: {row['estimate']!r}; expected "
+                              f"{'true or false' if files.v2 else '0 or 1'}", where=row["_file"])
+        estimate = estimate_text in ("1", "true")
+        entity = mapping.get(row["parameterId"], "")
+        if entity.split(".")[0] in networks and ".inputs" not in entity:  # a network's weights (or a part)
+            if str(row["nominalValue"]).lower() != "array":
+                raise ConfigError(f"line {row['_row']}: nominalValue {row['nominalValue']!r} of the network "
+                                  f"parameters: only 'array' (the weights of the array file) is supported yet",
+                                  where=row["_file"])
+            network_parameters[row["parameterId"]] = (entity, estimate)
+            continue
+        for column in ("priorType", "objectivePriorType", "priorDistribution"):
+            if str(row.get(column, "")) not in ("", "parameterScaleUniform"):
+                raise ConfigError(f"line {row['_row']}, column {column}: priors are not supported yet",
+                                  where=row["_file"])
+        lower = tables.number(row, "lowerBound", allow_empty=not estimate)
+        upper = tables.number(row, "upperBound", allow_empty=not estimate)
+        nominal = tables.number(row, "nominalValue")
+        if estimate and not lower <= nominal <= upper:
+            raise ConfigError(f"line {row['_row']}: nominalValue {nominal:g} lies outside [{lower:g}, {upper:g}]",
+                              where=row["_file"])
+        if scale != "lin" and estimate and nominal <= 0:
+            raise ConfigError(f"line {row['_row']}: nominalValue {nominal:g} must be > 0 on {scale} scale",
+                              where=row["_file"])
+        parameters[row["parameterId"]] = PetabParameter(row["parameterId"], scale, lower, upper, nominal, estimate)
+
+    otable = tables.read_table(files.observables, "observable", index="observableId")
+    observables: dict[str, PetabObservable] = {}
+    for _, row in otable.iterrows():
+        oid = row["observableId"]
+        observables[oid] = PetabObservable(
+            id=oid, formula=_formula(row, "observableFormula"), noise=_formula(row, "noiseFormula"),
+            transformation=tables.choice(row, "observableTransformation", tables.TRANSFORMATIONS, "lin"),
+            distribution=tables.choice(row, "noiseDistribution", tables.DISTRIBUTIONS, "normal"),
+            formula_text=row["observableFormula"], noise_text=row["noiseFormula"], file=row["_file"],
+            row=int(row["_row"]))
+
+    if files.v2:
+        conditions, mtable = _experiments_v2(files, model, parameters)
+    else:
+        ctable = tables.read_table(files.conditions, "condition", index="conditionId")
+        conditions = ctable.set_index("conditionId", drop=False)
+        mtable = tables.read_table(files.measurements, "measurement")
+    for column in conditions.columns:
+        if column in ("conditionId", "conditionName", "_file", "_row"):
+            continue
+        if column not in model.kinds and column not in parameters:
+            raise ConfigError(f"condition table column {column!r}: not a parameter, species or compartment of the "
+                              f"model", where=str(files.conditions[0]))
+
+    if mtable.empty:
+        raise ConfigError("the measurement table has no rows", where=str(files.measurements[0]))
+    for _, row in mtable.iterrows():
+        where = row["_file"]
+        if row["observableId"] not in observables:
+            raise ConfigError(f"line {row['_row']}, column observableId: {row['observableId']!r} is not in the "
+                              f"observable table", where=where)
+        if row["simulationConditionId"] not in conditions.index:
+            raise ConfigError(f"line {row['_row']}, column simulationConditionId: {row['simulationConditionId']!r} "
+                              f"is not in the condition table", where=where)
+        if str(row.get("preequilibrationConditionId", "")):
+            raise ConfigError(f"line {row['_row']}, column preequilibrationConditionId: pre-equilibration is not "
+                              f"supported", where=where)
+        t = tables.number(row, "time", kind="a time")
+        if not math.isfinite(t):
+            raise ConfigError(f"line {row['_row']}, column time: {t:g}: steady-state measurements are not "
+                              f"supported", where=where)
+        if t < 0:
+            raise ConfigError(f"line {row['_row']}, column time: {t:g} is before 0, where PEtab simulations start",
+                              where=where)
+        m = tables.number(row, "measurement")
+        if not math.isfinite(m):
+            raise ConfigError(f"line {row['_row']}, column measurement: {m:g} is not a finite number", where=where)
+    mtable["time"] = mtable["time"].astype(float)
+    mtable["measurement"] = mtable["measurement"].astype(float)
+    hybridization = []
+    if files.hybridizations:
+        for _, row in tables.read_table(files.hybridizations, "hybridization").iterrows():
+            hybridization.append((row["targetId"], row["targetValue"], row["_file"], int(row["_row"])))
+    return PetabProblem(files=files, sbml=model, parameters=parameters, observables=observables,
+                        conditions=conditions, measurements=mtable, mapping=mapping, hybridization=hybridization,
+                        network_parameters=network_parameters)
+
+
+def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PEtab v2's experiments (and long condition table) as v1's wide condition table, one row per experiment,
+    and the measurements with the experiment as ``simulationConditionId``."""
+    mtable = tables.read_table(files.measurements, "measurement_v2")
+    mtable = mtable.rename(columns={"experimentId": "simulationConditionId"})
+    targets: dict[str, dict[str, str]] = {}
+    if files.conditions:
+        for _, row in tables.read_table(files.conditions, "condition_v2").iterrows():
+            target = row["targetId"]
+            if target not in model.kinds and target not in parameters:
+                raise ConfigError(f"line {row['_row']}: condition target {target!r} is not a parameter, species or "
+                                  f"compartment of the model (network inputs set by conditions are not supported "
+                                  f"yet)", where=row["_file"])
+            targets.setdefault(row["conditionId"], {})[target] = row["targetValue"]
+    records: list[dict[str, str]] = []
+    if files.experiments:
+        etable = tables.read_table(files.experiments, "experiment")
+        for _, row in etable.iterrows():
+            t = tables.number(row, "time", kind="a time")
+            if t != 0:
+                raise ConfigError(f"line {row['_row']}: an experiment starting at time {t:g} (not 0) is not "
+                                  f"supported yet", where=row["_file"])
+            if row["experimentId"] in {r["conditionId"] for r in records}:
+                raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has several periods: "
+                                  f"not supported yet", where=row["_file"])
+            cond = row["conditionId"]
+            if cond and cond not in targets:
+                raise ConfigError(f"line {row['_row']}: condition {cond!r} is not in a condition table (a condition "
+                                  f"that only names datasets of an array file is not supported yet)",
+                                  where=row["_file"])
+            records.append({"conditionId": row["experimentId"], **targets.get(cond, {})})
+    empty = mtable["simulationConditionId"] == ""
+    if empty.any():
+        if files.experiments:
+            row = mtable[empty].iloc[0]
+            raise ConfigError(f"line {row['_row']}, column experimentId: empty", where=row["_file"])
+        mtable.loc[empty, "simulationConditionId"] = "experiment"
+        records.append({"conditionId": "experiment"})
+    frame = pd.DataFrame(records).fillna("")
+    frame["_file"] = str(files.experiments[0]) if files.experiments else str(files.yaml)
+    frame["_row"] = range(2, len(frame) + 2)
+    return frame.set_index("conditionId", drop=False), mtable
