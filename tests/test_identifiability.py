@@ -300,3 +300,19 @@ def test_the_recovered_model_identifies_what_the_ude_could_not(tmp_path):
     assert own["method"].startswith("profile likelihood") and gamma["method"] == "profile likelihood"
     assert gamma["identifiable"] and gamma["lower"] < 0.8 < gamma["upper"]
     assert gamma["upper"] - gamma["lower"] < 0.2
+
+
+def test_forecast_bands_from_parameter_draws(tmp_path):
+    """ude predict on a one-start run: the band is the central 95 % of Wald draws (a confidence band, the fit's
+    line inside it) and the prediction band adds the noise model's scatter around the draws."""
+    from ude_cli.forecast import forecast
+    from ude_cli.runs.load import load_run
+
+    run_dir = fit(load_config(REPO / "configs/flu_sir_negbin.yaml")).save(tmp_path / "run", plots=False)
+    fc = forecast(load_run(run_dir), 20.0)
+    f = fc.frame[fc.frame["model"] == "UDE"]
+    assert any("Wald distribution" in n for n in fc.notes)
+    inside = (f["I_lower"] <= f["I"] + 1e-9) & (f["I"] <= f["I_upper"] + 1e-9)
+    assert inside.all()
+    assert (f["I_pi_upper"] - f["I_pi_lower"] >= f["I_upper"] - f["I_lower"] - 1e-9).mean() > 0.95
+    assert (f["I_upper"] - f["I_lower"]).max() > 1.0  # a band, not a line

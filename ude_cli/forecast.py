@@ -138,7 +138,8 @@ def ude_frame(problem, model, until: float, experiments: list[int], n_points: in
         return pd.DataFrame(columns=["model", "experiment", "time", *problem.states])
     from .likelihood.objective import Objective
 
-    curves = Objective(model).curves(dense)  # model.dense: every experiment
+    objective = Objective(model)
+    curves = objective.curves(dense)  # model.dense: every experiment
     frames = []
     for b in experiments:
         t, y = dense[b]  # y: (T, S, n)
@@ -159,8 +160,40 @@ def ude_frame(problem, model, until: float, experiments: list[int], n_points: in
             d[o] = values[:, best]
             d[f"{o}_lower"] = low(vs)
             d[f"{o}_upper"] = high(vs)
+        if level is not None:  # the starts are draws: observations drawn around each give the prediction band
+            d.update(_prediction_band(problem, objective, y, curves[b], level))
         frames.append(pd.DataFrame(d))
     return pd.concat(frames, ignore_index=True)
+
+
+def _prediction_band(problem, objective, y: np.ndarray, curves: Mapping[str, np.ndarray], level: float) -> dict:
+    """``{observable}_pi_lower/_pi_upper``: the central ``level`` range of observations drawn from the noise model
+    around each draw's prediction (``y``: states ``(T, S, n)``, ``curves``: formula observables ``(T, S)``)."""
+    from .identifiability.bands import draw_observations
+
+    mus = []
+    for name in objective.names:
+        o = problem.observables[name]
+        mus.append(y[:, :, problem.states.index(o.state)] if o.state is not None else curves[name])
+    noise = [{r: v[:, 0].detach().cpu().numpy()[None, :] for r, v in roles.items()} for roles in objective.noise_values()]
+    sigma = math.nan
+    if not objective.likelihood:  # squared errors: the fit's sigma, from the first start (the fit itself)
+        sigma = float(run_sigma(objective))
+    draws = draw_observations(problem, objective, mus, noise, np.random.default_rng(problem.config.training.seed),
+                              sigma)
+    out = {}
+    for name, v in zip(objective.names, draws, strict=True):
+        out[f"{name}_pi_lower"] = np.nanquantile(v, (1 - level) / 2, axis=1)
+        out[f"{name}_pi_upper"] = np.nanquantile(v, (1 + level) / 2, axis=1)
+    return out
+
+
+def run_sigma(objective) -> float:
+    """The maximum-likelihood sigma of a squared-error fit, from start 0 (the fit; the other starts are draws)."""
+    import torch
+
+    with torch.no_grad():
+        return objective.noise_estimates(objective.model(), 0)["sigma"]
 
 
 def _ok_starts(metrics: Mapping, n_starts: int) -> np.ndarray | None:
@@ -315,7 +348,8 @@ def _parameter_draws(problem, model, run):
     net = f", network {unc.wald.network}" if unc.wald.network != "none" else ""
     return many, (f"the band is the central {spec.level * 100:g} % of {samples} draws of the learned values from "
                   f"their Wald distribution ({unc.wald.intervals[0].method.split(';')[0]}{net}): a confidence band "
-                  "of the trajectory, without the observation noise; the line is the fit")
+                  "of the trajectory, without the observation noise; forecast.csv's *_pi_lower/_pi_upper add it "
+                  "(prediction bands of what the data measure); the line is the fit")
 
 
 def _runaway_notes(problem, frame: pd.DataFrame) -> list[str]:

@@ -23,7 +23,6 @@ from ..engines.torchdiffeq import SolverError
 def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tuple[list[np.ndarray] | None, str]:
     """Per group: ``(T, Bg, n_observables, 4)`` (confidence lower, upper, prediction lower, upper) at the groups'
     times, and a sentence saying how they were made (or why there are none)."""
-    from ..likelihood.noise import noise_model
     from ..likelihood.objective import Objective
 
     if uncertainty is None or uncertainty.sampler is None:
@@ -67,25 +66,9 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tup
             if not all(np.isfinite(p).all() for p in preds):
                 failed += 1
                 continue
-            draws = []
-            noise = {n: float(v[0]) for n, v in model.noise.numpy().items()}
-            for pred in preds:
-                cols = []
-                for i, name in enumerate(objective.names):
-                    mu = pred[..., objective.columns[i]]
-                    o = problem.observables[name]
-                    if o.noise is not None:
-                        nm = noise_model(o.noise.distribution, o.noise.error)
-                        params = {role: np.asarray(noise[p]) for role, p in dict(o.noise_parameters).items()}
-                        if nm.positive:
-                            mu = np.maximum(mu, 1e-300)
-                        cols.append(nm.sample(mu, params, rng))
-                    else:
-                        spec = objective.spec
-                        sd = fit_sigma * (objective.spread[i] if spec.scale == "std" else 1.0)
-                        z = rng.standard_normal(mu.shape)
-                        cols.append(np.exp(np.log(np.maximum(mu, 1e-300)) + sd * z) if spec.log else mu + sd * z)
-                draws.append(np.stack(cols, -1))
+            noise = [{r: v[0, 0].detach().cpu().numpy() for r, v in roles.items()} for roles in objective.noise_values()]
+            draws = [np.stack(draw_observations(problem, objective, [pred[..., c] for c in objective.columns], noise,
+                                                rng, fit_sigma), -1) for pred in preds]
             means.append([p[..., objective.columns] for p in preds])
             noisy.append(draws)
     finally:
@@ -107,6 +90,25 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tup
            + (f"; held at the fit (unbounded variance): {', '.join(held)}" if held else "")
            + "; prediction bands add the noise model's scatter")
     return out, how
+
+
+def draw_observations(problem, objective, mus: list[np.ndarray], noise: list[dict[str, np.ndarray]],
+                      rng: np.random.Generator, fit_sigma: float) -> list[np.ndarray]:
+    """Per observable: observations drawn around its predictions ``mus[i]`` from its noise model with the values
+    ``noise[i]`` (role -> array broadcasting against the prediction); without a noise model, normal (log-normal
+    for a log loss) with the fit's maximum-likelihood sigma (times the observable's spread for ``scaled``)."""
+    out = []
+    for i, name in enumerate(objective.names):
+        mu = mus[i]
+        model = objective.noise[i]
+        if problem.observables[name].noise is not None and model is not None:
+            out.append(model.sample(np.maximum(mu, 1e-300) if model.positive else mu, noise[i], rng))
+            continue
+        spec = objective.spec
+        sd = fit_sigma * (objective.spread[i] if spec.scale == "std" else 1.0)
+        z = rng.standard_normal(np.shape(mu))
+        out.append(np.exp(np.log(np.maximum(mu, 1e-300)) + sd * z) if spec.log else mu + sd * z)
+    return out
 
 
 def sampled_model(problem, fitted, start: int, wald, samples: int, seed: int):
