@@ -126,50 +126,41 @@ class _Coordinates:
         return value, np.concatenate(parts)
 
 
-def hessian_of(coords: _Coordinates) -> np.ndarray:
-    """Central differences of the gradient, symmetrised; the model is left at its starting point."""
+def _central_differences(coords: _Coordinates, evaluate) -> np.ndarray:
+    """The columns ``(evaluate(x + h e_i) - evaluate(x - h e_i)) / 2h`` for every coordinate, ``h`` relative to
+    :data:`FD_STEP`; the model is left at its starting point."""
     x0 = coords.get()
-    n = len(x0)
-    H = np.zeros((n, n))
+    columns = []
     try:
-        for i in range(n):
+        for i in range(len(x0)):
             h = FD_STEP * max(1.0, abs(x0[i]))
             x = x0.copy()
             x[i] = x0[i] + h
             coords.set(x)
-            _, gp = coords.gradient()
+            up = evaluate()
             x[i] = x0[i] - h
             coords.set(x)
-            _, gm = coords.gradient()
-            H[:, i] = (gp - gm) / (2 * h)
+            down = evaluate()
+            columns.append((up - down) / (2 * h))
     finally:
         coords.set(x0)
+    return np.stack(columns, 1)
+
+
+def hessian_of(coords: _Coordinates) -> np.ndarray:
+    """Central differences of the gradient, symmetrised."""
+    H = _central_differences(coords, lambda: coords.gradient()[1])
     return 0.5 * (H + H.T)
 
 
 def gauss_newton_of(coords: _Coordinates, f: LikelihoodFunction) -> tuple[np.ndarray, np.ndarray]:
     """The Gauss-Newton (expected) information ``Jz^T Jz`` of the residuals in noise units
     (:meth:`LikelihoodFunction.residual_vector`) by central differences, plus the weight penalty's exact
-    curvature; the model is left at its starting point."""
-    x0 = coords.get()
+    curvature."""
     with torch.no_grad():
         j0 = float(f.training_loss())
-    n = len(x0)
-    columns = []
-    try:
-        for i in range(n):
-            h = FD_STEP * max(1.0, abs(x0[i]))
-            x = x0.copy()
-            x[i] = x0[i] + h
-            coords.set(x)
-            zp = f.residual_vector(j0)
-            x[i] = x0[i] - h
-            coords.set(x)
-            zm = f.residual_vector(j0)
-            columns.append((zp - zm) / (2 * h))
-    finally:
-        coords.set(x0)
-    J = np.stack(columns, 1)
+    J = _central_differences(coords, lambda: f.residual_vector(j0))
+    n = J.shape[1]
     info = J.T @ J
     penalty = np.zeros(n)
     if f.weight_decay and coords.network:
