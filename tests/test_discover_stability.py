@@ -208,3 +208,16 @@ def test_discovery_json_has_intervals_selection_and_evidence(tmp_path):
     assert {f["feature"] for f in sel["frequency"] if f["kept"]} == {"x*y"}
     assert record["evidence"]["cross_validation"]["recovered"] > 0
     assert any(line.startswith("stability selection:") for line in record["log"])
+
+
+def test_resamples_and_level_come_from_the_config():
+    import pydantic
+
+    from ude_cli.config import DiscoverSpec
+    from ude_cli.discovery.discover import DiscoverSettings
+
+    settings = DiscoverSettings.from_spec(DiscoverSpec(resamples=20, level=0.9))
+    assert (settings.resamples, settings.level) == (20, 0.9)
+    assert DiscoverSettings.from_spec(None).resamples == 100
+    with pytest.raises(pydantic.ValidationError):
+        DiscoverSpec(level=1.5)

@@ -585,6 +585,12 @@ class DiscoverSpec(_Strict):
                                                       "of the UDE's is reported as clearly worse.")
     structure_p: float = Field(0.01, gt=0, lt=1, description="Residuals whose runs test p-value is below this count "
                                                              "as systematic (an approximation).")
+    resamples: int = Field(100, ge=2, le=10_000,
+                           description="Halves of the observation times (complementary pairs) over which stability "
+                                       "selection votes for a structure (docs/discover.md).")
+    level: float = Field(0.95, gt=0, lt=1, allow_inf_nan=False,
+                         description="Level of the recovered coefficients' intervals; the keep test uses it adjusted "
+                                     "for the library's size (Bonferroni).")
 
 
 class UncertaintySpec(_Strict):
