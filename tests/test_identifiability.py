@@ -316,3 +316,28 @@ def test_forecast_bands_from_parameter_draws(tmp_path):
     assert inside.all()
     assert (f["I_pi_upper"] - f["I_pi_lower"] >= f["I_upper"] - f["I_lower"] - 1e-9).mean() > 0.95
     assert (f["I_upper"] - f["I_lower"]).max() > 1.0  # a band, not a line
+
+
+def test_a_value_driven_to_the_edge_of_its_range_is_said(write, tmp_path):
+    """Michaelis-Menten data that never come near Km (S from 10 down to 5, Km = 0.5): the fit drives Km towards 0.
+    Km is flagged and a note says the other intervals hold only with Km there."""
+    from scipy.integrate import solve_ivp
+
+    t = np.linspace(0, 5, 20)
+    s = solve_ivp(lambda _, u: [-u[0] / (0.5 + u[0])], (0, 5), [10.0], t_eval=t, rtol=1e-10).y[0]
+    y = s + np.random.default_rng(4).normal(0, 0.05, t.size)
+    (tmp_path / "mm.csv").write_text("t,S\n" + "\n".join(f"{a},{b}" for a, b in zip(t, y, strict=True)) + "\n")
+    path = write("mm.yaml", """
+        data: {file: mm.csv, time: t, columns: {S: S}}
+        model:
+          states: [S]
+          parameters: {Vmax: {init: 2, positive: true}, Km: {init: 2, positive: true}}
+          equations: {S: -Vmax*S/(Km + S)}
+        noise: normal
+        uncertainty: {bands: false}
+        """)
+    result = fit(load_config(path))
+    unc = result.metrics["uncertainty"]
+    assert result.values["Km"] < 2e-6  # the fit ran Km to the edge of its log scale
+    assert "Km" in {b["name"] for b in unc["not_identifiable"]}
+    assert any(n.startswith("at the edge of its range") and "Km" in n for n in unc["notes"])

@@ -216,8 +216,33 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
             out.intervals[name] = Interval(name, t.value, p.lower, p.upper, "profile likelihood",
                                            wald.se if wald is not None else math.nan, identifiable, reason)
     _structural(out, problem)
+    _edges(out, ts)
     out.seconds = time.perf_counter() - started
     return out
+
+
+#: a value kept positive that ends this many times below its start has run to the edge of its range (0)
+EDGE_FACTOR = 1e6
+
+
+def _edges(out: Uncertainty, ts: list[Target]) -> None:
+    """A value kept positive that the fit drove towards 0 (far below its start) is at the edge of its log scale,
+    where its gradient vanishes: the re-optimisations of the other values' profiles cannot move it back, so their
+    intervals hold only with it there. Say so (found fitting Michaelis-Menten data that never reach Km)."""
+    edge = [t for t in ts if t.positive and t.spec is not None and t.spec.init > 0
+            and 0 < t.value < t.spec.init / EDGE_FACTOR]
+    if not edge:
+        return
+    names = ", ".join(f"{t.name} = {t.value:.3g} (start {t.spec.init:g})" for t in edge if t.spec is not None)
+    out.notes.append(f"at the edge of its range (driven towards 0, where its log-scale gradient vanishes): {names}; "
+                     "the other values' intervals hold only with it there, and may be too narrow if the data allow "
+                     "it elsewhere (fix it, or bound it away from 0, and fit again)")
+    for t in edge:
+        i = out.intervals.get(t.name)
+        if i is not None:
+            i.identifiable = False
+            i.reason = "; ".join(r for r in (f"driven towards 0 ({t.value:.3g}, its start {t.spec.init:g})"
+                                             if t.spec is not None else "", i.reason) if r)
 
 
 def _structural(out: Uncertainty, problem: Problem) -> None:
