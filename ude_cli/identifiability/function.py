@@ -77,8 +77,9 @@ class Target:
         return self.positive
 
 
-def targets(model, problem) -> list[Target]:
-    """The learned values of a single-start model that intervals are computed for, in params.csv's order."""
+def targets(model, problem, objective=None) -> list[Target]:
+    """The learned values of a single-start model that intervals are computed for, in params.csv's order
+    (``objective``: the fit's, which says which noise parameters it profiles out)."""
     out: list[Target] = []
     ds = problem.dataset
     ps = model.parameters_
@@ -92,7 +93,7 @@ def targets(model, problem) -> list[Target]:
                 out.append(Target(f"{name}[{e.name}]", kind, raw, (0, b), p, p.positive, lower=p.lower, upper=p.upper))
         else:
             out.append(Target(name, kind, raw, (0,), p, p.positive, lower=p.lower, upper=p.upper))
-    profiled = profiled_noise_names(model)
+    profiled = profiled_noise_names(objective)
     for name, p in problem.noise_parameters.items():
         if p.fixed:
             continue
@@ -108,9 +109,8 @@ def targets(model, problem) -> list[Target]:
     return out
 
 
-def profiled_noise_names(model) -> set[str]:
+def profiled_noise_names(objective) -> set[str]:
     """Noise parameters that the objective profiles out in closed form (sigma = its maximum at every step)."""
-    objective = getattr(model, "_identifiability_objective", None)
     if objective is None or not objective.likelihood:
         return set()
     out: set[str] = set()
@@ -158,7 +158,6 @@ class LikelihoodFunction:
         self.model = model
         self.problem = model.problem
         self.objective = objective if objective is not None else Objective(model, self.problem.config.training.loss)
-        object.__setattr__(model, "_identifiability_objective", self.objective)
         self.weight_decay = float(weight_decay)
         self.n = float(self.objective.counts["train"])
         self.likelihood = bool(self.objective.likelihood)
@@ -270,7 +269,7 @@ class LikelihoodFunction:
         return self.n / self.degrees_of_freedom(k) if self.scale_estimated() else 1.0
 
 
-def final_weight_decay(problem, stages: list[dict] | None = None) -> float:
+def final_weight_decay(problem) -> float:
     """The weight decay of the fit's last trajectory stage (the objective the reported fit minimised)."""
     training = problem.config.training
     if training.stages:
@@ -278,7 +277,3 @@ def final_weight_decay(problem, stages: list[dict] | None = None) -> float:
             if stage.objective == "trajectory":
                 return float(stage.weight_decay if stage.weight_decay is not None else training.weight_decay)
     return float(training.weight_decay)
-
-
-def numpy_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)

@@ -20,6 +20,7 @@ the same interval on log scale, which stays positive.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -190,7 +191,7 @@ def _cost(coords: _Coordinates, f: LikelihoodFunction, gauss_newton: bool) -> fl
     """Seconds of one evaluation a column of the matrix needs (a simulation for Gauss-Newton, else a gradient):
     the faster of two, so that a first call's set-up (native code loading) does not count."""
     times = []
-    with torch.no_grad() if gauss_newton else _nothing():
+    with torch.no_grad() if gauss_newton else contextlib.nullcontext():
         j0 = float(f.training_loss()) if gauss_newton else 0.0
     for _ in range(2):
         t0 = time.perf_counter()
@@ -200,14 +201,6 @@ def _cost(coords: _Coordinates, f: LikelihoodFunction, gauss_newton: bool) -> fl
             coords.gradient()
         times.append(time.perf_counter() - t0)
     return min(times)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _too_wide(positive: bool, value: float, lo: float, hi: float) -> bool:

@@ -33,8 +33,6 @@ from .function import LikelihoodFunction, Target
 MAX_FACTOR = 1000.0
 #: the statistic's growth per step aimed at, as a fraction of the threshold
 TARGET_RISE = 0.15
-#: the statistic must exceed the threshold by this factor before a side ends (a margin for the interpolation)
-OVERSHOOT = 1.0
 
 
 @dataclass
@@ -76,7 +74,6 @@ class Profile:
 
 @dataclass
 class ProfileSettings:
-    level: float = 0.95
     max_steps: int = 40
     iterations: int = 200  # LBFGS iterations per point at most
     initial_step: dict[str, float] = field(default_factory=dict)  # target -> step on the stepping scale
@@ -155,7 +152,7 @@ def profile_target(f: LikelihoodFunction, target: Target, *, threshold: float, t
                     break
                 raw_L.append((v_new, L))
                 points.append((v_new, stat))
-                if stat > threshold * OVERSHOOT:
+                if stat > threshold:
                     break
                 if hit is not None:
                     why = f"reaches its bound {hit:g} inside the interval"

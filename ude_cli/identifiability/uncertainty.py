@@ -169,7 +169,7 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
         return out
     one = single_start(model, start)
     f = LikelihoodFunction(one, final_weight_decay(problem))
-    ts = targets(one, problem)
+    ts = targets(one, problem, f.objective)
     if spec.hessian != "off":
         network = {"auto": "auto", "profiled": "profiled", "fixed": "fixed"}[spec.hessian]
         try:
@@ -191,7 +191,7 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
     if profile:
         k: float = out.wald.parameters_counted if out.wald is not None else float(sum(t.kind != "noise" for t in ts))
         threshold, how = f.threshold(level, k)
-        settings = ProfileSettings(level=level, max_steps=spec.profile_steps, iterations=spec.profile_iterations)
+        settings = ProfileSettings(max_steps=spec.profile_steps, iterations=spec.profile_iterations)
         by_name = {t.name: t for t in ts}
         out.notes.append(f"profile intervals: where 2 (PL - L_min) < {threshold:.4g}, {how}")
         for name in profile:
