@@ -45,13 +45,15 @@ from . import check as _check  # noqa: E402
 from . import compare as _compare  # noqa: E402
 from . import discover as _discover  # noqa: E402
 from . import evaluate as _evaluate  # noqa: E402
+from . import export as _export  # noqa: E402
 from . import fit as _fit  # noqa: E402
 from . import models as _models  # noqa: E402
 from . import petab_import as _petab_import  # noqa: E402
 from . import predict as _predict  # noqa: E402
 from . import report as _report  # noqa: E402
 
-for _module in (_fit, _check, _compare, _models, _discover, _predict, _report, _petab_import, _evaluate):
+for _module in (_fit, _check, _compare, _models, _discover, _predict, _report, _petab_import, _evaluate,
+                _export):
     _module.register(app)
 
 

@@ -265,14 +265,14 @@ class Objective:
 
     def _profiled_nll(self, solutions: list[torch.Tensor], split: str) -> torch.Tensor:
         n = self.counts[split]
-        with torch.no_grad():
-            mse = self.loss(solutions, split)  # mean of squared (scaled / log) residuals = sigma^2 at its MLE
-            const = 0.0
-            for obs, mask in zip(self._obs, self._masks[split], strict=True):
-                if self.spec.log:  # the density of y, not of log y: the Jacobian sum(log y)
-                    const += float((obs * mask).sum())
-                if self.spec.scale == "std":  # sigma_j = c * spread_j
-                    const += float((mask * torch.log(1.0 / self.weights)).sum())
+        # differentiable (ude evaluate's gradient): at sigma's maximum, d nll / d theta is the one at sigma held
+        mse = self.loss(solutions, split)  # mean of squared (scaled / log) residuals = sigma^2 at its MLE
+        const = 0.0
+        for obs, mask in zip(self._obs, self._masks[split], strict=True):
+            if self.spec.log:  # the density of y, not of log y: the Jacobian sum(log y)
+                const += float((obs * mask).sum())
+            if self.spec.scale == "std":  # sigma_j = c * spread_j
+                const += float((mask * torch.log(1.0 / self.weights)).sum())
         return 0.5 * n * (torch.log(2 * math.pi * mse) + 1.0) + const
 
     def noise_estimates(self, solutions: list[torch.Tensor], start: int = 0) -> dict[str, float]:

@@ -7,6 +7,7 @@ One module per concern:
 - :mod:`.problem`: the two together, resolved: states, their right-hand sides and initial values, parameters,
   conditions, observables with their noise models, the measurements;
 - :mod:`.convert`: a resolved problem as a ``ude`` config (YAML) + data CSV that ``ude fit`` runs;
+- :mod:`.export` (with :mod:`.writer`): a ``ude`` config or fitted run as a PEtab SciML problem;
 - :mod:`.evaluate`: the log-likelihood, its gradient and the simulations at given parameter values,
   computed by the ordinary ``ude`` machinery from the converted config.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from .convert import import_problem
 from .evaluate import Evaluation, evaluate
+from .export import Exported, export
 from .problem import PetabProblem, load_problem
 
-__all__ = ["Evaluation", "PetabProblem", "evaluate", "import_problem", "load_problem"]
+__all__ = ["Evaluation", "Exported", "PetabProblem", "evaluate", "export", "import_problem", "load_problem"]

@@ -58,7 +58,7 @@ def read_network(path: Path, net: str) -> Chain:
     activations: list[str] = []
     current: str | None = None
     expect_activation = False
-    for k, node in enumerate(raw["forward"]):
+    for k, node in enumerate(_collapse_rbf(raw["forward"])):
         op, target, args = node.get("op"), str(node.get("target")), node.get("args") or []
         at = f"forward[{k}] ({node.get('name')})"
         if op == "placeholder":
@@ -80,7 +80,7 @@ def read_network(path: Path, net: str) -> Chain:
             current = str(node.get("name"))
         elif op in ("call_method", "call_function") and order and not expect_activation:
             name = {"log_sigmoid": "logsigmoid"}.get(target, target)
-            if name not in ACTIVATIONS or name == "rbf":
+            if name not in ACTIVATIONS or (name == "rbf" and not node.get("_rbf")):
                 raise ConfigError(f"{at}: {target!r} is not supported yet (activations: tanh, relu, gelu, "
                                   f"softplus, sigmoid, silu)", where=where)
             if name == "gelu":  # the suite's references use the tanh approximation, ude's gelu is exact
@@ -104,6 +104,26 @@ def read_network(path: Path, net: str) -> Chain:
         sizes.append(int(a["out_features"]))
     return Chain(id=net, layers=order, sizes=sizes, activation=activations[0] if activations else "tanh",
                  arguments=max(len(placeholders), 1))
+
+
+def _collapse_rbf(forward: list) -> list:
+    """The forward graph with each ``mul(z, z) -> neg -> exp`` (how ``ude export`` writes the Gaussian
+    activation exp(-z^2), which PEtab SciML has no name for) as one ``rbf`` node."""
+    out, k = [], 0
+    while k < len(forward):
+        a, b, c = (list(forward[k:k + 3]) + [{}, {}, {}])[:3]
+        if (all(isinstance(n, dict) and n.get("op") == "call_function" for n in (a, b, c))
+                and [a.get("target"), b.get("target"), c.get("target")] == ["mul", "neg", "exp"]
+                and len(set(map(str, a.get("args") or []))) == 1 and len(a.get("args") or []) == 2
+                and [str(x) for x in b.get("args") or []] == [str(a.get("name"))]
+                and [str(x) for x in c.get("args") or []] == [str(b.get("name"))]):
+            out.append({"name": c.get("name"), "op": "call_function", "target": "rbf", "args": a["args"][:1],
+                        "_rbf": True})
+            k += 3
+            continue
+        out.append(forward[k])
+        k += 1
+    return out
 
 
 def read_weights(arrays: list[Path], chain: Chain) -> dict[str, np.ndarray]:

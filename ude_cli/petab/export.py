@@ -1,0 +1,478 @@
+"""A ``ude`` config or fitted run as a PEtab SciML problem (PEtab v2 + the ``sciml`` extension), which
+:mod:`.convert` reads back to the same log-likelihood.
+
+What is written, from the resolved problem and the model built from it (a config: its starting values and
+the networks' initial weights from its seed; a run: the fitted values of its best start):
+
+- ``model.xml``: SBML L3V2, one species per state (concentration in a compartment of size 1) changed by a
+  rate rule with the state's right-hand side; parameters and constants as SBML parameters; initial values
+  as numbers or initial assignments (a formula, a learned initial value's parameter);
+- ``parameters.tsv``: every parameter with ``parameterScale`` (``log`` for a positive one), bounds, its value
+  as ``nominalValue`` and ``estimate``; the networks' weights as one row per network (``array``), with rows
+  for single frozen arrays;
+- ``observables.tsv``: formula, noise formula, ``observableTransformation`` (``log`` for log-normal noise)
+  and ``noiseDistribution normal``;
+- ``experiments.tsv``, ``conditions.tsv``: an experiment per ``ude`` experiment, starting at time 0 (``ude``'s
+  ``t0`` is subtracted from every time; where ``t`` appears in a formula it becomes ``time + t0``);
+  per-experiment numbers (initial values from the data or a column, constants read from columns) as
+  condition targets;
+- ``measurements.tsv``: every observed training cell (a validation window's cells go to
+  ``measurements_validation.tsv``, outside the problem, as they are outside ``ude``'s likelihood);
+- networks: ``NET.yaml`` (Linear layers, the forward graph), ``networks.hdf5`` (PyTorch layout; an input
+  standardisation and output scaling (``normalize``) folded into the first and last layers),
+  ``mapping.tsv`` and ``hybridization.tsv`` (inputs from states, parameters or constants; outputs into the
+  equations through an SBML parameter each, in observable formulas by their mapping id);
+- ``export.json``: the source, its log-likelihood, the re-imported one, and how the loss was translated.
+
+A config without a noise model (``training.loss`` mse / scaled / log) has as its likelihood the normal
+(log-normal for ``log``) one with the standard deviation at its maximum-likelihood value
+(:mod:`ude_cli.likelihood.objective`): it is written as a normal noise model with one estimated ``sigma``
+(times each observable's spread for ``scaled``) whose nominal value is that maximum, so the likelihood at
+the nominal values is the same number and a fit of ``sigma`` reaches the same profile.
+
+What PEtab cannot say is refused with one line naming the config field (exit code 3) before anything is
+written. Everything is written into a temporary folder, re-imported and evaluated there, and moved into
+place only then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, RunDirError
+from .writer import formula, network_yaml, number, write_hdf5, write_sbml, write_tsv
+
+#: activations PEtab SciML (and :mod:`.sciml`) has; ``rbf`` is written as mul/neg/exp
+EXPORTABLE_ACTIVATIONS = ("tanh", "relu", "softplus", "sigmoid", "silu", "rbf")
+
+
+@dataclass
+class Exported:
+    """What :func:`export` wrote and measured."""
+
+    problem: Path  # the problem YAML
+    source: str
+    llh_source: float  # the source's log-likelihood (ude's own, at the evaluation tolerances)
+    llh_exported: float | None  # the written problem's, re-imported by ude import / ude evaluate
+    rtol: float = 0.0  # the tolerances both were computed at
+    atol: float = 0.0
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.llh_exported is None else abs(self.llh_exported - self.llh_source)
+
+
+def _identifier(text: str, taken: set[str]) -> str:
+    """A PEtab / SBML id (letters, digits, underscores; not starting with a digit) not in ``taken``."""
+    base = re.sub(r"\W", "_", str(text), flags=re.ASCII) or "x"
+    if base[0].isdigit():
+        base = f"e{base}"
+    out = base
+    while out in taken:
+        out += "_"
+    taken.add(out)
+    return out
+
+
+def _load(source: Path):
+    """(label, config, problem, model, start) of a config file or a run directory, at evaluation tolerances."""
+    import torch
+
+    from ..config import load_config
+    from ..fitting.model import UDEModel
+    from ..problem import resolve
+    from ..runs.load import read_json
+    from ..runs.rundir import RUN_FILE
+    from .evaluate import ATOL, MAX_STEPS, RTOL, is_petab
+
+    state, n_starts, start = None, 1, 0
+    if source.is_dir():
+        if not (source / RUN_FILE).is_file():
+            raise RunDirError("neither a config file nor a run directory (no run.json)", where=str(source))
+        info = read_json(source / RUN_FILE, "run.json")
+        if info.get("status") != "complete":
+            raise RunDirError(f"the run is {info.get('status', 'incomplete')}, not complete", where=str(source))
+        metrics = read_json(source / "metrics.json", "metrics.json")
+        n_starts, start = int(metrics.get("starts", 1)), int(metrics.get("best_start", 0))
+        cfg = load_config(source / "inputs" / "config.yaml")
+        try:
+            state = torch.load(source / "model.pt", weights_only=True)
+        except FileNotFoundError:
+            raise RunDirError("no model.pt in the run directory", where=str(source)) from None
+    elif source.is_file():
+        if is_petab(source):
+            raise ConfigError("this is a PEtab problem already; export takes a ude config or a run directory",
+                              where=str(source))
+        cfg = load_config(source)
+    else:
+        raise ConfigError("file not found", where=str(source))
+    solver = cfg.solver.model_copy(update={"rtol": min(RTOL, cfg.solver.rtol), "atol": min(ATOL, cfg.solver.atol),
+                                           "max_steps": max(MAX_STEPS, cfg.solver.max_steps)})
+    cfg = cfg.model_copy(update={"solver": solver})
+    problem = resolve(cfg)
+    torch.set_num_threads(cfg.training.threads or 1)
+    model = UDEModel(problem, n_starts=n_starts)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RunDirError(f"model.pt does not match the run's config: {str(exc).splitlines()[0]}",
+                              where=str(source)) from None
+    model.eval()
+    return cfg.label, cfg, problem, model, start
+
+
+def _refusals(problem, label: str) -> None:
+    """One line for the first feature PEtab cannot express (or :mod:`.convert` cannot read back)."""
+    ds = problem.dataset
+    for name, p in problem.parameters.items():
+        if p.per_experiment and not p.fixed:
+            raise ConfigError(f"a parameter learned per experiment ({name}) is a condition-specific parameter in "
+                              f"PEtab, which ude import cannot read back yet: not exported",
+                              where=f"{label}: model.parameters.{name}.per_experiment")
+    for s, spec in problem.initial.items():
+        if spec.learn and len(ds.experiments) > 1:
+            raise ConfigError(f"an initial value learned per experiment ({len(ds.experiments)} experiments) is a "
+                              f"condition-specific parameter in PEtab, which ude import cannot read back yet: not "
+                              f"exported", where=f"{label}: model.initial.{s}.learn")
+    for name, o in problem.observables.items():
+        if o.noise is None:
+            continue
+        if o.noise.distribution not in ("normal", "lognormal"):
+            raise ConfigError(f"noise distribution {o.noise.distribution}: PEtab's noise models are normal and "
+                              f"Laplace (on a lin, log or log10 scale); there is no {o.noise.distribution} one",
+                              where=f"{label}: observables.{name}.noise.distribution")
+        if o.noise.distribution == "normal" and o.noise.error != "constant":
+            raise ConfigError(f"error {o.noise.error}: a standard deviation that depends on the prediction is a "
+                              f"noise formula of the observable, which ude import cannot read back yet",
+                              where=f"{label}: observables.{name}.noise.error")
+    for name, spec in problem.networks.items():
+        if spec.activation not in EXPORTABLE_ACTIVATIONS:
+            why = ("PEtab SciML's gelu is the tanh approximation, ude's is exact" if spec.activation == "gelu"
+                   else "PEtab SciML has no such activation")
+            raise ConfigError(f"activation {spec.activation}: {why}", where=f"{label}: networks.{name}.activation")
+        if "t" in spec.inputs:
+            raise ConfigError("time as a network input is an expression input in PEtab SciML, which ude import "
+                              "cannot read back yet", where=f"{label}: networks.{name}.inputs")
+
+
+def export(source: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True) -> Exported:
+    """Write the config or run directory ``source`` as a PEtab SciML problem into the folder ``out``
+    (``out/problem.yaml`` and the files it names). With ``check``, the written problem is re-imported and
+    evaluated before it is moved into place. Nothing is written when the source cannot be exported."""
+    import torch
+
+    from ..likelihood.objective import Objective
+
+    source = Path(source)
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise RunDirError("exists and is not empty (give --overwrite to replace it)", where=str(target))
+    label, cfg, problem, model, start = _load(source)
+    _refusals(problem, label)
+    # the likelihood as `ude evaluate` computes it: every value held (no profiled noise parameter)
+    declared = problem.noise_parameters
+    problem.noise_parameters = {n: dataclasses.replace(p, fixed=True) for n, p in declared.items()}
+    objective = Objective(model)  # reads which noise parameters are profiled here, once
+    problem.noise_parameters = declared
+    with torch.no_grad():
+        sols = model()
+        llh_source = -float(objective.nll(sols, "train")[start])
+        y0 = model.initial()[start].cpu().numpy()  # (B, n)
+        values = {n: np.asarray(v)[start] for n, v in model.parameter_values().items()}
+        noise_values = {n: float(v[start]) for n, v in model.noise.numpy().items()}
+        ml_sigma = None if objective.likelihood else objective.noise_estimates(sols, start)["sigma"]
+    if not source.is_dir():  # a config: its starting values exactly (not through the bounds' transform and back)
+        values = {n: np.full(np.shape(values[n]), p.init) for n, p in problem.parameters.items()}
+        noise_values.update({n: float(p.init) for n, p in declared.items()})
+        for j in model.initial.learned:
+            y0[:, j] = model.initial.base[:, j].cpu().numpy()
+    if not math.isfinite(llh_source):
+        raise ConfigError(f"the log-likelihood of the source is {llh_source}: nothing to export", where=label)
+    with tempfile.TemporaryDirectory(prefix=".ude-export-",
+                                     dir=target.parent if target.parent.exists() else None) as tmp:
+        staging = Path(tmp) / "out"
+        staging.mkdir()
+        result = _write(staging, label, cfg, problem, model, objective, start, y0, values, noise_values, ml_sigma)
+        result.source, result.llh_source = str(source), llh_source
+        result.rtol, result.atol = cfg.solver.rtol, cfg.solver.atol
+        if check:
+            from .evaluate import evaluate
+
+            try:
+                # at the source's tolerances (PEtab has no solver settings: robertson's atol 1e-16 matters)
+                result.llh_exported = evaluate(staging / "problem.yaml", rtol=cfg.solver.rtol,
+                                               atol=cfg.solver.atol).llh
+            except ConfigError as exc:
+                raise ConfigError(f"the exported problem does not import back: {exc.lines()[0]}", where=label) from None
+        (staging / "export.json").write_text(json.dumps({
+            "source": str(source), "llh_source": llh_source, "llh_reimported": result.llh_exported,
+            "method": "log-likelihood with every normalising constant at the nominal values: the source's by "
+                      "ude's own objective, the export's by `ude evaluate problem.yaml --rtol RTOL --atol ATOL` "
+                      "(re-imported), both with the ODE solved at these tolerances",
+            "rtol": cfg.solver.rtol, "atol": cfg.solver.atol,
+            "notes": result.notes}, indent=1) + "\n")
+        result.files.append("export.json")
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(target))
+    result.problem = target / "problem.yaml"
+    return result
+
+
+def _write(folder: Path, label: str, cfg, problem, model, objective, start: int, y0: np.ndarray,
+           values: dict, noise_values: dict, ml_sigma: float | None) -> Exported:
+    import yaml
+
+    ds = problem.dataset
+    experiments = ds.experiments
+    notes: list[str] = []
+    taken: set[str] = {*problem.states, *problem.parameters, *problem.constants, *problem.networks,
+                       *problem.noise_parameters, "time", "pi"}
+    compartment = _identifier("compartment", taken)
+
+    # -- time: PEtab experiments start at 0; ude's start at t0 ------------------------------------------------
+    t0 = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in experiments]
+    uses_time = any("t" in e.names for e in problem.equations.values()) or any(
+        "t" in o.expression.names for o in problem.observables.values()) or any(
+        "t" in e.names for e in problem.noise_formulas.values())
+    uses_t0 = any(i.expression is not None and "t0" in i.expression.names for i in problem.initial.values())
+    t0_id = None
+    if (uses_time and any(t != 0 for t in t0)) or uses_t0:
+        t0_id = _identifier("t_offset", taken)  # not `t0`: ude's initial formulas read that as the start time
+    time_text = f"(time + {t0_id})" if (uses_time and t0_id is not None) else "time"
+    if any(t != 0 for t in t0):
+        notes.append(f"times shifted by t0 (PEtab experiments start at 0): {', '.join(sorted({number(t) for t in t0}))}")
+
+    # -- networks: inputs, outputs, weights ---------------------------------------------------------------------
+    out_param: dict[tuple[str, int], str] = {}  # (net, i) -> SBML parameter set by the output (equations)
+    out_id: dict[tuple[str, int], str] = {}  # (net, i) -> mapping id of the output (observable formulas)
+    mapping_rows: list[list] = []
+    hybrid_rows: list[list] = []
+    network_rows: list[list] = []
+    arrays: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    net_files: dict[str, dict] = {}
+    used_in_rhs = {ref for e in problem.equations.values() for ref in _refs(e, problem.networks)}
+    for name, spec in problem.networks.items():
+        net = model.rhs.networks[name]
+        layers = [(net.weights[k][start].detach().cpu().numpy().T.copy(),
+                   net.biases[k][start, 0].detach().cpu().numpy().copy()) for k in range(len(net.weights))]
+        if not net.identity_in:  # (x - shift)/scale into the first layer
+            shift, scale = net.in_shift.cpu().numpy(), net.in_scale.cpu().numpy()
+            w, b = layers[0]
+            layers[0] = (w / scale[None, :], b - (w / scale[None, :]) @ shift)
+            notes.append(f"network {name}: the input standardisation folded into the first layer's weights")
+        if not net.identity_out:  # outputs * out_scale into the last layer
+            c = net.out_scale.cpu().numpy()
+            w, b = layers[-1]
+            layers[-1] = (w * c[:, None], b * c)
+            notes.append(f"network {name}: the output scaling folded into the last layer's weights")
+        arrays[name] = layers
+        sizes = [layers[0][0].shape[1], *(w.shape[0] for w, _ in layers)]
+        net_files[name] = network_yaml(name, sizes, spec.activation)
+        for i, inp in enumerate(spec.inputs):
+            pid = _identifier(f"{name}_input{i + 1}", taken)
+            mapping_rows.append([pid, f"{name}.inputs[0][{i}]"])
+            hybrid_rows.append([pid, inp])
+        for i in range(spec.outputs):
+            oid = _identifier(f"{name}_output{i + 1}", taken)
+            out_id[(name, i)] = oid
+            mapping_rows.append([oid, f"{name}.outputs[0][{i}]"])
+            if (name, i) in used_in_rhs:
+                param = _identifier(f"{name}_out{i + 1}", taken)
+                out_param[(name, i)] = param
+                hybrid_rows.append([param, oid])
+        ps = _identifier(f"{name}_ps", taken)
+        mapping_rows.append([ps, f"{name}.parameters"])
+        network_rows.append([ps, "lin", -math.inf, math.inf, "array", not spec.fixed])
+        if not spec.fixed:
+            for array in spec.frozen:  # weight0, bias1, ...: single arrays kept as given
+                part, k = ("weight", int(array[6:])) if array.startswith("weight") else ("bias", int(array[4:]))
+                fid = _identifier(f"{name}_layer{k + 1}_{part}", taken)
+                mapping_rows.append([fid, f"{name}.parameters[layer{k + 1}].{part}"])
+                network_rows.append([fid, "lin", -math.inf, math.inf, "array", False])
+
+    nets = {n: s.outputs for n, s in problem.networks.items()}
+
+    def sbml(expr) -> str:
+        return formula(expr.tree, style="sbml", name=lambda n: n, output=lambda n, i: out_param[(n, i)],
+                       time=time_text, networks=nets)
+
+    def petab(expr) -> str:
+        return formula(expr.tree, style="petab", name=lambda n: n, output=lambda n, i: out_id[(n, i)],
+                       time=time_text, networks=nets)
+
+    # -- experiments and their conditions -----------------------------------------------------------------------
+    exp_ids: list[str] = []
+    for e in experiments:
+        exp_ids.append(_identifier(e.name if len(experiments) > 1 else "experiment", taken))
+    targets: dict[int, list[tuple[str, float]]] = {b: [] for b in range(len(experiments))}
+
+    def per_experiment(sid: str, per: list[float]) -> float:
+        """The SBML value of ``sid``; when it differs between experiments, a condition target each."""
+        if len(set(per)) > 1:
+            for b, v in enumerate(per):
+                targets[b].append((sid, float(v)))
+        return float(per[0])
+
+    # -- parameters ---------------------------------------------------------------------------------------------
+    sbml_parameters: dict[str, float] = {}
+    parameter_rows: list[list] = []
+    for name, p in problem.parameters.items():
+        v = np.asarray(values[name], dtype=float)
+        if p.per_experiment:  # fixed (refused otherwise): one value in every experiment
+            sbml_parameters[name] = per_experiment(name, [float(x) for x in np.ravel(v)])
+            continue
+        value = float(v)
+        sbml_parameters[name] = value
+        lower = p.lower if p.lower is not None else (0.0 if p.positive else -math.inf)
+        upper = p.upper if p.upper is not None else math.inf
+        parameter_rows.append([name, "log" if p.positive else "lin", float(lower), float(upper), value, not p.fixed])
+    for name, c in problem.constants.items():
+        if isinstance(c, str):  # read from a column: a number per experiment
+            sbml_parameters[name] = per_experiment(name, [float(e.covariates[c]) for e in experiments])
+        else:
+            sbml_parameters[name] = float(c)
+    if t0_id is not None:
+        sbml_parameters[t0_id] = per_experiment(t0_id, t0)
+    for param in out_param.values():
+        sbml_parameters[param] = 0.0  # set by the network's output (hybridization table)
+
+    # -- states: initial values and right-hand sides ------------------------------------------------------------
+    species: dict[str, float] = {}
+    initial_assignments: dict[str, str] = {}
+    for j, s in enumerate(problem.states):
+        spec = problem.initial[s]
+        if spec.learn:  # one experiment (refused otherwise): a parameter of its own
+            pid = _identifier(f"{s}_0", taken)
+            sbml_parameters[pid] = float(y0[0, j])
+            parameter_rows.append([pid, "log" if spec.positive else "lin", 0.0 if spec.positive else -math.inf,
+                                   math.inf, float(y0[0, j]), True])
+            initial_assignments[s] = pid
+            species[s] = float(y0[0, j])
+        elif spec.source == "formula":
+            assert spec.expression is not None
+            text = formula(spec.expression.tree, style="sbml", name=lambda n: t0_id if n == "t0" else n,
+                           output=lambda n, i: out_param[(n, i)], time=time_text, networks=nets)
+            initial_assignments[s] = text
+            species[s] = float(y0[0, j])
+        else:
+            species[s] = per_experiment(s, [float(x) for x in y0[:, j]])
+    rate_rules = {s: sbml(problem.equations[s]) for s in problem.states}
+    write_sbml(folder / "model.xml", model_id=_identifier(cfg.run_name, set()), compartment=compartment,
+               species=species, rate_rules=rate_rules, parameters=sbml_parameters,
+               initial_assignments=initial_assignments, where=label)
+
+    # -- observables and their noise ----------------------------------------------------------------------------
+    observable_rows: list[list] = []
+    obs_ids: dict[str, str] = {}
+    spec_loss = objective.spec
+    if ml_sigma is not None:
+        sigma_id = _identifier("sigma", taken)
+        parameter_rows.append([sigma_id, "log", 0.0, math.inf, float(ml_sigma), True])
+        what = {(False, "none"): "mse", (False, "std"): "scaled", (True, "none"): "log", (True, "std"): "log, scaled"}
+        notes.append(f"training.loss {what[(bool(spec_loss.log), spec_loss.scale)]} (no noise model): "
+                     f"{'log-normal' if spec_loss.log else 'normal'} noise with one estimated sigma"
+                     f"{' times each observable' + chr(39) + 's spread' if spec_loss.scale == 'std' else ''}, nominal "
+                     f"{number(ml_sigma)} (its maximum-likelihood value at the exported values)")
+    for j, (name, o) in enumerate(problem.observables.items()):
+        oid = _identifier(f"{name}_obs" if name in taken else name, taken)
+        obs_ids[name] = oid
+        if o.noise is None:
+            assert ml_sigma is not None
+            transformation = "log" if spec_loss.log else "lin"
+            noise = sigma_id if spec_loss.scale != "std" else f"({sigma_id} * {number(float(objective.spread[j]))})"
+        else:
+            transformation = "log" if o.noise.distribution == "lognormal" else "lin"
+            pname = o.noise_parameters["sigma"]
+            if pname in problem.noise_formulas:
+                noise = petab(problem.noise_formulas[pname])
+            else:
+                p = problem.noise_parameters[pname]
+                if p.fixed:
+                    noise = number(noise_values[pname])
+                else:
+                    noise = pname
+                    parameter_rows.append([pname, "log", float(p.lower if p.lower is not None else 0.0),
+                                           float(p.upper if p.upper is not None else math.inf),
+                                           noise_values[pname], True])
+        observable_rows.append([oid, o.label or name, petab(o.expression), noise, transformation, "normal"])
+    write_tsv(folder / "observables.tsv", ["observableId", "observableName", "observableFormula", "noiseFormula",
+                                           "observableTransformation", "noiseDistribution"], observable_rows)
+
+    # -- measurements -----------------------------------------------------------------------------------------
+    rows, held_out = [], []
+    columns = list(ds.observable_columns)
+    for b, e in enumerate(experiments):
+        for i, t in enumerate(e.t):
+            for name in problem.observables:
+                y = e.observations[i, columns.index(name)]
+                if np.isfinite(y):
+                    (rows if e.train[i] else held_out).append([obs_ids[name], exp_ids[b], float(y),
+                                                               float(t) - t0[b]])
+    head = ["observableId", "experimentId", "measurement", "time"]
+    write_tsv(folder / "measurements.tsv", head, rows)
+    files = ["problem.yaml", "model.xml", "observables.tsv", "measurements.tsv"]
+    if held_out:
+        write_tsv(folder / "measurements_validation.tsv", head, held_out)
+        files.append("measurements_validation.tsv")
+        notes.append(f"the validation window's {len(held_out)} measurements are in measurements_validation.tsv, "
+                     f"outside the problem (ude's likelihood is the training data's)")
+
+    # -- conditions, experiments, parameters ----------------------------------------------------------------------
+    cond_ids: dict[int, str] = {}
+    condition_rows = []
+    for b in range(len(experiments)):
+        if targets[b]:
+            cond_ids[b] = _identifier(f"{exp_ids[b]}_condition", taken)
+            condition_rows += [[cond_ids[b], sid, v] for sid, v in targets[b]]
+    write_tsv(folder / "experiments.tsv", ["experimentId", "time", "conditionId"],
+              [[exp_ids[b], 0.0, cond_ids.get(b, "")] for b in range(len(experiments))])
+    if condition_rows:
+        write_tsv(folder / "conditions.tsv", ["conditionId", "targetId", "targetValue"], condition_rows)
+    write_tsv(folder / "parameters.tsv", ["parameterId", "parameterScale", "lowerBound", "upperBound",
+                                          "nominalValue", "estimate"], parameter_rows + network_rows)
+    files += ["experiments.tsv", *(["conditions.tsv"] if condition_rows else []), "parameters.tsv"]
+
+    doc: dict = {"format_version": "2.0.0",
+                 "model_files": {"model": {"location": "model.xml", "language": "sbml"}},
+                 "parameter_files": ["parameters.tsv"], "observable_files": ["observables.tsv"],
+                 "measurement_files": ["measurements.tsv"], "experiment_files": ["experiments.tsv"]}
+    if condition_rows:
+        doc["condition_files"] = ["conditions.tsv"]
+    if problem.networks:
+        write_tsv(folder / "mapping.tsv", ["petabEntityId", "modelEntityId"], mapping_rows)
+        write_tsv(folder / "hybridization.tsv", ["targetId", "targetValue"], hybrid_rows)
+        write_hdf5(folder / "networks.hdf5", arrays)
+        for name, net_doc in net_files.items():
+            (folder / f"{name}.yaml").write_text(yaml.safe_dump(net_doc, sort_keys=False))
+        doc["mapping_files"] = ["mapping.tsv"]
+        doc["extensions"] = {"sciml": {"version": "0.1.0", "required": True, "array_files": ["networks.hdf5"],
+                                       "hybridization_files": ["hybridization.tsv"],
+                                       "neural_networks": {n: {"location": f"{n}.yaml", "pre_initialization": False,
+                                                               "format": "YAML"} for n in problem.networks}}}
+        files += ["mapping.tsv", "hybridization.tsv", "networks.hdf5", *(f"{n}.yaml" for n in problem.networks)]
+    head_comment = (f"# PEtab SciML problem exported by `ude export` from {label}.\n"
+                    f"# `ude evaluate problem.yaml` gives its log-likelihood; export.json says how it was made.\n")
+    (folder / "problem.yaml").write_text(head_comment + yaml.safe_dump(doc, sort_keys=False))
+    return Exported(problem=folder / "problem.yaml", source="", llh_source=math.nan, llh_exported=None,
+                    files=files, notes=notes)
+
+
+def _refs(expr, networks) -> set[tuple[str, int]]:
+    """The network outputs ``(net, i)`` an expression uses (a bare one-output ``NET`` is output 0)."""
+    out = set(expr.network_refs)
+    out |= {(n, 0) for n in expr.names if n in networks}
+    return out
