@@ -37,7 +37,7 @@ def invoke(*args):
     return result
 
 
-COMMANDS = ["fit", "check", "compare", "models", "discover", "predict", "report", "import", "evaluate"]
+COMMANDS = ["fit", "check", "compare", "models", "discover", "predict", "report", "import", "evaluate", "export"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -135,17 +135,6 @@ def _load(source: Path):
 
 def _refusals(problem, label: str) -> None:
     """One line for the first feature PEtab cannot express (or :mod:`.convert` cannot read back)."""
-    ds = problem.dataset
-    for name, p in problem.parameters.items():
-        if p.per_experiment and not p.fixed:
-            raise ConfigError(f"a parameter learned per experiment ({name}) is a condition-specific parameter in "
-                              f"PEtab, which ude import cannot read back yet: not exported",
-                              where=f"{label}: model.parameters.{name}.per_experiment")
-    for s, spec in problem.initial.items():
-        if spec.learn and len(ds.experiments) > 1:
-            raise ConfigError(f"an initial value learned per experiment ({len(ds.experiments)} experiments) is a "
-                              f"condition-specific parameter in PEtab, which ude import cannot read back yet: not "
-                              f"exported", where=f"{label}: model.initial.{s}.learn")
     for name, o in problem.observables.items():
         if o.noise is None:
             continue
@@ -330,16 +319,45 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     # -- parameters ---------------------------------------------------------------------------------------------
     sbml_parameters: dict[str, float] = {}
     parameter_rows: list[list] = []
+    assignment_rules: dict[str, str] = {}
+    indicators: list[str] = []  # per experiment: a constant 1 in its own experiment, 0 in the others
+
+    def one_per_experiment(name: str, per: list[float], scale: str, lower: float, upper: float) -> str:
+        """An estimated value per experiment: a parameter each, and the formula that picks the experiment's
+        (``NAME_E1*in_E1 + ...``, exact: a product with 1 or 0 and a sum with zeros lose no digit)."""
+        if not indicators:
+            for b in range(len(experiments)):
+                ind = _identifier(f"in_{exp_ids[b]}", taken)
+                indicators.append(ind)
+                sbml_parameters[ind] = per_experiment(ind, [1.0 if k == b else 0.0 for k in range(len(experiments))])
+        terms = []
+        for b, v in enumerate(per):
+            pid = _identifier(f"{name}_{exp_ids[b]}", taken)
+            sbml_parameters[pid] = float(v)
+            parameter_rows.append([pid, scale, float(lower), float(upper), float(v), True])
+            terms.append(f"({pid} * {indicators[b]})")
+        return " + ".join(terms)
+
     for name, p in problem.parameters.items():
         v = np.asarray(values[name], dtype=float)
-        if p.per_experiment:  # fixed (refused otherwise): one value in every experiment
+        lower = p.lower if p.lower is not None else (0.0 if p.positive else -math.inf)
+        upper = p.upper if p.upper is not None else math.inf
+        scale = "log" if p.positive else "lin"
+        if p.per_experiment and (p.fixed or len(experiments) == 1):
             sbml_parameters[name] = per_experiment(name, [float(x) for x in np.ravel(v)])
+            if not p.fixed:
+                parameter_rows.append([name, scale, float(lower), float(upper), float(np.ravel(v)[0]), True])
+            continue
+        if p.per_experiment:
+            assignment_rules[name] = one_per_experiment(name, [float(x) for x in np.ravel(v)], scale, lower, upper)
             continue
         value = float(v)
         sbml_parameters[name] = value
-        lower = p.lower if p.lower is not None else (0.0 if p.positive else -math.inf)
-        upper = p.upper if p.upper is not None else math.inf
-        parameter_rows.append([name, "log" if p.positive else "lin", float(lower), float(upper), value, not p.fixed])
+        parameter_rows.append([name, scale, float(lower), float(upper), value, not p.fixed])
+    if assignment_rules:
+        notes.append(f"learned per experiment: {', '.join(assignment_rules)}: a parameter per experiment "
+                     f"(NAME_EXPERIMENT) and the SBML assignment rule NAME = sum of NAME_EXPERIMENT * in_EXPERIMENT, "
+                     f"constants that each experiment's condition sets to 1 (its own) or 0")
     for name, c in problem.constants.items():
         if isinstance(c, str):  # read from a column: a number per experiment
             sbml_parameters[name] = per_experiment(name, [float(e.covariates[c]) for e in experiments])
@@ -355,12 +373,18 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     initial_assignments: dict[str, str] = {}
     for j, s in enumerate(problem.states):
         spec = problem.initial[s]
-        if spec.learn:  # one experiment (refused otherwise): a parameter of its own
-            pid = _identifier(f"{s}_0", taken)
-            sbml_parameters[pid] = float(y0[0, j])
-            parameter_rows.append([pid, "log" if spec.positive else "lin", 0.0 if spec.positive else -math.inf,
-                                   math.inf, float(y0[0, j]), True])
-            initial_assignments[s] = pid
+        if spec.learn:  # a parameter of its own (one per experiment)
+            scale, lower = ("log", 0.0) if spec.positive else ("lin", -math.inf)
+            if len(experiments) == 1:
+                pid = _identifier(f"{s}_0", taken)
+                sbml_parameters[pid] = float(y0[0, j])
+                parameter_rows.append([pid, scale, lower, math.inf, float(y0[0, j]), True])
+                initial_assignments[s] = pid
+            else:
+                initial_assignments[s] = one_per_experiment(f"{s}_0", [float(x) for x in y0[:, j]], scale, lower,
+                                                            math.inf)
+                notes.append(f"the initial value of {s} (learned per experiment): a parameter per experiment, "
+                             f"{s}_0_EXPERIMENT, picked as the per-experiment parameters are")
             species[s] = float(y0[0, j])
         elif spec.source == "formula":
             assert spec.expression is not None
@@ -373,7 +397,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     rate_rules = {s: sbml(problem.equations[s]) for s in problem.states}
     write_sbml(folder / "model.xml", model_id=_identifier(cfg.run_name, set()), compartment=compartment,
                species=species, rate_rules=rate_rules, parameters=sbml_parameters,
-               initial_assignments=initial_assignments, where=label)
+               initial_assignments=initial_assignments, where=label, assignment_rules=assignment_rules)
 
     # -- observables and their noise ----------------------------------------------------------------------------
     observable_rows: list[list] = []

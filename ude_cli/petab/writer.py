@@ -91,9 +91,10 @@ def sbml_math(text: str, where: str):
 
 def write_sbml(path: Path, *, model_id: str, compartment: str, species: Mapping[str, float],
                rate_rules: Mapping[str, str], parameters: Mapping[str, float],
-               initial_assignments: Mapping[str, str], where: str) -> None:
+               initial_assignments: Mapping[str, str], where: str,
+               assignment_rules: Mapping[str, str] | None = None) -> None:
     """An SBML L3V2 model: species (concentrations in one compartment of size 1) changed by rate rules,
-    constant parameters, initial assignments."""
+    constant parameters, parameters given by assignment rules, initial assignments."""
     import libsbml
 
     document = libsbml.SBMLDocument(3, 2)
@@ -117,6 +118,13 @@ def write_sbml(path: Path, *, model_id: str, compartment: str, species: Mapping[
         p.setId(pid)
         p.setValue(float(value))
         p.setConstant(True)
+    for pid, text in (assignment_rules or {}).items():
+        p = model.createParameter()
+        p.setId(pid)
+        p.setConstant(False)
+        rule = model.createAssignmentRule()
+        rule.setVariable(pid)
+        rule.setMath(sbml_math(text, f"{where}: the value of {pid}"))
     for sid, text in initial_assignments.items():
         ia = model.createInitialAssignment()
         ia.setSymbol(sid)

@@ -1,0 +1,302 @@
+"""`ude export`: a config or run as a PEtab SciML problem that imports back to the same log-likelihood.
+
+The round trip of every bundled config is checked against `ude evaluate CONFIG` (the original's llh, computed
+by ude's own objective from the config) and `ude evaluate problem.yaml` (the exported files, read back by the
+importer: an SBML model, PEtab tables, network YAML and HDF5 weights); the pieces are checked independently
+too: the exported networks against torch.nn layers built from the HDF5 file, the translated squared-error
+likelihood against its closed form, formulas against sympy from the SBML math.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ude_cli.errors import ConfigError
+from ude_cli.petab import evaluate, export
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+#: bundled config -> the field its refusal names (PEtab, or ude import, has no counterpart)
+REFUSED = {"flu_sir_negbin": "observables.I.noise.distribution"}
+#: a stiff UDE (BDF at atol 1e-16) and two networks with 8x8 hidden layers: 2 to 6 s each (shared 2-core machine)
+SLOW = {"robertson_ude", "lynx_hare_ude"}
+#: the ODE's tolerance of the comparison: at rtol 1e-10 two BDF solves of the same problem written in two ways
+#: (the network's standardisation folded into its weights) differ by 3.4e-8 in robertson_ude's llh (2.4e-11
+#: at 1e-12), which is the solver's error, not the translation's
+RTOL = {"robertson_ude": 1e-12}
+
+
+def _params():
+    out = []
+    for path in CONFIGS:
+        marks = [pytest.mark.slow] if path.stem in SLOW else []
+        out.append(pytest.param(path, id=path.stem, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("config", _params())
+def test_round_trip_of_every_bundled_config(config: Path, tmp_path: Path):
+    out = tmp_path / "petab"
+    if config.stem in REFUSED:
+        with pytest.raises(ConfigError) as info:
+            export(config, out, check=False)
+        assert REFUSED[config.stem] in str(info.value.where)
+        assert not out.exists()  # nothing written
+        assert list(tmp_path.iterdir()) == []  # not even the staging folder
+        return
+    rtol = RTOL.get(config.stem, 1e-10)
+    result = export(config, out, check=False)
+    assert result.problem == out / "problem.yaml" and result.problem.is_file()
+    original = evaluate(config, rtol=rtol, atol=min(1e-12, _atol(config)))
+    again = evaluate(result.problem, rtol=rtol, atol=min(1e-12, _atol(config)))
+    assert math.isfinite(original.llh)
+    assert abs(again.llh - original.llh) <= 1e-8, (original.llh, again.llh)
+    assert len(again.simulations) == len(original.simulations) - _validation_cells(out)
+
+
+def _atol(config: Path) -> float:
+    from ude_cli.config import load_config
+
+    return load_config(config).solver.atol
+
+
+def _validation_cells(out: Path) -> int:
+    held = out / "measurements_validation.tsv"
+    return 0 if not held.is_file() else len(held.read_text().splitlines()) - 1
+
+
+def test_the_export_checks_itself_and_writes_what_the_problem_names(tmp_path: Path):
+    import yaml
+
+    result = export(REPO / "configs" / "lotka_volterra.yaml", tmp_path / "lv")
+    assert result.llh_exported is not None and result.difference is not None and result.difference <= 1e-8
+    doc = yaml.safe_load((tmp_path / "lv" / "problem.yaml").read_text())
+    named = [doc["model_files"]["model"]["location"], *doc["parameter_files"], *doc["observable_files"],
+             *doc["measurement_files"], *doc["experiment_files"], *doc["mapping_files"],
+             *doc["extensions"]["sciml"]["array_files"], *doc["extensions"]["sciml"]["hybridization_files"],
+             *(n["location"] for n in doc["extensions"]["sciml"]["neural_networks"].values())]
+    for name in named:
+        assert (tmp_path / "lv" / name).is_file(), name
+    assert sorted(result.files) == sorted({*named, "problem.yaml", "export.json"})
+    # the config's values are the nominal ones; alpha and gamma are fixed there
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "lv" / "parameters.tsv", sep="\t", dtype=str).set_index("parameterId")
+    assert table.loc["alpha", "nominalValue"] == "1.3" and table.loc["alpha", "estimate"] == "false"
+    assert table.loc["U_ps", "nominalValue"] == "array" and table.loc["U_ps", "estimate"] == "true"
+
+
+def test_squared_error_loss_becomes_normal_noise_at_the_ml_sigma(tmp_path: Path):
+    """The exported likelihood of an mse config equals the closed form -n/2 (log(2 pi RSS/n) + 1), with RSS
+    from the re-imported problem's own simulations (not from the objective's profiled code)."""
+    result = export(REPO / "configs" / "theophylline_pk.yaml", tmp_path / "pk", check=False)
+    ev = evaluate(result.problem)
+    r = ev.simulations["measurement"].to_numpy() - ev.simulations["simulation"].to_numpy()
+    n = len(r)
+    closed = -0.5 * n * (math.log(2 * math.pi * float(r @ r) / n) + 1.0)
+    assert ev.llh == pytest.approx(closed, abs=1e-9)
+    assert abs(ev.gradient["sigma"]) < 1e-8  # sigma is at its maximum
+
+
+def test_log_loss_becomes_log_normal_noise(tmp_path: Path):
+    """lynx_hare_lv (training.loss log, t from 1900): the density of y, so the Jacobian -sum(log y) is in."""
+    result = export(REPO / "configs" / "lynx_hare_lv.yaml", tmp_path / "lh", check=False)
+    ev = evaluate(result.problem)
+    y, mu = ev.simulations["measurement"].to_numpy(), ev.simulations["simulation"].to_numpy()
+    r = np.log(y) - np.log(mu)
+    n = len(r)
+    closed = -0.5 * n * (math.log(2 * math.pi * float(r @ r) / n) + 1.0) - float(np.log(y).sum())
+    assert ev.llh == pytest.approx(closed, abs=1e-9)
+    times = ev.simulations["time"].to_numpy()
+    assert times.min() == 0.0 and times.max() == 20.0  # 1900 ... 1920, shifted to start at 0
+
+
+@pytest.mark.parametrize("name", ["logistic_imitable", "lotka_volterra"])
+def test_exported_networks_are_the_configs(name: str, tmp_path: Path):
+    """torch.nn.Linear layers from the HDF5 file (PyTorch layout) and the YAML's activation give the ude
+    network's output, standardisation and output scaling (folded into the weights) included."""
+    import h5py
+    import torch
+    import yaml
+
+    from ude_cli.config import load_config
+    from ude_cli.fitting.model import UDEModel
+    from ude_cli.problem import resolve
+
+    config = REPO / "configs" / f"{name}.yaml"
+    export(config, tmp_path / "x", check=False)
+    problem = resolve(load_config(config))
+    model = UDEModel(problem)
+    (net_name, mlp), = model.rhs.networks.items()
+    spec = yaml.safe_load((tmp_path / "x" / f"{net_name}.yaml").read_text())
+    targets = [n["target"] for n in spec["forward"] if n["op"] == "call_function"]
+    with h5py.File(tmp_path / "x" / "networks.hdf5") as f:
+        layers = []
+        for layer in spec["layers"]:
+            g = f["parameters"][net_name][layer["layer_id"]]
+            lin = torch.nn.Linear(layer["args"]["in_features"], layer["args"]["out_features"], dtype=torch.float64)
+            with torch.no_grad():
+                lin.weight.copy_(torch.tensor(np.asarray(g["weight"])))
+                lin.bias.copy_(torch.tensor(np.asarray(g["bias"])))
+            layers.append(lin)
+    rbf = targets[:3] == ["mul", "neg", "exp"]
+    assert rbf == (problem.networks[net_name].activation == "rbf")
+    act = (lambda z: torch.exp(-z * z)) if rbf else getattr(torch, targets[0])
+    x = torch.tensor(np.random.default_rng(1).uniform(0.5, 5.0, (7, len(problem.networks[net_name].inputs))))
+    h = x
+    for lin in layers[:-1]:
+        h = act(lin(h))
+    ours = layers[-1](h)
+    with torch.no_grad():
+        theirs = mlp(x[None])[0]
+    assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    if name == "logistic_imitable":
+        assert not mlp.identity_in  # the case with a standardisation to fold
+
+
+def test_formulas_print_with_sbml_and_petab_spelling():
+    """ude's `**`, natural `log`, `sigmoid`, `log2`, min/max and `t` as SBML math (read back through sbmlmath)
+    and as a PEtab formula (read back by the importer's whitelisted parser) equal ude's own value."""
+    import libsbml
+    import sbmlmath
+    import sympy as sp
+
+    from ude_cli.expressions import parse_expression
+    from ude_cli.petab.language import parse_formula
+    from ude_cli.petab.writer import formula
+
+    text = "x**2 - 3*log(y) + log10(y)/log2(x) + sigmoid(-x) + min(x, y) * max(x, 2) + exp(-t/2) + sqrt(y) - 1.5e-05"
+    expr = parse_expression(text)
+    at = {"x": 1.7, "y": 0.3, "t": 2.5}
+    want = float(expr.compile("numpy")(at))
+    sbml = formula(expr.tree, style="sbml", name=lambda n: n, output=lambda n, i: "", time="time", networks={})
+    assert "^" in sbml and "**" not in sbml and "ln(" in sbml
+    node = libsbml.parseL3Formula(sbml)
+    assert node is not None
+    doc = libsbml.SBMLDocument(3, 2)
+    rule = doc.createModel().createAssignmentRule()
+    rule.setVariable("z")
+    rule.setMath(node)
+    got = sbmlmath.sbml_math_to_sympy(rule, floats_as_rationals=False, evaluate=True, ignore_units=True)
+    subs = {s: (at["t"] if isinstance(s, sbmlmath.TimeSymbol) else at[s.name]) for s in got.free_symbols}
+    assert float(got.subs(subs)) == pytest.approx(want, rel=1e-14)
+    petab = formula(expr.tree, style="petab", name=lambda n: n, output=lambda n, i: "", time="time", networks={})
+    back = parse_formula(petab)
+    assert float(back.subs({sp.Symbol(k if k != "t" else "time"): v for k, v in at.items()})) == pytest.approx(
+        want, rel=1e-14)
+
+
+def test_time_offset_per_experiment_column_constants_and_condition_targets(write, tmp_path: Path):
+    """Two experiments starting at different times, a constant read from a column, `t` in the equation and a
+    formula initial value of t0: the conditions carry the per-experiment numbers, t becomes time + t_offset."""
+    rng = np.random.default_rng(3)
+    rows = ["run,t,k_col,y"]
+    for run, start, k in (("a", 2.0, 0.5), ("b", 5.0, 0.8)):
+        for t in start + np.linspace(0, 4, 9):
+            rows.append(f"{run},{t},{k},{math.exp(-k * (t - start)) * (1 + 0.1 * math.sin(t)) + 0.01 * rng.normal()}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    config = write("c.yaml", """
+        data: {file: d.csv, time: t, experiment: run, columns: {y: y}}
+        model:
+          states: [y]
+          parameters: {a: {init: 0.1, bounds: [0, 1]}, y0: {init: 1.0, positive: true}}
+          constants: {k: {column: k_col}}
+          equations: {y: -k*y + a*cos(t)}
+          initial: {y: {formula: "y0 + 0*t0"}}
+        noise: {distribution: normal, sigma: 0.02}
+        """)
+    result = export(config, tmp_path / "out", check=False)
+    folder = tmp_path / "out"
+    conditions = (folder / "conditions.tsv").read_text().splitlines()
+    assert any("\tk\t0.5" in line for line in conditions) and any("\tt_offset\t5.0" in line for line in conditions)
+    assert "<ci> t_offset </ci>" in (folder / "model.xml").read_text()
+    # at rtol 1e-12: the two solve cos(t) and cos(time + t_offset) on different floating-point times, and at
+    # sigma 0.02 the llh amplifies the solver's error (1.4e-8 apart at rtol 1e-10)
+    original, again = evaluate(config, rtol=1e-12), evaluate(result.problem, rtol=1e-12)
+    assert again.llh == pytest.approx(original.llh, abs=1e-8)
+    assert again.gradient["a"] == pytest.approx(original.gradient["a"], rel=1e-6)
+
+
+def test_a_fitted_run_exports_its_fitted_values(write, lv_csv, tmp_path: Path):
+    """From a run directory the fitted parameters, noise and weights are the nominal values: the exported
+    llh equals the run's own (recomputed at the evaluation tolerances) and the nominal value is the fit's."""
+    import json
+
+    import pandas as pd
+
+    from ude_cli import api
+    from ude_cli.config import load_config
+
+    config = write("lv.yaml", f"""
+        data: {{file: {lv_csv.name}, time: t, columns: {{x: prey, y: predator}}}}
+        model:
+          states: [x, y]
+          parameters: {{alpha: {{init: 1.0, positive: true}}, gamma: {{init: 0.8, fixed: true}}}}
+          equations: {{x: "alpha*x + U[0]", y: "-gamma*y + U[1]"}}
+          initial: {{x: 0.44249296, y: 4.6280594}}
+        networks: {{U: {{inputs: [x, y], outputs: 2, hidden: [4], activation: tanh}}}}
+        noise: normal
+        training: {{warm_start: none, stages: [{{optimizer: lbfgs, iterations: 15}}]}}
+        output: {{plots: false}}
+        """)
+    run = api.fit(load_config(config)).save(tmp_path / "run")
+    result = export(run, tmp_path / "out")
+    params = pd.read_csv(tmp_path / "run" / "params.csv")
+    fitted = float(params.loc[params["name"] == "alpha", "value"].iloc[0])
+    table = pd.read_csv(tmp_path / "out" / "parameters.tsv", sep="\t", dtype=str).set_index("parameterId")
+    assert float(table.loc["alpha", "nominalValue"]) == pytest.approx(fitted, rel=1e-12)
+    assert fitted != pytest.approx(1.0, abs=1e-6)  # it moved: the fitted value, not the config's start
+    assert result.difference is not None and result.difference <= 1e-8
+    info = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert info["llh_source"] == pytest.approx(info["llh_reimported"], abs=1e-8)
+
+
+def test_cli_refuses_with_one_line_and_exit_3(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from ude_cli.cli import app
+
+    out = tmp_path / "x"
+    res = CliRunner().invoke(app, ["export", str(REPO / "configs" / "flu_sir_negbin.yaml"), "--out", str(out)])
+    assert res.exit_code == 3
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "negative_binomial" in lines[0] and "observables.I.noise.distribution" in lines[0]
+    assert not out.exists()
+
+
+def test_cli_prints_both_log_likelihoods(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from ude_cli.cli import app
+
+    out = tmp_path / "x"
+    res = CliRunner().invoke(app, ["export", str(REPO / "configs" / "flu_sir.yaml"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "log-likelihood of the exported problem, re-imported" in res.output
+    assert (out / "problem.yaml").is_file()
+    again = CliRunner().invoke(app, ["export", str(REPO / "configs" / "flu_sir.yaml"), "--out", str(out)])
+    assert again.exit_code == 6  # not over an existing export without --overwrite
+
+
+def test_per_experiment_parameters_are_one_parameter_per_experiment(tmp_path: Path):
+    """orange_trees_per_tree: Asym per tree becomes Asym_e1 ... Asym_e5, each moving its own tree; the
+    re-imported gradient matches central differences of the re-imported llh."""
+    result = export(REPO / "configs" / "orange_trees_per_tree.yaml", tmp_path / "o", check=False)
+    base = evaluate(result.problem)
+    assert {f"Asym_e{k}" for k in range(1, 6)} <= set(base.gradient)
+    h = 1e-4 * base.values["Asym_e2"]
+    up = evaluate(result.problem, values={"Asym_e2": base.values["Asym_e2"] + h})
+    down = evaluate(result.problem, values={"Asym_e2": base.values["Asym_e2"] - h})
+    sims = {k: ev.simulations.set_index(["simulationConditionId", "time"])["simulation"] for k, ev in
+            (("base", base), ("up", up))}
+    # another tree moves only by the solver's error (the experiments are solved as one batch, one step size)
+    a, b = sims["up"].loc["e1"].to_numpy(), sims["base"].loc["e1"].to_numpy()
+    assert np.max(np.abs(a - b) / np.abs(b)) < 1e-9
+    a, b = sims["up"].loc["e2"].to_numpy(), sims["base"].loc["e2"].to_numpy()
+    assert np.max(np.abs(a - b) / np.abs(b)) > 1e-6
+    assert base.gradient["Asym_e2"] == pytest.approx((up.llh - down.llh) / (2 * h), rel=1e-5)
