@@ -300,3 +300,25 @@ def test_per_experiment_parameters_are_one_parameter_per_experiment(tmp_path: Pa
     a, b = sims["up"].loc["e2"].to_numpy(), sims["base"].loc["e2"].to_numpy()
     assert np.max(np.abs(a - b) / np.abs(b)) > 1e-6
     assert base.gradient["Asym_e2"] == pytest.approx((up.llh - down.llh) / (2 * h), rel=1e-5)
+
+
+BENCHMARK = REPO / "tests" / "data" / "petab" / "benchmark"
+
+
+@pytest.mark.parametrize("name", [
+    "Perelson_Science1996", "Rahman_MBS2016", "Crauste_CellSystems2017",
+    pytest.param("Boehm_JProteomeRes2014", marks=pytest.mark.slow),
+    pytest.param("Borghans_BiophysChem1997", marks=pytest.mark.slow),
+    pytest.param("Fiedler_BMCSystBiol2016", marks=pytest.mark.slow)])
+def test_petab_benchmarks_import_export_and_import_again_to_the_same_llh(name: str, tmp_path: Path):
+    """Benchmark-Models-PEtab problems (per-condition constants, noise formulas of several parameters, two
+    observables of one state, replicates) through `ude import`, `ude export` and the importer again: the
+    log-likelihood of the original PEtab problem (AMICI's reference for Boehm, Borghans and Fiedler)."""
+    from ude_cli.petab import import_problem
+
+    original = evaluate(BENCHMARK / name / f"{name}.yaml")
+    config = import_problem(BENCHMARK / name / f"{name}.yaml", tmp_path / "imported")
+    result = export(config, tmp_path / "exported", check=False)
+    again = evaluate(result.problem)
+    assert again.llh == pytest.approx(original.llh, abs=1e-8)
+    assert len(again.simulations) == len(original.simulations)

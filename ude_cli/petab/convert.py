@@ -231,6 +231,7 @@ def translate(problem: PetabProblem) -> Translation:
         else:
             for x in noise.free_symbols:
                 elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
+    observed_directly: set[str] = set()
     for oid, name, formula, noise, factor, distribution, where, n_keys in pending:
         sigma: dict | float
         own = (isinstance(noise, sp.Symbol) and noise.name in problem.parameters
@@ -254,8 +255,11 @@ def translate(problem: PetabProblem) -> Translation:
             sigma = {"formula": _text(noise * factor if factor != 1.0 else noise, names, where,
                                       f"the noise formula of observable {oid}")}
         text = _text(formula, names, where, f"observable {oid}")
-        if n_keys > 1 and isinstance(formula, sp.Symbol) and formula.name in sbml.rhs:
+        direct = isinstance(formula, sp.Symbol) and formula.name in sbml.rhs
+        if direct and (n_keys > 1 or formula.name in observed_directly):
             text = f"1*{text}"  # ude observes a state directly once; the other copies are formulas
+        if direct:
+            observed_directly.add(formula.name)  # (two PEtab observables of one state: ude export writes them)
         spec: dict = {"formula": text, "column": name, "noise": {"distribution": distribution, "sigma": sigma}}
         if name != oid:
             spec["label"] = oid
