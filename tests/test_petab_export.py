@@ -322,3 +322,39 @@ def test_petab_benchmarks_import_export_and_import_again_to_the_same_llh(name: s
     again = evaluate(result.problem)
     assert again.llh == pytest.approx(original.llh, abs=1e-8)
     assert len(again.simulations) == len(original.simulations)
+
+
+SCIML = REPO / "tests" / "data" / "petab" / "sciml"
+_FAST_SCIML = {"001", "004", "010", "022"}  # a network in the ODE, in an observable, two networks, two outputs
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c.name, marks=[] if c.name in _FAST_SCIML else [pytest.mark.slow])
+    for c in sorted(SCIML.iterdir()) if (c / "petab" / "problem.yaml").is_file() and c.name != "007"])
+def test_sciml_suite_cases_import_export_and_import_again(case: str, tmp_path: Path):
+    """The vendored PEtab SciML suite cases (networks in the right-hand side and in observables, fixed and
+    frozen layers, pre-initialization networks) after ude import and ude export: the suite's log-likelihood
+    (its tolerance, 1e-3) and the directly imported problem's (1e-8). Case 007 is one the importer refuses."""
+    import yaml
+
+    from ude_cli.petab import import_problem
+
+    problem = SCIML / case / "petab" / "problem.yaml"
+    expected = yaml.safe_load((SCIML / case / "solutions.yaml").read_text())["llh"]
+    original = evaluate(problem)
+    config = import_problem(problem, tmp_path / "imported")
+    again = evaluate(export(config, tmp_path / "exported", check=False).problem)
+    assert again.llh == pytest.approx(original.llh, abs=1e-8)
+    assert again.llh == pytest.approx(expected, abs=1e-3)
+
+
+def test_evaluate_a_squared_error_config_and_its_gradient():
+    """`ude evaluate CONFIG` without a noise model: the profiled likelihood (sigma at its maximum) and its
+    gradient, against central differences of the same number."""
+    config = REPO / "configs" / "flu_sir.yaml"
+    base = evaluate(config)
+    for name in ("beta", "gamma"):
+        h = 1e-5 * base.values[name]
+        up = evaluate(config, values={name: base.values[name] + h}).llh
+        down = evaluate(config, values={name: base.values[name] - h}).llh
+        assert base.gradient[name] == pytest.approx((up - down) / (2 * h), rel=1e-6)
