@@ -7,6 +7,8 @@ Adding one is a module with a :class:`~ude_cli.likelihood.noise.base.NoiseModel`
 from __future__ import annotations
 
 from .base import NoiseModel
+from .laplace import Laplace
+from .loglaplace import LogLaplace
 from .lognormal import LogNormal
 from .negative_binomial import NegativeBinomial
 from .normal import Normal
@@ -17,6 +19,8 @@ NOISE_MODELS: dict[str, type[NoiseModel]] = {
     "lognormal": LogNormal,
     "poisson": Poisson,
     "negative_binomial": NegativeBinomial,
+    "laplace": Laplace,
+    "loglaplace": LogLaplace,
 }
 
 
