@@ -13,7 +13,7 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import minimize
 
 from ude_cli import api
-from ude_cli.likelihood.noise import NOISE_MODELS, noise_model
+from ude_cli.likelihood.noise import REGISTRY, noise_class, noise_model
 
 from .helpers import config, problem, write_csv
 
@@ -110,7 +110,9 @@ def test_laplace_fit_is_the_least_absolute_deviation_fit(tmp_path):
 def test_every_registered_noise_model_is_in_the_schema():
     from ude_cli.config import NOISE_DISTRIBUTIONS
 
-    assert set(NOISE_MODELS) == set(NOISE_DISTRIBUTIONS)
+    assert set(REGISTRY) == set(NOISE_DISTRIBUTIONS)
+    for name in REGISTRY:  # each module holds its class, which answers to its name
+        assert noise_class(name).name == name
 
 
 # -- a synthetic epidemic observed as Poisson counts of rho * incidence ---------------------------------------

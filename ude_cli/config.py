@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from .errors import ConfigError, ProblemList, Problems, UdeError, did_you_mean
+from .likelihood.noise import NOISE_DISTRIBUTIONS as _NOISE_DISTRIBUTIONS
 
 #: Largest config file read (bytes): configs are small; a huge file is a mistake or an attack.
 MAX_CONFIG_BYTES = 1_000_000
@@ -373,8 +374,8 @@ class LossSpec(_Strict):
         return value
 
 
-#: noise distributions (:mod:`ude_cli.likelihood.noise`, one module each)
-NOISE_DISTRIBUTIONS = ("normal", "lognormal", "poisson", "negative_binomial", "laplace", "loglaplace")
+#: noise distributions (:data:`ude_cli.likelihood.noise.REGISTRY`, one module each)
+NOISE_DISTRIBUTIONS = _NOISE_DISTRIBUTIONS
 
 
 class NoiseParameterSpec(_Strict):

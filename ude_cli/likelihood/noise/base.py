@@ -1,6 +1,6 @@
 """The base of a noise model: the distribution of an observation around its prediction.
 
-A noise model is one small module with one class; :data:`ude_cli.likelihood.noise.NOISE_MODELS` lists them.
+A noise model is one small module with one class; :data:`ude_cli.likelihood.noise.REGISTRY` lists them.
 Each gives, elementwise and in torch (so that training, refits and reports compute the same number):
 
 - ``nll(y, mu, p)``: the negative log-likelihood of ``y`` given the prediction ``mu`` and the noise
