@@ -358,3 +358,40 @@ def test_evaluate_a_squared_error_config_and_its_gradient():
         up = evaluate(config, values={name: base.values[name] + h}).llh
         down = evaluate(config, values={name: base.values[name] - h}).llh
         assert base.gradient[name] == pytest.approx((up - down) / (2 * h), rel=1e-6)
+
+
+@pytest.mark.parametrize("distribution", ["laplace", "loglaplace"])
+def test_laplace_noise_is_petabs_laplace(distribution: str, write, tmp_path: Path):
+    """Laplace noise (and on log scale) is PEtab's `laplace` (`lin` / `log`) with the scale b as the noise
+    formula: PEtab's density, -sum(log(2b) + |h(y) - h(m)|/b) (- sum log y on log scale), computed here from the
+    exported table's b and ude's simulations, is ude's log-likelihood."""
+    import pandas as pd
+
+    t = np.linspace(0, 4, 15)
+    y = 2.0 * np.exp(-0.6 * t) * np.exp(0.05 * np.sin(7 * t))
+    (tmp_path / "d.csv").write_text("t,y\n" + "".join(f"{a},{b}\n" for a, b in zip(t, y, strict=True)))
+    config = write("c.yaml", f"""
+        data: {{file: d.csv, time: t, columns: {{y: y}}}}
+        model:
+          states: [y]
+          parameters: {{k: {{init: 0.5, positive: true}}}}
+          equations: {{y: -k*y}}
+          initial: {{y: 2.0}}
+        noise: {{distribution: {distribution}, sigma: {{init: 0.07}}}}
+        """)
+    export(config, tmp_path / "out", check=False)
+    obs = pd.read_csv(tmp_path / "out" / "observables.tsv", sep="\t", dtype=str).iloc[0]
+    assert obs["noiseDistribution"] == "laplace"
+    assert obs["observableTransformation"] == ("log" if distribution == "loglaplace" else "lin")
+    table = pd.read_csv(tmp_path / "out" / "parameters.tsv", sep="\t", dtype=str).set_index("parameterId")
+    b = float(table.loc[obs["noiseFormula"], "nominalValue"])
+    assert b == 0.07
+    ev = evaluate(config)
+    m, data = ev.simulations["simulation"].to_numpy(), ev.simulations["measurement"].to_numpy()
+    measured = pd.read_csv(tmp_path / "out" / "measurements.tsv", sep="\t")["measurement"].to_numpy()
+    assert np.array_equal(np.sort(measured), np.sort(data))
+    if distribution == "laplace":
+        closed = -np.sum(np.log(2 * b) + np.abs(data - m) / b)
+    else:
+        closed = -np.sum(np.log(2 * b) + np.abs(np.log(data) - np.log(m)) / b + np.log(data))
+    assert ev.llh == pytest.approx(float(closed), abs=1e-9)

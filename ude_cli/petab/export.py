@@ -10,8 +10,8 @@ the networks' initial weights from its seed; a run: the fitted values of its bes
 - ``parameters.tsv``: every parameter with ``parameterScale`` (``log`` for a positive one), bounds, its value
   as ``nominalValue`` and ``estimate``; the networks' weights as one row per network (``array``), with rows
   for single frozen arrays;
-- ``observables.tsv``: formula, noise formula, ``observableTransformation`` (``log`` for log-normal noise)
-  and ``noiseDistribution normal``;
+- ``observables.tsv``: formula, noise formula, ``observableTransformation`` (``log`` for log-normal and
+  log-Laplace noise) and ``noiseDistribution`` (``normal``, ``laplace``);
 - ``experiments.tsv``, ``conditions.tsv``: an experiment per ``ude`` experiment, starting at time 0 (``ude``'s
   ``t0`` is subtracted from every time; where ``t`` appears in a formula it becomes ``time + t0``);
   per-experiment numbers (initial values from the data or a column, constants read from columns) as
@@ -138,9 +138,9 @@ def _refusals(problem, label: str) -> None:
     for name, o in problem.observables.items():
         if o.noise is None:
             continue
-        if o.noise.distribution not in ("normal", "lognormal"):
+        if o.noise.distribution not in ("normal", "lognormal", "laplace", "loglaplace"):
             raise ConfigError(f"noise distribution {o.noise.distribution}: PEtab's noise models are normal and "
-                              f"Laplace (on a lin, log or log10 scale); there is no {o.noise.distribution} one",
+                              f"Laplace (on a lin, log or log10 scale); it has no {o.noise.distribution} one",
                               where=f"{label}: observables.{name}.noise.distribution")
         if o.noise.distribution == "normal" and o.noise.error != "constant":
             raise ConfigError(f"error {o.noise.error}: a standard deviation that depends on the prediction is a "
@@ -419,7 +419,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             transformation = "log" if spec_loss.log else "lin"
             noise = sigma_id if spec_loss.scale != "std" else f"({sigma_id} * {number(float(objective.spread[j]))})"
         else:
-            transformation = "log" if o.noise.distribution == "lognormal" else "lin"
+            transformation = "log" if o.noise.distribution in ("lognormal", "loglaplace") else "lin"
             pname = o.noise_parameters["sigma"]
             if pname in problem.noise_formulas:
                 noise = petab(problem.noise_formulas[pname])
@@ -432,7 +432,9 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                     parameter_rows.append([pname, "log", float(p.lower if p.lower is not None else 0.0),
                                            float(p.upper if p.upper is not None else math.inf),
                                            noise_values[pname], True])
-        observable_rows.append([oid, o.label or name, petab(o.expression), noise, transformation, "normal"])
+        distribution = "laplace" if o.noise is not None and o.noise.distribution in ("laplace", "loglaplace") \
+            else "normal"
+        observable_rows.append([oid, o.label or name, petab(o.expression), noise, transformation, distribution])
     write_tsv(folder / "observables.tsv", ["observableId", "observableName", "observableFormula", "noiseFormula",
                                            "observableTransformation", "noiseDistribution"], observable_rows)
 
