@@ -325,7 +325,7 @@ def test_petab_benchmarks_import_export_and_import_again_to_the_same_llh(name: s
 
 
 SCIML = REPO / "tests" / "data" / "petab" / "sciml"
-_FAST_SCIML = {"001", "004", "010", "022"}  # a network in the ODE, in an observable, two networks, two outputs
+_FAST_SCIML = {"001", "004", "010", "022", "023"}  # in the ODE, in an observable, two networks, two outputs, frozen
 
 
 @pytest.mark.parametrize("case", [
@@ -395,3 +395,26 @@ def test_laplace_noise_is_petabs_laplace(distribution: str, write, tmp_path: Pat
     else:
         closed = -np.sum(np.log(2 * b) + np.abs(np.log(data) - np.log(m)) / b + np.log(data))
     assert ev.llh == pytest.approx(float(closed), abs=1e-9)
+
+
+def test_a_run_of_an_imported_problem_with_a_fixed_network_exports(tmp_path: Path):
+    """A run whose config starts its network from a weights file (which the run's inputs/ does not copy) and
+    keeps it fixed: exported from model.pt, the network's row not estimated, the same llh."""
+    import pandas as pd
+    import yaml
+
+    from ude_cli import api
+    from ude_cli.config import load_config
+    from ude_cli.petab import import_problem
+
+    config = import_problem(SCIML / "016" / "petab" / "problem.yaml", tmp_path / "imported")
+    raw = yaml.safe_load(config.read_text())
+    assert any(n.get("fixed") for n in raw["networks"].values())
+    raw["training"] = {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 3}]}
+    raw["output"] = {"plots": False}
+    config.write_text(yaml.safe_dump(raw))
+    run = api.fit(load_config(config)).save(tmp_path / "run")
+    result = export(run, tmp_path / "out")
+    assert result.difference is not None and result.difference <= 1e-8
+    table = pd.read_csv(tmp_path / "out" / "parameters.tsv", sep="\t", dtype=str).set_index("parameterId")
+    assert table.loc["net1_ps", "estimate"] == "false"

@@ -106,6 +106,9 @@ def _load(source: Path):
         metrics = read_json(source / "metrics.json", "metrics.json")
         n_starts, start = int(metrics.get("starts", 1)), int(metrics.get("best_start", 0))
         cfg = load_config(source / "inputs" / "config.yaml")
+        # the fitted weights are in model.pt; a run's inputs/ has no copy of a network's starting weights file
+        cfg = cfg.model_copy(update={"networks": {n: spec.model_copy(update={"weights": None})
+                                                  for n, spec in cfg.networks.items()}})
         try:
             state = torch.load(source / "model.pt", weights_only=True)
         except FileNotFoundError:
