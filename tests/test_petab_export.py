@@ -133,7 +133,7 @@ def test_exported_networks_are_the_configs(name: str, tmp_path: Path):
     problem = resolve(load_config(config))
     model = UDEModel(problem)
     (net_name, mlp), = model.rhs.networks.items()
-    spec = yaml.safe_load((tmp_path / "x" / f"{net_name}.yaml").read_text())
+    spec = yaml.safe_load((tmp_path / "x" / f"network_{net_name}.yaml").read_text())
     targets = [n["target"] for n in spec["forward"] if n["op"] == "call_function"]
     with h5py.File(tmp_path / "x" / "networks.hdf5") as f:
         layers = []

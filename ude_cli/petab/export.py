@@ -18,7 +18,7 @@ the networks' initial weights from its seed; a run: the fitted values of its bes
   condition targets;
 - ``measurements.tsv``: every observed training cell (a validation window's cells go to
   ``measurements_validation.tsv``, outside the problem, as they are outside ``ude``'s likelihood);
-- networks: ``NET.yaml`` (Linear layers, the forward graph), ``networks.hdf5`` (PyTorch layout; an input
+- networks: ``network_NET.yaml`` (Linear layers, the forward graph), ``networks.hdf5`` (PyTorch layout; an input
   standardisation and output scaling (``normalize``) folded into the first and last layers),
   ``mapping.tsv`` and ``hybridization.tsv`` (inputs from states, parameters or constants; outputs into the
   equations through an SBML parameter each, in observable formulas by their mapping id);
@@ -486,13 +486,13 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
         write_tsv(folder / "hybridization.tsv", ["targetId", "targetValue"], hybrid_rows)
         write_hdf5(folder / "networks.hdf5", arrays)
         for name, net_doc in net_files.items():
-            (folder / f"{name}.yaml").write_text(yaml.safe_dump(net_doc, sort_keys=False))
+            (folder / f"network_{name}.yaml").write_text(yaml.safe_dump(net_doc, sort_keys=False))
         doc["mapping_files"] = ["mapping.tsv"]
         doc["extensions"] = {"sciml": {"version": "0.1.0", "required": True, "array_files": ["networks.hdf5"],
                                        "hybridization_files": ["hybridization.tsv"],
-                                       "neural_networks": {n: {"location": f"{n}.yaml", "pre_initialization": False,
+                                       "neural_networks": {n: {"location": f"network_{n}.yaml", "pre_initialization": False,
                                                                "format": "YAML"} for n in problem.networks}}}
-        files += ["mapping.tsv", "hybridization.tsv", "networks.hdf5", *(f"{n}.yaml" for n in problem.networks)]
+        files += ["mapping.tsv", "hybridization.tsv", "networks.hdf5", *(f"network_{n}.yaml" for n in problem.networks)]
     head_comment = (f"# PEtab SciML problem exported by `ude export` from {label}.\n"
                     f"# `ude evaluate problem.yaml` gives its log-likelihood; export.json says how it was made.\n")
     (folder / "problem.yaml").write_text(head_comment + yaml.safe_dump(doc, sort_keys=False))
