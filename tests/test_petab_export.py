@@ -418,3 +418,17 @@ def test_a_run_of_an_imported_problem_with_a_fixed_network_exports(tmp_path: Pat
     assert result.difference is not None and result.difference <= 1e-8
     table = pd.read_csv(tmp_path / "out" / "parameters.tsv", sep="\t", dtype=str).set_index("parameterId")
     assert table.loc["net1_ps", "estimate"] == "false"
+
+
+def test_a_name_that_sbml_reads_as_a_constant_is_refused(write, lv_csv, tmp_path: Path):
+    config = write("c.yaml", f"""
+        data: {{file: {lv_csv.name}, time: t, columns: {{x: prey}}}}
+        model:
+          states: [x]
+          parameters: {{inf: {{init: 0.5}}}}
+          equations: {{x: -inf*x}}
+          initial: {{x: 0.44}}
+        """)
+    with pytest.raises(ConfigError) as info:
+        export(config, tmp_path / "out")
+    assert "model.parameters.inf" in str(info.value.where) and not (tmp_path / "out").exists()

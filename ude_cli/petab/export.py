@@ -136,8 +136,18 @@ def _load(source: Path):
     return cfg.label, cfg, problem, model, start
 
 
+#: words with a meaning of their own in SBML's L3 formulas (case-insensitive for inf, nan) and PEtab's
+RESERVED = ("time", "inf", "infinity", "nan", "notanumber", "true", "false", "avogadro", "exponentiale")
+
+
 def _refusals(problem, label: str) -> None:
     """One line for the first feature PEtab cannot express (or :mod:`.convert` cannot read back)."""
+    for kind, names in (("model.states", problem.states), ("model.parameters", problem.parameters),
+                        ("model.constants", problem.constants), ("observables", problem.observables)):
+        for name in names:
+            if name.lower() in RESERVED:
+                raise ConfigError(f"the name {name!r} means something else in SBML's and PEtab's formulas; rename it "
+                                  f"to export", where=f"{label}: {kind}.{name}")
     for name, o in problem.observables.items():
         if o.noise is None:
             continue
