@@ -57,6 +57,10 @@ def test_round_trip_of_every_bundled_config(config: Path, tmp_path: Path):
     assert math.isfinite(original.llh)
     assert abs(again.llh - original.llh) <= 1e-8, (original.llh, again.llh)
     assert len(again.simulations) == len(original.simulations) - _validation_cells(out)
+    shared = set(original.gradient) & set(again.gradient)  # the same parameters under the same names
+    for name in shared:
+        scale = max(abs(original.gradient[name]), 1e-6 * max(1.0, abs(original.llh)))
+        assert abs(again.gradient[name] - original.gradient[name]) <= 1e-5 * scale, name
 
 
 def _atol(config: Path) -> float:
