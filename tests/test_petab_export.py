@@ -140,6 +140,7 @@ def test_exported_networks_are_the_configs(name: str, tmp_path: Path):
     spec = yaml.safe_load((tmp_path / "x" / f"network_{net_name}.yaml").read_text())
     targets = [n["target"] for n in spec["forward"] if n["op"] == "call_function"]
     with h5py.File(tmp_path / "x" / "networks.hdf5") as f:
+        assert int(f["metadata"]["pytorch_format"][()]) == 1  # as the suite's array files say it
         layers = []
         for layer in spec["layers"]:
             g = f["parameters"][net_name][layer["layer_id"]]

@@ -188,10 +188,13 @@ def network_yaml(net: str, sizes: Sequence[int], activation: str) -> dict:
 
 
 def write_hdf5(path: Path, arrays: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]) -> None:
-    """``parameters/<net>/layer<k>/weight`` (out, in) and ``bias`` (out,) per network (PyTorch layout)."""
+    """``parameters/<net>/layer<k>/weight`` (out, in) and ``bias`` (out,) per network (PyTorch layout), and
+    ``metadata/pytorch_format`` = 1."""
     import h5py
 
     with h5py.File(path, "w") as f:
+        # as the PEtab SciML suite's array files: a flag that the arrays are in PyTorch's (row-major) layout
+        f.create_group("metadata").create_dataset("pytorch_format", data=np.uint8(1))
         group = f.create_group("parameters")
         for net, layers in arrays.items():
             g = group.create_group(net)
