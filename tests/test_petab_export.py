@@ -51,6 +51,7 @@ def test_round_trip_of_every_bundled_config(config: Path, tmp_path: Path):
         return
     rtol = RTOL.get(config.stem, 1e-10)
     result = export(config, out, check=False)
+    _nominal_values_are_the_configs(config, out)
     assert result.problem == out / "problem.yaml" and result.problem.is_file()
     original = evaluate(config, rtol=rtol, atol=min(1e-12, _atol(config)))
     again = evaluate(result.problem, rtol=rtol, atol=min(1e-12, _atol(config)))
@@ -61,6 +62,21 @@ def test_round_trip_of_every_bundled_config(config: Path, tmp_path: Path):
     for name in shared:
         scale = max(abs(original.gradient[name]), 1e-6 * max(1.0, abs(original.llh)))
         assert abs(again.gradient[name] - original.gradient[name]) <= 1e-5 * scale, name
+
+
+def _nominal_values_are_the_configs(config: Path, out: Path) -> None:
+    """Every parameter's nominalValue is the config's init, digit for digit (not through a transform and back)."""
+    import pandas as pd
+
+    from ude_cli.config import load_config
+    from ude_cli.problem import resolve
+
+    table = pd.read_csv(out / "parameters.tsv", sep="\t", dtype=str).set_index("parameterId")
+    for name, p in resolve(load_config(config)).parameters.items():
+        ids = [name] if name in table.index else [i for i in table.index if i.startswith(f"{name}_")]
+        assert ids, name
+        for i in ids:
+            assert float(table.loc[i, "nominalValue"]) == p.init, (i, table.loc[i, "nominalValue"], p.init)
 
 
 def _atol(config: Path) -> float:
