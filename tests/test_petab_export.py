@@ -453,3 +453,23 @@ def test_a_name_that_sbml_reads_as_a_constant_is_refused(write, lv_csv, tmp_path
     with pytest.raises(ConfigError) as info:
         export(config, tmp_path / "out")
     assert "model.parameters.inf" in str(info.value.where) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_fitting_the_exported_squared_error_problem_gives_the_least_squares_fit(tmp_path: Path):
+    """theophylline_pk (mse) fitted by ude fit, and its export imported and fitted (normal noise, sigma estimated):
+    the maximum-likelihood values are the least-squares ones (measured: 2e-7 apart), and sigma^2 is the fit's
+    mean squared error."""
+    from ude_cli import api
+    from ude_cli.config import load_config
+    from ude_cli.petab import import_problem
+
+    config = REPO / "configs" / "theophylline_pk.yaml"
+    original = api.fit(load_config(config))
+    exported = export(config, tmp_path / "e", check=False)
+    again = api.fit(load_config(import_problem(exported.problem, tmp_path / "i")))
+    for name in ("ka", "ke", "V"):
+        assert again.values[name] == pytest.approx(original.values[name], rel=1e-5), name
+    sigma = next(v for k, v in again.values.items() if k.startswith("sigma"))
+    mse = original.metrics["train_mse"]["C"]
+    assert sigma**2 == pytest.approx(mse, rel=1e-4)
