@@ -44,7 +44,7 @@ def export_command(
         typer.echo(f"log-likelihood of the exported problem, re-imported: {result.llh_exported:.12g} "
                    f"(difference {result.difference:.2g}; both at rtol {result.rtol:g}, atol {result.atol:g}: "
                    f"ude evaluate {result.problem} --rtol {result.rtol:g} --atol {result.atol:g})")
-        if result.difference > 1e-6 * max(1.0, abs(result.llh_source)):
+        if abs(result.llh_exported - result.llh_source) > 1e-6 * max(1.0, abs(result.llh_source)):
             typer.echo("warning: they differ by more than 1e-6 (relative): the exported problem does not reproduce "
                        "the source; please report it (ude export --debug)", err=True)
     for note in result.notes:

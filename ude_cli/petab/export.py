@@ -384,6 +384,11 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     # -- states: initial values and right-hand sides ------------------------------------------------------------
     species: dict[str, float] = {}
     initial_assignments: dict[str, str] = {}
+    t0_name = t0_id or "t0"  # (t0_id is set whenever an initial formula uses t0)
+
+    def initial_name(n: str) -> str:
+        return t0_name if n == "t0" else n
+
     for j, s in enumerate(problem.states):
         spec = problem.initial[s]
         if spec.learn:  # a parameter of its own (one per experiment)
@@ -401,7 +406,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             species[s] = float(y0[0, j])
         elif spec.source == "formula":
             assert spec.expression is not None
-            text = formula(spec.expression.tree, style="sbml", name=lambda n: t0_id if n == "t0" else n,
+            text = formula(spec.expression.tree, style="sbml", name=initial_name,
                            output=lambda n, i: out_param[(n, i)], time=time_text, networks=nets)
             initial_assignments[s] = text
             species[s] = float(y0[0, j])
@@ -452,7 +457,8 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                                            "observableTransformation", "noiseDistribution"], observable_rows)
 
     # -- measurements -----------------------------------------------------------------------------------------
-    rows, held_out = [], []
+    rows: list[list] = []
+    held_out: list[list] = []
     columns = list(ds.observable_columns)
     for b, e in enumerate(experiments):
         for i, t in enumerate(e.t):

@@ -49,7 +49,10 @@ def formula(tree: ast.expr, *, style: str, name: Callable[[str], str], output: C
     def go(node: ast.expr) -> str:
         if isinstance(node, ast.Constant):
             v = node.value
-            return str(int(v)) if isinstance(v, int) and not isinstance(v, bool) else number(float(v))
+            if isinstance(v, int) and not isinstance(v, bool):
+                return str(v)
+            assert isinstance(v, float)  # the expression checker admits numbers only
+            return number(v)
         if isinstance(node, ast.Name):
             if node.id == "pi":
                 return "pi"
@@ -73,7 +76,9 @@ def formula(tree: ast.expr, *, style: str, name: Callable[[str], str], output: C
             return f"{functions[fn]}({', '.join(args)})"
         if isinstance(node, ast.Subscript):
             assert isinstance(node.value, ast.Name) and isinstance(node.slice, ast.Constant)
-            return output(node.value.id, int(node.slice.value))
+            index = node.slice.value
+            assert isinstance(index, int)  # checked: NN[i] with an integer i
+            return output(node.value.id, index)
         raise AssertionError(f"unchecked node {type(node).__name__}")  # the expression checker rejects the rest
 
     return go(tree)
