@@ -237,7 +237,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     reason = unsupported(problem)
     if reason is not None:
         raise ConfigError(f"discovery's refits do not handle {reason} yet", where=problem.config.label,
-                          hint="the fit itself is complete; discover works on configs whose observables are states")
+                          hint="the fit itself is complete; discover replaces the networks of the equations")
     samples = sample_terms(problem, model, settings.samples, start=start)
     objective = DataObjective(problem, noise=(metrics.get("likelihood") or {}).get("noise"))
     libraries = {t: build_library(problem.networks[t[0]].inputs, settings.degree, settings.functions,
@@ -539,10 +539,9 @@ def _ude_scores(problem: Problem, objective: DataObjective, metrics: Mapping, pr
         for e in problem.dataset.experiments:
             rows = predictions[(predictions["experiment"].astype(str) == str(e.name)) & (predictions["split"] == "train")]
             rows = rows.sort_values("time")
-            for s in problem.dataset.observed:
-                j = problem.states.index(s)
-                obs = rows[f"{s}_observed"].to_numpy(dtype=float)
-                pred = rows[f"{s}_predicted"].to_numpy(dtype=float)
+            for j, o in enumerate(objective.names):  # every observable (a state observed directly by its name)
+                obs = rows[f"{o}_observed"].to_numpy(dtype=float)
+                pred = rows[f"{o}_predicted"].to_numpy(dtype=float)
                 ok = np.isfinite(obs)
                 if ok.any():
                     sequences.append(objective.transform(pred[ok], j) - objective.transform(obs[ok], j))
