@@ -264,3 +264,137 @@ def test_observation_parameters_are_refitted_with_the_mechanism(tmp_path):
     assert fitted.values["scale"] == pytest.approx(2.0, rel=0.02)
     np.testing.assert_allclose(fitted.values["alpha"], [1.2, 1.4], rtol=0.03)
     assert fitted.values["c"] == pytest.approx(3.5, rel=0.05)  # through the initial formula y(0) = 2 x0 + c
+
+
+# -- ude discover end to end -------------------------------------------------------------------------------------
+
+LV_TERMS = {("U", 0): "-0.9*x*y", ("U", 1): "1.8*x*y"}
+
+
+def _exact_discovery(config: Path, values: dict, tmp_path: Path):
+    """``discover`` on the config's problem with the network replaced by the true interaction (the values given
+    standing in for the fitted ones), its files written."""
+    from ude_cli.discovery.discover import DiscoverSettings, discover
+    from ude_cli.discovery.files import write_discovery
+    from ude_cli.discovery.refit import predict_all
+
+    from .discover_helpers import ExactModel
+
+    prob = resolve(load_config(config))
+    model = ExactModel(prob, LV_TERMS)
+    model.values = model.system.values(values)
+    objective = DataObjective(prob)
+    preds, _ = predict_all(model.system, model.values, model.system.initial)
+    metrics = {"loss": objective.loss(preds, "train", model.values), "validation_loss": None}
+    d = discover(prob, model, metrics, DiscoverSettings(samples=40, horizon=40.0))
+    write_discovery(d, tmp_path / "discovery", plots=False)
+    return d
+
+
+def _assert_interaction_recovered(d, beta_tol: float = 0.03, delta_tol: float = 0.03) -> None:
+    assert d.verdict == "recovered", d.messages
+    terms = {t.label: t for t in d.terms}
+    assert [f.text for f in terms["U[0]"].model.features] == ["x*y"]
+    assert [f.text for f in terms["U[1]"].model.features] == ["x*y"]
+    assert terms["U[0]"].coefficients["U0_x_y"] == pytest.approx(-0.9, rel=beta_tol)
+    assert terms["U[1]"].coefficients["U1_x_y"] == pytest.approx(1.8, rel=delta_tol)
+
+
+def test_discover_recovers_the_interaction_seen_through_an_index(tmp_path):
+    """Predators observed only as ``q*y`` (q = 0.5): x*y recovered in both equations, q refitted beside the
+    coefficients (from the fit's 1.0)."""
+    d = _exact_discovery(DATA / "lv_index.yaml", {"q": 0.5}, tmp_path)
+    _assert_interaction_recovered(d)
+    assert "q" in d.chosen.refit.free
+    assert d.chosen.refit.values["q"] == pytest.approx(0.5, rel=0.02)
+    assert d.mechanistic.refit.train_loss > 100 * d.chosen.refit.train_loss
+    assert set(d.chosen.refit.train_mse) == {"x", "predator_index"}
+    record = yaml.safe_load((tmp_path / "discovery" / "recovered.yaml").read_text())
+    assert record["observables"]["predator_index"]["formula"] == "q*y"
+    assert record["model"]["parameters"]["q"]["init"] == pytest.approx(d.chosen.refit.values["q"])
+
+
+def test_discover_recovers_the_interaction_with_a_per_site_alpha(tmp_path):
+    """Three sites with their own alpha (1.1, 1.3, 1.5): x*y recovered, each site's alpha refitted; the outputs
+    list every site's value as params.csv does (``alpha[A]``)."""
+    import json
+
+    d = _exact_discovery(DATA / "lv_three_sites.yaml", {"alpha": [1.1, 1.3, 1.5]}, tmp_path)
+    _assert_interaction_recovered(d, beta_tol=0.05)
+    r = d.chosen.refit
+    assert [n for n in r.free if n.startswith("alpha")] == ["alpha[A]", "alpha[B]", "alpha[C]"]
+    np.testing.assert_allclose(r.values["alpha"], [1.1, 1.3, 1.5], rtol=0.05)
+    # the same model form least-squares fitted by an independent implementation (scipy DOP853 + least_squares)
+    reference = _sites_least_squares()
+    got = [*r.values["alpha"], -r.values["U0_x_y"], r.values["U1_x_y"]]
+    np.testing.assert_allclose(got, reference, rtol=1e-4)
+    record = json.loads((tmp_path / "discovery" / "discovery.json").read_text())
+    assert set(record["chosen"]["parameters"]["alpha"]) == {"A", "B", "C"}
+    assert record["chosen"]["parameters"]["alpha"]["C"] == pytest.approx(float(r.values["alpha"][2]))
+    equations = (tmp_path / "discovery" / "equations.md").read_text()
+    for site in "ABC":
+        assert f"| `alpha[{site}]` |" in equations
+    recovered = yaml.safe_load((tmp_path / "discovery" / "recovered.yaml").read_text())
+    assert recovered["model"]["parameters"]["alpha"]["per_experiment"] is True
+    # the recovered equations keep alpha by name: it has one value per site
+    assert "alpha*x" in d.chosen.equations["x"].replace(" ", "")
+
+
+def _sites_least_squares() -> np.ndarray:
+    """alpha per site, beta and delta of dx/dt = alpha x - beta x y, dy/dt = -0.8 y + delta x y least-squares fitted
+    to lv_three_sites.csv, written without ude_cli."""
+    import pandas as pd
+    from scipy.optimize import least_squares
+
+    data = pd.read_csv(DATA / "lv_three_sites.csv")
+    sites = [g for _, g in data.groupby("site", sort=True)]
+
+    def residuals(theta):
+        out = []
+        for k, g in enumerate(sites):
+            def f(_, u, a=theta[k]):
+                return [a * u[0] - theta[3] * u[0] * u[1], -0.8 * u[1] + theta[4] * u[0] * u[1]]
+
+            sol = solve_ivp(f, (0, g.t.max()), [g.x0.iloc[0], g.y0.iloc[0]], t_eval=g.t.to_numpy(), method="DOP853",
+                            rtol=1e-11, atol=1e-11)
+            out += [sol.y[0] - g.prey.to_numpy(), sol.y[1] - g.predator.to_numpy()]
+        return np.concatenate(out)
+
+    return least_squares(residuals, [1.2, 1.2, 1.2, 0.9, 1.8], xtol=1e-12, ftol=1e-12).x
+
+
+def test_observables_that_use_a_network_are_refused_in_one_line(tmp_path):
+    from ude_cli.discovery.discover import discover
+    from ude_cli.errors import ConfigError
+
+    raw = yaml.safe_load((DATA / "lv_index.yaml").read_text())
+    raw["data"]["file"] = str(DATA / "lv_index.csv")
+    raw["observables"]["predator_index"] = {"formula": "q*y + 0*U[0]"}
+    prob = problem_of(raw, tmp_path)
+    with pytest.raises(ConfigError, match=r"observables that use a network \(predator_index\)"):
+        discover(prob, None, {})
+
+
+def _fit_and_discover(config: Path, tmp_path: Path):
+    from ude_cli.api import run_fit
+    from ude_cli.discovery.files import discover_run
+
+    _, run = run_fit(config, out=tmp_path / "run", plots=False)
+    d, _ = discover_run(run, plots=False)
+    return d
+
+
+@pytest.mark.slow
+def test_fit_then_discover_a_ude_observed_through_an_index(tmp_path):
+    """``ude fit`` + ``ude discover`` on lv_index.yaml: the UDE itself fits poorly (no collocation start: y has no
+    column), yet its network proposes x*y, and the refits to the data recover it with q."""
+    d = _fit_and_discover(DATA / "lv_index.yaml", tmp_path)
+    _assert_interaction_recovered(d, delta_tol=0.05)
+    assert d.chosen.refit.values["q"] == pytest.approx(0.5, rel=0.02)
+
+
+@pytest.mark.slow
+def test_fit_then_discover_a_ude_with_a_per_site_alpha(tmp_path):
+    d = _fit_and_discover(DATA / "lv_three_sites.yaml", tmp_path)
+    _assert_interaction_recovered(d, beta_tol=0.05)
+    np.testing.assert_allclose(d.chosen.refit.values["alpha"], [1.1, 1.3, 1.5], rtol=0.05)

@@ -330,6 +330,9 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     }
     if model is not None:
         extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
+    _observe_extrapolations(objective, extrapolations, {"recovered": chosen.refit.values,
+                                                        "mechanistic only": mechanistic.refit.values,
+                                                        "UDE": _fitted_values(model, start)})
     ude = _ude_scores(problem, objective, metrics, predictions)
     evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
     # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
@@ -343,6 +346,25 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
                      mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
                      messages=messages, seconds=time.perf_counter() - began, system=system,
                      samples=samples, selection=stable, log=lines, evidence=evidence)
+
+
+def _fitted_values(model, start: int) -> dict | None:
+    """The fitted model's parameter values in the refits' layout (a per-experiment one ``(B,)``), or None."""
+    if model is None or not hasattr(model, "parameter_values"):
+        return getattr(model, "values", None)  # a stand-in with its values (tests)
+    return {n: (v[start] if v.ndim == 2 else float(v[start])) for n, v in model.parameter_values().items()}
+
+
+def _observe_extrapolations(objective: DataObjective, extrapolations: Mapping[str, Extrapolation],
+                            values: Mapping[str, Mapping | None]) -> None:
+    """Each model's observables given by a formula along its extrapolated trajectories (for the figures)."""
+    for name, ext in extrapolations.items():
+        given = values.get(name)
+        if given is not None and ext.trajectories:
+            try:
+                ext.observables = objective.curves(ext.trajectories, given)
+            except KeyError:  # a value the formula needs is not known for this model
+                ext.observables = []
 
 
 def _best_with_at_most(path: list[SparseFit], n: int) -> SparseFit | None:

@@ -305,7 +305,9 @@ def recovered_intervals(discovery: Discovery, directory: Path, log: Callable[[st
         names = list(learned_names(problem))
         if not names:
             return {"note": "no intervals: the recovered model fits no value"}
-        unc = assess(problem, UDEModel(problem), 0, profile=names)
+        model = UDEModel(problem)
+        _set_per_experiment_values(model, discovery.chosen.refit.values)  # a config gives them one start only
+        unc = assess(problem, model, 0, profile=names)
     except (UdeError, SolverError) as exc:
         return {"note": f"no intervals: {exc}"}
     out = unc.to_json()
@@ -314,6 +316,20 @@ def recovered_intervals(discovery: Discovery, directory: Path, log: Callable[[st
     return {"level": out["level"], "intervals": out["intervals"], "notes": out["notes"],
             "not_identifiable": out["not_identifiable"], "method": "profile likelihood on recovered.yaml at the "
                                                                   "refitted values (ude fit --profile's machinery)"}
+
+
+def _set_per_experiment_values(model, values) -> None:
+    """Each experiment's refitted value of every learned per-experiment parameter, into ``model``."""
+    import torch
+
+    from ..fitting.parameters import to_unconstrained
+
+    params = model.parameters_
+    with torch.no_grad():
+        for name, raw in params.raw.items():
+            if name in params.per_experiment and name in values and np.ndim(values[name]) == 1:
+                u = [to_unconstrained(params.specs[name], float(v)) for v in values[name]]
+                raw.copy_(torch.tensor(u, dtype=raw.dtype).expand_as(raw))
 
 
 # -- discovery.json and the CSVs --------------------------------------------------------------------
@@ -462,10 +478,12 @@ def extrapolation_frame(discovery: Discovery) -> pd.DataFrame:
     problem = discovery.problem
     frames = []
     for name, ext in discovery.extrapolations.items():
-        for e, (t, y) in zip(problem.dataset.experiments, ext.trajectories, strict=False):
+        for b, (e, (t, y)) in enumerate(zip(problem.dataset.experiments, ext.trajectories, strict=False)):
             d = {"model": name, "experiment": e.name, "time": t}
             for j, s in enumerate(problem.states):
                 d[s] = y[:, j]
+            if b < len(ext.observables):  # the observables given by a formula
+                d.update(ext.observables[b])
             frames.append(pd.DataFrame(d))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

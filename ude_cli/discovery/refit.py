@@ -6,9 +6,13 @@ replaced by a sum of library terms with new coefficients) to the *data*, and to 
 mechanistic-only model (every learned term set to 0) beside it. A handful of parameters and a
 stiff-capable solver (LSODA) make this much faster than training through torch.
 
-The objective is the fit's own loss (:mod:`ude_cli.likelihood.objective`): the mean of squared errors over the
-observed cells of the training window, optionally divided by each state's spread or on log
-scale, so that its numbers compare with the UDE's ``metrics.json``.
+The objective is the fit's own (:mod:`ude_cli.likelihood.objective`), on the fit's whole statistical model: the
+observables are computed from the states by the fit's observation model (formulas included, with their
+observation parameters refitted), a per-experiment parameter has one value per experiment in the refit's vector,
+an initial value given by a formula is computed from the parameters at every solve; the observed cells of the
+training window are compared by the fit's loss (mean squared error, optionally divided by each observable's
+spread or on log scale) or its noise model's negative log-likelihood (noise parameters held at the fit's
+estimates), so that its numbers compare with the UDE's ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -454,10 +458,11 @@ class DataObjective:
         return float(problem.noise_formulas[name].compile("numpy")(env))
 
     # -- predictions of the observables ---------------------------------------------------------------
-    def observe(self, b: int, states: np.ndarray, values: Mapping[str, float | np.ndarray] | None = None) -> np.ndarray:
+    def observe(self, b: int, states: np.ndarray, values: Mapping[str, float | np.ndarray] | None = None,
+                times: np.ndarray | None = None) -> np.ndarray:
         """The observables ``(T, P, n_observables)`` of experiment ``b`` from states ``(T, P, n_states)`` of ``P``
         parameter sets at ``values`` (name -> a number or ``(P,)``; a per-experiment one ``(B,)`` or
-        ``(P, B)``; default: :attr:`defaults`)."""
+        ``(P, B)``; default: :attr:`defaults`), at ``times`` (default: the experiment's observation times)."""
         if self.direct:
             return states[..., self._index]
         import torch
@@ -475,10 +480,25 @@ class DataObjective:
                 a = a[..., b]
             params[name] = torch.as_tensor(np.broadcast_to(a, (n_sets,)).copy(), dtype=torch.float64)[:, None]
         solution = torch.as_tensor(np.ascontiguousarray(states), dtype=torch.float64)[:, :, None, :]
-        times = torch.as_tensor(self.experiments[b].t, dtype=torch.float64)
+        t = self.experiments[b].t if times is None else times
         with torch.no_grad():
-            out = self._observation.predict(solution, times, params, dict(self.constants[b]), None)
+            out = self._observation.predict(solution, torch.as_tensor(t, dtype=torch.float64), params,
+                                            dict(self.constants[b]), None)
         return out[:, :, 0, :].numpy()
+
+    def curves(self, trajectories: Sequence[tuple[np.ndarray, np.ndarray]],
+               values: Mapping[str, float | np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Per experiment: each observable given by a formula along a trajectory ``(t, y (T, n_states))`` at
+        ``values`` (name -> ``(T,)``; none for directly observed states, whose curve is the state's)."""
+        names = [(k, o) for k, (o, j) in enumerate(zip(self.names, self.state_index, strict=True)) if j is None]
+        if not names:
+            return [{} for _ in trajectories]
+        out = []
+        for b, (t, y) in enumerate(trajectories):
+            with np.errstate(all="ignore"):
+                pred = self.observe(b, np.asarray(y, dtype=float)[:, None, :], values, times=np.asarray(t, dtype=float))
+            out.append({o: pred[:, 0, k] for k, o in names})
+        return out
 
     def observed(self, predictions: Sequence[np.ndarray],
                  values: Mapping[str, float | np.ndarray] | None = None) -> list[np.ndarray]:

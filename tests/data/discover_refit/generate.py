@@ -1,13 +1,13 @@
 """Generate the synthetic data of the discovery-refit configs in this folder.
 
 Both use the canonical Lotka-Volterra UDE protocol (../../../../shared/peers/README.md): dx/dt = alpha x - 0.9 x y,
-dy/dt = -0.8 y + 1.8 x y, solved with scipy DOP853 at rtol = atol = 1e-11, with 5 % multiplicative Gaussian noise
-Y = X (1 + 0.05 eps), eps from numpy.random.default_rng(seed).
+dy/dt = -0.8 y + 1.8 x y, solved with scipy DOP853 at rtol = atol = 1e-11, with multiplicative Gaussian noise
+Y = X (1 + level eps), eps from numpy.random.default_rng(seed).
 
-- lv_index.csv (seed 0): alpha = 1.3, x(0), y(0) = 0.44249296, 4.6280594, t = 0, 0.25, ..., 5; columns `prey`
+- lv_index.csv (seed 0, level 0.05): alpha = 1.3, x(0), y(0) = 0.44249296, 4.6280594, t = 0, 0.25, ..., 5; columns `prey`
   (x) and `predator_index` = 0.5 y (an index proportional to the predators, catchability q = 0.5).
-- lv_three_sites.csv (seed 1): three sites with their own alpha = 1.1, 1.3, 1.5 and initial states
-  (0.44249296, 4.6280594), (1.0, 2.0), (2.5, 1.0); t = 0, 0.25, ..., 4 each; columns `site, t, prey, predator`
+- lv_three_sites.csv (seed 1, level 0.03): three sites with their own alpha = 1.1, 1.3, 1.5 and initial states
+  (0.44249296, 4.6280594), (1.0, 2.0), (2.5, 1.0); t = 0, 0.25, ..., 6 each; columns `site, t, prey, predator`
   and the initial states `x0, y0` (known per site).
 
 Usage: python tests/data/discover_refit/generate.py
@@ -37,12 +37,12 @@ def main() -> None:
     rows = ["t,prey,predator_index"] + [f"{ti:.2f},{a:.10g},{b:.10g}" for ti, (a, b) in zip(t, Y, strict=True)]
     (HERE / "lv_index.csv").write_text("\n".join(rows) + "\n")
 
-    t = np.linspace(0.0, 4.0, 17)
+    t = np.linspace(0.0, 6.0, 25)
     rng = np.random.default_rng(1)
     rows = ["site,t,prey,predator,x0,y0"]
     for site, alpha, u0 in (("A", 1.1, (0.44249296, 4.6280594)), ("B", 1.3, (1.0, 2.0)), ("C", 1.5, (2.5, 1.0))):
         X = solve(alpha, u0, t)
-        Y = X * (1 + 0.05 * rng.standard_normal(X.shape))
+        Y = X * (1 + 0.03 * rng.standard_normal(X.shape))
         rows += [f"{site},{ti:.2f},{a:.10g},{b:.10g},{u0[0]:.10g},{u0[1]:.10g}" for ti, (a, b) in zip(t, Y, strict=True)]
     (HERE / "lv_three_sites.csv").write_text("\n".join(rows) + "\n")
 
