@@ -106,6 +106,8 @@ CASES = {
     "sites, normal noise per observable": (_lv_sites, SITES, {"noise": "normal"}),
     "sites, combined error": (_lv_sites, SITES, {"noise": {"distribution": "normal", "error": "combined"}}),
     "sites, log-normal": (_lv_sites, SITES, {"noise": "lognormal"}),
+    "sites, Laplace": (_lv_sites, SITES, {"noise": "laplace"}),
+    "sites, log-Laplace": (_lv_sites, SITES, {"noise": "loglaplace"}),
 }
 
 
