@@ -24,7 +24,7 @@ from scipy.integrate import solve_ivp
 
 from ude_cli.config import load_config
 from ude_cli.discovery import refit as refit_module
-from ude_cli.discovery.refit import DataObjective, OdeSystem, refit, replace_terms, score
+from ude_cli.discovery.refit import DataObjective, OdeSystem, refit, score
 from ude_cli.problem import resolve
 
 from .helpers import problem as problem_of

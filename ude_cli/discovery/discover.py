@@ -311,7 +311,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     reports = []
     for t in terms:
         tm = chosen.term_models[t]
-        coefs = {n: chosen.refit.values[n] for n in tm.names}
+        coefs = {n: float(chosen.refit.values[n]) for n in tm.names}
         pred = _term_values(tm, coefs, thetas[t], libraries[t])
         prop = best_on_path(paths[t])
         reports.append(TermReport(
@@ -519,7 +519,7 @@ class _Selector:
             if (only is not None and t != only) or (max_terms is not None and len(support) >= max_terms):
                 continue
             theta = self.thetas[t]
-            coefs = {n: current.refit.values[n] for n in current.term_models[t].names}
+            coefs = {n: float(current.refit.values[n]) for n in current.term_models[t].names}
             residual = self.samples.targets[t] - _term_values(current.term_models[t], coefs, theta, self.libraries[t])
             scores = []
             for k in range(theta.shape[1]):

@@ -72,7 +72,7 @@ def equation_forms(discovery: Discovery) -> dict[str, dict[str, str]]:
     from .typeset import derivative_latex, to_latex, to_text, with_values
 
     # a per-experiment parameter keeps its name: it has one value per experiment (the parameter table lists them)
-    values = {n: v for n, v in discovery.chosen.refit.values.items() if np.ndim(v) == 0}
+    values = {n: float(v) for n, v in discovery.chosen.refit.values.items() if np.ndim(v) == 0}
     out = {}
     for s, text in discovery.chosen.equations.items():
         sym = parse_expression(text).to_sympy()

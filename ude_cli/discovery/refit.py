@@ -21,6 +21,7 @@ import ast
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -176,8 +177,11 @@ class OdeSystem:
         self.constants = experiment_constants(problem)
         self.t0 = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
         #: states whose initial value is a formula of the parameters and constants: (index, compiled formula)
-        self._initial_formulas = [(j, problem.initial[s].expression.compile("numpy")) for j, s in enumerate(self.states)
-                                  if problem.initial[s].source == "formula" and problem.initial[s].expression is not None]
+        self._initial_formulas = []
+        for j, s in enumerate(self.states):
+            formula = problem.initial[s].expression
+            if problem.initial[s].source == "formula" and formula is not None:
+                self._initial_formulas.append((j, formula.compile("numpy")))
         self.initial = self._initial_states()
         finite = np.concatenate([np.abs(e.values[np.isfinite(e.values)]) for e in ds.experiments] or [np.ones(1)])
         finite = np.concatenate([finite, *(np.abs(e.observations[np.isfinite(e.observations)]) for e in ds.experiments)])
@@ -254,7 +258,7 @@ class OdeSystem:
             out[j] = f(env)  # a constant rate broadcasts
         return out
 
-    def simulate(self, b: int, values: Mapping[str, float], times: np.ndarray, y0: np.ndarray | None = None,
+    def simulate(self, b: int, values: Mapping[str, float | np.ndarray], times: np.ndarray, y0: np.ndarray | None = None,
                  t0: float | None = None, bound: float | None = None) -> Simulation:
         """Solve experiment ``b`` from ``t0`` (default: its start) and return the states at ``times``.
 
@@ -302,8 +306,8 @@ class OdeSystem:
         if self._initial_formulas:  # computed from the parameters, whatever y0 says
             y0 = y0.copy()
             with np.errstate(all="ignore"):
-                for j, f in self._initial_formulas:
-                    y0[:, j] = np.broadcast_to(np.asarray(f(env), dtype=float), (n_sets,))
+                for j, formula in self._initial_formulas:
+                    y0[:, j] = np.broadcast_to(np.asarray(formula(env), dtype=float), (n_sets,))
             if not np.isfinite(y0).all():
                 oks = np.isfinite(y0).all(axis=1)
                 msg = "an initial value given by a formula is not finite"
@@ -775,7 +779,7 @@ def predict_all(system: OdeSystem, values: Mapping[str, float | np.ndarray], ini
     return preds, message
 
 
-def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float] | None = None,
+def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float | np.ndarray] | None = None,
           initial: np.ndarray | None = None, max_evaluations: int = 200) -> Refit:
     """Fit the learned parameters (and learned initial states) of ``system`` to the data.
 
@@ -797,8 +801,9 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
 
     values = system.values(start)
     y0 = np.array(system.initial if initial is None else initial, dtype=float)
-    # each fitted value: (label, parameter name or None, experiment or None, (experiment, state) or None)
-    free: list[tuple[str, str | None, int | None, tuple[int, int] | None]] = []
+    # each fitted value: (label, parameter name ("" for an initial state), experiment or None, (experiment, state)
+    # or None)
+    free: list[tuple[str, str, int | None, tuple[int, int] | None]] = []
     x0, lower, upper = [], [], []
     for name, p in system.parameters.items():
         if p.fixed:
@@ -823,14 +828,15 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
         for b, e in enumerate(system.experiments):
             lo = 0.0 if spec.positive else -np.inf
             label = initial_label(s, e.name, len(system.experiments))
-            free.append((label, None, None, (b, j)))
+            free.append((label, "", None, (b, j)))
             x0.append(_inside(float(y0[b, j]), lo, np.inf))
             lower.append(lo)
             upper.append(np.inf)
     lower_a, upper_a = np.array(lower, dtype=float), np.array(upper, dtype=float)
 
     def unpack(x):
-        vals = {n: (np.array(v, dtype=float) if n in system.per_experiment else v) for n, v in values.items()}
+        vals: dict[str, Any] = {n: (np.array(v, dtype=float) if n in system.per_experiment else v)
+                                for n, v in values.items()}
         init = y0.copy()
         for (_, name, b, where), v in zip(free, x, strict=True):
             if where is not None:
@@ -847,8 +853,9 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
         """Residuals of each row of ``xs`` ``(P, k)``: ``(P, m)``."""
         evaluations[0] += len(xs)
         n_sets = len(xs)
-        vals = {n: (np.repeat(np.asarray(v, dtype=float)[None, :], n_sets, axis=0) if n in system.per_experiment
-                    else np.full(n_sets, float(v))) for n, v in values.items()}  # (P,), or (P, B) per experiment
+        vals: dict[str, np.ndarray] = {  # (P,), or (P, B) per experiment
+            n: (np.repeat(np.asarray(v, dtype=float)[None, :], n_sets, axis=0) if n in system.per_experiment
+                else np.full(n_sets, float(v))) for n, v in values.items()}
         inits = np.repeat(y0[None, :, :], n_sets, axis=0)  # (P, B, n)
         for i, (_, name, b, where) in enumerate(free):
             if where is not None:
