@@ -585,7 +585,8 @@ class DataObjective:
                 penalty = PENALTY * (1.0 if self.log else self.spread * self.weights)
                 r = np.where(np.isfinite(r), r, np.broadcast_to(penalty, r.shape))
             parts.append(r.transpose(1, 0, 2)[:, m])
-        return np.concatenate(parts, axis=1) if parts else np.zeros((n_sets, 0))
+        # C order, as one set's residuals stacked: the optimiser's linear algebra rounds by the memory layout
+        return np.ascontiguousarray(np.concatenate(parts, axis=1)) if parts else np.zeros((n_sets, 0))
 
     def residuals(self, predictions: Sequence[np.ndarray], split: str = "train",
                   values: Mapping[str, float | np.ndarray] | None = None) -> np.ndarray:
