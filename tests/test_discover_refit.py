@@ -94,6 +94,10 @@ observables: {total: scale*(x + y)}
 solver: {method: dopri5, rtol: 1.0e-11, atol: 1.0e-11}
 """
 
+#: a per-site scale in the observable and a per-site constant in the initial formula
+SITES_PER_SITE = SITES.replace("scale: {init: 1.7, bounds: [0.1, 10]}", "scale: {init: 1.7, bounds: [0.1, 10], "
+                               "per_experiment: true}").replace("c: {init: 3.2}", "c: {init: 3.2, per_experiment: true}")
+
 #: name -> (writer of its data or None, config text or bundled config path, overrides of the config)
 CASES = {
     "orange pooled (initial formula, normal noise)": (None, "configs/orange_trees.yaml", {}),
@@ -107,6 +111,8 @@ CASES = {
     "sites, combined error": (_lv_sites, SITES, {"noise": {"distribution": "normal", "error": "combined"}}),
     "sites, log-normal": (_lv_sites, SITES, {"noise": "lognormal"}),
     "sites, Laplace": (_lv_sites, SITES, {"noise": "laplace"}),
+    "sites, per-site scale and initial constant, normal noise": (_lv_sites, SITES_PER_SITE, {"noise": "normal"}),
+    "sites, per-site scale and initial constant, mse": (_lv_sites, SITES_PER_SITE, {}),
     "sites, log-Laplace": (_lv_sites, SITES, {"noise": "loglaplace"}),
 }
 
