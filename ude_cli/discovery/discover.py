@@ -35,6 +35,8 @@ from .refit import (
     Refit,
     TermModel,
     coefficient_name,
+    fitted_values,
+    observe_extrapolations,
     refit,
     replace_terms,
     runs_test,
@@ -311,7 +313,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     reports = []
     for t in terms:
         tm = chosen.term_models[t]
-        coefs = {n: float(chosen.refit.values[n]) for n in tm.names}
+        coefs = {n: chosen.refit.values[n] for n in tm.names}
         pred = _term_values(tm, coefs, thetas[t], libraries[t])
         prop = best_on_path(paths[t])
         reports.append(TermReport(
@@ -330,9 +332,8 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     }
     if model is not None:
         extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
-    _observe_extrapolations(objective, extrapolations, {"recovered": chosen.refit.values,
-                                                        "mechanistic only": mechanistic.refit.values,
-                                                        "UDE": _fitted_values(model, start)})
+    observe_extrapolations(objective, extrapolations, {"recovered": chosen.refit.values, "UDE": fitted_values(model, start),
+                                                       "mechanistic only": mechanistic.refit.values})
     ude = _ude_scores(problem, objective, metrics, predictions)
     evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
     # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
@@ -346,25 +347,6 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
                      mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
                      messages=messages, seconds=time.perf_counter() - began, system=system,
                      samples=samples, selection=stable, log=lines, evidence=evidence)
-
-
-def _fitted_values(model, start: int) -> dict | None:
-    """The fitted model's parameter values in the refits' layout (a per-experiment one ``(B,)``), or None."""
-    if model is None or not hasattr(model, "parameter_values"):
-        return getattr(model, "values", None)  # a stand-in with its values (tests)
-    return {n: (v[start] if v.ndim == 2 else float(v[start])) for n, v in model.parameter_values().items()}
-
-
-def _observe_extrapolations(objective: DataObjective, extrapolations: Mapping[str, Extrapolation],
-                            values: Mapping[str, Mapping | None]) -> None:
-    """Each model's observables given by a formula along its extrapolated trajectories (for the figures)."""
-    for name, ext in extrapolations.items():
-        given = values.get(name)
-        if given is not None and ext.trajectories:
-            try:
-                ext.observables = objective.curves(ext.trajectories, given)
-            except KeyError:  # a value the formula needs is not known for this model
-                ext.observables = []
 
 
 def _best_with_at_most(path: list[SparseFit], n: int) -> SparseFit | None:
@@ -519,7 +501,7 @@ class _Selector:
             if (only is not None and t != only) or (max_terms is not None and len(support) >= max_terms):
                 continue
             theta = self.thetas[t]
-            coefs = {n: float(current.refit.values[n]) for n in current.term_models[t].names}
+            coefs = {n: current.refit.values[n] for n in current.term_models[t].names}
             residual = self.samples.targets[t] - _term_values(current.term_models[t], coefs, theta, self.libraries[t])
             scores = []
             for k in range(theta.shape[1]):

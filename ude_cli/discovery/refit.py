@@ -682,6 +682,26 @@ class DataObjective:
         return {o: float(sq[j] / cnt[j]) for j, o in enumerate(self.names) if cnt[j] > 0}
 
 
+def fitted_values(model, start: int) -> dict | None:
+    """The fitted model's parameter values in the refits' layout (a per-experiment one ``(B,)``), or None."""
+    if model is None or not hasattr(model, "parameter_values"):
+        return getattr(model, "values", None)  # a stand-in with its values (tests)
+    return {n: (v[start] if v.ndim == 2 else float(v[start])) for n, v in model.parameter_values().items()}
+
+
+def observe_extrapolations(objective: DataObjective, extrapolations: Mapping,
+                           values: Mapping[str, Mapping | None]) -> None:
+    """Each model's observables given by a formula along its extrapolated trajectories
+    (:class:`~ude_cli.discovery.extrapolate.Extrapolation`, name -> it), at that model's values (for the figures)."""
+    for name, ext in extrapolations.items():
+        given = values.get(name)
+        if given is not None and ext.trajectories:
+            try:
+                ext.observables = objective.curves(ext.trajectories, given)
+            except KeyError:  # a value the formula needs is not known for this model
+                ext.observables = []
+
+
 def runs_test(sequences: Sequence[np.ndarray]) -> tuple[float, float]:
     """Wald–Wolfowitz runs test on the signs of residual sequences (each in time order).
 
@@ -729,7 +749,7 @@ class Refit:
         evaluations: residual evaluations used.
     """
 
-    values: dict[str, float | np.ndarray]
+    values: dict[str, Any]  # a number, or an array over the experiments for a per-experiment parameter
     initial: np.ndarray
     free: list[str]
     train_loss: float
