@@ -94,9 +94,10 @@ observables: {total: scale*(x + y)}
 solver: {method: dopri5, rtol: 1.0e-11, atol: 1.0e-11}
 """
 
-#: a per-site scale in the observable and a per-site constant in the initial formula
+#: a per-site scale in the observable (which reads t too) and a per-site constant in the initial formula
 SITES_PER_SITE = SITES.replace("scale: {init: 1.7, bounds: [0.1, 10]}", "scale: {init: 1.7, bounds: [0.1, 10], "
-                               "per_experiment: true}").replace("c: {init: 3.2}", "c: {init: 3.2, per_experiment: true}")
+                               "per_experiment: true}").replace("c: {init: 3.2}", "c: {init: 3.2, per_experiment: true}"
+                                                                ).replace("scale*(x + y)}", "scale*(x + y) + 0.01*t}")
 
 #: name -> (writer of its data or None, config text or bundled config path, overrides of the config)
 CASES = {
@@ -317,6 +318,15 @@ def test_discover_recovers_the_interaction_seen_through_an_index(tmp_path):
     assert d.chosen.refit.values["q"] == pytest.approx(0.5, rel=0.02)
     assert d.mechanistic.refit.train_loss > 100 * d.chosen.refit.train_loss
     assert set(d.chosen.refit.train_mse) == {"x", "predator_index"}
+    # the figures' observable, along each model's extrapolation at that model's own q
+    import pandas as pd
+
+    ext = pd.read_csv(tmp_path / "discovery" / "extrapolation.csv")
+    for model, q in (("recovered", d.chosen.refit.values["q"]), ("mechanistic only", d.mechanistic.refit.values["q"]),
+                     ("UDE", 0.5)):
+        rows = ext[ext["model"] == model]
+        assert len(rows) > 100
+        np.testing.assert_allclose(rows["predator_index"], q * rows["y"], rtol=1e-12)
     record = yaml.safe_load((tmp_path / "discovery" / "recovered.yaml").read_text())
     assert record["observables"]["predator_index"]["formula"] == "q*y"
     assert record["model"]["parameters"]["q"]["init"] == pytest.approx(d.chosen.refit.values["q"])
