@@ -473,3 +473,30 @@ def test_fitting_the_exported_squared_error_problem_gives_the_least_squares_fit(
     sigma = next(v for k, v in again.values.items() if k.startswith("sigma"))
     mse = original.metrics["train_mse"]["C"]
     assert sigma**2 == pytest.approx(mse, rel=1e-4)
+
+
+@pytest.mark.parametrize(("loss", "columns"), [("scaled", "{x: prey, y: predator}"),
+                                               ("{scale: std, log: true}", "{x: prey, y: predator}"),
+                                               ("scaled", "{y: predator}")])  # the spread of y, the second state
+def test_scaled_losses_become_a_sigma_per_observable_spread(loss: str, columns: str, write, tmp_path: Path):
+    """training.loss scaled (errors divided by each observable's spread): sigma_j = c * spread_j with c at its
+    maximum; the exported problem (a noise formula sigma * spread per observable) has ude's likelihood."""
+    rows = ["t,prey,predator"]
+    for t in np.linspace(0, 3, 13):
+        rows.append(f"{t},{1 + 0.5 * math.sin(t) + 0.01 * math.cos(9 * t)},{40 + 10 * math.cos(t) + 0.3 * math.sin(7 * t)}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    config = write("c.yaml", f"""
+        data: {{file: d.csv, time: t, columns: {columns}}}
+        model:
+          states: [x, y]
+          parameters: {{a: {{init: 0.5}}, b: {{init: 10.0}}}}
+          equations: {{x: a*cos(t), y: -b*sin(t)}}
+          initial: {{x: 1.0, y: 50.0}}
+        training: {{loss: {loss}}}
+        """)
+    result = export(config, tmp_path / "out", check=False)
+    noise = (tmp_path / "out" / "observables.tsv").read_text()
+    assert noise.count("sigma * ") == columns.count(":")  # one spread per observable
+    original, again = evaluate(config), evaluate(result.problem)
+    assert again.llh == pytest.approx(original.llh, abs=1e-8)
+    assert abs(again.gradient["sigma"]) < 1e-6 * abs(again.llh)  # sigma at its maximum

@@ -429,13 +429,15 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                      f"{'log-normal' if spec_loss.log else 'normal'} noise with one estimated sigma"
                      f"{' times each observable' + chr(39) + 's spread' if spec_loss.scale == 'std' else ''}, nominal "
                      f"{number(ml_sigma)} (its maximum-likelihood value at the exported values)")
-    for j, (name, o) in enumerate(problem.observables.items()):
+    for name, o in problem.observables.items():
         oid = _identifier(f"{name}_obs" if name in taken else name, taken)
         obs_ids[name] = oid
         if o.noise is None:
             assert ml_sigma is not None
             transformation = "log" if spec_loss.log else "lin"
-            noise = sigma_id if spec_loss.scale != "std" else f"({sigma_id} * {number(float(objective.spread[j]))})"
+            # sigma_j = c * spread_j (scaled), in the objective's layout (states or observables)
+            spread = float(objective.spread[objective.columns[objective.names.index(name)]])
+            noise = sigma_id if spec_loss.scale != "std" else f"({sigma_id} * {number(spread)})"
         else:
             transformation = "log" if o.noise.distribution in ("lognormal", "loglaplace") else "lin"
             pname = o.noise_parameters["sigma"]
