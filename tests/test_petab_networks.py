@@ -135,7 +135,7 @@ def _net_text(case: str = "001") -> str:
 
 @pytest.mark.parametrize("edit, expected", [
     (lambda t: t.replace("layer_type: Linear", "layer_type: Transformer", 1),
-     "net.yaml: layer 'layer1': layer type 'Transformer' is not supported (supported: Linear, Bilinear"),
+     "net.yaml: layer 'layer1': layer type 'Transformer' is not supported (supported: Linear, Bilinear, Conv"),
     (lambda t: t.replace("in_features: 2", "in_features: 2\n    widths: 3", 1),
      "net.yaml: layer 'layer1': 'widths' is not an argument of torch.nn.Linear"),
     (lambda t: t.replace("op: call_method\n  target: tanh", "op: call_method\n  target: frobnicate", 1),

@@ -52,9 +52,12 @@ def check(config: Config | str | Path) -> Problem:
                 f"the states are not finite (experiments starting at t = {model.groups[k].t0:g})")
             raise FitError(f"simulating the initial guess: {what}", where=cfg.label,
                            hint="check the initial parameter values and initial states")
+    from .config import reason_not_compiled
     from .engines.compiled import stiffness_note
 
-    note = stiffness_note(model)
+    # (a network the compiled engine cannot build -- a network YAML's graph -- is not probed for stiffness)
+    graphs = reason_not_compiled("auto", False, cfg.networks) is not None
+    note = None if graphs else stiffness_note(model)
     if note:
         problem.warnings.append(f"{cfg.label}: solver.method: {note}")
     from .identifiability.structural import structural_check, warning_lines

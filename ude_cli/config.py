@@ -297,8 +297,9 @@ class NetworkSpec(_Strict):
         numbered = [n for n in self.frozen if "." not in n]
         if self.file is None and len(numbered) < len(self.frozen):
             raise ValueError("frozen: LAYER.ARRAY names are for a `file` network; this one's are weight0, bias0, ...")
-        if self.file is not None:
-            given = sorted({"hidden", "activation", "final_scale"} & self.model_fields_set)
+        if self.file is not None:  # (a resolved config, every default written out, gives them as defaults)
+            given = sorted(n for n in {"hidden", "activation", "final_scale"} & self.model_fields_set
+                           if getattr(self, n) != type(self).model_fields[n].get_default(call_default_factory=True))
             if given or numbered:
                 raise ValueError(f"a `file` network's layers are its file's: {', '.join(given) or 'frozen ' + numbered[0]} "
                                  f"cannot be given (frozen names LAYER.ARRAY)")

@@ -84,8 +84,10 @@ def build_layer(layer_id: str, layer_type: Any, args: Any, where: str) -> nn.Mod
 
     cls = EXPECTED.get(str(layer_type)) or LAYERS.get(str(layer_type))
     if cls is None:
-        raise ConfigError(f"layer {layer_id!r}: layer type {layer_type!r} is not supported (supported: "
-                          f"{', '.join(LAYERS)})", where=where)
+        raise ConfigError(f"layer {layer_id!r}: layer type {layer_type!r} is not supported (supported: Linear, "
+                          f"Bilinear, Conv and ConvTranspose 1-3d, Max/Avg/LP/AdaptiveMax/AdaptiveAvgPool 1-3d, "
+                          f"Flatten, Dropout, Dropout1d-3d, AlphaDropout, BatchNorm and InstanceNorm 1-3d, LayerNorm)",
+                          where=where)
     if args is None:
         args = {}
     if not isinstance(args, dict):
