@@ -75,7 +75,8 @@ class BatchedGraph(nn.Module):
         return torch.func.functional_call(template, arrays, tuple(args)).reshape(*x.shape[:-1], -1)
 
     def _plan(self) -> list[tuple]:
-        """A row-wise graph's steps: ``(name, kind, function or layer, args, kwargs, weight index, bias index)``."""
+        """A row-wise graph's steps: ``(name, kind, function or layer, args, kwargs, weight index, bias index,
+        whether the args are all earlier nodes)``."""
         template: GraphNetwork = self.__dict__["template"]
         index = {n: k for k, n in enumerate(self.names)}
         steps: list[tuple[Any, ...]] = []
@@ -83,15 +84,16 @@ class BatchedGraph(nn.Module):
             if node.op == "placeholder":
                 continue
             if node.op == "output":
-                steps.append((node.name, "output", None, node.args, {}, None, None))
+                steps.append((node.name, "output", None, node.args, {}, None, None, _plain(node.args)))
                 break
             if node.op == "call_module":
                 layer = template.layers[node.target]
                 kind = "linear" if isinstance(layer, nn.Linear) else "bilinear" if isinstance(layer, nn.Bilinear) else "layer"
                 steps.append((node.name, kind, layer, node.args, node.kwargs, index.get(f"{node.target}.weight"),
-                              index.get(f"{node.target}.bias")))
+                              index.get(f"{node.target}.bias"), _plain(node.args)))
             else:
-                steps.append((node.name, "function", template._functions[node.name], node.args, node.kwargs, None, None))
+                steps.append((node.name, "function", template._functions[node.name], node.args, node.kwargs, None, None,
+                              _plain(node.args)))
         return steps
 
     def _rowwise(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,13 +102,15 @@ class BatchedGraph(nn.Module):
         arrays = self._array_list
         args = torch.split(x, self.arguments, dim=-1) if len(self.arguments) > 1 else (x,)
         values: dict[str, Any] = dict(zip(self._placeholders, args, strict=True))
-        for name, kind, fn, node_args, kwargs, w, b in self._steps:
-            a = [values[r] for r in node_args] if all(isinstance(r, Ref) for r in node_args) else _resolve(node_args, values)
+        for name, kind, fn, node_args, kwargs, w, b, plain in self._steps:
+            a = [values[r] for r in node_args] if plain else _resolve(node_args, values)
             if kind == "output":
                 return a[0]
-            if kind == "linear":
-                z = torch.matmul(a[0], arrays[w].transpose(1, 2))
-            elif kind == "bilinear":
+            if kind == "linear":  # one batched product per layer, as ude's MLP: (S, B, in) x (S, in, out)
+                values[name] = (torch.bmm(a[0], arrays[w].transpose(1, 2)) if b is None
+                                else torch.baddbmm(arrays[b].unsqueeze(1), a[0], arrays[w].transpose(1, 2)))
+                continue
+            if kind == "bilinear":
                 z = torch.einsum("sbi,soij,sbj->sbo", a[0], arrays[w], a[1])
             else:  # an elementwise function, or a dropout's expectation (no arrays)
                 z = fn(*a, **(_resolve(kwargs, values) if kwargs else {}))
@@ -168,6 +172,10 @@ class BatchedGraph(nn.Module):
                     raise ConfigError(f"{name}: shape {tuple(value.shape)}, expected {tuple(target.shape[1:])}",
                                       where=where)
                 target.copy_(torch.as_tensor(value, dtype=target.dtype).expand_as(target))
+
+
+def _plain(args: tuple) -> bool:
+    return all(isinstance(a, Ref) for a in args)
 
 
 def build(path: Path, n_inputs: int, n_outputs: int, arguments: Sequence[int] | None, seeds: Sequence[int],
