@@ -302,3 +302,43 @@ def test_ko_neurips2023_llh_is_the_expected_one(split):
     expected = yaml.safe_load((KO / "expected_Ko_NeurIPS2023.yaml").read_text())["llh"]
     result = quiet_evaluate(KO / f"{split}_Ko_NeurIPS2023.yaml")
     assert result.llh == pytest.approx(expected["training" if split == "train" else "validation"], abs=1e-3)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"hidden": [8]}, "networks.net1: a `file` network's layers are its file's: hidden cannot be given"),
+    ({"frozen": ["weight0"]}, "frozen: weight0: a `file` network's arrays are named LAYER.ARRAY"),
+    ({"frozen": ["layer9.weight"]}, "frozen: layer9.weight is not an array of the network (its arrays: layer1.weight"),
+    ({"arguments": [1, 2]}, "arguments [1, 2] take 3 inputs; inputs has 2"),
+    ({"file": "missing.yaml"}, "networks.net1.file: network file"),
+])
+def test_a_bad_file_network_in_a_config_is_one_line(change, expected, tmp_path):
+    shutil.copytree(SCIML / "001", tmp_path / "case")
+    _with_dropout(tmp_path / "case")
+    config = import_problem(tmp_path / "case" / "petab" / "problem.yaml", tmp_path / "imported")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["networks"]["net1"].update(change)
+    config.write_text(yaml.safe_dump(cfg))
+    result = cli("check", str(config))
+    assert result.exit_code == 3
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], result.output
+
+
+def test_a_file_network_without_weights_starts_from_torchs_initialisation_per_seed(tmp_path):
+    from ude_cli.config import load_config
+    from ude_cli.fitting.model import UDEModel
+    from ude_cli.problem import resolve
+
+    shutil.copytree(SCIML / "001", tmp_path / "case")
+    _with_dropout(tmp_path / "case")
+    config = import_problem(tmp_path / "case" / "petab" / "problem.yaml", tmp_path / "imported")
+    cfg = yaml.safe_load(config.read_text())
+    del cfg["networks"]["net1"]["weights"]
+    config.write_text(yaml.safe_dump(cfg))
+    problem = resolve(load_config(config))
+    a, b = (UDEModel(problem, n_starts=2).rhs.networks["net1"] for _ in range(2))
+    torch.testing.assert_close(a.arrays[0], b.arrays[0])  # the same seeds, the same start
+    assert not torch.allclose(a.arrays[0][0], a.arrays[0][1])  # each start its own draw
+    torch.manual_seed(cfg["training"].get("seed", 0) + 100)  # the first start's seed (training.seed + 100)
+    expected = torch.nn.Linear(2, 5)  # PyTorch's initialisation of the first layer
+    torch.testing.assert_close(a.arrays[0][0], expected.weight.detach().double())

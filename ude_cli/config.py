@@ -301,9 +301,11 @@ class NetworkSpec(_Strict):
         if self.file is not None:  # (a resolved config, every default written out, gives them as defaults)
             given = sorted(n for n in {"hidden", "activation", "final_scale"} & self.model_fields_set
                            if getattr(self, n) != type(self).model_fields[n].get_default(call_default_factory=True))
-            if given or numbered:
-                raise ValueError(f"a `file` network's layers are its file's: {', '.join(given) or 'frozen ' + numbered[0]} "
-                                 f"cannot be given (frozen names LAYER.ARRAY)")
+            if given:
+                raise ValueError(f"a `file` network's layers are its file's: {', '.join(given)} cannot be given")
+            if numbered:
+                raise ValueError(f"frozen: {numbered[0]}: a `file` network's arrays are named LAYER.ARRAY "
+                                 f"(layer1.weight)")
         elif self.arguments is not None:
             raise ValueError("arguments: only for a `file` network")
         if self.arguments is not None and sum(self.arguments) != len(self.inputs):

@@ -52,7 +52,8 @@ class BatchedGraph(nn.Module):
             nn.Parameter(torch.stack([dict(g.layers.named_parameters())[n].detach().to(dtype) for g in graphs]))
             for n in self.names)
         for k, n in enumerate(self.buffer_names):
-            self.register_buffer(f"buffer{k}", torch.stack([dict(g.layers.named_buffers())[n].detach() for g in graphs]))
+            stacked = torch.stack([dict(g.layers.named_buffers())[n].detach() for g in graphs])
+            self.register_buffer(f"buffer{k}", stacked.to(dtype) if stacked.is_floating_point() else stacked)
         self.register_buffer("in_shift", torch.tensor(list(in_shift), dtype=dtype))
         self.register_buffer("in_scale", torch.tensor(list(in_scale), dtype=dtype))
         self.register_buffer("out_scale", torch.tensor(list(out_scale), dtype=dtype))
