@@ -342,3 +342,25 @@ def test_a_file_network_without_weights_starts_from_torchs_initialisation_per_se
     torch.manual_seed(cfg["training"].get("seed", 0) + 100)  # the first start's seed (training.seed + 100)
     expected = torch.nn.Linear(2, 5)  # PyTorch's initialisation of the first layer
     torch.testing.assert_close(a.arrays[0][0], expected.weight.detach().double())
+
+
+def test_a_graph_network_takes_an_image_from_its_input_vector_by_its_argument_shape():
+    # ml case 018 (LeNet: Conv2d, MaxPool2d, Flatten, Linear) fed its 1x1x20x20 image as 400 inputs of a UDE's
+    # input vector (arguments: [[1, 1, 20, 20]]), two starts by three points: the suite's output everywhere
+    import h5py
+
+    from ude_cli.petab.network.batched import build
+
+    folder = ML / "018"
+    solutions = yaml.safe_load((folder / "solutions.yaml").read_text())
+    x = np.asarray(h5py.File(folder / solutions["net_input"][0], "r")["inputs/input0/data"], dtype=float)
+    y = np.asarray(h5py.File(folder / solutions["net_output"][0], "r")["outputs/output0/data"], dtype=float)
+    net = build(folder / "net.yaml", x.size, y.size, [list(x.shape)], [1, 2], [0.0] * x.size, [1.0] * x.size,
+                [1.0] * y.size, torch.float64, "test")
+    load_hdf5(net.template, [folder / solutions["net_ps"][0]], "net0")
+    net.set_arrays({f"{lid}.{n}": p.detach().numpy() for lid, layer in net.template.layers.items()
+                    for n, p in layer.named_parameters()}, "test")
+    assert not net.rowwise
+    with torch.no_grad():
+        got = net(torch.tensor(x.reshape(1, 1, -1)).expand(2, 3, -1))
+    np.testing.assert_allclose(got.numpy(), np.broadcast_to(y.ravel(), (2, 3, y.size)), atol=1e-5, rtol=0)

@@ -8,6 +8,7 @@ columns, names used in equations) and reads the data.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -287,9 +288,10 @@ class NetworkSpec(_Strict):
                           "instead of hidden/activation: any layer and operation of docs/petab.md, evaluated point "
                           "by point; solved by torchdiffeq. Its `weights` name arrays LAYER.ARRAY (PyTorch layout), "
                           "without weights PyTorch's initialisation from the seed.")
-    arguments: list[Annotated[int, Field(ge=1)]] | None = Field(
-        None, description="A `file` network with several inputs (placeholders): how many of `inputs` each takes, "
-                          "in order (default: one input of all of them).")
+    arguments: list[Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]]] | None = Field(
+        None, description="A `file` network's inputs (placeholders), in order: how many of `inputs` each takes, or "
+                          "its shape ([3, 10, 10]: the next 300 inputs as an array, PyTorch's layout) (default: one "
+                          "vector of all of them).")
 
     @model_validator(mode="after")
     def _fixed_needs_weights(self) -> NetworkSpec:
@@ -308,8 +310,9 @@ class NetworkSpec(_Strict):
                                  f"(layer1.weight)")
         elif self.arguments is not None:
             raise ValueError("arguments: only for a `file` network")
-        if self.arguments is not None and sum(self.arguments) != len(self.inputs):
-            raise ValueError(f"arguments {self.arguments} take {sum(self.arguments)} inputs; inputs has {len(self.inputs)}")
+        taken = sum(math.prod(a) if isinstance(a, list) else a for a in self.arguments or [])
+        if self.arguments is not None and taken != len(self.inputs):
+            raise ValueError(f"arguments {self.arguments} take {taken} inputs; inputs has {len(self.inputs)}")
         if numbered and max(int(n.removeprefix("weight").removeprefix("bias")) for n in numbered) > len(self.hidden):
             raise ValueError(f"frozen: the network has layers 0 to {len(self.hidden)}")
         return self

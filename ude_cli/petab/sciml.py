@@ -13,6 +13,7 @@ What neither can build raises :class:`~ude_cli.errors.ConfigError` naming the fi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,10 +171,12 @@ class Imported:
     compiled: str | None  # None: an MLP chain; else why the network is a graph (``file``) instead
 
 
-def import_network(path: Path, net: str, arrays: list[Path], arguments: list[int]) -> Imported:
-    """The network ``net`` of YAML ``path``, its weights from the array files, fed input vectors of
-    ``arguments`` entries per placeholder: an MLP chain (``hidden``/``activation``) where it is one, else a
-    graph (``file``)."""
+def import_network(path: Path, net: str, arrays: list[Path], arguments: Sequence[int | tuple[int, ...]]) -> Imported:
+    """The network ``net`` of YAML ``path``, its weights from the array files, fed per placeholder an input
+    vector of ``arguments`` entries (or an array of that shape, a tuple): an MLP chain
+    (``hidden``/``activation``) where it is one, else a graph (``file``)."""
+    import math
+
     import torch
 
     from .network import load_hdf5, read_graph
@@ -184,10 +187,12 @@ def import_network(path: Path, net: str, arrays: list[Path], arguments: list[int
         why = None
     except ConfigError as exc:
         chain, why = None, exc.message
-    if chain is not None and sum(arguments) != chain.sizes[0]:
+    shapes = [tuple(a) if isinstance(a, tuple) else (a,) for a in arguments]
+    n_inputs = sum(math.prod(shape) for shape in shapes)
+    if chain is not None and n_inputs != chain.sizes[0]:
         raise ConfigError(f"network {net} takes {chain.sizes[0]} inputs; the hybridization table sets "
-                          f"{sum(arguments)}", where=str(path))
-    if chain is not None:
+                          f"{n_inputs}", where=str(path))
+    if chain is not None and all(len(shape) == 1 for shape in shapes):
         weights = read_weights(arrays, chain)
         names = {(lid, part): f"{part}{k}" for k, lid in enumerate(chain.layers) for part in ("weight", "bias")}
         section = {"outputs": chain.sizes[-1], "hidden": chain.sizes[1:-1], "activation": chain.activation,
@@ -200,16 +205,16 @@ def import_network(path: Path, net: str, arrays: list[Path], arguments: list[int
                           f"sets {len(arguments)}", where=str(path))
     try:
         with torch.no_grad():
-            out = graph.eval()(*(torch.zeros(n, dtype=torch.float64) for n in arguments))
+            out = graph.eval()(*(torch.zeros(shape, dtype=torch.float64) for shape in shapes))
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"network {net} cannot be evaluated on input vectors of {arguments} entries: {first}",
+        raise ConfigError(f"network {net} cannot be evaluated on inputs of shapes {shapes}: {first}",
                           where=str(path)) from None
     layers = list(dict.fromkeys(lid for lid, _ in graph.arrays))
     names = {(lid, part): f"{lid}.{part}" for lid, part in graph.arrays}
     stored = {f"{lid}.{part}": p.detach().numpy().copy()
               for lid, layer in graph.layers.items() for part, p in layer.named_parameters()}
     section = {"outputs": int(out.numel()), "file": f"{net}.yaml", "normalize": False, "weights": f"{net}.npz"}
-    if len(arguments) > 1:
-        section["arguments"] = list(arguments)
+    if len(shapes) > 1 or any(len(shape) > 1 for shape in shapes):
+        section["arguments"] = [list(shape) if len(shape) > 1 else shape[0] for shape in shapes]
     return Imported(net, path, layers, names, section, stored, why)

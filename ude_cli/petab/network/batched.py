@@ -12,6 +12,7 @@ statistics, not of a batch of points).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ class BatchedGraph(nn.Module):
 
     Arguments:
         graphs: one graph per start (its initial arrays), all of the same file.
-        arguments: how many of the input vector's entries each placeholder takes, in order.
+        arguments: how many of the input vector's entries each placeholder takes, in order, or its shape
+            (a tuple: those entries as an array of that shape, row-major).
         in_shift, in_scale: inputs are used as ``(x - in_shift) / in_scale``.
         out_scale: outputs are multiplied by it.
         dtype: floating point type.
@@ -38,14 +40,15 @@ class BatchedGraph(nn.Module):
     in_scale: torch.Tensor
     out_scale: torch.Tensor
 
-    def __init__(self, graphs: Sequence[GraphNetwork], arguments: Sequence[int], in_shift: Sequence[float],
+    def __init__(self, graphs: Sequence[GraphNetwork], arguments: Sequence[int | tuple[int, ...]], in_shift: Sequence[float],
                  in_scale: Sequence[float], out_scale: Sequence[float], dtype: torch.dtype):
         super().__init__()
         template = copy.deepcopy(graphs[0]).to(dtype).eval().requires_grad_(False)
         # the template is not a submodule: its own arrays are never used, the starts' below are
         self.__dict__["template"] = template
         self.source = template.source
-        self.arguments = list(arguments)
+        self.shapes = [tuple(a) if isinstance(a, (tuple, list)) else (int(a),) for a in arguments]
+        self.arguments = [math.prod(shape) for shape in self.shapes]
         self.names = [n for n, _ in template.layers.named_parameters()]
         self.buffer_names = [n for n, _ in template.layers.named_buffers()]
         self.arrays = nn.ParameterList(
@@ -63,7 +66,7 @@ class BatchedGraph(nn.Module):
         self._n_starts = len(graphs)
         #: whether the graph acts on each row of a batch alone (fully connected layers, elementwise
         #: functions): then it is evaluated on all rows at once, else point by point (vmap)
-        self.rowwise = template.rowwise
+        self.rowwise = template.rowwise and all(len(shape) == 1 for shape in self.shapes)
         self._array_list = list(self.arrays)  # plain list: no ParameterList lookups per call
         self._placeholders = list(template.placeholders)
         self._steps = self._plan() if self.rowwise else []
@@ -72,6 +75,8 @@ class BatchedGraph(nn.Module):
         """The graph at input vectors ``x (..., n_in)`` (one, or rows of them for a row-wise graph) with one
         start's ``arrays``: its outputs ``(..., n_out)``."""
         args = list(torch.split(x, self.arguments, dim=-1)) if len(self.arguments) > 1 else [x]
+        args = [a if len(shape) == 1 else a.reshape(*a.shape[:-1], *shape) for a, shape in zip(args, self.shapes,
+                                                                                                 strict=True)]
         template: GraphNetwork = self.__dict__["template"]
         return torch.func.functional_call(template, arrays, tuple(args)).reshape(*x.shape[:-1], -1)
 
@@ -179,7 +184,7 @@ def _plain(args: tuple) -> bool:
     return all(isinstance(a, Ref) for a in args)
 
 
-def build(path: Path, n_inputs: int, n_outputs: int, arguments: Sequence[int] | None, seeds: Sequence[int],
+def build(path: Path, n_inputs: int, n_outputs: int, arguments: Sequence[int | Sequence[int]] | None, seeds: Sequence[int],
           in_shift: Sequence[float], in_scale: Sequence[float], out_scale: Sequence[float], dtype: torch.dtype,
           where: str, read: Callable[[Path], GraphNetwork] = read_graph) -> BatchedGraph:
     """The network of file ``path`` for ``len(seeds)`` starts (PyTorch's initialisation, seeded per start),
@@ -193,7 +198,9 @@ def build(path: Path, n_inputs: int, n_outputs: int, arguments: Sequence[int] | 
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             graphs.append(read(path))
-    sizes = list(arguments) if arguments else [n_inputs]
+    sizes: list[int | tuple[int, ...]] = [n_inputs]
+    if arguments:
+        sizes = [a if isinstance(a, int) else tuple(a) for a in arguments]
     if len(sizes) != len(graphs[0].placeholders):
         raise ConfigError(f"the network in {path} takes {len(graphs[0].placeholders)} inputs (placeholders "
                           f"{', '.join(graphs[0].placeholders)}); give arguments: [sizes] to split `inputs` among them",
