@@ -155,8 +155,8 @@ def ml_table(cases: list[Path]) -> str:
         passed += bool(r["pass"])
         tol = f"{r['tol']:.0e}"
         if r.get("standard_error"):
-            tol += (f" (the case's own: its reference is a mean of 50000 random dropout draws, standard error "
-                    f"{r['standard_error']:.1e}; error = {r['error'] / r['standard_error']:.1f} standard errors)")
+            tol += (f" (the case's own: its reference is a mean of 50000 random dropout draws, largest standard "
+                    f"error {r['standard_error']:.1e}; worst error {r['error'] / r['standard_error']:.1f} times that)")
         note = f": {r['note']}" if r.get("note") else ""
         lines.append(f"| {case.name} | {r['kind']} | {'pass' if r['pass'] else 'FAIL'}{note} | {r['error']:.1e} | {tol} |")
     lines.append("")
