@@ -165,7 +165,7 @@ def test_exported_networks_are_the_configs(name: str, tmp_path: Path):
                 lin.weight.copy_(torch.tensor(np.asarray(g["weight"])))
                 lin.bias.copy_(torch.tensor(np.asarray(g["bias"])))
             layers.append(lin)
-    rbf = targets[:3] == ["mul", "neg", "exp"]
+    rbf = targets[:3] == ["mul", "mul", "exp"]
     assert rbf == (problem.networks[net_name].activation == "rbf")
     act = (lambda z: torch.exp(-z * z)) if rbf else getattr(torch, targets[0])
     x = torch.tensor(np.random.default_rng(1).uniform(0.5, 5.0, (7, len(problem.networks[net_name].inputs))))
@@ -178,6 +178,12 @@ def test_exported_networks_are_the_configs(name: str, tmp_path: Path):
     assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
     if name == "logistic_imitable":
         assert not mlp.identity_in  # the case with a standardisation to fold
+    # read back as ude's own network (an MLP the compiled engine compiles), rbf included, not as a graph
+    from ude_cli.petab import import_problem
+
+    imported = yaml.safe_load(import_problem(tmp_path / "x" / "problem.yaml", tmp_path / "i").read_text())
+    net = imported["networks"][net_name]
+    assert net["activation"] == problem.networks[net_name].activation and "file" not in net
 
 
 def test_formulas_print_with_sbml_and_petab_spelling():

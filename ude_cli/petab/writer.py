@@ -165,7 +165,7 @@ def write_tsv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[object
 def network_yaml(net: str, sizes: Sequence[int], activation: str) -> dict:
     """PEtab SciML's network description: ``Linear`` layers ``layer1 ...`` and a torch.fx-like forward graph
     (one placeholder, layer, activation, ..., layer, output). ``rbf`` (exp(-z^2)) is written as the three
-    operations ``mul(z, z)``, ``neg``, ``exp``."""
+    operations ``mul(z, z)``, ``mul(., -1.0)``, ``exp``."""
     layers = [{"layer_id": f"layer{k + 1}", "layer_type": "Linear",
                "args": {"in_features": int(sizes[k]), "out_features": int(sizes[k + 1]), "bias": True}}
               for k in range(len(sizes) - 1)]
@@ -178,10 +178,10 @@ def network_yaml(net: str, sizes: Sequence[int], activation: str) -> dict:
         if k == len(sizes) - 2:
             break
         if activation == "rbf":
-            for op, args in (("mul", [current, current]), ("neg", None), ("exp", None)):
-                node = f"{op}_{k + 1}"
-                forward.append({"name": node, "op": "call_function", "target": op, "args": args or [current],
-                                "kwargs": {}})
+            for node, op, args in ((f"square_{k + 1}", "mul", [current, current]),
+                                   (f"neg_{k + 1}", "mul", [f"square_{k + 1}", -1.0]),
+                                   (f"exp_{k + 1}", "exp", [f"neg_{k + 1}"])):
+                forward.append({"name": node, "op": "call_function", "target": op, "args": args, "kwargs": {}})
                 current = node
         else:
             node = f"{activation}_{k + 1}"
