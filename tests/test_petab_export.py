@@ -506,3 +506,27 @@ def test_scaled_losses_become_a_sigma_per_observable_spread(loss: str, columns: 
     original, again = evaluate(config), evaluate(result.problem)
     assert again.llh == pytest.approx(original.llh, abs=1e-8)
     assert abs(again.gradient["sigma"]) < 1e-6 * abs(again.llh)  # sigma at its maximum
+
+
+def test_a_graph_network_is_refused_with_its_field(write, lv_csv, tmp_path: Path):
+    write("net.yaml", """
+        nn_model_id: U
+        inputs: [{input_id: input0}]
+        layers:
+        - {layer_id: layer1, layer_type: Linear, args: {in_features: 2, out_features: 2, bias: false}}
+        forward:
+        - {name: net_input, op: placeholder, target: net_input, args: [], kwargs: {}}
+        - {name: layer1, op: call_module, target: layer1, args: [net_input], kwargs: {}}
+        - {name: output, op: output, target: output, args: [layer1], kwargs: {}}
+        """)
+    config = write("c.yaml", f"""
+        data: {{file: {lv_csv.name}, time: t, columns: {{x: prey, y: predator}}}}
+        model:
+          states: [x, y]
+          equations: {{x: "U[0]", y: "U[1]"}}
+          initial: {{x: 0.44, y: 4.6}}
+        networks: {{U: {{inputs: [x, y], outputs: 2, file: net.yaml, normalize: false}}}}
+        """)
+    with pytest.raises(ConfigError) as info:
+        export(config, tmp_path / "out")
+    assert "networks.U.file" in str(info.value.where) and not (tmp_path / "out").exists()

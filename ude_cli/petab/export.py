@@ -160,6 +160,9 @@ def _refusals(problem, label: str) -> None:
                               f"noise formula of the observable, which ude import cannot read back yet",
                               where=f"{label}: observables.{name}.noise.error")
     for name, spec in problem.networks.items():
+        if getattr(spec, "file", None) is not None:
+            raise ConfigError("a network given by a PEtab SciML YAML file (a graph network) is not exported yet: "
+                              "only ude's own networks (hidden, activation)", where=f"{label}: networks.{name}.file")
         if spec.activation not in EXPORTABLE_ACTIVATIONS:
             why = ("PEtab SciML's gelu is the tanh approximation, ude's is exact" if spec.activation == "gelu"
                    else "PEtab SciML has no such activation")
