@@ -106,7 +106,8 @@ def _load(source: Path):
         metrics = read_json(source / "metrics.json", "metrics.json")
         n_starts, start = int(metrics.get("starts", 1)), int(metrics.get("best_start", 0))
         cfg = load_config(source / "inputs" / "config.yaml")
-        # the fitted weights are in model.pt; a run's inputs/ has no copy of a network's starting weights file
+        # the fitted weights are in model.pt: a network's starting weights file is not needed (and runs written
+        # before inputs/ copied it have none)
         cfg = cfg.model_copy(update={"networks": {n: spec.model_copy(update={"weights": None})
                                                   for n, spec in cfg.networks.items()}})
         try:
