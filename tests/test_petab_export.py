@@ -533,3 +533,24 @@ def test_a_graph_network_is_refused_with_its_field(write, lv_csv, tmp_path: Path
     with pytest.raises(ConfigError) as info:
         export(config, tmp_path / "out")
     assert "networks.U.file" in str(info.value.where) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["theophylline_pk", "orange_trees_per_tree", "lynx_hare_lv", "flu_sir"])
+def test_petab_v1_export_round_trips(name: str, tmp_path: Path):
+    """--petab-version 1 (for tools that read only PEtab v1): conditions are the experiments (a wide table),
+    estimate 1/0, the v1 problem YAML; the same log-likelihood when read back."""
+    import yaml
+
+    config = REPO / "configs" / f"{name}.yaml"
+    result = export(config, tmp_path / "v1", check=False, version=1)
+    doc = yaml.safe_load(result.problem.read_text())
+    assert doc["format_version"] == 1 and doc["problems"][0]["condition_files"] == ["conditions.tsv"]
+    head = (tmp_path / "v1" / "measurements.tsv").read_text().splitlines()[0].split("\t")
+    assert head[1] == "simulationConditionId"
+    assert evaluate(result.problem).llh == pytest.approx(evaluate(config).llh, abs=1e-8)
+
+
+def test_petab_v1_has_no_networks(tmp_path: Path):
+    with pytest.raises(ConfigError) as info:
+        export(REPO / "configs" / "lotka_volterra.yaml", tmp_path / "v1", version=1)
+    assert "networks.U" in str(info.value.where) and not (tmp_path / "v1").exists()

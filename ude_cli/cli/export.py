@@ -26,13 +26,15 @@ def export_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
     check: bool = typer.Option(True, "--check/--no-check", help="Re-import the written problem and evaluate its "
                                "log-likelihood before moving it into place."),
+    version: int = typer.Option(2, "--petab-version", min=1, max=2, help="2: PEtab v2 with the SciML extension; 1: "
+                                "PEtab v1 (for tools that read only v1; no networks)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     from ..errors import UdeError
     from ..petab import export
 
     try:
-        result = export(source, out, overwrite=overwrite, check=check)
+        result = export(source, out, overwrite=overwrite, check=check, version=version)
     except UdeError as exc:
         fail(exc)
         return

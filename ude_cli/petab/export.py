@@ -173,10 +173,12 @@ def _refusals(problem, label: str) -> None:
                               "cannot read back yet", where=f"{label}: networks.{name}.inputs")
 
 
-def export(source: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True) -> Exported:
+def export(source: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True,
+           version: int = 2) -> Exported:
     """Write the config or run directory ``source`` as a PEtab SciML problem into the folder ``out``
-    (``out/problem.yaml`` and the files it names). With ``check``, the written problem is re-imported and
-    evaluated before it is moved into place. Nothing is written when the source cannot be exported."""
+    (``out/problem.yaml`` and the files it names); ``version`` 1: a PEtab v1 problem (no networks). With
+    ``check``, the written problem is re-imported and evaluated before it is moved into place. Nothing is
+    written when the source cannot be exported."""
     import torch
 
     from ..likelihood.objective import Objective
@@ -185,8 +187,13 @@ def export(source: str | Path, out: str | Path, *, overwrite: bool = False, chec
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
         raise RunDirError("exists and is not empty (give --overwrite to replace it)", where=str(target))
+    if version not in (1, 2):
+        raise ConfigError(f"PEtab version {version}: expected 1 or 2", where="--petab-version")
     label, cfg, problem, model, start = _load(source)
     _refusals(problem, label)
+    if version == 1 and problem.networks:
+        raise ConfigError("PEtab v1 has no networks (the SciML extension is PEtab v2's): export it as v2",
+                          where=f"{label}: networks.{next(iter(problem.networks))}")
     # the likelihood as `ude evaluate` computes it: every value held (no profiled noise parameter)
     declared = problem.noise_parameters
     problem.noise_parameters = {n: dataclasses.replace(p, fixed=True) for n, p in declared.items()}
@@ -210,7 +217,8 @@ def export(source: str | Path, out: str | Path, *, overwrite: bool = False, chec
                                      dir=target.parent if target.parent.exists() else None) as tmp:
         staging = Path(tmp) / "out"
         staging.mkdir()
-        result = _write(staging, label, cfg, problem, model, objective, start, y0, values, noise_values, ml_sigma)
+        result = _write(staging, label, cfg, problem, model, objective, start, y0, values, noise_values, ml_sigma,
+                        version)
         result.source, result.llh_source = str(source), llh_source
         result.rtol, result.atol = cfg.solver.rtol, cfg.solver.atol
         if check:
@@ -239,7 +247,7 @@ def export(source: str | Path, out: str | Path, *, overwrite: bool = False, chec
 
 
 def _write(folder: Path, label: str, cfg, problem, model, objective, start: int, y0: np.ndarray,
-           values: dict, noise_values: dict, ml_sigma: float | None) -> Exported:
+           values: dict, noise_values: dict, ml_sigma: float | None, version: int = 2) -> Exported:
     import yaml
 
     ds = problem.dataset
@@ -473,7 +481,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                 if np.isfinite(y):
                     (rows if e.train[i] else held_out).append([obs_ids[name], exp_ids[b], float(y),
                                                                float(t) - t0[b]])
-    head = ["observableId", "experimentId", "measurement", "time"]
+    head = ["observableId", "experimentId" if version == 2 else "simulationConditionId", "measurement", "time"]
     write_tsv(folder / "measurements.tsv", head, rows)
     files = ["problem.yaml", "model.xml", "observables.tsv", "measurements.tsv"]
     if held_out:
@@ -489,20 +497,31 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
         if targets[b]:
             cond_ids[b] = _identifier(f"{exp_ids[b]}_condition", taken)
             condition_rows += [[cond_ids[b], sid, v] for sid, v in targets[b]]
-    write_tsv(folder / "experiments.tsv", ["experimentId", "time", "conditionId"],
-              [[exp_ids[b], 0.0, cond_ids.get(b, "")] for b in range(len(experiments))])
-    if condition_rows:
-        write_tsv(folder / "conditions.tsv", ["conditionId", "targetId", "targetValue"], condition_rows)
-    write_tsv(folder / "parameters.tsv", ["parameterId", "parameterScale", "lowerBound", "upperBound",
-                                          "nominalValue", "estimate"], parameter_rows + network_rows)
-    files += ["experiments.tsv", *(["conditions.tsv"] if condition_rows else []), "parameters.tsv"]
-
-    doc: dict = {"format_version": "2.0.0",
-                 "model_files": {"model": {"location": "model.xml", "language": "sbml"}},
-                 "parameter_files": ["parameters.tsv"], "observable_files": ["observables.tsv"],
-                 "measurement_files": ["measurements.tsv"], "experiment_files": ["experiments.tsv"]}
-    if condition_rows:
-        doc["condition_files"] = ["conditions.tsv"]
+    head_parameters = ["parameterId", "parameterScale", "lowerBound", "upperBound", "nominalValue", "estimate"]
+    doc: dict
+    if version == 1:  # the experiments are the conditions; a wide condition table, estimate 1/0
+        targeted = list(dict.fromkeys(sid for b in targets for sid, _ in targets[b]))
+        write_tsv(folder / "conditions.tsv", ["conditionId", *targeted],
+                  [[exp_ids[b], *(dict(targets[b])[sid] for sid in targeted)] for b in range(len(experiments))])
+        write_tsv(folder / "parameters.tsv", head_parameters,
+                  [[*row[:5], int(row[5])] for row in parameter_rows])
+        files += ["conditions.tsv", "parameters.tsv"]
+        doc = {"format_version": 1, "parameter_file": "parameters.tsv",
+               "problems": [{"sbml_files": ["model.xml"], "condition_files": ["conditions.tsv"],
+                             "measurement_files": ["measurements.tsv"], "observable_files": ["observables.tsv"]}]}
+    else:
+        write_tsv(folder / "experiments.tsv", ["experimentId", "time", "conditionId"],
+                  [[exp_ids[b], 0.0, cond_ids.get(b, "")] for b in range(len(experiments))])
+        if condition_rows:
+            write_tsv(folder / "conditions.tsv", ["conditionId", "targetId", "targetValue"], condition_rows)
+        write_tsv(folder / "parameters.tsv", head_parameters, parameter_rows + network_rows)
+        files += ["experiments.tsv", *(["conditions.tsv"] if condition_rows else []), "parameters.tsv"]
+        doc = {"format_version": "2.0.0",
+               "model_files": {"model": {"location": "model.xml", "language": "sbml"}},
+               "parameter_files": ["parameters.tsv"], "observable_files": ["observables.tsv"],
+               "measurement_files": ["measurements.tsv"], "experiment_files": ["experiments.tsv"]}
+        if condition_rows:
+            doc["condition_files"] = ["conditions.tsv"]
     if problem.networks:
         write_tsv(folder / "mapping.tsv", ["petabEntityId", "modelEntityId"], mapping_rows)
         write_tsv(folder / "hybridization.tsv", ["targetId", "targetValue"], hybrid_rows)
@@ -515,7 +534,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                                        "neural_networks": {n: {"location": f"network_{n}.yaml", "pre_initialization": False,
                                                                "format": "YAML"} for n in problem.networks}}}
         files += ["mapping.tsv", "hybridization.tsv", "networks.hdf5", *(f"network_{n}.yaml" for n in problem.networks)]
-    head_comment = (f"# PEtab SciML problem exported by `ude export` from {label}.\n"
+    head_comment = (f"# PEtab {'v1' if version == 1 else 'SciML'} problem exported by `ude export` from {label}.\n"
                     f"# `ude evaluate problem.yaml` gives its log-likelihood; export.json says how it was made.\n")
     (folder / "problem.yaml").write_text(head_comment + yaml.safe_dump(doc, sort_keys=False))
     return Exported(problem=folder / "problem.yaml", source="", llh_source=math.nan, llh_exported=None,
