@@ -14,6 +14,7 @@ from scipy import stats
 from ude_cli.discovery.discover import DiscoverSettings, degenerate_term, discover, judge
 from ude_cli.discovery.stability import (
     INTERVAL_METHOD,
+    PROFILE_METHOD,
     LocalFit,
     block_cross_validation,
     stability_selection,
@@ -200,9 +201,9 @@ def test_discovery_json_has_intervals_selection_and_evidence(tmp_path):
     d = discover(problem, model, model.metrics(), DiscoverSettings(samples=40, propose=1, horizon=20.0))
     record = json.loads((write_discovery(d, tmp_path / "discovery", plots=False) / "discovery.json").read_text())
     iv = record["terms"][0]["recovered"]["intervals"]["U0_x_y"]
-    assert iv["lower"] < -0.9023 < iv["upper"] and iv["excludes_zero"] and iv["method"] == INTERVAL_METHOD
+    assert iv["lower"] < -0.9023 < iv["upper"] and iv["excludes_zero"] and iv["method"] == PROFILE_METHOD
     sel = record["selection"]
-    assert sel["interval_method"] == INTERVAL_METHOD and sel["resamples"] == 100
+    assert sel["interval_method"] == PROFILE_METHOD and sel["resamples"] == 100
     assert {c["feature"] for c in sel["checks"]} == {"x*y"} and all(c["kept"] for c in sel["checks"])
     assert sel["runner_ups"][0]["bic"] <= sel["runner_ups"][-1]["bic"] and len(sel["runner_ups"]) >= 3
     assert {f["feature"] for f in sel["frequency"] if f["kept"]} == {"x*y"}

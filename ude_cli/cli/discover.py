@@ -96,10 +96,9 @@ def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
         typer.echo(f"  {t.label} = {t.expression()}   (against the network: {against})")
         for iv in t.intervals.values():
             typer.echo(f"    {iv.name} = {iv.text()}  ({100 * iv.level:g} % interval)")
-    if any(t.intervals for t in discovery.terms):
-        from ..discovery.stability import INTERVAL_METHOD
-
-        typer.echo(f"  intervals: {INTERVAL_METHOD}")
+    methods = sorted({iv.method for t in discovery.terms for iv in t.intervals.values()})
+    if methods:
+        typer.echo(f"  intervals: {'; '.join(methods)}")
     own = discovery.recovered_intervals or {}
     if own.get("intervals"):
         typer.echo(f"  the recovered model's own {100 * own['level']:g} % intervals ({own['method']}):")

@@ -747,14 +747,24 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
     far that is nested in it (its sub-models with one term dropped included) and the others within ``VOTE_BIC``
     of the best BIC, the one that wins the most halves of the observation times (complementary pairs,
     each half's candidates refitted by one Gauss-Newton step and ranked by BIC + ``min_improvement`` per
-    term); then a backward check of each of its terms: its Wald interval must exclude zero and keeping it
-    must lower the information criterion on all the data by more than ``min_improvement``. Every decision
+    term); then a backward check of each of its terms: its profile interval at the Bonferroni-adjusted level must
+    exclude zero (:func:`~ude_cli.discovery.stability.zero_test`: the profile at 0 is the model refitted without
+    the term) and keeping it must lower the information criterion on all the data by more than
+    ``min_improvement``; the kept model's profile intervals are then computed
+    (:func:`~ude_cli.discovery.stability.profile_interval`). Every decision
     is logged.
 
     Why the structure that wins most halves and not each term's selection frequency: library terms are
     often near substitutes along one trajectory (x*y and y**2 on a predator-prey cycle), and split the
     halves between them; a threshold on each term's frequency would then drop both."""
-    from .stability import local_fit, stability_selection, wald_intervals
+    from .stability import (
+        local_fit,
+        profile_interval,
+        robust_adjustment,
+        stability_selection,
+        wald_intervals,
+        zero_test,
+    )
 
     objective = selector.objective
     likelihood = bool(objective.likelihood)
@@ -806,47 +816,67 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
     # 1 / (0.05 m) discoveries
     m = max(1, sum(int(u.sum()) for u in selector.usable.values()))
     keep_level = 1.0 - (1.0 - settings.level) / m
+    adjusted = f"{100 * keep_level:.4g} % ({100 * settings.level:g} % adjusted for the {m} library terms the selection could take)"
     checks: list[dict] = []
     dropped: list[dict] = []
     while True:
         names = [n for tm in current.term_models.values() for n in tm.names]
-        intervals = wald_intervals(current.refit, names, likelihood, settings.level)
-        strict = wald_intervals(current.refit, names, likelihood, keep_level)
+        wald = wald_intervals(current.refit, names, likelihood, settings.level)
+        factor = robust_adjustment(current.refit, names, likelihood)
+        thr_keep = _threshold(current.refit, keep_level, likelihood)
         failing = []
         checks = []
+        subs = {}
         for t, tm in current.term_models.items():
             for k_name, feat in zip(tm.names, tm.features, strict=True):
                 sup = selector.supports_of(current)
                 k = next(i for i, f in enumerate(selector.libraries[t].features) if f.text == feat.text)
                 without = {**sup, t: tuple(i for i in sup[t] if i != k)}
                 sub = selector.evaluate(without, {}, "backward check", base=current)
+                subs[k_name] = sub
                 gain = (sub.refit.bic - current.refit.bic) if sub.refit.success else float("inf")
-                iv, wide = intervals[k_name], strict[k_name]
+                # the profile at 0 is the model refitted without the term: 0 is in the profile interval exactly
+                # when that statistic is below the interval's threshold (no more refits than the BIC gain needs)
+                zero = zero_test(k_name, float(current.refit.values[k_name]), wald[k_name].se, keep_level, thr_keep,
+                                 factor[k_name], _lr_statistic(sub.refit, current.refit, likelihood))
                 reasons = []
-                if not wide.excludes_zero:
-                    reasons.append(f"its interval {wide.text()} includes 0 at {100 * keep_level:.4g} % ({100 * settings.level:g} % "
-                                   f"adjusted for the {m} library terms the selection could take)")
+                if not zero.excludes_zero:
+                    reasons.append(f"its profile interval at {adjusted} includes 0: {_zero_text(zero)}")
                 if not gain > settings.min_improvement:
                     reasons.append(f"keeping it lowers the BIC by {gain:.2f}, not by more than "
                                    f"discover.min_improvement = {settings.min_improvement:g}")
                 checks.append({"term": _label(t), "feature": feat.text, "coefficient": k_name,
-                               "interval": iv.as_dict(), "adjusted_interval": wide.as_dict(),
+                               "wald_interval": wald[k_name].as_dict(), "zero_test": zero.as_dict(),
                                "bic_gain": _finite_or_none(gain), "kept": not reasons,
                                "why": "; ".join(reasons) if reasons else
-                               (f"its interval {wide.text()} at {100 * keep_level:.4g} % ({100 * settings.level:g} % "
-                                f"adjusted for the {m} library terms) excludes 0 and keeping it lowers the BIC by "
-                                + ("more than any finite amount (without it the refit fails)"
-                                   if not np.isfinite(gain) else f"{gain:.2f}"))})
+                               (f"its profile interval at {adjusted}<ends> excludes 0 ({_zero_text(zero)}) and keeping it "
+                                "lowers the BIC by " + ("more than any finite amount (without it the refit fails)"
+                                                        if not np.isfinite(gain) else f"{gain:.2f}"))})
                 if reasons:
                     failing.append((gain, sub, checks[-1]))
         if not failing:
-            for c in checks:
-                say(f"check: {c['term']} {c['feature']} kept: {c['why']}")
             break
         gain, sub, check = min(failing, key=lambda item: item[0])
         say(f"check: {check['term']} {check['feature']} dropped: {check['why']}")
         dropped.append(check)
         current = sub
+    # the kept model's profile intervals, at the level asked for and at the adjusted level of the keep test
+    intervals = {}
+    thr_level = _threshold(current.refit, settings.level, likelihood)
+    for c in checks:
+        name = c["coefficient"]
+        sub = subs[name]
+        profiles = profile_interval(name, float(current.refit.values[name]), wald[name].se,
+                                    _profile_statistic(selector, current, name, likelihood),
+                                    [(settings.level, thr_level), (keep_level, thr_keep)], factor[name],
+                                    known=[(0.0, _lr_statistic(sub.refit, current.refit, likelihood))])
+        intervals[name] = profiles[settings.level]
+        c["interval"], c["adjusted_interval"] = profiles[settings.level].as_dict(), profiles[keep_level].as_dict()
+        wide = profiles[keep_level]
+        if not wide.excludes_zero:  # a profile that is not monotone: the ends say what the value at 0 did not
+            c["why"] += f"; note: the profile interval {wide.text()} at {adjusted} reaches 0 (a profile that is not monotone)"
+        c["why"] = c["why"].replace("<ends>", f", {wide.text()},")
+        say(f"check: {c['term']} {c['feature']} kept: {c['why']}")
     ranking = []
     ranked = [k for k, c in selector._cache.items() if c.refit.success and np.isfinite(c.refit.bic)]
     for key in sorted(ranked, key=lambda k: selector._cache[k].refit.bic)[:8]:
@@ -855,6 +885,61 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
                         "bic": float(cand.refit.bic), "train_loss": cand.refit.train_loss,
                         "halves_won": stab.wins.get(key)})  # None: not in the vote
     return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped)
+
+
+def _threshold(fit: Refit, level: float, likelihood: bool) -> float:
+    """The profile threshold of one coefficient of ``fit`` at ``level``
+    (:func:`~ude_cli.identifiability.function.lr_threshold`): F-calibrated for a squared-error loss, whose noise
+    scale is estimated from the residuals; chi-square(1) with a noise model."""
+    from ..identifiability.function import lr_threshold
+
+    n = max(fit.n_train, 1)
+    return lr_threshold(level, n, max(n - fit.n_free, 1), not likelihood)[0]
+
+
+def _lr_statistic(sub: Refit, fit: Refit, likelihood: bool) -> float:
+    """``2 (L_sub - L_fit)``: the likelihood-ratio statistic of ``sub`` (the same model with values held) against
+    ``fit`` (``L = n/2 log RSS`` for a squared-error loss, the noise scale profiled out; the NLL with a noise model,
+    ``rss/2`` of the deviance residuals plus a constant); ``inf`` when ``sub`` could not be fitted."""
+    if not sub.success or sub.residuals is None or fit.residuals is None or not np.all(np.isfinite(sub.residuals)):
+        return float("inf")
+    rs, r0 = float(sub.residuals @ sub.residuals), float(fit.residuals @ fit.residuals)
+    if likelihood:
+        return rs - r0
+    return fit.n_train * math.log(max(rs, 1e-300) / max(r0, 1e-300))
+
+
+def _profile_statistic(selector: _Selector, candidate: Candidate, name: str, likelihood: bool
+                       ) -> Callable[[float], float]:
+    """``c -> 2 (PL(c) - L)`` of ``candidate``'s coefficient ``name``: the candidate refitted (:func:`refit`, every
+    other fitted value free) with ``name`` held at ``c``, warm-started from the profile's nearest point."""
+    import dataclasses
+
+    from ..expressions import parse_expression
+
+    equations = {s: parse_expression(text) for s, text in candidate.equations.items()}
+    warm: dict[float, tuple[dict, np.ndarray]] = {
+        float(candidate.refit.values[name]): (dict(candidate.refit.values), candidate.refit.initial)}
+
+    def statistic(c: float) -> float:
+        params = {**candidate.parameters, name: dataclasses.replace(candidate.parameters[name], init=float(c), fixed=True)}
+        near = min(warm, key=lambda v: abs(v - c))
+        values, initial = warm[near]
+        fit = refit(OdeSystem(selector.problem, equations, params), selector.objective,
+                    {k: v for k, v in values.items() if k in params and k != name} | {name: float(c)}, initial)
+        if fit.success:
+            warm[float(c)] = (dict(fit.values), fit.initial)
+        return _lr_statistic(fit, candidate.refit, likelihood)
+
+    return statistic
+
+
+def _zero_text(zero) -> str:
+    """``"the profile at 0 (the model refitted without it) is 161 times a = 0.85, threshold 8.9"``."""
+    at = zero.at_zero
+    value = "infinite: the refit without it fails" if at is None or not math.isfinite(at) else f"{at:.4g}"
+    scaled = "" if zero.adjustment == 1 else f", scaled by the robust factor {zero.adjustment:.3g}"
+    return f"the statistic at 0, the model refitted without it{scaled}, is {value}; threshold {zero.threshold:.4g}"
 
 
 def _calibrate_runs(objective: DataObjective, chosen: Candidate, say: Callable[[str], None]) -> None:

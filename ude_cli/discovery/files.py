@@ -116,13 +116,12 @@ def equations_markdown(discovery: Discovery) -> str:
               f"| name | value | {level} interval | fitted | meaning |", "|---|---|---|---|---|"]
     for name, p in discovery.chosen.parameters.items():
         iv = intervals.get(name)
-        band = "" if iv is None else ("unbounded" if not np.isfinite(iv.se) else f"[{iv.lower:.4g}, {iv.upper:.4g}]")
+        band = "" if iv is None else ("unbounded" if not iv.bounded else f"[{iv.lower:.4g}, {iv.upper:.4g}]")
         lines.append(f"| `{name}` | {r.values[name]:.6g} | {band} | {'no (fixed)' if p.fixed else 'yes'} | "
                      f"{p.description} |")
     if intervals:
-        from .stability import INTERVAL_METHOD
-
-        lines += ["", f"Intervals of the recovered coefficients: {INTERVAL_METHOD}."]
+        methods = sorted({iv.method for iv in intervals.values()})
+        lines += ["", f"Intervals of the recovered coefficients: {'; '.join(methods)}."]
     for label in r.free:
         if "(t0)" in label:
             lines.append(f"| `{label}` | {_initial_value(discovery, label):.6g} | yes | initial state |")
@@ -336,8 +335,6 @@ def discovery_record(discovery: Discovery) -> dict:
 
 def _selection_record(discovery: Discovery) -> dict | None:
     """How the terms were kept: stability selection, the backward check with intervals, the runner-ups."""
-    from .stability import INTERVAL_METHOD
-
     sel = discovery.selection
     if sel is None:
         return None
@@ -345,9 +342,10 @@ def _selection_record(discovery: Discovery) -> dict | None:
     return {
         "method": ("stability selection over halves of the observation times (complementary pairs), each half's "
                    "candidates refitted by one Gauss-Newton step and ranked by BIC + min_improvement per term; the "
-                   "candidate that wins the most halves is taken, then each of its terms checked: its interval "
-                   "excludes 0 and keeping it lowers the BIC on all the data by more than min_improvement"),
-        "interval_method": INTERVAL_METHOD,
+                   "candidate that wins the most halves is taken, then each of its terms checked: its profile interval at the "
+                   "Bonferroni-adjusted level excludes 0 (the statistic at 0, the model refitted without it, above "
+                   "the threshold) and keeping it lowers the BIC on all the data by more than min_improvement"),
+        "interval_method": "; ".join(sorted({iv.method for iv in sel.intervals.values()})) or None,
         "level": discovery.settings.level,
         "resamples": sel.resamples,
         "halves_won": sel.won,
