@@ -255,6 +255,68 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     selector = _Selector(problem, objective, libraries, thetas, samples, usable)
     mechanistic = selector.evaluate({t: () for t in terms}, {}, "mechanistic only")
     say(f"mechanistic only: train loss {mechanistic.refit.train_loss:.4g}, BIC {mechanistic.refit.bic:.2f}")
+    chosen = _propose(selector, mechanistic, paths, settings, say)
+    # bagging over the UDE's starts: each other good start's network proposes its own candidates (into the same
+    # cache of refits), and is a member of the stability vote with them
+    members = [(start, selector, chosen)]
+    good, note = good_starts(model, metrics, start)
+    say(note)
+    for s_k in good[1:]:
+        samples_k = sample_terms(problem, model, settings.samples, start=s_k)
+        thetas_k = {t: libraries[t].matrix(samples_k.variables) for t in terms}
+        usable_k = {t: usable[t] & np.all(np.isfinite(thetas_k[t]), axis=0) for t in terms}
+        paths_k = {t: sparsity_path(thetas_k[t], samples_k.targets[t], libraries[t].names) for t in terms}
+        selector_k = selector.for_start(samples_k, thetas_k, usable_k)
+        selector_k.seen.add(selector._key({t: () for t in terms}))
+        chosen_k = _propose(selector_k, mechanistic, paths_k, settings, lambda text, k=s_k: say(f"start {k}: {text}"))
+        say(f"start {s_k}: its network proposes {chosen_k.describe()} (BIC {chosen_k.refit.bic:.2f})")
+        members.append((s_k, selector_k, chosen_k))
+    chosen, stable = _stable_selection(selector, chosen, settings, say, members)
+    stable.starts["note"] = note
+    _calibrate_runs(objective, chosen, say)
+    saturated = _saturated(selector, chosen, terms, usable, settings, say)
+    reports = []
+    for t in terms:
+        tm = chosen.term_models[t]
+        coefs = {n: chosen.refit.values[n] for n in tm.names}
+        pred = _term_values(tm, coefs, thetas[t], libraries[t])
+        prop = best_on_path(paths[t])
+        reports.append(TermReport(
+            term=t, label=problem.term_label(*t), states=_states_using(problem, t), library=libraries[t],
+            path=paths[t], proposal=prop, model=tm, coefficients=coefs, fidelity=fidelity(pred, samples.targets[t]),
+            proposal_fidelity=prop.fidelity, saturated=t in saturated,
+            degenerate=degenerate_term(problem, problem.term_label(*t), samples.targets[t], _states_using(problem, t)),
+            intervals={n: stable.intervals[n] for n in tm.names if n in stable.intervals}))
+
+    system = selector.system_of(chosen)
+    horizon = settings.horizon if settings.horizon is not None else default_horizon(problem)
+    extrapolations = {
+        "recovered": extrapolate_system(system, chosen.refit.values, chosen.refit.initial, horizon, "recovered"),
+        "mechanistic only": extrapolate_system(selector.system_of(mechanistic), mechanistic.refit.values,
+                                               mechanistic.refit.initial, horizon, "mechanistic only"),
+    }
+    if model is not None:
+        extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
+    ude = _ude_scores(problem, objective, metrics, predictions)
+    evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
+    # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
+    evidence["dropped"] = [{"term": c["term"], "feature": c["feature"], "bic_gain": c["bic_gain"]}
+                           for c in stable.dropped
+                           if c["bic_gain"] is None or c["bic_gain"] > settings.min_improvement]
+    verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports, evidence)
+    for r in reports:
+        r.exact = verdict == "recovered"
+    return Discovery(problem=problem, settings=settings, terms=reports, candidates=selector.candidates, chosen=chosen,
+                     mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
+                     messages=messages, seconds=time.perf_counter() - began, system=system,
+                     samples=samples, selection=stable, log=lines, evidence=evidence)
+
+
+def _propose(selector: _Selector, mechanistic: Candidate, paths: Mapping, settings: DiscoverSettings,
+             say: Callable[[str], None]) -> Candidate:
+    """The forward selection from the mechanistic-only model, then pysindy's own models refitted as wholes (the
+    proposals of one start's network, ``selector``'s samples): the model of lowest BIC."""
+    terms = list(paths)
     current = mechanistic
     step = 0
     while True:
@@ -305,44 +367,35 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         if better:
             chosen = alternative
 
-    chosen, stable = _stable_selection(selector, chosen, settings, say)
-    _calibrate_runs(objective, chosen, say)
-    saturated = _saturated(selector, chosen, terms, usable, settings, say)
-    reports = []
-    for t in terms:
-        tm = chosen.term_models[t]
-        coefs = {n: chosen.refit.values[n] for n in tm.names}
-        pred = _term_values(tm, coefs, thetas[t], libraries[t])
-        prop = best_on_path(paths[t])
-        reports.append(TermReport(
-            term=t, label=problem.term_label(*t), states=_states_using(problem, t), library=libraries[t],
-            path=paths[t], proposal=prop, model=tm, coefficients=coefs, fidelity=fidelity(pred, samples.targets[t]),
-            proposal_fidelity=prop.fidelity, saturated=t in saturated,
-            degenerate=degenerate_term(problem, problem.term_label(*t), samples.targets[t], _states_using(problem, t)),
-            intervals={n: stable.intervals[n] for n in tm.names if n in stable.intervals}))
+    return chosen
 
-    system = selector.system_of(chosen)
-    horizon = settings.horizon if settings.horizon is not None else default_horizon(problem)
-    extrapolations = {
-        "recovered": extrapolate_system(system, chosen.refit.values, chosen.refit.initial, horizon, "recovered"),
-        "mechanistic only": extrapolate_system(selector.system_of(mechanistic), mechanistic.refit.values,
-                                               mechanistic.refit.initial, horizon, "mechanistic only"),
-    }
-    if model is not None:
-        extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
-    ude = _ude_scores(problem, objective, metrics, predictions)
-    evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
-    # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
-    evidence["dropped"] = [{"term": c["term"], "feature": c["feature"], "bic_gain": c["bic_gain"]}
-                           for c in stable.dropped
-                           if c["bic_gain"] is None or c["bic_gain"] > settings.min_improvement]
-    verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports, evidence)
-    for r in reports:
-        r.exact = verdict == "recovered"
-    return Discovery(problem=problem, settings=settings, terms=reports, candidates=selector.candidates, chosen=chosen,
-                     mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
-                     messages=messages, seconds=time.perf_counter() - began, system=system,
-                     samples=samples, selection=stable, log=lines, evidence=evidence)
+
+#: A UDE start joins the stability vote when its training loss is at most this many times the best start's.
+GOOD_STARTS = 2.0
+
+
+def good_starts(model, metrics: Mapping, best: int) -> tuple[list[int], str]:
+    """The UDE starts whose networks join the stability vote (the best first, then the others whose training loss
+    is at most :data:`GOOD_STARTS` times the best's, by loss), and a sentence saying which and why."""
+    n = int(getattr(model, "n_starts", 1) or 1)
+    losses = metrics.get("loss_per_start")
+    if n <= 1:
+        return [best], ("the run has one UDE start: the stability vote is over halves of the data only; fit several "
+                        "(ude fit --starts N, or training.starts in the config) and the networks of the good ones "
+                        f"(training loss within {GOOD_STARTS:g} times the best's) each propose candidates and vote")
+    if not losses or len(losses) != n:
+        return [best], (f"the run has {n} UDE starts but no loss per start in metrics.json: only the best start "
+                        f"({best}) proposes candidates")
+    ref = losses[best]
+    ok = [k for k in range(n) if k != best and losses[k] is not None and math.isfinite(losses[k])
+          and ref is not None and losses[k] <= GOOD_STARTS * ref]
+    ok.sort(key=lambda k: losses[k])
+    left = [k for k in range(n) if k != best and k not in ok]
+    note = (f"{1 + len(ok)} of the run's {n} UDE starts propose candidates and vote: start {best} (the best, training "
+            f"loss {ref:.4g})" + "".join(f", start {k} ({losses[k]:.4g})" for k in ok)
+            + (f"; left out, training loss above {GOOD_STARTS:g} times the best's: "
+               + ", ".join(f"start {k} ({_g(losses[k])})" for k in left) if left else ""))
+    return [best, *ok], note
 
 
 def _best_with_at_most(path: list[SparseFit], n: int) -> SparseFit | None:
@@ -415,6 +468,8 @@ class _Selector:
         self.usable = usable
         self.candidates: list[Candidate] = []
         self._cache: dict[tuple, Candidate] = {}
+        #: the keys this start's selection refitted or looked up (its proposals, for the stability vote)
+        self.seen: set[tuple] = set()
         self._single = {n for n, spec in problem.networks.items() if spec.outputs == 1}
         taken = set(problem.states) | set(problem.parameters) | set(problem.constants) | set(problem.networks)
         self.names: dict[tuple[tuple[str, int], int], str] = {}
@@ -429,8 +484,18 @@ class _Selector:
         return tuple(sorted((t, tuple(sorted(s))) for t, s in supports.items()))
 
     def is_known(self, supports) -> bool:
-        """Whether a model with these supports was refitted already."""
-        return self._key(supports) in self._cache
+        """Whether this start's selection has looked at a model with these supports already."""
+        return self._key(supports) in self.seen
+
+    def for_start(self, samples: TermSamples, thetas, usable) -> _Selector:
+        """The selector of another start's network (its samples of the learned terms), sharing this one's refits:
+        a structure two starts propose is refitted once."""
+        import copy
+
+        other = copy.copy(self)
+        other.samples, other.thetas, other.usable = samples, thetas, usable
+        other.seen = set()
+        return other
 
     def supports_of(self, candidate: Candidate) -> dict:
         out = {}
@@ -457,6 +522,7 @@ class _Selector:
         """Refit the model with these supports, starting from ``base``'s values and ``start``
         (``(term, feature index) -> coefficient``)."""
         key = self._key(supports)
+        self.seen.add(key)
         if key in self._cache:
             return self._cache[key]
         tms = self.term_models(supports)
@@ -731,6 +797,8 @@ class StableSelection:
     intervals: dict
     ranking: list[dict]
     dropped: list[dict] = field(default_factory=list)
+    #: the UDE starts in the vote: ``note`` (which joined and why), ``members`` (start, its network's proposal)
+    starts: dict = field(default_factory=dict)
 
 
 #: Candidates not nested in the chosen model take part in the stability vote only within this BIC of the best.
@@ -742,7 +810,8 @@ def _features_of(candidate: Candidate) -> list[tuple[tuple[str, int], str]]:
 
 
 def _stable_selection(selector: _Selector, chosen: Candidate, settings: DiscoverSettings,
-                      say: Callable[[str], None]) -> tuple[Candidate, StableSelection]:
+                      say: Callable[[str], None], members: Sequence[tuple[int, _Selector, Candidate]] = ()
+                      ) -> tuple[Candidate, StableSelection]:
     """Keep the terms the data support, not the noise: among the chosen model, every candidate refitted so
     far that is nested in it (its sub-models with one term dropped included) and the others within ``VOTE_BIC``
     of the best BIC, the one that wins the most halves of the observation times (complementary pairs,
@@ -768,19 +837,21 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
 
     objective = selector.objective
     likelihood = bool(objective.likelihood)
-    _submodels(selector, chosen)  # the backward check and the resampling compare with them
+    members = list(members) or [(0, selector, chosen)]
+    for _, sel_k, chosen_k in members:
+        _submodels(sel_k, chosen_k)  # the backward check and the resampling compare with them
     # the vote is among the chosen model, the models nested in it, and the others the whole data do not reject
     # (BIC within VOTE_BIC of the best: less than "very strong" evidence against them, Kass & Raftery 1995):
     # resampling may take terms out or pick among near-equals, it does not swap in a structure the whole data
     # reject (with a missing form many rich models split the halves)
-    chosen_support = selector.supports_of(chosen)
+    chosen_supports = [selector.supports_of(c) for _, _, c in members]
     finite = [c.refit.bic for c in selector._cache.values() if c.refit.success and np.isfinite(c.refit.bic)]
     best_bic = min(finite) if finite else float("inf")
     pool: dict[tuple, Candidate] = {}
     fits = {}
     for key, cand in selector._cache.items():
         support = selector.supports_of(cand)
-        nested = all(set(support[t]) <= set(chosen_support[t]) for t in chosen_support)
+        nested = any(all(set(support[t]) <= set(cs[t]) for t in cs) for cs in chosen_supports)
         if not nested and not cand.refit.bic <= best_bic + VOTE_BIC:
             continue
         fit = local_fit(cand.refit)
@@ -793,11 +864,17 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
         return chosen, StableSelection(0, None, {}, [], intervals, [], [])
     stab = stability_selection(fits, {k: c.n_terms for k, c in pool.items()},
                                {k: _features_of(c) for k, c in pool.items()}, groups, constants, likelihood,
-                               settings.min_improvement, settings.resamples)
+                               settings.min_improvement, settings.resamples,
+                               members=[sel_k.seen for _, sel_k, _ in members] if len(members) > 1 else None)
     frequency = {(_label(t), f): v for (t, f), v in stab.frequency.items()}
+    if len(members) > 1:
+        say(f"stability selection: {stab.members} members (UDE starts {', '.join(str(k) for k, _, _ in members)}), "
+            f"each voting on {stab.resamples} halves among the candidates its own network proposed: a share is of "
+            f"{stab.members * stab.resamples} votes")
     for f in sorted(stab.frequency, key=lambda f: (-stab.frequency[f], _label(f[0]), f[1])):
         say(f"stability selection: {_label(f[0])} {f[1]} is in the best candidate of "
-            f"{100 * stab.frequency[f]:.0f} % of {stab.resamples} halves of the observation times")
+            f"{100 * stab.frequency[f]:.0f} % of {stab.resamples} halves of the observation times"
+            + (f" times {stab.members} UDE starts" if stab.members > 1 else ""))
     top = sorted(pool, key=lambda k: (-stab.wins[k], pool[k].refit.bic))
     say("stability selection: the candidates that win most halves: "
         + "; ".join(f"{pool[k].describe()} ({100 * stab.wins[k]:.0f} %)" for k in top[:3] if stab.wins[k] > 0))
@@ -884,7 +961,10 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
         ranking.append({"model": cand.describe(), "source": cand.source, "n_terms": cand.n_terms,
                         "bic": float(cand.refit.bic), "train_loss": cand.refit.train_loss,
                         "halves_won": stab.wins.get(key)})  # None: not in the vote
-    return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped)
+    starts = {"members": [{"start": k, "proposed": c.describe(), "bic": _finite_or_none(c.refit.bic)}
+                          for k, _, c in members]}
+    return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped,
+                                    starts)
 
 
 def _threshold(fit: Refit, level: float, likelihood: bool) -> float:

@@ -354,6 +354,7 @@ def _selection_record(discovery: Discovery) -> dict | None:
         "checks": sel.checks,
         "intervals": {n: iv.as_dict() for n, iv in sel.intervals.items()},
         "runner_ups": sel.ranking,
+        "starts": sel.starts,
     }
 
 

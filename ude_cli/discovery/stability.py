@@ -215,12 +215,13 @@ class Stability:
     resamples: int
     wins: dict[tuple, float]
     frequency: dict[tuple[tuple[str, int], str], float]
+    members: int = 1
 
 
 def stability_selection(fits: Mapping[tuple, LocalFit], n_terms: Mapping[tuple, int],
                         features: Mapping[tuple, Sequence[tuple[tuple[str, int], str]]], groups: np.ndarray,
                         constants: np.ndarray, likelihood: bool, penalty: float, resamples: int = 100,
-                        seed: int = 0) -> Stability:
+                        seed: int = 0, members: Sequence[set] | None = None) -> Stability:
     """Stability selection over halves of the observation times (see the module's docstring).
 
     Arguments:
@@ -232,6 +233,9 @@ def stability_selection(fits: Mapping[tuple, LocalFit], n_terms: Mapping[tuple, 
         constants: each cell's smallest NLL (:meth:`DataObjective.cell_constants`).
         resamples: halves drawn (rounded up to an even number: pairs).
         seed: of the random halves (fixed: a discovery is reproducible).
+        members: the ensemble's members, each the set of candidate keys it proposed (one per UDE start: the
+            candidates that start's network proposed); each half is voted on by every member among its own
+            candidates, and a share is of the halves times the members. Default: one member with every candidate.
     """
     rng = np.random.default_rng(seed)
     units = np.unique(groups)
@@ -243,18 +247,21 @@ def stability_selection(fits: Mapping[tuple, LocalFit], n_terms: Mapping[tuple, 
         perm = rng.permutation(units)
         first = np.isin(groups, perm[: len(units) // 2])
         halves += [np.flatnonzero(first), np.flatnonzero(~first)]
+    groups_of = [[k for k in keys if k in m] for m in members] if members is not None else [keys]
+    groups_of = [g for g in groups_of if g]
     for rows in halves:
         n = len(rows)
         const = float(constants[rows].sum())
         scores = {key: criterion(fits[key].rss(rows), n, fits[key].k, const, likelihood) + penalty * n_terms[key]
                   for key in keys}
-        best = min(keys, key=lambda key: scores[key])
-        wins[best] += 1
-        for f in features[best]:
-            frequency[f] = frequency.get(f, 0) + 1
-    total = max(len(halves), 1)
+        for eligible in groups_of:
+            best = min(eligible, key=lambda key: scores[key])
+            wins[best] += 1
+            for f in features[best]:
+                frequency[f] = frequency.get(f, 0) + 1
+    total = max(len(halves) * len(groups_of), 1)
     return Stability(len(halves), {k: v / total for k, v in wins.items()},
-                     {f: v / total for f, v in frequency.items()})
+                     {f: v / total for f, v in frequency.items()}, len(groups_of))
 
 
 def time_blocks(groups: np.ndarray, n_blocks: int) -> list[np.ndarray]:
