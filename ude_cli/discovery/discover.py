@@ -273,7 +273,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         members.append((s_k, selector_k, chosen_k))
     chosen, stable = _stable_selection(selector, chosen, settings, say, members)
     stable.starts["note"] = note
-    _calibrate_runs(objective, chosen, say)
+    _calibrate_runs(objective, chosen, say, selector.system_of(chosen))
     saturated = _saturated(selector, chosen, terms, usable, settings, say)
     reports = []
     for t in terms:
@@ -1022,19 +1022,28 @@ def _zero_text(zero) -> str:
     return f"the statistic at 0, the model refitted without it{scaled}, is {value}; threshold {zero.threshold:.4g}"
 
 
-def _calibrate_runs(objective: DataObjective, chosen: Candidate, say: Callable[[str], None]) -> None:
-    """The chosen model's runs test, calibrated for the fit (:func:`~ude_cli.discovery.stability.calibrated_runs_p`),
-    into ``chosen.refit.extra["runs_p_calibrated"]``: the verdict reads it."""
+def _calibrate_runs(objective: DataObjective, chosen: Candidate, say: Callable[[str], None],
+                    system: OdeSystem | None = None) -> None:
+    """The chosen model's runs test, calibrated for the fit (:func:`~ude_cli.discovery.stability.calibrated_runs_p`,
+    its noise's scale a power of ``system``'s fitted values), into ``chosen.refit.extra["runs_p_calibrated"]``: the
+    verdict reads it."""
+    from .refit import predict_all
     from .stability import calibrated_runs_p, local_fit
 
     fit = local_fit(chosen.refit)
     if fit is None:
         return
+    fitted = None
+    if system is not None:
+        preds, failure = predict_all(system, chosen.refit.values, chosen.refit.initial)
+        if not failure:
+            fitted = np.concatenate([p[objective.mask(b, "train")] for b, p in enumerate(preds)])
     p = calibrated_runs_p(fit, objective.cell_groups("train"), objective.cell_states("train"),
-                          objective.cell_experiments("train"))
+                          objective.cell_experiments("train"), fitted=fitted)
     chosen.refit.extra["runs_p_calibrated"] = p
     say(f"runs test of the recovered model's residuals: p = {chosen.refit.runs_p:.2g} against independent signs, "
-        f"{p:.2g} calibrated for the fit (residuals of a fitted model change sign less often than noise does)")
+        f"{p:.2g} calibrated for the fit (residuals of a fitted model change sign less often than noise does; the "
+        "null drawn from noise whose variance is a power of the fitted values, projected off the refit's Jacobian)")
 
 
 def _submodels(selector: _Selector, candidate: Candidate) -> list[Candidate]:

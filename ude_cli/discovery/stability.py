@@ -302,14 +302,24 @@ def runs_sequences(r: np.ndarray, groups: np.ndarray, states: np.ndarray, experi
 
 
 def calibrated_runs_p(fit: LocalFit, groups: np.ndarray, states: np.ndarray, experiments: np.ndarray,
-                      draws: int = 400, seed: int = 0) -> float:
+                      draws: int = 400, seed: int = 0, fitted: np.ndarray | None = None) -> float:
     """The runs test's p-value of a fitted model's residuals, calibrated for the fit.
 
     Residuals of a fitted model are not independent noise even when the model is right: the estimation error
     ``J d`` is a smooth function of time and leaves fewer sign changes than the textbook null assumes, so
     that test calls correct models systematic too often. The null distribution of the standardised number
-    of runs is drawn here instead: noise with the residuals' own sizes (wild bootstrap, Rademacher signs on
-    ``r_i / sqrt(1 - h_i)``), projected off the columns of ``J`` as the refit would, ``draws`` times."""
+    of runs is drawn here instead: noise of the residuals' size (Rademacher signs times a scale), projected off
+    the columns of ``J`` as the refit would, ``draws`` times.
+
+    The scale: with the ``fitted`` values of each cell (data units), a variance that is a power of the fitted
+    value per state, ``log(r_i^2 / (1 - h_i)) = c_state + b log|mu_i|`` fitted by least squares (the
+    power-of-the-mean variance function, Carroll & Ruppert, *Transformation and Weighting in Regression*, 1988;
+    ``b`` = 2 for multiplicative noise, 0 for additive). Without them each residual's own size
+    ``|r_i| / sqrt(1 - h_i)`` (the wild bootstrap); that one is too wide where the fit's error is larger than the
+    noise (the small values of a squared-error fit to multiplicative noise, which the large values decide): its
+    draws then change sign more often than the residuals can, and a correct model looks systematic (on the
+    Lotka-Volterra protocol, refitted in its true form to 220 noise seeds at 1 % and 5 %: p < 0.01 in 9 and 11 of
+    220 with the wild scale, 1 and 2 with the variance function)."""
     from .refit import runs_test
 
     r, J = fit.r, fit.J
@@ -320,6 +330,8 @@ def calibrated_runs_p(fit: LocalFit, groups: np.ndarray, states: np.ndarray, exp
     else:
         Q, h = np.zeros((len(r), 0)), np.zeros(len(r))
     scale = r / np.sqrt(np.maximum(1.0 - h, 1e-12))
+    if fitted is not None and len(fitted) == len(r) and np.all(np.isfinite(fitted)):
+        scale = np.sqrt(variance_function(scale * scale, np.asarray(fitted, dtype=float), states))
     rng = np.random.default_rng(seed)
     below = 0
     for _ in range(draws):
@@ -328,6 +340,19 @@ def calibrated_runs_p(fit: LocalFit, groups: np.ndarray, states: np.ndarray, exp
         z, _ = runs_test(runs_sequences(e, groups, states, experiments))
         below += z <= z_obs
     return float((1 + below) / (1 + draws))
+
+
+def variance_function(r2: np.ndarray, fitted: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Each cell's variance under the power-of-the-mean model ``log r2 = c_state + b log|mu|`` fitted to the
+    squared residuals ``r2`` by least squares (one exponent ``b`` shared by the states, one level per state)."""
+    a = np.abs(fitted)
+    top = float(a.max()) if a.size else 1.0
+    log_mu = np.log(np.maximum(a, 1e-12 * max(top, 1e-300)))
+    design = np.column_stack([*((states == j).astype(float) for j in np.unique(states)), log_mu])
+    positive = r2[r2 > 0]
+    floor = float(positive.min()) * 1e-6 if positive.size else 1e-300
+    coef = np.linalg.lstsq(design, np.log(np.maximum(r2, floor)), rcond=None)[0]
+    return np.exp(design @ coef)
 
 
 # -- profile intervals of the refitted coefficients ---------------------------------------------------
