@@ -292,8 +292,12 @@ def _discovery_section(discovery: Mapping, directory: Path, parameters=None) -> 
 
     def band(name):
         iv = intervals.get(name)
-        return "" if iv is None else (f"[{_num(iv['lower'])}, {_num(iv['upper'])}]" if iv["se"] is not None
-                                      else "unbounded")
+        if iv is None:
+            return ""
+        if iv["lower"] is None and iv["upper"] is None:
+            return "unbounded"
+        return (f"[{'-inf' if iv['lower'] is None else _num(iv['lower'])}, "
+                f"{'inf' if iv['upper'] is None else _num(iv['upper'])}]")
 
     rows = [[f"<code>{_e(n)}</code>", _num(v, 6), band(n)] for n, v in chosen["parameters"].items()]
     for e, states in chosen["initial"].items():
