@@ -120,30 +120,6 @@ def profiled_noise_names(objective) -> set[str]:
     return out
 
 
-def single_start(model, start: int):
-    """A copy of ``model`` holding only start ``start`` (intervals are about the reported fit)."""
-    from ..fitting.model import UDEModel
-
-    one = UDEModel(model.problem, n_starts=1)
-    S = model.n_starts
-    source = model.state_dict()
-    target = one.state_dict()
-    new = {}
-    for key, value in target.items():
-        v = source[key]
-        if v.shape == value.shape:
-            new[key] = v.clone()
-        elif v.ndim == value.ndim and v.shape[0] == S and value.shape[0] == 1 and v.shape[1:] == value.shape[1:]:
-            new[key] = v[start:start + 1].clone()
-        else:
-            raise ValueError(f"cannot take start {start} of {key}: {tuple(v.shape)} vs {tuple(value.shape)}")
-    one.load_state_dict(new)
-    fitted, copy = model.compiled, one.compiled
-    if fitted is not None and copy is not None and fitted.method == "bdf" and copy.method != "bdf":
-        copy.switch_to_stiff(fitted.choice_reason.split(": ", 1)[-1])  # auto chose bdf during the fit: keep it
-    return one
-
-
 class LikelihoodFunction:
     """``L`` of a single-start model (see the module docstring), its gradient, and how to calibrate it.
 
@@ -214,7 +190,7 @@ class LikelihoodFunction:
             self.evaluations += 1
             if self.likelihood:
                 sigma = torch.cat([v["sigma"][:1, 0] for v in obj.noise_values()])  # (n_observables,)
-                logs = torch.tensor([m is not None and m.name == "lognormal" for m in obj.noise])
+                logs = torch.tensor([m is not None and m.name in ("lognormal", "loglaplace") for m in obj.noise])
             parts = []
             for pred, y, mask in zip(preds, obj._obs, obj._masks["train"], strict=True):
                 p = pred[:, :1]
@@ -238,6 +214,20 @@ class LikelihoodFunction:
         groups = self.objective._noise_groups
         return all(profiled and ((model.name == "normal" and model.error == "constant") or model.name == "lognormal")
                    for model, _, _, _, profiled in groups)
+
+    def gauss_newton(self) -> bool:
+        """Whether the information is Gauss-Newton's, the expected information ``J^T J / sigma^2`` of the residuals
+        in noise units: when the scale is estimated from the residuals (:meth:`scale_estimated`, as nls), and with
+        Laplace noise, whose observed curvature in the predictions is zero almost everywhere (``|y - mu|`` is
+        piecewise linear), so that only the expected information measures it (any mix of normal noise of constant
+        sigma, log-normal, Laplace and log-Laplace noise)."""
+        if self.scale_estimated():
+            return True
+        if not self.likelihood:
+            return False
+        models = [m for m, *_ in self.objective._noise_groups]
+        return (any(m.name in ("laplace", "loglaplace") for m in models)
+                and all(m.scale_information is not None and m.error == "constant" for m in models))
 
     def degrees_of_freedom(self, k: float) -> float:
         """``n - k`` (at least 1)."""
