@@ -272,16 +272,14 @@ def test_the_variance_function_recovers_the_power_of_the_mean():
 
 
 @pytest.mark.parametrize("noise,seed", [(0.01, 15), (0.05, 11), (0.05, 15)])
-def test_the_loops_correct_models_are_no_longer_called_systematic(noise, seed, tmp_path):
+def test_the_loops_correct_models_are_no_longer_called_systematic(noise, seed, tmp_path, monkeypatch):
     """The three exact structures of bench/discover_loop.py that were called `approximation`: the true form
     refitted to their data has calibrated runs-test p < 0.01 with each residual's own size as the noise's
     scale (0.0025 to 0.0075: the small values' residuals are the fit's smooth error, not noise, and the
     draws change sign more often than they can) and p >= 0.01 with the power-of-the-mean variance. Over 220
     seeds per level (bench/runs_calibration.py) that scale rejects 9 and 11 correct models at 0.01, this one
     1 and 2."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "bench"))
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
     from runs_calibration import p_values
 
     p = p_values(noise, seed, tmp_path)
