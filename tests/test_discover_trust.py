@@ -138,7 +138,7 @@ def test_each_keep_decision_is_the_profile_at_zero_and_the_bic(lv_exact):
     refitted without the term is above the adjusted level's threshold and the BIC gain above min_improvement; the
     kept terms' adjusted profile intervals exclude 0, their 95 % ones contain the refitted value."""
     d, _ = lv_exact
-    m = sum(int(u.sum()) for u in [np.ones(6, bool), np.ones(6, bool)])
+    m = sum(len(tr.library.names) for tr in d.terms)  # 6 + 6: every degree-2 term of (x, y) is usable here
     level = 1 - 0.05 / m
     n, k = d.chosen.refit.n_train, d.chosen.refit.n_free
     for c in d.selection.checks:
