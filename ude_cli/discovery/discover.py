@@ -268,7 +268,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         paths_k = {t: sparsity_path(thetas_k[t], samples_k.targets[t], libraries[t].names) for t in terms}
         selector_k = selector.for_start(samples_k, thetas_k, usable_k)
         selector_k.seen.add(selector._key({t: () for t in terms}))
-        chosen_k = _propose(selector_k, mechanistic, paths_k, settings, lambda text, k=s_k: say(f"start {k}: {text}"))
+        chosen_k = _propose(selector_k, mechanistic, paths_k, settings, _prefixed(say, f"start {s_k}: "))
         say(f"start {s_k}: its network proposes {chosen_k.describe()} (BIC {chosen_k.refit.bic:.2f})")
         members.append((s_k, selector_k, chosen_k))
     chosen, stable = _stable_selection(selector, chosen, settings, say, members)
@@ -310,6 +310,14 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
                      mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
                      messages=messages, seconds=time.perf_counter() - began, system=system,
                      samples=samples, selection=stable, log=lines, evidence=evidence)
+
+
+def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """``say`` with every line prefixed (another start's steps in the log)."""
+    def prefixed(text: str) -> None:
+        say(prefix + text)
+
+    return prefixed
 
 
 def _propose(selector: _Selector, mechanistic: Candidate, paths: Mapping, settings: DiscoverSettings,
