@@ -284,3 +284,31 @@ def test_the_loops_correct_models_are_no_longer_called_systematic(noise, seed, t
 
     p = p_values(noise, seed, tmp_path)
     assert p["wild"] < 0.01 <= p["variance function"]
+
+
+def test_a_real_multistart_run_directory_brings_its_starts_into_the_vote(tmp_path):
+    """Through a run directory (``ude fit`` with training.starts: 2, two Adam iterations): the starts in the vote
+    are the best one and those within GOOD_STARTS of its training loss, as metrics.json gives them."""
+    import json
+
+    import yaml
+
+    from ude_cli.api import run_fit
+    from ude_cli.discovery.discover import GOOD_STARTS
+    from ude_cli.discovery.files import discover_run
+
+    from .discover_helpers import lv_config
+
+    raw = lv_config()
+    raw["training"]["starts"] = 2
+    path = tmp_path / "lv_two.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    _, run = run_fit(path, out=tmp_path / "run", plots=False)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    losses, best = metrics["loss_per_start"], metrics["best_start"]
+    d, out = discover_run(run, plots=False, max_terms=1, horizon=10.0)
+    expected = [best] + [k for k in range(2) if k != best and losses[k] <= GOOD_STARTS * losses[best]]
+    record = json.loads((out / "discovery.json").read_text(encoding="utf-8"))
+    assert [m["start"] for m in record["selection"]["starts"]["members"]] == expected
+    assert record["selection"]["starts"]["note"].startswith(f"{len(expected)} of the run's 2 UDE starts")
+    assert any(line.startswith(record["selection"]["starts"]["note"][:30]) for line in d.log)
