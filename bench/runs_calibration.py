@@ -69,7 +69,8 @@ def p_values(noise: float, seed: int, directory: Path) -> dict:
     linear = local_fit(fit)
     cells = (objective.cell_groups(), objective.cell_states(), objective.cell_experiments())
     preds, _ = predict_all(system, fit.values, fit.initial)
-    fitted = np.concatenate([p[objective.mask(b, "train")] for b, p in enumerate(preds)])
+    observed = objective.observed(preds, fit.values)
+    fitted = np.concatenate([o[objective.mask(b, "train")] for b, o in enumerate(observed)])
     return {"noise": noise, "seed": seed, "textbook": fit.runs_p, "wild": calibrated_runs_p(linear, *cells),
             "variance function": calibrated_runs_p(linear, *cells, fitted=fitted)}
 

@@ -35,6 +35,8 @@ from .refit import (
     Refit,
     TermModel,
     coefficient_name,
+    fitted_values,
+    observe_extrapolations,
     refit,
     replace_terms,
     runs_test,
@@ -237,7 +239,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     reason = unsupported(problem)
     if reason is not None:
         raise ConfigError(f"discovery's refits do not handle {reason} yet", where=problem.config.label,
-                          hint="the fit itself is complete; discover works on configs whose observables are states")
+                          hint="the fit itself is complete; discover replaces the networks of the equations")
     samples = sample_terms(problem, model, settings.samples, start=start)
     objective = DataObjective(problem, noise=(metrics.get("likelihood") or {}).get("noise"))
     libraries = {t: build_library(problem.networks[t[0]].inputs, settings.degree, settings.functions,
@@ -297,6 +299,8 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     }
     if model is not None:
         extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
+    observe_extrapolations(objective, extrapolations, {"recovered": chosen.refit.values, "UDE": fitted_values(model, start),
+                                                       "mechanistic only": mechanistic.refit.values})
     ude = _ude_scores(problem, objective, metrics, predictions)
     evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
     # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
@@ -613,10 +617,9 @@ def _ude_scores(problem: Problem, objective: DataObjective, metrics: Mapping, pr
         for e in problem.dataset.experiments:
             rows = predictions[(predictions["experiment"].astype(str) == str(e.name)) & (predictions["split"] == "train")]
             rows = rows.sort_values("time")
-            for s in problem.dataset.observed:
-                j = problem.states.index(s)
-                obs = rows[f"{s}_observed"].to_numpy(dtype=float)
-                pred = rows[f"{s}_predicted"].to_numpy(dtype=float)
+            for j, o in enumerate(objective.names):  # every observable (a state observed directly by its name)
+                obs = rows[f"{o}_observed"].to_numpy(dtype=float)
+                pred = rows[f"{o}_predicted"].to_numpy(dtype=float)
                 ok = np.isfinite(obs)
                 if ok.any():
                     sequences.append(objective.transform(pred[ok], j) - objective.transform(obs[ok], j))
@@ -1045,7 +1048,8 @@ def _calibrate_runs(objective: DataObjective, chosen: Candidate, say: Callable[[
     if system is not None:
         preds, failure = predict_all(system, chosen.refit.values, chosen.refit.initial)
         if not failure:
-            fitted = np.concatenate([p[objective.mask(b, "train")] for b, p in enumerate(preds)])
+            observed = objective.observed(preds, chosen.refit.values)  # the observables, as the residuals' cells
+            fitted = np.concatenate([o[objective.mask(b, "train")] for b, o in enumerate(observed)])
     p = calibrated_runs_p(fit, objective.cell_groups("train"), objective.cell_states("train"),
                           objective.cell_experiments("train"), fitted=fitted)
     chosen.refit.extra["runs_p_calibrated"] = p
