@@ -350,7 +350,7 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
     """PEtab SciML networks in the right-hand side as ``ude`` networks: (config section, weights, PEtab layer
     ids and whether estimated). A model parameter that a network output replaces is substituted by ``NET[i]``
     in ``substitute``."""
-    from .sciml import parse_entity, read_network, read_weights
+    from .sciml import import_network, parse_entity
 
     files = problem.files
     if not files.networks:
@@ -399,32 +399,33 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
         if pre and states:  # evaluated once before the simulation: on values constant in time only
             raise ConfigError(f"network {net}: a pre-initialization network fed the state {states[0]}",
                               where=str(files.yaml))
-        chain = read_network(path, net)
-        frozen = _frozen(problem, net, chain.layers)
-        order = [inputs[net][key] for key in sorted(inputs[net])]
-        if len(order) != chain.sizes[0]:
-            raise ConfigError(f"network {net} takes {chain.sizes[0]} inputs; the hybridization table sets "
-                              f"{len(order)}", where=str(files.hybridizations[0]) if files.hybridizations else str(path))
+        keys = sorted(inputs[net])
+        order = [inputs[net][key] for key in keys]
+        arguments = [sum(1 for a, _ in keys if a == arg) for arg in dict.fromkeys(a for a, _ in keys)]
+        imported = import_network(path, net, files.arrays, arguments)  # an MLP chain, or a graph (`file`)
+        frozen = _frozen(problem, net, imported.layers, imported.names)
         outputs = sorted(e[3] for e in entities.values() if e[0] == net and e[1] == "outputs" and e[3] is not None)
-        section[net] = {"inputs": order, "outputs": chain.sizes[-1], "hidden": chain.sizes[1:-1],
-                        "activation": chain.activation, "normalize": False, "weights": f"{net}.npz"}
-        if len(frozen) == 2 * len(chain.layers):
+        section[net] = {"inputs": order, **imported.section}
+        if frozen and len(frozen) == len(imported.names):
             section[net]["fixed"] = True
         elif frozen:
             section[net]["frozen"] = frozen
-        weights[net] = read_weights(files.arrays, chain)
-        info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen}
+        weights[net] = imported.arrays
+        info[net] = {"layers": imported.layers, "outputs_used": outputs, "frozen": frozen, "file": str(path),
+                     "arrays": {name: list(key) for key, name in imported.names.items()},
+                     **({"graph": imported.compiled} if imported.compiled is not None else {})}
     return section, weights, info
 
 
-def _frozen(problem: PetabProblem, net: str, layers: list[str]) -> list[str]:
-    """The weights of network ``net`` that the parameter table does not estimate (``weight0``, ``bias1``, ...):
-    a row for a single array wins over one for its layer, which wins over one for the whole network."""
+def _frozen(problem: PetabProblem, net: str, layers: list[str], names: dict[tuple[str, str], str]) -> list[str]:
+    """The arrays of network ``net`` that the parameter table does not estimate (their config names ``names``
+    of ``(layer, array)``: ``weight0``, ``bias1``, ..., or ``layer1.weight``): a row for a single array wins
+    over one for its layer, which wins over one for the whole network."""
     import re
 
-    estimate: dict[tuple[int, str], tuple[int, bool]] = {}  # (layer, part) -> (specificity, estimated)
+    estimate: dict[tuple[str, str], tuple[int, bool]] = {}  # (layer, part) -> (specificity, estimated)
     for pid, (entity, est) in problem.network_parameters.items():
-        m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(weight|bias))?)?", entity)
+        m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(\w+))?)?", entity)
         if m is None:
             if entity.split(".")[0] == net:
                 raise ConfigError(f"{pid} -> {entity}: not a network parameter entity this importer reads",
@@ -434,13 +435,15 @@ def _frozen(problem: PetabProblem, net: str, layers: list[str]) -> list[str]:
         if layer is not None and layer not in layers:
             raise ConfigError(f"{pid} -> {entity}: network {net} has no layer {layer!r}",
                               where=str(problem.files.parameters))
+        if part is not None and layer is not None and (layer, part) not in names:
+            raise ConfigError(f"{pid} -> {entity}: layer {layer!r} of network {net} has no array {part!r}",
+                              where=str(problem.files.parameters))
         level = 0 if layer is None else (1 if part is None else 2)
-        for k, lid in enumerate(layers):
-            for p in ("weight", "bias"):
-                applies = (layer is None or layer == lid) and (part is None or part == p)
-                if applies and ((k, p) not in estimate or estimate[(k, p)][0] <= level):
-                    estimate[(k, p)] = (level, est)
-    return [f"{p}{k}" for k in range(len(layers)) for p in ("weight", "bias") if not estimate.get((k, p), (0, True))[1]]
+        for lid, p in names:
+            applies = (layer is None or layer == lid) and (part is None or part == p)
+            if applies and ((lid, p) not in estimate or estimate[(lid, p)][0] <= level):
+                estimate[(lid, p)] = (level, est)
+    return [name for key, name in names.items() if not estimate.get(key, (0, True))[1]]
 
 
 def _finite(x: float) -> float | None:
@@ -526,6 +529,8 @@ def write(tr: Translation, problem: PetabProblem, folder: Path) -> None:
     tr.data.to_csv(folder / "data.csv", index=False, float_format="%.17g")
     for net, arrays in tr.weights.items():
         np.savez(folder / f"{net}.npz", **arrays)  # type: ignore[arg-type]
+        if "file" in tr.config["networks"][net]:  # a graph network: its YAML beside the config
+            (folder / tr.config["networks"][net]["file"]).write_bytes(Path(tr.networks[net]["file"]).read_bytes())
     sidecar = {"problem": str(problem.files.yaml), "parameters": tr.parameters, "networks": tr.networks,
                "measurements": {"columns": ["observableId", "simulationConditionId", "time", "measurement",
                                             "experiment", "column"], "rows": tr.rows}}
