@@ -222,3 +222,23 @@ def test_resamples_and_level_come_from_the_config():
     assert DiscoverSettings.from_spec(None).resamples == 100
     with pytest.raises(pydantic.ValidationError):
         DiscoverSpec(level=1.5)
+
+
+def test_with_a_noise_model_losses_compare_by_their_excess_over_the_saturated_nll():
+    """NLLs per observation can be negative: their ratio means nothing (-1.055 / -0.569 = 1.85 called the better
+    model 1.85 times worse, measured on lv_index.yaml with noise: normal). With the data's smallest NLL per
+    observation -1.069, the excesses are 0.014 and 0.5: the recovered model's deviance is 0.028 times the UDE's."""
+    from ude_cli.discovery.discover import _times
+
+    assert _times(-1.055, -0.569, -1.069) == pytest.approx(0.014 / 0.5)
+    assert _times(0.03, 0.01) == pytest.approx(3.0)  # squared errors: the plain ratio
+    chosen, mech = _candidate(-1.055), _candidate(5.0)
+    evidence = {"n_train": 42, "ude_fitted": 87, "noise_level": None,
+                "constants": {"likelihood": True, "train": -1.069, "validation": 0.0}}
+    verdict, messages = judge(chosen, mech, {"train_loss": -0.569}, BOUNDED, DiscoverSettings(), (), evidence)
+    assert verdict == "recovered", messages
+    assert "0.03 times the UDE's" in messages[0]
+    # the same NLLs the other way round: the recovered model is worse by the deviance ratio 0.5/0.014 = 36
+    verdict, messages = judge(_candidate(-0.569), mech, {"train_loss": -1.055}, BOUNDED, DiscoverSettings(), (),
+                              evidence)
+    assert verdict == "worse" and "35.71 times worse" in messages[0]

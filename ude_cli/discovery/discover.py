@@ -648,8 +648,11 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
     evidence = evidence or {}
     r = chosen.refit
     ude_train, ude_val = ude.get("train_loss"), ude.get("validation_loss")
-    ratio = r.train_loss / ude_train if ude_train else None
-    val_ratio = (r.validation_loss / ude_val) if (ude_val and r.validation_loss is not None) else None
+    constants = evidence.get("constants") or {}
+    c_train, c_val = constants.get("train", 0.0), constants.get("validation", 0.0)
+    ratio = _times(r.train_loss, ude_train, c_train) if ude_train is not None else None
+    val_ratio = (_times(r.validation_loss, ude_val, c_val)
+                 if (ude_val is not None and r.validation_loss is not None) else None)
     mech = mechanistic.refit
     scores = (f"training loss {r.train_loss:.4g} (UDE {_g(ude_train)}, mechanistic only "
               f"{mech.train_loss:.4g})")
@@ -657,6 +660,10 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
         scores += f", validation loss {r.validation_loss:.4g} (UDE {_g(ude_val)}, mechanistic only " \
                   f"{_g(mech.validation_loss)})"
     details = [f"Scores of the recovered model: {scores}."]
+    if constants.get("likelihood"):
+        details.append(f"Losses are NLLs per observation; 'times' compares their excess over the data's smallest NLL "
+                       f"per observation ({c_train:.4g} for the training data): the deviance ratio, which for normal "
+                       "noise is the ratio of the squared errors.")
     if val_ratio is not None:
         assert ude_val is not None and r.validation_loss is not None  # val_ratio is computed from them
         details.append(_validation_sentence(r.validation_loss, ude_val, mech.validation_loss))
@@ -665,15 +672,17 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
         details.append(_cv_sentence(cv))
     noise = evidence.get("noise_level") or {}
     level = noise.get("loss")
-    overfit = (val_ratio is None and noise.get("trusted", False) and level is not None and level > 0
-               and ude_train is not None and ude_train < noise.get("below", 0.0))
+    above = level is not None and level > c_train  # a noise level with an excess to compare against
+    overfit = (val_ratio is None and noise.get("trusted", False) and above
+               and ude_train is not None and ude_train < noise.get("below", -math.inf))
     if overfit:
         assert ude_train is not None and level is not None  # both are tested in overfit
         details.append(_overfit_sentence(ude_train, r.train_loss, evidence))
-        ratio = r.train_loss / level  # the reference is the noise level, not a network that fits the noise
-    elif level is not None and level > 0:
+        ratio = _times(r.train_loss, level, c_train)  # the reference is the noise level, not a network that fits the noise
+    elif above:
+        assert level is not None  # tested in above
         details.append(f"Noise level: {level:.4g} in loss units ({noise['how']}); the recovered model's training "
-                       f"loss is {r.train_loss / level:.3g} times it.")
+                       f"loss is {_times(r.train_loss, level, c_train):.3g} times it.")
     degenerate = [t.degenerate for t in terms if t.degenerate]
     errors = [f"{t.label} = {t.expression()} reproduces the network with R² {t.fidelity.r2:.4g}, max error "
               f"{t.fidelity.max_error:.3g} ({100 * t.fidelity.relative_rmse:.1f} % RMS of the term's spread)."
@@ -765,14 +774,24 @@ def _cv_sentence(cv: Mapping) -> str:
     return text + " (the UDE is not cross-validated: that would refit its network)."
 
 
+def _times(a: float, b: float, constant: float = 0.0) -> float | None:
+    """How many times ``a`` is ``b``: their ratio for squared-error losses; for NLLs per observation, the ratio of
+    their excesses over the data's smallest NLL per observation (``constant``): the deviance ratio, which for normal
+    noise with sigma held at the fit's estimate (as the refits hold it) is the ratio of the squared errors. A ratio
+    of NLLs themselves means nothing (they can be negative). None when ``b`` is not above ``constant``."""
+    d = b - constant
+    return (a - constant) / d if d > 0 else None
+
+
 def _overfit_sentence(ude_train: float, rec_train: float, evidence: Mapping) -> str:
     noise = evidence["noise_level"]
     level, p, n = noise["loss"], evidence.get("ude_fitted"), evidence.get("n_train")
+    c = (evidence.get("constants") or {}).get("train", 0.0)
     values = f"with {p} fitted values for {n} observations, " if p is not None else ""
-    return (f"The UDE's training loss {ude_train:.4g} is below the noise level {level:.4g} ({ude_train / level:.2g} "
+    return (f"The UDE's training loss {ude_train:.4g} is below the noise level {level:.4g} ({_times(ude_train, level, c):.2g} "
             f"times it; {noise['how']}), and below {noise['below']:.4g}, where chance would put a correct model "
             f"only once in 20 times: {values}it fits the noise (overfitting). The recovered model is compared "
-            f"with the noise level instead of the UDE: its training loss {rec_train:.4g} is {rec_train / level:.3g} "
+            f"with the noise level instead of the UDE: its training loss {rec_train:.4g} is {_times(rec_train, level, c):.3g} "
             "times it.")
 
 
@@ -1095,6 +1114,11 @@ def _evidence(objective: DataObjective, chosen: Candidate, mechanistic: Candidat
     r = chosen.refit
     n, k = r.n_train, r.n_free
     out: dict = {"n_train": n, "ude_fitted": ude.get("fitted_values")}
+    # with a noise model, each split's smallest NLL per observation (the saturated model's): losses compare by their
+    # excess over it (:func:`_times`)
+    out["constants"] = {"likelihood": likelihood, **{
+        split: (float(objective.cell_constants(split).sum()) / objective.count(split)
+                if likelihood and objective.count(split) else 0.0) for split in ("train", "validation")}}
     level = None
     if r.residuals is not None and n > k:
         rss = float(r.residuals @ r.residuals)
