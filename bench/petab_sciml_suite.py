@@ -32,6 +32,10 @@ VENDORED = ROOT / "tests" / "data" / "petab" / "sciml"
 BEGIN, END = "<!-- petab-sciml:begin -->", "<!-- petab-sciml:end -->"
 ML_BEGIN, ML_END = "<!-- petab-sciml-ml:begin -->", "<!-- petab-sciml-ml:end -->"
 VENDORED_ML = ROOT / "tests" / "data" / "petab" / "sciml_ml"
+#: the solver's tolerances for the suite's cases: ReLU networks in the right-hand side (036, 038) have kinks
+#: that make the gradient converge slowly with the tolerance (at ude evaluate's default 1e-10 / 1e-12 their
+#: gradients miss the suite's by 0.5 and 1.7)
+RTOL, ATOL = 1e-13, 1e-14
 
 
 def check_ml_case(case: Path) -> dict:
@@ -88,12 +92,15 @@ def check_case(case: Path) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            result = evaluate(case / "petab" / "problem.yaml")
+            result = evaluate(case / "petab" / "problem.yaml", rtol=RTOL, atol=ATOL)
     except UdeError as exc:
         return {"refused": exc.lines()[0].split(": ", 1)[-1]}
     out: dict = {}
-    key = "llh" if "llh" in solutions else "log_posterior"
-    out["llh"] = abs(result.llh - solutions[key])
+    if "llh" in solutions:
+        out["llh"] = abs(result.llh - solutions["llh"])
+    else:  # a problem with priors: its log-posterior (and the gradients are of it)
+        out["llh"] = abs((result.log_posterior if result.log_posterior is not None else result.llh)
+                         - solutions["log_posterior"])
     tol_llh = solutions.get("tol_llh", solutions.get("tol_log_posterior", 1e-3))
     sims = pd.concat([pd.read_csv(case / f, sep="\t") for f in solutions["simulation_files"]], ignore_index=True)
     ours = result.simulations

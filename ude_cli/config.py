@@ -252,7 +252,8 @@ class NetworkSpec(_Strict):
     """A neural network whose outputs ``NAME[i]`` can be used in equations."""
 
     inputs: list[str] = Field(min_length=1, description="States (and optionally 't') fed to the network; "
-                                                          "shared parameters and constants may be inputs too.")
+                                                          "shared parameters and constants may be inputs too, "
+                                                          "and formulas of them (S/N).")
     outputs: int = Field(1, ge=1, le=64, description="Number of outputs, used as NAME[0], NAME[1], ...")
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [32, 32], max_length=16, description="Sizes of the hidden layers.")

@@ -263,8 +263,9 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     used = set()
     for expr in equations.values():
         used |= set(expr.names) | {n for n, _ in expr.network_refs}
-    for net_spec in networks.values():  # a parameter fed to a network is used
-        used |= set(net_spec.inputs)
+    for net_spec in networks.values():  # a parameter fed to a network (or in a formula it is fed) is used
+        used |= set(net_spec.inputs) | {n for i in net_spec.inputs if not i.isidentifier()
+                                        for n in _input_names(i)}
     observed_names = set().union(*[e.names for e, _ in observable_exprs.values()],
                                  *[e.names for e in initial_exprs.values()], _noise_formula_names(config))
     for pname in param_specs:
@@ -304,9 +305,27 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
     for net, net_spec in networks.items():
         for k, inp in enumerate(net_spec.inputs):
             where = f"{label}: networks.{net}.inputs[{k}]"
-            if inp in parameters and parameters[inp].per_experiment or isinstance(constants.get(inp), str):
+            if not inp.isidentifier():  # a formula of states, t, parameters and constants
+                try:
+                    expr = parse_expression(inp, where=where)
+                except ExpressionError as exc:
+                    problems.add(exc)
+                    continue
+                if expr.network_refs:
+                    problems.add(ConfigError(f"input {inp!r}: a network's input cannot use a network",
+                                             where=where))
+                for err in expr.check_names(Namespace(states=tuple(states), parameters=tuple(param_specs),
+                                                      constants=tuple(constants), allow_t=True), where=where):
+                    problems.add(err)
+                names = sorted(expr.names)
+            else:
+                names = [inp]
+            if any(n in parameters and parameters[n].per_experiment for n in names):
                 problems.add(ConfigError(f"input '{inp}' has one value per experiment; a network's inputs are "
-                                         f"states, t, and shared parameters or constants", where=where))
+                                         f"states, t, parameters (shared by the experiments) and constants",
+                                         where=where))
+            elif not inp.isidentifier():
+                continue
             elif inp != "t" and inp not in states and inp not in param_specs and inp not in constants:
                 problems.add(ConfigError(f"unknown input '{inp}'{did_you_mean(inp, [*states, 't'])}; inputs are "
                                          f"states ({', '.join(states)}), t, or parameters and constants",
@@ -752,3 +771,10 @@ def default_step(problem: Problem) -> float:
     step = min(spacings) / 10 if spacings else 0.01
     return min(step, problem.dataset.time_span / 100)
 
+
+def _input_names(text: str) -> frozenset[str]:
+    """The names a network input formula uses (none when it does not parse: reported where it is checked)."""
+    try:
+        return parse_expression(text).names
+    except ExpressionError:
+        return frozenset()

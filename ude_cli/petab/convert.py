@@ -124,6 +124,8 @@ def translate(problem: PetabProblem) -> Translation:
                 raise ConfigError(f"column {column}: an empty cell, and the model gives no value", where=ctable)
             fallback = sp.Symbol(column)
             values = {c: (v if v is not None else fallback) for c, v in cells.items()}
+        if not all(v.is_number for v in values.values()):  # a fixed parameter is its nominal value
+            values = {c: _fixed_value(v, problem) for c, v in values.items()}
         distinct = set(values.values())
         if len(distinct) == 1:
             (only,) = distinct
@@ -262,8 +264,8 @@ def translate(problem: PetabProblem) -> Translation:
         observables[name] = spec
 
     # -- parameters and constants -------------------------------------------------------------------------------
-    used: set[str] = {i for spec in networks.values() for i in spec["inputs"]}
-    for text in [*equations.values(), *(o["formula"] for o in observables.values()),
+    used: set[str] = set()
+    for text in [*(i for spec in networks.values() for i in spec["inputs"]), *equations.values(), *(o["formula"] for o in observables.values()),
                  *(o["noise"]["sigma"]["formula"] for o in observables.values()
                    if isinstance(o["noise"]["sigma"], dict) and "formula" in o["noise"]["sigma"]),
                  *(v["formula"] for v in initial.values() if isinstance(v, dict))]:
@@ -279,6 +281,9 @@ def translate(problem: PetabProblem) -> Translation:
         pid = inverse.get(uname, uname)
         if pid in per_condition:
             constants[uname] = {"column": uname}
+            continue
+        if pid in problem.input_columns and substitute.get(sp.Symbol(pid), sp.Symbol(pid)).is_number:
+            constants[uname] = float(substitute[sp.Symbol(pid)])  # a network input the conditions set alike
             continue
         par = problem.parameters.get(pid)
         if par is not None and par.estimate:
@@ -308,9 +313,16 @@ def translate(problem: PetabProblem) -> Translation:
         if pid not in info:
             raise ConfigError(f"parameter {pid} is estimated but used nowhere in the model, observables or noise",
                               where=str(problem.files.parameters))
+    notes: list[str] = []
     for pid, entry in info.items():
         p = problem.parameters[pid]
         entry.update({"scale": p.scale, "nominal": p.nominal, "estimate": p.estimate})
+        if p.prior is not None:
+            entry["prior"] = p.prior.to_json()
+    priors = [pid for pid, e in info.items() if "prior" in e] + [n for n, i in net_info.items() if i.get("priors")]
+    if priors:
+        notes.append(f"priors ({', '.join(priors)}): `ude evaluate` reports the log-prior and the log-posterior; "
+                     f"`ude fit` maximises the likelihood without them")
 
     # -- data: a row per (experiment, time), a column per observable -------------------------------------------
     filled: dict[tuple[str, float, str], int] = {}
@@ -343,7 +355,8 @@ def translate(problem: PetabProblem) -> Translation:
         "solver": dict(SOLVER),
         "training": {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 500}]},
     }
-    return Translation(config=config, data=data, parameters=info, rows=rows, weights=weights, networks=net_info)
+    return Translation(config=config, data=data, parameters=info, rows=rows, weights=weights, networks=net_info,
+                       notes=notes)
 
 
 def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) -> tuple[dict, dict, dict]:
@@ -367,19 +380,33 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
         if kind == "outputs" and arg == 0 and index is not None and net in files.networks:
             substitute[sp.Symbol(pid)] = sp.Symbol(f"{net}[{index}]")
             names[f"{net}[{index}]"] = f"{net}[{index}]"
-    for pid, (net, kind, arg, index) in entities.items():  # an input that is a parameter-table entry itself
-        if kind == "inputs" and pid in problem.parameters and index is not None and net in files.networks:
-            inputs[net][(arg, index)] = names.get(pid, pid)
+    for pid, (net, kind, arg, index) in entities.items():  # an input that is a parameter-table entry itself,
+        # or that the condition table sets (a constant, or one read per experiment)
+        if kind == "inputs" and (pid in problem.parameters or pid in problem.input_columns) and index is not None \
+                and net in files.networks:
+            inputs[net][(arg, index)] = names.setdefault(pid, safe_name(pid))
     for target, value, file, line in problem.hybridization:
         where = f"{file}: line {line}"
         if target in entities and entities[target][1] == "inputs":
             net, _, arg, index = entities[target]
-            if value not in problem.sbml.rhs and value not in problem.parameters and value not in problem.sbml.values:
-                raise ConfigError(f"network input {target} <- {value!r}: only a state, a parameter or a constant "
-                                  f"as a network input is supported yet (not expressions or arrays)", where=where)
+            if value == "array":  # the array file's values (of the experiment's condition): constants
+                if target not in problem.array_inputs:
+                    raise ConfigError(f"network input {target} <- array: no dataset inputs/{target} in the array "
+                                      f"files", where=where)
+                size = len(next(iter(problem.array_inputs[target].values())))
+                if index is not None and size != 1:
+                    raise ConfigError(f"network input {target} <- array: {size} values for one input", where=where)
+                for k in range(size):
+                    column = f"{target}_{k}"
+                    inputs[net][(arg, k if index is None else index)] = names.setdefault(column, safe_name(column))
+                continue
             if index is None:
-                raise ConfigError(f"network input {target}: a whole argument is not supported", where=where)
-            inputs[net][(arg, index)] = names.get(value, value)
+                raise ConfigError(f"network input {target}: a whole argument is supported from an array file only",
+                                  where=where)
+            if value in problem.sbml.rhs or value in problem.parameters or value in problem.sbml.values:
+                inputs[net][(arg, index)] = names.get(value, value)
+                continue
+            inputs[net][(arg, index)] = _input_formula(value, problem, substitute, names, where, target)
         elif value in entities and entities[value][1] == "outputs":
             net, _, arg, index = entities[value]
             if arg != 0 or index is None:
@@ -413,8 +440,65 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
         elif frozen:
             section[net]["frozen"] = frozen
         weights[net] = read_weights(files.arrays, chain)
-        info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen}
+        info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen,
+                     "priors": _array_priors(problem, net, chain.layers, frozen)}
     return section, weights, info
+
+
+def _input_formula(text: str, problem: PetabProblem, substitute: dict, names: dict[str, str], where: str,
+                   target: str) -> str:
+    """A network input that is a formula (``prey + (alpha - 1.3)``, ``S/N``) in the equation language, of
+    states, parameters and constants (assignment rules and condition values substituted)."""
+    from ..expressions import ExpressionError
+    from .language import parse_formula
+
+    try:
+        expr = parse_formula(text)
+    except ExpressionError as exc:
+        raise ConfigError(f"network input {target} <- {text!r}: {exc.message}", where=where) from None
+    expr = problem.sbml.substitute(expr.xreplace({sp.Symbol("time"): TIME})).xreplace(substitute)
+    known = set(problem.sbml.kinds) | set(problem.parameters) | set(problem.input_columns) | {TIME.name}
+    unknown = sorted(x.name for x in expr.free_symbols if x.name not in known)
+    if unknown:
+        raise ConfigError(f"network input {target} <- {text!r}: {unknown[0]!r} is neither a model quantity nor "
+                          f"in the parameter table", where=where)
+    if any("[" in x.name for x in expr.free_symbols):
+        raise ConfigError(f"network input {target} <- {text!r}: a network's output as another's input is not "
+                          f"supported", where=where)
+    return _text(expr, names, where, f"network input {target}")
+
+
+def _fixed_value(value: sp.Expr, problem: PetabProblem) -> sp.Expr:
+    """A condition cell naming a parameter the table does not estimate: its nominal value."""
+    if isinstance(value, sp.Symbol) and value.name in problem.parameters and not problem.parameters[value.name].estimate:
+        return sp.Float(problem.parameters[value.name].nominal)
+    return value
+
+
+def _array_priors(problem: PetabProblem, net: str, layers: list[str], frozen: list[str]) -> dict[str, dict]:
+    """The prior of each learned array of network ``net`` (``weight0``, ``bias1``, ...): a row for a single
+    array wins over one for its layer, which wins over one for the whole network."""
+    out: dict[str, tuple[int, dict]] = {}
+    for _, (entity, prior) in problem.network_priors.items():
+        layer, part = _entity_parts(entity, net)
+        if layer is False:
+            continue
+        level = 0 if layer is None else (1 if part is None else 2)
+        for k, lid in enumerate(layers):
+            for p in ("weight", "bias"):
+                key = f"{p}{k}"
+                if (layer is None or layer == lid) and (part is None or part == p) and key not in frozen \
+                        and (key not in out or out[key][0] <= level):
+                    out[key] = (level, prior.to_json())
+    return {k: v for k, (_, v) in sorted(out.items())}
+
+
+def _entity_parts(entity: str, net: str):
+    """``net.parameters[layer].weight`` -> (layer or None, part or None); (False, None) for another network's."""
+    import re
+
+    m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(weight|bias))?)?", entity)
+    return (False, None) if m is None else (m.group(1), m.group(2))
 
 
 def _frozen(problem: PetabProblem, net: str, layers: list[str]) -> list[str]:
@@ -495,9 +579,11 @@ def check_translation(tr: Translation, base: Path, label: str):
         raise ConfigError(f"the translated config does not resolve: {exc.lines()[0]}", where=label) from None
 
 
-def import_problem(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+def import_problem(path: str | Path, out: str | Path, *, overwrite: bool = False,
+                   notes: list[str] | None = None) -> Path:
     """Translate the PEtab problem ``path`` into ``out/config.yaml`` + ``data.csv`` + ``petab.json``; return the
-    config's path. Nothing is written when the problem cannot be translated."""
+    config's path. Nothing is written when the problem cannot be translated. What the user should know about
+    the translation is appended to ``notes``."""
     import shutil
     import tempfile
 
@@ -505,6 +591,8 @@ def import_problem(path: str | Path, out: str | Path, *, overwrite: bool = False
 
     problem = load_problem(path)
     tr = translate(problem)
+    if notes is not None:
+        notes.extend(tr.notes)
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise RunDirError("exists and is not empty (give --overwrite to replace it)", where=str(target))

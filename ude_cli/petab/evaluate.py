@@ -45,12 +45,20 @@ class Evaluation:
     method: str = ""
     #: network -> layer -> {"weight": d llh / d weight (out, in), "bias": ...} (PyTorch layout)
     gradient_networks: dict = field(default_factory=dict)
+    #: the sum of the objective priors' log-densities (None: the problem has no prior); with priors, the
+    #: gradients are of the log-posterior ``llh + log_prior``
+    log_prior: float | None = None
+
+    @property
+    def log_posterior(self) -> float | None:
+        return None if self.log_prior is None else self.llh + self.log_prior
 
     def to_json(self) -> dict:
         return {"source": self.source, "llh": self.llh, "nllh": -self.llh, "gradient": self.gradient,
                 "gradient_scaled": self.gradient_scaled, "values": self.values,
                 "simulations": self.simulations.to_dict(orient="records"), "solver": self.solver,
-                "gradient_networks": self.gradient_networks, "seconds": round(self.seconds, 4), "method": self.method}
+                "gradient_networks": self.gradient_networks, "log_prior": self.log_prior,
+                "log_posterior": self.log_posterior, "seconds": round(self.seconds, 4), "method": self.method}
 
 
 def is_petab(path: str | Path) -> bool:
@@ -141,7 +149,9 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
               for part, tensor in (("weight", module.weights[k]), ("bias", module.biases[k]))]
     learned = [a for a in arrays if a[3].requires_grad]
     tensors = [*leaves.values(), *(a[3] for a in learned)]
-    grads = torch.autograd.grad(nll, tensors, allow_unused=True) if tensors else []
+    prior = _log_prior(mapping, leaves, learned)
+    objective_value = nll if prior is None else nll - prior  # the negative log-posterior with priors
+    grads = torch.autograd.grad(objective_value, tensors, allow_unused=True) if tensors else []
     llh = -float(nll.detach())
     dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads[:len(leaves)], strict=True)}
     by_array = {(net, k, part): g for (net, k, part, _), g in zip(learned, grads[len(leaves):], strict=True)}
@@ -174,9 +184,33 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
         solver={"method": model.solver_choice().get("solver_method"), "engine": model.engine,
                 "rtol": solver.rtol, "atol": solver.atol},
         seconds=time.perf_counter() - started, source=str(source), gradient_networks=networks,
+        log_prior=None if prior is None else float(prior.detach()),
         method=("log-likelihood with every normalising constant (sum over measurements of log densities), "
                 "from ude's own likelihood of the translated config; gradient by reverse-mode differentiation "
-                "through the ODE solution"))
+                "through the ODE solution" + ("" if prior is None else "; the log-prior is the sum of the "
+                                              "parameter table's prior log-densities, and the gradient is of the "
+                                              "log-posterior (llh + log-prior)")))
+
+
+def _log_prior(mapping, leaves: dict, learned: list):
+    """The sum of the priors' log-densities (a torch scalar) of the PEtab problem's parameters and network
+    arrays at their values, or None when it has no prior."""
+    import torch
+
+    from .priors import Prior, log_density
+
+    if mapping is None:
+        return None
+    terms = []
+    for entry in mapping["parameters"].values():
+        if "prior" in entry and entry.get("estimate", True) and entry["name"] in leaves:
+            value = leaves[entry["name"]].reshape(-1)[:1] / entry["factor"]
+            terms.append(log_density(Prior.from_json(entry["prior"]), value, entry["scale"]))
+    for net, k, part, tensor in learned:
+        raw = mapping.get("networks", {}).get(net, {}).get("priors", {}).get(f"{part}{k}")
+        if raw is not None:
+            terms.append(log_density(Prior.from_json(raw), tensor[0]))
+    return torch.stack(terms).sum() if terms else None
 
 
 def _values(problem, mapping, given: dict[str, float] | None, label: str):
