@@ -145,7 +145,8 @@ def translate(problem: PetabProblem) -> Translation:
     for const in per_condition:
         names.setdefault(const, safe_name(const))
 
-    networks, weights, net_info = _networks(problem, substitute, names)
+    notes: list[str] = []
+    networks, weights, net_info = _networks(problem, substitute, names, notes)
 
     def resolve(expr: sp.Expr) -> sp.Expr:
         return sbml.substitute(expr).xreplace(substitute)
@@ -313,7 +314,6 @@ def translate(problem: PetabProblem) -> Translation:
         if pid not in info:
             raise ConfigError(f"parameter {pid} is estimated but used nowhere in the model, observables or noise",
                               where=str(problem.files.parameters))
-    notes: list[str] = []
     for pid, entry in info.items():
         p = problem.parameters[pid]
         entry.update({"scale": p.scale, "nominal": p.nominal, "estimate": p.estimate})
@@ -359,11 +359,12 @@ def translate(problem: PetabProblem) -> Translation:
                        notes=notes)
 
 
-def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) -> tuple[dict, dict, dict]:
+def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str],
+              notes: list[str]) -> tuple[dict, dict, dict]:
     """PEtab SciML networks in the right-hand side as ``ude`` networks: (config section, weights, PEtab layer
     ids and whether estimated). A model parameter that a network output replaces is substituted by ``NET[i]``
     in ``substitute``."""
-    from .sciml import parse_entity, read_network, read_weights
+    from .sciml import parse_entity, read_network
 
     files = problem.files
     if not files.networks:
@@ -439,7 +440,7 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
             section[net]["fixed"] = True
         elif frozen:
             section[net]["frozen"] = frozen
-        weights[net] = read_weights(files.arrays, chain)
+        weights[net] = _weights(problem, chain, notes)
         info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen,
                      "priors": _array_priors(problem, net, chain.layers, frozen)}
     return section, weights, info
@@ -473,6 +474,46 @@ def _fixed_value(value: sp.Expr, problem: PetabProblem) -> sp.Expr:
     if isinstance(value, sp.Symbol) and value.name in problem.parameters and not problem.parameters[value.name].estimate:
         return sp.Float(problem.parameters[value.name].nominal)
     return value
+
+
+def _weights(problem: PetabProblem, chain, notes: list[str]) -> dict[str, np.ndarray]:
+    """A network's starting weights, the most specific source winning: a number the parameter table gives one
+    array (``NET.parameters[layer].weight``) or one layer as its nominalValue, then the array files'
+    ``parameters/NET``, then a number given for the whole network (``NET.parameters``)."""
+    import h5py
+
+    from .sciml import read_weights
+
+    net = chain.id
+    whole, partial = {}, []
+    for pid, (entity, value) in problem.network_nominals.items():
+        layer, part = _entity_parts(entity, net)
+        if layer is None:
+            whole[pid] = value
+        elif layer is not False:
+            if layer not in chain.layers:
+                raise ConfigError(f"{pid} -> {entity}: network {net} has no layer {layer!r}",
+                                  where=str(problem.files.parameters))
+            partial.append((part is not None, chain.layers.index(layer), part, value))
+    in_files = False
+    for path in problem.files.arrays:
+        with h5py.File(path, "r") as f:
+            in_files = in_files or ("parameters" in f and net in f["parameters"])
+    if in_files:
+        out = read_weights(problem.files.arrays, chain)
+        for pid, value in whole.items():
+            notes.append(f"network {net}: the array file's weights are used, not the nominalValue {value:g} of "
+                         f"{pid} (the whole network) in the parameter table")
+    elif whole:
+        (value,) = whole.values()
+        out = {f"{part}{k}": np.full((chain.sizes[k + 1], chain.sizes[k]) if part == "weight" else chain.sizes[k + 1],
+                                     float(value)) for k in range(len(chain.layers)) for part in ("weight", "bias")}
+    else:
+        out = read_weights(problem.files.arrays, chain)  # says that no array file holds them
+    for _, k, part, value in sorted(partial, key=lambda x: x[0]):  # a layer's number, then an array's
+        for p in ((part,) if part else ("weight", "bias")):
+            out[f"{p}{k}"] = np.full_like(out[f"{p}{k}"], float(value))
+    return out
 
 
 def _array_priors(problem: PetabProblem, net: str, layers: list[str], frozen: list[str]) -> dict[str, dict]:
@@ -624,3 +665,22 @@ def _json_default(x):
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(type(x).__name__)
+
+
+def load_any(path: str | Path, stack) -> tuple[Any, Path | None]:
+    """``(config, imported folder or None)`` of ``path``: a ``ude`` config, or a PEtab problem YAML translated
+    (as :func:`import_problem` does) into a temporary folder that lives as long as ``stack`` (a
+    :class:`contextlib.ExitStack`): what ``ude fit PROBLEM.yaml`` and ``ude check PROBLEM.yaml`` read."""
+    import tempfile
+
+    from ..config import load_config
+    from .evaluate import is_petab
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("file not found", where=str(path))
+    if not is_petab(path):
+        return load_config(path), None
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ude-petab-"))) / "import"
+    config = import_problem(path, folder)
+    return load_config(config), folder

@@ -72,6 +72,8 @@ class PetabProblem:
     input_columns: set[str] = field(default_factory=set)
     #: PEtab SciML: priors on network arrays: id -> (entity such as ``net1.parameters[layer1].weight``, prior)
     network_priors: dict[str, tuple[str, Prior]] = field(default_factory=dict)
+    #: network parameter rows whose nominalValue is a number, not 'array': id -> (entity, value)
+    network_nominals: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -114,6 +116,7 @@ def load_problem(path: str | Path) -> PetabProblem:
     networks = set(files.networks)
     network_parameters: dict[str, tuple[str, bool]] = {}
     network_priors: dict[str, tuple[str, Prior]] = {}
+    network_nominals: dict[str, tuple[str, float]] = {}
 
     ptable = tables.read_table(files.parameters, "parameter_v2" if files.v2 else "parameter", index="parameterId")
     parameters: dict[str, PetabParameter] = {}
@@ -126,10 +129,9 @@ def load_problem(path: str | Path) -> PetabProblem:
         estimate = estimate_text in ("1", "true")
         entity = mapping.get(row["parameterId"], "")
         if entity.split(".")[0] in networks and ".inputs" not in entity:  # a network's weights (or a part)
-            if str(row["nominalValue"]).lower() != "array":
-                raise ConfigError(f"line {row['_row']}: nominalValue {row['nominalValue']!r} of the network "
-                                  f"parameters: only 'array' (the weights of the array file) is supported yet",
-                                  where=row["_file"])
+            if str(row["nominalValue"]).lower() != "array":  # one number for every weight
+                network_nominals[row["parameterId"]] = (entity, tables.number(row, "nominalValue",
+                                                                              kind="'array' or a number"))
             network_parameters[row["parameterId"]] = (entity, estimate)
             prior = read_prior(row, files.v2)
             if prior is not None and estimate:
@@ -207,6 +209,7 @@ def load_problem(path: str | Path) -> PetabProblem:
     return PetabProblem(files=files, sbml=model, parameters=parameters, observables=observables,
                         conditions=conditions, measurements=mtable, mapping=mapping, hybridization=hybridization,
                         network_parameters=network_parameters, array_inputs=array_inputs, network_priors=network_priors,
+                        network_nominals=network_nominals,
                         input_columns=(input_ids | _array_columns(array_inputs)) & set(conditions.columns))
 
 
