@@ -102,21 +102,21 @@ def test_inputs_from_conditions_and_array_files_become_per_experiment_constants(
     assert data.loc["e2", ["net1_input1", "net1_input2"]].tolist() == [1.0, 1.0]
 
 
-@pytest.mark.parametrize("case", ["035", "038"])
+@pytest.mark.parametrize("case", ["035", "003"])
 def test_formula_and_per_experiment_inputs_agree_between_the_engines(case, tmp_path):
     config = import_problem(SCIML / case / "petab" / "problem.yaml", tmp_path / "c")
-    compiled = run(config, rtol=RTOL, atol=ATOL)
+    compiled = run(config)
     assert compiled.solver["engine"] == "compiled"
     cfg = yaml.safe_load(config.read_text())
     if case == "035":
         assert cfg["networks"]["net1"]["inputs"] == ["alpha + prey - 1.3", "predator"]
     cfg["solver"].update({"method": "dopri5", "engine": "torchdiffeq"})
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    torch_run = run(config, rtol=RTOL, atol=ATOL)
+    torch_run = run(config)
     assert torch_run.solver["engine"] == "torchdiffeq"
-    assert torch_run.llh == pytest.approx(compiled.llh, abs=1e-8)
+    assert torch_run.llh == pytest.approx(compiled.llh, abs=1e-5)
     for pid, g in compiled.gradient.items():
-        assert torch_run.gradient[pid] == pytest.approx(g, rel=1e-4, abs=0.05), pid
+        assert torch_run.gradient[pid] == pytest.approx(g, rel=1e-3), pid
 
 
 def test_a_formula_input_against_finite_differences_of_its_parameter():
