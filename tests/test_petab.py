@@ -327,7 +327,6 @@ def test_sciml_import_writes_a_network_with_the_suites_weights(tmp_path):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("007", "prey <- net1_output1: a network setting an initial value is not supported yet"),
     ("mixed", "one activation between all layers is supported (found tanh, relu)"),
 ])
 def test_sciml_cases_out_of_reach_are_refused_in_one_line(case, expected, tmp_path):

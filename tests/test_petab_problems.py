@@ -50,7 +50,7 @@ def error_lines(result) -> list[str]:
 
 # -- the suite's cases ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", ["003", "032", "033", "034", "035", "036", "037", "038", "039"])
+@pytest.mark.parametrize("case", ["003", "007", "032", "033", "034", "035", "036", "037", "038", "039"])
 def test_sciml_case_matches_the_suite(case):
     import h5py
 
@@ -102,7 +102,7 @@ def test_inputs_from_conditions_and_array_files_become_per_experiment_constants(
     assert data.loc["e2", ["net1_input1", "net1_input2"]].tolist() == [1.0, 1.0]
 
 
-@pytest.mark.parametrize("case", ["035", "003"])
+@pytest.mark.parametrize("case", ["035", "003", "007"])
 def test_formula_and_per_experiment_inputs_agree_between_the_engines(case, tmp_path):
     config = import_problem(SCIML / case / "petab" / "problem.yaml", tmp_path / "c")
     compiled = run(config)

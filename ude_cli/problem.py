@@ -258,10 +258,10 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             equations[s] = add_expressions(equations[s], corr)
 
     observable_exprs = _parse_observables(config, states, param_specs, constants, networks, label, problems)
-    initial_exprs = _parse_initial_formulas(config, states, param_specs, constants, label, problems)
+    initial_exprs = _parse_initial_formulas(config, states, param_specs, constants, label, problems, networks)
 
     used = set()
-    for expr in equations.values():
+    for expr in [*equations.values(), *initial_exprs.values()]:  # a network may set an initial value
         used |= set(expr.names) | {n for n, _ in expr.network_refs}
     for net_spec in networks.values():  # a parameter fed to a network (or in a formula it is fed) is used
         used |= set(net_spec.inputs) | {n for i in net_spec.inputs if not i.isidentifier()
@@ -479,8 +479,13 @@ def _parse_observables(config: Config, states: list[str], param_specs: dict, con
 
 
 def _parse_initial_formulas(config: Config, states: list[str], param_specs: dict, constants: dict, label: str,
-                            problems: Problems) -> dict[str, Expression]:
-    namespace = Namespace(parameters=tuple(param_specs), constants=(*constants, "t0"), allow_t=False)
+                            problems: Problems, networks: dict | None = None) -> dict[str, Expression]:
+    # a network fed parameters and constants only (no state, no t) may set an initial value: NET[i]
+    static = {n: s.outputs for n, s in (networks or {}).items()
+              if not any(name in states or name == "t" for i in s.inputs
+                         for name in ([i] if i.isidentifier() else _input_names(i)))}
+    namespace = Namespace(parameters=tuple(param_specs), constants=(*constants, "t0"), allow_t=False,
+                          networks=static)
     out = {}
     for s, spec in config.model.initial.items():
         if spec.formula is None or s not in states:
@@ -493,6 +498,8 @@ def _parse_initial_formulas(config: Config, states: list[str], param_specs: dict
             continue
         errors = expr.check_names(namespace, where=where)
         for err in errors:
+            if any(n in (networks or {}) and n not in static for n in (*expr.names, *(m for m, _ in expr.network_refs))):
+                err.hint = "an initial value may use a network whose inputs are parameters and constants only"
             problems.add(err)
         if not errors:
             out[s] = expr

@@ -211,6 +211,9 @@ class UDEModel(nn.Module):
                 (networks[name].weights if kind == "weight" else networks[name].biases)[layer].requires_grad_(False)
         self.rhs = HybridRHS(problem.states, problem.equations, networks,
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
+        in_initial = {n for i in problem.initial.values() if i.expression is not None for n, _ in i.expression.network_refs}
+        if in_initial:  # a network fed parameters and constants sets an initial value
+            self.initial.use_networks({n: (networks[n], problem.networks[n].inputs) for n in in_initial})
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
         self.groups = make_groups(problem)
         self.times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]

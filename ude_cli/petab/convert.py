@@ -146,7 +146,7 @@ def translate(problem: PetabProblem) -> Translation:
         names.setdefault(const, safe_name(const))
 
     notes: list[str] = []
-    networks, weights, net_info = _networks(problem, substitute, names, notes)
+    networks, weights, net_info = _networks(problem, substitute, names, notes, initial_override)
 
     def resolve(expr: sp.Expr) -> sp.Expr:
         return sbml.substitute(expr).xreplace(substitute)
@@ -359,8 +359,8 @@ def translate(problem: PetabProblem) -> Translation:
                        notes=notes)
 
 
-def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str],
-              notes: list[str]) -> tuple[dict, dict, dict]:
+def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str], notes: list[str],
+              initial_override: dict[str, sp.Expr]) -> tuple[dict, dict, dict]:
     """PEtab SciML networks in the right-hand side as ``ude`` networks: (config section, weights, PEtab layer
     ids and whether estimated). A model parameter that a network output replaces is substituted by ``NET[i]``
     in ``substitute``."""
@@ -376,6 +376,7 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str],
         except ValueError:
             continue
     section, weights, info = {}, {}, {}
+    sets_initial: set[str] = set()
     inputs: dict[str, dict[tuple[int, int], str]] = {net: {} for net in files.networks}
     for pid, (net, kind, arg, index) in entities.items():  # an output's id in an observable formula: NET[i]
         if kind == "outputs" and arg == 0 and index is not None and net in files.networks:
@@ -412,9 +413,11 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str],
             net, _, arg, index = entities[value]
             if arg != 0 or index is None:
                 raise ConfigError(f"{value}: only outputs[0][i] of a network are supported", where=where)
-            if target in problem.sbml.initial:
-                raise ConfigError(f"{target} <- {value}: a network setting an initial value is not supported yet",
-                                  where=where)
+            if target in problem.sbml.initial:  # the species' initial value: NET[i] (fed no state: checked below)
+                initial_override[target] = sp.Symbol(f"{net}[{index}]")
+                names[f"{net}[{index}]"] = f"{net}[{index}]"
+                sets_initial.add(net)
+                continue
             if target not in problem.sbml.kinds and target not in problem.parameters:
                 raise ConfigError(f"{target} <- {value}: not a parameter of the model", where=where)
             substitute[sp.Symbol(target)] = sp.Symbol(f"{net}[{index}]")
@@ -427,6 +430,9 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str],
         if pre and states:  # evaluated once before the simulation: on values constant in time only
             raise ConfigError(f"network {net}: a pre-initialization network fed the state {states[0]}",
                               where=str(files.yaml))
+        if net in sets_initial and (states or any(not i.isidentifier() for i in inputs[net].values())):
+            raise ConfigError(f"network {net} sets an initial value: its inputs must be parameters or constants, "
+                              f"not states or formulas", where=str(files.hybridizations[0]))
         chain = read_network(path, net)
         frozen = _frozen(problem, net, chain.layers)
         order = [inputs[net][key] for key in sorted(inputs[net])]
