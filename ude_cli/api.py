@@ -52,9 +52,7 @@ def check(config: Config | str | Path) -> Problem:
                 f"the states are not finite (experiments starting at t = {model.groups[k].t0:g})")
             raise FitError(f"simulating the initial guess: {what}", where=cfg.label,
                            hint="check the initial parameter values and initial states")
-    from .engines.compiled import stiffness_note
-
-    note = stiffness_note(model)
+    note = model.stiffness_note()
     if note:
         problem.warnings.append(f"{cfg.label}: solver.method: {note}")
     from .identifiability.structural import structural_check, warning_lines

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from .errors import ConfigError, ProblemList, Problems, UdeError, did_you_mean
+from .likelihood.noise import NOISE_DISTRIBUTIONS as _NOISE_DISTRIBUTIONS
 
 #: Largest config file read (bytes): configs are small; a huge file is a mistake or an attack.
 MAX_CONFIG_BYTES = 1_000_000
@@ -374,8 +375,8 @@ class LossSpec(_Strict):
         return value
 
 
-#: noise distributions (:mod:`ude_cli.likelihood.noise`, one module each)
-NOISE_DISTRIBUTIONS = ("normal", "lognormal", "poisson", "negative_binomial")
+#: noise distributions (:data:`ude_cli.likelihood.noise.REGISTRY`, one module each)
+NOISE_DISTRIBUTIONS = _NOISE_DISTRIBUTIONS
 
 
 class NoiseParameterSpec(_Strict):
@@ -426,14 +427,17 @@ class NoiseSpec(_Strict):
     distribution: Literal[NOISE_DISTRIBUTIONS] = Field(  # type: ignore[valid-type]
         "normal", description="normal (additive, with `error`), lognormal (multiplicative: log y ~ "
                               "N(log y_hat, sigma^2)), poisson (counts), negative_binomial (overdispersed "
-                              "counts: variance y_hat + y_hat^2/dispersion).")
+                              "counts: variance y_hat + y_hat^2/dispersion), laplace (absolute deviations: "
+                              "density exp(-|y - y_hat|/sigma)/(2 sigma)), loglaplace (log y ~ Laplace(log y_hat, "
+                              "sigma)).")
     error: Literal["constant", "proportional", "combined"] = Field(
         "constant", description="normal only: the standard deviation is sigma (constant), sigma*|y_hat| "
                                 "(proportional), or sigma + sigma_rel*|y_hat| (combined).")
     sigma: NoiseParameterSpec = Field(
         default_factory=NoiseParameterSpec,
         description="normal and lognormal: the standard deviation (of log y for lognormal; the relative one "
-                    "for proportional error; the absolute part for combined): estimated unless a number.")
+                    "for proportional error; the absolute part for combined); laplace and loglaplace: the scale "
+                    "(of log y for loglaplace; the standard deviation is sqrt(2) sigma): estimated unless a number.")
     sigma_rel: NoiseParameterSpec = Field(
         default_factory=NoiseParameterSpec, description="combined error only: the relative part.")
     dispersion: NoiseParameterSpec = Field(
@@ -447,7 +451,8 @@ class NoiseSpec(_Strict):
         if isinstance(value, str):
             aliases = {"gaussian": "normal", "log-normal": "lognormal", "log_normal": "lognormal",
                        "negative-binomial": "negative_binomial", "negbin": "negative_binomial",
-                       "nb": "negative_binomial"}
+                       "nb": "negative_binomial", "log-laplace": "loglaplace", "log_laplace": "loglaplace",
+                       "double_exponential": "laplace"}
             name = aliases.get(value.strip().lower(), value.strip().lower())
             if name not in NOISE_DISTRIBUTIONS:
                 raise ValueError(f"expected a noise distribution ({', '.join(NOISE_DISTRIBUTIONS)}) or a "
@@ -459,7 +464,7 @@ class NoiseSpec(_Strict):
     def _fits_distribution(self) -> NoiseSpec:
         if self.error != "constant" and self.distribution != "normal":
             raise ValueError(f"'error: {self.error}' is for the normal distribution; {self.distribution} "
-                             f"noise is already {'relative' if self.distribution == 'lognormal' else 'set by the mean'}")
+                             f"noise is already {'relative' if self.distribution in ('lognormal', 'loglaplace') else 'set by the mean' if self.distribution in ('poisson', 'negative_binomial') else 'of constant scale'}")
         return self
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,9 +34,10 @@ from ..expressions import casadi_sigmoid, parse_expression
 from .native import Build, NativeLibrary, library, package_source, prepare
 
 if TYPE_CHECKING:
-    from ..fitting.model import UDEModel
     from ..fitting.neural import MLP
+    from .base import OdeSpec
     from .bdf import StiffSolver
+    from .torchdiffeq import SolverSettings
 
 # -- the right-hand side of one trajectory, symbolically --------------------------------------------
 
@@ -68,23 +69,22 @@ class _Outputs:
 
 
 class SymbolicRHS:
-    """``f(t, u, p, c, w)`` of one trajectory as a CasADi function.
+    """``f(t, u, p, c, w)`` of one trajectory as a CasADi function, from an :class:`~ude_cli.engines.base.OdeSpec`.
 
-    ``u``: the states; ``p``: every mechanistic parameter's value (learned and fixed, in the model's
+    ``u``: the states; ``p``: every mechanistic parameter's value (learned and fixed, in the spec's
     order); ``c``: the constants that differ between experiments; ``w``: every network's weights and
     biases, flattened as :func:`numpy_inputs` does. Constants shared by all experiments are numbers
     in the graph.
     """
 
-    def __init__(self, model: UDEModel):
+    def __init__(self, spec: OdeSpec):
         import casadi as ca
 
-        rhs = model.rhs
-        self.states = list(rhs.states)
-        self.parameter_names = list(model.parameters_.values())
-        constants = rhs.constants
-        self.experiment_constants = [n for n, v in constants.items() if torch.is_tensor(v) and v.ndim == 1]
-        self.networks = dict(cast(Mapping[str, "MLP"], rhs.networks))  # a ModuleDict of MLPs (untyped)
+        self.spec = spec
+        self.states = list(spec.states)
+        self.parameter_names = list(spec.parameters)
+        self.experiment_constants = list(spec.experiment_constants)
+        self.networks = dict(spec.networks)
         n_w = sum(p[0].numel() for net in self.networks.values() for p in (*net.weights, *net.biases))
 
         t = ca.SX.sym("t")
@@ -94,49 +94,38 @@ class SymbolicRHS:
         w = ca.SX.sym("w", n_w)
         env: dict[str, Any] = {"t": t}
         env.update({n: p[i] for i, n in enumerate(self.parameter_names)})
-        for name, value in constants.items():
-            if name in self.experiment_constants:
-                env[name] = c[self.experiment_constants.index(name)]
-            else:
-                env[name] = float(value)
+        env.update({n: float(v) for n, v in spec.constants.items()})
+        env.update({n: c[i] for i, n in enumerate(self.experiment_constants)})
         env.update({s: u[i] for i, s in enumerate(self.states)})
         offset = 0
         for name, net in self.networks.items():
             inputs = ca.vertcat(*[env[i] if i in env else parse_expression(i).compile("casadi")(env)
-                                  for i in rhs.network_inputs[name]])  # states, t, parameters, constants, formulas
+                                  for i in spec.network_inputs[name]])  # states, t, parameters, constants, formulas
             out, offset = _mlp(net, inputs, w, offset)
             env[name] = _Outputs(out)
         rates = []
         for s in self.states:
-            r = rhs.expressions[s].compile("casadi", networks=list(self.networks))(env)
+            r = spec.equations[s].compile("casadi", networks=list(self.networks))(env)
             rates.append(ca.SX(r) if isinstance(r, int | float) else r)
         self.f = ca.Function("f", [t, u, p, c, w], [ca.vertcat(*rates)])
         self._weights = [x for net in self.networks.values() for wb in zip(net.weights, net.biases, strict=True)
                          for x in wb]  # the order of w
         self._constant_columns: dict[tuple[int, ...], torch.Tensor] = {}
-        self._indices: dict[tuple[int, ...], torch.Tensor] = {}
 
     # -- torch tensors in, per trajectory -------------------------------------------------------
-    def pack(self, model: UDEModel, experiments: Sequence[int]) -> list[torch.Tensor]:
-        """``y0, p, c`` for every (start, experiment) of a group, ``(S * Bg, ·)`` each and differentiable,
-        then the networks' weight tensors as they are (see :func:`numpy_inputs`)."""
-        S, Bg = model.n_starts, len(experiments)
-        y0 = model.initial()[:, experiments, :].reshape(S * Bg, -1)
-        key = tuple(experiments)
-        if key not in self._indices:
-            self._indices[key] = torch.tensor(key, dtype=torch.long)
-        values = model.parameters_.values(self._indices[key])
-        p = (torch.stack([values[n].expand(S, Bg) for n in self.parameter_names], -1).reshape(S * Bg, -1)
-             if self.parameter_names else torch.zeros(S * Bg, 0, dtype=model.dtype))
-        return [y0, p, self._constants(model, tuple(experiments)), *self._weights]
+    def pack(self, y0: torch.Tensor, p: torch.Tensor, experiments: Sequence[int]) -> list[torch.Tensor]:
+        """``y0, p, c`` for every (start, experiment) of a group, ``(S * Bg, ·)`` each (``y0`` and ``p`` as
+        :meth:`ude_cli.fitting.model.UDEModel.trajectory_inputs` gives them, differentiable), then the networks'
+        weight tensors as they are (see :func:`numpy_inputs`)."""
+        return [y0, p, self._constants(tuple(experiments)), *self._weights]
 
-    def _constants(self, model: UDEModel, experiments: tuple[int, ...]) -> torch.Tensor:
+    def _constants(self, experiments: tuple[int, ...]) -> torch.Tensor:
         """The experiments' constants per trajectory ``(S * Bg, ·)``: the same every solve, built once."""
         if experiments not in self._constant_columns:
-            S, Bg = model.n_starts, len(experiments)
-            constants = {n: v for n, v in model.rhs.constants.items() if isinstance(v, torch.Tensor)}
-            c = (torch.stack([constants[n][list(experiments)] for n in self.experiment_constants], -1)
-                 if self.experiment_constants else torch.zeros(Bg, 0, dtype=model.dtype))
+            S, Bg = self.spec.n_starts, len(experiments)
+            values = self.spec.experiment_constants
+            c = (torch.stack([values[n][list(experiments)] for n in self.experiment_constants], -1)
+                 if self.experiment_constants else torch.zeros(Bg, 0, dtype=self.spec.dtype))
             self._constant_columns[experiments] = c[None].expand(S, Bg, c.shape[-1]).reshape(S * Bg, -1)
         return self._constant_columns[experiments]
 
@@ -353,38 +342,39 @@ def worth_compiling(engine: CompiledEngine, n_trajectories: int) -> bool:
     return n_trajectories * engine.symbolic.f.n_instructions() <= limit
 
 
-def clearly_too_large(model: UDEModel, n_trajectories: int) -> bool:
+def clearly_too_large(networks: Mapping[str, MLP], n_trajectories: int) -> bool:
     """True when the networks alone make the graph far too large to be the faster (an estimate from the
     layer sizes, so that a large network is not built as a graph only to be turned down: a 256-256
     network takes a second to build)."""
     from .native import MAX_INSTRUCTIONS
 
     estimate = sum(2 * w.shape[1] * w.shape[2] + 4 * w.shape[2]
-                   for net in cast(Mapping[str, "MLP"], model.rhs.networks).values() for w in net.weights)
+                   for net in networks.values() for w in net.weights)
     compilable = 18 * estimate <= 2 * MAX_INSTRUCTIONS  # a step and its gradient: ~18 right-hand sides
     return n_trajectories * estimate > 4 * (AUTO_INSTRUCTIONS_NATIVE if compilable else AUTO_INSTRUCTIONS)
 
 
 class CompiledEngine:
-    """Solves a :class:`~ude_cli.fitting.model.UDEModel`'s groups on their data grids with compiled programs."""
+    """Solves an :class:`~ude_cli.engines.base.OdeSpec`'s groups on their data grids with compiled programs.
 
-    def __init__(self, model: UDEModel):
-        self.model = model
-        self.symbolic = SymbolicRHS(model)
+    Arguments:
+        spec: the problem (its ``settings``, unless ``settings`` is given).
+        settings: other solver settings (``ude check``'s stiffness probe: ``auto``).
+    """
+
+    def __init__(self, spec: OdeSpec, settings: SolverSettings | None = None):
+        self.spec = spec
+        self.settings = settings = settings if settings is not None else spec.settings
+        self.symbolic = SymbolicRHS(spec)
         #: the method solving now: ``auto`` starts as dopri5 and may become bdf (:meth:`solver_choice`)
-        self.method = "dopri5" if model.settings.method == "auto" else model.settings.method
-        self.auto = model.settings.method == "auto"
+        self.method = "dopri5" if settings.method == "auto" else settings.method
+        self.auto = settings.method == "auto"
+        #: right-hand-side evaluations of the last solve (the model adds them to its count)
+        self.evaluations = 0
         self.choice_reason = ""  # why auto chose what it solves with
         self._probed: set[int] = set()  # groups whose first dopri5 solve auto has probed for stiffness
         #: later dopri5 failures that bdf solved once without a switch (no sign of stiffness in dopri5's steps)
         self.one_off_bdf = 0
-        ds = model.problem.dataset
-        finite = [np.abs(e.observations[np.isfinite(e.observations)]) for e in ds.experiments]
-        with torch.no_grad():
-            y0 = np.abs(model.initial().detach().numpy())
-        #: the largest magnitude of the data and the initial states, against which a blow-up is judged
-        self._scale = float(max([float(x.max()) for x in finite if x.size] + [float(y0.max()) if y0.size else 0.0,
-                                                                              1e-12]))
         self._looked: dict[int, int] = {}  # group -> accepted steps of the solve auto last looked at
         self._fixed: dict[int, Program] = {}
         self._stiff: StiffSolver | None = None  # bdf's, built when bdf (or auto's stiffness probe) needs it
@@ -395,7 +385,7 @@ class CompiledEngine:
         elif self.method == "dopri5":
             from .dopri5 import AdaptiveSolver
 
-            self._adaptive = AdaptiveSolver(self.symbolic.f, model.settings)
+            self._adaptive = AdaptiveSolver(self.symbolic.f, settings)
             self._adaptive.state_names, self._adaptive.trajectory_name = self.symbolic.states, self._trajectory_name
             self.functions = self._adaptive.functions()
         else:
@@ -410,16 +400,16 @@ class CompiledEngine:
     def _stiff_solver(self) -> StiffSolver:
         from .bdf import StiffSolver
 
-        return StiffSolver(self.symbolic.f, self.model.settings, self.symbolic.states, self._trajectory_name)
+        return StiffSolver(self.symbolic.f, self.settings, self.symbolic.states, self._trajectory_name)
 
     def _trajectory_name(self, j: int) -> str:
         """Trajectory ``j`` of the group being solved, as a user knows it."""
-        model = self.model
-        experiments = model.groups[self._group].experiments
-        start = f"start {j // len(experiments) + 1}" if model.n_starts > 1 else ""
-        if len(model.problem.dataset.experiments) == 1:
+        spec = self.spec
+        experiments = spec.grids[self._group].experiments
+        start = f"start {j // len(experiments) + 1}" if spec.n_starts > 1 else ""
+        if len(spec.experiment_names) == 1:
             return start
-        name = model.problem.dataset.experiments[experiments[j % len(experiments)]].name
+        name = spec.experiment_names[experiments[j % len(experiments)]]
         return f"experiment '{name}'" + (f" ({start})" if start else "")
 
     def solver_choice(self) -> dict[str, str]:
@@ -505,19 +495,20 @@ class CompiledEngine:
         why = native.reason or "the C compiler had not finished when training ended (the next fit will load it)"
         return {"native_code": False, "native_code_note": f"CasADi's virtual machine: {why}"}
 
-    def solve_group(self, k: int, times: np.ndarray | None = None, networks: bool = True) -> torch.Tensor:
+    def solve_group(self, k: int, y0: torch.Tensor, p: torch.Tensor, times: np.ndarray | None = None,
+                    networks: bool = True) -> torch.Tensor:
         """Group ``k``'s solution on its grid (or on ``times``, which start at its t0: adaptive methods only),
-        ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it; ``networks=False``: the mechanism alone
-        (every network's output 0: all its weights and biases 0)."""
+        ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it, from the initial states ``y0`` and parameter
+        values ``p`` of its trajectories (:meth:`UDEModel.trajectory_inputs`); ``networks=False``: the mechanism
+        alone (every network's output 0: all its weights and biases 0)."""
         if self.native_since is None and self.method != "bdf":
             self._switch_to_native()
-        model = self.model
-        g = model.groups[k]
+        g = self.spec.grids[k]
         self._group = k
-        inputs = self.symbolic.pack(model, g.experiments)
+        inputs = self.symbolic.pack(y0, p, g.experiments)
         if not networks:
             inputs = inputs[:3] + [torch.zeros_like(x) for x in inputs[3:]]
-        shape = (model.n_starts, len(g.experiments))  # every experiment has 2 or more times (data.py)
+        shape = (self.spec.n_starts, len(g.experiments))  # every experiment has 2 or more times (data.py)
         grid = g.times if times is None else np.asarray(times, dtype=np.float64)
         if self.method == "dopri5" and self.auto and k not in self._probed:
             sol, evaluations = self._probe(k, inputs, shape, grid)
@@ -536,24 +527,24 @@ class CompiledEngine:
             program = self._fixed[k]
             sol = run(program, inputs, shape)
             evaluations = STAGES[self.method] * program.n_steps
-        model.rhs.nfe += evaluations
-        return sol.reshape(len(grid), model.n_starts, len(g.experiments), -1)
+        self.evaluations = evaluations
+        return sol.reshape(len(grid), self.spec.n_starts, len(g.experiments), -1)
 
-    def solve_batch(self, y0: torch.Tensor, experiments: Sequence[int], grid: np.ndarray) -> torch.Tensor:
-        """Trajectories from ``y0`` ``(S, B, n)`` (trajectory ``b`` with experiment ``experiments[b]``'s parameters
-        and constants) on ``grid`` by the adaptive method, ``(T, S, B, n)``: multiple shooting's segments of an
-        autonomous system, all at once (the caller shifts each segment's times to start at ``grid[0]``)."""
+    def solve_batch(self, y0: torch.Tensor, p: torch.Tensor, experiments: Sequence[int], grid: np.ndarray
+                    ) -> torch.Tensor:
+        """Trajectories from ``y0`` ``(S, B, n)`` with parameter values ``p`` ``(S * B, ·)`` (trajectory ``b`` with
+        experiment ``experiments[b]``'s constants) on ``grid`` by the adaptive method, ``(T, S, B, n)``: multiple
+        shooting's segments of an autonomous system, all at once (the caller shifts each segment's times to start
+        at ``grid[0]``)."""
         if self.method != "dopri5":
             raise ValueError("solve_batch needs the adaptive method")
         if self.native_since is None:
             self._switch_to_native()
-        model = self.model
-        inputs = self.symbolic.pack(model, list(experiments))
-        inputs[0] = y0.reshape(-1, y0.shape[-1])
-        shape = (model.n_starts, len(experiments))
+        inputs = self.symbolic.pack(y0.reshape(-1, y0.shape[-1]), p, list(experiments))
+        shape = (self.spec.n_starts, len(experiments))
         sol, evaluations = self._adaptive_solve(inputs, shape, np.asarray(grid, dtype=np.float64))
-        model.rhs.nfe += evaluations
-        return sol.reshape(len(grid), model.n_starts, len(experiments), -1)
+        self.evaluations = evaluations
+        return sol.reshape(len(grid), self.spec.n_starts, len(experiments), -1)
 
     def _adaptive_solve(self, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray, watch: Any = None):
         """dopri5; under ``auto`` a failure, or stiffness seen by ``watch``, switches to bdf, which solves again."""
@@ -590,7 +581,7 @@ class CompiledEngine:
     def _blows_up(self, solution: Any) -> bool:
         """Whether a solution leaves :data:`BLOWUP` times the data's largest magnitude (or is not finite)."""
         values = np.abs(np.asarray(solution.detach() if torch.is_tensor(solution) else solution, dtype=float))
-        return bool(not np.all(np.isfinite(values)) or values.max(initial=0.0) > BLOWUP * self._scale)
+        return bool(not np.all(np.isfinite(values)) or values.max(initial=0.0) > BLOWUP * self.spec.scale)
 
     def _watch_growth(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int]) -> None:
         """Under ``auto``, after a dopri5 solve on the data's grid that took :data:`GROWTH` times the steps of
@@ -640,41 +631,44 @@ class CompiledEngine:
     def _fixed_program(self, k: int, n_traj: int) -> Program:
         from .torchdiffeq import check_fixed_steps, grid_through_outputs
 
-        times = torch.tensor(self.model.groups[k].times, dtype=torch.float64)  # not the model's dtype: the
-        check_fixed_steps(times, self.model.settings)  # output times are looked up in this grid
-        assert self.model.settings.step is not None  # a fixed-step method has its step
-        grid = grid_through_outputs(self.model.settings.step)(None, None, times).numpy()
+        times = torch.tensor(self.spec.grids[k].times, dtype=torch.float64)  # not the model's dtype: the
+        check_fixed_steps(times, self.settings)  # output times are looked up in this grid
+        assert self.settings.step is not None  # a fixed-step method has its step
+        grid = grid_through_outputs(self.settings.step)(None, None, times).numpy()
         output_steps = [int(j) for j in np.searchsorted(grid, times.numpy()[1:])]
         return Program(self._step, grid[:-1], np.diff(grid), output_steps, n_traj)
 
 
-def stiffness_note(model: UDEModel) -> str | None:
+def stiffness_note(spec: OdeSpec, inputs: Callable[[Sequence[int]], tuple[torch.Tensor, torch.Tensor]],
+                   engine: CompiledEngine | None = None) -> str | None:
     """What ``ude check`` says about stiffness at the initial guess (None: nothing to say): solved as
-    ``solver.method: auto`` would solve it, by dopri5 probed for stiffness (:meth:`CompiledEngine._probe`)."""
+    ``solver.method: auto`` would solve it, by dopri5 probed for stiffness (:meth:`CompiledEngine._probe`).
+
+    Arguments:
+        spec: the problem.
+        inputs: experiments -> the initial states and parameter values of their trajectories
+            (:meth:`ude_cli.fitting.model.UDEModel.trajectory_inputs`).
+        engine: the model's own compiled engine, if it has one (with ``solver.method: auto`` it decides).
+    """
     from dataclasses import replace
 
     from .torchdiffeq import SolverError
 
-    method = model.settings.method
+    method = spec.settings.method
     if method == "bdf":
         return None
-    if method == "auto" and model.engine == "compiled" and model.compiled is not None:
-        engine = model.compiled
-    elif clearly_too_large(model, model.n_starts * len(model.problem.dataset.experiments)):
+    if method == "auto" and engine is not None:
+        pass
+    elif clearly_too_large(spec.networks, spec.n_starts * len(spec.experiment_names)):
         return None  # not built as a graph only to probe it
     else:
-        saved, nfe = model.settings, model.rhs.nfe
-        model.settings = replace(saved, method="auto", step=None)
         try:
-            engine = CompiledEngine(model)
+            engine = CompiledEngine(spec, replace(spec.settings, method="auto", step=None))
             with torch.no_grad():
-                for k in range(len(model.groups)):
-                    engine.solve_group(k)
+                for k, g in enumerate(spec.grids):
+                    engine.solve_group(k, *inputs(g.experiments))
         except SolverError:
             return None  # bdf fails too where dopri5 did not: nothing better to suggest
-        finally:
-            model.settings = saved
-            model.rhs.nfe = nfe
     if engine.method != "bdf":
         return None
     reason = engine.choice_reason.removeprefix("solver.method: auto switched from dopri5 to bdf: ")

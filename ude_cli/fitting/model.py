@@ -7,9 +7,10 @@ time grids, so that a fit with many experiments costs about as much as one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from .neural import MLP
 from .parameters import InitialStates, NoiseParameterSet, ParameterSet
 
 if TYPE_CHECKING:
+    from ..engines.base import OdeSpec
     from ..engines.compiled import CompiledEngine
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -219,6 +221,7 @@ class UDEModel(nn.Module):
         self.times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
         #: per group: the experiments' indices, selecting their per-experiment constants and parameters
         self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
+        self._experiment_index: dict[tuple[int, ...], torch.Tensor] = {}
 
         self._compiled: CompiledEngine | None = None
         self.engine = self._choose_engine()
@@ -231,17 +234,82 @@ class UDEModel(nn.Module):
         from ..engines.compiled import CompiledEngine, clearly_too_large, worth_compiling
 
         if solver.method in STIFF_METHODS:  # only the compiled engine solves them (config.py)
-            self._compiled = CompiledEngine(self)
+            self._compiled = CompiledEngine(self.ode_spec())
             return "compiled"
         n_trajectories = self.n_starts * len(self.problem.dataset.experiments)
-        if solver.engine == "auto" and clearly_too_large(self, n_trajectories):
+        if solver.engine == "auto" and clearly_too_large(self.networks, n_trajectories):
             return "torchdiffeq"
-        self._compiled = CompiledEngine(self)
+        self._compiled = CompiledEngine(self.ode_spec())
         if solver.engine == "auto" and not worth_compiling(self._compiled, n_trajectories):
             self._compiled = None
             return "torchdiffeq"
         self._compiled.start_native()
         return "compiled"
+
+    # -- what the engines are given ------------------------------------------------------------------
+    @property
+    def networks(self) -> dict[str, MLP]:
+        """name -> network (the right-hand side's)."""
+        return dict(cast(Mapping[str, MLP], self.rhs.networks))  # a ModuleDict of MLPs (untyped)
+
+    def ode_spec(self) -> OdeSpec:
+        """The ODE problem as the engines see it (:class:`~ude_cli.engines.base.OdeSpec`), at the current values."""
+        from ..engines.base import Grid, OdeSpec
+
+        rhs = self.rhs
+        constants = rhs.constants
+        ds = self.problem.dataset
+        finite = [np.abs(e.observations[np.isfinite(e.observations)]) for e in ds.experiments]
+        with torch.no_grad():
+            y0 = np.abs(self.initial().detach().numpy())
+        scale = float(max([float(x.max()) for x in finite if x.size] + [float(y0.max()) if y0.size else 0.0, 1e-12]))
+        return OdeSpec(
+            states=tuple(rhs.states), parameters=tuple(self.parameters_.values()), equations=dict(rhs.expressions),
+            networks=self.networks, network_inputs={n: tuple(v) for n, v in rhs.network_inputs.items()},
+            constants={n: float(v) for n, v in constants.items() if not (torch.is_tensor(v) and v.ndim == 1)},
+            experiment_constants={n: v for n, v in constants.items() if torch.is_tensor(v) and v.ndim == 1},
+            experiment_names=tuple(e.name for e in ds.experiments),
+            grids=tuple(Grid(tuple(g.experiments), g.times) for g in self.groups),
+            n_starts=self.n_starts, dtype=self.dtype, settings=self.settings, scale=scale)
+
+    def trajectory_inputs(self, experiments: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The initial states ``(S * B, n)`` and parameter values ``(S * B, n_parameters)`` of every (start,
+        experiment) trajectory of ``experiments``, start-major, differentiable: what an engine solves from."""
+        S, B = self.n_starts, len(experiments)
+        key = tuple(experiments)
+        if key not in self._experiment_index:
+            self._experiment_index[key] = torch.tensor(key, dtype=torch.long)
+        y0 = self.initial()[:, list(experiments), :].reshape(S * B, -1)
+        values = self.parameters_.values(self._experiment_index[key])
+        p = (torch.stack([v.expand(S, B) for v in values.values()], -1).reshape(S * B, -1)
+             if values else torch.zeros(S * B, 0, dtype=self.dtype))
+        return y0, p
+
+    def _compiled_solve(self, k: int, times: np.ndarray | None = None, networks: bool = True) -> torch.Tensor:
+        """Group ``k`` solved by the compiled engine (its evaluations counted as the right-hand side's)."""
+        engine = self._compiled
+        assert engine is not None  # the callers check
+        sol = engine.solve_group(k, *self.trajectory_inputs(self.groups[k].experiments), times, networks=networks)
+        self.rhs.nfe += engine.evaluations
+        return sol
+
+    def solve_segments(self, y0: torch.Tensor, experiments: Sequence[int], grid: np.ndarray) -> torch.Tensor:
+        """Trajectories from ``y0`` ``(S, B, n)`` (trajectory ``b`` with experiment ``experiments[b]``'s values)
+        on ``grid``, all at once by the compiled engine's adaptive method (multiple shooting's segments of an
+        autonomous system; :meth:`~ude_cli.engines.compiled.CompiledEngine.solve_batch`)."""
+        engine = self._compiled
+        assert engine is not None and self.engine == "compiled"  # the caller checks
+        _, p = self.trajectory_inputs(experiments)
+        sol = engine.solve_batch(y0, p, experiments, grid)
+        self.rhs.nfe += engine.evaluations
+        return sol
+
+    def stiffness_note(self) -> str | None:
+        """What ``ude check`` says about stiffness at the initial guess (:func:`ude_cli.engines.compiled.stiffness_note`)."""
+        from ..engines.compiled import stiffness_note
+
+        return stiffness_note(self.ode_spec(), self.trajectory_inputs,
+                              self._compiled if self.engine == "compiled" else None)
 
     # -- simulation -----------------------------------------------------------------------------
     def solve_group(self, k: int, times: torch.Tensor | None = None) -> torch.Tensor:
@@ -253,18 +321,18 @@ class UDEModel(nn.Module):
         if self.engine == "compiled" and self._compiled is None:  # a copy (deepcopy) leaves CasADi's functions behind
             from ..engines.compiled import CompiledEngine
 
-            self._compiled = CompiledEngine(self)
+            self._compiled = CompiledEngine(self.ode_spec())
             self._compiled.start_native()
         compiled = self._compiled if self.engine == "compiled" else None
         if compiled is not None and times is not None and compiled.undecided(k):
             # auto decides on the data's grid, as in training
             with torch.no_grad():
-                compiled.solve_group(k, networks=self.rhs.networks_enabled)
+                self._compiled_solve(k, networks=self.rhs.networks_enabled)
         if compiled is not None and compiled.method == "bdf":
-            return compiled.solve_group(k, None if times is None else times.detach().cpu().numpy(),
+            return self._compiled_solve(k, None if times is None else times.detach().cpu().numpy(),
                                         networks=self.rhs.networks_enabled)
         if times is None and compiled is not None and self.rhs.networks_enabled:
-            return compiled.solve_group(k)
+            return self._compiled_solve(k)
         g = self.groups[k]
         return self.solve_from(k, self.initial()[:, g.experiments, :], self.times[k] if times is None else times)
 

@@ -188,7 +188,7 @@ def _space_of(problem, name: str) -> tuple[str, float | None]:
     if noise is None:
         spec = problem.config.training.loss
         return ("log" if spec.log else "scaled" if spec.scale == "std" else "data"), None
-    space = "log" if noise.distribution == "lognormal" else "data"
+    space = "log" if noise.distribution in ("lognormal", "loglaplace") else "data"
     known = None
     if noise.distribution in ("normal", "lognormal") and noise.error == "constant" and noise.sigma.fixed:
         known = float(noise.sigma.init) ** 2

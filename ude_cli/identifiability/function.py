@@ -214,7 +214,7 @@ class LikelihoodFunction:
             self.evaluations += 1
             if self.likelihood:
                 sigma = torch.cat([v["sigma"][:1, 0] for v in obj.noise_values()])  # (n_observables,)
-                logs = torch.tensor([m is not None and m.name == "lognormal" for m in obj.noise])
+                logs = torch.tensor([m is not None and m.name in ("lognormal", "loglaplace") for m in obj.noise])
             parts = []
             for pred, y, mask in zip(preds, obj._obs, obj._masks["train"], strict=True):
                 p = pred[:, :1]
@@ -238,6 +238,20 @@ class LikelihoodFunction:
         groups = self.objective._noise_groups
         return all(profiled and ((model.name == "normal" and model.error == "constant") or model.name == "lognormal")
                    for model, _, _, _, profiled in groups)
+
+    def gauss_newton(self) -> bool:
+        """Whether the information is Gauss-Newton's, the expected information ``J^T J / sigma^2`` of the residuals
+        in noise units: when the scale is estimated from the residuals (:meth:`scale_estimated`, as nls), and with
+        Laplace noise, whose observed curvature in the predictions is zero almost everywhere (``|y - mu|`` is
+        piecewise linear), so that only the expected information measures it (any mix of normal noise of constant
+        sigma, log-normal, Laplace and log-Laplace noise)."""
+        if self.scale_estimated():
+            return True
+        if not self.likelihood:
+            return False
+        models = [m for m, *_ in self.objective._noise_groups]
+        return (any(m.name in ("laplace", "loglaplace") for m in models)
+                and all(m.scale_information is not None and m.error == "constant" for m in models))
 
     def degrees_of_freedom(self, k: float) -> float:
         """``n - k`` (at least 1)."""

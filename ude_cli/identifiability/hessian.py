@@ -209,14 +209,18 @@ def _too_wide(positive: bool, value: float, lo: float, hi: float) -> bool:
     return value != 0 and (hi - lo) / 2 > WIDE_FACTOR * abs(value)
 
 
-def _cells_of(f: LikelihoodFunction, sigma: str) -> float:
-    """Training cells whose noise has standard deviation ``sigma``."""
+def _scale_information(f: LikelihoodFunction, sigma: str) -> float:
+    """The expected information of the noise scale ``sigma`` times ``sigma^2``: over the training cells whose noise
+    it scales, each cell's :attr:`~ude_cli.likelihood.noise.base.NoiseModel.scale_information` (2 for normal noise,
+    1 for Laplace noise)."""
     obj = f.objective
-    cells = 0.0
+    total = 0.0
     for i, roles in enumerate(obj.noise_roles):
-        if roles.get("sigma") == sigma:
-            cells += float(sum(m[..., obj.columns[i]].sum() for m in obj._masks["train"]))
-    return cells
+        model = obj.noise[i]
+        if roles.get("sigma") == sigma and model is not None and model.scale_information is not None:
+            cells = float(sum(m[..., obj.columns[i]].sum() for m in obj._masks["train"]))
+            total += model.scale_information * cells
+    return total
 
 
 def _inverse(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -246,9 +250,9 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
     notes: list[str] = []
     try:
         has_net = bool(f.model.network_parameters())
-        gauss_newton = f.scale_estimated()
-        # Gauss-Newton in the residuals does not carry sigma's information: sigma's own is 2 n_j / sigma^2
-        # (normal noise; orthogonal to the mean's parameters), added below
+        gauss_newton = f.gauss_newton()
+        # Gauss-Newton in the residuals does not carry sigma's information: sigma's own is 2 n_j / sigma^2 (normal
+        # noise; n_j / sigma^2 for Laplace noise; orthogonal to the mean's parameters), added below
         noise_targets = [t for t in targets if t.kind == "noise"] if gauss_newton else []
         targets = [t for t in targets if t not in noise_targets] + noise_targets
         mean_targets = targets[:len(targets) - len(noise_targets)]
@@ -279,8 +283,8 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
     H_full[:M, T:] = H_mean[:M, M:]
     H_full[T:, :M] = H_mean[M:, :M]
     H_full[T:, T:] = H_mean[M:, M:]
-    for i, t in enumerate(noise_targets):  # on the unconstrained scale: (d sigma/du)^2 * 2 n_j / sigma^2
-        H_full[M + i, M + i] = t.derivative() ** 2 * 2 * _cells_of(f, t.name) / t.value ** 2
+    for i, t in enumerate(noise_targets):  # on the unconstrained scale: (d sigma/du)^2 * 2 n_j / sigma^2 (normal)
+        H_full[M + i, M + i] = t.derivative() ** 2 * _scale_information(f, t.name) / t.value ** 2
     H_tt = H_full[:T, :T]
     cov_fixed, sing_fixed, pd_fixed = _inverse(H_tt)
     if use_net:
@@ -310,7 +314,8 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
                      "effective number of parameters, tr(H^+ (H - P)) of the penalised Gauss-Newton matrix")
     factor = f.variance_factor(k)
     q, dist = f.quantile(level, k)
-    info = "Gauss-Newton information, as nls" if gauss_newton else "observed information"
+    info = ("observed information" if not gauss_newton else "Gauss-Newton information, as nls"
+            if f.scale_estimated() else "expected information (Gauss-Newton), Laplace noise having no curvature")
     method = (f"wald ({info}; network profiled out)" if use_net else
               f"wald ({info}; network held fixed)" if has_net else f"wald ({info})")
     out = []

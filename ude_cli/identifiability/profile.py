@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,8 +106,13 @@ def _unscale(t: Target, s: float) -> float:
 
 
 def profile_target(f: LikelihoodFunction, target: Target, *, threshold: float, threshold_method: str,
-                   settings: ProfileSettings, step: float | None = None, monitor=None) -> Profile:
-    """The profile of one target (the model is left at the fit)."""
+                   settings: ProfileSettings, step: float | None = None, monitor=None,
+                   edges: Sequence[Target] = ()) -> Profile:
+    """The profile of one target (the model is left at the fit).
+
+    ``edges``: values the fit drove to the edge of their range (:func:`edge_targets`), where their gradient
+    vanishes and a warm-started re-optimisation cannot move them back: at every point each is also restarted
+    from its start value, and the better of the two re-optimisations is kept."""
     model = f.model
     started = time.perf_counter()
     base = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -142,6 +148,8 @@ def profile_target(f: LikelihoodFunction, target: Target, *, threshold: float, t
                     try:
                         reoptimise(f, objective, free, settings.iterations)
                         optimisations += 1
+                        optimisations += _restart_edges(f, objective, free, settings.iterations,
+                                                        [e for e in edges if e is not target])
                     except SolverError as exc:  # a point the solver cannot simulate ends the side there
                         why = f"the model cannot be solved near {v_new:.4g}: {exc.message}"
                         break
@@ -182,6 +190,37 @@ def profile_target(f: LikelihoodFunction, target: Target, *, threshold: float, t
         monitor.message(f"profile of {target.name}: {len(pts)} points in {time.perf_counter() - started:.1f} s")
     return Profile(target.name, value0, pts, lower, upper, opens[-1], opens[1], threshold, threshold_method,
                    time.perf_counter() - started, optimisations, better if better > 1e-6 * max(abs(L0), 1) else 0.0)
+
+
+def _restart_edges(f: LikelihoodFunction, objective, free: list, iterations: int, edges: Sequence[Target]) -> int:
+    """Re-optimise once more with each edge value restarted from its start; keep it where the objective is lower
+    (else go back to the warm-started point). Returns the number of re-optimisations run."""
+    if not edges:
+        return 0
+    model = f.model
+    kept, L_kept = {k: v.detach().clone() for k, v in model.state_dict().items()}, f.value()
+    for e in edges:
+        assert e.spec is not None  # edge_targets keeps values with a start
+        e.set_u(e.u_of(e.spec.init))
+    try:
+        reoptimise(f, objective, free, iterations)
+        L = f.value()
+    except SolverError:
+        L = math.inf
+    if not L_kept > L:
+        model.load_state_dict(kept)
+    return 1
+
+
+#: a value kept positive that ends this many times below its start has run to the edge of its range (0)
+EDGE_FACTOR = 1e6
+
+
+def edge_targets(ts: Sequence[Target]) -> list[Target]:
+    """The values kept positive that the fit drove towards 0, :data:`EDGE_FACTOR` times below their start: at the
+    edge of their log scale, where the gradient vanishes."""
+    return [t for t in ts if t.positive and t.spec is not None and t.spec.init > 0
+            and 0 < t.value < t.spec.init / EDGE_FACTOR]
 
 
 #: a re-optimisation ends when LBFGS_CHUNK iterations lower the objective by less than this fraction, or

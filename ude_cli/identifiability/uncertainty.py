@@ -21,7 +21,7 @@ from ..errors import ConfigError, did_you_mean
 from ..problem import Problem, initial_label
 from .function import LikelihoodFunction, Target, final_weight_decay, single_start, targets
 from .hessian import DEFAULT_BUDGET, INFLATION_LIMIT, HessianResult, wald_intervals
-from .profile import Profile, ProfileSettings, profile_target
+from .profile import Profile, ProfileSettings, edge_targets, profile_target
 
 
 def learned_names(problem: Problem) -> dict[str, str]:
@@ -198,7 +198,7 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
             t = by_name[name]
             step = _initial_step(t, out.intervals.get(name))
             p = profile_target(f, t, threshold=threshold, threshold_method=how, settings=settings, step=step,
-                               monitor=monitor)
+                               monitor=monitor, edges=edge_targets(ts))
             out.profiles.append(p)
             wald = out.intervals.get(name)
             identifiable = p.identifiable
@@ -221,22 +221,18 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
     return out
 
 
-#: a value kept positive that ends this many times below its start has run to the edge of its range (0)
-EDGE_FACTOR = 1e6
-
-
 def _edges(out: Uncertainty, ts: list[Target]) -> None:
     """A value kept positive that the fit drove towards 0 (far below its start) is at the edge of its log scale,
     where its gradient vanishes: the re-optimisations of the other values' profiles cannot move it back, so their
     intervals hold only with it there. Say so (found fitting Michaelis-Menten data that never reach Km)."""
-    edge = [t for t in ts if t.positive and t.spec is not None and t.spec.init > 0
-            and 0 < t.value < t.spec.init / EDGE_FACTOR]
+    edge = edge_targets(ts)
     if not edge:
         return
     names = ", ".join(f"{t.name} = {t.value:.3g} (start {t.spec.init:g})" for t in edge if t.spec is not None)
     out.notes.append(f"at the edge of its range (driven towards 0, where its log-scale gradient vanishes): {names}; "
-                     "the other values' intervals hold only with it there, and may be too narrow if the data allow "
-                     "it elsewhere (fix it, or bound it away from 0, and fit again)")
+                     "the other values' Wald intervals hold only with it there, and may be too narrow if the data "
+                     "allow it elsewhere (profile intervals restart it from its start at every point: ude fit "
+                     "--profile); or fix it, or bound it away from 0, and fit again")
     for t in edge:
         i = out.intervals.get(t.name)
         if i is not None:

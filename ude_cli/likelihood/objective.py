@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from ..config import LossSpec
-from .noise import NoiseModel, noise_model, squared_error_description
-from .noise.base import LOG_2PI
+from .noise import noise_model, squared_error_description
+from .noise.base import LOG_2PI, NoiseModel
 from .observation import ObservationModel
 
 #: Predictions are clamped at this fraction of an observable's spread before a log is taken.

@@ -194,7 +194,7 @@ class ShootingObjective:
         stacked = torch.cat([y0[:, None], starts], 1).reshape(S, segments * Bg, n)
         compiled = model.compiled if model.engine == "compiled" else None
         if compiled is not None and compiled.method == "dopri5":
-            sol = compiled.solve_batch(stacked, batch.tolist(), grid.numpy())
+            sol = model.solve_segments(stacked, batch.tolist(), grid.numpy())
         else:
             sol = model.solve_from(k, stacked, grid, torch.as_tensor(batch, dtype=torch.long))
         sol = sol.reshape(len(grid), S, segments, Bg, n)

@@ -1,31 +1,44 @@
 """Noise models: one module per distribution, registered here by the name a config uses.
 
 Adding one is a module with a :class:`~ude_cli.likelihood.noise.base.NoiseModel` subclass and a line in
-:data:`NOISE_MODELS` (and its name in :data:`ude_cli.config.NOISE_DISTRIBUTIONS`, which the schema checks).
+:data:`REGISTRY`. The registry names modules instead of importing them, so that the config schema
+(:data:`ude_cli.config.NOISE_DISTRIBUTIONS` is :data:`NOISE_DISTRIBUTIONS`) is read without importing torch.
 """
 
 from __future__ import annotations
 
-from .base import NoiseModel
-from .lognormal import LogNormal
-from .negative_binomial import NegativeBinomial
-from .normal import Normal
-from .poisson import Poisson
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-NOISE_MODELS: dict[str, type[NoiseModel]] = {
-    "normal": Normal,
-    "lognormal": LogNormal,
-    "poisson": Poisson,
-    "negative_binomial": NegativeBinomial,
+if TYPE_CHECKING:
+    from .base import NoiseModel
+
+#: distribution name (as a config writes it) -> (module of this package, class)
+REGISTRY: dict[str, tuple[str, str]] = {
+    "normal": ("normal", "Normal"),
+    "lognormal": ("lognormal", "LogNormal"),
+    "poisson": ("poisson", "Poisson"),
+    "negative_binomial": ("negative_binomial", "NegativeBinomial"),
+    "laplace": ("laplace", "Laplace"),
+    "loglaplace": ("loglaplace", "LogLaplace"),
 }
+
+#: the distribution names the config schema accepts
+NOISE_DISTRIBUTIONS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def noise_class(distribution: str) -> type[NoiseModel]:
+    """The class of a registered distribution (its module imported on first use)."""
+    module, name = REGISTRY[distribution]
+    return getattr(import_module(f"{__name__}.{module}"), name)
 
 
 def noise_model(distribution: str, error: str = "constant") -> NoiseModel:
     """The noise model of a distribution name (as the schema accepts it)."""
-    return NOISE_MODELS[distribution](error)
+    return noise_class(distribution)(error)
 
 
-__all__ = ["NOISE_MODELS", "NoiseModel", "noise_model"]
+__all__ = ["NOISE_DISTRIBUTIONS", "REGISTRY", "noise_class", "noise_model"]
 
 
 def squared_error_description(loss) -> str:

@@ -1,6 +1,6 @@
 """The base of a noise model: the distribution of an observation around its prediction.
 
-A noise model is one small module with one class; :data:`ude_cli.likelihood.noise.NOISE_MODELS` lists them.
+A noise model is one small module with one class; :data:`ude_cli.likelihood.noise.REGISTRY` lists them.
 Each gives, elementwise and in torch (so that training, refits and reports compute the same number):
 
 - ``nll(y, mu, p)``: the negative log-likelihood of ``y`` given the prediction ``mu`` and the noise
@@ -34,6 +34,10 @@ class NoiseModel:
     name: ClassVar[str] = ""
     #: whether predictions must be > 0 (they are floored at a small positive value before use)
     positive: ClassVar[bool] = False
+    #: the expected (Fisher) information of the scale sigma per observed cell, times sigma^2, where the model is a
+    #: location-scale family in y (or log y) with location information 1/sigma^2 per cell: 2 for the normal, 1 for
+    #: the Laplace distribution (None: not such a family)
+    scale_information: ClassVar[float | None] = None
 
     def __init__(self, error: str = "constant"):
         self.error = error
@@ -77,8 +81,9 @@ class NoiseModel:
         return False
 
     def squared_residuals(self, y: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``sum(mask * r^2)`` per start and observable ``(S, k)``, ``r`` the residual whose variance the noise
-        parameter is (only where :attr:`profiles`)."""
+        """The residual statistic the noise parameter's closed-form maximum is a function of, per start and
+        observable ``(S, k)`` (only where :attr:`profiles`): ``sum(mask * r^2)`` for normal noise, ``r`` the residual
+        whose variance the noise parameter is; ``sum(mask * |r|)`` for Laplace noise."""
         raise NotImplementedError
 
     def profiled(self, rss: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

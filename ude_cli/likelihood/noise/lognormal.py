@@ -14,6 +14,7 @@ from .base import LOG_2PI, NoiseModel
 
 class LogNormal(NoiseModel):
     name = "lognormal"
+    scale_information = 2.0
     positive = True
 
     @property

@@ -14,6 +14,7 @@ from .base import LOG_2PI, NoiseModel
 
 class Normal(NoiseModel):
     name = "normal"
+    scale_information = 2.0
 
     @property
     def profiles(self) -> bool:
