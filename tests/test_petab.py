@@ -125,11 +125,11 @@ def test_import_refuses_a_non_empty_folder_and_writes_nothing_on_bad_input(tmp_p
     yaml_path = copy_problem(tmp_path)
     observables = yaml_path.parent / "observables_Rahman_MBS2016.tsv"
     table = pd.read_csv(observables, sep="\t")
-    table["noiseDistribution"] = "laplace"
+    table["noiseDistribution"] = "cauchy"
     table.to_csv(observables, sep="\t", index=False)
     with pytest.raises(ConfigError):
-        import_problem(yaml_path, tmp_path / "laplace")
-    assert not (tmp_path / "laplace").exists()
+        import_problem(yaml_path, tmp_path / "cauchy")
+    assert not (tmp_path / "cauchy").exists()
 
 
 # -- what is not supported, or wrong: one line naming the file, exit code 3 ----------------------------------------
@@ -192,7 +192,7 @@ def _with_event(path: Path) -> None:
     ("event", "SBML events (1) are not supported"),
     ("missing", "file not found"),
     ("column", "lacks the column(s) noiseFormula"),
-    ("laplace", "noiseDistribution laplace is not supported"),
+    ("cauchy", "noiseDistribution: 'cauchy' is not supported; expected one of normal, laplace"),
     ("number", "'abc' is not a number"),
     ("observable", "'nowhere' is not in the observable table"),
 ])
@@ -208,9 +208,9 @@ def test_bad_problems_give_one_line_and_exit_3(tmp_path, damage, expected):
     elif damage == "column":
         table = pd.read_csv(observables, sep="\t").drop(columns=["noiseFormula"])
         table.to_csv(observables, sep="\t", index=False)
-    elif damage == "laplace":
+    elif damage == "cauchy":
         table = pd.read_csv(observables, sep="\t")
-        table["noiseDistribution"] = "laplace"
+        table["noiseDistribution"] = "cauchy"
         table.to_csv(observables, sep="\t", index=False)
     elif damage in ("number", "observable"):
         table = pd.read_csv(measurements, sep="\t", dtype=str, keep_default_na=False)

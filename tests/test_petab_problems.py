@@ -302,3 +302,35 @@ def test_bad_problems_fail_fit_and_check_in_one_line(damage, expected, tmp_path)
         assert len(lines) == 1 and expected in lines[0], result.output
         assert "Traceback" not in result.output
     assert not out.exists()
+
+
+# -- Laplace noise --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transformation", ["lin", "log", "log10"])
+def test_laplace_noise_equals_petabs_density_of_the_simulations(transformation, tmp_path):
+    # Rahman_MBS2016 (one observable, noise parameter 1 in every row) with noiseDistribution laplace: its llh
+    # computed here with numpy from the simulations (which the noise model does not change) and PEtab's density
+    # of the measurement: Laplace of the transformed value, with the Jacobian of the transformation
+    source = DATA / "benchmark" / "Rahman_MBS2016"
+    shutil.copytree(source, tmp_path / "r")
+    observables = tmp_path / "r" / "observables_Rahman_MBS2016.tsv"
+    table = pd.read_csv(observables, sep="\t")
+    table["noiseDistribution"] = "laplace"
+    table["observableTransformation"] = transformation
+    table["noiseFormula"] = "0.7"
+    table.to_csv(observables, sep="\t", index=False)
+    path = tmp_path / "r" / "Rahman_MBS2016.yaml"
+    result = run(path)
+    cfg = yaml.safe_load(import_problem(path, tmp_path / "c").read_text())
+    (obs,) = cfg["observables"].values()
+    assert obs["noise"]["distribution"] == ("laplace" if transformation == "lin" else "loglaplace")
+    y = result.simulations["measurement"].to_numpy()
+    sim = result.simulations["simulation"].to_numpy()
+    b = 0.7
+    if transformation == "lin":
+        expected = np.sum(-np.log(2 * b) - np.abs(y - sim) / b)
+    else:
+        f = np.log if transformation == "log" else np.log10
+        jacobian = np.log(y) + (np.log(np.log(10)) if transformation == "log10" else 0.0)  # d f(y)/dy = 1/(y ln10)
+        expected = np.sum(-np.log(2 * b) - np.abs(f(y) - f(sim)) / b - jacobian)
+    assert result.llh == pytest.approx(expected, abs=1e-8)

@@ -210,12 +210,12 @@ def translate(problem: PetabProblem) -> Translation:
             if left:
                 raise ConfigError(f"observable {oid}: the placeholder {left[0]} has no value in the measurement "
                                   f"table", where=str(problem.files.measurements[0]))
-            if obs.distribution != "normal":
-                raise ConfigError(f"observable {oid}: noiseDistribution {obs.distribution} is not supported "
-                                  f"(ude's noise models: normal, and log-normal through observableTransformation "
-                                  f"log or log10)", where=where)
+            # the noise parameter is the standard deviation (normal) or the scale (laplace) of the transformed
+            # value; of log10 y it is that of log y divided by ln(10)
             factor = {"lin": 1.0, "log": 1.0, "log10": LN10}[obs.transformation]
-            distribution = "normal" if obs.transformation == "lin" else "lognormal"
+            distribution = {("normal", True): "normal", ("normal", False): "lognormal",
+                            ("laplace", True): "laplace", ("laplace", False): "loglaplace"}[
+                (obs.distribution, obs.transformation == "lin")]
             if sp.Symbol(oid) in noise.free_symbols:
                 raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} depends on the observable "
                                   f"itself: not supported yet", where=where)
