@@ -683,9 +683,7 @@ def load_any(path: str | Path, stack) -> tuple[Any, Path | None]:
     from .evaluate import is_petab
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("file not found", where=str(path))
-    if not is_petab(path):
+    if not is_petab(path):  # (a missing or unreadable file: read_yaml's error, as for any config)
         return load_config(path), None
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ude-petab-"))) / "import"
     config = import_problem(path, folder)
