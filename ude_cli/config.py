@@ -182,7 +182,8 @@ class InitialSpec(_Strict):
     column: str | None = Field(None, description="Read from this CSV column (first row of each experiment).")
     formula: str | None = Field(
         None, description="An expression of parameters and constants, e.g. 'Asym/(1 + exp((xmid - t0)/scal))' "
-                          "(`t0` is the experiment's start time): learned through its parameters.")
+                          "(`t0` is the experiment's start time), or of the outputs NET[i] of a network fed "
+                          "parameters and constants only: learned through its parameters (and weights).")
     learn: bool = Field(False, description="Learn it (one value per experiment), starting from the value.")
     positive: bool = Field(False, description="When learned: keep it > 0 (log scale).")
 
