@@ -337,3 +337,25 @@ def test_laplace_noise_equals_petabs_density_of_the_simulations(transformation, 
         jacobian = np.log(y) + (np.log(np.log(10)) if transformation == "log10" else 0.0)  # d f(y)/dy = 1/(y ln10)
         expected = np.sum(-np.log(2 * b) - np.abs(f(y) - f(sim)) / b - jacobian)
     assert result.llh == pytest.approx(expected, abs=1e-8)
+
+
+# -- the core hooks in a plain ude config: what is wrong says so ----------------------------------------------------
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda c: c["networks"]["net1"]["inputs"].__setitem__(0, "alpha + prey - zeta"),
+     "networks.net1.inputs[0]: unknown name 'zeta' in 'alpha + prey - zeta'"),
+    (lambda c: c["networks"]["net1"]["inputs"].__setitem__(0, "alpha + prey - ("),
+     "networks.net1.inputs[0]: cannot parse 'alpha + prey - ('"),
+    (lambda c: c["model"]["initial"].__setitem__("prey", {"formula": "net1[0]"}),
+     "model.initial.prey.formula: network 'net1' is fed states or t: an initial value may use a network whose "
+     "inputs are parameters and constants only"),
+])
+def test_bad_formula_inputs_and_initial_networks_give_one_line(change, expected, tmp_path):
+    config = import_problem(SCIML / "035" / "petab" / "problem.yaml", tmp_path / "c")
+    cfg = yaml.safe_load(config.read_text())
+    change(cfg)
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    result = cli("check", str(config))
+    assert result.exit_code == 3
+    (line,) = error_lines(result)
+    assert expected in line

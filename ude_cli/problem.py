@@ -496,10 +496,13 @@ def _parse_initial_formulas(config: Config, states: list[str], param_specs: dict
         except ExpressionError as exc:
             problems.add(exc)
             continue
+        fed = sorted({n for n in (*expr.names, *(m for m, _ in expr.network_refs)) if n in (networks or {})} - set(static))
+        if fed:
+            problems.add(ConfigError(f"network '{fed[0]}' is fed states or t: an initial value may use a network "
+                                     f"whose inputs are parameters and constants only", where=where))
+            continue
         errors = expr.check_names(namespace, where=where)
         for err in errors:
-            if any(n in (networks or {}) and n not in static for n in (*expr.names, *(m for m, _ in expr.network_refs))):
-                err.hint = "an initial value may use a network whose inputs are parameters and constants only"
             problems.add(err)
         if not errors:
             out[s] = expr
