@@ -42,7 +42,8 @@ uncertainty: {{hessian: profiled, bands: false}}
 
 def main() -> None:
     from ude_cli import fit, load_config
-    from ude_cli.identifiability.function import LikelihoodFunction, final_weight_decay, single_start, targets
+    from ude_cli.fitting.multistart import single_start
+    from ude_cli.identifiability.function import LikelihoodFunction, final_weight_decay, targets
     from ude_cli.identifiability.hessian import wald_intervals
     from ude_cli.identifiability.uncertainty import assess
 

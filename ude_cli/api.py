@@ -88,7 +88,7 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     from .errors import FitError, Interrupted
     from .fitting.lean_torch import compile_machinery_skipped
     from .fitting.model import UDEModel
-    from .fitting.multistart import resolve_starts, starting_values
+    from .fitting.multistart import redraw_unsolvable, resolve_starts, starting_values
     from .fitting.train import TrainState, train
     from .likelihood.objective import Objective
 
@@ -116,6 +116,9 @@ def fit(config: Config | Problem | str | Path, *, monitor=None, stop_below: floa
     if resume is not None:
         model.load_state_dict(resume.state_dict)
         state = resume.train_state
+    else:
+        model.redrawn = redraw_unsolvable(model, problem, cfg.training.seed)
+        problem.warnings.extend(f"{cfg.label}: {line}" for line in model.redrawn)
     objective = Objective(model, cfg.training.loss)
     try:
         with compile_machinery_skipped():  # the command line's start-up savings, for this fit only
@@ -209,6 +212,7 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     }
     if model.n_starts > 1:
         metrics["loss_per_start"] = [_num(v) for v in train_loss]
+        metrics["starts_drawn_again"] = list(model.redrawn)
     dense = model.dense()
     terms = [model.terms_along(t, y) for t, y in dense]
     history = pd.DataFrame(trained.records, columns=["iteration", "stage", "optimizer", "objective", "loss",

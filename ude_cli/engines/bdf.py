@@ -49,8 +49,9 @@ CVODES_FAILURES = {
     "CV_LSETUP_FAIL": "the Jacobian could not be factorised",
     "CV_LSOLVE_FAIL": "the linear solve with the Jacobian failed",
 }
-#: bisection steps that locate a failure in time (the interval shrinks by 2**-30)
-LOCATE_STEPS = 30
+#: bisection steps that locate a failure in time (the interval between two output times shrinks by 2**-12: the
+#: message's time to about 4 digits of that interval; each step that fails costs a solve of up to max_steps steps)
+LOCATE_STEPS = 12
 #: time grids whose integrators are kept (each group's data grid, and the latest dense grids)
 KEPT_GRIDS = 256
 
@@ -169,16 +170,18 @@ class StiffSolver:
                            f"{describe_state(self.state_names, y_ok)}", hint=hint)
 
     def _locate(self, y0: np.ndarray, q: np.ndarray, times: np.ndarray) -> tuple[float, np.ndarray]:
-        """The latest time up to which the solve from ``times[0]`` succeeds, and the state there."""
-        def reach(t: float) -> np.ndarray | None:
+        """The latest time up to which the solve from ``times[0]`` succeeds, and the state there: marching from
+        output time to output time (each piece from the last state reached, as the solve itself steps between
+        output times), then bisecting the interval that fails, each trial from the latest time reached."""
+        def reach(t0: float, y: np.ndarray, t: float) -> np.ndarray | None:
             try:
-                return np.asarray(self.integrator(times[0], [t])(x0=y0, p=q)["xf"]).ravel()
+                return np.asarray(self.integrator(t0, [t])(x0=y, p=q)["xf"]).ravel()
             except RuntimeError:
                 return None
 
         lo, y_lo = float(times[0]), np.asarray(y0, dtype=np.float64)
         for t in times[1:]:  # the last output time that is reached, then bisection up to the next
-            y = reach(float(t))
+            y = reach(lo, y_lo, float(t))
             if y is None:
                 hi = float(t)
                 break
@@ -189,7 +192,7 @@ class StiffSolver:
             mid = 0.5 * (lo + hi)
             if not lo < mid < hi:
                 break
-            y = reach(mid)
+            y = reach(lo, y_lo, mid)
             if y is None:
                 hi = mid
             else:

@@ -179,6 +179,10 @@ class UDEModel(nn.Module):
         self.problem = problem
         self.dtype = DTYPES[cfg.solver.dtype]
         self.n_starts = n_starts
+        #: the seed of each start's parameter draw (:mod:`ude_cli.fitting.multistart`; None: the config's values)
+        self.parameter_seeds: list[int | None] = [cfg.training.seed + k for k in range(n_starts)]
+        #: a line per start whose initial guess could not be solved and was drawn again (multistart)
+        self.redrawn: list[str] = []
         ds = problem.dataset
         n_exp = len(ds.experiments)
         self.parameters_ = ParameterSet(problem.parameters, n_starts, self.dtype, parameter_starts, n_exp)

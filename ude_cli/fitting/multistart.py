@@ -51,22 +51,130 @@ def resolve_starts(problem: Problem, starts: int | str) -> tuple[int, str | None
 
 def starting_values(problem: Problem, n_starts: int, seed: int) -> np.ndarray | None:
     """Starting values ``(n_learned, n_starts)`` of the learned mechanistic parameters (None if none)."""
-    import torch
-
     learned = [p for p in problem.parameters.values() if not p.fixed]
     if not learned or n_starts == 1:
         return None
-    out = np.empty((len(learned), n_starts))
-    for k in range(n_starts):
-        z = np.random.default_rng(seed + k).standard_normal(len(learned)) if k else np.zeros(len(learned))
-        for i, p in enumerate(learned):
-            u = to_unconstrained(p, p.init)
-            if u == p.init and p.lower is None and p.upper is None and not p.positive:  # unconstrained
-                scale = abs(p.init) if p.init != 0 else 0.1
-                out[i, k] = p.init + SPREAD * scale * z[i]
-            else:
-                out[i, k] = float(to_constrained(p, torch.tensor(u + SPREAD * z[i], dtype=torch.float64)))
+    return np.stack([_draw(learned, seed + k, SPREAD) if k else np.array([p.init for p in learned])
+                     for k in range(n_starts)], axis=1)
+
+
+def _draw(learned: list, seed: int, spread: float) -> np.ndarray:
+    """One start's values of the learned parameters: each moved by ``spread * z`` in its unconstrained space,
+    ``z ~ N(0, 1)`` from ``numpy.random.default_rng(seed)`` (relative to its size when it is unconstrained)."""
+    import torch
+
+    z = np.random.default_rng(seed).standard_normal(len(learned))
+    out = np.empty(len(learned))
+    for i, p in enumerate(learned):
+        u = to_unconstrained(p, p.init)
+        if u == p.init and p.lower is None and p.upper is None and not p.positive:  # unconstrained
+            scale = abs(p.init) if p.init != 0 else 0.1
+            out[i] = p.init + spread * scale * z[i]
+        else:
+            out[i] = float(to_constrained(p, torch.tensor(u + spread * z[i], dtype=torch.float64)))
     return out
+
+
+#: fresh draws of a start whose initial guess cannot be solved, then as many again with the spread halved each time
+REDRAWS = 3
+#: the parameter seed of redraw r of start k: seed + k + REDRAW_SEED_STEP * r
+REDRAW_SEED_STEP = 100_003
+
+
+def redraw_unsolvable(model, problem: Problem, seed: int) -> list[str]:
+    """Draw again the starts (after the first) whose initial guess cannot be solved, in place.
+
+    A perturbed start can make the equations blow up (Crauste_CellSystems2017: a pathogen growing past 1e14 in
+    finite time), and one trajectory that cannot be solved fails the whole batch. When the batch's initial
+    guess fails, each start is solved alone; one that fails gets fresh draws (:data:`REDRAWS`, then as many with
+    the spread halved each time, towards the config's values), and failing all of them, the config's values
+    (its own network weights kept). The first start is the config's and is left: if it fails, training says so.
+    Nothing is checked when training begins with collocation (the automatic warm start), which never solves the
+    initial guess and moves every start first.
+    Returns a line per start drawn again; ``model.parameter_seeds`` records each start's draw.
+    """
+    from .train import effective_stages
+
+    learned = [p for p in problem.parameters.values() if not p.fixed]
+    if model.n_starts == 1 or not learned:
+        return []
+    if effective_stages(model, problem.config.training)[0].objective == "collocation":
+        return []  # the first stage matches the data's slopes without solving: the initial guess is never solved
+    if _failure(model) is None:
+        return []
+    notes = []
+    config_values = np.array([p.init for p in learned])
+    for k in range(1, model.n_starts):
+        one = single_start(model, k)
+        why = _failure(one)
+        if why is None:
+            continue
+        for attempt in range(1, 2 * REDRAWS + 1):
+            spread = SPREAD * 0.5 ** max(0, attempt - REDRAWS)
+            draw_seed = seed + k + REDRAW_SEED_STEP * attempt
+            values = _draw(learned, draw_seed, spread)
+            _set_start(one, 0, learned, values)
+            if _failure(one) is None:
+                _set_start(model, k, learned, values)
+                model.parameter_seeds[k] = draw_seed
+                notes.append(f"start {k + 1}: its initial guess cannot be solved ({why}); drawn again (parameter "
+                             f"seed {draw_seed}, spread {spread:g} in unconstrained units)")
+                break
+        else:
+            _set_start(model, k, learned, config_values)
+            model.parameter_seeds[k] = None
+            notes.append(f"start {k + 1}: its initial guess cannot be solved ({why}), nor {2 * REDRAWS} draws "
+                         "again; it starts from the config's values, with its own network weights")
+    return notes
+
+
+def _failure(model) -> str | None:
+    """Why ``model``'s initial guess cannot be solved (None: it can)."""
+    import torch
+
+    from ..engines.torchdiffeq import SolverError
+
+    try:
+        with torch.no_grad():
+            sols = model()
+    except SolverError as exc:
+        return exc.message.split(";")[0]
+    if not all(bool(torch.isfinite(s).all()) for s in sols):
+        return "the states are not finite"
+    return None
+
+
+def _set_start(model, k: int, learned: list, values: np.ndarray) -> None:
+    """Start ``k``'s learned parameters at ``values`` (every experiment's, for a per-experiment parameter)."""
+    import torch
+
+    with torch.no_grad():
+        for p, v in zip(learned, values, strict=True):
+            model.parameters_.raw[p.name][k] = to_unconstrained(p, float(v))
+
+
+def single_start(model, start: int):
+    """A copy of ``model`` holding only start ``start`` (intervals are about the reported fit; a start is checked alone)."""
+    from .model import UDEModel
+
+    one = UDEModel(model.problem, n_starts=1)
+    S = model.n_starts
+    source = model.state_dict()
+    target = one.state_dict()
+    new = {}
+    for key, value in target.items():
+        v = source[key]
+        if v.shape == value.shape:
+            new[key] = v.clone()
+        elif v.ndim == value.ndim and v.shape[0] == S and value.shape[0] == 1 and v.shape[1:] == value.shape[1:]:
+            new[key] = v[start:start + 1].clone()
+        else:
+            raise ValueError(f"cannot take start {start} of {key}: {tuple(v.shape)} vs {tuple(value.shape)}")
+    one.load_state_dict(new)
+    fitted, copy = model.compiled, one.compiled
+    if fitted is not None and copy is not None and fitted.method == "bdf" and copy.method != "bdf":
+        copy.switch_to_stiff(fitted.choice_reason.split(": ", 1)[-1])  # auto chose bdf during the fit: keep it
+    return one
 
 
 def starts_table(problem: Problem, model, losses: np.ndarray):
@@ -81,7 +189,7 @@ def starts_table(problem: Problem, model, losses: np.ndarray):
         for j, (name, spec) in enumerate(problem.networks.items()):
             base = spec.seed if spec.seed is not None else cfg.training.seed + 100 + j
             row[f"seed_{name}"] = base + 1000 * k
-        row["parameter_seed"] = cfg.training.seed + k
+        row["parameter_seed"] = model.parameter_seeds[k]
         for name, p in problem.parameters.items():
             if not p.fixed and not p.per_experiment:
                 row[name] = float(values[name][k])

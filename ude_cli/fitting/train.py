@@ -188,6 +188,8 @@ class _Runner:
         self.stages = effective_stages(model, training)
         self.auto_warm_start = auto_warm_start(model, training)
         self.strategy = strategy_used(model, training, self.auto_warm_start, self.monitor)
+        #: the current stage's first evaluation, (total, data), or its SolverError (see _objective_here)
+        self._start: tuple[torch.Tensor, torch.Tensor] | SolverError | None = None
         self.shooting = self._segments()  # multiple shooting's objective; its segment states are trained too
         if self.shooting is not None:
             self.params.update(self.shooting.states)
@@ -403,8 +405,14 @@ class _Runner:
                     if warm and st.done == 0 and st.before_warm_start is None:
                         st.before_warm_start = self._snapshot()
                     self.monitor.stage_started(st.stage, len(stages), stage, st.done)
+                    self._start = None
                     if st.done == 0:
                         st.stage_start_loss = self._objective_here(stage) if stage.objective != "collocation" else None
+                    if isinstance(self._start, SolverError) and (
+                            st.best_loss is None or not bool(torch.isfinite(st.best_loss).any())):
+                        # the stage's starting point cannot be solved and there is nothing to roll back to: say so
+                        # now (its first step would solve the same point again, to fail the same way)
+                        self._roll_back(st.stage, stage, self._start)
                     if st.done == 0 and stage.optimizer == "lbfgs":
                         self._record_start(st.stage, stage, t_start)
                     self._run_stage(st.stage, stage, t_start)
@@ -443,11 +451,16 @@ class _Runner:
     def _record_start(self, index: int, stage: StageSpec, t_start: float) -> None:
         """The loss where an LBFGS stage starts, so that its history begins there (its rows come a
         chunk of iterations apart; an Adam stage's first row is already its starting loss)."""
-        try:
-            with torch.no_grad():
-                _, data = self.evaluate(self._decay(stage))
-        except SolverError:
-            return  # the stage's first step meets the same failure and reports it
+        if isinstance(self._start, SolverError):
+            return  # the stage's starting point cannot be solved: its first step meets the failure and reports it
+        if self._start is not None:  # the same point's evaluation, by _objective_here
+            data = self._start[1]
+        else:
+            try:
+                with torch.no_grad():
+                    _, data = self.evaluate(self._decay(stage))
+            except SolverError:
+                return  # the stage's first step meets the same failure and reports it
         if not bool(torch.isfinite(data).any()):
             return
         record = {"iteration": self.state.iteration, "stage": index, "optimizer": stage.optimizer,
@@ -459,12 +472,15 @@ class _Runner:
         self.state.records.append(record)
 
     def _objective_here(self, stage: StageSpec) -> float | None:
-        """The stage's objective (data loss plus weight decay) at the current parameters, best start."""
+        """The stage's objective (data loss plus weight decay) at the current parameters, best start. The evaluation
+        (or its failure) is kept for :meth:`_record_start`, at the same point: one solve, not two."""
         try:
             with torch.no_grad():
-                total, _ = self.evaluate(self._decay(stage))
-        except SolverError:
+                total, data = self.evaluate(self._decay(stage))
+        except SolverError as exc:
+            self._start = exc
             return None
+        self._start = (total, data)
         return float(total.min()) if bool(torch.isfinite(total).any()) else None
 
     def _end_at_best(self, index: int, stage: StageSpec) -> None:

@@ -120,30 +120,6 @@ def profiled_noise_names(objective) -> set[str]:
     return out
 
 
-def single_start(model, start: int):
-    """A copy of ``model`` holding only start ``start`` (intervals are about the reported fit)."""
-    from ..fitting.model import UDEModel
-
-    one = UDEModel(model.problem, n_starts=1)
-    S = model.n_starts
-    source = model.state_dict()
-    target = one.state_dict()
-    new = {}
-    for key, value in target.items():
-        v = source[key]
-        if v.shape == value.shape:
-            new[key] = v.clone()
-        elif v.ndim == value.ndim and v.shape[0] == S and value.shape[0] == 1 and v.shape[1:] == value.shape[1:]:
-            new[key] = v[start:start + 1].clone()
-        else:
-            raise ValueError(f"cannot take start {start} of {key}: {tuple(v.shape)} vs {tuple(value.shape)}")
-    one.load_state_dict(new)
-    fitted, copy = model.compiled, one.compiled
-    if fitted is not None and copy is not None and fitted.method == "bdf" and copy.method != "bdf":
-        copy.switch_to_stiff(fitted.choice_reason.split(": ", 1)[-1])  # auto chose bdf during the fit: keep it
-    return one
-
-
 class LikelihoodFunction:
     """``L`` of a single-start model (see the module docstring), its gradient, and how to calibrate it.
 

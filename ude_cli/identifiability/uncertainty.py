@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, did_you_mean
+from ..fitting.multistart import single_start
 from ..problem import Problem, initial_label
-from .function import LikelihoodFunction, Target, final_weight_decay, single_start, targets
+from .function import LikelihoodFunction, Target, final_weight_decay, targets
 from .hessian import DEFAULT_BUDGET, INFLATION_LIMIT, HessianResult, wald_intervals
 from .profile import Profile, ProfileSettings, edge_targets, profile_target
 
