@@ -359,3 +359,9 @@ def test_bad_formula_inputs_and_initial_networks_give_one_line(change, expected,
     assert result.exit_code == 3
     (line,) = error_lines(result)
     assert expected in line
+
+
+def test_fit_of_a_problem_with_priors_says_they_are_not_fitted(tmp_path):
+    result = cli("fit", str(SCIML / "032" / "petab" / "problem.yaml"), "--out", str(tmp_path / "run"), "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "`ude fit` maximises the likelihood without them" in result.output

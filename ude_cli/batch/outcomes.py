@@ -89,6 +89,7 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
     t0 = time.perf_counter()
     warnings: list[str] = []
     stack = contextlib.ExitStack()  # a PEtab problem's translation lives in a temporary folder during the fit
+    notes: list[str] = []
     try:
         cfg = problem = imported = None
         if resume is None:
@@ -97,11 +98,11 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
             else:
                 from ..petab.convert import load_any
 
-                cfg, imported = load_any(config, stack)
+                cfg, imported = load_any(config, stack, notes)
             if profile and cfg.uncertainty.profile is False:
                 cfg = cfg.model_copy(update={"uncertainty": cfg.uncertainty.model_copy(update={"profile": True})})
             problem = resolve(cfg)  # once: the fit below uses it as it is
-            warnings = problem.warnings
+            warnings = [*problem.warnings, *(f"{config}: {n}" for n in notes)]  # a PEtab translation's notes
         monitor = make_monitor(cfg) if make_monitor is not None else None
         target = None if cfg is None else (out if out is not None else default_out(cfg))  # cfg: no resume
         with monitor if monitor is not None else _Null():
