@@ -365,3 +365,30 @@ def test_fit_of_a_problem_with_priors_says_they_are_not_fitted(tmp_path):
     result = cli("fit", str(SCIML / "032" / "petab" / "problem.yaml"), "--out", str(tmp_path / "run"), "--no-plots")
     assert result.exit_code == 0, result.output
     assert "warning:" in result.output and "`ude fit` maximises the likelihood without them" in result.output
+
+
+def test_petab_v1_objective_priors_on_the_linear_and_the_parameter_scale(tmp_path):
+    # Rahman_MBS2016 (PEtab v1, log10-scaled parameters) with objectivePriorType on two rows: the log-prior is
+    # scipy's normal log-density of the value, and of log10 of the value (parameterScaleNormal); the gradient
+    # of the log-posterior differs from the llh's by the prior's derivative
+    import scipy.stats
+
+    shutil.copytree(DATA / "benchmark" / "Rahman_MBS2016", tmp_path / "r")
+    table_path = tmp_path / "r" / "parameters_Rahman_MBS2016.tsv"
+    table = pd.read_csv(table_path, sep="\t", dtype=str, keep_default_na=False)
+    table["objectivePriorType"] = ""
+    table["objectivePriorParameters"] = ""
+    table.loc[0, ["objectivePriorType", "objectivePriorParameters"]] = ["normal", "400;50"]
+    table.loc[1, ["objectivePriorType", "objectivePriorParameters"]] = ["parameterScaleNormal", "-2.5;0.5"]
+    table.to_csv(table_path, sep="\t", index=False)
+    without = run(DATA / "benchmark" / "Rahman_MBS2016" / "Rahman_MBS2016.yaml")
+    result = run(tmp_path / "r" / "Rahman_MBS2016.yaml")
+    a, b = table.loc[0, "parameterId"], table.loc[1, "parameterId"]
+    xa, xb = float(table.loc[0, "nominalValue"]), float(table.loc[1, "nominalValue"])
+    expected = scipy.stats.norm(400, 50).logpdf(xa) + scipy.stats.norm(-2.5, 0.5).logpdf(np.log10(xb))
+    assert result.llh == pytest.approx(without.llh, abs=1e-9)
+    assert result.log_prior == pytest.approx(expected, rel=1e-12)
+    assert result.gradient[a] - without.gradient[a] == pytest.approx(-(xa - 400) / 50**2, rel=1e-6)
+    # d/dx of log N(log10 x; m, s) = -(log10 x - m) / s^2 / (x ln 10)
+    assert result.gradient[b] - without.gradient[b] == pytest.approx(
+        -(np.log10(xb) + 2.5) / 0.25 / (xb * np.log(10)), rel=1e-6)
