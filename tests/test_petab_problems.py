@@ -162,17 +162,18 @@ def test_a_value_outside_a_uniform_prior_has_log_prior_minus_infinity():
 
 def test_the_most_specific_network_prior_wins(tmp_path):
     # 034: net1.parameters ~ normal(0, 1), net1.parameters[layer1].weight ~ normal(0, 2)
-    import torch
-
-    from ude_cli.petab.priors import Prior, log_density
+    import scipy.stats
 
     config = import_problem(SCIML / "034" / "petab" / "problem.yaml", tmp_path / "c034")
-    priors = json.loads((config.parent / "petab.json").read_text())["networks"]["net1"]["priors"]
-    assert priors["weight0"]["parameters"] == [0.0, 2.0] and priors["bias0"]["parameters"] == [0.0, 1.0]
-    assert priors["weight2"]["parameters"] == [0.0, 1.0]
-    # the log-prior: the three uniform(0, 15) priors plus the network's, summed here from the weights
+    cfg = yaml.safe_load(config.read_text())
+    priors = cfg["networks"]["net1"]["priors"]
+    assert priors["weight0"] == {"distribution": "normal", "parameters": [0.0, 2.0], "scale": "lin"}
+    assert priors["bias0"]["parameters"] == [0.0, 1.0] and priors["weight2"]["parameters"] == [0.0, 1.0]
+    assert cfg["model"]["parameters"]["alpha"]["prior"] == {"distribution": "uniform", "parameters": [0.0, 15.0],
+                                                            "scale": "lin"}
+    # the log-prior: the three uniform(0, 15) priors plus the network's, summed here with scipy from the weights
     with np.load(config.parent / "net1.npz") as w:
-        net = sum(float(log_density(Prior.from_json(priors[k]), torch.tensor(w[k]))) for k in priors)
+        net = sum(float(scipy.stats.norm(*priors[k]["parameters"]).logpdf(w[k]).sum()) for k in priors)
     assert run(config).log_prior == pytest.approx(3 * -math.log(15.0) + net, rel=1e-12)
 
 
@@ -361,10 +362,57 @@ def test_bad_formula_inputs_and_initial_networks_give_one_line(change, expected,
     assert expected in line
 
 
-def test_fit_of_a_problem_with_priors_says_they_are_not_fitted(tmp_path):
-    result = cli("fit", str(SCIML / "032" / "petab" / "problem.yaml"), "--out", str(tmp_path / "run"), "--no-plots")
+def test_a_fit_with_priors_maximises_the_log_posterior_and_reports_it(tmp_path):
+    problem = SCIML / "032" / "petab" / "problem.yaml"
+    out = tmp_path / "run"
+    result = cli("fit", str(problem), "--out", str(out), "--no-plots")
     assert result.exit_code == 0, result.output
-    assert "warning:" in result.output and "`ude fit` maximises the likelihood without them" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    reported = metrics["log_prior"]
+    assert reported["log_posterior"] == pytest.approx(-metrics["likelihood"]["nll"] + reported["log_prior"], rel=1e-12)
+    start = run(problem)
+    assert reported["log_posterior"] >= start.log_posterior - 1e-6  # no worse than the start
+    # ude evaluate of the run's kept translation at the fitted values and weights gives the same log-prior
+    fitted = {p["name"]: p["value"] for p in json.loads((out / "params.json").read_text()) if p["kind"] == "parameter"}
+    kept = out / "petab"
+    model = torch_load_weights(out)
+    np.savez(kept / "net1.npz", **model)
+    again = run(kept / "config.yaml", values=fitted)
+    assert again.log_prior == pytest.approx(reported["log_prior"], rel=1e-9)
+    assert again.llh == pytest.approx(-metrics["likelihood"]["nll"], abs=1e-4)
+
+
+def torch_load_weights(run_dir: Path) -> dict[str, np.ndarray]:
+    """The best start's network weights of a run (PyTorch layout), as ude_cli.runs.load rebuilds them."""
+    from ude_cli.runs.load import load_run
+
+    net = load_run(run_dir).model.rhs.networks["net1"]
+    out = {}
+    for k, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+        out[f"weight{k}"], out[f"bias{k}"] = w[0].detach().numpy().T, b[0, 0].detach().numpy()
+    return out
+
+
+def test_a_normal_prior_gives_the_closed_form_map_estimate(tmp_path):
+    # y_i ~ N(theta, s^2) (a constant state started at theta), theta ~ N(m, tau^2): the posterior's maximum is
+    # (sum(y)/s^2 + m/tau^2) / (n/s^2 + 1/tau^2), the likelihood's the mean of y
+    y = np.array([1.3, 0.7, 1.9, 1.1, 1.6, 0.4])
+    s, m, tau = 0.5, 0.0, 0.3
+    pd.DataFrame({"t": np.arange(len(y), dtype=float), "y": y}).to_csv(tmp_path / "d.csv", index=False)
+    config = {"data": {"file": "d.csv", "time": "t"},
+              "model": {"states": ["x"], "equations": {"x": "0*x"}, "initial": {"x": {"formula": "theta"}},
+                        "parameters": {"theta": {"init": 0.5, "prior": {"distribution": "normal",
+                                                                         "parameters": [m, tau]}}}},
+              "observables": {"y": {"formula": "x", "noise": {"distribution": "normal", "sigma": s}}},
+              "training": {"stages": [{"optimizer": "lbfgs", "iterations": 200}]}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = cli("fit", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--no-plots")
+    assert result.exit_code == 0, result.output
+    fitted = {p["name"]: p["value"] for p in json.loads((tmp_path / "run" / "params.json").read_text())}
+    n = len(y)
+    expected = (y.sum() / s**2 + m / tau**2) / (n / s**2 + 1 / tau**2)
+    assert fitted["theta"] == pytest.approx(expected, abs=1e-6)
+    assert abs(expected - y.mean()) > 0.3  # the prior matters here
 
 
 def test_petab_v1_objective_priors_on_the_linear_and_the_parameter_scale(tmp_path):

@@ -134,6 +134,27 @@ class DataSpec(_Strict):
 
 # -- model -------------------------------------------------------------------------------------------
 
+class PriorSpec(_Strict):
+    """A prior distribution of a value: its log-density is a term of the objective, so that a fit maximises
+    the log-posterior (as PEtab's priors ask; `ude import` writes them)."""
+
+    distribution: Literal["normal", "laplace", "log-normal", "log-laplace", "uniform", "cauchy"] = Field(
+        description="normal (mean, sd), laplace (location, scale), log-normal and log-laplace (of log x), "
+                    "uniform (lower, upper), cauchy (location, scale).")
+    parameters: tuple[Finite, Finite] = Field(description="The distribution's two parameters, as listed there.")
+    scale: Literal["lin", "log", "log10"] = Field(
+        "lin", description="The density is of the value (lin) or of its logarithm (log, log10).")
+
+    @model_validator(mode="after")
+    def _defined(self) -> PriorSpec:
+        from .likelihood.prior import check
+
+        why = check(self.distribution, self.parameters)
+        if why is not None:
+            raise ValueError(f"prior {self.distribution} {list(self.parameters)}: {why}")
+        return self
+
+
 class ParameterSpec(_Strict):
     """One mechanistic parameter. A bare number is shorthand for ``{init: number}``."""
 
@@ -149,6 +170,8 @@ class ParameterSpec(_Strict):
     per_experiment: bool | None = Field(
         None, description="One value per experiment (each subject's own clearance, say), all starting at `init`; "
                           "params.csv lists each experiment's value (default: one value shared by all).")
+    prior: PriorSpec | None = Field(
+        None, description="A prior distribution of the value: the fit maximises the log-posterior.")
 
     @model_validator(mode="before")
     @classmethod
@@ -277,6 +300,9 @@ class NetworkSpec(_Strict):
     frozen: list[Annotated[str, Field(pattern=r"^(weight|bias)[0-9]+$")]] = Field(
         default_factory=list, description="Single arrays kept as given by `weights` (the rest is learned): "
                                           "weight0, bias0, weight1, ... (layer 0 is the first).")
+    priors: dict[Annotated[str, Field(pattern=r"^(weight|bias)[0-9]+$")], PriorSpec] = Field(
+        default_factory=dict, description="A prior of every element of an array (weight0, bias0, ...): the fit "
+                                          "maximises the log-posterior.")
 
     @model_validator(mode="after")
     def _fixed_needs_weights(self) -> NetworkSpec:
@@ -284,6 +310,8 @@ class NetworkSpec(_Strict):
             raise ValueError("a fixed network (or frozen arrays) needs its weights: give weights: FILE.npz")
         if self.frozen and max(int(n.removeprefix("weight").removeprefix("bias")) for n in self.frozen) > len(self.hidden):
             raise ValueError(f"frozen: the network has layers 0 to {len(self.hidden)}")
+        if self.priors and max(int(n.removeprefix("weight").removeprefix("bias")) for n in self.priors) > len(self.hidden):
+            raise ValueError(f"priors: the network has layers 0 to {len(self.hidden)}")
         return self
 
 

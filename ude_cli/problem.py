@@ -16,7 +16,7 @@ from typing import cast
 
 import numpy as np
 
-from .config import Config, NetworkSpec, NoiseParameterSpec, NoiseSpec, ParameterSpec
+from .config import Config, NetworkSpec, NoiseParameterSpec, NoiseSpec, ParameterSpec, PriorSpec
 from .data import Dataset, read_dataset, split_validation
 from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean, nearest
 from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression
@@ -36,6 +36,7 @@ class Parameter:
     description: str = ""
     per_experiment: bool = False  # one value per experiment
     role: str = "mechanistic"  # "mechanistic" (in an equation), "observation" (only in observables), "noise"
+    prior: PriorSpec | None = None  # a prior of the value: a term of the objective
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:
@@ -299,7 +300,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         role = "mechanistic" if pname in used or pname not in observed_names else "observation"
         parameters[pname] = Parameter(name=pname, init=float(spec.init), fixed=bool(spec.fixed), lower=lo,
                                       upper=hi, positive=positive, unit=spec.unit, description=desc,
-                                      per_experiment=bool(spec.per_experiment), role=role)
+                                      per_experiment=bool(spec.per_experiment), role=role, prior=spec.prior)
 
     # networks' inputs
     for net, net_spec in networks.items():

@@ -317,12 +317,11 @@ def translate(problem: PetabProblem) -> Translation:
     for pid, entry in info.items():
         p = problem.parameters[pid]
         entry.update({"scale": p.scale, "nominal": p.nominal, "estimate": p.estimate})
-        if p.prior is not None:
-            entry["prior"] = p.prior.to_json()
-    priors = [pid for pid, e in info.items() if "prior" in e] + [n for n, i in net_info.items() if i.get("priors")]
-    if priors:
-        notes.append(f"priors ({', '.join(priors)}): `ude evaluate` reports the log-prior and the log-posterior; "
-                     f"`ude fit` maximises the likelihood without them")
+        if p.prior is not None:  # a term of the objective: the fit maximises the log-posterior
+            if entry["kind"] != "parameter":
+                raise ConfigError(f"parameter {pid}: a prior on a noise parameter is not supported yet",
+                                  where=str(problem.files.parameters))
+            parameters[entry["name"]]["prior"] = p.prior.to_config(p.scale)
 
     # -- data: a row per (experiment, time), a column per observable -------------------------------------------
     filled: dict[tuple[str, float, str], int] = {}
@@ -446,9 +445,11 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str], no
             section[net]["fixed"] = True
         elif frozen:
             section[net]["frozen"] = frozen
+        priors = _array_priors(problem, net, chain.layers, frozen)
+        if priors:
+            section[net]["priors"] = priors
         weights[net] = _weights(problem, chain, notes)
-        info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen,
-                     "priors": _array_priors(problem, net, chain.layers, frozen)}
+        info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen}
     return section, weights, info
 
 
@@ -536,7 +537,7 @@ def _array_priors(problem: PetabProblem, net: str, layers: list[str], frozen: li
                 key = f"{p}{k}"
                 if (layer is None or layer == lid) and (part is None or part == p) and key not in frozen \
                         and (key not in out or out[key][0] <= level):
-                    out[key] = (level, prior.to_json())
+                    out[key] = (level, prior.to_config())
     return {k: v for k, (_, v) in sorted(out.items())}
 
 

@@ -149,7 +149,7 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
               for part, tensor in (("weight", module.weights[k]), ("bias", module.biases[k]))]
     learned = [a for a in arrays if a[3].requires_grad]
     tensors = [*leaves.values(), *(a[3] for a in learned)]
-    prior = _log_prior(mapping, leaves, learned)
+    prior = _log_prior(problem, leaves, learned)
     objective_value = nll if prior is None else nll - prior  # the negative log-posterior with priors
     grads = torch.autograd.grad(objective_value, tensors, allow_unused=True) if tensors else []
     llh = -float(nll.detach())
@@ -188,28 +188,27 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
         method=("log-likelihood with every normalising constant (sum over measurements of log densities), "
                 "from ude's own likelihood of the translated config; gradient by reverse-mode differentiation "
                 "through the ODE solution" + ("" if prior is None else "; the log-prior is the sum of the "
-                                              "parameter table's prior log-densities, and the gradient is of the "
+                                              "priors' log-densities (the parameter table's, in the config), and the gradient is of the "
                                               "log-posterior (llh + log-prior)")))
 
 
-def _log_prior(mapping, leaves: dict, learned: list):
-    """The sum of the priors' log-densities (a torch scalar) of the PEtab problem's parameters and network
-    arrays at their values, or None when it has no prior."""
+def _log_prior(problem, leaves: dict, learned: list):
+    """The sum of the config's priors' log-densities (a torch scalar) at the values evaluated (the leaves)
+    and the learned network arrays, or None when it gives no prior."""
     import torch
 
-    from .priors import Prior, log_density
+    from ..likelihood.prior import log_density
 
-    if mapping is None:
-        return None
     terms = []
-    for entry in mapping["parameters"].values():
-        if "prior" in entry and entry.get("estimate", True) and entry["name"] in leaves:
-            value = leaves[entry["name"]].reshape(-1)[:1] / entry["factor"]
-            terms.append(log_density(Prior.from_json(entry["prior"]), value, entry["scale"]))
+    for name, leaf in leaves.items():
+        p = problem.parameters.get(name)
+        if p is not None and p.prior is not None:
+            terms.append(log_density(p.prior.distribution, p.prior.parameters, leaf.reshape(-1)[:1],
+                                     p.prior.scale).sum())
     for net, k, part, tensor in learned:
-        raw = mapping.get("networks", {}).get(net, {}).get("priors", {}).get(f"{part}{k}")
-        if raw is not None:
-            terms.append(log_density(Prior.from_json(raw), tensor[0]))
+        prior = problem.networks[net].priors.get(f"{part}{k}")
+        if prior is not None:
+            terms.append(log_density(prior.distribution, prior.parameters, tensor[0], prior.scale).sum())
     return torch.stack(terms).sum() if terms else None
 
 

@@ -16,16 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..likelihood.prior import PARAMETERS
 
 #: name -> (number of parameters, what they are): PEtab v2 spellings, and v1's camel case as aliases
-KINDS = {
-    "normal": (2, "mean; standard deviation"),
-    "laplace": (2, "location; scale"),
-    "log-normal": (2, "mean; standard deviation of log(x)"),
-    "log-laplace": (2, "location; scale of log(x)"),
-    "uniform": (2, "lower; upper"),
-    "cauchy": (2, "location; scale"),
-}
+KINDS = {name: (2, what) for name, what in PARAMETERS.items()}
 ALIASES = {"logNormal": "log-normal", "logLaplace": "log-laplace", "lognormal": "log-normal",
            "loglaplace": "log-laplace"}
 #: v1's types on the parameter scale
@@ -46,6 +40,12 @@ class Prior:
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "parameters": list(self.parameters), "on_scale": self.on_scale}
+
+    def to_config(self, scale: str = "lin") -> dict:
+        """As a ``ude`` config's ``prior:`` (``scale``: the parameter's ``parameterScale``, for the
+        ``parameterScale*`` priors)."""
+        return {"distribution": self.kind, "parameters": list(self.parameters),
+                "scale": scale if self.on_scale else "lin"}
 
     @classmethod
     def from_json(cls, raw: dict) -> Prior:
@@ -90,25 +90,9 @@ def read_prior(row, v2: bool) -> Prior | None:
 
 
 def log_density(prior: Prior, x: torch.Tensor, scale: str = "lin") -> torch.Tensor:
-    """The sum over the elements of ``x`` (values on the linear scale) of the prior's log-density."""
-    if prior.on_scale and scale != "lin":
-        x = torch.log(x) if scale == "log" else torch.log10(x)
+    """The sum over the elements of ``x`` (values on the linear scale) of the prior's log-density; ``scale`` is
+    the parameter's ``parameterScale`` (used by the ``parameterScale*`` priors only)."""
+    from ..likelihood.prior import log_density as elementwise
+
     a, b = prior.parameters
-    kind = prior.kind
-    if kind in ("log-normal", "log-laplace"):
-        if bool((x <= 0).any()):
-            return torch.tensor(-math.inf, dtype=x.dtype)
-        z = torch.log(x)
-        jac = -z  # the density of x: that of log(x) divided by x
-    else:
-        z, jac = x, torch.zeros_like(x)
-    if kind in ("normal", "log-normal"):
-        out = -0.5 * ((z - a) / b) ** 2 - math.log(b) - 0.5 * math.log(2 * math.pi) + jac
-    elif kind in ("laplace", "log-laplace"):
-        out = -torch.abs(z - a) / b - math.log(2 * b) + jac
-    elif kind == "cauchy":
-        out = -torch.log1p(((z - a) / b) ** 2) - math.log(math.pi * b)
-    else:  # uniform
-        inside = bool(((x >= a) & (x <= b)).all())
-        out = torch.full_like(x, -math.log(b - a) if inside else -math.inf)
-    return out.sum()
+    return elementwise(prior.kind, (a, b), x, scale if prior.on_scale else "lin").sum()
