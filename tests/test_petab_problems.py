@@ -367,6 +367,7 @@ def test_a_fit_with_priors_maximises_the_log_posterior_and_reports_it(tmp_path):
     out = tmp_path / "run"
     result = cli("fit", str(problem), "--out", str(out), "--no-plots")
     assert result.exit_code == 0, result.output
+    assert "the fit maximised the log-posterior" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     reported = metrics["log_prior"]
     assert reported["log_posterior"] == pytest.approx(-metrics["likelihood"]["nll"] + reported["log_prior"], rel=1e-12)
