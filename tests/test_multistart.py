@@ -67,3 +67,25 @@ def test_with_the_collocation_warm_start_nothing_is_drawn_again(blowup_dir):
     result = api.fit(config(CONFIG.replace("training: {warm_start: none}\n", ""), blowup_dir), n_starts=4)
     assert result.metrics["starts_drawn_again"] == []
     assert list(result.starts.sort_values("start")["parameter_seed"]) == [0, 1, 2, 3]
+
+
+def test_a_line_search_trial_that_blows_up_backs_off(blowup_dir):
+    """LBFGS from r = 0.2: its first line search tries an r beyond 1, where x blows up inside the data. The
+    trial gets a large objective and the line search backs off, within the same LBFGS run: no roll-back (which
+    restarts LBFGS with a 10x smaller learning rate, as it did before), and the fit reaches the maximum."""
+    from ude_cli.progress import SilentMonitor
+
+    class Messages(SilentMonitor):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[str] = []
+
+        def message(self, text):
+            self.seen.append(text)
+
+    text = CONFIG.replace("init: 0.7", "init: 0.2").replace(
+        "training: {warm_start: none}", "training: {warm_start: none, stages: [{optimizer: lbfgs, iterations: 100}]}")
+    monitor = Messages()
+    result = api.fit(config(text, blowup_dir), monitor=monitor)
+    assert not any("rolled back" in m for m in monitor.seen), monitor.seen
+    assert result.values["r"] == pytest.approx(0.798419, rel=1e-5)

@@ -35,6 +35,8 @@ from .refit import (
     Refit,
     TermModel,
     coefficient_name,
+    fitted_values,
+    observe_extrapolations,
     refit,
     replace_terms,
     runs_test,
@@ -237,7 +239,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     reason = unsupported(problem)
     if reason is not None:
         raise ConfigError(f"discovery's refits do not handle {reason} yet", where=problem.config.label,
-                          hint="the fit itself is complete; discover works on configs whose observables are states")
+                          hint="the fit itself is complete; discover replaces the networks of the equations")
     samples = sample_terms(problem, model, settings.samples, start=start)
     objective = DataObjective(problem, noise=(metrics.get("likelihood") or {}).get("noise"))
     libraries = {t: build_library(problem.networks[t[0]].inputs, settings.degree, settings.functions,
@@ -330,6 +332,8 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     }
     if model is not None:
         extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
+    observe_extrapolations(objective, extrapolations, {"recovered": chosen.refit.values, "UDE": fitted_values(model, start),
+                                                       "mechanistic only": mechanistic.refit.values})
     ude = _ude_scores(problem, objective, metrics, predictions)
     evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
     # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
@@ -539,10 +543,9 @@ def _ude_scores(problem: Problem, objective: DataObjective, metrics: Mapping, pr
         for e in problem.dataset.experiments:
             rows = predictions[(predictions["experiment"].astype(str) == str(e.name)) & (predictions["split"] == "train")]
             rows = rows.sort_values("time")
-            for s in problem.dataset.observed:
-                j = problem.states.index(s)
-                obs = rows[f"{s}_observed"].to_numpy(dtype=float)
-                pred = rows[f"{s}_predicted"].to_numpy(dtype=float)
+            for j, o in enumerate(objective.names):  # every observable (a state observed directly by its name)
+                obs = rows[f"{o}_observed"].to_numpy(dtype=float)
+                pred = rows[f"{o}_predicted"].to_numpy(dtype=float)
                 ok = np.isfinite(obs)
                 if ok.any():
                     sequences.append(objective.transform(pred[ok], j) - objective.transform(obs[ok], j))

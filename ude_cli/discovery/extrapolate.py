@@ -85,6 +85,7 @@ class Extrapolation:
         bounded: every solve reached the horizon with finite states inside the bound.
         message: what went wrong, when something did.
         oscillations: per experiment, state -> :class:`Oscillation`.
+        observables: per experiment, each observable given by a formula along the trajectory (name -> ``(T,)``).
     """
 
     name: str
@@ -93,6 +94,7 @@ class Extrapolation:
     bounded: bool
     message: str = ""
     oscillations: list[dict[str, Oscillation]] = field(default_factory=list)
+    observables: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     def summary(self, states: list[str]) -> dict:
         return {"horizon": self.horizon, "bounded": self.bounded, "message": self.message,

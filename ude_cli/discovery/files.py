@@ -71,7 +71,8 @@ def equation_forms(discovery: Discovery) -> dict[str, dict[str, str]]:
     from ..expressions import parse_expression
     from .typeset import derivative_latex, to_latex, to_text, with_values
 
-    values = discovery.chosen.refit.values
+    # a per-experiment parameter keeps its name: it has one value per experiment (the parameter table lists them)
+    values = {n: float(v) for n, v in discovery.chosen.refit.values.items() if np.ndim(v) == 0}
     out = {}
     for s, text in discovery.chosen.equations.items():
         sym = parse_expression(text).to_sympy()
@@ -117,8 +118,9 @@ def equations_markdown(discovery: Discovery) -> str:
     for name, p in discovery.chosen.parameters.items():
         iv = intervals.get(name)
         band = "" if iv is None else ("unbounded" if not np.isfinite(iv.se) else f"[{iv.lower:.4g}, {iv.upper:.4g}]")
-        lines.append(f"| `{name}` | {r.values[name]:.6g} | {band} | {'no (fixed)' if p.fixed else 'yes'} | "
-                     f"{p.description} |")
+        for label, value in _parameter_values(discovery, name):  # one row per experiment for a per-experiment one
+            lines.append(f"| `{label}` | {value:.6g} | {band} | {'no (fixed)' if p.fixed else 'yes'} | "
+                         f"{p.description} |")
     if intervals:
         from .stability import INTERVAL_METHOD
 
@@ -170,6 +172,16 @@ def _oscillation_text(ext, states) -> str:
 
     text = late_time_text({s: ext.oscillations[0][s].as_dict() for s in states})
     return f"; late time: {text}" if text else ""
+
+
+def _parameter_values(discovery: Discovery, name: str) -> list[tuple[str, float]]:
+    """``(label, value)`` of a refitted parameter: itself, or ``name[experiment]`` for each experiment (as
+    ``params.csv`` lists a per-experiment parameter)."""
+    value = discovery.chosen.refit.values[name]
+    if np.ndim(value) == 0:
+        return [(name, float(value))]
+    return [(f"{name}[{e.name}]", float(v)) for e, v in zip(discovery.problem.dataset.experiments,
+                                                           np.asarray(value), strict=True)]
 
 
 def _initial_value(discovery: Discovery, label: str) -> float:
@@ -225,10 +237,11 @@ def recovered_config(discovery: Discovery, directory: Path) -> dict:
     m = raw["model"]
     m.update(builtin=None, states=list(problem.states), equations={s: f["text"] for s, f in forms.items()},
              corrections={})
+    # a per-experiment parameter stays one (a config gives it one starting value: the experiments' median)
     m["parameters"] = {
-        name: {"init": float(values[name]), "fixed": p.fixed,
+        name: {"init": float(np.median(values[name])), "fixed": p.fixed,
                "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None) else None,
-               "positive": p.positive, "unit": p.unit}
+               "positive": p.positive, "unit": p.unit, **({"per_experiment": True} if p.per_experiment else {})}
         for name, p in discovery.chosen.parameters.items()}
     m["constants"] = {c: ({"column": v} if isinstance(v, str) else v) for c, v in problem.constants.items()}
     initial = dict(m.get("initial") or {})
@@ -292,7 +305,9 @@ def recovered_intervals(discovery: Discovery, directory: Path, log: Callable[[st
         names = list(learned_names(problem))
         if not names:
             return {"note": "no intervals: the recovered model fits no value"}
-        unc = assess(problem, UDEModel(problem), 0, profile=names)
+        model = UDEModel(problem)
+        _set_per_experiment_values(model, discovery.chosen.refit.values)  # a config gives them one start only
+        unc = assess(problem, model, 0, profile=names)
     except (UdeError, SolverError) as exc:
         return {"note": f"no intervals: {exc}"}
     out = unc.to_json()
@@ -301,6 +316,20 @@ def recovered_intervals(discovery: Discovery, directory: Path, log: Callable[[st
     return {"level": out["level"], "intervals": out["intervals"], "notes": out["notes"],
             "not_identifiable": out["not_identifiable"], "method": "profile likelihood on recovered.yaml at the "
                                                                   "refitted values (ude fit --profile's machinery)"}
+
+
+def _set_per_experiment_values(model, values) -> None:
+    """Each experiment's refitted value of every learned per-experiment parameter, into ``model``."""
+    import torch
+
+    from ..fitting.parameters import to_unconstrained
+
+    params = model.parameters_
+    with torch.no_grad():
+        for name, raw in params.raw.items():
+            if name in params.per_experiment and name in values and np.ndim(values[name]) == 1:
+                u = [to_unconstrained(params.specs[name], float(v)) for v in values[name]]
+                raw.copy_(torch.tensor(u, dtype=raw.dtype).expand_as(raw))
 
 
 # -- discovery.json and the CSVs --------------------------------------------------------------------
@@ -405,11 +434,18 @@ def _candidate_record(cand, experiments, states, brief: bool = False) -> dict:
            "success": r.success, "message": r.message, "evaluations": r.evaluations}
     if brief:
         return rec
-    rec.update(equations=cand.equations, parameters={n: r.values[n] for n in cand.parameters},
+    rec.update(equations=cand.equations, parameters={n: _json_value(r.values[n], experiments) for n in cand.parameters},
                fitted=r.free, train_mse=r.train_mse, validation_mse=r.validation_mse,
                runs_test={"z": r.runs_z, "p": r.runs_p},
                initial={e: {s: float(r.initial[b, j]) for j, s in enumerate(states)} for b, e in enumerate(experiments)})
     return rec
+
+
+def _json_value(value, experiments) -> float | dict[str, float]:
+    """A parameter's value for ``discovery.json``: a number, or experiment -> value for a per-experiment one."""
+    if np.ndim(value) == 0:
+        return float(value)
+    return {str(e): float(v) for e, v in zip(experiments, np.asarray(value), strict=True)}
 
 
 def _finite(x: float) -> float | None:
@@ -442,10 +478,12 @@ def extrapolation_frame(discovery: Discovery) -> pd.DataFrame:
     problem = discovery.problem
     frames = []
     for name, ext in discovery.extrapolations.items():
-        for e, (t, y) in zip(problem.dataset.experiments, ext.trajectories, strict=False):
+        for b, (e, (t, y)) in enumerate(zip(problem.dataset.experiments, ext.trajectories, strict=False)):
             d = {"model": name, "experiment": e.name, "time": t}
             for j, s in enumerate(problem.states):
                 d[s] = y[:, j]
+            if b < len(ext.observables):  # the observables given by a formula
+                d.update(ext.observables[b])
             frames.append(pd.DataFrame(d))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..plots import COLORS, STYLE, label_time_axis, save_figure, state_label, title_text
+from ..plots import COLORS, STYLE, label_time_axis, observable_label, save_figure, state_label, title_text
 from .extrapolate import runaway_bound
 
 #: Line styles of the models, shared by every figure.
@@ -108,7 +108,8 @@ def _near_data(v: np.ndarray, data: list[np.ndarray], factor: float = 3.0) -> bo
 
 
 def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, title: str):
-    """Data and the models' trajectories per state, over the data window or to the horizon.
+    """Data and the models' trajectories per state (and per observable given by a formula, with its data),
+    over the data window or to the horizon.
 
     The y axis is set by the data and the models that stay near them; a model that leaves the
     axes says where in its legend entry.
@@ -119,11 +120,13 @@ def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, tit
     frame = extrapolation[extrapolation["time"] <= end + 1e-9] if until_data else extrapolation
     models = [m for m in MODEL_STYLES if m in set(frame["model"])]
     multi = len(ds.experiments) > 1
+    # (column in the frame, its data per experiment, axis label): the states, then the observables given by a formula
+    panels = [(s, [e.values[:, j] for e in ds.experiments], state_label(problem, s)) for j, s in enumerate(problem.states)]
+    panels += [(o, [e.observations[:, k] for e in ds.experiments], observable_label(problem, o))
+               for k, o in enumerate(ds.observables) if o not in problem.states and o in frame.columns]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(problem.states), 1, figsize=(8.0, max(2.6, 2.3 * len(problem.states))),
-                                 sharex=True, squeeze=False)
-        for j, (ax, s) in enumerate(zip(axes[:, 0], problem.states, strict=True)):
-            data = [e.values[:, j] for e in ds.experiments]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(8.0, max(2.6, 2.3 * len(panels))), sharex=True, squeeze=False)
+        for j, (ax, (s, data, ylabel)) in enumerate(zip(axes[:, 0], panels, strict=True)):
             curves = {m: frame[frame["model"] == m][s].to_numpy(float) for m in models}
             # the recovered model sets the axes when it stays finite (its cycles may go beyond the data's
             # range: that is what the figure is for); the others only when they stay near the data
@@ -136,7 +139,7 @@ def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, tit
                 label = leaving_label(m, t, y, lo, hi, bound=runaway_bound(problem))
                 ax.plot(t, np.clip(y, lo - (hi - lo), hi + (hi - lo)), label=label, **MODEL_STYLES[m])
             for b, e in enumerate(ds.experiments):
-                obs = e.values[:, j]
+                obs = data[b]
                 ok = np.isfinite(obs)
                 if not ok.any():
                     continue
@@ -149,7 +152,7 @@ def models_figure(problem, extrapolation: pd.DataFrame, *, until_data: bool, tit
                 ax.axvspan(min(float(e.t[0]) for e in ds.experiments), end, color="0.93", zorder=0,
                            label="data window" if j == 0 else None)
             ax.set_ylim(lo, hi)
-            ax.set_ylabel(state_label(problem, s))
+            ax.set_ylabel(ylabel)
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         label_time_axis(axes[-1, 0], problem)
         fig.suptitle(title_text(title), fontsize=11)

@@ -6,9 +6,13 @@ replaced by a sum of library terms with new coefficients) to the *data*, and to 
 mechanistic-only model (every learned term set to 0) beside it. A handful of parameters and a
 stiff-capable solver (LSODA) make this much faster than training through torch.
 
-The objective is the fit's own loss (:mod:`ude_cli.likelihood.objective`): the mean of squared errors over the
-observed cells of the training window, optionally divided by each state's spread or on log
-scale, so that its numbers compare with the UDE's ``metrics.json``.
+The objective is the fit's own (:mod:`ude_cli.likelihood.objective`), on the fit's whole statistical model: the
+observables are computed from the states by the fit's observation model (formulas included, with their
+observation parameters refitted), a per-experiment parameter has one value per experiment in the refit's vector,
+an initial value given by a formula is computed from the parameters at every solve; the observed cells of the
+training window are compared by the fit's loss (mean squared error, optionally divided by each observable's
+spread or on log scale) or its noise model's negative log-likelihood (noise parameters held at the fit's
+estimates), so that its numbers compare with the UDE's ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import ast
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -138,6 +143,12 @@ class _TooManyCalls(Exception):
     pass
 
 
+def experiment_constants(problem: Problem) -> list[dict[str, float]]:
+    """Per experiment: every constant's value (a number, or the experiment's value of its column)."""
+    return [{c: float(e.covariates[v]) if isinstance(v, str) else float(v) for c, v in problem.constants.items()}
+            for e in problem.dataset.experiments]
+
+
 class OdeSystem:
     """The problem's equations (without networks) as a numpy right-hand side, one solve per
     experiment with its own initial state, start time and constants.
@@ -158,16 +169,22 @@ class OdeSystem:
         self.states = list(problem.states)
         self.equations = dict(equations if equations is not None else problem.equations)
         self.parameters = dict(parameters if parameters is not None else problem.parameters)
+        #: parameters with one value per experiment: their values are arrays whose last axis is the experiment
+        self.per_experiment = {n for n, p in self.parameters.items() if p.per_experiment}
         self._functions = [self.equations[s].compile("numpy") for s in self.states]
         ds = problem.dataset
         self.experiments = ds.experiments
-        self.constants = []
-        for e in ds.experiments:
-            self.constants.append({c: float(e.covariates[v]) if isinstance(v, str) else float(v)
-                                   for c, v in problem.constants.items()})
+        self.constants = experiment_constants(problem)
         self.t0 = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
+        #: states whose initial value is a formula of the parameters and constants: (index, compiled formula)
+        self._initial_formulas = []
+        for j, s in enumerate(self.states):
+            formula = problem.initial[s].expression
+            if problem.initial[s].source == "formula" and formula is not None:
+                self._initial_formulas.append((j, formula.compile("numpy")))
         self.initial = self._initial_states()
         finite = np.concatenate([np.abs(e.values[np.isfinite(e.values)]) for e in ds.experiments] or [np.ones(1)])
+        finite = np.concatenate([finite, *(np.abs(e.observations[np.isfinite(e.observations)]) for e in ds.experiments)])
         scale = max(float(finite.max()) if finite.size else 1.0, *(abs(float(v)) for v in self.initial.ravel()), 1e-12)
         self.bound = BLOWUP_FACTOR * scale
 
@@ -181,16 +198,55 @@ class OdeSystem:
                     y0[b, j] = e.values[0, j]
                 elif spec.source == "value":
                     y0[b, j] = spec.value
-                else:
-                    assert spec.column is not None  # source "column"
+                elif spec.source == "column":
+                    assert spec.column is not None
                     y0[b, j] = e.covariates[spec.column]
-        return y0
+        return self.with_formulas(self.values(), y0)
 
-    def values(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-        """Parameter values: the parameters' ``init``, replaced by ``overrides``."""
-        out = {n: p.init for n, p in self.parameters.items()}
-        out.update(overrides or {})
+    def values(self, overrides: Mapping[str, float | np.ndarray] | None = None) -> dict[str, float | np.ndarray]:
+        """Parameter values: the parameters' ``init`` (an array over the experiments for a per-experiment one),
+        replaced by ``overrides``."""
+        n = len(self.experiments)
+        out: dict[str, float | np.ndarray] = {
+            name: np.full(n, float(p.init)) if name in self.per_experiment else p.init
+            for name, p in self.parameters.items()}
+        for name, v in (overrides or {}).items():
+            out[name] = self.experiment_array(name, v) if name in self.per_experiment else v
         return out
+
+    def experiment_array(self, name: str, value) -> np.ndarray:
+        """A per-experiment parameter's values ``(B,)`` from an array, a number (every experiment) or a mapping
+        experiment name -> value (as ``discovery.json`` writes them)."""
+        if isinstance(value, Mapping):
+            return np.array([float(value[str(e.name)]) for e in self.experiments])
+        return np.broadcast_to(np.asarray(value, dtype=float), (len(self.experiments),)).copy()
+
+    def environment(self, b: int, values: Mapping[str, float | np.ndarray]) -> dict:
+        """The names an expression of experiment ``b`` reads: its constants, ``t0`` and the parameter values
+        (a per-experiment one's value for ``b``; a batch ``(P, B)`` gives ``(P,)``)."""
+        env: dict = dict(self.constants[b])
+        env["t0"] = self.t0[b]
+        for name, v in values.items():
+            if name in self.per_experiment:
+                if isinstance(v, Mapping):
+                    v = v[str(self.experiments[b].name)]
+                a = np.asarray(v, dtype=float)
+                env[name] = a[..., b] if a.ndim else a
+            else:
+                env[name] = np.asarray(v, dtype=float) if isinstance(v, np.ndarray) else float(v)
+        return env
+
+    def with_formulas(self, values: Mapping[str, float | np.ndarray], y0: np.ndarray) -> np.ndarray:
+        """Initial states ``(B, n)`` with the states given by a formula computed from ``values``."""
+        y0 = np.array(y0, dtype=float)
+        if not self._initial_formulas:
+            return y0
+        for b in range(len(self.experiments)):
+            env = self.environment(b, values)
+            for j, f in self._initial_formulas:
+                with np.errstate(all="ignore"):
+                    y0[b, j] = float(np.asarray(f(env), dtype=float))
+        return y0
 
     def rates(self, t: float, y: np.ndarray, env: dict) -> np.ndarray:
         """``dy/dt`` for states ``y`` of shape ``(n,)`` or ``(n, P)``."""
@@ -202,7 +258,7 @@ class OdeSystem:
             out[j] = f(env)  # a constant rate broadcasts
         return out
 
-    def simulate(self, b: int, values: Mapping[str, float], times: np.ndarray, y0: np.ndarray | None = None,
+    def simulate(self, b: int, values: Mapping[str, float | np.ndarray], times: np.ndarray, y0: np.ndarray | None = None,
                  t0: float | None = None, bound: float | None = None) -> Simulation:
         """Solve experiment ``b`` from ``t0`` (default: its start) and return the states at ``times``.
 
@@ -219,7 +275,9 @@ class OdeSystem:
             the rows not reached are NaN and ``ok`` is false.
         """
         y0 = self.initial[b] if y0 is None else np.asarray(y0, dtype=float)
-        sim = self.simulate_many(b, {k: np.array([v], dtype=float) for k, v in values.items()}, times, y0[None, :],
+        batch = {k: (self.experiment_array(k, v) if k in self.per_experiment else np.asarray(v, dtype=float))[None, ...]
+                 for k, v in values.items()}
+        sim = self.simulate_many(b, batch, times, y0[None, :],
                                  t0=t0, bound=bound)
         assert sim.oks is not None and sim.messages is not None  # simulate_many gives them
         return Simulation(sim.t, sim.y[:, 0, :], bool(sim.oks[0]), sim.messages[0])
@@ -229,7 +287,7 @@ class OdeSystem:
         """Solve experiment ``b`` for ``P`` parameter sets at once.
 
         Arguments:
-            values: parameter values by name, each an array ``(P,)``.
+            values: parameter values by name, each an array ``(P,)`` (``(P, B)`` for a per-experiment one).
             y0: initial states ``(P, n)``.
             (the others as in :meth:`simulate`)
 
@@ -244,7 +302,17 @@ class OdeSystem:
         y0 = np.asarray(y0, dtype=float)
         n_sets, n = y0.shape
         bound = self.bound if bound is None else bound
-        env = {**self.constants[b], **{k: np.asarray(v, dtype=float) for k, v in values.items()}}
+        env = self.environment(b, values)
+        if self._initial_formulas:  # computed from the parameters, whatever y0 says
+            y0 = y0.copy()
+            with np.errstate(all="ignore"):
+                for j, formula in self._initial_formulas:
+                    y0[:, j] = np.broadcast_to(np.asarray(formula(env), dtype=float), (n_sets,))
+            if not np.isfinite(y0).all():
+                oks = np.isfinite(y0).all(axis=1)
+                msg = "an initial value given by a formula is not finite"
+                return Simulation(times, np.full((len(times), n_sets, n), np.nan), bool(oks.all()), msg, oks,
+                                  ["" if ok else msg for ok in oks])
         out = np.full((len(times), n_sets, n), np.nan)
         at_start = times <= t0
         out[at_start] = y0
@@ -308,16 +376,13 @@ class OdeSystem:
 # -- the objective --------------------------------------------------------------------------------
 
 def unsupported(problem: Problem) -> str | None:
-    """What the numpy refits cannot do yet (None: they can refit this problem)."""
-    formulas = [o.name for o in problem.observables.values() if o.state is None]
-    if formulas:
-        return f"observables given by a formula ({', '.join(formulas)})"
-    per_experiment = [p.name for p in problem.parameters.values() if p.per_experiment]
-    if per_experiment:
-        return f"per-experiment parameters ({', '.join(per_experiment)})"
-    initial = [s for s, i in problem.initial.items() if i.source == "formula"]
-    if initial:
-        return f"initial values given by a formula ({', '.join(initial)})"
+    """What the numpy refits cannot do (None: they can refit this problem): observables that read a network
+    (discovery replaces the networks of the equations, not of the observables)."""
+    nets = set(problem.networks)
+    using = [o.name for o in problem.observables.values()
+             if o.state is None and ({n for n, _ in o.expression.network_refs} | (o.expression.names & nets))]
+    if using:
+        return f"observables that use a network ({', '.join(using)})"
     return None
 
 
@@ -325,54 +390,132 @@ class DataObjective:
     """The fit's objective against the data (:class:`ude_cli.likelihood.objective.Objective`), for numpy
     predictions of the states ``(n, n_states)`` per experiment.
 
-    Without a noise model: the weighted residuals of the squared-error loss. With one: the noise parameters
-    are held at the fit's estimates (``noise``), and each observed cell's residual is its deviance residual
-    ``sign(y - mu) * sqrt(2 (nll(y | mu) - nll*))`` (``nll*`` the cell's smallest NLL over ``mu``), so that the
-    least-squares refit minimises the same negative log-likelihood, computed by the same noise models, and
+    The states are mapped to the observables by the fit's own observation model
+    (:class:`ude_cli.likelihood.observation.ObservationModel`, evaluated in torch float64, at the parameter values
+    given: observation and per-experiment parameters included); a directly observed state is its column, with no
+    arithmetic. Without a noise model: the weighted residuals of the squared-error loss. With one: the noise
+    parameters are held at the fit's estimates (``noise``), and each observed cell's residual is its deviance
+    residual ``sign(y - mu) * sqrt(2 (nll(y | mu) - nll*))`` (``nll*`` the cell's smallest NLL over ``mu``), so
+    that the least-squares refit minimises the same negative log-likelihood, computed by the same noise models, and
     :meth:`loss` is the fit's objective (the NLL per observation).
 
     Arguments:
-        problem: the resolved problem (data, loss settings, noise model, validation window).
+        problem: the resolved problem (data, observables, loss settings, noise model, validation window).
         noise: noise parameter name -> value (default: each one's starting value).
     """
 
     def __init__(self, problem: Problem, noise: Mapping[str, float] | None = None):
+        reason = unsupported(problem)
+        if reason is not None:
+            raise ValueError(f"the numpy refits do not handle {reason}")
         spec = problem.config.training.loss
+        self.problem = problem
         self.log = bool(spec.log)
         ds = problem.dataset
-        _, std = ds.state_stats()
+        self.names = list(ds.observables)
+        _, std = ds.observable_stats()
         self.weights = 1.0 / std if spec.scale == "std" else np.ones_like(std)
         self.floor = 1e-9 * np.maximum(std, 1e-300)
         self.experiments = ds.experiments
         self.spread = std
         self.likelihood = problem.likelihood
+        observables = [problem.observables[n] for n in self.names]
+        self.state_index = [problem.states.index(o.state) if o.state is not None else None for o in observables]
+        self.direct = all(j is not None for j in self.state_index)
+        self._index = np.array([j if j is not None else 0 for j in self.state_index], dtype=int)
+        self._observation = None
+        self._uses: set[str] = set()
+        if not self.direct:
+            from ..likelihood.observation import ObservationModel
+
+            self._observation = ObservationModel(problem)
+            self._uses = set().union(*[o.expression.names for o in observables if o.state is None])
+        self.constants = experiment_constants(problem)
+        self.per_experiment = {n for n, p in problem.parameters.items() if p.per_experiment}
+        n = len(self.experiments)
+        #: the values the observables are computed at when none are given: each parameter's ``init``
+        self.defaults: dict[str, float | np.ndarray] = {
+            name: np.full(n, p.init) if p.per_experiment else p.init for name, p in problem.parameters.items()}
         if self.likelihood:
             self._noise_setup(problem, dict(noise or {}))
 
     def _noise_setup(self, problem: Problem, noise: dict[str, float]) -> None:
         from ..likelihood.noise import noise_model
 
-        reason = unsupported(problem)
-        if reason is not None:  # resolved problems with formulas are refused by the caller first
-            raise ValueError(reason)
-        self.models: list = [None] * len(problem.states)
-        self.noise_values: list[dict[str, float]] = [{} for _ in problem.states]
-        for o in problem.observables.values():
-            assert o.state is not None and o.noise is not None  # a state (unsupported() refuses formulas), noisy
-            j = problem.states.index(o.state)
-            self.models[j] = noise_model(o.noise.distribution, o.noise.error)
-            self.noise_values[j] = {role: float(noise.get(name, problem.noise_parameters[name].init))
-                                    for role, name in o.noise_parameters.items()}
-        self.saturated = [self._saturated(e.values) for e in self.experiments]
+        self.models: list = [None] * len(self.names)
+        self.noise_values: list[dict[str, float]] = [{} for _ in self.names]
+        for k, name in enumerate(self.names):
+            o = problem.observables[name]
+            assert o.noise is not None  # with a likelihood, every observable has a noise model
+            self.models[k] = noise_model(o.noise.distribution, o.noise.error)
+            self.noise_values[k] = {role: self._noise_value(problem, p, noise) for role, p in o.noise_parameters.items()}
+        self.saturated = [self._saturated(e.observations) for e in self.experiments]
 
+    def _noise_value(self, problem: Problem, name: str, noise: Mapping[str, float]) -> float:
+        """The fit's estimate (``noise``), else the starting value, else (a noise formula) its value at the
+        parameters' starting values."""
+        if name in noise:
+            return float(noise[name])
+        if name in problem.noise_parameters:
+            return float(problem.noise_parameters[name].init)
+        env = {**self.constants[0], **{n: p.init for n, p in problem.parameters.items()}}
+        return float(problem.noise_formulas[name].compile("numpy")(env))
+
+    # -- predictions of the observables ---------------------------------------------------------------
+    def observe(self, b: int, states: np.ndarray, values: Mapping[str, float | np.ndarray] | None = None,
+                times: np.ndarray | None = None) -> np.ndarray:
+        """The observables ``(T, P, n_observables)`` of experiment ``b`` from states ``(T, P, n_states)`` of ``P``
+        parameter sets at ``values`` (name -> a number or ``(P,)``; a per-experiment one ``(B,)`` or
+        ``(P, B)``; default: :attr:`defaults`), at ``times`` (default: the experiment's observation times)."""
+        if self.direct:
+            return states[..., self._index]
+        import torch
+
+        assert self._observation is not None  # not direct: the observation model is built
+        n_t, n_sets, _ = states.shape
+        source = self.defaults if values is None else values
+        params = {}
+        for name in self._uses:
+            if name not in source:
+                continue
+            v = source[name]
+            a = np.asarray([v[str(self.experiments[b].name)]] if isinstance(v, Mapping) else v, dtype=float)
+            if name in self.per_experiment and a.ndim:
+                a = a[..., b]
+            params[name] = torch.as_tensor(np.broadcast_to(a, (n_sets,)).copy(), dtype=torch.float64)[:, None]
+        solution = torch.as_tensor(np.ascontiguousarray(states), dtype=torch.float64)[:, :, None, :]
+        t = self.experiments[b].t if times is None else times
+        with torch.no_grad():
+            out = self._observation.predict(solution, torch.as_tensor(t, dtype=torch.float64), params,
+                                            dict(self.constants[b]), None)
+        return out[:, :, 0, :].numpy()
+
+    def curves(self, trajectories: Sequence[tuple[np.ndarray, np.ndarray]],
+               values: Mapping[str, float | np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Per experiment: each observable given by a formula along a trajectory ``(t, y (T, n_states))`` at
+        ``values`` (name -> ``(T,)``; none for directly observed states, whose curve is the state's)."""
+        names = [(k, o) for k, (o, j) in enumerate(zip(self.names, self.state_index, strict=True)) if j is None]
+        if not names:
+            return [{} for _ in trajectories]
+        out = []
+        for b, (t, y) in enumerate(trajectories):
+            with np.errstate(all="ignore"):
+                pred = self.observe(b, np.asarray(y, dtype=float)[:, None, :], values, times=np.asarray(t, dtype=float))
+            out.append({o: pred[:, 0, k] for k, o in names})
+        return out
+
+    def observed(self, predictions: Sequence[np.ndarray],
+                 values: Mapping[str, float | np.ndarray] | None = None) -> list[np.ndarray]:
+        """Per experiment: the observables ``(T, n_observables)`` from the states ``(T, n_states)`` at ``values``."""
+        return [self.observe(b, np.asarray(p)[:, None, :], values)[:, 0, :] for b, p in enumerate(predictions)]
+
+    # -- the likelihood -----------------------------------------------------------------------------
     def _cell_nll(self, y: np.ndarray, mu: np.ndarray) -> np.ndarray:
-        """Per cell ``(..., n)``: the noise models' NLL (NaN for an unobserved state)."""
+        """Per cell ``(..., n_observables)``: the noise models' NLL."""
         import torch
 
         out = np.full(np.broadcast(y, mu).shape, np.nan)
         for j, model in enumerate(self.models):
-            if model is None:
-                continue
             m = mu[..., j]
             if model.positive:
                 m = np.maximum(m, self.floor[j])
@@ -389,7 +532,7 @@ class DataObjective:
         y = np.where(np.isfinite(values), values, 1.0)
         best = self._cell_nll(y, y)
         for j, model in enumerate(self.models):
-            if model is None or model.name != "normal" or model.error == "constant":
+            if model.name != "normal" or model.error == "constant":
                 continue
             yj = np.where(y[:, j] != 0, y[:, j], self.floor[j])
 
@@ -407,40 +550,56 @@ class DataObjective:
             best[:, j] = np.minimum(best[:, j], f((lo + hi) / 2))
         return best
 
-    def transform(self, y: np.ndarray, state: int | None = None) -> np.ndarray:
+    def transform(self, y: np.ndarray, column: int | None = None) -> np.ndarray:
         """Values as the loss compares them (logarithms with a floor for a log loss); ``y`` is
-        ``(..., n)``, or the values of state ``state`` alone."""
+        ``(..., n_observables)``, or the values of observable ``column`` alone."""
         if self.log:
-            floor = self.floor if state is None else self.floor[state]
+            floor = self.floor if column is None else self.floor[column]
             with np.errstate(all="ignore"):
                 return np.log(np.maximum(y, floor))
         return y
 
     def mask(self, b: int, split: str) -> np.ndarray:
+        """The observed cells ``(T, n_observables)`` of experiment ``b`` in ``split``."""
         e = self.experiments[b]
         rows = e.train if split == "train" else ~e.train
-        return np.isfinite(e.values) & rows[:, None]
+        return np.isfinite(e.observations) & rows[:, None]
 
-    def residuals(self, predictions: Sequence[np.ndarray], split: str = "train") -> np.ndarray:
-        """Weighted (or deviance) residuals at the observed cells of ``split`` (a penalty where a solve failed)."""
+    def residuals_observed(self, observed: Sequence[np.ndarray], split: str = "train") -> np.ndarray:
+        """Weighted (or deviance) residuals ``(P, m)`` at the observed cells of ``split`` of observable predictions
+        ``(T, P, n_observables)`` per experiment (a penalty where a solve failed)."""
         parts = []
-        for b, pred in enumerate(predictions):
+        n_sets = observed[0].shape[1] if observed else 1
+        for b, pred in enumerate(observed):
             e = self.experiments[b]
             m = self.mask(b, split)
+            y = np.where(np.isfinite(e.observations), e.observations, 1.0)[:, None, :]
             if self.likelihood:
-                y = np.where(np.isfinite(e.values), e.values, 1.0)
                 with np.errstate(all="ignore"):
-                    excess = np.maximum(self._cell_nll(y, pred) - self.saturated[b], 0.0)
+                    excess = np.maximum(self._cell_nll(y, pred) - self.saturated[b][:, None, :], 0.0)
                     r = np.where(y >= pred, 1.0, -1.0) * np.sqrt(2.0 * excess)  # sign(0) would drop the excess
                 r = np.where(np.isfinite(r), r, PENALTY)
-                parts.append(r[m])
-                continue
-            obs = self.transform(np.where(np.isfinite(e.values), e.values, 1.0))
-            r = (self.transform(pred) - obs) * self.weights
-            penalty = PENALTY * (1.0 if self.log else self.spread * self.weights)
-            r = np.where(np.isfinite(r), r, np.broadcast_to(penalty, r.shape))
-            parts.append(r[m])
-        return np.concatenate(parts) if parts else np.zeros(0)
+            else:
+                with np.errstate(all="ignore"):
+                    r = (self.transform(pred) - self.transform(y)) * self.weights
+                penalty = PENALTY * (1.0 if self.log else self.spread * self.weights)
+                r = np.where(np.isfinite(r), r, np.broadcast_to(penalty, r.shape))
+            parts.append(r.transpose(1, 0, 2)[:, m])
+        # C order, as one set's residuals stacked: the optimiser's linear algebra rounds by the memory layout
+        return np.ascontiguousarray(np.concatenate(parts, axis=1)) if parts else np.zeros((n_sets, 0))
+
+    def residuals(self, predictions: Sequence[np.ndarray], split: str = "train",
+                  values: Mapping[str, float | np.ndarray] | None = None) -> np.ndarray:
+        """Weighted (or deviance) residuals at the observed cells of ``split`` of state predictions ``(T, n_states)``
+        per experiment, the observables computed at ``values`` (default: :attr:`defaults`)."""
+        observed = [self.observe(b, np.asarray(p)[:, None, :], values) for b, p in enumerate(predictions)]
+        return self.residuals_observed(observed, split)[0]
+
+    def residuals_many(self, predictions: Sequence[np.ndarray], values: Mapping[str, np.ndarray],
+                       split: str = "train") -> np.ndarray:
+        """:meth:`residuals` of ``P`` parameter sets at once: states ``(T, P, n_states)`` per experiment, values
+        name -> ``(P,)`` (``(P, B)`` per experiment); ``(P, m)``."""
+        return self.residuals_observed([self.observe(b, p, values) for b, p in enumerate(predictions)], split)
 
     def constant(self, split: str) -> float:
         """With a noise model: the sum of the observed cells' smallest NLLs (NLL = sum(r^2)/2 + this)."""
@@ -456,6 +615,11 @@ class DataObjective:
         if self.likelihood:
             return float((0.5 * np.sum(residuals * residuals) + self.constant(split)) / residuals.size)
         return float(np.mean(residuals * residuals))
+
+    def nll_of(self, residuals: np.ndarray, split: str = "train") -> float:
+        """The negative log-likelihood, normalising constants included, from this split's residuals (with a noise
+        model; as :meth:`ude_cli.likelihood.objective.Objective.nll`)."""
+        return float(0.5 * np.sum(residuals * residuals) + self.constant(split))
 
     def criterion(self, residuals: np.ndarray, k: int) -> float:
         """BIC of a refit from its training residuals: ``2 NLL + k log n`` with a noise model (its parameters
@@ -476,7 +640,7 @@ class DataObjective:
         return np.concatenate(out) if out else np.zeros(0, dtype=int)
 
     def cell_states(self, split: str = "train") -> np.ndarray:
-        """For each residual of ``split``: the index of its state (with :meth:`cell_groups`, the sequences in
+        """For each residual of ``split``: the index of its observable (with :meth:`cell_groups`, the sequences in
         time order that the runs test reads)."""
         parts = [np.nonzero(self.mask(b, split))[1] for b in range(len(self.experiments))]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=int)
@@ -496,24 +660,46 @@ class DataObjective:
     def count(self, split: str) -> int:
         return int(sum(self.mask(b, split).sum() for b in range(len(self.experiments))))
 
-    def loss(self, predictions: Sequence[np.ndarray], split: str = "train") -> float | None:
-        r = self.residuals(predictions, split)
+    def loss(self, predictions: Sequence[np.ndarray], split: str = "train",
+             values: Mapping[str, float | np.ndarray] | None = None) -> float | None:
+        r = self.residuals(predictions, split, values)
         return self.loss_of(r, split) if r.size else None
 
-    def mse_per_state(self, predictions: Sequence[np.ndarray], split: str, states: Sequence[str]) -> dict | None:
-        """Plain MSE in data units per observed state (None without observations in ``split``)."""
-        sq = np.zeros(len(states))
-        cnt = np.zeros(len(states))
-        for b, pred in enumerate(predictions):
+    def mse_per_observable(self, observed: Sequence[np.ndarray], split: str) -> dict | None:
+        """Plain MSE in data units per observable (None without observations in ``split``), from the observable
+        predictions ``(T, n_observables)`` per experiment."""
+        sq = np.zeros(len(self.names))
+        cnt = np.zeros(len(self.names))
+        for b, pred in enumerate(observed):
             e = self.experiments[b]
             m = self.mask(b, split)
             with np.errstate(all="ignore"):
-                d2 = np.where(m, (pred - np.where(np.isfinite(e.values), e.values, 0.0)) ** 2, 0.0)
+                d2 = np.where(m, (pred - np.where(np.isfinite(e.observations), e.observations, 0.0)) ** 2, 0.0)
             sq += np.where(np.isfinite(d2), d2, np.inf).sum(axis=0)
             cnt += m.sum(axis=0)
         if cnt.sum() == 0:
             return None
-        return {s: float(sq[j] / cnt[j]) for j, s in enumerate(states) if cnt[j] > 0}
+        return {o: float(sq[j] / cnt[j]) for j, o in enumerate(self.names) if cnt[j] > 0}
+
+
+def fitted_values(model, start: int) -> dict | None:
+    """The fitted model's parameter values in the refits' layout (a per-experiment one ``(B,)``), or None."""
+    if model is None or not hasattr(model, "parameter_values"):
+        return getattr(model, "values", None)  # a stand-in with its values (tests)
+    return {n: (v[start] if v.ndim == 2 else float(v[start])) for n, v in model.parameter_values().items()}
+
+
+def observe_extrapolations(objective: DataObjective, extrapolations: Mapping,
+                           values: Mapping[str, Mapping | None]) -> None:
+    """Each model's observables given by a formula along its extrapolated trajectories
+    (:class:`~ude_cli.discovery.extrapolate.Extrapolation`, name -> it), at that model's values (for the figures)."""
+    for name, ext in extrapolations.items():
+        given = values.get(name)
+        if given is not None and ext.trajectories:
+            try:
+                ext.observables = objective.curves(ext.trajectories, given)
+            except KeyError:  # a value the formula needs is not known for this model
+                ext.observables = []
 
 
 def runs_test(sequences: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -548,11 +734,13 @@ class Refit:
     """A model fitted to the data by ODE least squares.
 
     Attributes:
-        values: every parameter's value (fixed ones included), by name.
-        initial: initial state per experiment ``(B, n)``.
-        free: names of the fitted values (parameters, then ``state(t0)[experiment]``).
+        values: every parameter's value (fixed ones included), by name; a per-experiment parameter's is an
+            array over the experiments ``(B,)``.
+        initial: initial state per experiment ``(B, n)`` (a state given by a formula: its value at ``values``).
+        free: names of the fitted values (parameters, ``name[experiment]`` for each experiment's value of a
+            per-experiment one as in ``params.csv``, then ``state(t0)[experiment]``).
         train_loss, validation_loss: the loss (as the fit's ``metrics.json``) per window.
-        train_mse, validation_mse: plain MSE in data units per observed state.
+        train_mse, validation_mse: plain MSE in data units per observable.
         bic: ``n log(train_loss) + k log n`` over the ``n`` training cells and ``k`` fitted values.
         n_train: training cells.
         success: every solve succeeded and the optimiser converged to finite values.
@@ -561,7 +749,7 @@ class Refit:
         evaluations: residual evaluations used.
     """
 
-    values: dict[str, float]
+    values: dict[str, Any]  # a number, or an array over the experiments for a per-experiment parameter
     initial: np.ndarray
     free: list[str]
     train_loss: float
@@ -601,7 +789,7 @@ def _inside(x: float, lo: float, hi: float) -> float:
     return float(np.clip(x, lo + 1e-6 * width, hi - 1e-6 * width)) if np.isfinite(lo) or np.isfinite(hi) else x
 
 
-def predict_all(system: OdeSystem, values: Mapping[str, float], initial: np.ndarray) -> tuple[list[np.ndarray], str]:
+def predict_all(system: OdeSystem, values: Mapping[str, float | np.ndarray], initial: np.ndarray) -> tuple[list[np.ndarray], str]:
     """Every experiment at its observation times; the first failure message (or "")."""
     preds, message = [], ""
     for b, e in enumerate(system.experiments):
@@ -612,7 +800,7 @@ def predict_all(system: OdeSystem, values: Mapping[str, float], initial: np.ndar
     return preds, message
 
 
-def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float] | None = None,
+def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float | np.ndarray] | None = None,
           initial: np.ndarray | None = None, max_evaluations: int = 200) -> Refit:
     """Fit the learned parameters (and learned initial states) of ``system`` to the data.
 
@@ -634,13 +822,22 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
 
     values = system.values(start)
     y0 = np.array(system.initial if initial is None else initial, dtype=float)
-    free: list[tuple[str, tuple[int, int] | None]] = []
+    # each fitted value: (label, parameter name ("" for an initial state), experiment or None, (experiment, state)
+    # or None)
+    free: list[tuple[str, str, int | None, tuple[int, int] | None]] = []
     x0, lower, upper = [], [], []
     for name, p in system.parameters.items():
         if p.fixed:
             continue
         lo, hi = _bounds(p)
-        free.append((name, None))
+        if name in system.per_experiment:
+            for b, e in enumerate(system.experiments):
+                free.append((f"{name}[{e.name}]", name, b, None))
+                x0.append(_inside(float(np.asarray(values[name])[b]), lo, hi))
+                lower.append(lo)
+                upper.append(hi)
+            continue
+        free.append((name, name, None, None))
         x0.append(_inside(float(values[name]), lo, hi))
         lower.append(lo)
         upper.append(hi)
@@ -652,40 +849,44 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
         for b, e in enumerate(system.experiments):
             lo = 0.0 if spec.positive else -np.inf
             label = initial_label(s, e.name, len(system.experiments))
-            free.append((label, (b, j)))
+            free.append((label, "", None, (b, j)))
             x0.append(_inside(float(y0[b, j]), lo, np.inf))
             lower.append(lo)
             upper.append(np.inf)
     lower_a, upper_a = np.array(lower, dtype=float), np.array(upper, dtype=float)
 
     def unpack(x):
-        vals = dict(values)
+        vals: dict[str, Any] = {n: (np.array(v, dtype=float) if n in system.per_experiment else v)
+                                for n, v in values.items()}
         init = y0.copy()
-        for (name, where), v in zip(free, x, strict=True):
-            if where is None:
-                vals[name] = float(v)
-            else:
+        for (_, name, b, where), v in zip(free, x, strict=True):
+            if where is not None:
                 init[where] = float(v)
-        return vals, init
+            elif b is not None:
+                vals[name][b] = float(v)
+            else:
+                vals[name] = float(v)
+        return vals, system.with_formulas(vals, init)
 
     evaluations = [0]
 
     def batch_residuals(xs: np.ndarray) -> np.ndarray:
         """Residuals of each row of ``xs`` ``(P, k)``: ``(P, m)``."""
         evaluations[0] += len(xs)
-        vals = {n: np.full(len(xs), float(v)) for n, v in values.items()}
-        inits = np.repeat(y0[None, :, :], len(xs), axis=0)  # (P, B, n)
-        for i, (name, where) in enumerate(free):
-            if where is None:
-                vals[name] = xs[:, i].astype(float)
-            else:
+        n_sets = len(xs)
+        vals: dict[str, np.ndarray] = {  # (P,), or (P, B) per experiment
+            n: (np.repeat(np.asarray(v, dtype=float)[None, :], n_sets, axis=0) if n in system.per_experiment
+                else np.full(n_sets, float(v))) for n, v in values.items()}
+        inits = np.repeat(y0[None, :, :], n_sets, axis=0)  # (P, B, n)
+        for i, (_, name, b, where) in enumerate(free):
+            if where is not None:
                 inits[:, where[0], where[1]] = xs[:, i]
-        per_set: list[list[np.ndarray]] = [[] for _ in range(len(xs))]
-        for b, e in enumerate(system.experiments):
-            sim = system.simulate_many(b, vals, e.t, inits[:, b, :])
-            for p in range(len(xs)):
-                per_set[p].append(sim.y[:, p, :])
-        return np.stack([objective.residuals(preds, "train") for preds in per_set])
+            elif b is not None:
+                vals[name][:, b] = xs[:, i]
+            else:
+                vals[name] = xs[:, i].astype(float)
+        preds = [system.simulate_many(b, vals, e.t, inits[:, b, :]).y for b, e in enumerate(system.experiments)]
+        return objective.residuals_many(preds, vals, "train")
 
     def fun(x):
         return batch_residuals(np.asarray(x, dtype=float)[None, :])[0]
@@ -715,7 +916,7 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
     else:
         x = np.array([])
     vals, init = unpack(x)
-    fitted = score(system, objective, vals, init, [name for name, _ in free], evaluations[0],
+    fitted = score(system, objective, vals, init, [label for label, *_ in free], evaluations[0],
                    converged=converged, message=message)
     if jacobian is None and not free:
         jacobian = np.zeros((fitted.n_train, 0))
@@ -724,25 +925,30 @@ def refit(system: OdeSystem, objective: DataObjective, start: Mapping[str, float
     return fitted
 
 
-def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, float], initial: np.ndarray,
+def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, float | np.ndarray], initial: np.ndarray,
           free: Sequence[str] = (), evaluations: int = 0, converged: bool = True, message: str = "") -> Refit:
     """Scores of given values on the training and validation windows (no fitting)."""
+    initial = system.with_formulas(values, initial)
     preds, failure = predict_all(system, values, initial)
-    train = objective.residuals(preds, "train")
+    observed = [o[:, None, :] for o in objective.observed(preds, values)]
+    train = objective.residuals_observed(observed, "train")[0]
     train_loss = objective.loss_of(train, "train")
-    ok = not failure and converged and all(math.isfinite(v) for v in values.values())
+    ok = not failure and converged and all(np.isfinite(np.asarray(v, dtype=float)).all() for v in values.values())
     sequences: list[np.ndarray] = []
-    for b, pred in enumerate(preds):
+    for b, pred in enumerate(observed):
         e = system.experiments[b]
-        obs = objective.transform(np.where(np.isfinite(e.values), e.values, 1.0))
-        r = objective.transform(pred) - obs
+        obs = objective.transform(np.where(np.isfinite(e.observations), e.observations, 1.0))
+        with np.errstate(all="ignore"):
+            r = objective.transform(pred[:, 0, :]) - obs
         m = objective.mask(b, "train")
         sequences.extend(r[m[:, j], j] for j in range(r.shape[1]) if m[:, j].any())
     z, p = runs_test(sequences)
     bic = objective.criterion(train, len(free)) if failure == "" else float("inf")
+    validation = objective.residuals_observed(observed, "validation")[0]
+    flat = [o[:, 0, :] for o in observed]
     return Refit(values=dict(values), initial=np.array(initial), free=list(free), train_loss=train_loss,
-                 validation_loss=objective.loss(preds, "validation"),
-                 train_mse=objective.mse_per_state(preds, "train", system.states),
-                 validation_mse=objective.mse_per_state(preds, "validation", system.states),
+                 validation_loss=objective.loss_of(validation, "validation") if validation.size else None,
+                 train_mse=objective.mse_per_observable(flat, "train"),
+                 validation_mse=objective.mse_per_observable(flat, "validation"),
                  bic=bic, n_train=int(train.size), success=ok, message=failure or message, runs_z=z, runs_p=p,
                  evaluations=evaluations, residuals=train)

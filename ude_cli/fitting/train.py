@@ -624,7 +624,14 @@ class _Runner:
 
         def closure():
             self.flat.zero_grad()
-            total, data = self.evaluate(wd)
+            try:
+                total, data = self.evaluate(wd)
+            except SolverError:
+                if not objectives:  # the chunk's first evaluation is the point LBFGS stands on: a real failure
+                    raise
+                # a trial point of the line search that cannot be solved (the step ran into a blow-up): an
+                # objective far above the start's, with no gradient, so that the line search backs off
+                return torch.tensor(objectives[0] + TRIAL_PENALTY * (1.0 + abs(objectives[0])), dtype=self.model.dtype)
             value = self._check(data, False)
             evals.append(value)
             objectives.append(float(total.detach().sum()))
@@ -697,6 +704,11 @@ class _Runner:
         from .blowup import explain
 
         return explain(self.model, what)
+
+
+#: the objective an LBFGS line search sees at a trial point that cannot be solved: this many times the start's
+#: above it (finite: an infinite value would make its cubic interpolation NaN)
+TRIAL_PENALTY = 1e6
 
 
 def _adam(params: list, lr: float) -> torch.optim.Optimizer:

@@ -295,7 +295,8 @@ def _discovery_section(discovery: Mapping, directory: Path, parameters=None) -> 
         return "" if iv is None else (f"[{_num(iv['lower'])}, {_num(iv['upper'])}]" if iv["se"] is not None
                                       else "unbounded")
 
-    rows = [[f"<code>{_e(n)}</code>", _num(v, 6), band(n)] for n, v in chosen["parameters"].items()]
+    rows = [[f"<code>{_e(label)}</code>", _num(x, 6), band(n)] for n, v in chosen["parameters"].items()
+            for label, x in (((f"{n}[{e}]", x) for e, x in v.items()) if isinstance(v, dict) else [(n, v)])]
     for e, states in chosen["initial"].items():
         for s, v in states.items():
             label = f"{s}(t0)" if len(chosen["initial"]) == 1 else f"{s}(t0)[{e}]"
