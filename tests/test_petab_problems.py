@@ -441,3 +441,11 @@ def test_petab_v1_objective_priors_on_the_linear_and_the_parameter_scale(tmp_pat
     # d/dx of log N(log10 x; m, s) = -(log10 x - m) / s^2 / (x ln 10)
     assert result.gradient[b] - without.gradient[b] == pytest.approx(
         -(np.log10(xb) + 2.5) / 0.25 / (xb * np.log(10)), rel=1e-6)
+
+
+def test_check_of_a_problem_with_formula_inputs_runs_the_structural_check():
+    # the structural check treats a formula input (S/N) as the names it uses (it crashed with KeyError 'S/N')
+    result = cli("check", str(DANDEKAR / "train_Dandekar_Patterns2020.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "ok (4 states, 3 parameters, 1 network; 1 experiment, 64 training time points)" in result.output
+    assert "structural check: beta" in result.output
