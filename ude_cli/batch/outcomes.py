@@ -96,7 +96,7 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
             if isinstance(config, Config):
                 cfg = config
             else:
-                from ..petab.convert import load_any
+                from ..sources import load_any
 
                 cfg, imported = load_any(config, stack, notes)
             if profile and cfg.uncertainty.profile is False:

@@ -31,7 +31,7 @@ def check_command(
     records = []
     import contextlib
 
-    from ..petab.convert import load_any
+    from ..sources import load_any
 
     for path in configs:  # every config is checked; the exit code is that of the first failure
         try:

@@ -672,21 +672,3 @@ def _json_default(x):
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(type(x).__name__)
-
-
-def load_any(path: str | Path, stack, notes: list[str] | None = None) -> tuple[Any, Path | None]:
-    """``(config, imported folder or None)`` of ``path``: a ``ude`` config, or a PEtab problem YAML translated
-    (as :func:`import_problem` does) into a temporary folder that lives as long as ``stack`` (a
-    :class:`contextlib.ExitStack`): what ``ude fit PROBLEM.yaml`` and ``ude check PROBLEM.yaml`` read. The
-    translation's notes are appended to ``notes``."""
-    import tempfile
-
-    from ..config import load_config
-    from .evaluate import is_petab
-
-    path = Path(path)
-    if not is_petab(path):  # (a missing or unreadable file: read_yaml's error, as for any config)
-        return load_config(path), None
-    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ude-petab-"))) / "import"
-    config = import_problem(path, folder, notes=notes)
-    return load_config(config), folder

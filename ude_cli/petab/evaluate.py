@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from ..sources import is_petab
 
 #: Tolerances of an evaluation (tighter ones in the config are kept).
 RTOL = 1e-10
@@ -59,15 +60,6 @@ class Evaluation:
                 "simulations": self.simulations.to_dict(orient="records"), "solver": self.solver,
                 "gradient_networks": self.gradient_networks, "log_prior": self.log_prior,
                 "log_posterior": self.log_posterior, "seconds": round(self.seconds, 4), "method": self.method}
-
-
-def is_petab(path: str | Path) -> bool:
-    """Whether ``path`` is a PEtab problem YAML (it has ``format_version`` and names a parameter file)."""
-    from ..config import read_yaml
-
-    raw = read_yaml(Path(path))
-    return isinstance(raw, dict) and "format_version" in raw and any(
-        k in raw for k in ("parameter_file", "parameter_files", "problems"))
 
 
 def _load(source: str | Path):
