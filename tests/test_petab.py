@@ -326,27 +326,6 @@ def test_sciml_import_writes_a_network_with_the_suites_weights(tmp_path):
     assert run(config).llh == pytest.approx(run(SCIML / "001" / "petab" / "problem.yaml").llh, abs=1e-9)
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("mixed", "one activation between all layers is supported (found tanh, relu)"),
-])
-def test_sciml_cases_out_of_reach_are_refused_in_one_line(case, expected, tmp_path):
-    if case == "mixed":  # case 001 with relu after the second layer
-        import shutil
-
-        shutil.copytree(SCIML / "001", tmp_path / "mixed")
-        net = tmp_path / "mixed" / "petab" / "net1.yaml"
-        text = net.read_text()
-        at = text.index("target: tanh", text.index("name: tanh_1"))
-        net.write_text(text[:at] + "target: relu" + text[at + len("target: tanh"):])
-        folder = tmp_path / "mixed"
-    else:
-        folder = SCIML / case
-    result = cli("evaluate", str(folder / "petab" / "problem.yaml"))
-    assert result.exit_code == 3
-    (line,) = error_lines(result)
-    assert expected in line
-
-
 # -- fitting an imported problem ---------------------------------------------------------------------------------
 
 @pytest.mark.slow

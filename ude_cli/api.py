@@ -52,7 +52,10 @@ def check(config: Config | str | Path) -> Problem:
                 f"the states are not finite (experiments starting at t = {model.groups[k].t0:g})")
             raise FitError(f"simulating the initial guess: {what}", where=cfg.label,
                            hint="check the initial parameter values and initial states")
-    note = model.stiffness_note()
+    from .config import reason_not_compiled
+
+    # (a network the compiled engine cannot build -- a network YAML's graph -- is not probed for stiffness)
+    note = None if reason_not_compiled("auto", False, cfg.networks) is not None else model.stiffness_note()
     if note:
         problem.warnings.append(f"{cfg.label}: solver.method: {note}")
     from .identifiability.structural import structural_check, warning_lines

@@ -8,6 +8,8 @@ columns, names used in equations) and reads the data.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,8 +44,13 @@ COMPILED_METHODS = ("euler", "midpoint", "rk4", "dopri5", "bdf", "auto")
 ACTIVATIONS = ("tanh", "relu", "gelu", "softplus", "rbf", "sigmoid", "silu")
 
 
-def reason_not_compiled(method: str, adjoint: bool) -> str | None:
-    """Why a solve with these settings goes to torchdiffeq instead of the compiled engine (None: it does not)."""
+def reason_not_compiled(method: str, adjoint: bool, networks: Mapping[str, NetworkSpec] | None = None) -> str | None:
+    """Why a solve with these settings (and networks) goes to torchdiffeq instead of the compiled engine
+    (None: it does not)."""
+    graphs = [(name, spec.file) for name, spec in (networks or {}).items() if spec.file is not None]
+    if graphs:
+        return (f"network {graphs[0][0]} is a network YAML's graph ({graphs[0][1]}), which only torchdiffeq "
+                f"evaluates (the compiled engine compiles chains of fully connected layers: hidden/activation)")
     if adjoint:
         return "adjoint gradients were asked for (solver.adjoint: true)"
     if method not in COMPILED_METHODS:
@@ -297,19 +304,47 @@ class NetworkSpec(_Strict):
                           "weight0, bias0, weight1, ... per layer in PyTorch's layout (weight: (out, in)), as "
                           "`ude import` writes a PEtab SciML network's.")
     fixed: bool = Field(False, description="Keep the weights as given by `weights` instead of learning them.")
-    frozen: list[Annotated[str, Field(pattern=r"^(weight|bias)[0-9]+$")]] = Field(
+    frozen: list[Annotated[str, Field(pattern=r"^((weight|bias)[0-9]+|[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)$")]] = Field(
         default_factory=list, description="Single arrays kept as given by `weights` (the rest is learned): "
-                                          "weight0, bias0, weight1, ... (layer 0 is the first).")
+                                          "weight0, bias0, weight1, ... (layer 0 is the first); LAYER.ARRAY "
+                                          "(layer1.weight) for a `file` network.")
+    file: Path_ | None = Field(
+        None, description="A PEtab SciML network YAML (layers and a forward graph, relative to the config) "
+                          "instead of hidden/activation: any layer and operation of docs/petab.md, evaluated point "
+                          "by point; solved by torchdiffeq. Its `weights` name arrays LAYER.ARRAY (PyTorch layout), "
+                          "without weights PyTorch's initialisation from the seed.")
+    arguments: list[Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]]] | None = Field(
+        None, description="A `file` network's inputs (placeholders), in order: how many of `inputs` each takes, or "
+                          "its shape ([3, 10, 10]: the next 300 inputs as an array, PyTorch's layout) (default: one "
+                          "vector of all of them).")
     priors: dict[Annotated[str, Field(pattern=r"^(weight|bias)[0-9]+$")], PriorSpec] = Field(
-        default_factory=dict, description="A prior of every element of an array (weight0, bias0, ...): the fit "
-                                          "maximises the log-posterior.")
+        default_factory=dict, description="A prior of every element of an array (weight0, bias0, ...; an MLP "
+                                          "network's): the fit maximises the log-posterior.")
 
     @model_validator(mode="after")
     def _fixed_needs_weights(self) -> NetworkSpec:
         if (self.fixed or self.frozen) and self.weights is None:
             raise ValueError("a fixed network (or frozen arrays) needs its weights: give weights: FILE.npz")
-        if self.frozen and max(int(n.removeprefix("weight").removeprefix("bias")) for n in self.frozen) > len(self.hidden):
+        numbered = [n for n in self.frozen if "." not in n]
+        if self.file is None and len(numbered) < len(self.frozen):
+            raise ValueError("frozen: LAYER.ARRAY names are for a `file` network; this one's are weight0, bias0, ...")
+        if self.file is not None:  # (a resolved config, every default written out, gives them as defaults)
+            given = sorted(n for n in {"hidden", "activation", "final_scale"} & self.model_fields_set
+                           if getattr(self, n) != type(self).model_fields[n].get_default(call_default_factory=True))
+            if given:
+                raise ValueError(f"a `file` network's layers are its file's: {', '.join(given)} cannot be given")
+            if numbered:
+                raise ValueError(f"frozen: {numbered[0]}: a `file` network's arrays are named LAYER.ARRAY "
+                                 f"(layer1.weight)")
+        elif self.arguments is not None:
+            raise ValueError("arguments: only for a `file` network")
+        taken = sum(math.prod(a) if isinstance(a, list) else a for a in self.arguments or [])
+        if self.arguments is not None and taken != len(self.inputs):
+            raise ValueError(f"arguments {self.arguments} take {taken} inputs; inputs has {len(self.inputs)}")
+        if numbered and max(int(n.removeprefix("weight").removeprefix("bias")) for n in numbered) > len(self.hidden):
             raise ValueError(f"frozen: the network has layers 0 to {len(self.hidden)}")
+        if self.priors and self.file is not None:
+            raise ValueError("priors: only for a network of hidden layers (not a `file` network) yet")
         if self.priors and max(int(n.removeprefix("weight").removeprefix("bias")) for n in self.priors) > len(self.hidden):
             raise ValueError(f"priors: the network has layers 0 to {len(self.hidden)}")
         return self
@@ -708,6 +743,15 @@ class Config(_Strict):
         if has_noise and (loss.log or loss.scale != "none"):
             raise ValueError("give either training.loss (squared errors) or noise models (a likelihood), "
                              "not both: with a noise model the objective is its negative log-likelihood")
+        return self
+
+    @model_validator(mode="after")
+    def _compiled_networks(self) -> Config:
+        if self.solver.engine == "compiled" or self.solver.method in STIFF_METHODS:
+            reason = reason_not_compiled(self.solver.method, self.solver.adjoint, self.networks)
+            if reason is not None:
+                what = "engine: compiled" if self.solver.engine == "compiled" else f"method: {self.solver.method}"
+                raise ValueError(f"solver.{what} needs the compiled engine, which cannot be used here: {reason}")
         return self
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -201,11 +201,17 @@ class UDEModel(nn.Module):
         self.initial = InitialStates(problem.states, problem.initial, first,
                                      [e.covariates for e in ds.experiments], n_starts, self.dtype,
                                      parameters=self.parameters_, constants=constants, t0=starts)
-        networks = {}
+        networks: dict[str, Any] = {}  # MLPs, and graphs (ude_cli.petab.network.batched)
         for k, (name, spec) in enumerate(problem.networks.items()):
             base_seed = spec.seed if spec.seed is not None else cfg.training.seed + 100 + k
             seeds = [base_seed + 1000 * s for s in range(n_starts)]
             shift, scale, out_scale = network_scaling(problem, name)
+            if spec.file is not None:  # a network YAML's graph (PEtab SciML): point by point, on torchdiffeq
+                from ..petab.network.batched import from_spec
+
+                networks[name] = from_spec(spec, cfg.base_dir, seeds, shift, scale, out_scale, self.dtype,
+                                           f"{cfg.label}: networks.{name}")
+                continue
             networks[name] = MLP(len(spec.inputs), spec.outputs, spec.hidden, spec.activation, seeds,
                                  spec.final_scale, shift, scale, out_scale, self.dtype)
             if spec.weights is not None:
@@ -233,7 +239,8 @@ class UDEModel(nn.Module):
     def _choose_engine(self) -> str:
         """'compiled' or 'torchdiffeq' (``solver.engine``; 'auto': compiled where it can and is the faster)."""
         solver = self.problem.config.solver
-        if solver.engine == "torchdiffeq" or reason_not_compiled(solver.method, solver.adjoint) is not None:
+        if solver.engine == "torchdiffeq" or reason_not_compiled(solver.method, solver.adjoint,
+                                                                 self.problem.networks) is not None:
             return "torchdiffeq"
         from ..engines.compiled import CompiledEngine, clearly_too_large, worth_compiling
 
@@ -366,10 +373,13 @@ class UDEModel(nn.Module):
         method = self.settings.method
         if method == "auto" and self.engine == "compiled":  # a copy that has not solved since
             return {"solver_method": "auto", "solver_method_reason": "solver.method: auto: not solved yet"}
+        solver = self.problem.config.solver
+        why = reason_not_compiled(solver.method, solver.adjoint, self.problem.networks)
+        engine = {"solver_engine_reason": f"torchdiffeq: {why}"} if why is not None else {}
         if method == "auto":
             return {"solver_method": "dopri5", "solver_method_reason": "solver.method: auto in torchdiffeq, which "
-                    "has no stiff method: dopri5 (the compiled engine switches to bdf where stiff)"}
-        return {"solver_method": method, "solver_method_reason": f"solver.method: {method}"}
+                    "has no stiff method: dopri5 (the compiled engine switches to bdf where stiff)", **engine}
+        return {"solver_method": method, "solver_method_reason": f"solver.method: {method}", **engine}
 
     def native_status(self) -> dict:
         """``native_code`` (bool) and ``native_code_note`` for the compiled engine (:mod:`ude_cli.engines.native`);
@@ -416,9 +426,8 @@ class UDEModel(nn.Module):
     def weight_penalty(self) -> torch.Tensor:
         """Sum of squared network weights per start ``(S,)`` (0 without networks)."""
         total = torch.zeros(self.n_starts, dtype=self.dtype)
-        for net in self.rhs.networks.values():
-            assert isinstance(net, MLP)
-            total = total + net.weight_penalty()
+        for net in self.rhs.networks.values():  # MLPs and graphs (ude_cli.petab.network.batched) alike
+            total = total + cast(MLP, net).weight_penalty()
         return total
 
     def dense(self, n_points: int = 400, until: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:

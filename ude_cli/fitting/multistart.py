@@ -31,6 +31,11 @@ def fitted_values(problem: Problem) -> int:
     """Learned mechanistic parameters plus network weights and biases."""
     n = sum(not p.fixed for p in problem.parameters.values())
     for spec in problem.networks.values():
+        if spec.file is not None:  # a network YAML's graph: its arrays
+            from ..petab.network import read_graph
+
+            n += sum(p.numel() for p in read_graph(problem.config.base_dir / spec.file).parameters())
+            continue
         sizes = [len(spec.inputs), *spec.hidden, spec.outputs]
         n += sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
     return n

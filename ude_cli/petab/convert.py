@@ -363,7 +363,7 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str], no
     """PEtab SciML networks in the right-hand side as ``ude`` networks: (config section, weights, PEtab layer
     ids and whether estimated). A model parameter that a network output replaces is substituted by ``NET[i]``
     in ``substitute``."""
-    from .sciml import parse_entity, read_network
+    from .sciml import import_network, parse_entity
 
     files = problem.files
     if not files.networks:
@@ -377,6 +377,7 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str], no
     section, weights, info = {}, {}, {}
     sets_initial: set[str] = set()
     inputs: dict[str, dict[tuple[int, int], str]] = {net: {} for net in files.networks}
+    shapes: dict[str, dict[int, tuple[int, ...]]] = {net: {} for net in files.networks}  # an array argument's
     for pid, (net, kind, arg, index) in entities.items():  # an output's id in an observable formula: NET[i]
         if kind == "outputs" and arg == 0 and index is not None and net in files.networks:
             substitute[sp.Symbol(pid)] = sp.Symbol(f"{net}[{index}]")
@@ -400,6 +401,9 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str], no
                 for k in range(size):
                     column = f"{target}_{k}"
                     inputs[net][(arg, k if index is None else index)] = names.setdefault(column, safe_name(column))
+                shape = problem.array_shapes.get(target, (size,))
+                if index is None and len(shape) > 1:  # an image: the argument's values reshaped (row-major)
+                    shapes[net][arg] = tuple(shape)
                 continue
             if index is None:
                 raise ConfigError(f"network input {target}: a whole argument is supported from an array file only",
@@ -432,24 +436,25 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str], no
         if net in sets_initial and (states or any(not i.isidentifier() for i in inputs[net].values())):
             raise ConfigError(f"network {net} sets an initial value: its inputs must be parameters or constants, "
                               f"not states or formulas", where=str(files.hybridizations[0]))
-        chain = read_network(path, net)
-        frozen = _frozen(problem, net, chain.layers)
-        order = [inputs[net][key] for key in sorted(inputs[net])]
-        if len(order) != chain.sizes[0]:
-            raise ConfigError(f"network {net} takes {chain.sizes[0]} inputs; the hybridization table sets "
-                              f"{len(order)}", where=str(files.hybridizations[0]) if files.hybridizations else str(path))
+        keys = sorted(inputs[net])
+        order = [inputs[net][key] for key in keys]
+        arguments: list[int | tuple[int, ...]] = [
+            shapes[net].get(arg) or sum(1 for a, _ in keys if a == arg) for arg in dict.fromkeys(a for a, _ in keys)]
+        imported = import_network(path, net, files.arrays, arguments)  # an MLP chain, or a graph (`file`)
+        frozen = _frozen(problem, net, imported.layers, imported.names)
         outputs = sorted(e[3] for e in entities.values() if e[0] == net and e[1] == "outputs" and e[3] is not None)
-        section[net] = {"inputs": order, "outputs": chain.sizes[-1], "hidden": chain.sizes[1:-1],
-                        "activation": chain.activation, "normalize": False, "weights": f"{net}.npz"}
-        if len(frozen) == 2 * len(chain.layers):
+        section[net] = {"inputs": order, **imported.section}
+        if frozen and len(frozen) == len(imported.names):
             section[net]["fixed"] = True
         elif frozen:
             section[net]["frozen"] = frozen
-        priors = _array_priors(problem, net, chain.layers, frozen)
+        priors = _array_priors(problem, net, imported, frozen)
         if priors:
             section[net]["priors"] = priors
-        weights[net] = _weights(problem, chain, notes)
-        info[net] = {"layers": chain.layers, "outputs_used": outputs, "frozen": frozen}
+        weights[net] = _weights(problem, imported, notes)
+        info[net] = {"layers": imported.layers, "outputs_used": outputs, "frozen": frozen, "file": str(path),
+                     "arrays": {name: list(key) for key, name in imported.names.items()},
+                     **({"graph": imported.compiled} if imported.compiled is not None else {})}
     return section, weights, info
 
 
@@ -483,61 +488,47 @@ def _fixed_value(value: sp.Expr, problem: PetabProblem) -> sp.Expr:
     return value
 
 
-def _weights(problem: PetabProblem, chain, notes: list[str]) -> dict[str, np.ndarray]:
-    """A network's starting weights, the most specific source winning: a number the parameter table gives one
-    array (``NET.parameters[layer].weight``) or one layer as its nominalValue, then the array files'
-    ``parameters/NET``, then a number given for the whole network (``NET.parameters``)."""
-    import h5py
-
-    from .sciml import read_weights
-
-    net = chain.id
-    whole, partial = {}, []
+def _weights(problem: PetabProblem, imported, notes: list[str]) -> dict[str, np.ndarray]:
+    """A network's starting weights: the array files' (``parameters/NET``, read by the import), except where
+    the parameter table gives one array (``NET.parameters[layer].weight``) or one layer a number as its
+    nominalValue (the more specific wins); a number for the whole network (``NET.parameters``) gives way to the
+    array files (a note says so)."""
+    net = imported.id
+    out = dict(imported.arrays)
+    partial = []
     for pid, (entity, value) in problem.network_nominals.items():
         layer, part = _entity_parts(entity, net)
         if layer is None:
-            whole[pid] = value
-        elif layer is not False:
-            if layer not in chain.layers:
-                raise ConfigError(f"{pid} -> {entity}: network {net} has no layer {layer!r}",
-                                  where=str(problem.files.parameters))
-            partial.append((part is not None, chain.layers.index(layer), part, value))
-    in_files = False
-    for path in problem.files.arrays:
-        with h5py.File(path, "r") as f:
-            in_files = in_files or ("parameters" in f and net in f["parameters"])
-    if in_files:
-        out = read_weights(problem.files.arrays, chain)
-        for pid, value in whole.items():
             notes.append(f"network {net}: the array file's weights are used, not the nominalValue {value:g} of "
                          f"{pid} (the whole network) in the parameter table")
-    elif whole:
-        (value,) = whole.values()
-        out = {f"{part}{k}": np.full((chain.sizes[k + 1], chain.sizes[k]) if part == "weight" else chain.sizes[k + 1],
-                                     float(value)) for k in range(len(chain.layers)) for part in ("weight", "bias")}
-    else:
-        out = read_weights(problem.files.arrays, chain)  # says that no array file holds them
-    for _, k, part, value in sorted(partial, key=lambda x: x[0]):  # a layer's number, then an array's
-        for p in ((part,) if part else ("weight", "bias")):
-            out[f"{p}{k}"] = np.full_like(out[f"{p}{k}"], float(value))
+        elif layer is not False:
+            if layer not in imported.layers:
+                raise ConfigError(f"{pid} -> {entity}: network {net} has no layer {layer!r}",
+                                  where=str(problem.files.parameters))
+            partial.append((part is not None, layer, part, value))
+    for _, layer, part, value in sorted(partial, key=lambda x: x[0]):  # a layer's number, then an array's
+        for (lid, array), name in imported.names.items():
+            if lid == layer and (part is None or array == part):
+                out[name] = np.full_like(out[name], float(value))
     return out
 
 
-def _array_priors(problem: PetabProblem, net: str, layers: list[str], frozen: list[str]) -> dict[str, dict]:
-    """The prior of each learned array of network ``net`` (``weight0``, ``bias1``, ...): a row for a single
-    array wins over one for its layer, which wins over one for the whole network."""
+def _array_priors(problem: PetabProblem, net: str, imported, frozen: list[str]) -> dict[str, dict]:
+    """The prior of each learned array of network ``net`` (by its config name: ``weight0``, ``bias1``, ...): a
+    row for a single array wins over one for its layer, which wins over one for the whole network."""
     out: dict[str, tuple[int, dict]] = {}
-    for _, (entity, prior) in problem.network_priors.items():
+    for pid, (entity, prior) in problem.network_priors.items():
         layer, part = _entity_parts(entity, net)
         if layer is False:
             continue
+        if imported.compiled is not None:
+            raise ConfigError(f"{pid}: a prior on the weights of network {net}, which is not an MLP chain "
+                              f"({imported.compiled}), is not supported yet", where=str(problem.files.parameters))
         level = 0 if layer is None else (1 if part is None else 2)
-        for k, lid in enumerate(layers):
-            for p in ("weight", "bias"):
-                key = f"{p}{k}"
-                if (layer is None or layer == lid) and (part is None or part == p) and key not in frozen \
-                        and (key not in out or out[key][0] <= level):
-                    out[key] = (level, prior.to_config())
+        for (lid, array), name in imported.names.items():
+            if (layer is None or layer == lid) and (part is None or part == array) and name not in frozen \
+                    and (name not in out or out[name][0] <= level):
+                out[name] = (level, prior.to_config())
     return {k: v for k, (_, v) in sorted(out.items())}
 
 
@@ -545,18 +536,19 @@ def _entity_parts(entity: str, net: str):
     """``net.parameters[layer].weight`` -> (layer or None, part or None); (False, None) for another network's."""
     import re
 
-    m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(weight|bias))?)?", entity)
+    m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(\w+))?)?", entity)
     return (False, None) if m is None else (m.group(1), m.group(2))
 
 
-def _frozen(problem: PetabProblem, net: str, layers: list[str]) -> list[str]:
-    """The weights of network ``net`` that the parameter table does not estimate (``weight0``, ``bias1``, ...):
-    a row for a single array wins over one for its layer, which wins over one for the whole network."""
+def _frozen(problem: PetabProblem, net: str, layers: list[str], names: dict[tuple[str, str], str]) -> list[str]:
+    """The arrays of network ``net`` that the parameter table does not estimate (their config names ``names``
+    of ``(layer, array)``: ``weight0``, ``bias1``, ..., or ``layer1.weight``): a row for a single array wins
+    over one for its layer, which wins over one for the whole network."""
     import re
 
-    estimate: dict[tuple[int, str], tuple[int, bool]] = {}  # (layer, part) -> (specificity, estimated)
+    estimate: dict[tuple[str, str], tuple[int, bool]] = {}  # (layer, part) -> (specificity, estimated)
     for pid, (entity, est) in problem.network_parameters.items():
-        m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(weight|bias))?)?", entity)
+        m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(\w+))?)?", entity)
         if m is None:
             if entity.split(".")[0] == net:
                 raise ConfigError(f"{pid} -> {entity}: not a network parameter entity this importer reads",
@@ -566,13 +558,15 @@ def _frozen(problem: PetabProblem, net: str, layers: list[str]) -> list[str]:
         if layer is not None and layer not in layers:
             raise ConfigError(f"{pid} -> {entity}: network {net} has no layer {layer!r}",
                               where=str(problem.files.parameters))
+        if part is not None and layer is not None and (layer, part) not in names:
+            raise ConfigError(f"{pid} -> {entity}: layer {layer!r} of network {net} has no array {part!r}",
+                              where=str(problem.files.parameters))
         level = 0 if layer is None else (1 if part is None else 2)
-        for k, lid in enumerate(layers):
-            for p in ("weight", "bias"):
-                applies = (layer is None or layer == lid) and (part is None or part == p)
-                if applies and ((k, p) not in estimate or estimate[(k, p)][0] <= level):
-                    estimate[(k, p)] = (level, est)
-    return [f"{p}{k}" for k in range(len(layers)) for p in ("weight", "bias") if not estimate.get((k, p), (0, True))[1]]
+        for lid, p in names:
+            applies = (layer is None or layer == lid) and (part is None or part == p)
+            if applies and ((lid, p) not in estimate or estimate[(lid, p)][0] <= level):
+                estimate[(lid, p)] = (level, est)
+    return [name for key, name in names.items() if not estimate.get(key, (0, True))[1]]
 
 
 def _finite(x: float) -> float | None:
@@ -662,6 +656,8 @@ def write(tr: Translation, problem: PetabProblem, folder: Path) -> None:
     tr.data.to_csv(folder / "data.csv", index=False, float_format="%.17g")
     for net, arrays in tr.weights.items():
         np.savez(folder / f"{net}.npz", **arrays)  # type: ignore[arg-type]
+        if "file" in tr.config["networks"][net]:  # a graph network: its YAML beside the config
+            (folder / tr.config["networks"][net]["file"]).write_bytes(Path(tr.networks[net]["file"]).read_bytes())
     sidecar = {"problem": str(problem.files.yaml), "parameters": tr.parameters, "networks": tr.networks,
                "measurements": {"columns": ["observableId", "simulationConditionId", "time", "measurement",
                                             "experiment", "column"], "rows": tr.rows}}

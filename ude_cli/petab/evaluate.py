@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -137,8 +137,7 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     nll = objective.nll(sols, "train")[0]
     nets = cast("dict[str, MLP]", dict(model.rhs.networks.items()))
     # the learned network arrays (a fixed network's, and frozen arrays, have no gradient: reported empty)
-    arrays = [(net, k, part, tensor) for net, module in nets.items() for k in range(len(module.weights))
-              for part, tensor in (("weight", module.weights[k]), ("bias", module.biases[k]))]
+    arrays = [(net, k, part, tensor) for net, module in nets.items() for k, part, tensor in _arrays_of(module)]
     learned = [a for a in arrays if a[3].requires_grad]
     tensors = [*leaves.values(), *(a[3] for a in learned)]
     prior = _log_prior(problem, leaves, learned)
@@ -152,9 +151,13 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     for net, k, part, _ in arrays:  # d llh / d weight in PyTorch's layout: (out, in)
         if not any(a[0] == net for a in learned):
             continue
-        lid = net_layers[net]["layers"][k] if net in net_layers else f"layer{k}"
-        g = by_array.get((net, k, part))
-        value = [] if g is None else ((-g[0].T).tolist() if part == "weight" else (-g[0, 0]).tolist())
+        if isinstance(k, str):  # a graph network's array (layer id, array name): stored as PyTorch's
+            lid, g = k, by_array.get((net, k, part))
+            value = [] if g is None else (-g[0]).tolist()
+        else:  # ude's MLP: a weight stored (starts, in, out), a bias (starts, 1, out)
+            lid = net_layers[net]["layers"][k] if net in net_layers else f"layer{k}"
+            g = by_array.get((net, k, part))
+            value = [] if g is None else ((-g[0].T).tolist() if part == "weight" else (-g[0, 0]).tolist())
         networks.setdefault(net, {}).setdefault(lid, {})[part] = value
     with torch.no_grad():
         observed = [p.detach().cpu().numpy() for p in objective.observed(sols)]
@@ -202,6 +205,17 @@ def _log_prior(problem, leaves: dict, learned: list):
         if prior is not None:
             terms.append(log_density(prior.distribution, prior.parameters, tensor[0], prior.scale).sum())
     return torch.stack(terms).sum() if terms else None
+
+
+def _arrays_of(module) -> list[tuple[int | str, str, Any]]:
+    """``(layer, array name, tensor)`` of a network's arrays: an MLP's by layer index (weight, bias), a graph
+    network's (:mod:`ude_cli.petab.network.batched`) by layer id and its arrays' names."""
+    from ..fitting.neural import MLP
+
+    if isinstance(module, MLP):
+        return [(k, part, tensor) for k in range(len(module.weights))
+                for part, tensor in (("weight", module.weights[k]), ("bias", module.biases[k]))]
+    return [(*name.rsplit(".", 1), tensor) for name, tensor in zip(module.names, module.arrays, strict=True)]
 
 
 def _values(problem, mapping, given: dict[str, float] | None, label: str):

@@ -70,6 +70,7 @@ class PetabProblem:
     #: one number each (``ID_0``, ``ID_1``, ...) and the network-input ids the condition table sets
     array_inputs: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     input_columns: set[str] = field(default_factory=set)
+    array_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # id -> each dataset's shape
     #: PEtab SciML: priors on network arrays: id -> (entity such as ``net1.parameters[layer1].weight``, prior)
     network_priors: dict[str, tuple[str, Prior]] = field(default_factory=dict)
     #: network parameter rows whose nominalValue is a number, not 'array': id -> (entity, value)
@@ -161,7 +162,8 @@ def load_problem(path: str | Path) -> PetabProblem:
             formula_text=row["observableFormula"], noise_text=row["noiseFormula"], file=row["_file"],
             row=int(row["_row"]))
 
-    array_inputs = _array_inputs(files.arrays) if files.v2 else {}
+    array_shapes: dict[str, tuple[int, ...]] = {}
+    array_inputs = _array_inputs(files.arrays, array_shapes) if files.v2 else {}
     input_ids = {pid for pid, entity in mapping.items() if entity.split(".")[0] in networks and ".inputs" in entity}
     if files.v2:
         conditions, mtable = _experiments_v2(files, model, parameters, input_ids, array_inputs)
@@ -209,12 +211,13 @@ def load_problem(path: str | Path) -> PetabProblem:
     return PetabProblem(files=files, sbml=model, parameters=parameters, observables=observables,
                         conditions=conditions, measurements=mtable, mapping=mapping, hybridization=hybridization,
                         network_parameters=network_parameters, array_inputs=array_inputs, network_priors=network_priors,
-                        network_nominals=network_nominals,
+                        network_nominals=network_nominals, array_shapes=array_shapes,
                         input_columns=(input_ids | _array_columns(array_inputs)) & set(conditions.columns))
 
 
-def _array_inputs(paths: list[Path]) -> dict[str, dict[str, list[float]]]:
-    """Network inputs of the array files: ``inputs/ID/COND`` (``0``: every condition) -> flattened values."""
+def _array_inputs(paths: list[Path], shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, list[float]]]:
+    """Network inputs of the array files: ``inputs/ID/COND`` (``0``: every condition) -> flattened values
+    (row-major; each id's array shape into ``shapes``)."""
     import h5py
 
     out: dict[str, dict[str, list[float]]] = {}
@@ -228,7 +231,9 @@ def _array_inputs(paths: list[Path]) -> dict[str, dict[str, list[float]]]:
                     raise ConfigError(f"inputs/{pid}: expected a group of datasets, one per condition (or 0)",
                                       where=str(path))
                 for key, data in by_condition.items():
-                    out.setdefault(pid, {})[key] = [float(x) for x in np.asarray(data, dtype=float).ravel()]
+                    values = np.asarray(data, dtype=float)
+                    out.setdefault(pid, {})[key] = [float(x) for x in values.ravel()]
+                    shapes[pid] = tuple(int(n) for n in values.shape)
                 sizes = {len(v) for v in out[pid].values()}
                 if len(sizes) > 1:
                     raise ConfigError(f"inputs/{pid}: arrays of different sizes ({', '.join(map(str, sorted(sizes)))})"

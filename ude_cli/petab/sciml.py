@@ -1,17 +1,19 @@
 """PEtab SciML networks: the network YAML (layers + a torch.fx forward graph) as a ``ude`` network, and its
 weights from the HDF5 array file.
 
-``ude``'s networks (:class:`~ude_cli.fitting.neural.MLP`) are chains of fully connected layers with one
-activation between them and none after the last. A PEtab network that is such a chain -- ``Linear`` layers
-with bias, the forward graph placeholder(s) [-> ``cat`` of the arguments] -> layer -> activation -> ... ->
-layer -> output -- becomes one, with its inputs in the mapping table's order and its weights from
-``parameters/<net>/<layer>/weight|bias`` (PyTorch layout: weight ``(out, in)``). Anything else (other layers,
-activations that differ between layers, other operations) raises :class:`~ude_cli.errors.ConfigError` naming
-the file and the layer or node.
+``ude``'s own networks (:class:`~ude_cli.fitting.neural.MLP`, which the compiled engine compiles) are chains
+of fully connected layers with one activation between them and none after the last. A PEtab network that is
+such a chain -- ``Linear`` layers with bias, the forward graph placeholder(s) [-> ``cat`` of the arguments] ->
+layer -> activation -> ... -> layer -> output -- becomes one (:func:`read_network`), with its inputs in the
+mapping table's order and its weights from ``parameters/<net>/<layer>/weight|bias`` (PyTorch layout: weight
+``(out, in)``). Any other network the format's layers and operations make (:mod:`ude_cli.petab.network`)
+becomes a ``file`` network: the YAML itself, evaluated point by point on torchdiffeq (:func:`import_network`).
+What neither can build raises :class:`~ude_cli.errors.ConfigError` naming the file and the layer or node.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,3 +156,65 @@ def parse_entity(text: str) -> tuple[str, str, int, int | None]:
     if m is None:
         raise ValueError(text)
     return m.group(1), m.group(2), int(m.group(3)), None if m.group(4) is None else int(m.group(4))
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A PEtab SciML network as a config's ``networks.NET`` section."""
+
+    id: str
+    file: Path  # the network YAML
+    layers: list[str]  # ids of the layers with arrays, in order
+    names: dict[tuple[str, str], str]  # (layer id, array) -> the config's name of it (weight0, or layer1.weight)
+    section: dict  # networks.NET without inputs, fixed and frozen
+    arrays: dict[str, np.ndarray]  # the weights file's contents (NET.npz)
+    compiled: str | None  # None: an MLP chain; else why the network is a graph (``file``) instead
+
+
+def import_network(path: Path, net: str, arrays: list[Path], arguments: Sequence[int | tuple[int, ...]]) -> Imported:
+    """The network ``net`` of YAML ``path``, its weights from the array files, fed per placeholder an input
+    vector of ``arguments`` entries (or an array of that shape, a tuple): an MLP chain
+    (``hidden``/``activation``) where it is one, else a graph (``file``)."""
+    import math
+
+    import torch
+
+    from .network import load_hdf5, read_graph
+
+    graph = read_graph(path)  # every layer and operation checked
+    try:
+        chain: Chain | None = read_network(path, net)
+        why = None
+    except ConfigError as exc:
+        chain, why = None, exc.message
+    shapes = [tuple(a) if isinstance(a, tuple) else (a,) for a in arguments]
+    n_inputs = sum(math.prod(shape) for shape in shapes)
+    if chain is not None and n_inputs != chain.sizes[0]:
+        raise ConfigError(f"network {net} takes {chain.sizes[0]} inputs; the hybridization table sets "
+                          f"{n_inputs}", where=str(path))
+    if chain is not None and all(len(shape) == 1 for shape in shapes):
+        weights = read_weights(arrays, chain)
+        names = {(lid, part): f"{part}{k}" for k, lid in enumerate(chain.layers) for part in ("weight", "bias")}
+        section = {"outputs": chain.sizes[-1], "hidden": chain.sizes[1:-1], "activation": chain.activation,
+                   "normalize": False, "weights": f"{net}.npz"}
+        return Imported(net, path, chain.layers, names, section, weights, None)
+    graph = graph.double()
+    load_hdf5(graph, arrays, net)
+    if len(arguments) != len(graph.placeholders):
+        raise ConfigError(f"network {net} takes {len(graph.placeholders)} inputs (placeholders); the hybridization "
+                          f"sets {len(arguments)}", where=str(path))
+    try:
+        with torch.no_grad():
+            out = graph.eval()(*(torch.zeros(shape, dtype=torch.float64) for shape in shapes))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"network {net} cannot be evaluated on inputs of shapes {shapes}: {first}",
+                          where=str(path)) from None
+    layers = list(dict.fromkeys(lid for lid, _ in graph.arrays))
+    names = {(lid, part): f"{lid}.{part}" for lid, part in graph.arrays}
+    stored = {f"{lid}.{part}": p.detach().numpy().copy()
+              for lid, layer in graph.layers.items() for part, p in layer.named_parameters()}
+    section = {"outputs": int(out.numel()), "file": f"{net}.yaml", "normalize": False, "weights": f"{net}.npz"}
+    if len(shapes) > 1 or any(len(shape) > 1 for shape in shapes):
+        section["arguments"] = [list(shape) if len(shape) > 1 else shape[0] for shape in shapes]
+    return Imported(net, path, layers, names, section, stored, why)

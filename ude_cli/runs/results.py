@@ -303,11 +303,12 @@ def write_inputs(problem: Problem, directory: Path) -> None:
         data["files"] = names
     else:
         data["file"] = names[0]
-    for net, spec in problem.config.networks.items():  # given starting weights: copied beside the config too
-        if spec.weights is not None:
-            name = f"{net}.weights{Path(spec.weights).suffix}"
-            atomic_write_bytes(directory / name, (problem.config.base_dir / spec.weights).read_bytes())
-            resolved["networks"][net]["weights"] = name
+    for name, spec in resolved.get("networks", {}).items():  # a network's weights and graph files, copied too
+        for key in ("weights", "file"):
+            if spec.get(key) is not None:
+                copy = f"{name}_{Path(spec[key]).name}"
+                atomic_write_bytes(directory / copy, (problem.config.base_dir / spec[key]).read_bytes())
+                spec[key] = copy
     header = ("# The resolved config of this run (every default filled in), reading the copies of the\n"
               "# data files beside it. `ude fit` on this file repeats the run.\n")
     atomic_write_text(directory / "config.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
