@@ -50,13 +50,14 @@ def error_lines(result) -> list[str]:
 
 # -- the suite's cases ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", ["003", "007", "032", "033", "034", "035", "036", "037", "038", "039"])
+@pytest.mark.parametrize("case", ["003", "007", "014", "015", "032", "033", "034", "035", "036", "037", "038", "039"])
 def test_sciml_case_matches_the_suite(case):
     import h5py
 
     folder = SCIML / case
     solutions = yaml.safe_load((folder / "solutions.yaml").read_text())
-    result = run(folder / "petab" / "problem.yaml", rtol=RTOL, atol=ATOL)
+    tight = case in ("036", "038")  # ReLU kinks in the right-hand side (the others pass at the default too)
+    result = run(folder / "petab" / "problem.yaml", **({"rtol": RTOL, "atol": ATOL} if tight else {}))
     if "llh" in solutions:
         assert result.log_prior is None
         assert result.llh == pytest.approx(solutions["llh"], abs=solutions["tol_llh"])
