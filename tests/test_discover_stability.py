@@ -14,6 +14,7 @@ from scipy import stats
 from ude_cli.discovery.discover import DiscoverSettings, degenerate_term, discover, judge
 from ude_cli.discovery.stability import (
     INTERVAL_METHOD,
+    PROFILE_METHOD,
     LocalFit,
     block_cross_validation,
     stability_selection,
@@ -200,9 +201,9 @@ def test_discovery_json_has_intervals_selection_and_evidence(tmp_path):
     d = discover(problem, model, model.metrics(), DiscoverSettings(samples=40, propose=1, horizon=20.0))
     record = json.loads((write_discovery(d, tmp_path / "discovery", plots=False) / "discovery.json").read_text())
     iv = record["terms"][0]["recovered"]["intervals"]["U0_x_y"]
-    assert iv["lower"] < -0.9023 < iv["upper"] and iv["excludes_zero"] and iv["method"] == INTERVAL_METHOD
+    assert iv["lower"] < -0.9023 < iv["upper"] and iv["excludes_zero"] and iv["method"] == PROFILE_METHOD
     sel = record["selection"]
-    assert sel["interval_method"] == INTERVAL_METHOD and sel["resamples"] == 100
+    assert sel["interval_method"] == PROFILE_METHOD and sel["resamples"] == 100
     assert {c["feature"] for c in sel["checks"]} == {"x*y"} and all(c["kept"] for c in sel["checks"])
     assert sel["runner_ups"][0]["bic"] <= sel["runner_ups"][-1]["bic"] and len(sel["runner_ups"]) >= 3
     assert {f["feature"] for f in sel["frequency"] if f["kept"]} == {"x*y"}
@@ -221,3 +222,23 @@ def test_resamples_and_level_come_from_the_config():
     assert DiscoverSettings.from_spec(None).resamples == 100
     with pytest.raises(pydantic.ValidationError):
         DiscoverSpec(level=1.5)
+
+
+def test_with_a_noise_model_losses_compare_by_their_excess_over_the_saturated_nll():
+    """NLLs per observation can be negative: their ratio means nothing (-1.055 / -0.569 = 1.85 called the better
+    model 1.85 times worse, measured on lv_index.yaml with noise: normal). With the data's smallest NLL per
+    observation -1.069, the excesses are 0.014 and 0.5: the recovered model's deviance is 0.028 times the UDE's."""
+    from ude_cli.discovery.discover import _times
+
+    assert _times(-1.055, -0.569, -1.069) == pytest.approx(0.014 / 0.5)
+    assert _times(0.03, 0.01) == pytest.approx(3.0)  # squared errors: the plain ratio
+    chosen, mech = _candidate(-1.055), _candidate(5.0)
+    evidence = {"n_train": 42, "ude_fitted": 87, "noise_level": None,
+                "constants": {"likelihood": True, "train": -1.069, "validation": 0.0}}
+    verdict, messages = judge(chosen, mech, {"train_loss": -0.569}, BOUNDED, DiscoverSettings(), (), evidence)
+    assert verdict == "recovered", messages
+    assert "0.03 times the UDE's" in messages[0]
+    # the same NLLs the other way round: the recovered model is worse by the deviance ratio 0.5/0.014 = 36
+    verdict, messages = judge(_candidate(-0.569), mech, {"train_loss": -1.055}, BOUNDED, DiscoverSettings(), (),
+                              evidence)
+    assert verdict == "worse" and "35.71 times worse" in messages[0]

@@ -95,14 +95,17 @@ def print_discovery(discovery, path: Path, quiet: bool = False) -> None:
         against = (f"R² {t.fidelity.r2:.4g}, " if not t.degenerate else "") + f"max error {t.fidelity.max_error:.3g}"
         typer.echo(f"  {t.label} = {t.expression()}   (against the network: {against})")
         for iv in t.intervals.values():
-            typer.echo(f"    {iv.name} = {iv.text()}  ({100 * iv.level:g} % interval)")
-    if any(t.intervals for t in discovery.terms):
-        from ..discovery.stability import INTERVAL_METHOD
-
-        typer.echo(f"  intervals: {INTERVAL_METHOD}")
+            factor = getattr(iv, "adjustment", 1.0)
+            robust = (f"; the statistic scaled by {factor:.3g}: the noise's variance differs between observations"
+                      if factor < 1 else "")
+            typer.echo(f"    {iv.name} = {iv.text()}  ({100 * iv.level:g} % interval{robust})")
+    methods = sorted({iv.method for t in discovery.terms for iv in t.intervals.values()})
+    if methods:
+        typer.echo(f"  intervals: {'; '.join(methods)}")
     own = discovery.recovered_intervals or {}
     if own.get("intervals"):
-        typer.echo(f"  the recovered model's own {100 * own['level']:g} % intervals ({own['method']}):")
+        typer.echo(f"  the recovered model's own {100 * own['level']:g} % intervals ({own['method']}; its noise model's "
+                   "likelihood as it is, not scaled):")
         for name, iv in own["intervals"].items():
             lo = "-inf" if iv["lower"] is None else f"{iv['lower']:.4g}"
             hi = "inf" if iv["upper"] is None else f"{iv['upper']:.4g}"

@@ -257,6 +257,78 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     selector = _Selector(problem, objective, libraries, thetas, samples, usable)
     mechanistic = selector.evaluate({t: () for t in terms}, {}, "mechanistic only")
     say(f"mechanistic only: train loss {mechanistic.refit.train_loss:.4g}, BIC {mechanistic.refit.bic:.2f}")
+    chosen = _propose(selector, mechanistic, paths, settings, say)
+    # bagging over the UDE's starts: each other good start's network proposes its own candidates (into the same
+    # cache of refits), and is a member of the stability vote with them
+    members = [(start, selector, chosen)]
+    good, note = good_starts(model, metrics, start)
+    say(note)
+    for s_k in good[1:]:
+        samples_k = sample_terms(problem, model, settings.samples, start=s_k)
+        thetas_k = {t: libraries[t].matrix(samples_k.variables) for t in terms}
+        usable_k = {t: usable[t] & np.all(np.isfinite(thetas_k[t]), axis=0) for t in terms}
+        paths_k = {t: sparsity_path(thetas_k[t], samples_k.targets[t], libraries[t].names) for t in terms}
+        selector_k = selector.for_start(samples_k, thetas_k, usable_k)
+        selector_k.seen.add(selector._key({t: () for t in terms}))
+        chosen_k = _propose(selector_k, mechanistic, paths_k, settings, _prefixed(say, f"start {s_k}: "))
+        say(f"start {s_k}: its network proposes {chosen_k.describe()} (BIC {chosen_k.refit.bic:.2f})")
+        members.append((s_k, selector_k, chosen_k))
+    chosen, stable = _stable_selection(selector, chosen, settings, say, members)
+    stable.starts["note"] = note
+    _calibrate_runs(objective, chosen, say, selector.system_of(chosen))
+    saturated = _saturated(selector, chosen, terms, usable, settings, say)
+    reports = []
+    for t in terms:
+        tm = chosen.term_models[t]
+        coefs = {n: chosen.refit.values[n] for n in tm.names}
+        pred = _term_values(tm, coefs, thetas[t], libraries[t])
+        prop = best_on_path(paths[t])
+        reports.append(TermReport(
+            term=t, label=problem.term_label(*t), states=_states_using(problem, t), library=libraries[t],
+            path=paths[t], proposal=prop, model=tm, coefficients=coefs, fidelity=fidelity(pred, samples.targets[t]),
+            proposal_fidelity=prop.fidelity, saturated=t in saturated,
+            degenerate=degenerate_term(problem, problem.term_label(*t), samples.targets[t], _states_using(problem, t)),
+            intervals={n: stable.intervals[n] for n in tm.names if n in stable.intervals}))
+
+    system = selector.system_of(chosen)
+    horizon = settings.horizon if settings.horizon is not None else default_horizon(problem)
+    extrapolations = {
+        "recovered": extrapolate_system(system, chosen.refit.values, chosen.refit.initial, horizon, "recovered"),
+        "mechanistic only": extrapolate_system(selector.system_of(mechanistic), mechanistic.refit.values,
+                                               mechanistic.refit.initial, horizon, "mechanistic only"),
+    }
+    if model is not None:
+        extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
+    observe_extrapolations(objective, extrapolations, {"recovered": chosen.refit.values, "UDE": fitted_values(model, start),
+                                                       "mechanistic only": mechanistic.refit.values})
+    ude = _ude_scores(problem, objective, metrics, predictions)
+    evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
+    # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
+    evidence["dropped"] = [{"term": c["term"], "feature": c["feature"], "bic_gain": c["bic_gain"]}
+                           for c in stable.dropped
+                           if c["bic_gain"] is None or c["bic_gain"] > settings.min_improvement]
+    verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports, evidence)
+    for r in reports:
+        r.exact = verdict == "recovered"
+    return Discovery(problem=problem, settings=settings, terms=reports, candidates=selector.candidates, chosen=chosen,
+                     mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
+                     messages=messages, seconds=time.perf_counter() - began, system=system,
+                     samples=samples, selection=stable, log=lines, evidence=evidence)
+
+
+def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """``say`` with every line prefixed (another start's steps in the log)."""
+    def prefixed(text: str) -> None:
+        say(prefix + text)
+
+    return prefixed
+
+
+def _propose(selector: _Selector, mechanistic: Candidate, paths: Mapping, settings: DiscoverSettings,
+             say: Callable[[str], None]) -> Candidate:
+    """The forward selection from the mechanistic-only model, then pysindy's own models refitted as wholes (the
+    proposals of one start's network, ``selector``'s samples): the model of lowest BIC."""
+    terms = list(paths)
     current = mechanistic
     step = 0
     while True:
@@ -307,46 +379,35 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         if better:
             chosen = alternative
 
-    chosen, stable = _stable_selection(selector, chosen, settings, say)
-    _calibrate_runs(objective, chosen, say)
-    saturated = _saturated(selector, chosen, terms, usable, settings, say)
-    reports = []
-    for t in terms:
-        tm = chosen.term_models[t]
-        coefs = {n: chosen.refit.values[n] for n in tm.names}
-        pred = _term_values(tm, coefs, thetas[t], libraries[t])
-        prop = best_on_path(paths[t])
-        reports.append(TermReport(
-            term=t, label=problem.term_label(*t), states=_states_using(problem, t), library=libraries[t],
-            path=paths[t], proposal=prop, model=tm, coefficients=coefs, fidelity=fidelity(pred, samples.targets[t]),
-            proposal_fidelity=prop.fidelity, saturated=t in saturated,
-            degenerate=degenerate_term(problem, problem.term_label(*t), samples.targets[t], _states_using(problem, t)),
-            intervals={n: stable.intervals[n] for n in tm.names if n in stable.intervals}))
+    return chosen
 
-    system = selector.system_of(chosen)
-    horizon = settings.horizon if settings.horizon is not None else default_horizon(problem)
-    extrapolations = {
-        "recovered": extrapolate_system(system, chosen.refit.values, chosen.refit.initial, horizon, "recovered"),
-        "mechanistic only": extrapolate_system(selector.system_of(mechanistic), mechanistic.refit.values,
-                                               mechanistic.refit.initial, horizon, "mechanistic only"),
-    }
-    if model is not None:
-        extrapolations["UDE"] = extrapolate_model(problem, model, horizon, start=start)
-    observe_extrapolations(objective, extrapolations, {"recovered": chosen.refit.values, "UDE": fitted_values(model, start),
-                                                       "mechanistic only": mechanistic.refit.values})
-    ude = _ude_scores(problem, objective, metrics, predictions)
-    evidence = _evidence(objective, chosen, mechanistic, ude, settings, bool(saturated))
-    # terms dropped although they lower the BIC: their coefficients cannot be told apart (a missing form)
-    evidence["dropped"] = [{"term": c["term"], "feature": c["feature"], "bic_gain": c["bic_gain"]}
-                           for c in stable.dropped
-                           if c["bic_gain"] is None or c["bic_gain"] > settings.min_improvement]
-    verdict, messages = judge(chosen, mechanistic, ude, extrapolations["recovered"], settings, reports, evidence)
-    for r in reports:
-        r.exact = verdict == "recovered"
-    return Discovery(problem=problem, settings=settings, terms=reports, candidates=selector.candidates, chosen=chosen,
-                     mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
-                     messages=messages, seconds=time.perf_counter() - began, system=system,
-                     samples=samples, selection=stable, log=lines, evidence=evidence)
+
+#: A UDE start joins the stability vote when its training loss is at most this many times the best start's.
+GOOD_STARTS = 2.0
+
+
+def good_starts(model, metrics: Mapping, best: int) -> tuple[list[int], str]:
+    """The UDE starts whose networks join the stability vote (the best first, then the others whose training loss
+    is at most :data:`GOOD_STARTS` times the best's, by loss), and a sentence saying which and why."""
+    n = int(getattr(model, "n_starts", 1) or 1)
+    losses = metrics.get("loss_per_start")
+    if n <= 1:
+        return [best], ("the run has one UDE start: the stability vote is over halves of the data only; fit several "
+                        "(ude fit --starts N, or training.starts in the config) and the networks of the good ones "
+                        f"(training loss within {GOOD_STARTS:g} times the best's) each propose candidates and vote")
+    if not losses or len(losses) != n:
+        return [best], (f"the run has {n} UDE starts but no loss per start in metrics.json: only the best start "
+                        f"({best}) proposes candidates")
+    ref = losses[best]
+    ok = [k for k in range(n) if k != best and losses[k] is not None and math.isfinite(losses[k])
+          and ref is not None and losses[k] <= GOOD_STARTS * ref]
+    ok.sort(key=lambda k: losses[k])
+    left = [k for k in range(n) if k != best and k not in ok]
+    note = (f"{1 + len(ok)} of the run's {n} UDE starts propose candidates and vote: start {best} (the best, training "
+            f"loss {ref:.4g})" + "".join(f", start {k} ({losses[k]:.4g})" for k in ok)
+            + (f"; left out, training loss above {GOOD_STARTS:g} times the best's: "
+               + ", ".join(f"start {k} ({_g(losses[k])})" for k in left) if left else ""))
+    return [best, *ok], note
 
 
 def _best_with_at_most(path: list[SparseFit], n: int) -> SparseFit | None:
@@ -419,6 +480,8 @@ class _Selector:
         self.usable = usable
         self.candidates: list[Candidate] = []
         self._cache: dict[tuple, Candidate] = {}
+        #: the keys this start's selection refitted or looked up (its proposals, for the stability vote)
+        self.seen: set[tuple] = set()
         self._single = {n for n, spec in problem.networks.items() if spec.outputs == 1}
         taken = set(problem.states) | set(problem.parameters) | set(problem.constants) | set(problem.networks)
         self.names: dict[tuple[tuple[str, int], int], str] = {}
@@ -433,8 +496,18 @@ class _Selector:
         return tuple(sorted((t, tuple(sorted(s))) for t, s in supports.items()))
 
     def is_known(self, supports) -> bool:
-        """Whether a model with these supports was refitted already."""
-        return self._key(supports) in self._cache
+        """Whether this start's selection has looked at a model with these supports already."""
+        return self._key(supports) in self.seen
+
+    def for_start(self, samples: TermSamples, thetas, usable) -> _Selector:
+        """The selector of another start's network (its samples of the learned terms), sharing this one's refits:
+        a structure two starts propose is refitted once."""
+        import copy
+
+        other = copy.copy(self)
+        other.samples, other.thetas, other.usable = samples, thetas, usable
+        other.seen = set()
+        return other
 
     def supports_of(self, candidate: Candidate) -> dict:
         out = {}
@@ -461,6 +534,7 @@ class _Selector:
         """Refit the model with these supports, starting from ``base``'s values and ``start``
         (``(term, feature index) -> coefficient``)."""
         key = self._key(supports)
+        self.seen.add(key)
         if key in self._cache:
             return self._cache[key]
         tms = self.term_models(supports)
@@ -574,8 +648,11 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
     evidence = evidence or {}
     r = chosen.refit
     ude_train, ude_val = ude.get("train_loss"), ude.get("validation_loss")
-    ratio = r.train_loss / ude_train if ude_train else None
-    val_ratio = (r.validation_loss / ude_val) if (ude_val and r.validation_loss is not None) else None
+    constants = evidence.get("constants") or {}
+    c_train, c_val = constants.get("train", 0.0), constants.get("validation", 0.0)
+    ratio = _times(r.train_loss, ude_train, c_train) if ude_train is not None else None
+    val_ratio = (_times(r.validation_loss, ude_val, c_val)
+                 if (ude_val is not None and r.validation_loss is not None) else None)
     mech = mechanistic.refit
     scores = (f"training loss {r.train_loss:.4g} (UDE {_g(ude_train)}, mechanistic only "
               f"{mech.train_loss:.4g})")
@@ -583,6 +660,10 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
         scores += f", validation loss {r.validation_loss:.4g} (UDE {_g(ude_val)}, mechanistic only " \
                   f"{_g(mech.validation_loss)})"
     details = [f"Scores of the recovered model: {scores}."]
+    if constants.get("likelihood"):
+        details.append(f"Losses are NLLs per observation; 'times' compares their excess over the data's smallest NLL "
+                       f"per observation ({c_train:.4g} for the training data): the deviance ratio, which for normal "
+                       "noise is the ratio of the squared errors.")
     if val_ratio is not None:
         assert ude_val is not None and r.validation_loss is not None  # val_ratio is computed from them
         details.append(_validation_sentence(r.validation_loss, ude_val, mech.validation_loss))
@@ -591,15 +672,17 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
         details.append(_cv_sentence(cv))
     noise = evidence.get("noise_level") or {}
     level = noise.get("loss")
-    overfit = (val_ratio is None and noise.get("trusted", False) and level is not None and level > 0
-               and ude_train is not None and ude_train < noise.get("below", 0.0))
+    above = level is not None and level > c_train  # a noise level with an excess to compare against
+    overfit = (val_ratio is None and noise.get("trusted", False) and above
+               and ude_train is not None and ude_train < noise.get("below", -math.inf))
     if overfit:
         assert ude_train is not None and level is not None  # both are tested in overfit
         details.append(_overfit_sentence(ude_train, r.train_loss, evidence))
-        ratio = r.train_loss / level  # the reference is the noise level, not a network that fits the noise
-    elif level is not None and level > 0:
+        ratio = _times(r.train_loss, level, c_train)  # the reference is the noise level, not a network that fits the noise
+    elif above:
+        assert level is not None  # tested in above
         details.append(f"Noise level: {level:.4g} in loss units ({noise['how']}); the recovered model's training "
-                       f"loss is {r.train_loss / level:.3g} times it.")
+                       f"loss is {_times(r.train_loss, level, c_train):.3g} times it.")
     degenerate = [t.degenerate for t in terms if t.degenerate]
     errors = [f"{t.label} = {t.expression()} reproduces the network with R² {t.fidelity.r2:.4g}, max error "
               f"{t.fidelity.max_error:.3g} ({100 * t.fidelity.relative_rmse:.1f} % RMS of the term's spread)."
@@ -691,14 +774,24 @@ def _cv_sentence(cv: Mapping) -> str:
     return text + " (the UDE is not cross-validated: that would refit its network)."
 
 
+def _times(a: float, b: float, constant: float = 0.0) -> float | None:
+    """How many times ``a`` is ``b``: their ratio for squared-error losses; for NLLs per observation, the ratio of
+    their excesses over the data's smallest NLL per observation (``constant``): the deviance ratio, which for normal
+    noise with sigma held at the fit's estimate (as the refits hold it) is the ratio of the squared errors. A ratio
+    of NLLs themselves means nothing (they can be negative). None when ``b`` is not above ``constant``."""
+    d = b - constant
+    return (a - constant) / d if d > 0 else None
+
+
 def _overfit_sentence(ude_train: float, rec_train: float, evidence: Mapping) -> str:
     noise = evidence["noise_level"]
     level, p, n = noise["loss"], evidence.get("ude_fitted"), evidence.get("n_train")
+    c = (evidence.get("constants") or {}).get("train", 0.0)
     values = f"with {p} fitted values for {n} observations, " if p is not None else ""
-    return (f"The UDE's training loss {ude_train:.4g} is below the noise level {level:.4g} ({ude_train / level:.2g} "
+    return (f"The UDE's training loss {ude_train:.4g} is below the noise level {level:.4g} ({_times(ude_train, level, c):.2g} "
             f"times it; {noise['how']}), and below {noise['below']:.4g}, where chance would put a correct model "
             f"only once in 20 times: {values}it fits the noise (overfitting). The recovered model is compared "
-            f"with the noise level instead of the UDE: its training loss {rec_train:.4g} is {rec_train / level:.3g} "
+            f"with the noise level instead of the UDE: its training loss {rec_train:.4g} is {_times(rec_train, level, c):.3g} "
             "times it.")
 
 
@@ -734,6 +827,8 @@ class StableSelection:
     intervals: dict
     ranking: list[dict]
     dropped: list[dict] = field(default_factory=list)
+    #: the UDE starts in the vote: ``note`` (which joined and why), ``members`` (start, its network's proposal)
+    starts: dict = field(default_factory=dict)
 
 
 #: Candidates not nested in the chosen model take part in the stability vote only within this BIC of the best.
@@ -745,35 +840,48 @@ def _features_of(candidate: Candidate) -> list[tuple[tuple[str, int], str]]:
 
 
 def _stable_selection(selector: _Selector, chosen: Candidate, settings: DiscoverSettings,
-                      say: Callable[[str], None]) -> tuple[Candidate, StableSelection]:
+                      say: Callable[[str], None], members: Sequence[tuple[int, _Selector, Candidate]] = ()
+                      ) -> tuple[Candidate, StableSelection]:
     """Keep the terms the data support, not the noise: among the chosen model, every candidate refitted so
     far that is nested in it (its sub-models with one term dropped included) and the others within ``VOTE_BIC``
     of the best BIC, the one that wins the most halves of the observation times (complementary pairs,
     each half's candidates refitted by one Gauss-Newton step and ranked by BIC + ``min_improvement`` per
-    term); then a backward check of each of its terms: its Wald interval must exclude zero and keeping it
-    must lower the information criterion on all the data by more than ``min_improvement``. Every decision
+    term); then a backward check of each of its terms: its profile interval at the Bonferroni-adjusted level must
+    exclude zero (:func:`~ude_cli.discovery.stability.zero_test`: the profile at 0 is the model refitted without
+    the term) and keeping it must lower the information criterion on all the data by more than
+    ``min_improvement``; the kept model's profile intervals are then computed
+    (:func:`~ude_cli.discovery.stability.profile_interval`). Every decision
     is logged.
 
     Why the structure that wins most halves and not each term's selection frequency: library terms are
     often near substitutes along one trajectory (x*y and y**2 on a predator-prey cycle), and split the
     halves between them; a threshold on each term's frequency would then drop both."""
-    from .stability import local_fit, stability_selection, wald_intervals
+    from .stability import (
+        local_fit,
+        profile_interval,
+        robust_adjustment,
+        stability_selection,
+        wald_intervals,
+        zero_test,
+    )
 
     objective = selector.objective
     likelihood = bool(objective.likelihood)
-    _submodels(selector, chosen)  # the backward check and the resampling compare with them
+    members = list(members) or [(0, selector, chosen)]
+    for _, sel_k, chosen_k in members:
+        _submodels(sel_k, chosen_k)  # the backward check and the resampling compare with them
     # the vote is among the chosen model, the models nested in it, and the others the whole data do not reject
     # (BIC within VOTE_BIC of the best: less than "very strong" evidence against them, Kass & Raftery 1995):
     # resampling may take terms out or pick among near-equals, it does not swap in a structure the whole data
     # reject (with a missing form many rich models split the halves)
-    chosen_support = selector.supports_of(chosen)
+    chosen_supports = [selector.supports_of(c) for _, _, c in members]
     finite = [c.refit.bic for c in selector._cache.values() if c.refit.success and np.isfinite(c.refit.bic)]
     best_bic = min(finite) if finite else float("inf")
     pool: dict[tuple, Candidate] = {}
     fits = {}
     for key, cand in selector._cache.items():
         support = selector.supports_of(cand)
-        nested = all(set(support[t]) <= set(chosen_support[t]) for t in chosen_support)
+        nested = any(all(set(support[t]) <= set(cs[t]) for t in cs) for cs in chosen_supports)
         if not nested and not cand.refit.bic <= best_bic + VOTE_BIC:
             continue
         fit = local_fit(cand.refit)
@@ -786,11 +894,17 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
         return chosen, StableSelection(0, None, {}, [], intervals, [], [])
     stab = stability_selection(fits, {k: c.n_terms for k, c in pool.items()},
                                {k: _features_of(c) for k, c in pool.items()}, groups, constants, likelihood,
-                               settings.min_improvement, settings.resamples)
+                               settings.min_improvement, settings.resamples,
+                               members=[sel_k.seen for _, sel_k, _ in members] if len(members) > 1 else None)
     frequency = {(_label(t), f): v for (t, f), v in stab.frequency.items()}
+    if len(members) > 1:
+        say(f"stability selection: {stab.members} members (UDE starts {', '.join(str(k) for k, _, _ in members)}), "
+            f"each voting on {stab.resamples} halves among the candidates its own network proposed: a share is of "
+            f"{stab.members * stab.resamples} votes")
     for f in sorted(stab.frequency, key=lambda f: (-stab.frequency[f], _label(f[0]), f[1])):
         say(f"stability selection: {_label(f[0])} {f[1]} is in the best candidate of "
-            f"{100 * stab.frequency[f]:.0f} % of {stab.resamples} halves of the observation times")
+            f"{100 * stab.frequency[f]:.0f} % of {stab.resamples} halves of the observation times"
+            + (f" times {stab.members} UDE starts" if stab.members > 1 else ""))
     top = sorted(pool, key=lambda k: (-stab.wins[k], pool[k].refit.bic))
     say("stability selection: the candidates that win most halves: "
         + "; ".join(f"{pool[k].describe()} ({100 * stab.wins[k]:.0f} %)" for k in top[:3] if stab.wins[k] > 0))
@@ -809,47 +923,67 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
     # 1 / (0.05 m) discoveries
     m = max(1, sum(int(u.sum()) for u in selector.usable.values()))
     keep_level = 1.0 - (1.0 - settings.level) / m
+    adjusted = f"{100 * keep_level:.4g} % ({100 * settings.level:g} % adjusted for the {m} library terms the selection could take)"
     checks: list[dict] = []
     dropped: list[dict] = []
     while True:
         names = [n for tm in current.term_models.values() for n in tm.names]
-        intervals = wald_intervals(current.refit, names, likelihood, settings.level)
-        strict = wald_intervals(current.refit, names, likelihood, keep_level)
+        wald = wald_intervals(current.refit, names, likelihood, settings.level)
+        factor = robust_adjustment(current.refit, names, likelihood)
+        thr_keep = _threshold(current.refit, keep_level, likelihood)
         failing = []
         checks = []
+        subs = {}
         for t, tm in current.term_models.items():
             for k_name, feat in zip(tm.names, tm.features, strict=True):
                 sup = selector.supports_of(current)
                 k = next(i for i, f in enumerate(selector.libraries[t].features) if f.text == feat.text)
                 without = {**sup, t: tuple(i for i in sup[t] if i != k)}
                 sub = selector.evaluate(without, {}, "backward check", base=current)
+                subs[k_name] = sub
                 gain = (sub.refit.bic - current.refit.bic) if sub.refit.success else float("inf")
-                iv, wide = intervals[k_name], strict[k_name]
+                # the profile at 0 is the model refitted without the term: 0 is in the profile interval exactly
+                # when that statistic is below the interval's threshold (no more refits than the BIC gain needs)
+                zero = zero_test(k_name, float(current.refit.values[k_name]), wald[k_name].se, keep_level, thr_keep,
+                                 factor[k_name], _lr_statistic(sub.refit, current.refit, likelihood))
                 reasons = []
-                if not wide.excludes_zero:
-                    reasons.append(f"its interval {wide.text()} includes 0 at {100 * keep_level:.4g} % ({100 * settings.level:g} % "
-                                   f"adjusted for the {m} library terms the selection could take)")
+                if not zero.excludes_zero:
+                    reasons.append(f"its profile interval at {adjusted} includes 0: {_zero_text(zero)}")
                 if not gain > settings.min_improvement:
                     reasons.append(f"keeping it lowers the BIC by {gain:.2f}, not by more than "
                                    f"discover.min_improvement = {settings.min_improvement:g}")
                 checks.append({"term": _label(t), "feature": feat.text, "coefficient": k_name,
-                               "interval": iv.as_dict(), "adjusted_interval": wide.as_dict(),
+                               "wald_interval": wald[k_name].as_dict(), "zero_test": zero.as_dict(),
                                "bic_gain": _finite_or_none(gain), "kept": not reasons,
                                "why": "; ".join(reasons) if reasons else
-                               (f"its interval {wide.text()} at {100 * keep_level:.4g} % ({100 * settings.level:g} % "
-                                f"adjusted for the {m} library terms) excludes 0 and keeping it lowers the BIC by "
-                                + ("more than any finite amount (without it the refit fails)"
-                                   if not np.isfinite(gain) else f"{gain:.2f}"))})
+                               (f"its profile interval at {adjusted}<ends> excludes 0 ({_zero_text(zero)}) and keeping it "
+                                "lowers the BIC by " + ("more than any finite amount (without it the refit fails)"
+                                                        if not np.isfinite(gain) else f"{gain:.2f}"))})
                 if reasons:
                     failing.append((gain, sub, checks[-1]))
         if not failing:
-            for c in checks:
-                say(f"check: {c['term']} {c['feature']} kept: {c['why']}")
             break
         gain, sub, check = min(failing, key=lambda item: item[0])
         say(f"check: {check['term']} {check['feature']} dropped: {check['why']}")
         dropped.append(check)
         current = sub
+    # the kept model's profile intervals, at the level asked for and at the adjusted level of the keep test
+    intervals = {}
+    thr_level = _threshold(current.refit, settings.level, likelihood)
+    for c in checks:
+        name = c["coefficient"]
+        sub = subs[name]
+        profiles = profile_interval(name, float(current.refit.values[name]), wald[name].se,
+                                    _profile_statistic(selector, current, name, likelihood),
+                                    [(settings.level, thr_level), (keep_level, thr_keep)], factor[name],
+                                    known=[(0.0, _lr_statistic(sub.refit, current.refit, likelihood))])
+        intervals[name] = profiles[settings.level]
+        c["interval"], c["adjusted_interval"] = profiles[settings.level].as_dict(), profiles[keep_level].as_dict()
+        wide = profiles[keep_level]
+        if not wide.excludes_zero:  # a profile that is not monotone: the ends say what the value at 0 did not
+            c["why"] += f"; note: the profile interval {wide.text()} at {adjusted} reaches 0 (a profile that is not monotone)"
+        c["why"] = c["why"].replace("<ends>", f", {wide.text()},")
+        say(f"check: {c['term']} {c['feature']} kept: {c['why']}")
     ranking = []
     ranked = [k for k, c in selector._cache.items() if c.refit.success and np.isfinite(c.refit.bic)]
     for key in sorted(ranked, key=lambda k: selector._cache[k].refit.bic)[:8]:
@@ -857,22 +991,90 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
         ranking.append({"model": cand.describe(), "source": cand.source, "n_terms": cand.n_terms,
                         "bic": float(cand.refit.bic), "train_loss": cand.refit.train_loss,
                         "halves_won": stab.wins.get(key)})  # None: not in the vote
-    return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped)
+    starts = {"members": [{"start": k, "proposed": c.describe(), "bic": _finite_or_none(c.refit.bic)}
+                          for k, _, c in members]}
+    return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped,
+                                    starts)
 
 
-def _calibrate_runs(objective: DataObjective, chosen: Candidate, say: Callable[[str], None]) -> None:
-    """The chosen model's runs test, calibrated for the fit (:func:`~ude_cli.discovery.stability.calibrated_runs_p`),
-    into ``chosen.refit.extra["runs_p_calibrated"]``: the verdict reads it."""
+def _threshold(fit: Refit, level: float, likelihood: bool) -> float:
+    """The profile threshold of one coefficient of ``fit`` at ``level``
+    (:func:`~ude_cli.identifiability.function.lr_threshold`): F-calibrated for a squared-error loss, whose noise
+    scale is estimated from the residuals; chi-square(1) with a noise model."""
+    from ..identifiability.function import lr_threshold
+
+    n = max(fit.n_train, 1)
+    return lr_threshold(level, n, max(n - fit.n_free, 1), not likelihood)[0]
+
+
+def _lr_statistic(sub: Refit, fit: Refit, likelihood: bool) -> float:
+    """``2 (L_sub - L_fit)``: the likelihood-ratio statistic of ``sub`` (the same model with values held) against
+    ``fit`` (``L = n/2 log RSS`` for a squared-error loss, the noise scale profiled out; the NLL with a noise model,
+    ``rss/2`` of the deviance residuals plus a constant); ``inf`` when ``sub`` could not be fitted."""
+    if not sub.success or sub.residuals is None or fit.residuals is None or not np.all(np.isfinite(sub.residuals)):
+        return float("inf")
+    rs, r0 = float(sub.residuals @ sub.residuals), float(fit.residuals @ fit.residuals)
+    if likelihood:
+        return rs - r0
+    return fit.n_train * math.log(max(rs, 1e-300) / max(r0, 1e-300))
+
+
+def _profile_statistic(selector: _Selector, candidate: Candidate, name: str, likelihood: bool
+                       ) -> Callable[[float], float]:
+    """``c -> 2 (PL(c) - L)`` of ``candidate``'s coefficient ``name``: the candidate refitted (:func:`refit`, every
+    other fitted value free) with ``name`` held at ``c``, warm-started from the profile's nearest point."""
+    import dataclasses
+
+    from ..expressions import parse_expression
+
+    equations = {s: parse_expression(text) for s, text in candidate.equations.items()}
+    warm: dict[float, tuple[dict, np.ndarray]] = {
+        float(candidate.refit.values[name]): (dict(candidate.refit.values), candidate.refit.initial)}
+
+    def statistic(c: float) -> float:
+        params = {**candidate.parameters, name: dataclasses.replace(candidate.parameters[name], init=float(c), fixed=True)}
+        near = min(warm, key=lambda v: abs(v - c))
+        values, initial = warm[near]
+        fit = refit(OdeSystem(selector.problem, equations, params), selector.objective,
+                    {k: v for k, v in values.items() if k in params and k != name} | {name: float(c)}, initial)
+        if fit.success:
+            warm[float(c)] = (dict(fit.values), fit.initial)
+        return _lr_statistic(fit, candidate.refit, likelihood)
+
+    return statistic
+
+
+def _zero_text(zero) -> str:
+    """``"the profile at 0 (the model refitted without it) is 161 times a = 0.85, threshold 8.9"``."""
+    at = zero.at_zero
+    value = "infinite: the refit without it fails" if at is None or not math.isfinite(at) else f"{at:.4g}"
+    scaled = "" if zero.adjustment == 1 else f", scaled by the robust factor {zero.adjustment:.3g}"
+    return f"the statistic at 0, the model refitted without it{scaled}, is {value}; threshold {zero.threshold:.4g}"
+
+
+def _calibrate_runs(objective: DataObjective, chosen: Candidate, say: Callable[[str], None],
+                    system: OdeSystem | None = None) -> None:
+    """The chosen model's runs test, calibrated for the fit (:func:`~ude_cli.discovery.stability.calibrated_runs_p`,
+    its noise's scale a power of ``system``'s fitted values), into ``chosen.refit.extra["runs_p_calibrated"]``: the
+    verdict reads it."""
+    from .refit import predict_all
     from .stability import calibrated_runs_p, local_fit
 
     fit = local_fit(chosen.refit)
     if fit is None:
         return
+    fitted = None
+    if system is not None:
+        preds, failure = predict_all(system, chosen.refit.values, chosen.refit.initial)
+        if not failure:
+            observed = objective.observed(preds, chosen.refit.values)  # the observables, as the residuals' cells
+            fitted = np.concatenate([o[objective.mask(b, "train")] for b, o in enumerate(observed)])
     p = calibrated_runs_p(fit, objective.cell_groups("train"), objective.cell_states("train"),
-                          objective.cell_experiments("train"))
+                          objective.cell_experiments("train"), fitted=fitted)
     chosen.refit.extra["runs_p_calibrated"] = p
     say(f"runs test of the recovered model's residuals: p = {chosen.refit.runs_p:.2g} against independent signs, "
-        f"{p:.2g} calibrated for the fit (residuals of a fitted model change sign less often than noise does)")
+        f"{p:.2g} calibrated for the fit (residuals of a fitted model change sign less often than noise does; the "
+        "null drawn from noise whose variance is a power of the fitted values, projected off the refit's Jacobian)")
 
 
 def _submodels(selector: _Selector, candidate: Candidate) -> list[Candidate]:
@@ -912,6 +1114,11 @@ def _evidence(objective: DataObjective, chosen: Candidate, mechanistic: Candidat
     r = chosen.refit
     n, k = r.n_train, r.n_free
     out: dict = {"n_train": n, "ude_fitted": ude.get("fitted_values")}
+    # with a noise model, each split's smallest NLL per observation (the saturated model's): losses compare by their
+    # excess over it (:func:`_times`)
+    out["constants"] = {"likelihood": likelihood, **{
+        split: (float(objective.cell_constants(split).sum()) / objective.count(split)
+                if likelihood and objective.count(split) else 0.0) for split in ("train", "validation")}}
     level = None
     if r.residuals is not None and n > k:
         rss = float(r.residuals @ r.residuals)

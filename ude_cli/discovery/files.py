@@ -117,14 +117,13 @@ def equations_markdown(discovery: Discovery) -> str:
               f"| name | value | {level} interval | fitted | meaning |", "|---|---|---|---|---|"]
     for name, p in discovery.chosen.parameters.items():
         iv = intervals.get(name)
-        band = "" if iv is None else ("unbounded" if not np.isfinite(iv.se) else f"[{iv.lower:.4g}, {iv.upper:.4g}]")
+        band = "" if iv is None else ("unbounded" if not iv.bounded else f"[{iv.lower:.4g}, {iv.upper:.4g}]")
         for label, value in _parameter_values(discovery, name):  # one row per experiment for a per-experiment one
             lines.append(f"| `{label}` | {value:.6g} | {band} | {'no (fixed)' if p.fixed else 'yes'} | "
                          f"{p.description} |")
     if intervals:
-        from .stability import INTERVAL_METHOD
-
-        lines += ["", f"Intervals of the recovered coefficients: {INTERVAL_METHOD}."]
+        methods = sorted({iv.method for iv in intervals.values()})
+        lines += ["", f"Intervals of the recovered coefficients: {'; '.join(methods)}."]
     for label in r.free:
         if "(t0)" in label:
             lines.append(f"| `{label}` | {_initial_value(discovery, label):.6g} | yes | initial state |")
@@ -365,8 +364,6 @@ def discovery_record(discovery: Discovery) -> dict:
 
 def _selection_record(discovery: Discovery) -> dict | None:
     """How the terms were kept: stability selection, the backward check with intervals, the runner-ups."""
-    from .stability import INTERVAL_METHOD
-
     sel = discovery.selection
     if sel is None:
         return None
@@ -374,9 +371,10 @@ def _selection_record(discovery: Discovery) -> dict | None:
     return {
         "method": ("stability selection over halves of the observation times (complementary pairs), each half's "
                    "candidates refitted by one Gauss-Newton step and ranked by BIC + min_improvement per term; the "
-                   "candidate that wins the most halves is taken, then each of its terms checked: its interval "
-                   "excludes 0 and keeping it lowers the BIC on all the data by more than min_improvement"),
-        "interval_method": INTERVAL_METHOD,
+                   "candidate that wins the most halves is taken, then each of its terms checked: its profile interval at the "
+                   "Bonferroni-adjusted level excludes 0 (the statistic at 0, the model refitted without it, above "
+                   "the threshold) and keeping it lowers the BIC on all the data by more than min_improvement"),
+        "interval_method": "; ".join(sorted({iv.method for iv in sel.intervals.values()})) or None,
         "level": discovery.settings.level,
         "resamples": sel.resamples,
         "halves_won": sel.won,
@@ -385,6 +383,7 @@ def _selection_record(discovery: Discovery) -> dict | None:
         "checks": sel.checks,
         "intervals": {n: iv.as_dict() for n, iv in sel.intervals.items()},
         "runner_ups": sel.ranking,
+        "starts": sel.starts,
     }
 
 

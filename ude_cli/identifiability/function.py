@@ -236,14 +236,7 @@ class LikelihoodFunction:
     def threshold(self, level: float, k: float) -> tuple[float, str]:
         """The likelihood-ratio statistic ``2 (L - L_min)`` at the edge of a ``level`` profile interval, and how it
         was computed."""
-        from scipy import stats
-
-        if self.scale_estimated():
-            df = self.degrees_of_freedom(k)
-            f = float(stats.f.ppf(level, 1, df))
-            return self.n * math.log1p(f / df), (f"n log(1 + F(1, {df:.4g})/{df:.4g}) (the noise scale is estimated "
-                                                 "from the residuals: F-calibrated, as R's profile.nls)")
-        return float(stats.chi2.ppf(level, 1)), "chi-square(1) quantile (likelihood ratio)"
+        return lr_threshold(level, self.n, self.degrees_of_freedom(k), self.scale_estimated())
 
     def quantile(self, level: float, k: float) -> tuple[float, str]:
         """The multiplier of a standard error for a two-sided ``level`` Wald interval, and its distribution."""
@@ -267,3 +260,17 @@ def final_weight_decay(problem) -> float:
             if stage.objective == "trajectory":
                 return float(stage.weight_decay if stage.weight_decay is not None else training.weight_decay)
     return float(training.weight_decay)
+
+
+def lr_threshold(level: float, n: float, df: float, scale_estimated: bool) -> tuple[float, str]:
+    """The likelihood-ratio statistic ``2 (L - L_min)`` at the edge of a ``level`` profile interval of one value, and
+    how it was computed: with the noise scale estimated from the residuals (``n`` cells, ``df = n - k`` residual
+    degrees of freedom) ``n log(1 + F(1, df)/df)``, the F-calibrated threshold of R's ``profile.nls``; else the
+    chi-square(1) quantile."""
+    from scipy import stats
+
+    if scale_estimated:
+        f = float(stats.f.ppf(level, 1, df))
+        return n * math.log1p(f / df), (f"n log(1 + F(1, {df:.4g})/{df:.4g}) (the noise scale is estimated "
+                                        "from the residuals: F-calibrated, as R's profile.nls)")
+    return float(stats.chi2.ppf(level, 1)), "chi-square(1) quantile (likelihood ratio)"

@@ -292,8 +292,12 @@ def _discovery_section(discovery: Mapping, directory: Path, parameters=None) -> 
 
     def band(name):
         iv = intervals.get(name)
-        return "" if iv is None else (f"[{_num(iv['lower'])}, {_num(iv['upper'])}]" if iv["se"] is not None
-                                      else "unbounded")
+        if iv is None:
+            return ""
+        if iv["lower"] is None and iv["upper"] is None:
+            return "unbounded"
+        return (f"[{'-inf' if iv['lower'] is None else _num(iv['lower'])}, "
+                f"{'inf' if iv['upper'] is None else _num(iv['upper'])}]")
 
     rows = [[f"<code>{_e(label)}</code>", _num(x, 6), band(n)] for n, v in chosen["parameters"].items()
             for label, x in (((f"{n}[{e}]", x) for e, x in v.items()) if isinstance(v, dict) else [(n, v)])]
