@@ -181,8 +181,11 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
         val_mse = objective.per_observable_mse(sols_t, "validation") if has_val else None
         train_nll = objective.nll(sols_t, "train").cpu().numpy()
         val_nll = objective.nll(sols_t, "validation").cpu().numpy() if has_val else None
+        prior = model.log_prior()  # the config's priors (None without): the fit maximised the log-posterior
+        log_prior = prior.cpu().numpy() if prior is not None else None
     sols = [s.cpu().numpy() for s in sols_t]
-    finite = np.where(np.isfinite(train_loss), train_loss, np.inf)
+    fitted = train_loss if log_prior is None else train_loss - log_prior / max(objective.counts["train"], 1)
+    finite = np.where(np.isfinite(fitted), fitted, np.inf)
     best = int(np.argmin(finite))
     names = objective.names
 
@@ -213,6 +216,11 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
         "best_start": best,
         "starts": model.n_starts,
     }
+    if log_prior is not None:
+        metrics["log_prior"] = {
+            "log_prior": _num(log_prior[best]), "log_posterior": _num(-train_nll[best] + log_prior[best]),
+            "method": "the sum of the config's priors' log-densities at the fitted values (model.parameters.P.prior, "
+                      "networks.NET.priors); the fit maximised the log-likelihood plus it"}
     if model.n_starts > 1:
         metrics["loss_per_start"] = [_num(v) for v in train_loss]
         metrics["starts_drawn_again"] = list(model.redrawn)

@@ -141,6 +141,27 @@ class DataSpec(_Strict):
 
 # -- model -------------------------------------------------------------------------------------------
 
+class PriorSpec(_Strict):
+    """A prior distribution of a value: its log-density is a term of the objective, so that a fit maximises
+    the log-posterior (as PEtab's priors ask; `ude import` writes them)."""
+
+    distribution: Literal["normal", "laplace", "log-normal", "log-laplace", "uniform", "cauchy"] = Field(
+        description="normal (mean, sd), laplace (location, scale), log-normal and log-laplace (of log x), "
+                    "uniform (lower, upper), cauchy (location, scale).")
+    parameters: tuple[Finite, Finite] = Field(description="The distribution's two parameters, as listed there.")
+    scale: Literal["lin", "log", "log10"] = Field(
+        "lin", description="The density is of the value (lin) or of its logarithm (log, log10).")
+
+    @model_validator(mode="after")
+    def _defined(self) -> PriorSpec:
+        from .likelihood.prior import check
+
+        why = check(self.distribution, self.parameters)
+        if why is not None:
+            raise ValueError(f"prior {self.distribution} {list(self.parameters)}: {why}")
+        return self
+
+
 class ParameterSpec(_Strict):
     """One mechanistic parameter. A bare number is shorthand for ``{init: number}``."""
 
@@ -156,6 +177,8 @@ class ParameterSpec(_Strict):
     per_experiment: bool | None = Field(
         None, description="One value per experiment (each subject's own clearance, say), all starting at `init`; "
                           "params.csv lists each experiment's value (default: one value shared by all).")
+    prior: PriorSpec | None = Field(
+        None, description="A prior distribution of the value: the fit maximises the log-posterior.")
 
     @model_validator(mode="before")
     @classmethod
@@ -189,7 +212,8 @@ class InitialSpec(_Strict):
     column: str | None = Field(None, description="Read from this CSV column (first row of each experiment).")
     formula: str | None = Field(
         None, description="An expression of parameters and constants, e.g. 'Asym/(1 + exp((xmid - t0)/scal))' "
-                          "(`t0` is the experiment's start time): learned through its parameters.")
+                          "(`t0` is the experiment's start time), or of the outputs NET[i] of a network fed "
+                          "parameters and constants only: learned through its parameters (and weights).")
     learn: bool = Field(False, description="Learn it (one value per experiment), starting from the value.")
     positive: bool = Field(False, description="When learned: keep it > 0 (log scale).")
 
@@ -260,7 +284,8 @@ class NetworkSpec(_Strict):
     """A neural network whose outputs ``NAME[i]`` can be used in equations."""
 
     inputs: list[str] = Field(min_length=1, description="States (and optionally 't') fed to the network; "
-                                                          "shared parameters and constants may be inputs too.")
+                                                          "shared parameters and constants may be inputs too, "
+                                                          "and formulas of them (S/N).")
     outputs: int = Field(1, ge=1, le=64, description="Number of outputs, used as NAME[0], NAME[1], ...")
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [32, 32], max_length=16, description="Sizes of the hidden layers.")
@@ -292,6 +317,9 @@ class NetworkSpec(_Strict):
         None, description="A `file` network's inputs (placeholders), in order: how many of `inputs` each takes, or "
                           "its shape ([3, 10, 10]: the next 300 inputs as an array, PyTorch's layout) (default: one "
                           "vector of all of them).")
+    priors: dict[Annotated[str, Field(pattern=r"^(weight|bias)[0-9]+$")], PriorSpec] = Field(
+        default_factory=dict, description="A prior of every element of an array (weight0, bias0, ...; an MLP "
+                                          "network's): the fit maximises the log-posterior.")
 
     @model_validator(mode="after")
     def _fixed_needs_weights(self) -> NetworkSpec:
@@ -315,6 +343,10 @@ class NetworkSpec(_Strict):
             raise ValueError(f"arguments {self.arguments} take {taken} inputs; inputs has {len(self.inputs)}")
         if numbered and max(int(n.removeprefix("weight").removeprefix("bias")) for n in numbered) > len(self.hidden):
             raise ValueError(f"frozen: the network has layers 0 to {len(self.hidden)}")
+        if self.priors and self.file is not None:
+            raise ValueError("priors: only for a network of hidden layers (not a `file` network) yet")
+        if self.priors and max(int(n.removeprefix("weight").removeprefix("bias")) for n in self.priors) > len(self.hidden):
+            raise ValueError(f"priors: the network has layers 0 to {len(self.hidden)}")
         return self
 
 

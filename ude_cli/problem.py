@@ -16,7 +16,7 @@ from typing import cast
 
 import numpy as np
 
-from .config import Config, NetworkSpec, NoiseParameterSpec, NoiseSpec, ParameterSpec
+from .config import Config, NetworkSpec, NoiseParameterSpec, NoiseSpec, ParameterSpec, PriorSpec
 from .data import Dataset, read_dataset, split_validation
 from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean, nearest
 from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression
@@ -36,6 +36,7 @@ class Parameter:
     description: str = ""
     per_experiment: bool = False  # one value per experiment
     role: str = "mechanistic"  # "mechanistic" (in an equation), "observation" (only in observables), "noise"
+    prior: PriorSpec | None = None  # a prior of the value: a term of the objective
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:
@@ -258,13 +259,14 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             equations[s] = add_expressions(equations[s], corr)
 
     observable_exprs = _parse_observables(config, states, param_specs, constants, networks, label, problems)
-    initial_exprs = _parse_initial_formulas(config, states, param_specs, constants, label, problems)
+    initial_exprs = _parse_initial_formulas(config, states, param_specs, constants, label, problems, networks)
 
     used = set()
-    for expr in equations.values():
+    for expr in [*equations.values(), *initial_exprs.values()]:  # a network may set an initial value
         used |= set(expr.names) | {n for n, _ in expr.network_refs}
-    for net_spec in networks.values():  # a parameter fed to a network is used
-        used |= set(net_spec.inputs)
+    for net_spec in networks.values():  # a parameter fed to a network (or in a formula it is fed) is used
+        used |= set(net_spec.inputs) | {n for i in net_spec.inputs if not i.isidentifier()
+                                        for n in _input_names(i)}
     observed_names = set().union(*[e.names for e, _ in observable_exprs.values()],
                                  *[e.names for e in initial_exprs.values()], _noise_formula_names(config))
     for pname in param_specs:
@@ -298,15 +300,33 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         role = "mechanistic" if pname in used or pname not in observed_names else "observation"
         parameters[pname] = Parameter(name=pname, init=float(spec.init), fixed=bool(spec.fixed), lower=lo,
                                       upper=hi, positive=positive, unit=spec.unit, description=desc,
-                                      per_experiment=bool(spec.per_experiment), role=role)
+                                      per_experiment=bool(spec.per_experiment), role=role, prior=spec.prior)
 
     # networks' inputs
     for net, net_spec in networks.items():
         for k, inp in enumerate(net_spec.inputs):
             where = f"{label}: networks.{net}.inputs[{k}]"
-            if inp in parameters and parameters[inp].per_experiment or isinstance(constants.get(inp), str):
+            if not inp.isidentifier():  # a formula of states, t, parameters and constants
+                try:
+                    expr = parse_expression(inp, where=where)
+                except ExpressionError as exc:
+                    problems.add(exc)
+                    continue
+                if expr.network_refs:
+                    problems.add(ConfigError(f"input {inp!r}: a network's input cannot use a network",
+                                             where=where))
+                for err in expr.check_names(Namespace(states=tuple(states), parameters=tuple(param_specs),
+                                                      constants=tuple(constants), allow_t=True), where=where):
+                    problems.add(err)
+                names = sorted(expr.names)
+            else:
+                names = [inp]
+            if any(n in parameters and parameters[n].per_experiment for n in names):
                 problems.add(ConfigError(f"input '{inp}' has one value per experiment; a network's inputs are "
-                                         f"states, t, and shared parameters or constants", where=where))
+                                         f"states, t, parameters (shared by the experiments) and constants",
+                                         where=where))
+            elif not inp.isidentifier():
+                continue
             elif inp != "t" and inp not in states and inp not in param_specs and inp not in constants:
                 problems.add(ConfigError(f"unknown input '{inp}'{did_you_mean(inp, [*states, 't'])}; inputs are "
                                          f"states ({', '.join(states)}), t, or parameters and constants",
@@ -460,8 +480,13 @@ def _parse_observables(config: Config, states: list[str], param_specs: dict, con
 
 
 def _parse_initial_formulas(config: Config, states: list[str], param_specs: dict, constants: dict, label: str,
-                            problems: Problems) -> dict[str, Expression]:
-    namespace = Namespace(parameters=tuple(param_specs), constants=(*constants, "t0"), allow_t=False)
+                            problems: Problems, networks: dict | None = None) -> dict[str, Expression]:
+    # a network fed parameters and constants only (no state, no t) may set an initial value: NET[i]
+    static = {n: s.outputs for n, s in (networks or {}).items()
+              if not any(name in states or name == "t" for i in s.inputs
+                         for name in ([i] if i.isidentifier() else _input_names(i)))}
+    namespace = Namespace(parameters=tuple(param_specs), constants=(*constants, "t0"), allow_t=False,
+                          networks=static)
     out = {}
     for s, spec in config.model.initial.items():
         if spec.formula is None or s not in states:
@@ -471,6 +496,11 @@ def _parse_initial_formulas(config: Config, states: list[str], param_specs: dict
             expr = parse_expression(spec.formula, where=where)
         except ExpressionError as exc:
             problems.add(exc)
+            continue
+        fed = sorted({n for n in (*expr.names, *(m for m, _ in expr.network_refs)) if n in (networks or {})} - set(static))
+        if fed:
+            problems.add(ConfigError(f"network '{fed[0]}' is fed states or t: an initial value may use a network "
+                                     f"whose inputs are parameters and constants only", where=where))
             continue
         errors = expr.check_names(namespace, where=where)
         for err in errors:
@@ -752,3 +782,10 @@ def default_step(problem: Problem) -> float:
     step = min(spacings) / 10 if spacings else 0.01
     return min(step, problem.dataset.time_span / 100)
 
+
+def _input_names(text: str) -> frozenset[str]:
+    """The names a network input formula uses (none when it does not parse: reported where it is checked)."""
+    try:
+        return parse_expression(text).names
+    except ExpressionError:
+        return frozenset()

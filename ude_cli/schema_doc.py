@@ -24,6 +24,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("noise (and observables.NAME.noise)", schema.NoiseSpec),
     ("noise.sigma, noise.sigma_rel, noise.dispersion", schema.NoiseParameterSpec),
     ("networks.NAME", schema.NetworkSpec),
+    ("model.parameters.NAME.prior, networks.NAME.priors.ARRAY", schema.PriorSpec),
     ("solver", schema.SolverSpec),
     ("training", schema.TrainingSpec),
     ("training.loss", schema.LossSpec),

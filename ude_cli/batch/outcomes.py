@@ -78,28 +78,41 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
     asks for profile likelihoods of every learned value (``uncertainty.profile: true``; ``ude fit --profile``).
     Errors of the user's making become a failed outcome; with ``debug`` they are raised instead.
     """
+    import contextlib
+
     from ..api import default_out, run_fit
-    from ..config import Config, load_config
+    from ..config import Config
     from ..errors import UdeError
     from ..problem import resolve
 
     label = str(resume if resume is not None else (config.run_name if isinstance(config, Config) else config))
     t0 = time.perf_counter()
     warnings: list[str] = []
+    stack = contextlib.ExitStack()  # a PEtab problem's translation lives in a temporary folder during the fit
+    notes: list[str] = []
     try:
-        cfg = problem = None
+        cfg = problem = imported = None
         if resume is None:
-            cfg = config if isinstance(config, Config) else load_config(config)
+            if isinstance(config, Config):
+                cfg = config
+            else:
+                from ..sources import load_any
+
+                cfg, imported = load_any(config, stack, notes)
             if profile and cfg.uncertainty.profile is False:
                 cfg = cfg.model_copy(update={"uncertainty": cfg.uncertainty.model_copy(update={"profile": True})})
             problem = resolve(cfg)  # once: the fit below uses it as it is
-            warnings = problem.warnings
+            warnings = [*problem.warnings, *(f"{config}: {n}" for n in notes)]  # a PEtab translation's notes
         monitor = make_monitor(cfg) if make_monitor is not None else None
         target = None if cfg is None else (out if out is not None else default_out(cfg))  # cfg: no resume
         with monitor if monitor is not None else _Null():
             result, path = run_fit(problem, out=target, overwrite=overwrite, monitor=monitor, stop_below=stop_below,
                                    plots=plots, command=command, time_limit=time_limit, should_stop=should_stop,
                                    resume=resume, n_starts=n_starts)
+        if imported is not None:  # the translated problem beside the run: `ude fit RUN/petab/config.yaml`
+            import shutil
+
+            shutil.copytree(imported, Path(path) / "petab", dirs_exist_ok=True)
     except UdeError as exc:
         if debug:
             raise
@@ -112,6 +125,8 @@ def fit_one(config, *, out: str | Path | None = None, overwrite: bool = False,
         if debug:
             raise
         return internal_outcome(label, exc, seconds=time.perf_counter() - t0, warnings=warnings), None
+    finally:
+        stack.close()
     outcome = RunOutcome(config=label, status="ok", run_dir=str(path), seconds=round(time.perf_counter() - t0, 3),
                          parameters={k: float(v) for k, v in result.values.items()}, metrics=result.metrics,
                          warnings=warnings)

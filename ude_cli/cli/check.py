@@ -25,15 +25,19 @@ def check_command(
                                        "resolved config"),
 ) -> None:
     from ..api import check
-    from ..config import load_config
     from ..errors import UdeError
 
     first_failure = None
     records = []
+    import contextlib
+
+    from ..sources import load_any
+
     for path in configs:  # every config is checked; the exit code is that of the first failure
         try:
-            cfg = load_config(path)
-            problem = check(cfg)
+            with contextlib.ExitStack() as stack:  # a PEtab problem is translated into a temporary folder
+                cfg, _ = load_any(path, stack)
+                problem = check(cfg)
             if cfg.sweep:
                 from ..batch.sweep import expand
 

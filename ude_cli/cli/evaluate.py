@@ -48,11 +48,15 @@ def evaluate_command(
     typer.echo(f"{source}: log-likelihood {result.llh:.10g} (negative: {-result.llh:.10g}) over {len(sim)} "
                f"measurements; solver {result.solver['method']} ({result.solver['engine']} engine), rtol "
                f"{result.solver['rtol']:g}, atol {result.solver['atol']:g}; {result.seconds:.2f} s")
+    if result.log_prior is not None:
+        typer.echo(f"log-prior {result.log_prior:.10g} (the parameter table's priors), log-posterior "
+                   f"{result.log_posterior:.10g}; the gradients below are of the log-posterior")
     if result.gradient:
         scaled = result.gradient_scaled
         width = max(len(n) for n in result.gradient)
-        head = f"{'parameter':<{width}}  {'value':>14}  {'d llh / d value':>16}"
-        typer.echo(head + (f"  {'d llh / d scaled':>16}" if scaled is not None else ""))
+        f = "llh" if result.log_prior is None else "lpost"
+        head = f"{'parameter':<{width}}  {'value':>14}  {f'd {f} / d value':>16}"
+        typer.echo(head + (f"  {f'd {f} / d scaled':>16}" if scaled is not None else ""))
         for name, g in result.gradient.items():
             line = f"{name:<{width}}  {result.values.get(name, float('nan')):>14.7g}  {g:>16.7g}"
             if scaled is not None:

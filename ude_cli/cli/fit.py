@@ -276,6 +276,11 @@ def print_result(result, path: Path) -> None:
     if m["stop_reason"] not in ("completed", "converged"):
         line += f"; stopped: {m['stop_reason']}"
     out.print(line, highlight=False, markup=False)
+    if m.get("log_prior") is not None:  # the config's priors: the fit maximised the log-posterior
+        lp = m["log_prior"]
+        out.print(f"log-prior {lp['log_prior']:.6g}, log-posterior {lp['log_posterior']:.6g} (log-likelihood "
+                  f"{-m['likelihood']['nll']:.6g} + log-prior): the fit maximised the log-posterior",
+                  highlight=False, markup=False)
     quality = m.get("fit_quality")
     if quality is not None:
         out.print(f"[yellow]{escape(quality['line'])}[/yellow]" if quality["poor"] else escape(quality["line"]),

@@ -27,9 +27,12 @@ def import_command(
     from ..petab import import_problem
 
     try:
-        config = import_problem(problem, out, overwrite=overwrite)
+        notes: list[str] = []
+        config = import_problem(problem, out, overwrite=overwrite, notes=notes)
     except UdeError as exc:
         fail(exc)
         return
     if not quiet:
+        for note in notes:
+            typer.echo(f"note: {note}")
         typer.echo(f"wrote {config} (and data.csv, petab.json); fit it with: ude fit {config}")

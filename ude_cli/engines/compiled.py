@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..expressions import casadi_sigmoid
+from ..expressions import casadi_sigmoid, parse_expression
 from .native import Build, NativeLibrary, library, package_source, prepare
 
 if TYPE_CHECKING:
@@ -99,7 +99,8 @@ class SymbolicRHS:
         env.update({s: u[i] for i, s in enumerate(self.states)})
         offset = 0
         for name, net in self.networks.items():
-            inputs = ca.vertcat(*[env[i] for i in spec.network_inputs[name]])  # states, t, parameters, constants
+            inputs = ca.vertcat(*[env[i] if i in env else parse_expression(i).compile("casadi")(env)
+                                  for i in spec.network_inputs[name]])  # states, t, parameters, constants, formulas
             out, offset = _mlp(net, inputs, w, offset)
             env[name] = _Outputs(out)
         rates = []

@@ -14,7 +14,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from ..expressions import Expression
+from ..expressions import Expression, parse_expression
 from .neural import MLP
 from .parameters import ParameterSet
 
@@ -46,6 +46,9 @@ class HybridRHS(nn.Module):
                              for n, v in self.network_inputs.items()}
         self._uses_t = {n: "t" in v for n, v in self.network_inputs.items()}
         self._t_position = {n: v.index("t") if "t" in v else -1 for n, v in self.network_inputs.items()}
+        #: inputs that are formulas (``S/N``) of states, t, parameters and constants: compiled once
+        self._input_formulas = {i: parse_expression(i).compile("torch") for v in self.network_inputs.values()
+                                for i in v if not i.isidentifier()}
         self._index_tensors: dict[str, torch.Tensor] = {}
         self.expressions = dict(equations)
         self._functions = [equations[s].compile("torch", networks=list(networks)) for s in self.states]
@@ -106,8 +109,12 @@ class HybridRHS(nn.Module):
                     cols.append(torch.as_tensor(t, dtype=y.dtype, device=y.device).expand(shape))
                 elif i in self.states:
                     cols.append(y[..., self.states.index(i)])
+                elif i in self._input_formulas:
+                    values = {**env, "t": t, **dict(zip(self.states, y.unbind(-1), strict=True))}
+                    cols.append(_spread(torch.as_tensor(self._input_formulas[i](values), dtype=y.dtype,
+                                                        device=y.device), shape))
                 else:  # a shared parameter (S, 1) or constant: the same at every point
-                    cols.append(torch.as_tensor(env[i], dtype=y.dtype, device=y.device).expand(shape))
+                    cols.append(_spread(torch.as_tensor(env[i], dtype=y.dtype, device=y.device), shape))
             return torch.stack(cols, -1)
         if not self._uses_t[name]:
             if idx == list(range(len(self.states))):
@@ -139,3 +146,11 @@ class HybridRHS(nn.Module):
     def terms(self, t: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Alias of :meth:`network_outputs`, the learned terms."""
         return self.network_outputs(t, y)
+
+
+def _spread(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``value`` at every point of ``shape``; a per-experiment value ``(1, B)`` where the points are laid out
+    ``(S, T*B)`` (an observable's networks at every solved time) is repeated over the times."""
+    if value.ndim and value.shape[-1] not in (1, shape[-1]) and shape[-1] % value.shape[-1] == 0:
+        value = value.repeat(*([1] * (value.ndim - 1)), shape[-1] // value.shape[-1])
+    return value.expand(shape)

@@ -223,6 +223,9 @@ class UDEModel(nn.Module):
                 (networks[name].weights if kind == "weight" else networks[name].biases)[layer].requires_grad_(False)
         self.rhs = HybridRHS(problem.states, problem.equations, networks,
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
+        in_initial = {n for i in problem.initial.values() if i.expression is not None for n, _ in i.expression.network_refs}
+        if in_initial:  # a network fed parameters and constants sets an initial value
+            self.initial.use_networks({n: (networks[n], problem.networks[n].inputs) for n in in_initial})
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
         self.groups = make_groups(problem)
         self.times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
@@ -397,6 +400,28 @@ class UDEModel(nn.Module):
 
     def network_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.rhs.networks.parameters() if p.requires_grad]  # a fixed network's are not learned
+
+    def log_prior(self) -> torch.Tensor | None:
+        """The priors' log-density per start ``(S,)`` at the current values (learned parameters with a
+        ``prior``, learned network arrays with ``priors``), or None when the config gives none."""
+        from ..likelihood.prior import log_density
+
+        terms = []
+        learned = {n: p for n, p in self.problem.parameters.items() if p.prior is not None and not p.fixed}
+        if learned:
+            values = self.parameters_.values()
+            for n, p in learned.items():
+                prior = p.prior
+                assert prior is not None  # chosen above
+                terms.append(log_density(prior.distribution, prior.parameters, values[n], prior.scale).sum(-1))
+        for name, spec in self.problem.networks.items():
+            net = cast(MLP, self.rhs.networks[name])
+            for array, prior in spec.priors.items():
+                kind, k = ("weight", int(array[6:])) if array.startswith("weight") else ("bias", int(array[4:]))
+                tensor = (net.weights if kind == "weight" else net.biases)[k]
+                if tensor.requires_grad:  # a fixed network's or a frozen array's prior is a constant
+                    terms.append(log_density(prior.distribution, prior.parameters, tensor, prior.scale).sum(dim=(1, 2)))
+        return torch.stack(terms).sum(0) if terms else None
 
     def weight_penalty(self) -> torch.Tensor:
         """Sum of squared network weights per start ``(S,)`` (0 without networks)."""

@@ -193,7 +193,8 @@ class InitialStates(nn.Module):
                 base[:, j] = spec.value
             elif spec.source == "formula":
                 assert spec.expression is not None  # resolve gives a formula its expression
-                self._formulas[j] = spec.expression.compile("torch")
+                nets = {n for n, _ in spec.expression.network_refs}
+                self._formulas[j] = spec.expression.compile("torch", networks=sorted(nets))
             else:
                 assert spec.column is not None  # source "column"
                 base[:, j] = [c[spec.column] for c in covariates]
@@ -214,6 +215,17 @@ class InitialStates(nn.Module):
             raw[s] = nn.Parameter(torch.tensor(np.tile(v, (n_starts, 1)), dtype=dtype))
         self.raw = nn.ParameterDict(raw)
         self.n_starts = n_starts
+        #: networks that initial formulas use (NET[i]): name -> (the model's network, its inputs); see use_networks
+        self._networks: dict[str, tuple[nn.Module, list]] = {}
+
+    def use_networks(self, networks: Mapping[str, tuple[nn.Module, Sequence[str]]]) -> None:
+        """The networks (fed parameters and constants only) that initial formulas use: name -> (the module, its
+        inputs: names or formulas). They belong to the model (not registered here)."""
+        from ..expressions import parse_expression
+
+        for name, (net, inputs) in networks.items():
+            compiled = [i if i.isidentifier() else parse_expression(i).compile("torch") for i in inputs]
+            object.__setattr__(self, "_networks", {**self._networks, name: (net, compiled)})
 
     def forward(self) -> torch.Tensor:
         y0 = self.base.expand(self.n_starts, *self.base.shape)
@@ -226,6 +238,11 @@ class InitialStates(nn.Module):
         if self._formulas:
             assert self._parameter_set is not None  # a formula's parameters are given with it
             env = {**self._formula_env, **self._parameter_set.values()}
+            shape = y0.shape[:-1]
+            for name, (net, inputs) in self._networks.items():  # each start's and experiment's inputs
+                x = [torch.as_tensor(env[i] if isinstance(i, str) else i(env), dtype=y0.dtype).expand(shape)
+                     for i in inputs]
+                env[name] = net(torch.stack(x, -1))
             for j, f in self._formulas.items():
                 cols[j] = torch.as_tensor(f(env), dtype=y0.dtype).expand(y0.shape[:-1])
         return torch.stack(cols, -1)

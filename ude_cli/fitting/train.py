@@ -280,8 +280,17 @@ class _Runner:
         finally:
             self.state.nfe += self.model.rhs.nfe - nfe0
         total = data + weight_decay * self.model.weight_penalty() if weight_decay else data
+        total = self._with_prior(total)
         self._remember_best(total.detach(), data.detach())
         return total, data
+
+    def _with_prior(self, total: torch.Tensor) -> torch.Tensor:
+        """The objective minus the priors' log-density per training observation (the config's priors: the
+        fit maximises the log-posterior); unchanged without priors."""
+        prior = self.model.log_prior()
+        if prior is None:
+            return total
+        return total - prior / max(self.objective.counts["train"], 1)
 
     def _remember_best(self, total: torch.Tensor, data: torch.Tensor) -> None:
         st = self.state
@@ -328,10 +337,8 @@ class _Runner:
         first stage after it (the objective the stages then minimise)."""
         nxt = self.stages[1] if len(self.stages) > 1 else self.stages[0]
         wd = self._decay(nxt)
-        if not wd:
-            return trajectory
         with torch.no_grad():
-            return trajectory + wd * self.model.weight_penalty()
+            return self._with_prior(trajectory + wd * self.model.weight_penalty() if wd else trajectory)
 
     def _snapshot(self) -> dict:
         loss = self._warm_objective(self._trajectory_loss())

@@ -36,6 +36,7 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..expressions import parse_expression
 from ..problem import Problem
 
 IMITABLE = "imitable"
@@ -193,7 +194,10 @@ class _Analysis:
             net, index = str(atom.base), int(atom.indices[0])
             spec = self.problem.networks[net]
             label = f"{net}[{index}]" if spec.outputs > 1 else net
-            out.append(_Output(label, atom, net, list(spec.inputs), self.sp.diff(f, atom)))
+            # a formula input (S/N) counts as the names it uses: the network sees no more than those
+            inputs = list(dict.fromkeys(n for i in spec.inputs for n in
+                                        ([i] if i.isidentifier() else sorted(parse_expression(i).names))))
+            out.append(_Output(label, atom, net, inputs, self.sp.diff(f, atom)))
         return out
 
     # -- per parameter ---------------------------------------------------------------------------

@@ -124,6 +124,8 @@ def translate(problem: PetabProblem) -> Translation:
                 raise ConfigError(f"column {column}: an empty cell, and the model gives no value", where=ctable)
             fallback = sp.Symbol(column)
             values = {c: (v if v is not None else fallback) for c, v in cells.items()}
+        if not all(v.is_number for v in values.values()):  # a fixed parameter is its nominal value
+            values = {c: _fixed_value(v, problem) for c, v in values.items()}
         distinct = set(values.values())
         if len(distinct) == 1:
             (only,) = distinct
@@ -143,7 +145,8 @@ def translate(problem: PetabProblem) -> Translation:
     for const in per_condition:
         names.setdefault(const, safe_name(const))
 
-    networks, weights, net_info = _networks(problem, substitute, names)
+    notes: list[str] = []
+    networks, weights, net_info = _networks(problem, substitute, names, notes, initial_override)
 
     def resolve(expr: sp.Expr) -> sp.Expr:
         return sbml.substitute(expr).xreplace(substitute)
@@ -207,12 +210,12 @@ def translate(problem: PetabProblem) -> Translation:
             if left:
                 raise ConfigError(f"observable {oid}: the placeholder {left[0]} has no value in the measurement "
                                   f"table", where=str(problem.files.measurements[0]))
-            if obs.distribution != "normal":
-                raise ConfigError(f"observable {oid}: noiseDistribution {obs.distribution} is not supported "
-                                  f"(ude's noise models: normal, and log-normal through observableTransformation "
-                                  f"log or log10)", where=where)
+            # the noise parameter is the standard deviation (normal) or the scale (laplace) of the transformed
+            # value; of log10 y it is that of log y divided by ln(10)
             factor = {"lin": 1.0, "log": 1.0, "log10": LN10}[obs.transformation]
-            distribution = "normal" if obs.transformation == "lin" else "lognormal"
+            distribution = {("normal", True): "normal", ("normal", False): "lognormal",
+                            ("laplace", True): "laplace", ("laplace", False): "loglaplace"}[
+                (obs.distribution, obs.transformation == "lin")]
             if sp.Symbol(oid) in noise.free_symbols:
                 raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} depends on the observable "
                                   f"itself: not supported yet", where=where)
@@ -266,8 +269,8 @@ def translate(problem: PetabProblem) -> Translation:
         observables[name] = spec
 
     # -- parameters and constants -------------------------------------------------------------------------------
-    used: set[str] = {i for spec in networks.values() for i in spec["inputs"]}
-    for text in [*equations.values(), *(o["formula"] for o in observables.values()),
+    used: set[str] = set()
+    for text in [*(i for spec in networks.values() for i in spec["inputs"]), *equations.values(), *(o["formula"] for o in observables.values()),
                  *(o["noise"]["sigma"]["formula"] for o in observables.values()
                    if isinstance(o["noise"]["sigma"], dict) and "formula" in o["noise"]["sigma"]),
                  *(v["formula"] for v in initial.values() if isinstance(v, dict))]:
@@ -283,6 +286,9 @@ def translate(problem: PetabProblem) -> Translation:
         pid = inverse.get(uname, uname)
         if pid in per_condition:
             constants[uname] = {"column": uname}
+            continue
+        if pid in problem.input_columns and substitute.get(sp.Symbol(pid), sp.Symbol(pid)).is_number:
+            constants[uname] = float(substitute[sp.Symbol(pid)])  # a network input the conditions set alike
             continue
         par = problem.parameters.get(pid)
         if par is not None and par.estimate:
@@ -315,6 +321,11 @@ def translate(problem: PetabProblem) -> Translation:
     for pid, entry in info.items():
         p = problem.parameters[pid]
         entry.update({"scale": p.scale, "nominal": p.nominal, "estimate": p.estimate})
+        if p.prior is not None:  # a term of the objective: the fit maximises the log-posterior
+            if entry["kind"] != "parameter":
+                raise ConfigError(f"parameter {pid}: a prior on a noise parameter is not supported yet",
+                                  where=str(problem.files.parameters))
+            parameters[entry["name"]]["prior"] = p.prior.to_config(p.scale)
 
     # -- data: a row per (experiment, time), a column per observable -------------------------------------------
     filled: dict[tuple[str, float, str], int] = {}
@@ -347,10 +358,12 @@ def translate(problem: PetabProblem) -> Translation:
         "solver": dict(SOLVER),
         "training": {"warm_start": "none", "stages": [{"optimizer": "lbfgs", "iterations": 500}]},
     }
-    return Translation(config=config, data=data, parameters=info, rows=rows, weights=weights, networks=net_info)
+    return Translation(config=config, data=data, parameters=info, rows=rows, weights=weights, networks=net_info,
+                       notes=notes)
 
 
-def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) -> tuple[dict, dict, dict]:
+def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str], notes: list[str],
+              initial_override: dict[str, sp.Expr]) -> tuple[dict, dict, dict]:
     """PEtab SciML networks in the right-hand side as ``ude`` networks: (config section, weights, PEtab layer
     ids and whether estimated). A model parameter that a network output replaces is substituted by ``NET[i]``
     in ``substitute``."""
@@ -366,31 +379,52 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
         except ValueError:
             continue
     section, weights, info = {}, {}, {}
+    sets_initial: set[str] = set()
     inputs: dict[str, dict[tuple[int, int], str]] = {net: {} for net in files.networks}
+    shapes: dict[str, dict[int, tuple[int, ...]]] = {net: {} for net in files.networks}  # an array argument's
     for pid, (net, kind, arg, index) in entities.items():  # an output's id in an observable formula: NET[i]
         if kind == "outputs" and arg == 0 and index is not None and net in files.networks:
             substitute[sp.Symbol(pid)] = sp.Symbol(f"{net}[{index}]")
             names[f"{net}[{index}]"] = f"{net}[{index}]"
-    for pid, (net, kind, arg, index) in entities.items():  # an input that is a parameter-table entry itself
-        if kind == "inputs" and pid in problem.parameters and index is not None and net in files.networks:
-            inputs[net][(arg, index)] = names.get(pid, pid)
+    for pid, (net, kind, arg, index) in entities.items():  # an input that is a parameter-table entry itself,
+        # or that the condition table sets (a constant, or one read per experiment)
+        if kind == "inputs" and (pid in problem.parameters or pid in problem.input_columns) and index is not None \
+                and net in files.networks:
+            inputs[net][(arg, index)] = names.setdefault(pid, safe_name(pid))
     for target, value, file, line in problem.hybridization:
         where = f"{file}: line {line}"
         if target in entities and entities[target][1] == "inputs":
             net, _, arg, index = entities[target]
-            if value not in problem.sbml.rhs and value not in problem.parameters and value not in problem.sbml.values:
-                raise ConfigError(f"network input {target} <- {value!r}: only a state, a parameter or a constant "
-                                  f"as a network input is supported yet (not expressions or arrays)", where=where)
+            if value == "array":  # the array file's values (of the experiment's condition): constants
+                if target not in problem.array_inputs:
+                    raise ConfigError(f"network input {target} <- array: no dataset inputs/{target} in the array "
+                                      f"files", where=where)
+                size = len(next(iter(problem.array_inputs[target].values())))
+                if index is not None and size != 1:
+                    raise ConfigError(f"network input {target} <- array: {size} values for one input", where=where)
+                for k in range(size):
+                    column = f"{target}_{k}"
+                    inputs[net][(arg, k if index is None else index)] = names.setdefault(column, safe_name(column))
+                shape = problem.array_shapes.get(target, (size,))
+                if index is None and len(shape) > 1:  # an image: the argument's values reshaped (row-major)
+                    shapes[net][arg] = tuple(shape)
+                continue
             if index is None:
-                raise ConfigError(f"network input {target}: a whole argument is not supported", where=where)
-            inputs[net][(arg, index)] = names.get(value, value)
+                raise ConfigError(f"network input {target}: a whole argument is supported from an array file only",
+                                  where=where)
+            if value in problem.sbml.rhs or value in problem.parameters or value in problem.sbml.values:
+                inputs[net][(arg, index)] = names.get(value, value)
+                continue
+            inputs[net][(arg, index)] = _input_formula(value, problem, substitute, names, where, target)
         elif value in entities and entities[value][1] == "outputs":
             net, _, arg, index = entities[value]
             if arg != 0 or index is None:
                 raise ConfigError(f"{value}: only outputs[0][i] of a network are supported", where=where)
-            if target in problem.sbml.initial:
-                raise ConfigError(f"{target} <- {value}: a network setting an initial value is not supported yet",
-                                  where=where)
+            if target in problem.sbml.initial:  # the species' initial value: NET[i] (fed no state: checked below)
+                initial_override[target] = sp.Symbol(f"{net}[{index}]")
+                names[f"{net}[{index}]"] = f"{net}[{index}]"
+                sets_initial.add(net)
+                continue
             if target not in problem.sbml.kinds and target not in problem.parameters:
                 raise ConfigError(f"{target} <- {value}: not a parameter of the model", where=where)
             substitute[sp.Symbol(target)] = sp.Symbol(f"{net}[{index}]")
@@ -403,9 +437,13 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
         if pre and states:  # evaluated once before the simulation: on values constant in time only
             raise ConfigError(f"network {net}: a pre-initialization network fed the state {states[0]}",
                               where=str(files.yaml))
+        if net in sets_initial and (states or any(not i.isidentifier() for i in inputs[net].values())):
+            raise ConfigError(f"network {net} sets an initial value: its inputs must be parameters or constants, "
+                              f"not states or formulas", where=str(files.hybridizations[0]))
         keys = sorted(inputs[net])
         order = [inputs[net][key] for key in keys]
-        arguments = [sum(1 for a, _ in keys if a == arg) for arg in dict.fromkeys(a for a, _ in keys)]
+        arguments: list[int | tuple[int, ...]] = [
+            shapes[net].get(arg) or sum(1 for a, _ in keys if a == arg) for arg in dict.fromkeys(a for a, _ in keys)]
         imported = import_network(path, net, files.arrays, arguments)  # an MLP chain, or a graph (`file`)
         frozen = _frozen(problem, net, imported.layers, imported.names)
         outputs = sorted(e[3] for e in entities.values() if e[0] == net and e[1] == "outputs" and e[3] is not None)
@@ -414,11 +452,96 @@ def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str]) ->
             section[net]["fixed"] = True
         elif frozen:
             section[net]["frozen"] = frozen
-        weights[net] = imported.arrays
+        priors = _array_priors(problem, net, imported, frozen)
+        if priors:
+            section[net]["priors"] = priors
+        weights[net] = _weights(problem, imported, notes)
         info[net] = {"layers": imported.layers, "outputs_used": outputs, "frozen": frozen, "file": str(path),
                      "arrays": {name: list(key) for key, name in imported.names.items()},
                      **({"graph": imported.compiled} if imported.compiled is not None else {})}
     return section, weights, info
+
+
+def _input_formula(text: str, problem: PetabProblem, substitute: dict, names: dict[str, str], where: str,
+                   target: str) -> str:
+    """A network input that is a formula (``prey + (alpha - 1.3)``, ``S/N``) in the equation language, of
+    states, parameters and constants (assignment rules and condition values substituted)."""
+    from ..expressions import ExpressionError
+    from .language import parse_formula
+
+    try:
+        expr = parse_formula(text)
+    except ExpressionError as exc:
+        raise ConfigError(f"network input {target} <- {text!r}: {exc.message}", where=where) from None
+    expr = problem.sbml.substitute(expr.xreplace({sp.Symbol("time"): TIME})).xreplace(substitute)
+    known = set(problem.sbml.kinds) | set(problem.parameters) | set(problem.input_columns) | {TIME.name}
+    unknown = sorted(x.name for x in expr.free_symbols if x.name not in known)
+    if unknown:
+        raise ConfigError(f"network input {target} <- {text!r}: {unknown[0]!r} is neither a model quantity nor "
+                          f"in the parameter table", where=where)
+    if any("[" in x.name for x in expr.free_symbols):
+        raise ConfigError(f"network input {target} <- {text!r}: a network's output as another's input is not "
+                          f"supported", where=where)
+    return _text(expr, names, where, f"network input {target}")
+
+
+def _fixed_value(value: sp.Expr, problem: PetabProblem) -> sp.Expr:
+    """A condition cell naming a parameter the table does not estimate: its nominal value."""
+    if isinstance(value, sp.Symbol) and value.name in problem.parameters and not problem.parameters[value.name].estimate:
+        return sp.Float(problem.parameters[value.name].nominal)
+    return value
+
+
+def _weights(problem: PetabProblem, imported, notes: list[str]) -> dict[str, np.ndarray]:
+    """A network's starting weights: the array files' (``parameters/NET``, read by the import), except where
+    the parameter table gives one array (``NET.parameters[layer].weight``) or one layer a number as its
+    nominalValue (the more specific wins); a number for the whole network (``NET.parameters``) gives way to the
+    array files (a note says so)."""
+    net = imported.id
+    out = dict(imported.arrays)
+    partial = []
+    for pid, (entity, value) in problem.network_nominals.items():
+        layer, part = _entity_parts(entity, net)
+        if layer is None:
+            notes.append(f"network {net}: the array file's weights are used, not the nominalValue {value:g} of "
+                         f"{pid} (the whole network) in the parameter table")
+        elif layer is not False:
+            if layer not in imported.layers:
+                raise ConfigError(f"{pid} -> {entity}: network {net} has no layer {layer!r}",
+                                  where=str(problem.files.parameters))
+            partial.append((part is not None, layer, part, value))
+    for _, layer, part, value in sorted(partial, key=lambda x: x[0]):  # a layer's number, then an array's
+        for (lid, array), name in imported.names.items():
+            if lid == layer and (part is None or array == part):
+                out[name] = np.full_like(out[name], float(value))
+    return out
+
+
+def _array_priors(problem: PetabProblem, net: str, imported, frozen: list[str]) -> dict[str, dict]:
+    """The prior of each learned array of network ``net`` (by its config name: ``weight0``, ``bias1``, ...): a
+    row for a single array wins over one for its layer, which wins over one for the whole network."""
+    out: dict[str, tuple[int, dict]] = {}
+    for pid, (entity, prior) in problem.network_priors.items():
+        layer, part = _entity_parts(entity, net)
+        if layer is False:
+            continue
+        if imported.compiled is not None:
+            raise ConfigError(f"{pid}: a prior on the weights of network {net}, which is not an MLP chain "
+                              f"({imported.compiled}), is not supported yet", where=str(problem.files.parameters))
+        level = 0 if layer is None else (1 if part is None else 2)
+        for (lid, array), name in imported.names.items():
+            if (layer is None or layer == lid) and (part is None or part == array) and name not in frozen \
+                    and (name not in out or out[name][0] <= level):
+                out[name] = (level, prior.to_config())
+    return {k: v for k, (_, v) in sorted(out.items())}
+
+
+def _entity_parts(entity: str, net: str):
+    """``net.parameters[layer].weight`` -> (layer or None, part or None); (False, None) for another network's."""
+    import re
+
+    m = re.fullmatch(rf"{re.escape(net)}\.parameters(?:\[(\w+)\](?:\.(\w+))?)?", entity)
+    return (False, None) if m is None else (m.group(1), m.group(2))
 
 
 def _frozen(problem: PetabProblem, net: str, layers: list[str], names: dict[tuple[str, str], str]) -> list[str]:
@@ -502,9 +625,11 @@ def check_translation(tr: Translation, base: Path, label: str):
         raise ConfigError(f"the translated config does not resolve: {exc.lines()[0]}", where=label) from None
 
 
-def import_problem(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+def import_problem(path: str | Path, out: str | Path, *, overwrite: bool = False,
+                   notes: list[str] | None = None) -> Path:
     """Translate the PEtab problem ``path`` into ``out/config.yaml`` + ``data.csv`` + ``petab.json``; return the
-    config's path. Nothing is written when the problem cannot be translated."""
+    config's path. Nothing is written when the problem cannot be translated. What the user should know about
+    the translation is appended to ``notes``."""
     import shutil
     import tempfile
 
@@ -512,6 +637,8 @@ def import_problem(path: str | Path, out: str | Path, *, overwrite: bool = False
 
     problem = load_problem(path)
     tr = translate(problem)
+    if notes is not None:
+        notes.extend(tr.notes)
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise RunDirError("exists and is not empty (give --overwrite to replace it)", where=str(target))

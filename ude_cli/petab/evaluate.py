@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from ..sources import is_petab
 
 #: Tolerances of an evaluation (tighter ones in the config are kept).
 RTOL = 1e-10
@@ -45,21 +46,20 @@ class Evaluation:
     method: str = ""
     #: network -> layer -> {"weight": d llh / d weight (out, in), "bias": ...} (PyTorch layout)
     gradient_networks: dict = field(default_factory=dict)
+    #: the sum of the objective priors' log-densities (None: the problem has no prior); with priors, the
+    #: gradients are of the log-posterior ``llh + log_prior``
+    log_prior: float | None = None
+
+    @property
+    def log_posterior(self) -> float | None:
+        return None if self.log_prior is None else self.llh + self.log_prior
 
     def to_json(self) -> dict:
         return {"source": self.source, "llh": self.llh, "nllh": -self.llh, "gradient": self.gradient,
                 "gradient_scaled": self.gradient_scaled, "values": self.values,
                 "simulations": self.simulations.to_dict(orient="records"), "solver": self.solver,
-                "gradient_networks": self.gradient_networks, "seconds": round(self.seconds, 4), "method": self.method}
-
-
-def is_petab(path: str | Path) -> bool:
-    """Whether ``path`` is a PEtab problem YAML (it has ``format_version`` and names a parameter file)."""
-    from ..config import read_yaml
-
-    raw = read_yaml(Path(path))
-    return isinstance(raw, dict) and "format_version" in raw and any(
-        k in raw for k in ("parameter_file", "parameter_files", "problems"))
+                "gradient_networks": self.gradient_networks, "log_prior": self.log_prior,
+                "log_posterior": self.log_posterior, "seconds": round(self.seconds, 4), "method": self.method}
 
 
 def _load(source: str | Path):
@@ -137,7 +137,9 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     arrays = [(net, k, part, tensor) for net, module in nets.items() for k, part, tensor in _arrays_of(module)]
     learned = [a for a in arrays if a[3].requires_grad]
     tensors = [*leaves.values(), *(a[3] for a in learned)]
-    grads = torch.autograd.grad(nll, tensors, allow_unused=True) if tensors else []
+    prior = _log_prior(problem, leaves, learned)
+    objective_value = nll if prior is None else nll - prior  # the negative log-posterior with priors
+    grads = torch.autograd.grad(objective_value, tensors, allow_unused=True) if tensors else []
     llh = -float(nll.detach())
     dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads[:len(leaves)], strict=True)}
     by_array = {(net, k, part): g for (net, k, part, _), g in zip(learned, grads[len(leaves):], strict=True)}
@@ -174,9 +176,32 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
         solver={"method": model.solver_choice().get("solver_method"), "engine": model.engine,
                 "rtol": solver.rtol, "atol": solver.atol},
         seconds=time.perf_counter() - started, source=str(source), gradient_networks=networks,
+        log_prior=None if prior is None else float(prior.detach()),
         method=("log-likelihood with every normalising constant (sum over measurements of log densities), "
                 "from ude's own likelihood of the translated config; gradient by reverse-mode differentiation "
-                "through the ODE solution"))
+                "through the ODE solution" + ("" if prior is None else "; the log-prior is the sum of the "
+                                              "priors' log-densities (the parameter table's, in the config), and the gradient is of the "
+                                              "log-posterior (llh + log-prior)")))
+
+
+def _log_prior(problem, leaves: dict, learned: list):
+    """The sum of the config's priors' log-densities (a torch scalar) at the values evaluated (the leaves)
+    and the learned network arrays, or None when it gives no prior."""
+    import torch
+
+    from ..likelihood.prior import log_density
+
+    terms = []
+    for name, leaf in leaves.items():
+        p = problem.parameters.get(name)
+        if p is not None and p.prior is not None:
+            terms.append(log_density(p.prior.distribution, p.prior.parameters, leaf.reshape(-1)[:1],
+                                     p.prior.scale).sum())
+    for net, k, part, tensor in learned:
+        prior = problem.networks[net].priors.get(f"{part}{k}")
+        if prior is not None:
+            terms.append(log_density(prior.distribution, prior.parameters, tensor[0], prior.scale).sum())
+    return torch.stack(terms).sum() if terms else None
 
 
 def _arrays_of(module) -> list[tuple[int | str, str, Any]]:

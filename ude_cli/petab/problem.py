@@ -11,12 +11,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sympy as sp
 
 from ..errors import ConfigError
 from . import tables
 from .language import parse_formula
+from .priors import Prior, read_prior
 from .sbml import TIME, SbmlModel, read_sbml
 
 
@@ -30,6 +32,7 @@ class PetabParameter:
     upper: float
     nominal: float
     estimate: bool
+    prior: Prior | None = None  # the objective prior (a term of the log-posterior)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,16 @@ class PetabProblem:
     mapping: dict[str, str] = field(default_factory=dict)
     hybridization: list[tuple[str, str, str, int]] = field(default_factory=list)  # target, value, file, line
     network_parameters: dict[str, tuple[str, bool]] = field(default_factory=dict)  # id -> (entity, estimated)
+    #: PEtab SciML: network inputs given by array files (``inputs/ID/COND`` or ``inputs/ID/0`` for every
+    #: condition): id -> condition (or "0") -> the flattened values; the condition-table columns that hold them
+    #: one number each (``ID_0``, ``ID_1``, ...) and the network-input ids the condition table sets
+    array_inputs: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    input_columns: set[str] = field(default_factory=set)
+    array_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # id -> each dataset's shape
+    #: PEtab SciML: priors on network arrays: id -> (entity such as ``net1.parameters[layer1].weight``, prior)
+    network_priors: dict[str, tuple[str, Prior]] = field(default_factory=dict)
+    #: network parameter rows whose nominalValue is a number, not 'array': id -> (entity, value)
+    network_nominals: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -103,6 +116,8 @@ def load_problem(path: str | Path) -> PetabProblem:
             mapping[row["petabEntityId"]] = row["modelEntityId"]
     networks = set(files.networks)
     network_parameters: dict[str, tuple[str, bool]] = {}
+    network_priors: dict[str, tuple[str, Prior]] = {}
+    network_nominals: dict[str, tuple[str, float]] = {}
 
     ptable = tables.read_table(files.parameters, "parameter_v2" if files.v2 else "parameter", index="parameterId")
     parameters: dict[str, PetabParameter] = {}
@@ -115,16 +130,15 @@ def load_problem(path: str | Path) -> PetabProblem:
         estimate = estimate_text in ("1", "true")
         entity = mapping.get(row["parameterId"], "")
         if entity.split(".")[0] in networks and ".inputs" not in entity:  # a network's weights (or a part)
-            if str(row["nominalValue"]).lower() != "array":
-                raise ConfigError(f"line {row['_row']}: nominalValue {row['nominalValue']!r} of the network "
-                                  f"parameters: only 'array' (the weights of the array file) is supported yet",
-                                  where=row["_file"])
+            if str(row["nominalValue"]).lower() != "array":  # one number for every weight
+                network_nominals[row["parameterId"]] = (entity, tables.number(row, "nominalValue",
+                                                                              kind="'array' or a number"))
             network_parameters[row["parameterId"]] = (entity, estimate)
+            prior = read_prior(row, files.v2)
+            if prior is not None and estimate:
+                network_priors[row["parameterId"]] = (entity, prior)
             continue
-        for column in ("priorType", "objectivePriorType", "priorDistribution"):
-            if str(row.get(column, "")) not in ("", "parameterScaleUniform"):
-                raise ConfigError(f"line {row['_row']}, column {column}: priors are not supported yet",
-                                  where=row["_file"])
+        prior = read_prior(row, files.v2) if estimate else None
         lower = tables.number(row, "lowerBound", allow_empty=not estimate)
         upper = tables.number(row, "upperBound", allow_empty=not estimate)
         nominal = tables.number(row, "nominalValue")
@@ -134,7 +148,8 @@ def load_problem(path: str | Path) -> PetabProblem:
         if scale != "lin" and estimate and nominal <= 0:
             raise ConfigError(f"line {row['_row']}: nominalValue {nominal:g} must be > 0 on {scale} scale",
                               where=row["_file"])
-        parameters[row["parameterId"]] = PetabParameter(row["parameterId"], scale, lower, upper, nominal, estimate)
+        parameters[row["parameterId"]] = PetabParameter(row["parameterId"], scale, lower, upper, nominal, estimate,
+                                                        prior)
 
     otable = tables.read_table(files.observables, "observable", index="observableId")
     observables: dict[str, PetabObservable] = {}
@@ -147,8 +162,11 @@ def load_problem(path: str | Path) -> PetabProblem:
             formula_text=row["observableFormula"], noise_text=row["noiseFormula"], file=row["_file"],
             row=int(row["_row"]))
 
+    array_shapes: dict[str, tuple[int, ...]] = {}
+    array_inputs = _array_inputs(files.arrays, array_shapes) if files.v2 else {}
+    input_ids = {pid for pid, entity in mapping.items() if entity.split(".")[0] in networks and ".inputs" in entity}
     if files.v2:
-        conditions, mtable = _experiments_v2(files, model, parameters)
+        conditions, mtable = _experiments_v2(files, model, parameters, input_ids, array_inputs)
     else:
         ctable = tables.read_table(files.conditions, "condition", index="conditionId")
         conditions = ctable.set_index("conditionId", drop=False)
@@ -156,7 +174,8 @@ def load_problem(path: str | Path) -> PetabProblem:
     for column in conditions.columns:
         if column in ("conditionId", "conditionName", "_file", "_row"):
             continue
-        if column not in model.kinds and column not in parameters:
+        if column not in model.kinds and column not in parameters and column not in input_ids \
+                and column not in _array_columns(array_inputs):
             raise ConfigError(f"condition table column {column!r}: not a parameter, species or compartment of the "
                               f"model", where=str(files.conditions[0]))
 
@@ -191,22 +210,56 @@ def load_problem(path: str | Path) -> PetabProblem:
             hybridization.append((row["targetId"], row["targetValue"], row["_file"], int(row["_row"])))
     return PetabProblem(files=files, sbml=model, parameters=parameters, observables=observables,
                         conditions=conditions, measurements=mtable, mapping=mapping, hybridization=hybridization,
-                        network_parameters=network_parameters)
+                        network_parameters=network_parameters, array_inputs=array_inputs, network_priors=network_priors,
+                        network_nominals=network_nominals, array_shapes=array_shapes,
+                        input_columns=(input_ids | _array_columns(array_inputs)) & set(conditions.columns))
 
 
-def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _array_inputs(paths: list[Path], shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, list[float]]]:
+    """Network inputs of the array files: ``inputs/ID/COND`` (``0``: every condition) -> flattened values
+    (row-major; each id's array shape into ``shapes``)."""
+    import h5py
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            group = f.get("inputs")
+            if group is None:
+                continue
+            for pid, by_condition in group.items():
+                if not isinstance(by_condition, h5py.Group):
+                    raise ConfigError(f"inputs/{pid}: expected a group of datasets, one per condition (or 0)",
+                                      where=str(path))
+                for key, data in by_condition.items():
+                    values = np.asarray(data, dtype=float)
+                    out.setdefault(pid, {})[key] = [float(x) for x in values.ravel()]
+                    shapes[pid] = tuple(int(n) for n in values.shape)
+                sizes = {len(v) for v in out[pid].values()}
+                if len(sizes) > 1:
+                    raise ConfigError(f"inputs/{pid}: arrays of different sizes ({', '.join(map(str, sorted(sizes)))})"
+                                      f" for different conditions", where=str(path))
+    return out
+
+
+def _array_columns(array_inputs: dict[str, dict[str, list[float]]]) -> set[str]:
+    return {f"{pid}_{k}" for pid, by in array_inputs.items() for k in range(len(next(iter(by.values()))))}
+
+
+def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, input_ids: set[str],
+                    array_inputs: dict[str, dict[str, list[float]]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """PEtab v2's experiments (and long condition table) as v1's wide condition table, one row per experiment,
-    and the measurements with the experiment as ``simulationConditionId``."""
+    and the measurements with the experiment as ``simulationConditionId``. Network inputs set by the condition
+    table are columns like a parameter's; an array file's input ``ID`` gives columns ``ID_0``, ``ID_1``, ...
+    with the values of the experiment's condition (or of dataset ``0``)."""
     mtable = tables.read_table(files.measurements, "measurement_v2")
     mtable = mtable.rename(columns={"experimentId": "simulationConditionId"})
     targets: dict[str, dict[str, str]] = {}
     if files.conditions:
         for _, row in tables.read_table(files.conditions, "condition_v2").iterrows():
             target = row["targetId"]
-            if target not in model.kinds and target not in parameters:
-                raise ConfigError(f"line {row['_row']}: condition target {target!r} is not a parameter, species or "
-                                  f"compartment of the model (network inputs set by conditions are not supported "
-                                  f"yet)", where=row["_file"])
+            if target not in model.kinds and target not in parameters and target not in input_ids:
+                raise ConfigError(f"line {row['_row']}: condition target {target!r} is not a parameter, species, "
+                                  f"compartment or network input of the model", where=row["_file"])
             targets.setdefault(row["conditionId"], {})[target] = row["targetValue"]
     records: list[dict[str, str]] = []
     if files.experiments:
@@ -220,19 +273,32 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict) -> 
                 raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has several periods: "
                                   f"not supported yet", where=row["_file"])
             cond = row["conditionId"]
-            if cond and cond not in targets:
-                raise ConfigError(f"line {row['_row']}: condition {cond!r} is not in a condition table (a condition "
-                                  f"that only names datasets of an array file is not supported yet)",
-                                  where=row["_file"])
-            records.append({"conditionId": row["experimentId"], **targets.get(cond, {})})
+            if cond and cond not in targets and not any(cond in by for by in array_inputs.values()):
+                raise ConfigError(f"line {row['_row']}: condition {cond!r} is neither in a condition table nor a "
+                                  f"dataset of an array file's inputs", where=row["_file"])
+            records.append({"conditionId": row["experimentId"], **targets.get(cond, {}),
+                            **_array_values(array_inputs, cond, row)})
     empty = mtable["simulationConditionId"] == ""
     if empty.any():
         if files.experiments:
             row = mtable[empty].iloc[0]
             raise ConfigError(f"line {row['_row']}, column experimentId: empty", where=row["_file"])
         mtable.loc[empty, "simulationConditionId"] = "experiment"
-        records.append({"conditionId": "experiment"})
+        records.append({"conditionId": "experiment", **_array_values(array_inputs, "", None)})
     frame = pd.DataFrame(records).fillna("")
     frame["_file"] = str(files.experiments[0]) if files.experiments else str(files.yaml)
     frame["_row"] = range(2, len(frame) + 2)
     return frame.set_index("conditionId", drop=False), mtable
+
+
+def _array_values(array_inputs: dict[str, dict[str, list[float]]], cond: str, row) -> dict[str, str]:
+    """The array-file input values of condition ``cond`` as condition-table cells ``ID_k``."""
+    out = {}
+    for pid, by in array_inputs.items():
+        values = by.get(cond, by.get("0"))
+        if values is None:
+            where = row["_file"] if row is not None else "extensions.sciml.array_files"
+            raise ConfigError(f"{'line ' + str(row['_row']) + ': ' if row is not None else ''}the array input {pid} "
+                              f"has no dataset for condition {cond!r} (nor 0, for every condition)", where=where)
+        out.update({f"{pid}_{k}": repr(v) for k, v in enumerate(values)})
+    return out
