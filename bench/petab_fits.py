@@ -3,7 +3,9 @@
 For each problem: `ude import`, then every estimated parameter (and noise parameter) moved by a factor drawn
 uniformly from [0.5, 2] (kept inside its bounds), and `ude_cli.api.fit` (LBFGS, the imported config's
 solver settings) -- a multistart of at most --starts such starts, stopping at the first that reaches the
-reference log-likelihood within 1. The reference is AMICI's where it has one, else ude's own llh at the
+reference log-likelihood within 1. A start whose initial guess cannot be simulated at all (the equations
+blow up there: Crauste_CellSystems2017) is drawn again, at most --redraws times, as pyPESTO's start points
+are resampled until the objective is finite; the table counts the redraws. The reference is AMICI's where it has one, else ude's own llh at the
 nominal values. Times are wall seconds per fit on this machine (shared, noisy), printed beside AMICI's
 t_fwd (one forward-sensitivity gradient evaluation, from AMICI's benchmark_models.yaml) for scale.
 
@@ -61,11 +63,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--problems", nargs="*")
+    parser.add_argument("--redraws", type=int, default=5, help="redraws of a start whose initial guess fails")
     args = parser.parse_args()
     references = yaml.safe_load((BENCH / "references.yaml").read_text())
     names = args.problems or sorted(p.name for p in BENCH.iterdir() if p.is_dir())
-    print("| problem | reference llh | best llh reached | within 1 | starts | seconds per fit | AMICI t_fwd (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| problem | reference llh | best llh reached | within 1 | starts | redrawn | seconds per fit | AMICI t_fwd (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in names:
         yaml_path = BENCH / name / f"{name}.yaml"
         warnings.simplefilter("ignore", UserWarning)
@@ -76,22 +79,27 @@ def main() -> None:
             continue
         ref = references.get(name, {}).get("llh", nominal)
         rng = np.random.default_rng(args.seed)
-        best, times = -np.inf, []
+        best, times, redrawn = -np.inf, [], 0
         with tempfile.TemporaryDirectory() as tmp:
             for k in range(args.starts):
-                config = import_problem(yaml_path, Path(tmp) / f"s{k}")
-                perturbed(config, rng, args.iterations)
-                started = time.perf_counter()
-                try:
-                    result = fit(load_config(config))
-                    llh = -result.metrics["likelihood"]["nll"]
-                except UdeError:
-                    llh = -np.inf
+                for attempt in range(args.redraws + 1):
+                    config = import_problem(yaml_path, Path(tmp) / f"s{k}_{attempt}")
+                    perturbed(config, rng, args.iterations)
+                    started = time.perf_counter()
+                    try:
+                        result = fit(load_config(config))
+                        llh = -result.metrics["likelihood"]["nll"]
+                    except UdeError as exc:
+                        llh = -np.inf
+                        if "the initial guess" in str(exc) and attempt < args.redraws:
+                            redrawn += 1
+                            continue
+                    break
                 times.append(time.perf_counter() - started)
                 best = max(best, llh)
                 if best >= ref - 1:
                     break
-        print(f"| {name} | {ref:.4f} | {best:.4f} | {'yes' if best >= ref - 1 else 'no'} | {len(times)} | "
+        print(f"| {name} | {ref:.4f} | {best:.4f} | {'yes' if best >= ref - 1 else 'no'} | {len(times)} | {redrawn} | "
               f"{np.mean(times):.1f} | {T_FWD.get(name, '—')} |", flush=True)
 
 
