@@ -95,6 +95,26 @@ def test_crauste_llh_matches_the_collections_simulations():
 
 # -- import: files, and the config as ude reads it ---------------------------------------------------------------
 
+def test_bertozzi_conditions_mapped_to_their_own_parameters(tmp_path):
+    """Bertozzi_PNAS2020's condition table maps I0_, R0_ and gamma_ to a parameter per condition (I0_CA in u_CA,
+    I0_NY in u_NY): imported as each value times an indicator constant the conditions set. The simulations equal
+    the collection's to 1e-6 relative, the llh the one computed from them (no AMICI reference for it)."""
+    folder = BENCH / "Bertozzi_PNAS2020"
+    result = run("Bertozzi_PNAS2020")
+    sim = pd.read_csv(folder / "simulatedData_Bertozzi_PNAS2020.tsv", sep="\t")["simulation"].to_numpy()
+    np.testing.assert_allclose(result.simulations["simulation"], sim, rtol=1e-6)
+    # the noise formula of each observable is one parameter (sd_I_CA, sd_I_NY) at its nominal value
+    meas = pd.read_csv(folder / "measurementData_Bertozzi_PNAS2020.tsv", sep="\t")
+    nominal = pd.read_csv(folder / "parameters.tsv", sep="\t").set_index("parameterId")["nominalValue"]
+    noise = pd.read_csv(folder / "observables.tsv", sep="\t").set_index("observableId")["noiseFormula"]
+    sigma = meas["observableId"].map(noise).map(nominal).to_numpy(dtype=float)
+    r = (meas["measurement"].to_numpy() - sim) / sigma
+    assert result.llh == pytest.approx(float(np.sum(-0.5 * np.log(2 * np.pi * sigma**2) - 0.5 * r * r)), abs=1e-5)
+    config = yaml.safe_load(import_problem(problem("Bertozzi_PNAS2020"), tmp_path / "bz").read_text())
+    assert {"I0_CA", "I0_NY", "R0_CA", "R0_NY"} <= set(config["model"]["parameters"])
+    assert "I0___is1" in config["model"]["constants"]
+
+
 def test_import_writes_a_config_that_evaluates_to_the_same_llh(tmp_path):
     config = import_problem(problem("Rahman_MBS2016"), tmp_path / "rahman")
     assert {p.name for p in config.parent.iterdir()} == {"config.yaml", "data.csv", "petab.json"}

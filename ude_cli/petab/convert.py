@@ -135,9 +135,19 @@ def translate(problem: PetabProblem) -> Translation:
                 substitute[sp.Symbol(column)] = only
             continue
         if not all(v.is_number for v in distinct):
-            shown = ", ".join(f"{c}: {v}" for c, v in values.items())
-            raise ConfigError(f"column {column}: conditions set it to different parameters or formulas ({shown}); "
-                              f"only numbers may differ by condition here", where=ctable)
+            # conditions map it to different parameters or formulas (Bertozzi_PNAS2020: I0_ is I0_CA in u_CA,
+            # I0_NY in u_NY): the sum of each value times an indicator constant, 1 in the conditions that give it
+            # that value and 0 elsewhere -- exact, and the encoding ude export writes for a parameter per experiment
+            total: sp.Expr = sp.Integer(0)
+            for k, v in enumerate(dict.fromkeys(values.values()), start=1):
+                indicator = f"{column}__is{k}"
+                per_condition[indicator] = {c: 1.0 if values[c] == v else 0.0 for c in values}
+                total = total + v * sp.Symbol(indicator)
+            if is_species:
+                initial_override[column] = total
+            else:
+                substitute[sp.Symbol(column)] = total
+            continue
         const = f"{column}__initial" if is_species else column
         per_condition[const] = {c: float(v) for c, v in values.items()}
         if is_species:
