@@ -363,9 +363,15 @@ SCIML = REPO / "tests" / "data" / "petab" / "sciml"
 _FAST_SCIML = {"001", "004", "010", "022", "023"}  # in the ODE, in an observable, two networks, two outputs, frozen
 
 
+#: cases export refuses (in one line, each tested below): a network setting an initial value (007), graph networks
+#: (Conv2d: 014, 015), priors (032-034)
+_NOT_EXPORTED = {"007": "model.initial.prey", "014": "networks.net3.file", "015": "networks.net3.file",
+                 "032": ".prior", "033": ".prior", "034": ".prior"}
+
+
 @pytest.mark.parametrize("case", [
     pytest.param(c.name, marks=[] if c.name in _FAST_SCIML else [pytest.mark.slow])
-    for c in sorted(SCIML.iterdir()) if (c / "petab" / "problem.yaml").is_file() and c.name != "007"])
+    for c in sorted(SCIML.iterdir()) if (c / "petab" / "problem.yaml").is_file() and c.name not in _NOT_EXPORTED])
 def test_sciml_suite_cases_import_export_and_import_again(case: str, tmp_path: Path):
     """The vendored PEtab SciML suite cases (networks in the right-hand side and in observables, fixed and
     frozen layers, pre-initialization networks) after ude import and ude export: the suite's log-likelihood
@@ -381,6 +387,20 @@ def test_sciml_suite_cases_import_export_and_import_again(case: str, tmp_path: P
     again = evaluate(export(config, tmp_path / "exported", check=False).problem)
     assert again.llh == pytest.approx(original.llh, abs=1e-8)
     assert again.llh == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize("case", ["007", "014", "032"])
+def test_sciml_cases_export_refuses_name_the_field_and_write_nothing(case: str, tmp_path: Path):
+    """A network setting an initial value (007), a graph network (014) and a prior (032) are not exported: one
+    line naming the config field, nothing written."""
+    from ude_cli.errors import ConfigError
+    from ude_cli.petab import import_problem
+
+    config = import_problem(SCIML / case / "petab" / "problem.yaml", tmp_path / "imported")
+    with pytest.raises(ConfigError) as info:
+        export(config, tmp_path / "exported", check=False)
+    assert _NOT_EXPORTED[case] in info.value.lines()[0]
+    assert not (tmp_path / "exported").exists()
 
 
 def test_evaluate_a_squared_error_config_and_its_gradient():

@@ -160,7 +160,18 @@ def _refusals(problem, label: str) -> None:
             raise ConfigError(f"error {o.noise.error}: a standard deviation that depends on the prediction is a "
                               f"noise formula of the observable, which ude import cannot read back yet",
                               where=f"{label}: observables.{name}.noise.error")
+    for state, init in problem.initial.items():
+        if init.expression is not None and (init.expression.network_refs
+                                            or set(init.expression.names) & set(problem.networks)):
+            raise ConfigError("an initial value set by a network is not exported yet",
+                              where=f"{label}: model.initial.{state}")
+    for name, p in problem.parameters.items():
+        if p.prior is not None:
+            raise ConfigError("a prior is not exported yet (PEtab's priorDistribution columns are not written): the "
+                              "exported problem would be the likelihood alone", where=f"{label}: model.parameters.{name}.prior")
     for name, spec in problem.networks.items():
+        if spec.priors:
+            raise ConfigError("network priors are not exported yet", where=f"{label}: networks.{name}.priors")
         if getattr(spec, "file", None) is not None:
             raise ConfigError("a network given by a PEtab SciML YAML file (a graph network) is not exported yet: "
                               "only ude's own networks (hidden, activation)", where=f"{label}: networks.{name}.file")
