@@ -318,25 +318,30 @@ def test_forecast_bands_from_parameter_draws(tmp_path):
     assert (f["I_upper"] - f["I_lower"]).max() > 1.0  # a band, not a line
 
 
-def test_a_value_driven_to_the_edge_of_its_range_is_said(write, tmp_path):
-    """Michaelis-Menten data that never come near Km (S from 10 down to 5, Km = 0.5): the fit drives Km towards 0.
-    Km is flagged and a note says the other intervals hold only with Km there."""
+def _michaelis_menten(write, tmp_path, uncertainty: str):
+    """Michaelis-Menten data that never come near Km (S from 10 down to 5; Vmax = 1, Km = 0.5; 20 points, normal
+    noise sd 0.05), and the config that fits Vmax and Km from 2 with ``uncertainty``."""
     from scipy.integrate import solve_ivp
 
     t = np.linspace(0, 5, 20)
     s = solve_ivp(lambda _, u: [-u[0] / (0.5 + u[0])], (0, 5), [10.0], t_eval=t, rtol=1e-10).y[0]
     y = s + np.random.default_rng(4).normal(0, 0.05, t.size)
     (tmp_path / "mm.csv").write_text("t,S\n" + "\n".join(f"{a},{b}" for a, b in zip(t, y, strict=True)) + "\n")
-    path = write("mm.yaml", """
-        data: {file: mm.csv, time: t, columns: {S: S}}
+    return write("mm.yaml", f"""
+        data: {{file: mm.csv, time: t, columns: {{S: S}}}}
         model:
           states: [S]
-          parameters: {Vmax: {init: 2, positive: true}, Km: {init: 2, positive: true}}
-          equations: {S: -Vmax*S/(Km + S)}
+          parameters: {{Vmax: {{init: 2, positive: true}}, Km: {{init: 2, positive: true}}}}
+          equations: {{S: -Vmax*S/(Km + S)}}
         noise: normal
-        uncertainty: {bands: false}
+        uncertainty: {uncertainty}
         """)
-    result = fit(load_config(path))
+
+
+def test_a_value_driven_to_the_edge_of_its_range_is_said(write, tmp_path):
+    """Michaelis-Menten data that never come near Km: the fit drives Km towards 0. Km is flagged and a note says
+    the other values' Wald intervals hold only with Km there."""
+    result = fit(load_config(_michaelis_menten(write, tmp_path, "{bands: false}")))
     unc = result.metrics["uncertainty"]
     assert result.values["Km"] < 2e-6  # the fit ran Km to the edge of its log scale
     assert "Km" in {b["name"] for b in unc["not_identifiable"]}
@@ -344,25 +349,10 @@ def test_a_value_driven_to_the_edge_of_its_range_is_said(write, tmp_path):
 
 
 def test_a_profile_restarts_a_value_stuck_at_its_edge(write, tmp_path):
-    """The same Michaelis-Menten data: with Km stuck near 0 (where its log-scale gradient vanishes), a warm-started
-    re-optimisation along Vmax's profile cannot move Km back, and the interval came out [0.923, 0.942], excluding
-    the truth 1.0. Each profile point also restarts Km from its start: the interval then reaches past 1."""
-    from scipy.integrate import solve_ivp
-
-    t = np.linspace(0, 5, 20)
-    s = solve_ivp(lambda _, u: [-u[0] / (0.5 + u[0])], (0, 5), [10.0], t_eval=t, rtol=1e-10).y[0]
-    y = s + np.random.default_rng(4).normal(0, 0.05, t.size)
-    (tmp_path / "mm.csv").write_text("t,S\n" + "\n".join(f"{a},{b}" for a, b in zip(t, y, strict=True)) + "\n")
-    path = write("mm.yaml", """
-        data: {file: mm.csv, time: t, columns: {S: S}}
-        model:
-          states: [S]
-          parameters: {Vmax: {init: 2, positive: true}, Km: {init: 2, positive: true}}
-          equations: {S: -Vmax*S/(Km + S)}
-        noise: normal
-        uncertainty: {bands: false, profile: [Vmax]}
-        """)
-    result = fit(load_config(path))
+    """The same data: with Km stuck near 0 (where its log-scale gradient vanishes), a warm-started re-optimisation
+    along Vmax's profile cannot move Km back, and the interval came out [0.923, 0.942], excluding the truth 1.0.
+    Each profile point also restarts Km from its start: the interval then reaches past 1."""
+    result = fit(load_config(_michaelis_menten(write, tmp_path, "{bands: false, profile: [Vmax]}")))
     vmax = result.metrics["uncertainty"]["intervals"]["Vmax"]
     assert vmax["method"] == "profile likelihood"
     assert vmax["lower"] < 0.93 and vmax["upper"] > 1.0  # the truth is inside
