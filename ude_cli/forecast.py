@@ -390,7 +390,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     from .discovery.plots import MODEL_STYLES
-    from .plots import STYLE, label_time_axis, state_label, title_text
+    from .plots import STYLE, axis_label, label_time_axis, state_label, title_text
 
     changed = dict(changed or {})
     ds = problem.dataset
@@ -432,7 +432,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                     ax.plot(e.t[ok], obs[ok], "o", ms=3.8, color="k", label="data" if k == 0 else None)
             ax.axvline(end, color="0.5", lw=0.8, ls="--")
             ax.set_ylim(lo, hi)
-            ax.set_ylabel(state_label(problem, s))
+            ax.set_ylabel(axis_label(state_label(problem, s)))
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         axes[0, 0].annotate("end of data", (end, 1.0), xycoords=("data", "axes fraction"), ha="right", va="bottom",
                             fontsize=8, color="0.4", xytext=(-3, 0), textcoords="offset points")

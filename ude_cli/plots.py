@@ -82,6 +82,24 @@ def observable_label(problem, name: str) -> str:
     return text + ("\n" + unit.strip() if len(text + unit) > 18 and unit else unit)
 
 
+#: an axis label wider than this many characters is wrapped (a rotated label longer than its panel runs into the
+#: next one: an imported PEtab observable's formula, a long state name with "(not observed)")
+LABEL_WIDTH = 28
+LABEL_LINES = 3
+
+
+def axis_label(text: str) -> str:
+    """``text`` wrapped at spaces to :data:`LABEL_WIDTH` characters a line, at most :data:`LABEL_LINES` lines
+    (the rest elided with ...); its own line breaks are kept."""
+    import textwrap
+
+    lines = [w for part in text.split("\n") for w in (textwrap.wrap(part, LABEL_WIDTH, break_long_words=False,
+                                                                      break_on_hyphens=False) or [""])]
+    if len(lines) > LABEL_LINES:
+        lines = [*lines[:LABEL_LINES - 1], lines[LABEL_LINES - 1] + " ..."]
+    return "\n".join(lines)
+
+
 def rate_unit(problem, state: str) -> str:
     """`` [unit/time unit]`` of d(state)/dt when the config gives both units, else ''."""
     ds = problem.dataset
@@ -437,7 +455,7 @@ def _fit_overlay(result) -> Any:
                 banded = _draw_bands(ax, result, e, o, c) or banded
                 _data_markers(ax, e, e.observations[:, c_obs], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
-            ax.set_ylabel(observable_label(problem, o))
+            ax.set_ylabel(axis_label(observable_label(problem, o)))
         for ax, j in zip(axes, states, strict=False):
             s = problem.states[j]
             for b, e in enumerate(ds.experiments):
@@ -454,7 +472,7 @@ def _fit_overlay(result) -> Any:
                     banded = _draw_bands(ax, result, e, s, c) or banded
                 _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
-            ax.set_ylabel(_state_axis_label(problem, s))
+            ax.set_ylabel(axis_label(_state_axis_label(problem, s)))
         any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states) or bool(formulas)
         styles = _style_handles(fit=True, data=any_data, held_out=held_out, window=held_out)
         if starts_band:
