@@ -165,7 +165,9 @@ def quality_line(record: dict, problem) -> str:
     noise, ratio = record["noise_level"], record["ratio"]
     head = f"training {kind} {_fmt(record['mse'])}"
     if noise is not None:
-        head += f" against an estimated noise level of {_fmt(noise)}" + (f" ({ratio:.2g}x)" if ratio is not None else "")
+        given = all(q["noise_from"] == "the noise model's given sigma" for q in record["per_observable"].values())
+        head += (f" against {'the noise level the noise model gives' if given else 'an estimated noise level'} of "
+                 f"{_fmt(noise)}" + (f" ({ratio:.2g}x)" if ratio is not None else ""))
     far = [f"{s} ({record['per_observable'][s]['ratio']:.2g}x)" if record["per_observable"][s]["ratio"] is not None else s
            for s in record["far_observables"]]
     if far:
