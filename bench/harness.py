@@ -214,3 +214,14 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def note(text: str) -> None:
     """Progress and notes go to stderr, so that stdout holds only the result."""
     print(text, file=sys.stderr, flush=True)
+
+
+def print_or_write(text: str, write: Path | None, begin: str, end: str) -> None:
+    """Print a generated table, or with ``write`` put it between the ``begin`` and ``end`` markers of that file."""
+    if write is None:
+        print(text)
+        return
+    doc = write.read_text()
+    a, b = doc.index(begin) + len(begin), doc.index(end)
+    write.write_text(doc[:a] + "\n" + text + "\n" + doc[b:])
+    print(f"wrote the table into {write}")

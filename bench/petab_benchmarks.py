@@ -18,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+import harness as h
 import numpy as np
 import pandas as pd
 import yaml
@@ -89,13 +90,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="replace the table between the markers in this file")
     args = parser.parse_args()
     text = table(rows())
-    if args.write is None:
-        print(text)
-        return
-    doc = args.write.read_text()
-    a, b = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-    args.write.write_text(doc[:a] + "\n" + text + "\n" + doc[b:])
-    print(f"wrote the table into {args.write}")
+    h.print_or_write(text, args.write, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import time
 import warnings
 from pathlib import Path
 
+import harness as h
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- petab-export:begin -->", "<!-- petab-export:end -->"
 
@@ -71,13 +73,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="replace the table between the markers in this file")
     args = parser.parse_args()
     text = table(rows())
-    if args.write is None:
-        print(text)
-        return
-    doc = args.write.read_text()
-    a, b = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-    args.write.write_text(doc[:a] + "\n" + text + "\n" + doc[b:])
-    print(f"wrote the table into {args.write}")
+    h.print_or_write(text, args.write, BEGIN, END)
 
 
 if __name__ == "__main__":

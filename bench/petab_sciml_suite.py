@@ -26,6 +26,7 @@ import math
 import warnings
 from pathlib import Path
 
+import harness as h
 import numpy as np
 import pandas as pd
 import yaml
@@ -307,13 +308,7 @@ def main() -> None:
         folder, make, (begin, end) = args.cases, table, (BEGIN, END)
     cases = sorted(p for p in folder.iterdir() if (p / "solutions.yaml").is_file())
     text = make(cases)
-    if args.write is None:
-        print(text)
-        return
-    doc = args.write.read_text()
-    a, b = doc.index(begin) + len(begin), doc.index(end)
-    args.write.write_text(doc[:a] + "\n" + text + "\n" + doc[b:])
-    print(f"wrote the table into {args.write}")
+    h.print_or_write(text, args.write, begin, end)
 
 
 if __name__ == "__main__":

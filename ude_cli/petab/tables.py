@@ -97,22 +97,7 @@ def read_problem_yaml(path: str | Path) -> Files:
     base = path.parent
 
     def files(key: str, required: bool = True) -> list[Path]:
-        value = entry.get(key)
-        if value is None or value == []:
-            if required:
-                raise ConfigError("missing: a list of file names", where=f"{where}: problems[0].{key}")
-            return []
-        if isinstance(value, str):
-            value = [value]
-        out = []
-        for k, name in enumerate(value):
-            if not isinstance(name, str) or not name:
-                raise ConfigError("expected a file name", where=f"{where}: problems[0].{key}[{k}]")
-            p = base / name
-            if not p.is_file():
-                raise ConfigError(f"file not found: {p}", where=f"{where}: problems[0].{key}[{k}]")
-            out.append(p)
-        return out
+        return _file_list(entry, key, base, where, required, prefix="problems[0].")
 
     sbml = files("sbml_files")
     if len(sbml) > 1:
@@ -132,23 +117,25 @@ def read_problem_yaml(path: str | Path) -> Files:
                  parameters=ppath, format_version=version)
 
 
-def _file_list(raw: dict, key: str, base: Path, where: str, required: bool = True) -> list[Path]:
+def _file_list(raw: dict, key: str, base: Path, where: str, required: bool = True, prefix: str = "") -> list[Path]:
+    """The files ``raw[key]`` names (one name or a list), relative to ``base``; errors name ``where: prefix key``."""
+    field = f"{where}: {prefix}{key}"
     value = raw.get(key)
     if value is None or value == []:
         if required:
-            raise ConfigError("missing: a list of file names", where=f"{where}: {key}")
+            raise ConfigError("missing: a list of file names", where=field)
         return []
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise ConfigError("expected a list of file names", where=f"{where}: {key}")
+        raise ConfigError("expected a list of file names", where=field)
     out = []
     for k, name in enumerate(value):
         if not isinstance(name, str) or not name:
-            raise ConfigError("expected a file name", where=f"{where}: {key}[{k}]")
+            raise ConfigError("expected a file name", where=f"{field}[{k}]")
         p = base / name
         if not p.is_file():
-            raise ConfigError(f"file not found: {p}", where=f"{where}: {key}[{k}]")
+            raise ConfigError(f"file not found: {p}", where=f"{field}[{k}]")
         out.append(p)
     return out
 
