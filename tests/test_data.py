@@ -100,7 +100,7 @@ def test_validation_window(write, tmp_path):
                                     "column (leave a cell empty for a missing value)"),
         ("", "d.csv: the file is empty; expected a header row and data rows"),
         ("t,x,y\n", "d.csv: the file has a header but no data rows"),
-        ("t,x,y\n0,1,2\n", "d.csv: experiment '1' has 1 time point; at least 2 are needed to fit"),
+        ("t,x,y\n0,1,2\n", "d.csv: experiment '1' has 1 time point; at least 2 are needed to fit (one when model.t0 is given)"),
         ("t,x,z\n0,1,2\n1,2,3\n", "d.csv: no column 'y' (named by data.columns.y); the header has: t, x, z"),
         ("t,x,y\n,1,2\n1,2,3\n", "d.csv: line 2, column 't': empty, but every row needs a value here"),
     ],

@@ -128,8 +128,12 @@ def read_dataset(
     units: dict[str, str] | None = None,
     where: str = "data",
     observables: dict[str, str] | None = None,
+    t0: float | None = None,
 ) -> Dataset:
-    """Read and check every file; raise :class:`DataError` (or several at once) naming file, line, column."""
+    """Read and check every file; raise :class:`DataError` (or several at once) naming file, line, column.
+
+    ``t0``: the model's start time (``model.t0``) when it is given: an experiment then needs only one time after
+    it or at it (the solution from t0 reaches it, or is the initial value there), else :data:`MIN_POINTS`."""
     problems = Problems()
     observables = dict(observables) if observables is not None else {s: columns[s] for s in states if s in columns}
     experiments: list[Experiment] = []
@@ -146,7 +150,7 @@ def read_dataset(
             experiments.extend(
                 _experiments(frame, label, states=states, columns=columns, time=time, experiment=experiment,
                              covariates=covariates, stem=Path(given).stem if len(paths) > 1 else None,
-                             observables=observables, decimal=decimal, comma_option=delimiter != ","))
+                             observables=observables, decimal=decimal, comma_option=delimiter != ",", t0=t0))
         except DataError as exc:
             problems.add(exc)
     names = [e.name for e in experiments]
@@ -378,7 +382,8 @@ def _is_decimal_comma(text: str) -> bool:
 
 
 def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem,
-                 observables, decimal: str = ".", comma_option: bool = True) -> list[Experiment]:
+                 observables, decimal: str = ".", comma_option: bool = True,
+                 t0: float | None = None) -> list[Experiment]:
     problems = Problems()
     available = list(frame.columns)
     wanted = [("data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
@@ -437,9 +442,9 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
             problems.add(DataError(f"line {lines[k + 1]}: time decreases from {t[k]:g} to {t[k + 1]:g}{in_exp}; "
                                    f"sort the rows by time", where=label))
             continue
-        if len(t) < MIN_POINTS:
+        if len(t) < MIN_POINTS and not (len(t) == 1 and t0 is not None and t0 <= t[0]):
             problems.add(DataError(f"experiment '{name}' has {len(t)} time point; at least {MIN_POINTS} are "
-                                   f"needed to fit", where=label))
+                                   f"needed to fit (one when model.t0 is given)", where=label))
             continue
         vals = values_all[idx]
         if observables and not np.isfinite(obs_all[idx]).any():

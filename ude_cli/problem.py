@@ -400,7 +400,8 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             dataset = read_dataset(
                 d.paths, base_dir=config.base_dir, states=states, columns=columns, time=d.time,
                 experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, decimal=d.decimal,
-                units=d.units, where=f"{label}: data", observables=_observable_columns(columns, observable_exprs, states))
+                units=d.units, where=f"{label}: data", observables=_observable_columns(columns, observable_exprs, states),
+                t0=m.t0)
             if d.validation is not None:
                 split_validation(dataset, last_fraction=d.validation.last_fraction, after=d.validation.after,
                                  where=f"{label}: data.validation")
