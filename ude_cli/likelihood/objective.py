@@ -154,6 +154,34 @@ class Objective:
                                                 model.rhs.constants, index))
         return out
 
+    def _for_loss(self, solutions: list[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`observed` for the objective. An observable whose formula is not finite at a cell no split observes
+        (a ratio of states that are all 0 at t0, where nothing is measured: Laske_PLOSComputBiol2019's FracNucInt)
+        is evaluated again at its observed cells only, and reads 1 at the others: a NaN there would survive its
+        weight 0 (0 * NaN) into the loss and, through the formula's graph, into the gradient. Where every
+        prediction is finite (the usual case) this is :meth:`observed` itself."""
+        out = self.observed(solutions)
+        if self.state_layout:
+            return out
+        model = self.model
+        for k, pred in enumerate(out):
+            if bool(torch.isfinite(pred).all()):
+                continue
+            wanted = torch.stack([m[k] for m in self._masks.values()]).sum(0)[:, 0] > 0  # (T, Bg, n): measured
+            bad = (~torch.isfinite(pred)).any(dim=1)  # (T, Bg, n)
+            fixable = [j for j in range(pred.shape[-1])
+                       if self.observation.functions[j] is not None and bool((bad[..., j] & ~wanted[..., j]).any())]
+            if not fixable:
+                continue
+            cells: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+            for j in fixable:
+                rows, batch = wanted[..., j].nonzero(as_tuple=True)
+                cells[j] = (rows, batch)
+            index = model.group_index[k]
+            out[k] = self.observation.predict(solutions[k], model.times[k], model.parameters_.values(index),
+                                              model.rhs.constants, index, cells=cells)
+        return out
+
     def curves(self, dense: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Per experiment: each observable that is not a state alone along a dense trajectory ``(t, y (T, S, n))``,
         as ``name -> (T, S)``."""
@@ -186,7 +214,7 @@ class Objective:
         if self.likelihood:
             return self.nll(solutions, split) / count
         total = None
-        for pred, obs, mask in zip(self.observed(solutions), self._obs, self._masks[split], strict=True):
+        for pred, obs, mask in zip(self._for_loss(solutions), self._obs, self._masks[split], strict=True):
             r = (self._transform(pred) - obs) * self.weights
             part = (r * r * mask).sum(dim=(0, 2, 3))
             total = part if total is None else total + part
@@ -225,7 +253,7 @@ class Objective:
         total = None
         constant = 0.0
         rss: list = [None] * len(self._noise_groups)
-        for pred, prepared in zip(self.observed(solutions), self._prepared, strict=True):
+        for pred, prepared in zip(self._for_loss(solutions), self._prepared, strict=True):
             for g, ((model, index, _, floor, profiled), (y, masks, counts, consts)) in enumerate(zip(
                     self._noise_groups, prepared, strict=True)):
                 mu = pred if index is None else pred.index_select(-1, index)
@@ -291,7 +319,7 @@ class Objective:
         sq: float | torch.Tensor = 0.0
         cnt: float | torch.Tensor = 0.0
         with torch.no_grad():
-            for k, pred in enumerate(self.observed(solutions)):
+            for k, pred in enumerate(self._for_loss(solutions)):
                 g = self.model.groups[k]
                 raw = g.observed if self.state_layout else g.observations
                 obs = torch.tensor(np.nan_to_num(raw), dtype=pred.dtype)[:, None]

@@ -47,7 +47,8 @@ class ObservationModel:
         self._identity = self.state_index == list(range(len(self.states)))  # every state, in order
 
     def predict(self, solution: torch.Tensor, times: torch.Tensor, parameters: dict[str, torch.Tensor],
-                constants: dict[str, float | torch.Tensor], experiments: torch.Tensor | None) -> torch.Tensor:
+                constants: dict[str, float | torch.Tensor], experiments: torch.Tensor | None,
+                cells: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
         """Observable predictions ``(T, S, B, n_observables)``.
 
         Arguments:
@@ -56,6 +57,9 @@ class ObservationModel:
             parameters: name -> ``(S, 1)`` or ``(S, B)`` (per experiment, already selected).
             constants: name -> a number or a tensor of every experiment's values ``(n_experiments,)``.
             experiments: the experiment of each batch position (selects per-experiment constants).
+            cells: observable index -> the (time, batch) indices of the only cells its formula is evaluated at;
+                its other cells read 1. The formula's graph then never touches the others, where it may not be
+                finite (a NaN there would reach the gradient through any weight, 0 included).
         """
         if self._identity:
             return solution
@@ -76,6 +80,12 @@ class ObservationModel:
         for j, f in zip(self.state_index, self.functions, strict=True):
             if f is None:
                 columns.append(solution[..., j])
+            elif cells is not None and len(columns) in cells:
+                rows, batch = cells[len(columns)]
+                part = {k: _take(v, shape, rows, batch) for k, v in env.items()}
+                r = torch.as_tensor(f(part), dtype=solution.dtype).expand(len(rows), shape[1])
+                column = solution.new_ones((shape[0], shape[2], shape[1])).index_put((rows, batch), r)
+                columns.append(column.permute(0, 2, 1))
             else:
                 r = f(env)
                 columns.append(torch.as_tensor(r, dtype=solution.dtype).expand(shape))
@@ -98,3 +108,12 @@ class ObservationModel:
                 z = torch.zeros((n_s, n_t * n_b, net.n_outputs), dtype=y.dtype, device=y.device)
             out[name] = z.reshape(n_s, n_t, n_b, -1).permute(1, 0, 2, 3)
         return out
+
+
+def _take(value, shape: torch.Size, rows: torch.Tensor, batch: torch.Tensor):
+    """An environment value at the cells ``(rows, batch)`` of a ``(T, S, B)`` grid, as ``(cells, S)`` (a network's
+    outputs ``(cells, S, outputs)``); a number as it is."""
+    if not torch.is_tensor(value):
+        return value
+    full = torch.broadcast_to(value, tuple(shape) + tuple(value.shape[3:]) if value.ndim > 3 else shape)
+    return full[rows, :, batch]
