@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import sympy
@@ -29,8 +30,10 @@ NS = Namespace(states=("x", "y"), parameters=("alpha", "beta"), constants=("N",)
         ("U[0][1]", "only subscripts of a network name, NN[i], are allowed: 'U[0][1]' in"),
         ("open('f')", "function 'open' is not allowed"),
         ("eval('1')", "function 'eval' is not allowed"),
-        ("x if y else 1", "conditional expression is not allowed: 'x if y else 1' in"),
-        ("x < y", "comparison is not allowed: 'x < y' in"),
+        ("x if y else 1", "conditional expression is not allowed; write where(condition, value_if_true, "
+                          "value_otherwise): 'x if y else 1' in"),
+        ("x < y", "a comparison is allowed only as the condition of where(condition, value_if_true, "
+                  "value_otherwise): 'x < y' in"),
         ("x ^ 2", "'^' is not a power here; write '**': 'x ^ 2' in"),
         ("'text'", "only numbers are allowed as constants: ''text'' in"),
         ("[x, y]", "list is not allowed: '[x, y]' in"),
@@ -72,7 +75,34 @@ def test_deep_nesting_and_long_text_are_refused():
     with pytest.raises(ExpressionError, match="nested"):
         parse_expression("exp(" * 100 + "x" + ")" * 100)
     with pytest.raises(ExpressionError, match="characters long"):
-        parse_expression("x+" * 2000 + "x")
+        parse_expression("x+" * 30000 + "x")
+
+
+def test_long_sums_and_products_are_regrouped_and_keep_their_value():
+    """A PEtab observable summing hundreds of species (Chen_MSB2009's ERB_B1_P_tot, 163 terms) or an SBML rate law
+    of hundreds of reactions is a left-nested chain as deep as it is long: regrouped into a balanced tree, it
+    passes the depth check and every backend gives the sum written."""
+    import ast
+
+    import numpy as np
+
+    n = 700
+    rng = np.random.default_rng(0)
+    values = {f"c{i}": float(v) for i, v in enumerate(rng.uniform(0.5, 2.0, n))}
+    text = " + ".join(f"{k}" if i % 3 else f"2 * {k}" for i, k in enumerate(values))
+    text = text.replace("+ c5 ", "- c5 ")  # a subtraction inside the chain
+    expected = sum((2 if i % 3 == 0 else 1) * v * (-1 if k == "c5" else 1) for i, (k, v) in enumerate(values.items()))
+    expr = parse_expression(f"({text}) / s")
+    env = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()} | {"s": torch.tensor(4.0, dtype=torch.float64)}
+    assert float(expr.compile("torch")(env)) == pytest.approx(expected / 4, rel=1e-13)
+    assert float(expr.compile("numpy")({k: float(v) for k, v in env.items()})) == pytest.approx(expected / 4, rel=1e-13)
+    sym = expr.to_sympy().subs({sympy.Symbol(k, real=True): v for k, v in values.items()} | {sympy.Symbol("s", real=True): 4.0})
+    assert float(sym) == pytest.approx(expected / 4, rel=1e-12)
+    product = parse_expression("*".join(["1.001"] * 200 + ["x"]))
+    assert float(product.compile("torch")({"x": torch.tensor(2.0, dtype=torch.float64)})) == pytest.approx(2 * 1.001**200, rel=1e-13)
+    # a short chain keeps the tree Python wrote (its floating-point order)
+    short = "a - b + c*d*e - f"
+    assert ast.dump(parse_expression(short).tree) == ast.dump(ast.parse(short, mode="eval").body)
 
 
 def test_sympy_and_torch_agree():
@@ -151,3 +181,41 @@ def test_functions_of_other_languages_say_how_to_write_them(text, fix):
     with pytest.raises(ExpressionError) as info:
         parse_expression(text)
     assert f"is not allowed: {fix}:" in str(info.value)
+
+
+def test_where_with_conditions_agrees_in_every_backend():
+    import casadi as ca
+    import numpy as np
+
+    text = "where(t <= 5 and x > 0.1, a*x, 0) + where(not (t > 2 or x < 0), 1, 2)"
+    expr = parse_expression(text)
+    assert expr.names == {"t", "x", "a"}
+    ts, xs, a = [1.0, 3.0, 6.0, 1.0], [1.0, 1.0, 1.0, -1.0], 2.0
+    expected = [(a * x if (t <= 5 and x > 0.1) else 0) + (1 if not (t > 2 or x < 0) else 2) for t, x in zip(ts, xs, strict=True)]
+    env = {"t": torch.tensor(ts, dtype=torch.float64), "x": torch.tensor(xs, dtype=torch.float64),
+           "a": torch.tensor(a, dtype=torch.float64, requires_grad=True)}
+    out = expr.compile("torch")(env)
+    assert out.tolist() == expected
+    out.sum().backward()
+    assert float(env["a"].grad) == sum(x for t, x in zip(ts, xs, strict=True) if t <= 5 and x > 0.1)
+    assert expr.compile("numpy")({"t": np.array(ts), "x": np.array(xs), "a": a}).tolist() == expected
+    t_sym = ca.SX.sym("t")
+    f = ca.Function("f", [t_sym], [expr.compile("casadi")({"t": t_sym, "x": ca.SX(1.0), "a": ca.SX(a)})])
+    assert [float(f(t)) for t in ts[:3]] == expected[:3]
+    sym = expr.to_sympy()
+    assert [float(sym.subs({sympy.Symbol("t", real=True): t, sympy.Symbol("x", real=True): x,
+                           sympy.Symbol("a", real=True): a})) for t, x in zip(ts, xs, strict=True)] == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x < 1", "a comparison is allowed only as the condition of where(condition, value_if_true, value_otherwise)"),
+    ("where(x, 1, 2)", "the condition of where(...) must be a comparison"),
+    ("where(x == 1, 1, 2)", "only the comparisons <, <=, > and >= are allowed"),
+    ("where(0 < x < 1, 1, 2)", "write a chained comparison with 'and'"),
+    ("where(x < 1, 2)", "where() takes 3 arguments, got 2"),
+    ("piecewise(1, x < 1, 2)", "write where(condition, value_if_true, value_otherwise)"),
+    ("exp(x < 1)", "a comparison is allowed only as the condition of where"),
+])
+def test_where_refuses_what_it_cannot_mean(text, message):
+    with pytest.raises(ExpressionError, match=re.escape(message)):
+        parse_expression(text)

@@ -24,10 +24,12 @@ from typing import Any, NoReturn
 
 from .errors import ExpressionError, did_you_mean, one_of
 
-#: Longest equation text accepted (characters).
-MAX_LENGTH = 2000
-#: Deepest nesting of operations accepted.
+#: Longest equation text accepted (characters): an SBML species' rate law can sum hundreds of reactions.
+MAX_LENGTH = 50_000
+#: Deepest nesting of operations accepted (after long sums and products are regrouped: :func:`_balanced`).
 MAX_DEPTH = 60
+#: A chain of more operands than this of ``+``/``-`` (or of ``*``) is regrouped into a balanced tree.
+BALANCE_FROM = 32
 
 #: name -> number of arguments. The backends below give each its meaning.
 FUNCTIONS: dict[str, int] = {
@@ -47,7 +49,12 @@ FUNCTIONS: dict[str, int] = {
     "sigmoid": 1,
     "min": 2,
     "max": 2,
+    "where": 3,
 }
+
+#: Comparisons allowed in the condition of ``where(condition, value_if_true, value_otherwise)``.
+_COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_PY_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 #: Functions of other languages, and how to write them here.
 _ALIASES = {
@@ -59,6 +66,9 @@ _ALIASES = {
     "logistic": "sigmoid(x)",
     "expit": "sigmoid(x)",
     "fabs": "abs(x)",
+    "piecewise": "where(condition, value_if_true, value_otherwise)",
+    "if_else": "where(condition, value_if_true, value_otherwise)",
+    "ifelse": "where(condition, value_if_true, value_otherwise)",
 }
 
 #: Names with a fixed meaning inside equations.
@@ -213,14 +223,57 @@ def parse_expression(text: Any, where: str | None = None) -> Expression:
                               hint=_missing_operator(text)) from None
     except (RecursionError, MemoryError, ValueError):
         raise ExpressionError(f"cannot parse {text!r}: nested too deeply", where=where) from None
+    try:
+        body = _balanced(module.body)
+    except RecursionError:
+        raise ExpressionError(f"cannot parse {text!r}: nested too deeply", where=where) from None
     checker = _Checker(text, where)
-    checker.visit(module.body, 0)
-    bad = _first_non_finite_constant(module.body)
+    checker.visit(body, 0)
+    bad = _first_non_finite_constant(body)
     if bad is not None:
         checker.fail(bad, f"not a finite number ({_constant_value(bad)}: a division by zero, an overflow, or a "
                           f"value outside a function's domain)")
-    return Expression(text=text, tree=module.body, names=frozenset(checker.names),
+    return Expression(text=text, tree=body, names=frozenset(checker.names),
                       network_refs=frozenset(checker.network_refs))
+
+
+def _chain(node: ast.expr, ops: tuple[type, ...]) -> list[tuple[bool, ast.expr]]:
+    """The operands of the left-nested chain of ``ops`` that ``node`` heads, left to right, each with whether it is
+    subtracted (walked without recursion: the chain can be thousands long)."""
+    out: list[tuple[bool, ast.expr]] = []
+    while isinstance(node, ast.BinOp) and isinstance(node.op, ops):
+        out.append((isinstance(node.op, ast.Sub), node.right))
+        node = node.left
+    out.append((False, node))
+    return out[::-1]
+
+
+def _balanced(node: ast.expr) -> ast.expr:
+    """``node`` with every chain of more than :data:`BALANCE_FROM` operands of ``+``/``-`` (or of ``*``) regrouped
+    into a balanced tree, ``a - b`` as ``a + (-b)``: a sum of n terms is then log2(n) levels deep instead of n,
+    so that the checker and the backends (which recurse) take it. Shorter chains keep the order they were
+    written in, so their floating-point results are unchanged; a long one's sum is reassociated."""
+    for family in ((ast.Add, ast.Sub), (ast.Mult,)):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, family):
+            operands = _chain(node, family)
+            if len(operands) > BALANCE_FROM:
+                terms = [ast.copy_location(ast.UnaryOp(op=ast.USub(), operand=_balanced(x)), x) if minus
+                         else _balanced(x) for minus, x in operands]
+                return _tree(terms, family[0](), node)
+    for name, value in ast.iter_fields(node):
+        if isinstance(value, ast.expr):
+            setattr(node, name, _balanced(value))
+        elif isinstance(value, list):
+            setattr(node, name, [_balanced(v) if isinstance(v, ast.expr) else v for v in value])
+    return node
+
+
+def _tree(terms: list[ast.expr], op: ast.operator, where: ast.expr) -> ast.expr:
+    if len(terms) == 1:
+        return terms[0]
+    half = len(terms) // 2
+    return ast.copy_location(ast.BinOp(left=_tree(terms[:half], op, where), op=op,
+                                       right=_tree(terms[half:], op, where)), where)
 
 
 def _declare_hint(name: str) -> str:
@@ -289,9 +342,37 @@ class _Checker:
         elif isinstance(node, ast.Attribute):
             self.visit(node.value, depth + 1)
             self.fail(node, "attribute access is not allowed")
+        elif isinstance(node, ast.Compare | ast.BoolOp) or (isinstance(node, ast.UnaryOp)
+                                                          and isinstance(node.op, ast.Not)):
+            self.fail(node, "a comparison is allowed only as the condition of where(condition, value_if_true, "
+                            "value_otherwise)")
+        elif isinstance(node, ast.IfExp):
+            self.fail(node, "conditional expression is not allowed; write where(condition, value_if_true, "
+                            "value_otherwise)")
         else:
             name = _NODE_NAMES.get(type(node), type(node).__name__)
             self.fail(node, f"{name} is not allowed")
+
+    def condition(self, node: ast.AST, depth: int) -> None:
+        """The first argument of ``where``: comparisons (``<``, ``<=``, ``>``, ``>=``) of values, joined by
+        ``and``, ``or`` and ``not``."""
+        if depth > MAX_DEPTH:
+            raise ExpressionError(f"{self.text!r} is nested more than {MAX_DEPTH} levels deep", where=self.where)
+        if isinstance(node, ast.BoolOp):
+            for value in node.values:
+                self.condition(value, depth + 1)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            self.condition(node.operand, depth + 1)
+        elif isinstance(node, ast.Compare):
+            if len(node.ops) != 1:
+                self.fail(node, "write a chained comparison with 'and': a < x and x < b")
+            if type(node.ops[0]) not in _COMPARE:
+                self.fail(node, "only the comparisons <, <=, > and >= are allowed (a value of an ODE is never "
+                                "exactly equal to another)")
+            self.visit(node.left, depth + 1)
+            self.visit(node.comparators[0], depth + 1)
+        else:
+            self.fail(node, "the condition of where(...) must be a comparison, as in where(t < 5, a, b)")
 
     def _check_identifier(self, node: ast.AST, name: str) -> None:
         if name.startswith("_"):
@@ -324,8 +405,11 @@ class _Checker:
         if len(node.args) != FUNCTIONS[name]:
             n = FUNCTIONS[name]
             self.fail(node, f"{name}() takes {n} argument{'s' if n != 1 else ''}, got {len(node.args)}")
-        for arg in node.args:
-            self.visit(arg, depth + 1)
+        for k, arg in enumerate(node.args):
+            if name == "where" and k == 0:
+                self.condition(arg, depth + 1)
+            else:
+                self.visit(arg, depth + 1)
 
     def _visit_subscript(self, node: ast.Subscript) -> None:
         if not isinstance(node.value, ast.Name):
@@ -357,6 +441,8 @@ def _backend(name: str) -> dict[str, Callable]:
             "tan": torch.tan, "tanh": torch.tanh, "sinh": torch.sinh, "cosh": torch.cosh, "atan": torch.atan,
             "abs": torch.abs, "sigmoid": torch.sigmoid,
             "min": _pair(torch.minimum), "max": _pair(torch.maximum),
+            "where": lambda c, a, b: torch.where(torch.as_tensor(c), *_same_dtype(torch, a, b)),
+            "and": torch.logical_and, "or": torch.logical_or, "not": torch.logical_not,
         }
     if name == "numpy":
         import numpy as np
@@ -365,6 +451,7 @@ def _backend(name: str) -> dict[str, Callable]:
             "exp": np.exp, "log": np.log, "log10": np.log10, "log2": np.log2, "sqrt": np.sqrt, "sin": np.sin,
             "cos": np.cos, "tan": np.tan, "tanh": np.tanh, "sinh": np.sinh, "cosh": np.cosh, "atan": np.arctan, "abs": np.abs,
             "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "min": np.minimum, "max": np.maximum,
+            "where": np.where, "and": np.logical_and, "or": np.logical_or, "not": np.logical_not,
         }
     if name == "casadi":
         import casadi as ca
@@ -374,8 +461,15 @@ def _backend(name: str) -> dict[str, Callable]:
             "sqrt": ca.sqrt, "sin": ca.sin, "cos": ca.cos, "tan": ca.tan,
             "tanh": ca.tanh, "sinh": ca.sinh, "cosh": ca.cosh, "atan": ca.atan, "abs": ca.fabs,
             "sigmoid": casadi_sigmoid, "min": ca.fmin, "max": ca.fmax, "**": _casadi_pow,
+            "where": ca.if_else, "and": ca.logic_and, "or": ca.logic_or, "not": ca.logic_not,
         }
     raise ValueError(f"unknown backend {name!r}; expected {one_of(['torch', 'numpy', 'casadi'])}")
+
+
+def _same_dtype(torch, a: Any, b: Any) -> tuple[Any, Any]:
+    """The two branches of ``where`` as tensors of one dtype (a branch may be a plain number)."""
+    dtype = a.dtype if torch.is_tensor(a) else (b.dtype if torch.is_tensor(b) else torch.float64)
+    return torch.as_tensor(a, dtype=dtype), torch.as_tensor(b, dtype=dtype)
 
 
 def casadi_sigmoid(x: Any) -> Any:
@@ -482,6 +576,10 @@ def _compile(node: ast.expr, funcs: Mapping[str, Callable], nets: frozenset[str]
     if isinstance(node, ast.Call):
         assert isinstance(node.func, ast.Name)  # checked by _Checker: calls of function names
         f = funcs[node.func.id]
+        if node.func.id == "where":
+            cond, a, b = _compile_condition(node.args[0], funcs, nets), *(
+                _compile(x, funcs, nets) for x in node.args[1:])
+            return lambda env: f(cond(env), a(env), b(env))
         args = [_compile(a, funcs, nets) for a in node.args]
         if len(args) == 1:
             (a0,) = args
@@ -492,6 +590,38 @@ def _compile(node: ast.expr, funcs: Mapping[str, Callable], nets: frozenset[str]
         name, index = node.value.id, node.slice.value
         return lambda env: env[name][..., index]
     raise AssertionError(f"unchecked node {type(node).__name__}")  # the checker rejects everything else
+
+
+def _compile_condition(node: ast.expr, funcs: Mapping[str, Callable],
+                       nets: frozenset[str]) -> Callable[[Mapping[str, Any]], Any]:
+    if isinstance(node, ast.BoolOp):
+        parts = [_compile_condition(v, funcs, nets) for v in node.values]
+        join = funcs["and" if isinstance(node.op, ast.And) else "or"]
+
+        def joined(env):
+            out = parts[0](env)
+            for p in parts[1:]:
+                out = join(out, p(env))
+            return out
+        return joined
+    if isinstance(node, ast.UnaryOp):  # not (checked)
+        inner, negate = _compile_condition(node.operand, funcs, nets), funcs["not"]
+        return lambda env: negate(inner(env))
+    assert isinstance(node, ast.Compare)  # checked by _Checker.condition
+    op = _PY_COMPARE[_COMPARE[type(node.ops[0])]]
+    left, right = _compile(node.left, funcs, nets), _compile(node.comparators[0], funcs, nets)
+    return lambda env: op(left(env), right(env))
+
+
+def _sympy_condition(node: ast.expr, symbols: dict[str, Any], sympy, nets: frozenset[str]) -> Any:
+    if isinstance(node, ast.BoolOp):
+        parts = [_sympy_condition(v, symbols, sympy, nets) for v in node.values]
+        return sympy.And(*parts) if isinstance(node.op, ast.And) else sympy.Or(*parts)
+    if isinstance(node, ast.UnaryOp):
+        return sympy.Not(_sympy_condition(node.operand, symbols, sympy, nets))
+    assert isinstance(node, ast.Compare)
+    a, b = _to_sympy(node.left, symbols, sympy, nets), _to_sympy(node.comparators[0], symbols, sympy, nets)
+    return {"<": sympy.Lt, "<=": sympy.Le, ">": sympy.Gt, ">=": sympy.Ge}[_COMPARE[type(node.ops[0])]](a, b)
 
 
 def _to_sympy(node: ast.expr, symbols: dict[str, Any], sympy, nets: frozenset[str]) -> Any:
@@ -513,6 +643,10 @@ def _to_sympy(node: ast.expr, symbols: dict[str, Any], sympy, nets: frozenset[st
         a = _to_sympy(node.left, symbols, sympy, nets)
         b = _to_sympy(node.right, symbols, sympy, nets)
         return _PY_OPS[_BINOPS[type(node.op)]](a, b)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "where":
+        cond = _sympy_condition(node.args[0], symbols, sympy, nets)
+        a, b = (_to_sympy(x, symbols, sympy, nets) for x in node.args[1:])
+        return sympy.Piecewise((a, cond), (b, True))
     if isinstance(node, ast.Call):
         args = [_to_sympy(a, symbols, sympy, nets) for a in node.args]
         table = {

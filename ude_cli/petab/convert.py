@@ -65,7 +65,12 @@ class Translation:
 def _names(problem: PetabProblem) -> dict[str, str]:
     """Every id -> its name in the config (``t``, keywords and function names get an underscore)."""
     ids = set(problem.sbml.kinds) | set(problem.parameters)
-    out = {i: safe_name(i) for i in ids}
+    out = {i: safe_name(i) for i in sorted(ids)}
+    taken = {i for i in ids if out[i] == i}
+    for i in sorted(ids):  # a renamed id that meets another id (``_k`` and ``u_k``) gets more underscores
+        while out[i] != i and out[i] in taken:
+            out[i] += "_"
+        taken.add(out[i])
     out[TIME.name] = "t"
     return out
 

@@ -28,7 +28,10 @@ class Unsupported(Exception):
 
 def safe_name(name: str) -> str:
     """An SBML / PEtab identifier as a name of the equation language (``t``, ``pi``, a function's name or a
-    Python keyword gets a trailing underscore)."""
+    Python keyword gets a trailing underscore; a name starting with ``_``, which the language refuses, gets the
+    prefix ``u``: ``_rateLaw1`` -> ``u_rateLaw1``)."""
+    if name.startswith("_"):
+        return "u" + name
     if name in RESERVED or name in FUNCTIONS or keyword.iskeyword(name) or name in ("e", "E", "inf", "nan"):
         return name + "_"
     return name
@@ -130,12 +133,44 @@ def _print(e: sp.Basic, names: Mapping[str, str]) -> tuple[str, int]:
     for func, word in _UNARY.items():
         if isinstance(e, func):
             return f"{word}({_print(e.args[0], names)[0]})", _ATOM
-    what = type(e).__name__
     if isinstance(e, sp.Piecewise):
-        what = "piecewise"
-    elif getattr(e, "name", None):
+        return _piecewise(e, names), _ATOM
+    what = type(e).__name__
+    if getattr(e, "name", None):
         what = f"{what} {e.name}"
     raise Unsupported(what)
+
+
+_RELATIONS = {sp.StrictLessThan: "<", sp.LessThan: "<=", sp.StrictGreaterThan: ">", sp.GreaterThan: ">="}
+
+
+def _piecewise(e: sp.Piecewise, names: Mapping[str, str]) -> str:
+    """SBML's ``piecewise(v1, c1, v2, c2, ..., otherwise)`` as nested ``where(c1, v1, where(c2, v2, otherwise))``."""
+    pieces = list(e.args)
+    last_value, last_condition = pieces[-1]
+    if last_condition is not sp.true:
+        raise Unsupported("piecewise without an otherwise")
+    out = _print(last_value, names)[0]
+    for value, condition in reversed(pieces[:-1]):
+        out = f"where({_condition(condition, names)}, {_print(value, names)[0]}, {out})"
+    return out
+
+
+def _condition(c: sp.Basic, names: Mapping[str, str]) -> str:
+    if isinstance(c, sp.And | sp.Or):
+        word = " and " if isinstance(c, sp.And) else " or "
+        return word.join(f"({_condition(a, names)})" for a in c.args)
+    if isinstance(c, sp.Not):
+        return f"not ({_condition(c.args[0], names)})"
+    if isinstance(c, sp.ITE):  # if a then b else c, as sympy writes some joined conditions
+        a, b, other = (_condition(x, names) for x in c.args)
+        return f"(({a}) and ({b})) or ((not ({a})) and ({other}))"
+    for kind, op in _RELATIONS.items():
+        if isinstance(c, kind):
+            return f"{_print(c.lhs, names)[0]} {op} {_print(c.rhs, names)[0]}"
+    if c is sp.true or c is sp.false:  # a condition sympy decided: a comparison that says the same
+        return "0 < 1" if c is sp.true else "1 < 0"
+    raise Unsupported(f"the condition {type(c).__name__} in a piecewise (only <, <=, >, >=, and, or, not)")
 
 
 def parse_formula(text: str, symbols: Mapping[str, sp.Symbol] | None = None) -> sp.Expr:

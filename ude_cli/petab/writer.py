@@ -66,6 +66,12 @@ def formula(tree: ast.expr, *, style: str, name: Callable[[str], str], output: C
             return inner if isinstance(node.op, ast.UAdd) else f"(-{inner})"
         if isinstance(node, ast.BinOp):
             return f"({go(node.left)} {_OPS[type(node.op)]} {go(node.right)})"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "where":
+            if style != "sbml":
+                raise ConfigError("where(...) in an observable or noise formula cannot be exported: PEtab's "
+                                  "tables are read back without piecewise; move it into the equations")
+            cond, a, b = condition(node.args[0]), go(node.args[1]), go(node.args[2])
+            return f"piecewise({a}, {cond}, {b})"
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)  # the checker allows calls of function names only
             fn, args = node.func.id, [go(a) for a in node.args]
@@ -80,6 +86,16 @@ def formula(tree: ast.expr, *, style: str, name: Callable[[str], str], output: C
             assert isinstance(index, int)  # checked: NN[i] with an integer i
             return output(node.value.id, index)
         raise AssertionError(f"unchecked node {type(node).__name__}")  # the expression checker rejects the rest
+
+    def condition(node: ast.expr) -> str:
+        if isinstance(node, ast.BoolOp):
+            word = " && " if isinstance(node.op, ast.And) else " || "
+            return "(" + word.join(condition(v) for v in node.values) + ")"
+        if isinstance(node, ast.UnaryOp):  # not (checked)
+            return f"(!{condition(node.operand)})"
+        assert isinstance(node, ast.Compare)  # checked: one of <, <=, >, >=
+        op = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}[type(node.ops[0])]
+        return f"({go(node.left)} {op} {go(node.comparators[0])})"
 
     return go(tree)
 
