@@ -253,3 +253,27 @@ def test_two_configs_of_one_batch_writing_one_run_directory(decay, write, tmp_pa
     assert result.stderr == (f"error: {twin}: would write the same run directory as {decay} (runs/decay); give one "
                              f"of them another 'name' in its config\n")
     assert (tmp_path / "runs" / "decay" / "run.json").is_file()  # the first was fitted
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("std::bad_alloc"), RuntimeError("boom")])
+def test_running_out_of_memory_is_one_line_not_a_bug_report(monkeypatch, capsys, error):
+    """An allocation failure (a 500-species model on torchdiffeq: Chen_MSB2009) says so in one line; any other
+    exception is still reported as a bug."""
+    import typer
+
+    from ude_cli.cli.common import run_app
+
+    broken = typer.Typer()
+
+    @broken.command()
+    def go() -> None:
+        raise error
+
+    monkeypatch.setattr("sys.argv", ["ude"])
+    with pytest.raises(SystemExit) as ended:
+        run_app(broken)
+    assert ended.value.code == exits.INTERNAL
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert ("out of memory" in err) == (not isinstance(error, RuntimeError) or "bad_alloc" in str(error))
+    assert ("this is a bug in ude" in err) == (str(error) == "boom")

@@ -145,10 +145,22 @@ def run_app(app: typer.Typer) -> None:
     except Exception as exc:  # a bug: keep it to one line unless --debug
         if debug:
             traceback.print_exception(exc, file=sys.stderr)
+        elif _out_of_memory(exc):
+            typer.echo(f"error: out of memory ({type(exc).__name__}: {exc}): the problem is too large for this "
+                       f"machine's memory as it is solved (many states or starts on the torchdiffeq engine, whose "
+                       f"gradient keeps every solver step); nothing was written", err=True)
         else:
             typer.echo(f"error: internal error: {type(exc).__name__}: {exc} (this is a bug in ude; rerun with "
                        f"--debug and report the traceback)", err=True)
         raise SystemExit(exits.INTERNAL) from None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure: Python's MemoryError, or C++'s std::bad_alloc (torch, CasADi) and
+    torch's "not enough memory" as RuntimeError."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError)
+                                            and ("bad_alloc" in text or "not enough memory" in text))
 
 
 #: numpy's floating-point warnings, as a user reads them (the arithmetic went out of range somewhere).
