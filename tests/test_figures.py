@@ -94,3 +94,20 @@ def test_many_experiments_get_residual_panels_too(tmp_path):
     result = _fit(tmp_path, subjects=9)
     visible = [ax for ax in residual_figure(result).axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == [f"id {s + 1}" for s in range(9)]
+
+
+def test_noise_variants_of_one_observable_share_a_panel():
+    """A PEtab observable whose rows carry different noise parameters is imported as OBS__1, OBS__2, ... labelled
+    OBS with one formula (Fujita_SciSignal2010: 28 of them for 3 observables): one panel each, not 28 repeats."""
+    from types import SimpleNamespace
+
+    from ude_cli.expressions import parse_expression
+    from ude_cli.plots import _observable_groups
+
+    def obs(label, formula, column):
+        return SimpleNamespace(state=None, label=label, column=column, unit=None, expression=parse_expression(formula))
+
+    observables = {"A__1": obs("A", "s*x", "A__1"), "A__2": obs("A", "s*x", "A__2"), "B": obs("B", "x + y", "B"),
+                   "A_other": obs("A", "2*s*x", "A_other"), "C": obs(None, "s*x", "C"), "D": obs(None, "s*x", "D")}
+    problem = SimpleNamespace(observables=observables, config=SimpleNamespace(data=SimpleNamespace(labels={})))
+    assert _observable_groups(problem, list(observables)) == [["A__1", "A__2"], ["B"], ["A_other"], ["C"], ["D"]]

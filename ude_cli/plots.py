@@ -428,6 +428,18 @@ def _draw_bands(ax, result, e, name: str, color) -> bool:
     return True
 
 
+def _observable_groups(problem, names: list[str]) -> list[list[str]]:
+    """Observables drawn in one panel: those with the same label and the same formula, which differ only in their
+    noise (a PEtab observable whose rows carry different noise parameters becomes ``OBS__1``, ``OBS__2``, ...
+    labelled ``OBS``: Fujita_SciSignal2010 has 10 of each). Their curves are one curve; one panel each would
+    repeat it."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for o in names:
+        spec = problem.observables[o]
+        groups.setdefault((observable_label(problem, o), spec.expression.text), []).append(o)
+    return list(groups.values())
+
+
 def _fit_overlay(result) -> Any:
     """One panel per drawn state, a colour per experiment."""
     plt = _pyplot()
@@ -440,22 +452,30 @@ def _fit_overlay(result) -> Any:
     states = _drawn_states(problem)
     same = _same_curves(result, best, states) if multi else {}
     formulas = [o for o in ds.observables if problem.observables[o].state is None]
+    groups = _observable_groups(problem, formulas)
     banded = starts_band = False
     with plt.rc_context(STYLE):
-        fig, axes = _grid(plt, len(states) + len(formulas))
+        fig, axes = _grid(plt, len(states) + len(groups))
         t_end = max(float(result.trajectories[b][0][-1]) for b in range(n))
-        for k, o in enumerate(formulas):  # what the data measure, below the states
+        for k, members in enumerate(groups):  # what the data measure, below the states
             ax = axes[len(states) + k]
-            c_obs = ds.observables.index(o)
             for b, e in enumerate(ds.experiments):
                 c = _experiment_color(b, n)
+                columns = [ds.observables.index(o) for o in members]
+                # the members share a formula: one curve; bands of the first member measured in this experiment
+                seen = [o for o, j in zip(members, columns, strict=True) if np.isfinite(e.observations[:, j]).any()]
+                o = seen[0] if seen else members[0]
                 if result.observable_curves:
                     t, _ = result.trajectories[b]
                     ax.plot(t, result.observable_curves[b][o][:, best], color=c, lw=1.6, label="fit")
                 banded = _draw_bands(ax, result, e, o, c) or banded
-                _data_markers(ax, e, e.observations[:, c_obs], c)
+                for j in columns:
+                    _data_markers(ax, e, e.observations[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
-            ax.set_ylabel(axis_label(observable_label(problem, o)))
+            label = observable_label(problem, members[0])
+            if len(members) > 1:
+                label += f" ({len(members)} noise variants)"
+            ax.set_ylabel(axis_label(label))
         for ax, j in zip(axes, states, strict=False):
             s = problem.states[j]
             for b, e in enumerate(ds.experiments):
