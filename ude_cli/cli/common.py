@@ -148,7 +148,7 @@ def run_app(app: typer.Typer) -> None:
         elif _out_of_memory(exc):
             typer.echo(f"error: out of memory ({type(exc).__name__}: {exc}): the problem is too large for this "
                        f"machine's memory as it is solved (many states or starts on the torchdiffeq engine, whose "
-                       f"gradient keeps every solver step); nothing was written", err=True)
+                       f"gradient keeps every solver step)", err=True)
         else:
             typer.echo(f"error: internal error: {type(exc).__name__}: {exc} (this is a bug in ude; rerun with "
                        f"--debug and report the traceback)", err=True)
