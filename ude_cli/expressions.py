@@ -52,8 +52,8 @@ FUNCTIONS: dict[str, int] = {
     "where": 3,
 }
 
-#: Comparisons allowed in the condition of ``where(condition, value_if_true, value_otherwise)``.
-_COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+#: Comparisons allowed in the condition of ``where(condition, value_if_true, value_otherwise)``, as written.
+COMPARISONS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _PY_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 #: Functions of other languages, and how to write them here.
@@ -366,7 +366,7 @@ class _Checker:
         elif isinstance(node, ast.Compare):
             if len(node.ops) != 1:
                 self.fail(node, "write a chained comparison with 'and': a < x and x < b")
-            if type(node.ops[0]) not in _COMPARE:
+            if type(node.ops[0]) not in COMPARISONS:
                 self.fail(node, "only the comparisons <, <=, > and >= are allowed (a value of an ODE is never "
                                 "exactly equal to another)")
             self.visit(node.left, depth + 1)
@@ -608,7 +608,7 @@ def _compile_condition(node: ast.expr, funcs: Mapping[str, Callable],
         inner, negate = _compile_condition(node.operand, funcs, nets), funcs["not"]
         return lambda env: negate(inner(env))
     assert isinstance(node, ast.Compare)  # checked by _Checker.condition
-    op = _PY_COMPARE[_COMPARE[type(node.ops[0])]]
+    op = _PY_COMPARE[COMPARISONS[type(node.ops[0])]]
     left, right = _compile(node.left, funcs, nets), _compile(node.comparators[0], funcs, nets)
     return lambda env: op(left(env), right(env))
 
@@ -621,7 +621,7 @@ def _sympy_condition(node: ast.expr, symbols: dict[str, Any], sympy, nets: froze
         return sympy.Not(_sympy_condition(node.operand, symbols, sympy, nets))
     assert isinstance(node, ast.Compare)
     a, b = _to_sympy(node.left, symbols, sympy, nets), _to_sympy(node.comparators[0], symbols, sympy, nets)
-    return {"<": sympy.Lt, "<=": sympy.Le, ">": sympy.Gt, ">=": sympy.Ge}[_COMPARE[type(node.ops[0])]](a, b)
+    return {"<": sympy.Lt, "<=": sympy.Le, ">": sympy.Gt, ">=": sympy.Ge}[COMPARISONS[type(node.ops[0])]](a, b)
 
 
 def _to_sympy(node: ast.expr, symbols: dict[str, Any], sympy, nets: frozenset[str]) -> Any:

@@ -459,9 +459,9 @@ def _fit_overlay(result) -> Any:
         t_end = max(float(result.trajectories[b][0][-1]) for b in range(n))
         for k, members in enumerate(groups):  # what the data measure, below the states
             ax = axes[len(states) + k]
+            columns = [ds.observables.index(o) for o in members]
             for b, e in enumerate(ds.experiments):
                 c = _experiment_color(b, n)
-                columns = [ds.observables.index(o) for o in members]
                 # the members share a formula: one curve; bands of the first member measured in this experiment
                 seen = [o for o, j in zip(members, columns, strict=True) if np.isfinite(e.observations[:, j]).any()]
                 o = seen[0] if seen else members[0]

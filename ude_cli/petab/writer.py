@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..expressions import COMPARISONS
 
 #: ``ude`` function -> its SBML L3 spelling (``log`` is natural there only as ``ln``: L3's ``log(x)`` is log10)
 _SBML_FUNCTIONS = {"exp": "exp", "log": "ln", "log10": "log10", "sqrt": "sqrt", "sin": "sin", "cos": "cos",
@@ -94,8 +95,7 @@ def formula(tree: ast.expr, *, style: str, name: Callable[[str], str], output: C
         if isinstance(node, ast.UnaryOp):  # not (checked)
             return f"(!{condition(node.operand)})"
         assert isinstance(node, ast.Compare)  # checked: one of <, <=, >, >=
-        op = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}[type(node.ops[0])]
-        return f"({go(node.left)} {op} {go(node.comparators[0])})"
+        return f"({go(node.left)} {COMPARISONS[type(node.ops[0])]} {go(node.comparators[0])})"
 
     return go(tree)
 
