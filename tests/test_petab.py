@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sympy as sp
 import yaml
 
-from ude_cli.errors import ConfigError
+from ude_cli.errors import ConfigError, UdeError
 from ude_cli.petab import evaluate, import_problem
 
 BENCH = Path(__file__).parent / "data" / "petab" / "benchmark"
@@ -612,3 +613,82 @@ def test_laske_llh_equals_the_one_from_the_collections_simulations():
         else:
             total += -0.5 * math.log(2 * math.pi * sigma**2) - 0.5 * ((row.measurement - s) / sigma) ** 2
     assert result.llh == pytest.approx(total, abs=1e-6)
+
+
+def _add_sbml_parameter(path: Path, pid: str, value: float) -> None:
+    import libsbml
+
+    document = libsbml.readSBMLFromFile(str(path))
+    parameter = document.getModel().createParameter()
+    parameter.setId(pid)
+    parameter.setValue(value)
+    parameter.setConstant(True)
+    libsbml.writeSBMLToFile(document, str(path))
+
+
+def _add_parameter_row(folder: Path, pid: str, nominal: float, lower: float = 0.1, upper: float = 10.0) -> None:
+    path = folder / "parameters_Rahman_MBS2016.tsv"
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    row = {"parameterId": pid, "parameterScale": "log10", "lowerBound": repr(lower), "upperBound": repr(upper),
+           "nominalValue": repr(nominal), "estimate": "1"}
+    pd.concat([table, pd.DataFrame([row])]).to_csv(path, sep="\t", index=False)
+
+
+def test_an_id_starting_with_an_underscore_in_an_observable_formula(tmp_path):
+    """An SBML id such as Lang_PLOSComputBiol2024's ``_Nuc__CCNA_CDKN1A_B_`` in an observable formula is read
+    under an alias (never sympify'd text) and is the same quantity as in the model."""
+    from ude_cli.petab.language import parse_formula
+
+    expr = parse_formula("_a + 2*_b^2 + u_a")  # u_a is taken: _a's alias gets another underscore
+    assert expr == sp.Symbol("_a") + 2 * sp.Symbol("_b") ** 2 + sp.Symbol("u_a")
+    with pytest.raises(Exception, match=r"'_a \+'"):  # the error quotes the user's text, not the aliases
+        parse_formula("_a +")
+    yaml_path = copy_problem(tmp_path)
+    folder = yaml_path.parent
+    _add_sbml_parameter(folder / "model_Rahman_MBS2016.xml", "_one", 1.0)
+    observables = folder / "observables_Rahman_MBS2016.tsv"
+    table = pd.read_csv(observables, sep="\t", dtype=str, keep_default_na=False)
+    table["observableFormula"] = "_one * (" + table["observableFormula"] + ")"
+    table.to_csv(observables, sep="\t", index=False)
+    assert evaluate(yaml_path).llh == pytest.approx(evaluate(problem("Rahman_MBS2016")).llh, abs=1e-9)
+
+
+def test_a_nominal_value_outside_its_bounds_is_evaluated_as_the_table_says(tmp_path):
+    """Lang_PLOSComputBiol2024 has estimated parameters of nominal value 0 on log scale (bounds [1e-24, ...]): the
+    reference llh is at the nominal values, so `ude evaluate` uses them; the fit starts inside the bounds."""
+    yaml_path = copy_problem(tmp_path)
+    folder = yaml_path.parent
+    path = folder / "parameters_Rahman_MBS2016.tsv"
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    nominal = float(table.loc[1, "nominalValue"])
+    table.loc[1, "lowerBound"] = repr(nominal * 2)  # the nominal value is now below its lower bound
+    table.to_csv(path, sep="\t", index=False)
+    assert evaluate(yaml_path).llh == pytest.approx(evaluate(problem("Rahman_MBS2016")).llh, abs=1e-9)
+    notes: list[str] = []
+    config = import_problem(yaml_path, tmp_path / "out", notes=notes)
+    pid = table.loc[1, "parameterId"]
+    assert any(f"parameter {pid}: its nominalValue" in n and "lies outside its bounds" in n for n in notes), notes
+    spec = yaml.safe_load(config.read_text())["model"]["parameters"][pid]
+    assert spec["bounds"][0] < spec["init"] < spec["bounds"][1]
+    table.loc[1, "upperBound"] = repr(nominal)  # lower above upper: a malformed table
+    table.to_csv(path, sep="\t", index=False)
+    with pytest.raises(UdeError, match="lowerBound .* is not below upperBound"):
+        evaluate(yaml_path)
+
+
+def test_an_estimated_parameter_nothing_depends_on(tmp_path):
+    """A model parameter that no formula depends on (Oliveira_NatCommun2021's beta_2, removed by its conditions) is
+    evaluated with gradient 0 and a note; a parameter table row naming nothing in the model is still an error."""
+    yaml_path = copy_problem(tmp_path)
+    folder = yaml_path.parent
+    _add_sbml_parameter(folder / "model_Rahman_MBS2016.xml", "k_spare", 2.0)
+    _add_parameter_row(folder, "k_spare", 2.0)
+    result = evaluate(yaml_path)
+    assert result.llh == pytest.approx(evaluate(problem("Rahman_MBS2016")).llh, abs=1e-9)
+    assert result.gradient["k_spare"] == 0.0
+    notes: list[str] = []
+    import_problem(yaml_path, tmp_path / "out", notes=notes)
+    assert any("parameter k_spare is estimated, but no equation" in n for n in notes), notes
+    _add_parameter_row(folder, "k_typo", 2.0)
+    with pytest.raises(UdeError, match="parameter k_typo is estimated but used nowhere"):
+        evaluate(yaml_path)

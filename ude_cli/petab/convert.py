@@ -313,8 +313,15 @@ def translate(problem: PetabProblem) -> Translation:
                 if spec["bounds"][0] is not None and spec["bounds"][0] <= 0:
                     spec["bounds"][0] = None
             lo, hi = spec["bounds"]
-            if (lo is not None and par.nominal <= lo) or (hi is not None and par.nominal >= hi):
+            if (lo is not None and par.nominal <= lo) or (hi is not None and par.nominal >= hi) or (
+                    par.scale != "lin" and par.nominal <= 0):
                 spec["init"] = _inside(par.nominal, lo, hi, par.scale != "lin")
+            if not par.lower <= par.nominal <= par.upper or (par.scale != "lin" and par.nominal <= 0):
+                why = (f"lies outside its bounds [{par.lower:g}, {par.upper:g}]" if not par.lower <= par.nominal
+                       <= par.upper else f"is not positive, on {par.scale} scale")
+                notes.append(f"parameter {pid}: its nominalValue {par.nominal:g} {why}: the fit starts it at "
+                             f"{spec['init']:.6g}; `ude evaluate` at the nominal values uses {par.nominal:g}, as the "
+                             f"table says")
             if spec["bounds"] == [None, None]:
                 del spec["bounds"]
             parameters[uname] = spec
@@ -330,13 +337,22 @@ def translate(problem: PetabProblem) -> Translation:
                               where=str(problem.files.parameters))
     info.update(noise_info)
     for pid in problem.estimated:
-        if pid not in info:
+        if pid in info:
+            continue
+        if pid not in sbml.kinds:
             raise ConfigError(f"parameter {pid} is estimated but used nowhere in the model, observables or noise",
                               where=str(problem.files.parameters))
+        # a quantity of the model that nothing depends on, often because the conditions remove its every use
+        # (Oliveira_NatCommun2021: beta_2 times beta_2_multiplier, 0 in every condition): the data say nothing
+        # about it (PEtab and AMICI evaluate such a problem; its gradient is 0); it stays at its nominal value
+        info[pid] = {"name": names[pid], "kind": "unused", "factor": 1.0}
+        notes.append(f"parameter {pid} is estimated, but no equation, observable or noise formula depends on it "
+                     f"(with the condition table's values): it is not fitted (its gradient is 0) and stays at its "
+                     f"nominal value {problem.parameters[pid].nominal:g}")
     for pid, entry in info.items():
         p = problem.parameters[pid]
         entry.update({"scale": p.scale, "nominal": p.nominal, "estimate": p.estimate})
-        if p.prior is not None:  # a term of the objective: the fit maximises the log-posterior
+        if p.prior is not None and entry["kind"] != "unused":  # a term of the objective: the log-posterior's
             if entry["kind"] != "parameter":
                 raise ConfigError(f"parameter {pid}: a prior on a noise parameter is not supported yet",
                                   where=str(problem.files.parameters))
@@ -593,10 +609,11 @@ def _finite(x: float) -> float | None:
 
 
 def _inside(value: float, lo: float | None, hi: float | None, log: bool) -> float:
-    """A starting value strictly inside the bounds, next to ``value`` (a nominal value on a bound)."""
+    """A starting value strictly inside the bounds, next to ``value`` (a nominal value on or outside a bound)."""
     if log and lo is not None and hi is not None:
         a, b = math.log(lo), math.log(hi)
-        return math.exp(min(max(math.log(value), a + 1e-6 * (b - a)), b - 1e-6 * (b - a)))
+        at = math.log(value) if value > 0 else a  # not positive: the lower end
+        return math.exp(min(max(at, a + 1e-6 * (b - a)), b - 1e-6 * (b - a)))
     span = (hi - lo) if lo is not None and hi is not None else max(abs(value), 1.0)
     if lo is not None and value <= lo:
         return lo + 1e-6 * span

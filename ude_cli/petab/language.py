@@ -5,13 +5,17 @@
   is what was meant; what the language cannot say (``piecewise``, comparisons, events' ``delay``) raises
   :class:`Unsupported`.
 - :func:`parse_formula` reads a PEtab formula (observableFormula, noiseFormula) through the same whitelisted
-  parser (``^`` is PEtab's power and is written ``**`` first) and returns sympy, built node by node.
+  parser (``^`` is PEtab's power and is written ``**`` first) and returns sympy, built node by node. An
+  SBML id starting with ``_`` (which the language refuses as a name) is read under an alias and comes back
+  as the symbol of its own id.
 """
 
 from __future__ import annotations
 
+import io
 import keyword
 import math
+import tokenize
 from collections.abc import Mapping
 
 import sympy as sp
@@ -176,6 +180,39 @@ def _condition(c: sp.Basic, names: Mapping[str, str]) -> str:
 def parse_formula(text: str, symbols: Mapping[str, sp.Symbol] | None = None) -> sp.Expr:
     """A PEtab formula as sympy, through the equation language's whitelisted parser (never ``sympify``)."""
     text = str(text).strip().replace("^", "**")
-    expr = parse_expression(text, where="")
-    names = {n: (symbols or {}).get(n) or sp.Symbol(n) for n in expr.names}
+    aliased, ids = _aliased(text)
+    try:
+        expr = parse_expression(aliased, where="")
+    except ExpressionError as exc:
+        if aliased == text:
+            raise
+        exc.message = exc.message.replace(repr(aliased), repr(text))  # the user's text, not the aliases
+        raise
+    names = {n: (symbols or {}).get(ids.get(n, n)) or sp.Symbol(ids.get(n, n)) for n in expr.names}
     return expr.to_sympy(names)
+
+
+def _aliased(text: str) -> tuple[str, dict[str, str]]:
+    """``text`` with every name that starts with ``_`` (an SBML id may) replaced by an alias the equation
+    language accepts, and alias -> id. Python's tokenizer only splits the text into names, numbers and
+    operators: nothing is evaluated. Text it cannot split is returned as it is (the parser then says why)."""
+    if "_" not in text:
+        return text, {}
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return text, {}
+    taken = {t.string for t in tokens if t.type == tokenize.NAME}
+    aliases: dict[str, str] = {}
+    for t in tokens:
+        if t.type == tokenize.NAME and t.string.startswith("_") and t.string not in aliases:
+            alias = "u" + t.string
+            while alias in taken:
+                alias += "_"
+            taken.add(alias)
+            aliases[t.string] = alias
+    if not aliases:
+        return text, {}
+    out = tokenize.untokenize((t.type, aliases.get(t.string, t.string) if t.type == tokenize.NAME else t.string)
+                              for t in tokens)
+    return out.strip(), {a: i for i, a in aliases.items()}

@@ -142,12 +142,11 @@ def load_problem(path: str | Path) -> PetabProblem:
         lower = tables.number(row, "lowerBound", allow_empty=not estimate)
         upper = tables.number(row, "upperBound", allow_empty=not estimate)
         nominal = tables.number(row, "nominalValue")
-        if estimate and not lower <= nominal <= upper:
-            raise ConfigError(f"line {row['_row']}: nominalValue {nominal:g} lies outside [{lower:g}, {upper:g}]",
+        if estimate and not lower < upper:
+            raise ConfigError(f"line {row['_row']}: lowerBound {lower:g} is not below upperBound {upper:g}",
                               where=row["_file"])
-        if scale != "lin" and estimate and nominal <= 0:
-            raise ConfigError(f"line {row['_row']}: nominalValue {nominal:g} must be > 0 on {scale} scale",
-                              where=row["_file"])
+        # an estimated parameter's nominal value outside its bounds (or not positive on a log scale) is allowed,
+        # as PEtab's linter allows it: the reference llh is at it; the fit starts inside (convert.py says so)
         parameters[row["parameterId"]] = PetabParameter(row["parameterId"], scale, lower, upper, nominal, estimate,
                                                         prior)
 
