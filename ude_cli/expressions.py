@@ -182,6 +182,15 @@ class Expression:
                 )
         return errors
 
+    def condition_names(self) -> frozenset[str]:
+        """The names used in the condition of a ``where(condition, a, b)`` (its first argument)."""
+        found: set[str] = set()
+        for node in ast.walk(self.tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "where"
+                    and node.args):
+                found.update(n.id for n in ast.walk(node.args[0]) if isinstance(n, ast.Name))
+        return frozenset(found)
+
     # -- conversions --------------------------------------------------------------------------
     def to_sympy(self, symbols: Mapping[str, Any] | None = None, networks: Collection[str] = ()):
         """The expression as sympy, built from sympy objects (no string parsing).

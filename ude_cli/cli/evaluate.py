@@ -62,6 +62,11 @@ def evaluate_command(
             if scaled is not None:
                 line += f"  {scaled[name]:>16.7g}"
             typer.echo(line)
+    if result.finite_differences:
+        names = ", ".join(result.finite_differences)
+        typer.echo(f"the gradient of {names}: central finite differences (step 1e-4 max(1, |value|)): "
+                   f"{'it sets' if len(result.finite_differences) == 1 else 'they set'} where a where(...) of the "
+                   "right-hand side switches, which the solvers' gradient does not see")
     for net, layers in result.gradient_networks.items():
         size = sum(len(np.ravel(v)) for arrays in layers.values() for v in arrays.values())
         typer.echo(f"network {net}: d llh / d weights over {size} learned values (largest magnitude "

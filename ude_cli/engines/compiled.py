@@ -496,11 +496,12 @@ class CompiledEngine:
         return {"native_code": False, "native_code_note": f"CasADi's virtual machine: {why}"}
 
     def solve_group(self, k: int, y0: torch.Tensor, p: torch.Tensor, times: np.ndarray | None = None,
-                    networks: bool = True) -> torch.Tensor:
+                    networks: bool = True, stops: np.ndarray | None = None) -> torch.Tensor:
         """Group ``k``'s solution on its grid (or on ``times``, which start at its t0: adaptive methods only),
         ``(T, S, Bg, n)``, as :meth:`UDEModel.solve_group` returns it, from the initial states ``y0`` and parameter
         values ``p`` of its trajectories (:meth:`UDEModel.trajectory_inputs`); ``networks=False``: the mechanism
-        alone (every network's output 0: all its weights and biases 0)."""
+        alone (every network's output 0: all its weights and biases 0). dopri5 lands on ``stops`` too (the switches
+        of a ``where`` in time, :mod:`ude_cli.fitting.switches`); bdf and the fixed-step methods take none."""
         if self.native_since is None and self.method != "bdf":
             self._switch_to_native()
         g = self.spec.grids[k]
@@ -510,6 +511,10 @@ class CompiledEngine:
             inputs = inputs[:3] + [torch.zeros_like(x) for x in inputs[3:]]
         shape = (self.spec.n_starts, len(g.experiments))  # every experiment has 2 or more times (data.py)
         grid = g.times if times is None else np.asarray(times, dtype=np.float64)
+        rows = None
+        if stops is not None and self.method == "dopri5":
+            full = np.union1d(grid, stops)
+            rows, grid = np.searchsorted(full, grid), full
         if self.method == "dopri5" and self.auto and k not in self._probed:
             sol, evaluations = self._probe(k, inputs, shape, grid)
         elif self.method == "dopri5":
@@ -528,7 +533,8 @@ class CompiledEngine:
             sol = run(program, inputs, shape)
             evaluations = STAGES[self.method] * program.n_steps
         self.evaluations = evaluations
-        return sol.reshape(len(grid), self.spec.n_starts, len(g.experiments), -1)
+        sol = sol.reshape(len(grid), self.spec.n_starts, len(g.experiments), -1)
+        return sol if rows is None else sol[torch.as_tensor(rows)]
 
     def solve_batch(self, y0: torch.Tensor, p: torch.Tensor, experiments: Sequence[int], grid: np.ndarray
                     ) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..config import ADAPTIVE_METHODS, STIFF_METHODS, SolverSpec
@@ -62,8 +63,11 @@ def check_fixed_steps(t: torch.Tensor, settings: SolverSettings) -> None:
             hint="try a larger solver.step or raise solver.max_steps")
 
 
-def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
-    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; return ``y`` at ``t``: ``(len(t), *y0.shape)``.
+def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: SolverSettings,
+          stops: np.ndarray | None = None) -> torch.Tensor:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; return ``y`` at ``t``: ``(len(t), *y0.shape)``. An adaptive
+    method lands on ``stops`` (torchdiffeq's ``jump_t``: the switches of a ``where`` in time,
+    :mod:`ude_cli.fitting.switches`).
 
     Raises:
         SolverError: step size underflow, more than ``max_steps`` steps, or a non-finite solution,
@@ -74,6 +78,8 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
     options: dict = {}
     if settings.adaptive:
         options["max_num_steps"] = settings.max_steps
+        if stops is not None and len(stops):
+            options["jump_t"] = torch.as_tensor(np.asarray(stops), dtype=y0.dtype)
     else:
         check_fixed_steps(t, settings)
         assert settings.step is not None  # checked just above

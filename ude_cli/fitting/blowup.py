@@ -76,9 +76,9 @@ def diagnose(model) -> BlowUp | None:
     for k, g in enumerate(model.groups):
         watch = _Watch(None, sizes)
 
-        def watched(func, y0, t, settings, watch=watch):
+        def watched(func, y0, t, settings, stops=None, watch=watch):
             watch.rhs = func
-            return original(watch, y0, t, dataclasses.replace(settings, adjoint=False))
+            return original(watch, y0, t, dataclasses.replace(settings, adjoint=False), stops=stops)
 
         model_module.solve = watched
         try:

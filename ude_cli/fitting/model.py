@@ -223,6 +223,11 @@ class UDEModel(nn.Module):
                 (networks[name].weights if kind == "weight" else networks[name].biases)[layer].requires_grad_(False)
         self.rhs = HybridRHS(problem.states, problem.equations, networks,
                              {n: s.inputs for n, s in problem.networks.items()}, self.parameters_, constants)
+        from .switches import Breakpoints, time_switches
+
+        switches = time_switches(problem)
+        #: the stops of the right-hand sides' switches in time (:mod:`.switches`; None: there are none)
+        self.breakpoints = Breakpoints(switches, self.parameters_, constants) if switches else None
         in_initial = {n for i in problem.initial.values() if i.expression is not None for n, _ in i.expression.network_refs}
         if in_initial:  # a network fed parameters and constants sets an initial value
             self.initial.use_networks({n: (networks[n], problem.networks[n].inputs) for n in in_initial})
@@ -296,11 +301,20 @@ class UDEModel(nn.Module):
              if values else torch.zeros(S * B, 0, dtype=self.dtype))
         return y0, p
 
+    def _stops(self, experiments: Sequence[int], times) -> np.ndarray | None:
+        """Where the adaptive solvers stop for the switches in time of ``experiments`` over ``times``, or None."""
+        if self.breakpoints is None or len(times) < 2:
+            return None
+        stops = self.breakpoints.times(experiments, float(times[0]), float(times[-1]))
+        return stops if stops.size else None
+
     def _compiled_solve(self, k: int, times: np.ndarray | None = None, networks: bool = True) -> torch.Tensor:
         """Group ``k`` solved by the compiled engine (its evaluations counted as the right-hand side's)."""
         engine = self._compiled
         assert engine is not None  # the callers check
-        sol = engine.solve_group(k, *self.trajectory_inputs(self.groups[k].experiments), times, networks=networks)
+        g = self.groups[k]
+        stops = self._stops(g.experiments, g.times if times is None else times)
+        sol = engine.solve_group(k, *self.trajectory_inputs(g.experiments), times, networks=networks, stops=stops)
         self.rhs.nfe += engine.evaluations
         return sol
 
@@ -353,10 +367,12 @@ class UDEModel(nn.Module):
         ``(T, S, Bg, n)``, by torchdiffeq (multiple shooting's segments, a curriculum's windows). ``experiments``:
         the experiment of each of ``y0``'s trajectories (default: the group's)."""
         self.rhs.select(self.group_index[k] if experiments is None else experiments)
+        which = self.groups[k].experiments if experiments is None else sorted(set(experiments.tolist()))
+        stops = self._stops(which, times.detach().cpu().numpy())
         try:
             if not self.settings.adjoint:
                 self.rhs.bind()
-            return solve(self.rhs, y0, times, self.settings)
+            return solve(self.rhs, y0, times, self.settings, stops=stops)
         finally:
             self.rhs.unbind()
             self.rhs.select(None)

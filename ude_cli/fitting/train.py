@@ -194,6 +194,12 @@ class _Runner:
         if self.shooting is not None:
             self.params.update(self.shooting.states)
         self.flat = FlatParameters(self.params, model.n_starts)  # .data and .grad of self.params: views
+        from .switches import describe, switch_parameters
+
+        switches = switch_parameters(model.problem)
+        self.switches = [n for n in switches if f"parameters_.raw.{n}" in self.params]
+        if self.switches:
+            self.monitor.message(describe({n: switches[n] for n in self.switches}))
         self._best: torch.Tensor | None = None  # the state's best values as one buffer ...
         self._best_views: dict | None = None  # ... and state.best while it is that buffer's views
         self._windows: dict[float, object] = {}  # a curriculum's window objectives, by fraction
@@ -266,6 +272,12 @@ class _Runner:
         return self._collocation
 
     def evaluate(self, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+        total, data = self._objective(weight_decay)
+        self._remember_best(total.detach(), data.detach())
+        return total, data
+
+    def _objective(self, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective per start (with weight decay and priors) and the data term, at the current values."""
         nfe0 = self.model.rhs.nfe
         try:
             if self._objective_kind == "collocation":
@@ -280,9 +292,19 @@ class _Runner:
         finally:
             self.state.nfe += self.model.rhs.nfe - nfe0
         total = data + weight_decay * self.model.weight_penalty() if weight_decay else data
-        total = self._with_prior(total)
-        self._remember_best(total.detach(), data.detach())
-        return total, data
+        return self._with_prior(total), data
+
+    def _switch_gradients(self, weight_decay: float) -> None:
+        """After a backward pass: the gradient of each parameter that sets a switch of the right-hand side by
+        central finite differences (:mod:`.switches`), in place of the solvers' (which is 0 for it)."""
+        if not self.switches:
+            return
+        from .switches import finite_differences
+
+        for name in self.switches:
+            raw = self.model.parameters_.raw[name]
+            if raw.grad is not None:
+                raw.grad.copy_(finite_differences(raw, lambda: self._objective(weight_decay)[0]))
 
     def _with_prior(self, total: torch.Tensor) -> torch.Tensor:
         """The objective minus the priors' log-density per training observation (the config's priors: the
@@ -610,7 +632,9 @@ class _Runner:
         loss = self._check(data, first)
         if self._reached(loss):  # stop at the point that reached the target, before stepping away
             return 1, loss, True
-        total.sum().backward()
+        if total.requires_grad:  # not when every learned value sets a switch (their gradients: _switch_gradients)
+            total.sum().backward()
+        self._switch_gradients(wd)
         if not self.flat.gradient_finite():
             raise _NumericalTrouble("a gradient is not finite")
         optimizer_step(opt)
@@ -638,7 +662,9 @@ class _Runner:
             during.append((opt.state[first].get("n_iter", 0), time.perf_counter()))
             if self._reached(value):
                 raise _TargetReached()
-            total.sum().backward()
+            if total.requires_grad:  # not when every learned value sets a switch (see _switch_gradients)
+                total.sum().backward()
+            self._switch_gradients(wd)
             return total.sum()
 
         n0 = opt.state[first].get("n_iter", 0)

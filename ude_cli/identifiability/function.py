@@ -140,6 +140,12 @@ class LikelihoodFunction:
         #: noise parameters taken at the model's value instead of profiled out (a Hessian in them, their profile)
         self.held_noise: set[str] = set()
         self.evaluations = 0
+        from ..fitting.switches import switch_parameters
+
+        #: the raw tensors of parameters that set a switch of the right-hand side: their gradient is a central
+        #: finite difference (:mod:`ude_cli.fitting.switches`), as in training
+        self.switches = {id(model.parameters_.raw[n]) for n in switch_parameters(self.problem)
+                         if n in model.parameters_.raw}
 
     # -- the objective in training units (what an optimiser minimises) -----------------------------------
     def training_loss(self, solutions=None) -> torch.Tensor:
@@ -176,8 +182,17 @@ class LikelihoodFunction:
             t.grad = None
         loss = self.to_nll(self.training_loss())
         grads = torch.autograd.grad(loss, tensors, allow_unused=True)
-        return float(loss.detach()), [torch.zeros_like(t) if g is None else g.detach() for t, g in zip(
-            tensors, grads, strict=True)]
+        out = [torch.zeros_like(t) if g is None else g.detach() for t, g in zip(tensors, grads, strict=True)]
+        if self.switches:
+            from ..fitting.switches import finite_differences
+
+            def per_start(n: int):
+                return lambda: self.to_nll(self.training_loss()).expand(n)  # L of start 0 (the others' entries: 0)
+
+            for k, t in enumerate(tensors):
+                if id(t) in self.switches:
+                    out[k] = finite_differences(t, per_start(t.shape[0]))
+        return float(loss.detach()), out
 
     def residual_vector(self, j0: float) -> np.ndarray:
         """The training cells' residuals in units of the noise (for the Gauss-Newton information, used when

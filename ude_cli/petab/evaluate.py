@@ -49,6 +49,9 @@ class Evaluation:
     #: the sum of the objective priors' log-densities (None: the problem has no prior); with priors, the
     #: gradients are of the log-posterior ``llh + log_prior``
     log_prior: float | None = None
+    #: the parameters whose gradient is a central finite difference: they set where a ``where`` of the
+    #: right-hand side switches, which the solvers' gradient does not see (:mod:`ude_cli.fitting.switches`)
+    finite_differences: list[str] = field(default_factory=list)
 
     @property
     def log_posterior(self) -> float | None:
@@ -59,7 +62,8 @@ class Evaluation:
                 "gradient_scaled": self.gradient_scaled, "values": self.values,
                 "simulations": self.simulations.to_dict(orient="records"), "solver": self.solver,
                 "gradient_networks": self.gradient_networks, "log_prior": self.log_prior,
-                "log_posterior": self.log_posterior, "seconds": round(self.seconds, 4), "method": self.method}
+                "log_posterior": self.log_posterior, "seconds": round(self.seconds, 4), "method": self.method,
+                "finite_differences": self.finite_differences}
 
 
 def _load(source: str | Path):
@@ -114,6 +118,7 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
         cfg._path = getattr(cfg, "_path", None) or Path(source)
         problem = resolve(cfg)
         at, differentiate, report = _values(problem, mapping, values, str(source))
+        switches = set(differentiate) & {n for e in problem.equations.values() for n in e.condition_names()}
         problem.parameters = {n: dataclasses.replace(p, fixed=True, init=at[n], lower=None, upper=None,
                                                      positive=False) for n, p in problem.parameters.items()}
         problem.noise_parameters = {n: dataclasses.replace(p, fixed=True, init=at[n], lower=None, upper=None)
@@ -142,6 +147,9 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     grads = torch.autograd.grad(objective_value, tensors, allow_unused=True) if tensors else []
     llh = -float(nll.detach())
     dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads[:len(leaves)], strict=True)}
+    for n in sorted(switches & set(leaves)):  # a switch of the right-hand side: the solvers' gradient misses it
+        dvalue[n] = _switch_derivative(leaves[n], lambda: -(objective.nll(model(), "train")[0] - (
+            _log_prior(problem, leaves, learned) if prior is not None else 0.0)))
     by_array = {(net, k, part): g for (net, k, part, _), g in zip(learned, grads[len(leaves):], strict=True)}
     networks: dict[str, dict[str, dict[str, list]]] = {}
     net_layers = (mapping or {}).get("networks", {})
@@ -177,11 +185,31 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
                 "rtol": solver.rtol, "atol": solver.atol},
         seconds=time.perf_counter() - started, source=str(source), gradient_networks=networks,
         log_prior=None if prior is None else float(prior.detach()),
+        finite_differences=sorted(pid for pid, e in mapping["parameters"].items() if e["name"] in switches)
+        if mapping is not None else sorted(switches),
         method=("log-likelihood with every normalising constant (sum over measurements of log densities), "
                 "from ude's own likelihood of the translated config; gradient by reverse-mode differentiation "
                 "through the ODE solution" + ("" if prior is None else "; the log-prior is the sum of the "
                                               "priors' log-densities (the parameter table's, in the config), and the gradient is of the "
                                               "log-posterior (llh + log-prior)")))
+
+
+def _switch_derivative(leaf, value) -> float:
+    """``d value() / d leaf`` by central differences with the step ``1e-4 max(1, |leaf|)``, for a parameter that
+    sets where a ``where`` of the right-hand side switches (:mod:`ude_cli.fitting.switches`); ``leaf`` restored."""
+    import torch
+
+    with torch.no_grad():
+        base = leaf.detach().clone()
+        h = 1e-4 * max(1.0, float(base.abs().max()))
+        try:
+            leaf.copy_(base + h)
+            up = float(value())
+            leaf.copy_(base - h)
+            down = float(value())
+        finally:
+            leaf.copy_(base)
+    return (up - down) / (2 * h)
 
 
 def _log_prior(problem, leaves: dict, learned: list):

@@ -1,0 +1,124 @@
+"""A parameter that sets where a where(...) of the right-hand side switches (ude_cli/fitting/switches.py).
+
+Known answer, closed form: ``dx/dt = where(t < tau, a, b)`` from ``x(0) = 0`` gives
+``x(t) = a min(t, tau) + b max(t - tau, 0)``, so ``d x(t) / d tau = (a - b)`` after tau and 0 before. The solvers'
+own gradient of tau is 0 (a branch), which made `ude evaluate` print 0 and a fit leave tau where it started
+(found on Oliveira_NatCommun2021, whose transmission rate changes at an estimated t_1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ude_cli.api import check, fit
+from ude_cli.fitting.switches import finite_differences, switch_parameters
+from ude_cli.petab import evaluate
+
+A, B, TAU, SIGMA = 1.0, -0.5, 3.0, 0.1
+TIMES = np.linspace(0.0, 8.0, 17)
+
+
+def closed_form(t, tau=TAU, a=A, b=B):
+    return a * min(t, tau) + b * max(t - tau, 0.0)
+
+
+def data(noise=None):
+    noise = np.zeros(len(TIMES)) if noise is None else noise
+    return [closed_form(t) + e for t, e in zip(TIMES, noise, strict=True)]
+
+
+def llh(measured, tau=TAU, a=A, b=B):
+    r = np.array([y - closed_form(t, tau, a, b) for t, y in zip(TIMES, measured, strict=True)])
+    return float(np.sum(-0.5 * math.log(2 * math.pi * SIGMA**2) - 0.5 * (r / SIGMA) ** 2))
+
+
+def config(write, measured, tau_init, extra=""):
+    write("d.csv", "t,x\n" + "".join(f"{t},{y}\n" for t, y in zip(TIMES, measured, strict=True)))
+    path = write("c.yaml", f"""
+        data: {{file: d.csv, time: t}}
+        model:
+          states: [x]
+          parameters:
+            tau: {{init: {tau_init}, bounds: [0.5, 7.5]}}
+            a: {{init: {A}, fixed: true}}
+            b: {{init: {B}, fixed: true}}
+          equations: {{x: "where(t < tau, a, b)"}}
+          initial: {{x: 0}}
+          t0: 0
+        observables:
+          xobs: {{formula: "x + 0 * where(x > tau, 1, 0)", column: x, noise: {{distribution: normal, sigma: {SIGMA}}}}}
+        """)
+    if extra:
+        path.write_text(path.read_text() + extra + "\n")
+    return path
+
+
+NOISE = 0.1 * np.random.default_rng(3).standard_normal(len(TIMES))
+
+
+def test_only_a_condition_of_the_right_hand_side_makes_a_switch_parameter(write):
+    problem = check(config(write, data(), 2.0))
+    assert switch_parameters(problem) == {"tau": ["x"]}  # the observable's where(x > tau) is a jump: not listed
+
+
+@pytest.mark.parametrize("tau", [2.2, 4.7])
+def test_evaluate_gives_the_closed_form_gradient_of_a_switch_time(write, tau):
+    measured = data(NOISE)
+    result = evaluate(config(write, measured, tau))
+    # the solver stops either side of tau (switches.Breakpoints): no step straddles the jump, and the llh (-770 and
+    # -2653) is right to the solver's tolerance (rtol 1e-10: about 1e-6 here; 1.6e-4 off without the stops)
+    assert result.llh == pytest.approx(llh(measured, tau), rel=1e-9)
+    h = 1e-6
+    expected = (llh(measured, tau + h) - llh(measured, tau - h)) / (2 * h)
+    assert abs(expected) > 10  # the known answer is far from the 0 the solvers' gradient gives
+    assert result.gradient["tau"] == pytest.approx(expected, rel=1e-4)
+    assert result.finite_differences == ["tau"]
+
+
+def test_finite_differences_per_start_and_per_column():
+    import torch
+
+    raw = torch.tensor([[0.5, 2.0], [-1.0, 3.0]], dtype=torch.float64)
+    # objective per start: start k depends on its own row only
+    g = finite_differences(raw, lambda: (raw[:, 0] ** 3 + 2 * raw[:, 1] ** 2))
+    assert torch.allclose(g, torch.tensor([[0.75, 8.0], [3.0, 12.0]], dtype=torch.float64), rtol=1e-5)
+    assert torch.equal(raw, torch.tensor([[0.5, 2.0], [-1.0, 3.0]], dtype=torch.float64))  # restored
+
+
+@pytest.mark.parametrize("engine", ["compiled", "torchdiffeq"])
+def test_a_fit_moves_a_switch_time_to_the_data(write, engine):
+    """From tau = 2, the fit finds the switch at 3 (noise-free data); the solvers' gradient alone leaves it at 2."""
+    extra = (f"solver: {{engine: {engine}}}\n"
+             "training: {warm_start: none, stages: [{optimizer: lbfgs, iterations: 100}]}")
+    result = fit(config(write, data(), 2.0, extra))
+    assert result.parameters.set_index("name").loc["tau", "value"] == pytest.approx(TAU, abs=2e-3)
+
+
+def test_the_intervals_of_a_switch_time_are_the_closed_forms(write):
+    """tau, a and b fitted to noisy data at the default tolerances: the estimates are the closed-form least squares
+    and the Wald intervals those of the closed-form Fisher information J^T J / sigma^2 (J: dx/dtau = a - b after
+    tau, dx/da = min(t, tau), dx/db = max(t - tau, 0)). Without the solver's stops at tau the intervals came out
+    2 to 4 times too narrow (the curvature from finite differences of a solution that jumps as tau crosses a step)."""
+    from scipy.optimize import least_squares
+
+    measured = np.array(data(NOISE))
+    text = config(write, measured, 2.0).read_text()
+    text = text.replace("a: {init: 1.0, fixed: true}", "a: {init: 0.8}").replace("b: {init: -0.5, fixed: true}",
+                                                                                    "b: {init: -0.2}")
+    result = fit(write("free.yaml", text))
+    rows = result.parameters.set_index("name")
+
+    def residuals(q):
+        return np.array([closed_form(t, *q) for t in TIMES]) - measured
+
+    best = least_squares(residuals, [2.0, 0.8, -0.2], xtol=1e-14, ftol=1e-14).x
+    tau, a, b = best
+    after = tau < TIMES
+    J = np.stack([np.where(after, a - b, 0.0), np.minimum(TIMES, tau), np.maximum(TIMES - tau, 0.0)], 1) / SIGMA
+    se = np.sqrt(np.diag(np.linalg.inv(J.T @ J)))
+    for name, value, s in zip(("tau", "a", "b"), best, se, strict=True):
+        assert rows.loc[name, "value"] == pytest.approx(value, abs=1e-3 * s)
+        assert rows.loc[name, "se"] == pytest.approx(s, rel=0.02), name

@@ -1,0 +1,161 @@
+"""Parameters that set where a ``where(...)`` of the right-hand side switches: their gradient by finite differences.
+
+The solvers differentiate the steps they take. A ``where(condition, a, b)`` in a right-hand side is a branch,
+and the derivative of a branch with respect to a value in its condition is 0, yet the solution moves when the
+switch does: ``where(t < t_1, beta_0, beta_1)`` (a change of the transmission rate at t_1, as in
+Oliveira_NatCommun2021) gives ``d x(T) / d t_1 = Phi(T, t_1) (f_before - f_after)``, which the solvers' gradient
+misses entirely (an LBFGS fit would never move ``t_1``; `ude evaluate` would print a gradient of 0).
+
+So for each learned parameter in such a condition the gradient is a central finite difference of the objective,
+``(L(u + h) - L(u - h)) / 2h`` in the parameter's unconstrained coordinate ``u`` with ``h = STEP * max(1, |u|)``,
+each start (and, for a per-experiment parameter, each experiment's value) on its own: two more solves without
+gradients per parameter (and experiment) and evaluation. Conditions in observables, noise formulas or initial
+values need nothing: there a switch is a jump of the value, whose derivative is 0 where it exists.
+
+A switch in time (``t < E``, ``E`` of parameters and constants) is also a stop of the adaptive solvers
+(:class:`Breakpoints`): dopri5 (compiled or torchdiffeq) lands just before and just after it, so that no step
+straddles the jump. Without the stops the solution (and so the finite difference above, and the curvature the
+intervals come from) changes in jumps as the switch moves across a step: at rtol 1e-6 the Wald intervals of
+tests/test_switches.py came out 2 to 4 times too narrow. bdf (which would compile its solver again for each new
+switch time) and the fixed-step methods take no stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+#: the finite-difference step, in the unconstrained coordinate, relative to max(1, |u|)
+STEP = 1e-3
+
+
+def switch_parameters(problem) -> dict[str, list[str]]:
+    """Learned mechanistic parameters used in the condition of a ``where`` in a right-hand side: name -> the states
+    whose equations use it so."""
+    learned = {n for n, p in problem.parameters.items() if not p.fixed}
+    out: dict[str, list[str]] = {}
+    for state, expr in problem.equations.items():
+        for name in sorted(expr.condition_names() & learned):
+            out.setdefault(name, []).append(state)
+    return out
+
+
+def describe(switches: dict[str, list[str]]) -> str:
+    """One line for the log of a fit."""
+    parts = [f"{n} (in the equation{'s' if len(s) > 1 else ''} of {', '.join(s)})" for n, s in switches.items()]
+    return (f"{', '.join(parts)} set{'s' if len(parts) == 1 else ''} where a where(...) of the right-hand side "
+            "switches: the solvers' gradient does not see a switch move, so "
+            f"{'its gradient is' if len(parts) == 1 else 'their gradients are'} central finite differences "
+            f"(step {STEP:g} in the unconstrained coordinate; 2 more solves each per evaluation)")
+
+
+def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``d objective[k] / d raw[k, ...]`` per start ``k`` by central differences (``raw``: ``(S,)`` or ``(S, B)``;
+    ``objective()``: ``(S,)``, each start's value depending on its own entries only). An entry whose shifted
+    objective cannot be evaluated or is not finite gets 0. ``raw`` is restored."""
+    with torch.no_grad():
+        base = raw.detach().clone()
+        h = STEP * base.abs().clamp(min=1.0)
+        grad = torch.zeros_like(base)
+        columns: list[int | None] = [None] if base.ndim == 1 else list(range(base.shape[1]))
+        try:
+            for b in columns:
+                mask = torch.ones_like(base) if b is None else torch.zeros_like(base).index_fill_(1, torch.tensor([b]), 1.0)
+                values = []
+                for sign in (1.0, -1.0):
+                    raw.copy_(base + sign * h * mask)
+                    values.append(_value(objective))
+                if values[0] is None or values[1] is None:
+                    continue
+                step = h if b is None else h[:, b]
+                g = (values[0] - values[1]) / (2 * step)
+                g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
+                if b is None:
+                    grad = g
+                else:
+                    grad[:, b] = g
+        finally:
+            raw.copy_(base)
+    return grad
+
+
+def _value(objective: Callable[[], torch.Tensor]) -> torch.Tensor | None:
+    from ..engines.torchdiffeq import SolverError
+
+    try:
+        return objective().detach()
+    except SolverError:
+        return None
+
+
+# -- the times a switch happens at: where the adaptive solvers stop -------------------------------------------------
+#: a time switch at ``tau`` becomes two stops, ``tau -+ EPSILON max(1, |tau|)``: each step before it sees the
+#: branch before the switch only, each step after it the branch after (a step across a jump of the right-hand
+#: side is only as accurate as its error estimate happens to notice, and it moves with the switch)
+EPSILON = 1e-9
+
+
+def time_switches(problem) -> list:
+    """The switch times of the right-hand sides: for each comparison ``t < E`` (or ``>``, ``<=``, ``>=``, either
+    way round) in a ``where`` condition of an equation, ``E`` as an :class:`~ude_cli.expressions.Expression` of
+    parameters and constants (one with states, networks or t in it is not a time and is left out)."""
+    import ast
+
+    from ..expressions import Expression
+
+    allowed = set(problem.parameters) | set(problem.constants) | {"pi"}
+    found: dict[str, Expression] = {}
+    for expr in problem.equations.values():
+        for node in ast.walk(expr.tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "where"
+                    and node.args):
+                continue
+            for cmp in ast.walk(node.args[0]):
+                if not isinstance(cmp, ast.Compare) or len(cmp.comparators) != 1:
+                    continue
+                sides = [cmp.left, cmp.comparators[0]]
+                for me, other in (sides, sides[::-1]):
+                    if not (isinstance(me, ast.Name) and me.id == "t"):
+                        continue
+                    names = {n.id for n in ast.walk(other) if isinstance(n, ast.Name)}
+                    if names <= allowed and not any(isinstance(n, ast.Subscript) for n in ast.walk(other)):
+                        text = ast.unparse(other)
+                        found.setdefault(text, Expression(text=text, tree=other, names=frozenset(names),
+                                                          network_refs=frozenset()))
+    return list(found.values())
+
+
+class Breakpoints:
+    """The stops of a model's time switches for a group of experiments (:data:`EPSILON` either side of each).
+
+    Arguments:
+        switches: :func:`time_switches`' expressions.
+        parameters: the model's :class:`~ude_cli.fitting.parameters.ParameterSet`.
+        constants: name -> tensor, scalar or one value per experiment (as the right-hand side gets them).
+    """
+
+    def __init__(self, switches: list, parameters, constants: dict):
+        self.functions = [e.compile("torch") for e in switches]
+        self.texts = [e.text for e in switches]
+        self.parameters, self.constants = parameters, constants
+
+    def times(self, experiments, t_start: float, t_end: float) -> np.ndarray:
+        """The stops strictly inside ``(t_start, t_end)`` for every start and the given experiments, sorted."""
+        with torch.no_grad():
+            env = {**self.constants, **self.parameters.values()}  # (S, 1) or (S, B_all); constants () or (B_all,)
+            values = []
+            for f in self.functions:
+                v = torch.as_tensor(f(env), dtype=torch.float64)
+                if v.ndim == 2 and v.shape[1] > 1:
+                    v = v[:, list(experiments)]
+                elif v.ndim == 1 and v.numel() > 1:  # a constant per experiment
+                    v = v[list(experiments)]
+                values.append(v.reshape(-1).cpu().numpy())
+        taus = np.unique(np.concatenate(values)) if values else np.zeros(0)
+        taus = taus[np.isfinite(taus)]
+        eps = EPSILON * np.maximum(1.0, np.abs(taus))
+        stops = np.concatenate([taus - eps, taus + eps])
+        inside = (stops > t_start + EPSILON * max(1.0, abs(t_start))) & (stops < t_end - EPSILON * max(1.0, abs(t_end)))
+        return np.unique(stops[inside])
