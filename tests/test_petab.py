@@ -275,13 +275,14 @@ def test_noise_formula_of_a_state_is_refused_naming_the_observable_file(tmp_path
     yaml_path = copy_problem(tmp_path)
     observables = yaml_path.parent / "observables_Rahman_MBS2016.tsv"
     table = pd.read_csv(observables, sep="\t")
-    table["noiseFormula"] = "0.1*prevalence"
+    table["noiseFormula"] = "0.1*infected_moderate"  # a state, not the observable (0.1*prevalence is proportional)
     table.to_csv(observables, sep="\t", index=False)
     result = cli("evaluate", str(yaml_path))
     assert result.exit_code == 3
     (line,) = error_lines(result)
     assert "observables_Rahman_MBS2016.tsv: line 2: observable observable_prevalence" in line
-    assert "noiseFormula '0.1*prevalence' depends on infected_moderate (a state or time): not supported" in line
+    assert ("noiseFormula '0.1*infected_moderate' depends on infected_moderate (a state or time), other than as "
+            "a + b * (the observable formula): not supported") in line
 
 
 @pytest.mark.slow
@@ -691,4 +692,59 @@ def test_an_estimated_parameter_nothing_depends_on(tmp_path):
     assert any("parameter k_spare is estimated, but no equation" in n for n in notes), notes
     _add_parameter_row(folder, "k_typo", 2.0)
     with pytest.raises(UdeError, match="parameter k_typo is estimated but used nowhere"):
+        evaluate(yaml_path)
+
+
+def _rahman_noise(tmp_path: Path, formula: str, parameters: str) -> Path:
+    yaml_path = copy_problem(tmp_path)
+    folder = yaml_path.parent
+    observables = folder / "observables_Rahman_MBS2016.tsv"
+    table = pd.read_csv(observables, sep="\t", dtype=str, keep_default_na=False)
+    table["noiseFormula"] = formula
+    table.to_csv(observables, sep="\t", index=False)
+    measurements = folder / "measurementData_Rahman_MBS2016.tsv"
+    table = pd.read_csv(measurements, sep="\t", dtype=str, keep_default_na=False)
+    table["noiseParameters"] = parameters
+    table.to_csv(measurements, sep="\t", index=False)
+    return yaml_path
+
+
+@pytest.mark.parametrize("formula, parameters, sd", [
+    ("noiseParameter1_observable_prevalence + noiseParameter2_observable_prevalence * prevalence", "0.2;0.5",
+     lambda s: 0.2 + 0.5 * s),
+    ("noiseParameter1_observable_prevalence * prevalence", "0.5", lambda s: 0.5 * s),
+])
+def test_a_noise_formula_of_the_observable_is_combined_or_proportional_error(tmp_path, formula, parameters, sd):
+    """PEtab's a + b * (observable formula) and b * (observable formula) (Raia_CancerResearch2011, Armistead_
+    CellDeathDis2024) are ude's combined and proportional normal errors: the llh from the collection's simulations
+    with sigma = a + b * simulation."""
+    yaml_path = _rahman_noise(tmp_path, formula, parameters)
+    meas = pd.read_csv(yaml_path.parent / "measurementData_Rahman_MBS2016.tsv", sep="\t")
+    sim = pd.read_csv(yaml_path.parent / "simulatedData_Rahman_MBS2016.tsv", sep="\t")["simulation"].to_numpy()
+    sigma = sd(sim)
+    expected = float(np.sum(-0.5 * np.log(2 * np.pi * sigma**2) - 0.5 * ((meas["measurement"] - sim) / sigma) ** 2))
+    assert evaluate(yaml_path).llh == pytest.approx(expected, abs=1e-3)  # the collection's simulations: 6 digits
+    config = yaml.safe_load(import_problem(yaml_path, tmp_path / "out").read_text())
+    noise = config["observables"]["observable_prevalence"]["noise"]
+    assert noise["error"] == ("combined" if ";" in parameters else "proportional")
+
+
+def test_estimated_combined_error_parameters_and_their_gradient(tmp_path):
+    yaml_path = _rahman_noise(tmp_path, "noiseParameter1_observable_prevalence + noiseParameter2_observable_prevalence"
+                                        " * prevalence", "sd_abs;sd_rel")
+    _add_parameter_row(yaml_path.parent, "sd_abs", 0.2, 1e-3, 10.0)
+    _add_parameter_row(yaml_path.parent, "sd_rel", 0.5, 1e-3, 10.0)
+    config = yaml.safe_load(import_problem(yaml_path, tmp_path / "out").read_text())
+    noise = config["observables"]["observable_prevalence"]["noise"]
+    assert noise["error"] == "combined" and noise["sigma"]["init"] == 0.2 and noise["sigma_rel"]["init"] == 0.5
+    result = evaluate(yaml_path)
+    for pid, value in (("sd_abs", 0.2), ("sd_rel", 0.5)):
+        h = 1e-6
+        up, down = (evaluate(yaml_path, values={pid: value + s}).llh for s in (h, -h))
+        assert result.gradient[pid] == pytest.approx((up - down) / (2 * h), rel=1e-5)
+
+
+def test_another_noise_formula_of_a_state_is_refused_in_one_line(tmp_path):
+    yaml_path = _rahman_noise(tmp_path, "noiseParameter1_observable_prevalence * prevalence^2", "0.5")
+    with pytest.raises(ConfigError, match=r"depends on infected_moderate \(a state or time\), other than as a \+ b \* "):
         evaluate(yaml_path)

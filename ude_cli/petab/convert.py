@@ -243,42 +243,41 @@ def translate(problem: PetabProblem) -> Translation:
         for x in expr.free_symbols:
             elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
     bare: dict[str, int] = {}
-    for _, _, _, noise, *_ in pending:
-        if isinstance(noise, sp.Symbol):
-            bare[noise.name] = bare.get(noise.name, 0) + 1
-        else:
-            for x in noise.free_symbols:
-                elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
+    for _, _, formula, noise, _, distribution, *_ in pending:
+        dynamic = sorted(x.name for x in noise.free_symbols if x.name in sbml.rhs or x.name == TIME.name)
+        parts = _error_model(noise, formula, dynamic) if dynamic and distribution == "normal" else None
+        for piece in (noise,) if parts is None else parts:  # a + b * y_hat: a and b are noise parameters
+            if isinstance(piece, sp.Symbol):
+                bare[piece.name] = bare.get(piece.name, 0) + 1
+            else:
+                for x in piece.free_symbols:
+                    elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
     observed_directly: set[str] = set()
     for oid, name, formula, noise, factor, distribution, where, n_keys in pending:
-        sigma: dict | float
-        own = (isinstance(noise, sp.Symbol) and noise.name in problem.parameters
-               and problem.parameters[noise.name].estimate and bare[noise.name] == 1
-               and not elsewhere.get(noise.name))
-        if noise.is_number:
-            sigma = float(noise) * factor
-        elif isinstance(noise, sp.Symbol) and noise.name in problem.parameters and not problem.parameters[noise.name].estimate:
-            sigma = problem.parameters[noise.name].nominal * factor
-        elif own:
-            own_sigma = problem.parameters[noise.name]
-            lo = own_sigma.lower * factor if own_sigma.lower > 0 else None
-            hi = own_sigma.upper * factor if math.isfinite(own_sigma.upper) else None
-            sigma = {"init": own_sigma.nominal * factor, "bounds": [lo, hi]}
-            noise_info[noise.name] = {"name": f"sigma_{name}", "kind": "noise", "factor": factor}
-        else:
-            bad = sorted(x.name for x in noise.free_symbols if x.name in sbml.rhs or x.name == TIME.name)
-            if bad:
-                raise ConfigError(f"observable {oid}: noiseFormula {problem.observables[oid].noise_text!r} depends "
-                                  f"on {bad[0]} (a state or time): not supported yet", where=where)
-            sigma = {"formula": _text(noise * factor if factor != 1.0 else noise, names, where,
-                                      f"the noise formula of observable {oid}")}
+        dynamic = sorted(x.name for x in noise.free_symbols if x.name in sbml.rhs or x.name == TIME.name)
+        parts = _error_model(noise, formula, dynamic) if dynamic and distribution == "normal" else None
+        if dynamic and parts is None:
+            raise ConfigError(f"observable {oid}: noiseFormula {problem.observables[oid].noise_text!r} depends on "
+                              f"{dynamic[0]} (a state or time), other than as a + b * (the observable formula): not "
+                              f"supported yet", where=where)
+        noise_spec: dict[str, Any] = {"distribution": distribution}
+        if parts is None:
+            noise_spec["sigma"] = _sigma(noise, f"sigma_{name}", oid, name, where, factor, bare, elsewhere, problem,
+                                         names, noise_info)
+        else:  # PEtab's a + b * y_hat (or b * y_hat): the combined (proportional) error, a + b |y_hat|
+            a, b = parts
+            noise_spec["error"] = "proportional" if a == 0 else "combined"
+            roles = [("sigma", b)] if a == 0 else [("sigma", a), ("sigma_rel", b)]
+            for role, part in roles:
+                noise_spec[role] = _sigma(part, f"{role}_{name}", oid, name, where, factor, bare, elsewhere,
+                                          problem, names, noise_info)
         text = _text(formula, names, where, f"observable {oid}")
         direct = isinstance(formula, sp.Symbol) and formula.name in sbml.rhs
         if direct and (n_keys > 1 or formula.name in observed_directly):
             text = f"1*{text}"  # ude observes a state directly once; the other copies are formulas
         if direct:
             observed_directly.add(formula.name)  # (two PEtab observables of one state: ude export writes them)
-        spec: dict = {"formula": text, "column": name, "noise": {"distribution": distribution, "sigma": sigma}}
+        spec: dict = {"formula": text, "column": name, "noise": noise_spec}
         if name != oid:
             spec["label"] = oid
         observables[name] = spec
@@ -286,8 +285,8 @@ def translate(problem: PetabProblem) -> Translation:
     # -- parameters and constants -------------------------------------------------------------------------------
     used: set[str] = set()
     for text in [*(i for spec in networks.values() for i in spec["inputs"]), *equations.values(), *(o["formula"] for o in observables.values()),
-                 *(o["noise"]["sigma"]["formula"] for o in observables.values()
-                   if isinstance(o["noise"]["sigma"], dict) and "formula" in o["noise"]["sigma"]),
+                 *(o["noise"][role]["formula"] for o in observables.values() for role in ("sigma", "sigma_rel")
+                   if isinstance(o["noise"].get(role), dict) and "formula" in o["noise"][role]),
                  *(v["formula"] for v in initial.values() if isinstance(v, dict))]:
         from ..expressions import parse_expression
 
@@ -602,6 +601,49 @@ def _frozen(problem: PetabProblem, net: str, layers: list[str], names: dict[tupl
             if applies and ((lid, p) not in estimate or estimate[(lid, p)][0] <= level):
                 estimate[(lid, p)] = (level, est)
     return [name for key, name in names.items() if not estimate.get(key, (0, True))[1]]
+
+
+def _sigma(noise: sp.Expr, ude_name: str, oid: str, name: str, where: str, factor: float, bare: dict,
+           elsewhere: dict, problem: PetabProblem, names: Mapping[str, str], noise_info: dict) -> dict | float:
+    """The config's spec of one noise parameter given by the (state-free) expression ``noise``: a number, a fixed
+    parameter's value, the observable's own estimated parameter (``{init, bounds}``, recorded in ``noise_info``
+    as ``ude_name``: one estimated parameter that is this noise formula and appears nowhere else), or a formula
+    of declared parameters; times ``factor`` (ln 10 for a log10 observable)."""
+    par = problem.parameters.get(noise.name) if isinstance(noise, sp.Symbol) else None
+    if noise.is_number:
+        return float(noise) * factor
+    if par is not None and not par.estimate:
+        return par.nominal * factor
+    if par is not None and bare.get(noise.name) == 1 and not elsewhere.get(noise.name):
+        lo = par.lower * factor if par.lower > 0 else None
+        hi = par.upper * factor if math.isfinite(par.upper) else None
+        noise_info[noise.name] = {"name": ude_name, "kind": "noise", "factor": factor}
+        init = par.nominal * factor  # on a bound (Raia_CancerResearch2011's 1e-5): the fit starts inside
+        if (lo is not None and init <= lo) or (hi is not None and init >= hi):
+            init = _inside(init, lo, hi, par.scale != "lin")
+        return {"init": init, "bounds": [lo, hi]}
+    return {"formula": _text(noise * factor if factor != 1.0 else noise, names, where,
+                             f"the noise formula of observable {oid}")}
+
+
+def _error_model(noise: sp.Expr, formula: sp.Expr, dynamic: list[str]) -> tuple[sp.Expr, sp.Expr] | None:
+    """``(a, b)`` with ``noise = a + b * formula`` and neither depending on a state or t (Raia_CancerResearch2011's
+    ``noiseParameter1 + noiseParameter2 * (observable formula)``, Armistead's ``noiseParameter1 * Sphinga`` of the
+    observable ``Sphinga``; ``abs(formula)`` as ude export writes it), else None."""
+    noise = noise.xreplace({sp.Abs(formula): formula})  # ude export writes a + b * abs(formula)
+    states = [x for x in sorted(formula.free_symbols, key=str) if x.name in dynamic]
+    slopes = [(x, sp.diff(formula, x)) for x in states]
+    slopes = [(x, d) for x, d in slopes if d != 0]
+    if not slopes:
+        return None
+    x, slope = slopes[0]
+    b = sp.simplify(sp.diff(noise, x) / slope)  # noise = a + b * formula: d noise / dx = b * d formula / dx
+    a = sp.simplify(noise - b * formula)
+    if any(s.name in dynamic for s in (a.free_symbols | b.free_symbols)):
+        return None
+    if sp.simplify(sp.expand(a + b * formula - noise)) != 0:
+        return None
+    return a, b
 
 
 def _finite(x: float) -> float | None:

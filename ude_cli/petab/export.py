@@ -10,8 +10,9 @@ the networks' initial weights from its seed; a run: the fitted values of its bes
 - ``parameters.tsv``: every parameter with ``parameterScale`` (``log`` for a positive one), bounds, its value
   as ``nominalValue`` and ``estimate``; the networks' weights as one row per network (``array``), with rows
   for single frozen arrays;
-- ``observables.tsv``: formula, noise formula, ``observableTransformation`` (``log`` for log-normal and
-  log-Laplace noise) and ``noiseDistribution`` (``normal``, ``laplace``);
+- ``observables.tsv``: formula, noise formula (for proportional and combined normal error, ``sigma * abs(y)``
+  and ``sigma + sigma_rel * abs(y)`` of the observable's formula ``y``), ``observableTransformation`` (``log``
+  for log-normal and log-Laplace noise) and ``noiseDistribution`` (``normal``, ``laplace``);
 - ``experiments.tsv``, ``conditions.tsv``: an experiment per ``ude`` experiment, starting at time 0 (``ude``'s
   ``t0`` is subtracted from every time; where ``t`` appears in a formula it becomes ``time + t0``);
   per-experiment numbers (initial values from the data or a column, constants read from columns) as
@@ -156,10 +157,6 @@ def _refusals(problem, label: str) -> None:
             raise ConfigError(f"noise distribution {o.noise.distribution}: PEtab's noise models are normal and "
                               f"Laplace (on a lin, log or log10 scale); it has no {o.noise.distribution} one",
                               where=f"{label}: observables.{name}.noise.distribution")
-        if o.noise.distribution == "normal" and o.noise.error != "constant":
-            raise ConfigError(f"error {o.noise.error}: a standard deviation that depends on the prediction is a "
-                              f"noise formula of the observable, which ude import cannot read back yet",
-                              where=f"{label}: observables.{name}.noise.error")
     for state, init in problem.initial.items():
         if init.expression is not None and (init.expression.network_refs
                                             or set(init.expression.names) & set(problem.networks)):
@@ -463,18 +460,25 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             noise = sigma_id if spec_loss.scale != "std" else f"({sigma_id} * {number(spread)})"
         else:
             transformation = "log" if o.noise.distribution in ("lognormal", "loglaplace") else "lin"
-            pname = o.noise_parameters["sigma"]
-            if pname in problem.noise_formulas:
-                noise = petab(problem.noise_formulas[pname])
-            else:
+            parts = {}
+            for role, pname in o.noise_parameters.items():
+                if pname in problem.noise_formulas:
+                    parts[role] = f"({petab(problem.noise_formulas[pname])})"
+                    continue
                 p = problem.noise_parameters[pname]
                 if p.fixed:
-                    noise = number(noise_values[pname])
+                    parts[role] = number(noise_values[pname])
                 else:
-                    noise = pname
+                    parts[role] = pname
                     parameter_rows.append([pname, "log", float(p.lower if p.lower is not None else 0.0),
                                            float(p.upper if p.upper is not None else math.inf),
                                            noise_values[pname], True])
+            # the standard deviation sigma * |y_hat| (proportional), sigma + sigma_rel * |y_hat| (combined): a noise
+            # formula of the observable's own formula, which ude import reads back as the same error model
+            prediction = f"abs({petab(o.expression)})"
+            noise = {"constant": parts["sigma"], "proportional": f"{parts['sigma']} * {prediction}",
+                     "combined": f"{parts['sigma']} + {parts.get('sigma_rel')} * {prediction}"}[
+                o.noise.error if o.noise.distribution == "normal" else "constant"]
         distribution = "laplace" if o.noise is not None and o.noise.distribution in ("laplace", "loglaplace") \
             else "normal"
         observable_rows.append([oid, o.label or name, petab(o.expression), noise, transformation, distribution])
