@@ -32,11 +32,11 @@ T_FWD = {"Boehm_JProteomeRes2014": 0.05, "Borghans_BiophysChem1997": 0.5, "Craus
          "Fiedler_BMCSystBiol2016": 0.05}
 
 
-def perturbed(config: Path, rng: np.random.Generator, iterations: int) -> None:
+def perturbed(config: Path, rng: np.random.Generator, iterations: int, factor: float = 2.0) -> None:
     cfg = yaml.safe_load(config.read_text())
 
     def move(spec: dict) -> None:
-        value = spec["init"] * rng.uniform(0.5, 2.0)
+        value = spec["init"] * rng.uniform(1.0 / factor, factor)
         lo, hi = (spec.get("bounds") or [None, None])
         if lo is not None:
             value = max(value, lo + 1e-3 * abs(lo) + 1e-12)
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--problems", nargs="*")
     parser.add_argument("--redraws", type=int, default=5, help="redraws of a start whose initial guess fails")
+    parser.add_argument("--factor", type=float, default=2.0,
+                        help="each value is multiplied by a factor drawn uniformly from [1/FACTOR, FACTOR] (2: the issue's)")
     parser.add_argument("--each", action="store_true",
                         help="fit every start (do not stop at the first within 1) and print the llh of each")
     args = parser.parse_args()
@@ -88,7 +90,7 @@ def main() -> None:
             for k in range(args.starts):
                 for attempt in range(args.redraws + 1):
                     config = import_problem(yaml_path, Path(tmp) / f"s{k}_{attempt}")
-                    perturbed(config, rng, args.iterations)
+                    perturbed(config, rng, args.iterations, args.factor)
                     started = time.perf_counter()
                     try:
                         result = fit(load_config(config))
