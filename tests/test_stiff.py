@@ -369,3 +369,42 @@ def test_auto_solves_a_blown_up_trial_point_once_with_bdf_without_switching(tmp_
     assert choice["solver_method"] == "dopri5", choice
     assert "without switching" in choice["solver_method_reason"]
     assert float(sol[-1, 0, 0, 0].detach()) == pytest.approx(np.exp(12.0), rel=1e-4)  # bdf's solution of that call
+
+
+#: a point of Borghans_BiophysChem1997 found by bench/borghans_global.py (CMA-ES): dopri5 solves it (about 141 000
+#: evaluations), its steps look stiff to auto, and CVODES's Newton iteration fails at t = 0
+BORGHANS_POINT = {"K2": 0.6175534620890005, "K_par": 5.90175698902674, "Ka": 0.001048520970172738,
+                  "Kd": 1716.0712167118932, "Kf": 4.9694706964724285, "Kp": 9.874634087336268,
+                  "Ky": 55602.52134047405, "Kz": 1594.9172733579544, "Vd": 39.6447229261174,
+                  "Vm2": 58372.16961670821, "Vm3": 115.29098309116902, "Vp": 0.17996963752153147,
+                  "beta_par": 0.00199312324942851, "epsilon_par": 97.87361671243305,
+                  "init_A_state": 0.6778356894083406, "init_Y_state": 0.9805585800602376,
+                  "init_Z_state": 0.9202857580729868, "n_par": 1164.1213621851532, "offset": 0.25928333677764737,
+                  "scale": 30.93447399119586, "v0": 0.0010001848733362639, "v1": 0.0014631497093224417}
+
+
+def test_auto_keeps_dopri5_where_it_looks_stiff_but_bdf_fails(tmp_path):
+    """The fit used to stop at its initial guess ("the stiff solver (CVODES BDF) failed ... at t = 0") although
+    dopri5 had solved it: now dopri5's solution stands, dopri5 stays the method, and the reason says so."""
+    import yaml
+
+    from ude_cli.petab import import_problem
+
+    folder = Path(__file__).parent / "data/petab/benchmark/Borghans_BiophysChem1997"
+    config = import_problem(folder / "Borghans_BiophysChem1997.yaml", tmp_path / "b")
+    raw = yaml.safe_load(config.read_text())
+    for name, value in BORGHANS_POINT.items():
+        raw["model"]["parameters"][name]["init"] = value
+    assert raw["solver"]["method"] == "auto"
+    m = model(raw, tmp_path / "b")
+    with torch.no_grad():
+        (sol,) = m()
+    assert bool(torch.isfinite(sol).all())
+    choice = m.solver_choice()
+    assert choice["solver_method"] == "dopri5"
+    assert choice["solver_method_reason"].startswith("solver.method: auto kept dopri5: the solution looked stiff, "
+                                                     "but bdf failed (the stiff solver (CVODES BDF) failed")
+    forced = dict(raw, solver={**raw["solver"], "method": "dopri5"})
+    with torch.no_grad():
+        (again,) = model(forced, tmp_path / "b")()
+    assert torch.equal(sol, again)  # dopri5's own solution, to the bit

@@ -373,6 +373,7 @@ class CompiledEngine:
         self.evaluations = 0
         self.choice_reason = ""  # why auto chose what it solves with
         self._probed: set[int] = set()  # groups whose first dopri5 solve auto has probed for stiffness
+        self._bdf_failed = False  # auto went to bdf on signs of stiffness, bdf failed, dopri5 stayed (_keep_dopri5)
         #: later dopri5 failures that bdf solved once without a switch (no sign of stiffness in dopri5's steps)
         self.one_off_bdf = 0
         self._looked: dict[int, int] = {}  # group -> accepted steps of the solve auto last looked at
@@ -571,8 +572,9 @@ class CompiledEngine:
         try:
             result = self._stiff.solve(inputs, shape, grid)
         except SolverError as exc:
-            if failed is None:
-                raise
+            if failed is None:  # dopri5 did not fail, it only looked stiff: it solves it, and stays the method
+                self._keep_dopri5(exc)
+                return self._adaptive.solve(inputs, shape, grid)
             # both failed: no sign of stiffness, so dopri5 stays the method (the fit may roll back and retry)
             self.method, self.choice_reason = "dopri5", reason
             raise SolverError(f"{failed.message}; bdf, tried next by solver.method: auto, failed too: {exc.message}",
@@ -599,7 +601,7 @@ class CompiledEngine:
         states, starts, sizes = self._adaptive.last_steps
         if len(starts) < max(GROWTH * self._looked.get(k, 0), GROWTH_FLOOR):
             return
-        if self._blows_up(states):
+        if self._blows_up(states) or self._bdf_failed:
             return  # a trajectory far beyond the data is a blow-up at a trial point, not a sign of stiffness
         self._looked[k] = len(starts)
         if self._stiff is None:
@@ -610,8 +612,10 @@ class CompiledEngine:
 
     def _probe(self, k: int, inputs: list[torch.Tensor], shape: tuple[int, int], grid: np.ndarray):
         """Group ``k``'s first solve under ``auto``: dopri5 with its accepted steps read for stiffness as it goes
-        and at the end (:func:`ude_cli.engines.bdf.stiffness`); stiff, the group is solved by bdf."""
+        and at the end (:func:`ude_cli.engines.bdf.stiffness`); stiff, the group is solved by bdf (unless bdf fails
+        there: :meth:`_keep_dopri5`)."""
         from .bdf import stiffness
+        from .torchdiffeq import SolverError
 
         self._probed.add(k)
         if self._stiff is None:
@@ -632,7 +636,20 @@ class CompiledEngine:
         if why is None:
             return sol, evaluations
         self.switch_to_stiff(why)
-        return self._stiff.solve(inputs, shape, grid)
+        try:
+            return self._stiff.solve(inputs, shape, grid)
+        except SolverError as exc:  # dopri5's solution stands (it met its tolerance)
+            self._keep_dopri5(exc)
+            return sol, evaluations
+
+    def _keep_dopri5(self, exc: Exception) -> None:
+        """``auto`` went to bdf on signs of stiffness and bdf failed where dopri5 does not: dopri5 stays the method,
+        and a later sign of stiffness does not switch again (bench/borghans_global.py's fourth start: CVODES's
+        Newton iteration failed at t = 0 on a point dopri5 solves in 141 432 evaluations)."""
+        why = str(getattr(exc, "message", exc)).split(";")[0]
+        self.method = "dopri5"
+        self.choice_reason = (f"solver.method: auto kept dopri5: the solution looked stiff, but bdf failed ({why})")
+        self._bdf_failed = True
 
     def _fixed_program(self, k: int, n_traj: int) -> Program:
         from .torchdiffeq import check_fixed_steps, grid_through_outputs
