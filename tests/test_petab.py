@@ -748,3 +748,52 @@ def test_another_noise_formula_of_a_state_is_refused_in_one_line(tmp_path):
     yaml_path = _rahman_noise(tmp_path, "noiseParameter1_observable_prevalence * prevalence^2", "0.5")
     with pytest.raises(ConfigError, match=r"depends on infected_moderate \(a state or time\), other than as a \+ b \* "):
         evaluate(yaml_path)
+
+
+def _llh_from_simulations_with_error_model(name: str) -> float:
+    """PEtab's normal llh from the collection's simulations with sigma = a + b * simulation (``a;b``) or
+    b * simulation (one noise parameter), the parameters' nominal values: numpy only."""
+    meas = pd.read_csv(BENCH / name / f"measurementData_{name}.tsv", sep="\t")
+    sim = pd.read_csv(BENCH / name / f"simulatedData_{name}.tsv", sep="\t")
+    if "simulationConditionId" in sim.columns:  # Armistead's rows are in another order: match them
+        key = ["observableId", "simulationConditionId", "time"]
+        for df in (meas, sim):
+            df["k"] = df.groupby(key).cumcount()
+        meas = meas.merge(sim[[*key, "k", "simulation"]], on=[*key, "k"])
+    else:  # Raia's older table: the measurement table's rows, in its order
+        meas["simulation"] = sim["simulation"].to_numpy()
+    nominal = pd.read_csv(BENCH / name / f"parameters_{name}.tsv", sep="\t").set_index("parameterId")["nominalValue"]
+
+    def value(cell: str) -> float:
+        try:
+            return float(cell)
+        except ValueError:
+            return float(nominal[cell])
+
+    total = 0.0
+    for cells, y, m in zip(meas["noiseParameters"].astype(str), meas["measurement"], meas["simulation"], strict=True):
+        p = [value(c) for c in cells.split(";")]
+        sigma = p[0] + p[1] * m if len(p) == 2 else p[0] * m
+        total += -0.5 * math.log(2 * math.pi * sigma**2) - 0.5 * ((y - m) / sigma) ** 2
+    return total
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, tolerance", [("Armistead_CellDeathDis2024", 1e-6), ("Raia_CancerResearch2011", 1e-4)])
+def test_noise_formulas_of_the_observable_match_the_collections_simulations(name, tolerance):
+    """Raia's simulations are given to 4 to 6 digits (3.7e-5 in the llh), Armistead's to about 1e-8."""
+    assert run(name).llh == pytest.approx(_llh_from_simulations_with_error_model(name), abs=tolerance)
+
+
+@pytest.mark.slow
+def test_oliveira_switch_day_gradient_is_the_llhs_own_central_difference():
+    """Oliveira_NatCommun2021: the transmission changes at the estimated day t_1; the solvers' gradient of t_1 is 0
+    (a branch), evaluate's is a finite difference, here against central differences of the llh itself."""
+    result = run("Oliveira_NatCommun2021")
+    assert result.finite_differences == ["t_1"]
+    t1 = result.values["t_1"]
+    up, down = (run("Oliveira_NatCommun2021", values={"t_1": t1 + s}).llh for s in (1e-3, -1e-3))
+    expected = (up - down) / 2e-3
+    assert abs(expected) > 1e5
+    assert result.gradient["t_1"] == pytest.approx(expected, rel=1e-3)
+    assert result.gradient["beta_2"] == 0.0  # removed from every formula by beta_2_multiplier = 0

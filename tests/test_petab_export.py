@@ -337,7 +337,9 @@ BENCHMARK = REPO / "tests" / "data" / "petab" / "benchmark"
     "Perelson_Science1996", "Rahman_MBS2016", "Crauste_CellSystems2017", "Bertozzi_PNAS2020",
     pytest.param("Boehm_JProteomeRes2014", marks=pytest.mark.slow),
     pytest.param("Borghans_BiophysChem1997", marks=pytest.mark.slow),
-    pytest.param("Fiedler_BMCSystBiol2016", marks=pytest.mark.slow)])
+    pytest.param("Fiedler_BMCSystBiol2016", marks=pytest.mark.slow),
+    pytest.param("Armistead_CellDeathDis2024", marks=pytest.mark.slow),  # proportional error
+    pytest.param("Raia_CancerResearch2011", marks=pytest.mark.slow)])  # combined error, nominal noise on a bound
 def test_petab_benchmarks_import_export_and_import_again_to_the_same_llh(name: str, tmp_path: Path):
     """Benchmark-Models-PEtab problems (per-condition constants, conditions mapped to parameters, noise formulas of
     several parameters, two observables of one state, replicates) through `ude import`, `ude export` and the importer again: the
