@@ -637,13 +637,19 @@ def _error_model(noise: sp.Expr, formula: sp.Expr, dynamic: list[str]) -> tuple[
     if not slopes:
         return None
     x, slope = slopes[0]
-    b = sp.simplify(sp.diff(noise, x) / slope)  # noise = a + b * formula: d noise / dx = b * d formula / dx
-    a = sp.simplify(noise - b * formula)
+    b = _unit(sp.simplify(sp.diff(noise, x) / slope))  # noise = a + b * formula: d noise / dx = b * d formula / dx
+    a = _unit(sp.simplify(noise - b * formula))
     if any(s.name in dynamic for s in (a.free_symbols | b.free_symbols)):
         return None
     if sp.simplify(sp.expand(a + b * formula - noise)) != 0:
         return None
     return a, b
+
+
+def _unit(expr: sp.Expr) -> sp.Expr:
+    """``expr`` without a coefficient of one (``1.0*sd_rel`` -> ``sd_rel``, a parameter the noise model can own)."""
+    coefficient, rest = expr.as_coeff_Mul()
+    return rest if float(coefficient) == 1.0 else expr
 
 
 def _finite(x: float) -> float | None:
