@@ -642,8 +642,13 @@ def test_an_id_starting_with_an_underscore_in_an_observable_formula(tmp_path):
 
     expr = parse_formula("_a + 2*_b^2 + u_a")  # u_a is taken: _a's alias gets another underscore
     assert expr == sp.Symbol("_a") + 2 * sp.Symbol("_b") ** 2 + sp.Symbol("u_a")
-    with pytest.raises(Exception, match=r"'_a \+'"):  # the error quotes the user's text, not the aliases
+    from ude_cli.expressions import ExpressionError
+
+    with pytest.raises(ExpressionError, match=r"'_a \+'"):  # the error quotes the user's text, not the aliases
         parse_formula("_a +")
+    with pytest.raises(ExpressionError) as info:
+        parse_formula("_x ? 1")
+    assert "u_x" not in info.value.message and "u_x" not in (info.value.hint or "")
     yaml_path = copy_problem(tmp_path)
     folder = yaml_path.parent
     _add_sbml_parameter(folder / "model_Rahman_MBS2016.xml", "_one", 1.0)
@@ -742,6 +747,45 @@ def test_estimated_combined_error_parameters_and_their_gradient(tmp_path):
         h = 1e-6
         up, down = (evaluate(yaml_path, values={pid: value + s}).llh for s in (h, -h))
         assert result.gradient[pid] == pytest.approx((up - down) / (2 * h), rel=1e-5)
+
+
+def test_a_noise_formula_of_part_of_the_observable_is_refused(tmp_path):
+    """noise = a + b * x1 for the observable x1 + x2 is no error model of the observable: refused in one line (it
+    used to come out as a + b * (x1 + x2) - b * x2, a formula of a state the config then could not resolve)."""
+    yaml_path = _rahman_noise(tmp_path, "noiseParameter1_observable_prevalence + noiseParameter2_observable_prevalence"
+                                        " * infected_moderate", "0.2;0.5")
+    observables = yaml_path.parent / "observables_Rahman_MBS2016.tsv"
+    table = pd.read_csv(observables, sep="\t", dtype=str, keep_default_na=False)
+    table["observableFormula"] = "infected_moderate + infected_weak"
+    table.to_csv(observables, sep="\t", index=False)
+    with pytest.raises(ConfigError, match=r"depends on infected_moderate \(a state or time\), other than as a \+ b"):
+        evaluate(yaml_path)
+
+
+def test_an_error_model_is_looked_for_quickly_in_a_large_formula(tmp_path):
+    """sqrt(a^2 + b^2 y^2) of a sum of Hill terms is refused at once (sympy's simplify took minutes on it)."""
+    hill = " + ".join(f"{s}/(1 + {s})" for s in ("infected_moderate", "infected_weak", "infected_normal",
+                                                  "treated_moderate", "treated_weak"))
+    yaml_path = _rahman_noise(tmp_path, f"sqrt(noiseParameter1_observable_prevalence^2 + "
+                                        f"noiseParameter2_observable_prevalence^2 * ({hill})^2)", "0.2;0.5")
+    observables = yaml_path.parent / "observables_Rahman_MBS2016.tsv"
+    table = pd.read_csv(observables, sep="\t", dtype=str, keep_default_na=False)
+    table["observableFormula"] = hill
+    table.to_csv(observables, sep="\t", index=False)
+    with pytest.raises(ConfigError, match=r"other than as a \+ b \* \(the observable formula\)"):
+        evaluate(yaml_path)
+
+
+def test_a_positive_parameter_of_nominal_value_0_and_lower_bound_0(tmp_path):
+    yaml_path = copy_problem(tmp_path)
+    path = yaml_path.parent / "parameters_Rahman_MBS2016.tsv"
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    table.loc[1, ["lowerBound", "nominalValue"]] = ["0", "0"]
+    table.to_csv(path, sep="\t", index=False)
+    spec = yaml.safe_load(import_problem(yaml_path, tmp_path / "out").read_text())["model"]["parameters"][
+        table.loc[1, "parameterId"]]
+    assert spec["init"] == pytest.approx(min(1.0, float(table.loc[1, "upperBound"]) / 10))
+    assert math.isfinite(evaluate(yaml_path).llh)
 
 
 def test_another_noise_formula_of_a_state_is_refused_in_one_line(tmp_path):

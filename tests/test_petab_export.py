@@ -455,9 +455,10 @@ def test_laplace_noise_is_petabs_laplace(distribution: str, write, tmp_path: Pat
     assert ev.llh == pytest.approx(float(closed), abs=1e-9)
 
 
+@pytest.mark.parametrize("formula", ["y", "2*y"])  # abs(2*y) is 2*abs(y) to sympy: the importer must see it
 @pytest.mark.parametrize("error, sigma", [("proportional", "sigma: {init: 0.1}"),
                                           ("combined", "sigma: {init: 0.05}, sigma_rel: {init: 0.1}")])
-def test_an_error_model_of_the_prediction_round_trips(error: str, sigma: str, write, tmp_path: Path):
+def test_an_error_model_of_the_prediction_round_trips(error: str, sigma: str, formula: str, write, tmp_path: Path):
     """Proportional and combined normal errors are written as PEtab noise formulas of the observable's formula
     (``sigma * abs(y)``, ``sigma + sigma_rel * abs(y)``), which ude import reads back as the same error model: the
     llh and its gradient again, and the closed form of ude's simulations with sd = sigma + sigma_rel |m|."""
@@ -465,19 +466,21 @@ def test_an_error_model_of_the_prediction_round_trips(error: str, sigma: str, wr
 
     t = np.linspace(0, 4, 15)
     y = 2.0 * np.exp(-0.6 * t) * (1 + 0.1 * np.sin(7 * t))
-    (tmp_path / "d.csv").write_text("t,y\n" + "".join(f"{a},{b}\n" for a, b in zip(t, y, strict=True)))
+    scale = 2.0 if formula == "2*y" else 1.0
+    (tmp_path / "d.csv").write_text("t,m\n" + "".join(f"{a},{scale * b}\n" for a, b in zip(t, y, strict=True)))
     config = write("c.yaml", f"""
-        data: {{file: d.csv, time: t, columns: {{y: y}}}}
+        data: {{file: d.csv, time: t}}
         model:
           states: [y]
           parameters: {{k: {{init: 0.5, positive: true}}}}
           equations: {{y: -k*y}}
           initial: {{y: 2.0}}
+        observables: {{obs: {{formula: "{formula}", column: m}}}}
         noise: {{distribution: normal, error: {error}, {sigma}}}
         """)
     result = export(config, tmp_path / "out", check=False)
     obs = pd.read_csv(tmp_path / "out" / "observables.tsv", sep="\t", dtype=str).iloc[0]
-    assert "abs(y)" in obs["noiseFormula"]
+    assert "abs(" in obs["noiseFormula"]
     original, again = evaluate(config), evaluate(result.problem)
     assert again.llh == pytest.approx(original.llh, abs=1e-8)
     for name in ("k",):
@@ -485,7 +488,7 @@ def test_an_error_model_of_the_prediction_round_trips(error: str, sigma: str, wr
     m, data = original.simulations["simulation"].to_numpy(), original.simulations["measurement"].to_numpy()
     sd = 0.1 * np.abs(m) if error == "proportional" else 0.05 + 0.1 * np.abs(m)
     closed = np.sum(-0.5 * np.log(2 * np.pi * sd**2) - 0.5 * ((data - m) / sd) ** 2)
-    assert original.llh == pytest.approx(float(closed), abs=1e-9)
+    assert original.llh == pytest.approx(float(closed), abs=1e-9)  # m: the observable's prediction
     imported = yaml.safe_load(import_problem(result.problem, tmp_path / "again").read_text())
     assert next(iter(imported["observables"].values()))["noise"]["error"] == error
 

@@ -122,3 +122,48 @@ def test_the_intervals_of_a_switch_time_are_the_closed_forms(write):
     for name, value, s in zip(("tau", "a", "b"), best, se, strict=True):
         assert rows.loc[name, "value"] == pytest.approx(value, abs=1e-3 * s)
         assert rows.loc[name, "se"] == pytest.approx(s, rel=0.02), name
+
+
+def test_evaluate_on_torchdiffeq_when_only_a_switch_time_is_differentiated(write):
+    """Nothing left for autograd (tau is the only learned value and the solve is torchdiffeq's): evaluate used to
+    die with 'element 0 of tensors does not require grad'."""
+    measured = data(NOISE)
+    result = evaluate(config(write, measured, 2.2, "solver: {engine: torchdiffeq}"))
+    h = 1e-6
+    expected = (llh(measured, 2.2 + h) - llh(measured, 2.2 - h)) / (2 * h)
+    assert result.gradient["tau"] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "torchdiffeq"])
+def test_float32_stops_stay_two_stops(write, engine):
+    """In float32, tau -+ 1e-9 tau is one number (torchdiffeq refused the repeat with a traceback): the stops are
+    16 float32 epsilons apart there."""
+    extra = (f"solver: {{engine: {engine}, dtype: float32, rtol: 1.0e-5, atol: 1.0e-7}}\n"
+             "training: {warm_start: none, stages: [{optimizer: lbfgs, iterations: 30}]}")
+    result = fit(config(write, data(), 2.0, extra))
+    assert result.parameters.set_index("name").loc["tau", "value"] == pytest.approx(TAU, abs=2e-2)
+
+
+def test_a_small_threshold_gets_a_relative_step(write):
+    """dx/dt = where(x < K, r, 0) from 0: x = min(r t, K), so d x / d K = 1 once x has reached K. With K = 1.5e-5 an
+    absolute step of 1e-4 (the old one) gave a fifth of the gradient."""
+    r, k = 1e-5, 1.5e-5
+    times = np.linspace(0.1, 3.1, 13)  # none at the kink t = K / r = 1.5, where d x / d K is one-sided
+    sigma = 1e-6
+    measured = [min(r * t, k) + 2e-6 for t in times]  # 2 sigma above the curve everywhere
+    write("d.csv", "t,x\n" + "".join(f"{t},{y}\n" for t, y in zip(times, measured, strict=True)))
+    path = write("k.yaml", f"""
+        data: {{file: d.csv, time: t}}
+        model:
+          states: [x]
+          parameters: {{K: {{init: {k:.2e}}}, r: {{init: {r:.1e}, fixed: true}}}}
+          equations: {{x: "where(x < K, r, 0)"}}
+          initial: {{x: 0}}
+          t0: 0
+        observables:
+          xobs: {{formula: x, column: x, noise: {{distribution: normal, sigma: {sigma:.1e}}}}}
+        """)
+    result = evaluate(path)
+    after = [y for t, y in zip(times, measured, strict=True) if r * t > k]
+    expected = sum((y - k) / sigma**2 for y in after)  # d llh / d K = sum (y - x) / sigma^2 * dx/dK, dx/dK = 1
+    assert result.gradient["K"] == pytest.approx(expected, rel=2e-2)

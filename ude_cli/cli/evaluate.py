@@ -64,7 +64,7 @@ def evaluate_command(
             typer.echo(line)
     if result.finite_differences:
         names = ", ".join(result.finite_differences)
-        typer.echo(f"the gradient of {names}: central finite differences (step 1e-4 max(1, |value|)): "
+        typer.echo(f"the gradient of {names}: central finite differences (step 1e-4 |value|): "
                    f"{'it sets' if len(result.finite_differences) == 1 else 'they set'} where a where(...) of the "
                    "right-hand side switches, which the solvers' gradient does not see")
     for net, layers in result.gradient_networks.items():

@@ -78,8 +78,9 @@ def solve(func: torch.nn.Module, y0: torch.Tensor, t: torch.Tensor, settings: So
     options: dict = {}
     if settings.adaptive:
         options["max_num_steps"] = settings.max_steps
-        if stops is not None and len(stops):
-            options["jump_t"] = torch.as_tensor(np.asarray(stops), dtype=y0.dtype)
+        if stops is not None and len(stops):  # in the times' float type, without repeats (torchdiffeq refuses them)
+            jump = torch.unique(torch.as_tensor(np.asarray(stops), dtype=t.dtype))
+            options["jump_t"] = jump[~torch.isin(jump, t)]  # a stop on an output time is a stop already
     else:
         check_fixed_steps(t, settings)
         assert settings.step is not None  # checked just above

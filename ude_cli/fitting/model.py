@@ -227,7 +227,7 @@ class UDEModel(nn.Module):
 
         switches = time_switches(problem)
         #: the stops of the right-hand sides' switches in time (:mod:`.switches`; None: there are none)
-        self.breakpoints = Breakpoints(switches, self.parameters_, constants) if switches else None
+        self.breakpoints = Breakpoints(switches, self.parameters_, constants, self.dtype) if switches else None
         in_initial = {n for i in problem.initial.values() if i.expression is not None for n, _ in i.expression.network_refs}
         if in_initial:  # a network fed parameters and constants sets an initial value
             self.initial.use_networks({n: (networks[n], problem.networks[n].inputs) for n in in_initial})
@@ -367,8 +367,10 @@ class UDEModel(nn.Module):
         ``(T, S, Bg, n)``, by torchdiffeq (multiple shooting's segments, a curriculum's windows). ``experiments``:
         the experiment of each of ``y0``'s trajectories (default: the group's)."""
         self.rhs.select(self.group_index[k] if experiments is None else experiments)
-        which = self.groups[k].experiments if experiments is None else sorted(set(experiments.tolist()))
-        stops = self._stops(which, times.detach().cpu().numpy())
+        stops = None
+        if self.breakpoints is not None:  # a switch in time: the solver stops at it (no cost otherwise)
+            which = self.groups[k].experiments if experiments is None else sorted(set(experiments.tolist()))
+            stops = self._stops(which, times.detach().cpu().numpy())
         try:
             if not self.settings.adjoint:
                 self.rhs.bind()

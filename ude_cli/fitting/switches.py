@@ -7,8 +7,8 @@ Oliveira_NatCommun2021) gives ``d x(T) / d t_1 = Phi(T, t_1) (f_before - f_after
 misses entirely (an LBFGS fit would never move ``t_1``; `ude evaluate` would print a gradient of 0).
 
 So for each learned parameter in such a condition the gradient is a central finite difference of the objective,
-``(L(u + h) - L(u - h)) / 2h`` in the parameter's unconstrained coordinate ``u`` with ``h = STEP * max(1, |u|)``,
-each start (and, for a per-experiment parameter, each experiment's value) on its own: two more solves without
+``(L(u + h) - L(u - h)) / 2h`` in the parameter's unconstrained coordinate ``u`` with ``h = STEP * max(1, |u|)``
+(``STEP * |u|`` for an unconstrained parameter, whose coordinate is its value), each start (and, for a per-experiment parameter, each experiment's value) on its own: two more solves without
 gradients per parameter (and experiment) and evaluation. Conditions in observables, noise formulas or initial
 values need nothing: there a switch is a jump of the value, whose derivative is 0 where it exists.
 
@@ -51,13 +51,17 @@ def describe(switches: dict[str, list[str]]) -> str:
             f"(step {STEP:g} in the unconstrained coordinate; 2 more solves each per evaluation)")
 
 
-def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor]) -> torch.Tensor:
+def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor], relative: bool = False) -> torch.Tensor:
     """``d objective[k] / d raw[k, ...]`` per start ``k`` by central differences (``raw``: ``(S,)`` or ``(S, B)``;
-    ``objective()``: ``(S,)``, each start's value depending on its own entries only). An entry whose shifted
-    objective cannot be evaluated or is not finite gets 0. ``raw`` is restored."""
+    ``objective()``: ``(S,)``, each start's value depending on its own entries only), with the step
+    ``STEP max(1, |u|)``, or ``STEP |u|`` (``STEP`` at 0) when ``relative`` (an unconstrained parameter, whose
+    coordinate is its value: a threshold of 1e-5 needs a step below 1e-3). An entry whose shifted objective
+    cannot be evaluated or is not finite gets 0 (a failed solve: every start's, for that column). ``raw`` is
+    restored."""
     with torch.no_grad():
         base = raw.detach().clone()
-        h = STEP * base.abs().clamp(min=1.0)
+        size = base.abs()
+        h = STEP * (torch.where(size > 0, size, torch.ones_like(size)) if relative else size.clamp(min=1.0))
         grad = torch.zeros_like(base)
         columns: list[int | None] = [None] if base.ndim == 1 else list(range(base.shape[1]))
         try:
@@ -136,10 +140,13 @@ class Breakpoints:
         constants: name -> tensor, scalar or one value per experiment (as the right-hand side gets them).
     """
 
-    def __init__(self, switches: list, parameters, constants: dict):
+    def __init__(self, switches: list, parameters, constants: dict, dtype: torch.dtype = torch.float64):
         self.functions = [e.compile("torch") for e in switches]
         self.texts = [e.text for e in switches]
         self.parameters, self.constants = parameters, constants
+        #: the stops' distance from a switch, relative to max(1, |tau|): EPSILON, or more where the model's float
+        #: type could not tell the two stops apart (float32: 16 of its epsilons)
+        self.epsilon = max(EPSILON, 16 * torch.finfo(dtype).eps)
 
     def times(self, experiments, t_start: float, t_end: float) -> np.ndarray:
         """The stops strictly inside ``(t_start, t_end)`` for every start and the given experiments, sorted."""
@@ -155,7 +162,8 @@ class Breakpoints:
                 values.append(v.reshape(-1).cpu().numpy())
         taus = np.unique(np.concatenate(values)) if values else np.zeros(0)
         taus = taus[np.isfinite(taus)]
-        eps = EPSILON * np.maximum(1.0, np.abs(taus))
+        e = self.epsilon
+        eps = e * np.maximum(1.0, np.abs(taus))
         stops = np.concatenate([taus - eps, taus + eps])
-        inside = (stops > t_start + EPSILON * max(1.0, abs(t_start))) & (stops < t_end - EPSILON * max(1.0, abs(t_end)))
+        inside = (stops > t_start + e * max(1.0, abs(t_start))) & (stops < t_end - e * max(1.0, abs(t_end)))
         return np.unique(stops[inside])

@@ -297,14 +297,16 @@ class _Runner:
     def _switch_gradients(self, weight_decay: float) -> None:
         """After a backward pass: the gradient of each parameter that sets a switch of the right-hand side by
         central finite differences (:mod:`.switches`), in place of the solvers' (which is 0 for it)."""
-        if not self.switches:
-            return
+        if not self.switches or self._objective_kind == "collocation":
+            return  # collocation evaluates the right-hand side at the data's times only: a step function of tau
+        from .parameters import _kind
         from .switches import finite_differences
 
         for name in self.switches:
             raw = self.model.parameters_.raw[name]
             if raw.grad is not None:
-                raw.grad.copy_(finite_differences(raw, lambda: self._objective(weight_decay)[0]))
+                relative = _kind(self.model.problem.parameters[name]) == "free"
+                raw.grad.copy_(finite_differences(raw, lambda: self._objective(weight_decay)[0], relative))
 
     def _with_prior(self, total: torch.Tensor) -> torch.Tensor:
         """The objective minus the priors' log-density per training observation (the config's priors: the

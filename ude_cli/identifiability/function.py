@@ -140,12 +140,13 @@ class LikelihoodFunction:
         #: noise parameters taken at the model's value instead of profiled out (a Hessian in them, their profile)
         self.held_noise: set[str] = set()
         self.evaluations = 0
+        from ..fitting.parameters import _kind
         from ..fitting.switches import switch_parameters
 
-        #: the raw tensors of parameters that set a switch of the right-hand side: their gradient is a central
-        #: finite difference (:mod:`ude_cli.fitting.switches`), as in training
-        self.switches = {id(model.parameters_.raw[n]) for n in switch_parameters(self.problem)
-                         if n in model.parameters_.raw}
+        #: the raw tensors of parameters that set a switch of the right-hand side (id -> whether its step is
+        #: relative): their gradient is a central finite difference (:mod:`ude_cli.fitting.switches`), as in training
+        self.switches = {id(model.parameters_.raw[n]): _kind(self.problem.parameters[n]) == "free"
+                         for n in switch_parameters(self.problem) if n in model.parameters_.raw}
 
     # -- the objective in training units (what an optimiser minimises) -----------------------------------
     def training_loss(self, solutions=None) -> torch.Tensor:
@@ -191,7 +192,7 @@ class LikelihoodFunction:
 
             for k, t in enumerate(tensors):
                 if id(t) in self.switches:
-                    out[k] = finite_differences(t, per_start(t.shape[0]))
+                    out[k] = finite_differences(t, per_start(t.shape[0]), self.switches[id(t)])
         return float(loss.detach()), out
 
     def residual_vector(self, j0: float) -> np.ndarray:

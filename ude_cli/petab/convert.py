@@ -243,9 +243,12 @@ def translate(problem: PetabProblem) -> Translation:
         for x in expr.free_symbols:
             elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
     bare: dict[str, int] = {}
-    for _, _, formula, noise, _, distribution, *_ in pending:
-        dynamic = sorted(x.name for x in noise.free_symbols if x.name in sbml.rhs or x.name == TIME.name)
-        parts = _error_model(noise, formula, dynamic) if dynamic and distribution == "normal" else None
+    dynamic_names = set(sbml.rhs) | {TIME.name}
+    error_models: dict[int, tuple[sp.Expr, sp.Expr] | None] = {}  # pending's index -> (a, b) of a + b * y_hat
+    for i, (_, _, formula, noise, _, distribution, *_) in enumerate(pending):
+        moves = any(x.name in dynamic_names for x in noise.free_symbols)
+        parts = _error_model(noise, formula, dynamic_names) if moves and distribution == "normal" else None
+        error_models[i] = parts
         for piece in (noise,) if parts is None else parts:  # a + b * y_hat: a and b are noise parameters
             if isinstance(piece, sp.Symbol):
                 bare[piece.name] = bare.get(piece.name, 0) + 1
@@ -253,9 +256,9 @@ def translate(problem: PetabProblem) -> Translation:
                 for x in piece.free_symbols:
                     elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
     observed_directly: set[str] = set()
-    for oid, name, formula, noise, factor, distribution, where, n_keys in pending:
-        dynamic = sorted(x.name for x in noise.free_symbols if x.name in sbml.rhs or x.name == TIME.name)
-        parts = _error_model(noise, formula, dynamic) if dynamic and distribution == "normal" else None
+    for i, (oid, name, formula, noise, factor, distribution, where, n_keys) in enumerate(pending):
+        dynamic = sorted(x.name for x in noise.free_symbols if x.name in dynamic_names)
+        parts = error_models[i]
         if dynamic and parts is None:
             raise ConfigError(f"observable {oid}: noiseFormula {problem.observables[oid].noise_text!r} depends on "
                               f"{dynamic[0]} (a state or time), other than as a + b * (the observable formula): not "
@@ -626,23 +629,39 @@ def _sigma(noise: sp.Expr, ude_name: str, oid: str, name: str, where: str, facto
                              f"the noise formula of observable {oid}")}
 
 
-def _error_model(noise: sp.Expr, formula: sp.Expr, dynamic: list[str]) -> tuple[sp.Expr, sp.Expr] | None:
-    """``(a, b)`` with ``noise = a + b * formula`` and neither depending on a state or t (Raia_CancerResearch2011's
-    ``noiseParameter1 + noiseParameter2 * (observable formula)``, Armistead's ``noiseParameter1 * Sphinga`` of the
-    observable ``Sphinga``; ``abs(formula)`` as ude export writes it), else None."""
-    noise = noise.xreplace({sp.Abs(formula): formula})  # ude export writes a + b * abs(formula)
+def _error_model(noise: sp.Expr, formula: sp.Expr, dynamic: set[str]) -> tuple[sp.Expr, sp.Expr] | None:
+    """``(a, b)`` with ``noise = a + b * formula`` and neither depending on a state or t (names in ``dynamic``):
+    Raia_CancerResearch2011's ``noiseParameter1 + noiseParameter2 * (observable formula)``, Armistead's
+    ``noiseParameter1 * Sphinga`` of the observable ``Sphinga``, ``abs(...)`` of the formula as ude export writes
+    it; else None. ``b = (d noise / dx) / (d formula / dx)`` for a state ``x`` of the formula (unique when the
+    identity holds, the formula not being constant); no ``simplify`` (minutes on a sum of a few Hill terms): ``b``
+    by ``cancel``, refused as soon as it has a state in it, and the identity checked at three random points."""
+    import random
+
+    def moving(e: sp.Expr) -> bool:
+        return any(x.name in dynamic for x in e.free_symbols)
+
+    # abs(k * formula) is k * abs(formula) to sympy: every abs of something that moves is taken as that something
+    noise = noise.replace(lambda e: isinstance(e, sp.Abs) and moving(e.args[0]), lambda e: e.args[0])
     states = [x for x in sorted(formula.free_symbols, key=str) if x.name in dynamic]
     slopes = [(x, sp.diff(formula, x)) for x in states]
     slopes = [(x, d) for x, d in slopes if d != 0]
     if not slopes:
         return None
     x, slope = slopes[0]
-    b = _unit(sp.simplify(sp.diff(noise, x) / slope))  # noise = a + b * formula: d noise / dx = b * d formula / dx
-    a = _unit(sp.simplify(noise - b * formula))
-    if any(s.name in dynamic for s in (a.free_symbols | b.free_symbols)):
+    b = _unit(sp.cancel(sp.diff(noise, x) / slope))
+    if moving(b):
         return None
-    if sp.simplify(sp.expand(a + b * formula - noise)) != 0:
+    a = _unit(sp.expand(noise - b * formula))
+    if moving(a):
         return None
+    rng = random.Random(0)
+    symbols = sorted(noise.free_symbols | formula.free_symbols | a.free_symbols | b.free_symbols, key=str)
+    for _ in range(3):  # a + b * formula == noise where the symbols are positive numbers of various sizes
+        point = {s: sp.Float(rng.uniform(0.5, 2.0) * 10 ** rng.uniform(-1, 1)) for s in symbols}
+        left, right = complex((a + b * formula).xreplace(point).evalf()), complex(noise.xreplace(point).evalf())
+        if not abs(left - right) <= 1e-9 * max(1.0, abs(right)):
+            return None
     return a, b
 
 
@@ -662,6 +681,8 @@ def _inside(value: float, lo: float | None, hi: float | None, log: bool) -> floa
         a, b = math.log(lo), math.log(hi)
         at = math.log(value) if value > 0 else a  # not positive: the lower end
         return math.exp(min(max(at, a + 1e-6 * (b - a)), b - 1e-6 * (b - a)))
+    if log and value <= 0:  # a positive parameter without a lower bound (PEtab's 0): a start of its size
+        return min(1.0, hi / 10) if hi is not None else 1.0
     span = (hi - lo) if lo is not None and hi is not None else max(abs(value), 1.0)
     if lo is not None and value <= lo:
         return lo + 1e-6 * span

@@ -144,7 +144,9 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     tensors = [*leaves.values(), *(a[3] for a in learned)]
     prior = _log_prior(problem, leaves, learned)
     objective_value = nll if prior is None else nll - prior  # the negative log-posterior with priors
-    grads = torch.autograd.grad(objective_value, tensors, allow_unused=True) if tensors else []
+    # not when nothing differentiable is left (every parameter differentiated sets a switch, on torchdiffeq)
+    grads = (torch.autograd.grad(objective_value, tensors, allow_unused=True) if tensors and objective_value.requires_grad
+             else [None] * len(tensors))
     llh = -float(nll.detach())
     dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads[:len(leaves)], strict=True)}
     for n in sorted(switches & set(leaves)):  # a switch of the right-hand side: the solvers' gradient misses it
@@ -195,13 +197,15 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
 
 
 def _switch_derivative(leaf, value) -> float:
-    """``d value() / d leaf`` by central differences with the step ``1e-4 max(1, |leaf|)``, for a parameter that
-    sets where a ``where`` of the right-hand side switches (:mod:`ude_cli.fitting.switches`); ``leaf`` restored."""
+    """``d value() / d leaf`` by central differences with the relative step ``1e-4 |leaf|`` (1e-4 at 0), for a
+    parameter that sets where a ``where`` of the right-hand side switches (:mod:`ude_cli.fitting.switches`): a
+    threshold of 1.5e-5 needs a step far below 1e-4. ``leaf`` is restored."""
     import torch
 
     with torch.no_grad():
         base = leaf.detach().clone()
-        h = 1e-4 * max(1.0, float(base.abs().max()))
+        size = float(base.abs().max())
+        h = 1e-4 * (size if size > 0 else 1.0)
         try:
             leaf.copy_(base + h)
             up = float(value())

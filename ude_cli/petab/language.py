@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import keyword
 import math
+import re
 import tokenize
 from collections.abc import Mapping
 
@@ -187,6 +188,10 @@ def parse_formula(text: str, symbols: Mapping[str, sp.Symbol] | None = None) -> 
         if aliased == text:
             raise
         exc.message = exc.message.replace(repr(aliased), repr(text))  # the user's text, not the aliases
+        for alias, name in ids.items():
+            exc.message = re.sub(rf"\b{re.escape(alias)}\b", name, exc.message)
+            if exc.hint:
+                exc.hint = re.sub(rf"\b{re.escape(alias)}\b", name, exc.hint)
         raise
     names = {n: (symbols or {}).get(ids.get(n, n)) or sp.Symbol(ids.get(n, n)) for n in expr.names}
     return expr.to_sympy(names)
