@@ -356,3 +356,29 @@ def test_a_profile_restarts_a_value_stuck_at_its_edge(write, tmp_path):
     vmax = result.metrics["uncertainty"]["intervals"]["Vmax"]
     assert vmax["method"] == "profile likelihood"
     assert vmax["lower"] < 0.93 and vmax["upper"] > 1.0  # the truth is inside
+
+
+def test_an_unobserved_state_has_the_confidence_band_of_the_same_draws(write, tmp_path):
+    """dx/dt = -k x, dy/dt = k x from (2, 0), only x measured: every draw has y = 2 - x (Runge-Kutta keeps a linear
+    invariant to rounding), so y's confidence band is 2 minus x's, bound for bound, and y has no prediction band
+    (nothing measures it)."""
+    t = np.linspace(0, 3, 16)
+    rng = np.random.default_rng(5)
+    x = 2 * np.exp(-0.7 * t) * np.exp(0.05 * rng.standard_normal(len(t)))
+    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a},{b:.12g}\n" for a, b in zip(t, x, strict=True)))
+    path = write("c.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model:
+          states: [x, y]
+          parameters: {k: {init: 0.5, positive: true}}
+          equations: {x: -k*x, y: k*x}
+          initial: {x: 2.0, y: 0.0}
+        noise: {distribution: lognormal}
+        training: {stages: [{optimizer: lbfgs, iterations: 200}]}
+        uncertainty: {band_samples: 400}
+        """)
+    pred = fit(load_config(path)).predictions
+    assert {"y_ci_lower", "y_ci_upper"} <= set(pred.columns) and "y_pi_lower" not in pred.columns
+    assert np.allclose(pred["y_ci_lower"], 2 - pred["x_ci_upper"], atol=1e-9)
+    assert np.allclose(pred["y_ci_upper"], 2 - pred["x_ci_lower"], atol=1e-9)
+    assert (pred["y_ci_upper"] - pred["y_ci_lower"]).iloc[1:].min() > 0  # a band, not a line

@@ -248,11 +248,11 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     if spec.bands and uncertainty.sampler is not None:
         from .identifiability.bands import band_columns, bands
 
-        arrays, how = bands(problem, uncertainty, level=spec.level, samples=spec.band_samples,
-                            seed=problem.config.training.seed)
+        arrays, how, state_arrays = bands(problem, uncertainty, level=spec.level, samples=spec.band_samples,
+                                          seed=problem.config.training.seed)
         uncertainty.notes.append(f"bands ({spec.level * 100:g} %): {how}" if arrays is not None else how)
         if arrays is not None:
-            predictions = band_columns(predictions, problem, model.groups, arrays)
+            predictions = band_columns(predictions, problem, model.groups, arrays, state_arrays)
     metrics["uncertainty"] = uncertainty.to_json()
     parameters = table_columns(parameter_table(problem, model, best), uncertainty)
     return FitResult(problem=problem, model=model, parameters=parameters, uncertainty=uncertainty,

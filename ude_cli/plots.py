@@ -423,7 +423,9 @@ def _draw_bands(ax, result, e, name: str, color) -> bool:
     t = rows["time"].to_numpy()
     if len(t) < 2:
         return False
-    ax.fill_between(t, rows[f"{name}_pi_lower"], rows[f"{name}_pi_upper"], color=color, alpha=0.10, lw=0, zorder=1)
+    if f"{name}_pi_lower" in pred:  # an unobserved state has a confidence band only
+        ax.fill_between(t, rows[f"{name}_pi_lower"], rows[f"{name}_pi_upper"], color=color, alpha=0.10, lw=0,
+                        zorder=1)
     ax.fill_between(t, rows[f"{name}_ci_lower"], rows[f"{name}_ci_upper"], color=color, alpha=0.28, lw=0, zorder=1)
     return True
 
@@ -488,8 +490,7 @@ def _fit_overlay(result) -> Any:
                     for edge in (np.nanmin(y[:, ok, j], axis=1), np.nanmax(y[:, ok, j], axis=1)):
                         ax.plot(t, edge, color=c, lw=0.8, ls=":", zorder=2)
                     starts_band = True
-                if s in ds.observables:
-                    banded = _draw_bands(ax, result, e, s, c) or banded
+                banded = _draw_bands(ax, result, e, s, c) or banded  # an unobserved state's: confidence only
                 _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(axis_label(_state_axis_label(problem, s)))

@@ -1,4 +1,5 @@
-"""Confidence and prediction bands of the fitted observables at the data's times, by sampling.
+"""Confidence and prediction bands of the fitted observables (and confidence bands of the unobserved states) at
+the data's times, by sampling.
 
 The learned values are drawn from their Wald distribution on the unconstrained scale (``log k`` for a
 positive ``k``): normal around the fit with the covariance of :mod:`.hessian`. With the network profiled
@@ -20,16 +21,19 @@ import torch
 from ..engines.torchdiffeq import SolverError
 
 
-def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tuple[list[np.ndarray] | None, str]:
+def bands(problem, uncertainty, *, level: float, samples: int,
+          seed: int) -> tuple[list[np.ndarray] | None, str, list[np.ndarray] | None]:
     """Per group: ``(T, Bg, n_observables, 4)`` (confidence lower, upper, prediction lower, upper) at the groups'
-    times, and a sentence saying how they were made (or why there are none)."""
+    times; a sentence saying how they were made (or why there are none); and per group ``(T, Bg, n_states, 2)``,
+    the states' confidence bands from the same draws (an unobserved state's: what the model says about it given
+    the data, as far as the Wald distribution of the learned values goes)."""
     from ..likelihood.objective import Objective
 
     if uncertainty is None or uncertainty.sampler is None:
-        return None, "no bands: no Wald distribution of the learned values"
+        return None, "no bands: no Wald distribution of the learned values", None
     model, _, wald = uncertainty.sampler
     if wald.cov_u is None or not len(wald.targets):
-        return None, "no bands: nothing learned but network weights"
+        return None, "no bands: nothing learned but network weights", None
     objective = Objective(model, problem.config.training.loss)
     ts = wald.targets
     u0 = np.array([t.get_u() for t in ts])
@@ -43,6 +47,7 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tup
     base = {k: v.detach().clone() for k, v in model.state_dict().items()}
     means: list[list[np.ndarray]] = []
     noisy: list[list[np.ndarray]] = []
+    states: list[list[np.ndarray]] = []
     failed = 0
     fit_sigma = math.nan if objective.likelihood else objective.noise_estimates(model(), 0)["sigma"]
     try:
@@ -59,7 +64,8 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tup
                         p.copy_(p0 + torch.as_tensor(dw[k:k + m], dtype=p.dtype).reshape(p.shape))
                         k += m
                 try:
-                    preds = [p[:, 0].cpu().numpy() for p in objective.observed(model())]  # (T, Bg, n)
+                    sols = model()
+                    preds = [p[:, 0].cpu().numpy() for p in objective.observed(sols)]  # (T, Bg, n)
                 except SolverError:
                     failed += 1
                     continue
@@ -71,25 +77,28 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> tup
                                                 rng, fit_sigma), -1) for pred in preds]
             means.append([p[..., objective.columns] for p in preds])
             noisy.append(draws)
+            states.append([x[:, 0].detach().cpu().numpy() for x in sols])  # (T, Bg, n_states)
     finally:
         model.load_state_dict(base)
     if len(means) < max(20, samples // 2):
         why = " (values the data do not identify widen the Wald distribution)" if uncertainty.not_identifiable() else ""
-        return None, f"no bands: {failed} of {samples} draws of the learned values could not be simulated{why}"
+        return None, f"no bands: {failed} of {samples} draws of the learned values could not be simulated{why}", None
     a = (1 - level) / 2
-    out = []
+    out, state_bands = [], []
     for k in range(len(means[0])):
         m = np.stack([s[k] for s in means])
         y = np.stack([s[k] for s in noisy])
         out.append(np.stack([np.quantile(m, a, axis=0), np.quantile(m, 1 - a, axis=0),
                              np.quantile(y, a, axis=0), np.quantile(y, 1 - a, axis=0)], -1))
+        x = np.stack([s[k] for s in states])
+        state_bands.append(np.stack([np.quantile(x, a, axis=0), np.quantile(x, 1 - a, axis=0)], -1))
     held = [t.name for t, s in zip(ts, np.diag(wald.cov_u) == 0, strict=True) if s]
     net = f" (network {wald.network})" if wald.network != "none" else ""
     how = (f"{len(means)} draws of the learned values from their Wald distribution{net}"
            + (f", {failed} draws that could not be simulated left out" if failed else "")
            + (f"; held at the fit (unbounded variance): {', '.join(held)}" if held else "")
            + "; prediction bands add the noise model's scatter")
-    return out, how
+    return out, how, state_bands
 
 
 def draw_observations(problem, objective, mus: list[np.ndarray], noise: list[dict[str, np.ndarray]],
@@ -154,20 +163,31 @@ def sampled_model(problem, fitted, start: int, wald, samples: int, seed: int):
     return many
 
 
-def band_columns(frame, problem, groups, band_arrays: list[np.ndarray]):
-    """predictions.csv with ``{observable}_ci_lower/_ci_upper/_pi_lower/_pi_upper`` per row."""
+def band_columns(frame, problem, groups, band_arrays: list[np.ndarray], state_arrays: list[np.ndarray] | None = None):
+    """predictions.csv with ``{observable}_ci_lower/_ci_upper/_pi_lower/_pi_upper`` per row, and
+    ``{state}_ci_lower/_ci_upper`` for each state no column observes directly (no prediction band: nothing
+    measures it)."""
     frame = frame.copy()
     names = list(problem.dataset.observables)
-    per_experiment: dict[int, np.ndarray] = {}
-    for k, g in enumerate(groups):
-        for i, b in enumerate(g.experiments):
-            per_experiment[b] = band_arrays[k][g.positions[i], i]  # (n_times, n_obs, 4)
-    stacked = np.concatenate([per_experiment[b] for b in range(len(problem.dataset.experiments))])
+
+    def rows(arrays: list[np.ndarray]) -> np.ndarray:
+        per_experiment: dict[int, np.ndarray] = {}
+        for k, g in enumerate(groups):
+            for i, b in enumerate(g.experiments):
+                per_experiment[b] = arrays[k][g.positions[i], i]  # (n_times, n_columns, n_bounds)
+        return np.concatenate([per_experiment[b] for b in range(len(problem.dataset.experiments))])
+
+    stacked = rows(band_arrays)
     if len(stacked) != len(frame):
         return frame
     for c, name in enumerate(names):
         for j, suffix in enumerate(("ci_lower", "ci_upper", "pi_lower", "pi_upper")):
             frame[f"{name}_{suffix}"] = stacked[:, c, j]
+    if state_arrays is not None:
+        per_state = rows(state_arrays)
+        for j, state in enumerate(problem.states):
+            if state not in names and f"{state}_predicted" in frame:
+                frame[f"{state}_ci_lower"], frame[f"{state}_ci_upper"] = per_state[:, j, 0], per_state[:, j, 1]
     return frame
 
 
