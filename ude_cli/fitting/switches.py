@@ -8,8 +8,9 @@ misses entirely (an LBFGS fit would never move ``t_1``; `ude evaluate` would pri
 
 So for each learned parameter in such a condition the gradient is a central finite difference of the objective,
 ``(L(u + h) - L(u - h)) / 2h`` in the parameter's unconstrained coordinate ``u`` with ``h = STEP * max(1, |u|)``
-(``STEP * |u|`` for an unconstrained parameter, whose coordinate is its value), each start (and, for a per-experiment parameter, each experiment's value) on its own: two more solves without
-gradients per parameter (and experiment) and evaluation. Conditions in observables, noise formulas or initial
+(``STEP * |u|`` for an unconstrained parameter, whose coordinate is its value), each start (and, for a
+per-experiment parameter, each experiment's value) on its own: two more solves without gradients per parameter
+(and experiment) and evaluation. Conditions in observables, noise formulas or initial
 values need nothing: there a switch is a jump of the value, whose derivative is 0 where it exists.
 
 A switch in time (``t < E``, ``E`` of parameters and constants) is also a stop of the adaptive solvers
@@ -51,7 +52,8 @@ def describe(switches: dict[str, list[str]]) -> str:
             f"(step {STEP:g} in the unconstrained coordinate; 2 more solves each per evaluation)")
 
 
-def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor], relative: bool = False) -> torch.Tensor:
+def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor],
+                       relative: bool = False) -> torch.Tensor:
     """``d objective[k] / d raw[k, ...]`` per start ``k`` by central differences (``raw``: ``(S,)`` or ``(S, B)``;
     ``objective()``: ``(S,)``, each start's value depending on its own entries only), with the step
     ``STEP max(1, |u|)``, or ``STEP |u|`` (``STEP`` at 0) when ``relative`` (an unconstrained parameter, whose
@@ -66,7 +68,8 @@ def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor],
         columns: list[int | None] = [None] if base.ndim == 1 else list(range(base.shape[1]))
         try:
             for b in columns:
-                mask = torch.ones_like(base) if b is None else torch.zeros_like(base).index_fill_(1, torch.tensor([b]), 1.0)
+                mask = (torch.ones_like(base) if b is None
+                        else torch.zeros_like(base).index_fill_(1, torch.tensor([b]), 1.0))
                 values = []
                 for sign in (1.0, -1.0):
                     raw.copy_(base + sign * h * mask)

@@ -145,8 +145,8 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     prior = _log_prior(problem, leaves, learned)
     objective_value = nll if prior is None else nll - prior  # the negative log-posterior with priors
     # not when nothing differentiable is left (every parameter differentiated sets a switch, on torchdiffeq)
-    grads = (torch.autograd.grad(objective_value, tensors, allow_unused=True) if tensors and objective_value.requires_grad
-             else [None] * len(tensors))
+    differentiable = bool(tensors) and objective_value.requires_grad
+    grads = torch.autograd.grad(objective_value, tensors, allow_unused=True) if differentiable else [None] * len(tensors)
     llh = -float(nll.detach())
     dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads[:len(leaves)], strict=True)}
     for n in sorted(switches & set(leaves)):  # a switch of the right-hand side: the solvers' gradient misses it
