@@ -167,3 +167,19 @@ def test_a_small_threshold_gets_a_relative_step(write):
     after = [y for t, y in zip(times, measured, strict=True) if r * t > k]
     expected = sum((y - k) / sigma**2 for y in after)  # d llh / d K = sum (y - x) / sigma^2 * dx/dK, dx/dK = 1
     assert result.gradient["K"] == pytest.approx(expected, rel=2e-2)
+
+
+def test_a_comparison_linear_in_t_either_way_round_is_a_switch_in_time(write):
+    """Beer_MolBioSystems2014 writes its delay as ``tau - t > 0``: the stop is at tau whatever side t is on, and
+    the llh is the closed form's as for ``t < tau``."""
+    measured = data(NOISE)
+    text = config(write, measured, 2.2).read_text().replace('"where(t < tau, a, b)"', '"where(2*(tau - t) > 0, a, b)"')
+    result = evaluate(write("turned.yaml", text))
+    assert result.llh == pytest.approx(llh(measured, 2.2), rel=1e-9)
+    from ude_cli.fitting.model import UDEModel
+    from ude_cli.fitting.switches import time_switches
+
+    problem = check(write("turned2.yaml", text))
+    assert len(time_switches(problem)) == 1
+    stops = UDEModel(problem).breakpoints.times([0], 0.0, 8.0)
+    assert stops == pytest.approx([2.2 - 2.2e-9, 2.2 + 2.2e-9], rel=1e-12)

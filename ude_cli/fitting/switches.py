@@ -13,12 +13,13 @@ per-experiment parameter, each experiment's value) on its own: two more solves w
 (and experiment) and evaluation. Conditions in observables, noise formulas or initial
 values need nothing: there a switch is a jump of the value, whose derivative is 0 where it exists.
 
-A switch in time (``t < E``, ``E`` of parameters and constants) is also a stop of the adaptive solvers
-(:class:`Breakpoints`): dopri5 (compiled or torchdiffeq) lands just before and just after it, so that no step
-straddles the jump. Without the stops the solution (and so the finite difference above, and the curvature the
-intervals come from) changes in jumps as the switch moves across a step: at rtol 1e-6 the Wald intervals of
-tests/test_switches.py came out 2 to 4 times too narrow. bdf (which would compile its solver again for each new
-switch time) and the fixed-step methods take no stops.
+A switch in time (``t < E``, or any comparison of t, parameters and constants linear in t: Beer_MolBioSystems2014's
+``tau - t > 0``) is also a stop of dopri5, compiled or torchdiffeq (:class:`Breakpoints`): it lands just before and
+just after it, so that no step straddles the jump. Without the stops the solution (and so the finite difference
+above, and the curvature the intervals come from) changes in jumps as the switch moves across a step: at rtol
+1e-6 the Wald intervals of tests/test_switches.py came out 2 to 4 times too narrow. bdf takes no stops (CVODES,
+through CasADi, interpolates to its output times rather than stopping there: output times at the switch left
+Beer's llh as it was), nor do the fixed-step methods.
 """
 
 from __future__ import annotations
@@ -105,15 +106,17 @@ EPSILON = 1e-9
 
 
 def time_switches(problem) -> list:
-    """The switch times of the right-hand sides: for each comparison ``t < E`` (or ``>``, ``<=``, ``>=``, either
-    way round) in a ``where`` condition of an equation, ``E`` as an :class:`~ude_cli.expressions.Expression` of
-    parameters and constants (one with states, networks or t in it is not a time and is left out)."""
+    """The switches in time of the right-hand sides: for each comparison ``L < R`` (or ``>``, ``<=``, ``>=``) in a
+    ``where`` condition of an equation whose sides use ``t``, parameters and constants only, ``L - R`` as an
+    :class:`~ude_cli.expressions.Expression` (its root in ``t``, where it is linear in ``t``, is the switch:
+    ``t < t_1``, ``t_on + 2 >= t``, Beer_MolBioSystems2014's ``tau - t > 0``; :class:`Breakpoints`). A
+    comparison of a state, or a network, is not a time and is left out."""
     import ast
 
-    from ..expressions import Expression
+    from ..expressions import parse_expression
 
-    allowed = set(problem.parameters) | set(problem.constants) | {"pi"}
-    found: dict[str, Expression] = {}
+    allowed = set(problem.parameters) | set(problem.constants) | {"pi", "t"}
+    found: dict[str, object] = {}
     for expr in problem.equations.values():
         for node in ast.walk(expr.tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "where"
@@ -122,15 +125,13 @@ def time_switches(problem) -> list:
             for cmp in ast.walk(node.args[0]):
                 if not isinstance(cmp, ast.Compare) or len(cmp.comparators) != 1:
                     continue
-                sides = [cmp.left, cmp.comparators[0]]
-                for me, other in (sides, sides[::-1]):
-                    if not (isinstance(me, ast.Name) and me.id == "t"):
-                        continue
-                    names = {n.id for n in ast.walk(other) if isinstance(n, ast.Name)}
-                    if names <= allowed and not any(isinstance(n, ast.Subscript) for n in ast.walk(other)):
-                        text = ast.unparse(other)
-                        found.setdefault(text, Expression(text=text, tree=other, names=frozenset(names),
-                                                          network_refs=frozenset()))
+                left, right = cmp.left, cmp.comparators[0]
+                nodes = [*ast.walk(left), *ast.walk(right)]
+                names = {n.id for n in nodes if isinstance(n, ast.Name)}
+                if "t" not in names or not names <= allowed or any(isinstance(n, ast.Subscript) for n in nodes):
+                    continue
+                text = f"({ast.unparse(left)}) - ({ast.unparse(right)})"
+                found.setdefault(text, parse_expression(text, where=""))
     return list(found.values())
 
 
@@ -144,7 +145,7 @@ class Breakpoints:
     """
 
     def __init__(self, switches: list, parameters, constants: dict, dtype: torch.dtype = torch.float64):
-        self.functions = [e.compile("torch") for e in switches]
+        self.functions = [e.compile("torch") for e in switches]  # L - R of each comparison, a function of t too
         self.texts = [e.text for e in switches]
         self.parameters, self.constants = parameters, constants
         #: the stops' distance from a switch, relative to max(1, |tau|): EPSILON, or more where the model's float
@@ -157,7 +158,12 @@ class Breakpoints:
             env = {**self.constants, **self.parameters.values()}  # (S, 1) or (S, B_all); constants () or (B_all,)
             values = []
             for f in self.functions:
-                v = torch.as_tensor(f(env), dtype=torch.float64)
+                g0, g1, g2 = (torch.as_tensor(f({**env, "t": torch.tensor(float(t), dtype=torch.float64)}),
+                                              dtype=torch.float64) for t in (0, 1, 2))
+                slope = g1 - g0
+                linear = (slope != 0) & ((g2 - g0 - 2 * slope).abs() <= 1e-9 * (g0.abs() + slope.abs() + 1))
+                v = torch.where(linear, -g0 / torch.where(slope != 0, slope, torch.ones_like(slope)),
+                                torch.full_like(g0, float("nan")))  # the root of L - R in t; not linear: none
                 if v.ndim == 2 and v.shape[1] > 1:
                     v = v[:, list(experiments)]
                 elif v.ndim == 1 and v.numel() > 1:  # a constant per experiment
