@@ -183,3 +183,31 @@ def test_a_comparison_linear_in_t_either_way_round_is_a_switch_in_time(write):
     assert len(time_switches(problem)) == 1
     stops = UDEModel(problem).breakpoints.times([0], 0.0, 8.0)
     assert stops == pytest.approx([2.2 - 2.2e-9, 2.2 + 2.2e-9], rel=1e-12)
+
+
+def test_finite_differences_are_one_sided_where_a_shifted_solve_fails():
+    """A batch fails as a whole: when the shifted-up solve cannot be solved the difference is one-sided from the
+    unshifted point, for every start (it used to be 0); a start whose shifted value alone is not finite likewise."""
+    import torch
+
+    from ude_cli.engines.torchdiffeq import SolverError
+
+    raw = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    base = raw.clone()
+
+    def objective():
+        if bool((raw > base).any()):
+            raise SolverError("the shifted-up point blows up")
+        return raw**2
+
+    g = finite_differences(raw, objective)
+    assert torch.allclose(g, 2 * base, rtol=2e-3)  # (f(u) - f(u - h)) / h = 2u - h
+    assert torch.equal(raw, base)
+
+    def partly():  # start 1's shifted-up value is NaN, start 0's fine
+        v = raw**3
+        return torch.where((raw > base) & (torch.arange(2) == 1), torch.full_like(v, float("nan")), v)
+
+    g = finite_differences(raw, partly)
+    assert g[0] == pytest.approx(3.0, rel=1e-5)  # central
+    assert g[1] == pytest.approx(12.0, rel=3e-3)  # one-sided

@@ -58,9 +58,9 @@ def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor],
     """``d objective[k] / d raw[k, ...]`` per start ``k`` by central differences (``raw``: ``(S,)`` or ``(S, B)``;
     ``objective()``: ``(S,)``, each start's value depending on its own entries only), with the step
     ``STEP max(1, |u|)``, or ``STEP |u|`` (``STEP`` at 0) when ``relative`` (an unconstrained parameter, whose
-    coordinate is its value: a threshold of 1e-5 needs a step below 1e-3). An entry whose shifted objective
-    cannot be evaluated or is not finite gets 0 (a failed solve: every start's, for that column). ``raw`` is
-    restored."""
+    coordinate is its value: a threshold of 1e-5 needs a step below 1e-3). Where one side cannot be solved (a
+    batch fails as a whole: every start's, for that column) or is not finite, the difference is one-sided, from
+    the unshifted objective; where neither side can, 0. ``raw`` is restored."""
     with torch.no_grad():
         base = raw.detach().clone()
         size = base.abs()
@@ -75,10 +75,18 @@ def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor],
                 for sign in (1.0, -1.0):
                     raw.copy_(base + sign * h * mask)
                     values.append(_value(objective))
-                if values[0] is None or values[1] is None:
-                    continue
                 step = h if b is None else h[:, b]
-                g = (values[0] - values[1]) / (2 * step)
+                nan = torch.full_like(step, float("nan"))
+                up, down = (nan if v is None else v for v in values)  # a side that cannot be solved: NaN
+                up_ok, down_ok = torch.isfinite(up), torch.isfinite(down)
+                g = (up - down) / (2 * step)
+                if not bool((up_ok & down_ok).all()):  # one side failed: one-sided, from the unshifted point
+                    raw.copy_(base)
+                    here = _value(objective)
+                    if here is None:
+                        continue
+                    one_sided = torch.where(up_ok, (up - here) / step, (here - down) / step)
+                    g = torch.where(up_ok & down_ok, g, torch.where(up_ok | down_ok, one_sided, nan))
                 g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
                 if b is None:
                     grad = g
