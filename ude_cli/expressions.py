@@ -182,14 +182,14 @@ class Expression:
                 )
         return errors
 
+    def conditions(self) -> list[ast.expr]:
+        """The conditions of every ``where(condition, a, b)`` (their first arguments), as trees."""
+        return [node.args[0] for node in ast.walk(self.tree) if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name) and node.func.id == "where" and node.args]
+
     def condition_names(self) -> frozenset[str]:
-        """The names used in the condition of a ``where(condition, a, b)`` (its first argument)."""
-        found: set[str] = set()
-        for node in ast.walk(self.tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "where"
-                    and node.args):
-                found.update(n.id for n in ast.walk(node.args[0]) if isinstance(n, ast.Name))
-        return frozenset(found)
+        """The names used in the condition of a ``where(condition, a, b)``."""
+        return frozenset(n.id for c in self.conditions() for n in ast.walk(c) if isinstance(n, ast.Name))
 
     # -- conversions --------------------------------------------------------------------------
     def to_sympy(self, symbols: Mapping[str, Any] | None = None, networks: Collection[str] = ()):

@@ -44,6 +44,14 @@ def switch_parameters(problem) -> dict[str, list[str]]:
     return out
 
 
+def relative_step(parameter) -> bool:
+    """Whether a switch parameter's difference step is relative (:func:`finite_differences`): an unconstrained
+    parameter, whose coordinate is its value."""
+    from .parameters import _kind
+
+    return _kind(parameter) == "free"
+
+
 def describe(switches: dict[str, list[str]]) -> str:
     """One line for the log of a fit."""
     parts = [f"{n} (in the equation{'s' if len(s) > 1 else ''} of {', '.join(s)})" for n, s in switches.items()]
@@ -53,18 +61,18 @@ def describe(switches: dict[str, list[str]]) -> str:
             f"(step {STEP:g} in the unconstrained coordinate; 2 more solves each per evaluation)")
 
 
-def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor],
-                       relative: bool = False) -> torch.Tensor:
+def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor], relative: bool = False,
+                       step: float = STEP) -> torch.Tensor:
     """``d objective[k] / d raw[k, ...]`` per start ``k`` by central differences (``raw``: ``(S,)`` or ``(S, B)``;
     ``objective()``: ``(S,)``, each start's value depending on its own entries only), with the step
-    ``STEP max(1, |u|)``, or ``STEP |u|`` (``STEP`` at 0) when ``relative`` (an unconstrained parameter, whose
+    ``step max(1, |u|)``, or ``step |u|`` (``step`` at 0) when ``relative`` (an unconstrained parameter, whose
     coordinate is its value: a threshold of 1e-5 needs a step below 1e-3). Where one side cannot be solved (a
     batch fails as a whole: every start's, for that column) or is not finite, the difference is one-sided, from
     the unshifted objective; where neither side can, 0. ``raw`` is restored."""
     with torch.no_grad():
         base = raw.detach().clone()
         size = base.abs()
-        h = STEP * (torch.where(size > 0, size, torch.ones_like(size)) if relative else size.clamp(min=1.0))
+        h = step * (torch.where(size > 0, size, torch.ones_like(size)) if relative else size.clamp(min=1.0))
         grad = torch.zeros_like(base)
         columns: list[int | None] = [None] if base.ndim == 1 else list(range(base.shape[1]))
         try:
@@ -75,17 +83,17 @@ def finite_differences(raw: torch.Tensor, objective: Callable[[], torch.Tensor],
                 for sign in (1.0, -1.0):
                     raw.copy_(base + sign * h * mask)
                     values.append(_value(objective))
-                step = h if b is None else h[:, b]
-                nan = torch.full_like(step, float("nan"))
+                hb = h if b is None else h[:, b]
+                nan = torch.full_like(hb, float("nan"))
                 up, down = (nan if v is None else v for v in values)  # a side that cannot be solved: NaN
                 up_ok, down_ok = torch.isfinite(up), torch.isfinite(down)
-                g = (up - down) / (2 * step)
+                g = (up - down) / (2 * hb)
                 if not bool((up_ok & down_ok).all()):  # one side failed: one-sided, from the unshifted point
                     raw.copy_(base)
                     here = _value(objective)
                     if here is None:
                         continue
-                    one_sided = torch.where(up_ok, (up - here) / step, (here - down) / step)
+                    one_sided = torch.where(up_ok, (up - here) / hb, (here - down) / hb)
                     g = torch.where(up_ok & down_ok, g, torch.where(up_ok | down_ok, one_sided, nan))
                 g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
                 if b is None:
@@ -126,11 +134,8 @@ def time_switches(problem) -> list:
     allowed = set(problem.parameters) | set(problem.constants) | {"pi", "t"}
     found: dict[str, object] = {}
     for expr in problem.equations.values():
-        for node in ast.walk(expr.tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "where"
-                    and node.args):
-                continue
-            for cmp in ast.walk(node.args[0]):
+        for condition in expr.conditions():
+            for cmp in ast.walk(condition):
                 if not isinstance(cmp, ast.Compare) or len(cmp.comparators) != 1:
                     continue
                 left, right = cmp.left, cmp.comparators[0]
@@ -154,7 +159,6 @@ class Breakpoints:
 
     def __init__(self, switches: list, parameters, constants: dict, dtype: torch.dtype = torch.float64):
         self.functions = [e.compile("torch") for e in switches]  # L - R of each comparison, a function of t too
-        self.texts = [e.text for e in switches]
         self.parameters, self.constants = parameters, constants
         #: the stops' distance from a switch, relative to max(1, |tau|): EPSILON, or more where the model's float
         #: type could not tell the two stops apart (float32: 16 of its epsilons)

@@ -194,10 +194,12 @@ class _Runner:
         if self.shooting is not None:
             self.params.update(self.shooting.states)
         self.flat = FlatParameters(self.params, model.n_starts)  # .data and .grad of self.params: views
-        from .switches import describe, switch_parameters
+        from .switches import describe, relative_step, switch_parameters
 
         switches = switch_parameters(model.problem)
-        self.switches = [n for n in switches if f"parameters_.raw.{n}" in self.params]
+        #: the learned parameters that set a switch of a right-hand side -> whether their difference step is relative
+        self.switches = {n: relative_step(model.problem.parameters[n]) for n in switches
+                         if f"parameters_.raw.{n}" in self.params}
         if self.switches:
             self.monitor.message(describe({n: switches[n] for n in self.switches}))
         self._best: torch.Tensor | None = None  # the state's best values as one buffer ...
@@ -299,13 +301,11 @@ class _Runner:
         central finite differences (:mod:`.switches`), in place of the solvers' (which is 0 for it)."""
         if not self.switches or self._objective_kind == "collocation":
             return  # collocation evaluates the right-hand side at the data's times only: a step function of tau
-        from .parameters import _kind
         from .switches import finite_differences
 
-        for name in self.switches:
+        for name, relative in self.switches.items():
             raw = self.model.parameters_.raw[name]
             if raw.grad is not None:
-                relative = _kind(self.model.problem.parameters[name]) == "free"
                 raw.grad.copy_(finite_differences(raw, lambda: self._objective(weight_decay)[0], relative))
 
     def _with_prior(self, total: torch.Tensor) -> torch.Tensor:

@@ -140,12 +140,11 @@ class LikelihoodFunction:
         #: noise parameters taken at the model's value instead of profiled out (a Hessian in them, their profile)
         self.held_noise: set[str] = set()
         self.evaluations = 0
-        from ..fitting.parameters import _kind
-        from ..fitting.switches import switch_parameters
+        from ..fitting.switches import relative_step, switch_parameters
 
         #: the raw tensors of parameters that set a switch of the right-hand side (id -> whether its step is
         #: relative): their gradient is a central finite difference (:mod:`ude_cli.fitting.switches`), as in training
-        self.switches = {id(model.parameters_.raw[n]): _kind(self.problem.parameters[n]) == "free"
+        self.switches = {id(model.parameters_.raw[n]): relative_step(self.problem.parameters[n])
                          for n in switch_parameters(self.problem) if n in model.parameters_.raw}
 
     # -- the objective in training units (what an optimiser minimises) -----------------------------------

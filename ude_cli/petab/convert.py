@@ -244,11 +244,12 @@ def translate(problem: PetabProblem) -> Translation:
             elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
     bare: dict[str, int] = {}
     dynamic_names = set(sbml.rhs) | {TIME.name}
-    error_models: dict[int, tuple[sp.Expr, sp.Expr] | None] = {}  # pending's index -> (a, b) of a + b * y_hat
+    #: pending's index -> (the states and t its noise formula uses, (a, b) of a + b * y_hat or None)
+    error_models: dict[int, tuple[list[str], tuple[sp.Expr, sp.Expr] | None]] = {}
     for i, (_, _, formula, noise, _, distribution, *_) in enumerate(pending):
-        moves = any(x.name in dynamic_names for x in noise.free_symbols)
+        moves = sorted(x.name for x in noise.free_symbols if x.name in dynamic_names)
         parts = _error_model(noise, formula, dynamic_names) if moves and distribution == "normal" else None
-        error_models[i] = parts
+        error_models[i] = moves, parts
         for piece in (noise,) if parts is None else parts:  # a + b * y_hat: a and b are noise parameters
             if isinstance(piece, sp.Symbol):
                 bare[piece.name] = bare.get(piece.name, 0) + 1
@@ -257,23 +258,22 @@ def translate(problem: PetabProblem) -> Translation:
                     elsewhere[x.name] = elsewhere.get(x.name, 0) + 1
     observed_directly: set[str] = set()
     for i, (oid, name, formula, noise, factor, distribution, where, n_keys) in enumerate(pending):
-        dynamic = sorted(x.name for x in noise.free_symbols if x.name in dynamic_names)
-        parts = error_models[i]
+        dynamic, parts = error_models[i]
         if dynamic and parts is None:
             raise ConfigError(f"observable {oid}: noiseFormula {problem.observables[oid].noise_text!r} depends on "
                               f"{dynamic[0]} (a state or time), other than as a + b * (the observable formula): not "
                               f"supported yet", where=where)
         noise_spec: dict[str, Any] = {"distribution": distribution}
         if parts is None:
-            noise_spec["sigma"] = _sigma(noise, f"sigma_{name}", oid, name, where, factor, bare, elsewhere, problem,
-                                         names, noise_info)
+            noise_spec["sigma"] = _sigma(noise, f"sigma_{name}", oid, where, factor, bare, elsewhere, problem, names,
+                                         noise_info)
         else:  # PEtab's a + b * y_hat (or b * y_hat): the combined (proportional) error, a + b |y_hat|
             a, b = parts
             noise_spec["error"] = "proportional" if a == 0 else "combined"
             roles = [("sigma", b)] if a == 0 else [("sigma", a), ("sigma_rel", b)]
             for role, part in roles:
-                noise_spec[role] = _sigma(part, f"{role}_{name}", oid, name, where, factor, bare, elsewhere,
-                                          problem, names, noise_info)
+                noise_spec[role] = _sigma(part, f"{role}_{name}", oid, where, factor, bare, elsewhere, problem,
+                                          names, noise_info)
         text = _text(formula, names, where, f"observable {oid}")
         direct = isinstance(formula, sp.Symbol) and formula.name in sbml.rhs
         if direct and (n_keys > 1 or formula.name in observed_directly):
@@ -315,9 +315,7 @@ def translate(problem: PetabProblem) -> Translation:
                 if spec["bounds"][0] is not None and spec["bounds"][0] <= 0:
                     spec["bounds"][0] = None
             lo, hi = spec["bounds"]
-            if (lo is not None and par.nominal <= lo) or (hi is not None and par.nominal >= hi) or (
-                    par.scale != "lin" and par.nominal <= 0):
-                spec["init"] = _inside(par.nominal, lo, hi, par.scale != "lin")
+            spec["init"] = _start(par.nominal, lo, hi, par.scale != "lin")
             if not par.lower <= par.nominal <= par.upper or (par.scale != "lin" and par.nominal <= 0):
                 why = (f"lies outside its bounds [{par.lower:g}, {par.upper:g}]" if not par.lower <= par.nominal
                        <= par.upper else f"is not positive, on {par.scale} scale")
@@ -606,8 +604,8 @@ def _frozen(problem: PetabProblem, net: str, layers: list[str], names: dict[tupl
     return [name for key, name in names.items() if not estimate.get(key, (0, True))[1]]
 
 
-def _sigma(noise: sp.Expr, ude_name: str, oid: str, name: str, where: str, factor: float, bare: dict,
-           elsewhere: dict, problem: PetabProblem, names: Mapping[str, str], noise_info: dict) -> dict | float:
+def _sigma(noise: sp.Expr, ude_name: str, oid: str, where: str, factor: float, bare: dict, elsewhere: dict,
+           problem: PetabProblem, names: Mapping[str, str], noise_info: dict) -> dict | float:
     """The config's spec of one noise parameter given by the (state-free) expression ``noise``: a number, a fixed
     parameter's value, the observable's own estimated parameter (``{init, bounds}``, recorded in ``noise_info``
     as ``ude_name``: one estimated parameter that is this noise formula and appears nowhere else), or a formula
@@ -621,10 +619,8 @@ def _sigma(noise: sp.Expr, ude_name: str, oid: str, name: str, where: str, facto
         lo = par.lower * factor if par.lower > 0 else None
         hi = par.upper * factor if math.isfinite(par.upper) else None
         noise_info[noise.name] = {"name": ude_name, "kind": "noise", "factor": factor}
-        init = par.nominal * factor  # on a bound (Raia_CancerResearch2011's 1e-5): the fit starts inside
-        if (lo is not None and init <= lo) or (hi is not None and init >= hi):
-            init = _inside(init, lo, hi, par.scale != "lin")
-        return {"init": init, "bounds": [lo, hi]}
+        # on a bound (Raia_CancerResearch2011's 1e-5): the fit starts inside
+        return {"init": _start(par.nominal * factor, lo, hi, par.scale != "lin"), "bounds": [lo, hi]}
     return {"formula": _text(noise * factor if factor != 1.0 else noise, names, where,
                              f"the noise formula of observable {oid}")}
 
@@ -673,6 +669,14 @@ def _unit(expr: sp.Expr) -> sp.Expr:
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def _start(value: float, lo: float | None, hi: float | None, log: bool) -> float:
+    """A fit's starting value: ``value`` where it lies strictly inside the bounds (and is positive on a log scale),
+    else :func:`_inside`'s."""
+    if (lo is not None and value <= lo) or (hi is not None and value >= hi) or (log and value <= 0):
+        return _inside(value, lo, hi, log)
+    return value
 
 
 def _inside(value: float, lo: float | None, hi: float | None, log: bool) -> float:

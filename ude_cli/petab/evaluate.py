@@ -118,7 +118,9 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
         cfg._path = getattr(cfg, "_path", None) or Path(source)
         problem = resolve(cfg)
         at, differentiate, report = _values(problem, mapping, values, str(source))
-        switches = set(differentiate) & {n for e in problem.equations.values() for n in e.condition_names()}
+        from ..fitting.switches import switch_parameters
+
+        switches = set(differentiate) & set(switch_parameters(problem))  # before every value is held below
         problem.parameters = {n: dataclasses.replace(p, fixed=True, init=at[n], lower=None, upper=None,
                                                      positive=False) for n, p in problem.parameters.items()}
         problem.noise_parameters = {n: dataclasses.replace(p, fixed=True, init=at[n], lower=None, upper=None)
@@ -149,9 +151,15 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
     grads = torch.autograd.grad(objective_value, tensors, allow_unused=True) if differentiable else [None] * len(tensors)
     llh = -float(nll.detach())
     dvalue = {n: (-float(g.sum()) if g is not None else 0.0) for n, g in zip(leaves, grads[:len(leaves)], strict=True)}
-    for n in sorted(switches & set(leaves)):  # a switch of the right-hand side: the solvers' gradient misses it
-        dvalue[n] = _switch_derivative(leaves[n], lambda: -(objective.nll(model(), "train")[0] - (
-            _log_prior(problem, leaves, learned) if prior is not None else 0.0)))
+    if switches & set(leaves):  # a switch of the right-hand side: the solvers' gradient misses it
+        from ..fitting.switches import finite_differences
+
+        def log_posterior() -> torch.Tensor:  # (1,): the one start's
+            value = -objective.nll(model(), "train")[0]
+            return (value if prior is None else value + _log_prior(problem, leaves, learned)).reshape(1)
+
+        for n in sorted(switches & set(leaves)):  # in the value, relative: a threshold of 1.5e-5 needs a tiny step
+            dvalue[n] = float(finite_differences(leaves[n], log_posterior, relative=True, step=1e-4).sum())
     by_array = {(net, k, part): g for (net, k, part, _), g in zip(learned, grads[len(leaves):], strict=True)}
     networks: dict[str, dict[str, dict[str, list]]] = {}
     net_layers = (mapping or {}).get("networks", {})
@@ -194,26 +202,6 @@ def evaluate(source: str | Path, *, values: dict[str, float] | None = None, rtol
                 "through the ODE solution" + ("" if prior is None else "; the log-prior is the sum of the "
                                               "priors' log-densities (the parameter table's, in the config), and the gradient is of the "
                                               "log-posterior (llh + log-prior)")))
-
-
-def _switch_derivative(leaf, value) -> float:
-    """``d value() / d leaf`` by central differences with the relative step ``1e-4 |leaf|`` (1e-4 at 0), for a
-    parameter that sets where a ``where`` of the right-hand side switches (:mod:`ude_cli.fitting.switches`): a
-    threshold of 1.5e-5 needs a step far below 1e-4. ``leaf`` is restored."""
-    import torch
-
-    with torch.no_grad():
-        base = leaf.detach().clone()
-        size = float(base.abs().max())
-        h = 1e-4 * (size if size > 0 else 1.0)
-        try:
-            leaf.copy_(base + h)
-            up = float(value())
-            leaf.copy_(base - h)
-            down = float(value())
-        finally:
-            leaf.copy_(base)
-    return (up - down) / (2 * h)
 
 
 def _log_prior(problem, leaves: dict, learned: list):
