@@ -238,6 +238,20 @@ class InitialSpec(_Strict):
         return self
 
 
+class PreequilibrationSpec(_Strict):
+    """Start every experiment at a steady state (PEtab's pre-equilibration): the model, with some constants
+    changed, is settled from its initial values until nothing moves; the experiment then starts from there,
+    with its own constants. Linear conservation laws (totals that the equations keep) hold at their initial
+    values, so that a model with conserved moieties has one steady state."""
+
+    constants: dict[str, Finite | ColumnRef] = Field(
+        default_factory=dict, description="Constant -> its value while the model settles: a number, or "
+                                          "{column: ...} per experiment (the others keep the experiment's values).")
+    reset: list[str] = Field(
+        default_factory=list, description="States that take their model.initial values again after the steady "
+                                          "state (a dose given at t0); the others start from the steady state.")
+
+
 class ModelSpec(_Strict):
     """The mechanistic model: a built-in by name, or states and equations written out."""
 
@@ -257,6 +271,9 @@ class ModelSpec(_Strict):
     t0: Finite | None = Field(
         None, description="Time of the initial state (default: each experiment's first time). "
                           "May also be given as `t0` inside `initial`.")
+    preequilibration: PreequilibrationSpec | None = Field(
+        None, description="Start each experiment at a steady state of the model under other constants "
+                          "(docs/training.md#pre-equilibration).")
 
     @model_validator(mode="before")
     @classmethod

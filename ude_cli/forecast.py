@@ -278,6 +278,9 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
 
             raise ConfigError(f"unknown state '{s}'{did_you_mean(s, problem.states)}; states are: "
                               f"{', '.join(problem.states)}", where=f"--initial {s}")
+    if initial and problem.preequilibration is not None:
+        raise ConfigError("the experiments start at a steady state (model.preequilibration), not at given initial "
+                          "values: --initial is not supported for them yet", where=f"--initial {next(iter(initial))}")
     discovery = read_discovery(run.path) if recovered else None
     known = set(problem.parameters) | set(discovery["chosen"]["parameters"] if discovery else ())
     for name in values:

@@ -76,6 +76,15 @@ class Initial:
     positive: bool = False
 
 
+@dataclass(frozen=True)
+class Preequilibration:
+    """Each experiment starts at a steady state of the model under other constants
+    (:mod:`ude_cli.fitting.steady_state`)."""
+
+    constants: dict[str, float | str]  # constant -> its value while settling, or the column giving it
+    reset: tuple[str, ...] = ()  # states that take their initial values again after the steady state
+
+
 @dataclass
 class Problem:
     """A checked model + data, ready to be built into torch modules and fitted."""
@@ -97,6 +106,7 @@ class Problem:
     #: noise parameters given by a formula of parameters and constants (``sigma: {formula: ...}``), by name
     noise_formulas: dict[str, Expression] = field(default_factory=dict)
     structural: list | None = None  # the structural check's findings, once computed (api.check, api.fit)
+    preequilibration: Preequilibration | None = None
 
     @property
     def likelihood(self) -> bool:
@@ -391,6 +401,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                 problems.add(ConfigError(f"a positive initial value must start > 0, got {ispec.value:g}", where=where))
             initial[s] = Initial(s, "value", value=ispec.value, learn=ispec.learn, positive=ispec.positive)
 
+    preequilibration = _preequilibration(config, states, constants, covariates, problems)
     if not states:  # nothing to read the data for
         problems.raise_if_any()
 
@@ -414,6 +425,10 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         problems.raise_if_any()
         assert dataset is not None  # read_dataset returned, or its error was raised just above
         _check_against_data(config, dataset, initial, m.t0, problems, label)
+        if preequilibration is not None and m.t0 is None and len({float(e.t[0]) for e in dataset.experiments}) > 1 \
+                and any("t" in e.names for e in equations.values()):
+            problems.add(ConfigError("the equations use t, and the experiments start at different times: give "
+                                     "model.t0, the time at which the model settles", where=f"{label}: model.t0"))
         _check_observations(dataset, initial, problems, warnings, label)
     problems.raise_if_any()
 
@@ -436,7 +451,35 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                    corrections=corrections, networks=networks, initial=initial, t0=m.t0,
                    # no data only with read_data=False, for callers that read the model alone
                    dataset=cast(Dataset, dataset), builtin=m.builtin, warnings=warnings, observables=observables,
-                   noise_parameters=noise_parameters, noise_formulas=noise_formulas)
+                   noise_parameters=noise_parameters, noise_formulas=noise_formulas, preequilibration=preequilibration)
+
+
+def _preequilibration(config: Config, states: list[str], constants: dict[str, float | str], covariates: set[str],
+                      problems: Problems) -> Preequilibration | None:
+    """model.preequilibration, checked against the states and constants (its columns added to ``covariates``)."""
+    spec = config.model.preequilibration
+    if spec is None:
+        return None
+    where = f"{config.label}: model.preequilibration"
+    values: dict[str, float | str] = {}
+    for name, value in spec.constants.items():
+        if name not in constants:
+            problems.add(ConfigError(f"'{name}' is not a constant of the model{did_you_mean(name, list(constants))}"
+                                     f"; pre-equilibration changes constants (model.constants)",
+                                     where=f"{where}.constants.{name}"))
+            continue
+        if isinstance(value, float | int):
+            values[name] = float(value)
+        else:
+            values[name] = value.column
+            covariates.add(value.column)
+    for s in spec.reset:
+        if s not in states:
+            problems.add(ConfigError(f"unknown state '{s}'{did_you_mean(s, states)}; states are: {', '.join(states)}",
+                                     where=f"{where}.reset"))
+    if len(set(spec.reset)) != len(spec.reset):
+        problems.add(ConfigError("a state is listed twice", where=f"{where}.reset"))
+    return Preequilibration(values, tuple(spec.reset))
 
 
 # -- observables and noise -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("model.parameters.NAME", schema.ParameterSpec),
     ("model.initial.STATE", schema.InitialSpec),
     ("model.constants.NAME (as a mapping)", schema.ColumnRef),
+    ("model.preequilibration", schema.PreequilibrationSpec),
     ("observables.NAME", schema.ObservableSpec),
     ("noise (and observables.NAME.noise)", schema.NoiseSpec),
     ("noise.sigma, noise.sigma_rel, noise.dispersion", schema.NoiseParameterSpec),

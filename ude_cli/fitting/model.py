@@ -228,6 +228,16 @@ class UDEModel(nn.Module):
         switches = time_switches(problem)
         #: the stops of the right-hand sides' switches in time (:mod:`.switches`; None: there are none)
         self.breakpoints = Breakpoints(switches, self.parameters_, constants, self.dtype) if switches else None
+        if problem.preequilibration is not None:  # every experiment starts at a steady state
+            from .steady_state import SteadyState
+
+            pre = problem.preequilibration
+            settling = {n: torch.tensor([e.covariates[v] for e in ds.experiments], dtype=self.dtype)
+                        if isinstance(v, str) else torch.tensor(float(v), dtype=self.dtype)
+                        for n, v in pre.constants.items()}
+            self.initial.settle_with(SteadyState(self.rhs, settling, starts, [problem.states.index(s) for s in
+                                                                               pre.reset],
+                                                 [e.name for e in ds.experiments], _data_scale(problem)), settling)
         in_initial = {n for i in problem.initial.values() if i.expression is not None for n, _ in i.expression.network_refs}
         if in_initial:  # a network fed parameters and constants sets an initial value
             self.initial.use_networks({n: (networks[n], problem.networks[n].inputs) for n in in_initial})
@@ -476,6 +486,12 @@ class UDEModel(nn.Module):
 #: data times whose positive offsets from the start span this many decades are drawn on a log time axis,
 #: and predicted on a log-spaced grid (Robertson's kinetics: 1e-4 to 1e5)
 LOG_TIME_DECADES = 3.0
+
+
+def _data_scale(problem: Problem) -> float:
+    """The largest magnitude observed (1 without observations)."""
+    finite = [np.abs(e.observations[np.isfinite(e.observations)]) for e in problem.dataset.experiments]
+    return float(max([float(x.max()) for x in finite if x.size] + [0.0])) or 1.0
 
 
 def log_time_threshold(times: np.ndarray, t0: float) -> float | None:

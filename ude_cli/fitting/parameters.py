@@ -227,7 +227,26 @@ class InitialStates(nn.Module):
             compiled = [i if i.isidentifier() else parse_expression(i).compile("torch") for i in inputs]
             object.__setattr__(self, "_networks", {**self._networks, name: (net, compiled)})
 
+    def settle_with(self, steady_state, constants: Mapping[str, float | torch.Tensor]) -> None:
+        """Start every experiment at a steady state (:class:`~ude_cli.fitting.steady_state.SteadyState`), settled
+        from the initial values that formulas give with ``constants`` changed."""
+        object.__setattr__(self, "_steady_state", steady_state)
+        self._settling_env = {**self._formula_env, **{
+            n: (v[None, :] if torch.is_tensor(v) and v.ndim == 1 else v) for n, v in constants.items()}}
+
     def forward(self) -> torch.Tensor:
+        y0 = self._values(self._formula_env)
+        steady = getattr(self, "_steady_state", None)
+        if steady is None:
+            return y0
+        y_pre = self._values(self._settling_env) if self._formulas else y0
+        return steady(y_pre, y0)
+
+    def unsettled(self) -> torch.Tensor:
+        """The initial values that :meth:`forward` returns without pre-equilibration: ``(S, B, n)``."""
+        return self._values(self._formula_env)
+
+    def _values(self, formula_env: Mapping[str, float | torch.Tensor]) -> torch.Tensor:
         y0 = self.base.expand(self.n_starts, *self.base.shape)
         if not self.learned and not self._formulas:
             return y0
@@ -237,7 +256,7 @@ class InitialStates(nn.Module):
             cols[j] = torch.exp(self.raw[s]) if self.specs[s].positive else self.raw[s]
         if self._formulas:
             assert self._parameter_set is not None  # a formula's parameters are given with it
-            env = {**self._formula_env, **self._parameter_set.values()}
+            env = {**formula_env, **self._parameter_set.values()}
             shape = y0.shape[:-1]
             for name, (net, inputs) in self._networks.items():  # each start's and experiment's inputs
                 x = [torch.as_tensor(env[i] if isinstance(i, str) else i(env), dtype=y0.dtype).expand(shape)

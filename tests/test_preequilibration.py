@@ -1,0 +1,298 @@
+"""Pre-equilibration: each experiment starts at a steady state under other constants (ude_cli/fitting/steady_state.py).
+
+Known answers, closed form:
+
+- inflow and outflow, ``dx/dt = k_in u - k_out x``: settled at ``u = u_pre`` it starts at ``x* = k_in u_pre / k_out``,
+  then relaxes to ``k_in u / k_out`` at the rate ``k_out``;
+- a conserved pair, ``A <-> B`` (``k1 A`` one way, ``k2 s B`` back): ``A + B`` is kept, so the steady state from
+  ``A = 1, B = 0`` at ``s = 1`` is ``B* = k1 / (k1 + k2)``, and the experiment relaxes at the rate ``k1 + k2 s``
+  to ``B = total k1 / (k1 + k2 s)``; with ``reset: [A]``, A starts at 1 again, and the total is ``1 + B*``.
+
+The llh and its gradient (the implicit function theorem's, through autograd) against these, and the
+benchmark collection's problems with pre-equilibration against AMICI's references.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ude_cli.api import check, fit
+from ude_cli.engines.torchdiffeq import SolverError
+from ude_cli.errors import ConfigError
+from ude_cli.fitting.steady_state import conservation_laws
+from ude_cli.petab import evaluate
+
+SIGMA = 0.05
+
+
+def _llh(measured: dict, mean) -> float:
+    return float(sum(-0.5 * math.log(2 * math.pi * SIGMA**2) - 0.5 * ((y - mean(e, t)) / SIGMA) ** 2
+                     for (e, t), y in measured.items()))
+
+
+def _fd(f, x: dict, name: str, h: float = 1e-6) -> float:
+    return (f(**{**x, name: x[name] + h}) - f(**{**x, name: x[name] - h})) / (2 * h)
+
+
+# -- inflow and outflow --------------------------------------------------------------------------------------------
+
+U = {"a": 3.0, "b": 0.5}
+TIMES = np.linspace(0.0, 10.0, 11)
+
+
+def inflow(t, u, k_in=2.0, k_out=0.5, u_pre=1.0):
+    start, end = k_in * u_pre / k_out, k_in * u / k_out
+    return end + (start - end) * math.exp(-k_out * t)
+
+
+def inflow_config(write, measured, k_in=2.0, k_out=0.5, engine="auto"):
+    write("d.csv", "t,exp,u,x\n" + "".join(f"{t},{e},{U[e]},{y}\n" for (e, t), y in measured.items()))
+    return write("c.yaml", f"""
+        data: {{file: d.csv, time: t, experiment: exp}}
+        model:
+          states: [x]
+          parameters:
+            k_in: {{init: {k_in}, positive: true}}
+            k_out: {{init: {k_out}, positive: true}}
+          constants: {{u: {{column: u}}}}
+          equations: {{x: "k_in*u - k_out*x"}}
+          initial: {{x: 0}}
+          t0: 0
+          preequilibration:
+            constants: {{u: 1.0}}
+        observables:
+          xo: {{formula: x, column: x, noise: {{distribution: normal, sigma: {SIGMA}}}}}
+        solver: {{engine: {engine}}}
+        """)
+
+
+def inflow_data(seed=1):
+    rng = np.random.default_rng(seed)
+    return {(e, float(t)): inflow(t, U[e]) + SIGMA * rng.standard_normal() for e in U for t in TIMES}
+
+
+@pytest.mark.parametrize("engine", ["auto", "torchdiffeq"])
+def test_inflow_outflow_llh_and_gradient_equal_the_closed_form(write, engine):
+    measured = inflow_data()
+    at = {"k_in": 1.7, "k_out": 0.6}  # away from the truth: the gradient is large
+
+    def llh(k_in, k_out):
+        return _llh(measured, lambda e, t: inflow(t, U[e], k_in, k_out))
+
+    result = evaluate(inflow_config(write, measured, **at, engine=engine))
+    assert result.llh == pytest.approx(llh(**at), rel=1e-9)
+    for name in at:
+        expected = _fd(llh, at, name)
+        assert abs(expected) > 100
+        assert result.gradient[name] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_fit_from_far_recovers_the_inflow_and_outflow_rates(write):
+    measured = inflow_data()
+    run = fit(inflow_config(write, measured, k_in=0.8, k_out=1.5))
+    values = {n: float(v[0]) for n, v in run.model.parameter_values().items()}
+    # the maximum of the closed-form llh, by a dense search on the log scale
+    from scipy.optimize import minimize
+
+    best = minimize(lambda z: -_llh(measured, lambda e, t: inflow(t, U[e], *np.exp(z))), np.log([2.0, 0.5]),
+                    method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12})
+    assert values["k_in"] == pytest.approx(math.exp(best.x[0]), rel=1e-4)
+    assert values["k_out"] == pytest.approx(math.exp(best.x[1]), rel=1e-4)
+
+
+# -- a conservation law ------------------------------------------------------------------------------------------
+
+S = {"a": 4.0, "b": 0.2}
+T2 = np.linspace(0.0, 6.0, 13)
+
+
+def pair(t, s, k1=0.7, k2=0.3, reset=False):
+    settled = k1 / (k1 + k2)
+    a0 = 1.0 if reset else 1.0 - settled
+    end = (a0 + settled) * k1 / (k1 + k2 * s)
+    return end + (settled - end) * math.exp(-(k1 + k2 * s) * t)
+
+
+def pair_config(write, measured, reset, k1=0.7, k2=0.3):
+    write("d2.csv", "t,exp,s,B\n" + "".join(f"{t},{e},{S[e]},{y}\n" for (e, t), y in measured.items()))
+    return write("c2.yaml", f"""
+        data: {{file: d2.csv, time: t, experiment: exp}}
+        model:
+          states: [A, B]
+          parameters:
+            k1: {{init: {k1}, positive: true}}
+            k2: {{init: {k2}, positive: true}}
+          constants: {{s: {{column: s}}}}
+          equations: {{A: "-k1*A + k2*s*B", B: "k1*A - k2*s*B"}}
+          initial: {{A: 1, B: 0}}
+          t0: 0
+          preequilibration:
+            constants: {{s: 1}}
+            reset: {"[A]" if reset else "[]"}
+        observables:
+          Bo: {{formula: B, column: B, noise: {{distribution: normal, sigma: {SIGMA}}}}}
+        """)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_conserved_total_and_a_reset_state_against_the_closed_form(write, reset):
+    rng = np.random.default_rng(2)
+    measured = {(e, float(t)): pair(t, S[e], reset=reset) + SIGMA * rng.standard_normal() for e in S for t in T2}
+    at = {"k1": 0.5, "k2": 0.45}
+
+    def llh(k1, k2):
+        return _llh(measured, lambda e, t: pair(t, S[e], k1, k2, reset))
+
+    result = evaluate(pair_config(write, measured, reset, **at))
+    assert result.llh == pytest.approx(llh(**at), rel=1e-9)
+    for name in at:
+        assert result.gradient[name] == pytest.approx(_fd(llh, at, name), rel=1e-6)
+
+
+def test_conservation_laws_of_a_mass_action_network():
+    """E + S <-> C -> E + P: the enzyme (E + C) and the substrate (S + C + P) are conserved; found from the right-hand
+    side's values at random points, as rows spanning the same space."""
+    rng = np.random.default_rng(0)
+    k1, k2, k3 = 2.0, 0.5, 1.3
+
+    def f(e, s, c, p):
+        v1, v2, v3 = k1 * e * s, k2 * c, k3 * c
+        return np.array([-v1 + v2 + v3, -v1 + v2, v1 - v2 - v3, v3])
+
+    F = np.stack([f(*rng.lognormal(0, 1, 4)) for _ in range(12)], -1)
+    C = conservation_laws(F)
+    expected = np.array([[1.0, 0, 1, 0], [0, 1, 1, 1]])
+    assert C.shape == (2, 4)
+    # the same row space: each expected law is its own projection onto C's rows
+    np.testing.assert_allclose(expected @ C.T @ C, expected, atol=1e-10)
+    # a network without laws has none
+    assert conservation_laws(np.stack([rng.normal(size=3) for _ in range(9)], -1)).shape == (0, 3)
+
+
+def test_a_state_that_neither_moves_nor_moves_anything_keeps_its_value(write):
+    """Without ligand (L = 0 while settling) the complex AL neither forms nor acts: H's Jacobian is singular without
+    a conservation law (Raimundez_PCB2020's drug complexes). It keeps its initial value 0.3; A settles at k1/k2."""
+    times = np.linspace(0, 4, 9)
+    k1, k2, k3, L = 1.0, 0.5, 0.8, 2.0
+
+    def a(t):  # dA/dt = k1 - k2 A - k3 L A from A = k1/k2: relaxes to k1/(k2 + k3 L)
+        end = k1 / (k2 + k3 * L)
+        return end + (k1 / k2 - end) * math.exp(-(k2 + k3 * L) * t)
+
+    rng = np.random.default_rng(4)
+    measured = {("e", float(t)): a(t) + SIGMA * rng.standard_normal() for t in times}
+    write("d.csv", "t,A\n" + "".join(f"{t},{y}\n" for (_, t), y in measured.items()))
+    path = write("c.yaml", f"""
+        data: {{file: d.csv, time: t}}
+        model:
+          states: [A, AL]
+          parameters: {{k1: {{init: {k1}, positive: true}}, k2: {{init: {k2}, positive: true}}}}
+          constants: {{k3: {k3}, L: {L}}}
+          equations: {{A: "k1 - k2*A - k3*L*A", AL: "k3*L*A"}}
+          initial: {{A: 1, AL: 0.3}}
+          t0: 0
+          preequilibration: {{constants: {{L: 0}}}}
+        observables:
+          Ao: {{formula: A, column: A, noise: {{distribution: normal, sigma: {SIGMA}}}}}
+        """)
+    result = evaluate(path)
+    assert result.llh == pytest.approx(_llh(measured, lambda e, t: a(t)), rel=1e-9)
+    model = fit(path).model
+    y0 = model.initial().detach().numpy()[0, 0]
+    assert y0[1] == pytest.approx(0.3, rel=1e-12)
+    assert y0[0] == pytest.approx(model.parameter_values()["k1"][0] / model.parameter_values()["k2"][0], rel=1e-10)
+
+
+@pytest.mark.parametrize("equations, expected", [
+    # a limit cycle: the continuation leaves the unstable focus at 0 and circles
+    ('{x: "mu*x - w*y - x*(x^2 + y^2)", y: "w*x + mu*y - y*(x^2 + y^2)"}', "no steady state reached .* may oscillate"),
+    ('{x: "-w*y", y: "w*x"}', "not attracting"),  # a centre: circles for ever
+])
+def test_a_model_that_does_not_settle_says_so(write, equations, expected):
+    write("d.csv", "t,x\n0,1\n1,0.5\n2,0.2\n")
+    path = write("c.yaml", f"""
+        data: {{file: d.csv, time: t}}
+        model:
+          states: [x, y]
+          parameters: {{w: {{init: 1.0}}}}
+          constants: {{mu: 1.0}}
+          equations: {equations.replace("^", "**")}
+          initial: {{x: 0.5, y: 0}}
+          t0: 0
+          preequilibration: {{constants: {{mu: 1.0}}}}
+        observables:
+          xo: {{formula: x, column: x, noise: {{distribution: normal, sigma: 0.1}}}}
+        """)
+    with pytest.raises(SolverError, match=expected):
+        evaluate(path)
+
+
+@pytest.mark.parametrize("block, expected", [
+    ("{constants: {uu: 1}}", "'uu' is not a constant of the model (did you mean 'u'?); pre-equilibration changes "
+                              "constants"),
+    ("{constants: {k_in: 1}}", "'k_in' is not a constant of the model"),
+    ("{constants: {u: 1}, reset: [z]}", "unknown state 'z'"),
+])
+def test_bad_preequilibration_settings_name_the_field(write, block, expected):
+    path = inflow_config(write, inflow_data())
+    path.write_text(path.read_text().replace("preequilibration:\n    constants: {u: 1.0}",
+                                             f"preequilibration: {block}"))
+    with pytest.raises(ConfigError, match="model.preequilibration") as info:
+        check(path)
+    assert expected in str(info.value)
+
+
+def test_export_writes_settling_conditions_that_import_back_to_the_same_llh(write, tmp_path):
+    """PEtab v1: a settling condition per way of settling (one here), named in preequilibrationConditionId; the
+    reset state A set in every simulation condition, the others NaN there (they continue from the steady state)."""
+    from ude_cli.petab import export
+
+    rng = np.random.default_rng(2)
+    measured = {(e, float(t)): pair(t, S[e], reset=True) + SIGMA * rng.standard_normal() for e in S for t in T2}
+    result = export(pair_config(write, measured, True, k1=0.5, k2=0.45), tmp_path / "out", version=1)
+    assert result.llh_exported == pytest.approx(result.llh_source, abs=1e-8)
+    conditions = pd.read_csv(tmp_path / "out" / "conditions.tsv", sep="\t")
+    assert conditions.to_dict("list") == {"conditionId": ["a", "b", "settle"], "s": [4.0, 0.2, 1.0],
+                                          "A": [1.0, 1.0, 1.0]}
+    assert set(pd.read_csv(tmp_path / "out" / "measurements.tsv", sep="\t")["preequilibrationConditionId"]) == {
+        "settle"}
+    with pytest.raises(ConfigError, match="give --petab-version 1"):
+        export(pair_config(write, measured, True), tmp_path / "v2", version=2)
+
+
+# -- the benchmark collection ---------------------------------------------------------------------------------------
+
+BENCH = Path(__file__).parent / "data" / "petab" / "benchmark"
+REFERENCES = yaml.safe_load((BENCH / "references.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["Brannmark_JBC2010", "Weber_BMC2015", "Zheng_PNAS2012"])
+def test_collection_problems_with_preequilibration_match_amici(name):
+    """Each condition settles in another (Brannmark: insulin 0; Weber: no expression or stimulus; Zheng: dilution
+    on); AMICI's reference llh and the collection's simulations (Zheng's simulations file holds its measurements,
+    3 digits: not compared)."""
+    result = evaluate(BENCH / name / f"{name}.yaml")
+    assert result.llh == pytest.approx(REFERENCES[name]["llh"], abs=1e-3)
+    if name == "Zheng_PNAS2012":
+        return
+    sim = pd.read_csv(BENCH / name / f"simulatedData_{name}.tsv", sep="\t")["simulation"].to_numpy()
+    np.testing.assert_allclose(result.simulations["simulation"], sim, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_weber_gradient_through_the_steady_state_against_finite_differences():
+    path = BENCH / "Weber_BMC2015" / "Weber_BMC2015.yaml"
+    table = pd.read_csv(BENCH / "Weber_BMC2015" / "parameters_Weber_BMC2015.tsv", sep="\t").set_index("parameterId")
+    at = {n: float(table.loc[n, "nominalValue"]) * f for n, f in (("a22", 1.2), ("a32", 0.8))}
+    result = evaluate(path, values=at)
+    for name in at:  # the llh is solved to about 1e-8: a smaller step is noise
+        h = 1e-4 * at[name]
+        up = evaluate(path, values={**at, name: at[name] + h}).llh
+        down = evaluate(path, values={**at, name: at[name] - h}).llh
+        assert result.gradient[name] == pytest.approx((up - down) / (2 * h), rel=1e-3)

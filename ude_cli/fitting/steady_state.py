@@ -1,0 +1,362 @@
+"""Pre-equilibration: every experiment starts at a steady state of the model under other constants.
+
+``model.preequilibration`` (PEtab's ``preequilibrationConditionId``) settles the model, with some constants
+changed, from its initial values ``y_pre`` until nothing moves; the experiment then starts from that steady
+state ``x*``, with its own constants, except the ``reset`` states, which take their initial values again.
+
+The steady state solves ``f(x*) = 0`` on the class of ``y_pre``: a model with linear conservation laws
+(totals that the equations keep: rows ``c`` with ``c . f(x) = 0`` at every ``x``, the left null space of the
+stoichiometry) has a line or a plane of steady states, and the one reached from ``y_pre`` keeps its totals,
+``C x* = C y_pre``. So ``x*`` solves the square system
+
+    H(x) = [U^T f(x); C (x - y_pre)] = 0,     U: an orthonormal basis of the space f lives in (C U = 0),
+
+whose Jacobian ``[U^T J; C]`` is regular at a hyperbolic steady state. :func:`conservation_laws` finds ``C``
+numerically, from ``f`` at points around the state (each row exact to rounding: ``c . f = 0`` there).
+
+It is found by pseudo-transient continuation, backward Euler steps ``(I/dt - J) dx = f`` whose step ``dt``
+grows as the residual falls (switched evolution relaxation; Kelley & Keyes 1998, SIAM J. Numer. Anal.
+35:508): the first steps follow the trajectory from ``y_pre``, which decides which steady state is reached,
+and the last are Newton's. Backward Euler keeps the linear conservation laws exactly. Newton on ``H``
+then polishes ``x*`` to a relative step of 1e-12. Within a fit the previous evaluation's steady state is the
+first guess, for Newton alone; a guess that does not converge, or lands on an unstable steady state, is
+dropped for the continuation from ``y_pre``.
+
+The derivative of ``x*`` with respect to the parameters, weights and ``y_pre`` is the implicit function
+theorem's, written as one Newton step that autograd differentiates: ``x* - [U^T J; C]^{-1} H(x*)`` with
+the matrix held constant is ``x*`` in value (H = 0 there) and has derivative ``-[U^T J; C]^{-1} dH``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..engines.torchdiffeq import SolverError
+from .hybrid import HybridRHS
+
+#: relative size of the last Newton step at which a steady state is converged
+NEWTON_TOL = 1e-12
+#: most pseudo-transient steps before the continuation gives up (no steady state: an oscillator, a blow-up)
+MAX_STEPS = 2_000
+#: singular values of H's Jacobian below this fraction of the largest are left out of its inverse
+RCOND = 1e-12
+#: singular values below this fraction of the largest mark conservation laws (exact ones are at rounding)
+CONSERVATION_TOL = 1e-9
+
+
+class SteadyState:
+    """Each experiment's steady state under the pre-equilibration constants, differentiable.
+
+    Arguments:
+        rhs: the model's right-hand side (its parameters and networks are the ones fitted).
+        constants: constant -> its value while settling: a number, or a tensor ``(B,)`` per experiment.
+        t0: each experiment's start time ``(B,)``, at which a right-hand side that uses ``t`` is held.
+        reset: indices of the states that take their initial values again after the steady state.
+        names: the experiments' names, for messages.
+        scale: the states' magnitude (the data's), below which a state counts as 0 in the relative rates.
+    """
+
+    def __init__(self, rhs: HybridRHS, constants: Mapping[str, float | torch.Tensor], t0: Sequence[float],
+                 reset: Sequence[int], names: Sequence[str], scale: float = 1.0):
+        self.rhs = rhs
+        self.scale = float(scale) if scale > 0 and np.isfinite(scale) else 1.0
+        self.constants = dict(constants)
+        self.t0 = torch.tensor(list(t0), dtype=torch.float64)
+        self.reset = list(reset)
+        self.names = list(names)
+        self._guess: np.ndarray | None = None  # the last steady states (S, B, n): the next first guess
+        self._cache: tuple[bytes, tuple[np.ndarray, _Laws, np.ndarray]] | None = None  # the last solve, by its inputs
+        #: evaluations of the right-hand side spent settling, and the solves that Newton from the last
+        #: steady states settled alone
+        self.evaluations = 0
+        self.warm_solves = 0
+
+    # -- the right-hand side under the settling constants --------------------------------------------
+    @contextlib.contextmanager
+    def _settling(self, experiments: torch.Tensor, bound: bool) -> Iterator[None]:
+        rhs = self.rhs
+        saved = rhs._constants, rhs._experiments, rhs._bound
+        try:
+            rhs._constants = {**saved[0], **self.constants}
+            rhs._experiments = experiments
+            rhs._bound = None
+            if bound:
+                with torch.no_grad():
+                    rhs.bind()
+            yield
+        finally:
+            rhs._constants, rhs._experiments, rhs._bound = saved
+
+    def _time(self, experiments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.t0.index_select(0, experiments).to(dtype)[None, :]
+
+    # -- the steady states -----------------------------------------------------------------------------
+    def __call__(self, y_pre: torch.Tensor, y_main: torch.Tensor) -> torch.Tensor:
+        """The experiments' initial states ``(S, B, n)``: the steady states from ``y_pre``, with the reset
+        states from ``y_main``."""
+        n = y_pre.shape[-1]
+        dtype = y_pre.dtype
+        rep, inverse = self._distinct(y_pre)
+        experiments = torch.tensor(rep, dtype=torch.long)
+        y_rep = y_pre.index_select(1, experiments)
+        t = self._time(experiments, dtype)
+        with self._settling(experiments, bound=True):
+            x_star, laws, A = self._solve(y_rep.detach().to(torch.float64).numpy(), t, rep, inverse)
+        with self._settling(experiments, bound=False):  # the implicit function theorem's step, for autograd
+            xs = torch.tensor(x_star, dtype=dtype)
+            Ut, Cm = torch.tensor(laws.Ut, dtype=dtype), torch.tensor(laws.Cm, dtype=dtype)
+            h = torch.einsum("sbij,sbj->sbi", Ut, self.rhs(t, xs)) + torch.einsum("sbij,sbj->sbi", Cm, xs - y_rep)
+            x_ss = xs - torch.einsum("sbij,sbj->sbi", torch.tensor(_pseudo_inverse(A), dtype=dtype), h)
+        out = x_ss.index_select(1, torch.tensor(inverse, dtype=torch.long))
+        if self.reset:
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[self.reset] = True
+            out = torch.where(mask, y_main, out)
+        return out
+
+    def _distinct(self, y_pre: torch.Tensor) -> tuple[list[int], list[int]]:
+        """Experiments whose settling is the same problem (the same start, parameters, constants and t0),
+        solved once: their representatives, and each experiment's representative's position."""
+        B = y_pre.shape[1]
+        with torch.no_grad():
+            params = [v.detach().to(torch.float64).numpy() for v in self.rhs.parameters_.values(None).values()]
+            per_experiment = [c.detach().to(torch.float64).numpy() for c in {**self.rhs._constants,
+                              **self.constants}.values() if torch.is_tensor(c) and c.ndim == 1]
+            y = y_pre.detach().to(torch.float64).numpy()
+            t0 = self.t0.numpy()
+            keys: dict[bytes, int] = {}
+            rep: list[int] = []
+            inverse: list[int] = []
+            for b in range(B):
+                parts = [y[:, b].tobytes(), t0[b].tobytes()]
+                parts += [(v[:, b] if v.shape[-1] == B else v).tobytes() for v in params]
+                parts += [c[b].tobytes() for c in per_experiment]
+                key = b"|".join(parts)
+                if key not in keys:
+                    keys[key] = len(rep)
+                    rep.append(b)
+                inverse.append(keys[key])
+        return rep, inverse
+
+    def _f(self, t: torch.Tensor, x: np.ndarray) -> np.ndarray:
+        """The right-hand side (settling) at ``x`` ``(S, B', n)``: no gradient."""
+        with torch.no_grad():
+            self.evaluations += 1
+            return self.rhs(t, torch.tensor(x, dtype=t.dtype)).to(torch.float64).numpy()
+
+    def _jacobian(self, t: torch.Tensor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``f`` and its Jacobian ``(S, B', n, n)`` at ``x``: one backward pass per state (the trajectories are
+        independent, so each pass gives one row of all of them)."""
+        n = x.shape[-1]
+        with torch.enable_grad():
+            xt = torch.tensor(x, dtype=t.dtype, requires_grad=True)
+            f = self.rhs(t, xt)
+            self.evaluations += 1
+            rows = []
+            for i in range(n):
+                g = None
+                if f.requires_grad:
+                    (g,) = torch.autograd.grad(f[..., i].sum(), xt, retain_graph=i < n - 1, allow_unused=True)
+                rows.append(torch.zeros_like(xt) if g is None else g)
+        J = torch.stack(rows, -2).to(torch.float64).numpy()
+        return f.detach().to(torch.float64).numpy(), J
+
+    def _solve(self, y: np.ndarray, t: torch.Tensor, rep: list[int], inverse: list[int]
+               ) -> tuple[np.ndarray, _Laws, np.ndarray]:
+        """Steady states ``x*`` ``(S, B', n)`` from ``y``, their conservation laws and the Jacobians of ``H``
+        there (numpy, float64)."""
+        key = y.tobytes() + b"|" + repr(rep).encode() + b"|" + _parameter_key(self.rhs)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        laws = self._conservation(t, y)
+        x = None
+        guess = self._guess
+        if guess is not None and guess.shape[0] == y.shape[0] and guess.shape[1] == len(self.names):
+            x = self._newton(t, guess[:, rep], y, laws, rep, warm=True)
+            if x is not None:
+                self.warm_solves += 1
+        if x is None:
+            x = self._newton(t, self._continuation(t, y, rep), y, laws, rep, warm=False)
+            assert x is not None  # warm=False raises instead
+        _, J = self._jacobian(t, x)
+        A = laws.jacobian(J)
+        self._guess = x[:, inverse]
+        self._cache = (key, (x, laws, A))
+        return x, laws, A
+
+    # -- conservation laws ---------------------------------------------------------------------------
+    def _conservation(self, t: torch.Tensor, y: np.ndarray) -> _Laws:
+        """The linear conservation laws of ``f`` per trajectory, from ``f`` at ``y`` and at 2n + 2 points
+        around it (each state scaled by a log-normal factor, keeping its sign)."""
+        S, Bp, n = y.shape
+        rng = np.random.default_rng(0)
+        magnitude = np.maximum(np.abs(y), 1e-3 * np.maximum(np.abs(y).max(-1, keepdims=True), self.scale))
+        magnitude = np.where(y < 0, -magnitude, magnitude)
+        samples = [self._f(t, y)]
+        with np.errstate(all="ignore"):
+            for _ in range(2 * n + 2):
+                samples.append(self._f(t, magnitude * np.exp(rng.normal(0.0, 0.5, y.shape))))
+        F = np.stack(samples, -1)  # (S, B', n, m)
+        F = np.where(np.isfinite(F).all(-2, keepdims=True), F, 0.0)  # a point outside f's domain: left out
+        return _Laws([[conservation_laws(F[s, b]) for b in range(Bp)] for s in range(S)], n)
+
+    # -- Newton on H, and the continuation -----------------------------------------------------------------
+    def _newton(self, t: torch.Tensor, x: np.ndarray, y: np.ndarray, laws: _Laws, rep: list[int], warm: bool,
+                iterations: int = 25) -> np.ndarray | None:
+        """Newton on ``H`` from ``x`` until the relative step is below :data:`NEWTON_TOL` (or stalls at rounding
+        below 1e-7) in every trajectory, at a stable steady state; otherwise None (``warm``: the continuation
+        follows) or :class:`SolverError`."""
+        x = x.copy()
+        previous = np.inf
+        for _ in range(iterations):
+            f, J = self._jacobian(t, x)
+            h = np.einsum("sbij,sbj->sbi", laws.Ut, f) + np.einsum("sbij,sbj->sbi", laws.Cm, x - y)
+            with np.errstate(all="ignore"):
+                dx = np.einsum("sbij,sbj->sbi", _pseudo_inverse(laws.jacobian(J)), h)
+            if not np.all(np.isfinite(dx)):
+                break
+            x = x - dx
+            floor = 1e-6 * np.maximum(np.abs(x).max(-1, keepdims=True), 1e-6 * self.scale)
+            step = float((np.abs(dx) / (np.abs(x) + floor)).max())
+            if step <= NEWTON_TOL or (step <= 1e-7 and step >= 0.5 * previous):
+                where = self._unstable(J, laws)
+                if where is None:
+                    return x
+                if warm:
+                    return None
+                name = self.names[rep[where[1]]]
+                raise SolverError(f"pre-equilibration: the steady state that experiment {name} reaches is not "
+                                  f"attracting (its Jacobian has an eigenvalue with a positive real part, or an "
+                                  f"imaginary one): the model does not settle under the pre-equilibration constants")
+            previous = step
+        if warm:
+            return None
+        raise SolverError("pre-equilibration: Newton's method does not converge at the steady state reached")
+
+    @staticmethod
+    def _unstable(J: np.ndarray, laws: _Laws) -> tuple[int, int] | None:
+        """The first trajectory whose steady state does not attract on its class (an eigenvalue of ``U^T J U``
+        with a positive real part, or imaginary), or None."""
+        for s in range(J.shape[0]):
+            for b in range(J.shape[1]):
+                U = laws.U[s][b]
+                if U.shape[1] == 0:
+                    continue
+                ev = np.linalg.eigvals(U.T @ J[s, b] @ U)
+                tiny = 1e-9 * max(float(np.abs(ev).max()), 1e-300)
+                # growing (a positive real part), or circling for ever (a centre: imaginary, real part 0)
+                if ev.real.max() > tiny or np.any((np.abs(ev.real) <= tiny) & (np.abs(ev.imag) > tiny)):
+                    return s, b
+        return None
+
+    def _continuation(self, t: torch.Tensor, y: np.ndarray, rep: list[int]) -> np.ndarray:
+        """Pseudo-transient continuation from ``y`` until Newton's regime in every trajectory: a step below
+        1e-6 (relative) with ``dt`` 1e8 times the fastest time scale."""
+        x = y.copy()
+        f = self._f(t, x)
+        n = x.shape[-1]
+        eye = np.eye(n)
+        floor = 1e-6 * np.maximum(np.abs(x).max(-1, keepdims=True), self.scale)
+
+        def residual(f: np.ndarray, x: np.ndarray) -> np.ndarray:  # a rate: 1/time, per trajectory
+            return np.abs(f / (np.abs(x) + floor)).max(-1)
+
+        r = residual(f, x)
+        dt = np.where(r > 0, 1e-3 / np.maximum(r, 1e-300), 1.0)
+        done = r == 0
+        for _ in range(MAX_STEPS):
+            if np.all(done):
+                return x
+            _, J = self._jacobian(t, x)
+            try:
+                dx = np.linalg.solve(eye / dt[..., None, None] - J, f[..., None])[..., 0]
+            except np.linalg.LinAlgError:
+                dx = np.full_like(x, np.nan)
+            with np.errstate(all="ignore"):
+                x_new = x + dx
+                f_new = self._f(t, x_new)
+                r_new = residual(f_new, x_new)
+                ok = np.all(np.isfinite(x_new), -1) & np.all(np.isfinite(f_new), -1) & ~done
+                growth = np.clip(1.5 * r / np.maximum(r_new, 1e-300), 0.5, 10.0)
+                step = np.where(np.isfinite(dx), np.abs(dx) / (np.abs(x_new) + floor), np.inf).max(-1)
+            x = np.where(ok[..., None], x_new, x)
+            f = np.where(ok[..., None], f_new, f)
+            r = np.where(ok, r_new, r)
+            dt = np.minimum(np.where(ok, dt * growth, np.where(done, dt, dt * 0.1)), 1e150)
+            fastest = np.abs(np.linalg.eigvals(J)).max(-1) if n else np.zeros(dt.shape)
+            done = done | (ok & (step < 1e-6) & (dt * fastest > 1e8)) | (r == 0)
+        b = int(np.argwhere(~done)[0][1])
+        raise SolverError(f"pre-equilibration: no steady state reached for experiment {self.names[rep[b]]} in "
+                          f"{MAX_STEPS} pseudo-time steps (the model may oscillate or grow without bound under "
+                          f"the pre-equilibration constants)")
+
+
+class _Laws:
+    """The conservation laws ``C`` of each trajectory, and ``H``'s rows as blocks ``(S, B', n, n)``: ``Ut``
+    (``U^T`` in the first ``n - r`` rows) and ``Cm`` (``C`` in the last ``r``)."""
+
+    def __init__(self, C: list[list[np.ndarray]], n: int):
+        S, Bp = len(C), len(C[0])
+        self.C = C
+        self.U = [[_complement(c, n) for c in row] for row in C]
+        self.Ut = np.zeros((S, Bp, n, n))
+        self.Cm = np.zeros((S, Bp, n, n))
+        for s in range(S):
+            for b in range(Bp):
+                r = C[s][b].shape[0]
+                self.Ut[s, b, : n - r] = self.U[s][b].T
+                self.Cm[s, b, n - r:] = C[s][b]
+
+    def jacobian(self, J: np.ndarray) -> np.ndarray:
+        """``[U^T J; C]``, the Jacobian of ``H``."""
+        return np.einsum("sbij,sbjk->sbik", self.Ut, J) + self.Cm
+
+
+def conservation_laws(F: np.ndarray, tol: float = CONSERVATION_TOL) -> np.ndarray:
+    """The linear conservation laws of a right-hand side from its values ``F`` ``(n, m)`` at ``m`` points: the
+    rows ``c`` (orthonormal, ``(r, n)``) with ``c . F = 0``, found with the states' rates scaled to 1."""
+    n = F.shape[0]
+    scale = np.abs(F).max(-1)
+    zero = scale == 0
+    scale = np.where(zero, 1.0, scale)
+    G = F / scale[:, None]
+    _, sv, vt = np.linalg.svd(G.T, full_matrices=True)
+    sv = np.concatenate([sv, np.zeros(n - sv.size)]) if sv.size < n else sv
+    null = vt[sv <= tol * max(sv.max(initial=0.0), 1e-300)]  # rows w with w . G = 0: c = w / scale
+    if null.size == 0:
+        return np.zeros((0, n))
+    c = null / scale[None, :]
+    q, _ = np.linalg.qr(c.T)
+    return q.T
+
+
+def _pseudo_inverse(A: np.ndarray) -> np.ndarray:
+    """``A``'s pseudo-inverse, singular values below :data:`RCOND` times the largest left out: a state that
+    neither moves nor moves anything at the steady state (a complex of a ligand that is absent, Raimundez_PCB2020)
+    makes ``H``'s Jacobian singular without a conservation law; it keeps the value the continuation reached, and
+    its derivative there is 0."""
+    return np.linalg.pinv(A, rcond=RCOND)
+
+
+def _complement(c: np.ndarray, n: int) -> np.ndarray:
+    """An orthonormal basis ``(n, n - r)`` of the vectors orthogonal to the rows of ``c``."""
+    if c.shape[0] == 0:
+        return np.eye(n)
+    _, _, vt = np.linalg.svd(c, full_matrices=True)
+    return vt[c.shape[0]:].T
+
+
+def _parameter_key(rhs: HybridRHS) -> bytes:
+    """The parameters' and networks' current values, as bytes (the cache's key)."""
+    parts = []
+    with torch.no_grad():
+        for v in rhs.parameters_.values(None).values():
+            parts.append(v.detach().to(torch.float64).numpy().tobytes())
+        for p in rhs.networks.parameters():
+            parts.append(p.detach().to(torch.float64).numpy().tobytes())
+        parts.append(b"on" if rhs.networks_enabled else b"off")
+    return b"|".join(parts)
