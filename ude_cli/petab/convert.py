@@ -103,16 +103,19 @@ def translate(problem: PetabProblem) -> Translation:
     model_file = str(sbml.path)
     ctable = str((problem.files.conditions or problem.files.experiments or [problem.files.yaml])[0])
     used_conditions = list(dict.fromkeys(problem.measurements["simulationConditionId"]))
+    settle_in = _preequilibration_conditions(problem)  # simulation condition -> its pre-equilibration condition
+    settling = list(dict.fromkeys(c for c in settle_in.values() if c not in used_conditions))
 
     # -- condition table: one value for all -> substituted; numbers per condition -> a data column -------------
     substitute: dict[sp.Symbol, sp.Expr] = {}
     per_condition: dict[str, dict[str, float]] = {}  # constant name -> condition -> value
     initial_override: dict[str, sp.Expr] = {}
+    reset: list[str] = []  # species the simulation conditions set: their initial values again after settling
     for column in problem.conditions.columns:
         if column in ("conditionId", "conditionName", "_file", "_row"):
             continue
         cells: dict[str, sp.Expr | None] = {}
-        for cond in used_conditions:
+        for cond in [*used_conditions, *settling]:
             cell = problem.conditions.loc[cond, column]
             try:
                 cells[cond] = _value(cell, problem)
@@ -120,6 +123,15 @@ def translate(problem: PetabProblem) -> Translation:
                 raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number nor a "
                                   f"parameter of the parameter table", where=ctable) from None
         is_species = sbml.kinds.get(column) == "species" and column in sbml.initial
+        if settle_in and column in sbml.rhs:
+            # PEtab: a state that the simulation condition sets starts there again after the steady state; an
+            # empty cell (NaN) continues from it
+            given = {cells[c] is not None for c in used_conditions}
+            if given == {True, False}:
+                raise ConfigError(f"column {column}: some simulation conditions set this state after "
+                                  f"pre-equilibration and some do not (NaN): not supported yet", where=ctable)
+            if given == {True}:
+                reset.append(column)
         if is_species:
             default = sbml.initial[column]
             values = {c: (v if v is not None else default) for c, v in cells.items()}
@@ -358,6 +370,23 @@ def translate(problem: PetabProblem) -> Translation:
                                   where=str(problem.files.parameters))
             parameters[entry["name"]]["prior"] = p.prior.to_config(p.scale)
 
+    # -- pre-equilibration: the per-condition constants take the settling condition's values -------------------
+    preequilibration: dict[str, Any] = {}
+    settle_varies: set[str] = set()
+    if settle_in:
+        settle_constants: dict[str, Any] = {}
+        for const, by_condition in per_condition.items():
+            if names[const] not in constants:
+                continue
+            settled = {by_condition[c] for c in settle_in.values()}
+            if len(settled) == 1:
+                settle_constants[names[const]] = settled.pop()
+            else:  # several pre-equilibration conditions: a column
+                settle_varies.add(const)
+                settle_constants[names[const]] = {"column": f"{names[const]}__settle"}
+        preequilibration = {"preequilibration": {"constants": settle_constants,
+                                                 **({"reset": [names[s] for s in reset]} if reset else {})}}
+
     # -- data: a row per (experiment, time), a column per observable -------------------------------------------
     filled: dict[tuple[str, float, str], int] = {}
     records: dict[tuple[str, float], dict[str, Any]] = {}
@@ -372,18 +401,21 @@ def translate(problem: PetabProblem) -> Translation:
         rec[column] = r["measurement"]
         for const, by_condition in per_condition.items():
             rec[names[const]] = by_condition[cond]
+            if const in settle_varies:
+                rec[f"{names[const]}__settle"] = by_condition[settle_in[cond]]
         rows.append([r["observableId"], cond, t, float(r["measurement"]), experiment, column])
     ordered: list[dict[str, Any]] = sorted(records.values(),
                                            key=lambda d: (_order(str(d["experiment"]), used_conditions), d["time"]))
     data = pd.DataFrame(ordered)
-    data = data[["experiment", "time", *observables, *(names[c] for c in per_condition)]]
+    data = data[["experiment", "time", *observables, *(names[c] for c in per_condition),
+                 *(f"{names[c]}__settle" for c in per_condition if c in settle_varies)]]
 
     config = {
         "name": problem.name,
         "description": f"imported from the PEtab problem {problem.files.yaml.name}",
         "data": {"file": "data.csv", "time": "time", "experiment": "experiment"},
         "model": {"states": [names[s] for s in states], "parameters": parameters, "constants": constants,
-                  "equations": equations, "initial": initial, "t0": 0.0},
+                  "equations": equations, "initial": initial, "t0": 0.0, **preequilibration},
         "observables": observables,
         **({"networks": networks} if networks else {}),
         "solver": dict(SOLVER),
@@ -692,6 +724,27 @@ def _inside(value: float, lo: float | None, hi: float | None, log: bool) -> floa
         return lo + 1e-6 * span
     assert hi is not None
     return hi - 1e-6 * span
+
+
+def _preequilibration_conditions(problem: PetabProblem) -> dict[str, str]:
+    """Simulation condition -> the condition it is pre-equilibrated in (empty: no pre-equilibration); each
+    simulation condition in one, and every one or none of them."""
+    meas = problem.measurements
+    if "preequilibrationConditionId" not in meas.columns:
+        return {}
+    where = str(problem.files.measurements[0])
+    out: dict[str, str] = {}
+    for _, row in meas.iterrows():
+        cond, pre = row["simulationConditionId"], str(row["preequilibrationConditionId"])
+        if out.setdefault(cond, pre) != pre:
+            raise ConfigError(f"line {row['_row']}, column preequilibrationConditionId: simulation condition {cond} "
+                              f"is pre-equilibrated in {out[cond] or 'none'} elsewhere and in {pre or 'none'} here: "
+                              f"one pre-equilibration per simulation condition is supported", where=where)
+    if len({bool(p) for p in out.values()}) > 1:
+        none = next(c for c, p in out.items() if not p)
+        raise ConfigError(f"simulation condition {none} has no pre-equilibration while others have: a mix is not "
+                          f"supported yet", where=where)
+    return out if all(out.values()) else {}
 
 
 def _order(experiment: str, conditions: list[str]) -> tuple[int, str]:

@@ -162,6 +162,14 @@ def _refusals(problem, label: str) -> None:
                                             or set(init.expression.names) & set(problem.networks)):
             raise ConfigError("an initial value set by a network is not exported yet",
                               where=f"{label}: model.initial.{state}")
+    if problem.preequilibration is not None:
+        for s in problem.preequilibration.reset:
+            init = problem.initial[s]
+            if init.learn or init.source in ("formula", "observed"):
+                why = {"formula": "a formula", "observed": "the first observation"}.get(init.source, "learned")
+                raise ConfigError(f"state {s}: PEtab resets a state after pre-equilibration to a number of the "
+                                  f"condition table; its initial value is {why}: not exported yet",
+                                  where=f"{label}: model.preequilibration.reset")
     for name, p in problem.parameters.items():
         if p.prior is not None:
             raise ConfigError("a prior is not exported yet (PEtab's priorDistribution columns are not written): the "
@@ -199,6 +207,9 @@ def export(source: str | Path, out: str | Path, *, overwrite: bool = False, chec
         raise ConfigError(f"PEtab version {version}: expected 1 or 2", where="--petab-version")
     label, cfg, problem, model, start = _load(source)
     _refusals(problem, label)
+    if version == 2 and problem.preequilibration is not None:
+        raise ConfigError("pre-equilibration is exported as PEtab v1 (give --petab-version 1): ude import does not "
+                          "read PEtab v2's pre-equilibration periods yet", where=f"{label}: model.preequilibration")
     if version == 1 and problem.networks:
         raise ConfigError("PEtab v1 has no networks (the SciML extension is PEtab v2's): export it as v2",
                           where=f"{label}: networks.{next(iter(problem.networks))}")
@@ -210,7 +221,7 @@ def export(source: str | Path, out: str | Path, *, overwrite: bool = False, chec
     with torch.no_grad():
         sols = model()
         llh_source = -float(objective.nll(sols, "train")[start])
-        y0 = model.initial()[start].cpu().numpy()  # (B, n)
+        y0 = model.initial.unsettled()[start].cpu().numpy()  # (B, n): before any pre-equilibration
         values = {n: np.asarray(v)[start] for n, v in model.parameter_values().items()}
         noise_values = {n: float(v[start]) for n, v in model.noise.numpy().items()}
         ml_sigma = None if objective.likelihood else objective.noise_estimates(sols, start)["sigma"]
@@ -497,6 +508,9 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                     (rows if e.train[i] else held_out).append([obs_ids[name], exp_ids[b], float(y),
                                                                float(t) - t0[b]])
     head = ["observableId", "experimentId" if version == 2 else "simulationConditionId", "measurement", "time"]
+    wide = [(exp_ids[b], dict(targets[b])) for b in range(len(experiments))]  # v1's condition table, row by row
+    if problem.preequilibration is not None:  # (v2 is refused)
+        wide = _settling_conditions(problem, exp_ids, targets, y0, taken, rows, held_out, head)
     write_tsv(folder / "measurements.tsv", head, rows)
     files = ["problem.yaml", "model.xml", "observables.tsv", "measurements.tsv"]
     if held_out:
@@ -515,9 +529,9 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     head_parameters = ["parameterId", "parameterScale", "lowerBound", "upperBound", "nominalValue", "estimate"]
     doc: dict
     if version == 1:  # the experiments are the conditions; a wide condition table, estimate 1/0
-        targeted = list(dict.fromkeys(sid for b in targets for sid, _ in targets[b]))
+        targeted = list(dict.fromkeys(sid for _, row in wide for sid in row))
         write_tsv(folder / "conditions.tsv", ["conditionId", *targeted],
-                  [[exp_ids[b], *(dict(targets[b])[sid] for sid in targeted)] for b in range(len(experiments))])
+                  [[cid, *(row.get(sid, "NaN") for sid in targeted)] for cid, row in wide])
         write_tsv(folder / "parameters.tsv", head_parameters,
                   [[*row[:5], int(row[5])] for row in parameter_rows])
         files += ["conditions.tsv", "parameters.tsv"]
@@ -554,6 +568,45 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     (folder / "problem.yaml").write_text(head_comment + yaml.safe_dump(doc, sort_keys=False))
     return Exported(problem=folder / "problem.yaml", source="", llh_source=math.nan, llh_exported=None,
                     files=files, notes=notes)
+
+
+def _settling_conditions(problem, exp_ids: list[str], targets: dict, y0: np.ndarray, taken: set[str],
+                         rows: list[list], held_out: list[list], head: list[str]) -> list:
+    """PEtab v1's pre-equilibration: per experiment a settling condition (the experiment's own values with the
+    settling constants; experiments that settle alike share one), named in the measurements' (and ``head``'s)
+    ``preequilibrationConditionId``; the experiment's own condition sets the reset states, and leaves the others
+    NaN (PEtab: they continue from the steady state)."""
+    pre = problem.preequilibration
+    experiments = problem.dataset.experiments
+    states = list(problem.states)
+    out, settling, settle_of = [], [], {}
+    seen: dict[tuple, str] = {}
+    for b, e in enumerate(experiments):
+        own = dict(targets[b])
+        settle = dict(own)
+        for name, v in pre.constants.items():
+            settle[name] = float(e.covariates[v]) if isinstance(v, str) else float(v)
+        sim = {sid: v for sid, v in own.items() if sid not in states}
+        for name in pre.constants:  # the experiment's own value, written out (the settling one differs)
+            c = problem.constants[name]
+            sim[name] = float(e.covariates[c]) if isinstance(c, str) else float(c)
+        for s in pre.reset:
+            settle[s] = sim[s] = float(y0[b, states.index(s)])
+        key = tuple(sorted(settle.items()))
+        if key not in seen:
+            seen[key] = exp_ids[b]
+            settling.append((exp_ids[b], settle))
+        settle_of[exp_ids[b]] = seen[key]
+        out.append((exp_ids[b], sim))
+    # named after the first experiment that settles so; "settle" when every experiment does alike
+    names = {first: _identifier("settle" if len(settling) == 1 else f"{first}_settle", taken) for first, _ in settling}
+    settle_of = {e: names[first] for e, first in settle_of.items()}
+    settling = [(names[first], row) for first, row in settling]
+    for table in (rows, held_out):
+        for row in table:
+            row.append(settle_of[row[1]])
+    head.append("preequilibrationConditionId")
+    return out + settling
 
 
 def _refs(expr, networks) -> set[tuple[str, int]]:

@@ -188,9 +188,10 @@ def load_problem(path: str | Path) -> PetabProblem:
         if row["simulationConditionId"] not in conditions.index:
             raise ConfigError(f"line {row['_row']}, column simulationConditionId: {row['simulationConditionId']!r} "
                               f"is not in the condition table", where=where)
-        if str(row.get("preequilibrationConditionId", "")):
-            raise ConfigError(f"line {row['_row']}, column preequilibrationConditionId: pre-equilibration is not "
-                              f"supported", where=where)
+        pre = str(row.get("preequilibrationConditionId", ""))
+        if pre and pre not in conditions.index:
+            raise ConfigError(f"line {row['_row']}, column preequilibrationConditionId: {pre!r} is not in the "
+                              f"condition table", where=where)
         t = tables.number(row, "time", kind="a time")
         if not math.isfinite(t):
             raise ConfigError(f"line {row['_row']}, column time: {t:g}: steady-state measurements are not "
