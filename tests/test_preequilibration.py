@@ -296,3 +296,27 @@ def test_weber_gradient_through_the_steady_state_against_finite_differences():
         up = evaluate(path, values={**at, name: at[name] + h}).llh
         down = evaluate(path, values={**at, name: at[name] - h}).llh
         assert result.gradient[name] == pytest.approx((up - down) / (2 * h), rel=1e-3)
+
+
+def test_blasi_measured_at_steady_state_equals_the_llh_of_the_collections_simulations(tmp_path):
+    """Every measurement at time inf: each condition settles in itself and is measured there. PEtab's log-normal
+    density (log transformation) of the collection's simulations (one value per observable), in numpy; and a
+    mix with a time course is refused in one line."""
+    import shutil
+
+    name = "Blasi_CellSystems2016"
+    result = evaluate(BENCH / name / f"{name}.yaml")
+    meas = pd.read_csv(BENCH / name / f"measurementData_{name}.tsv", sep="\t")
+    sim = pd.read_csv(BENCH / name / f"simulatedData_{name}.tsv", sep="\t").groupby("observableId")["simulation"]
+    mu, y, sigma = sim.first().reindex(meas["observableId"]).to_numpy(), meas["measurement"].to_numpy(), 0.1
+    expected = np.sum(-0.5 * np.log(2 * np.pi * sigma**2) - np.log(y) - 0.5 * ((np.log(y) - np.log(mu)) / sigma) ** 2)
+    assert result.llh == pytest.approx(expected, abs=1e-5)  # (the simulations have 8 to 9 digits)
+    ours = result.simulations.groupby("observableId")["simulation"].first()
+    np.testing.assert_allclose(ours, sim.first().reindex(ours.index), rtol=1e-7)
+    folder = tmp_path / name
+    shutil.copytree(BENCH / name, folder)
+    meas.loc[3, "time"] = 2.0
+    meas.to_csv(folder / f"measurementData_{name}.tsv", sep="\t", index=False)
+    with pytest.raises(ConfigError, match=r"line 5, column time: measurements at steady state \(inf\) together with "
+                                          r"measurements at finite times \(2.0 here\)"):
+        evaluate(folder / f"{name}.yaml")

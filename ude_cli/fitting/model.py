@@ -323,6 +323,9 @@ class UDEModel(nn.Module):
         engine = self._compiled
         assert engine is not None  # the callers check
         g = self.groups[k]
+        if len(g.times if times is None else times) == 1:  # measured at t0 alone (a steady state): nothing to solve
+            y0, _ = self.trajectory_inputs(g.experiments)
+            return y0.reshape(self.n_starts, len(g.experiments), -1)[None]
         stops = self._stops(g.experiments, g.times if times is None else times)
         sol = engine.solve_group(k, *self.trajectory_inputs(g.experiments), times, networks=networks, stops=stops)
         self.rhs.nfe += engine.evaluations

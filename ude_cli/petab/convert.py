@@ -104,6 +104,10 @@ def translate(problem: PetabProblem) -> Translation:
     ctable = str((problem.files.conditions or problem.files.experiments or [problem.files.yaml])[0])
     used_conditions = list(dict.fromkeys(problem.measurements["simulationConditionId"]))
     settle_in = _preequilibration_conditions(problem)  # simulation condition -> its pre-equilibration condition
+    if _at_steady_state(problem, bool(settle_in)):
+        # every measurement at time inf: each condition settles in itself, and is measured there (at t0 = 0)
+        settle_in = {c: c for c in used_conditions}
+        problem.measurements["time"] = 0.0
     settling = list(dict.fromkeys(c for c in settle_in.values() if c not in used_conditions))
 
     # -- condition table: one value for all -> substituted; numbers per condition -> a data column -------------
@@ -724,6 +728,22 @@ def _inside(value: float, lo: float | None, hi: float | None, log: bool) -> floa
         return lo + 1e-6 * span
     assert hi is not None
     return hi - 1e-6 * span
+
+
+def _at_steady_state(problem: PetabProblem, preequilibrated: bool) -> bool:
+    """Whether every measurement is at steady state (time inf); a mix with time courses, or with
+    pre-equilibration, is refused."""
+    times = problem.measurements["time"].astype(float)
+    at_inf = times == math.inf
+    if not at_inf.any():
+        return False
+    where = str(problem.files.measurements[0])
+    if preequilibrated or not at_inf.all():
+        row = problem.measurements[~at_inf].iloc[0] if not at_inf.all() else problem.measurements.iloc[0]
+        what = "pre-equilibration" if preequilibrated else f"measurements at finite times ({row['time']} here)"
+        raise ConfigError(f"line {row['_row']}, column time: measurements at steady state (inf) together with {what}: "
+                          f"not supported yet (only problems measured at steady state alone)", where=where)
+    return True
 
 
 def _preequilibration_conditions(problem: PetabProblem) -> dict[str, str]:

@@ -193,9 +193,9 @@ def load_problem(path: str | Path) -> PetabProblem:
             raise ConfigError(f"line {row['_row']}, column preequilibrationConditionId: {pre!r} is not in the "
                               f"condition table", where=where)
         t = tables.number(row, "time", kind="a time")
-        if not math.isfinite(t):
-            raise ConfigError(f"line {row['_row']}, column time: {t:g}: steady-state measurements are not "
-                              f"supported", where=where)
+        if math.isnan(t) or t == -math.inf:
+            raise ConfigError(f"line {row['_row']}, column time: {t:g}: expected a time >= 0, or inf (at steady "
+                              f"state)", where=where)
         if t < 0:
             raise ConfigError(f"line {row['_row']}, column time: {t:g} is before 0, where PEtab simulations start",
                               where=where)
