@@ -320,3 +320,21 @@ def test_blasi_measured_at_steady_state_equals_the_llh_of_the_collections_simula
     with pytest.raises(ConfigError, match=r"line 5, column time: measurements at steady state \(inf\) together with "
                                           r"measurements at finite times \(2.0 here\)"):
         evaluate(folder / f"{name}.yaml")
+
+
+def test_measured_at_t0_alone_without_native_code(write, monkeypatch):
+    """Data at t0 alone: the states there are the steady state, with no solve. The compiled engine's CasADi path
+    (before native code is built, or where none can be) crashed on a grid of one time (a reverse sweep of 0 steps)."""
+    from ude_cli.engines.compiled import CompiledEngine
+
+    monkeypatch.setattr(CompiledEngine, "start_native", lambda self: None)
+    measured = {("a", 0.0): 4.2, ("b", 0.0): 3.9}
+    path = inflow_config(write, measured, engine="compiled")
+    result = evaluate(path)
+
+    def llh(k_in, k_out):  # settled at u = 1: x* = k_in / k_out, in both experiments
+        return _llh(measured, lambda e, t: k_in / k_out)
+
+    at = {"k_in": 2.0, "k_out": 0.5}
+    assert result.llh == pytest.approx(llh(**at), rel=1e-10)
+    assert result.gradient["k_in"] == pytest.approx(_fd(llh, at, "k_in"), rel=1e-6)
