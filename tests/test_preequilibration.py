@@ -338,3 +338,149 @@ def test_measured_at_t0_alone_without_native_code(write, monkeypatch):
     at = {"k_in": 2.0, "k_out": 0.5}
     assert result.llh == pytest.approx(llh(**at), rel=1e-10)
     assert result.gradient["k_in"] == pytest.approx(_fd(llh, at, "k_in"), rel=1e-6)
+
+
+# -- found in review: per-experiment values, laws that move with a parameter, float32, several steady states -------
+
+def _autograd_and_differences(path, h=1e-6):
+    """d objective / d (every learned raw value) by autograd through the model, and by central differences."""
+    import torch
+
+    from ude_cli.fitting.model import UDEModel
+    from ude_cli.likelihood.objective import Objective
+
+    model = UDEModel(check(path))
+    objective = Objective(model)
+
+    def loss():
+        return objective.nll(model(), "train").sum()
+
+    learned = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss(), learned)
+    pairs = []
+    for p, g in zip(learned, grads, strict=True):
+        flat = p.data.view(-1)
+        for i in range(flat.numel()):
+            old = flat[i].item()
+            with torch.no_grad():
+                flat[i] = old + h
+                up = loss().item()
+                flat[i] = old - h
+                down = loss().item()
+                flat[i] = old
+            pairs.append((g.view(-1)[i].item(), (up - down) / (2 * h)))
+    return pairs
+
+
+@pytest.mark.parametrize("initial", ["{A: 1, B: 0}", "{A: {value: 1, learn: true}, B: {value: 0, learn: true}}"])
+def test_per_experiment_values_equal_at_the_start_get_their_own_gradients(write, initial):
+    """The experiments settle alike at a fit's start (their own k1, or initial values, are still equal), and are
+    solved once; each still gets its own gradient (it went to the first of them)."""
+    rng = np.random.default_rng(2)
+    measured = {(e, float(t)): pair(t, S[e]) + SIGMA * rng.standard_normal() for e in S for t in T2}
+    path = pair_config(write, measured, False)
+    text = path.read_text().replace("k1: {init: 0.7, positive: true}", "k1: {init: 0.6, positive: true, "
+                                                                        "per_experiment: true}")
+    path.write_text(text.replace("initial: {A: 1, B: 0}", f"initial: {initial}"))
+    pairs = _autograd_and_differences(path)
+    assert len(pairs) >= 3
+    for autograd, differences in pairs:
+        assert autograd == pytest.approx(differences, rel=1e-5, abs=1e-4)
+
+
+def test_a_conservation_law_that_moves_with_a_parameter(write):
+    """``A' = -(k1 A - k2 s B)``, ``B' = V (k1 A - k2 s B)`` keeps ``V A + B`` (V: a compartment's volume, learned):
+    settled at s = 1 from A = 1, B = 0, ``B* = V / (1 + V k2 / k1)``; then it relaxes at ``k1 + V k2 s``."""
+    def b(t, s, k1, k2, V):
+        total = V
+        settled, end = total / (1 + V * k2 / k1), total / (1 + V * k2 * s / k1)
+        return end + (settled - end) * math.exp(-(k1 + V * k2 * s) * t)
+
+    rng = np.random.default_rng(5)
+    truth = {"k1": 0.7, "k2": 0.3, "V": 2.0}
+    measured = {(e, float(t)): b(t, S[e], **truth) + SIGMA * rng.standard_normal() for e in S for t in T2}
+    path = pair_config(write, measured, False)
+    text = path.read_text().replace('B: "k1*A - k2*s*B"', 'B: "V*(k1*A - k2*s*B)"')
+    path.write_text(text.replace("k2: {init: 0.3, positive: true}", "k2: {init: 0.3, positive: true}\n    "
+                                                                    "V: {init: 2.0, positive: true}"))
+    result = evaluate(path)
+
+    def llh(k1, k2, V):
+        return _llh(measured, lambda e, t: b(t, S[e], k1, k2, V))
+
+    assert result.llh == pytest.approx(llh(**truth), rel=1e-9)
+    for name in truth:  # V's was 2.4 times too small when C was held constant
+        assert result.gradient[name] == pytest.approx(_fd(llh, truth, name), rel=1e-6)
+
+
+def test_float32_finds_the_law_and_agrees_with_float64(write):
+    rng = np.random.default_rng(2)
+    measured = {(e, float(t)): pair(t, S[e]) + SIGMA * rng.standard_normal() for e in S for t in T2}
+    path = pair_config(write, measured, False, k1=0.5, k2=0.45)
+    double = evaluate(path)
+    path.write_text(path.read_text() + "solver: {dtype: float32}\n")
+    single = evaluate(path)
+    assert single.llh == pytest.approx(double.llh, rel=1e-5)
+    for name, g in double.gradient.items():
+        assert single.gradient[name] == pytest.approx(g, rel=1e-3)
+
+
+def test_the_steady_state_does_not_depend_on_earlier_evaluations(write):
+    """``x' = -(x - 1)(x - p)(x - 4)`` from x = 2.5 settles at 4 for p = 2 and at 1 for p = 3: whatever was
+    evaluated before (a warm start from the last steady state kept 4 for p = 3)."""
+    import torch
+
+    from ude_cli.fitting.model import UDEModel
+
+    write("d.csv", "t,x\n0,1\n1,1\n")
+    path = write("c.yaml", """
+        data: {file: d.csv, time: t}
+        model:
+          states: [x]
+          parameters: {p: {init: 2.0}}
+          constants: {u: 0}
+          equations: {x: "-(x - 1)*(x - p)*(x - 4) + u"}
+          initial: {x: 2.5}
+          t0: 0
+          preequilibration: {constants: {u: 0}}
+        observables:
+          xo: {formula: x, column: x, noise: {distribution: normal, sigma: 0.1}}
+        """)
+    model = UDEModel(check(path))
+    assert float(model.initial().detach()[0, 0, 0]) == pytest.approx(4.0, rel=1e-10)
+    with torch.no_grad():
+        model.parameters_.raw["p"].fill_(3.0)
+    assert float(model.initial().detach()[0, 0, 0]) == pytest.approx(1.0, rel=1e-10)
+
+
+def test_measured_at_steady_state_a_species_the_condition_sets_is_a_start_value(write, tmp_path):
+    """``A -> B -> C -> A`` (rates k1 s A, k2 B, k3 C) keeps A + B + C; measured at time inf, with A set by each
+    condition: the steady state from there, ``A* = total / (1 + k1 s / k2 + k1 s / k3)``, not the value A is set to
+    (which a reset gave)."""
+    from ude_cli.petab import export
+
+    write("d.csv", "t,exp,s,A\n0,a,2.0,0.4\n0,b,0.5,0.6\n")
+    path = write("c.yaml", """
+        data: {file: d.csv, time: t, experiment: exp}
+        model:
+          states: [A, B, C]
+          parameters: {k1: {init: 0.7, positive: true}, k2: {init: 0.3, positive: true}, k3: {init: 1.3, positive: true}}
+          constants: {s: {column: s}}
+          equations: {A: "-k1*s*A + k3*C", B: "k1*s*A - k2*B", C: "k2*B - k3*C"}
+          initial: {A: 1, B: 0.1, C: 0.4}
+          t0: 0
+        observables:
+          Ao: {formula: A, column: A, noise: {distribution: normal, sigma: 0.02}}
+        """)
+    folder = tmp_path / "petab"
+    export(path, folder, version=1)
+    meas = pd.read_csv(folder / "measurements.tsv", sep="\t")
+    meas["time"] = math.inf
+    meas.to_csv(folder / "measurements.tsv", sep="\t", index=False)
+    pd.DataFrame({"conditionId": ["a", "b"], "s": [2.0, 0.5], "A": [2.0, 1.0]}).to_csv(
+        folder / "conditions.tsv", sep="\t", index=False)
+    result = evaluate(folder / "problem.yaml")
+    k1, k2, k3 = 0.7, 0.3, 1.3
+    for cond, s, total in (("a", 2.0, 2.5), ("b", 0.5, 1.5)):
+        simulated = result.simulations.set_index("simulationConditionId").loc[cond, "simulation"]
+        assert simulated == pytest.approx(total / (1 + k1 * s / k2 + k1 * s / k3), rel=1e-9)

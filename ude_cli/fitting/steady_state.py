@@ -18,13 +18,18 @@ It is found by pseudo-transient continuation, backward Euler steps ``(I/dt - J) 
 grows as the residual falls (switched evolution relaxation; Kelley & Keyes 1998, SIAM J. Numer. Anal.
 35:508): the first steps follow the trajectory from ``y_pre``, which decides which steady state is reached,
 and the last are Newton's. Backward Euler keeps the linear conservation laws exactly. Newton on ``H``
-then polishes ``x*`` to a relative step of 1e-12. Within a fit the previous evaluation's steady state is the
-first guess, for Newton alone; a guess that does not converge, or lands on an unstable steady state, is
-dropped for the continuation from ``y_pre``.
+then polishes ``x*`` to a relative step of 1e-12 (float64). Every solve starts from ``y_pre``: a warm start
+from the previous evaluation's steady state made the objective depend on the evaluations before it where
+there are several steady states; only a repeated evaluation at the same values is taken from the last solve.
 
 The derivative of ``x*`` with respect to the parameters, weights and ``y_pre`` is the implicit function
 theorem's, written as one Newton step that autograd differentiates: ``x* - [U^T J; C]^{-1} H(x*)`` with
-the matrix held constant is ``x*`` in value (H = 0 there) and has derivative ``-[U^T J; C]^{-1} dH``.
+the matrix held constant is ``x*`` in value (H = 0 there) and has derivative ``-[U^T J; C]^{-1} dH``; the
+step is taken in every experiment, even where several are solved once. A law that moves with the parameters
+(``V A + B`` with a learned volume V) adds the derivative of ``C``: since ``x* - y_pre`` is a sum of values of
+``f`` (where the trajectory went) and ``C f = 0`` everywhere, ``dC (x* - y_pre) = -C sum_i w_i df(p_i)`` for
+weights with ``sum_i w_i f(p_i) = x* - y_pre`` at the points ``p_i`` the laws were found at
+(:meth:`_Laws.displacement`), a term of value 0 that autograd differentiates.
 """
 
 from __future__ import annotations
@@ -68,12 +73,10 @@ class SteadyState:
         self.t0 = torch.tensor(list(t0), dtype=torch.float64)
         self.reset = list(reset)
         self.names = list(names)
-        self._guess: np.ndarray | None = None  # the last steady states (S, B, n): the next first guess
         self._cache: tuple[bytes, tuple[np.ndarray, _Laws, np.ndarray]] | None = None  # the last solve, by its inputs
-        #: evaluations of the right-hand side spent settling, and the solves that Newton from the last
-        #: steady states settled alone
+        #: evaluations of the right-hand side spent settling (numerical solves, not the autograd step)
         self.evaluations = 0
-        self.warm_solves = 0
+        self.solves = 0
 
     # -- the right-hand side under the settling constants --------------------------------------------
     @contextlib.contextmanager
@@ -92,7 +95,10 @@ class SteadyState:
             rhs._constants, rhs._experiments, rhs._bound = saved
 
     def _time(self, experiments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return self.t0.index_select(0, experiments).to(dtype)[None, :]
+        """The experiments' t0: one number when they share it (as in the solvers, whose t is a number:
+        a where() of t then stays of the model's dtype), else ``(1, B)``."""
+        t0 = self.t0.index_select(0, experiments).to(dtype)
+        return t0[0] if bool((t0 == t0[0]).all()) else t0[None, :]
 
     # -- the steady states -----------------------------------------------------------------------------
     def __call__(self, y_pre: torch.Tensor, y_main: torch.Tensor) -> torch.Tensor:
@@ -102,21 +108,32 @@ class SteadyState:
         dtype = y_pre.dtype
         rep, inverse = self._distinct(y_pre)
         experiments = torch.tensor(rep, dtype=torch.long)
-        y_rep = y_pre.index_select(1, experiments)
         t = self._time(experiments, dtype)
-        with self._settling(experiments, bound=True):
-            x_star, laws, A = self._solve(y_rep.detach().to(torch.float64).numpy(), t, rep, inverse)
-        with self._settling(experiments, bound=False):  # the implicit function theorem's step, for autograd
-            xs = torch.tensor(x_star, dtype=dtype)
-            Ut, Cm = torch.tensor(laws.Ut, dtype=dtype), torch.tensor(laws.Cm, dtype=dtype)
-            h = torch.einsum("sbij,sbj->sbi", Ut, self.rhs(t, xs)) + torch.einsum("sbij,sbj->sbi", Cm, xs - y_rep)
-            x_ss = xs - torch.einsum("sbij,sbj->sbi", torch.tensor(_pseudo_inverse(A), dtype=dtype), h)
-        out = x_ss.index_select(1, torch.tensor(inverse, dtype=torch.long))
+        with self._settling(experiments, bound=True):  # numerically, once per distinct settling
+            x_star, laws, A = self._solve(y_pre.index_select(1, experiments).detach().to(torch.float64).numpy(),
+                                          t, rep)
+        # the implicit function theorem's step, for autograd, in every experiment: each has its own parameters
+        # and initial values (equal now, at a fit's start, but not their derivatives)
+        every = torch.arange(len(inverse))
+        spread = np.asarray(inverse)
+        with self._settling(every, bound=False):
+            t_all = self._time(every, dtype)
+            xs = torch.tensor(x_star[:, spread], dtype=dtype)
+            Ut, Cm = (torch.tensor(m[:, spread], dtype=dtype) for m in (laws.Ut, laws.Cm))
+            f = self.rhs(t_all, xs).to(dtype)
+            h = torch.einsum("sbij,sbj->sbi", Ut, f) + torch.einsum("sbij,sbj->sbi", Cm, xs - y_pre)
+            if laws.any:  # laws that move with the parameters (a compartment's volume): C's derivative
+                weights, points = laws.displacement(x_star, y_pre.detach().to(torch.float64).numpy()[:, rep])
+                for i in range(points.shape[2]):
+                    w = torch.tensor(weights[:, spread, i, None], dtype=dtype)
+                    fi = self.rhs(t_all, torch.tensor(points[:, spread, i], dtype=dtype)).to(dtype)
+                    h = h - torch.einsum("sbij,sbj->sbi", Cm, w * fi)
+            x_ss = xs - torch.einsum("sbij,sbj->sbi", torch.tensor(_pseudo_inverse(A)[:, spread], dtype=dtype), h)
         if self.reset:
             mask = torch.zeros(n, dtype=torch.bool)
             mask[self.reset] = True
-            out = torch.where(mask, y_main, out)
-        return out
+            x_ss = torch.where(mask, y_main, x_ss)
+        return x_ss
 
     def _distinct(self, y_pre: torch.Tensor) -> tuple[list[int], list[int]]:
         """Experiments whose settling is the same problem (the same start, parameters, constants and t0),
@@ -165,52 +182,48 @@ class SteadyState:
         J = torch.stack(rows, -2).to(torch.float64).numpy()
         return f.detach().to(torch.float64).numpy(), J
 
-    def _solve(self, y: np.ndarray, t: torch.Tensor, rep: list[int], inverse: list[int]
-               ) -> tuple[np.ndarray, _Laws, np.ndarray]:
+    def _solve(self, y: np.ndarray, t: torch.Tensor, rep: list[int]) -> tuple[np.ndarray, _Laws, np.ndarray]:
         """Steady states ``x*`` ``(S, B', n)`` from ``y``, their conservation laws and the Jacobians of ``H``
-        there (numpy, float64)."""
+        there (numpy, float64). Always from ``y`` (no warm start from an earlier solve: with several steady
+        states that would make the objective depend on the evaluations before it); the last solve is kept."""
         key = y.tobytes() + b"|" + repr(rep).encode() + b"|" + _parameter_key(self.rhs)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
+        self.solves += 1
         laws = self._conservation(t, y)
-        x = None
-        guess = self._guess
-        if guess is not None and guess.shape[0] == y.shape[0] and guess.shape[1] == len(self.names):
-            x = self._newton(t, guess[:, rep], y, laws, rep, warm=True)
-            if x is not None:
-                self.warm_solves += 1
-        if x is None:
-            x = self._newton(t, self._continuation(t, y, rep), y, laws, rep, warm=False)
-            assert x is not None  # warm=False raises instead
+        x = self._newton(t, self._continuation(t, y, rep), y, laws, rep)
         _, J = self._jacobian(t, x)
         A = laws.jacobian(J)
-        self._guess = x[:, inverse]
         self._cache = (key, (x, laws, A))
         return x, laws, A
 
     # -- conservation laws ---------------------------------------------------------------------------
     def _conservation(self, t: torch.Tensor, y: np.ndarray) -> _Laws:
         """The linear conservation laws of ``f`` per trajectory, from ``f`` at ``y`` and at 2n + 2 points
-        around it (each state scaled by a log-normal factor, keeping its sign)."""
+        around it (each state scaled by a log-normal factor, keeping its sign); a point where ``f`` is not finite
+        (outside its domain) is left out."""
         S, Bp, n = y.shape
         rng = np.random.default_rng(0)
         magnitude = np.maximum(np.abs(y), 1e-3 * np.maximum(np.abs(y).max(-1, keepdims=True), self.scale))
         magnitude = np.where(y < 0, -magnitude, magnitude)
-        samples = [self._f(t, y)]
+        points = [y] + [magnitude * np.exp(rng.normal(0.0, 0.5, y.shape)) for _ in range(2 * n + 2)]
         with np.errstate(all="ignore"):
-            for _ in range(2 * n + 2):
-                samples.append(self._f(t, magnitude * np.exp(rng.normal(0.0, 0.5, y.shape))))
-        F = np.stack(samples, -1)  # (S, B', n, m)
-        F = np.where(np.isfinite(F).all(-2, keepdims=True), F, 0.0)  # a point outside f's domain: left out
-        return _Laws([[conservation_laws(F[s, b]) for b in range(Bp)] for s in range(S)], n)
+            F = np.stack([self._f(t, x) for x in points], -1)  # (S, B', n, m)
+        finite = np.isfinite(F).all(-2)  # (S, B', m)
+        F = np.where(finite[:, :, None, :], F, 0.0)
+        tol = max(CONSERVATION_TOL, _eps(t.dtype))
+        laws = [[conservation_laws(F[s, b], tol) for b in range(Bp)] for s in range(S)]
+        return _Laws(laws, n, np.stack(points, 2), F, finite)
 
     # -- Newton on H, and the continuation -----------------------------------------------------------------
-    def _newton(self, t: torch.Tensor, x: np.ndarray, y: np.ndarray, laws: _Laws, rep: list[int], warm: bool,
-                iterations: int = 25) -> np.ndarray | None:
-        """Newton on ``H`` from ``x`` until the relative step is below :data:`NEWTON_TOL` (or stalls at rounding
-        below 1e-7) in every trajectory, at a stable steady state; otherwise None (``warm``: the continuation
-        follows) or :class:`SolverError`."""
+    def _newton(self, t: torch.Tensor, x: np.ndarray, y: np.ndarray, laws: _Laws, rep: list[int],
+                iterations: int = 25) -> np.ndarray:
+        """Newton on ``H`` from ``x`` until the relative step is below :data:`NEWTON_TOL` (or stalls at
+        rounding) in every trajectory; :class:`SolverError` unless that is a steady state (the residual, in
+        units of the fastest time scale, at rounding) that attracts."""
         x = x.copy()
+        eps = _eps(t.dtype)
+        tol, stall = max(NEWTON_TOL, 64 * eps), max(1e-7, float(np.sqrt(eps)))
         previous = np.inf
         for _ in range(iterations):
             f, J = self._jacobian(t, x)
@@ -222,19 +235,23 @@ class SteadyState:
             x = x - dx
             floor = 1e-6 * np.maximum(np.abs(x).max(-1, keepdims=True), 1e-6 * self.scale)
             step = float((np.abs(dx) / (np.abs(x) + floor)).max())
-            if step <= NEWTON_TOL or (step <= 1e-7 and step >= 0.5 * previous):
+            if step <= tol or (step <= stall and step >= 0.5 * previous):
+                f, J = self._jacobian(t, x)
+                fastest = np.maximum(np.abs(np.linalg.eigvals(J)).max(-1), 1e-300)  # (S, B')
+                residual = (np.abs(f) / (np.abs(x) + floor)).max(-1) / fastest
+                if np.any(residual > max(1e-9, 1e4 * eps)):
+                    b = int(np.argwhere(residual > max(1e-9, 1e4 * eps))[0][1])
+                    raise SolverError(f"pre-equilibration: experiment {self.names[rep[b]]} does not settle: a "
+                                      f"state keeps moving where the others are at rest (the model may grow without "
+                                      f"bound under the pre-equilibration constants)")
                 where = self._unstable(J, laws)
                 if where is None:
                     return x
-                if warm:
-                    return None
                 name = self.names[rep[where[1]]]
                 raise SolverError(f"pre-equilibration: the steady state that experiment {name} reaches is not "
                                   f"attracting (its Jacobian has an eigenvalue with a positive real part, or an "
                                   f"imaginary one): the model does not settle under the pre-equilibration constants")
             previous = step
-        if warm:
-            return None
         raise SolverError("pre-equilibration: Newton's method does not converge at the steady state reached")
 
     @staticmethod
@@ -297,9 +314,10 @@ class SteadyState:
 
 class _Laws:
     """The conservation laws ``C`` of each trajectory, and ``H``'s rows as blocks ``(S, B', n, n)``: ``Ut``
-    (``U^T`` in the first ``n - r`` rows) and ``Cm`` (``C`` in the last ``r``)."""
+    (``U^T`` in the first ``n - r`` rows) and ``Cm`` (``C`` in the last ``r``); with the points ``(S, B', m, n)``
+    they were found at, ``f`` there ``(S, B', n, m)`` and which of them were finite ``(S, B', m)``."""
 
-    def __init__(self, C: list[list[np.ndarray]], n: int):
+    def __init__(self, C: list[list[np.ndarray]], n: int, points: np.ndarray, F: np.ndarray, finite: np.ndarray):
         S, Bp = len(C), len(C[0])
         self.C = C
         self.U = [[_complement(c, n) for c in row] for row in C]
@@ -310,10 +328,33 @@ class _Laws:
                 r = C[s][b].shape[0]
                 self.Ut[s, b, : n - r] = self.U[s][b].T
                 self.Cm[s, b, n - r:] = C[s][b]
+        self.any = any(c.shape[0] for row in C for c in row)
+        self.points, self.F, self.finite = points, F, finite
 
     def jacobian(self, J: np.ndarray) -> np.ndarray:
         """``[U^T J; C]``, the Jacobian of ``H``."""
         return np.einsum("sbij,sbjk->sbik", self.Ut, J) + self.Cm
+
+    def displacement(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weights ``w`` ``(S, B', m)`` with ``sum_i w_i f(p_i) = x - y`` and the points ``p_i`` (non-finite ones
+        replaced by ``x``, where f is finite, with weight 0).
+
+        ``x - y`` is where the trajectory went, a sum of values of ``f``: so ``C(theta) (x - y)`` and
+        ``C(theta) sum_i w_i f(p_i, theta)`` have the same derivative, which ``C f = 0`` at every point turns
+        into ``-C sum_i w_i df(p_i)/dtheta``: the term a law that moves with the parameters adds, by autograd."""
+        S, Bp, m, n = self.points.shape
+        w = np.zeros((S, Bp, m))
+        points = self.points.copy()
+        for s in range(S):
+            for b in range(Bp):
+                if not self.C[s][b].shape[0]:
+                    continue
+                U = self.U[s][b]
+                keep = self.finite[s, b]
+                G = U.T @ self.F[s, b][:, keep]  # (n - r, m'): f at the points, in U's coordinates
+                w[s, b, keep] = np.linalg.lstsq(G, U.T @ (x[s, b] - y[s, b]), rcond=None)[0]
+                points[s, b, ~keep] = x[s, b]
+        return w, points
 
 
 def conservation_laws(F: np.ndarray, tol: float = CONSERVATION_TOL) -> np.ndarray:
@@ -332,6 +373,10 @@ def conservation_laws(F: np.ndarray, tol: float = CONSERVATION_TOL) -> np.ndarra
     c = null / scale[None, :]
     q, _ = np.linalg.qr(c.T)
     return q.T
+
+
+def _eps(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps)
 
 
 def _pseudo_inverse(A: np.ndarray) -> np.ndarray:

@@ -104,7 +104,8 @@ def translate(problem: PetabProblem) -> Translation:
     ctable = str((problem.files.conditions or problem.files.experiments or [problem.files.yaml])[0])
     used_conditions = list(dict.fromkeys(problem.measurements["simulationConditionId"]))
     settle_in = _preequilibration_conditions(problem)  # simulation condition -> its pre-equilibration condition
-    if _at_steady_state(problem, bool(settle_in)):
+    steady_only = _at_steady_state(problem, bool(settle_in))
+    if steady_only:
         # every measurement at time inf: each condition settles in itself, and is measured there (at t0 = 0)
         settle_in = {c: c for c in used_conditions}
         problem.measurements["time"] = 0.0
@@ -127,7 +128,7 @@ def translate(problem: PetabProblem) -> Translation:
                 raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number nor a "
                                   f"parameter of the parameter table", where=ctable) from None
         is_species = sbml.kinds.get(column) == "species" and column in sbml.initial
-        if settle_in and column in sbml.rhs:
+        if settle_in and column in sbml.rhs and not steady_only:  # (measured at steady state: a start value)
             # PEtab: a state that the simulation condition sets starts there again after the steady state; an
             # empty cell (NaN) continues from it
             given = {cells[c] is not None for c in used_conditions}
