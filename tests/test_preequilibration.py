@@ -484,3 +484,31 @@ def test_measured_at_steady_state_a_species_the_condition_sets_is_a_start_value(
     for cond, s, total in (("a", 2.0, 2.5), ("b", 0.5, 1.5)):
         simulated = result.simulations.set_index("simulationConditionId").loc[cond, "simulation"]
         assert simulated == pytest.approx(total / (1 + k1 * s / k2 + k1 * s / k3), rel=1e-9)
+
+
+def test_the_structural_check_does_not_read_a_steady_state_as_a_given_initial_value(write):
+    """An observation scale s of x: without pre-equilibration x(t0) = 1 is given and the observable at t0 pins s;
+    settled first, x(t0) is where the model (network included) comes to rest, which moves with every term."""
+    from ude_cli.identifiability.structural import structural_check
+
+    write("d.csv", "t,u,y\n0,1,2.0\n1,1,1.6\n2,1,1.4\n3,1,1.3\n")
+    text = """
+        data: {file: d.csv, time: t}
+        model:
+          states: [x]
+          parameters: {k: {init: 0.5, positive: true}, s: {init: 2.0, positive: true}}
+          constants: {u: {column: u}}
+          equations: {x: "u - k*x + U[0]"}
+          initial: {x: 1}
+          t0: 0
+        observables:
+          yo: {formula: s*x, column: y, noise: {distribution: normal, sigma: 0.1}}
+        networks:
+          U: {inputs: [x], outputs: 1, hidden: [4]}
+        """
+    given = {f.parameter: f for f in structural_check(check(write("a.yaml", text)))}
+    assert "x(t0) is given" in given["s"].reason
+    settled = text.replace("t0: 0\n", "t0: 0\n          preequilibration: {constants: {u: 2}}\n")
+    found = {f.parameter: f for f in structural_check(check(write("b.yaml", settled)))}
+    assert "x(t0) is a steady state (model.preequilibration)" in found["s"].reason
+    assert found["s"].verdict != given["s"].verdict

@@ -247,7 +247,10 @@ class _Analysis:
             if pinned is not None:
                 status = NOT_IMITABLE if pinned[0] == "no" else UNDECIDED
                 return finding(status, pinned[1], _line(p.name, place, status, pinned[1]))
+            pre = self.problem.preequilibration
             for i in initials:
+                if pre is not None and i.state not in pre.reset:  # settled from there: the steady state counts
+                    continue
                 change = sp.diff(self._sympy(i.expression), ps)
                 if moved is not None and i.state == str(moved):
                     change = change - xi.subs(moved, self._sympy(i.expression))
@@ -341,6 +344,10 @@ class _Analysis:
                         f"observable {o.name} (column '{o.column}') also measures {name}")
                 return None, None, ("no", f"{what}, which pins it")
         init = self.problem.initial.get(name)
+        pre = self.problem.preequilibration
+        if pre is not None and name not in pre.reset:  # x(t0) is where the model settles: every term moves it
+            return None, None, ("unknown", f"{name}(t0) is a steady state (model.preequilibration), which the "
+                                           f"parameters and networks move too: the check reads initial values as given")
         if init is not None and init.source != "formula" and not init.learn:
             given = "observed" if init.source == "observed" else "given"
             return None, None, ("no", f"{name}(t0) is {given} (model.initial.{name}) and no network changes it, so "
