@@ -104,6 +104,9 @@ def test_a_fit_from_far_recovers_the_inflow_and_outflow_rates(write):
                     method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12})
     assert values["k_in"] == pytest.approx(math.exp(best.x[0]), rel=1e-4)
     assert values["k_out"] == pytest.approx(math.exp(best.x[1]), rel=1e-4)
+    summary = run.metrics["preequilibration"]  # both experiments settle at u = 1, from x = 0: one steady state
+    assert summary["constants"] == {"u": 1.0} and summary["distinct_steady_states"] == 1
+    assert summary["conservation_laws"] == [0] and summary["solves"] > 10
 
 
 # -- a conservation law ------------------------------------------------------------------------------------------

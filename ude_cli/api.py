@@ -216,6 +216,9 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
         "best_start": best,
         "starts": model.n_starts,
     }
+    steady = getattr(model.initial, "_steady_state", None)
+    if steady is not None:  # model.preequilibration
+        metrics["preequilibration"] = steady.summary()
     if log_prior is not None:
         metrics["log_prior"] = {
             "log_prior": _num(log_prior[best]), "log_posterior": _num(-train_nll[best] + log_prior[best]),

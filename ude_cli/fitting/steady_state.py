@@ -78,6 +78,23 @@ class SteadyState:
         self.evaluations = 0
         self.solves = 0
 
+    def summary(self) -> dict:
+        """metrics.json's ``preequilibration``: the settling values, and the last solve's numbers."""
+        out: dict = {
+            "constants": {n: (float(v) if not (torch.is_tensor(v) and v.ndim) else [float(x) for x in v])
+                          for n, v in self.constants.items()},
+            "reset": [self.rhs.states[j] for j in self.reset],
+            "method": "each experiment starts at the steady state the model reaches from its initial values with "
+                      "these constants (pseudo-transient continuation, then Newton to a relative step of 1e-12, on "
+                      "the class of the linear conservation laws found numerically); docs/training.md#pre-equilibration",
+            "solves": self.solves, "rhs_evaluations": self.evaluations,
+        }
+        if self._cache is not None:
+            x, laws, _ = self._cache[1]
+            out["distinct_steady_states"] = int(x.shape[1])
+            out["conservation_laws"] = sorted({int(c.shape[0]) for row in laws.C for c in row})
+        return out
+
     # -- the right-hand side under the settling constants --------------------------------------------
     @contextlib.contextmanager
     def _settling(self, experiments: torch.Tensor, bound: bool) -> Iterator[None]:
