@@ -252,7 +252,7 @@ def test_bad_preequilibration_settings_name_the_field(write, block, expected):
 
 
 def test_export_writes_settling_conditions_that_import_back_to_the_same_llh(write, tmp_path):
-    """PEtab v1: a settling condition per way of settling (one here), named in preequilibrationConditionId; the
+    """PEtab v1 and v2. v1: a settling condition per way of settling (one here), named in preequilibrationConditionId; the
     reset state A set in every simulation condition, the others NaN there (they continue from the steady state)."""
     from ude_cli.petab import export
 
@@ -265,8 +265,23 @@ def test_export_writes_settling_conditions_that_import_back_to_the_same_llh(writ
                                           "A": [1.0, 1.0, 1.0]}
     assert set(pd.read_csv(tmp_path / "out" / "measurements.tsv", sep="\t")["preequilibrationConditionId"]) == {
         "settle"}
-    with pytest.raises(ConfigError, match="give --petab-version 1"):
-        export(pair_config(write, measured, True), tmp_path / "v2", version=2)
+    # PEtab v2: a period at -inf in the experiments table; its condition's changes last, so the experiment's own
+    # condition sets s back
+    v2 = export(pair_config(write, measured, True, k1=0.5, k2=0.45), tmp_path / "v2", version=2)
+    assert v2.llh_exported == pytest.approx(v2.llh_source, abs=1e-8)
+    periods = pd.read_csv(tmp_path / "v2" / "experiments.tsv", sep="\t")
+    assert periods.values.tolist() == [["a", -math.inf, "settle"], ["a", 0.0, "a_condition"],
+                                       ["b", -math.inf, "settle"], ["b", 0.0, "b_condition"]]
+    conditions = pd.read_csv(tmp_path / "v2" / "conditions.tsv", sep="\t")
+    assert conditions.values.tolist() == [["a_condition", "s", 4.0], ["a_condition", "A", 1.0],
+                                          ["b_condition", "s", 0.2], ["b_condition", "A", 1.0],
+                                          ["settle", "s", 1.0], ["settle", "A", 1.0]]
+    # without a_condition's s, the settling value s = 1 lasts into experiment a (PEtab v2's semantics)
+    conditions[~((conditions["conditionId"] == "a_condition") & (conditions["targetId"] == "s"))].to_csv(
+        tmp_path / "v2" / "conditions.tsv", sep="\t", index=False)
+    sims = evaluate(tmp_path / "v2" / "problem.yaml").simulations
+    a = sims[sims["simulationConditionId"] == "a"]
+    np.testing.assert_allclose(a["simulation"], [pair(t, 1.0, 0.5, 0.45, reset=True) for t in a["time"]], rtol=1e-8)
 
 
 # -- the benchmark collection ---------------------------------------------------------------------------------------

@@ -207,9 +207,6 @@ def export(source: str | Path, out: str | Path, *, overwrite: bool = False, chec
         raise ConfigError(f"PEtab version {version}: expected 1 or 2", where="--petab-version")
     label, cfg, problem, model, start = _load(source)
     _refusals(problem, label)
-    if version == 2 and problem.preequilibration is not None:
-        raise ConfigError("pre-equilibration is exported as PEtab v1 (give --petab-version 1): ude import does not "
-                          "read PEtab v2's pre-equilibration periods yet", where=f"{label}: model.preequilibration")
     if version == 1 and problem.networks:
         raise ConfigError("PEtab v1 has no networks (the SciML extension is PEtab v2's): export it as v2",
                           where=f"{label}: networks.{next(iter(problem.networks))}")
@@ -509,8 +506,14 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                                                                float(t) - t0[b]])
     head = ["observableId", "experimentId" if version == 2 else "simulationConditionId", "measurement", "time"]
     wide = [(exp_ids[b], dict(targets[b])) for b in range(len(experiments))]  # v1's condition table, row by row
-    if problem.preequilibration is not None:  # (v2 is refused)
-        wide = _settling_conditions(problem, exp_ids, targets, y0, taken, rows, held_out, head)
+    settle_of: dict[str, str] = {}  # experiment -> its settling condition
+    if problem.preequilibration is not None:
+        wide, settle_of = _settling_conditions(problem, exp_ids, targets, y0, taken)
+        if version == 1:  # v2: a period at -inf in the experiments table instead
+            for table in (rows, held_out):
+                for row in table:
+                    row.append(settle_of[row[1]])
+            head.append("preequilibrationConditionId")
     write_tsv(folder / "measurements.tsv", head, rows)
     files = ["problem.yaml", "model.xml", "observables.tsv", "measurements.tsv"]
     if held_out:
@@ -522,10 +525,15 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     # -- conditions, experiments, parameters ----------------------------------------------------------------------
     cond_ids: dict[int, str] = {}
     condition_rows = []
+    own = dict(wide)  # each experiment's own values (with pre-equilibration: the states it resets, not the others)
     for b in range(len(experiments)):
-        if targets[b]:
+        if own[exp_ids[b]]:
             cond_ids[b] = _identifier(f"{exp_ids[b]}_condition", taken)
-            condition_rows += [[cond_ids[b], sid, v] for sid, v in targets[b]]
+            condition_rows += [[cond_ids[b], sid, v] for sid, v in own[exp_ids[b]].items()]
+    settled = {cid for cid in settle_of.values()}
+    for cid, values in wide:
+        if cid in settled:
+            condition_rows += [[cid, sid, v] for sid, v in values.items()]
     head_parameters = ["parameterId", "parameterScale", "lowerBound", "upperBound", "nominalValue", "estimate"]
     doc: dict
     if version == 1:  # the experiments are the conditions; a wide condition table, estimate 1/0
@@ -539,8 +547,12 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                "problems": [{"sbml_files": ["model.xml"], "condition_files": ["conditions.tsv"],
                              "measurement_files": ["measurements.tsv"], "observable_files": ["observables.tsv"]}]}
     else:
-        write_tsv(folder / "experiments.tsv", ["experimentId", "time", "conditionId"],
-                  [[exp_ids[b], 0.0, cond_ids.get(b, "")] for b in range(len(experiments))])
+        periods = []
+        for b in range(len(experiments)):  # a pre-equilibration period first, from -inf (PEtab v2)
+            if exp_ids[b] in settle_of:
+                periods.append([exp_ids[b], -math.inf, settle_of[exp_ids[b]]])
+            periods.append([exp_ids[b], 0.0, cond_ids.get(b, "")])
+        write_tsv(folder / "experiments.tsv", ["experimentId", "time", "conditionId"], periods)
         if condition_rows:
             write_tsv(folder / "conditions.tsv", ["conditionId", "targetId", "targetValue"], condition_rows)
         write_tsv(folder / "parameters.tsv", head_parameters, parameter_rows + network_rows)
@@ -570,12 +582,13 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                     files=files, notes=notes)
 
 
-def _settling_conditions(problem, exp_ids: list[str], targets: dict, y0: np.ndarray, taken: set[str],
-                         rows: list[list], held_out: list[list], head: list[str]) -> list:
-    """PEtab v1's pre-equilibration: per experiment a settling condition (the experiment's own values with the
-    settling constants; experiments that settle alike share one), named in the measurements' (and ``head``'s)
-    ``preequilibrationConditionId``; the experiment's own condition sets the reset states, and leaves the others
-    NaN (PEtab: they continue from the steady state)."""
+def _settling_conditions(problem, exp_ids: list[str], targets: dict, y0: np.ndarray, taken: set[str]
+                         ) -> tuple[list, dict[str, str]]:
+    """Pre-equilibration: per experiment a settling condition (the experiment's own values with the settling
+    constants; experiments that settle alike share one); the experiment's own condition sets the reset states,
+    and leaves the others out (NaN: PEtab continues them from the steady state), and sets the settling constants
+    back to its values (in PEtab v2 a condition's changes last into the next period). The conditions, row by row
+    (the experiments' own first), and each experiment's settling condition."""
     pre = problem.preequilibration
     experiments = problem.dataset.experiments
     states = list(problem.states)
@@ -602,11 +615,7 @@ def _settling_conditions(problem, exp_ids: list[str], targets: dict, y0: np.ndar
     names = {first: _identifier("settle" if len(settling) == 1 else f"{first}_settle", taken) for first, _ in settling}
     settle_of = {e: names[first] for e, first in settle_of.items()}
     settling = [(names[first], row) for first, row in settling]
-    for table in (rows, held_out):
-        for row in table:
-            row.append(settle_of[row[1]])
-    head.append("preequilibrationConditionId")
-    return out + settling
+    return out + settling, settle_of
 
 
 def _refs(expr, networks) -> set[tuple[str, int]]:

@@ -262,22 +262,39 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, inp
                                   f"compartment or network input of the model", where=row["_file"])
             targets.setdefault(row["conditionId"], {})[target] = row["targetValue"]
     records: list[dict[str, str]] = []
+    settling: dict[str, str] = {}  # experiment -> the condition row of its pre-equilibration period
     if files.experiments:
         etable = tables.read_table(files.experiments, "experiment")
+        periods: dict[str, dict[float, pd.Series]] = {}
         for _, row in etable.iterrows():
             t = tables.number(row, "time", kind="a time")
-            if t != 0:
-                raise ConfigError(f"line {row['_row']}: an experiment starting at time {t:g} (not 0) is not "
-                                  f"supported yet", where=row["_file"])
-            if row["experimentId"] in {r["conditionId"] for r in records}:
-                raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has several periods: "
-                                  f"not supported yet", where=row["_file"])
+            if t not in (0, -math.inf):
+                raise ConfigError(f"line {row['_row']}: a period starting at time {t:g} (not 0, or -inf for "
+                                  f"pre-equilibration) is not supported yet", where=row["_file"])
+            if t in periods.setdefault(row["experimentId"], {}):
+                raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has two periods at "
+                                  f"time {t:g}", where=row["_file"])
             cond = row["conditionId"]
             if cond and cond not in targets and not any(cond in by for by in array_inputs.values()):
                 raise ConfigError(f"line {row['_row']}: condition {cond!r} is neither in a condition table nor a "
                                   f"dataset of an array file's inputs", where=row["_file"])
-            records.append({"conditionId": row["experimentId"], **targets.get(cond, {}),
-                            **_array_values(array_inputs, cond, row)})
+            periods[row["experimentId"]][t] = row
+        states = set(model.rhs)
+        for experiment, by_time in periods.items():
+            if 0 not in by_time:
+                row = by_time[-math.inf]
+                raise ConfigError(f"line {row['_row']}: experiment {experiment!r} has no period at time 0",
+                                  where=row["_file"])
+            main = by_time[0]
+            values = {**targets.get(main["conditionId"], {}), **_array_values(array_inputs, main["conditionId"], main)}
+            pre = by_time.get(-math.inf)
+            if pre is not None:  # settled first; what its condition sets stays, but for the states, unless changed
+                before = {**targets.get(pre["conditionId"], {}),
+                          **_array_values(array_inputs, pre["conditionId"], pre)}
+                settling[experiment] = f"{experiment}__preequilibration"
+                records.append({"conditionId": settling[experiment], **before})
+                values = {**{k: v for k, v in before.items() if k not in states}, **values}
+            records.append({"conditionId": experiment, **values})
     empty = mtable["simulationConditionId"] == ""
     if empty.any():
         if files.experiments:
@@ -285,6 +302,8 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, inp
             raise ConfigError(f"line {row['_row']}, column experimentId: empty", where=row["_file"])
         mtable.loc[empty, "simulationConditionId"] = "experiment"
         records.append({"conditionId": "experiment", **_array_values(array_inputs, "", None)})
+    if settling:
+        mtable["preequilibrationConditionId"] = [settling.get(e, "") for e in mtable["simulationConditionId"]]
     frame = pd.DataFrame(records).fillna("")
     frame["_file"] = str(files.experiments[0]) if files.experiments else str(files.yaml)
     frame["_row"] = range(2, len(frame) + 2)
