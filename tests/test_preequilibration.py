@@ -530,3 +530,39 @@ def test_the_structural_check_does_not_read_a_steady_state_as_a_given_initial_va
     found = {f.parameter: f for f in structural_check(check(write("b.yaml", settled)))}
     assert "x(t0) is a steady state (model.preequilibration)" in found["s"].reason
     assert found["s"].verdict != given["s"].verdict
+
+
+def test_some_experiments_settle_and_the_others_start_at_their_initial_values(write, tmp_path):
+    """``preequilibration.experiments: [a]``: a settles at u = 1 (from x = 0: x* = k_in / k_out), b starts at x = 0;
+    the llh and gradient in closed form; exported (v1 and v2) and imported back to the same llh."""
+    from ude_cli.petab import export
+
+    rng = np.random.default_rng(6)
+
+    def mean(e, t, k_in=2.0, k_out=0.5):
+        if e == "a":
+            return inflow(t, U[e], k_in, k_out)
+        end = k_in * U[e] / k_out  # from x = 0
+        return end * (1 - math.exp(-k_out * t))
+
+    measured = {(e, float(t)): mean(e, t) + SIGMA * rng.standard_normal() for e in U for t in TIMES}
+    path = inflow_config(write, measured, k_in=1.7, k_out=0.6)
+    path.write_text(path.read_text().replace("constants: {u: 1.0}", "constants: {u: 1.0}\n    experiments: [a]"))
+    result = evaluate(path)
+    at = {"k_in": 1.7, "k_out": 0.6}
+
+    def llh(k_in, k_out):
+        return _llh(measured, lambda e, t: mean(e, t, k_in, k_out))
+
+    assert result.llh == pytest.approx(llh(**at), rel=1e-9)
+    for name in at:
+        assert result.gradient[name] == pytest.approx(_fd(llh, at, name), rel=1e-6)
+    for version in (1, 2):
+        out = export(path, tmp_path / f"v{version}", version=version)
+        assert out.llh_exported == pytest.approx(out.llh_source, abs=1e-8)
+    assert pd.read_csv(tmp_path / "v1" / "measurements.tsv", sep="\t").groupby("simulationConditionId")[
+        "preequilibrationConditionId"].first().fillna("").to_dict() == {"a": "settle", "b": ""}
+    assert len(pd.read_csv(tmp_path / "v2" / "experiments.tsv", sep="\t")) == 3  # a: -inf and 0; b: 0
+    with pytest.raises(ConfigError, match="unknown experiment 'c'"):
+        path.write_text(path.read_text().replace("experiments: [a]", "experiments: [a, c]"))
+        check(path)

@@ -250,6 +250,9 @@ class PreequilibrationSpec(_Strict):
     reset: list[str] = Field(
         default_factory=list, description="States that take their model.initial values again after the steady "
                                           "state (a dose given at t0); the others start from the steady state.")
+    experiments: list[str] | None = Field(
+        None, min_length=1, description="The experiments that settle first (default: all); the others start at "
+                                        "their initial values.")
 
 
 class ModelSpec(_Strict):

@@ -83,6 +83,7 @@ class Preequilibration:
 
     constants: dict[str, float | str]  # constant -> its value while settling, or the column giving it
     reset: tuple[str, ...] = ()  # states that take their initial values again after the steady state
+    experiments: tuple[str, ...] | None = None  # the experiments that settle (None: all)
 
 
 @dataclass
@@ -425,6 +426,13 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
         problems.raise_if_any()
         assert dataset is not None  # read_dataset returned, or its error was raised just above
         _check_against_data(config, dataset, initial, m.t0, problems, label)
+        if preequilibration is not None and preequilibration.experiments is not None:
+            names = [e.name for e in dataset.experiments]
+            for name in preequilibration.experiments:
+                if name not in names:
+                    problems.add(ConfigError(f"unknown experiment '{name}'{did_you_mean(name, names)}; experiments "
+                                             f"are: {', '.join(names)}", where=f"{label}: model.preequilibration."
+                                                                               f"experiments"))
         if preequilibration is not None and m.t0 is None and len({float(e.t[0]) for e in dataset.experiments}) > 1 \
                 and any("t" in e.names for e in equations.values()):
             problems.add(ConfigError("the equations use t, and the experiments start at different times: give "
@@ -479,7 +487,7 @@ def _preequilibration(config: Config, states: list[str], constants: dict[str, fl
                                      where=f"{where}.reset"))
     if len(set(spec.reset)) != len(spec.reset):
         problems.add(ConfigError("a state is listed twice", where=f"{where}.reset"))
-    return Preequilibration(values, tuple(spec.reset))
+    return Preequilibration(values, tuple(spec.reset), tuple(spec.experiments) if spec.experiments else None)
 
 
 # -- observables and noise -------------------------------------------------------------------------------

@@ -235,9 +235,11 @@ class UDEModel(nn.Module):
             settling = {n: torch.tensor([e.covariates[v] for e in ds.experiments], dtype=self.dtype)
                         if isinstance(v, str) else torch.tensor(float(v), dtype=self.dtype)
                         for n, v in pre.constants.items()}
+            names = [e.name for e in ds.experiments]
+            which = [b for b, name in enumerate(names) if pre.experiments is None or name in pre.experiments]
             self.initial.settle_with(SteadyState(self.rhs, settling, starts, [problem.states.index(s) for s in
                                                                                pre.reset],
-                                                 [e.name for e in ds.experiments], _data_scale(problem)), settling)
+                                                 names, _data_scale(problem), which), settling)
         in_initial = {n for i in problem.initial.values() if i.expression is not None for n, _ in i.expression.network_refs}
         if in_initial:  # a network fed parameters and constants sets an initial value
             self.initial.use_networks({n: (networks[n], problem.networks[n].inputs) for n in in_initial})

@@ -66,8 +66,10 @@ class SteadyState:
     """
 
     def __init__(self, rhs: HybridRHS, constants: Mapping[str, float | torch.Tensor], t0: Sequence[float],
-                 reset: Sequence[int], names: Sequence[str], scale: float = 1.0):
+                 reset: Sequence[int], names: Sequence[str], scale: float = 1.0, settles: Sequence[int] | None = None):
         self.rhs = rhs
+        #: the experiments that settle (by index; the others start at their initial values)
+        self.settles = list(range(len(names))) if settles is None else list(settles)
         self.scale = float(scale) if scale > 0 and np.isfinite(scale) else 1.0
         self.constants = dict(constants)
         self.t0 = torch.tensor(list(t0), dtype=torch.float64)
@@ -84,6 +86,7 @@ class SteadyState:
             "constants": {n: (float(v) if not (torch.is_tensor(v) and v.ndim) else [float(x) for x in v])
                           for n, v in self.constants.items()},
             "reset": [self.rhs.states[j] for j in self.reset],
+            "experiments": [self.names[b] for b in self.settles],
             "method": "each experiment starts at the steady state the model reaches from its initial values with "
                       "these constants (pseudo-transient continuation, then Newton to a relative step of 1e-12, on "
                       "the class of the linear conservation laws found numerically); docs/training.md#pre-equilibration",
@@ -123,6 +126,8 @@ class SteadyState:
         states from ``y_main``."""
         n = y_pre.shape[-1]
         dtype = y_pre.dtype
+        if not self.settles:
+            return y_main
         rep, inverse = self._distinct(y_pre)
         experiments = torch.tensor(rep, dtype=torch.long)
         t = self._time(experiments, dtype)
@@ -131,14 +136,15 @@ class SteadyState:
                                           t, rep)
         # the implicit function theorem's step, for autograd, in every experiment: each has its own parameters
         # and initial values (equal now, at a fit's start, but not their derivatives)
-        every = torch.arange(len(inverse))
+        every = torch.tensor(self.settles, dtype=torch.long)
         spread = np.asarray(inverse)
+        y_settling = y_pre.index_select(1, every)
         with self._settling(every, bound=False):
             t_all = self._time(every, dtype)
             xs = torch.tensor(x_star[:, spread], dtype=dtype)
             Ut, Cm = (torch.tensor(m[:, spread], dtype=dtype) for m in (laws.Ut, laws.Cm))
             f = self.rhs(t_all, xs).to(dtype)
-            h = torch.einsum("sbij,sbj->sbi", Ut, f) + torch.einsum("sbij,sbj->sbi", Cm, xs - y_pre)
+            h = torch.einsum("sbij,sbj->sbi", Ut, f) + torch.einsum("sbij,sbj->sbi", Cm, xs - y_settling)
             if laws.any:  # laws that move with the parameters (a compartment's volume): C's derivative
                 weights, points = laws.displacement(x_star, y_pre.detach().to(torch.float64).numpy()[:, rep])
                 for i in range(points.shape[2]):
@@ -149,13 +155,15 @@ class SteadyState:
         if self.reset:
             mask = torch.zeros(n, dtype=torch.bool)
             mask[self.reset] = True
-            x_ss = torch.where(mask, y_main, x_ss)
-        return x_ss
+            x_ss = torch.where(mask, y_main.index_select(1, every), x_ss)
+        if len(self.settles) == y_main.shape[1]:
+            return x_ss
+        return y_main.index_copy(1, every, x_ss)  # the others start at their initial values
 
     def _distinct(self, y_pre: torch.Tensor) -> tuple[list[int], list[int]]:
-        """Experiments whose settling is the same problem (the same start, parameters, constants and t0),
-        solved once: their representatives, and each experiment's representative's position."""
-        B = y_pre.shape[1]
+        """Settling experiments whose settling is the same problem (the same start, parameters, constants and
+        t0), solved once: their representatives, and each settling experiment's representative's position."""
+        B = y_pre.shape[1]  # (every experiment; those in self.settles are looked at)
         with torch.no_grad():
             params = [v.detach().to(torch.float64).numpy() for v in self.rhs.parameters_.values(None).values()]
             per_experiment = [c.detach().to(torch.float64).numpy() for c in {**self.rhs._constants,
@@ -165,7 +173,7 @@ class SteadyState:
             keys: dict[bytes, int] = {}
             rep: list[int] = []
             inverse: list[int] = []
-            for b in range(B):
+            for b in self.settles:
                 parts = [y[:, b].tobytes(), t0[b].tobytes()]
                 parts += [(v[:, b] if v.shape[-1] == B else v).tobytes() for v in params]
                 parts += [c[b].tobytes() for c in per_experiment]

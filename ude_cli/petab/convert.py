@@ -131,7 +131,7 @@ def translate(problem: PetabProblem) -> Translation:
         if settle_in and column in sbml.rhs and not steady_only:  # (measured at steady state: a start value)
             # PEtab: a state that the simulation condition sets starts there again after the steady state; an
             # empty cell (NaN) continues from it
-            given = {cells[c] is not None for c in used_conditions}
+            given = {cells[c] is not None for c in used_conditions if c in settle_in}
             if given == {True, False}:
                 raise ConfigError(f"column {column}: some simulation conditions set this state after "
                                   f"pre-equilibration and some do not (NaN): not supported yet", where=ctable)
@@ -394,6 +394,7 @@ def translate(problem: PetabProblem) -> Translation:
 
     # -- data: a row per (experiment, time), a column per observable -------------------------------------------
     filled: dict[tuple[str, float, str], int] = {}
+    condition_of: dict[str, str] = {}  # experiment (a condition, or its replicate) -> the condition
     records: dict[tuple[str, float], dict[str, Any]] = {}
     rows = []
     for _, r in meas.iterrows():
@@ -402,16 +403,20 @@ def translate(problem: PetabProblem) -> Translation:
         rep = filled.get((cond, t, column), 0)
         filled[(cond, t, column)] = rep + 1
         experiment = cond if rep == 0 else f"{cond}__rep{rep + 1}"
+        condition_of[experiment] = cond
         rec = records.setdefault((experiment, t), {"experiment": experiment, "time": t})
         rec[column] = r["measurement"]
         for const, by_condition in per_condition.items():
             rec[names[const]] = by_condition[cond]
             if const in settle_varies:
-                rec[f"{names[const]}__settle"] = by_condition[settle_in[cond]]
+                rec[f"{names[const]}__settle"] = by_condition[settle_in.get(cond, cond)]  # (not settling: unused)
         rows.append([r["observableId"], cond, t, float(r["measurement"]), experiment, column])
     ordered: list[dict[str, Any]] = sorted(records.values(),
                                            key=lambda d: (_order(str(d["experiment"]), used_conditions), d["time"]))
     data = pd.DataFrame(ordered)
+    if settle_in and set(settle_in) != set(used_conditions):  # some experiments settle, the others do not
+        preequilibration["preequilibration"]["experiments"] = list(dict.fromkeys(
+            str(d["experiment"]) for d in ordered if condition_of[str(d["experiment"])] in settle_in))
     data = data[["experiment", "time", *observables, *(names[c] for c in per_condition),
                  *(f"{names[c]}__settle" for c in per_condition if c in settle_varies)]]
 
@@ -748,8 +753,8 @@ def _at_steady_state(problem: PetabProblem, preequilibrated: bool) -> bool:
 
 
 def _preequilibration_conditions(problem: PetabProblem) -> dict[str, str]:
-    """Simulation condition -> the condition it is pre-equilibrated in (empty: no pre-equilibration); each
-    simulation condition in one, and every one or none of them."""
+    """Simulation condition -> the condition it is pre-equilibrated in, for those that are; each simulation
+    condition in one at most."""
     meas = problem.measurements
     if "preequilibrationConditionId" not in meas.columns:
         return {}
@@ -761,11 +766,7 @@ def _preequilibration_conditions(problem: PetabProblem) -> dict[str, str]:
             raise ConfigError(f"line {row['_row']}, column preequilibrationConditionId: simulation condition {cond} "
                               f"is pre-equilibrated in {out[cond] or 'none'} elsewhere and in {pre or 'none'} here: "
                               f"one pre-equilibration per simulation condition is supported", where=where)
-    if len({bool(p) for p in out.values()}) > 1:
-        none = next(c for c, p in out.items() if not p)
-        raise ConfigError(f"simulation condition {none} has no pre-equilibration while others have: a mix is not "
-                          f"supported yet", where=where)
-    return out if all(out.values()) else {}
+    return {cond: pre for cond, pre in out.items() if pre}
 
 
 def _order(experiment: str, conditions: list[str]) -> tuple[int, str]:

@@ -512,7 +512,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
         if version == 1:  # v2: a period at -inf in the experiments table instead
             for table in (rows, held_out):
                 for row in table:
-                    row.append(settle_of[row[1]])
+                    row.append(settle_of.get(row[1], ""))
             head.append("preequilibrationConditionId")
     write_tsv(folder / "measurements.tsv", head, rows)
     files = ["problem.yaml", "model.xml", "observables.tsv", "measurements.tsv"]
@@ -596,6 +596,9 @@ def _settling_conditions(problem, exp_ids: list[str], targets: dict, y0: np.ndar
     seen: dict[tuple, str] = {}
     for b, e in enumerate(experiments):
         own = dict(targets[b])
+        if pre.experiments is not None and e.name not in pre.experiments:  # starts at its initial values
+            out.append((exp_ids[b], own))
+            continue
         settle = dict(own)
         for name, v in pre.constants.items():
             settle[name] = float(e.covariates[v]) if isinstance(v, str) else float(v)
