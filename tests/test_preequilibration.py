@@ -356,6 +356,13 @@ def test_measured_at_t0_alone_without_native_code(write, monkeypatch):
     at = {"k_in": 2.0, "k_out": 0.5}
     assert result.llh == pytest.approx(llh(**at), rel=1e-10)
     assert result.gradient["k_in"] == pytest.approx(_fd(llh, at, "k_in"), rel=1e-6)
+    # a fit: its dense trajectories are the one time (a grid of 400 copies of t0 crashed torchdiffeq), and the
+    # fit-quality check has no noise level to compare with (it called such fits poor, 1e4 times the 1e-8 floor)
+    path.write_text(path.read_text().replace(f"sigma: {SIGMA}", f"sigma: {{init: {SIGMA}}}"))  # estimated
+    run = fit(path)
+    assert [len(t) for t, _ in run.trajectories] == [1, 1]
+    assert run.metrics["fit_quality"]["line"].startswith("fit quality: not assessed: no experiment has 4 training")
+    assert not run.metrics["fit_quality"]["poor"]
 
 
 # -- found in review: per-experiment values, laws that move with a parameter, float32, several steady states -------

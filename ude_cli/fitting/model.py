@@ -512,6 +512,8 @@ def log_time_threshold(times: np.ndarray, t0: float) -> float | None:
 def dense_grid(t0: float, end: float, n_points: int, times: np.ndarray) -> np.ndarray:
     """``n_points`` times from ``t0`` to ``end``: evenly spaced, or for data times that span decades
     (:func:`log_time_threshold`) ``t0`` then log-spaced from the first data time on."""
+    if not end > t0:  # measured at t0 alone (a steady state): the one time
+        return np.array([float(t0)])
     first = log_time_threshold(times, t0)
     if first is None or not end - t0 > first or n_points < 3:
         return np.linspace(t0, end, n_points)

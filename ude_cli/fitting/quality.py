@@ -35,6 +35,8 @@ import math
 
 import numpy as np
 
+#: why an observable has no noise level: the data give none, and neither does the noise model
+NO_NOISE_LEVEL = "no experiment has 4 training times of it (a difference estimate needs them)"
 #: A fit whose MSE is above this multiple of its floor (noise level, or REL_FLOOR x variance) is poor: twice
 #: the highest ratio of a bundled config (5.4, the pooled orange-tree fit).
 POOR_RATIO = 10.0
@@ -115,8 +117,13 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
         mse = sq / count
         variance = float(np.var(np.concatenate(values)))
         noise = known if known is not None else (noise_sum / triples if triples else math.nan)
-        floor = max(noise if math.isfinite(noise) else 0.0, REL_FLOOR * variance)
         z, p = runs_test(sequences)
+        if known is None and not triples:  # no experiment has 4 training times (measured at steady state): no level
+            per[o] = {"mse": mse, "space": space, "noise": None, "noise_from": NO_NOISE_LEVEL, "variance": variance,
+                      "floor": None, "ratio": None, "runs_z": z, "runs_p": p, "systematic": bool(p < SYSTEMATIC_P),
+                      "far": False}
+            continue
+        floor = max(noise if math.isfinite(noise) else 0.0, REL_FLOOR * variance)
         ratio = mse / floor if floor > 0 else (0.0 if mse == 0 else math.inf)
         per[o] = {"mse": mse, "space": space, "noise": _num(noise),
                   "noise_from": "the noise model's given sigma" if known is not None else "differences of the data",
@@ -159,13 +166,17 @@ def advice(problem, starts: int, stages: list[dict] | None) -> str:
 
 def quality_line(record: dict, problem) -> str:
     """One line: ``fit is poor: ...`` with what to try, or ``fit quality: ...``."""
-    spaces = {q["space"] for q in record["per_observable"].values()}
+    if record["mse"] is None and record["per_observable"]:
+        return (f"fit quality: not assessed: {NO_NOISE_LEVEL}, and the noise model gives no sigma as a number "
+                f"to compare the residuals with")
+    spaces = {q["space"] for q in record["per_observable"].values() if q["noise_from"] != NO_NOISE_LEVEL}
     kind = {frozenset({"data"}): "mse", frozenset({"log"}): "log-scale mse",
             frozenset({"scaled"}): "spread-scaled mse"}.get(frozenset(spaces), "mse (log scale for log-normal noise)")
     noise, ratio = record["noise_level"], record["ratio"]
     head = f"training {kind} {_fmt(record['mse'])}"
     if noise is not None:
-        given = all(q["noise_from"] == "the noise model's given sigma" for q in record["per_observable"].values())
+        given = all(q["noise_from"] == "the noise model's given sigma" for q in record["per_observable"].values()
+                    if q["noise_from"] != NO_NOISE_LEVEL)
         head += (f" against {'the noise level the noise model gives' if given else 'an estimated noise level'} of "
                  f"{_fmt(noise)}" + (f" ({ratio:.2g}x)" if ratio is not None else ""))
     far = [f"{s} ({record['per_observable'][s]['ratio']:.2g}x)" if record["per_observable"][s]["ratio"] is not None else s
