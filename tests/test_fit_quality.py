@@ -89,6 +89,44 @@ def test_assess_on_noiseless_data_uses_the_variance_floor(tmp_path):
     assert assess(prob, _table(t, x, off), 2.5e-3)["poor"]
 
 
+def test_one_time_per_experiment_uses_replicates_else_the_variance_floor(tmp_path):
+    """Experiments measured at one time each (doses, steady states) have no difference estimate. Replicated cells
+    (the same dose, time and prediction: 8 experiments in 4 pairs) give the pure error; without replicates (12
+    doses) the floor of 1e-4 of the variance still calls a constant that misses the dose-response poor (found in
+    review: it was left unjudged), even though its predictions are all equal."""
+    def table_for(doses, obs, pred):
+        names = [f"e{i}" for i in range(len(doses))]
+        write_csv(tmp_path / "doses.csv", "experiment,t,dose,x",
+                  [(n, 1.0, d, y) for n, d, y in zip(names, doses, obs, strict=True)])
+        prob = problem("""
+            data: {file: doses.csv, time: t, experiment: experiment, columns: {x: x}}
+            model:
+              states: [x]
+              parameters: {k: 0.1}
+              constants: {dose: {column: dose}}
+              equations: {x: -k*x*dose}
+              initial: {x: 1.0}
+              t0: 0
+            """, tmp_path)
+        return prob, pd.DataFrame({"experiment": names, "time": 1.0, "split": "train", "x_observed": obs,
+                                   "x_predicted": pred})
+
+    rng = np.random.default_rng(3)
+    doses = np.repeat([1.0, 2.0, 3.0, 4.0], 2)
+    obs = doses + 0.1 * rng.standard_normal(8)
+    prob, table = table_for(doses, obs, doses)
+    replicated = assess(prob, table, float(np.mean((obs - doses) ** 2)))
+    q = replicated["per_observable"]["x"]
+    pure = sum(float(np.sum((obs[k:k + 2] - obs[k:k + 2].mean()) ** 2)) for k in range(0, 8, 2)) / 4
+    assert q["noise_from"].startswith("replicates") and q["noise"] == pytest.approx(pure, rel=1e-12)
+    assert not replicated["poor"] and "an estimated noise level" in replicated["line"]
+    doses = np.arange(1.0, 13.0)
+    prob, table = table_for(doses, 2 * doses, np.ones(12))
+    flat = assess(prob, table, float(np.mean((2 * doses - 1) ** 2)))
+    assert flat["poor"] and flat["per_observable"]["x"]["noise_from"].startswith("none: no experiment has 3")
+    assert "against 0.0001 of the data's variance (no noise estimate: no experiment has 3 training times" in flat["line"]
+
+
 # -- the schedule ------------------------------------------------------------------------------------------
 
 class Recorder:

@@ -254,6 +254,13 @@ class PreequilibrationSpec(_Strict):
         None, min_length=1, description="The experiments that settle first (default: all); the others start at "
                                         "their initial values.")
 
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: Any) -> Any:  # an experiment named 2 in the data is "2"
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value]
+        return value
+
 
 class ModelSpec(_Strict):
     """The mechanistic model: a built-in by name, or states and equations written out."""

@@ -487,6 +487,8 @@ def _preequilibration(config: Config, states: list[str], constants: dict[str, fl
                                      where=f"{where}.reset"))
     if len(set(spec.reset)) != len(spec.reset):
         problems.add(ConfigError("a state is listed twice", where=f"{where}.reset"))
+    if spec.experiments is not None and len(set(spec.experiments)) != len(spec.experiments):
+        problems.add(ConfigError("an experiment is listed twice", where=f"{where}.experiments"))
     return Preequilibration(values, tuple(spec.reset), tuple(spec.experiments) if spec.experiments else None)
 
 

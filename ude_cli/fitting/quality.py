@@ -14,8 +14,11 @@ the observable's spread for a scaled loss, else data units):
   tuning, and it errs high (it never calls a fit poor for want of noise). A smoothing spline's residuals
   (GCV) were tried first and rejected: on the 21-point Lotka-Volterra sample the spline interpolates the
   prey (residual variance 6e-10 against a true noise variance of 3.9e-5), which would call every good
-  fit poor. When the noise model gives sigma as a number (normal noise of constant sd, log-normal
-  noise), sigma^2 is the noise level instead. An estimated sigma is not used: it is the fit's own residual
+  fit poor. Where no experiment has three training times of an observable (doses measured once, steady
+  states), replicated cells (experiments with the same covariates at one time with the same prediction) give
+  the pure error of a lack-of-fit test instead; with neither, there is no noise level, and the floor below
+  decides (the line says so). When the noise model gives sigma as a number (normal noise of constant sd,
+  log-normal noise), sigma^2 is the noise level instead. An estimated sigma is not used: it is the fit's own residual
   spread, so it cannot say whether the fit is poor.
 - **floor**: the larger of the noise level and ``REL_FLOOR`` times the variance of the state's training
   data: on noiseless data a fit that leaves a ten-thousandth of the variance unexplained is not poor.
@@ -35,8 +38,12 @@ import math
 
 import numpy as np
 
+#: where a noise level comes from without three training times in any experiment: replicated cells
+REPLICATES = ("replicates (training cells of experiments with the same covariates, at one time, with the same "
+              "prediction; pooled: pure error)")
 #: why an observable has no noise level: the data give none, and neither does the noise model
-NO_NOISE_LEVEL = "no experiment has 4 training times of it (a difference estimate needs them)"
+NO_NOISE_LEVEL = ("none: no experiment has 3 training times (a difference estimate needs them) and no cell is "
+                  "replicated")
 #: A fit whose MSE is above this multiple of its floor (noise level, or REL_FLOOR x variance) is poor: twice
 #: the highest ratio of a bundled config (5.4, the pooled orange-tree fit).
 POOR_RATIO = 10.0
@@ -87,6 +94,8 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
 
     ds = problem.dataset
     _, spread = ds.observable_stats()
+    #: each experiment's covariates (constants, initial values read from columns): replicates share them
+    setting = {e.name: tuple(sorted((k, float(v)) for k, v in e.covariates.items())) for e in ds.experiments}
     per: dict[str, dict] = {}
     total_sq = total_noise = total_count = 0.0
     train = predictions[predictions["split"] == "train"]
@@ -96,7 +105,8 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
             continue
         sq = count = noise_sum = triples = 0.0
         values, sequences = [], []
-        for _, rows in train.groupby("experiment", sort=False):
+        cells: list[tuple] = []  # (the experiment's covariates, time, prediction, observation) of every training cell
+        for name, rows in train.groupby("experiment", sort=False):
             rows = rows.sort_values("time")
             obs, pred = rows[f"{o}_observed"].to_numpy(float), rows[f"{o}_predicted"].to_numpy(float)
             ok = np.isfinite(obs)
@@ -112,21 +122,20 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
             triples += n_tri
             values.append(obs)
             sequences.append(r)
+            cells += [(setting.get(str(name), ()), ti, pi, oi) for ti, pi, oi in zip(t, pred, obs, strict=True)]
         if count == 0:
             continue
         mse = sq / count
         variance = float(np.var(np.concatenate(values)))
+        noise_from = "the noise model's given sigma" if known is not None else "differences of the data"
         noise = known if known is not None else (noise_sum / triples if triples else math.nan)
+        if known is None and not triples:  # one or two times per experiment (measured at steady state, doses)
+            pure, dof = replicate_variance(cells)
+            noise, noise_from = (pure / dof, REPLICATES) if dof else (math.nan, NO_NOISE_LEVEL)
         z, p = runs_test(sequences)
-        if known is None and not triples:  # no experiment has 4 training times (measured at steady state): no level
-            per[o] = {"mse": mse, "space": space, "noise": None, "noise_from": NO_NOISE_LEVEL, "variance": variance,
-                      "floor": None, "ratio": None, "runs_z": z, "runs_p": p, "systematic": bool(p < SYSTEMATIC_P),
-                      "far": False}
-            continue
         floor = max(noise if math.isfinite(noise) else 0.0, REL_FLOOR * variance)
         ratio = mse / floor if floor > 0 else (0.0 if mse == 0 else math.inf)
-        per[o] = {"mse": mse, "space": space, "noise": _num(noise),
-                  "noise_from": "the noise model's given sigma" if known is not None else "differences of the data",
+        per[o] = {"mse": mse, "space": space, "noise": _num(noise), "noise_from": noise_from,
                   "variance": variance, "floor": floor, "ratio": _num(ratio),
                   "runs_z": z, "runs_p": p, "systematic": bool(p < SYSTEMATIC_P),
                   "far": bool(not math.isfinite(ratio) or ratio > POOR_RATIO)}
@@ -164,21 +173,36 @@ def advice(problem, starts: int, stages: list[dict] | None) -> str:
     return "try " + ", ".join(tries[:-1]) + ", or " + tries[-1]
 
 
+def replicate_variance(cells: list[tuple]) -> tuple[float, int]:
+    """``(sum of squares, degrees of freedom)`` of the observations about their means in groups of replicated
+    cells: experiments with the same covariates, at the same time, with the same prediction (to 1e-9, relative:
+    the same learned values too). The pure error of a lack-of-fit test: the noise whatever the model."""
+    groups: dict[tuple, list[float]] = {}
+    for setting, t, pred, obs in cells:
+        key = (setting, round(float(t), 9), float(f"{pred:.9e}"))
+        groups.setdefault(key, []).append(float(obs))
+    total, dof = 0.0, 0
+    for values in groups.values():
+        if len(values) > 1:
+            v = np.asarray(values)
+            total += float(np.sum((v - v.mean()) ** 2))
+            dof += len(v) - 1
+    return total, dof
+
+
 def quality_line(record: dict, problem) -> str:
     """One line: ``fit is poor: ...`` with what to try, or ``fit quality: ...``."""
-    if record["mse"] is None and record["per_observable"]:
-        return (f"fit quality: not assessed: {NO_NOISE_LEVEL}, and the noise model gives no sigma as a number "
-                f"to compare the residuals with")
-    spaces = {q["space"] for q in record["per_observable"].values() if q["noise_from"] != NO_NOISE_LEVEL}
+    spaces = {q["space"] for q in record["per_observable"].values()}
     kind = {frozenset({"data"}): "mse", frozenset({"log"}): "log-scale mse",
             frozenset({"scaled"}): "spread-scaled mse"}.get(frozenset(spaces), "mse (log scale for log-normal noise)")
     noise, ratio = record["noise_level"], record["ratio"]
     head = f"training {kind} {_fmt(record['mse'])}"
     if noise is not None:
-        given = all(q["noise_from"] == "the noise model's given sigma" for q in record["per_observable"].values()
-                    if q["noise_from"] != NO_NOISE_LEVEL)
-        head += (f" against {'the noise level the noise model gives' if given else 'an estimated noise level'} of "
-                 f"{_fmt(noise)}" + (f" ({ratio:.2g}x)" if ratio is not None else ""))
+        sources = {q["noise_from"] for q in record["per_observable"].values()}
+        what = ("the noise level the noise model gives" if sources == {"the noise model's given sigma"} else
+                f"{REL_FLOOR:g} of the data's variance (no noise estimate: {NO_NOISE_LEVEL[6:]})"
+                if sources == {NO_NOISE_LEVEL} else "an estimated noise level")
+        head += f" against {what} of {_fmt(noise)}" + (f" ({ratio:.2g}x)" if ratio is not None else "")
     far = [f"{s} ({record['per_observable'][s]['ratio']:.2g}x)" if record["per_observable"][s]["ratio"] is not None else s
            for s in record["far_observables"]]
     if far:

@@ -83,12 +83,13 @@ class SteadyState:
     def summary(self) -> dict:
         """metrics.json's ``preequilibration``: the settling values, and the last solve's numbers."""
         out: dict = {
-            "constants": {n: (float(v) if not (torch.is_tensor(v) and v.ndim) else [float(x) for x in v])
-                          for n, v in self.constants.items()},
+            # a value per settling experiment, by name, where the constant is read from a column
+            "constants": {n: (float(v) if not (torch.is_tensor(v) and v.ndim) else
+                              {self.names[b]: float(v[b]) for b in self.settles}) for n, v in self.constants.items()},
             "reset": [self.rhs.states[j] for j in self.reset],
             "experiments": [self.names[b] for b in self.settles],
-            "method": "each experiment starts at the steady state the model reaches from its initial values with "
-                      "these constants (pseudo-transient continuation, then Newton to a relative step of 1e-12, on "
+            "method": "each of these experiments starts at the steady state the model reaches from its initial "
+                      "values with these constants (pseudo-transient continuation, then Newton to a relative step of 1e-12, on "
                       "the class of the linear conservation laws found numerically); docs/training.md#pre-equilibration",
             "solves": self.solves, "rhs_evaluations": self.evaluations,
         }
@@ -330,7 +331,11 @@ class SteadyState:
             f = np.where(ok[..., None], f_new, f)
             r = np.where(ok, r_new, r)
             dt = np.minimum(np.where(ok, dt * growth, np.where(done, dt, dt * 0.1)), 1e150)
-            done = done | (ok & (step < 1e-4) & (dt * _slowest_rate(J, laws) > 1e3)) | (r == 0)
+            slowest, growing = _rates(J, laws)
+            # near an unstable state (an eigenvalue of U^T J U with a positive real part) the step resolves its
+            # growth, so that the steps follow the trajectory away from it instead of jumping across
+            dt = np.where(growing > 0, np.minimum(dt, 0.5 / np.maximum(growing, 1e-300)), dt)
+            done = done | (ok & (step < 1e-4) & (dt * slowest > 1e3) & (growing <= 0)) | (r == 0)
         b = int(np.argwhere(~done)[0][1])
         raise SolverError(f"pre-equilibration: no steady state reached for experiment {self.names[rep[b]]} in "
                           f"{MAX_STEPS} pseudo-time steps (the model may oscillate or grow without bound under "
@@ -400,19 +405,23 @@ def conservation_laws(F: np.ndarray, tol: float = CONSERVATION_TOL) -> np.ndarra
     return q.T
 
 
-def _slowest_rate(J: np.ndarray, laws: _Laws) -> np.ndarray:
-    """Per trajectory ``(S, B')``: the smallest eigenvalue magnitude of ``U^T J U`` above 1e-12 of the largest
-    (zero ones: states that neither move nor move anything), or 0 without any."""
-    out = np.zeros(J.shape[:2])
+def _rates(J: np.ndarray, laws: _Laws) -> tuple[np.ndarray, np.ndarray]:
+    """Per trajectory ``(S, B')``, of the eigenvalues of ``U^T J U``: the smallest magnitude above 1e-12 of the
+    largest (zero ones: states that neither move nor move anything; 0 without any), and the largest positive
+    real part (0 when none is positive: no growing direction)."""
+    slowest, growing = np.zeros(J.shape[:2]), np.zeros(J.shape[:2])
     for s in range(J.shape[0]):
         for b in range(J.shape[1]):
             U = laws.U[s][b]
             if U.shape[1] == 0:
                 continue
-            mags = np.abs(np.linalg.eigvals(U.T @ J[s, b] @ U))
-            mags = mags[mags > 1e-12 * mags.max(initial=0.0)]
-            out[s, b] = mags.min() if mags.size else 0.0
-    return out
+            ev = np.linalg.eigvals(U.T @ J[s, b] @ U)
+            mags = np.abs(ev)
+            tiny = 1e-12 * mags.max(initial=0.0)
+            mags = mags[mags > tiny]
+            slowest[s, b] = mags.min() if mags.size else 0.0
+            growing[s, b] = max(float(ev.real.max()), 0.0) if ev.real.max() > tiny else 0.0
+    return slowest, growing
 
 
 def _eps(dtype: torch.dtype) -> float:

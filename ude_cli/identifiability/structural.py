@@ -108,6 +108,16 @@ def summary(findings: list[StructuralFinding]) -> dict[str, Any]:
     }
 
 
+def _settles_everywhere(problem: Problem) -> bool:
+    """Whether every experiment starts at a steady state (model.preequilibration): then no initial value is given
+    as such (an experiment that does not settle still starts at its given values, which pin what they pin)."""
+    pre = problem.preequilibration
+    if pre is None:
+        return False
+    return pre.experiments is None or problem.dataset is None or \
+        {e.name for e in problem.dataset.experiments} <= set(pre.experiments)
+
+
 def _remedy_text(f: StructuralFinding) -> str:
     return "to identify it: " + "; or ".join(f.remedies)
 
@@ -249,7 +259,7 @@ class _Analysis:
                 return finding(status, pinned[1], _line(p.name, place, status, pinned[1]))
             pre = self.problem.preequilibration
             for i in initials:
-                if pre is not None and i.state not in pre.reset:  # settled from there: the steady state counts
+                if pre is not None and _settles_everywhere(self.problem) and i.state not in pre.reset:  # settled
                     continue
                 change = sp.diff(self._sympy(i.expression), ps)
                 if moved is not None and i.state == str(moved):
@@ -345,7 +355,7 @@ class _Analysis:
                 return None, None, ("no", f"{what}, which pins it")
         init = self.problem.initial.get(name)
         pre = self.problem.preequilibration
-        if pre is not None and name not in pre.reset:  # x(t0) is where the model settles: every term moves it
+        if pre is not None and _settles_everywhere(self.problem) and name not in pre.reset:  # x(t0): where it settles
             return None, None, ("unknown", f"{name}(t0) is a steady state (model.preequilibration), which the "
                                            f"parameters and networks move too: the check reads initial values as given")
         if init is not None and init.source != "formula" and not init.learn:

@@ -597,6 +597,9 @@ def _settling_conditions(problem, exp_ids: list[str], targets: dict, y0: np.ndar
     for b, e in enumerate(experiments):
         own = dict(targets[b])
         if pre.experiments is not None and e.name not in pre.experiments:  # starts at its initial values
+            for name in pre.constants:  # written out, as in the others (not NaN)
+                c = problem.constants[name]
+                own[name] = float(e.covariates[c]) if isinstance(c, str) else float(c)
             out.append((exp_ids[b], own))
             continue
         settle = dict(own)

@@ -286,14 +286,17 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, inp
                 raise ConfigError(f"line {row['_row']}: experiment {experiment!r} has no period at time 0",
                                   where=row["_file"])
             main = by_time[0]
-            values = {**targets.get(main["conditionId"], {}), **_array_values(array_inputs, main["conditionId"], main)}
             pre = by_time.get(-math.inf)
+            before: dict[str, str] = {}
             if pre is not None:  # settled first; what its condition sets stays, but for the states, unless changed
                 before = {**targets.get(pre["conditionId"], {}),
                           **_array_values(array_inputs, pre["conditionId"], pre)}
                 settling[experiment] = f"{experiment}__preequilibration"
                 records.append({"conditionId": settling[experiment], **before})
-                values = {**{k: v for k, v in before.items() if k not in states}, **values}
+            own = {pid: by for pid, by in array_inputs.items() if main["conditionId"] in by or pre is None}
+            values = {**{k: v for k, v in before.items() if k not in states},  # an array input without a dataset
+                      **targets.get(main["conditionId"], {}),                  # of its own keeps the settling one
+                      **_array_values(own, main["conditionId"], main)}
             records.append({"conditionId": experiment, **values})
     empty = mtable["simulationConditionId"] == ""
     if empty.any():
