@@ -284,16 +284,11 @@ class SteadyState:
     def _unstable(J: np.ndarray, laws: _Laws) -> tuple[int, int] | None:
         """The first trajectory whose steady state does not attract on its class (an eigenvalue of ``U^T J U``
         with a positive real part, or imaginary), or None."""
-        for s in range(J.shape[0]):
-            for b in range(J.shape[1]):
-                U = laws.U[s][b]
-                if U.shape[1] == 0:
-                    continue
-                ev = np.linalg.eigvals(U.T @ J[s, b] @ U)
-                tiny = 1e-9 * max(float(np.abs(ev).max()), 1e-300)
-                # growing (a positive real part), or circling for ever (a centre: imaginary, real part 0)
-                if ev.real.max() > tiny or np.any((np.abs(ev.real) <= tiny) & (np.abs(ev.imag) > tiny)):
-                    return s, b
+        for s, b, ev in _reduced_eigenvalues(J, laws):
+            tiny = 1e-9 * max(float(np.abs(ev).max()), 1e-300)
+            # growing (a positive real part), or circling for ever (a centre: imaginary, real part 0)
+            if ev.real.max() > tiny or np.any((np.abs(ev.real) <= tiny) & (np.abs(ev.imag) > tiny)):
+                return s, b
         return None
 
     def _continuation(self, t: torch.Tensor, y: np.ndarray, rep: list[int], laws: _Laws) -> np.ndarray:
@@ -410,18 +405,22 @@ def _rates(J: np.ndarray, laws: _Laws) -> tuple[np.ndarray, np.ndarray]:
     largest (zero ones: states that neither move nor move anything; 0 without any), and the largest positive
     real part (0 when none is positive: no growing direction)."""
     slowest, growing = np.zeros(J.shape[:2]), np.zeros(J.shape[:2])
+    for s, b, ev in _reduced_eigenvalues(J, laws):
+        mags = np.abs(ev)
+        tiny = 1e-12 * mags.max(initial=0.0)
+        mags = mags[mags > tiny]
+        slowest[s, b] = mags.min() if mags.size else 0.0
+        growing[s, b] = max(float(ev.real.max()), 0.0) if ev.real.max() > tiny else 0.0
+    return slowest, growing
+
+
+def _reduced_eigenvalues(J: np.ndarray, laws: _Laws) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(s, b, eigenvalues of U^T J U)`` for every trajectory that has a direction left by its laws."""
     for s in range(J.shape[0]):
         for b in range(J.shape[1]):
             U = laws.U[s][b]
-            if U.shape[1] == 0:
-                continue
-            ev = np.linalg.eigvals(U.T @ J[s, b] @ U)
-            mags = np.abs(ev)
-            tiny = 1e-12 * mags.max(initial=0.0)
-            mags = mags[mags > tiny]
-            slowest[s, b] = mags.min() if mags.size else 0.0
-            growing[s, b] = max(float(ev.real.max()), 0.0) if ev.real.max() > tiny else 0.0
-    return slowest, growing
+            if U.shape[1]:
+                yield s, b, np.linalg.eigvals(U.T @ J[s, b] @ U)
 
 
 def _eps(dtype: torch.dtype) -> float:
