@@ -626,3 +626,17 @@ def test_petab_v2_array_inputs_of_the_settling_period_last_into_the_next(tmp_pat
                        ("e1__preequilibration", "e1", "e2"))
     np.testing.assert_array_equal(e1, settled)
     assert not np.array_equal(e1, e2)
+
+
+def test_the_fit_prints_a_line_about_pre_equilibration(write):
+    from ude_cli.cli.fit import preequilibration_line
+
+    rng = np.random.default_rng(2)
+    measured = {(e, float(t)): pair(t, S[e], reset=True) + SIGMA * rng.standard_normal() for e in S for t in T2}
+    run = fit(pair_config(write, measured, True))
+    line = preequilibration_line(run.metrics["preequilibration"], 2)
+    assert line.startswith("pre-equilibration: every experiment starts at the steady state the model reaches with "
+                           "s = 1, then A takes its initial value again (1 distinct, 1 conservation law; ")
+    some = {**run.metrics["preequilibration"], "experiments": ["a"], "constants": {"s": {"a": 1.0}}, "reset": []}
+    assert preequilibration_line(some, 2).startswith("pre-equilibration: 1 of 2 experiments (a) starts at the steady "
+                                                     "state the model reaches with s per experiment (")

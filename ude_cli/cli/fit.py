@@ -281,11 +281,35 @@ def print_result(result, path: Path) -> None:
         out.print(f"log-prior {lp['log_prior']:.6g}, log-posterior {lp['log_posterior']:.6g} (log-likelihood "
                   f"{-m['likelihood']['nll']:.6g} + log-prior): the fit maximised the log-posterior",
                   highlight=False, markup=False)
+    if m.get("preequilibration") is not None:
+        out.print(preequilibration_line(m["preequilibration"], len(result.problem.dataset.experiments)),
+                  highlight=False, markup=False)
     quality = m.get("fit_quality")
     if quality is not None:
         out.print(f"[yellow]{escape(quality['line'])}[/yellow]" if quality["poor"] else escape(quality["line"]),
                   highlight=False)
     out.print(f"run directory: {escape(str(path))}", highlight=False)
+
+
+def preequilibration_line(summary: dict, n_experiments: int) -> str:
+    """``pre-equilibration: ...``: which experiments settle, with what, into how many steady states, with how many
+    conservation laws (metrics.json ``preequilibration``)."""
+    settled = summary["experiments"]
+    who = "every experiment starts" if len(settled) == n_experiments else (
+        f"{len(settled)} of {n_experiments} experiments ({', '.join(settled[:4])}{', ...' if len(settled) > 4 else ''}) "
+        f"{'starts' if len(settled) == 1 else 'start'}")
+    values = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} per experiment"
+                       for k, v in summary["constants"].items()) or "its own constants"
+    line = f"pre-equilibration: {who} at the steady state the model reaches with {values}"
+    reset = summary.get("reset") or []
+    if reset:
+        line += (f", then {reset[0]} takes its initial value again" if len(reset) == 1 else
+                 f", then {', '.join(reset)} take their initial values again")
+    if "distinct_steady_states" in summary:
+        laws = "/".join(str(n) for n in summary["conservation_laws"])
+        line += (f" ({summary['distinct_steady_states']} distinct, {laws} conservation law"
+                 f"{'' if laws == '1' else 's'}; {summary['solves']} solves)")
+    return line
 
 
 def print_summary(outcomes, skipped: list[str] | None = None) -> None:
