@@ -234,6 +234,10 @@ def test_a_model_that_does_not_settle_says_so(write, equations, expected):
         """)
     with pytest.raises(SolverError, match=expected):
         evaluate(path)
+    from ude_cli.errors import FitError
+
+    with pytest.raises(FitError, match="simulating the initial guess: pre-equilibration: "):  # ude check
+        check(path)
 
 
 @pytest.mark.parametrize("block, expected", [
@@ -637,6 +641,7 @@ def test_the_fit_prints_a_line_about_pre_equilibration(write):
     line = preequilibration_line(run.metrics["preequilibration"], 2)
     assert line.startswith("pre-equilibration: every experiment starts at the steady state the model reaches with "
                            "s = 1, then A takes its initial value again (1 distinct, 1 conservation law; ")
+    assert check(pair_config(write, measured, True)).settled["distinct_steady_states"] == 1  # ude check's line
     some = {**run.metrics["preequilibration"], "experiments": ["a"], "constants": {"s": {"a": 1.0}}, "reset": []}
     assert preequilibration_line(some, 2).startswith("pre-equilibration: 1 of 2 experiments (a) starts at the steady "
                                                      "state the model reaches with s per experiment (")

@@ -34,7 +34,10 @@ def check(config: Config | str | Path) -> Problem:
     from .fitting.model import UDEModel
 
     _set_threads(cfg)
-    model = UDEModel(problem)
+    try:  # (building the model solves the steady states of model.preequilibration)
+        model = UDEModel(problem)
+    except SolverError as exc:
+        raise FitError(f"simulating the initial guess: {exc.message}", where=cfg.label, hint=exc.hint) from None
     try:
         with torch.no_grad():
             sols = model()
@@ -62,6 +65,9 @@ def check(config: Config | str | Path) -> Problem:
 
     problem.structural = structural_check(problem)
     problem.warnings.extend(warning_lines(problem, problem.structural))
+    steady = getattr(model.initial, "_steady_state", None)
+    if steady is not None:  # what ude check says about it (the initial guess's steady states)
+        problem.settled = steady.summary()
     return problem
 
 

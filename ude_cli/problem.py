@@ -108,6 +108,8 @@ class Problem:
     noise_formulas: dict[str, Expression] = field(default_factory=dict)
     structural: list | None = None  # the structural check's findings, once computed (api.check, api.fit)
     preequilibration: Preequilibration | None = None
+    #: the initial guess's steady states (SteadyState.summary), once ``api.check`` has solved them
+    settled: dict | None = None
 
     @property
     def likelihood(self) -> bool:

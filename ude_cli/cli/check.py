@@ -61,6 +61,10 @@ def check_command(
                            f"{_count(len(problem.networks), 'network')}; "
                            f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
                            + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
+                if problem.settled is not None:
+                    from .fit import preequilibration_line
+
+                    typer.echo(f"  {preequilibration_line(problem.settled, len(ds.experiments), ' at the initial guess')}")
                 for finding in problem.structural or []:  # the flagged ones are among the warnings above
                     if not finding.flagged:
                         typer.echo(f"  structural check: {finding.line}")
@@ -69,6 +73,7 @@ def check_command(
                         "experiments": len(ds.experiments), "training_time_points": n_obs,
                         "validation_time_points": n_val, "warnings": list(problem.warnings),
                         "structural": [f.to_json() for f in problem.structural or []],
+                        **({"preequilibration": problem.settled} if problem.settled is not None else {}),
                         **({"resolved": cfg.resolved()} if print_config else {})}
         records.append(record)
         if print_config and not json_out:

@@ -291,7 +291,7 @@ def print_result(result, path: Path) -> None:
     out.print(f"run directory: {escape(str(path))}", highlight=False)
 
 
-def preequilibration_line(summary: dict, n_experiments: int) -> str:
+def preequilibration_line(summary: dict, n_experiments: int, when: str = "") -> str:
     """``pre-equilibration: ...``: which experiments settle, with what, into how many steady states, with how many
     conservation laws (metrics.json ``preequilibration``)."""
     settled = summary["experiments"]
@@ -300,7 +300,7 @@ def preequilibration_line(summary: dict, n_experiments: int) -> str:
         f"{'starts' if len(settled) == 1 else 'start'}")
     values = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} per experiment"
                        for k, v in summary["constants"].items()) or "its own constants"
-    line = f"pre-equilibration: {who} at the steady state the model reaches with {values}"
+    line = f"pre-equilibration{when}: {who} at the steady state the model reaches with {values}"
     reset = summary.get("reset") or []
     if reset:
         line += (f", then {reset[0]} takes its initial value again" if len(reset) == 1 else
@@ -308,7 +308,7 @@ def preequilibration_line(summary: dict, n_experiments: int) -> str:
     if "distinct_steady_states" in summary:
         laws = "/".join(str(n) for n in summary["conservation_laws"])
         line += (f" ({summary['distinct_steady_states']} distinct, {laws} conservation law"
-                 f"{'' if laws == '1' else 's'}; {summary['solves']} solves)")
+                 f"{'' if laws == '1' else 's'}; {summary['solves']} solve{'' if summary['solves'] == 1 else 's'})")
     return line
 
 
