@@ -8,7 +8,8 @@ equation. A neural ODE is the case whose equations are only network outputs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import cast
 
 import torch
@@ -68,6 +69,23 @@ class HybridRHS(nn.Module):
         """Evaluate for these experiments (an index per batch position) from now on: their per-experiment
         constants and parameters; None: all experiments in order."""
         self._experiments = experiments
+
+    @contextlib.contextmanager
+    def overridden(self, constants: Mapping[str, float | torch.Tensor], experiments: torch.Tensor | None,
+                   bound: bool = False) -> Iterator[None]:
+        """Evaluate with ``constants`` in place of (or beside) the model's, for ``experiments``, until the block
+        ends (pre-equilibration's settling); ``bound``: with the parameters' values bound, without gradients."""
+        saved = self._constants, self._experiments, self._bound
+        try:
+            self._constants = {**saved[0], **constants}
+            self._experiments = experiments
+            self._bound = None
+            if bound:
+                with torch.no_grad():
+                    self.bind()
+            yield
+        finally:
+            self._constants, self._experiments, self._bound = saved
 
     # -- binding parameters once per solve --------------------------------------------------------
     def bind(self) -> None:

@@ -34,7 +34,6 @@ weights with ``sum_i w_i f(p_i) = x* - y_pre`` at the points ``p_i`` the laws we
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -75,7 +74,8 @@ class SteadyState:
         self.t0 = torch.tensor(list(t0), dtype=torch.float64)
         self.reset = list(reset)
         self.names = list(names)
-        self._cache: tuple[bytes, tuple[np.ndarray, _Laws, np.ndarray]] | None = None  # the last solve, by its inputs
+        #: the last solve, by its inputs: x*, the laws, the pseudo-inverse of H's Jacobian
+        self._cache: tuple[bytes, tuple[np.ndarray, _Laws, np.ndarray]] | None = None
         #: evaluations of the right-hand side spent settling (numerical solves, not the autograd step)
         self.evaluations = 0
         self.solves = 0
@@ -99,21 +99,9 @@ class SteadyState:
             out["conservation_laws"] = sorted({int(c.shape[0]) for row in laws.C for c in row})
         return out
 
-    # -- the right-hand side under the settling constants --------------------------------------------
-    @contextlib.contextmanager
-    def _settling(self, experiments: torch.Tensor, bound: bool) -> Iterator[None]:
-        rhs = self.rhs
-        saved = rhs._constants, rhs._experiments, rhs._bound
-        try:
-            rhs._constants = {**saved[0], **self.constants}
-            rhs._experiments = experiments
-            rhs._bound = None
-            if bound:
-                with torch.no_grad():
-                    rhs.bind()
-            yield
-        finally:
-            rhs._constants, rhs._experiments, rhs._bound = saved
+    def _settling(self, experiments: torch.Tensor, bound: bool):
+        """The right-hand side under the settling constants, for ``experiments``."""
+        return self.rhs.overridden(self.constants, experiments, bound=bound)
 
     def _time(self, experiments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The experiments' t0: one number when they share it (as in the solvers, whose t is a number:
@@ -132,9 +120,9 @@ class SteadyState:
         rep, inverse = self._distinct(y_pre)
         experiments = torch.tensor(rep, dtype=torch.long)
         t = self._time(experiments, dtype)
+        y_rep = y_pre.index_select(1, experiments).detach().to(torch.float64).numpy()
         with self._settling(experiments, bound=True):  # numerically, once per distinct settling
-            x_star, laws, A = self._solve(y_pre.index_select(1, experiments).detach().to(torch.float64).numpy(),
-                                          t, rep)
+            x_star, laws, inverse_of_A = self._solve(y_rep, t, rep)
         # the implicit function theorem's step, for autograd, in every experiment: each has its own parameters
         # and initial values (equal now, at a fit's start, but not their derivatives)
         every = torch.tensor(self.settles, dtype=torch.long)
@@ -147,12 +135,12 @@ class SteadyState:
             f = self.rhs(t_all, xs).to(dtype)
             h = torch.einsum("sbij,sbj->sbi", Ut, f) + torch.einsum("sbij,sbj->sbi", Cm, xs - y_settling)
             if laws.any:  # laws that move with the parameters (a compartment's volume): C's derivative
-                weights, points = laws.displacement(x_star, y_pre.detach().to(torch.float64).numpy()[:, rep])
+                weights, points = laws.displacement(x_star, y_rep)
                 for i in range(points.shape[2]):
                     w = torch.tensor(weights[:, spread, i, None], dtype=dtype)
                     fi = self.rhs(t_all, torch.tensor(points[:, spread, i], dtype=dtype)).to(dtype)
                     h = h - torch.einsum("sbij,sbj->sbi", Cm, w * fi)
-            x_ss = xs - torch.einsum("sbij,sbj->sbi", torch.tensor(_pseudo_inverse(A)[:, spread], dtype=dtype), h)
+            x_ss = xs - torch.einsum("sbij,sbj->sbi", torch.tensor(inverse_of_A[:, spread], dtype=dtype), h)
         if self.reset:
             mask = torch.zeros(n, dtype=torch.bool)
             mask[self.reset] = True
@@ -167,7 +155,7 @@ class SteadyState:
         B = y_pre.shape[1]  # (every experiment; those in self.settles are looked at)
         with torch.no_grad():
             params = [v.detach().to(torch.float64).numpy() for v in self.rhs.parameters_.values(None).values()]
-            per_experiment = [c.detach().to(torch.float64).numpy() for c in {**self.rhs._constants,
+            per_experiment = [c.detach().to(torch.float64).numpy() for c in {**self.rhs.constants,
                               **self.constants}.values() if torch.is_tensor(c) and c.ndim == 1]
             y = y_pre.detach().to(torch.float64).numpy()
             t0 = self.t0.numpy()
@@ -209,8 +197,8 @@ class SteadyState:
         return f.detach().to(torch.float64).numpy(), J
 
     def _solve(self, y: np.ndarray, t: torch.Tensor, rep: list[int]) -> tuple[np.ndarray, _Laws, np.ndarray]:
-        """Steady states ``x*`` ``(S, B', n)`` from ``y``, their conservation laws and the Jacobians of ``H``
-        there (numpy, float64). Always from ``y`` (no warm start from an earlier solve: with several steady
+        """Steady states ``x*`` ``(S, B', n)`` from ``y``, their conservation laws and the pseudo-inverses of
+        ``H``'s Jacobians there (numpy, float64). Always from ``y`` (no warm start from an earlier solve: with several steady
         states that would make the objective depend on the evaluations before it); the last solve is kept."""
         key = y.tobytes() + b"|" + repr(rep).encode() + b"|" + _parameter_key(self.rhs)
         if self._cache is not None and self._cache[0] == key:
@@ -219,9 +207,8 @@ class SteadyState:
         laws = self._conservation(t, y)
         x = self._newton(t, self._continuation(t, y, rep, laws), y, laws, rep)
         _, J = self._jacobian(t, x)
-        A = laws.jacobian(J)
-        self._cache = (key, (x, laws, A))
-        return x, laws, A
+        self._cache = (key, (x, laws, _pseudo_inverse(laws.jacobian(J))))
+        return self._cache[1]
 
     # -- conservation laws ---------------------------------------------------------------------------
     def _conservation(self, t: torch.Tensor, y: np.ndarray) -> _Laws:
