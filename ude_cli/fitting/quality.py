@@ -203,8 +203,14 @@ def quality_line(record: dict, problem) -> str:
                 f"{REL_FLOOR:g} of the data's variance (no noise estimate: {NO_NOISE_LEVEL[6:]})"
                 if sources == {NO_NOISE_LEVEL} else "an estimated noise level")
         head += f" against {what} of {_fmt(noise)}" + (f" ({ratio:.2g}x)" if ratio is not None else "")
-    far = [f"{s} ({record['per_observable'][s]['ratio']:.2g}x)" if record["per_observable"][s]["ratio"] is not None else s
-           for s in record["far_observables"]]
+    def far_text(s: str) -> str:
+        q = record["per_observable"][s]
+        if q["ratio"] is None:
+            return s
+        floor = f" the {REL_FLOOR:g}-of-variance floor: no noise estimate" if q["noise_from"] == NO_NOISE_LEVEL else ""
+        return f"{s} ({q['ratio']:.2g}x{floor})"
+
+    far = [far_text(s) for s in record["far_observables"]]
     if far:
         head += f"; far above it in {', '.join(far)}"
     systematic = record["systematic_observables"]
