@@ -22,8 +22,8 @@ from ude_cli.petab import evaluate, export, import_problem
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
-#: bundled config -> the field its refusal names (PEtab, or ude import, has no counterpart)
-REFUSED = {"flu_sir_negbin": "observables.I.noise.distribution"}
+#: bundled config -> the field its refusal names (PEtab, or ude import, has no counterpart); none today
+REFUSED: dict[str, str] = {}
 #: a stiff UDE (BDF at atol 1e-16) and two networks with 8x8 hidden layers: 2 to 6 s each (shared 2-core machine)
 SLOW = {"robertson_ude", "lynx_hare_ude"}
 #: the ODE's tolerance of the comparison: at rtol 1e-10 two BDF solves of the same problem written in two ways
@@ -290,11 +290,74 @@ def test_cli_refuses_with_one_line_and_exit_3(tmp_path: Path):
     from ude_cli.cli import app
 
     out = tmp_path / "x"
-    res = CliRunner().invoke(app, ["export", str(REPO / "configs" / "flu_sir_negbin.yaml"), "--out", str(out)])
+    res = CliRunner().invoke(app, ["export", str(REPO / "configs" / "flu_sir_negbin.yaml"), "--out", str(out),
+                                   "--petab-version", "1"])  # v1 has no count distributions
     assert res.exit_code == 3
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "negative_binomial" in lines[0] and "observables.I.noise.distribution" in lines[0]
+    assert "--petab-version 2" in lines[0]
     assert not out.exists()
+
+
+def _flu_llh_by_scipy(out: Path, logpmf) -> float:
+    """The exported flu problem's llh, independently: SIR by scipy's LSODA, the draft's pmf by scipy.stats, with
+    the parameters' nominal values from parameters.tsv."""
+    import pandas as pd
+    from scipy.integrate import solve_ivp
+
+    pars = pd.read_csv(out / "parameters.tsv", sep="\t").set_index("parameterId")["nominalValue"]
+    meas = pd.read_csv(out / "measurements.tsv", sep="\t")
+    beta, gamma, n = pars["beta"], pars["gamma"], 763.0
+
+    def rhs(_t, x):
+        s, i, _r = x
+        return [-beta * s * i / n, beta * s * i / n - gamma * i, gamma * i]
+
+    sol = solve_ivp(rhs, (0.0, float(meas["time"].max())), [762.0, 1.0, 0.0], method="LSODA",
+                    t_eval=meas["time"].to_numpy(float), rtol=1e-12, atol=1e-12)
+    return float(np.sum(logpmf(meas["measurement"].to_numpy(float), sol.y[1], pars)))
+
+
+def test_negative_binomial_noise_exports_as_the_v2_drafts_and_matches_scipy(tmp_path: Path):
+    """PEtab v2's draft (pull request 654): NB(r, p) of m failures, r the observable formula (the dispersion),
+    p the noise formula (r / (r + I)): its pmf by scipy.stats.nbinom is the llh both ways round."""
+    from scipy import stats
+
+    out = tmp_path / "nb"
+    result = export(REPO / "configs" / "flu_sir_negbin.yaml", out)
+    observables = (out / "observables.tsv").read_text().splitlines()
+    assert observables[1].split("\t")[2:] == ["dispersion_in_bed", "dispersion_in_bed / (dispersion_in_bed + I)",
+                                                "lin", "negative-binomial"]
+    assert any("pull request 654" in n for n in result.notes)
+
+    def nb(m, i, pars):
+        r = pars["dispersion_in_bed"]
+        return stats.nbinom.logpmf(m, r, r / (r + i))
+
+    expected = _flu_llh_by_scipy(out, nb)
+    assert result.llh_source == pytest.approx(expected, abs=1e-6)
+    assert evaluate(out / "problem.yaml", rtol=1e-11, atol=1e-11).llh == pytest.approx(expected, abs=1e-6)
+    config = yaml.safe_load(import_problem(out / "problem.yaml", tmp_path / "back").read_text())
+    [obs] = config["observables"].values()
+    assert obs["formula"] == "I"  # the mean r (1 - p) / p, cancelled
+    assert obs["noise"]["distribution"] == "negative_binomial" and obs["noise"]["dispersion"]["init"] == 10.0
+
+
+def test_poisson_noise_exports_with_an_empty_noise_formula_and_matches_scipy(tmp_path: Path):
+    from scipy import stats
+
+    config = yaml.safe_load((REPO / "configs" / "flu_sir_negbin.yaml").read_text())
+    config["data"]["file"] = str(REPO / "data" / "flu_boarding_school_1978.csv")
+    config["observables"]["in_bed"]["noise"] = "poisson"
+    path = tmp_path / "flu_poisson.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "pois"
+    result = export(path, out)
+    row = (out / "observables.tsv").read_text().splitlines()[1].split("\t")
+    assert row[2:] == ["I", "", "lin", "poisson"]
+    expected = _flu_llh_by_scipy(out, lambda m, i, _p: stats.poisson.logpmf(m, i))
+    assert result.llh_source == pytest.approx(expected, abs=1e-6)
+    assert result.llh_exported == pytest.approx(result.llh_source, abs=1e-8)
 
 
 def test_cli_prints_both_log_likelihoods(tmp_path: Path):
@@ -623,3 +686,42 @@ def test_petab_v1_has_no_networks(tmp_path: Path):
     with pytest.raises(ConfigError) as info:
         export(REPO / "configs" / "lotka_volterra.yaml", tmp_path / "v1", version=1)
     assert "networks.U" in str(info.value.where) and not (tmp_path / "v1").exists()
+
+
+def _rewrite_observables(out: Path, edit) -> None:
+    import pandas as pd
+
+    table = pd.read_csv(out / "observables.tsv", sep="\t", dtype=str, keep_default_na=False)
+    edit(table)
+    table.to_csv(out / "observables.tsv", sep="\t", index=False)
+
+
+def test_v2s_merged_log_normal_reads_as_the_transformation_column(tmp_path: Path):
+    """The current v2 draft has noiseDistribution log-normal instead of observableTransformation log: the same
+    problem either way."""
+    out = tmp_path / "ln"
+    result = export(REPO / "configs" / "lynx_hare_lognormal.yaml", out)
+
+    def merge(table):
+        assert set(table["observableTransformation"]) == {"log"}
+        table["noiseDistribution"] = "log-normal"
+        del table["observableTransformation"]
+
+    _rewrite_observables(out, merge)
+    assert evaluate(out / "problem.yaml", rtol=result.rtol, atol=result.atol).llh == pytest.approx(
+        result.llh_exported, abs=1e-9)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda t: t.__setitem__("noiseDistribution", "binomial"), "binomial noise is not supported"),
+    (lambda t: t.assign(noiseDistribution="poisson", observableTransformation="lin").pipe(t.update),
+     "a poisson observable's noise formula must be empty"),
+    (lambda t: t.__setitem__("noiseDistribution", "log-normal"), "observableTransformation: 'log' with noiseDistribution"),
+])
+def test_bad_draft_distributions_are_one_line(tmp_path: Path, edit, expected):
+    out = tmp_path / "p"
+    export(REPO / "configs" / "lynx_hare_lognormal.yaml", out)
+    _rewrite_observables(out, edit)
+    with pytest.raises(ConfigError) as info:
+        evaluate(out / "problem.yaml")
+    assert expected in info.value.lines()[0] and "observables.tsv" in str(info.value.where)

@@ -12,11 +12,15 @@ The translation, piece by piece:
   experiment. An observable whose rows carry different ``observableParameters``/``noiseParameters`` becomes
   one ``ude`` observable per distinct combination (``OBS__2``, ...), so that the placeholders are substituted;
   repeated measurements of one cell go into replicate experiments (``COND__rep2``) of the same condition;
-- observables with ``lin`` transformation and normal noise -> ``noise: normal``; ``log`` / ``log10`` ->
-  ``lognormal`` (the density of ``log10 y ~ N(log10 mu, s^2)`` is that of ``log y ~ N(log mu, (s ln 10)^2)``,
-  so the noise parameter is ``s*ln(10)``), with sigma fixed (a number) or estimated (one parameter of its
-  own). Laplace noise, noise formulas of several parameters or of the observable, and a noise parameter
-  shared by several observables are not supported (one line each).
+- observables with ``lin`` transformation and normal noise -> ``noise: normal``; ``log`` / ``log10`` (or v2's
+  ``log-normal``) -> ``lognormal`` (the density of ``log10 y ~ N(log10 mu, s^2)`` is that of
+  ``log y ~ N(log mu, (s ln 10)^2)``, so the noise parameter is ``s*ln(10)``); Laplace likewise ->
+  ``laplace`` / ``loglaplace``; sigma fixed (a number), estimated (one parameter of its own) or a formula of
+  parameters; ``a + b * (the observable formula)`` -> combined (proportional) error. The count distributions
+  of PEtab v2's draft (pull request 654): ``poisson`` (rate = the observable formula) -> ``poisson``;
+  ``negative-binomial`` (r = the observable formula, p = the noise formula) -> ``negative_binomial`` with
+  mean ``r (1 - p) / p`` and dispersion ``r``. Other noise formulas of states, and ``binomial``, are not
+  supported (one line each).
 
 :func:`import_problem` writes ``config.yaml``, ``data.csv`` and ``petab.json`` (how the PEtab ids map to the
 config's names, which :mod:`.evaluate` reads).
@@ -245,9 +249,17 @@ def translate(problem: PetabProblem) -> Translation:
             # the noise parameter is the standard deviation (normal) or the scale (laplace) of the transformed
             # value; of log10 y it is that of log y divided by ln(10)
             factor = {"lin": 1.0, "log": 1.0, "log10": LN10}[obs.transformation]
-            distribution = {("normal", True): "normal", ("normal", False): "lognormal",
-                            ("laplace", True): "laplace", ("laplace", False): "loglaplace"}[
-                (obs.distribution, obs.transformation == "lin")]
+            if obs.distribution == "negative-binomial":
+                # the draft's NB(r, p) of m failures, r the observable formula and p the noise formula, is ude's
+                # NB with mean r (1 - p) / p and dispersion r (p = r / (r + mean))
+                formula, noise = sp.cancel(formula * (1 - noise) / noise), formula
+                distribution = "negative_binomial"
+            elif obs.distribution == "poisson":
+                distribution = "poisson"
+            else:
+                distribution = {("normal", True): "normal", ("normal", False): "lognormal",
+                                ("laplace", True): "laplace", ("laplace", False): "loglaplace"}[
+                    (obs.distribution, obs.transformation == "lin")]
             if sp.Symbol(oid) in noise.free_symbols:
                 raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} depends on the observable "
                                   f"itself: not supported yet", where=where)
@@ -267,6 +279,8 @@ def translate(problem: PetabProblem) -> Translation:
         moves = sorted(x.name for x in noise.free_symbols if x.name in dynamic_names)
         parts = _error_model(noise, formula, dynamic_names) if moves and distribution == "normal" else None
         error_models[i] = moves, parts
+        if distribution == "poisson":
+            continue
         for piece in (noise,) if parts is None else parts:  # a + b * y_hat: a and b are noise parameters
             if isinstance(piece, sp.Symbol):
                 bare[piece.name] = bare.get(piece.name, 0) + 1
@@ -276,12 +290,22 @@ def translate(problem: PetabProblem) -> Translation:
     observed_directly: set[str] = set()
     for i, (oid, name, formula, noise, factor, distribution, where, n_keys) in enumerate(pending):
         dynamic, parts = error_models[i]
+        if dynamic and distribution == "negative_binomial":
+            raise ConfigError(f"observable {oid}: a negative-binomial r (its observableFormula "
+                              f"{problem.observables[oid].formula_text!r}) that depends on {dynamic[0]} (a state or "
+                              f"time): not supported (ude's dispersion is a parameter or a formula of parameters)",
+                              where=where)
         if dynamic and parts is None:
             raise ConfigError(f"observable {oid}: noiseFormula {problem.observables[oid].noise_text!r} depends on "
                               f"{dynamic[0]} (a state or time), other than as a + b * (the observable formula): not "
                               f"supported yet", where=where)
         noise_spec: dict[str, Any] = {"distribution": distribution}
-        if parts is None:
+        if distribution == "poisson":
+            pass
+        elif distribution == "negative_binomial":
+            noise_spec["dispersion"] = _sigma(noise, f"dispersion_{name}", oid, where, factor, bare, elsewhere,
+                                              problem, names, noise_info)
+        elif parts is None:
             noise_spec["sigma"] = _sigma(noise, f"sigma_{name}", oid, where, factor, bare, elsewhere, problem, names,
                                          noise_info)
         else:  # PEtab's a + b * y_hat (or b * y_hat): the combined (proportional) error, a + b |y_hat|
@@ -305,7 +329,7 @@ def translate(problem: PetabProblem) -> Translation:
     # -- parameters and constants -------------------------------------------------------------------------------
     used: set[str] = set()
     for text in [*(i for spec in networks.values() for i in spec["inputs"]), *equations.values(), *(o["formula"] for o in observables.values()),
-                 *(o["noise"][role]["formula"] for o in observables.values() for role in ("sigma", "sigma_rel")
+                 *(o["noise"][role]["formula"] for o in observables.values() for role in ("sigma", "sigma_rel", "dispersion")
                    if isinstance(o["noise"].get(role), dict) and "formula" in o["noise"][role]),
                  *(v["formula"] for v in initial.values() if isinstance(v, dict))]:
         from ..expressions import parse_expression

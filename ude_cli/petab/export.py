@@ -12,7 +12,8 @@ the networks' initial weights from its seed; a run: the fitted values of its bes
   for single frozen arrays;
 - ``observables.tsv``: formula, noise formula (for proportional and combined normal error, ``sigma * abs(y)``
   and ``sigma + sigma_rel * abs(y)`` of the observable's formula ``y``), ``observableTransformation`` (``log``
-  for log-normal and log-Laplace noise) and ``noiseDistribution`` (``normal``, ``laplace``);
+  for log-normal and log-Laplace noise) and ``noiseDistribution`` (``normal``, ``laplace``; for counts in v2,
+  ``poisson`` and ``negative-binomial`` of the v2 draft's pull request 654, not in a released PEtab);
 - ``experiments.tsv``, ``conditions.tsv``: an experiment per ``ude`` experiment, starting at time 0 (``ude``'s
   ``t0`` is subtracted from every time; where ``t`` appears in a formula it becomes ``time + t0``);
   per-experiment numbers (initial values from the data or a column, constants read from columns) as
@@ -138,11 +139,14 @@ def _load(source: Path):
     return cfg.label, cfg, problem, model, start
 
 
+#: ude's count noise models, and their names in PEtab v2's draft (pull request 654, not in a released PEtab)
+COUNTS = {"poisson": "poisson", "negative_binomial": "negative-binomial"}
+
 #: words with a meaning of their own in SBML's L3 formulas (case-insensitive for inf, nan) and PEtab's
 RESERVED = ("time", "inf", "infinity", "nan", "notanumber", "true", "false", "avogadro", "exponentiale")
 
 
-def _refusals(problem, label: str) -> None:
+def _refusals(problem, label: str, version: int) -> None:
     """One line for the first feature PEtab cannot express (or :mod:`.convert` cannot read back)."""
     for kind, names in (("model.states", problem.states), ("model.parameters", problem.parameters),
                         ("model.constants", problem.constants), ("observables", problem.observables)):
@@ -153,9 +157,12 @@ def _refusals(problem, label: str) -> None:
     for name, o in problem.observables.items():
         if o.noise is None:
             continue
-        if o.noise.distribution not in ("normal", "lognormal", "laplace", "loglaplace"):
-            raise ConfigError(f"noise distribution {o.noise.distribution}: PEtab's noise models are normal and "
-                              f"Laplace (on a lin, log or log10 scale); it has no {o.noise.distribution} one",
+        if o.noise.distribution in COUNTS and version == 1:
+            raise ConfigError(f"noise distribution {o.noise.distribution}: PEtab v1's noise models are normal and "
+                              f"Laplace; v2's draft has count distributions: export it with --petab-version 2",
+                              where=f"{label}: observables.{name}.noise.distribution")
+        if o.noise.distribution not in ("normal", "lognormal", "laplace", "loglaplace", *COUNTS):
+            raise ConfigError(f"noise distribution {o.noise.distribution}: PEtab has no such noise model",
                               where=f"{label}: observables.{name}.noise.distribution")
     for state, init in problem.initial.items():
         if init.expression is not None and (init.expression.network_refs
@@ -206,7 +213,7 @@ def export(source: str | Path, out: str | Path, *, overwrite: bool = False, chec
     if version not in (1, 2):
         raise ConfigError(f"PEtab version {version}: expected 1 or 2", where="--petab-version")
     label, cfg, problem, model, start = _load(source)
-    _refusals(problem, label)
+    _refusals(problem, label, version)
     if version == 1 and problem.networks:
         raise ConfigError("PEtab v1 has no networks (the SciML extension is PEtab v2's): export it as v2",
                           where=f"{label}: networks.{next(iter(problem.networks))}")
@@ -448,6 +455,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     # -- observables and their noise ----------------------------------------------------------------------------
     observable_rows: list[list] = []
     obs_ids: dict[str, str] = {}
+    counts: list[str] = []
     spec_loss = objective.spec
     if ml_sigma is not None:
         sigma_id = _identifier("sigma", taken)
@@ -484,12 +492,32 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             # the standard deviation sigma * |y_hat| (proportional), sigma + sigma_rel * |y_hat| (combined): a noise
             # formula of the observable's own formula, which ude import reads back as the same error model
             prediction = f"abs({petab(o.expression)})"
-            noise = {"constant": parts["sigma"], "proportional": f"{parts['sigma']} * {prediction}",
-                     "combined": f"{parts['sigma']} + {parts.get('sigma_rel')} * {prediction}"}[
-                o.noise.error if o.noise.distribution == "normal" else "constant"]
-        distribution = "laplace" if o.noise is not None and o.noise.distribution in ("laplace", "loglaplace") \
-            else "normal"
+            if o.noise.distribution in COUNTS:
+                counts.append(name)
+            if o.noise.distribution == "poisson":  # the rate is the observable formula; no noise formula
+                noise = ""
+            elif o.noise.distribution == "negative_binomial":
+                # the draft's NB(r, p) of m failures with r = the dispersion (observable formula) and
+                # p = r / (r + mean) (noise formula): ude's NB of that mean and dispersion, term by term
+                r = parts["dispersion"]
+                observable_rows.append([oid, o.label or name, r, f"{r} / ({r} + {petab(o.expression)})", "lin",
+                                        COUNTS["negative_binomial"]])
+                continue
+            else:
+                noise = {"constant": parts["sigma"], "proportional": f"{parts['sigma']} * {prediction}",
+                         "combined": f"{parts['sigma']} + {parts.get('sigma_rel')} * {prediction}"}[
+                    o.noise.error if o.noise.distribution == "normal" else "constant"]
+        distribution = "normal" if o.noise is None else \
+            {"laplace": "laplace", "loglaplace": "laplace", **COUNTS}.get(o.noise.distribution, "normal")
         observable_rows.append([oid, o.label or name, petab(o.expression), noise, transformation, distribution])
+    if counts:
+        notes.append(f"observable {', '.join(counts)}: count noise written as PEtab v2's draft noiseDistribution "
+                     f"({', '.join(sorted({COUNTS[problem.observables[n].noise.distribution] for n in counts}))}; "
+                     f"PEtab pull request 654, not in a released PEtab: ude reads it, PEtab.jl and AMICI may not)"
+                     + ("; a negative-binomial observable's formula is its dispersion r and its noise formula "
+                        "p = r / (r + the prediction), as the draft defines them"
+                        if any(problem.observables[n].noise.distribution == "negative_binomial" for n in counts)
+                        else ""))
     write_tsv(folder / "observables.tsv", ["observableId", "observableName", "observableFormula", "noiseFormula",
                                            "observableTransformation", "noiseDistribution"], observable_rows)
 

@@ -43,7 +43,7 @@ class PetabObservable:
     formula: sp.Expr
     noise: sp.Expr
     transformation: str  # lin, log, log10
-    distribution: str  # normal, laplace
+    distribution: str  # normal, laplace, poisson, negative-binomial
     formula_text: str
     noise_text: str
     file: str
@@ -106,6 +106,28 @@ def _formula(row: pd.Series, column: str) -> sp.Expr:
     return expr.xreplace({time: TIME}) if time in expr.free_symbols else expr
 
 
+def _noise_model(row: pd.Series, v2: bool) -> tuple[str, str]:
+    """``(transformation, distribution)`` of an observable row: v1's ``observableTransformation`` column and
+    ``noiseDistribution`` (normal, laplace); v2 also as one ``noiseDistribution`` (``log-normal``, ``log-laplace``,
+    which the current v2 draft has instead of the transformation column), and the count distributions of the
+    draft's pull request 654 (``poisson``, ``negative-binomial``; not yet in a released PEtab)."""
+    transformation = tables.choice(row, "observableTransformation", tables.TRANSFORMATIONS, "lin")
+    distribution = tables.choice(row, "noiseDistribution", tables.DISTRIBUTIONS_V2 if v2 else tables.DISTRIBUTIONS,
+                                 "normal")
+    if distribution == "binomial":
+        raise ConfigError(f"line {row['_row']}, column noiseDistribution: binomial noise is not supported (ude has "
+                          f"no binomial noise model)", where=row["_file"])
+    merged = {"log-normal": "normal", "log-laplace": "laplace"}.get(distribution)
+    if merged is not None or distribution in ("poisson", "negative-binomial"):
+        if transformation != "lin":
+            raise ConfigError(f"line {row['_row']}, column observableTransformation: {transformation!r} with "
+                              f"noiseDistribution {distribution!r}; expected lin (or no such column)",
+                              where=row["_file"])
+        if merged is not None:
+            return "log", merged
+    return transformation, distribution
+
+
 def load_problem(path: str | Path) -> PetabProblem:
     """Read and check the PEtab problem ``path`` (its YAML file)."""
     files = tables.read_problem_yaml(path)
@@ -154,12 +176,18 @@ def load_problem(path: str | Path) -> PetabProblem:
     observables: dict[str, PetabObservable] = {}
     for _, row in otable.iterrows():
         oid = row["observableId"]
+        transformation, distribution = _noise_model(row, files.v2)
+        if distribution == "poisson":  # the draft's Poisson: the rate is the observable formula, no noise formula
+            if str(row["noiseFormula"]).strip():
+                raise ConfigError(f"line {row['_row']}, column noiseFormula: {row['noiseFormula']!r}; a poisson "
+                                  f"observable's noise formula must be empty", where=row["_file"])
+            noise = sp.Integer(0)
+        else:
+            noise = _formula(row, "noiseFormula")
         observables[oid] = PetabObservable(
-            id=oid, formula=_formula(row, "observableFormula"), noise=_formula(row, "noiseFormula"),
-            transformation=tables.choice(row, "observableTransformation", tables.TRANSFORMATIONS, "lin"),
-            distribution=tables.choice(row, "noiseDistribution", tables.DISTRIBUTIONS, "normal"),
-            formula_text=row["observableFormula"], noise_text=row["noiseFormula"], file=row["_file"],
-            row=int(row["_row"]))
+            id=oid, formula=_formula(row, "observableFormula"), noise=noise, transformation=transformation,
+            distribution=distribution, formula_text=row["observableFormula"], noise_text=row["noiseFormula"],
+            file=row["_file"], row=int(row["_row"]))
 
     array_shapes: dict[str, tuple[int, ...]] = {}
     array_inputs = _array_inputs(files.arrays, array_shapes) if files.v2 else {}

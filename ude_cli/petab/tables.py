@@ -31,6 +31,8 @@ SCALES = ("lin", "log", "log10")
 TRANSFORMATIONS = ("lin", "log", "log10")
 #: noise distributions of PEtab v1
 DISTRIBUTIONS = ("normal", "laplace")
+#: of PEtab v2: the log-scale ones of the current draft, and the count distributions of its pull request 654
+DISTRIBUTIONS_V2 = (*DISTRIBUTIONS, "log-normal", "log-laplace", "poisson", "negative-binomial", "binomial")
 
 
 @dataclass
