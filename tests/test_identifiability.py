@@ -382,3 +382,71 @@ def test_an_unobserved_state_has_the_confidence_band_of_the_same_draws(write, tm
     assert np.allclose(pred["y_ci_lower"], 2 - pred["x_ci_upper"], atol=1e-9)
     assert np.allclose(pred["y_ci_upper"], 2 - pred["x_ci_lower"], atol=1e-9)
     assert (pred["y_ci_upper"] - pred["y_ci_lower"]).iloc[1:].min() > 0  # a band, not a line
+
+
+def test_bands_along_the_dense_grid_are_the_closed_forms_between_the_data_times(write, tmp_path):
+    """dx/dt = -k x from x(0) = 2, log-normal noise, 7 times on [0, 3]: a draw of log k ~ N(log k_hat, se^2) gives
+    x(t) = 2 exp(-k t), monotone in k, so the confidence band at every t of the dense grid (between the data
+    times too) is 2 exp(-k_hat exp(+-1.96 se) t). At the data times the dense band is the one in predictions.csv
+    (the same draws), and trajectory.csv holds it."""
+    t = np.linspace(0, 3, 7)
+    rng = np.random.default_rng(11)
+    x = 2 * np.exp(-0.7 * t) * np.exp(0.1 * rng.standard_normal(len(t)))
+    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a},{b:.12g}\n" for a, b in zip(t, x, strict=True)))
+    path = write("c.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model:
+          states: [x]
+          parameters: {k: {init: 0.5, positive: true}}
+          equations: {x: -k*x}
+          initial: {x: 2.0}
+        noise: {distribution: lognormal}
+        training: {stages: [{optimizer: lbfgs, iterations: 200}]}
+        uncertainty: {band_samples: 2000}
+        """)
+    result = fit(load_config(path))
+    k = result.parameters.set_index("name").loc["k"]
+    se_log = k["se"] / k["value"]  # the Wald distribution is of log k (delta method: se(k) = k se(log k))
+    grid = result.trajectories[0][0]
+    band = result.curve_bands[0]["x"]
+    assert band.shape == (len(grid), 4) and len(grid) > 10 * len(t)
+    inner = grid > 0.05  # at t = 0 every draw is 2
+    fit_x = 2 * np.exp(-k["value"] * grid[inner])
+    for j, z in ((0, 1.96), (1, -1.96)):  # the lower end has the larger k
+        expected = np.log(2 * np.exp(-k["value"] * np.exp(z * se_log) * grid[inner]) / fit_x)
+        assert np.allclose(np.log(band[inner, j] / fit_x), expected, rtol=0.1), j
+    assert np.all(band[:, 2] <= band[:, 0] + 1e-12) and np.all(band[:, 3] >= band[:, 1] - 1e-12)
+    pred = result.predictions
+    for j, column in enumerate(("x_ci_lower", "x_ci_upper")):
+        assert np.allclose(np.interp(t, grid, band[:, j]), pred[column], rtol=1e-3), column
+    saved = result.trajectory_frame()
+    assert np.allclose(saved["x_ci_lower"], band[:, 0]) and np.allclose(saved["x_pi_upper"], band[:, 3])
+
+
+def test_when_the_draws_batch_fails_on_the_dense_grid_the_note_says_so(write, tmp_path, monkeypatch):
+    from ude_cli.engines.torchdiffeq import SolverError
+    from ude_cli.fitting.model import UDEModel
+
+    t = np.linspace(0, 3, 7)
+    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a},{2 * np.exp(-0.7 * a) * (1 + 0.05 * (-1) ** i):.12g}\n"
+                                                       for i, a in enumerate(t)))
+    path = write("c.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model: {states: [x], parameters: {k: {init: 0.5, positive: true}}, equations: {x: -k*x}, initial: {x: 2.0}}
+        noise: {distribution: lognormal}
+        training: {stages: [{optimizer: lbfgs, iterations: 100}]}
+        """)
+    dense = UDEModel.dense
+
+    def failing(self, *args, **kwargs):
+        if self.n_starts > 1:  # the batch of draws, not the fit's own curve
+            raise SolverError("too many steps")
+        return dense(self, *args, **kwargs)
+
+    monkeypatch.setattr(UDEModel, "dense", failing)
+    result = fit(load_config(path))
+    assert result.curve_bands is None and "x_ci_lower" in result.predictions  # the data times' bands stay
+    [note] = [n for n in result.uncertainty.notes if n.startswith("bands")]
+    assert "the figures join the bands at the data times (the batched solve of the draws on the dense grid " \
+           "failed: too many steps)" in note
+    result.save(tmp_path / "run")  # the figure draws the data times' bands

@@ -89,3 +89,19 @@ def test_a_line_search_trial_that_blows_up_backs_off(blowup_dir):
     result = api.fit(config(text, blowup_dir), monitor=monitor)
     assert not any("rolled back" in m for m in monitor.seen), monitor.seen
     assert result.values["r"] == pytest.approx(0.798419, rel=1e-5)
+
+
+def test_trajectory_csv_is_the_best_starts(blowup_dir, tmp_path):
+    """trajectory.csv (states and bands along the dense grid) is of the start metrics.json calls best, which
+    need not be the first: here two starts with different iteration budgets, and the best set by hand."""
+    import pandas as pd
+
+    result = api.fit(config(CONFIG.replace("training: {warm_start: none}",
+                                           "training: {warm_start: none, stages: [{optimizer: lbfgs, iterations: 2}]}"),
+                            blowup_dir), n_starts=3)
+    t, y = result.trajectories[0]
+    assert not np.allclose(y[:, 0, 0], y[:, 1, 0])  # two iterations: the starts have not met yet
+    result.metrics["best_start"] = 1
+    result.save(tmp_path / "run")
+    saved = pd.read_csv(tmp_path / "run" / "trajectory.csv")
+    assert np.allclose(saved["time"], t) and np.allclose(saved["x"], y[:, 1, 0], rtol=1e-12)

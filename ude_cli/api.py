@@ -254,19 +254,22 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
 
     uncertainty = assess_uncertainty(problem, model, best, monitor=monitor, fit_seconds=float(trained.seconds))
     spec = problem.config.uncertainty
+    curve_bands = None
     if spec.bands and uncertainty.sampler is not None:
         from .identifiability.bands import band_columns, bands
 
-        arrays, how, state_arrays = bands(problem, uncertainty, level=spec.level, samples=spec.band_samples,
-                                          seed=problem.config.training.seed)
-        uncertainty.notes.append(f"bands ({spec.level * 100:g} %): {how}" if arrays is not None else how)
-        if arrays is not None:
-            predictions = band_columns(predictions, problem, model.groups, arrays, state_arrays)
+        drawn = bands(problem, uncertainty, level=spec.level, samples=spec.band_samples,
+                      seed=problem.config.training.seed)
+        uncertainty.notes.append(f"bands ({spec.level * 100:g} %): {drawn.how}" if drawn.observables is not None
+                                 else drawn.how)
+        if drawn.observables is not None:
+            predictions = band_columns(predictions, problem, model.groups, drawn.observables, drawn.states)
+            curve_bands = drawn.curves
     metrics["uncertainty"] = uncertainty.to_json()
     parameters = table_columns(parameter_table(problem, model, best), uncertainty)
     return FitResult(problem=problem, model=model, parameters=parameters, uncertainty=uncertainty,
                      predictions=predictions, metrics=metrics, history=history, trajectories=dense, terms=terms, info=info,
-                     observable_curves=objective.curves(dense),
+                     observable_curves=objective.curves(dense), curve_bands=curve_bands,
                      starts=starts_table(problem, model, train_loss) if model.n_starts > 1 else None)
 
 

@@ -169,22 +169,22 @@ def ude_frame(problem, model, until: float, experiments: list[int], n_points: in
 def _prediction_band(problem, objective, y: np.ndarray, curves: Mapping[str, np.ndarray], level: float) -> dict:
     """``{observable}_pi_lower/_pi_upper``: the central ``level`` range of observations drawn from the noise model
     around each draw's prediction (``y``: states ``(T, S, n)``, ``curves``: formula observables ``(T, S)``)."""
-    from .identifiability.bands import draw_observations
+    from .identifiability.bands import prediction_draws
 
     mus = []
     for name in objective.names:
         o = problem.observables[name]
         mus.append(y[:, :, problem.states.index(o.state)] if o.state is not None else curves[name])
-    noise = [{r: v[:, 0].detach().cpu().numpy()[None, :] for r, v in roles.items()} for roles in objective.noise_values()]
     sigma = math.nan
     if not objective.likelihood:  # squared errors: the fit's sigma, from the first start (the fit itself)
         sigma = float(run_sigma(objective))
-    draws = draw_observations(problem, objective, mus, noise, np.random.default_rng(problem.config.training.seed),
-                              sigma)
+    # around the draws (starts 1..; start 0 is the fit), several observations per draw and time
+    draws = prediction_draws(problem, objective, np.stack(mus, -1)[:, 1:],
+                             np.random.default_rng(problem.config.training.seed), sigma)
     out = {}
-    for name, v in zip(objective.names, draws, strict=True):
-        out[f"{name}_pi_lower"] = np.nanquantile(v, (1 - level) / 2, axis=1)
-        out[f"{name}_pi_upper"] = np.nanquantile(v, (1 + level) / 2, axis=1)
+    for i, name in enumerate(objective.names):
+        out[f"{name}_pi_lower"] = np.nanquantile(draws[..., i], (1 - level) / 2, axis=(0, 2))
+        out[f"{name}_pi_upper"] = np.nanquantile(draws[..., i], (1 + level) / 2, axis=(0, 2))
     return out
 
 

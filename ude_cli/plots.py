@@ -377,6 +377,7 @@ def _fit_panels(result) -> Any:
     best = result.metrics.get("best_start", 0)
     states = _drawn_states(problem)
     held_out = any(not e.train.all() for e in ds.experiments)
+    banded = False
     with plt.rc_context(STYLE):
         fig, axes, cols = _experiment_grid(plt, problem, panel_height=1.75)
         for b, e in enumerate(ds.experiments):
@@ -386,6 +387,8 @@ def _fit_panels(result) -> Any:
                 c = COLORS[k % len(COLORS)]
                 ax.plot(t, y[:, best, j], color=c, lw=1.4)
                 _data_markers(ax, e, e.values[:, j], c, ms=3)
+                if result.curve_bands is not None:  # (not at the data times alone: too coarse for small panels)
+                    banded = _draw_bands(ax, result, e, problem.states[j], c) or banded
             start = _validation_start(e)
             if start is not None:
                 ax.axvspan(start, float(max(t[-1], e.t[-1])), color="0.92", zorder=0)
@@ -396,6 +399,8 @@ def _fit_panels(result) -> Any:
                     _state_axis_label(problem, problem.states[j]).replace("\n", " "))
                    for k, j in enumerate(states)] if len(states) > 1 else []
         handles += _style_handles(fit=True, data=True, held_out=held_out, window=held_out)
+        if banded:
+            handles += _band_handles(result)
         fig.legend([h for h, _ in handles], [lab for _, lab in handles], loc="outside right upper", frameon=False,
                    alignment="left")
         fig.suptitle(title_text(f"{result.name}: data and fit, one panel per {_experiment_title(problem)}",
@@ -413,9 +418,27 @@ def _finite_starts(result, n: int) -> np.ndarray:
     return ok if ok.any() else np.ones(n, dtype=bool)
 
 
+def _band_handles(result) -> list:
+    """The legend's entries for the confidence and prediction bands."""
+    from matplotlib.patches import Patch
+
+    level = (result.metrics.get("uncertainty") or {}).get("level", 0.95) * 100
+    return [(Patch(color="0.2", alpha=0.28, lw=0), f"{level:g} % confidence band"),
+            (Patch(color="0.2", alpha=0.10, lw=0), f"{level:g} % prediction band")]
+
+
 def _draw_bands(ax, result, e, name: str, color) -> bool:
-    """The confidence band (darker) and the prediction band (lighter) of observable ``name`` at experiment ``e``'s
+    """The confidence band (darker) and the prediction band (lighter) of observable ``name`` in experiment ``e``:
+    along the fitted curve's dense grid (``result.curve_bands``), or (a run saved before those existed) at the
     data times, from predictions.csv's ``_ci_*`` / ``_pi_*`` columns; True when drawn."""
+    b = [x.name for x in result.problem.dataset.experiments].index(e.name)
+    along = result.curve_bands[b].get(name) if result.curve_bands is not None else None
+    if along is not None and len(along) >= 2:
+        t = result.trajectories[b][0]
+        if along.shape[-1] == 4:
+            ax.fill_between(t, along[:, 2], along[:, 3], color=color, alpha=0.10, lw=0, zorder=1)
+        ax.fill_between(t, along[:, 0], along[:, 1], color=color, alpha=0.28, lw=0, zorder=1)
+        return True
     pred = result.predictions
     if f"{name}_ci_lower" not in pred:
         return False
@@ -501,11 +524,7 @@ def _fit_overlay(result) -> Any:
 
             styles += [(Line2D([], [], color="0.2", lw=0.8, ls=":"), f"range over the {result.model.n_starts} starts")]
         if banded:
-            from matplotlib.patches import Patch
-
-            level = (result.metrics.get("uncertainty") or {}).get("level", 0.95) * 100
-            styles += [(Patch(color="0.2", alpha=0.28, lw=0), f"{level:g} % confidence band"),
-                       (Patch(color="0.2", alpha=0.10, lw=0), f"{level:g} % prediction band")]
+            styles += _band_handles(result)
         if multi:
             _experiments_legend(fig, problem, styles, notes={b: f"same curve as {ds.experiments[a].name}"
                                                              for b, a in same.items()})

@@ -1,5 +1,5 @@
 """Confidence and prediction bands of the fitted observables (and confidence bands of the unobserved states) at
-the data's times, by sampling.
+the data's times and along the dense grid of the fit's curves, by sampling.
 
 The learned values are drawn from their Wald distribution on the unconstrained scale (``log k`` for a
 positive ``k``): normal around the fit with the covariance of :mod:`.hessian`. With the network profiled
@@ -8,32 +8,50 @@ first order), otherwise the network stays as fitted. Each draw is simulated; the
 give the *confidence band* of the prediction (``{observable}_ci_lower/_upper``), and the quantiles of
 observations drawn around each prediction from the noise model (the fit's sigma for squared errors) the
 *prediction band* (``_pi_lower/_pi_upper``), where a new observation falls with the band's probability.
-A value the curvature cannot pin (unbounded variance) is held at the fit; :func:`bands` says so.
+The same draws are simulated on the dense grid of the fitted curves too (``model.dense()``), so the figures
+draw the bands computed between the data's times, not lines joining the bands at the data's times (which cut
+the corner of a curve that rises fast between two of them). A value the curvature cannot pin (unbounded
+variance) is held at the fit; :func:`bands` says so.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..engines.torchdiffeq import SolverError
 
+#: observations drawn around each draw's prediction at each time of the dense grid, for its prediction band
+OBSERVATION_DRAWS = 20
 
-def bands(problem, uncertainty, *, level: float, samples: int,
-          seed: int) -> tuple[list[np.ndarray] | None, str, list[np.ndarray] | None]:
-    """Per group: ``(T, Bg, n_observables, 4)`` (confidence lower, upper, prediction lower, upper) at the groups'
-    times; a sentence saying how they were made (or why there are none); and per group ``(T, Bg, n_states, 2)``,
-    the states' confidence bands from the same draws (an unobserved state's: what the model says about it given
-    the data, as far as the Wald distribution of the learned values goes)."""
+
+@dataclass
+class Bands:
+    """What :func:`bands` computes; every array ``None`` when there are no bands (``how`` says why)."""
+
+    #: per group: ``(T, Bg, n_observables, 4)`` (confidence lower, upper, prediction lower, upper) at its times
+    observables: list[np.ndarray] | None
+    #: a sentence saying how they were made, or why there are none
+    how: str
+    #: per group: ``(T, Bg, n_states, 2)``, the states' confidence bands from the same draws (an unobserved
+    #: state's: what the model says about it given the data, as far as the Wald distribution goes)
+    states: list[np.ndarray] | None = None
+    #: per experiment, along ``model.dense()``'s grid: observable -> ``(T, 4)`` and state -> ``(T, 2)``
+    curves: list[dict[str, np.ndarray]] | None = None
+
+
+def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> Bands:
+    """The confidence and prediction bands of ``samples`` draws of the learned values (see the module)."""
     from ..likelihood.objective import Objective
 
     if uncertainty is None or uncertainty.sampler is None:
-        return None, "no bands: no Wald distribution of the learned values", None
+        return Bands(None, "no bands: no Wald distribution of the learned values")
     model, _, wald = uncertainty.sampler
     if wald.cov_u is None or not len(wald.targets):
-        return None, "no bands: nothing learned but network weights", None
+        return Bands(None, "no bands: nothing learned but network weights")
     objective = Objective(model, problem.config.training.loss)
     ts = wald.targets
     u0 = np.array([t.get_u() for t in ts])
@@ -48,6 +66,7 @@ def bands(problem, uncertainty, *, level: float, samples: int,
     means: list[list[np.ndarray]] = []
     noisy: list[list[np.ndarray]] = []
     states: list[list[np.ndarray]] = []
+    accepted: list[np.ndarray] = []  # the draws that simulated, for the dense grid
     failed = 0
     fit_sigma = math.nan if objective.likelihood else objective.noise_estimates(model(), 0)["sigma"]
     try:
@@ -72,6 +91,7 @@ def bands(problem, uncertainty, *, level: float, samples: int,
             if not all(np.isfinite(p).all() for p in preds):
                 failed += 1
                 continue
+            accepted.append(du)
             noise = [{r: v[0, 0].detach().cpu().numpy() for r, v in roles.items()} for roles in objective.noise_values()]
             draws = [np.stack(draw_observations(problem, objective, [pred[..., c] for c in objective.columns], noise,
                                                 rng, fit_sigma), -1) for pred in preds]
@@ -82,7 +102,7 @@ def bands(problem, uncertainty, *, level: float, samples: int,
         model.load_state_dict(base)
     if len(means) < max(20, samples // 2):
         why = " (values the data do not identify widen the Wald distribution)" if uncertainty.not_identifiable() else ""
-        return None, f"no bands: {failed} of {samples} draws of the learned values could not be simulated{why}", None
+        return Bands(None, f"no bands: {failed} of {samples} draws of the learned values could not be simulated{why}")
     a = (1 - level) / 2
     out, state_bands = [], []
     for k in range(len(means[0])):
@@ -92,13 +112,58 @@ def bands(problem, uncertainty, *, level: float, samples: int,
                              np.quantile(y, a, axis=0), np.quantile(y, 1 - a, axis=0)], -1))
         x = np.stack([s[k] for s in states])
         state_bands.append(np.stack([np.quantile(x, a, axis=0), np.quantile(x, 1 - a, axis=0)], -1))
+    curves, why_not = _along_dense(problem, model, wald, np.array(accepted), level, seed, fit_sigma)
     held = [t.name for t, s in zip(ts, np.diag(wald.cov_u) == 0, strict=True) if s]
     net = f" (network {wald.network})" if wald.network != "none" else ""
     how = (f"{len(means)} draws of the learned values from their Wald distribution{net}"
            + (f", {failed} draws that could not be simulated left out" if failed else "")
            + (f"; held at the fit (unbounded variance): {', '.join(held)}" if held else "")
-           + "; prediction bands add the noise model's scatter")
-    return out, how, state_bands
+           + "; prediction bands add the noise model's scatter"
+           + ("; the figures draw the same draws' bands along the curves' dense grid" if curves is not None
+              else f"; the figures join the bands at the data times ({why_not})"))
+    return Bands(out, how, state_bands, curves)
+
+
+def _along_dense(problem, model, wald, draws: np.ndarray, level: float, seed: int, fit_sigma: float
+                 ) -> tuple[list[dict[str, np.ndarray]] | None, str]:
+    """The bands of ``draws`` (the accepted ``du``) along ``model.dense()``'s grid, from one batched solve of the
+    draws (:func:`sampled_model`); None and why when that solve fails (one draw the solver cannot take stops a
+    batch, where the data times' draws are solved one by one)."""
+    from ..likelihood.objective import Objective
+
+    many = sampled_model(problem, model, 0, wald, len(draws), seed, draws=draws)
+    try:
+        dense = many.dense()
+    except SolverError as exc:
+        return None, f"the batched solve of the draws on the dense grid failed: {exc}"
+    objective = Objective(many, problem.config.training.loss)
+    rng = np.random.default_rng([seed, 1])
+    a = (1 - level) / 2
+    out = []
+    for (_, x), m in zip(dense, objective.along(dense), strict=True):  # (T, S, n_states), (T, S, n_observables)
+        x, m = x[:, 1:], m[:, 1:]  # start 0 is the fit
+        if not (np.isfinite(x).all() and np.isfinite(m).all()):
+            return None, "a draw is not finite on the dense grid"
+        y = prediction_draws(problem, objective, m, rng, fit_sigma)
+        along = {name: np.stack([np.quantile(m[..., i], a, axis=1), np.quantile(m[..., i], 1 - a, axis=1),
+                                 np.quantile(y[..., i], a, axis=(0, 2)), np.quantile(y[..., i], 1 - a, axis=(0, 2))],
+                                -1) for i, name in enumerate(objective.names)}
+        for j, state in enumerate(problem.states):
+            if state not in along:  # a state no column observes directly: confidence only
+                along[state] = np.stack([np.quantile(x[..., j], a, axis=1), np.quantile(x[..., j], 1 - a, axis=1)], -1)
+        out.append(along)
+    return out, ""
+
+
+def prediction_draws(problem, objective, m: np.ndarray, rng: np.random.Generator, fit_sigma: float) -> np.ndarray:
+    """``(OBSERVATION_DRAWS, T, S - 1, n_observables)``: observations drawn from the noise model around the
+    predictions ``m (T, S - 1, n_observables)`` of starts 1.. of ``objective``'s model, each start with its own
+    noise values; OBSERVATION_DRAWS per start and time, so that a prediction band's edge does not jitter from one
+    time of a dense grid to the next."""
+    noise = [{r: v[1:, 0].detach().cpu().numpy()[None, None, :] for r, v in roles.items()}
+             for roles in objective.noise_values()]
+    mus = [np.repeat(m[None, ..., i], OBSERVATION_DRAWS, 0) for i in range(m.shape[-1])]
+    return np.stack(draw_observations(problem, objective, mus, noise, rng, fit_sigma), -1)
 
 
 def draw_observations(problem, objective, mus: list[np.ndarray], noise: list[dict[str, np.ndarray]],
@@ -120,10 +185,11 @@ def draw_observations(problem, objective, mus: list[np.ndarray], noise: list[dic
     return out
 
 
-def sampled_model(problem, fitted, start: int, wald, samples: int, seed: int):
+def sampled_model(problem, fitted, start: int, wald, samples: int, seed: int, draws: np.ndarray | None = None):
     """A model whose ``samples + 1`` starts are the fit (start 0) and ``samples`` draws of the learned values from
     their Wald distribution (the network moved by its linear response when profiled out): one batched solve
-    gives every draw's trajectory (``ude predict``'s bands)."""
+    gives every draw's trajectory (``ude predict``'s bands). ``draws``: the moves ``du`` of the unconstrained
+    values (rows, in ``wald.targets``' order) instead of drawing them."""
     from ..fitting.model import UDEModel
     from .function import targets as targets_of
 
@@ -149,7 +215,7 @@ def sampled_model(problem, fitted, start: int, wald, samples: int, seed: int):
     nets = list(many.network_parameters())
     with torch.no_grad():
         for s in range(1, S):
-            du = root @ rng.standard_normal(len(order))
+            du = draws[s - 1] if draws is not None else root @ rng.standard_normal(len(order))
             for t, d in zip(order, du, strict=True):
                 index = (s, *t.index[1:])
                 t.tensor[index] = t.tensor[index] + float(d)
@@ -191,4 +257,4 @@ def band_columns(frame, problem, groups, band_arrays: list[np.ndarray], state_ar
     return frame
 
 
-__all__ = ["band_columns", "bands"]
+__all__ = ["Bands", "band_columns", "bands"]

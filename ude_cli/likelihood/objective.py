@@ -185,18 +185,26 @@ class Objective:
     def curves(self, dense: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Per experiment: each observable that is not a state alone along a dense trajectory ``(t, y (T, S, n))``,
         as ``name -> (T, S)``."""
-        model = self.model
         names = [o for o, j in zip(self.names, self.observation.state_index, strict=True) if j is None]
         if not names:
             return [{} for _ in dense]
+        return [{o: pred[:, :, self.names.index(o)] for o in names} for pred in self.along(dense)]
+
+    def along(self, dense: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Per experiment: every observable (in :attr:`names`' order) along a dense trajectory
+        ``(t, y (T, S, n))``, as ``(T, S, n_observables)``."""
+        model = self.model
         out = []
         with torch.no_grad():
             for b, (t, y) in enumerate(dense):
+                if self.state_layout:
+                    out.append(y[:, :, self.columns])
+                    continue
                 index = torch.tensor([b], dtype=torch.long)
                 sol = torch.tensor(y, dtype=model.dtype)[:, :, None, :]
                 pred = self.observation.predict(sol, torch.tensor(t, dtype=model.dtype),
                                                 model.parameters_.values(index), model.rhs.constants, index)
-                out.append({o: pred[:, :, 0, self.names.index(o)].numpy() for o in names})
+                out.append(pred[:, :, 0, :].cpu().numpy())
         return out
 
     def noise_values(self) -> list[dict[str, torch.Tensor]]:

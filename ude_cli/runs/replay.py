@@ -40,4 +40,28 @@ def result_from_run(run):
     history = _csv(run.path / "loss.csv")
     return FitResult(problem=run.problem, model=model, parameters=parameters, predictions=predictions,
                      metrics=dict(run.metrics), history=history, trajectories=dense, terms=terms, info=dict(run.info),
-                     observable_curves=Objective(model).curves(dense))
+                     observable_curves=Objective(model).curves(dense), curve_bands=_curve_bands(run, dense))
+
+
+def _curve_bands(run, dense) -> list[dict] | None:
+    """The bands along the dense grid from trajectory.csv (as the fit wrote them), or None: no bands, a run
+    written before they were, or a grid that is not the one simulated again."""
+    import numpy as np
+
+    path = run.path / "trajectory.csv"
+    if not path.is_file():
+        return None
+    frame = _csv(path, dtype={"experiment": str})
+    names = [*run.problem.dataset.observables, *run.problem.states]
+    out = []
+    for e, (t, _) in zip(run.problem.dataset.experiments, dense, strict=True):
+        rows = frame[frame["experiment"] == e.name]
+        if len(rows) != len(t) or not np.allclose(rows["time"].to_numpy(float), t, rtol=1e-9, atol=1e-12):
+            return None
+        along = {}
+        for name in dict.fromkeys(names):
+            suffixes = [s for s in ("ci_lower", "ci_upper", "pi_lower", "pi_upper") if f"{name}_{s}" in rows]
+            if len(suffixes) in (2, 4):
+                along[name] = np.stack([rows[f"{name}_{s}"].to_numpy(float) for s in suffixes], -1)
+        out.append(along)
+    return out if any(out) else None

@@ -6,7 +6,8 @@ metrics, loss history and the trained model. ``result.save(dir)`` writes the run
 ==================  ===============================================================================
 ``params.csv/json`` name, value, initial value, learned/fixed, bounds (and learned initial states)
 ``predictions.csv`` experiment, time, split, observed / predicted / residual per state
-``trajectory.csv``  the fitted states (and learned terms) on a dense time grid
+``trajectory.csv``  the fitted states, learned terms and observables given by a formula on a dense time grid,
+                    with the bands along it (``{name}_ci_lower``, ... as in ``predictions.csv``)
 ``metrics.json``    train / validation MSE per state, loss, iterations, wall time, solver evaluations and engine
 ``loss.csv``        loss history
 ``run.json``        resolved config, package versions, seed, SHA-256 of each data file, command line
@@ -76,6 +77,10 @@ class FitResult:
     observable_curves: list[dict[str, np.ndarray]] = field(default_factory=list)
     #: the intervals of the learned values (:class:`~ude_cli.identifiability.Uncertainty`)
     uncertainty: Any = None
+    #: per experiment, along :attr:`trajectories`' grid: observable -> ``(T, 4)`` (confidence lower, upper,
+    #: prediction lower, upper) and unobserved state -> ``(T, 2)``, the bands of
+    #: :func:`~ude_cli.identifiability.bands.bands`; None without bands
+    curve_bands: list[dict[str, np.ndarray]] | None = None
 
     # -- convenience ----------------------------------------------------------------------------
     @property
@@ -139,14 +144,30 @@ class FitResult:
     def trajectory_frame(self) -> pd.DataFrame:
         """The fitted states and learned terms on the dense grid, best start, long over experiments."""
         frames = []
-        for e, (t, y), terms in zip(self.problem.dataset.experiments, self.trajectories, self.terms, strict=True):
+        best = self.metrics.get("best_start", 0)  # (not start 0: a multistart's best is any of them)
+        for b, (e, (t, y), terms) in enumerate(zip(self.problem.dataset.experiments, self.trajectories, self.terms,
+                                                   strict=True)):
             d = {"experiment": e.name, "time": t}
             for j, s in enumerate(self.problem.states):
-                d[s] = y[:, 0, j]
+                d[s] = y[:, best, j]
             for net, idx in self.problem.learned_terms:
-                d[self.problem.term_label(net, idx)] = terms[net][:, 0, idx]
+                d[self.problem.term_label(net, idx)] = terms[net][:, best, idx]
+            d.update(self._curve_columns(b))
             frames.append(pd.DataFrame(d))
         return pd.concat(frames, ignore_index=True)
+
+    def _curve_columns(self, b: int) -> dict[str, np.ndarray]:
+        """Experiment ``b``'s observables given by a formula (best start) and the bands along the dense grid:
+        ``{name}_ci_lower``, ... as in predictions.csv."""
+        d: dict[str, np.ndarray] = {}
+        best = self.metrics.get("best_start", 0)
+        for name, values in (self.observable_curves[b] if self.observable_curves else {}).items():
+            if name not in self.problem.states:
+                d[name] = values[:, best]
+        for name, band in (self.curve_bands[b] if self.curve_bands is not None else {}).items():
+            suffixes = ("ci_lower", "ci_upper", "pi_lower", "pi_upper")[:band.shape[-1]]
+            d.update({f"{name}_{suffix}": band[:, j] for j, suffix in enumerate(suffixes)})
+        return d
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
