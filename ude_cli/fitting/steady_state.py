@@ -79,6 +79,7 @@ class SteadyState:
         #: evaluations of the right-hand side spent settling (numerical solves, not the autograd step)
         self.evaluations = 0
         self.solves = 0
+        self._batched = True  # one vmapped backward pass for the Jacobian (False once an operation refuses)
 
     def summary(self) -> dict:
         """metrics.json's ``preequilibration``: the settling values, and the last solve's numbers."""
@@ -187,14 +188,24 @@ class SteadyState:
             xt = torch.tensor(x, dtype=t.dtype, requires_grad=True)
             f = self.rhs(t, xt)
             self.evaluations += 1
-            rows = []
-            for i in range(n):
-                g = None
-                if f.requires_grad:
+            if not f.requires_grad:  # nothing depends on the states
+                J = torch.zeros(*x.shape, n, dtype=torch.float64)
+            elif self._batched:
+                # the n backward passes as one (vmap over one-hot output cotangents): row i is d f_i / d x
+                eye = torch.eye(n, dtype=f.dtype).reshape(n, *([1] * (f.dim() - 1)), n).expand(n, *f.shape)
+                try:
+                    (g,) = torch.autograd.grad(f, xt, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
+                                               allow_unused=True)
+                    J = (torch.zeros(n, *x.shape, dtype=f.dtype) if g is None else g).movedim(0, -2)
+                except RuntimeError:  # an operation vmap does not batch: one pass per state from now on
+                    self._batched = False
+            if f.requires_grad and not self._batched:
+                rows = []
+                for i in range(n):
                     (g,) = torch.autograd.grad(f[..., i].sum(), xt, retain_graph=i < n - 1, allow_unused=True)
-                rows.append(torch.zeros_like(xt) if g is None else g)
-        J = torch.stack(rows, -2).to(torch.float64).numpy()
-        return f.detach().to(torch.float64).numpy(), J
+                    rows.append(torch.zeros_like(xt) if g is None else g)
+                J = torch.stack(rows, -2)
+        return f.detach().to(torch.float64).numpy(), J.detach().to(torch.float64).numpy()
 
     def _solve(self, y: np.ndarray, t: torch.Tensor, rep: list[int]) -> tuple[np.ndarray, _Laws, np.ndarray]:
         """Steady states ``x*`` ``(S, B', n)`` from ``y``, their conservation laws and the pseudo-inverses of
