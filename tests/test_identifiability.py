@@ -447,6 +447,33 @@ def test_when_the_draws_batch_fails_on_the_dense_grid_the_note_says_so(write, tm
     result = fit(load_config(path))
     assert result.curve_bands is None and "x_ci_lower" in result.predictions  # the data times' bands stay
     [note] = [n for n in result.uncertainty.notes if n.startswith("bands")]
-    assert "the figures join the bands at the data times (the batched solve of the draws on the dense grid " \
-           "failed: too many steps)" in note
+    assert "none along the curves (the batched solve of the draws on the dense grid failed: too many steps): the " \
+           "fit figure joins the bands at the data times" in note
     result.save(tmp_path / "run")  # the figure draws the data times' bands
+
+
+def test_the_prediction_band_of_a_scaled_loss_with_an_unobserved_state_first(write, tmp_path):
+    """loss: scaled, states [u, x], only x measured: the maximum-likelihood sd of x is c * spread(x) = the rms of
+    its residuals, so the 95 % prediction band is about +-1.96 rms wide (it took the spread of state u, the first
+    state, and came out 2.6 times too narrow)."""
+    t = np.linspace(0, 10, 21)
+    rng = np.random.default_rng(2)
+    x = 5 * (1 - np.exp(-0.3 * t)) + 0.4 * rng.standard_normal(len(t))
+    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a},{b:.12g}\n" for a, b in zip(t, x, strict=True)))
+    path = write("c.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model:
+          states: [u, x]
+          parameters: {k: {init: 0.3, positive: true}, A: {init: 5, positive: true}}
+          equations: {u: -k*u, x: A*k*u}
+          initial: {u: 1.0, x: 0.0}
+        training: {loss: scaled, stages: [{optimizer: lbfgs, iterations: 200}]}
+        uncertainty: {band_samples: 1000}
+        """)
+    result = fit(load_config(path))
+    pred = result.predictions
+    rms = float(np.sqrt(np.mean((pred["x_observed"] - pred["x_predicted"]) ** 2)))
+    half = np.median((pred["x_pi_upper"] - pred["x_pi_lower"]).to_numpy()) / 2
+    assert 0.95 * 1.96 * rms < half < 1.3 * 1.96 * rms
+    band = result.curve_bands[0]["x"]
+    assert 0.95 * 1.96 * rms < np.median(band[:, 3] - band[:, 2]) / 2 < 1.3 * 1.96 * rms

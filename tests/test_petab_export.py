@@ -725,3 +725,36 @@ def test_bad_draft_distributions_are_one_line(tmp_path: Path, edit, expected):
     with pytest.raises(ConfigError) as info:
         evaluate(out / "problem.yaml")
     assert expected in info.value.lines()[0] and "observables.tsv" in str(info.value.where)
+
+
+def test_a_negative_binomial_mean_of_several_hill_terms_imports_back_as_itself(tmp_path: Path):
+    """The imported mean is r / p - r, which sympy's own arithmetic gives back term by term for p = r / (r + M); a
+    cancel over the common denominator took minutes on five Hill terms and expanded them into thousands of
+    characters."""
+    config = yaml.safe_load((REPO / "configs" / "flu_sir_negbin.yaml").read_text())
+    config["data"]["file"] = str(REPO / "data" / "flu_boarding_school_1978.csv")
+    formula = ("0.5*I + 100*I**2/(40**2 + I**2) + 80*I**3/(60**3 + I**3) + 20*I*S/(1000 + I*S) + 30*R/(100 + R)"
+               " + 10*S*R/(500 + S*R + I)")
+    config["observables"]["in_bed"]["formula"] = formula
+    path = tmp_path / "hill.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = export(path, tmp_path / "out")
+    assert result.llh_exported == pytest.approx(result.llh_source, abs=1e-8)
+    back = yaml.safe_load(import_problem(tmp_path / "out" / "problem.yaml", tmp_path / "back").read_text())
+    [obs] = back["observables"].values()
+    assert len(obs["formula"]) < 1.2 * len(formula)  # the six terms, reordered at most
+    assert obs["formula"].count("/") == formula.count("/")
+
+
+def test_a_negative_binomial_noise_formula_of_the_observable_itself_is_one_line(tmp_path: Path):
+    out = tmp_path / "nb"
+    export(REPO / "configs" / "flu_sir_negbin.yaml", out)
+
+    def own(table):
+        table["noiseFormula"] = "dispersion_in_bed / (dispersion_in_bed + I_obs)"
+
+    _rewrite_observables(out, own)
+    with pytest.raises(ConfigError) as info:
+        evaluate(out / "problem.yaml")
+    assert "observable I_obs: noiseFormula" in info.value.lines()[0] and "depends on the observable itself" in \
+        info.value.lines()[0]

@@ -169,7 +169,7 @@ def ude_frame(problem, model, until: float, experiments: list[int], n_points: in
 def _prediction_band(problem, objective, y: np.ndarray, curves: Mapping[str, np.ndarray], level: float) -> dict:
     """``{observable}_pi_lower/_pi_upper``: the central ``level`` range of observations drawn from the noise model
     around each draw's prediction (``y``: states ``(T, S, n)``, ``curves``: formula observables ``(T, S)``)."""
-    from .identifiability.bands import prediction_draws
+    from .identifiability.bands import prediction_quantiles
 
     mus = []
     for name in objective.names:
@@ -179,12 +179,11 @@ def _prediction_band(problem, objective, y: np.ndarray, curves: Mapping[str, np.
     if not objective.likelihood:  # squared errors: the fit's sigma, from the first start (the fit itself)
         sigma = float(run_sigma(objective))
     # around the draws (starts 1..; start 0 is the fit), several observations per draw and time
-    draws = prediction_draws(problem, objective, np.stack(mus, -1)[:, 1:],
-                             np.random.default_rng(problem.config.training.seed), sigma)
+    q = prediction_quantiles(problem, objective, np.stack(mus, -1)[:, 1:],
+                             np.random.default_rng(problem.config.training.seed), sigma, level, nan=True)
     out = {}
     for i, name in enumerate(objective.names):
-        out[f"{name}_pi_lower"] = np.nanquantile(draws[..., i], (1 - level) / 2, axis=(0, 2))
-        out[f"{name}_pi_upper"] = np.nanquantile(draws[..., i], (1 + level) / 2, axis=(0, 2))
+        out[f"{name}_pi_lower"], out[f"{name}_pi_upper"] = q[:, i, 0], q[:, i, 1]
     return out
 
 

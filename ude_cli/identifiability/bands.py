@@ -24,8 +24,10 @@ import torch
 
 from ..engines.torchdiffeq import SolverError
 
-#: observations drawn around each draw's prediction at each time of the dense grid, for its prediction band
-OBSERVATION_DRAWS = 20
+#: observations drawn at each time of a dense grid for its prediction band, in all (several around each draw)
+OBSERVATION_SAMPLES = 4000
+#: values drawn at once for them (a block of times at a time): 32 MB of float64
+BLOCK_VALUES = 4_000_000
 
 
 @dataclass
@@ -120,7 +122,8 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> Ban
            + (f"; held at the fit (unbounded variance): {', '.join(held)}" if held else "")
            + "; prediction bands add the noise model's scatter"
            + ("; the figures draw the same draws' bands along the curves' dense grid" if curves is not None
-              else f"; the figures join the bands at the data times ({why_not})"))
+              else f"; none along the curves ({why_not}): the fit figure joins the bands at the data times, the "
+                   f"one-panel-per-experiment figure draws none"))
     return Bands(out, how, state_bands, curves)
 
 
@@ -144,10 +147,9 @@ def _along_dense(problem, model, wald, draws: np.ndarray, level: float, seed: in
         x, m = x[:, 1:], m[:, 1:]  # start 0 is the fit
         if not (np.isfinite(x).all() and np.isfinite(m).all()):
             return None, "a draw is not finite on the dense grid"
-        y = prediction_draws(problem, objective, m, rng, fit_sigma)
+        y = prediction_quantiles(problem, objective, m, rng, fit_sigma, level)  # (T, n_observables, 2)
         along = {name: np.stack([np.quantile(m[..., i], a, axis=1), np.quantile(m[..., i], 1 - a, axis=1),
-                                 np.quantile(y[..., i], a, axis=(0, 2)), np.quantile(y[..., i], 1 - a, axis=(0, 2))],
-                                -1) for i, name in enumerate(objective.names)}
+                                 y[:, i, 0], y[:, i, 1]], -1) for i, name in enumerate(objective.names)}
         for j, state in enumerate(problem.states):
             if state not in along:  # a state no column observes directly: confidence only
                 along[state] = np.stack([np.quantile(x[..., j], a, axis=1), np.quantile(x[..., j], 1 - a, axis=1)], -1)
@@ -155,15 +157,28 @@ def _along_dense(problem, model, wald, draws: np.ndarray, level: float, seed: in
     return out, ""
 
 
-def prediction_draws(problem, objective, m: np.ndarray, rng: np.random.Generator, fit_sigma: float) -> np.ndarray:
-    """``(OBSERVATION_DRAWS, T, S - 1, n_observables)``: observations drawn from the noise model around the
-    predictions ``m (T, S - 1, n_observables)`` of starts 1.. of ``objective``'s model, each start with its own
-    noise values; OBSERVATION_DRAWS per start and time, so that a prediction band's edge does not jitter from one
-    time of a dense grid to the next."""
+def prediction_quantiles(problem, objective, m: np.ndarray, rng: np.random.Generator, fit_sigma: float,
+                         level: float, nan: bool = False) -> np.ndarray:
+    """``(T, n_observables, 2)``: the central ``level`` range of observations drawn from the noise model around the
+    predictions ``m (T, S - 1, n_observables)`` of starts 1.. of ``objective``'s model (the draws; each with its own
+    noise values). Several observations per draw and time, about :data:`OBSERVATION_SAMPLES` in all, so that a
+    band's edge does not jitter from one time of a dense grid to the next; drawn a block of times at a time, so that
+    memory stays bounded however many draws. ``nan``: predictions may be NaN (left out of the quantiles)."""
+    T, draws, n = m.shape
+    k = max(1, math.ceil(OBSERVATION_SAMPLES / max(draws, 1)))
     noise = [{r: v[1:, 0].detach().cpu().numpy()[None, None, :] for r, v in roles.items()}
              for roles in objective.noise_values()]
-    mus = [np.repeat(m[None, ..., i], OBSERVATION_DRAWS, 0) for i in range(m.shape[-1])]
-    return np.stack(draw_observations(problem, objective, mus, noise, rng, fit_sigma), -1)
+    quantile = np.nanquantile if nan else np.quantile
+    a = (1 - level) / 2
+    out = np.empty((T, n, 2))
+    block = max(1, BLOCK_VALUES // max(k * draws * n, 1))
+    for start in range(0, T, block):
+        part = m[start:start + block]
+        mus = [np.repeat(part[None, ..., i], k, 0) for i in range(n)]  # (k, times, draws)
+        y = np.stack(draw_observations(problem, objective, mus, noise, rng, fit_sigma), -1)
+        out[start:start + block, :, 0] = quantile(y, a, axis=(0, 2))
+        out[start:start + block, :, 1] = quantile(y, 1 - a, axis=(0, 2))
+    return out
 
 
 def draw_observations(problem, objective, mus: list[np.ndarray], noise: list[dict[str, np.ndarray]],
@@ -179,7 +194,7 @@ def draw_observations(problem, objective, mus: list[np.ndarray], noise: list[dic
             out.append(model.sample(np.maximum(mu, 1e-300) if model.positive else mu, noise[i], rng))
             continue
         spec = objective.spec
-        sd = fit_sigma * (objective.spread[i] if spec.scale == "std" else 1.0)
+        sd = fit_sigma * (objective.spread[objective.columns[i]] if spec.scale == "std" else 1.0)  # (layout)
         z = rng.standard_normal(np.shape(mu))
         out.append(np.exp(np.log(np.maximum(mu, 1e-300)) + sd * z) if spec.log else mu + sd * z)
     return out

@@ -249,10 +249,13 @@ def translate(problem: PetabProblem) -> Translation:
             # the noise parameter is the standard deviation (normal) or the scale (laplace) of the transformed
             # value; of log10 y it is that of log y divided by ln(10)
             factor = {"lin": 1.0, "log": 1.0, "log10": LN10}[obs.transformation]
+            if sp.Symbol(oid) in noise.free_symbols:
+                raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} depends on the observable "
+                                  f"itself: not supported yet", where=where)
             if obs.distribution == "negative-binomial":
                 # the draft's NB(r, p) of m failures, r the observable formula and p the noise formula, is ude's
                 # NB with mean r (1 - p) / p and dispersion r (p = r / (r + mean))
-                formula, noise = sp.cancel(formula * (1 - noise) / noise), formula
+                formula, noise = _negative_binomial_mean(formula, noise), formula
                 distribution = "negative_binomial"
             elif obs.distribution == "poisson":
                 distribution = "poisson"
@@ -260,9 +263,6 @@ def translate(problem: PetabProblem) -> Translation:
                 distribution = {("normal", True): "normal", ("normal", False): "lognormal",
                                 ("laplace", True): "laplace", ("laplace", False): "loglaplace"}[
                     (obs.distribution, obs.transformation == "lin")]
-            if sp.Symbol(oid) in noise.free_symbols:
-                raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} depends on the observable "
-                                  f"itself: not supported yet", where=where)
             pending.append((oid, name, formula, noise, factor, distribution, where, len(keys)))
     # an estimated parameter that is one observable's noise formula and appears nowhere else becomes that
     # observable's own noise parameter; any other noise formula stays a formula of declared parameters
@@ -689,6 +689,16 @@ def _sigma(noise: sp.Expr, ude_name: str, oid: str, where: str, factor: float, b
         return {"init": _start(par.nominal * factor, lo, hi, par.scale != "lin"), "bounds": [lo, hi]}
     return {"formula": _text(noise * factor if factor != 1.0 else noise, names, where,
                              f"the noise formula of observable {oid}")}
+
+
+def _negative_binomial_mean(r: sp.Expr, p: sp.Expr) -> sp.Expr:
+    """The mean ``r (1 - p) / p`` of the draft's NB(r, p), as ``r / p - r``: for ``p = r / (r + M)`` (what ude export
+    writes) sympy's own arithmetic gives back ``M`` exactly and at once, however large; ``cancel`` only where r
+    stays and the formula is small (on a sum of a few Hill terms it takes minutes and expands them)."""
+    mean = (r / p - r).xreplace({sp.Float(1.0): sp.Integer(1)})  # (1.0*(I + 10.0) - 10.0 of a number r: I)
+    if mean.free_symbols & r.free_symbols and sp.count_ops(mean) <= 40:
+        mean = sp.cancel(mean)
+    return mean
 
 
 def _error_model(noise: sp.Expr, formula: sp.Expr, dynamic: set[str]) -> tuple[sp.Expr, sp.Expr] | None:
