@@ -142,6 +142,11 @@ def test_a_formula_input_against_finite_differences_of_its_parameter():
     ("uniform", (-1.0, 3.0), [0.0, 2.9], False, "lin", lambda s, x: s.uniform(-1.0, 4.0).logpdf(x)),
     ("cauchy", (0.0, 1.5), [0.3, -4.0], False, "lin", lambda s, x: s.cauchy(0.0, 1.5).logpdf(x)),
     ("normal", (-1.0, 0.5), [0.01, 0.3], True, "log10", lambda s, x: s.norm(-1.0, 0.5).logpdf(np.log10(x))),
+    ("chisquare", (4.0,), [0.5, 3.0], False, "lin", lambda s, x: s.chi2(4.0).logpdf(x)),
+    ("exponential", (3.0,), [0.5, 7.0], False, "lin", lambda s, x: s.expon(scale=3.0).logpdf(x)),
+    ("gamma", (3.0, 5.0), [0.5, 12.0], False, "lin", lambda s, x: s.gamma(3.0, scale=5.0).logpdf(x)),
+    ("log-uniform", (3.0, 5.0), [3.5, 4.9], False, "lin", lambda s, x: s.loguniform(3.0, 5.0).logpdf(x)),
+    ("rayleigh", (3.0,), [0.5, 6.0], False, "lin", lambda s, x: s.rayleigh(scale=3.0).logpdf(x)),
 ])
 def test_prior_log_densities_equal_scipys(kind, parameters, x, on_scale, scale, reference):
     import scipy.stats
@@ -151,6 +156,26 @@ def test_prior_log_densities_equal_scipys(kind, parameters, x, on_scale, scale, 
 
     got = float(log_density(Prior(kind, parameters, on_scale), torch.tensor(x, dtype=torch.float64), scale))
     assert got == pytest.approx(float(np.sum(reference(scipy.stats, np.asarray(x)))), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind, parameters, frozen", [
+    ("normal", (4.0, 2.0), lambda s: s.norm(4.0, 2.0)), ("gamma", (3.0, 5.0), lambda s: s.gamma(3.0, scale=5.0)),
+    ("log-normal", (0.3, 0.7), lambda s: s.lognorm(0.7, scale=math.exp(0.3))),
+    ("cauchy", (3.0, 5.0), lambda s: s.cauchy(3.0, 5.0)),
+])
+def test_a_truncated_prior_is_scipys_truncated_density(kind, parameters, frozen):
+    """Truncated to [0.5, 10]: the density divided by CDF(10) - CDF(0.5) inside, -inf outside."""
+    import scipy.stats
+    import torch
+
+    from ude_cli.petab.priors import Prior, log_density
+
+    prior = Prior(kind, parameters, truncated=(0.5, 10.0))
+    d = frozen(scipy.stats)
+    for x in (0.7, 5.0, 9.9):
+        expected = d.logpdf(x) - math.log(d.cdf(10.0) - d.cdf(0.5))
+        assert float(log_density(prior, torch.tensor([x], dtype=torch.float64))) == pytest.approx(expected, rel=1e-12)
+    assert float(log_density(prior, torch.tensor([0.2], dtype=torch.float64))) == -math.inf
 
 
 def test_a_value_outside_a_uniform_prior_has_log_prior_minus_infinity():

@@ -145,20 +145,32 @@ class PriorSpec(_Strict):
     """A prior distribution of a value: its log-density is a term of the objective, so that a fit maximises
     the log-posterior (as PEtab's priors ask; `ude import` writes them)."""
 
-    distribution: Literal["normal", "laplace", "log-normal", "log-laplace", "uniform", "cauchy"] = Field(
+    distribution: Literal["normal", "laplace", "log-normal", "log-laplace", "uniform", "cauchy", "chisquare",
+                          "exponential", "gamma", "log-uniform", "rayleigh"] = Field(
         description="normal (mean, sd), laplace (location, scale), log-normal and log-laplace (of log x), "
-                    "uniform (lower, upper), cauchy (location, scale).")
-    parameters: tuple[Finite, Finite] = Field(description="The distribution's two parameters, as listed there.")
+                    "uniform (lower, upper), cauchy (location, scale), chisquare (degrees of freedom), exponential "
+                    "(scale), gamma (shape, scale), log-uniform (lower, upper), rayleigh (scale): PEtab v2's list.")
+    parameters: tuple[Finite, ...] = Field(description="The distribution's parameters (one or two), as listed there.")
     scale: Literal["lin", "log", "log10"] = Field(
         "lin", description="The density is of the value (lin) or of its logarithm (log, log10).")
+    truncated: tuple[float, float] | None = Field(
+        None, description="[lower, upper]: the prior truncated to this interval (its density divided by the "
+                          "probability the interval has; -inf outside), as PEtab v2 truncates a prior to the "
+                          "parameter's bounds. Default: not truncated.")
 
     @model_validator(mode="after")
     def _defined(self) -> PriorSpec:
-        from .likelihood.prior import check
+        from .likelihood.prior import check, log_mass
 
         why = check(self.distribution, self.parameters)
         if why is not None:
             raise ValueError(f"prior {self.distribution} {list(self.parameters)}: {why}")
+        if self.truncated is not None:
+            lower, upper = self.truncated
+            if not lower < upper or not math.isfinite(log_mass(self.distribution, tuple(self.parameters),
+                                                                (lower, upper))):
+                raise ValueError(f"prior {self.distribution} {list(self.parameters)}: truncated to "
+                                 f"[{lower:g}, {upper:g}], which has no probability under it")
         return self
 
 

@@ -1,50 +1,104 @@
 """Prior distributions of single values: their log-densities, a term of the objective (the log-posterior).
 
-A prior is a distribution, its two parameters, and the scale of the value its density is of (``lin``: the
-value; ``log`` / ``log10``: its logarithm, PEtab v1's ``parameterScale*`` priors). The densities are
-normalised (every constant kept, as PEtab.jl and pypesto report them) and not truncated to any bounds:
+A prior is a distribution, its parameters, the scale of the value its density is of (``lin``: the value;
+``log`` / ``log10``: its logarithm, PEtab v1's ``parameterScale*`` priors), and optionally the interval it is
+truncated to (PEtab v2 truncates a prior to the parameter's bounds where they cut into its support: the
+density divided by ``CDF(upper) - CDF(lower)``, computed once by scipy.stats; ``-inf`` outside). The densities
+are normalised (every constant kept, as PEtab.jl and pypesto report them), PEtab v2's list:
 
 - ``normal`` (mean; standard deviation), ``laplace`` (location; scale), ``cauchy`` (location; scale),
   ``uniform`` (lower; upper: ``-inf`` outside);
-- ``log-normal`` / ``log-laplace`` (of ``log x``): the density of ``x`` itself, ``-log x`` included.
+- ``log-normal`` / ``log-laplace`` (of ``log x``): the density of ``x`` itself, ``-log x`` included;
+  ``log-uniform`` (lower; upper: ``1 / (x (log b - log a))``);
+- ``chisquare`` (degrees of freedom), ``exponential`` (scale), ``gamma`` (shape; scale), ``rayleigh`` (scale),
+  on ``x > 0``.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
-DISTRIBUTIONS = ("normal", "laplace", "log-normal", "log-laplace", "uniform", "cauchy")
-#: what each distribution's two parameters are
+DISTRIBUTIONS = ("normal", "laplace", "log-normal", "log-laplace", "uniform", "cauchy", "chisquare", "exponential",
+                 "gamma", "log-uniform", "rayleigh")
+#: what each distribution's parameters are (';'-separated, as many as it has)
 PARAMETERS = {"normal": "mean; standard deviation", "laplace": "location; scale",
               "log-normal": "mean; standard deviation of log(x)", "log-laplace": "location; scale of log(x)",
-              "uniform": "lower; upper", "cauchy": "location; scale"}
+              "uniform": "lower; upper", "cauchy": "location; scale", "chisquare": "degrees of freedom",
+              "exponential": "scale", "gamma": "shape; scale", "log-uniform": "lower; upper", "rayleigh": "scale"}
 
 
-def check(distribution: str, parameters: tuple[float, float]) -> str | None:
+def count(distribution: str) -> int:
+    """How many parameters ``distribution`` has."""
+    return len(PARAMETERS[distribution].split("; "))
+
+
+def check(distribution: str, parameters: tuple[float, ...]) -> str | None:
     """Why ``parameters`` do not define a ``distribution`` (None when they do)."""
-    a, b = parameters
-    if not (math.isfinite(a) and math.isfinite(b)):
+    if len(parameters) != count(distribution):
+        return f"expected {count(distribution)} parameter(s) ({PARAMETERS[distribution]})"
+    if not all(math.isfinite(p) for p in parameters):
         return "its parameters must be finite"
     if distribution == "uniform":
-        return None if a < b else "a uniform prior needs lower < upper"
-    return None if b > 0 else f"the {PARAMETERS[distribution].split('; ')[1]} must be > 0"
+        return None if parameters[0] < parameters[1] else "a uniform prior needs lower < upper"
+    if distribution == "log-uniform":
+        return None if 0 < parameters[0] < parameters[1] else "a log-uniform prior needs 0 < lower < upper"
+    if distribution in ("chisquare", "exponential", "rayleigh"):
+        return None if parameters[0] > 0 else f"the {PARAMETERS[distribution]} must be > 0"
+    if distribution == "gamma":
+        return None if min(parameters) > 0 else "the shape and the scale must be > 0"
+    return None if parameters[1] > 0 else f"the {PARAMETERS[distribution].split('; ')[1]} must be > 0"
 
 
-def log_density(distribution: str, parameters: tuple[float, float], x: torch.Tensor,
-                scale: str = "lin") -> torch.Tensor:
+def _frozen(distribution: str, parameters: tuple[float, ...]):
+    """The scipy.stats distribution of the value (for its CDF); log-laplace through the Laplace CDF of log x."""
+    from scipy import stats
+
+    p = parameters
+    return {"normal": lambda: stats.norm(p[0], p[1]), "laplace": lambda: stats.laplace(p[0], p[1]),
+            "cauchy": lambda: stats.cauchy(p[0], p[1]), "uniform": lambda: stats.uniform(p[0], p[1] - p[0]),
+            "log-normal": lambda: stats.lognorm(s=p[1], scale=math.exp(p[0])),
+            "log-uniform": lambda: stats.loguniform(p[0], p[1]), "chisquare": lambda: stats.chi2(p[0]),
+            "exponential": lambda: stats.expon(scale=p[0]), "gamma": lambda: stats.gamma(p[0], scale=p[1]),
+            "rayleigh": lambda: stats.rayleigh(scale=p[0])}[distribution]()
+
+
+def cdf(distribution: str, parameters: tuple[float, ...], x: float) -> float:
+    """The prior's cumulative distribution function at ``x`` (of the value on its own scale)."""
+    if distribution == "log-laplace":
+        from scipy import stats
+
+        return 0.0 if x <= 0 else float(stats.laplace(parameters[0], parameters[1]).cdf(math.log(x)))
+    return float(_frozen(distribution, parameters).cdf(x))
+
+
+@lru_cache(maxsize=256)
+def log_mass(distribution: str, parameters: tuple[float, ...], truncated: tuple[float, float] | None) -> float:
+    """``log(CDF(upper) - CDF(lower))`` of the truncation interval (0 without one)."""
+    if truncated is None:
+        return 0.0
+    lower, upper = truncated
+    mass = cdf(distribution, parameters, upper) - cdf(distribution, parameters, lower)
+    return math.log(mass) if mass > 0 else -math.inf
+
+
+def log_density(distribution: str, parameters: tuple[float, ...], x: torch.Tensor, scale: str = "lin",
+                truncated: tuple[float, float] | None = None) -> torch.Tensor:
     """The log-density at every element of ``x`` (values on the linear scale; the prior is of the value on
-    ``scale``)."""
+    ``scale``), truncated to ``truncated`` (of the value on ``scale``) when given."""
     import torch
 
     if scale != "lin":
         x = torch.log(x) if scale == "log" else torch.log10(x)
-    a, b = parameters
+    a = parameters[0]
+    b = parameters[1] if len(parameters) > 1 else math.nan
+    positive = torch.where(x > 0, x, torch.full_like(x, math.nan))  # NaN (so -inf) at x <= 0
     if distribution in ("log-normal", "log-laplace"):
-        z = torch.log(torch.where(x > 0, x, torch.full_like(x, math.nan)))
+        z = torch.log(positive)
         jac = -z  # the density of x: that of log(x) divided by x
     else:
         z, jac = x, torch.zeros_like(x)
@@ -56,6 +110,21 @@ def log_density(distribution: str, parameters: tuple[float, float], x: torch.Ten
         out = -torch.log1p(((z - a) / b) ** 2) - math.log(math.pi * b)
     elif distribution == "uniform":
         out = torch.where((x >= a) & (x <= b), torch.full_like(x, -math.log(b - a)), torch.full_like(x, -math.inf))
+    elif distribution == "log-uniform":
+        out = torch.where((x >= a) & (x <= b), -torch.log(positive) - math.log(math.log(b) - math.log(a)),
+                          torch.full_like(x, -math.inf))
+    elif distribution == "chisquare":
+        out = (a / 2 - 1) * torch.log(positive) - positive / 2 - (a / 2) * math.log(2) - math.lgamma(a / 2)
+    elif distribution == "exponential":
+        out = -math.log(a) - positive / a
+    elif distribution == "gamma":
+        out = (a - 1) * torch.log(positive) - positive / b - math.lgamma(a) - a * math.log(b)
+    elif distribution == "rayleigh":
+        out = torch.log(positive) - 2 * math.log(a) - positive ** 2 / (2 * a * a)
     else:
         raise ValueError(f"unknown prior distribution {distribution!r}")
+    if truncated is not None:
+        lower, upper = truncated
+        out = torch.where((x >= lower) & (x <= upper), out - log_mass(distribution, parameters, truncated),
+                          torch.full_like(x, -math.inf))
     return torch.where(torch.isnan(out), torch.full_like(out, -math.inf), out)  # log-normal at x <= 0

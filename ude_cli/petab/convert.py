@@ -86,8 +86,38 @@ def _text(expr: sp.Expr, names: Mapping[str, str], where: str, what: str) -> str
         raise ConfigError(f"{what}: {exc} is not supported in ude's equation language", where=where) from None
 
 
+#: the one state of a model that has none
+NO_STATE = "no_state__"
+
+
+def _parameter_spec(pid: str, par, notes: list[str]) -> dict:
+    """The config's spec of an estimated parameter: its nominal value as init (moved inside the bounds if it
+    is not, with a note), the bounds, positive for a log-scaled one."""
+    spec = {"init": par.nominal, "bounds": [_finite(par.lower), _finite(par.upper)]}
+    if par.scale != "lin":
+        spec["positive"] = True
+        if spec["bounds"][0] is not None and spec["bounds"][0] <= 0:
+            spec["bounds"][0] = None
+    lo, hi = spec["bounds"]
+    spec["init"] = _start(par.nominal, lo, hi, par.scale != "lin")
+    if not par.lower <= par.nominal <= par.upper or (par.scale != "lin" and par.nominal <= 0):
+        why = (f"lies outside its bounds [{par.lower:g}, {par.upper:g}]" if not par.lower <= par.nominal
+               <= par.upper else f"is not positive, on {par.scale} scale")
+        notes.append(f"parameter {pid}: its nominalValue {par.nominal:g} {why}: the fit starts it at "
+                     f"{spec['init']:.6g}; `ude evaluate` at the nominal values uses {par.nominal:g}, as the "
+                     f"table says")
+    if spec["bounds"] == [None, None]:
+        del spec["bounds"]
+    return spec
+
+
 def _value(text: str, problem: PetabProblem) -> sp.Expr | None:
-    """A condition-table or placeholder cell: a number, a parameter (a symbol), or None (empty / NaN)."""
+    """A condition-table or placeholder cell: a number, a parameter (a symbol), a formula of parameters (PEtab v2's
+    condition table: ``initial_A1 + initial_A2``; parsed by the formula language, not evaluated), or None
+    (empty / NaN)."""
+    from ..expressions import ExpressionError
+    from .language import parse_formula
+
     text = str(text).strip()
     if text == "" or text.lower() == "nan":
         return None
@@ -95,9 +125,16 @@ def _value(text: str, problem: PetabProblem) -> sp.Expr | None:
         return sp.Float(float(text))
     except ValueError:
         pass
-    if text not in problem.parameters and text not in problem.sbml.kinds:
+    if text in problem.parameters or text in problem.sbml.kinds:
+        return sp.Symbol(text)
+    try:
+        expr = parse_formula(text)
+    except ExpressionError:
+        raise ValueError(text) from None
+    if not expr.free_symbols or any(x.name not in problem.parameters and x.name not in problem.sbml.kinds
+                                    for x in expr.free_symbols):
         raise ValueError(text)
-    return sp.Symbol(text)
+    return expr
 
 
 def translate(problem: PetabProblem) -> Translation:
@@ -107,6 +144,18 @@ def translate(problem: PetabProblem) -> Translation:
     model_file = str(sbml.path)
     ctable = str((problem.files.conditions or problem.files.experiments or [problem.files.yaml])[0])
     used_conditions = list(dict.fromkeys(problem.measurements["simulationConditionId"]))
+    # PEtab v2: an experiment may start at another time than 0; ude's t0 is one for every experiment
+    starts = {problem.start_times.get(c, 0.0) for c in used_conditions}
+    if len(starts) > 1:
+        raise ConfigError(f"the experiments start at different times ({', '.join(f'{x:g}' for x in sorted(starts))}): "
+                          f"not supported yet (ude's model.t0 is one for all experiments)",
+                          where=str(problem.files.experiments[0]))
+    t_start = float(starts.pop())
+    early = problem.measurements["time"].astype(float) < t_start
+    if early.any():
+        row = problem.measurements[early].iloc[0]
+        raise ConfigError(f"line {row['_row']}, column time: {row['time']} is before its experiment's start, "
+                          f"{t_start:g}", where=row["_file"])
     settle_in = _preequilibration_conditions(problem)  # simulation condition -> its pre-equilibration condition
     steady_only = _at_steady_state(problem, bool(settle_in))
     if steady_only:
@@ -129,9 +178,11 @@ def translate(problem: PetabProblem) -> Translation:
             try:
                 cells[cond] = _value(cell, problem)
             except ValueError:
-                raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number nor a "
-                                  f"parameter of the parameter table", where=ctable) from None
-        is_species = sbml.kinds.get(column) == "species" and column in sbml.initial
+                raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number, a "
+                                  f"parameter of the parameter table nor a formula of them", where=ctable) from None
+        # a state (a species, or a parameter or compartment a rate rule changes): the condition sets its initial
+        # value (the test suite's v1 0018: a rate-rule parameter B, NaN after pre-equilibration)
+        is_species = column in sbml.rhs and column in sbml.initial
         if settle_in and column in sbml.rhs and not steady_only:  # (measured at steady state: a start value)
             # PEtab: a state that the simulation condition sets starts there again after the steady state; an
             # empty cell (NaN) continues from it
@@ -188,14 +239,19 @@ def translate(problem: PetabProblem) -> Translation:
         return sbml.substitute(expr).xreplace(substitute)
 
     # -- states -------------------------------------------------------------------------------------------------
-    states = list(sbml.rhs)
-    if not states:
-        raise ConfigError("the model has no state (no species changes, no rate rule)", where=model_file)
-    equations = {names[s]: _text(resolve(sbml.rhs[s]), names, model_file, f"the right-hand side of {s}")
+    rhs, starts_at = dict(sbml.rhs), dict(sbml.initial)
+    if not rhs:  # nothing changes (the test suite's 0024: observables of parameters): one state that stays 0
+        rhs, starts_at = {NO_STATE: sp.Integer(0)}, {NO_STATE: sp.Integer(0)}
+        names[NO_STATE] = NO_STATE
+        notes.append(f"the model has no state (no species changes, no rate rule): the config has one, {NO_STATE}, "
+                     f"with d{NO_STATE}/dt = 0, so that there is something to solve")
+    states = list(rhs)
+    equations = {names[s]: _text(resolve(rhs[s]), names, model_file, f"the right-hand side of {s}")
                  for s in states}
     initial: dict[str, object] = {}
     for s in states:
-        expr = resolve(initial_override.get(s, sbml.initial[s])).xreplace({TIME: sp.Integer(0)})
+        expr = resolve(initial_override.get(s, starts_at[s])).xreplace({TIME: sp.Float(t_start) if t_start
+                                                                        else sp.Integer(0)})
         leftover = {x.name for x in expr.free_symbols} & set(states)
         if leftover:
             raise ConfigError(f"the initial value of {s} depends on the state(s) {', '.join(sorted(leftover))}",
@@ -227,10 +283,16 @@ def translate(problem: PetabProblem) -> Translation:
             name = safe_name(oid) if len(keys) == 1 else f"{safe_name(oid)}__{k + 1}"
             column_of[(oid, op, npar)] = name
             subs: dict[sp.Symbol, sp.Expr] = {}
-            for kind, text in (("observableParameter", op), ("noiseParameter", npar)):
+            for kind, text, declared in (("observableParameter", op, obs.placeholders[0]),
+                                         ("noiseParameter", npar, obs.placeholders[1])):
                 from .tables import split_list
 
-                for i, cell in enumerate(split_list(text), start=1):
+                values_given = split_list(text)
+                if declared and len(values_given) != len(declared):
+                    raise ConfigError(f"{kind}s {text!r} of observable {oid}: {len(values_given)} values for its "
+                                      f"{len(declared)} placeholders ({';'.join(declared)})",
+                                      where=str(problem.files.measurements[0]))
+                for i, cell in enumerate(values_given, start=1):
                     try:
                         v = _value(cell, problem)
                     except ValueError:
@@ -238,20 +300,28 @@ def translate(problem: PetabProblem) -> Translation:
                                           f"a parameter of the parameter table",
                                           where=str(problem.files.measurements[0])) from None
                     if v is not None:
-                        subs[sp.Symbol(f"{kind}{i}_{oid}")] = v
+                        subs[sp.Symbol(declared[i - 1] if declared else f"{kind}{i}_{oid}")] = v
             formula = resolve(obs.formula.xreplace(subs))
             noise = resolve(obs.noise.xreplace(subs))
+            placeholders = set(obs.placeholders[0]) | set(obs.placeholders[1])
             left = sorted(x.name for x in (formula.free_symbols | noise.free_symbols)
-                          if x.name.startswith(("observableParameter", "noiseParameter")))
+                          if x.name.startswith(("observableParameter", "noiseParameter")) or x.name in placeholders)
             if left:
                 raise ConfigError(f"observable {oid}: the placeholder {left[0]} has no value in the measurement "
                                   f"table", where=str(problem.files.measurements[0]))
             # the noise parameter is the standard deviation (normal) or the scale (laplace) of the transformed
             # value; of log10 y it is that of log y divided by ln(10)
             factor = {"lin": 1.0, "log": 1.0, "log10": LN10}[obs.transformation]
-            if sp.Symbol(oid) in noise.free_symbols:
-                raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} depends on the observable "
-                                  f"itself: not supported yet", where=where)
+            # PEtab v2: an observable's id in a noise formula is its value (the observable formula; 0021 of the
+            # PEtab test suite: obs_a * obs_a_noise_scale, a proportional error)
+            others = {sp.Symbol(o): resolve(problem.observables[o].formula) for o in problem.observables
+                      if o != oid and sp.Symbol(o) in noise.free_symbols}
+            for o, value in others.items():
+                if value.free_symbols & {sp.Symbol(n) for n in sum(problem.observables[o.name].placeholders, ())} or \
+                        any(x.name.startswith(("observableParameter", "noiseParameter")) for x in value.free_symbols):
+                    raise ConfigError(f"observable {oid}: noiseFormula {obs.noise_text!r} uses observable {o.name}, "
+                                      f"whose formula has placeholders: not supported", where=where)
+            noise = noise.xreplace({sp.Symbol(oid): formula, **others})
             if obs.distribution == "negative-binomial":
                 # the draft's NB(r, p) of m failures, r the observable formula and p the noise formula, is ude's
                 # NB with mean r (1 - p) / p and dispersion r (p = r / (r + mean))
@@ -350,21 +420,7 @@ def translate(problem: PetabProblem) -> Translation:
             continue
         par = problem.parameters.get(pid)
         if par is not None and par.estimate:
-            spec = {"init": par.nominal, "bounds": [_finite(par.lower), _finite(par.upper)]}
-            if par.scale != "lin":
-                spec["positive"] = True
-                if spec["bounds"][0] is not None and spec["bounds"][0] <= 0:
-                    spec["bounds"][0] = None
-            lo, hi = spec["bounds"]
-            spec["init"] = _start(par.nominal, lo, hi, par.scale != "lin")
-            if not par.lower <= par.nominal <= par.upper or (par.scale != "lin" and par.nominal <= 0):
-                why = (f"lies outside its bounds [{par.lower:g}, {par.upper:g}]" if not par.lower <= par.nominal
-                       <= par.upper else f"is not positive, on {par.scale} scale")
-                notes.append(f"parameter {pid}: its nominalValue {par.nominal:g} {why}: the fit starts it at "
-                             f"{spec['init']:.6g}; `ude evaluate` at the nominal values uses {par.nominal:g}, as the "
-                             f"table says")
-            if spec["bounds"] == [None, None]:
-                del spec["bounds"]
+            spec = _parameter_spec(pid, par, notes)
             parameters[uname] = spec
             info[pid] = {"name": uname, "kind": "parameter", "factor": 1.0}
         elif par is not None:
@@ -379,6 +435,12 @@ def translate(problem: PetabProblem) -> Translation:
     info.update(noise_info)
     for pid in problem.estimated:
         if pid in info:
+            continue
+        if problem.parameters[pid].prior is not None:  # its prior is a term of the log-posterior all the same
+            parameters[names.get(pid, safe_name(pid))] = _parameter_spec(pid, problem.parameters[pid], notes)
+            info[pid] = {"name": names.get(pid, safe_name(pid)), "kind": "parameter", "factor": 1.0}
+            notes.append(f"parameter {pid} is estimated, but only its prior depends on it: a fit takes it to the "
+                         f"prior's mode")
             continue
         if pid not in sbml.kinds:
             raise ConfigError(f"parameter {pid} is estimated but used nowhere in the model, observables or noise",
@@ -449,7 +511,7 @@ def translate(problem: PetabProblem) -> Translation:
         "description": f"imported from the PEtab problem {problem.files.yaml.name}",
         "data": {"file": "data.csv", "time": "time", "experiment": "experiment"},
         "model": {"states": [names[s] for s in states], "parameters": parameters, "constants": constants,
-                  "equations": equations, "initial": initial, "t0": 0.0, **preequilibration},
+                  "equations": equations, "initial": initial, "t0": t_start, **preequilibration},
         "observables": observables,
         **({"networks": networks} if networks else {}),
         "solver": dict(SOLVER),
@@ -583,10 +645,10 @@ def _input_formula(text: str, problem: PetabProblem, substitute: dict, names: di
 
 
 def _fixed_value(value: sp.Expr, problem: PetabProblem) -> sp.Expr:
-    """A condition cell naming a parameter the table does not estimate: its nominal value."""
-    if isinstance(value, sp.Symbol) and value.name in problem.parameters and not problem.parameters[value.name].estimate:
-        return sp.Float(problem.parameters[value.name].nominal)
-    return value
+    """A condition cell naming a parameter the table does not estimate (or a formula of some): its nominal value."""
+    fixed = {x: sp.Float(problem.parameters[x.name].nominal) for x in value.free_symbols
+             if x.name in problem.parameters and not problem.parameters[x.name].estimate}
+    return value.xreplace(fixed) if fixed else value
 
 
 def _weights(problem: PetabProblem, imported, notes: list[str]) -> dict[str, np.ndarray]:

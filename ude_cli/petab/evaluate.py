@@ -216,11 +216,11 @@ def _log_prior(problem, leaves: dict, learned: list):
         p = problem.parameters.get(name)
         if p is not None and p.prior is not None:
             terms.append(log_density(p.prior.distribution, p.prior.parameters, leaf.reshape(-1)[:1],
-                                     p.prior.scale).sum())
+                                     p.prior.scale, p.prior.truncated).sum())
     for net, k, part, tensor in learned:
         prior = problem.networks[net].priors.get(f"{part}{k}")
         if prior is not None:
-            terms.append(log_density(prior.distribution, prior.parameters, tensor[0], prior.scale).sum())
+            terms.append(log_density(prior.distribution, prior.parameters, tensor[0], prior.scale, prior.truncated).sum())
     return torch.stack(terms).sum() if terms else None
 
 

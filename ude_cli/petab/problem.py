@@ -7,6 +7,7 @@ are ones PEtab defines). Turning it into a ``ude`` config is :mod:`.convert`'s w
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ class PetabObservable:
     noise_text: str
     file: str
     row: int
+    #: PEtab v2's ``observablePlaceholders`` and ``noisePlaceholders`` (the names the measurement table's
+    #: ``observableParameters`` / ``noiseParameters`` fill in order); empty: v1's ``observableParameter1_ID``, ...
+    placeholders: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
 
 @dataclass
@@ -75,6 +79,8 @@ class PetabProblem:
     network_priors: dict[str, tuple[str, Prior]] = field(default_factory=dict)
     #: network parameter rows whose nominalValue is a number, not 'array': id -> (entity, value)
     network_nominals: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: PEtab v2: the time each experiment starts at (its period that is not the pre-equilibration), when not 0
+    start_times: dict[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -160,17 +166,23 @@ def load_problem(path: str | Path) -> PetabProblem:
             if prior is not None and estimate:
                 network_priors[row["parameterId"]] = (entity, prior)
             continue
-        prior = read_prior(row, files.v2) if estimate else None
         lower = tables.number(row, "lowerBound", allow_empty=not estimate)
         upper = tables.number(row, "upperBound", allow_empty=not estimate)
         nominal = tables.number(row, "nominalValue")
         if estimate and not lower < upper:
             raise ConfigError(f"line {row['_row']}: lowerBound {lower:g} is not below upperBound {upper:g}",
                               where=row["_file"])
+        prior = read_prior(row, files.v2, (lower, upper)) if estimate else None
         # an estimated parameter's nominal value outside its bounds (or not positive on a log scale) is allowed,
         # as PEtab's linter allows it: the reference llh is at it; the fit starts inside (convert.py says so)
         parameters[row["parameterId"]] = PetabParameter(row["parameterId"], scale, lower, upper, nominal, estimate,
                                                         prior)
+
+    if files.v2 and (network_priors or any(p.prior is not None for p in parameters.values())):
+        # PEtab v2: once any parameter has a prior, an estimated one without gets the uniform prior on its bounds
+        for pid, par in parameters.items():
+            if par.estimate and par.prior is None and math.isfinite(par.lower) and math.isfinite(par.upper):
+                parameters[pid] = dataclasses.replace(par, prior=Prior("uniform", (par.lower, par.upper)))
 
     otable = tables.read_table(files.observables, "observable", index="observableId")
     observables: dict[str, PetabObservable] = {}
@@ -187,16 +199,19 @@ def load_problem(path: str | Path) -> PetabProblem:
         observables[oid] = PetabObservable(
             id=oid, formula=_formula(row, "observableFormula"), noise=noise, transformation=transformation,
             distribution=distribution, formula_text=row["observableFormula"], noise_text=row["noiseFormula"],
-            file=row["_file"], row=int(row["_row"]))
+            file=row["_file"], row=int(row["_row"]),
+            placeholders=(tuple(tables.split_list(row.get("observablePlaceholders", ""))),
+                          tuple(tables.split_list(row.get("noisePlaceholders", "")))))
 
     array_shapes: dict[str, tuple[int, ...]] = {}
     array_inputs = _array_inputs(files.arrays, array_shapes) if files.v2 else {}
     input_ids = {pid for pid, entity in mapping.items() if entity.split(".")[0] in networks and ".inputs" in entity}
     if files.v2:
-        conditions, mtable = _experiments_v2(files, model, parameters, input_ids, array_inputs)
+        conditions, mtable, start_times = _experiments_v2(files, model, parameters, input_ids, array_inputs)
     else:
         ctable = tables.read_table(files.conditions, "condition", index="conditionId")
         conditions = ctable.set_index("conditionId", drop=False)
+        start_times = {}
         mtable = tables.read_table(files.measurements, "measurement")
     for column in conditions.columns:
         if column in ("conditionId", "conditionName", "_file", "_row"):
@@ -240,7 +255,8 @@ def load_problem(path: str | Path) -> PetabProblem:
                         conditions=conditions, measurements=mtable, mapping=mapping, hybridization=hybridization,
                         network_parameters=network_parameters, array_inputs=array_inputs, network_priors=network_priors,
                         network_nominals=network_nominals, array_shapes=array_shapes,
-                        input_columns=(input_ids | _array_columns(array_inputs)) & set(conditions.columns))
+                        input_columns=(input_ids | _array_columns(array_inputs)) & set(conditions.columns),
+                        start_times=start_times)
 
 
 def _array_inputs(paths: list[Path], shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, list[float]]]:
@@ -274,9 +290,11 @@ def _array_columns(array_inputs: dict[str, dict[str, list[float]]]) -> set[str]:
 
 
 def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, input_ids: set[str],
-                    array_inputs: dict[str, dict[str, list[float]]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    array_inputs: dict[str, dict[str, list[float]]]
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """PEtab v2's experiments (and long condition table) as v1's wide condition table, one row per experiment,
-    and the measurements with the experiment as ``simulationConditionId``. Network inputs set by the condition
+    the measurements with the experiment as ``simulationConditionId``, and the experiments' start times where
+    not 0 (an experiment is one period, after an optional pre-equilibration at ``-inf``). Network inputs set by the condition
     table are columns like a parameter's; an array file's input ``ID`` gives columns ``ID_0``, ``ID_1``, ...
     with the values of the experiment's condition (or of dataset ``0``)."""
     mtable = tables.read_table(files.measurements, "measurement_v2")
@@ -291,14 +309,20 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, inp
             targets.setdefault(row["conditionId"], {})[target] = row["targetValue"]
     records: list[dict[str, str]] = []
     settling: dict[str, str] = {}  # experiment -> the condition row of its pre-equilibration period
+    start_times: dict[str, float] = {}
     if files.experiments:
         etable = tables.read_table(files.experiments, "experiment")
         periods: dict[str, dict[float, pd.Series]] = {}
         for _, row in etable.iterrows():
             t = tables.number(row, "time", kind="a time")
-            if t not in (0, -math.inf):
-                raise ConfigError(f"line {row['_row']}: a period starting at time {t:g} (not 0, or -inf for "
-                                  f"pre-equilibration) is not supported yet", where=row["_file"])
+            if math.isnan(t) or t == math.inf:
+                raise ConfigError(f"line {row['_row']}, column time: {t:g}; expected a start time, or -inf for "
+                                  f"pre-equilibration", where=row["_file"])
+            later = [s for s in periods.get(row["experimentId"], {}) if s != -math.inf]
+            if t != -math.inf and later:
+                raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has a second period, "
+                                  f"at time {max(t, *later):g} (conditions that change during an experiment): not "
+                                  f"supported yet", where=row["_file"])
             if t in periods.setdefault(row["experimentId"], {}):
                 raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has two periods at "
                                   f"time {t:g}", where=row["_file"])
@@ -309,11 +333,14 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, inp
             periods[row["experimentId"]][t] = row
         states = set(model.rhs)
         for experiment, by_time in periods.items():
-            if 0 not in by_time:
+            starts = [s for s in by_time if s != -math.inf]
+            if not starts:
                 row = by_time[-math.inf]
-                raise ConfigError(f"line {row['_row']}: experiment {experiment!r} has no period at time 0",
-                                  where=row["_file"])
-            main = by_time[0]
+                raise ConfigError(f"line {row['_row']}: experiment {experiment!r} has only a pre-equilibration "
+                                  f"period", where=row["_file"])
+            main = by_time[starts[0]]
+            if starts[0] != 0:
+                start_times[experiment] = starts[0]
             pre = by_time.get(-math.inf)
             before: dict[str, str] = {}
             if pre is not None:  # settled first; what its condition sets stays, but for the states, unless changed
@@ -338,7 +365,7 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, inp
     frame = pd.DataFrame(records).fillna("")
     frame["_file"] = str(files.experiments[0]) if files.experiments else str(files.yaml)
     frame["_row"] = range(2, len(frame) + 2)
-    return frame.set_index("conditionId", drop=False), mtable
+    return frame.set_index("conditionId", drop=False), mtable, start_times
 
 
 def _array_values(array_inputs: dict[str, dict[str, list[float]]], cond: str, row) -> dict[str, str]:

@@ -1,0 +1,57 @@
+"""The official PEtab test suite's SBML cases (vendored: tests/data/petab/test_suite, BSD-3): every case's
+log-likelihood and simulations at the nominal values against its `_NNNN_solution.yaml`, at the case's own
+tolerances (1e-3), or, for a feature ude does not read, the one line that says so (exit code 3 from the CLI).
+The pass table is in docs/petab.md (`python bench/petab_test_suite.py --write docs/petab.md`)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ude_cli.errors import ConfigError
+from ude_cli.petab import evaluate
+
+SUITE = Path(__file__).resolve().parent / "data" / "petab" / "test_suite"
+#: (version, case) -> what the refusal names: SBML events, conditions that change during an experiment
+#: (a second period)
+REFUSED = {
+    ("v2.0.0", "0016"): "SBML events", ("v2.0.0", "0023"): "SBML events", ("v2.0.0", "0030"): "SBML events",
+    ("v2.0.0", "0022"): "has a second period", ("v2.0.0", "0028"): "has a second period",
+    ("v2.0.0", "0031"): "has a second period",
+}
+CASES = sorted((v.name, c.name) for v in SUITE.iterdir() if v.is_dir() for c in v.iterdir() if c.is_dir())
+
+
+def test_every_case_is_here():
+    assert len([c for c in CASES if c[0] == "v1.0.0"]) == 20 and len([c for c in CASES if c[0] == "v2.0.0"]) == 31
+
+
+@pytest.mark.parametrize("version, case", CASES, ids=[f"{v}-{c}" for v, c in CASES])
+def test_case_against_its_solution(version, case):
+    folder = SUITE / version / case
+    problem = folder / f"_{case}.yaml"
+    if (version, case) in REFUSED:
+        with pytest.raises(ConfigError) as info:
+            evaluate(problem)
+        assert len(info.value.lines()) == 1 and REFUSED[(version, case)] in info.value.lines()[0]
+        return
+    solution = yaml.safe_load((folder / f"_{case}_solution.yaml").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = evaluate(problem)
+    assert result.llh == pytest.approx(solution["llh"], abs=solution["tol_llh"])
+    reference = pd.concat([pd.read_csv(folder / f, sep="\t") for f in solution["simulation_files"]])
+    assert list(result.simulations["observableId"]) == list(reference["observableId"])
+    assert np.allclose(result.simulations["time"], reference["time"])
+    np.testing.assert_allclose(result.simulations["simulation"], reference["simulation"], rtol=0,
+                               atol=solution["tol_simulations"])
+    if "log_prior" in solution:  # 0024, 0025: v2's eleven priors, truncated to the bounds (or not), and the
+        # implicit uniform prior of a parameter without one
+        assert result.log_prior == pytest.approx(sum(solution["log_prior"].values()), abs=1e-12)
+        assert result.log_posterior == pytest.approx(solution["unnorm_log_posterior"],
+                                                     abs=solution["tol_unnorm_log_posterior"])
