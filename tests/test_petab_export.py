@@ -327,7 +327,7 @@ def test_negative_binomial_noise_exports_as_the_v2_drafts_and_matches_scipy(tmp_
     result = export(REPO / "configs" / "flu_sir_negbin.yaml", out)
     observables = (out / "observables.tsv").read_text().splitlines()
     assert observables[1].split("\t")[2:] == ["dispersion_in_bed", "dispersion_in_bed / (dispersion_in_bed + I)",
-                                                "lin", "negative-binomial"]
+                                                "negative-binomial"]
     assert any("pull request 654" in n for n in result.notes)
 
     def nb(m, i, pars):
@@ -354,7 +354,7 @@ def test_poisson_noise_exports_with_an_empty_noise_formula_and_matches_scipy(tmp
     out = tmp_path / "pois"
     result = export(path, out)
     row = (out / "observables.tsv").read_text().splitlines()[1].split("\t")
-    assert row[2:] == ["I", "", "lin", "poisson"]
+    assert row[2:] == ["I", "", "poisson"]
     expected = _flu_llh_by_scipy(out, lambda m, i, _p: stats.poisson.logpmf(m, i))
     assert result.llh_source == pytest.approx(expected, abs=1e-6)
     assert result.llh_exported == pytest.approx(result.llh_source, abs=1e-8)
@@ -483,7 +483,7 @@ def test_evaluate_a_squared_error_config_and_its_gradient():
 
 @pytest.mark.parametrize("distribution", ["laplace", "loglaplace"])
 def test_laplace_noise_is_petabs_laplace(distribution: str, write, tmp_path: Path):
-    """Laplace noise (and on log scale) is PEtab's `laplace` (`lin` / `log`) with the scale b as the noise
+    """Laplace noise (and on log scale) is PEtab's `laplace` (`log-laplace`) with the scale b as the noise
     formula: PEtab's density, -sum(log(2b) + |h(y) - h(m)|/b) (- sum log y on log scale), computed here from the
     exported table's b and ude's simulations, is ude's log-likelihood."""
     import pandas as pd
@@ -502,8 +502,7 @@ def test_laplace_noise_is_petabs_laplace(distribution: str, write, tmp_path: Pat
         """)
     export(config, tmp_path / "out", check=False)
     obs = pd.read_csv(tmp_path / "out" / "observables.tsv", sep="\t", dtype=str).iloc[0]
-    assert obs["noiseDistribution"] == "laplace"
-    assert obs["observableTransformation"] == ("log" if distribution == "loglaplace" else "lin")
+    assert obs["noiseDistribution"] == ("log-laplace" if distribution == "loglaplace" else "laplace")  # (v2)
     table = pd.read_csv(tmp_path / "out" / "parameters.tsv", sep="\t", dtype=str).set_index("parameterId")
     b = float(table.loc[obs["noiseFormula"], "nominalValue"])
     assert b == 0.07
@@ -697,26 +696,25 @@ def _rewrite_observables(out: Path, edit) -> None:
 
 
 def test_v2s_merged_log_normal_reads_as_the_transformation_column(tmp_path: Path):
-    """The current v2 draft has noiseDistribution log-normal instead of observableTransformation log: the same
-    problem either way."""
+    """PEtab v2 has noiseDistribution log-normal (what the export writes) where v1 and the PEtab SciML suite's
+    dialect have observableTransformation log: the same problem either way."""
     out = tmp_path / "ln"
     result = export(REPO / "configs" / "lynx_hare_lognormal.yaml", out)
 
-    def merge(table):
-        assert set(table["observableTransformation"]) == {"log"}
-        table["noiseDistribution"] = "log-normal"
-        del table["observableTransformation"]
+    def split(table):
+        assert set(table["noiseDistribution"]) == {"log-normal"} and "observableTransformation" not in table
+        table["noiseDistribution"] = "normal"
+        table["observableTransformation"] = "log"
 
-    _rewrite_observables(out, merge)
+    _rewrite_observables(out, split)
     assert evaluate(out / "problem.yaml", rtol=result.rtol, atol=result.atol).llh == pytest.approx(
         result.llh_exported, abs=1e-9)
 
 
 @pytest.mark.parametrize("edit, expected", [
     (lambda t: t.__setitem__("noiseDistribution", "binomial"), "binomial noise is not supported"),
-    (lambda t: t.assign(noiseDistribution="poisson", observableTransformation="lin").pipe(t.update),
-     "a poisson observable's noise formula must be empty"),
-    (lambda t: t.__setitem__("noiseDistribution", "log-normal"), "observableTransformation: 'log' with noiseDistribution"),
+    (lambda t: t.__setitem__("noiseDistribution", "poisson"), "a poisson observable's noise formula must be empty"),
+    (lambda t: t.__setitem__("observableTransformation", "log"), "observableTransformation: 'log' with noiseDistribution"),
 ])
 def test_bad_draft_distributions_are_one_line(tmp_path: Path, edit, expected):
     out = tmp_path / "p"

@@ -11,8 +11,9 @@ the networks' initial weights from its seed; a run: the fitted values of its bes
   as ``nominalValue`` and ``estimate``; the networks' weights as one row per network (``array``), with rows
   for single frozen arrays;
 - ``observables.tsv``: formula, noise formula (for proportional and combined normal error, ``sigma * abs(y)``
-  and ``sigma + sigma_rel * abs(y)`` of the observable's formula ``y``), ``observableTransformation`` (``log``
-  for log-normal and log-Laplace noise) and ``noiseDistribution`` (``normal``, ``laplace``; for counts in v2,
+  and ``sigma + sigma_rel * abs(y)`` of the observable's formula ``y``), ``noiseDistribution`` (v2: ``normal``,
+  ``laplace``, ``log-normal``, ``log-laplace``; v1: ``normal``, ``laplace`` and ``observableTransformation``
+  ``log`` for the log ones; for counts in v2,
   ``poisson`` and ``negative-binomial`` of the v2 draft's pull request 654, not in a released PEtab);
 - ``experiments.tsv``, ``conditions.tsv``: an experiment per ``ude`` experiment, starting at time 0 (``ude``'s
   ``t0`` is subtracted from every time; where ``t`` appears in a formula it becomes ``time + t0``);
@@ -518,8 +519,12 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                         "p = r / (r + the prediction), as the draft defines them"
                         if any(problem.observables[n].noise.distribution == "negative_binomial" for n in counts)
                         else ""))
-    write_tsv(folder / "observables.tsv", ["observableId", "observableName", "observableFormula", "noiseFormula",
-                                           "observableTransformation", "noiseDistribution"], observable_rows)
+    head = ["observableId", "observableName", "observableFormula", "noiseFormula", "observableTransformation",
+            "noiseDistribution"]
+    if version == 2:  # PEtab v2 has the transformation in the distribution: log-normal, log-laplace
+        head.remove("observableTransformation")
+        observable_rows = [[*row[:4], f"log-{row[5]}" if row[4] == "log" else row[5]] for row in observable_rows]
+    write_tsv(folder / "observables.tsv", head, observable_rows)
 
     # -- measurements -----------------------------------------------------------------------------------------
     rows: list[list] = []
