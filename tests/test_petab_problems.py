@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ude_cli.errors import ConfigError
 from ude_cli.petab import evaluate, import_problem
 
 DATA = Path(__file__).parent / "data" / "petab"
@@ -147,6 +148,10 @@ def test_a_formula_input_against_finite_differences_of_its_parameter():
     ("gamma", (3.0, 5.0), [0.5, 12.0], False, "lin", lambda s, x: s.gamma(3.0, scale=5.0).logpdf(x)),
     ("log-uniform", (3.0, 5.0), [3.5, 4.9], False, "lin", lambda s, x: s.loguniform(3.0, 5.0).logpdf(x)),
     ("rayleigh", (3.0,), [0.5, 6.0], False, "lin", lambda s, x: s.rayleigh(scale=3.0).logpdf(x)),
+    # at 0, the edge of the support: finite for these (a lower bound of 0 is the usual choice)
+    ("exponential", (3.0,), [0.0], False, "lin", lambda s, x: s.expon(scale=3.0).logpdf(x)),
+    ("chisquare", (2.0,), [0.0], False, "lin", lambda s, x: s.chi2(2.0).logpdf(x)),
+    ("gamma", (1.0, 2.0), [0.0, 1.0], False, "lin", lambda s, x: s.gamma(1.0, scale=2.0).logpdf(x)),
 ])
 def test_prior_log_densities_equal_scipys(kind, parameters, x, on_scale, scale, reference):
     import scipy.stats
@@ -475,3 +480,49 @@ def test_check_of_a_problem_with_formula_inputs_runs_the_structural_check():
     assert result.exit_code == 0, result.output
     assert "ok (4 states, 3 parameters, 1 network; 1 experiment, 64 training time points)" in result.output
     assert "structural check: beta" in result.output
+
+
+def test_a_prior_truncated_far_in_its_upper_tail():
+    """normal(0, 1) on [9, 10]: the mass by the survival function, sf(9) - sf(10) (1 - CDF loses it all)."""
+    import scipy.stats
+
+    from ude_cli.likelihood.prior import log_mass
+
+    assert log_mass("normal", (0.0, 1.0), (9.0, 10.0)) == pytest.approx(
+        math.log(scipy.stats.norm.sf(9.0) - scipy.stats.norm.sf(10.0)), rel=1e-12)
+
+
+def test_an_init_outside_its_priors_support_is_one_line(tmp_path):
+    from ude_cli.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {file: d.csv, time: t}\nmodel: {states: [x], parameters: {k: {init: 1.0, prior: "
+                    "{distribution: gamma, parameters: [3, 5], truncated: [2, 10]}}}, equations: {x: -k*x}, "
+                    "initial: {x: 1}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "init 1 has probability 0 under its prior gamma [3.0, 5.0] truncated to [2.0, 10.0]" in str(info.value)
+
+
+def test_the_run_keeps_its_priors_so_that_its_inputs_repeat_it(tmp_path):
+    """inputs/config.yaml of a fit with a prior has the prior: `ude fit inputs/config.yaml` maximises the same
+    log-posterior (it dropped them), and `ude export RUN` refuses it as it refuses the config."""
+    from ude_cli.api import fit
+    from ude_cli.config import load_config
+    from ude_cli.petab import export
+
+    t = np.linspace(0, 3, 8)
+    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a},{math.exp(-0.7 * a) * (1 + 0.03 * (-1) ** i):.9g}\n"
+                                                      for i, a in enumerate(t)))
+    (tmp_path / "c.yaml").write_text(
+        "data: {file: d.csv, time: t, columns: {x: x}}\nmodel: {states: [x], parameters: {k: {init: 0.5, positive: true, prior: "
+        "{distribution: gamma, parameters: [2, 0.5], truncated: [0, 5]}}}, equations: {x: -k*x}, initial: {x: 1}}\n"
+        "noise: {distribution: normal, sigma: 0.05}\ntraining: {stages: [{optimizer: lbfgs, iterations: 100}]}\n")
+    result = fit(load_config(tmp_path / "c.yaml"))
+    result.save(tmp_path / "run")
+    again = fit(load_config(tmp_path / "run" / "inputs" / "config.yaml"))
+    assert again.metrics["log_prior"]["log_prior"] == pytest.approx(result.metrics["log_prior"]["log_prior"],
+                                                                    rel=1e-9)
+    with pytest.raises(ConfigError) as info:
+        export(tmp_path / "run", tmp_path / "out")
+    assert "prior" in str(info.value)

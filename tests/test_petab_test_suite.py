@@ -55,3 +55,50 @@ def test_case_against_its_solution(version, case):
         assert result.log_prior == pytest.approx(sum(solution["log_prior"].values()), abs=1e-12)
         assert result.log_posterior == pytest.approx(solution["unnorm_log_posterior"],
                                                      abs=solution["tol_unnorm_log_posterior"])
+
+
+# -- variants of the suite's cases (a review's findings) -------------------------------------------------------------
+
+def _variant(tmp_path: Path, case: str, file: str, old: str, new: str) -> Path:
+    import shutil
+
+    folder = tmp_path / case
+    shutil.copytree(SUITE / "v2.0.0" / case, folder)
+    text = (folder / file).read_text()
+    assert old in text
+    (folder / file).write_text(text.replace(old, new))
+    return folder / f"_{case}.yaml"
+
+
+@pytest.mark.parametrize("case, file, old, new, expected", [
+    # a condition value computed from a state is evaluated once at the period's start in PEtab, not followed
+    ("0027", "_conditions.tsv", "offset_A1_c0 + offset_A2_c0", "offset_A1_c0 + A", "uses the state A"),
+    # with the parameters' nominal values, not a finite real number
+    ("0026", "_conditions.tsv", "initial_A1 + initial_A2", "sqrt(-initial_A2)", "not a finite real number"),
+    # values for placeholders the observable does not declare
+    ("0003", "_observables.tsv", "\tobs_a_scale;obs_a_offset\n", "\t\n", "declares no observablePlaceholders"),
+])
+def test_bad_variants_are_one_line(tmp_path, case, file, old, new, expected):
+    with pytest.raises(ConfigError) as info:
+        evaluate(_variant(tmp_path, case, file, old, new))
+    assert len(info.value.lines()) == 1 and expected in info.value.lines()[0]
+
+
+def test_a_condition_formula_of_numbers_alone(tmp_path):
+    """``9/3`` in the condition table is the number 3 (B's initial value, initial_B1/initial_B2 at their fixed
+    values 9 and 3): the same llh as the case's own."""
+    own = evaluate(SUITE / "v2.0.0" / "0026" / "_0026.yaml").llh
+    assert evaluate(_variant(tmp_path, "0026", "_conditions.tsv", "initial_B1/initial_B2", "9/3")).llh == \
+        pytest.approx(own, abs=1e-12)
+
+
+def test_measured_at_steady_state_in_an_experiment_that_starts_at_5(tmp_path):
+    """0029 starts at t = 5; with its measurements at time inf instead, the steady state is measured (at t0 = 5):
+    the same llh as the case started at 0."""
+    at5 = _variant(tmp_path / "a", "0029", "_measurements.tsv", "\t10.0\t", "\tinf\t")
+    text = (at5.parent / "_measurements.tsv").read_text().replace("\t5.0\t", "\tinf\t")
+    (at5.parent / "_measurements.tsv").write_text(text)
+    measurements = (at5.parent / "_measurements.tsv").read_text()
+    at0 = _variant(tmp_path / "b", "0029", "_experiments.tsv", "5.0", "0.0")
+    (at0.parent / "_measurements.tsv").write_text(measurements)
+    assert evaluate(at5).llh == pytest.approx(evaluate(at0).llh, abs=1e-9)

@@ -207,6 +207,18 @@ class ParameterSpec(_Strict):
                 raise ValueError(f"bounds must have lower < upper, got [{lo}, {hi}]")
             if self.positive and hi is not None and hi <= 0:
                 raise ValueError(f"a positive parameter needs an upper bound > 0, got {hi}")
+        if self.prior is not None and self.init is not None and not self.fixed:
+            import torch
+
+            from .likelihood.prior import log_density
+
+            p = self.prior
+            at = float(log_density(p.distribution, tuple(p.parameters), torch.tensor([float(self.init)],
+                                   dtype=torch.float64), p.scale, p.truncated)[0])
+            if at == -math.inf:  # the fit could not leave it: every step would be as improbable
+                raise ValueError(f"init {self.init:g} has probability 0 under its prior {p.distribution} "
+                                 f"{list(p.parameters)}{' truncated to ' + str(list(p.truncated)) if p.truncated else ''}"
+                                 f": start it inside the prior's support")
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -277,7 +278,7 @@ def print_result(result, path: Path) -> None:
         line += f"; stopped: {m['stop_reason']}"
     out.print(line, highlight=False, markup=False)
     if m.get("log_prior") is not None:  # the config's priors: the fit maximised the log-posterior
-        lp = m["log_prior"]
+        lp = {k: (-math.inf if v is None else v) for k, v in m["log_prior"].items()}  # (JSON's null: -inf)
         out.print(f"log-prior {lp['log_prior']:.6g}, log-posterior {lp['log_posterior']:.6g} (log-likelihood "
                   f"{-m['likelihood']['nll']:.6g} + log-prior): the fit maximised the log-posterior",
                   highlight=False, markup=False)

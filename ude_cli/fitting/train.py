@@ -619,6 +619,13 @@ class _Runner:
         data = data.detach()
         value = float(data.min())
         if not (math.isfinite(value) if data.numel() == 1 else bool(torch.isfinite(data).all())):
+            with torch.no_grad():
+                prior = self.model.log_prior()
+            if prior is not None and not bool(torch.isfinite(prior).all()):
+                raise _NumericalTrouble("the log-prior is not finite at the values tried: the log-posterior is "
+                                        "unbounded (a prior whose density is infinite at a boundary, such as "
+                                        "log-laplace with a scale above 1 or gamma with a shape below 1, has no "
+                                        "maximum) or a value left the prior's support")
             raise _NumericalTrouble("the loss is not finite (NaN or infinite)")
         if not first and value > BLOWUP:
             raise _NumericalTrouble(f"the loss blew up to {value:.3g}")

@@ -67,13 +67,18 @@ def _frozen(distribution: str, parameters: tuple[float, ...]):
             "rayleigh": lambda: stats.rayleigh(scale=p[0])}[distribution]()
 
 
-def cdf(distribution: str, parameters: tuple[float, ...], x: float) -> float:
-    """The prior's cumulative distribution function at ``x`` (of the value on its own scale)."""
+def cdf(distribution: str, parameters: tuple[float, ...], x: float, upper: bool = False) -> float:
+    """The prior's cumulative distribution function at ``x`` (of the value on its own scale); ``upper``: its
+    survival function, 1 - CDF, computed as such (no cancellation in the upper tail)."""
     if distribution == "log-laplace":
         from scipy import stats
 
-        return 0.0 if x <= 0 else float(stats.laplace(parameters[0], parameters[1]).cdf(math.log(x)))
-    return float(_frozen(distribution, parameters).cdf(x))
+        if x <= 0:
+            return 1.0 if upper else 0.0
+        laplace = stats.laplace(parameters[0], parameters[1])
+        return float(laplace.sf(math.log(x)) if upper else laplace.cdf(math.log(x)))
+    frozen = _frozen(distribution, parameters)
+    return float(frozen.sf(x) if upper else frozen.cdf(x))
 
 
 @lru_cache(maxsize=256)
@@ -82,7 +87,10 @@ def log_mass(distribution: str, parameters: tuple[float, ...], truncated: tuple[
     if truncated is None:
         return 0.0
     lower, upper = truncated
-    mass = cdf(distribution, parameters, upper) - cdf(distribution, parameters, lower)
+    if cdf(distribution, parameters, lower) > 0.5:  # in the upper tail: by the survival function
+        mass = cdf(distribution, parameters, lower, upper=True) - cdf(distribution, parameters, upper, upper=True)
+    else:
+        mass = cdf(distribution, parameters, upper) - cdf(distribution, parameters, lower)
     return math.log(mass) if mass > 0 else -math.inf
 
 
@@ -97,6 +105,7 @@ def log_density(distribution: str, parameters: tuple[float, ...], x: torch.Tenso
     a = parameters[0]
     b = parameters[1] if len(parameters) > 1 else math.nan
     positive = torch.where(x > 0, x, torch.full_like(x, math.nan))  # NaN (so -inf) at x <= 0
+    nonnegative = torch.where(x >= 0, x, torch.full_like(x, math.nan))  # (the support of chisquare, gamma, ...)
     if distribution in ("log-normal", "log-laplace"):
         z = torch.log(positive)
         jac = -z  # the density of x: that of log(x) divided by x
@@ -113,12 +122,14 @@ def log_density(distribution: str, parameters: tuple[float, ...], x: torch.Tenso
     elif distribution == "log-uniform":
         out = torch.where((x >= a) & (x <= b), -torch.log(positive) - math.log(math.log(b) - math.log(a)),
                           torch.full_like(x, -math.inf))
-    elif distribution == "chisquare":
-        out = (a / 2 - 1) * torch.log(positive) - positive / 2 - (a / 2) * math.log(2) - math.lgamma(a / 2)
+    elif distribution == "chisquare":  # on x >= 0: at 0 finite for 2 degrees of freedom (xlogy: 0 log 0 = 0)
+        out = torch.xlogy(torch.tensor(a / 2 - 1, dtype=x.dtype), nonnegative) - nonnegative / 2 \
+            - (a / 2) * math.log(2) - math.lgamma(a / 2)
     elif distribution == "exponential":
-        out = -math.log(a) - positive / a
+        out = -math.log(a) - nonnegative / a
     elif distribution == "gamma":
-        out = (a - 1) * torch.log(positive) - positive / b - math.lgamma(a) - a * math.log(b)
+        out = torch.xlogy(torch.tensor(a - 1, dtype=x.dtype), nonnegative) - nonnegative / b - math.lgamma(a) \
+            - a * math.log(b)
     elif distribution == "rayleigh":
         out = torch.log(positive) - 2 * math.log(a) - positive ** 2 / (2 * a * a)
     else:

@@ -92,8 +92,14 @@ NO_STATE = "no_state__"
 
 def _parameter_spec(pid: str, par, notes: list[str]) -> dict:
     """The config's spec of an estimated parameter: its nominal value as init (moved inside the bounds if it
-    is not, with a note), the bounds, positive for a log-scaled one."""
-    spec = {"init": par.nominal, "bounds": [_finite(par.lower), _finite(par.upper)]}
+    is not, with a note), the bounds, positive for a log-scaled one. A uniform or log-uniform prior narrower than
+    the bounds narrows them (outside, the log-posterior is -inf, which a line search cannot cross back; PEtab's
+    library builds its uniform on the intersection too)."""
+    lower, upper = par.lower, par.upper
+    prior = par.prior
+    if prior is not None and prior.kind in ("uniform", "log-uniform") and not prior.on_scale:
+        lower, upper = max(lower, prior.parameters[0]), min(upper, prior.parameters[1])
+    spec = {"init": par.nominal, "bounds": [_finite(lower), _finite(upper)]}
     if par.scale != "lin":
         spec["positive"] = True
         if spec["bounds"][0] is not None and spec["bounds"][0] <= 0:
@@ -131,10 +137,19 @@ def _value(text: str, problem: PetabProblem) -> sp.Expr | None:
         expr = parse_formula(text)
     except ExpressionError:
         raise ValueError(text) from None
-    if not expr.free_symbols or any(x.name not in problem.parameters and x.name not in problem.sbml.kinds
-                                    for x in expr.free_symbols):
+    if not expr.free_symbols:  # 2*3, 1/3
+        return _real_number(expr, text)
+    if any(x.name not in problem.parameters and x.name not in problem.sbml.kinds for x in expr.free_symbols):
         raise ValueError(text)
     return expr
+
+
+def _real_number(expr: sp.Expr, text: str) -> sp.Expr:
+    """``expr`` (free of symbols) as a Float; ValueError when it is not a finite real number."""
+    value = complex(expr.evalf()) if expr.is_number else complex("nan")
+    if value.imag != 0 or not math.isfinite(value.real):
+        raise ValueError(text)
+    return sp.Float(value.real)
 
 
 def translate(problem: PetabProblem) -> Translation:
@@ -159,9 +174,9 @@ def translate(problem: PetabProblem) -> Translation:
     settle_in = _preequilibration_conditions(problem)  # simulation condition -> its pre-equilibration condition
     steady_only = _at_steady_state(problem, bool(settle_in))
     if steady_only:
-        # every measurement at time inf: each condition settles in itself, and is measured there (at t0 = 0)
+        # every measurement at time inf: each condition settles in itself, and is measured there (at t0)
         settle_in = {c: c for c in used_conditions}
-        problem.measurements["time"] = 0.0
+        problem.measurements["time"] = t_start
     settling = list(dict.fromkeys(c for c in settle_in.values() if c not in used_conditions))
 
     # -- condition table: one value for all -> substituted; numbers per condition -> a data column -------------
@@ -176,7 +191,12 @@ def translate(problem: PetabProblem) -> Translation:
         for cond in [*used_conditions, *settling]:
             cell = problem.conditions.loc[cond, column]
             try:
-                cells[cond] = _value(cell, problem)
+                value = cells[cond] = _value(cell, problem)
+                used_states = [] if value is None else sorted(x.name for x in value.free_symbols if x.name in sbml.rhs)
+                if used_states:  # evaluated once at the period's start (PEtab v2): not what a formula here does
+                    raise ConfigError(f"condition {cond}, column {column}: {cell!r} uses the state "
+                                      f"{used_states[0]}: a condition value computed from the states is not "
+                                      f"supported yet", where=ctable)
             except ValueError:
                 raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number, a "
                                   f"parameter of the parameter table nor a formula of them", where=ctable) from None
@@ -203,6 +223,14 @@ def translate(problem: PetabProblem) -> Translation:
             values = {c: (v if v is not None else fallback) for c, v in cells.items()}
         if not all(v.is_number for v in values.values()):  # a fixed parameter is its nominal value
             values = {c: _fixed_value(v, problem) for c, v in values.items()}
+        for c, v in values.items():
+            if v.is_number:
+                try:
+                    values[c] = _real_number(v, str(problem.conditions.loc[c, column]))
+                except ValueError:
+                    raise ConfigError(f"condition {c}, column {column}: "
+                                      f"{problem.conditions.loc[c, column]!r} is {v} with the parameters' "
+                                      f"nominal values: not a finite real number", where=ctable) from None
         distinct = set(values.values())
         if len(distinct) == 1:
             (only,) = distinct
@@ -288,6 +316,11 @@ def translate(problem: PetabProblem) -> Translation:
                 from .tables import split_list
 
                 values_given = split_list(text)
+                if problem.files.v2 and values_given and not declared and not any(
+                        x.name.startswith(kind) for x in (obs.formula.free_symbols | obs.noise.free_symbols)):
+                    raise ConfigError(f"{kind}s {text!r} of observable {oid}: the observable declares no "
+                                      f"{'observable' if kind == 'observableParameter' else 'noise'}Placeholders",
+                                      where=str(problem.files.measurements[0]))
                 if declared and len(values_given) != len(declared):
                     raise ConfigError(f"{kind}s {text!r} of observable {oid}: {len(values_given)} values for its "
                                       f"{len(declared)} placeholders ({';'.join(declared)})",

@@ -162,7 +162,9 @@ def load_problem(path: str | Path) -> PetabProblem:
                 network_nominals[row["parameterId"]] = (entity, tables.number(row, "nominalValue",
                                                                               kind="'array' or a number"))
             network_parameters[row["parameterId"]] = (entity, estimate)
-            prior = read_prior(row, files.v2)
+            bounds = (tables.number(row, "lowerBound", allow_empty=True),
+                      tables.number(row, "upperBound", allow_empty=True))  # (v2: a prior truncated to them)
+            prior = read_prior(row, files.v2, None if any(math.isnan(b) for b in bounds) else bounds)
             if prior is not None and estimate:
                 network_priors[row["parameterId"]] = (entity, prior)
             continue
@@ -237,11 +239,12 @@ def load_problem(path: str | Path) -> PetabProblem:
                               f"condition table", where=where)
         t = tables.number(row, "time", kind="a time")
         if math.isnan(t) or t == -math.inf:
-            raise ConfigError(f"line {row['_row']}, column time: {t:g}: expected a time >= 0, or inf (at steady "
+            raise ConfigError(f"line {row['_row']}, column time: {t:g}: expected a time, or inf (at steady "
                               f"state)", where=where)
-        if t < 0:
-            raise ConfigError(f"line {row['_row']}, column time: {t:g} is before 0, where PEtab simulations start",
-                              where=where)
+        start = start_times.get(row["simulationConditionId"], 0.0)
+        if t < start:
+            raise ConfigError(f"line {row['_row']}, column time: {t:g} is before {start:g}, where its experiment "
+                              f"starts", where=where)
         m = tables.number(row, "measurement")
         if not math.isfinite(m):
             raise ConfigError(f"line {row['_row']}, column measurement: {m:g} is not a finite number", where=where)

@@ -276,7 +276,9 @@ def resolved_config(problem: Problem) -> dict:
     resolved = problem.config.resolved()
     resolved["model"]["parameters"] = {
         p.name: {"init": p.init, "fixed": p.fixed, "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None)
-                 else None, "positive": p.positive, "unit": p.unit, "per_experiment": p.per_experiment}
+                 else None, "positive": p.positive, "unit": p.unit, "per_experiment": p.per_experiment,
+                 # (a prior is part of the objective: without it `ude fit inputs/config.yaml` fits another one)
+                 **({"prior": p.prior.model_dump(mode="json")} if p.prior is not None else {})}
         for p in problem.parameters.values()}
     return resolved
 
