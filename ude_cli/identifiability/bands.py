@@ -135,6 +135,9 @@ def _along_dense(problem, model, wald, draws: np.ndarray, level: float, seed: in
     from ..likelihood.objective import Objective
 
     many = sampled_model(problem, model, 0, wald, len(draws), seed, draws=draws)
+    if model.compiled is not None and model.compiled.method == "bdf" and many.compiled is None:
+        # stiff, and the batch too large to compile: torchdiffeq's dopri5 would crawl through it (Boehm: minutes)
+        return None, "the fit is solved by bdf, which the batch of draws cannot use (too large to compile)"
     try:
         dense = many.dense()
     except SolverError as exc:
@@ -220,6 +223,9 @@ def sampled_model(problem, fitted, start: int, wald, samples: int, seed: int, dr
             one = v[start:start + 1]
             new[key] = one.expand(S, *one.shape[1:]).clone()
     many.load_state_dict(new)
+    fitted_engine, engine = fitted.compiled, many.compiled
+    if fitted_engine is not None and fitted_engine.method == "bdf" and engine is not None and engine.method != "bdf":
+        engine.switch_to_stiff("as the fitted model (auto chose bdf for it): dopri5 would crawl through the draws")
     ts = targets_of(many, problem)
     by_name = {t.name: t for t in ts}
     order = [by_name[t.name] for t in wald.targets]
