@@ -447,7 +447,7 @@ class UDEModel(nn.Module):
                 prior = p.prior
                 assert prior is not None  # chosen above
                 terms.append(log_density(prior.distribution, prior.parameters, values[n], prior.scale,
-                                             prior.truncated).sum(-1))
+                                         prior.truncated).sum(-1))
         for name, spec in self.problem.networks.items():
             net = cast(MLP, self.rhs.networks[name])
             for array, prior in spec.priors.items():
@@ -455,7 +455,7 @@ class UDEModel(nn.Module):
                 tensor = (net.weights if kind == "weight" else net.biases)[k]
                 if tensor.requires_grad:  # a fixed network's or a frozen array's prior is a constant
                     terms.append(log_density(prior.distribution, prior.parameters, tensor, prior.scale,
-                                                 prior.truncated).sum(dim=(1, 2)))
+                                             prior.truncated).sum(dim=(1, 2)))
         return torch.stack(terms).sum(0) if terms else None
 
     def weight_penalty(self) -> torch.Tensor:

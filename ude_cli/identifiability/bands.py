@@ -24,6 +24,8 @@ import torch
 
 from ..engines.torchdiffeq import SolverError
 
+#: the band columns' suffixes (predictions.csv, trajectory.csv): confidence band, then prediction band
+SUFFIXES = ("ci_lower", "ci_upper", "pi_lower", "pi_upper")
 #: observations drawn at each time of a dense grid for its prediction band, in all (several around each draw)
 OBSERVATION_SAMPLES = 4000
 #: values drawn at once for them (a block of times at a time): 32 MB of float64
@@ -268,7 +270,7 @@ def band_columns(frame, problem, groups, band_arrays: list[np.ndarray], state_ar
     if len(stacked) != len(frame):
         return frame
     for c, name in enumerate(names):
-        for j, suffix in enumerate(("ci_lower", "ci_upper", "pi_lower", "pi_upper")):
+        for j, suffix in enumerate(SUFFIXES):
             frame[f"{name}_{suffix}"] = stacked[:, c, j]
     if state_arrays is not None:
         per_state = rows(state_arrays)

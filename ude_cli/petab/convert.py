@@ -165,12 +165,7 @@ def translate(problem: PetabProblem) -> Translation:
         raise ConfigError(f"the experiments start at different times ({', '.join(f'{x:g}' for x in sorted(starts))}): "
                           f"not supported yet (ude's model.t0 is one for all experiments)",
                           where=str(problem.files.experiments[0]))
-    t_start = float(starts.pop())
-    early = problem.measurements["time"].astype(float) < t_start
-    if early.any():
-        row = problem.measurements[early].iloc[0]
-        raise ConfigError(f"line {row['_row']}, column time: {row['time']} is before its experiment's start, "
-                          f"{t_start:g}", where=row["_file"])
+    t_start = float(starts.pop())  # (a measurement before its experiment's start: refused by load_problem)
     settle_in = _preequilibration_conditions(problem)  # simulation condition -> its pre-equilibration condition
     steady_only = _at_steady_state(problem, bool(settle_in))
     if steady_only:
@@ -202,7 +197,7 @@ def translate(problem: PetabProblem) -> Translation:
                                   f"parameter of the parameter table nor a formula of them", where=ctable) from None
         # a state (a species, or a parameter or compartment a rate rule changes): the condition sets its initial
         # value (the test suite's v1 0018: a rate-rule parameter B, NaN after pre-equilibration)
-        is_species = column in sbml.rhs and column in sbml.initial
+        is_state = column in sbml.rhs and column in sbml.initial
         if settle_in and column in sbml.rhs and not steady_only:  # (measured at steady state: a start value)
             # PEtab: a state that the simulation condition sets starts there again after the steady state; an
             # empty cell (NaN) continues from it
@@ -212,7 +207,7 @@ def translate(problem: PetabProblem) -> Translation:
                                   f"pre-equilibration and some do not (NaN): not supported yet", where=ctable)
             if given == {True}:
                 reset.append(column)
-        if is_species:
+        if is_state:
             default = sbml.initial[column]
             values = {c: (v if v is not None else default) for c, v in cells.items()}
         else:
@@ -234,7 +229,7 @@ def translate(problem: PetabProblem) -> Translation:
         distinct = set(values.values())
         if len(distinct) == 1:
             (only,) = distinct
-            if is_species:
+            if is_state:
                 initial_override[column] = only
             elif only != sp.Symbol(column):
                 substitute[sp.Symbol(column)] = only
@@ -248,14 +243,14 @@ def translate(problem: PetabProblem) -> Translation:
                 indicator = f"{column}__is{k}"
                 per_condition[indicator] = {c: 1.0 if values[c] == v else 0.0 for c in values}
                 total = total + v * sp.Symbol(indicator)
-            if is_species:
+            if is_state:
                 initial_override[column] = total
             else:
                 substitute[sp.Symbol(column)] = total
             continue
-        const = f"{column}__initial" if is_species else column
+        const = f"{column}__initial" if is_state else column
         per_condition[const] = {c: float(v) for c, v in values.items()}
-        if is_species:
+        if is_state:
             initial_override[column] = sp.Symbol(const)
     for const in per_condition:
         names.setdefault(const, safe_name(const))

@@ -48,6 +48,8 @@ def _curve_bands(run, dense) -> list[dict] | None:
     written before they were, or a grid that is not the one simulated again."""
     import numpy as np
 
+    from ..identifiability.bands import SUFFIXES
+
     path = run.path / "trajectory.csv"
     if not path.is_file():
         return None
@@ -60,7 +62,7 @@ def _curve_bands(run, dense) -> list[dict] | None:
             return None
         along = {}
         for name in dict.fromkeys(names):
-            suffixes = [s for s in ("ci_lower", "ci_upper", "pi_lower", "pi_upper") if f"{name}_{s}" in rows]
+            suffixes = [s for s in SUFFIXES if f"{name}_{s}" in rows]
             if len(suffixes) in (2, 4):
                 along[name] = np.stack([rows[f"{name}_{s}"].to_numpy(float) for s in suffixes], -1)
         out.append(along)

@@ -152,21 +152,21 @@ class FitResult:
                 d[s] = y[:, best, j]
             for net, idx in self.problem.learned_terms:
                 d[self.problem.term_label(net, idx)] = terms[net][:, best, idx]
-            d.update(self._curve_columns(b))
+            d.update(self._curve_columns(b, best))
             frames.append(pd.DataFrame(d))
         return pd.concat(frames, ignore_index=True)
 
-    def _curve_columns(self, b: int) -> dict[str, np.ndarray]:
-        """Experiment ``b``'s observables given by a formula (best start) and the bands along the dense grid:
+    def _curve_columns(self, b: int, best: int) -> dict[str, np.ndarray]:
+        """Experiment ``b``'s observables given by a formula (start ``best``) and the bands along the dense grid:
         ``{name}_ci_lower``, ... as in predictions.csv."""
+        from ..identifiability.bands import SUFFIXES
+
         d: dict[str, np.ndarray] = {}
-        best = self.metrics.get("best_start", 0)
         for name, values in (self.observable_curves[b] if self.observable_curves else {}).items():
             if name not in self.problem.states:
                 d[name] = values[:, best]
         for name, band in (self.curve_bands[b] if self.curve_bands is not None else {}).items():
-            suffixes = ("ci_lower", "ci_upper", "pi_lower", "pi_upper")[:band.shape[-1]]
-            d.update({f"{name}_{suffix}": band[:, j] for j, suffix in enumerate(suffixes)})
+            d.update({f"{name}_{suffix}": band[:, j] for j, suffix in enumerate(SUFFIXES[:band.shape[-1]])})
         return d
 
 
