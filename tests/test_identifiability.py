@@ -477,3 +477,35 @@ def test_the_prediction_band_of_a_scaled_loss_with_an_unobserved_state_first(wri
     assert 0.95 * 1.96 * rms < half < 1.3 * 1.96 * rms
     band = result.curve_bands[0]["x"]
     assert 0.95 * 1.96 * rms < np.median(band[:, 3] - band[:, 2]) / 2 < 1.3 * 1.96 * rms
+
+
+def test_a_determined_combination_of_undetermined_values_has_its_interval_and_band(write, tmp_path):
+    """dx/dt = -a b x: the data determine k = a b alone. The derived a*b has the interval of the model fitted with
+    k itself (to 5 % of its width: the df count differs by the one undetermined direction), a alone has none,
+    and the confidence band is not the zero-width band of every value held at the fit."""
+    t = np.linspace(0, 5, 16)
+    rng = np.random.default_rng(3)
+    x = 5 * np.exp(-0.6 * t) * np.exp(0.05 * rng.standard_normal(len(t)))
+    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a:g},{b:.9g}\n" for a, b in zip(t, x, strict=True)))
+    product = fit(load_config(write("p.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model: {states: [x], parameters: {a: {init: 1.0, positive: true}, b: {init: 0.3, positive: true}},
+                equations: {x: -a*b*x}, initial: {x: 5}}
+        noise: lognormal
+        uncertainty: {derived: {k: a*b, a_alone: a*1}}
+        """)))
+    single = fit(load_config(write("k.yaml", """
+        data: {file: d.csv, time: t, columns: {x: x}}
+        model: {states: [x], parameters: {k: {init: 0.3}}, equations: {x: -k*x}, initial: {x: 5}}
+        noise: lognormal
+        """)))
+    derived = product.metrics["uncertainty"]["derived"]
+    k = single.parameters.set_index("name").loc["k"]
+    width = k["ci_upper"] - k["ci_lower"]
+    assert derived["k"]["value"] == pytest.approx(k["value"], rel=1e-6)
+    assert derived["k"]["lower"] == pytest.approx(k["ci_lower"], abs=0.05 * width)
+    assert derived["k"]["upper"] == pytest.approx(k["ci_upper"], abs=0.05 * width)
+    assert derived["a_alone"]["lower"] is None or not np.isfinite(derived["a_alone"]["lower"])
+    band = product.curve_bands[0]["x"]
+    reference = single.curve_bands[0]["x"]
+    assert (band[:, 1] - band[:, 0]).max() == pytest.approx((reference[:, 1] - reference[:, 0]).max(), rel=0.2)

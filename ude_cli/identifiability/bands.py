@@ -117,11 +117,12 @@ def bands(problem, uncertainty, *, level: float, samples: int, seed: int) -> Ban
         x = np.stack([s[k] for s in states])
         state_bands.append(np.stack([np.quantile(x, a, axis=0), np.quantile(x, 1 - a, axis=0)], -1))
     curves, why_not = _along_dense(problem, model, wald, np.array(accepted), level, seed, fit_sigma)
-    held = [t.name for t, s in zip(ts, np.diag(wald.cov_u) == 0, strict=True) if s]
+    held = [i.name for i in wald.intervals if not np.isfinite(i.se)]  # (their undetermined directions)
     net = f" (network {wald.network})" if wald.network != "none" else ""
     how = (f"{len(means)} draws of the learned values from their Wald distribution{net}"
            + (f", {failed} draws that could not be simulated left out" if failed else "")
-           + (f"; held at the fit (unbounded variance): {', '.join(held)}" if held else "")
+           + (f"; the directions the data do not determine are held at the fit ({', '.join(held)}: unbounded "
+              f"variance), the combinations of them they determine vary" if held else "")
            + "; prediction bands add the noise model's scatter"
            + ("; the figures draw the same draws' bands along the curves' dense grid" if curves is not None
               else f"; none along the curves ({why_not}): the fit figure joins the bands at the data times, the "

@@ -69,7 +69,8 @@ class HessianResult:
     notes: list[str] = field(default_factory=list)
     positive_definite: bool = True
     #: for sampling (bands): the targets in this order, their covariance on the unconstrained scale (the
-    #: residual-df factor applied), and with the network profiled out the weights' linear response
+    #: residual-df factor applied; the pseudo-inverse of the information, so zero along directions the data do
+    #: not determine), and with the network profiled out the weights' linear response
     #: ``dw = R du`` (``R = -H_ww^+ H_wt``), which keeps the network at its conditional optimum
     targets: list = field(default_factory=list, repr=False)
     cov_u: np.ndarray | None = field(default=None, repr=False)
@@ -355,9 +356,9 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
                       "times its size): the data barely constrain it")
         out.append(WaldInterval(t.name, value, se, lo, hi, method, inflation, identifiable, reason))
     f_vec = np.array([1.0 if t in noise_targets else factor for t in targets])
+    # the pseudo-inverse: a direction the data do not determine has no variance (held at the fit; a note says
+    # so), while a combination they determine varies (a*b of dx/dt = -a b x: a and b together, a/b held)
     cov_u = cov * np.sqrt(np.outer(f_vec, f_vec))
-    cov_u[singular, :] = 0.0  # an unbounded direction cannot be sampled: held at the fit (a note says so)
-    cov_u[:, singular] = 0.0
     return HessianResult(out, level, "profiled out" if use_net else ("held fixed" if has_net else "none"), dist,
                          factor, time.perf_counter() - started, f.evaluations - evaluations0, notes, positive,
                          targets=list(targets), cov_u=cov_u, network_response=response, parameters_counted=k)

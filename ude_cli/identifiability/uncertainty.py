@@ -278,7 +278,9 @@ def _derived(problem: Problem, model, wald: HessianResult, f: LikelihoodFunction
     values |= {n: float(v) for n, v in problem.constants.items() if not isinstance(v, str)}
     ts = wald.targets
     D = np.array([t.derivative() for t in ts])
-    cov = wald.cov_u * np.outer(D, D)  # on the values' own scale
+    cov = wald.cov_u * np.outer(D, D)  # on the values' own scale (the pseudo-inverse: 0 along undetermined directions)
+    # onto the directions the data determine, on the unconstrained scale (where the information was inverted)
+    projection = wald.cov_u @ np.linalg.pinv(wald.cov_u, rcond=1e-12, hermitian=True)
     q, dist = f.quantile(wald.level, wald.parameters_counted)
     out = {}
     for name, expr in formulas.items():
@@ -295,8 +297,13 @@ def _derived(problem: Problem, model, wald: HessianResult, f: LikelihoodFunction
             g[i] = (float(fn(up)) - float(fn(down))) / (2 * h)
         var = float(g @ cov @ g)
         se = math.sqrt(var) if var >= 0 else math.nan
-        out[name] = Interval(name, value, value - q * se, value + q * se,
-                             f"wald (delta method; q from the {dist} distribution)", se, None, expr.text)
+        method = f"wald (delta method; q from the {dist} distribution)"
+        g_u = g * D  # d formula / d u
+        if np.linalg.norm(g_u - projection @ g_u) > 1e-6 * max(float(np.linalg.norm(g_u)), 1e-300):
+            # it moves along a direction the data do not determine (a alone where only a*b is): unbounded
+            se = math.inf
+            method += "; it changes along a direction the data do not determine: not identifiable"
+        out[name] = Interval(name, value, value - q * se, value + q * se, method, se, None, expr.text)
     return out
 
 
