@@ -262,6 +262,13 @@ class InitialSpec(_Strict):
         return self
 
 
+def _experiment_names(value: Any) -> Any:
+    """A list of experiment names as text: an experiment named 2 in the data is "2"."""
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value]
+    return value
+
+
 class PreequilibrationSpec(_Strict):
     """Start every experiment at a steady state (PEtab's pre-equilibration): the model, with some constants
     changed, is settled from its initial values until nothing moves; the experiment then starts from there,
@@ -280,10 +287,33 @@ class PreequilibrationSpec(_Strict):
 
     @field_validator("experiments", mode="before")
     @classmethod
+    def _names_as_text(cls, value: Any) -> Any:
+        return _experiment_names(value)
+
+
+class EventSpec(_Strict):
+    """Jumps of states at given times: a dose, a feed, a medium change, a PEtab period's condition. At each time
+    the states named in ``set`` take their formulas' values, computed from the states just before (all at once),
+    the parameters and the constants; the solver stops there and starts again from the new states, and the
+    gradient goes through the jump. An observation at that time sees the states after the jump."""
+
+    at: list[Finite] = Field(min_length=1, description="The times of the jumps, e.g. [0, 12, 24] for a dose every "
+                                                       "12 h (a jump at the model's start time changes its initial "
+                                                       "state).")
+    set: dict[str, str] = Field(min_length=1, description="state -> its value after the jump, a formula of the states "
+                                                          "before it, parameters and constants, e.g. 'gut + dose'.")
+    experiments: list[str] | None = Field(
+        None, min_length=1, description="The experiments it happens in (default: all).")
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _one_time(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @field_validator("experiments", mode="before")
+    @classmethod
     def _names_as_text(cls, value: Any) -> Any:  # an experiment named 2 in the data is "2"
-        if isinstance(value, list):
-            return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value]
-        return value
+        return _experiment_names(value)
 
 
 class ModelSpec(_Strict):
@@ -308,6 +338,9 @@ class ModelSpec(_Strict):
     preequilibration: PreequilibrationSpec | None = Field(
         None, description="Start each experiment at a steady state of the model under other constants "
                           "(docs/training.md#pre-equilibration).")
+    events: list[EventSpec] = Field(
+        default_factory=list, description="Jumps of states at given times: doses, feeds "
+                                          "(docs/training.md#events).")
 
     @model_validator(mode="before")
     @classmethod

@@ -86,6 +86,18 @@ class Preequilibration:
     experiments: tuple[str, ...] | None = None  # the experiments that settle (None: all)
 
 
+@dataclass(frozen=True)
+class Event:
+    """States that jump at given times (``model.events``; :mod:`ude_cli.fitting.events`)."""
+
+    times: tuple[float, ...]  # sorted, distinct
+    assignments: dict[str, Expression]  # state -> its value after the jump, from the states before it
+    experiments: tuple[str, ...] | None = None  # the experiments it happens in (None: all)
+
+    def applies(self, experiment: str) -> bool:
+        return self.experiments is None or experiment in self.experiments
+
+
 @dataclass
 class Problem:
     """A checked model + data, ready to be built into torch modules and fitted."""
@@ -110,6 +122,7 @@ class Problem:
     preequilibration: Preequilibration | None = None
     #: the initial guess's steady states (SteadyState.summary), once ``api.check`` has solved them
     settled: dict | None = None
+    events: list[Event] = field(default_factory=list)
 
     @property
     def likelihood(self) -> bool:
@@ -273,9 +286,11 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
 
     observable_exprs = _parse_observables(config, states, param_specs, constants, networks, label, problems)
     initial_exprs = _parse_initial_formulas(config, states, param_specs, constants, label, problems, networks)
+    events = _events(config, states, param_specs, constants, problems)
 
     used = set()
-    for expr in [*equations.values(), *initial_exprs.values()]:  # a network may set an initial value
+    jumps = [e for event in events for e in event.assignments.values()]
+    for expr in [*equations.values(), *initial_exprs.values(), *jumps]:  # a network may set an initial value
         used |= set(expr.names) | {n for n, _ in expr.network_refs}
     for net_spec in networks.values():  # a parameter fed to a network (or in a formula it is fed) is used
         used |= set(net_spec.inputs) | {n for i in net_spec.inputs if not i.isidentifier()
@@ -440,6 +455,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
             problems.add(ConfigError("the equations use t, and the experiments start at different times: give "
                                      "model.t0, the time at which the model settles", where=f"{label}: model.t0"))
         _check_observations(dataset, initial, problems, warnings, label)
+        _check_events(events, dataset, m.t0, problems, label)
     problems.raise_if_any()
 
     observables = _observables(config, columns, observable_exprs, states)
@@ -461,7 +477,66 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                    corrections=corrections, networks=networks, initial=initial, t0=m.t0,
                    # no data only with read_data=False, for callers that read the model alone
                    dataset=cast(Dataset, dataset), builtin=m.builtin, warnings=warnings, observables=observables,
-                   noise_parameters=noise_parameters, noise_formulas=noise_formulas, preequilibration=preequilibration)
+                   noise_parameters=noise_parameters, noise_formulas=noise_formulas, preequilibration=preequilibration,
+                   events=events)
+
+
+def _events(config: Config, states: list[str], param_specs: dict, constants: dict, problems: Problems) -> list[Event]:
+    """model.events, their formulas checked (states, parameters, constants and t; no network)."""
+    namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants))
+    events = []
+    for i, spec in enumerate(config.model.events):
+        where = f"{config.label}: model.events[{i}]"
+        assignments: dict[str, Expression] = {}
+        for state, text in spec.set.items():
+            if state not in states:
+                problems.add(ConfigError(f"unknown state '{state}'{did_you_mean(state, states)}; states are: "
+                                         f"{', '.join(states)}", where=f"{where}.set"))
+                continue
+            try:
+                expr = parse_expression(text, where=f"{where}.set.{state}")
+            except ExpressionError as exc:
+                problems.add(exc)
+                continue
+            errors = expr.check_names(namespace, where=f"{where}.set.{state}")
+            for err in errors:
+                problems.add(err)
+            if not errors:
+                assignments[state] = expr
+        times = sorted(set(spec.at))
+        if len(times) < len(spec.at):
+            problems.add(ConfigError(f"a time is given twice in {spec.at}", where=f"{where}.at"))
+        events.append(Event(tuple(float(t) for t in times), assignments,
+                            None if spec.experiments is None else tuple(spec.experiments)))
+    return events
+
+
+def _check_events(events: list[Event], dataset: Dataset, t0: float | None, problems: Problems, label: str) -> None:
+    """Every event's experiments exist, none starts after a jump it has, and no state jumps twice at once."""
+    names = [e.name for e in dataset.experiments]
+    for i, event in enumerate(events):
+        for name in event.experiments or ():
+            if name not in names:
+                problems.add(ConfigError(f"unknown experiment '{name}'{did_you_mean(name, names)}; experiments "
+                                         f"are: {', '.join(names)}", where=f"{label}: model.events[{i}].experiments"))
+    for e in dataset.experiments:
+        start = t0 if t0 is not None else float(e.t[0])
+        seen: dict[tuple[float, str], int] = {}
+        for i, event in enumerate(events):
+            if not event.applies(e.name):
+                continue
+            if event.times[0] < start:
+                problems.add(ConfigError(
+                    f"a jump at t = {event.times[0]:g} is before experiment '{e.name}' starts (t = {start:g}); "
+                    + ("give model.t0, the time the model starts from" if t0 is None else "it would never happen"),
+                    where=f"{label}: model.events[{i}].at"))
+            for t in event.times:
+                for state in event.assignments:
+                    if (t, state) in seen:
+                        problems.add(ConfigError(
+                            f"'{state}' jumps at t = {t:g} in model.events[{seen[t, state]}] too (experiment "
+                            f"'{e.name}'): give both in one event's set", where=f"{label}: model.events[{i}].set"))
+                    seen[t, state] = i
 
 
 def _preequilibration(config: Config, states: list[str], constants: dict[str, float | str], covariates: set[str],

@@ -21,6 +21,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("model.initial.STATE", schema.InitialSpec),
     ("model.constants.NAME (as a mapping)", schema.ColumnRef),
     ("model.preequilibration", schema.PreequilibrationSpec),
+    ("model.events[i]", schema.EventSpec),
     ("observables.NAME", schema.ObservableSpec),
     ("noise (and observables.NAME.noise)", schema.NoiseSpec),
     ("noise.sigma, noise.sigma_rel, noise.dispersion", schema.NoiseParameterSpec),

@@ -377,7 +377,7 @@ class OdeSystem:
 
 def unsupported(problem: Problem) -> str | None:
     """What the numpy refits cannot do (None: they can refit this problem): observables that read a network
-    (discovery replaces the networks of the equations, not of the observables), and pre-equilibration."""
+    (discovery replaces the networks of the equations, not of the observables), pre-equilibration and events."""
     nets = set(problem.networks)
     using = [o.name for o in problem.observables.values()
              if o.state is None and ({n for n, _ in o.expression.network_refs} | (o.expression.names & nets))]
@@ -385,6 +385,8 @@ def unsupported(problem: Problem) -> str | None:
         return f"observables that use a network ({', '.join(using)})"
     if problem.preequilibration is not None:  # the refits start from the initial values, not a steady state
         return "pre-equilibration (model.preequilibration)"
+    if problem.events:  # the numpy refits solve without jumps
+        return "jumps of states at given times (model.events)"
     return None
 
 

@@ -23,6 +23,8 @@ MIN_SPLINE_POINTS = 5
 def applicable(problem) -> str | None:
     """None when collocation can be used, else the reason it cannot."""
     ds = problem.dataset
+    if problem.events:
+        return "the states jump at given times (model.events), where a spline through the data is wrong"
     if not problem.networks and all(p.fixed for p in problem.parameters.values()):
         # the right-hand side has nothing to learn (only initial or noise values are): no gradient to follow
         return "the right-hand side learns nothing (no network, no learned parameter)"

@@ -95,6 +95,16 @@ class HybridRHS(nn.Module):
     def unbind(self) -> None:
         self._bound = None
 
+    def values(self, experiments: torch.Tensor | None) -> dict[str, float | torch.Tensor]:
+        """The parameters' and constants' values for ``experiments`` (an index per batch position), as the
+        equations read them: shared ones ``(S, 1)`` or numbers, per-experiment ones ``(·, B)``."""
+        saved = self._experiments
+        try:
+            self._experiments = experiments
+            return self._base_env()
+        finally:
+            self._experiments = saved
+
     def _base_env(self) -> dict[str, float | torch.Tensor]:
         index = self._experiments
         env: dict[str, float | torch.Tensor] = dict(self.parameters_.values(index))

@@ -8,7 +8,7 @@ time grids, so that a fit with many experiments costs about as much as one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -19,6 +19,7 @@ from torch import nn
 from ..config import STIFF_METHODS, reason_not_compiled
 from ..engines.torchdiffeq import SolverSettings, solve
 from ..problem import Problem, default_step
+from .events import Jumps, Schedule, joined, pieces, schedule
 from .hybrid import HybridRHS
 from .neural import MLP
 from .parameters import InitialStates, NoiseParameterSet, ParameterSet
@@ -44,15 +45,23 @@ class Group:
     observations: np.ndarray  # (T, Bg, n_observables): every observable on the union grid, NaN where none
     obs_train: np.ndarray  # (T, Bg, n_observables) bool: observed and in the training window
     obs_valid: np.ndarray  # (T, Bg, n_observables) bool: observed and in the validation window
+    #: the jumps of the states (model.events) that every experiment of the group has (:mod:`.events`)
+    jumps: Schedule = ()
+    #: ``times`` cut at the jumps: each piece's times and the events at its start (:func:`.events.pieces`)
+    pieces: list[tuple[np.ndarray, tuple[int, ...]]] = field(default_factory=list)
 
 
 def make_groups(problem: Problem) -> list[Group]:
+    """The experiments grouped by start time and schedule of jumps (model.events), each group on the union of
+    its experiments' times and its jump times up to the last of them."""
     ds = problem.dataset
     starts = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
+    schedules = [schedule(problem.events, e.name) for e in ds.experiments]
     groups: list[Group] = []
-    for t0 in dict.fromkeys(starts):
-        members = [b for b, s in enumerate(starts) if s == t0]
+    for t0, jumps in dict.fromkeys(zip(starts, schedules, strict=True)):
+        members = [b for b, key in enumerate(zip(starts, schedules, strict=True)) if key == (t0, jumps)]
         times = np.unique(np.concatenate([[t0], *[ds.experiments[b].t for b in members]]))
+        times = np.union1d(times, [t for t, _ in jumps if t0 < t < times[-1]])
         n = len(ds.states)
         obs = np.full((len(times), len(members), n), np.nan)
         train = np.zeros(obs.shape, dtype=bool)
@@ -70,7 +79,8 @@ def make_groups(problem: Problem) -> list[Group]:
         valid = np.isfinite(obs) & ~train
         groups.append(Group(t0=t0, experiments=members, times=times, positions=positions, observed=obs,
                             train=train, valid=valid, observations=observations, obs_train=obs_train,
-                            obs_valid=np.isfinite(observations) & ~obs_train))
+                            obs_valid=np.isfinite(observations) & ~obs_train, jumps=jumps,
+                            pieces=pieces(times, jumps, at_start=True)))
     return groups
 
 
@@ -245,6 +255,14 @@ class UDEModel(nn.Module):
             self.initial.use_networks({n: (networks[n], problem.networks[n].inputs) for n in in_initial})
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
         self.groups = make_groups(problem)
+        #: the states' jumps at given times (model.events), or None
+        self.jumps = Jumps(problem.events, problem.states, self.rhs) if problem.events else None
+        #: per group: the engine's grids (OdeSpec.grids) of its pieces between jumps, in order (one without jumps)
+        self.grid_index: list[list[int]] = []
+        offset = 0
+        for g in self.groups:
+            self.grid_index.append(list(range(offset, offset + len(g.pieces))))
+            offset += len(g.pieces)
         self.times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
         #: per group: the experiments' indices, selecting their per-experiment constants and parameters
         self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
@@ -297,7 +315,7 @@ class UDEModel(nn.Module):
             constants={n: float(v) for n, v in constants.items() if not (torch.is_tensor(v) and v.ndim == 1)},
             experiment_constants={n: v for n, v in constants.items() if torch.is_tensor(v) and v.ndim == 1},
             experiment_names=tuple(e.name for e in ds.experiments),
-            grids=tuple(Grid(tuple(g.experiments), g.times) for g in self.groups),
+            grids=tuple(Grid(tuple(g.experiments), times) for g in self.groups for times, _ in g.pieces),
             n_starts=self.n_starts, dtype=self.dtype, settings=self.settings, scale=scale)
 
     def trajectory_inputs(self, experiments: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,16 +338,20 @@ class UDEModel(nn.Module):
         stops = self.breakpoints.times(experiments, float(times[0]), float(times[-1]))
         return stops if stops.size else None
 
-    def _compiled_solve(self, k: int, times: np.ndarray | None = None, networks: bool = True) -> torch.Tensor:
-        """Group ``k`` solved by the compiled engine (its evaluations counted as the right-hand side's)."""
+    def _compiled_solve(self, k: int, times: np.ndarray | None = None, networks: bool = True,
+                        y0: torch.Tensor | None = None, piece: int = 0) -> torch.Tensor:
+        """Group ``k`` solved by the compiled engine (its evaluations counted as the right-hand side's), from
+        its initial states or ``y0`` ``(S, Bg, n)``; on the grid of its ``piece`` (:mod:`.events`) or ``times``."""
         engine = self._compiled
         assert engine is not None  # the callers check
         g = self.groups[k]
-        if len(g.times if times is None else times) == 1:  # measured at t0 alone (a steady state): nothing to solve
-            y0, _ = self.trajectory_inputs(g.experiments)
-            return y0.reshape(self.n_starts, len(g.experiments), -1)[None]
-        stops = self._stops(g.experiments, g.times if times is None else times)
-        sol = engine.solve_group(k, *self.trajectory_inputs(g.experiments), times, networks=networks, stops=stops)
+        start, p = self.trajectory_inputs(g.experiments)
+        start = start if y0 is None else y0.reshape(start.shape)
+        grid = g.pieces[piece][0] if times is None else times
+        if len(grid) == 1:  # measured at t0 alone (a steady state): nothing to solve
+            return start.reshape(self.n_starts, len(g.experiments), -1)[None]
+        sol = engine.solve_group(self.grid_index[k][piece], start, p, times, networks=networks,
+                                 stops=self._stops(g.experiments, grid))
         self.rhs.nfe += engine.evaluations
         return sol
 
@@ -364,23 +386,60 @@ class UDEModel(nn.Module):
             self._compiled = CompiledEngine(self.ode_spec())
             self._compiled.start_native()
         compiled = self._compiled if self.engine == "compiled" else None
-        if compiled is not None and times is not None and compiled.undecided(k):
+        if compiled is not None and times is not None and compiled.undecided(self.grid_index[k][0]):
             # auto decides on the data's grid, as in training
             with torch.no_grad():
                 self._compiled_solve(k, networks=self.rhs.networks_enabled)
+        g = self.groups[k]
+        if g.jumps:
+            grid = None if times is None else times.detach().cpu().numpy()
+            return self._jumping(k, self.initial()[:, g.experiments, :], grid, compiled)
         if compiled is not None and compiled.method == "bdf":
             return self._compiled_solve(k, None if times is None else times.detach().cpu().numpy(),
                                         networks=self.rhs.networks_enabled)
         if times is None and compiled is not None and self.rhs.networks_enabled:
             return self._compiled_solve(k)
-        g = self.groups[k]
         return self.solve_from(k, self.initial()[:, g.experiments, :], self.times[k] if times is None else times)
+
+    def _jumping(self, k: int, y0: torch.Tensor, times: np.ndarray | None, compiled: CompiledEngine | None
+                 ) -> torch.Tensor:
+        """Group ``k`` solved piece by piece between its jumps (:mod:`.events`) from ``y0`` at ``times[0]`` (its
+        data grid when None), each piece by the engine :meth:`solve_group` would choose for the group."""
+        assert self.jumps is not None  # a group with jumps
+        g = self.groups[k]
+        parts = g.pieces if times is None else pieces(times, g.jumps, at_start=times[0] == g.t0)
+        y, solutions = y0, []
+        for n, (grid, events) in enumerate(parts):
+            if events:
+                y = self.jumps.apply(y, float(grid[0]), events, self.group_index[k])
+            if len(grid) == 1:
+                sol = y[None]
+            elif compiled is not None and (compiled.method == "bdf" or (times is None and self.rhs.networks_enabled)):
+                sol = self._compiled_solve(k, None if times is None else grid, self.rhs.networks_enabled, y,
+                                           n if times is None else 0)
+            else:
+                sol = self._torchdiffeq(k, y, torch.tensor(grid, dtype=self.dtype), None)
+            solutions.append(sol)
+            y = sol[-1]
+        sol = self.jumps.join(solutions)
+        if times is None:
+            return sol
+        return sol[torch.as_tensor(np.searchsorted(joined([p for p, _ in parts]), times))]
 
     def solve_from(self, k: int, y0: torch.Tensor, times: torch.Tensor, experiments: torch.Tensor | None = None
                    ) -> torch.Tensor:
         """Group ``k``'s states from ``y0`` ``(S, Bg, n)`` at ``times[0]`` (any time, not only t0), at ``times``:
         ``(T, S, Bg, n)``, by torchdiffeq (multiple shooting's segments, a curriculum's windows). ``experiments``:
-        the experiment of each of ``y0``'s trajectories (default: the group's)."""
+        the experiment of each of ``y0``'s trajectories (default: the group's). The group's jumps (model.events)
+        after ``times[0]`` happen, and one at ``times[0]`` where that is the group's start."""
+        g = self.groups[k]
+        if g.jumps and experiments is None:
+            return self._jumping(k, y0, times.detach().cpu().numpy(), None)
+        return self._torchdiffeq(k, y0, times, experiments)
+
+    def _torchdiffeq(self, k: int, y0: torch.Tensor, times: torch.Tensor, experiments: torch.Tensor | None
+                     ) -> torch.Tensor:
+        """:meth:`solve_from` by torchdiffeq, without jumps."""
         self.rhs.select(self.group_index[k] if experiments is None else experiments)
         stops = None
         if self.breakpoints is not None:  # a switch in time: the solver stops at it (no cost otherwise)
@@ -474,6 +533,9 @@ class UDEModel(nn.Module):
                 end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
                 end = until if until is not None else end  # the grid ends where it was asked to, before or after the data
                 grid = dense_grid(g.t0, end, n_points, g.times)
+                jumps = [t for t, _ in g.jumps if g.t0 < t <= end]
+                if jumps:  # the states just before and after each jump: a figure draws it upright
+                    grid = np.union1d(grid, [*jumps, *(t - 1e-6 * (end - g.t0) for t in jumps)])
                 sol = self.solve_group(k, torch.tensor(grid, dtype=self.dtype)).cpu().numpy()
                 for i, b in enumerate(g.experiments):
                     t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])

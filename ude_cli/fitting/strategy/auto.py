@@ -95,6 +95,8 @@ def choose(problem, warm_start: bool) -> tuple[str, str]:
         reason = applicable(problem)
         why = f"no warm start ({reason})" if reason else "no warm start (training.warm_start: none)"
     turns, _, where = shape_of(problem)
+    if problem.events:  # a segment's free start would have to know the jumps before it
+        return "single_shooting", f"{why}, and the states jump at given times (model.events)"
     if turns >= MIN_EXTREMA:
         return "multiple_shooting", f"{why} and the data oscillate ({turns} turning points in {where})"
     return "single_shooting", f"{why}, but the data do not oscillate ({turns} turning points, {MIN_EXTREMA} needed)"

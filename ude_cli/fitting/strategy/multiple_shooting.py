@@ -71,6 +71,12 @@ class ShootingObjective:
     """
 
     def __init__(self, model, objective, training: TrainingSpec):
+        if model.problem.events:
+            from ...errors import ConfigError
+
+            raise ConfigError("multiple shooting cannot be used with jumps of states at given times (model.events)",
+                              where=f"{model.problem.config.label}: training", hint="use single shooting or a "
+                              "curriculum (training.strategy)")
         self.model, self.objective = model, objective
         self.continuity = training.multiple_shooting.continuity
         self.bounds = [boundaries(g.times, training) for g in model.groups]

@@ -1,0 +1,213 @@
+"""Jumps of states at given times (model.events; ude_cli/fitting/events.py).
+
+Known answer, closed form: ``dx/dt = -k x`` from ``x(0) = x0`` with a dose ``x -> x + D`` at 4 and 12 gives
+``x(t) = x0 e^{-kt} + D sum_{tau <= t} e^{-k (t - tau)}`` (a measurement at a dose time sees the dose, as in PEtab),
+whose derivatives in k and D are written out below: the llh and its gradient of every engine and method are
+checked against them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ude_cli.api import check, fit
+from ude_cli.errors import UdeError
+from ude_cli.petab import evaluate
+
+K, D, X0, SIGMA = 0.3, 5.0, 2.0, 0.2
+DOSES = (4.0, 12.0)
+TIMES = np.arange(0.0, 20.5, 1.0)
+
+
+def closed_form(t, k=K, d=D):
+    t = np.asarray(t, dtype=float)
+    x = X0 * np.exp(-k * t)
+    for tau in DOSES:
+        x = x + np.where(t >= tau, d * np.exp(-k * (t - tau)), 0.0)
+    return x
+
+
+def gradient(t, k=K, d=D):
+    """d x / d k and d x / d D at ``t``."""
+    dk = -t * X0 * np.exp(-k * t)
+    dd = np.zeros_like(t)
+    for tau in DOSES:
+        after = t >= tau
+        dk = dk - np.where(after, d * (t - tau) * np.exp(-k * (t - tau)), 0.0)
+        dd = dd + np.where(after, np.exp(-k * (t - tau)), 0.0)
+    return dk, dd
+
+
+NOISE = 0.1 * np.random.default_rng(5).standard_normal(len(TIMES))
+MEASURED = closed_form(TIMES) + NOISE
+
+
+def config(write, solver="", extra="", k=K, d=D, measured=MEASURED):
+    write("d.csv", "t,x\n" + "".join(f"{t},{y}\n" for t, y in zip(TIMES, measured, strict=True)))
+    return write("c.yaml", f"""
+        data: {{file: d.csv, columns: {{x: x}}}}
+        model:
+          states: [x]
+          equations: {{x: "-k*x"}}
+          parameters:
+            k: {{init: {k}, positive: true}}
+            D: {{init: {d}, positive: true}}
+          initial: {{x: {X0}}}
+          events:
+            - {{at: {list(DOSES)}, set: {{x: "x + D"}}}}
+        noise: {{distribution: normal, sigma: {{init: {SIGMA}, fixed: true}}}}
+        {solver}
+        {extra}
+        """)
+
+
+def llh(k=K, d=D):
+    r = MEASURED - closed_form(TIMES, k, d)
+    return float(np.sum(-0.5 * math.log(2 * math.pi * SIGMA**2) - 0.5 * (r / SIGMA) ** 2))
+
+
+SOLVERS = {
+    "compiled dopri5": "solver: {engine: compiled, method: dopri5}",
+    "compiled rk4": "solver: {engine: compiled, method: rk4, step: 0.01}",
+    "compiled bdf": "solver: {engine: compiled, method: bdf}",
+    "torchdiffeq dopri5": "solver: {engine: torchdiffeq, method: dopri5}",
+    "torchdiffeq rk4": "solver: {engine: torchdiffeq, method: rk4, step: 0.01}",
+}
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_llh_and_gradient_through_the_jumps_are_the_closed_forms(write, solver):
+    result = evaluate(config(write, SOLVERS[solver]), values={"k": 0.25, "D": 4.5})
+    # rk4 with step 0.01: its error is about 1e-10 here; bdf's at the tight tolerances of evaluate about 1e-7
+    tol = 1e-6 if "bdf" in solver else 1e-8
+    assert result.llh == pytest.approx(llh(0.25, 4.5), rel=tol)
+    dk, dd = gradient(TIMES, 0.25, 4.5)
+    r = (MEASURED - closed_form(TIMES, 0.25, 4.5)) / SIGMA**2
+    assert result.gradient["k"] == pytest.approx(float(r @ dk), rel=10 * tol)
+    assert result.gradient["D"] == pytest.approx(float(r @ dd), rel=10 * tol)
+
+
+def test_a_fit_is_the_closed_form_least_squares_with_its_observed_information(write):
+    """From k = 0.6, D = 1: the estimates are scipy's least squares on the closed form (k 0.30670, D 5.0651),
+    the standard errors those of the closed form's observed information (the Hessian of the negative llh by
+    central differences: 0.011324, 0.13897), and the truth is inside both intervals."""
+    from scipy.optimize import least_squares
+
+    result = fit(config(write, extra="training: {seed: 1}", k=0.6, d=1.0))
+    rows = result.parameters.set_index("name")
+    best = least_squares(lambda q: closed_form(TIMES, *q) - MEASURED, [0.5, 3.0], xtol=1e-14, ftol=1e-14).x
+
+    def nll(q):
+        r = (MEASURED - closed_form(TIMES, *q)) / SIGMA
+        return 0.5 * float(r @ r)
+
+    h, eye = 1e-5, np.eye(2)
+    hessian = np.array([[(nll(best + h * (eye[i] + eye[j])) - nll(best + h * (eye[i] - eye[j]))
+                          - nll(best - h * (eye[i] - eye[j])) + nll(best - h * (eye[i] + eye[j]))) / (4 * h * h)
+                         for j in range(2)] for i in range(2)])
+    se = np.sqrt(np.diag(np.linalg.inv(hessian)))
+    for name, value, s, truth in zip(("k", "D"), best, se, (K, D), strict=True):
+        assert rows.loc[name, "value"] == pytest.approx(value, abs=1e-3 * s), name
+        assert rows.loc[name, "se"] == pytest.approx(s, rel=1e-3), name
+        assert rows.loc[name, "ci_lower"] < truth < rows.loc[name, "ci_upper"], name
+    # the fit's curve at the data times is the closed form at its own estimates (the jump is in the model)
+    predicted = result.predictions.sort_values("time")["x_predicted"].to_numpy()
+    assert predicted == pytest.approx(closed_form(TIMES, rows.loc["k", "value"], rows.loc["D", "value"]), rel=1e-5)
+
+
+def test_the_dense_curve_jumps_upright_and_a_forecast_keeps_the_later_doses(write):
+    from ude_cli.fitting.model import UDEModel
+
+    problem = check(config(write))
+    model = UDEModel(problem)
+    t, y = model.dense(200)[0]
+    assert y[:, 0, 0] == pytest.approx(closed_form(t), rel=1e-5)
+    before = t[np.searchsorted(t, DOSES[0]) - 1]
+    assert DOSES[0] - before < 1e-4  # a point just before the dose and one at it
+    t, y = model.dense(200, until=30.0)[0]
+    assert y[-1, 0, 0] == pytest.approx(closed_form(30.0), rel=1e-5)
+
+
+def test_a_jump_at_the_start_changes_the_initial_state_and_jumps_read_the_states_before_them(write):
+    """a and b swap at 2 (each formula reads the states before the jump); a dose at t0 = 0 adds to a's initial value."""
+    write("d.csv", "t,a,b\n0,1,3\n1,1,1\n2,1,1\n3,1,1\n")
+    path = write("c.yaml", """
+        data: {file: d.csv, columns: {a: a, b: b}}
+        model:
+          states: [a, b]
+          equations: {a: "0*a", b: "c"}
+          parameters: {c: {init: 0.5}}
+          initial: {a: 1, b: 3}
+          t0: 0
+          events:
+            - {at: 0, set: {a: "a + 10"}}
+            - {at: 2, set: {a: "b", b: "a"}}
+        """)
+    from ude_cli.fitting.model import UDEModel
+
+    (sol,) = UDEModel(check(path)).forward()
+    a, b = sol[:, 0, 0, 0].detach().numpy(), sol[:, 0, 0, 1].detach().numpy()
+    assert a == pytest.approx([11, 11, 4, 4])  # b(2-) = 3 + 0.5 * 2 = 4
+    assert b == pytest.approx([3, 3.5, 11, 11.5])
+
+
+def test_events_of_some_experiments_only(write):
+    write("d.csv", "e,t,x\n" + "".join(f"{e},{t},{y}\n" for e, f in (("dosed", 1.0), ("plain", 0.0))
+                                         for t, y in zip(TIMES, X0 * np.exp(-K * TIMES) + f * (closed_form(TIMES)
+                                                                                          - X0 * np.exp(-K * TIMES)),
+                                                         strict=True)))
+    path = write("c.yaml", f"""
+        data: {{file: d.csv, experiment: e, columns: {{x: x}}}}
+        model:
+          states: [x]
+          equations: {{x: "-k*x"}}
+          parameters: {{k: {{init: {K}, fixed: true}}, D: {{init: {D}, fixed: true}}}}
+          initial: {{x: {X0}}}
+          events: [{{at: {list(DOSES)}, set: {{x: "x + D"}}, experiments: [dosed]}}]
+        """)
+    from ude_cli.config import load_config
+    from ude_cli.fitting.model import UDEModel
+    from ude_cli.problem import resolve
+
+    model = UDEModel(resolve(load_config(path)))
+    assert len(model.groups) == 2  # one schedule of jumps per group
+    for g, sol in zip(model.groups, model.forward(), strict=True):
+        name = model.problem.dataset.experiments[g.experiments[0]].name
+        expected = closed_form(TIMES) if name == "dosed" else X0 * np.exp(-K * TIMES)
+        assert sol[:, 0, 0, 0].detach().numpy() == pytest.approx(expected, rel=1e-5), name
+
+
+def test_a_curriculum_solves_its_windows_through_the_jumps(write):
+    result = fit(config(write, extra="training: {strategy: curriculum, warm_start: none}", k=0.5, d=3.0))
+    rows = result.parameters.set_index("name")
+    assert rows.loc["k", "value"] == pytest.approx(K, rel=0.05)
+    assert rows.loc["D", "value"] == pytest.approx(D, rel=0.05)
+
+
+@pytest.mark.parametrize(("events", "message"), [
+    ("[{at: 4, set: {y: 'x + D'}}]", "model.events[0].set: unknown state 'y'"),
+    ("[{at: 4, set: {x: 'x + q'}}]", "model.events[0].set.x: unknown name 'q'"),
+    ("[{at: 4, set: {x: 'x + D'}, experiments: [other]}]", "model.events[0].experiments: unknown experiment 'other'"),
+    ("[{at: -1, set: {x: 'x + D'}}]", "model.events[0].at: a jump at t = -1 is before experiment '1' starts (t = 0)"),
+    ("[{at: 4, set: {x: 'x + D'}}, {at: [4, 5], set: {x: '2*x'}}]",
+     "model.events[1].set: 'x' jumps at t = 4 in model.events[0] too"),
+    ("[{at: [4, 4], set: {x: 'x + D'}}]", "model.events[0].at: a time is given twice"),
+])
+def test_bad_events_are_named(write, events, message):
+    text = config(write).read_text().replace(f"- {{at: {list(DOSES)}, set: {{x: \"x + D\"}}}}", "")
+    text = text.replace("events:", f"events: {events}")
+    with pytest.raises(UdeError) as info:
+        check(write("bad.yaml", text))
+    assert message in str(info.value)
+
+
+def test_multiple_shooting_and_collocation_refuse_jumps(write):
+    with pytest.raises(UdeError, match="multiple shooting cannot be used with jumps"):
+        fit(config(write, extra="training: {strategy: multiple_shooting}"))
+    from ude_cli.fitting.collocation import applicable
+
+    assert "model.events" in applicable(check(config(write)))
+

@@ -1,0 +1,93 @@
+"""Jumps of states at given times (``model.events``): doses, feeds, a PEtab period's condition.
+
+A group's solve is split at its jump times into pieces (:func:`pieces`). Each piece is solved by whatever
+engine solves the group, from the states the jump before it left; the jump itself (:class:`Jumps`) is a torch
+function of the states just before it, the parameters and the constants, so the gradient of the fit goes
+through it and through every piece. The states at a jump time are those after the jump (PEtab's convention:
+a measurement at a period's start sees its condition); a jump at the model's start time changes the initial
+state.
+
+Experiments solved together (:func:`ude_cli.fitting.model.make_groups`) share their start time and their
+schedule of jumps, so a group has one list of pieces whatever its experiments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from ..problem import Event
+    from .hybrid import HybridRHS
+
+#: a group's jumps: (time, the indices into model.events of the events that happen then), by time
+Schedule = tuple[tuple[float, tuple[int, ...]], ...]
+
+
+def schedule(events: Sequence[Event], experiment: str) -> Schedule:
+    """When the states of ``experiment`` jump, and by which events."""
+    at: dict[float, list[int]] = {}
+    for i, event in enumerate(events):
+        if event.applies(experiment):
+            for t in event.times:
+                at.setdefault(t, []).append(i)
+    return tuple((t, tuple(at[t])) for t in sorted(at))
+
+
+def pieces(grid: np.ndarray, jumps: Schedule, at_start: bool) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+    """``grid`` cut at the jump times within it: (a piece's times, the events that happen at its first time).
+
+    Consecutive pieces share their boundary (the jump time, added where the grid lacks it), which the solve
+    keeps once, after the jump. A jump at ``grid[0]`` happens only with ``at_start`` (the solve starts from the
+    initial states there, not from states that have already jumped); jumps after ``grid[-1]`` do not happen."""
+    start, end = float(grid[0]), float(grid[-1])
+    out: list[tuple[np.ndarray, tuple[int, ...]]] = []
+    first: tuple[int, ...] = ()
+    cuts = []
+    for t, which in jumps:
+        if t == start and at_start:
+            first = which
+        elif start < t <= end:
+            cuts.append((t, which))
+    lo, events = start, first
+    for t, which in cuts:
+        inside = grid[(grid > lo) & (grid < t)]
+        out.append((np.concatenate([[lo], inside, [t]]), events))
+        lo, events = t, which
+    out.append((np.concatenate([[lo], grid[grid > lo]]), events))
+    return out
+
+
+def joined(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The times of pieces solved one after the other, each boundary once (the rows of :meth:`Jumps.join`)."""
+    return np.concatenate([p[:-1] for p in parts[:-1]] + [parts[-1]])
+
+
+class Jumps:
+    """The events' assignments compiled to torch, applied to a group's states ``(S, B, n)``."""
+
+    def __init__(self, events: Sequence[Event], states: Sequence[str], rhs: HybridRHS):
+        self.states = list(states)
+        self.rhs = rhs
+        self.functions = [{self.states.index(s): e.compile("torch") for s, e in event.assignments.items()}
+                          for event in events]
+
+    def apply(self, y: torch.Tensor, t: float, events: Sequence[int], experiments: torch.Tensor) -> torch.Tensor:
+        """The states after the jumps of ``events`` at time ``t``, from the states ``y`` before them (every
+        formula reads the states before the jump), for trajectories of ``experiments`` (an index per column)."""
+        env = self.rhs.values(experiments)
+        env["t"] = torch.tensor(t, dtype=y.dtype)
+        env.update(zip(self.states, y.unbind(-1), strict=True))
+        new = list(y.unbind(-1))
+        for e in events:
+            for i, f in self.functions[e].items():
+                new[i] = torch.as_tensor(f(env), dtype=y.dtype).expand(y.shape[:-1])
+        return torch.stack(new, -1)
+
+    @staticmethod
+    def join(solutions: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Pieces' solutions ``(T_i, ...)`` one after the other, each boundary once: the state after the jump."""
+        return torch.cat([s[:-1] for s in solutions[:-1]] + [solutions[-1]])
