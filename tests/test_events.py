@@ -211,3 +211,52 @@ def test_multiple_shooting_and_collocation_refuse_jumps(write):
 
     assert "model.events" in applicable(check(config(write)))
 
+
+
+# -- PEtab: a jump is a later period of the experiment (v2) ---------------------------------------------------------
+
+def test_export_writes_later_periods_that_import_back_to_the_same_llh_and_gradient(write, tmp_path):
+    """Two experiments starting at 1 (t0 shifted to PEtab's 0), a dose per experiment read from a column, given in
+    one of them only: the periods sit at the dose times less t0, and the re-imported problem is the same."""
+    rows = ["e,t,x,dose"]
+    for name, dose in (("low", 2.0), ("high", 6.0)):
+        for t in TIMES[1:]:
+            x = X0 * math.exp(-K * (t - 1)) + sum(dose * math.exp(-K * (t - tau)) for tau in DOSES if t >= tau)
+            rows.append(f"{name},{t},{x * (1 + 0.05 * math.sin(3 * t))},{dose}")
+    write("d.csv", "\n".join(rows) + "\n")
+    path = write("c.yaml", f"""
+        data: {{file: d.csv, experiment: e, columns: {{x: x}}}}
+        model:
+          states: [x]
+          equations: {{x: "-k*x"}}
+          parameters: {{k: {{init: 0.25, positive: true}}, f: {{init: 0.9}}}}
+          constants: {{dose: {{column: dose}}}}
+          initial: {{x: {X0}}}
+          t0: 1
+          events:
+            - {{at: {list(DOSES)}, set: {{x: "x + f*dose"}}}}
+            - {{at: 8, set: {{x: "x/2"}}, experiments: [high]}}
+        noise: {{distribution: lognormal, sigma: 0.1}}
+        """)
+    from ude_cli.petab.export import export
+
+    result = export(path, tmp_path / "out")
+    folder = tmp_path / "out"
+    periods = (folder / "experiments.tsv").read_text().splitlines()
+    assert "high\t7.0\thigh_jump2" in periods and "low\t3.0\tlow_jump1" in periods
+    assert not any(line.startswith("low\t7.0") for line in periods)
+    original, again = evaluate(path), evaluate(result.problem)
+    assert again.llh == pytest.approx(original.llh, abs=1e-8)
+    for name in ("k", "f"):
+        assert again.gradient[name] == pytest.approx(original.gradient[name], rel=1e-6)
+
+
+def test_export_refuses_what_petab_cannot_say_of_a_jump(write, tmp_path):
+    from ude_cli.petab.export import export
+
+    with pytest.raises(UdeError, match="PEtab v2's periods, which v1 does not have"):
+        export(config(write), tmp_path / "v1", version=1)
+    text = config(write).read_text().replace(f"at: {list(DOSES)}", "at: [0, 4]")
+    with pytest.raises(UdeError, match="a jump at the start time"):
+        export(write("start.yaml", text), tmp_path / "start")
+    assert not (tmp_path / "v1").exists() and not (tmp_path / "start").exists()

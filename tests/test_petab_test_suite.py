@@ -17,12 +17,9 @@ from ude_cli.errors import ConfigError
 from ude_cli.petab import evaluate
 
 SUITE = Path(__file__).resolve().parent / "data" / "petab" / "test_suite"
-#: (version, case) -> what the refusal names: SBML events, conditions that change during an experiment
-#: (a second period)
+#: (version, case) -> what the refusal names: SBML events
 REFUSED = {
     ("v2.0.0", "0016"): "SBML events", ("v2.0.0", "0023"): "SBML events", ("v2.0.0", "0030"): "SBML events",
-    ("v2.0.0", "0022"): "has a second period", ("v2.0.0", "0028"): "has a second period",
-    ("v2.0.0", "0031"): "has a second period",
 }
 CASES = sorted((v.name, c.name) for v in SUITE.iterdir() if v.is_dir() for c in v.iterdir() if c.is_dir())
 
@@ -102,3 +99,32 @@ def test_measured_at_steady_state_in_an_experiment_that_starts_at_5(tmp_path):
     at0 = _variant(tmp_path / "b", "0029", "_experiments.tsv", "5.0", "0.0")
     (at0.parent / "_measurements.tsv").write_text(measurements)
     assert evaluate(at5).llh == pytest.approx(evaluate(at0).llh, abs=1e-9)
+
+
+# -- periods after the first: jumps of the states (model.events) ----------------------------------------------------
+
+def test_a_fixed_parameter_a_later_period_sets_becomes_a_state_that_jumps(tmp_path):
+    """0028 with k2 fixed at 0.6 and set to 0 at t = 7 together with A + 5: A(10) is scipy's 0.5313487 (dA/dt =
+    -k1 A + k2 B, solved in two pieces at rtol 1e-12), where it is 3.0428 when k2 stays."""
+    problem = _variant(tmp_path, "0028", "_parameters.tsv", "k2\t0.0\t10.0\t0.6\ttrue", "k2\t0.0\t10.0\t0.6\tfalse")
+    (problem.parent / "_conditions.tsv").write_text("conditionId\ttargetId\ttargetValue\n"
+                                                    "condition1\tA\tA + 5.0\ncondition1\tk2\t0\n")
+    result = evaluate(problem)
+    assert result.simulations["simulation"].iloc[-1] == pytest.approx(0.5313487307607921, abs=1e-6)
+
+
+@pytest.mark.parametrize("target, value, expected", [
+    ("k1", "0", "sets the estimated parameter k1 at time 7: not supported yet"),
+    ("A", "A +", "target A: 'A +' is neither a number nor a formula"),
+])
+def test_a_later_period_that_cannot_be_read_says_so(tmp_path, target, value, expected):
+    problem = _variant(tmp_path, "0028", "_conditions.tsv", "condition1\tA\tA + 5.0", f"condition1\t{target}\t{value}")
+    with pytest.raises(ConfigError) as info:
+        evaluate(problem)
+    assert len(info.value.lines()) == 1 and expected in info.value.lines()[0]
+
+
+def test_two_conditions_of_one_period_that_set_one_target_are_refused(tmp_path):
+    problem = _variant(tmp_path, "0031", "_conditions.tsv", "condition2\tB\tB + 3.0", "condition2\tA\tB + 3.0")
+    with pytest.raises(ConfigError, match="two conditions at time 10.0 set A"):
+        evaluate(problem)

@@ -173,6 +173,10 @@ def translate(problem: PetabProblem) -> Translation:
         settle_in = {c: c for c in used_conditions}
         problem.measurements["time"] = t_start
     settling = list(dict.fromkeys(c for c in settle_in.values() if c not in used_conditions))
+    notes: list[str] = []
+    # PEtab v2: a quantity that a later period of an experiment changes, and that no rule changes, becomes a
+    # state that stays put between its jumps (model.events)
+    jumping = _jumping(problem, notes)
 
     # -- condition table: one value for all -> substituted; numbers per condition -> a data column -------------
     substitute: dict[sp.Symbol, sp.Expr] = {}
@@ -197,7 +201,7 @@ def translate(problem: PetabProblem) -> Translation:
                                   f"parameter of the parameter table nor a formula of them", where=ctable) from None
         # a state (a species, or a parameter or compartment a rate rule changes): the condition sets its initial
         # value (the test suite's v1 0018: a rate-rule parameter B, NaN after pre-equilibration)
-        is_state = column in sbml.rhs and column in sbml.initial
+        is_state = (column in sbml.rhs and column in sbml.initial) or column in jumping
         if settle_in and column in sbml.rhs and not steady_only:  # (measured at steady state: a start value)
             # PEtab: a state that the simulation condition sets starts there again after the steady state; an
             # empty cell (NaN) continues from it
@@ -208,7 +212,7 @@ def translate(problem: PetabProblem) -> Translation:
             if given == {True}:
                 reset.append(column)
         if is_state:
-            default = sbml.initial[column]
+            default = sbml.initial[column] if column in sbml.initial else jumping[column]
             values = {c: (v if v is not None else default) for c, v in cells.items()}
         else:
             default_value = sbml.values.get(column)
@@ -255,7 +259,6 @@ def translate(problem: PetabProblem) -> Translation:
     for const in per_condition:
         names.setdefault(const, safe_name(const))
 
-    notes: list[str] = []
     networks, weights, net_info = _networks(problem, substitute, names, notes, initial_override)
 
     def resolve(expr: sp.Expr) -> sp.Expr:
@@ -263,6 +266,8 @@ def translate(problem: PetabProblem) -> Translation:
 
     # -- states -------------------------------------------------------------------------------------------------
     rhs, starts_at = dict(sbml.rhs), dict(sbml.initial)
+    rhs.update({p: sp.Integer(0) for p in jumping})
+    starts_at.update(jumping)
     if not rhs:  # nothing changes (the test suite's 0024: observables of parameters): one state that stays 0
         rhs, starts_at = {NO_STATE: sp.Integer(0)}, {NO_STATE: sp.Integer(0)}
         names[NO_STATE] = NO_STATE
@@ -283,6 +288,8 @@ def translate(problem: PetabProblem) -> Translation:
             initial[names[s]] = float(expr)
         else:
             initial[names[s]] = {"formula": _text(expr, names, model_file, f"the initial value of {s}")}
+
+    later = _later_periods(problem, set(states), resolve, names)
 
     # -- observables, placeholders, noise ------------------------------------------------------------------------
     meas = problem.measurements
@@ -429,7 +436,8 @@ def translate(problem: PetabProblem) -> Translation:
     for text in [*(i for spec in networks.values() for i in spec["inputs"]), *equations.values(), *(o["formula"] for o in observables.values()),
                  *(o["noise"][role]["formula"] for o in observables.values() for role in ("sigma", "sigma_rel", "dispersion")
                    if isinstance(o["noise"].get(role), dict) and "formula" in o["noise"][role]),
-                 *(v["formula"] for v in initial.values() if isinstance(v, dict))]:
+                 *(v["formula"] for v in initial.values() if isinstance(v, dict)),
+                 *(text for _, _, sets in later for text in sets.values())]:
         from ..expressions import parse_expression
 
         used |= set(parse_expression(text, where="").names)
@@ -531,6 +539,7 @@ def translate(problem: PetabProblem) -> Translation:
     if settle_in and set(settle_in) != set(used_conditions):  # some experiments settle, the others do not
         preequilibration["preequilibration"]["experiments"] = list(dict.fromkeys(
             str(d["experiment"]) for d in ordered if condition_of[str(d["experiment"])] in settle_in))
+    events = _events(later, condition_of)
     data = data[["experiment", "time", *observables, *(names[c] for c in per_condition),
                  *(f"{names[c]}__settle" for c in per_condition if c in settle_varies)]]
 
@@ -539,7 +548,8 @@ def translate(problem: PetabProblem) -> Translation:
         "description": f"imported from the PEtab problem {problem.files.yaml.name}",
         "data": {"file": "data.csv", "time": "time", "experiment": "experiment"},
         "model": {"states": [names[s] for s in states], "parameters": parameters, "constants": constants,
-                  "equations": equations, "initial": initial, "t0": t_start, **preequilibration},
+                  "equations": equations, "initial": initial, "t0": t_start, **preequilibration,
+                  **({"events": events} if events else {})},
         "observables": observables,
         **({"networks": networks} if networks else {}),
         "solver": dict(SOLVER),
@@ -547,6 +557,75 @@ def translate(problem: PetabProblem) -> Translation:
     }
     return Translation(config=config, data=data, parameters=info, rows=rows, weights=weights, networks=net_info,
                        notes=notes)
+
+
+def _jumping(problem: PetabProblem, notes: list[str]) -> dict[str, sp.Expr]:
+    """The quantities other than states that a later period sets (PEtab v2), each -> its value before: they
+    become states with derivative 0. One that nothing depends on is left out, with a note."""
+    sbml = problem.sbml
+    used: set[str] = set()
+    for expr in [*sbml.rhs.values(), *(sbml.substitute(o.formula) for o in problem.observables.values()),
+                 *(sbml.substitute(o.noise) for o in problem.observables.values())]:
+        used |= {x.name for x in expr.free_symbols}
+    out: dict[str, sp.Expr] = {}
+    for experiment, periods in problem.periods.items():
+        for t, targets, where in periods:
+            for target in targets:
+                if target in sbml.rhs or target in out:
+                    continue
+                if target not in used:
+                    notes.append(f"{where}: experiment {experiment} sets {target} at time {t:g}, which nothing "
+                                 f"depends on: left out")
+                    continue
+                par = problem.parameters.get(target)
+                if par is not None and par.estimate:
+                    raise ConfigError(f"experiment {experiment!r} sets the estimated parameter {target} at time "
+                                      f"{t:g}: not supported yet", where=where)
+                if target in problem.input_columns or sbml.kinds.get(target) not in ("parameter", "species"):
+                    raise ConfigError(f"experiment {experiment!r} sets {target} (a {sbml.kinds.get(target, 'network input')}) "
+                                      f"at time {t:g}: not supported yet", where=where)
+                value = par.nominal if par is not None else sbml.values.get(target, math.nan)
+                if target in sbml.assignments or not math.isfinite(value):
+                    raise ConfigError(f"experiment {experiment!r} sets {target} at time {t:g}, which has no value "
+                                      f"of its own before (an assignment rule, or none given): not supported",
+                                      where=where)
+                out[target] = sp.Float(value)
+    return out
+
+
+def _later_periods(problem: PetabProblem, states: set[str], resolve, names: dict[str, str]
+                   ) -> list[tuple[str, float, dict[str, str]]]:
+    """Each later period of an experiment (PEtab v2) as (experiment, time, state -> its value after, in ude's
+    language): a formula of the states before it and the parameters."""
+    out = []
+    for experiment, periods in problem.periods.items():
+        for t, targets, where in periods:
+            sets = {}
+            for target, cell in targets.items():
+                if target not in states:
+                    continue  # left out by _jumping, with a note
+                try:
+                    value = _value(cell, problem)
+                except ValueError:
+                    raise ConfigError(f"experiment {experiment!r}, time {t:g}, target {target}: {cell!r} is neither "
+                                      f"a number nor a formula of the model's quantities", where=where) from None
+                if value is None:
+                    continue
+                sets[names[target]] = _text(resolve(value), names, where, f"the value of {target} at time {t:g}")
+            if sets:
+                out.append((experiment, t, sets))
+    return out
+
+
+def _events(later: list[tuple[str, float, dict[str, str]]], condition_of: dict[str, str]) -> list[dict]:
+    """model.events of the later periods: one per time and change, for every experiment (replicates too) that
+    has it."""
+    grouped: dict[tuple[float, tuple], list[str]] = {}
+    for experiment, t, sets in later:
+        members = [e for e, c in condition_of.items() if c == experiment]
+        grouped.setdefault((t, tuple(sets.items())), []).extend(members)
+    return [{"at": [t], "set": dict(sets), "experiments": members} for (t, sets), members in grouped.items()
+            if members]
 
 
 def _networks(problem: PetabProblem, substitute: dict, names: dict[str, str], notes: list[str],

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, RunDirError
+from ..fitting.events import schedule
 from .writer import formula, network_yaml, number, write_hdf5, write_sbml, write_tsv
 
 #: activations PEtab SciML (and :mod:`.sciml`) has; ``rbf`` is written as mul/neg/exp
@@ -178,6 +179,18 @@ def _refusals(problem, label: str, version: int) -> None:
                 raise ConfigError(f"state {s}: PEtab resets a state after pre-equilibration to a number of the "
                                   f"condition table; its initial value is {why}: not exported yet",
                                   where=f"{label}: model.preequilibration.reset")
+    for i, event in enumerate(problem.events):
+        if version == 1:
+            raise ConfigError("jumps of states at given times are PEtab v2's periods, which v1 does not have: export "
+                              "with --petab-version 2", where=f"{label}: model.events")
+        if any("t" in e.names for e in event.assignments.values()):
+            raise ConfigError("a jump's formula that uses t is not exported yet", where=f"{label}: model.events[{i}].set")
+        for e in problem.dataset.experiments:
+            start = problem.t0 if problem.t0 is not None else float(e.t[0])
+            if event.applies(e.name) and event.times[0] == start:
+                raise ConfigError(f"a jump at the start time ({start:g}, experiment {e.name!r}) is not exported yet "
+                                  f"(PEtab applies the initial values and it together, both from the values before): "
+                                  f"give the initial value after it instead", where=f"{label}: model.events[{i}].at")
     for name, p in problem.parameters.items():
         if p.prior is not None:
             raise ConfigError("a prior is not exported yet (PEtab's priorDistribution columns are not written): the "
@@ -585,6 +598,13 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             if exp_ids[b] in settle_of:
                 periods.append([exp_ids[b], -math.inf, settle_of[exp_ids[b]]])
             periods.append([exp_ids[b], 0.0, cond_ids.get(b, "")])
+            for k, (t, which) in enumerate(schedule(problem.events, experiments[b].name), start=1):
+                # a later period whose condition sets the states that jump (model.events), from their values
+                # just before it
+                cid = _identifier(f"{exp_ids[b]}_jump{k}", taken)
+                condition_rows += [[cid, state, petab(expr)] for i in which
+                                   for state, expr in problem.events[i].assignments.items()]
+                periods.append([exp_ids[b], t - t0[b], cid])
         write_tsv(folder / "experiments.tsv", ["experimentId", "time", "conditionId"], periods)
         if condition_rows:
             write_tsv(folder / "conditions.tsv", ["conditionId", "targetId", "targetValue"], condition_rows)

@@ -81,6 +81,8 @@ class PetabProblem:
     network_nominals: dict[str, tuple[str, float]] = field(default_factory=dict)
     #: PEtab v2: the time each experiment starts at (its period that is not the pre-equilibration), when not 0
     start_times: dict[str, float] = field(default_factory=dict)
+    #: PEtab v2: each experiment's periods after its first: (start time, target -> value, "FILE: line N"), by time
+    periods: dict[str, list[tuple[float, dict[str, str], str]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -209,11 +211,12 @@ def load_problem(path: str | Path) -> PetabProblem:
     array_inputs = _array_inputs(files.arrays, array_shapes) if files.v2 else {}
     input_ids = {pid for pid, entity in mapping.items() if entity.split(".")[0] in networks and ".inputs" in entity}
     if files.v2:
-        conditions, mtable, start_times = _experiments_v2(files, model, parameters, input_ids, array_inputs)
+        conditions, mtable, start_times, periods = _experiments_v2(files, model, parameters, input_ids,
+                                                                   array_inputs)
     else:
         ctable = tables.read_table(files.conditions, "condition", index="conditionId")
         conditions = ctable.set_index("conditionId", drop=False)
-        start_times = {}
+        start_times, periods = {}, {}
         mtable = tables.read_table(files.measurements, "measurement")
     for column in conditions.columns:
         if column in ("conditionId", "conditionName", "_file", "_row"):
@@ -259,7 +262,7 @@ def load_problem(path: str | Path) -> PetabProblem:
                         network_parameters=network_parameters, array_inputs=array_inputs, network_priors=network_priors,
                         network_nominals=network_nominals, array_shapes=array_shapes,
                         input_columns=(input_ids | _array_columns(array_inputs)) & set(conditions.columns),
-                        start_times=start_times)
+                        start_times=start_times, periods=periods)
 
 
 def _array_inputs(paths: list[Path], shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, list[float]]]:
@@ -294,12 +297,13 @@ def _array_columns(array_inputs: dict[str, dict[str, list[float]]]) -> set[str]:
 
 def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, input_ids: set[str],
                     array_inputs: dict[str, dict[str, list[float]]]
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """PEtab v2's experiments (and long condition table) as v1's wide condition table, one row per experiment,
-    the measurements with the experiment as ``simulationConditionId``, and the experiments' start times where
-    not 0 (an experiment is one period, after an optional pre-equilibration at ``-inf``). Network inputs set by the condition
-    table are columns like a parameter's; an array file's input ``ID`` gives columns ``ID_0``, ``ID_1``, ...
-    with the values of the experiment's condition (or of dataset ``0``)."""
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float], dict]:
+    """PEtab v2's experiments (and long condition table) as v1's wide condition table, one row per experiment
+    (its first period, after an optional pre-equilibration at ``-inf``), the measurements with the experiment as
+    ``simulationConditionId``, the experiments' start times where not 0, and their later periods
+    (:attr:`PetabProblem.periods`). The conditions of one period (several rows at one time) apply together.
+    Network inputs set by the condition table are columns like a parameter's; an array file's input ``ID`` gives
+    columns ``ID_0``, ``ID_1``, ... with the values of the experiment's condition (or of dataset ``0``)."""
     mtable = tables.read_table(files.measurements, "measurement_v2")
     mtable = mtable.rename(columns={"experimentId": "simulationConditionId"})
     targets: dict[str, dict[str, str]] = {}
@@ -313,49 +317,51 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, inp
     records: list[dict[str, str]] = []
     settling: dict[str, str] = {}  # experiment -> the condition row of its pre-equilibration period
     start_times: dict[str, float] = {}
+    later: dict[str, list[tuple[float, dict[str, str], str]]] = {}
     if files.experiments:
         etable = tables.read_table(files.experiments, "experiment")
-        periods: dict[str, dict[float, pd.Series]] = {}
+        periods: dict[str, dict[float, list[pd.Series]]] = {}
         for _, row in etable.iterrows():
             t = tables.number(row, "time", kind="a time")
             if math.isnan(t) or t == math.inf:
                 raise ConfigError(f"line {row['_row']}, column time: {t:g}; expected a start time, or -inf for "
                                   f"pre-equilibration", where=row["_file"])
-            later = [s for s in periods.get(row["experimentId"], {}) if s != -math.inf]
-            if t != -math.inf and later:
-                raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has a second period, "
-                                  f"at time {max(t, *later):g} (conditions that change during an experiment): not "
-                                  f"supported yet", where=row["_file"])
-            if t in periods.setdefault(row["experimentId"], {}):
-                raise ConfigError(f"line {row['_row']}: experiment {row['experimentId']!r} has two periods at "
-                                  f"time {t:g}", where=row["_file"])
             cond = row["conditionId"]
             if cond and cond not in targets and not any(cond in by for by in array_inputs.values()):
                 raise ConfigError(f"line {row['_row']}: condition {cond!r} is neither in a condition table nor a "
                                   f"dataset of an array file's inputs", where=row["_file"])
-            periods[row["experimentId"]][t] = row
+            periods.setdefault(row["experimentId"], {}).setdefault(t, []).append(row)
         states = set(model.rhs)
         for experiment, by_time in periods.items():
-            starts = [s for s in by_time if s != -math.inf]
+            starts = sorted(s for s in by_time if s != -math.inf)
             if not starts:
-                row = by_time[-math.inf]
+                row = by_time[-math.inf][0]
                 raise ConfigError(f"line {row['_row']}: experiment {experiment!r} has only a pre-equilibration "
                                   f"period", where=row["_file"])
-            main = by_time[starts[0]]
+            main = by_time[starts[0]][0]
             if starts[0] != 0:
                 start_times[experiment] = starts[0]
             pre = by_time.get(-math.inf)
             before: dict[str, str] = {}
             if pre is not None:  # settled first; what its condition sets stays, but for the states, unless changed
-                before = {**targets.get(pre["conditionId"], {}),
-                          **_array_values(array_inputs, pre["conditionId"], pre)}
+                before = {**_period_targets(pre, targets, experiment),
+                          **_array_values(array_inputs, pre[0]["conditionId"], pre[0])}
                 settling[experiment] = f"{experiment}__preequilibration"
                 records.append({"conditionId": settling[experiment], **before})
             own = {pid: by for pid, by in array_inputs.items() if main["conditionId"] in by or pre is None}
             values = {**{k: v for k, v in before.items() if k not in states},  # an array input without a dataset
-                      **targets.get(main["conditionId"], {}),                  # of its own keeps the settling one
+                      **_period_targets(by_time[starts[0]], targets, experiment),  # of its own keeps the settling one
                       **_array_values(own, main["conditionId"], main)}
             records.append({"conditionId": experiment, **values})
+            for t in starts[1:]:  # conditions that change during the experiment
+                rows = by_time[t]
+                if len(rows) > 1 or rows[0]["conditionId"]:
+                    if any(r["conditionId"] in by for r in rows for by in array_inputs.values()):
+                        raise ConfigError(f"line {rows[0]['_row']}: experiment {experiment!r}: an array file's "
+                                          f"input that changes at time {t:g}: not supported yet",
+                                          where=rows[0]["_file"])
+                    later.setdefault(experiment, []).append(
+                        (t, _period_targets(rows, targets, experiment), f"{rows[0]['_file']}: line {rows[0]['_row']}"))
     empty = mtable["simulationConditionId"] == ""
     if empty.any():
         if files.experiments:
@@ -368,7 +374,19 @@ def _experiments_v2(files: tables.Files, model: SbmlModel, parameters: dict, inp
     frame = pd.DataFrame(records).fillna("")
     frame["_file"] = str(files.experiments[0]) if files.experiments else str(files.yaml)
     frame["_row"] = range(2, len(frame) + 2)
-    return frame.set_index("conditionId", drop=False), mtable, start_times
+    return frame.set_index("conditionId", drop=False), mtable, start_times, later
+
+
+def _period_targets(rows: list[pd.Series], targets: dict[str, dict[str, str]], experiment: str) -> dict[str, str]:
+    """What the conditions of one period (rows of the experiments table at one time) set, together."""
+    out: dict[str, str] = {}
+    for row in rows:
+        for target, value in targets.get(row["conditionId"], {}).items():
+            if target in out:
+                raise ConfigError(f"line {row['_row']}: experiment {experiment!r}: two conditions at time "
+                                  f"{row['time']} set {target}", where=row["_file"])
+            out[target] = value
+    return out
 
 
 def _array_values(array_inputs: dict[str, dict[str, list[float]]], cond: str, row) -> dict[str, str]:
