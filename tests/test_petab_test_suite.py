@@ -17,9 +17,11 @@ from ude_cli.errors import ConfigError
 from ude_cli.petab import evaluate
 
 SUITE = Path(__file__).resolve().parent / "data" / "petab" / "test_suite"
-#: (version, case) -> what the refusal names: SBML events
+#: (version, case) -> what the refusal names: a compartment an SBML event changes (0016 also has an event
+#: triggered by a state), an event triggered by a parameter's value
 REFUSED = {
-    ("v2.0.0", "0016"): "SBML events", ("v2.0.0", "0023"): "SBML events", ("v2.0.0", "0030"): "SBML events",
+    ("v2.0.0", "0016"): "a compartment whose size changes", ("v2.0.0", "0030"): "a compartment whose size changes",
+    ("v2.0.0", "0023"): "a trigger other than time >= a value (p >= 500)",
 }
 CASES = sorted((v.name, c.name) for v in SUITE.iterdir() if v.is_dir() for c in v.iterdir() if c.is_dir())
 
@@ -128,3 +130,68 @@ def test_two_conditions_of_one_period_that_set_one_target_are_refused(tmp_path):
     problem = _variant(tmp_path, "0031", "_conditions.tsv", "condition2\tB\tB + 3.0", "condition2\tA\tB + 3.0")
     with pytest.raises(ConfigError, match="two conditions at time 10.0 set A"):
         evaluate(problem)
+
+
+# -- SBML events at a time: jumps of the states (model.events) -------------------------------------------------------
+
+def _event(time: str, assignment: str = "<apply><plus/><ci> A </ci><cn> 5 </cn></apply>", initial: str | None = None,
+           relation: str = "geq") -> str:
+    """An SBML event that sets A at a time (SBML L2, the test suite's 0028, without a trigger's initial value;
+    L3 with one)."""
+    left, right = ("<csymbol encoding='text' definitionURL='http://www.sbml.org/sbml/symbols/time'> time </csymbol>",
+                   time)
+    if relation in ("leq", "lt"):
+        left, right = right, left
+    attributes = "" if initial is None else f" initialValue='{initial}' persistent='true'"
+    return (f"</listOfReactions>\n    <listOfEvents><event id='dose' useValuesFromTriggerTime='true'><trigger{attributes}"
+            f"><math xmlns='http://www.w3.org/1998/Math/MathML'><apply><{relation}/>{left}{right}"
+            f"</apply></math></trigger><listOfEventAssignments><eventAssignment variable='A'><math "
+            f"xmlns='http://www.w3.org/1998/Math/MathML'>{assignment}</math></eventAssignment>"
+            f"</listOfEventAssignments></event></listOfEvents>")
+
+
+@pytest.mark.parametrize("time, relation", [("<cn> 7 </cn>", "geq"), ("<cn> 7 </cn>", "lt"), ("<ci> t_dose </ci>", "gt")])
+def test_an_sbml_event_at_a_time_is_the_later_period_it_replaces(tmp_path, time, relation):
+    """0028's dose A + 5 at t = 7 written as an SBML event (time >= 7, 7 < time, or time > t_dose with t_dose set
+    to 7 by the first period's condition) instead of a period: the case's own llh and simulations."""
+    problem = _variant(tmp_path, "0028", "_model.xml", "</listOfReactions>", _event(time, relation=relation))
+    folder = problem.parent
+    (folder / "_experiments.tsv").write_text("experimentId\ttime\tconditionId\nexperiment1\t0.0\tcondition0\n")
+    (folder / "_conditions.tsv").write_text("conditionId\ttargetId\ttargetValue\ncondition0\tt_dose\t7\n")
+    (folder / "_mapping.tsv").write_text("petabEntityId\tmodelEntityId\tname\ncondition0\t\tcondition0\n")
+    text = (folder / "_model.xml").read_text()
+    (folder / "_model.xml").write_text(text.replace("<listOfParameters>", "<listOfParameters>\n"
+                                                    "      <parameter id='t_dose' value='3' constant='true'/>"))
+    solution = yaml.safe_load((SUITE / "v2.0.0" / "0028" / "_0028_solution.yaml").read_text())
+    result = evaluate(problem)
+    assert result.llh == pytest.approx(solution["llh"], abs=1e-6)
+    assert list(result.simulations["simulation"]) == pytest.approx([1.0, 3.0428446239911824], abs=1e-6)
+
+
+@pytest.mark.parametrize("initial, expected", [("false", 7.0), ("true", 2.0), (None, 2.0)])
+def test_an_sbml_event_at_the_start_happens_when_its_trigger_was_false_before(tmp_path, initial, expected):
+    """SBML L3's initialValue: false, the trigger time >= 0 turns true at the start and the event happens there
+    (0022's A(0) = 2 becomes 7); true, or L2 without it, it never does."""
+    case, old = ("0022", "</listOfRules>") if initial is not None else ("0028", "</listOfReactions>")
+    event = _event("<cn> 0 </cn>", initial=initial)
+    if initial is not None:  # 0022 has rules and no reactions
+        event = event.replace("</listOfReactions>", "</listOfRules>")
+    problem = _variant(tmp_path, case, "_model.xml", old, event)
+    (problem.parent / "_experiments.tsv").write_text("experimentId\ttime\tconditionId\nexperiment1\t0.0\t\n")
+    sims = evaluate(problem).simulations
+    at0 = sims[(sims["time"] == 0) & (sims["observableId"] == ("obs_A" if initial is not None else "obs_a"))]
+    assert at0["simulation"].iloc[0] == pytest.approx(expected if initial is not None else 1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("<cn> 7 </cn>", "<ci> k1 </ci>"), "its time k1 depends on k1, which is estimated"),
+    (("<csymbol encoding='text' definitionURL='http://www.sbml.org/sbml/symbols/time'> time </csymbol>",
+      "<ci> B </ci>"), "a trigger other than time >= a value (B >= 7.0)"),
+])
+def test_sbml_events_ude_cannot_time_say_so(tmp_path, change, expected):
+    event = _event("<cn> 7 </cn>").replace(*change)
+    problem = _variant(tmp_path, "0028", "_model.xml", "</listOfReactions>", event)
+    (problem.parent / "_experiments.tsv").write_text("experimentId\ttime\tconditionId\nexperiment1\t0.0\t\n")
+    with pytest.raises(ConfigError) as info:
+        evaluate(problem)
+    assert len(info.value.lines()) == 1 and expected in info.value.lines()[0]

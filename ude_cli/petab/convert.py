@@ -290,6 +290,8 @@ def translate(problem: PetabProblem) -> Translation:
             initial[names[s]] = {"formula": _text(expr, names, model_file, f"the initial value of {s}")}
 
     later = _later_periods(problem, set(states), resolve, names)
+    later += _sbml_events(problem, set(states), resolve, names, used_conditions, per_condition, t_start,
+                          bool(settle_in))
 
     # -- observables, placeholders, noise ------------------------------------------------------------------------
     meas = problem.measurements
@@ -560,36 +562,73 @@ def translate(problem: PetabProblem) -> Translation:
 
 
 def _jumping(problem: PetabProblem, notes: list[str]) -> dict[str, sp.Expr]:
-    """The quantities other than states that a later period sets (PEtab v2), each -> its value before: they
-    become states with derivative 0. One that nothing depends on is left out, with a note."""
+    """The quantities other than states that a later period (PEtab v2) or an SBML event sets, each -> its value
+    before: they become states with derivative 0. One that nothing depends on is left out, with a note."""
     sbml = problem.sbml
     used: set[str] = set()
     for expr in [*sbml.rhs.values(), *(sbml.substitute(o.formula) for o in problem.observables.values()),
                  *(sbml.substitute(o.noise) for o in problem.observables.values())]:
         used |= {x.name for x in expr.free_symbols}
+    setters = [(f"experiment {experiment!r} sets", t, targets, where) for experiment, periods in problem.periods.items()
+               for t, targets, where in periods]
+    setters += [(f"SBML event {e.id} sets", e.time, e.assignments, str(sbml.path)) for e in sbml.events]
     out: dict[str, sp.Expr] = {}
-    for experiment, periods in problem.periods.items():
-        for t, targets, where in periods:
-            for target in targets:
-                if target in sbml.rhs or target in out:
+    for who, t, targets, where in setters:
+        when = f"at time {t:g}" if isinstance(t, float) else f"when time >= {t}"
+        for target in targets:
+            if target in sbml.rhs or target in out:
+                continue
+            if target not in used:
+                notes.append(f"{where}: {who} {target} {when}, which nothing depends on: left out")
+                continue
+            par = problem.parameters.get(target)
+            if par is not None and par.estimate:
+                raise ConfigError(f"{who} the estimated parameter {target} {when}: not supported yet", where=where)
+            if target in problem.input_columns or sbml.kinds.get(target) not in ("parameter", "species"):
+                raise ConfigError(f"{who} {target} (a {sbml.kinds.get(target, 'network input')}) {when}: not "
+                                  f"supported yet", where=where)
+            value = par.nominal if par is not None else sbml.values.get(target, math.nan)
+            if target in sbml.assignments or not math.isfinite(value):
+                raise ConfigError(f"{who} {target} {when}, which has no value of its own before (an assignment "
+                                  f"rule, or none given): not supported", where=where)
+            out[target] = sp.Float(value)
+    return out
+
+
+def _sbml_events(problem: PetabProblem, states: set[str], resolve, names: dict[str, str], conditions: list[str],
+                 per_condition: dict[str, dict[str, float]], t_start: float, settles: bool
+                 ) -> list[tuple[str, float, dict[str, str]]]:
+    """The SBML events (:class:`~.sbml.SbmlEvent`) as (condition, time, state -> its value after) for every
+    simulation condition: the trigger's time with the condition's values, or the start where that time is at or
+    before it and the trigger was false before (SBML's ``initialValue``); never, where it was true."""
+    sbml = problem.sbml
+    where = str(sbml.path)
+    if sbml.events and settles:
+        raise ConfigError(f"SBML events ({len(sbml.events)}) with pre-equilibration (or steady-state measurements): "
+                          f"not supported yet", where=where)
+    out = []
+    for event in sbml.events:
+        sets = {}
+        for target, value in event.assignments.items():
+            if target in states:
+                sets[names[target]] = _text(resolve(value), names, where, f"the assignment of {target} in event "
+                                                                          f"{event.id}")
+        if not sets:
+            continue
+        for c in conditions:
+            at = resolve(event.time).xreplace({sp.Symbol(k): sp.Float(v[c]) for k, v in per_condition.items()})
+            at = _fixed_value(at, problem).xreplace({sp.Symbol(k): sp.Float(v) for k, v in sbml.values.items()
+                                                     if k not in problem.parameters})
+            if not at.is_number:
+                left = sorted(x.name for x in at.free_symbols)
+                raise ConfigError(f"SBML event {event.id}: its time {event.time} depends on {left[0]}, which is "
+                                  f"estimated: not supported (ude's jumps are at given times)", where=where)
+            t = float(at)
+            if t <= t_start:
+                if event.initial_value:
                     continue
-                if target not in used:
-                    notes.append(f"{where}: experiment {experiment} sets {target} at time {t:g}, which nothing "
-                                 f"depends on: left out")
-                    continue
-                par = problem.parameters.get(target)
-                if par is not None and par.estimate:
-                    raise ConfigError(f"experiment {experiment!r} sets the estimated parameter {target} at time "
-                                      f"{t:g}: not supported yet", where=where)
-                if target in problem.input_columns or sbml.kinds.get(target) not in ("parameter", "species"):
-                    raise ConfigError(f"experiment {experiment!r} sets {target} (a {sbml.kinds.get(target, 'network input')}) "
-                                      f"at time {t:g}: not supported yet", where=where)
-                value = par.nominal if par is not None else sbml.values.get(target, math.nan)
-                if target in sbml.assignments or not math.isfinite(value):
-                    raise ConfigError(f"experiment {experiment!r} sets {target} at time {t:g}, which has no value "
-                                      f"of its own before (an assignment rule, or none given): not supported",
-                                      where=where)
-                out[target] = sp.Float(value)
+                t = t_start
+            out.append((c, t, sets))
     return out
 
 

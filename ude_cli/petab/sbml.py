@@ -3,7 +3,8 @@
 Read with python-libsbml; math through sbmlmath (MathML -> sympy, with floats kept as floats, the time
 csymbol replaced by :data:`TIME`). Reactions (kinetic laws with local parameters; a species in concentration
 units changes by rate/compartment size), rate rules, assignment rules (substituted) and initial assignments
-are supported. Events, delays, algebraic rules, non-constant compartments and fast reactions raise
+are supported, and events triggered at a time (``time >= t_ins``, without a delay: :class:`SbmlEvent`). Other
+events, delays, algebraic rules, non-constant compartments and fast reactions raise
 :class:`~ude_cli.errors.ConfigError` naming the file and the feature.
 
 libsbml frees a model with its document: the document is kept referenced on :class:`SbmlModel` for as long
@@ -25,6 +26,18 @@ TIME = sp.Symbol("__time__")
 MAX_RULE_DEPTH = 100
 
 
+@dataclass(frozen=True)
+class SbmlEvent:
+    """An SBML event triggered when the time reaches a value: ``time >= time_value`` (or ``>``), without a delay."""
+
+    id: str
+    time: sp.Expr  # of constants and parameters (the condition table may set them)
+    assignments: dict[str, sp.Expr]  # variable -> its value after, from the values before (assignment rules in)
+    #: the trigger's value before the start (SBML L3 ``initialValue``; L2 has none: true): an event whose time is
+    #: at or before the start happens at the start only when it is false
+    initial_value: bool = True
+
+
 @dataclass
 class SbmlModel:
     """States (species and parameters with rate rules) and values of one SBML model, as sympy."""
@@ -40,6 +53,7 @@ class SbmlModel:
     assignments: dict[str, sp.Expr] = field(default_factory=dict)
     #: what the ids mean: "species", "parameter", "compartment"
     kinds: dict[str, str] = field(default_factory=dict)
+    events: list[SbmlEvent] = field(default_factory=list)
     document: object = None  # the libsbml document, kept alive (see the module docstring)
 
     def substitute(self, expr: sp.Expr) -> sp.Expr:
@@ -47,6 +61,30 @@ class SbmlModel:
         if not self.assignments:
             return expr
         return expr.xreplace({sp.Symbol(k): v for k, v in self.assignments.items()})
+
+
+def _event(event, k: int, math, model: SbmlModel, path: Path) -> SbmlEvent:
+    """One SBML event, triggered when the time reaches a value; anything else raises naming the event."""
+    eid = event.getId() or f"number {k + 1}"
+    if event.isSetDelay():
+        raise _fail(path, f"SBML event {eid}: a delay is not supported")
+    trigger = event.getTrigger()
+    if trigger is None or trigger.getMath() is None:
+        raise _fail(path, f"SBML event {eid}: no trigger")
+    condition = math(trigger, f"the trigger of event {eid}")
+    time = None
+    if isinstance(condition, sp.GreaterThan | sp.StrictGreaterThan) and condition.lhs == TIME:
+        time = condition.rhs
+    elif isinstance(condition, sp.LessThan | sp.StrictLessThan) and condition.rhs == TIME:
+        time = condition.lhs
+    if time is None or TIME in time.free_symbols or set(map(str, time.free_symbols)) & set(model.rhs):
+        raise _fail(path, f"SBML event {eid}: a trigger other than time >= a value ({condition}) is not supported "
+                          f"(ude's jumps are at given times)")
+    assignments = {}
+    for a in event.getListOfEventAssignments():
+        assignments[a.getVariable()] = model.substitute(math(a, f"the assignment of {a.getVariable()} in event {eid}"))
+    initial = trigger.getInitialValue() if trigger.isSetInitialValue() else True
+    return SbmlEvent(eid, model.substitute(time), assignments, bool(initial))
 
 
 def _fail(path: Path, message: str) -> ConfigError:
@@ -68,8 +106,6 @@ def read_sbml(path: Path) -> SbmlModel:
     if model is None:
         raise _fail(path, "the SBML file has no model")
     out = SbmlModel(path=path, document=document)
-    if model.getNumEvents():
-        raise _fail(path, f"SBML events ({model.getNumEvents()}) are not supported")
     if model.getNumConstraints():
         raise _fail(path, "SBML constraints are not supported")
     if model.getNumFunctionDefinitions():
@@ -197,6 +233,8 @@ def read_sbml(path: Path) -> SbmlModel:
         else:
             raise _fail(path, f"initial assignment of {sym}: not a species, parameter or compartment of the model")
     out.rhs = {k: out.substitute(v) for k, v in out.rhs.items()}
+    for k, event in enumerate(model.getListOfEvents()):
+        out.events.append(_event(event, k, math, out, path))
     # initial values may use other states' initial values (species ids inside initial assignments)
     for _ in range(MAX_RULE_DEPTH):
         states = {sp.Symbol(k): v for k, v in out.initial.items()}
