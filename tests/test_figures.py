@@ -111,3 +111,34 @@ def test_noise_variants_of_one_observable_share_a_panel():
                    "A_other": obs("A", "2*s*x", "A_other"), "C": obs(None, "s*x", "C"), "D": obs(None, "s*x", "D")}
     problem = SimpleNamespace(observables=observables, config=SimpleNamespace(data=SimpleNamespace(labels={})))
     assert _observable_groups(problem, list(observables)) == [["A__1", "A__2"], ["B"], ["A_other"], ["C"], ["D"]]
+
+
+@pytest.mark.parametrize("scale", ["linear", "log"])
+def test_a_band_far_beyond_the_data_is_cut_at_the_axis_and_says_so(scale):
+    """A band of a barely constrained value (Wald draws over decades: Gause's immigration iP) reaching 1e9 would
+    flatten the curve and the data to a line: the axis keeps them, with one span beyond, and says the band is cut.
+    A band within that is drawn whole."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ude_cli.plots import _bands_in_view
+
+    t = np.linspace(0, 10, 50)
+    y = 1 + np.sin(t) ** 2  # in [1, 2]
+    for upper, cut in ((1e9, True), (2.5, False)):
+        fig, ax = plt.subplots()
+        ax.set_yscale(scale)
+        ax.plot(t, y)
+        ax.plot(t[::5], y[::5], "o")
+        ax.fill_between(t, 0.8 * y, upper)
+        assert _bands_in_view(ax) is cut
+        low, high = ax.get_ylim()
+        if cut:
+            lo, hi = y.min(), y.max()  # one span beyond the data and curves (on a log axis: a factor hi/lo)
+            assert high == pytest.approx(2 * hi - lo if scale == "linear" else hi * hi / lo, rel=1e-9)
+            assert any("bands cut at the axis" in text.get_text() for text in ax.texts)
+        else:
+            assert high >= 2.5 and not ax.texts
+        plt.close(fig)

@@ -392,6 +392,7 @@ def _fit_panels(result) -> Any:
             start = _validation_start(e)
             if start is not None:
                 ax.axvspan(start, float(max(t[-1], e.t[-1])), color="0.92", zorder=0)
+            _bands_in_view(ax)
         if len(states) == 1:
             for r in range(axes.shape[0]):
                 axes[r, 0].set_ylabel(_state_axis_label(problem, problem.states[states[0]]))
@@ -425,6 +426,37 @@ def _band_handles(result) -> list:
     level = (result.metrics.get("uncertainty") or {}).get("level", 0.95) * 100
     return [(Patch(color="0.2", alpha=0.28, lw=0), f"{level:g} % confidence band"),
             (Patch(color="0.2", alpha=0.10, lw=0), f"{level:g} % prediction band")]
+
+
+#: a band drawn at most this many times the data's and curves' span beyond them (then cut, and said so)
+BAND_VIEW = 1.0
+
+
+def _bands_in_view(ax) -> bool:
+    """Keep the y-axis on the data and the curves, with up to :data:`BAND_VIEW` of their span beyond them for the
+    bands: a band of a value the data barely constrain (Wald draws of it over decades) would otherwise flatten
+    everything else to a line. The bands are cut at the axis, which says so; True when cut."""
+    from matplotlib.collections import PathCollection
+
+    log = ax.get_yscale() == "log"
+    values = [np.asarray(line.get_ydata(), dtype=float).ravel() for line in ax.get_lines()]
+    values += [np.asarray(c.get_offsets(), dtype=float)[:, 1] for c in ax.collections
+               if isinstance(c, PathCollection) and len(c.get_offsets())]
+    y = np.concatenate(values) if values else np.zeros(0)
+    y = y[np.isfinite(y) & (y > 0)] if log else y[np.isfinite(y)]
+    if not y.size:
+        return False
+    to, back = (np.log10, lambda v: 10.0 ** v) if log else ((lambda v: v), (lambda v: v))
+    lo, hi = float(to(y.min())), float(to(y.max()))
+    span = BAND_VIEW * (hi - lo if hi > lo else max(abs(hi), 1.0))
+    low, high = (float(to(v)) for v in ax.get_ylim())
+    new_low, new_high = max(low, lo - span), min(high, hi + span)
+    if new_low <= low and new_high >= high:
+        return False
+    ax.set_ylim(back(new_low), back(new_high))
+    ax.text(0.99, 0.97, "bands cut at the axis", transform=ax.transAxes, ha="right", va="top", fontsize=7,
+            color="0.35")
+    return True
 
 
 def _draw_bands(ax, result, e, name: str, color) -> bool:
@@ -501,6 +533,7 @@ def _fit_overlay(result) -> Any:
             if len(members) > 1:
                 label += f" ({len(members)} noise variants)"
             ax.set_ylabel(axis_label(label))
+            _bands_in_view(ax)
         for ax, j in zip(axes, states, strict=False):
             s = problem.states[j]
             for b, e in enumerate(ds.experiments):
@@ -517,6 +550,7 @@ def _fit_overlay(result) -> Any:
                 _data_markers(ax, e, e.values[:, j], c)
             _validation_windows(ax, ds, max(t_end, max(float(e.t[-1]) for e in ds.experiments)))
             ax.set_ylabel(axis_label(_state_axis_label(problem, s)))
+            _bands_in_view(ax)
         any_data = any(np.isfinite(e.values[:, j]).any() for e in ds.experiments for j in states) or bool(formulas)
         styles = _style_handles(fit=True, data=any_data, held_out=held_out, window=held_out)
         if starts_band:
