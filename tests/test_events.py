@@ -260,3 +260,18 @@ def test_export_refuses_what_petab_cannot_say_of_a_jump(write, tmp_path):
     with pytest.raises(UdeError, match="a jump at the start time"):
         export(write("start.yaml", text), tmp_path / "start")
     assert not (tmp_path / "v1").exists() and not (tmp_path / "start").exists()
+
+
+def test_check_says_which_states_jump_and_a_bad_event_is_one_line_exit_3(write):
+    from typer.testing import CliRunner
+
+    from ude_cli.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["check", str(config(write))])
+    assert result.exit_code == 0 and "jumps (model.events) of x: 2 in each experiment" in result.output
+    bad = write("bad.yaml", config(write).read_text().replace('set: {x: "x + D"}', 'set: {x: "x +"}'))
+    result = runner.invoke(app, ["check", str(bad)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 3 and len(lines) == 1 and "model.events[0].set.x" in lines[0]
+    assert "Traceback" not in result.output + result.stderr

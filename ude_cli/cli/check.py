@@ -61,6 +61,8 @@ def check_command(
                            f"{_count(len(problem.networks), 'network')}; "
                            f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
                            + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
+                if problem.events:
+                    typer.echo(f"  {jumps_line(problem)}")
                 if problem.settled is not None:
                     from .fit import preequilibration_line
 
@@ -74,6 +76,9 @@ def check_command(
                         "validation_time_points": n_val, "warnings": list(problem.warnings),
                         "structural": [f.to_json() for f in problem.structural or []],
                         **({"preequilibration": problem.settled} if problem.settled is not None else {}),
+                        **({"events": [{"at": list(e.times), "set": {s: x.text for s, x in e.assignments.items()},
+                                        "experiments": None if e.experiments is None else list(e.experiments)}
+                                       for e in problem.events]} if problem.events else {}),
                         **({"resolved": cfg.resolved()} if print_config else {})}
         records.append(record)
         if print_config and not json_out:
@@ -92,3 +97,15 @@ def check_command(
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def jumps_line(problem) -> str:
+    """What ``ude check`` says of model.events: the jumps of each experiment, counted from the schedules."""
+    from ..fitting.events import schedule
+
+    names = [e.name for e in problem.dataset.experiments]
+    counts = [len(schedule(problem.events, name)) for name in names]
+    states = sorted({s for e in problem.events for s in e.assignments})
+    per = (f"{counts[0]} in each experiment" if len(set(counts)) == 1 else
+           f"{min(counts)} to {max(counts)} per experiment")
+    return f"jumps (model.events) of {', '.join(states)}: {per}"
