@@ -440,8 +440,8 @@ def _bands_in_view(ax) -> bool:
 
     log = ax.get_yscale() == "log"
     values = [np.asarray(line.get_ydata(), dtype=float).ravel() for line in ax.get_lines()]
-    values += [np.asarray(c.get_offsets(), dtype=float)[:, 1] for c in ax.collections
-               if isinstance(c, PathCollection) and len(c.get_offsets())]
+    values += [np.asarray(c.get_offsets(), dtype=float).reshape(-1, 2)[:, 1] for c in ax.collections
+               if isinstance(c, PathCollection)]
     y = np.concatenate(values) if values else np.zeros(0)
     y = y[np.isfinite(y) & (y > 0)] if log else y[np.isfinite(y)]
     if not y.size:
