@@ -22,6 +22,8 @@ import yaml
 from ude_cli.errors import ConfigError
 from ude_cli.petab import evaluate, import_problem
 
+from .test_petab import _with_event
+
 DATA = Path(__file__).parent / "data" / "petab"
 SCIML = DATA / "sciml"
 INIT = DATA / "sciml_init"
@@ -290,24 +292,10 @@ def _with_delay(path: Path) -> None:
     libsbml.writeSBMLToFile(document, str(path))
 
 
-def _with_event(path: Path) -> None:
-    import libsbml
-
-    document = libsbml.readSBMLFromFile(str(path))
-    event = document.getModel().createEvent()
-    event.setId("dose")
-    event.setUseValuesFromTriggerTime(True)
-    trigger = event.createTrigger()
-    trigger.setMath(libsbml.parseL3Formula("time > 1"))
-    trigger.setInitialValue(False)
-    trigger.setPersistent(True)
-    libsbml.writeSBMLToFile(document, str(path))
-
-
 @pytest.mark.parametrize("damage, expected", [
     ("ragged", "measurements.tsv: not a readable tab-separated measurement table"),
     ("missing", "file not found"),
-    ("event", "SBML events (1) are not supported"),
+    ("event", "SBML event dose: a trigger other than time >= a value"),
     ("delay", "delay() is not supported"),
     ("array", "condition 'cond2' is neither in a condition table nor a dataset of an array file's inputs"),
 ])

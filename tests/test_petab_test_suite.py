@@ -195,3 +195,33 @@ def test_sbml_events_ude_cannot_time_say_so(tmp_path, change, expected):
     with pytest.raises(ConfigError) as info:
         evaluate(problem)
     assert len(info.value.lines()) == 1 and expected in info.value.lines()[0]
+
+
+def test_two_sbml_events_that_set_one_state_at_once_name_the_model(tmp_path):
+    two = _event("<cn> 7 </cn>").replace("</listOfEvents>", "") + _event(
+        "<cn> 7 </cn>", "<cn> 1 </cn>").replace("</listOfReactions>\n    <listOfEvents>", "").replace(
+        "id='dose'", "id='wash'")
+    problem = _variant(tmp_path, "0028", "_model.xml", "</listOfReactions>", two)
+    (problem.parent / "_experiments.tsv").write_text("experimentId\ttime\tconditionId\nexperiment1\t0.0\t\n")
+    with pytest.raises(ConfigError) as info:
+        evaluate(problem)
+    line = info.value.lines()[0]
+    assert len(info.value.lines()) == 1 and "_model.xml" in line
+    assert "SBML event dose and SBML event wash both set A at time 7 in experiment1" in line
+
+
+def test_an_sbml_event_that_reads_what_a_period_sets_at_its_time_is_refused(tmp_path):
+    """PEtab applies the period's condition first (the test suite's 0030); ude's jumps all read the values before."""
+    event = _event("<cn> 7 </cn>").replace("variable='A'", "variable='B'")
+    problem = _variant(tmp_path, "0028", "_model.xml", "</listOfReactions>", event)
+    with pytest.raises(ConfigError, match="SBML event dose reads A, which the period at time 7"):
+        evaluate(problem)
+
+
+def test_a_later_period_that_resizes_a_compartment_of_reacting_concentrations_is_refused(tmp_path):
+    """0028's A and B are concentrations that reactions change in `compartment`: setting its size later would change
+    them (amounts kept), even where the size cancels out of the formulas."""
+    problem = _variant(tmp_path, "0028", "_conditions.tsv", "condition1\tA\tA + 5.0", "condition1\tcompartment\t2")
+    with pytest.raises(ConfigError, match="the size of compartment compartment at time 7, which holds species in "
+                                          "concentration units that reactions change"):
+        evaluate(problem)

@@ -286,7 +286,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
 
     observable_exprs = _parse_observables(config, states, param_specs, constants, networks, label, problems)
     initial_exprs = _parse_initial_formulas(config, states, param_specs, constants, label, problems, networks)
-    events = _events(config, states, param_specs, constants, problems)
+    events = _events(config, states, param_specs, constants, problems, set(networks))
 
     used = set()
     jumps = [e for event in events for e in event.assignments.values()]
@@ -481,8 +481,10 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                    events=events)
 
 
-def _events(config: Config, states: list[str], param_specs: dict, constants: dict, problems: Problems) -> list[Event]:
-    """model.events, their formulas checked (states, parameters, constants and t; no network)."""
+def _events(config: Config, states: list[str], param_specs: dict, constants: dict, problems: Problems,
+            networks: set[str]) -> list[Event]:
+    """model.events, their formulas checked (states, parameters, constants and t; no network), and the training
+    that cannot solve jumps (multiple shooting, collocation) refused."""
     namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants))
     events = []
     for i, spec in enumerate(config.model.events):
@@ -498,6 +500,11 @@ def _events(config: Config, states: list[str], param_specs: dict, constants: dic
             except ExpressionError as exc:
                 problems.add(exc)
                 continue
+            nets = sorted({n for n, _ in expr.network_refs} | (expr.names & networks))
+            if nets:
+                problems.add(ConfigError(f"{text!r} uses the network {nets[0]}: a jump's value is a formula of the "
+                                         f"states, parameters and constants", where=f"{where}.set.{state}"))
+                continue
             errors = expr.check_names(namespace, where=f"{where}.set.{state}")
             for err in errors:
                 problems.add(err)
@@ -507,7 +514,18 @@ def _events(config: Config, states: list[str], param_specs: dict, constants: dic
         if len(times) < len(spec.at):
             problems.add(ConfigError(f"a time is given twice in {spec.at}", where=f"{where}.at"))
         events.append(Event(tuple(float(t) for t in times), assignments,
-                            None if spec.experiments is None else tuple(spec.experiments)))
+                            None if spec.experiments is None else tuple(dict.fromkeys(spec.experiments))))
+    training = config.training
+    if events and training.strategy == "multiple_shooting":
+        problems.add(ConfigError("multiple shooting cannot be used with jumps of states at given times "
+                                 "(model.events): a segment's free start would have to know the jumps before it",
+                                 where=f"{config.label}: training.strategy",
+                                 hint="use single_shooting or curriculum"))
+    for i, stage in enumerate(training.stages or []):
+        if events and stage.objective in ("multiple_shooting", "collocation"):
+            problems.add(ConfigError(f"a {stage.objective} stage cannot be used with jumps of states at given times "
+                                     f"(model.events)", where=f"{config.label}: training.stages[{i}].objective",
+                                     hint="use objective: trajectory"))
     return events
 
 

@@ -103,9 +103,13 @@ def jumps_line(problem) -> str:
     """What ``ude check`` says of model.events: the jumps of each experiment, counted from the schedules."""
     from ..fitting.events import schedule
 
-    names = [e.name for e in problem.dataset.experiments]
-    counts = [len(schedule(problem.events, name)) for name in names]
+    def counted(counts: list[int]) -> str:
+        return f"{counts[0]} in each experiment" if len(set(counts)) == 1 else f"{min(counts)} to {max(counts)} per experiment"
+
+    experiments = problem.dataset.experiments
+    jumps = [[t for t, _ in schedule(problem.events, e.name)] for e in experiments]
+    during = [sum(t <= float(e.t[-1]) for t in ts) for e, ts in zip(experiments, jumps, strict=True)]
+    after = [len(ts) - n for ts, n in zip(jumps, during, strict=True)]
     states = sorted({s for e in problem.events for s in e.assignments})
-    per = (f"{counts[0]} in each experiment" if len(set(counts)) == 1 else
-           f"{min(counts)} to {max(counts)} per experiment")
-    return f"jumps (model.events) of {', '.join(states)}: {per}"
+    line = f"jumps (model.events) of {', '.join(states)}: {counted(during)} during the data"
+    return line + (f"; {counted(after)} after it (in forecasts only)" if any(after) else "")

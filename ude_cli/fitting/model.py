@@ -535,7 +535,7 @@ class UDEModel(nn.Module):
                 grid = dense_grid(g.t0, end, n_points, g.times)
                 jumps = [t for t, _ in g.jumps if g.t0 < t <= end]
                 if jumps:  # the states just before and after each jump: a figure draws it upright
-                    grid = np.union1d(grid, [*jumps, *(t - 1e-6 * (end - g.t0) for t in jumps)])
+                    grid = np.union1d(grid, [*jumps, *(t - 1e-6 * max(end - g.t0, abs(t)) for t in jumps)])
                 sol = self.solve_group(k, torch.tensor(grid, dtype=self.dtype)).cpu().numpy()
                 for i, b in enumerate(g.experiments):
                     t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])

@@ -165,7 +165,9 @@ class Breakpoints:
         self.epsilon = max(EPSILON, 16 * torch.finfo(dtype).eps)
 
     def times(self, experiments, t_start: float, t_end: float) -> np.ndarray:
-        """The stops strictly inside ``(t_start, t_end)`` for every start and the given experiments, sorted."""
+        """The stops strictly inside ``(t_start, t_end)`` for every start and the given experiments, sorted (more
+        than half a stop's distance from either end, so that a switch at ``t_start`` keeps its stop after it: a
+        piece that starts at a jump at the switch's time, :mod:`.events`)."""
         with torch.no_grad():
             env = {**self.constants, **self.parameters.values()}  # (S, 1) or (S, B_all); constants () or (B_all,)
             values = []
@@ -186,5 +188,5 @@ class Breakpoints:
         e = self.epsilon
         eps = e * np.maximum(1.0, np.abs(taus))
         stops = np.concatenate([taus - eps, taus + eps])
-        inside = (stops > t_start + e * max(1.0, abs(t_start))) & (stops < t_end - e * max(1.0, abs(t_end)))
+        inside = (stops > t_start + 0.5 * e * max(1.0, abs(t_start))) & (stops < t_end - 0.5 * e * max(1.0, abs(t_end)))
         return np.unique(stops[inside])

@@ -439,7 +439,7 @@ def translate(problem: PetabProblem) -> Translation:
                  *(o["noise"][role]["formula"] for o in observables.values() for role in ("sigma", "sigma_rel", "dispersion")
                    if isinstance(o["noise"].get(role), dict) and "formula" in o["noise"][role]),
                  *(v["formula"] for v in initial.values() if isinstance(v, dict)),
-                 *(text for _, _, sets in later for text in sets.values())]:
+                 *(text for _, _, sets, *_ in later for text in sets.values())]:
         from ..expressions import parse_expression
 
         used |= set(parse_expression(text, where="").names)
@@ -578,6 +578,11 @@ def _jumping(problem: PetabProblem, notes: list[str]) -> dict[str, sp.Expr]:
         for target in targets:
             if target in sbml.rhs or target in out:
                 continue
+            held = sorted(s for s, c in sbml.concentrations.items() if c == target)
+            if held:  # (whether or not the size appears in a formula: it may cancel out of them)
+                raise ConfigError(f"{who} the size of compartment {target} {when}, which holds species in "
+                                  f"concentration units that reactions change ({', '.join(held[:3])}): their "
+                                  f"concentrations would change with it, which is not supported yet", where=where)
             if target not in used:
                 notes.append(f"{where}: {who} {target} {when}, which nothing depends on: left out")
                 continue
@@ -596,8 +601,7 @@ def _jumping(problem: PetabProblem, notes: list[str]) -> dict[str, sp.Expr]:
 
 
 def _sbml_events(problem: PetabProblem, states: set[str], resolve, names: dict[str, str], conditions: list[str],
-                 per_condition: dict[str, dict[str, float]], t_start: float, settles: bool
-                 ) -> list[tuple[str, float, dict[str, str]]]:
+                 per_condition: dict[str, dict[str, float]], t_start: float, settles: bool) -> list[Jump]:
     """The SBML events (:class:`~.sbml.SbmlEvent`) as (condition, time, state -> its value after) for every
     simulation condition: the trigger's time with the condition's values, or the start where that time is at or
     before it and the trigger was false before (SBML's ``initialValue``); never, where it was true."""
@@ -628,14 +632,18 @@ def _sbml_events(problem: PetabProblem, states: set[str], resolve, names: dict[s
                 if event.initial_value:
                     continue
                 t = t_start
-            out.append((c, t, sets))
+            out.append((c, t, sets, f"SBML event {event.id}", where))
     return out
 
 
-def _later_periods(problem: PetabProblem, states: set[str], resolve, names: dict[str, str]
-                   ) -> list[tuple[str, float, dict[str, str]]]:
-    """Each later period of an experiment (PEtab v2) as (experiment, time, state -> its value after, in ude's
-    language): a formula of the states before it and the parameters."""
+#: a jump of the states in one experiment: (experiment, time, state -> its value after, in ude's language; what
+#: sets it, for messages; the file that says so)
+Jump = tuple[str, float, dict[str, str], str, str]
+
+
+def _later_periods(problem: PetabProblem, states: set[str], resolve, names: dict[str, str]) -> list[Jump]:
+    """Each later period of an experiment (PEtab v2) as a :data:`Jump`: a formula of the states before it and
+    the parameters."""
     out = []
     for experiment, periods in problem.periods.items():
         for t, targets, where in periods:
@@ -652,15 +660,37 @@ def _later_periods(problem: PetabProblem, states: set[str], resolve, names: dict
                     continue
                 sets[names[target]] = _text(resolve(value), names, where, f"the value of {target} at time {t:g}")
             if sets:
-                out.append((experiment, t, sets))
+                out.append((experiment, t, sets, f"the period at time {t:g} ({where})", where.split(": line")[0]))
     return out
 
 
-def _events(later: list[tuple[str, float, dict[str, str]]], condition_of: dict[str, str]) -> list[dict]:
-    """model.events of the later periods: one per time and change, for every experiment (replicates too) that
-    has it."""
+def _events(later: list[Jump], condition_of: dict[str, str]) -> list[dict]:
+    """model.events of the later periods and SBML events: one per time and change, for every experiment
+    (replicates too) that has it. ude's jumps at one time all read the values before them; where PEtab applies
+    them one after the other (two that set one state, or an SBML event that reads what a period sets at its
+    time: PEtab applies the period's condition first, the test suite's 0030) they are refused."""
+    from ..expressions import parse_expression
+
+    seen: dict[tuple[str, float, str], str] = {}
+    for experiment, t, sets, who, where in later:
+        for state in sets:
+            if (experiment, t, state) in seen:
+                raise ConfigError(f"{seen[experiment, t, state]} and {who} both set {state} at time {t:g} in "
+                                  f"{experiment}: one after the other, which ude's jumps (all from the values "
+                                  f"before them) cannot express yet", where=where)
+            seen[experiment, t, state] = who
+    for experiment, t, sets, who, where in later:
+        if not who.startswith("SBML event"):
+            continue
+        read = set().union(*(parse_expression(text, where=where).names for text in sets.values()))
+        for state in sorted(read):
+            setter = seen.get((experiment, t, state))
+            if setter is not None and not setter.startswith("SBML event"):
+                raise ConfigError(f"{who} reads {state}, which {setter} sets at the same time in {experiment}: "
+                                  f"PEtab applies the period first, and ude's jumps all read the values before "
+                                  f"them: not supported yet", where=where)
     grouped: dict[tuple[float, tuple], list[str]] = {}
-    for experiment, t, sets in later:
+    for experiment, t, sets, *_ in later:
         members = [e for e, c in condition_of.items() if c == experiment]
         grouped.setdefault((t, tuple(sets.items())), []).extend(members)
     return [{"at": [t], "set": dict(sets), "experiments": members} for (t, sets), members in grouped.items()

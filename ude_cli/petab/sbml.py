@@ -54,6 +54,9 @@ class SbmlModel:
     #: what the ids mean: "species", "parameter", "compartment"
     kinds: dict[str, str] = field(default_factory=dict)
     events: list[SbmlEvent] = field(default_factory=list)
+    #: species in concentration units that reactions change -> their compartment (a change of its size would
+    #: change their concentrations, amounts kept)
+    concentrations: dict[str, str] = field(default_factory=dict)
     document: object = None  # the libsbml document, kept alive (see the module docstring)
 
     def substitute(self, expr: sp.Expr) -> sp.Expr:
@@ -209,6 +212,8 @@ def read_sbml(path: Path) -> SbmlModel:
                     raise _fail(path, f"reaction {rid}: a stoichiometry changed by a rule is not supported")
                 stoich = ref.getStoichiometry() if ref.isSetStoichiometry() else 1.0
                 size = 1.0 if s.getHasOnlySubstanceUnits() else sp.Symbol(s.getCompartment())
+                if size != 1.0:
+                    out.concentrations[sid] = s.getCompartment()
                 term = sign * sp.Float(stoich) * rate
                 out.rhs[sid] = out.rhs[sid] + (term if size == 1.0 else term / size)
     # assignment rules into each other, then into everything else
