@@ -9,6 +9,7 @@ checked against them.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -256,10 +257,26 @@ def test_export_refuses_what_petab_cannot_say_of_a_jump(write, tmp_path):
 
     with pytest.raises(UdeError, match="PEtab v2's periods, which v1 does not have"):
         export(config(write), tmp_path / "v1", version=1)
-    text = config(write).read_text().replace(f"at: {list(DOSES)}", "at: [0, 4]")
-    with pytest.raises(UdeError, match="a jump at the start time"):
-        export(write("start.yaml", text), tmp_path / "start")
-    assert not (tmp_path / "v1").exists() and not (tmp_path / "start").exists()
+    assert not (tmp_path / "v1").exists()
+
+
+def test_a_jump_at_the_start_exports_in_the_first_periods_condition(write, tmp_path):
+    """PEtab evaluates the first period's targets from the model's initial values, as ude's jump at t0 reads them:
+    x + D at 0 goes into the first condition and imports back to the same llh; where the condition also sets x per
+    experiment (an initial value from a column) the two would apply together, and it is refused."""
+    from ude_cli.petab.export import export
+
+    start = write("start.yaml", config(write).read_text().replace(f"at: {list(DOSES)}", "at: [0, 4]"))
+    result = export(start, tmp_path / "start")
+    assert "experiment_condition\tx\t(x + D)" in (tmp_path / "start" / "conditions.tsv").read_text()
+    assert evaluate(result.problem).llh == pytest.approx(evaluate(start).llh, abs=1e-8)
+    write("d2.csv", "e,t,x\n" + "".join(f"{e},{t},{y * f}\n" for e, f in (("a", 1.0), ("b", 1.5))
+                                          for t, y in zip(TIMES, MEASURED, strict=True)))
+    text = start.read_text().replace("file: d.csv, columns", "file: d2.csv, experiment: e, columns").replace(
+        f"initial: {{x: {X0}}}", "initial: {x: observed}")
+    with pytest.raises(UdeError, match="sets or reads x, whose initial value differs by experiment"):
+        export(write("clash.yaml", text), tmp_path / "clash")
+    assert not (tmp_path / "clash").exists()
 
 
 def test_check_says_which_states_jump_and_a_bad_event_is_one_line_exit_3(write):
@@ -338,3 +355,96 @@ def test_a_network_in_a_jump_and_training_that_cannot_jump_are_named_by_check(wr
                              "training.stages[0].objective")):
         with pytest.raises(UdeError, match=f"{where.replace('[', '.').replace(']', '.')}.*model.events"):
             check(write("t.yaml", text + f"training: {training}\n"))
+
+
+# -- dosing records read from the data (column: ...) --------------------------------------------------------------
+
+def _dosing(write, extra=""):
+    """Two subjects of an oral one-compartment model, each dosed on its own schedule by rows of the column `amt`
+    (a row may hold a dose and an observation, or a dose alone); concentrations C = central / V."""
+    rows = ["id,t,amt,conc"]
+    doses = {"s1": {0.0: 100.0, 12.0: 100.0}, "s2": {0.0: 50.0, 8.0: 80.0, 16.0: 80.0}}
+    observed = [0.5, 1, 2, 4, 6, 8, 10, 12, 13, 14, 18, 20, 24]
+    for subject, given in doses.items():
+        for t in sorted(set(observed) | set(given)):
+            y = _pk(given, 1.2, 0.15, 30.0, np.array([t]))[0] * (1 + 0.05 * math.sin(7 * t)) if t in observed else ""
+            rows.append(f"{subject},{t},{given.get(t, '')},{y}")
+    write("pk.csv", "\n".join(rows) + "\n")
+    return write("pk.yaml", f"""
+        data: {{file: pk.csv, experiment: id}}
+        model:
+          states: [gut, central]
+          equations: {{gut: "-ka*gut", central: "ka*gut - ke*central"}}
+          parameters: {{ka: {{init: 1.0, positive: true}}, ke: {{init: 0.2, positive: true}}, V: {{init: 25, positive: true}}}}
+          initial: {{gut: 0, central: 0}}
+          t0: 0
+          events: [{{column: amt, set: {{gut: "gut + amt"}}}}]
+        observables: {{C: {{formula: central/V, column: conc, noise: {{distribution: normal, sigma: 0.1}}}}}}
+        {extra}
+        """), doses, observed
+
+
+def _pk(given, ka, ke, v, times):
+    from scipy.integrate import solve_ivp
+
+    z, out, cuts = np.zeros(2), np.full(len(times), np.nan), sorted(given) + [30.0]
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        z = z + np.array([given[a], 0.0])
+        s = solve_ivp(lambda t, x: [-ka * x[0], ka * x[0] - ke * x[1]], (a, b), z, rtol=1e-12, atol=1e-12,
+                      dense_output=True)
+        pick = (times >= a) & (times < b)
+        if pick.any():
+            out[pick] = s.sol(times[pick])[1] / v
+        z = s.sol(b)
+    return out
+
+
+def test_dosing_records_from_a_column_are_each_subjects_own_jumps(write):
+    """llh and gradient of two subjects dosed by rows of `amt` (2 and 3 doses, one a row of its own) against scipy
+    solved between the doses and its central differences; ude check counts each subject's doses."""
+    import pandas as pd
+
+    path, doses, observed = _dosing(write)
+    data = pd.read_csv(path.parent / "pk.csv")
+    at = {"ka": 0.9, "ke": 0.18, "V": 27.0}
+
+    def llh(ka, ke, v):
+        total = 0.0
+        for subject, given in doses.items():
+            rows = data[(data["id"] == subject) & data["conc"].notna()]
+            r = (rows["conc"].to_numpy() - _pk(given, ka, ke, v, rows["t"].to_numpy())) / 0.1
+            total += float(np.sum(-0.5 * math.log(2 * math.pi * 0.01) - 0.5 * r**2))
+        return total
+
+    result = evaluate(path, values=at)
+    assert result.llh == pytest.approx(llh(*at.values()), rel=1e-9)
+    for i, name in enumerate(at):
+        up, down = list(at.values()), list(at.values())
+        up[i], down[i] = up[i] + 1e-6, down[i] - 1e-6
+        assert result.gradient[name] == pytest.approx((llh(*up) - llh(*down)) / 2e-6, rel=1e-5), name
+    from ude_cli.cli.check import jumps_line
+
+    assert jumps_line(check(path)) == "jumps (model.events) of gut: 2 to 3 per experiment during the data"
+
+
+def test_dosing_records_export_as_periods_with_each_rows_amount(write, tmp_path):
+    from ude_cli.petab.export import export
+
+    path, _, _ = _dosing(write)
+    result = export(path, tmp_path / "out")
+    conditions = (tmp_path / "out" / "conditions.tsv").read_text()
+    assert "s2_jump2\tgut\t(gut + 80" in conditions and "s1_jump1\tgut\t(gut + 100" in conditions
+    assert evaluate(result.problem).llh == pytest.approx(evaluate(path).llh, abs=1e-8)
+
+
+@pytest.mark.parametrize(("event", "message"), [
+    ("{column: nowhere, set: {gut: 'gut + 1'}}", "no column 'nowhere' (named by model.events)"),
+    ("{column: ka, set: {gut: 'gut + 1'}}", "the column 'ka' is also the name of a state, parameter"),
+    ("{column: amt, at: [1], set: {gut: 'gut + amt'}}", "give either 'at' (the times) or 'column'"),
+    ("{column: amt, set: {gut: 'gut + amt'}, experiments: [s9]}", "unknown experiment 's9'"),
+])
+def test_bad_dosing_records_are_named(write, event, message):
+    path, _, _ = _dosing(write)
+    text = path.read_text().replace("events: [{column: amt, set: {gut: \"gut + amt\"}}]", f"events: [{event}]")
+    with pytest.raises(UdeError, match=re.escape(message)):
+        check(write("bad.yaml", text))

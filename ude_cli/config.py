@@ -297,9 +297,13 @@ class EventSpec(_Strict):
     the parameters and the constants; the solver stops there and starts again from the new states, and the
     gradient goes through the jump. An observation at that time sees the states after the jump."""
 
-    at: list[Finite] = Field(min_length=1, description="The times of the jumps, e.g. [0, 12, 24] for a dose every "
-                                                       "12 h (a jump at the model's start time changes its initial "
-                                                       "state).")
+    at: list[Finite] | None = Field(None, min_length=1, description="The times of the jumps, e.g. [0, 12, 24] for a "
+                                                                   "dose every 12 h (a jump at the model's start time "
+                                                                   "changes its initial state).")
+    column: str | None = Field(
+        None, description="Instead of `at`: a data column; each row with a value in it is a jump at that row's time "
+                          "in its experiment (dosing records), and the formulas read the value under the column's "
+                          "name, e.g. set: {gut: 'gut + dose'} with column: dose.")
     set: dict[str, str] = Field(min_length=1, description="state -> its value after the jump, a formula of the states "
                                                           "before it, parameters and constants, e.g. 'gut + dose'.")
     experiments: list[str] | None = Field(
@@ -309,6 +313,15 @@ class EventSpec(_Strict):
     @classmethod
     def _one_time(cls, value: Any) -> Any:
         return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _times_or_column(self) -> EventSpec:
+        if (self.at is None) == (self.column is None):
+            raise ValueError("give either 'at' (the times) or 'column' (a data column of dosing records)")
+        if self.column is not None and not self.column.isidentifier():
+            raise ValueError(f"column {self.column!r}: the formulas read it by its name, which must be a name "
+                             f"(letters, digits, _)")
+        return self
 
     @field_validator("experiments", mode="before")
     @classmethod

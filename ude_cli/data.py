@@ -41,6 +41,8 @@ class Experiment:
     covariates: dict[str, float] = field(default_factory=dict)  # column -> value (constant per experiment)
     #: (n, n_observables): every observable's column (the directly observed states among them), NaN where none
     observations: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    #: column -> (times, values) of its rows with a value (model.events' dosing records)
+    records: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -129,11 +131,13 @@ def read_dataset(
     where: str = "data",
     observables: dict[str, str] | None = None,
     t0: float | None = None,
+    records: Sequence[str] = (),
 ) -> Dataset:
     """Read and check every file; raise :class:`DataError` (or several at once) naming file, line, column.
 
     ``t0``: the model's start time (``model.t0``) when it is given: an experiment then needs only one time after
-    it or at it (the solution from t0 reaches it, or is the initial value there), else :data:`MIN_POINTS`."""
+    it or at it (the solution from t0 reaches it, or is the initial value there), else :data:`MIN_POINTS`.
+    ``records``: columns whose rows with a value are kept per experiment (:attr:`Experiment.records`)."""
     problems = Problems()
     observables = dict(observables) if observables is not None else {s: columns[s] for s in states if s in columns}
     experiments: list[Experiment] = []
@@ -150,7 +154,8 @@ def read_dataset(
             experiments.extend(
                 _experiments(frame, label, states=states, columns=columns, time=time, experiment=experiment,
                              covariates=covariates, stem=Path(given).stem if len(paths) > 1 else None,
-                             observables=observables, decimal=decimal, comma_option=delimiter != ",", t0=t0))
+                             observables=observables, decimal=decimal, comma_option=delimiter != ",", t0=t0,
+                             records=records))
         except DataError as exc:
             problems.add(exc)
     names = [e.name for e in experiments]
@@ -383,7 +388,7 @@ def _is_decimal_comma(text: str) -> bool:
 
 def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem,
                  observables, decimal: str = ".", comma_option: bool = True,
-                 t0: float | None = None) -> list[Experiment]:
+                 t0: float | None = None, records: Sequence[str] = ()) -> list[Experiment]:
     problems = Problems()
     available = list(frame.columns)
     wanted = [("data.time", time)] + [(f"data.columns.{s}", c) for s, c in columns.items()]
@@ -391,6 +396,7 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
     if experiment is not None:
         wanted.append(("data.experiment", experiment))
     wanted += [("covariate", c) for c in covariates]
+    wanted += [("model.events", c) for c in records]
     for field_name, col in wanted:
         if col not in available:
             what = "" if field_name == "covariate" else f" (named by {field_name})"
@@ -412,6 +418,8 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
             parsed[col] = _numeric(frame, col, label, problems, allow_missing=True, decimal=decimal, comma_option=comma_option)
         obs_all[:, k] = parsed[col]
     cov_all = {c: _numeric(frame, c, label, problems, allow_missing=False, decimal=decimal, comma_option=comma_option) for c in covariates}
+    rec_all = {c: _numeric(frame, c, label, problems, allow_missing=True, decimal=decimal, comma_option=comma_option)
+               for c in records}
     problems.raise_if_any()
     lines_all = np.asarray(frame.index, dtype=int)
 
@@ -447,6 +455,7 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
                                    f"needed to fit (one when model.t0 is given)", where=label))
             continue
         vals = values_all[idx]
+        given = {c: np.isfinite(v[idx]) for c, v in rec_all.items()}
         if observables and not np.isfinite(obs_all[idx]).any():
             problems.add(DataError(f"experiment '{name}' has no observed values in columns "
                                    f"{', '.join(dict.fromkeys(observables.values()))}", where=label))
@@ -462,6 +471,7 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
                 continue
             cov[c] = float(v[0])
         out.append(Experiment(name=name, file=label, t=t, values=vals, lines=lines,
-                              train=np.ones(len(t), dtype=bool), covariates=cov, observations=obs_all[idx]))
+                              train=np.ones(len(t), dtype=bool), covariates=cov, observations=obs_all[idx],
+                              records={c: (t[g], rec_all[c][idx][g]) for c, g in given.items()}))
     problems.raise_if_any()
     return out

@@ -17,7 +17,7 @@ from typing import cast
 import numpy as np
 
 from .config import Config, NetworkSpec, NoiseParameterSpec, NoiseSpec, ParameterSpec, PriorSpec
-from .data import Dataset, read_dataset, split_validation
+from .data import Dataset, Experiment, read_dataset, split_validation
 from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean, nearest
 from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression
 
@@ -90,12 +90,29 @@ class Preequilibration:
 class Event:
     """States that jump at given times (``model.events``; :mod:`ude_cli.fitting.events`)."""
 
-    times: tuple[float, ...]  # sorted, distinct
+    times: tuple[float, ...]  # sorted, distinct (empty with ``column``)
     assignments: dict[str, Expression]  # state -> its value after the jump, from the states before it
     experiments: tuple[str, ...] | None = None  # the experiments it happens in (None: all)
+    #: a data column of dosing records instead of times: a jump at each of its rows with a value, whose value the
+    #: formulas read under the column's name (:attr:`ude_cli.data.Experiment.records`)
+    column: str | None = None
 
     def applies(self, experiment: str) -> bool:
         return self.experiments is None or experiment in self.experiments
+
+    def times_in(self, experiment: Experiment) -> tuple[float, ...]:
+        """The times it happens at in ``experiment`` (none where it does not apply)."""
+        if not self.applies(experiment.name):
+            return ()
+        if self.column is None:
+            return self.times
+        return tuple(float(t) for t in experiment.records[self.column][0])
+
+    def value(self, experiment: Experiment, t: float) -> float:
+        """The dosing record's value at ``t`` in ``experiment`` (``column`` events)."""
+        assert self.column is not None  # the caller checks
+        times, values = experiment.records[self.column]
+        return float(values[int(np.searchsorted(times, t))])
 
 
 @dataclass
@@ -430,7 +447,7 @@ def resolve(config: Config, *, read_data: bool = True) -> Problem:
                 d.paths, base_dir=config.base_dir, states=states, columns=columns, time=d.time,
                 experiment=d.experiment, covariates=sorted(covariates), delimiter=d.delimiter, decimal=d.decimal,
                 units=d.units, where=f"{label}: data", observables=_observable_columns(columns, observable_exprs, states),
-                t0=m.t0)
+                t0=m.t0, records=list(dict.fromkeys(e.column for e in m.events if e.column is not None)))
             if d.validation is not None:
                 split_validation(dataset, last_fraction=d.validation.last_fraction, after=d.validation.after,
                                  where=f"{label}: data.validation")
@@ -485,10 +502,15 @@ def _events(config: Config, states: list[str], param_specs: dict, constants: dic
             networks: set[str]) -> list[Event]:
     """model.events, their formulas checked (states, parameters, constants and t; no network), and the training
     that cannot solve jumps (multiple shooting, collocation) refused."""
-    namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=tuple(constants))
     events = []
     for i, spec in enumerate(config.model.events):
         where = f"{config.label}: model.events[{i}]"
+        record = () if spec.column is None else (spec.column,)
+        if spec.column is not None and spec.column in {*states, *param_specs, *constants, *networks, "t"}:
+            problems.add(ConfigError(f"the column {spec.column!r} is also the name of a state, parameter, constant "
+                                     f"or network: the formulas could not tell them apart", where=f"{where}.column"))
+            continue
+        namespace = Namespace(states=tuple(states), parameters=tuple(param_specs), constants=(*constants, *record))
         assignments: dict[str, Expression] = {}
         for state, text in spec.set.items():
             if state not in states:
@@ -510,11 +532,11 @@ def _events(config: Config, states: list[str], param_specs: dict, constants: dic
                 problems.add(err)
             if not errors:
                 assignments[state] = expr
-        times = sorted(set(spec.at))
-        if len(times) < len(spec.at):
+        times = sorted(set(spec.at or ()))
+        if len(times) < len(spec.at or ()):
             problems.add(ConfigError(f"a time is given twice in {spec.at}", where=f"{where}.at"))
         events.append(Event(tuple(float(t) for t in times), assignments,
-                            None if spec.experiments is None else tuple(dict.fromkeys(spec.experiments))))
+                            None if spec.experiments is None else tuple(dict.fromkeys(spec.experiments)), spec.column))
     training = config.training
     if events and training.strategy == "multiple_shooting":
         problems.add(ConfigError("multiple shooting cannot be used with jumps of states at given times "
@@ -537,18 +559,23 @@ def _check_events(events: list[Event], dataset: Dataset, t0: float | None, probl
             if name not in names:
                 problems.add(ConfigError(f"unknown experiment '{name}'{did_you_mean(name, names)}; experiments "
                                          f"are: {', '.join(names)}", where=f"{label}: model.events[{i}].experiments"))
+    for i, event in enumerate(events):
+        if event.column is not None and not any(event.times_in(e) for e in dataset.experiments):
+            problems.add(ConfigError(f"the column {event.column!r} has no value in any experiment the event happens "
+                                     f"in: no jump", where=f"{label}: model.events[{i}].column"))
     for e in dataset.experiments:
         start = t0 if t0 is not None else float(e.t[0])
         seen: dict[tuple[float, str], int] = {}
         for i, event in enumerate(events):
-            if not event.applies(e.name):
+            times = event.times_in(e)
+            if not times:
                 continue
-            if event.times[0] < start:
+            if times[0] < start:
                 problems.add(ConfigError(
-                    f"a jump at t = {event.times[0]:g} is before experiment '{e.name}' starts (t = {start:g}); "
+                    f"a jump at t = {times[0]:g} is before experiment '{e.name}' starts (t = {start:g}); "
                     + ("give model.t0, the time the model starts from" if t0 is None else "it would never happen"),
-                    where=f"{label}: model.events[{i}].at"))
-            for t in event.times:
+                    where=f"{label}: model.events[{i}].{'at' if event.column is None else 'column'}"))
+            for t in times:
                 for state in event.assignments:
                     if (t, state) in seen:
                         problems.add(ConfigError(

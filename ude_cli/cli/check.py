@@ -107,7 +107,7 @@ def jumps_line(problem) -> str:
         return f"{counts[0]} in each experiment" if len(set(counts)) == 1 else f"{min(counts)} to {max(counts)} per experiment"
 
     experiments = problem.dataset.experiments
-    jumps = [[t for t, _ in schedule(problem.events, e.name)] for e in experiments]
+    jumps = [[t for t, _ in schedule(problem.events, e)] for e in experiments]
     during = [sum(t <= float(e.t[-1]) for t in ts) for e, ts in zip(experiments, jumps, strict=True)]
     after = [len(ts) - n for ts, n in zip(jumps, during, strict=True)]
     states = sorted({s for e in problem.events for s in e.assignments})

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    from ..data import Experiment
     from ..problem import Event
     from .hybrid import HybridRHS
 
@@ -27,13 +28,12 @@ if TYPE_CHECKING:
 Schedule = tuple[tuple[float, tuple[int, ...]], ...]
 
 
-def schedule(events: Sequence[Event], experiment: str) -> Schedule:
+def schedule(events: Sequence[Event], experiment: Experiment) -> Schedule:
     """When the states of ``experiment`` jump, and by which events."""
     at: dict[float, list[int]] = {}
     for i, event in enumerate(events):
-        if event.applies(experiment):
-            for t in event.times:
-                at.setdefault(t, []).append(i)
+        for t in event.times_in(experiment):
+            at.setdefault(t, []).append(i)
     return tuple((t, tuple(at[t])) for t in sorted(at))
 
 
@@ -69,18 +69,27 @@ def joined(parts: Sequence[np.ndarray]) -> np.ndarray:
 class Jumps:
     """The events' assignments compiled to torch, applied to a group's states ``(S, B, n)``."""
 
-    def __init__(self, events: Sequence[Event], states: Sequence[str], rhs: HybridRHS):
+    def __init__(self, events: Sequence[Event], states: Sequence[str], rhs: HybridRHS,
+                 experiments: Sequence[Experiment]):
+        self.events = list(events)
         self.states = list(states)
         self.rhs = rhs
+        self.experiments = list(experiments)
         self.functions = [{self.states.index(s): e.compile("torch") for s, e in event.assignments.items()}
                           for event in events]
 
     def apply(self, y: torch.Tensor, t: float, events: Sequence[int], experiments: torch.Tensor) -> torch.Tensor:
         """The states after the jumps of ``events`` at time ``t``, from the states ``y`` before them (every
-        formula reads the states before the jump), for trajectories of ``experiments`` (an index per column)."""
+        formula reads the states before the jump), for trajectories of ``experiments`` (an index per column); a
+        dosing record's value is that of each experiment's row at ``t``."""
         env = self.rhs.values(experiments)
         env["t"] = torch.tensor(t, dtype=y.dtype)
         env.update(zip(self.states, y.unbind(-1), strict=True))
+        for e in events:
+            column = self.events[e].column
+            if column is not None:
+                env[column] = torch.tensor([self.events[e].value(self.experiments[b], t) for b in experiments.tolist()],
+                                           dtype=y.dtype)
         new = list(y.unbind(-1))
         for e in events:
             for i, f in self.functions[e].items():

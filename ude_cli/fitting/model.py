@@ -56,7 +56,7 @@ def make_groups(problem: Problem) -> list[Group]:
     its experiments' times and its jump times up to the last of them."""
     ds = problem.dataset
     starts = [problem.t0 if problem.t0 is not None else float(e.t[0]) for e in ds.experiments]
-    schedules = [schedule(problem.events, e.name) for e in ds.experiments]
+    schedules = [schedule(problem.events, e) for e in ds.experiments]
     groups: list[Group] = []
     for t0, jumps in dict.fromkeys(zip(starts, schedules, strict=True)):
         members = [b for b, key in enumerate(zip(starts, schedules, strict=True)) if key == (t0, jumps)]
@@ -256,7 +256,7 @@ class UDEModel(nn.Module):
         self.settings = SolverSettings.from_spec(cfg.solver, default_step(problem))
         self.groups = make_groups(problem)
         #: the states' jumps at given times (model.events), or None
-        self.jumps = Jumps(problem.events, problem.states, self.rhs) if problem.events else None
+        self.jumps = Jumps(problem.events, problem.states, self.rhs, ds.experiments) if problem.events else None
         #: per group: the engine's grids (OdeSpec.grids) of its pieces between jumps, in order (one without jumps)
         self.grid_index: list[list[int]] = []
         offset = 0

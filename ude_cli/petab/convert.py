@@ -192,10 +192,14 @@ def translate(problem: PetabProblem) -> Translation:
             try:
                 value = cells[cond] = _value(cell, problem)
                 used_states = [] if value is None else sorted(x.name for x in value.free_symbols if x.name in sbml.rhs)
-                if used_states:  # evaluated once at the period's start (PEtab v2): not what a formula here does
+                if used_states and (settle_in or problem.start_times):
+                    # evaluated once at the period's start (PEtab v2) from the values before it: after settling,
+                    # or at a later start, those are not the model's initial values
                     raise ConfigError(f"condition {cond}, column {column}: {cell!r} uses the state "
                                       f"{used_states[0]}: a condition value computed from the states is not "
-                                      f"supported yet", where=ctable)
+                                      f"supported yet with pre-equilibration or a start other than 0", where=ctable)
+                if used_states:  # the first period's values before it: the model's initial values (not followed)
+                    value = cells[cond] = value.xreplace({sp.Symbol(s): sbml.initial[s] for s in used_states})
             except ValueError:
                 raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number, a "
                                   f"parameter of the parameter table nor a formula of them", where=ctable) from None

@@ -185,12 +185,6 @@ def _refusals(problem, label: str, version: int) -> None:
                               "with --petab-version 2", where=f"{label}: model.events")
         if any("t" in e.names for e in event.assignments.values()):
             raise ConfigError("a jump's formula that uses t is not exported yet", where=f"{label}: model.events[{i}].set")
-        for e in problem.dataset.experiments:
-            start = problem.t0 if problem.t0 is not None else float(e.t[0])
-            if event.applies(e.name) and event.times[0] == start:
-                raise ConfigError(f"a jump at the start time ({start:g}, experiment {e.name!r}) is not exported yet "
-                                  f"(PEtab applies the initial values and it together, both from the values before): "
-                                  f"give the initial value after it instead", where=f"{label}: model.events[{i}].at")
     for name, p in problem.parameters.items():
         if p.prior is not None:
             raise ConfigError("a prior is not exported yet (PEtab's priorDistribution columns are not written): the "
@@ -361,8 +355,10 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
         return formula(expr.tree, style="sbml", name=lambda n: n, output=lambda n, i: out_param[(n, i)],
                        time=time_text, networks=nets)
 
-    def petab(expr) -> str:
-        return formula(expr.tree, style="petab", name=lambda n: n, output=lambda n, i: out_id[(n, i)],
+    def petab(expr, values: dict[str, str] | None = None) -> str:
+        """``expr`` in PEtab's formula language; ``values``: names written as these numbers instead."""
+        given = values or {}
+        return formula(expr.tree, style="petab", name=lambda n: given.get(n, n), output=lambda n, i: out_id[(n, i)],
                        time=time_text, networks=nets)
 
     # -- experiments and their conditions -----------------------------------------------------------------------
@@ -572,10 +568,36 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     cond_ids: dict[int, str] = {}
     condition_rows = []
     own = dict(wide)  # each experiment's own values (with pre-equilibration: the states it resets, not the others)
+
+    def jump_values(b: int, t: float, which: tuple[int, ...]) -> list[tuple[str, str]]:
+        """(state, its value after) of the jumps (model.events) at ``t`` in experiment ``b``: PEtab formulas of the
+        values before, a dosing record's value (``column``) as the number of its row."""
+        out = []
+        for i in which:
+            event = problem.events[i]
+            record = {} if event.column is None else {event.column: number(event.value(experiments[b], t))}
+            out += [(state, petab(expr, record)) for state, expr in event.assignments.items()]
+        return out
+
+    at_start: dict[int, list[tuple[str, str]]] = {}  # a jump at t0: in the first period's condition
+    for b, e in enumerate(experiments):
+        jumps = schedule(problem.events, e)
+        if jumps and jumps[0][0] == t0[b]:
+            # PEtab v2 evaluates a period's targets from the values before it, as ude's jump at t0 reads the initial
+            # values: the same unless the condition also sets (per experiment) what the jump sets or reads
+            read = {s for i in jumps[0][1] for x in problem.events[i].assignments.values() for s in x.names} | {
+                s for i in jumps[0][1] for s in problem.events[i].assignments}
+            clash = sorted(read & set(own[exp_ids[b]]))
+            if clash:
+                raise ConfigError(f"a jump at the start time ({t0[b]:g}, experiment {e.name!r}) sets or reads "
+                                  f"{clash[0]}, whose initial value differs by experiment: PEtab would apply both "
+                                  f"together, from the values before; not exported yet", where=f"{label}: model.events")
+            at_start[b] = jump_values(b, *jumps[0])
     for b in range(len(experiments)):
-        if own[exp_ids[b]]:
+        if own[exp_ids[b]] or b in at_start:
             cond_ids[b] = _identifier(f"{exp_ids[b]}_condition", taken)
             condition_rows += [[cond_ids[b], sid, v] for sid, v in own[exp_ids[b]].items()]
+            condition_rows += [[cond_ids[b], sid, v] for sid, v in at_start.get(b, [])]
     settled = {cid for cid in settle_of.values()}
     for cid, values in wide:
         if cid in settled:
@@ -598,12 +620,12 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             if exp_ids[b] in settle_of:
                 periods.append([exp_ids[b], -math.inf, settle_of[exp_ids[b]]])
             periods.append([exp_ids[b], 0.0, cond_ids.get(b, "")])
-            for k, (t, which) in enumerate(schedule(problem.events, experiments[b].name), start=1):
+            later = [(t, which) for t, which in schedule(problem.events, experiments[b]) if t != t0[b]]
+            for k, (t, which) in enumerate(later, start=1):
                 # a later period whose condition sets the states that jump (model.events), from their values
                 # just before it
                 cid = _identifier(f"{exp_ids[b]}_jump{k}", taken)
-                condition_rows += [[cid, state, petab(expr)] for i in which
-                                   for state, expr in problem.events[i].assignments.items()]
+                condition_rows += [[cid, state, value] for state, value in jump_values(b, t, which)]
                 periods.append([exp_ids[b], t - t0[b], cid])
         write_tsv(folder / "experiments.tsv", ["experimentId", "time", "conditionId"], periods)
         if condition_rows:
