@@ -198,7 +198,7 @@ def translate(problem: PetabProblem) -> Translation:
                     raise ConfigError(f"condition {cond}, column {column}: {cell!r} uses the state "
                                       f"{used_states[0]}: a condition value computed from the states is not "
                                       f"supported yet with pre-equilibration or a start other than 0", where=ctable)
-                if used_states and value is not None:  # the first period's values before it: the model's initial
+                if used_states and value is not None:  # the values before the first period: the initial values
                     value = cells[cond] = value.xreplace({sp.Symbol(s): sbml.initial[s] for s in used_states})
             except ValueError:
                 raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number, a "
