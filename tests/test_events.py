@@ -260,23 +260,16 @@ def test_export_refuses_what_petab_cannot_say_of_a_jump(write, tmp_path):
     assert not (tmp_path / "v1").exists()
 
 
-def test_a_jump_at_the_start_exports_in_the_first_periods_condition(write, tmp_path):
-    """PEtab evaluates the first period's targets from the model's initial values, as ude's jump at t0 reads them:
-    x + D at 0 goes into the first condition and imports back to the same llh; where the condition also sets x per
-    experiment (an initial value from a column) the two would apply together, and it is refused."""
+def test_a_jump_at_the_start_is_not_exported(write, tmp_path):
+    """PEtab v2's first period is applied before the model is initialized and may not read a state
+    (doc/v2/documentation_data_format.rst, "Initialization and parameter application"): x + D at t0 is refused,
+    and nothing is written."""
     from ude_cli.petab.export import export
 
     start = write("start.yaml", config(write).read_text().replace(f"at: {list(DOSES)}", "at: [0, 4]"))
-    result = export(start, tmp_path / "start")
-    assert "experiment_condition\tx\t(x + D)" in (tmp_path / "start" / "conditions.tsv").read_text()
-    assert evaluate(result.problem).llh == pytest.approx(evaluate(start).llh, abs=1e-8)
-    write("d2.csv", "e,t,x\n" + "".join(f"{e},{t},{y * f}\n" for e, f in (("a", 1.0), ("b", 1.5))
-                                          for t, y in zip(TIMES, MEASURED, strict=True)))
-    text = start.read_text().replace("file: d.csv, columns", "file: d2.csv, experiment: e, columns").replace(
-        f"initial: {{x: {X0}}}", "initial: {x: observed}")
-    with pytest.raises(UdeError, match="sets or reads x, whose initial value differs by experiment"):
-        export(write("clash.yaml", text), tmp_path / "clash")
-    assert not (tmp_path / "clash").exists()
+    with pytest.raises(UdeError, match="a jump at the start time .0, experiment '1'.: PEtab v2's first period"):
+        export(start, tmp_path / "start")
+    assert not (tmp_path / "start").exists()
 
 
 def test_check_says_which_states_jump_and_a_bad_event_is_one_line_exit_3(write):
@@ -431,6 +424,7 @@ def test_dosing_records_export_as_periods_with_each_rows_amount(write, tmp_path)
     from ude_cli.petab.export import export
 
     path, _, _ = _dosing(write)
+    path.write_text(path.read_text().replace("t0: 0", "t0: -0.5"))  # (a dose at t0 is not exported)
     result = export(path, tmp_path / "out")
     conditions = (tmp_path / "out" / "conditions.tsv").read_text()
     assert "s2_jump2\tgut\t(gut + 80" in conditions and "s1_jump1\tgut\t(gut + 100" in conditions
@@ -448,3 +442,16 @@ def test_bad_dosing_records_are_named(write, event, message):
     text = path.read_text().replace("events: [{column: amt, set: {gut: \"gut + amt\"}}]", f"events: [{event}]")
     with pytest.raises(UdeError, match=re.escape(message)):
         check(write("bad.yaml", text))
+
+
+def test_a_dosing_row_alone_is_no_time_point_of_the_data(write):
+    """A row that holds a dose and no observation does not count among an experiment's time points: the validation
+    window's last 30 % are of the 13 observed rows (4 per subject), not of the rows with the doses alone too."""
+    path, _, _ = _dosing(write)
+    text = path.read_text().replace("data: {file: pk.csv, experiment: id}",
+                                    "data: {file: pk.csv, experiment: id, validation: {last_fraction: 0.3}}")
+    problem = check(write("val.yaml", text))
+    for e in problem.dataset.experiments:
+        held = e.t[~e.train & e.observed]
+        assert list(held) == [14.0, 18.0, 20.0, 24.0], e.name
+        assert int((e.train & e.observed).sum()) == 9

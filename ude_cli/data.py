@@ -48,6 +48,13 @@ class Experiment:
     def n(self) -> int:
         return len(self.t)
 
+    @property
+    def observed(self) -> np.ndarray:
+        """(n,) bool: the rows that observe something (not a dosing record's row alone, model.events)."""
+        if self.observations.size:
+            return np.isfinite(self.observations).any(axis=1)
+        return np.isfinite(self.values).any(axis=1) if self.values.size else np.ones(self.n, dtype=bool)
+
 
 @dataclass
 class Dataset:
@@ -172,14 +179,16 @@ def split_validation(dataset: Dataset, *, last_fraction: float | None = None, af
     problems = Problems()
     for e in dataset.experiments:
         train = np.ones(e.n, dtype=bool)
+        rows = np.flatnonzero(e.observed)  # the last fraction of the observed rows (not of dosing rows alone)
         if last_fraction is not None:
-            n_val = max(1, int(math.ceil(last_fraction * e.n)))
-            train[e.n - n_val:] = False
+            n_val = max(1, int(math.ceil(last_fraction * len(rows))))
+            train[rows[-n_val] if n_val <= len(rows) else 0:] = False
         elif after is not None:
             train = e.t <= after
-        if train.sum() < MIN_POINTS:
+        kept = int((train & e.observed).sum())
+        if kept < MIN_POINTS:
             problems.add(DataError(
-                f"experiment '{e.name}' keeps {int(train.sum())} time point(s) for training after the "
+                f"experiment '{e.name}' keeps {kept} time point(s) for training after the "
                 f"validation window; at least {MIN_POINTS} are needed", where=where))
         e.train = train
     problems.raise_if_any()
@@ -442,20 +451,24 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
         steps = np.diff(t)
         if np.any(steps == 0):
             k = int(np.argmax(steps == 0))
+            dose = "; a dose and an observation at one time go in one row" if records else ""
             problems.add(DataError(f"lines {lines[k]} and {lines[k + 1]}: duplicate time {t[k]:g}{in_exp}; "
-                                   f"times must be strictly increasing", where=label))
+                                   f"times must be strictly increasing{dose}", where=label))
             continue
         if np.any(steps < 0):
             k = int(np.argmax(steps < 0))
             problems.add(DataError(f"line {lines[k + 1]}: time decreases from {t[k]:g} to {t[k + 1]:g}{in_exp}; "
                                    f"sort the rows by time", where=label))
             continue
-        if len(t) < MIN_POINTS and not (len(t) == 1 and t0 is not None and t0 <= t[0]):
-            problems.add(DataError(f"experiment '{name}' has {len(t)} time point; at least {MIN_POINTS} are "
-                                   f"needed to fit (one when model.t0 is given)", where=label))
-            continue
         vals = values_all[idx]
         given = {c: np.isfinite(v[idx]) for c, v in rec_all.items()}
+        # a dosing record's row alone (model.events) observes nothing: it is no time point of the data
+        seen = np.isfinite(obs_all[idx]).any(axis=1) if rec_all and observables else np.ones(len(t), dtype=bool)
+        n_seen = int(seen.sum())
+        if n_seen < MIN_POINTS and not (n_seen == 1 and t0 is not None and t0 <= t[seen][0]):
+            problems.add(DataError(f"experiment '{name}' has {n_seen} time point; at least {MIN_POINTS} are "
+                                   f"needed to fit (one when model.t0 is given)", where=label))
+            continue
         if observables and not np.isfinite(obs_all[idx]).any():
             problems.add(DataError(f"experiment '{name}' has no observed values in columns "
                                    f"{', '.join(dict.fromkeys(observables.values()))}", where=label))

@@ -563,6 +563,7 @@ def _check_events(events: list[Event], dataset: Dataset, t0: float | None, probl
         if event.column is not None and not any(event.times_in(e) for e in dataset.experiments):
             problems.add(ConfigError(f"the column {event.column!r} has no value in any experiment the event happens "
                                      f"in: no jump", where=f"{label}: model.events[{i}].column"))
+    reported: set[tuple[int, int, str]] = set()  # a clash of two events is said once, not at every time it happens
     for e in dataset.experiments:
         start = t0 if t0 is not None else float(e.t[0])
         seen: dict[tuple[float, str], int] = {}
@@ -577,7 +578,8 @@ def _check_events(events: list[Event], dataset: Dataset, t0: float | None, probl
                     where=f"{label}: model.events[{i}].{'at' if event.column is None else 'column'}"))
             for t in times:
                 for state in event.assignments:
-                    if (t, state) in seen:
+                    if (t, state) in seen and (seen[t, state], i, state) not in reported:
+                        reported.add((seen[t, state], i, state))
                         problems.add(ConfigError(
                             f"'{state}' jumps at t = {t:g} in model.events[{seen[t, state]}] too (experiment "
                             f"'{e.name}'): give both in one event's set", where=f"{label}: model.events[{i}].set"))

@@ -50,8 +50,8 @@ def check_command(
                 first_failure = first_failure or code
             continue
         ds = problem.dataset
-        n_obs = sum(int(e.train.sum()) for e in ds.experiments)
-        n_val = sum(int((~e.train).sum()) for e in ds.experiments)
+        n_obs = sum(int((e.train & e.observed).sum()) for e in ds.experiments)
+        n_val = sum(int((~e.train & e.observed).sum()) for e in ds.experiments)
         if not quiet:
             for w in problem.warnings:
                 warn(w)

@@ -192,14 +192,14 @@ def translate(problem: PetabProblem) -> Translation:
             try:
                 value = cells[cond] = _value(cell, problem)
                 used_states = [] if value is None else sorted(x.name for x in value.free_symbols if x.name in sbml.rhs)
-                if used_states and (settle_in or problem.start_times):
-                    # evaluated once at the period's start (PEtab v2) from the values before it: after settling,
-                    # or at a later start, those are not the model's initial values
-                    raise ConfigError(f"condition {cond}, column {column}: {cell!r} uses the state "
-                                      f"{used_states[0]}: a condition value computed from the states is not "
-                                      f"supported yet with pre-equilibration or a start other than 0", where=ctable)
-                if used_states and value is not None:  # the values before the first period: the initial values
-                    value = cells[cond] = value.xreplace({sp.Symbol(s): sbml.initial[s] for s in used_states})
+                if used_states:
+                    # PEtab v2 ("Initialization and parameter application"): the first period's targets are applied
+                    # before the model is initialized and must not refer to model entities other than the
+                    # parameter table's (a later period's may: a jump, model.events)
+                    which = f"the first period of experiment {cond}" if problem.files.v2 else f"condition {cond}"
+                    raise ConfigError(f"{which}, target {column}: {cell!r} uses the state "
+                                      f"{used_states[0]}: the first period's target values may use only the "
+                                      f"parameter table's parameters (PEtab v2)", where=ctable)
             except ValueError:
                 raise ConfigError(f"condition {cond}, column {column}: {cell!r} is neither a number, a "
                                   f"parameter of the parameter table nor a formula of them", where=ctable) from None

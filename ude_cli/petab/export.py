@@ -185,6 +185,14 @@ def _refusals(problem, label: str, version: int) -> None:
                               "with --petab-version 2", where=f"{label}: model.events")
         if any("t" in e.names for e in event.assignments.values()):
             raise ConfigError("a jump's formula that uses t is not exported yet", where=f"{label}: model.events[{i}].set")
+        for e in problem.dataset.experiments:
+            start = problem.t0 if problem.t0 is not None else float(e.t[0])
+            times = event.times_in(e)
+            if times and times[0] == start:
+                raise ConfigError(f"a jump at the start time ({start:g}, experiment {e.name!r}): PEtab v2's first "
+                                  f"period is applied before the model's initial values and may not read a state; "
+                                  f"give the initial value after the jump instead (model.initial)",
+                                  where=f"{label}: model.events[{i}].{'at' if event.column is None else 'column'}")
     for name, p in problem.parameters.items():
         if p.prior is not None:
             raise ConfigError("a prior is not exported yet (PEtab's priorDistribution columns are not written): the "
@@ -579,25 +587,10 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             out += [(state, petab(expr, record)) for state, expr in event.assignments.items()]
         return out
 
-    at_start: dict[int, list[tuple[str, str]]] = {}  # a jump at t0: in the first period's condition
-    for b, e in enumerate(experiments):
-        jumps = schedule(problem.events, e)
-        if jumps and jumps[0][0] == t0[b]:
-            # PEtab v2 evaluates a period's targets from the values before it, as ude's jump at t0 reads the initial
-            # values: the same unless the condition also sets (per experiment) what the jump sets or reads
-            read = {s for i in jumps[0][1] for x in problem.events[i].assignments.values() for s in x.names} | {
-                s for i in jumps[0][1] for s in problem.events[i].assignments}
-            clash = sorted(read & set(own[exp_ids[b]]))
-            if clash:
-                raise ConfigError(f"a jump at the start time ({t0[b]:g}, experiment {e.name!r}) sets or reads "
-                                  f"{clash[0]}, whose initial value differs by experiment: PEtab would apply both "
-                                  f"together, from the values before; not exported yet", where=f"{label}: model.events")
-            at_start[b] = jump_values(b, *jumps[0])
     for b in range(len(experiments)):
-        if own[exp_ids[b]] or b in at_start:
+        if own[exp_ids[b]]:
             cond_ids[b] = _identifier(f"{exp_ids[b]}_condition", taken)
             condition_rows += [[cond_ids[b], sid, v] for sid, v in own[exp_ids[b]].items()]
-            condition_rows += [[cond_ids[b], sid, v] for sid, v in at_start.get(b, [])]
     settled = {cid for cid in settle_of.values()}
     for cid, values in wide:
         if cid in settled:
@@ -620,8 +613,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             if exp_ids[b] in settle_of:
                 periods.append([exp_ids[b], -math.inf, settle_of[exp_ids[b]]])
             periods.append([exp_ids[b], 0.0, cond_ids.get(b, "")])
-            later = [(t, which) for t, which in schedule(problem.events, experiments[b]) if t != t0[b]]
-            for k, (t, which) in enumerate(later, start=1):
+            for k, (t, which) in enumerate(schedule(problem.events, experiments[b]), start=1):
                 # a later period whose condition sets the states that jump (model.events), from their values
                 # just before it
                 cid = _identifier(f"{exp_ids[b]}_jump{k}", taken)

@@ -298,7 +298,8 @@ def run_info(problem: Problem, *, seed: int, command: list[str] | None = None, e
         "config": resolved_config(problem),
         "seed": seed,
         "data_files": [{"path": label, "sha256": sha256(path)} for label, path in zip(ds.labels, ds.files, strict=True)],
-        "experiments": [{"name": e.name, "points": int(e.n), "validation_points": int((~e.train).sum())}
+        "experiments": [{"name": e.name, "points": int(e.observed.sum()),
+                         "validation_points": int((~e.train & e.observed).sum())}
                         for e in ds.experiments],
         "versions": versions,
         "python": sys.version.split()[0],
