@@ -455,3 +455,12 @@ def test_a_dosing_row_alone_is_no_time_point_of_the_data(write):
         held = e.t[~e.train & e.observed]
         assert list(held) == [14.0, 18.0, 20.0, 24.0], e.name
         assert int((e.train & e.observed).sum()) == 9
+
+
+def test_a_forecast_past_the_last_jump_says_none_is_repeated(write):
+    from ude_cli.forecast import _jumps_note
+
+    problem = check(config(write))
+    assert _jumps_note(problem, [0], 10.0) == []  # the dose at 12 is still ahead
+    assert _jumps_note(problem, [0], 30.0) == ["the states jump only at the times model.events gives (the last at "
+                                               "t = 12): none is repeated up to t = 30"]

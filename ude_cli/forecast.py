@@ -297,6 +297,7 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
         notes.append("changed parameters: " + ", ".join(f"{k} = {v:g}" for k, v in values.items()))
     if initial:
         notes.append("changed initial states: " + ", ".join(f"{k}(t0) = {v:g}" for k, v in initial.items()))
+    notes += _jumps_note(problem, experiments, until)
     sampled, how = (None, "") if model.n_starts > 1 else _parameter_draws(problem, model, run)
     if sampled is not None:
         level = problem.config.uncertainty.level
@@ -331,6 +332,21 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
                              "band": (f"{problem.config.uncertainty.level * 100:g} % confidence band"
                                       if sampled is not None else None),
                              "verdict": discovery["verdict"] if discovery else None})
+
+
+def _jumps_note(problem, experiments: list[int], until: float) -> list[str]:
+    """What a forecast past the data says of model.events: the states jump at the given times (or dosing rows)
+    only, so none happens after the last of them; said where the forecast runs past it."""
+    from .fitting.events import schedule
+
+    if not problem.events:
+        return []
+    last = max((t for b in experiments for t, _ in schedule(problem.events, problem.dataset.experiments[b])),
+               default=None)
+    if last is not None and until <= last:
+        return []
+    when = f"the last at t = {last:g}" if last is not None else "none in these experiments"
+    return [f"the states jump only at the times model.events gives ({when}): none is repeated up to t = {until:g}"]
 
 
 def _parameter_draws(problem, model, run):
