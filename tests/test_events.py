@@ -415,9 +415,9 @@ def test_dosing_records_from_a_column_are_each_subjects_own_jumps(write):
         up, down = list(at.values()), list(at.values())
         up[i], down[i] = up[i] + 1e-6, down[i] - 1e-6
         assert result.gradient[name] == pytest.approx((llh(*up) - llh(*down)) / 2e-6, rel=1e-5), name
-    from ude_cli.cli.check import jumps_line
+    from ude_cli.fitting.events import summary
 
-    assert jumps_line(check(path)) == "jumps (model.events) of gut: 2 to 3 per experiment during the data"
+    assert summary(check(path)) == "jumps (model.events) of gut: 2 to 3 per experiment during the data"
 
 
 def test_dosing_records_export_as_periods_with_each_rows_amount(write, tmp_path):

@@ -62,7 +62,9 @@ def check_command(
                            f"{_count(len(ds.experiments), 'experiment')}, {_count(n_obs, 'training time point')}"
                            + (f", {_count(n_val, 'validation time point')})" if n_val else ")"))
                 if problem.events:
-                    typer.echo(f"  {jumps_line(problem)}")
+                    from ..fitting.events import summary
+
+                    typer.echo(f"  {summary(problem)}")
                 if problem.settled is not None:
                     from .fit import preequilibration_line
 
@@ -98,18 +100,3 @@ def check_command(
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
-
-def jumps_line(problem) -> str:
-    """What ``ude check`` says of model.events: the jumps of each experiment, counted from the schedules."""
-    from ..fitting.events import schedule
-
-    def counted(counts: list[int]) -> str:
-        return f"{counts[0]} in each experiment" if len(set(counts)) == 1 else f"{min(counts)} to {max(counts)} per experiment"
-
-    experiments = problem.dataset.experiments
-    jumps = [[t for t, _ in schedule(problem.events, e)] for e in experiments]
-    during = [sum(t <= float(e.t[-1]) for t in ts) for e, ts in zip(experiments, jumps, strict=True)]
-    after = [len(ts) - n for ts, n in zip(jumps, during, strict=True)]
-    states = sorted({s for e in problem.events for s in e.assignments})
-    line = f"jumps (model.events) of {', '.join(states)}: {counted(during)} during the data"
-    return line + (f"; {counted(after)} after it (in forecasts only)" if any(after) else "")

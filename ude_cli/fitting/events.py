@@ -100,3 +100,18 @@ class Jumps:
     def join(solutions: Sequence[torch.Tensor]) -> torch.Tensor:
         """Pieces' solutions ``(T_i, ...)`` one after the other, each boundary once: the state after the jump."""
         return torch.cat([s[:-1] for s in solutions[:-1]] + [solutions[-1]])
+
+
+def summary(problem) -> str:
+    """One line on model.events (``ude check``, the report): which states jump, and how often in each experiment,
+    counted from the schedules; those after an experiment's data separately (they happen in forecasts only)."""
+    def counted(counts: list[int]) -> str:
+        return f"{counts[0]} in each experiment" if len(set(counts)) == 1 else f"{min(counts)} to {max(counts)} per experiment"
+
+    experiments = problem.dataset.experiments
+    jumps = [[t for t, _ in schedule(problem.events, e)] for e in experiments]
+    during = [sum(t <= float(e.t[-1]) for t in ts) for e, ts in zip(experiments, jumps, strict=True)]
+    after = [len(ts) - n for ts, n in zip(jumps, during, strict=True)]
+    states = sorted({s for e in problem.events for s in e.assignments})
+    line = f"jumps (model.events) of {', '.join(states)}: {counted(during)} during the data"
+    return line + (f"; {counted(after)} after it (in forecasts only)" if any(after) else "")

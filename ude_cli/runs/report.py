@@ -105,8 +105,13 @@ def _header(run, generated: str) -> str:
     if cfg.description:
         parts.append(f"<p>{_e(cfg.description)}</p>")
     parts.append('<dl class="meta">')
+    jumps = []
+    if run.problem.events:
+        from ..fitting.events import summary
+
+        jumps = [("events", _e(summary(run.problem)))]
     for label, value in (("config", f"<code>{_e(info.get('config_file') or '')}</code>"), ("data", files),
-                         ("experiments", exps), ("command", f"<code>{_e(command)}</code>"),
+                         ("experiments", exps), *jumps, ("command", f"<code>{_e(command)}</code>"),
                          ("seed", _e(info.get("seed"))), ("versions", versions),
                          ("report", f"generated {generated} from the run directory "
                                     f"<code>{_e(run.path)}</code>; figures redrawn from the saved run")):
