@@ -14,7 +14,7 @@ schedule of jumps, so a group has one list of pieces whatever its experiments.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -61,9 +61,11 @@ def pieces(grid: np.ndarray, jumps: Schedule, at_start: bool) -> list[tuple[np.n
     return out
 
 
-def joined(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """The times of pieces solved one after the other, each boundary once (the rows of :meth:`Jumps.join`)."""
-    return np.concatenate([p[:-1] for p in parts[:-1]] + [parts[-1]])
+def joined(parts: Sequence[Any]) -> Any:
+    """Pieces solved one after the other, each boundary once (the state after the jump there): their times
+    (arrays) or their solutions ``(T_i, ...)`` (tensors)."""
+    cat = torch.cat if torch.is_tensor(parts[0]) else np.concatenate
+    return cat([p[:-1] for p in parts[:-1]] + [parts[-1]])
 
 
 class Jumps:
@@ -77,6 +79,15 @@ class Jumps:
         self.experiments = list(experiments)
         self.functions = [{self.states.index(s): e.compile("torch") for s, e in event.assignments.items()}
                           for event in events]
+        self._records: dict[tuple[int, float, tuple[int, ...]], torch.Tensor] = {}
+
+    def _record(self, e: int, t: float, experiments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The dosing record's value at ``t`` of each of ``experiments`` (event ``e``'s column), read once."""
+        key = (e, t, tuple(experiments.tolist()))
+        if key not in self._records:
+            self._records[key] = torch.tensor([self.events[e].value(self.experiments[b], t) for b in key[2]],
+                                              dtype=dtype)
+        return self._records[key]
 
     def apply(self, y: torch.Tensor, t: float, events: Sequence[int], experiments: torch.Tensor) -> torch.Tensor:
         """The states after the jumps of ``events`` at time ``t``, from the states ``y`` before them (every
@@ -88,18 +99,12 @@ class Jumps:
         for e in events:
             column = self.events[e].column
             if column is not None:
-                env[column] = torch.tensor([self.events[e].value(self.experiments[b], t) for b in experiments.tolist()],
-                                           dtype=y.dtype)
+                env[column] = self._record(e, t, experiments, y.dtype)
         new = list(y.unbind(-1))
         for e in events:
             for i, f in self.functions[e].items():
                 new[i] = torch.as_tensor(f(env), dtype=y.dtype).expand(y.shape[:-1])
         return torch.stack(new, -1)
-
-    @staticmethod
-    def join(solutions: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Pieces' solutions ``(T_i, ...)`` one after the other, each boundary once: the state after the jump."""
-        return torch.cat([s[:-1] for s in solutions[:-1]] + [solutions[-1]])
 
 
 def summary(problem) -> str:

@@ -394,12 +394,15 @@ class UDEModel(nn.Module):
         if g.jumps:
             grid = None if times is None else times.detach().cpu().numpy()
             return self._jumping(k, self.initial()[:, g.experiments, :], grid, compiled)
-        if compiled is not None and compiled.method == "bdf":
+        if self._by_compiled(compiled, times is None):
             return self._compiled_solve(k, None if times is None else times.detach().cpu().numpy(),
                                         networks=self.rhs.networks_enabled)
-        if times is None and compiled is not None and self.rhs.networks_enabled:
-            return self._compiled_solve(k)
         return self.solve_from(k, self.initial()[:, g.experiments, :], self.times[k] if times is None else times)
+
+    def _by_compiled(self, compiled: CompiledEngine | None, on_data_grid: bool) -> bool:
+        """Whether :meth:`solve_group` (or a piece of it between jumps) goes to the compiled engine: bdf always
+        (only it solves bdf), the other methods on the data's grid with the networks on; torchdiffeq otherwise."""
+        return compiled is not None and (compiled.method == "bdf" or (on_data_grid and self.rhs.networks_enabled))
 
     def _jumping(self, k: int, y0: torch.Tensor, times: np.ndarray | None, compiled: CompiledEngine | None
                  ) -> torch.Tensor:
@@ -414,14 +417,14 @@ class UDEModel(nn.Module):
                 y = self.jumps.apply(y, float(grid[0]), events, self.group_index[k])
             if len(grid) == 1:
                 sol = y[None]
-            elif compiled is not None and (compiled.method == "bdf" or (times is None and self.rhs.networks_enabled)):
+            elif self._by_compiled(compiled, times is None):
                 sol = self._compiled_solve(k, None if times is None else grid, self.rhs.networks_enabled, y,
                                            n if times is None else 0)
             else:
                 sol = self._torchdiffeq(k, y, torch.tensor(grid, dtype=self.dtype), None)
             solutions.append(sol)
             y = sol[-1]
-        sol = self.jumps.join(solutions)
+        sol = joined(solutions)
         if times is None:
             return sol
         return sol[torch.as_tensor(np.searchsorted(joined([p for p, _ in parts]), times))]

@@ -71,7 +71,7 @@ class ShootingObjective:
     """
 
     def __init__(self, model, objective, training: TrainingSpec):
-        if model.problem.events:
+        if model.problem.events:  # (resolve refuses the config's; this, a TrainingSpec given to train() directly)
             from ...errors import ConfigError
 
             raise ConfigError("multiple shooting cannot be used with jumps of states at given times (model.events)",
