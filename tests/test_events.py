@@ -23,20 +23,21 @@ DOSES = (4.0, 12.0)
 TIMES = np.arange(0.0, 20.5, 1.0)
 
 
-def closed_form(t, k=K, d=D):
+def closed_form(t, k=K, d=D, before=False):
+    """x(t); with ``before`` (``observed: before``) the sum is over the doses strictly before t."""
     t = np.asarray(t, dtype=float)
     x = X0 * np.exp(-k * t)
     for tau in DOSES:
-        x = x + np.where(t >= tau, d * np.exp(-k * (t - tau)), 0.0)
+        x = x + np.where(t > tau if before else t >= tau, d * np.exp(-k * (t - tau)), 0.0)
     return x
 
 
-def gradient(t, k=K, d=D):
+def gradient(t, k=K, d=D, before=False):
     """d x / d k and d x / d D at ``t``."""
     dk = -t * X0 * np.exp(-k * t)
     dd = np.zeros_like(t)
     for tau in DOSES:
-        after = t >= tau
+        after = t > tau if before else t >= tau
         dk = dk - np.where(after, d * (t - tau) * np.exp(-k * (t - tau)), 0.0)
         dd = dd + np.where(after, np.exp(-k * (t - tau)), 0.0)
     return dk, dd
@@ -65,8 +66,8 @@ def config(write, solver="", extra="", k=K, d=D, measured=MEASURED):
         """)
 
 
-def llh(k=K, d=D):
-    r = MEASURED - closed_form(TIMES, k, d)
+def llh(k=K, d=D, before=False):
+    r = MEASURED - closed_form(TIMES, k, d, before)
     return float(np.sum(-0.5 * math.log(2 * math.pi * SIGMA**2) - 0.5 * (r / SIGMA) ** 2))
 
 
@@ -89,6 +90,100 @@ def test_llh_and_gradient_through_the_jumps_are_the_closed_forms(write, solver):
     r = (MEASURED - closed_form(TIMES, 0.25, 4.5)) / SIGMA**2
     assert result.gradient["k"] == pytest.approx(float(r @ dk), rel=10 * tol)
     assert result.gradient["D"] == pytest.approx(float(r @ dd), rel=10 * tol)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_observed_before_sees_the_states_before_each_jump(write, solver):
+    """``observed: before``: the observations at 4 and 12 (the dose times) see the states before the doses, the
+    others are as with the default: the llh and gradient are the closed form's with the sum over tau < t."""
+    path = config(write, SOLVERS[solver])
+    path.write_text(path.read_text().replace('set: {x: "x + D"}}', 'set: {x: "x + D"}, observed: before}'))
+    result = evaluate(path, values={"k": 0.25, "D": 4.5})
+    tol = 1e-6 if "bdf" in solver else 1e-8
+    assert result.llh == pytest.approx(llh(0.25, 4.5, before=True), rel=tol)
+    assert abs(llh(0.25, 4.5, before=True) - llh(0.25, 4.5)) > 100  # the two readings differ by far more
+    dk, dd = gradient(TIMES, 0.25, 4.5, before=True)
+    r = (MEASURED - closed_form(TIMES, 0.25, 4.5, before=True)) / SIGMA**2
+    assert result.gradient["k"] == pytest.approx(float(r @ dk), rel=10 * tol)
+    assert result.gradient["D"] == pytest.approx(float(r @ dd), rel=10 * tol)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_observed_before_at_the_start_and_on_the_dense_curve(write, solver):
+    """A dose at t0 seen before: the observation at 0 is the initial state, the solve goes on from the dosed one
+    (the initial state is a piece of one time of its own); the dense curve holds the states before the dose at the
+    dose time and after it just later (drawn upright)."""
+    from ude_cli.fitting.model import UDEModel
+
+    path = config(write, SOLVERS[solver])
+    path.write_text(path.read_text().replace('- {at: [4.0, 12.0], set: {x: "x + D"}}',
+                                             '- {at: [0, 4], set: {x: "x + D"}, observed: before}'))
+    model = UDEModel(check(path))
+    (sol,) = model.forward()
+    x = sol[:, 0, 0, 0].detach().numpy()
+
+    def expected(t):
+        t = np.asarray(t, dtype=float)
+        return X0 * np.exp(-K * t) + D * np.where(t > 0, np.exp(-K * t), 0) + D * np.where(t > 4, np.exp(-K * (t - 4)), 0)
+
+    tol = 1e-4 if "bdf" in solver else 1e-5  # the default tolerances (bdf's error is 1.5e-5 at t = 16)
+    assert x == pytest.approx(expected(TIMES), rel=tol)
+    assert x[0] == pytest.approx(X0)
+    t, y = model.dense(200)[0]
+    for tau in (0.0, 4.0):
+        i = int(np.searchsorted(t, tau))
+        assert t[i] == tau and y[i, 0, 0] == pytest.approx(expected(tau), rel=tol)
+        assert t[i + 1] - tau < 1e-4 and y[i + 1, 0, 0] == pytest.approx(expected(tau) + D, rel=1e-4)
+
+
+def test_every_from_first_to_last_is_the_list_of_its_times(write):
+    """every: 8, first: 4, last: 12 is at: [4, 12] (last included on the step): the same llh and gradient; a last
+    off the step is not passed (last: 19.9 is 4 and 12 too)."""
+    listed = evaluate(config(write), values={"k": 0.25, "D": 4.5})
+    for last in (12, 19.9):
+        path = config(write)
+        path.write_text(path.read_text().replace("at: [4.0, 12.0]", f"every: 8, first: 4, last: {last}"))
+        result = evaluate(path, values={"k": 0.25, "D": 4.5})
+        assert result.llh == pytest.approx(listed.llh, rel=1e-12), last
+        assert result.gradient["D"] == pytest.approx(listed.gradient["D"], rel=1e-10), last
+    from ude_cli.config import EventSpec
+
+    assert EventSpec(every=0.1, first=0, last=1, set={"x": "x"}).times()[-1] == pytest.approx(1.0)
+    assert len(EventSpec(every=0.1, first=0, last=1, set={"x": "x"}).times()) == 11
+
+
+@pytest.mark.parametrize(("event", "message"), [
+    ("{every: 8, set: {x: 'x + D'}}", "'every' needs 'first' and 'last'"),
+    ("{every: 8, first: 4, last: 2, set: {x: 'x + D'}}", "last (2) is before first (4)"),
+    ("{every: 0, first: 4, last: 8, set: {x: 'x + D'}}", "model.events[0].every: must be > 0, got 0"),
+    ("{at: [4], every: 8, first: 4, last: 8, set: {x: 'x + D'}}", "give one of 'at' (the times), 'every'"),
+    ("{at: [4], last: 8, set: {x: 'x + D'}}", "'first' and 'last' go with 'every'"),
+    ("{every: 1.0e-6, first: 0, last: 1, set: {x: 'x + D'}}", "is 1000001 jumps: at most 100000"),
+    ("{every: 2, first: -1, last: 8, set: {x: 'x + D'}}", "model.events[0].first: a jump at t = -1 is before"),
+])
+def test_bad_repeats_are_named(write, event, message):
+    text = config(write).read_text().replace(f"- {{at: {list(DOSES)}, set: {{x: \"x + D\"}}}}", f"- {event}")
+    with pytest.raises(UdeError, match=re.escape(message)):
+        check(write("bad.yaml", text))
+
+
+def test_events_at_one_time_must_agree_on_what_it_observes(write):
+    write("d.csv", "t,a,b\n0,1,3\n1,1,1\n2,1,1\n")
+    path = write("c.yaml", """
+        data: {file: d.csv, columns: {a: a, b: b}}
+        model:
+          states: [a, b]
+          equations: {a: "-c*a", b: "-c*b"}
+          parameters: {c: {init: 0.5}}
+          initial: {a: 1, b: 3}
+          events:
+            - {at: [1, 2], set: {a: "a + 1"}}
+            - {at: 2, set: {b: "b + 1"}, observed: before}
+        """)
+    with pytest.raises(UdeError) as info:
+        check(path)
+    assert str(info.value).count("\n") == 0 and ("model.events[1].observed: model.events[0] jumps at t = 2 too "
+                                                  "(experiment '1') and observes after it") in str(info.value)
 
 
 def test_a_fit_is_the_closed_form_least_squares_with_its_observed_information(write):
@@ -420,6 +515,44 @@ def test_dosing_records_from_a_column_are_each_subjects_own_jumps(write):
     assert summary(check(path)) == "jumps (model.events) of gut: 2 to 3 per experiment during the data"
 
 
+def test_a_trough_sample_in_a_dose_row_is_seen_before_the_dose(write, tmp_path):
+    """An intravenous bolus (central + amt) with ``observed: before``: the samples at 12 (s1) and 8, 16 (s2), in the
+    dose rows, are troughs, C = sum over the doses strictly before t of amt e^{-ke (t - tau)} / V, to 1e-9; the
+    default reading (after) adds the dose there. Export refuses it (a PEtab measurement at a period's start sees
+    its condition) and writes nothing."""
+    import pandas as pd
+
+    path, doses, _ = _dosing(write)
+    bolus = path.read_text().replace('events: [{column: amt, set: {gut: "gut + amt"}}]',
+                                     'events: [{column: amt, set: {central: "central + amt"}, observed: before}]')
+    path.write_text(bolus)
+    data = pd.read_csv(path.parent / "pk.csv")
+    ke, v = 0.18, 27.0
+
+    def llh(before):
+        total = 0.0
+        for subject, given in doses.items():
+            rows = data[(data["id"] == subject) & data["conc"].notna()]
+            t = rows["t"].to_numpy()
+            c = sum(a * np.where(t > tau if before else t >= tau, np.exp(-ke * (t - tau)), 0.0)
+                    for tau, a in given.items()) / v
+            r = (rows["conc"].to_numpy() - c) / 0.1
+            total += float(np.sum(-0.5 * math.log(2 * math.pi * 0.01) - 0.5 * r**2))
+        return total
+
+    at = {"ka": 0.9, "ke": ke, "V": v}
+    assert evaluate(path, values=at).llh == pytest.approx(llh(True), rel=1e-9)
+    after = write("after.yaml", bolus.replace(", observed: before", ""))
+    assert evaluate(after, values=at).llh == pytest.approx(llh(False), rel=1e-9)
+    assert abs(llh(True) - llh(False)) > 100
+    from ude_cli.petab.export import export
+
+    with pytest.raises(UdeError, match=re.escape("an observation at t = 12 (experiment 's1') sees the states before "
+                                                 "the jump there (observed: before)")):
+        export(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_dosing_records_export_as_periods_with_each_rows_amount(write, tmp_path):
     from ude_cli.petab.export import export
 
@@ -434,7 +567,8 @@ def test_dosing_records_export_as_periods_with_each_rows_amount(write, tmp_path)
 @pytest.mark.parametrize(("event", "message"), [
     ("{column: nowhere, set: {gut: 'gut + 1'}}", "no column 'nowhere' (named by model.events)"),
     ("{column: ka, set: {gut: 'gut + 1'}}", "the column 'ka' is also the name of a state, parameter"),
-    ("{column: amt, at: [1], set: {gut: 'gut + amt'}}", "give either 'at' (the times) or 'column'"),
+    ("{column: amt, at: [1], set: {gut: 'gut + amt'}}", "give one of 'at' (the times), 'every' (with 'first' and "
+                                                      "'last') or 'column' (a data column of dosing records), not at and column"),
     ("{column: amt, set: {gut: 'gut + amt'}, experiments: [s9]}", "unknown experiment 's9'"),
 ])
 def test_bad_dosing_records_are_named(write, event, message):

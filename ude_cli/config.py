@@ -295,11 +295,18 @@ class EventSpec(_Strict):
     """Jumps of states at given times: a dose, a feed, a medium change, a PEtab period's condition. At each time
     the states named in ``set`` take their formulas' values, computed from the states just before (all at once),
     the parameters and the constants; the solver stops there and starts again from the new states, and the
-    gradient goes through the jump. An observation at that time sees the states after the jump."""
+    gradient goes through the jump. An observation at that time sees the states after the jump, or before it with
+    ``observed: before`` (a trough sample taken just before a dose)."""
 
     at: list[Finite] | None = Field(None, min_length=1, description="The times of the jumps, e.g. [0, 12, 24] for a "
                                                                    "dose every 12 h (a jump at the model's start time "
                                                                    "changes its initial state).")
+    every: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="Instead of `at`: a jump every this many time units, from `first` to `last` (both "
+                          "required, both included when on the step), e.g. every: 12, first: 0, last: 84 for a dose "
+                          "every 12 h for a week; a forecast past `last` has no more.")
+    first: Finite | None = Field(None, description="With `every`: the time of the first jump.")
+    last: Finite | None = Field(None, description="With `every`: no jump after this time.")
     column: str | None = Field(
         None, description="Instead of `at`: a data column; each row with a value in it is a jump at that row's time "
                           "in its experiment (dosing records), and the formulas read the value under the column's "
@@ -308,6 +315,11 @@ class EventSpec(_Strict):
                                                           "before it, parameters and constants, e.g. 'gut + dose'.")
     experiments: list[str] | None = Field(
         None, min_length=1, description="The experiments it happens in (default: all).")
+    observed: Literal["after", "before"] = Field(
+        "after", description="What an observation at a jump's time sees: the states 'after' the jump (PEtab's "
+                             "convention: a measurement at a period's start sees its condition), or 'before' it (a "
+                             "trough sample taken just before a dose, as NONMEM reads a sample row before its dose "
+                             "row).")
 
     @field_validator("at", mode="before")
     @classmethod
@@ -316,8 +328,20 @@ class EventSpec(_Strict):
 
     @model_validator(mode="after")
     def _times_or_column(self) -> EventSpec:
-        if (self.at is None) == (self.column is None):
-            raise ValueError("give either 'at' (the times) or 'column' (a data column of dosing records)")
+        given = [name for name in ("at", "every", "column") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give one of 'at' (the times), 'every' (with 'first' and 'last') or 'column' (a data "
+                             "column of dosing records)" + (f", not {' and '.join(given)}" if given else ""))
+        if (self.first is not None or self.last is not None) and self.every is None:
+            raise ValueError("'first' and 'last' go with 'every'")
+        if self.every is not None:
+            if self.first is None or self.last is None:
+                raise ValueError("'every' needs 'first' and 'last' (the first and the last time it may happen)")
+            if self.last < self.first:
+                raise ValueError(f"last ({self.last:g}) is before first ({self.first:g})")
+            if len(self.times()) > 100_000:
+                raise ValueError(f"every {self.every:g} from {self.first:g} to {self.last:g} is "
+                                 f"{len(self.times())} jumps: at most 100000")
         if self.column is not None and not self.column.isidentifier():
             raise ValueError(f"column {self.column!r}: the formulas read it by its name, which must be a name "
                              f"(letters, digits, _)")
@@ -327,6 +351,14 @@ class EventSpec(_Strict):
     @classmethod
     def _names_as_text(cls, value: Any) -> Any:  # an experiment named 2 in the data is "2"
         return _experiment_names(value)
+
+    def times(self) -> list[float]:
+        """The times of ``at``, or of ``every`` from ``first`` to ``last`` (``last`` included when a step lands
+        on it, to a relative 1e-9 of the step); none with ``column``."""
+        if self.every is None or self.first is None or self.last is None:
+            return list(self.at or ())
+        count = math.floor((self.last - self.first) / self.every + 1e-9) + 1
+        return [self.first + k * self.every for k in range(count)]
 
 
 class ModelSpec(_Strict):

@@ -451,7 +451,8 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
         steps = np.diff(t)
         if np.any(steps == 0):
             k = int(np.argmax(steps == 0))
-            dose = "; a dose and an observation at one time go in one row" if records else ""
+            dose = ("; a dose and an observation at one time go in one row (the observation sees the states after "
+                    "the dose; model.events' observed: before for a sample taken just before it)") if records else ""
             problems.add(DataError(f"lines {lines[k]} and {lines[k + 1]}: duplicate time {t[k]:g}{in_exp}; "
                                    f"times must be strictly increasing{dose}", where=label))
             continue

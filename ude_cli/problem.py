@@ -96,6 +96,10 @@ class Event:
     #: a data column of dosing records instead of times: a jump at each of its rows with a value, whose value the
     #: formulas read under the column's name (:attr:`ude_cli.data.Experiment.records`)
     column: str | None = None
+    #: an observation at a jump's time sees the states before it (``observed: before``), not after
+    before: bool = False
+    #: the config field that gives its times, for messages: 'at', 'first' (of ``every``) or 'column'
+    field: str = "at"
 
     def applies(self, experiment: str) -> bool:
         return self.experiments is None or experiment in self.experiments
@@ -532,11 +536,13 @@ def _events(config: Config, states: list[str], param_specs: dict, constants: dic
                 problems.add(err)
             if not errors:
                 assignments[state] = expr
-        times = sorted(set(spec.at or ()))
+        times = sorted(set(spec.times()))
         if len(times) < len(spec.at or ()):
             problems.add(ConfigError(f"a time is given twice in {spec.at}", where=f"{where}.at"))
         events.append(Event(tuple(float(t) for t in times), assignments,
-                            None if spec.experiments is None else tuple(dict.fromkeys(spec.experiments)), spec.column))
+                            None if spec.experiments is None else tuple(dict.fromkeys(spec.experiments)), spec.column,
+                            spec.observed == "before",
+                            "column" if spec.column is not None else "first" if spec.every is not None else "at"))
     training = config.training
     if events and training.strategy == "multiple_shooting":
         problems.add(ConfigError("multiple shooting cannot be used with jumps of states at given times "
@@ -552,7 +558,8 @@ def _events(config: Config, states: list[str], param_specs: dict, constants: dic
 
 
 def _check_events(events: list[Event], dataset: Dataset, t0: float | None, problems: Problems, label: str) -> None:
-    """Every event's experiments exist, none starts after a jump it has, and no state jumps twice at once."""
+    """Every event's experiments exist, none starts after a jump it has, no state jumps twice at once, and the
+    events at one time agree on what an observation then sees (``observed``)."""
     names = [e.name for e in dataset.experiments]
     for i, event in enumerate(events):
         for name in event.experiments or ():
@@ -567,15 +574,26 @@ def _check_events(events: list[Event], dataset: Dataset, t0: float | None, probl
     for e in dataset.experiments:
         start = t0 if t0 is not None else float(e.t[0])
         seen: dict[tuple[float, str], int] = {}
+        sees: dict[float, int] = {}  # time -> the first event then, whose ``observed`` the others must share
         for i, event in enumerate(events):
             times = event.times_in(e)
             if not times:
                 continue
+            clash = next((sees[t] for t in times if t in sees and events[sees[t]].before != event.before), None)
+            if clash is not None and (clash, i, "observed") not in reported:
+                reported.add((clash, i, "observed"))
+                t = next(t for t in times if sees.get(t) == clash)
+                problems.add(ConfigError(
+                    f"model.events[{clash}] jumps at t = {t:g} too (experiment '{e.name}') and observes "
+                    f"{'before' if events[clash].before else 'after'} it: an observation at one time sees one "
+                    f"state; give both the same 'observed'", where=f"{label}: model.events[{i}].observed"))
+            for t in times:
+                sees.setdefault(t, i)
             if times[0] < start:
                 problems.add(ConfigError(
                     f"a jump at t = {times[0]:g} is before experiment '{e.name}' starts (t = {start:g}); "
                     + ("give model.t0, the time the model starts from" if t0 is None else "it would never happen"),
-                    where=f"{label}: model.events[{i}].{'at' if event.column is None else 'column'}"))
+                    where=f"{label}: model.events[{i}].{event.field}"))
             for t in times:
                 for state in event.assignments:
                     if (t, state) in seen and (seen[t, state], i, state) not in reported:

@@ -4,8 +4,9 @@ A group's solve is split at its jump times into pieces (:func:`pieces`). Each pi
 engine solves the group, from the states the jump before it left; the jump itself (:class:`Jumps`) is a torch
 function of the states just before it, the parameters and the constants, so the gradient of the fit goes
 through it and through every piece. The states at a jump time are those after the jump (PEtab's convention:
-a measurement at a period's start sees its condition); a jump at the model's start time changes the initial
-state.
+a measurement at a period's start sees its condition), or those before it for the events with ``observed:
+before`` (a trough sample taken just before a dose); a jump at the model's start time changes the initial
+state (from which the solve starts: an observation at t0 sees it, or the initial state before it).
 
 Experiments solved together (:func:`ude_cli.fitting.model.make_groups`) share their start time and their
 schedule of jumps, so a group has one list of pieces whatever its experiments.
@@ -37,35 +38,60 @@ def schedule(events: Sequence[Event], experiment: Experiment) -> Schedule:
     return tuple((t, tuple(at[t])) for t in sorted(at))
 
 
-def pieces(grid: np.ndarray, jumps: Schedule, at_start: bool) -> list[tuple[np.ndarray, tuple[int, ...]]]:
-    """``grid`` cut at the jump times within it: (a piece's times, the events that happen at its first time).
+#: a piece of a group's grid between jumps: its times, the events that happen at its first time, and whether an
+#: observation at that time sees the states before the jump (the previous piece's last) rather than after it
+Piece = tuple[np.ndarray, tuple[int, ...], bool]
+
+
+def before_times(events: Sequence[Event], jumps: Schedule) -> frozenset[float]:
+    """The jump times of ``jumps`` at which an observation sees the states before the jump (``observed: before``;
+    the events at one time agree, :func:`ude_cli.problem._check_events`)."""
+    return frozenset(t for t, which in jumps if events[which[0]].before)
+
+
+def pieces(grid: np.ndarray, jumps: Schedule, at_start: bool, before: frozenset[float] = frozenset()
+           ) -> list[Piece]:
+    """``grid`` cut at the jump times within it: (a piece's times, the events that happen at its first time,
+    whether the states there are seen before the jump).
 
     Consecutive pieces share their boundary (the jump time, added where the grid lacks it), which the solve
-    keeps once, after the jump. A jump at ``grid[0]`` happens only with ``at_start`` (the solve starts from the
-    initial states there, not from states that have already jumped); jumps after ``grid[-1]`` do not happen."""
+    keeps once (:func:`joined`): after the jump, or before it at the times in ``before``. A jump at ``grid[0]``
+    happens only with ``at_start`` (the solve starts from the initial states there, not from states that have
+    already jumped; seen before it, the initial states are a piece of one time of their own); jumps after
+    ``grid[-1]`` do not happen."""
     start, end = float(grid[0]), float(grid[-1])
-    out: list[tuple[np.ndarray, tuple[int, ...]]] = []
+    out: list[Piece] = []
     first: tuple[int, ...] = ()
     cuts = []
     for t, which in jumps:
         if t == start and at_start:
-            first = which
+            if t in before:  # the initial states, seen at t0, then the jump
+                cuts.append((t, which))
+            else:
+                first = which
         elif start < t <= end:
             cuts.append((t, which))
-    lo, events = start, first
+    lo, events, seen_before = start, first, False
     for t, which in cuts:
         inside = grid[(grid > lo) & (grid < t)]
-        out.append((np.concatenate([[lo], inside, [t]]), events))
-        lo, events = t, which
-    out.append((np.concatenate([[lo], grid[grid > lo]]), events))
+        out.append((np.concatenate([[lo], inside, [t]]) if t > lo else np.array([lo]), events, seen_before))
+        lo, events, seen_before = t, which, t in before
+    out.append((np.concatenate([[lo], grid[grid > lo]]), events, seen_before))
     return out
 
 
-def joined(parts: Sequence[Any]) -> Any:
-    """Pieces solved one after the other, each boundary once (the state after the jump there): their times
-    (arrays) or their solutions ``(T_i, ...)`` (tensors)."""
+def joined(parts: Sequence[Any], before: Sequence[bool] | None = None) -> Any:
+    """Pieces solved one after the other, each boundary once: their times (arrays) or their solutions ``(T_i,
+    ...)`` (tensors). A boundary holds the state after the jump there (the next piece's first), or the one before
+    it (the previous piece's last) where ``before`` (a flag per piece, :data:`Piece`'s third) says so."""
+    flags = list(before) if before is not None else [False] * len(parts)
     cat = torch.cat if torch.is_tensor(parts[0]) else np.concatenate
-    return cat([p[:-1] for p in parts[:-1]] + [parts[-1]])
+    kept = []
+    for i, p in enumerate(parts):
+        lo = 1 if i > 0 and flags[i] else 0
+        hi = len(p) - 1 if i < len(parts) - 1 and not flags[i + 1] else len(p)
+        kept.append(p[lo:hi])
+    return cat(kept)
 
 
 class Jumps:
@@ -119,4 +145,7 @@ def summary(problem) -> str:
     after = [len(ts) - n for ts, n in zip(jumps, during, strict=True)]
     states = sorted({s for e in problem.events for s in e.assignments})
     line = f"jumps (model.events) of {', '.join(states)}: {counted(during)} during the data"
-    return line + (f"; {counted(after)} after it (in forecasts only)" if any(after) else "")
+    line += f"; {counted(after)} after it (in forecasts only)" if any(after) else ""
+    seen = [i for i, e in enumerate(problem.events) if e.before]
+    return line + (f"; an observation at a jump time of model.events[{', '.join(map(str, seen))}] sees the states "
+                   f"before it" if seen else "")

@@ -19,7 +19,7 @@ from torch import nn
 from ..config import STIFF_METHODS, reason_not_compiled
 from ..engines.torchdiffeq import SolverSettings, solve
 from ..problem import Problem, default_step
-from .events import Jumps, Schedule, joined, pieces, schedule
+from .events import Jumps, Piece, Schedule, before_times, joined, pieces, schedule
 from .hybrid import HybridRHS
 from .neural import MLP
 from .parameters import InitialStates, NoiseParameterSet, ParameterSet
@@ -47,8 +47,11 @@ class Group:
     obs_valid: np.ndarray  # (T, Bg, n_observables) bool: observed and in the validation window
     #: the jumps of the states (model.events) that every experiment of the group has (:mod:`.events`)
     jumps: Schedule = ()
-    #: ``times`` cut at the jumps: each piece's times and the events at its start (:func:`.events.pieces`)
-    pieces: list[tuple[np.ndarray, tuple[int, ...]]] = field(default_factory=list)
+    #: the jump times at which an observation sees the states before the jump (``observed: before``)
+    before: frozenset[float] = frozenset()
+    #: ``times`` cut at the jumps: each piece's times, the events at its start, and whether its first time is seen
+    #: before them (:func:`.events.pieces`)
+    pieces: list[Piece] = field(default_factory=list)
 
 
 def make_groups(problem: Problem) -> list[Group]:
@@ -77,10 +80,11 @@ def make_groups(problem: Problem) -> list[Group]:
             observations[pos, k, :] = e.observations
             obs_train[pos, k, :] = np.isfinite(e.observations) & e.train[:, None]
         valid = np.isfinite(obs) & ~train
+        before = before_times(problem.events, jumps)
         groups.append(Group(t0=t0, experiments=members, times=times, positions=positions, observed=obs,
                             train=train, valid=valid, observations=observations, obs_train=obs_train,
                             obs_valid=np.isfinite(observations) & ~obs_train, jumps=jumps,
-                            pieces=pieces(times, jumps, at_start=True)))
+                            before=before, pieces=pieces(times, jumps, at_start=True, before=before)))
     return groups
 
 
@@ -315,7 +319,7 @@ class UDEModel(nn.Module):
             constants={n: float(v) for n, v in constants.items() if not (torch.is_tensor(v) and v.ndim == 1)},
             experiment_constants={n: v for n, v in constants.items() if torch.is_tensor(v) and v.ndim == 1},
             experiment_names=tuple(e.name for e in ds.experiments),
-            grids=tuple(Grid(tuple(g.experiments), times) for g in self.groups for times, _ in g.pieces),
+            grids=tuple(Grid(tuple(g.experiments), times) for g in self.groups for times, _, _ in g.pieces),
             n_starts=self.n_starts, dtype=self.dtype, settings=self.settings, scale=scale)
 
     def trajectory_inputs(self, experiments: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -410,9 +414,9 @@ class UDEModel(nn.Module):
         data grid when None), each piece by the engine :meth:`solve_group` would choose for the group."""
         assert self.jumps is not None  # a group with jumps
         g = self.groups[k]
-        parts = g.pieces if times is None else pieces(times, g.jumps, at_start=times[0] == g.t0)
+        parts = g.pieces if times is None else pieces(times, g.jumps, at_start=times[0] == g.t0, before=g.before)
         y, solutions = y0, []
-        for n, (grid, events) in enumerate(parts):
+        for n, (grid, events, _) in enumerate(parts):
             if events:
                 y = self.jumps.apply(y, float(grid[0]), events, self.group_index[k])
             if len(grid) == 1:
@@ -424,10 +428,11 @@ class UDEModel(nn.Module):
                 sol = self._torchdiffeq(k, y, torch.tensor(grid, dtype=self.dtype), None)
             solutions.append(sol)
             y = sol[-1]
-        sol = joined(solutions)
+        seen_before = [b for _, _, b in parts]
+        sol = joined(solutions, seen_before)
         if times is None:
             return sol
-        return sol[torch.as_tensor(np.searchsorted(joined([p for p, _ in parts]), times))]
+        return sol[torch.as_tensor(np.searchsorted(joined([p for p, _, _ in parts], seen_before), times))]
 
     def solve_from(self, k: int, y0: torch.Tensor, times: torch.Tensor, experiments: torch.Tensor | None = None
                    ) -> torch.Tensor:
@@ -536,9 +541,13 @@ class UDEModel(nn.Module):
                 end = max(float(self.problem.dataset.experiments[b].t[-1]) for b in g.experiments)
                 end = until if until is not None else end  # the grid ends where it was asked to, before or after the data
                 grid = dense_grid(g.t0, end, n_points, g.times)
-                jumps = [t for t, _ in g.jumps if g.t0 < t <= end]
-                if jumps:  # the states just before and after each jump: a figure draws it upright
-                    grid = np.union1d(grid, [*jumps, *(t - 1e-6 * max(end - g.t0, abs(t)) for t in jumps)])
+                jumps = [t for t, _ in g.jumps if g.t0 <= t <= end]
+                if jumps:  # the states just before and after each jump: a figure draws it upright (a jump time
+                    # itself holds one of the two: the states after, or before where ``observed: before``)
+                    eps = [1e-6 * max(end - g.t0, abs(t)) for t in jumps]
+                    grid = np.union1d(grid, [*jumps, *(t - e for t, e in zip(jumps, eps, strict=True) if t > g.t0),
+                                             *(t + e for t, e in zip(jumps, eps, strict=True)
+                                               if t in g.before and t + e < end)])
                 sol = self.solve_group(k, torch.tensor(grid, dtype=self.dtype)).cpu().numpy()
                 for i, b in enumerate(g.experiments):
                     t_end = until if until is not None else float(self.problem.dataset.experiments[b].t[-1])

@@ -188,11 +188,16 @@ def _refusals(problem, label: str, version: int) -> None:
         for e in problem.dataset.experiments:
             start = problem.t0 if problem.t0 is not None else float(e.t[0])
             times = event.times_in(e)
+            seen = sorted(set(times) & {float(t) for t in e.t[e.observed]}) if event.before else []
+            if seen:
+                raise ConfigError(f"an observation at t = {seen[0]:g} (experiment {e.name!r}) sees the states before "
+                                  f"the jump there (observed: before), and PEtab's measurement at a period's start "
+                                  f"sees its condition: not exported", where=f"{label}: model.events[{i}].observed")
             if times and times[0] == start:
                 raise ConfigError(f"a jump at the start time ({start:g}, experiment {e.name!r}): PEtab v2's first "
                                   f"period is applied before the model's initial values and may not read a state; "
                                   f"give the initial value after the jump instead (model.initial)",
-                                  where=f"{label}: model.events[{i}].{'at' if event.column is None else 'column'}")
+                                  where=f"{label}: model.events[{i}].{event.field}")
     for name, p in problem.parameters.items():
         if p.prior is not None:
             raise ConfigError("a prior is not exported yet (PEtab's priorDistribution columns are not written): the "
