@@ -354,11 +354,12 @@ class EventSpec(_Strict):
 
     def times(self) -> list[float]:
         """The times of ``at``, or of ``every`` from ``first`` to ``last`` (``last`` included when a step lands
-        on it, to a relative 1e-9 of the step); none with ``column``."""
+        on it, to a relative 1e-9 of the step); none with ``column``. Each time is rounded to 15 significant digits,
+        so that every: 0.1 lands on a data time 0.3 (not 0.30000000000000004, after it)."""
         if self.every is None or self.first is None or self.last is None:
             return list(self.at or ())
         count = math.floor((self.last - self.first) / self.every + 1e-9) + 1
-        return [self.first + k * self.every for k in range(count)]
+        return [float(f"{self.first + k * self.every:.15g}") for k in range(count)]
 
 
 class ModelSpec(_Strict):
