@@ -302,3 +302,18 @@ training: {warm_start: none, stages: [{optimizer: lbfgs, iterations: 1}]}
     plain = problem(DECAY % ("0.7", "[{optimizer: lbfgs, iterations: 1}]"), tmp_path)
     line = assess(plain, _table(t, smooth + 1e-3 * np.cos(40 * t), smooth), 1e-6)["line"]
     assert "the data's differences overstate the noise in x" in line
+
+
+def test_a_prediction_of_zero_under_log_normal_noise_makes_the_fit_poor_and_says_where(tmp_path):
+    """Log-normal noise, an experiment whose prediction is 0 at 3 observed times (a forgotten dose): the llh there
+    is the floor's, not the model's; the fit is poor and the line names the experiment and the count."""
+    t, x = decay_csv(tmp_path, noise=0.0, n=10)
+    prob = problem((DECAY % ("0.7", "[{optimizer: lbfgs, iterations: 1}]")) + "noise: lognormal\n", tmp_path)
+    pred = 2.0 * np.exp(-0.7 * t)
+    pred[[2, 5, 7]] = 0.0
+    table = _table(t, x, pred).assign(experiment=prob.dataset.experiments[0].name)
+    record = assess(prob, table, 1.0)
+    name = prob.dataset.experiments[0].name
+    assert record["poor"] and record["zero_predictions"] == {"x": {name: 3}}
+    assert f"x's prediction is 0 (below the log floor) at observed times: 3 in experiment '{name}'" in record["line"]
+    assert "--starts" not in record["line"]  # more starts would not help

@@ -109,6 +109,7 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
             continue
         sq = count = noise_sum = triples = 0.0
         values, sequences = [], []
+        zero: dict[str, int] = {}  # experiment -> observed times whose prediction is at the log floor
         cells: list[tuple] = []  # (the experiment's covariates, time, prediction, observation) of every training cell
         for name, rows in train.groupby("experiment", sort=False):
             rows = rows.sort_values("time")
@@ -117,6 +118,12 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
             t, obs, pred = rows["time"].to_numpy(float)[ok], obs[ok], pred[ok]
             if len(obs) == 0:
                 continue
+            if space == "log":
+                from ..likelihood.objective import LOG_FLOOR
+
+                floored = int(np.sum(pred <= LOG_FLOOR * max(spread[c], 1e-300)))
+                if floored:
+                    zero[str(name)] = floored
             obs, pred = _transform(obs, pred, space, spread[c])
             r = obs - pred
             sq += float(np.sum(r * r))
@@ -143,21 +150,34 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
         per[o] = {"mse": mse, "space": space, "noise": _num(noise), "noise_from": noise_from,
                   "variance": variance, "floor": floor, "ratio": _num(ratio),
                   "runs_z": z, "runs_p": p, "systematic": bool(p < SYSTEMATIC_P),
-                  "far": bool(not math.isfinite(ratio) or ratio > POOR_RATIO)}
+                  "far": bool(not math.isfinite(ratio) or ratio > POOR_RATIO), "zero_predictions": zero}
         total_sq += sq
         total_noise += floor * count
         total_count += count
     noise_level = total_noise / total_count if total_count else None
     mse_all = total_sq / total_count if total_count else None
     ratio_all = (mse_all / noise_level if noise_level else math.inf) if mse_all is not None else None
-    poor = ratio_all is not None and (not math.isfinite(ratio_all) or ratio_all > POOR_RATIO)
+    zeros = {o: q["zero_predictions"] for o, q in per.items() if q["zero_predictions"]}
+    poor = bool(zeros) or (ratio_all is not None and (not math.isfinite(ratio_all) or ratio_all > POOR_RATIO))
     record = {"poor": bool(poor), "loss": loss, "mse": mse_all, "noise_level": noise_level,
               "ratio": _num(ratio_all) if ratio_all is not None else None,
               "far_observables": [s for s, q in per.items() if q["far"]],
               "systematic_observables": [s for s, q in per.items() if q["systematic"]], "per_observable": per, "method": METHOD}
-    record["advice"] = advice(problem, starts, stages) if poor else None
+    record["zero_predictions"] = zeros
+    record["advice"] = (_zero_text(zeros) if zeros else advice(problem, starts, stages)) if poor else None
     record["line"] = quality_line(record, problem)
     return record
+
+
+def _zero_text(zeros: dict[str, dict[str, int]]) -> str:
+    """What a prediction of 0 under log-scale noise means: the llh there is not the model's (log 0 is -inf)."""
+    parts = []
+    for o, per in zeros.items():
+        where = ", ".join(f"{n} in experiment '{e}'" for e, n in list(per.items())[:3]) + (
+            f" and {len(per) - 3} more experiments" if len(per) > 3 else "")
+        parts.append(f"{o}'s prediction is 0 (below the log floor) at observed times: {where}")
+    return ("; ".join(parts) + ": under log-normal (or log-Laplace) noise an observation cannot be 0 there, and the "
+            "llh is floored, not the model's; is a dose or an initial value missing for those experiments?")
 
 
 def _between_jumps(problem, experiment: str, t: np.ndarray) -> list[slice]:
