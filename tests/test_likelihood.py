@@ -28,7 +28,8 @@ def _t(x):
 
 
 @pytest.mark.parametrize("error,sd", [("constant", lambda mu: 0.7 + 0 * mu), ("proportional", lambda mu: 0.7 * mu),
-                                      ("combined", lambda mu: 0.7 + 0.2 * mu)])
+                                      ("combined", lambda mu: 0.7 + 0.2 * mu),
+                                      ("combined2", lambda mu: np.sqrt(0.7**2 + (0.2 * mu) ** 2))])
 def test_normal_matches_scipy(error, sd):
     p = {"sigma": _t(0.7), "sigma_rel": _t(0.2)}
     got = noise_model("normal", error).nll(_t(Y), _t(MU), p).numpy()
@@ -330,7 +331,8 @@ def _scipy_nll(prob, objective, sols) -> float:
             y, mu = y[ok], mu[ok]
             if o.noise.distribution == "normal":
                 sd = {"constant": p["sigma"], "proportional": p["sigma"] * np.abs(mu),
-                      "combined": p["sigma"] + p.get("sigma_rel", 0) * np.abs(mu)}[o.noise.error]
+                      "combined": p["sigma"] + p.get("sigma_rel", 0) * np.abs(mu),
+                      "combined2": np.sqrt(p["sigma"] ** 2 + (p.get("sigma_rel", 0) * mu) ** 2)}[o.noise.error]
                 total -= stats.norm.logpdf(y, mu, sd).sum()
             elif o.noise.distribution == "lognormal":
                 total -= stats.lognorm.logpdf(y, s=p["sigma"], scale=mu).sum()

@@ -285,7 +285,7 @@ def test_noise_formula_of_a_state_is_refused_naming_the_observable_file(tmp_path
     (line,) = error_lines(result)
     assert "observables_Rahman_MBS2016.tsv: line 2: observable observable_prevalence" in line
     assert ("noiseFormula '0.1*infected_moderate' depends on infected_moderate (a state or time), other than as "
-            "a + b * (the observable formula): not supported") in line
+            "a + b * (the observable formula) or sqrt(a^2 + (b * (the observable formula))^2): not supported") in line
 
 
 @pytest.mark.slow
@@ -721,6 +721,8 @@ def _rahman_noise(tmp_path: Path, formula: str, parameters: str) -> Path:
     ("noiseParameter1_observable_prevalence + noiseParameter2_observable_prevalence * prevalence", "0.2;0.5",
      lambda s: 0.2 + 0.5 * s),
     ("noiseParameter1_observable_prevalence * prevalence", "0.5", lambda s: 0.5 * s),
+    ("sqrt(noiseParameter1_observable_prevalence^2 + (noiseParameter2_observable_prevalence * prevalence)^2)",
+     "0.2;0.5", lambda s: np.sqrt(0.2**2 + (0.5 * s) ** 2)),
 ])
 def test_a_noise_formula_of_the_observable_is_combined_or_proportional_error(tmp_path, formula, parameters, sd):
     """PEtab's a + b * (observable formula) and b * (observable formula) (Raia_CancerResearch2011, Armistead_
@@ -734,7 +736,7 @@ def test_a_noise_formula_of_the_observable_is_combined_or_proportional_error(tmp
     assert evaluate(yaml_path).llh == pytest.approx(expected, abs=1e-3)  # the collection's simulations: 6 digits
     config = yaml.safe_load(import_problem(yaml_path, tmp_path / "out").read_text())
     noise = config["observables"]["observable_prevalence"]["noise"]
-    assert noise["error"] == ("combined" if ";" in parameters else "proportional")
+    assert noise["error"] == ("combined2" if "sqrt" in formula else "combined" if ";" in parameters else "proportional")
 
 
 def test_estimated_combined_error_parameters_and_their_gradient(tmp_path):
@@ -766,16 +768,17 @@ def test_a_noise_formula_of_part_of_the_observable_is_refused(tmp_path):
 
 
 def test_an_error_model_is_looked_for_quickly_in_a_large_formula(tmp_path):
-    """sqrt(a^2 + b^2 y^2) of a sum of Hill terms is refused at once (sympy's simplify took minutes on it)."""
+    """sqrt(a^2 + b^2 y^2 + y) of a sum of Hill terms is refused at once (sympy's simplify took minutes on such
+    formulas; sqrt(a^2 + b^2 y^2) itself is combined2 error)."""
     hill = " + ".join(f"{s}/(1 + {s})" for s in ("infected_moderate", "infected_weak", "infected_normal",
                                                   "treated_moderate", "treated_weak"))
     yaml_path = _rahman_noise(tmp_path, f"sqrt(noiseParameter1_observable_prevalence^2 + "
-                                        f"noiseParameter2_observable_prevalence^2 * ({hill})^2)", "0.2;0.5")
+                                        f"noiseParameter2_observable_prevalence^2 * ({hill})^2 + {hill})", "0.2;0.5")
     observables = yaml_path.parent / "observables_Rahman_MBS2016.tsv"
     table = pd.read_csv(observables, sep="\t", dtype=str, keep_default_na=False)
     table["observableFormula"] = hill
     table.to_csv(observables, sep="\t", index=False)
-    with pytest.raises(ConfigError, match=r"other than as a \+ b \* \(the observable formula\)"):
+    with pytest.raises(ConfigError, match=r"other than as a \+ b \* \(the observable formula\) or sqrt"):
         evaluate(yaml_path)
 
 

@@ -519,11 +519,13 @@ def test_laplace_noise_is_petabs_laplace(distribution: str, write, tmp_path: Pat
 
 @pytest.mark.parametrize("formula", ["y", "2*y"])  # abs(2*y) is 2*abs(y) to sympy: the importer must see it
 @pytest.mark.parametrize("error, sigma", [("proportional", "sigma: {init: 0.1}"),
-                                          ("combined", "sigma: {init: 0.05}, sigma_rel: {init: 0.1}")])
+                                          ("combined", "sigma: {init: 0.05}, sigma_rel: {init: 0.1}"),
+                                          ("combined2", "sigma: {init: 0.05}, sigma_rel: {init: 0.1}")])
 def test_an_error_model_of_the_prediction_round_trips(error: str, sigma: str, formula: str, write, tmp_path: Path):
     """Proportional and combined normal errors are written as PEtab noise formulas of the observable's formula
-    (``sigma * abs(y)``, ``sigma + sigma_rel * abs(y)``), which ude import reads back as the same error model: the
-    llh and its gradient again, and the closed form of ude's simulations with sd = sigma + sigma_rel |m|."""
+    (``sigma * abs(y)``, ``sigma + sigma_rel * abs(y)``, ``sqrt(sigma^2 + (sigma_rel * abs(y))^2)``), which ude
+    import reads back as the same error model: the llh and its gradient again, and the closed form of ude's
+    simulations with sd = sigma + sigma_rel |m| (or sqrt(sigma^2 + sigma_rel^2 m^2))."""
     import pandas as pd
 
     t = np.linspace(0, 4, 15)
@@ -548,7 +550,8 @@ def test_an_error_model_of_the_prediction_round_trips(error: str, sigma: str, fo
     for name in ("k",):
         assert again.gradient[name] == pytest.approx(original.gradient[name], rel=1e-6)
     m, data = original.simulations["simulation"].to_numpy(), original.simulations["measurement"].to_numpy()
-    sd = 0.1 * np.abs(m) if error == "proportional" else 0.05 + 0.1 * np.abs(m)
+    sd = {"proportional": 0.1 * np.abs(m), "combined": 0.05 + 0.1 * np.abs(m),
+          "combined2": np.sqrt(0.05**2 + (0.1 * m) ** 2)}[error]
     closed = np.sum(-0.5 * np.log(2 * np.pi * sd**2) - 0.5 * ((data - m) / sd) ** 2)
     assert original.llh == pytest.approx(float(closed), abs=1e-9)  # m: the observable's prediction
     imported = yaml.safe_load(import_problem(result.problem, tmp_path / "again").read_text())

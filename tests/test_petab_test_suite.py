@@ -202,6 +202,28 @@ def test_an_sbml_trigger_on_a_state_is_a_jump_when_it_becomes_true(tmp_path):
     assert list(result.simulations["simulation"]) == pytest.approx([1.0, 3.0428446239911824], abs=1e-6)
 
 
+def test_a_condition_sets_a_parameter_over_its_initial_assignment(tmp_path):
+    """0028 with an SBML initial assignment a0 = 3 (A starts at a0): the first period's condition a0 = 1 wins, as in
+    AMICI (Liu_IFACPapersOnLine2025's u_2 = 1e9, 0 in its control: its llh is the collection's simulations' to
+    1e-6), so the llh and simulations are the case's own; without the condition, the assignment stands (A(0) = 3)."""
+    assignment = ("<initialAssignment symbol='a0'><math xmlns='http://www.w3.org/1998/Math/MathML'><cn> 3 </cn>"
+                  "</math></initialAssignment>\n      <initialAssignment symbol=\"A\">")
+    problem = _variant(tmp_path, "0028", "_model.xml", '<initialAssignment symbol="A">', assignment)
+    folder = problem.parent
+    (folder / "_experiments.tsv").write_text("experimentId\ttime\tconditionId\nexperiment1\t0.0\tcondition0\n"
+                                             "experiment1\t7.0\tcondition1\n")
+    (folder / "_conditions.tsv").write_text("conditionId\ttargetId\ttargetValue\ncondition0\ta0\t1\n"
+                                            "condition1\tA\tA + 5.0\n")
+    solution = yaml.safe_load((SUITE / "v2.0.0" / "0028" / "_0028_solution.yaml").read_text())
+    result = evaluate(problem)
+    assert result.llh == pytest.approx(solution["llh"], abs=1e-6)
+    assert list(result.simulations["simulation"]) == pytest.approx([1.0, 3.0428446239911824], abs=1e-6)
+    (folder / "_experiments.tsv").write_text("experimentId\ttime\tconditionId\nexperiment1\t0.0\t\n"
+                                             "experiment1\t7.0\tcondition1\n")
+    (folder / "_conditions.tsv").write_text("conditionId\ttargetId\ttargetValue\ncondition1\tA\tA + 5.0\n")
+    assert evaluate(problem).simulations["simulation"].iloc[0] == pytest.approx(3.0, abs=1e-9)
+
+
 @pytest.mark.parametrize("change, expected", [
     ([("<cn> 7 </cn>", "<ci> k1 </ci>")], "its time k1 depends on k1, which is estimated"),
     ([("<apply><geq/>", "<apply><and/><apply><geq/>"),

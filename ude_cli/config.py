@@ -634,16 +634,17 @@ class NoiseSpec(_Strict):
                               "counts: variance y_hat + y_hat^2/dispersion), laplace (absolute deviations: "
                               "density exp(-|y - y_hat|/sigma)/(2 sigma)), loglaplace (log y ~ Laplace(log y_hat, "
                               "sigma)).")
-    error: Literal["constant", "proportional", "combined"] = Field(
+    error: Literal["constant", "proportional", "combined", "combined2"] = Field(
         "constant", description="normal only: the standard deviation is sigma (constant), sigma*|y_hat| "
-                                "(proportional), or sigma + sigma_rel*|y_hat| (combined).")
+                                "(proportional), sigma + sigma_rel*|y_hat| (combined), or sqrt(sigma^2 + "
+                                "(sigma_rel*y_hat)^2) (combined2: the two variances add, as Monolix's combined2).")
     sigma: NoiseParameterSpec = Field(
         default_factory=NoiseParameterSpec,
         description="normal and lognormal: the standard deviation (of log y for lognormal; the relative one "
                     "for proportional error; the absolute part for combined); laplace and loglaplace: the scale "
                     "(of log y for loglaplace; the standard deviation is sqrt(2) sigma): estimated unless a number.")
     sigma_rel: NoiseParameterSpec = Field(
-        default_factory=NoiseParameterSpec, description="combined error only: the relative part.")
+        default_factory=NoiseParameterSpec, description="combined and combined2 error only: the relative part.")
     dispersion: NoiseParameterSpec = Field(
         default_factory=NoiseParameterSpec,
         description="negative_binomial only: the dispersion phi (variance y_hat + y_hat^2/phi; large phi "

@@ -183,6 +183,9 @@ def translate(problem: PetabProblem) -> Translation:
     per_condition: dict[str, dict[str, float]] = {}  # constant name -> condition -> value
     initial_override: dict[str, sp.Expr] = {}
     reset: list[str] = []  # species the simulation conditions set: their initial values again after settling
+    # a parameter with an SBML initial assignment that the condition table sets takes the condition's value (the
+    # assignment stands in an empty cell): Liu_IFACPapersOnLine2025's u_2 = 1e9, 0 in its condition ctrl
+    sbml.overridden = {c for c in problem.conditions.columns if c in sbml.parameter_initials}
     for column in problem.conditions.columns:
         if column in ("conditionId", "conditionName", "_file", "_row"):
             continue
@@ -220,9 +223,11 @@ def translate(problem: PetabProblem) -> Translation:
             values = {c: (v if v is not None else default) for c, v in cells.items()}
         else:
             default_value = sbml.values.get(column)
-            if any(v is None for v in cells.values()) and default_value is None and column not in problem.parameters:
+            assigned = sbml.parameter_initials.get(column)
+            if any(v is None for v in cells.values()) and default_value is None and column not in problem.parameters \
+                    and assigned is None:
                 raise ConfigError(f"column {column}: an empty cell, and the model gives no value", where=ctable)
-            fallback = sp.Symbol(column)
+            fallback = sp.Symbol(column) if assigned is None else sbml.substitute(assigned)
             values = {c: (v if v is not None else fallback) for c, v in cells.items()}
         if not all(v.is_number for v in values.values()):  # a fixed parameter is its nominal value
             values = {c: _fixed_value(v, problem) for c, v in values.items()}
@@ -385,14 +390,14 @@ def translate(problem: PetabProblem) -> Translation:
     bare: dict[str, int] = {}
     dynamic_names = set(sbml.rhs) | {TIME.name}
     #: pending's index -> (the states and t its noise formula uses, (a, b) of a + b * y_hat or None)
-    error_models: dict[int, tuple[list[str], tuple[sp.Expr, sp.Expr] | None]] = {}
+    error_models: dict[int, tuple[list[str], tuple[sp.Expr, sp.Expr, bool] | None]] = {}
     for i, (_, _, formula, noise, _, distribution, *_) in enumerate(pending):
         moves = sorted(x.name for x in noise.free_symbols if x.name in dynamic_names)
         parts = _error_model(noise, formula, dynamic_names) if moves and distribution == "normal" else None
         error_models[i] = moves, parts
         if distribution == "poisson":
             continue
-        for piece in (noise,) if parts is None else parts:  # a + b * y_hat: a and b are noise parameters
+        for piece in (noise,) if parts is None else parts[:2]:  # a + b * y_hat: a and b are noise parameters
             if isinstance(piece, sp.Symbol):
                 bare[piece.name] = bare.get(piece.name, 0) + 1
             else:
@@ -408,8 +413,8 @@ def translate(problem: PetabProblem) -> Translation:
                               where=where)
         if dynamic and parts is None:
             raise ConfigError(f"observable {oid}: noiseFormula {problem.observables[oid].noise_text!r} depends on "
-                              f"{dynamic[0]} (a state or time), other than as a + b * (the observable formula): not "
-                              f"supported yet", where=where)
+                              f"{dynamic[0]} (a state or time), other than as a + b * (the observable formula) or "
+                              f"sqrt(a^2 + (b * (the observable formula))^2): not supported yet", where=where)
         noise_spec: dict[str, Any] = {"distribution": distribution}
         if distribution == "poisson":
             pass
@@ -419,9 +424,9 @@ def translate(problem: PetabProblem) -> Translation:
         elif parts is None:
             noise_spec["sigma"] = _sigma(noise, f"sigma_{name}", oid, where, factor, bare, elsewhere, problem, names,
                                          noise_info)
-        else:  # PEtab's a + b * y_hat (or b * y_hat): the combined (proportional) error, a + b |y_hat|
-            a, b = parts
-            noise_spec["error"] = "proportional" if a == 0 else "combined"
+        else:  # PEtab's a + b * y_hat (or b * y_hat): the combined (proportional) error, a + b |y_hat|; or
+            a, b, squares = parts  # sqrt(a^2 + (b * y_hat)^2): combined2
+            noise_spec["error"] = "proportional" if a == 0 else "combined2" if squares else "combined"
             roles = [("sigma", b)] if a == 0 else [("sigma", a), ("sigma_rel", b)]
             for role, part in roles:
                 noise_spec[role] = _sigma(part, f"{role}_{name}", oid, where, factor, bare, elsewhere, problem,
@@ -966,7 +971,27 @@ def _negative_binomial_mean(r: sp.Expr, p: sp.Expr) -> sp.Expr:
     return mean
 
 
-def _error_model(noise: sp.Expr, formula: sp.Expr, dynamic: set[str]) -> tuple[sp.Expr, sp.Expr] | None:
+def _error_model(noise: sp.Expr, formula: sp.Expr, dynamic: set[str]) -> tuple[sp.Expr, sp.Expr, bool] | None:
+    """``(a, b, False)`` with ``noise = a + b * formula`` (:func:`_linear_error`), or ``(a, b, True)`` with ``noise =
+    sqrt(a^2 + (b * formula)^2)`` (Liu_IFACPapersOnLine2025's ``sqrt(sigma_a^2 + (sigma_b * (U + I_1 + ...))^2)``:
+    its square is linear in ``formula^2``, a and b the square roots of that line's parts); else None."""
+    linear = _linear_error(noise, formula, dynamic)
+    if linear is not None:
+        return (*linear, False)
+    if not (isinstance(noise, sp.Pow) and noise.exp == sp.Rational(1, 2)):
+        return None
+    squared = _linear_error(sp.expand(noise.base), sp.expand(formula ** 2), dynamic)
+    if squared is None or squared[0] == 0:
+        return None
+
+    def root(e: sp.Expr) -> sp.Expr:  # sqrt(sigma_a**2) is sigma_a: a noise parameter is positive
+        r = sp.powdenest(sp.sqrt(e), force=True)
+        return _unit(r.replace(lambda x: isinstance(x, sp.Abs), lambda x: x.args[0]))
+
+    return root(squared[0]), root(squared[1]), True
+
+
+def _linear_error(noise: sp.Expr, formula: sp.Expr, dynamic: set[str]) -> tuple[sp.Expr, sp.Expr] | None:
     """``(a, b)`` with ``noise = a + b * formula`` and neither depending on a state or t (names in ``dynamic``):
     Raia_CancerResearch2011's ``noiseParameter1 + noiseParameter2 * (observable formula)``, Armistead's
     ``noiseParameter1 * Sphinga`` of the observable ``Sphinga``, ``abs(...)`` of the formula as ude export writes

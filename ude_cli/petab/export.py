@@ -539,7 +539,8 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
                 continue
             else:
                 noise = {"constant": parts["sigma"], "proportional": f"{parts['sigma']} * {prediction}",
-                         "combined": f"{parts['sigma']} + {parts.get('sigma_rel')} * {prediction}"}[
+                         "combined": f"{parts['sigma']} + {parts.get('sigma_rel')} * {prediction}",
+                         "combined2": f"sqrt({parts['sigma']}^2 + ({parts.get('sigma_rel')} * {prediction})^2)"}[
                     o.noise.error if o.noise.distribution == "normal" else "constant"]
         distribution = "normal" if o.noise is None else \
             {"laplace": "laplace", "loglaplace": "laplace", **COUNTS}.get(o.noise.distribution, "normal")

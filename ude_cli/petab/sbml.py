@@ -61,12 +61,18 @@ class SbmlModel:
     #: change their concentrations, amounts kept)
     concentrations: dict[str, str] = field(default_factory=dict)
     document: object = None  # the libsbml document, kept alive (see the module docstring)
+    #: constant parameters (and compartments) with an initial assignment -> it (assignment rules in): their value
+    #: unless PEtab's condition table sets them (``overridden``: the condition's value wins, as in AMICI)
+    parameter_initials: dict[str, sp.Expr] = field(default_factory=dict)
+    #: the parameters of ``parameter_initials`` that the condition table sets (left as symbols by ``substitute``)
+    overridden: set[str] = field(default_factory=set)
 
     def substitute(self, expr: sp.Expr) -> sp.Expr:
-        """``expr`` with assignment-rule targets replaced by their rules."""
-        if not self.assignments:
-            return expr
-        return expr.xreplace({sp.Symbol(k): v for k, v in self.assignments.items()})
+        """``expr`` with assignment-rule targets replaced by their rules, and the parameters of
+        :attr:`parameter_initials` by their initial assignments, except those in :attr:`overridden`."""
+        given = {sp.Symbol(k): v for k, v in self.assignments.items()}
+        given.update({sp.Symbol(k): v for k, v in self.parameter_initials.items() if k not in self.overridden})
+        return expr.xreplace(given) if given else expr
 
 
 def _event(event, k: int, math, model: SbmlModel, path: Path) -> SbmlEvent:
@@ -236,6 +242,7 @@ def read_sbml(path: Path) -> SbmlModel:
     else:
         raise _fail(path, "the assignment rules refer to each other in a cycle")
     out.assignments = rules
+    parameter_initials: dict[str, sp.Expr] = {}  # (set on the model at the end: substitute reads rules alone here)
     for ia in model.getListOfInitialAssignments():
         sym = ia.getSymbol()
         expr = out.substitute(math(ia, f"initial assignment of {sym}"))
@@ -243,9 +250,17 @@ def read_sbml(path: Path) -> SbmlModel:
             out.initial[sym] = expr
         elif sym in out.values:
             out.values.pop(sym)
-            out.assignments[sym] = expr  # a constant computed from others: substituted like a rule
+            parameter_initials[sym] = expr  # a constant computed from others, unless a condition sets it
         else:
             raise _fail(path, f"initial assignment of {sym}: not a species, parameter or compartment of the model")
+    for _ in range(MAX_RULE_DEPTH):  # initial assignments of parameters that use other such parameters
+        given = {sp.Symbol(k): v for k, v in parameter_initials.items()}
+        changed = {k: v.xreplace(given) for k, v in parameter_initials.items()}
+        if changed == parameter_initials:
+            break
+        parameter_initials = changed
+    else:
+        raise _fail(path, "the initial assignments of parameters refer to each other in a cycle")
     out.rhs = {k: out.substitute(v) for k, v in out.rhs.items()}
     for k, event in enumerate(model.getListOfEvents()):
         out.events.append(_event(event, k, math, out, path))
@@ -261,4 +276,5 @@ def read_sbml(path: Path) -> SbmlModel:
     for sid, v in out.initial.items():
         if v.is_number and not v.is_finite:
             raise _fail(path, f"species or parameter {sid}: no initial value")
+    out.parameter_initials = parameter_initials
     return out

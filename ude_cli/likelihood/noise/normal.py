@@ -1,5 +1,6 @@
 """Normal (Gaussian) noise: ``y ~ N(mu, sd^2)`` with ``sd`` constant (``sigma``), proportional
-(``sigma*|mu|``) or combined (``sigma + sigma_rel*|mu|``).
+(``sigma*|mu|``), combined (``sigma + sigma_rel*|mu|``) or combined2 (``sqrt(sigma^2 + (sigma_rel*mu)^2)``: the
+two variances add, Monolix's combined2).
 
 ``nll = 0.5*log(2*pi) + log(sd) + 0.5*((y - mu)/sd)^2`` (PEtab's ``normal``).
 """
@@ -22,7 +23,7 @@ class Normal(NoiseModel):
 
     @property
     def roles(self) -> tuple[str, ...]:
-        return ("sigma", "sigma_rel") if self.error == "combined" else ("sigma",)
+        return ("sigma", "sigma_rel") if self.error in ("combined", "combined2") else ("sigma",)
 
     def sample(self, mu: np.ndarray, p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
         sd = self.sd(torch.as_tensor(mu), {k: torch.as_tensor(v) for k, v in p.items()}).numpy()
@@ -33,6 +34,8 @@ class Normal(NoiseModel):
             return p["sigma"] + torch.zeros_like(mu)
         if self.error == "proportional":
             return p["sigma"] * torch.abs(mu)
+        if self.error == "combined2":
+            return torch.sqrt(p["sigma"] ** 2 + (p["sigma_rel"] * mu) ** 2)
         return p["sigma"] + p["sigma_rel"] * torch.abs(mu)
 
     def nll(self, y: torch.Tensor, mu: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -67,4 +70,6 @@ class Normal(NoiseModel):
     def describe(self) -> str:
         return {"constant": "normal, constant standard deviation sigma",
                 "proportional": "normal, standard deviation sigma*|prediction| (proportional error)",
-                "combined": "normal, standard deviation sigma + sigma_rel*|prediction| (combined error)"}[self.error]
+                "combined": "normal, standard deviation sigma + sigma_rel*|prediction| (combined error)",
+                "combined2": "normal, standard deviation sqrt(sigma^2 + (sigma_rel*prediction)^2) (combined error, "
+                             "the variances added)"}[self.error]
