@@ -1,0 +1,177 @@
+"""Intervals and multistart against known answers, from a pharmacometrician's review: a structurally
+non-identifiable pair (only V/F determined), a profile whose inner fit fails, flip-flop kinetics (two exact optima)."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from ude_cli import fit, load_config
+from ude_cli.identifiability import profile as profile_module
+from ude_cli.identifiability.function import Target
+from ude_cli.identifiability.profile import _flat
+
+# the reviewer's oral PK simulation (/tmp/pkuser/c1/sim.py): one compartment, first-order absorption
+KA, KE, V, SIGMA = 1.2, 0.15, 20.0, 0.15
+SUBJECTS = {
+    "s1": {"doses": [(0, 100), (12, 100), (24, 100)], "obs": [0.5, 1, 2, 4, 8, 11.9, 13, 16, 24, 25, 30, 36, 48]},
+    "s2": {"doses": [(0, 200), (24, 200)], "obs": [1, 2, 3, 6, 12, 24, 26, 30, 36, 48, 60]},
+    "s3": {"doses": [(0, 50), (8, 50), (16, 50), (24, 50), (32, 50)], "obs": [1, 4, 8, 9, 12, 20, 28, 33, 36, 44, 56]},
+    "s4": {"doses": [(0, 150), (36, 75)], "obs": [0.5, 2, 5, 10, 20, 36, 37, 40, 48, 60, 72]},
+}
+
+
+def oral_conc(t: float, doses, ka: float = KA, ke: float = KE, v: float = V) -> float:
+    """The closed form: superposed doses D ka / (V (ka - ke)) (exp(-ke t) - exp(-ka t)); symmetric under
+    (ka, ke, V) -> (ke, ka, V ke/ka) (flip-flop)."""
+    return sum(d * ka / (v * (ka - ke)) * (math.exp(-ke * (t - tau)) - math.exp(-ka * (t - tau)))
+               for tau, d in doses if tau <= t)
+
+
+def write_pk(path) -> None:
+    """pk.csv exactly as the reviewer's sim.py wrote it (same seed, same draws, 5 significant digits)."""
+    rng = np.random.default_rng(20261202)
+    lines = ["id,time,amt,conc"]
+    for s, info in SUBJECTS.items():
+        dd = dict(info["doses"])
+        for t in sorted(set(dd) | set(info["obs"])):
+            y = f"{oral_conc(t, info['doses']) * np.exp(SIGMA * rng.standard_normal()):.5g}" if t in info["obs"] else ""
+            lines.append(f"{s},{t},{dd.get(t, '')},{y}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+ORAL = """
+    name: oral
+    data: {{file: pk.csv, time: time, experiment: id}}
+    model:
+      states: [gut, A]
+      equations: {{gut: -ka*gut, A: ka*gut - ke*A}}
+      parameters:
+{parameters}
+      initial: {{gut: 0, A: 0}}
+      t0: 0
+      events:
+        - {{column: amt, set: {{gut: "gut + {dose}"}}}}
+    observables:
+      conc: {{formula: A/V, column: conc}}
+    noise: lognormal
+    uncertainty: {uncertainty}
+    """
+
+
+def oral_config(write, tmp_path, parameters: str, *, dose: str = "amt", uncertainty: str = "{bands: false}"):
+    write_pk(tmp_path / "pk.csv")
+    indented = "\n".join("        " + line for line in textwrap.dedent(parameters).strip().splitlines())
+    return write("oral.yaml", ORAL.format(parameters=indented, dose=dose, uncertainty=uncertainty))
+
+
+# -- 1. a flat profile (only V/F determined) is open, and a failed inner fit does not close an interval ---------------
+
+def test_the_profile_of_v_with_f_free_is_flat_and_open(write, tmp_path):
+    """F and V both free: only V/F is determined, so V's profile is exactly flat (F = V (F/V) re-optimised at every
+    point). Before, the steps grew to a factor 31 and the warm-started inner fit failed at V = 0.00116 and 88893
+    (2 (PL - L_min) 222 and 121 after 0.0003), which closed the interval at [0.031, 18918] with identifiable=True."""
+    path = oral_config(write, tmp_path, """
+        ka: {init: 0.5, positive: true}
+        ke: {init: 0.3, positive: true}
+        V: {init: 10, positive: true}
+        F: {init: 0.5, positive: true}
+        """, dose="F*amt", uncertainty="{bands: false, profile: [V]}")
+    result = fit(load_config(path))
+    unc = result.metrics["uncertainty"]
+    (p,) = unc["profiles"]
+    assert unc["intervals"]["V"]["identifiable"] is False
+    assert p["lower"] is None and p["upper"] is None and not p["identifiable"]
+    assert "stays below the threshold" in p["lower_open"] and "stays below the threshold" in p["upper_open"]
+    values = np.array([v for v, _ in p["points"]])
+    assert values.min() < p["value"] / 999 and values.max() > 999 * p["value"]  # followed over the factor 1000 on each side
+    assert max(s for _, s in p["points"]) < 0.05 * p["threshold"]  # flat: the inner fit found V/F every time
+    assert "V" in {b["name"] for b in unc["not_identifiable"]}
+
+
+def _product_config(write, tmp_path, profile: str = "[a]"):
+    """dx/dt = -a b x from x(0) = 10, log-normal noise: only a*b (truth 0.6) is determined."""
+    t = np.linspace(0, 5, 11)
+    rng = np.random.default_rng(4)
+    x = 10 * np.exp(-0.6 * t) * np.exp(0.1 * rng.standard_normal(len(t)))
+    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a},{b:.12g}\n" for a, b in zip(t, x, strict=True)))
+    return write("ab.yaml", f"""
+        data: {{file: d.csv, time: t, columns: {{x: x}}}}
+        model:
+          states: [x]
+          parameters: {{a: {{init: 1.0, positive: true}}, b: {{init: 0.5, positive: true}}}}
+          equations: {{x: -a*b*x}}
+          initial: {{x: 10.0}}
+        noise: lognormal
+        training: {{stages: [{{optimizer: lbfgs, iterations: 200}}]}}
+        uncertainty: {{bands: false, hessian: "off", profile: {profile}}}
+        """)
+
+
+def _failing_inner_fit(monkeypatch, fails):
+    """reoptimise that runs off (b multiplied by 1.5, a*b 50 % off) and stops, not converged, at the points
+    ``fails(value of a, failures so far)`` says: an inner fit that fails as LBFGS did at V = 88893 (ka ran to 845)."""
+    original = profile_module.reoptimise
+    seen: list[float] = []
+
+    def stuck(f, objective, free, iterations):
+        a = float(f.model.parameter_values()["a"][0])
+        if fails(a, seen):
+            seen.append(a)
+            with torch.no_grad():
+                f.model.parameters_.raw["b"] += math.log(1.5)
+            return False
+        return original(f, objective, free, iterations)
+
+    monkeypatch.setattr(profile_module, "reoptimise", stuck)
+    return seen
+
+
+def test_an_inner_fit_that_fails_once_is_retried_and_the_profile_stays_open(write, tmp_path, monkeypatch):
+    """The first re-optimisation past a = 3 fails (the statistic jumps past the threshold). The old code closed the
+    interval there; the retry from the neighbour's optimum finds a*b again, and the side stays open (a is not
+    identifiable: the truth)."""
+    seen = _failing_inner_fit(monkeypatch, lambda a, seen: a > 3 and not seen)
+    result = fit(load_config(_product_config(write, tmp_path)))
+    (p,) = result.metrics["uncertainty"]["profiles"]
+    assert len(seen) == 1  # the failure happened
+    assert p["upper"] is None and "stays below the threshold" in p["upper_open"]
+    assert max(s for _, s in p["points"]) < 0.01 and not p["rejected"]
+    assert result.metrics["uncertainty"]["intervals"]["a"]["identifiable"] is False
+
+
+def test_an_inner_fit_that_always_fails_leaves_the_end_unknown(write, tmp_path, monkeypatch):
+    """Every re-optimisation past a = 3 fails: after the retries and 4 smaller steps the side is open with
+    'the end of the interval is not known', never closed at the failed points."""
+    seen = _failing_inner_fit(monkeypatch, lambda a, seen: a > 3)
+    result = fit(load_config(_product_config(write, tmp_path)))
+    (p,) = result.metrics["uncertainty"]["profiles"]
+    assert seen and p["upper"] is None and "the end of the interval is not known" in p["upper_open"]
+    assert len(p["rejected"]) == profile_module.MAX_HALVINGS + 1
+    assert all(v > 3 and s > p["threshold"] for v, s in p["rejected"])  # kept apart from the profile's points
+    assert all(v <= 3 for v, _ in p["points"] if v > p["value"])
+    assert result.metrics["uncertainty"]["intervals"]["a"]["identifiable"] is False
+
+
+def _positive_target() -> Target:
+    return Target("V", "parameter", torch.zeros(1, dtype=torch.float64), (0,), None, positive=True)
+
+
+def test_a_closed_profile_interval_too_wide_or_flat_is_not_identifiable():
+    """The rules on a closed interval (stepping on log scale): a quadratic profile over [v0/2, 2 v0] identifies the
+    value; one that closes only at a factor 10^4 does not (Wald's WIDE_FACTOR, 1000); nor one flat (< 1 % of the
+    threshold) from v0/5 to 5 v0 with walls at v0/6 and 6 v0."""
+    t, thr, v0 = _positive_target(), 3.84, 10.0
+    w = math.log(2.0)
+    grid = v0 * np.exp(np.linspace(-1.2 * w, 1.2 * w, 25))
+    quadratic = [(float(v), thr * (math.log(v / v0) / w) ** 2) for v in grid]
+    assert _flat(t, quadratic, v0, v0 / 2, v0 * 2, thr) == ""
+    assert "spans more than a factor 1000" in _flat(t, quadratic, v0, v0 / 100, v0 * 100, thr)
+    flat = [(float(v), 0.0) for v in v0 * np.exp(np.linspace(-math.log(5), math.log(5), 9))]
+    flat += [(v0 / 6, thr * 1.1), (v0 * 6, thr * 1.1)]
+    why = _flat(t, sorted(flat), v0, v0 / 5.9, v0 * 5.9, thr)
+    assert why.startswith("the profile is flat") and "from 2 to 50" in why
