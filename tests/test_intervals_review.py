@@ -175,3 +175,71 @@ def test_a_closed_profile_interval_too_wide_or_flat_is_not_identifiable():
     flat += [(v0 / 6, thr * 1.1), (v0 * 6, thr * 1.1)]
     why = _flat(t, sorted(flat), v0, v0 / 5.9, v0 * 5.9, thr)
     assert why.startswith("the profile is flat") and "from 2 to 50" in why
+
+
+# -- 2. starts at distinct, equally good optima -----------------------------------------------------------------------
+
+FLIP = """
+    ka: {init: 0.2, positive: true}
+    ke: {init: 1.0, positive: true}
+    V: {init: 10, positive: true}
+    """
+
+
+def test_flip_flop_optima_are_both_reported(write, tmp_path):
+    """Flip-flop: (ka, ke, V) and (ke, ka, V ke/ka) give the same curve exactly (the closed form's symmetry,
+    checked here on the data times), so their likelihoods are equal. From the reviewer's starts (ka 0.2, ke 1.0) 3
+    starts reach the flipped optimum (V 2.49) and one the truth's (V 20.5); before, nothing said so. The warning
+    names the other optimum, metrics.json holds it, and its values are the best's swapped."""
+    for info in SUBJECTS.values():  # the known answer: the two parameter sets give one curve
+        for t in info["obs"]:
+            a, b = oral_conc(t, info["doses"]), oral_conc(t, info["doses"], KE, KA, V * KE / KA)
+            assert a == pytest.approx(b, rel=1e-12)
+    result = fit(load_config(oral_config(write, tmp_path, FLIP)), n_starts=4)
+    unc = result.metrics["uncertainty"]
+    found = unc["distinct_optima"]
+    assert found is not None and len(found["optima"]) == 1
+    (other,) = found["optima"]
+    best = {n: result.values[n] for n in ("ka", "ke", "V")}
+    alt = other["values"]
+    assert alt["ka"] == pytest.approx(best["ke"], rel=1e-4) and alt["ke"] == pytest.approx(best["ka"], rel=1e-4)
+    assert alt["V"] == pytest.approx(best["V"] * best["ke"] / best["ka"], rel=1e-4)
+    assert 0 <= other["delta_nll"] < 1e-4 < found["tolerance"]
+    assert set(other["outside"]) == {"ka", "ke", "V"}
+    (line,) = unc["warnings"]
+    assert line.startswith("the starts reached distinct, equally good optima") and "describe one of them" in line
+    assert f"V = {alt['V']:.4g}" in line and f"V = {best['V']:.4g}" in line
+    assert {"ka", "ke", "V"} <= {b["name"] for b in unc["not_identifiable"]}
+    # the table's rows say it too
+    rows = result.parameters.set_index("name")
+    assert "another start reached an optimum as good" in rows.loc["V", "identifiability"]
+
+
+def test_starts_at_one_optimum_give_no_warning(write, tmp_path):
+    """The same data from the config's starts (ka 0.5, ke 0.3): every start reaches the truth's optimum (V 20.5),
+    within its intervals, and nothing is said."""
+    result = fit(load_config(oral_config(write, tmp_path, """
+        ka: {init: 0.5, positive: true}
+        ke: {init: 0.3, positive: true}
+        V: {init: 10, positive: true}
+        """)), n_starts=4)
+    unc = result.metrics["uncertainty"]
+    assert result.values["V"] == pytest.approx(20.54, rel=1e-3)
+    assert unc["distinct_optima"] is None and unc["warnings"] == [] and not unc["not_identifiable"]
+
+
+def test_distinct_optima_rules():
+    """The rule itself: a start within the tolerance outside an interval is listed (once for two starts at the same
+    point); one outside the tolerance, or inside every interval, is not; a value without an interval counts when it
+    moves by more than 1 %."""
+    from ude_cli.fitting.multistart import distinct_optima
+
+    values = {"a": np.array([1.0, 5.0, 5.000001, 1.005, 9.0]), "b": np.array([2.0, 2.0, 2.0, 2.0, 2.0])}
+    nll = np.array([0.0, 0.3, 0.31, 0.1, 3.0])
+    found = distinct_optima(values, nll, 0, {"a": (0.5, 1.5), "b": (1.0, 3.0)}, tolerance=1.0)
+    assert [(o["start"], o["also"]) for o in found] == [(1, [2])] and found[0]["outside"] == {"a": [0.5, 1.5]}
+    assert distinct_optima(values, nll, 0, {"a": (0.5, 1.5), "b": (1.0, 3.0)}, tolerance=0.2) == []
+    assert distinct_optima(values, nll, 0, {"a": (0.5, 10.0), "b": (1.0, 3.0)}, tolerance=10.0) == []
+    no_interval = distinct_optima(values, nll, 0, {}, tolerance=0.2)  # start 3: 0.5 % from the best
+    assert [o["start"] for o in no_interval] == [] and [o["start"] for o in distinct_optima(
+        values, nll, 0, {}, tolerance=0.5)] == [1]
