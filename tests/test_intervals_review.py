@@ -112,6 +112,27 @@ def _product_config(write, tmp_path, profile: str = "[a]"):
         """)
 
 
+def test_an_inner_fit_that_never_moves_is_rescued_by_the_extrapolated_warm_start(write, tmp_path, monkeypatch):
+    """Past a = 3 the re-optimisation does nothing at all (stuck at its warm start). The straight-line extrapolation
+    of the last two optima is exact here (log b = log 0.6 - log a), so the retry's start alone is on the ridge:
+    the side stays open and every point is flat."""
+    original = profile_module.reoptimise
+    stuck: list[float] = []
+
+    def never_moves(f, objective, free, iterations):
+        a = float(f.model.parameter_values()["a"][0])
+        if a > 3:
+            stuck.append(a)
+            return False
+        return original(f, objective, free, iterations)
+
+    monkeypatch.setattr(profile_module, "reoptimise", never_moves)
+    result = fit(load_config(_product_config(write, tmp_path)))
+    (p,) = result.metrics["uncertainty"]["profiles"]
+    assert stuck and p["upper"] is None and "stays below the threshold" in p["upper_open"]
+    assert max(s for _, s in p["points"]) < 0.01 and not p["rejected"]  # without it: jumps, rejected
+
+
 def _failing_inner_fit(monkeypatch, fails):
     """reoptimise that runs off (b multiplied by 1.5, a*b 50 % off) and stops, not converged, at the points
     ``fails(value of a, failures so far)`` says: an inner fit that fails as LBFGS did at V = 88893 (ka ran to 845)."""

@@ -272,13 +272,18 @@ def _retry(f: LikelihoodFunction, objective, free: list, iterations: int, target
     best of these and the point as it was; returns its ``L`` and the number of re-optimisations run."""
     model = f.model
     best, L_best = {k: v.detach().clone() for k, v in model.state_dict().items()}, f.value()
-    starts = [here]
+    ratios: list[float | None] = [None]
+    previous = before[0] if before is not None else {}
     if before is not None and before[1] != s:
-        ratio = (s_new - s) / (s - before[1])
-        starts.append({k: v + ratio * (v - before[0][k]) if v.is_floating_point() else v for k, v in here.items()})
+        ratios.append((s_new - s) / (s - before[1]))
     runs = 0
-    for start in starts:
-        model.load_state_dict(start)
+    for ratio in ratios:
+        model.load_state_dict(here)
+        if ratio is not None:  # the learned tensors (not buffers) moved on along the line
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if p.requires_grad:
+                        p += ratio * (here[name] - previous[name])
         target.set_u(target.u_of(value))
         try:
             reoptimise(f, objective, free, RETRY_ITERATIONS * iterations)
