@@ -567,8 +567,8 @@ def test_dosing_records_export_as_periods_with_each_rows_amount(write, tmp_path)
 @pytest.mark.parametrize(("event", "message"), [
     ("{column: nowhere, set: {gut: 'gut + 1'}}", "no column 'nowhere' (named by model.events)"),
     ("{column: ka, set: {gut: 'gut + 1'}}", "the column 'ka' is also the name of a state, parameter"),
-    ("{column: amt, at: [1], set: {gut: 'gut + amt'}}", "give one of 'at' (the times), 'every' (with 'first' and "
-                                                      "'last') or 'column' (a data column of dosing records), not at and column"),
+    ("{column: amt, at: [1], set: {gut: 'gut + amt'}}", "or 'column' (a data column of dosing records), not at and "
+                                                      "column"),
     ("{column: amt, set: {gut: 'gut + amt'}, experiments: [s9]}", "unknown experiment 's9'"),
 ])
 def test_bad_dosing_records_are_named(write, event, message):

@@ -183,6 +183,9 @@ def _refusals(problem, label: str, version: int) -> None:
         if version == 1:
             raise ConfigError("jumps of states at given times are PEtab v2's periods, which v1 does not have: export "
                               "with --petab-version 2", where=f"{label}: model.events")
+        if event.trigger is not None:
+            raise ConfigError("a jump when a condition becomes true is not exported yet (it would be an SBML event "
+                              "with a trigger)", where=f"{label}: model.events[{i}].when")
         if any("t" in e.names for e in event.assignments.values()):
             raise ConfigError("a jump's formula that uses t is not exported yet", where=f"{label}: model.events[{i}].set")
         for e in problem.dataset.experiments:
