@@ -130,6 +130,14 @@ class Jumps:
         for e in events:
             for i, f in self.functions[e].items():
                 new[i] = torch.as_tensor(f(env), dtype=y.dtype).expand(y.shape[:-1])
+                if not bool(torch.isfinite(new[i]).all()) and bool(torch.isfinite(y).all()):
+                    from ..engines.torchdiffeq import SolverError  # a trial point of a fit rolls back on it
+
+                    raise SolverError(f"model.events[{e}].set.{self.states[i]}: the jump's value is not finite at "
+                                      f"t = {t:g} ({self.events[e].assignments[self.states[i]].text!r} from finite "
+                                      f"states: a log or sqrt of a negative value, a division by zero?)",
+                                      hint="write the jump's formula so that it is finite for every state it can "
+                                           "meet (max(x, 0), a dose added rather than removed)")
         return torch.stack(new, -1)
 
 
@@ -303,4 +311,9 @@ def summary(problem) -> str:
     seen = [i for i, e in enumerate(problem.events) if e.before]
     line += (f"; an observation at a jump time of model.events[{', '.join(map(str, seen))}] sees the states "
              f"before it" if seen else "")
+    at_jumps = sum(len({float(t) for t in e.t[e.observed]} & (set(ts) - before_times(problem.events, schedule(
+        problem.events, e)))) for e, ts in zip(experiments, jumps, strict=True))
+    if at_jumps:
+        line += (f"; {at_jumps} observation{'s' if at_jumps != 1 else ''} at a jump's time see{'' if at_jumps != 1 else 's'} "
+                 f"the states after it (observed: before, for samples taken just before a dose)")
     return line + (f"; {conditions}" if conditions else "")
