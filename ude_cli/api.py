@@ -252,7 +252,9 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     from .identifiability import assess as assess_uncertainty
     from .identifiability import table_columns
 
-    uncertainty = assess_uncertainty(problem, model, best, monitor=monitor, fit_seconds=float(trained.seconds))
+    start_nll = train_nll - log_prior if log_prior is not None else train_nll  # what the starts' fits maximised
+    uncertainty = assess_uncertainty(problem, model, best, monitor=monitor, fit_seconds=float(trained.seconds),
+                                     start_nll=start_nll)
     spec = problem.config.uncertainty
     curve_bands = None
     if spec.bands and uncertainty.sampler is not None:

@@ -709,6 +709,8 @@ def profile_figure(result):
         ax.set_xlabel(p["name"], fontsize=9)
         ax.set_ylabel("2 (PL - min)", fontsize=9)
         ax.set_ylim(bottom=min(0.0, float(pts[:, 1].min())), top=max(p["threshold"] * 1.6, 1.0))
+        if p.get("log_scale") and (pts[:, 0] > 0).all() and pts[:, 0].max() > 10 * pts[:, 0].min():
+            ax.set_xscale("log")  # stepped on log scale over decades: a linear axis would crowd all but one end
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(f"{result.name}: profile likelihoods; dashed: the {unc['level'] * 100:g} % threshold", fontsize=10)

@@ -359,5 +359,7 @@ def print_identifiability(out, uncertainty: dict) -> None:
         lines = [f"{b['name']}: {b['reason']}" for b in bad]
         out.print(Panel(escape("\n".join(lines)), title=f"not identifiable ({len(bad)}; marked !)",
                         title_align="left", border_style="red"), highlight=False)
+    for warning in uncertainty.get("warnings") or []:
+        out.print(f"[yellow]{escape(f'warning: {warning}')}[/yellow]", highlight=False)
     for note in uncertainty.get("notes") or []:
         out.print(escape(f"note: {note}"), highlight=False)

@@ -10,6 +10,8 @@ dimension in every tensor), so 16 starts cost a few times one, not 16 times.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..problem import Problem
@@ -182,12 +184,26 @@ def single_start(model, start: int):
     return one
 
 
+def start_values(problem: Problem, model) -> dict[str, np.ndarray]:
+    """params.csv name -> every start's value ``(S,)`` of each learned parameter (one per experiment of a
+    per-experiment one)."""
+    values = model.parameter_values()
+    out: dict[str, np.ndarray] = {}
+    for name, p in problem.parameters.items():
+        if not p.fixed and not p.per_experiment:
+            out[name] = np.asarray(values[name], dtype=float).reshape(model.n_starts)
+        elif not p.fixed:
+            for b, e in enumerate(problem.dataset.experiments):
+                out[f"{name}[{e.name}]"] = np.asarray(values[name], dtype=float)[:, b]
+    return out
+
+
 def starts_table(problem: Problem, model, losses: np.ndarray):
     """One row per start: its network seeds, its training loss, its parameter values; sorted by loss."""
     import pandas as pd
 
     cfg = problem.config
-    values = model.parameter_values()
+    values = start_values(problem, model)
     rows = []
     for k in range(model.n_starts):
         row = {"start": k, "loss": float(losses[k])}
@@ -195,11 +211,72 @@ def starts_table(problem: Problem, model, losses: np.ndarray):
             base = spec.seed if spec.seed is not None else cfg.training.seed + 100 + j
             row[f"seed_{name}"] = base + 1000 * k
         row["parameter_seed"] = model.parameter_seeds[k]
-        for name, p in problem.parameters.items():
-            if not p.fixed and not p.per_experiment:
-                row[name] = float(values[name][k])
-            elif not p.fixed:
-                for b, e in enumerate(problem.dataset.experiments):
-                    row[f"{name}[{e.name}]"] = float(values[name][k, b])
+        row.update({name: float(v[k]) for name, v in values.items()})
         rows.append(row)
     return pd.DataFrame(rows).sort_values("loss", kind="stable").reset_index(drop=True)
+
+
+#: without a finite interval to compare with, a start's value differs from the best's beyond this relative change
+UNCOMPARED_CHANGE = 1e-2
+#: two alternative starts are the same optimum when every value agrees to this relative change
+SAME_OPTIMUM = 1e-3
+
+
+def distinct_optima(values: dict[str, np.ndarray], nll: np.ndarray, best: int,
+                    intervals: dict[str, tuple[float, float]], tolerance: float) -> list[dict]:
+    """The starts that reached an optimum as good as the best start's, elsewhere: a negative log-likelihood
+    within ``tolerance`` of the best's (nll: per start) at values outside the best's ``intervals`` (name ->
+    (lower, upper); a value without a finite interval: more than :data:`UNCOMPARED_CHANGE` from the best's).
+
+    With ``tolerance`` half the intervals' own likelihood-ratio threshold, such a start's values are ones a correct
+    profile interval must contain (its profile is at most that start's NLL), so intervals that exclude them
+    describe the best start's optimum only. A start at the same optimum as an earlier listed one is folded into
+    it (``also``). Returns one dict per distinct optimum: start, delta_nll, values, outside (name -> interval)."""
+    out: list[dict] = []
+    order = sorted((k for k in range(len(nll)) if k != best and np.isfinite(nll[k])), key=lambda k: nll[k])
+    for k in order:
+        delta = float(nll[k] - nll[best])
+        if not delta < tolerance:
+            continue
+        here = {n: float(v[k]) for n, v in values.items()}
+        outside: dict[str, list[float] | None] = {}
+        for name, v in here.items():
+            if name in intervals:  # an open end (inf, or nan: not computed) excludes nothing
+                lo, hi = intervals[name]
+                if (math.isfinite(lo) and v < lo) or (math.isfinite(hi) and v > hi):
+                    outside[name] = [lo, hi]
+            else:
+                b = float(values[name][best])
+                if abs(v - b) > UNCOMPARED_CHANGE * max(abs(b), 1e-12):
+                    outside[name] = None
+        if not outside:
+            continue
+        same = next((o for o in out if all(abs(o["values"][n] - here[n]) <= SAME_OPTIMUM * max(abs(here[n]), 1e-12)
+                                           for n in here)), None)
+        if same is not None:
+            same["also"].append(k)
+            continue
+        out.append({"start": k, "delta_nll": delta, "values": here, "outside": outside, "also": []})
+    return out
+
+
+def optima_line(found: list[dict], best: int, best_values: dict[str, float], tolerance: float, level: float) -> str:
+    """The warning for :func:`distinct_optima`'s findings (starts named as starts.csv's ``start`` column)."""
+    def values(d: dict[str, float]) -> str:
+        return ", ".join(f"{n} = {v:.4g}" for n, v in d.items())
+
+    parts = []
+    for o in found:
+        who = f"start {o['start']}" + (f" (and {', '.join(str(k) for k in o['also'])})" if o["also"] else "")
+        where = ", ".join(f"{n} [{lo:.4g}, {hi:.4g}]" for n, (lo, hi) in
+                          ((n, i) for n, i in o["outside"].items() if i is not None))
+        rest = [n for n, i in o["outside"].items() if i is None]
+        beyond = (f"outside the intervals of {where}" if where else "") + (
+            ("; " if where else "") + f"{', '.join(rest)} more than {UNCOMPARED_CHANGE:.0%} away (no interval)"
+            if rest else "")
+        parts.append(f"{who} at {values(o['values'])}, its negative log-likelihood {o['delta_nll']:.2g} above the "
+                     f"best's ({beyond})")
+    return (f"the starts reached distinct, equally good optima: start {best} (reported) at {values(best_values)}; "
+            + "; ".join(parts) + f". Within {tolerance:.3g} of the best's negative log-likelihood (half the "
+            f"{level * 100:g} % likelihood-ratio threshold) the data cannot tell them apart: the intervals describe one "
+            "of them; other data, or bounds from prior knowledge, must decide")

@@ -40,6 +40,8 @@ INFLATION_LIMIT = 100.0
 WIDE_FACTOR = 1000.0
 #: eigenvalues of an information matrix below this fraction of its largest count as zero
 SINGULAR_RTOL = 1e-10
+#: a value whose weight in an eigenvector of a zero (or negative) eigenvalue is above this is in that direction
+NULL_WEIGHT = 1e-3
 #: seconds the network-profiled Hessian may take (estimated from one gradient) when computed by default
 DEFAULT_BUDGET = 5.0
 
@@ -233,7 +235,7 @@ def _inverse(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     ok = w > SINGULAR_RTOL * scale
     cov = (V[:, ok] / w[ok]) @ V[:, ok].T
     # a coordinate with weight on a zero (or negative) curvature direction has an unbounded variance
-    singular = (np.abs(V[:, ~ok]) > 1e-3).any(axis=1) if (~ok).any() else np.zeros(len(w), dtype=bool)
+    singular = (np.abs(V[:, ~ok]) > NULL_WEIGHT).any(axis=1) if (~ok).any() else np.zeros(len(w), dtype=bool)
     return cov, singular, positive
 
 
@@ -305,8 +307,13 @@ def wald_intervals(f: LikelihoodFunction, targets: list[Target], level: float = 
         cov, singular, positive = cov_fixed, sing_fixed, pd_fixed
         response = None
     if not positive:
-        notes.append("the information matrix is not positive definite at the fit: some values are not "
-                     "identifiable from the curvature (or the fit is not at a minimum)")
+        involved = [t.name for t, flag in zip(targets, singular, strict=True) if flag]
+        notes.append("the information matrix is not positive definite at the fit: " + (
+            f"its curvature is zero (or negative) along directions involving {', '.join(involved)} (weight above "
+            f"{NULL_WEIGHT:g} in an eigenvector whose eigenvalue is below {SINGULAR_RTOL:g} of the largest), marked "
+            "not identifiable; the other values' Wald intervals are local, conditional on those (ude fit --profile "
+            "re-optimises them)" if involved else
+            "some values are not identifiable from the curvature (or the fit is not at a minimum)"))
     k: float = float(sum(t.kind != "noise" for t in targets))
     if gauss_newton and use_net and penalty is not None:
         # the network's weights cost degrees of freedom too: its effective number of parameters

@@ -34,6 +34,11 @@ from .function import LikelihoodFunction, Target
 MAX_FACTOR = 1000.0
 #: the statistic's growth per step aimed at, as a fraction of the threshold
 TARGET_RISE = 0.15
+#: a point past the threshold whose statistic rose by more than the threshold in one step (or whose
+#: re-optimisation did not finish) is retried, then the step is cut by 4, at most this many times on a side
+MAX_HALVINGS = 4
+#: a retried point's re-optimisation may take this many times the iterations of the others
+RETRY_ITERATIONS = 5
 
 
 @dataclass
@@ -50,15 +55,20 @@ class Profile:
     seconds: float
     optimisations: int
     better: float = 0.0  # how much lower than the fit the best profile point's L was (0: none)
+    #: why a closed interval still says the value is not identifiable (too wide, or the profile flat over it)
+    flat: str = ""
+    #: points whose re-optimisation jumped past the threshold and were retried with a smaller step (value, statistic)
+    rejected: list[tuple[float, float]] = field(default_factory=list)
+    log_scale: bool = False
 
     @property
     def identifiable(self) -> bool:
-        return not (self.lower_open or self.upper_open)
+        return not (self.lower_open or self.upper_open or self.flat)
 
     @property
     def reason(self) -> str:
         sides = [f"below: {self.lower_open}" if self.lower_open else "", f"above: {self.upper_open}"
-                 if self.upper_open else ""]
+                 if self.upper_open else "", self.flat]
         return "; ".join(s for s in sides if s)
 
     def to_json(self) -> dict:
@@ -70,7 +80,9 @@ class Profile:
                 "identifiable": self.identifiable, "threshold": self.threshold,
                 "threshold_method": self.threshold_method, "seconds": round(self.seconds, 3),
                 "optimisations": self.optimisations, "better_than_fit": self.better or None,
-                "points": [[float(v), float(s)] for v, s in self.points]}
+                "flat": self.flat or None, "log_scale": self.log_scale,
+                "points": [[float(v), float(s)] for v, s in self.points],
+                "rejected": [[float(v), float(s)] for v, s in self.rejected]}
 
 
 @dataclass
@@ -132,21 +144,30 @@ def profile_target(f: LikelihoodFunction, target: Target, *, threshold: float, t
     points: list[tuple[float, float]] = [(value0, 0.0)]
     opens = {}
     raw_L: list[tuple[float, float]] = [(value0, L0)]
+    rejected: list[tuple[float, float]] = []
+    far = _far(target, value0)
     try:
         for direction in (-1, 1):
             model.load_state_dict(base)
-            s, h, last = s0, step, 0.0
+            s, h, last = s0, min(step, far / 4), 0.0
             why = ""
+            # the optima at the last two accepted points (the warm start, and the extrapolation of a retry)
+            here = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            before: tuple[dict, float] | None = None  # (optimum, position on the stepping scale)
+            halvings = 0
             for _ in range(settings.max_steps):
                 s_new = s + direction * h
+                if abs(s_new - s0) > far:  # land on the limit: the side is open there if still below the threshold
+                    s_new = s0 + direction * far * (1 + 1e-9)
                 v_new = _unscale(target, s_new)
                 hit = _bound_hit(target, v_new)
                 if hit is not None:
                     v_new, s_new = hit, _scale(target, hit)
                 target.set_u(target.u_of(v_new))
+                converged = True
                 if others:
                     try:
-                        reoptimise(f, objective, free, settings.iterations)
+                        converged = reoptimise(f, objective, free, settings.iterations)
                         optimisations += 1
                         optimisations += _restart_edges(f, objective, free, settings.iterations,
                                                         [e for e in edges if e is not target])
@@ -155,6 +176,25 @@ def profile_target(f: LikelihoodFunction, target: Target, *, threshold: float, t
                         break
                 L = f.value()
                 stat = 2.0 * (L - L0)
+                if others and np.isfinite(stat) and stat > threshold and (stat - last > threshold or not converged):
+                    # a point that would close the interval after a jump (or an unfinished re-optimisation): the
+                    # inner fit may have failed from a warm start far from the optimum (found profiling V of an
+                    # oral PK model where only V/F is determined): retry it, then a smaller step
+                    L, n = _retry(f, objective, free, settings.iterations, target, v_new, here, before, s, s_new)
+                    optimisations += n
+                    stat = 2.0 * (L - L0)
+                    if stat > threshold and stat - last > threshold:
+                        rejected.append((v_new, stat))
+                        if halvings < MAX_HALVINGS:
+                            halvings += 1
+                            h /= 4
+                            model.load_state_dict(here)
+                            continue
+                        why = (f"the statistic jumps from {last:.3g} to {stat:.3g} between {_unscale(target, s):.4g} "
+                               f"and {v_new:.4g}, and still does after {MAX_HALVINGS} smaller steps and restarts of "
+                               "the re-optimisation: the inner fit fails there (or the likelihood is discontinuous); "
+                               "the end of the interval is not known")
+                        break
                 if not np.isfinite(stat):
                     why = f"the likelihood is not finite at {v_new:.4g}"
                     break
@@ -173,6 +213,8 @@ def profile_target(f: LikelihoodFunction, target: Target, *, threshold: float, t
                     h /= 2
                 elif rise < 0.5 * TARGET_RISE * threshold:
                     h *= 1.6
+                h = min(h, far / 4)
+                before, here = (here, s), {k: v.detach().clone() for k, v in model.state_dict().items()}
                 s, last = s_new, stat
             else:
                 why = f"the profile stays below the threshold after {settings.max_steps} steps (to {v_new:.4g})"
@@ -189,7 +231,70 @@ def profile_target(f: LikelihoodFunction, target: Target, *, threshold: float, t
     if monitor is not None:
         monitor.message(f"profile of {target.name}: {len(pts)} points in {time.perf_counter() - started:.1f} s")
     return Profile(target.name, value0, pts, lower, upper, opens[-1], opens[1], threshold, threshold_method,
-                   time.perf_counter() - started, optimisations, better if better > 1e-6 * max(abs(L0), 1) else 0.0)
+                   time.perf_counter() - started, optimisations, better if better > 1e-6 * max(abs(L0), 1) else 0.0,
+                   _flat(target, pts, value0, lower, upper, threshold), rejected, target.log_scale)
+
+
+#: a closed profile interval is flat when the statistic stays below FLAT_FRACTION of the threshold over at least
+#: FLAT_SHARE of it (on the stepping scale): a quadratic profile does over a tenth of it only (|x| < 0.1 w)
+FLAT_FRACTION = 0.01
+FLAT_SHARE = 0.5
+
+
+def _flat(t: Target, points: list[tuple[float, float]], value: float, lower: float, upper: float,
+          threshold: float) -> str:
+    """Why a closed interval does not identify the value ("" when it does): it spans more than Wald's
+    :data:`~.hessian.WIDE_FACTOR` (a positive value: upper/lower; others: half-width/|value|), or the profile is flat
+    over most of it, so that its ends are where the re-optimisation ran into something, not where the data say."""
+    from .hessian import WIDE_FACTOR, _too_wide
+
+    if not (np.isfinite(lower) and np.isfinite(upper)):
+        return ""
+    if _too_wide(t.log_scale and lower > 0, value, lower, upper):
+        return (f"its interval [{lower:.4g}, {upper:.4g}] spans more than a factor {WIDE_FACTOR:g} (or {WIDE_FACTOR:g} "
+                "times its size): the data barely constrain it")
+    inside = [(_scale(t, v), s) for v, s in points if lower <= v <= upper]
+    low = [x for x, s in inside if s <= FLAT_FRACTION * threshold]
+    width = _scale(t, upper) - _scale(t, lower) if not t.log_scale or lower > 0 else math.inf
+    if len(low) >= 3 and max(low) - min(low) >= FLAT_SHARE * width:
+        a, b = _unscale(t, min(low)), _unscale(t, max(low))
+        return (f"the profile is flat (2 (PL - L_min) < {FLAT_FRACTION * threshold:.3g}) from {a:.4g} to {b:.4g}, over "
+                f"most of its interval: the data determine a combination of it with other values, not it")
+    return ""
+
+
+def _retry(f: LikelihoodFunction, objective, free: list, iterations: int, target: Target, value: float,
+           here: dict, before: tuple[dict, float] | None, s: float, s_new: float) -> tuple[float, int]:
+    """Re-optimise a suspicious profile point at ``value`` again, from the neighbour's optimum ``here`` with
+    :data:`RETRY_ITERATIONS` times the iterations, and from the straight-line extrapolation (on the unconstrained
+    scale) of the last two optima ``before`` and ``here`` to ``s_new``, which follows a ridge along which the
+    others change with the held value (log F with log V where only V/F is determined). Leaves the model at the
+    best of these and the point as it was; returns its ``L`` and the number of re-optimisations run."""
+    model = f.model
+    best, L_best = {k: v.detach().clone() for k, v in model.state_dict().items()}, f.value()
+    ratios: list[float | None] = [None]
+    previous = before[0] if before is not None else {}
+    if before is not None and before[1] != s:
+        ratios.append((s_new - s) / (s - before[1]))
+    runs = 0
+    for ratio in ratios:
+        model.load_state_dict(here)
+        if ratio is not None:  # the learned tensors (not buffers) moved on along the line
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if p.requires_grad:
+                        p += ratio * (here[name] - previous[name])
+        target.set_u(target.u_of(value))
+        try:
+            reoptimise(f, objective, free, RETRY_ITERATIONS * iterations)
+            L = f.value()
+        except SolverError:
+            L = math.inf
+        runs += 1
+        if L_best > L:
+            best, L_best = {k: v.detach().clone() for k, v in model.state_dict().items()}, L
+    model.load_state_dict(best)
+    return L_best, runs
 
 
 def _restart_edges(f: LikelihoodFunction, objective, free: list, iterations: int, edges: Sequence[Target]) -> int:
@@ -230,9 +335,10 @@ L_TOL = 1e-3
 LBFGS_CHUNK = 10
 
 
-def reoptimise(f: LikelihoodFunction, objective, free: list, iterations: int) -> None:
+def reoptimise(f: LikelihoodFunction, objective, free: list, iterations: int) -> bool:
     """Minimise the fit's objective over ``free`` (a held value's gradient is masked by a hook) with LBFGS,
-    from where the model is: the warm start from the neighbouring profile point. Keeps the best point seen."""
+    from where the model is: the warm start from the neighbouring profile point. Keeps the best point seen.
+    Returns whether it converged (rather than running out of iterations or into a point it cannot solve)."""
     from ..fitting.flat_parameters import FlatParameters
 
     model = f.model
@@ -254,6 +360,7 @@ def reoptimise(f: LikelihoodFunction, objective, free: list, iterations: int) ->
         total.backward()
         return total
 
+    converged = False
     try:
         done, previous = 0, math.inf
         while done < iterations:
@@ -265,12 +372,14 @@ def reoptimise(f: LikelihoodFunction, objective, free: list, iterations: int) ->
                 break
             done += LBFGS_CHUNK
             if not previous - best_value > max(REL_TOL * abs(best_value), f.objective_change(L_TOL, best_value)):
+                converged = True
                 break
             previous = best_value
         with torch.no_grad():
             flat.parameter.copy_(best)
     finally:
         flat.release()
+    return converged
 
 
 def _bound_hit(t: Target, value: float) -> float | None:
@@ -284,6 +393,11 @@ def _bound_hit(t: Target, value: float) -> float | None:
     if hi is not None and value >= hi - eps:
         return hi - eps
     return None
+
+
+def _far(t: Target, v0: float) -> float:
+    """How far from the fit, on the stepping scale, a side is followed before it is open (:func:`_too_far`)."""
+    return math.log(MAX_FACTOR) if t.log_scale else MAX_FACTOR * max(abs(v0), 1e-3)
 
 
 def _too_far(t: Target, v0: float, v: float) -> bool:

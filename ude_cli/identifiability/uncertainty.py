@@ -125,6 +125,10 @@ class Uncertainty:
     profiles: list[Profile] = field(default_factory=list)
     derived: dict[str, Interval] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: what a reader must not miss (the starts reached distinct, equally good optima)
+    warnings: list[str] = field(default_factory=list)
+    #: the starts' distinct, equally good optima (:func:`~ude_cli.fitting.multistart.distinct_optima`), or None
+    optima: dict | None = None
     seconds: float = 0.0
     #: what a Wald sample of the learned values needs (:mod:`.bands`): the single-start model, the targets and
     #: their covariance on the unconstrained scale
@@ -141,6 +145,8 @@ class Uncertainty:
             "level": self.level,
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
+            "warnings": self.warnings,
+            "distinct_optima": self.optima,
             "intervals": {n: {"value": i.value, "lower": num(i.lower), "upper": num(i.upper), "se": num(i.se),
                               "method": i.method, "identifiable": i.identifiable, "reason": i.reason or None}
                           for n, i in self.intervals.items()},
@@ -153,10 +159,11 @@ class Uncertainty:
 
 
 def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: list[str] | None = None,
-           fit_seconds: float = 0.0) -> Uncertainty:
+           fit_seconds: float = 0.0, start_nll=None) -> Uncertainty:
     """Intervals of the fitted ``model``'s start ``start`` (see the module docstring). The network is profiled
     out of the Wald intervals when that takes at most :data:`~.hessian.DEFAULT_BUDGET` seconds or half the fit's
-    ``fit_seconds``, whichever is more (``uncertainty.hessian: profiled`` always)."""
+    ``fit_seconds``, whichever is more (``uncertainty.hessian: profiled`` always). ``start_nll``: every start's
+    negative log-likelihood (a multistart fit), to find starts at other, equally good optima (:func:`_optima`)."""
     spec = problem.config.uncertainty
     started = time.perf_counter()
     level = spec.level
@@ -167,6 +174,10 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
     profile = profile if profile is not None else profile_request(problem)
     if spec.hessian == "off" and not profile:
         out.notes.append("uncertainty.hessian: off: no intervals computed")
+        if start_nll is not None and model.n_starts > 1:
+            one = single_start(model, start)
+            f0 = LikelihoodFunction(one, final_weight_decay(problem))
+            _optima(out, problem, model, start, start_nll, f0, targets(one, problem, f0.objective))
         return out
     one = single_start(model, start)
     f = LikelihoodFunction(one, final_weight_decay(problem))
@@ -218,8 +229,43 @@ def assess(problem: Problem, model, start: int = 0, *, monitor=None, profile: li
                                            wald.se if wald is not None else math.nan, identifiable, reason)
     _structural(out, problem)
     _edges(out, ts)
+    if start_nll is not None and model.n_starts > 1:
+        _optima(out, problem, model, start, start_nll, f, ts)
     out.seconds = time.perf_counter() - started
     return out
+
+
+def _optima(out: Uncertainty, problem: Problem, model, best: int, start_nll, f: LikelihoodFunction,
+            ts: list[Target]) -> None:
+    """Starts that reached another optimum as good as the reported one (flip-flop kinetics: ka and ke swapped, V
+    times ke/ka): a warning naming it, metrics.json's ``distinct_optima``, and each value outside its interval
+    there flagged. "As good": a negative log-likelihood within half the profile intervals' threshold of the best's,
+    where a correct interval must contain that start's values (:func:`~ude_cli.fitting.multistart.distinct_optima`)."""
+    from ..fitting.multistart import distinct_optima, optima_line, start_values
+
+    k = out.wald.parameters_counted if out.wald is not None else float(sum(t.kind != "noise" for t in ts))
+    threshold, how = f.threshold(out.level, k)
+    tolerance = threshold / 2
+    values = start_values(problem, model)
+    intervals = {n: (i.lower, i.upper) for n, i in out.intervals.items() if n in values}
+    found = distinct_optima(values, np.asarray(start_nll, dtype=float), best, intervals, tolerance)
+    if not found:
+        return
+    best_values = {n: float(v[best]) for n, v in values.items()}
+    out.warnings.append(optima_line(found, best, best_values, tolerance, out.level))
+    out.optima = {"tolerance": tolerance,
+                  "method": f"starts whose negative log-likelihood is within half the {out.level * 100:g} % "
+                            f"likelihood-ratio threshold ({how}) of the best's, at values outside its intervals",
+                  "best": best, "optima": found}
+    for name in dict.fromkeys(n for o in found for n in o["outside"]):
+        i = out.intervals.get(name)
+        if i is None:
+            continue
+        alt = ", ".join(f"{o['values'][name]:.4g}" for o in found if name in o["outside"])
+        i.identifiable = False
+        i.reason = "; ".join(r for r in (f"another start reached an optimum as good with {name} = {alt}, outside this "
+                                         "interval: the data do not decide between them (the interval describes the "
+                                         "reported one)", i.reason) if r)
 
 
 def _edges(out: Uncertainty, ts: list[Target]) -> None:

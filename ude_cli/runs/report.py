@@ -181,7 +181,9 @@ def _parameters(run) -> str:
                      "yes" if r["learned"] else "fixed", bounds, _e("" if _missing(r.get("unit")) else r["unit"]),
                      _e("" if _missing(r.get("description")) else r["description"])])
     interval = f"{level * 100:g} % interval" if level else "interval"
-    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in (run.metrics.get("uncertainty") or {}).get("notes") or [])
+    unc = run.metrics.get("uncertainty") or {}
+    notes = "".join(f'<p><strong>Warning:</strong> {_e(w)}</p>' for w in unc.get("warnings") or [])
+    notes += "".join(f'<p class="note">{_e(n)}</p>' for n in unc.get("notes") or [])
     return _table(["parameter", "value", interval, "method", "initial", "learned", "bounds", "unit", "meaning"], rows,
                   [False, True, False, False, True, False, False, False, False]) + _derived(run, interval) + notes
 
