@@ -131,3 +131,23 @@ def test_check_names_the_condition_and_export_refuses_it(write, tmp_path):
                                        r"exported yet"):
         export(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_jump_that_keeps_its_condition_flipping_is_a_solver_error_not_a_crash(write, monkeypatch):
+    """x < 1 sets x = 1.001 (just above: true again 0.003 later): past MOST_CHANGES changes in one solve, a
+    solver error naming model.events (a fit's trial point rolls back on it), not an internal error."""
+    from ude_cli.engines.torchdiffeq import SolverError
+    from ude_cli.fitting import events
+    from ude_cli.fitting.model import UDEModel
+
+    monkeypatch.setattr(events, "MOST_CHANGES", 20)
+    path = config(write)
+    path.write_text(path.read_text().replace('"x + D"', '"1.001"'))
+    with pytest.raises(UdeError, match="simulating the initial guess: more than 20 changes of a condition of "
+                                       "model.events"):
+        check(path)  # (ude check and fit simulate the initial guess)
+    from ude_cli.config import load_config
+    from ude_cli.problem import resolve
+
+    with pytest.raises(SolverError, match="more than 20 changes"):  # (resolve simulates nothing)
+        UDEModel(resolve(load_config(path))).forward()

@@ -218,8 +218,12 @@ class Triggers:
             if t_star in grid[1:]:  # a data time exactly there sees the states after the jump
                 out.append(y_c[None])
         else:
-            raise RuntimeError(f"more than {MOST_CHANGES} changes of a condition of model.events (when) in one "
-                               f"solve from t = {grid[0]:g} to {grid[-1]:g}")
+            from ..engines.torchdiffeq import SolverError  # a trial point of a fit rolls back on it
+
+            raise SolverError(f"more than {MOST_CHANGES} changes of a condition of model.events (when) in one solve "
+                              f"from t = {grid[0]:g} to {grid[-1]:g}, the last at t = {t_c:g}: a jump that makes its "
+                              f"condition true again at once?", hint="write the jump so that it moves the states "
+                                                                     "away from its condition")
         if len(ahead):
             out.append(solve(y_c, np.concatenate([[t_c], ahead]))[1:])
         return torch.cat(out)
