@@ -8,7 +8,10 @@ as bench/petab_fits.py does, but in the parameter table's order: not the same st
 - ``curriculum``: the same on a window of the data growing in four steps, then the whole;
 - ``shooting``: multiple shooting, 14 segments whose free starting states (the observed state's from the data,
   inverted through ``offset + scale * Z``; the others from a solve at the start) join the parameters in the
-  least squares with the segments' gaps as residuals, then single-shooting least squares from its parameters.
+  least squares with the segments' gaps as residuals, then single-shooting least squares from its parameters;
+- ``nudging``: homotopy by synchronisation (Vyasarayani et al. 2012): the observed state is pulled towards the
+  data (inverted through ``offset + scale * Z``, linear between the times) by ``lam * K * (Z_data - Z)``, and
+  the least squares are solved for lam = 1, 0.5, 0.2, ..., 0 in turn (K = ``--coupling``), then as ``trf``.
 
 It prints the llh each start reaches beside the reference 83.32 (docs/petab.md, "Fits from perturbed starts").
 ``--factor F`` draws the factors from [1/F, F] instead (F = 1.1: starts within 10 % of the nominal values).
@@ -17,7 +20,7 @@ It prints the llh each start reaches beside the reference 83.32 (docs/petab.md, 
 (x 1.02), then at --starts joint draws for each of the factors 1.005, 1.01, 1.02, 1.05 and 1.1: how narrow the
 reference's peak is.
 
-    python bench/borghans_landscape.py [--method trf|curriculum|shooting] [--starts 10] [--factor 2]
+    python bench/borghans_landscape.py [--method trf|curriculum|shooting|nudging] [--starts 10] [--factor 2]
     python bench/borghans_landscape.py --sensitivity [--starts 6]
 """
 
@@ -132,6 +135,30 @@ def shooting(pb: Problem, x0, segments=14, weight=10.0, evaluations=40):
     return pb.fit(z[:n], evaluations=200)
 
 
+def nudging(pb: Problem, x0, coupling: float = 50.0, evaluations: int = 60):
+    """The homotopy of the module docstring, from ``x0``; the parameters at its end."""
+    def residuals(x, lam):
+        p = pb.values(x)
+        z_data = (pb.y - p["offset"]) / p["scale"]
+
+        def f(t, s):
+            d = rhs(t, s, p)
+            if lam > 0:
+                d[0] += lam * coupling * (np.interp(t, pb.t, z_data) - s[0])
+            return d
+
+        sol = solve_ivp(f, (0, pb.t[-1]), pb.initial(p), t_eval=pb.t, method="LSODA", rtol=1e-6, atol=1e-8)
+        if not sol.success or sol.y.shape[1] != len(pb.t):
+            return np.full(len(pb.t), 1e3)
+        return np.log10(pb.y) - np.log10(np.maximum(p["offset"] + p["scale"] * sol.y[0], 1e-300))
+
+    z = np.clip(x0, pb.x_lo + 1e-9, pb.x_hi - 1e-9)
+    for lam in (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0):
+        z = least_squares(lambda q, lam=lam: residuals(q, lam), z, bounds=(pb.x_lo, pb.x_hi), method="trf",
+                          x_scale="jac", max_nfev=evaluations).x
+    return pb.fit(z, evaluations=200)
+
+
 def sensitivity(pb: Problem, rng: np.random.Generator, draws: int) -> None:
     """The llh with one parameter at a time x 1.02, then at ``draws`` joint draws per factor (no fits)."""
     nominal = pb.scaled(pb.nominal)
@@ -148,7 +175,8 @@ def sensitivity(pb: Problem, rng: np.random.Generator, draws: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=["trf", "curriculum", "shooting"], default="trf")
+    parser.add_argument("--method", choices=["trf", "curriculum", "shooting", "nudging"], default="trf")
+    parser.add_argument("--coupling", type=float, default=50.0, help="nudging: the coupling K")
     parser.add_argument("--starts", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--factor", type=float, default=2.0,
@@ -173,6 +201,8 @@ def main() -> None:
             end = x
             for i in range(1, 5):
                 end = pb.fit(end, m=int(round(len(pb.t) * i / 4)), evaluations=100)
+        elif args.method == "nudging":
+            end = nudging(pb, x, args.coupling)
         else:
             end = shooting(pb, x)
         print(f"start {k}: llh {pb.llh(x):.2f} -> {pb.llh(end):.3f} ({args.method}, "
