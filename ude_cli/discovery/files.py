@@ -236,12 +236,17 @@ def recovered_config(discovery: Discovery, directory: Path) -> dict:
     m = raw["model"]
     m.update(builtin=None, states=list(problem.states), equations={s: f["text"] for s, f in forms.items()},
              corrections={})
-    # a per-experiment parameter stays one (a config gives it one starting value: the experiments' median)
+    # a per-experiment parameter stays one (a config gives it one starting value: the experiments' median); one that
+    # the recovered equations do not use (e in e*F*P when F is 0) is not written
+    from ..expressions import parse_expression
+    from .discover import used_names
+
+    used = used_names(problem, {s: parse_expression(f["text"]) for s, f in forms.items()})
     m["parameters"] = {
         name: {"init": float(np.median(values[name])), "fixed": p.fixed,
                "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None) else None,
                "positive": p.positive, "unit": p.unit, **({"per_experiment": True} if p.per_experiment else {})}
-        for name, p in discovery.chosen.parameters.items()}
+        for name, p in discovery.chosen.parameters.items() if name in used}
     m["constants"] = {c: ({"column": v} if isinstance(v, str) else v) for c, v in problem.constants.items()}
     initial = dict(m.get("initial") or {})
     if len(problem.dataset.experiments) == 1:
