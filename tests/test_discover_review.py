@@ -71,18 +71,19 @@ class _Stand(ExactModel):
 
 @pytest.fixture(scope="module")
 def rm(tmp_path_factory):
-    problem = _rm_problem(tmp_path_factory.mktemp("rm"))
+    directory = tmp_path_factory.mktemp("rm")
+    problem = _rm_problem(directory)
     model = _Stand(problem)
-    return problem, model
+    d = discover(problem, model, model.metrics(),
+                 DiscoverSettings(samples=60, propose=2, functions=("N/(1+0.5*N)",), horizon=120.0, resamples=20))
+    return problem, model, d, directory
 
 
 def test_the_refits_start_from_the_ude_and_drop_parameters_no_equation_uses(rm):
     """Known answer: with the true form among the candidates, F = 1.0 N/(1 + 0.5 N) with e = 0.5 is refitted
     to the data (within 10 %: 10 % noise on 61 points); the mechanistic-only model (F = 0) has no e to fit (it
     drifted to 452 in the review, and every refit from there failed)."""
-    problem, model = rm
-    d = discover(problem, model, model.metrics(),
-                 DiscoverSettings(samples=60, propose=2, functions=("N/(1+0.5*N)",), horizon=120.0, resamples=20))
+    _, _, d, _ = rm
     assert d.mechanistic.parameters["e"].fixed and "e" not in d.mechanistic.refit.free
     assert d.mechanistic.refit.values["e"] == E  # held at the UDE's value
     assert d.mechanistic.refit.n_free == 5  # r, K, m, N(t0), P(t0)
@@ -124,3 +125,33 @@ def test_the_mechanism_alone_far_worse_than_the_ude_is_worse_not_none(loss, verd
     else:
         assert math.isclose(ratio, 1.366, rel_tol=1e-3)
         assert "mechanistic model alone" in messages[0]
+
+
+def test_the_recovered_models_intervals_start_at_its_noise_estimates(rm):
+    """Known answer: with log-normal noise the maximum-likelihood sigma of an observable given the predictions is
+    the RMS of its log residuals; the recovered model's intervals are profiled from its joint estimate (the refit
+    with that sigma, iterated), not from the config's starting value 0.1 (the review: sigma_N = 0.1 [0.0935, inf]
+    while ude fit gives 0.077), and each noise interval brackets its estimate."""
+    from ude_cli.discovery.files import recovered_intervals
+    from ude_cli.discovery.refit import predict_all, refit_with_noise
+
+    problem, _, d, directory = rm
+    fit, noise = refit_with_noise(d.system, problem, d.noise, d.chosen.refit)
+    preds, failure = predict_all(d.system, fit.values, fit.initial)
+    assert not failure
+    e = problem.dataset.experiments[0]
+    for j, name in enumerate(("sigma_N", "sigma_P")):
+        rms = float(np.sqrt(np.mean(np.log(e.observations[:, j] / preds[0][:, j]) ** 2)))
+        assert noise[name] == pytest.approx(rms, rel=1e-4)
+        assert 0.07 < noise[name] < 0.13  # the generator's 0.1, from 61 points
+    own = recovered_intervals(d, directory / "discovery")
+    assert own["noise"] == pytest.approx(noise, rel=1e-6)
+    assert "noise parameters estimated with them" in own["method"]
+    for name in ("sigma_N", "sigma_P"):
+        iv = own["intervals"][name]
+        assert iv["value"] == pytest.approx(noise[name], rel=1e-6)
+        assert iv["lower"] is not None and iv["upper"] is not None
+        assert 0.6 * iv["value"] < iv["lower"] < iv["value"] < iv["upper"] < 1.6 * iv["value"]
+    coefficient = d.terms[0].model.names[0]
+    iv = own["intervals"][coefficient]
+    assert iv["lower"] < iv["value"] < iv["upper"] and iv["identifiable"]

@@ -188,6 +188,8 @@ class Discovery:
     #: the recovered model's own intervals (profile likelihoods of every value it fits, by ``ude fit``'s
     #: machinery on recovered.yaml; :func:`ude_cli.discovery.files.recovered_intervals`)
     recovered_intervals: dict = field(default_factory=dict)
+    #: the noise parameters the refits hold (the fit's estimates, ``metrics.json``), by name
+    noise: dict = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -242,7 +244,8 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         raise ConfigError(f"discovery's refits do not handle {reason} yet", where=problem.config.label,
                           hint="the fit itself is complete; discover replaces the networks of the equations")
     samples = sample_terms(problem, model, settings.samples, start=start)
-    objective = DataObjective(problem, noise=(metrics.get("likelihood") or {}).get("noise"))
+    noise = dict((metrics.get("likelihood") or {}).get("noise") or {})
+    objective = DataObjective(problem, noise=noise)
     libraries = {t: build_library(problem.networks[t[0]].inputs, settings.degree, settings.functions,
                                   settings.include_bias) for t in terms}
     thetas = {t: libraries[t].matrix(samples.variables) for t in terms}
@@ -314,7 +317,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     return Discovery(problem=problem, settings=settings, terms=reports, candidates=selector.candidates, chosen=chosen,
                      mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
                      messages=messages, seconds=time.perf_counter() - began, system=system,
-                     samples=samples, selection=stable, log=lines, evidence=evidence)
+                     samples=samples, selection=stable, log=lines, evidence=evidence, noise=noise)
 
 
 def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
