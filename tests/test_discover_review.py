@@ -155,3 +155,45 @@ def test_the_recovered_models_intervals_start_at_its_noise_estimates(rm):
     coefficient = d.terms[0].model.names[0]
     iv = own["intervals"][coefficient]
     assert iv["lower"] < iv["value"] < iv["upper"] and iv["identifiable"]
+
+
+def test_a_failed_refit_without_a_term_does_not_keep_it(tmp_path):
+    """Known answer: the sample LV data with a spurious ``x`` beside ``x*y`` in U[0]. The model without it (x*y
+    alone in each equation) refitted from the truth gives the statistic at 0, n log(RSS0/RSS); a refit of it that
+    failed (stopped after 2 evaluations from far-off values) gives inf, which kept such a term as "lowering the BIC
+    by more than any finite amount" (the review: a spurious -0.003093*N kept on a statistic of 1.4e4 whose profile
+    reached 0). The check's profile at 0 is the refit from the optimum with the term held at 0, and the model
+    without the term is refitted again from there: the same statistic as the good refit, to 1e-3."""
+    from ude_cli.discovery.discover import _lr_statistic, _Selector, _settle_without
+    from ude_cli.discovery.refit import DataObjective, refit
+    from ude_cli.discovery.symbolic import build_library, sample_terms
+
+    from .discover_helpers import lv_problem
+
+    problem = lv_problem(tmp_path)
+    model = ExactModel(problem, {("U", 0): "-0.9*x*y", ("U", 1): "1.8*x*y"})
+    objective = DataObjective(problem)
+    samples = sample_terms(problem, model, 40)
+    libraries = {t: build_library(["x", "y"], 2) for t in problem.learned_terms}
+    thetas = {t: lib.matrix(samples.variables) for t, lib in libraries.items()}
+    usable = {t: np.ones(th.shape[1], dtype=bool) for t, th in thetas.items()}
+    selector = _Selector(problem, objective, libraries, thetas, samples, usable)
+    index = {f.text: k for k, f in enumerate(libraries[("U", 0)].features)}
+    start = {(("U", 0), index["x*y"]): -0.9, (("U", 1), index["x*y"]): 1.8}
+    current = selector.evaluate({("U", 0): (index["x"], index["x*y"]), ("U", 1): (index["x*y"],)}, start, "spurious")
+    good = selector.evaluate({("U", 0): (index["x*y"],), ("U", 1): (index["x*y"],)}, start, "without x")
+    assert current.refit.success and good.refit.success
+    truth = _lr_statistic(good.refit, current.refit, False)
+    name = current.term_models[("U", 0)].names[0]
+    assert name.endswith("_x")
+    # the same model without x, its refit failed
+    far = {n: 5.0 for n in good.parameters if not good.parameters[n].fixed}
+    good.refit = refit(selector.system_of(good), objective, far, max_evaluations=2)
+    assert not good.refit.success
+    failed = _lr_statistic(good.refit, current.refit, False)
+    assert failed == float("inf")
+    statistic, note = _settle_without(selector, current, good, name, False, failed)
+    assert statistic == pytest.approx(truth, rel=1e-3, abs=1e-6)
+    assert good.refit.success and _lr_statistic(good.refit, current.refit, False) == pytest.approx(truth, rel=1e-3,
+                                                                                                     abs=1e-6)
+    assert "the refit without it failed" in note

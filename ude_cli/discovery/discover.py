@@ -1040,6 +1040,7 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
         failing = []
         checks = []
         subs = {}
+        zeros: dict[str, float] = {}  # the statistic at 0 of each coefficient (the profile's, where that is lower)
         for t, tm in current.term_models.items():
             for k_name, feat in zip(tm.names, tm.features, strict=True):
                 sup = selector.supports_of(current)
@@ -1047,25 +1048,46 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
                 without = {**sup, t: tuple(i for i in sup[t] if i != k)}
                 sub = selector.evaluate(without, {}, "backward check", base=current)
                 subs[k_name] = sub
-                gain = (sub.refit.bic - current.refit.bic) if sub.refit.success else float("inf")
                 # the profile at 0 is the model refitted without the term: 0 is in the profile interval exactly
-                # when that statistic is below the interval's threshold (no more refits than the BIC gain needs)
-                zero = zero_test(k_name, float(current.refit.values[k_name]), wald[k_name].se, keep_level, thr_keep,
-                                 factor[k_name], _lr_statistic(sub.refit, current.refit, likelihood))
+                # when that statistic is below the interval's threshold (no more refits than the BIC gain needs).
+                # A refit without the term that failed or stopped early proves nothing: where it would keep the term,
+                # the term is also held at 0 from the optimum (the profile's own refit), and the better is the
+                # model without it (:func:`_settle_without`)
+                value = float(current.refit.values[k_name])
+                statistic = _lr_statistic(sub.refit, current.refit, likelihood)
+                note = ""
+                if not factor[k_name] * statistic <= thr_keep:
+                    statistic, note = _settle_without(selector, current, sub, k_name, likelihood, statistic)
+                zeros[k_name] = statistic
+                gain = (sub.refit.bic - current.refit.bic) if sub.refit.success else float("inf")
+                zero = zero_test(k_name, value, wald[k_name].se, keep_level, thr_keep, factor[k_name], statistic)
+                if not math.isfinite(statistic):
+                    # no refit without the term succeeds: its keep test is the profile walked from the optimum, and
+                    # the BIC gain is not known (never "more than any finite amount" on a failed refit's word)
+                    walked = profile_interval(k_name, value, wald[k_name].se,
+                                              _profile_statistic(selector, current, k_name, likelihood),
+                                              [(keep_level, thr_keep)], factor[k_name])[keep_level]
+                    zero = walked
+                    desc = ("no refit without it succeeds (" + (sub.refit.message or "it fails") + "): decided by "
+                            f"its profile walked from the optimum, {walked.text()}")
+                else:
+                    desc = _zero_text(zero) + note
                 reasons = []
                 if not zero.excludes_zero:
-                    reasons.append(f"its profile interval at {adjusted} includes 0: {_zero_text(zero)}")
-                if not gain > settings.min_improvement:
+                    reasons.append(f"its profile interval at {adjusted} includes 0: {desc}")
+                if math.isfinite(gain) and not gain > settings.min_improvement:
                     reasons.append(f"keeping it lowers the BIC by {gain:.2f}, not by more than "
                                    f"discover.min_improvement = {settings.min_improvement:g}")
+                if reasons and not sub.refit.success:
+                    reasons.append("but without it the model cannot be fitted to the data: kept, not supported")
                 checks.append({"term": _label(t), "feature": feat.text, "coefficient": k_name,
                                "wald_interval": wald[k_name].as_dict(), "zero_test": zero.as_dict(),
-                               "bic_gain": _finite_or_none(gain), "kept": not reasons,
+                               "bic_gain": _finite_or_none(gain), "kept": not reasons or not sub.refit.success,
                                "why": "; ".join(reasons) if reasons else
-                               (f"its profile interval at {adjusted}<ends> excludes 0 ({_zero_text(zero)}) and keeping it "
-                                "lowers the BIC by " + ("more than any finite amount (without it the refit fails)"
-                                                        if not np.isfinite(gain) else f"{gain:.2f}"))})
-                if reasons:
+                               (f"its profile interval at {adjusted}<ends> excludes 0 ({desc}) and " + (
+                                   "the model cannot be fitted without it (no BIC to compare)" if not np.isfinite(gain)
+                                   else f"keeping it lowers the BIC by {gain:.2f}"))})
+                if reasons and sub.refit.success:
                     failing.append((gain, sub, checks[-1]))
         if not failing:
             break
@@ -1078,11 +1100,10 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
     thr_level = _threshold(current.refit, settings.level, likelihood)
     for c in checks:
         name = c["coefficient"]
-        sub = subs[name]
         profiles = profile_interval(name, float(current.refit.values[name]), wald[name].se,
                                     _profile_statistic(selector, current, name, likelihood),
                                     [(settings.level, thr_level), (keep_level, thr_keep)], factor[name],
-                                    known=[(0.0, _lr_statistic(sub.refit, current.refit, likelihood))])
+                                    known=[(0.0, zeros[name])])
         intervals[name] = profiles[settings.level]
         c["interval"], c["adjusted_interval"] = profiles[settings.level].as_dict(), profiles[keep_level].as_dict()
         wide = profiles[keep_level]
@@ -1101,6 +1122,33 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
                           for k, _, c in members]}
     return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped,
                                     starts)
+
+
+def _settle_without(selector: _Selector, current: Candidate, sub: Candidate, name: str, likelihood: bool,
+                    statistic: float) -> tuple[float, str]:
+    """The profile at 0 of ``current``'s coefficient ``name`` when the model refitted without it (``sub``, whose
+    statistic is ``statistic``) would keep the term: ``current`` refitted with the coefficient held at 0 from its
+    optimum (the profile's own continuation) as well, and where that fits better, ``sub`` refitted again from there
+    (in place: the cached model without the term is the better fit from now on). The profile at 0 is the lower of
+    the two: a refit that failed or stopped at a worse optimum only bounds it from above (a spurious term kept on a
+    statistic of 1.4e4 at 0 whose profile, walked from the optimum, reached 0 well inside its interval). Returns the
+    statistic and a note for the check's sentence (empty when the refit without the term stands)."""
+    warm: dict = {}
+    held = _profile_statistic(selector, current, name, likelihood, warm)(0.0)
+    if not (math.isfinite(held) and held < statistic) or 0.0 not in warm:
+        return statistic, ""
+    values, initial = warm[0.0]
+    params = sub.parameters
+    again = refit(selector.system_of(sub), selector.objective,
+                  {k: v for k, v in values.items() if k in params and not params[k].fixed and k != name}, initial)
+    before = "failed" if not sub.refit.success else f"stopped at {statistic:.4g}"
+    if _better_refit(again, sub.refit):
+        again.extra["start"] = f"the optimum with {name} held at 0 (the refit without it {before})"
+        sub.refit = again
+        statistic = _lr_statistic(again, current.refit, likelihood)
+    statistic = min(statistic, held)
+    return statistic, (f"; the refit without it {before}, the profile's refit from the optimum with it held at 0 "
+                       f"reaches {statistic:.4g}")
 
 
 def _threshold(fit: Refit, level: float, likelihood: bool) -> float:
@@ -1125,15 +1173,16 @@ def _lr_statistic(sub: Refit, fit: Refit, likelihood: bool) -> float:
     return fit.n_train * math.log(max(rs, 1e-300) / max(r0, 1e-300))
 
 
-def _profile_statistic(selector: _Selector, candidate: Candidate, name: str, likelihood: bool
-                       ) -> Callable[[float], float]:
+def _profile_statistic(selector: _Selector, candidate: Candidate, name: str, likelihood: bool,
+                       warm: dict | None = None) -> Callable[[float], float]:
     """``c -> 2 (PL(c) - L)`` of ``candidate``'s coefficient ``name``: the candidate refitted (:func:`refit`, every
-    other fitted value free) with ``name`` held at ``c``, warm-started from the profile's nearest point."""
+    other fitted value free) with ``name`` held at ``c``, warm-started from the profile's nearest point (``warm``,
+    filled: ``c -> (values, initial states)`` of every refit that succeeded)."""
     from ..expressions import parse_expression
 
     equations = {s: parse_expression(text) for s, text in candidate.equations.items()}
-    warm: dict[float, tuple[dict, np.ndarray]] = {
-        float(candidate.refit.values[name]): (dict(candidate.refit.values), candidate.refit.initial)}
+    warm = {} if warm is None else warm
+    warm[float(candidate.refit.values[name])] = (dict(candidate.refit.values), candidate.refit.initial)
 
     def statistic(c: float) -> float:
         params = {**candidate.parameters, name: dataclasses.replace(candidate.parameters[name], init=float(c), fixed=True)}
