@@ -1148,7 +1148,7 @@ def _settle_without(selector: _Selector, current: Candidate, sub: Candidate, nam
         statistic = _lr_statistic(again, current.refit, likelihood)
     statistic = min(statistic, held)
     return statistic, (f"; the refit without it {before}, the profile's refit from the optimum with it held at 0 "
-                       f"reaches {statistic:.4g}")
+                       f"reaches {statistic:.4g} (before any robust factor)")
 
 
 def _threshold(fit: Refit, level: float, likelihood: bool) -> float:
