@@ -197,3 +197,19 @@ def test_a_failed_refit_without_a_term_does_not_keep_it(tmp_path):
     assert good.refit.success and _lr_statistic(good.refit, current.refit, False) == pytest.approx(truth, rel=1e-3,
                                                                                                      abs=1e-6)
     assert "the refit without it failed" in note
+
+
+def test_a_parameter_no_recovered_equation_uses_is_not_written(rm):
+    """The mechanistic-only model as the recovered one (F = 0): its equations have no e, and recovered.yaml and
+    equations.md do not list it (the review's recovered.yaml kept a learned e = 452)."""
+    import dataclasses
+
+    from ude_cli.discovery.files import equations_markdown, recovered_config
+
+    problem, _, d, directory = rm
+    mech = dataclasses.replace(d, chosen=d.mechanistic)
+    raw = recovered_config(mech, directory)
+    assert set(raw["model"]["parameters"]) == {"r", "K", "m"}
+    assert "e" not in " ".join(raw["model"]["equations"].values())
+    assert "| `e` |" not in equations_markdown(mech) and "| `r` |" in equations_markdown(mech)
+    resolve(config_from_dict(raw, label="recovered.yaml", path=directory / "recovered.yaml"))

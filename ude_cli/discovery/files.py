@@ -115,7 +115,13 @@ def equations_markdown(discovery: Discovery) -> str:
     level = f"{100 * discovery.settings.level:g} %"
     lines += ["", "## Parameters (refitted to the data)", "",
               f"| name | value | {level} interval | fitted | meaning |", "|---|---|---|---|---|"]
+    from ..expressions import parse_expression
+    from .discover import used_names
+
+    used = used_names(problem, {s: parse_expression(f["text"]) for s, f in forms.items()})
     for name, p in discovery.chosen.parameters.items():
+        if name not in used:  # e in e*F*P when F is 0: not in the equations, nor in recovered.yaml
+            continue
         iv = intervals.get(name)
         band = "" if iv is None else ("unbounded" if not iv.bounded else f"[{iv.lower:.4g}, {iv.upper:.4g}]")
         for label, value in _parameter_values(discovery, name):  # one row per experiment for a per-experiment one
