@@ -149,3 +149,26 @@ def test_decimal_comma_needs_another_delimiter(tmp_path):
     (tmp_path / "d.csv").write_text("t,x,y\n0,1,0\n1,2,3\n")
     with pytest.raises(UdeError, match=r"data: decimal ',' needs another delimiter: set delimiter: ';'"):
         problem(raw(decimal=","), tmp_path)
+
+
+@pytest.mark.parametrize(("csv", "columns", "message"), [
+    ("t,a,b\n0,1,\n1,2,\n2,3,\n", "{x: a, y: b}",
+     "column 'b' (named by data.columns.y) has no value in any row: map only columns with data"),
+    ("t,a,b\n0,1,5\n1,2,6\n2,3,7\n", "{x: a, y: a}", "column 'a' is mapped to the states x and y (data.columns)"),
+])
+def test_a_column_without_values_or_mapped_twice_is_refused_in_one_line(tmp_path, csv, columns, message):
+    """A new user's empty predator column made 'ude check' say ok and the fit fail with a misleading 'loss not
+    finite' (with a noise model) or fit silently unobserved (without); one column on two states fitted both to
+    the same numbers."""
+    (tmp_path / "d.csv").write_text(csv)
+    raw = f"""
+data: {{file: d.csv, time: t, columns: {columns}}}
+model:
+  states: [x, y]
+  parameters: {{k: 0.5}}
+  equations: {{x: -k*x, y: k*x}}
+  initial: {{x: 1.0, y: 0.0}}
+"""
+    with pytest.raises(DataError) as info:
+        problem(raw, tmp_path)
+    assert message in str(info.value) and "\n" not in str(info.value)

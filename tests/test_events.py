@@ -355,16 +355,27 @@ def test_export_refuses_what_petab_cannot_say_of_a_jump(write, tmp_path):
     assert not (tmp_path / "v1").exists()
 
 
-def test_a_jump_at_the_start_is_not_exported(write, tmp_path):
+def test_a_jump_at_the_start_goes_into_the_first_period_and_one_reading_a_learned_start_is_refused(write, tmp_path):
     """PEtab v2's first period is applied before the model is initialized and may not read a state
-    (doc/v2/documentation_data_format.rst, "Initialization and parameter application"): x + D at t0 is refused,
-    and nothing is written."""
+    (doc/v2/documentation_data_format.rst, "Initialization and parameter application"): x + D at t0 from a number
+    x0 = 2 is written as the first period's condition x = 2 + D, and re-imports to the same llh and gradient; from
+    a learned x0 it is refused, and nothing is written."""
     from ude_cli.petab.export import export
 
     start = write("start.yaml", config(write).read_text().replace(f"at: {list(DOSES)}", "at: [0, 4]"))
-    with pytest.raises(UdeError, match="a jump at the start time .0, experiment '1'.: PEtab v2's first period"):
-        export(start, tmp_path / "start")
-    assert not (tmp_path / "start").exists()
+    result = export(start, tmp_path / "start")
+    conditions = (tmp_path / "start" / "conditions.tsv").read_text()
+    assert "\tx\t(2.0 + D)" in conditions, conditions
+    assert "0.0" not in [line.split("\t")[1] for line in (tmp_path / "start" / "experiments.tsv").read_text()
+                         .splitlines()[1:]][1:]  # one period at 0 (the first), one at 4
+    original, again = evaluate(start), evaluate(result.problem)
+    assert again.llh == pytest.approx(original.llh, abs=1e-8)
+    assert again.gradient["D"] == pytest.approx(original.gradient["D"], rel=1e-6)
+    learned = write("learned.yaml", start.read_text().replace(f"initial: {{x: {X0}}}", f"initial: {{x: {{value: {X0}, learn: true}}}}"))
+    with pytest.raises(UdeError, match="a jump at the start time .0, experiment '1'.: PEtab v2's first period .* "
+                                       "it reads x, whose initial value is learned"):
+        export(learned, tmp_path / "learned")
+    assert not (tmp_path / "learned").exists()
 
 
 def test_check_says_which_states_jump_and_a_bad_event_is_one_line_exit_3(write):
@@ -512,7 +523,9 @@ def test_dosing_records_from_a_column_are_each_subjects_own_jumps(write):
         assert result.gradient[name] == pytest.approx((llh(*up) - llh(*down)) / 2e-6, rel=1e-5), name
     from ude_cli.fitting.events import summary
 
-    assert summary(check(path)) == "jumps (model.events) of gut: 2 to 3 per experiment during the data"
+    assert summary(check(path)) == ("jumps (model.events) of gut: 2 to 3 per experiment during the data; 2 "
+                                    "observations at a jump's time see the states after it (observed: before, for "
+                                    "samples taken just before a dose)")  # s1 at 12, s2 at 8
 
 
 def test_a_trough_sample_in_a_dose_row_is_seen_before_the_dose(write, tmp_path):
@@ -557,7 +570,10 @@ def test_dosing_records_export_as_periods_with_each_rows_amount(write, tmp_path)
     from ude_cli.petab.export import export
 
     path, _, _ = _dosing(write)
-    path.write_text(path.read_text().replace("t0: 0", "t0: -0.5"))  # (a dose at t0 is not exported)
+    at_start = export(path, tmp_path / "start")  # the doses at t0 = 0: the first period's condition, gut = 0 + amt
+    assert "s1_condition\tgut\t(0.0 + 100" in (tmp_path / "start" / "conditions.tsv").read_text()
+    assert evaluate(at_start.problem).llh == pytest.approx(evaluate(path).llh, abs=1e-8)
+    path.write_text(path.read_text().replace("t0: 0", "t0: -0.5"))  # every dose a later period
     result = export(path, tmp_path / "out")
     conditions = (tmp_path / "out" / "conditions.tsv").read_text()
     assert "s2_jump2\tgut\t(gut + 80" in conditions and "s1_jump1\tgut\t(gut + 100" in conditions
@@ -567,8 +583,8 @@ def test_dosing_records_export_as_periods_with_each_rows_amount(write, tmp_path)
 @pytest.mark.parametrize(("event", "message"), [
     ("{column: nowhere, set: {gut: 'gut + 1'}}", "no column 'nowhere' (named by model.events)"),
     ("{column: ka, set: {gut: 'gut + 1'}}", "the column 'ka' is also the name of a state, parameter"),
-    ("{column: amt, at: [1], set: {gut: 'gut + amt'}}", "give one of 'at' (the times), 'every' (with 'first' and "
-                                                      "'last') or 'column' (a data column of dosing records), not at and column"),
+    ("{column: amt, at: [1], set: {gut: 'gut + amt'}}", "or 'column' (a data column of dosing records), not at and "
+                                                      "column"),
     ("{column: amt, set: {gut: 'gut + amt'}, experiments: [s9]}", "unknown experiment 's9'"),
 ])
 def test_bad_dosing_records_are_named(write, event, message):
@@ -598,3 +614,17 @@ def test_a_forecast_past_the_last_jump_says_none_is_repeated(write):
     assert _jumps_note(problem, [0], 10.0) == []  # the dose at 12 is still ahead
     assert _jumps_note(problem, [0], 30.0) == ["the states jump only at the times model.events gives (the last at "
                                                "t = 12): none is repeated up to t = 30"]
+
+
+def test_a_jump_that_is_not_finite_is_named_and_a_subject_of_doses_only_is_refused(write):
+    """log(gut - amt) at a dose into an empty gut: the error names model.events[0].set.gut (it blamed the solver);
+    a subject whose rows are all dosing records observes nothing, said so (it said '0 time point')."""
+    path, _, _ = _dosing(write)
+    bad = write("nan.yaml", path.read_text().replace('set: {gut: "gut + amt"}', 'set: {gut: "log(gut - amt)"}'))
+    with pytest.raises(UdeError, match=re.escape("model.events[0].set.gut: the jump's value is not finite at t = 0")):
+        fit(bad)
+    text = (path.parent / "pk.csv").read_text() + "s3,0,100,\ns3,12,100,\n"
+    (path.parent / "pk.csv").write_text(text)
+    with pytest.raises(UdeError, match=re.escape("experiment 's3' observes nothing: its 2 rows are dosing records "
+                                                 "only")):
+        check(path)

@@ -272,3 +272,48 @@ def test_the_default_lbfgs_stage_ends_at_its_tolerance(tmp_path):
     assert m["stop_reason"] == "converged"
     assert lbfgs["iteration"].iloc[-1] - lbfgs["iteration"].iloc[0] < 1000
     assert result.values["k"] == pytest.approx(0.7, rel=0.02)  # 40 points with 1 % noise on 2 exp(-0.7 t)
+
+
+def test_the_noise_estimate_is_cut_at_the_jumps_and_an_inflated_one_is_said(tmp_path):
+    """x constant between doses of 10 at 5 and 10 (model.events), noise sd 0.1: the differences across a jump
+    would put the jump's size into the noise (about 100x); cut at the jumps, the estimate is the noise's variance
+    (0.01, to 30 %). A fit far inside an estimate that holds signal says the check cannot tell a poor fit."""
+    t = np.arange(0.0, 15.01, 0.25)
+    truth = 1.0 + 10.0 * (t >= 5) + 10.0 * (t >= 10)
+    x = truth + 0.1 * np.random.default_rng(5).standard_normal(len(t))
+    write_csv(tmp_path / "d.csv", "t,x", zip(t.tolist(), x.tolist(), strict=True))
+    prob = problem("""
+data: {file: d.csv, time: t, columns: {x: x}}
+model:
+  states: [x]
+  parameters: {k: 0.0}
+  equations: {x: -k*x}
+  initial: {x: 1.0}
+  events: [{at: [5, 10], set: {x: x + 10}}]
+training: {warm_start: none, stages: [{optimizer: lbfgs, iterations: 1}]}
+""", tmp_path)
+    table = _table(t, x, truth).assign(experiment=prob.dataset.experiments[0].name)  # as predictions.csv names it
+    q = assess(prob, table, float(np.mean((x - truth) ** 2)))["per_observable"]["x"]
+    assert q["noise"] == pytest.approx(0.01, rel=0.3)
+    whole = difference_variance(t, x)
+    assert whole[0] / whole[1] > 10 * q["noise"]  # uncut, the jumps count as noise
+    smooth = np.sin(3 * t)  # sampled 0.25 apart: its differences hold the curvature, a fit is far inside them
+    write_csv(tmp_path / "d.csv", "t,x", zip(t.tolist(), (smooth + 1e-3 * np.cos(40 * t)).tolist(), strict=True))
+    plain = problem(DECAY % ("0.7", "[{optimizer: lbfgs, iterations: 1}]"), tmp_path)
+    line = assess(plain, _table(t, smooth + 1e-3 * np.cos(40 * t), smooth), 1e-6)["line"]
+    assert "the data's differences overstate the noise in x" in line
+
+
+def test_a_prediction_of_zero_under_log_normal_noise_makes_the_fit_poor_and_says_where(tmp_path):
+    """Log-normal noise, an experiment whose prediction is 0 at 3 observed times (a forgotten dose): the llh there
+    is the floor's, not the model's; the fit is poor and the line names the experiment and the count."""
+    t, x = decay_csv(tmp_path, noise=0.0, n=10)
+    prob = problem((DECAY % ("0.7", "[{optimizer: lbfgs, iterations: 1}]")) + "noise: lognormal\n", tmp_path)
+    pred = 2.0 * np.exp(-0.7 * t)
+    pred[[2, 5, 7]] = 0.0
+    table = _table(t, x, pred).assign(experiment=prob.dataset.experiments[0].name)
+    record = assess(prob, table, 1.0)
+    name = prob.dataset.experiments[0].name
+    assert record["poor"] and record["zero_predictions"] == {"x": {name: 3}}
+    assert f"x's prediction is 0 (below the log floor) at observed times: 3 in experiment '{name}'" in record["line"]
+    assert "--starts" not in record["line"]  # more starts would not help

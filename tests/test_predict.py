@@ -180,3 +180,77 @@ def test_with_verdict_none_the_refitted_mechanism_is_not_called_recovered(tmp_pa
     labels = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
     assert any(label.startswith("mechanistic, refitted (no term recovered)") for label in labels), labels
     assert not any(label.startswith("recovered") for label in labels), labels
+
+
+def _blowup_run(tmp_path, write):
+    """dx/dt = a x^2 from 1: x = 1/(1 - a t), infinite at t = 1/a; a = 0.1 fitted on t in [0, 5] (sigma 0.02, so
+    that se(a) is about 1e-3). A forecast to 9.9 is 1/(1 - 0.99) = 100 at the fit, but the draws with a > 0.101
+    blow up before it."""
+    from ude_cli.api import run_fit
+
+    t = np.linspace(0, 5, 26)
+    x = 1 / (1 - 0.1 * t) * (1 + 0.02 * np.sin(7 * t))
+    write("d.csv", "t,x\n" + "".join(f"{a},{b}\n" for a, b in zip(t, x, strict=True)))
+    path = write("c.yaml", """
+        data: {file: d.csv, columns: {x: x}}
+        model:
+          states: [x]
+          equations: {x: "a*x**2"}
+          parameters: {a: {init: 0.08, positive: true}}
+          initial: {x: 1}
+        noise: {distribution: normal, sigma: {init: 0.02, fixed: true}}
+        training: {seed: 1}
+        """)
+    _, out = run_fit(path, out=tmp_path / "run", plots=False, command=["ude", "fit", str(path)])
+    return load_run(out)
+
+
+def test_draws_that_blow_up_leave_the_fit_without_a_band_and_write_everything(tmp_path, write):
+    run = _blowup_run(tmp_path, write)
+    a = float(run.parameters.set_index("name").loc["a", "value"])
+    fc = forecast(run, until=9.9, n_points=100)
+    assert any(n.startswith("no band: some of the 200 draws of the learned values from their Wald distribution "
+                            "cannot be simulated to t = 9.9") for n in fc.notes), fc.notes
+    rows = fc.frame[fc.frame["model"] == "UDE"]
+    assert rows["time"].max() == pytest.approx(9.9)
+    assert rows["x"].iloc[-1] == pytest.approx(1 / (1 - a * 9.9), rel=1e-3)  # the fit's line, to the end
+    out = write_forecast(fc, tmp_path / "fc")
+    assert {p.name for p in out.iterdir()} == {"forecast.csv", "forecast.json", "figures"}
+    assert (out / "figures" / "forecast.png").stat().st_size > 0
+
+
+def test_the_figure_draws_what_the_data_measure_and_a_large_unobserved_state_is_no_runaway(tmp_path, write):
+    """An SIR in counts (S = 9990 of 10000, unobserved) measured through cases = rho * I: the figure has a panel for
+    each state and one for the cases with their data; S is no runaway (the bound counts the initial values)."""
+    from scipy.integrate import solve_ivp
+
+    from ude_cli.api import run_fit
+    from ude_cli.discovery.extrapolate import RUNAWAY_FACTOR, runaway_bound
+    from ude_cli.forecast import forecast_figure
+
+    t = np.arange(0.0, 41.0, 2.0)
+    sol = solve_ivp(lambda _, y: [-0.5 * y[0] * y[1] / 1e4, 0.5 * y[0] * y[1] / 1e4 - 0.2 * y[1]], (0, 40),
+                    [9990, 10], t_eval=t, rtol=1e-10)
+    cases = 0.1 * sol.y[1] * (1 + 0.05 * np.sin(5 * t))
+    write("d.csv", "t,cases\n" + "".join(f"{a},{b}\n" for a, b in zip(t, cases, strict=True)))
+    path = write("c.yaml", """
+        data: {file: d.csv}
+        model:
+          states: [S, I]
+          equations: {S: "-beta*S*I/10000", I: "beta*S*I/10000 - gam*I"}
+          parameters: {beta: {init: 0.45, positive: true}, gam: {init: 0.2, positive: true},
+                       rho: {init: 0.1, bounds: [0, 1]}}
+          initial: {S: 9990, I: 10}
+        observables: {cases: {formula: rho*I, column: cases, noise: lognormal}}
+        training: {seed: 1}
+        """)
+    _, out = run_fit(path, out=tmp_path / "run", plots=False, command=["ude", "fit", str(path)])
+    run = load_run(out)
+    assert runaway_bound(run.problem) == pytest.approx(RUNAWAY_FACTOR * 9990)
+    fc = forecast(run, until=80.0, n_points=100)
+    assert not any("diverges" in n for n in fc.notes), fc.notes
+    fig = forecast_figure(fc.problem, fc.frame, fc.changed, fc.notes)
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert len(labels) == 3 and "cases" in labels[2], labels
+    lines = [line for line in fig.axes[2].get_lines() if line.get_linestyle() == "None"]  # the data's markers
+    assert len(lines) == 1 and len(lines[0].get_xdata()) == len(t)

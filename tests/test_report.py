@@ -128,3 +128,28 @@ def test_report_in_a_headless_browser(run_dir, tmp_path):
                      (discovered / "report.html").as_uri())
     assert done.returncode == 0 and shot.stat().st_size > 50_000
     assert _console_errors(done.stderr) == []
+
+
+def test_the_report_holds_the_derived_quantities(tmp_path):
+    """uncertainty.derived (printed by ude fit, in metrics.json) has its table in the report, with the numbers of
+    metrics.json."""
+    import json
+
+    import numpy as np
+
+    from ude_cli.api import run_fit
+
+    t = np.linspace(0, 5, 16)
+    x = 5 * np.exp(-0.6 * t) * np.exp(0.05 * np.sin(7 * t))
+    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a:g},{b:.9g}\n" for a, b in zip(t, x, strict=True)))
+    (tmp_path / "c.yaml").write_text("""
+data: {file: d.csv, time: t, columns: {x: x}}
+model: {states: [x], parameters: {k: {init: 0.3, positive: true}}, equations: {x: -k*x}, initial: {x: 5}}
+noise: lognormal
+uncertainty: {derived: {half_life: log(2)/k}}
+""")
+    _, out = run_fit(tmp_path / "c.yaml", out=tmp_path / "run", plots=False, command=["ude", "fit"])
+    d = json.loads((out / "metrics.json").read_text())["uncertainty"]["derived"]["half_life"]
+    html = write_report(out).read_text()
+    assert "Derived quantities (uncertainty.derived)" in html and "<code>log(2)/k</code>" in html
+    assert f"{d['value']:.6g}" in html and f"[{d['lower']:.4g}, {d['upper']:.4g}]" in html

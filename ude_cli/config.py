@@ -307,6 +307,12 @@ class EventSpec(_Strict):
                           "every 12 h for a week; a forecast past `last` has no more.")
     first: Finite | None = Field(None, description="With `every`: the time of the first jump.")
     last: Finite | None = Field(None, description="With `every`: no jump after this time.")
+    when: str | None = Field(
+        None, description="Instead of `at`: a condition of the states (and parameters, constants, t), 'a < b' (or "
+                          "<=, >, >=); the jump happens each time it becomes true (a population below one "
+                          "individual is gone: when: 'N < 1', set: {N: '0'}), located by bisection to the solver's "
+                          "tolerance, the gradient through the time it happens. True at the start, it happens only "
+                          "once it has been false (SBML's initialValue true).")
     column: str | None = Field(
         None, description="Instead of `at`: a data column; each row with a value in it is a jump at that row's time "
                           "in its experiment (dosing records), and the formulas read the value under the column's "
@@ -328,10 +334,14 @@ class EventSpec(_Strict):
 
     @model_validator(mode="after")
     def _times_or_column(self) -> EventSpec:
-        given = [name for name in ("at", "every", "column") if getattr(self, name) is not None]
+        given = [name for name in ("at", "every", "when", "column") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give one of 'at' (the times), 'every' (with 'first' and 'last') or 'column' (a data "
-                             "column of dosing records)" + (f", not {' and '.join(given)}" if given else ""))
+            raise ValueError("give one of 'at' (the times), 'every' (with 'first' and 'last'), 'when' (a condition) "
+                             "or 'column' (a data column of dosing records)"
+                             + (f", not {' and '.join(given)}" if given else ""))
+        if self.when is not None and self.observed != "after":
+            raise ValueError("'observed' is for jumps at given times: no observation falls exactly at the time a "
+                             "condition ('when') becomes true")
         if (self.first is not None or self.last is not None) and self.every is None:
             raise ValueError("'first' and 'last' go with 'every'")
         if self.every is not None:

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +168,8 @@ def read_dataset(
     names = [e.name for e in experiments]
     for name in {n for n in names if names.count(n) > 1}:
         problems.add(DataError(f"experiment name '{name}' appears in more than one file", where=where))
+    if experiments and not problems:
+        _check_columns_hold_data(experiments, states, columns, observables, labels, problems)
     problems.raise_if_any()
     return Dataset(experiments=experiments, states=list(states), columns=dict(columns), time_column=time,
                    files=resolved, labels=labels, units=dict(units or {}), observable_columns=observables)
@@ -395,6 +397,30 @@ def _is_decimal_comma(text: str) -> bool:
         return False
 
 
+def _check_columns_hold_data(experiments: list[Experiment], states: Sequence[str], columns: Mapping[str, str],
+                             observables: Mapping[str, str], labels: list[str], problems: Problems) -> None:
+    """Every column a state or an observable is mapped to has a value in some row (an empty one would leave the
+    state unobserved without a word, or make a noise model's loss not finite), and no column is mapped to two
+    states (they would be fitted to the same numbers)."""
+    where = labels[0] if len(labels) == 1 else ", ".join(labels)
+    by_column: dict[str, list[str]] = {}
+    for s, c in columns.items():
+        by_column.setdefault(c, []).append(s)
+    for c, mapped in by_column.items():
+        if len(mapped) > 1:
+            problems.add(DataError(f"column '{c}' is mapped to the states {' and '.join(mapped)} (data.columns): "
+                                   f"each column observes one state; for a measurement of several, give an "
+                                   f"observable with a formula (observables: {{{c}: {{formula: "
+                                   f"{' + '.join(mapped)}}}}})", where=where))
+    for j, s in enumerate(states):
+        if s in columns and not any(np.isfinite(e.values[:, j]).any() for e in experiments):
+            problems.add(DataError(f"column '{columns[s]}' (named by data.columns.{s}) has no value in any row: "
+                                   f"map only columns with data (a state without data needs no column)", where=where))
+    for k, (o, c) in enumerate(observables.items()):
+        if o not in columns and not any(np.isfinite(e.observations[:, k]).any() for e in experiments):
+            problems.add(DataError(f"column '{c}' (named by observables.{o}) has no value in any row", where=where))
+
+
 def _experiments(frame, label: str, *, states, columns, time, experiment, covariates, stem,
                  observables, decimal: str = ".", comma_option: bool = True,
                  t0: float | None = None, records: Sequence[str] = ()) -> list[Experiment]:
@@ -466,9 +492,14 @@ def _experiments(frame, label: str, *, states, columns, time, experiment, covari
         # a dosing record's row alone (model.events) observes nothing: it is no time point of the data
         seen = np.isfinite(obs_all[idx]).any(axis=1) if rec_all and observables else np.ones(len(t), dtype=bool)
         n_seen = int(seen.sum())
+        if n_seen == 0 and len(t):
+            problems.add(DataError(f"experiment '{name}' observes nothing: its {len(t)} rows are dosing records "
+                                   f"only (model.events' column), without an observed value", where=label))
+            continue
         if n_seen < MIN_POINTS and not (n_seen == 1 and t0 is not None and t0 <= t[seen][0]):
-            problems.add(DataError(f"experiment '{name}' has {n_seen} time point; at least {MIN_POINTS} are "
-                                   f"needed to fit (one when model.t0 is given)", where=label))
+            problems.add(DataError(f"experiment '{name}' has {n_seen} time point"
+                                   f"{'s' if n_seen != 1 else ''}; at least {MIN_POINTS} are needed to fit (one "
+                                   f"when model.t0 is given)", where=label))
             continue
         if observables and not np.isfinite(obs_all[idx]).any():
             problems.add(DataError(f"experiment '{name}' has no observed values in columns "

@@ -19,7 +19,7 @@ import ast
 import math
 import operator
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 from .errors import ExpressionError, did_you_mean, one_of
@@ -244,6 +244,24 @@ def parse_expression(text: Any, where: str | None = None) -> Expression:
                           f"value outside a function's domain)")
     return Expression(text=text, tree=body, names=frozenset(checker.names),
                       network_refs=frozenset(checker.network_refs))
+
+
+def parse_trigger(text: Any, where: str | None = None) -> tuple[Expression, bool]:
+    """A trigger ``a < b`` (or ``<=``, ``>``, ``>=``; model.events' ``when``) as its root function ``(a) - (b)``,
+    checked by :func:`parse_expression`, and whether the condition becomes true as the root function rises
+    through 0 (``>``, ``>=``) rather than falls (``<``, ``<=``). Only Python's parser reads the text."""
+    if not isinstance(text, str) or not text.strip():
+        raise ExpressionError(f"expected a condition as text, such as 'x < 0.5', got {text!r}", where=where)
+    text = text.strip()
+    try:
+        body = ast.parse(text, mode="eval").body
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        body = None
+    if not isinstance(body, ast.Compare) or len(body.ops) != 1 or type(body.ops[0]) not in COMPARISONS:
+        raise ExpressionError(f"{text!r} is not a condition 'a < b' (or <=, >, >=) of one comparison", where=where)
+    left, right = (ast.get_source_segment(text, node) for node in (body.left, body.comparators[0]))
+    root = parse_expression(f"({left}) - ({right})", where=where)
+    return replace(root, text=text), isinstance(body.ops[0], ast.Gt | ast.GtE)  # messages quote the condition
 
 
 def _chain(node: ast.expr, ops: tuple[type, ...]) -> list[tuple[bool, ast.expr]]:

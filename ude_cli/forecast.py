@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -301,8 +301,17 @@ def forecast(run, until: float, *, experiment: str | None = None, initial: Mappi
     sampled, how = (None, "") if model.n_starts > 1 else _parameter_draws(problem, model, run)
     if sampled is not None:
         level = problem.config.uncertainty.level
-        frames = [ude_frame(problem, sampled, until, experiments, n_points, 0, None, notes, level=level)]
-        notes.append(how)
+        tried: list[str] = []
+        frames = [ude_frame(problem, sampled, until, experiments, n_points, 0, None, tried, level=level)]
+        if tried:  # some draw cannot be simulated to the end (the batch fails with it): the fit alone, no band
+            sampled = None
+            frames = [ude_frame(problem, model, until, experiments, n_points, 0, None, notes)]
+            first = tried[0].removeprefix(f"the UDE cannot be simulated to t = {until:g}: ").split(";")[0]
+            notes.append(f"no band: some of the {problem.config.uncertainty.band_samples} draws of the learned values "
+                         f"from their Wald distribution cannot be simulated to t = {until:g} (the first that fails "
+                         f"stops their batched solve: {first}); the line is the fit")
+        else:
+            notes.append(how)
     else:
         frames = [ude_frame(problem, model, until, experiments, n_points, run.best_start,
                             _ok_starts(run.metrics, model.n_starts), notes)]
@@ -392,10 +401,11 @@ def write_forecast(fc: Forecast, directory: str | Path, dpi: int = 150) -> Path:
     from .runs.rundir import atomic_write_json, atomic_write_text
 
     directory = Path(directory)
+    figure = forecast_figure(fc.problem, fc.frame, fc.changed, fc.notes)  # first: a failure here writes nothing
     directory.mkdir(parents=True, exist_ok=True)
+    save_figure(figure, directory / "figures", "forecast", dpi)
     atomic_write_text(directory / "forecast.csv", fc.frame.to_csv(index=False))
     atomic_write_json(directory / "forecast.json", {**fc.changed, "notes": fc.notes})
-    save_figure(forecast_figure(fc.problem, fc.frame, fc.changed, fc.notes), directory / "figures", "forecast", dpi)
     return directory
 
 
@@ -408,32 +418,39 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     from .discovery.plots import MODEL_STYLES
-    from .plots import STYLE, axis_label, label_time_axis, state_label, title_text
+    from .plots import STYLE, axis_label, label_time_axis, title_text
 
     changed = dict(changed or {})
     ds = problem.dataset
     names = list(dict.fromkeys(frame["experiment"].astype(str)))
     verdict = changed.get("verdict")
+    panels = _panels(problem, frame)
+    fitted = "UDE" if problem.networks else "fit"  # a model without networks is no UDE
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(problem.states), 1, figsize=(8.0, max(2.6, 2.3 * len(problem.states))),
+        fig, axes = plt.subplots(len(panels), 1, figsize=(8.0, max(2.6, 2.3 * len(panels))),
                                  sharex=True, squeeze=False)
-        end = max(float(e.t[-1]) for e in ds.experiments if str(e.name) in names)
-        for j, (ax, s) in enumerate(zip(axes[:, 0], problem.states, strict=True)):
-            lo, hi = _axis_limits(problem, frame, s, j, show_data=not changed.get("initial"))
+        ends = {str(e.name): float(e.t[-1]) for e in ds.experiments if str(e.name) in names}
+        end = max(ends.values())
+        for ax, (s, axis_text, data_of) in zip(axes[:, 0], panels, strict=True):
+            lo, hi = _axis_limits(frame, s, [data_of(e) for e in ds.experiments],
+                                  show_data=not changed.get("initial"))
             for k, name in enumerate(names):
                 tag = f", {name}" if len(names) > 1 else ""
                 rows = frame[(frame["experiment"].astype(str) == name)]
+                if s in rows:
+                    rows = rows[rows[s].notna()]  # a model without this observable (the recovered one's)
                 ude = rows[rows["model"] == "UDE"]
                 style = dict(MODEL_STYLES["UDE"])
                 if len(names) > 1:
                     style["color"] = plt.rcParams["axes.prop_cycle"].by_key()["color"][k % 10]
                 span = hi - lo
-                if f"{s}_lower" in ude and not np.allclose(ude[f"{s}_lower"], ude[f"{s}_upper"]):
+                if len(ude) and f"{s}_lower" in ude and not np.allclose(ude[f"{s}_lower"], ude[f"{s}_upper"]):
                     ax.fill_between(ude["time"], np.clip(ude[f"{s}_lower"], lo - span, hi + span),
                                     np.clip(ude[f"{s}_upper"], lo - span, hi + span), color=style["color"],
-                                    alpha=0.18, lw=0, label=f"UDE, {(changed or {}).get('band') or 'range over starts'}{tag}")
-                ax.plot(ude["time"], np.clip(ude[s], lo - span, hi + span),
-                        label=_leaving(f"UDE{tag}", ude, s, lo, hi, problem), **style)
+                                    alpha=0.18, lw=0, label=f"{fitted}, {(changed or {}).get('band') or 'range over starts'}{tag}")
+                if len(ude):
+                    ax.plot(ude["time"], np.clip(ude[s], lo - span, hi + span),
+                            label=_leaving(f"{fitted}{tag}", ude, s, lo, hi, problem), **style)
                 rec = rows[rows["model"] == recovered_name(verdict)]
                 if len(rec):
                     rstyle = dict(MODEL_STYLES["recovered"])
@@ -444,15 +461,18 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
                     ax.plot(rec["time"], np.clip(rec[s], lo - span, hi + span), label=_leaving(label, rec, s, lo, hi, problem),
                             **rstyle)
                 e = next(e for e in ds.experiments if str(e.name) == name)
-                obs = e.values[:, j]
+                obs = data_of(e)
                 ok = np.isfinite(obs)
                 if ok.any() and not changed.get("initial"):
                     ax.plot(e.t[ok], obs[ok], "o", ms=3.8, color="k", label="data" if k == 0 else None)
+            for t_end in sorted(set(ends.values()) - {end}):  # an experiment whose data end earlier: dotted
+                ax.axvline(t_end, color="0.5", lw=0.8, ls=":")
             ax.axvline(end, color="0.5", lw=0.8, ls="--")
             ax.set_ylim(lo, hi)
-            ax.set_ylabel(axis_label(state_label(problem, s)))
+            ax.set_ylabel(axis_label(axis_text))
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-        axes[0, 0].annotate("end of data", (end, 1.0), xycoords=("data", "axes fraction"), ha="right", va="bottom",
+        axes[0, 0].annotate("end of data" + (" (dotted: an experiment's own)" if len(set(ends.values())) > 1 else ""),
+                            (end, 1.0), xycoords=("data", "axes fraction"), ha="right", va="bottom",
                             fontsize=8, color="0.4", xytext=(-3, 0), textcoords="offset points")
         label_time_axis(axes[-1, 0], problem)
         title = f"{problem.config.run_name}: forecast to t = {changed.get('until', frame['time'].max()):g}"
@@ -460,7 +480,7 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
         if notes:
             import textwrap
 
-            lines = [w for note in notes for w in textwrap.wrap(note, 150)]  # wrapped here: the layout knows the height
+            lines = [w for note in notes for w in textwrap.wrap(note, 130)]  # wrapped here: the layout knows the height
             fig.text(0.01, 0.0, "\n".join(lines), fontsize=7.5, color="0.3", va="bottom", ha="left")
             height = fig.get_figheight()
             engine = fig.get_layout_engine()
@@ -470,22 +490,38 @@ def forecast_figure(problem, frame: pd.DataFrame, changed: Mapping | None = None
     return fig
 
 
-def _axis_limits(problem, frame: pd.DataFrame, state: str, j: int, show_data: bool) -> tuple[float, float]:
-    """y limits set by the data and by the forecasts that stay within 20 times the data's range;
-    a forecast that runs away leaves the axes (its legend entry says when)."""
+def _panels(problem, frame: pd.DataFrame) -> list[tuple[str, str, Any]]:
+    """The forecast figure's panels: every state, then every observable given by a formula that the forecast
+    holds (what the data measure): (its column in ``frame``, its axis label, the data of an experiment)."""
+    from .plots import observable_label, state_label
+
+    ds = problem.dataset
+    out: list[tuple[str, str, Any]] = []
+    for j, s in enumerate(problem.states):
+        out.append((s, state_label(problem, s), lambda e, j=j: e.values[:, j]))
+    for i, o in enumerate(ds.observables):
+        if o not in problem.states and o in frame:
+            out.append((o, observable_label(problem, o), lambda e, i=i: e.observations[:, i]))
+    return out
+
+
+def _axis_limits(frame: pd.DataFrame, state: str, observed: list[np.ndarray], show_data: bool
+                 ) -> tuple[float, float]:
+    """y limits set by the data (``observed``: per experiment) and by the forecasts that stay within 20 times the
+    data's range; a forecast that runs away leaves the axes (its legend entry says when)."""
     from .discovery.plots import _limits
 
-    observed = [e.values[:, j] for e in problem.dataset.experiments]
     data = observed if show_data else []
     finite = np.concatenate([d[np.isfinite(d)] for d in observed] or [np.zeros(0)])
     ref = float(np.max(np.abs(finite))) if finite.size else None  # the data's scale, drawn or not
     anchors = list(data)
     for _, rows in frame.groupby(["model", "experiment"], sort=False):
         v = rows[state].to_numpy(float)
-        if np.all(np.isfinite(v)) and (ref is None or float(np.max(np.abs(v))) <= 20 * ref):
+        if v.size and np.all(np.isfinite(v)) and (ref is None or float(np.max(np.abs(v))) <= 20 * ref):
             anchors.append(v)
     if len(anchors) == len(data):  # every forecast runs away: show them anyway
-        anchors += [frame[state].to_numpy(float)]
+        v = frame[state].to_numpy(float)
+        anchors += [v[np.isfinite(v)]] if np.isfinite(v).any() else []
     return _limits(anchors)
 
 

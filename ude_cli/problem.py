@@ -19,7 +19,7 @@ import numpy as np
 from .config import Config, NetworkSpec, NoiseParameterSpec, NoiseSpec, ParameterSpec, PriorSpec
 from .data import Dataset, Experiment, read_dataset, split_validation
 from .errors import ConfigError, DataError, ExpressionError, Problems, UdeError, did_you_mean, nearest
-from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression
+from .expressions import FUNCTIONS, RESERVED, Expression, Namespace, parse_expression, parse_trigger
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,11 @@ class Event:
     column: str | None = None
     #: an observation at a jump's time sees the states before it (``observed: before``), not after
     before: bool = False
-    #: the config field that gives its times, for messages: 'at', 'first' (of ``every``) or 'column'
+    #: the config field that gives its times, for messages: 'at', 'first' (of ``every``), 'when' or 'column'
     field: str = "at"
+    #: ``when``: the condition's root function ``a - b`` and whether the condition is true above 0 (``>``) rather
+    #: than below (``<``); the jump happens each time the condition becomes true (no times: :mod:`.fitting.events`)
+    trigger: tuple[Expression, bool] | None = None
 
     def applies(self, experiment: str) -> bool:
         return self.experiments is None or experiment in self.experiments
@@ -536,13 +539,31 @@ def _events(config: Config, states: list[str], param_specs: dict, constants: dic
                 problems.add(err)
             if not errors:
                 assignments[state] = expr
+        trigger = None
+        if spec.when is not None:
+            try:
+                trigger = parse_trigger(spec.when, where=f"{where}.when")
+            except ExpressionError as exc:
+                problems.add(exc)
+                continue
+            nets = sorted({n for n, _ in trigger[0].network_refs} | (trigger[0].names & networks))
+            if nets:
+                problems.add(ConfigError(f"{spec.when!r} uses the network {nets[0]}: a condition is a formula of the "
+                                         f"states, parameters and constants", where=f"{where}.when"))
+                continue
+            unknown = trigger[0].check_names(namespace, where=f"{where}.when")
+            for err in unknown:
+                problems.add(err)
+            if unknown:
+                continue
         times = sorted(set(spec.times()))
         if len(times) < len(spec.at or ()):
             problems.add(ConfigError(f"a time is given twice in {spec.at}", where=f"{where}.at"))
         events.append(Event(tuple(float(t) for t in times), assignments,
                             None if spec.experiments is None else tuple(dict.fromkeys(spec.experiments)), spec.column,
                             spec.observed == "before",
-                            "column" if spec.column is not None else "first" if spec.every is not None else "at"))
+                            "column" if spec.column is not None else "first" if spec.every is not None
+                            else "when" if spec.when is not None else "at", trigger))
     training = config.training
     if events and training.strategy == "multiple_shooting":
         problems.add(ConfigError("multiple shooting cannot be used with jumps of states at given times "

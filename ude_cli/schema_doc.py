@@ -31,6 +31,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("training", schema.TrainingSpec),
     ("training.loss", schema.LossSpec),
     ("training.stages[i]", schema.StageSpec),
+    ("training.curriculum", schema.CurriculumSpec),
+    ("uncertainty", schema.UncertaintySpec),
     ("output", schema.OutputSpec),
     ("discover", schema.DiscoverSpec),
 ]

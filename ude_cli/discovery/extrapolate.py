@@ -116,8 +116,12 @@ RUNAWAY_FACTOR = 1e3
 
 
 def runaway_bound(problem) -> float:
-    """``RUNAWAY_FACTOR`` times the largest |observation| over every experiment and state (1 without data)."""
-    values = [np.abs(e.values[np.isfinite(e.values)]) for e in problem.dataset.experiments]
+    """``RUNAWAY_FACTOR`` times the largest magnitude the problem gives: of an observation (a state's or an
+    observable's) or of a state's initial value given as a number (an unobserved susceptible population of 10000
+    beside case counts of 100 does not diverge at t0); 1 without any."""
+    values = [np.abs(a[np.isfinite(a)]) for e in problem.dataset.experiments for a in (e.values, e.observations)]
+    values.append(np.abs(np.array([float(i.value) for i in problem.initial.values()
+                                   if i.source == "value" and i.value is not None and np.isfinite(i.value)])))
     return RUNAWAY_FACTOR * max([float(v.max()) for v in values if v.size] or [1.0])
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from ..config import STIFF_METHODS, reason_not_compiled
 from ..engines.torchdiffeq import SolverSettings, solve
 from ..problem import Problem, default_step
-from .events import Jumps, Piece, Schedule, before_times, joined, pieces, schedule
+from .events import Jumps, Piece, Schedule, Triggers, before_times, joined, pieces, schedule
 from .hybrid import HybridRHS
 from .neural import MLP
 from .parameters import InitialStates, NoiseParameterSet, ParameterSet
@@ -261,6 +261,9 @@ class UDEModel(nn.Module):
         self.groups = make_groups(problem)
         #: the states' jumps at given times (model.events), or None
         self.jumps = Jumps(problem.events, problem.states, self.rhs, ds.experiments) if problem.events else None
+        #: the events with a condition (``when``), located in every solve, or None
+        self.triggers = (Triggers(problem.events, problem.states, self.rhs, ds.experiments, self.jumps)
+                         if self.jumps is not None and any(e.trigger is not None for e in problem.events) else None)
         #: per group: the engine's grids (OdeSpec.grids) of its pieces between jumps, in order (one without jumps)
         self.grid_index: list[list[int]] = []
         offset = 0
@@ -395,7 +398,7 @@ class UDEModel(nn.Module):
             with torch.no_grad():
                 self._compiled_solve(k, networks=self.rhs.networks_enabled)
         g = self.groups[k]
-        if g.jumps:
+        if g.jumps or self._triggered(k):
             grid = None if times is None else times.detach().cpu().numpy()
             return self._jumping(k, self.initial()[:, g.experiments, :], grid, compiled)
         if self._by_compiled(compiled, times is None):
@@ -421,6 +424,8 @@ class UDEModel(nn.Module):
                 y = self.jumps.apply(y, float(grid[0]), events, self.group_index[k])
             if len(grid) == 1:
                 sol = y[None]
+            elif self._triggered(k):
+                sol = self._triggered_piece(k, y, grid, compiled)
             elif self._by_compiled(compiled, times is None):
                 sol = self._compiled_solve(k, None if times is None else grid, self.rhs.networks_enabled, y,
                                            n if times is None else 0)
@@ -434,6 +439,23 @@ class UDEModel(nn.Module):
             return sol
         return sol[torch.as_tensor(np.searchsorted(joined([p for p, _, _ in parts], seen_before), times))]
 
+    def _triggered(self, k: int) -> bool:
+        """Whether group ``k`` has events with a condition (``when``)."""
+        return self.triggers is not None and self.triggers.happen_in(self.group_index[k])
+
+    def _triggered_piece(self, k: int, y: torch.Tensor, grid: np.ndarray, compiled: CompiledEngine | None
+                         ) -> torch.Tensor:
+        """A piece of group ``k`` with the jumps its conditions make (:class:`.events.Triggers`), every solve of
+        it on times it chooses: by the compiled engine with bdf (which only it solves), by torchdiffeq otherwise."""
+        assert self.triggers is not None  # the caller checks
+
+        def solve_piece(start: torch.Tensor, times: np.ndarray) -> torch.Tensor:
+            if compiled is not None and compiled.method == "bdf":
+                return self._compiled_solve(k, times, self.rhs.networks_enabled, start)
+            return self._torchdiffeq(k, start, torch.tensor(times, dtype=self.dtype), None)
+
+        return self.triggers.solve(y, grid, self.group_index[k], solve_piece)
+
     def solve_from(self, k: int, y0: torch.Tensor, times: torch.Tensor, experiments: torch.Tensor | None = None
                    ) -> torch.Tensor:
         """Group ``k``'s states from ``y0`` ``(S, Bg, n)`` at ``times[0]`` (any time, not only t0), at ``times``:
@@ -441,7 +463,7 @@ class UDEModel(nn.Module):
         the experiment of each of ``y0``'s trajectories (default: the group's). The group's jumps (model.events)
         after ``times[0]`` happen, and one at ``times[0]`` where that is the group's start."""
         g = self.groups[k]
-        if g.jumps and experiments is None:
+        if (g.jumps or self._triggered(k)) and experiments is None:
             return self._jumping(k, y0, times.detach().cpu().numpy(), None)
         return self._torchdiffeq(k, y0, times, experiments)
 

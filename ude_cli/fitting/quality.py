@@ -47,6 +47,10 @@ NO_NOISE_LEVEL = ("none: no experiment has 3 training times (a difference estima
 #: A fit whose MSE is above this multiple of its floor (noise level, or REL_FLOOR x variance) is poor: twice
 #: the highest ratio of a bundled config (5.4, the pooled orange-tree fit).
 POOR_RATIO = 10.0
+#: a fit this far inside the difference-based noise estimate means the estimate holds signal (sparse sampling
+#: of a curved response, such as doses' peaks), or that the fit follows the noise (a large network): either way
+#: the estimate is no yardstick of a poor fit
+OVERSTATED = 0.25
 #: Unexplained variance below this fraction of a state's variance is never poor (noiseless data).
 REL_FLOOR = 1e-4
 #: Degree of the polynomials the noise estimator's differences annihilate (1: Gasser et al.'s estimator).
@@ -105,6 +109,7 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
             continue
         sq = count = noise_sum = triples = 0.0
         values, sequences = [], []
+        zero: dict[str, int] = {}  # experiment -> observed times whose prediction is at the log floor
         cells: list[tuple] = []  # (the experiment's covariates, time, prediction, observation) of every training cell
         for name, rows in train.groupby("experiment", sort=False):
             rows = rows.sort_values("time")
@@ -113,13 +118,20 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
             t, obs, pred = rows["time"].to_numpy(float)[ok], obs[ok], pred[ok]
             if len(obs) == 0:
                 continue
+            if space == "log":
+                from ..likelihood.objective import LOG_FLOOR
+
+                floored = int(np.sum(pred <= LOG_FLOOR * max(spread[c], 1e-300)))
+                if floored:
+                    zero[str(name)] = floored
             obs, pred = _transform(obs, pred, space, spread[c])
             r = obs - pred
             sq += float(np.sum(r * r))
             count += len(r)
-            n_sum, n_tri = difference_variance(t, obs)
-            noise_sum += n_sum
-            triples += n_tri
+            for piece in _between_jumps(problem, str(name), t):  # a jump is no smooth signal to difference
+                n_sum, n_tri = difference_variance(t[piece], obs[piece])
+                noise_sum += n_sum
+                triples += n_tri
             values.append(obs)
             sequences.append(r)
             cells += [(setting.get(str(name), ()), ti, pi, oi) for ti, pi, oi in zip(t, pred, obs, strict=True)]
@@ -138,21 +150,50 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
         per[o] = {"mse": mse, "space": space, "noise": _num(noise), "noise_from": noise_from,
                   "variance": variance, "floor": floor, "ratio": _num(ratio),
                   "runs_z": z, "runs_p": p, "systematic": bool(p < SYSTEMATIC_P),
-                  "far": bool(not math.isfinite(ratio) or ratio > POOR_RATIO)}
+                  "far": bool(not math.isfinite(ratio) or ratio > POOR_RATIO), "zero_predictions": zero}
         total_sq += sq
         total_noise += floor * count
         total_count += count
     noise_level = total_noise / total_count if total_count else None
     mse_all = total_sq / total_count if total_count else None
     ratio_all = (mse_all / noise_level if noise_level else math.inf) if mse_all is not None else None
-    poor = ratio_all is not None and (not math.isfinite(ratio_all) or ratio_all > POOR_RATIO)
+    zeros = {o: q["zero_predictions"] for o, q in per.items() if q["zero_predictions"]}
+    poor = bool(zeros) or (ratio_all is not None and (not math.isfinite(ratio_all) or ratio_all > POOR_RATIO))
     record = {"poor": bool(poor), "loss": loss, "mse": mse_all, "noise_level": noise_level,
               "ratio": _num(ratio_all) if ratio_all is not None else None,
               "far_observables": [s for s, q in per.items() if q["far"]],
               "systematic_observables": [s for s, q in per.items() if q["systematic"]], "per_observable": per, "method": METHOD}
-    record["advice"] = advice(problem, starts, stages) if poor else None
+    record["zero_predictions"] = zeros
+    record["advice"] = (_zero_text(zeros) if zeros else advice(problem, starts, stages)) if poor else None
     record["line"] = quality_line(record, problem)
     return record
+
+
+def _zero_text(zeros: dict[str, dict[str, int]]) -> str:
+    """What a prediction of 0 under log-scale noise means: the llh there is not the model's (log 0 is -inf)."""
+    parts = []
+    for o, per in zeros.items():
+        where = ", ".join(f"{n} in experiment '{e}'" for e, n in list(per.items())[:3]) + (
+            f" and {len(per) - 3} more experiments" if len(per) > 3 else "")
+        parts.append(f"{o}'s prediction is 0 (below the log floor) at observed times: {where}")
+    return ("; ".join(parts) + ": under log-normal (or log-Laplace) noise an observation cannot be 0 there, and the "
+            "llh is floored, not the model's; is a dose or an initial value missing for those experiments?")
+
+
+def _between_jumps(problem, experiment: str, t: np.ndarray) -> list[slice]:
+    """The runs of ``t`` (increasing) between the states' jumps at given times in ``experiment`` (model.events;
+    an observation at a jump's time goes with the states it sees: after the jump, or before it with ``observed:
+    before``); one run of all of ``t`` without jumps. Jumps when a condition becomes true are not known here."""
+    from .events import before_times, schedule
+
+    experiment_ = next((e for e in problem.dataset.experiments if str(e.name) == experiment), None)
+    if not problem.events or experiment_ is None:
+        return [slice(0, len(t))]
+    jumps = schedule(problem.events, experiment_)
+    before = before_times(problem.events, jumps)
+    cuts = sorted({int(np.searchsorted(t, tau, side="right" if tau in before else "left")) for tau, _ in jumps})
+    edges = [0, *(c for c in cuts if 0 < c < len(t)), len(t)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def advice(problem, starts: int, stages: list[dict] | None) -> str:
@@ -216,6 +257,12 @@ def quality_line(record: dict, problem) -> str:
     systematic = record["systematic_observables"]
     if systematic:
         head += f"; residuals are systematic in {', '.join(systematic)}"
+    over = [s for s, q in record["per_observable"].items() if q["noise_from"] == "differences of the data"
+            and q["ratio"] is not None and q["ratio"] < OVERSTATED]
+    if over:
+        head += (f"; the data's differences overstate the noise in {', '.join(over)} (the fit is far inside them: "
+                 f"the signal curves between the sampled times, or the fit follows the noise), so this check "
+                 f"cannot tell a poor fit there")
     if not record["poor"]:
         return f"fit quality: {head}"
     return f"fit is poor: {head}; {record['advice']}"

@@ -183,6 +183,9 @@ def _refusals(problem, label: str, version: int) -> None:
         if version == 1:
             raise ConfigError("jumps of states at given times are PEtab v2's periods, which v1 does not have: export "
                               "with --petab-version 2", where=f"{label}: model.events")
+        if event.trigger is not None:
+            raise ConfigError("a jump when a condition becomes true is not exported yet (it would be an SBML event "
+                              "with a trigger)", where=f"{label}: model.events[{i}].when")
         if any("t" in e.names for e in event.assignments.values()):
             raise ConfigError("a jump's formula that uses t is not exported yet", where=f"{label}: model.events[{i}].set")
         for e in problem.dataset.experiments:
@@ -194,10 +197,18 @@ def _refusals(problem, label: str, version: int) -> None:
                                   f"the jump there (observed: before), and PEtab's measurement at a period's start "
                                   f"sees its condition: not exported", where=f"{label}: model.events[{i}].observed")
             if times and times[0] == start:
-                raise ConfigError(f"a jump at the start time ({start:g}, experiment {e.name!r}): PEtab v2's first "
-                                  f"period is applied before the model's initial values and may not read a state; "
-                                  f"give the initial value after the jump instead (model.initial)",
-                                  where=f"{label}: model.events[{i}].{event.field}")
+                # the first period's condition sets the states after it, with the states read written as their
+                # initial numbers (a dose at t0 into a compartment that starts empty): numbers only
+                unfit = sorted(s for x in event.assignments.values() for s in x.names & set(problem.states)
+                               if problem.initial[s].learn or problem.initial[s].source == "formula")
+                if problem.preequilibration is not None or unfit:
+                    why = ("the experiments settle first (model.preequilibration)" if problem.preequilibration
+                           is not None else f"it reads {unfit[0]}, whose initial value is "
+                           + ("learned" if problem.initial[unfit[0]].learn else "a formula"))
+                    raise ConfigError(f"a jump at the start time ({start:g}, experiment {e.name!r}): PEtab v2's "
+                                      f"first period is applied before the model's initial values and may not read a "
+                                      f"state, and {why}; give the initial value after the jump instead "
+                                      f"(model.initial)", where=f"{label}: model.events[{i}].{event.field}")
     for name, p in problem.parameters.items():
         if p.prior is not None:
             raise ConfigError("a prior is not exported yet (PEtab's priorDistribution columns are not written): the "
@@ -580,17 +591,26 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
     # -- conditions, experiments, parameters ----------------------------------------------------------------------
     cond_ids: dict[int, str] = {}
     condition_rows = []
-    own = dict(wide)  # each experiment's own values (with pre-equilibration: the states it resets, not the others)
+    own: dict[str, dict[str, float | str]] = {k: dict(v) for k, v in wide}  # each experiment's own values (with pre-equilibration: the states it resets, not the others)
 
-    def jump_values(b: int, t: float, which: tuple[int, ...]) -> list[tuple[str, str]]:
+    def jump_values(b: int, t: float, which: tuple[int, ...], at_start: bool = False) -> list[tuple[str, str]]:
         """(state, its value after) of the jumps (model.events) at ``t`` in experiment ``b``: PEtab formulas of the
-        values before, a dosing record's value (``column``) as the number of its row."""
+        values before, a dosing record's value (``column``) as the number of its row; ``at_start`` (the first
+        period, which may not read a state): the states read as their initial numbers in ``b``."""
         out = []
+        start = {s: number(y0[b, j]) for j, s in enumerate(problem.states)} if at_start else {}
         for i in which:
             event = problem.events[i]
             record = {} if event.column is None else {event.column: number(event.value(experiments[b], t))}
-            out += [(state, petab(expr, record)) for state, expr in event.assignments.items()]
+            out += [(state, petab(expr, {**start, **record})) for state, expr in event.assignments.items()]
         return out
+
+    jumps_of = [schedule(problem.events, e) for e in experiments]
+    if version == 2:
+        for b in range(len(experiments)):
+            for t, which in jumps_of[b]:
+                if t == t0[b]:  # a jump at the start: the first period's condition sets the states after it
+                    own[exp_ids[b]] = {**own[exp_ids[b]], **dict(jump_values(b, t, which, at_start=True))}
 
     for b in range(len(experiments)):
         if own[exp_ids[b]]:
@@ -618,7 +638,7 @@ def _write(folder: Path, label: str, cfg, problem, model, objective, start: int,
             if exp_ids[b] in settle_of:
                 periods.append([exp_ids[b], -math.inf, settle_of[exp_ids[b]]])
             periods.append([exp_ids[b], 0.0, cond_ids.get(b, "")])
-            for k, (t, which) in enumerate(schedule(problem.events, experiments[b]), start=1):
+            for k, (t, which) in enumerate([jump for jump in jumps_of[b] if jump[0] != t0[b]], start=1):
                 # a later period whose condition sets the states that jump (model.events), from their values
                 # just before it
                 cid = _identifier(f"{exp_ids[b]}_jump{k}", taken)

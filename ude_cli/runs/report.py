@@ -183,7 +183,19 @@ def _parameters(run) -> str:
     interval = f"{level * 100:g} % interval" if level else "interval"
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in (run.metrics.get("uncertainty") or {}).get("notes") or [])
     return _table(["parameter", "value", interval, "method", "initial", "learned", "bounds", "unit", "meaning"], rows,
-                  [False, True, False, False, True, False, False, False, False]) + notes
+                  [False, True, False, False, True, False, False, False, False]) + _derived(run, interval) + notes
+
+
+def _derived(run, interval: str) -> str:
+    """uncertainty.derived: each quantity's formula, value and interval, as ``ude fit`` prints them."""
+    derived = (run.metrics.get("uncertainty") or {}).get("derived") or {}
+    if not derived:
+        return ""
+    rows = [[f"<code>{_e(name)}</code>", f"<code>{_e(d.get('formula', ''))}</code>", _num(d["value"], 6),
+             _interval({"ci_method": d.get("method"), "ci_lower": d.get("lower"), "ci_upper": d.get("upper")}),
+             _e(d.get("method") or "")] for name, d in derived.items()]
+    return ("<h3>Derived quantities (uncertainty.derived)</h3>"
+            + _table(["quantity", "formula", "value", interval, "method"], rows, [False, False, True, False, False]))
 
 
 def _noise_model(run) -> str:
