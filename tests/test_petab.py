@@ -224,15 +224,17 @@ def _with_event(path: Path) -> None:
     event.setId("dose")
     event.setUseValuesFromTriggerTime(True)
     trigger = event.createTrigger()
-    # triggered by a state's value, not at a time (one at a time is read: tests/test_petab_test_suite.py)
-    trigger.setMath(libsbml.parseL3Formula(f"{model.getSpecies(0).getId()} > 1"))
+    # triggered by two comparisons of a state's value (one at a time, or one comparison, is read:
+    # tests/test_petab_test_suite.py)
+    species = model.getSpecies(0).getId()
+    trigger.setMath(libsbml.parseL3Formula(f"{species} > 1 && {species} < 5"))
     trigger.setInitialValue(False)
     trigger.setPersistent(True)
     libsbml.writeSBMLToFile(document, str(path))
 
 
 @pytest.mark.parametrize("damage, expected", [
-    ("event", "SBML event dose: a trigger other than time >= a value"),
+    ("event", "SBML event dose: a trigger other than one comparison"),
     ("missing", "file not found"),
     ("column", "lacks the column(s) noiseFormula"),
     ("cauchy", "noiseDistribution: 'cauchy' is not supported; expected one of normal, laplace"),

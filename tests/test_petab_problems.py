@@ -295,7 +295,7 @@ def _with_delay(path: Path) -> None:
 @pytest.mark.parametrize("damage, expected", [
     ("ragged", "measurements.tsv: not a readable tab-separated measurement table"),
     ("missing", "file not found"),
-    ("event", "SBML event dose: a trigger other than time >= a value"),
+    ("event", "SBML event dose: a trigger other than one comparison"),
     ("delay", "delay() is not supported"),
     ("array", "condition 'cond2' is neither in a condition table nor a dataset of an array file's inputs"),
 ])

@@ -545,7 +545,7 @@ def translate(problem: PetabProblem) -> Translation:
     if settle_in and set(settle_in) != set(used_conditions):  # some experiments settle, the others do not
         preequilibration["preequilibration"]["experiments"] = list(dict.fromkeys(
             str(d["experiment"]) for d in ordered if condition_of[str(d["experiment"])] in settle_in))
-    events = _events(later, condition_of)
+    events = _events(later, condition_of) + _triggered_events(problem, set(states), resolve, names)
     data = data[["experiment", "time", *observables, *(names[c] for c in per_condition),
                  *(f"{names[c]}__settle" for c in per_condition if c in settle_varies)]]
 
@@ -573,12 +573,15 @@ def _jumping(problem: PetabProblem, notes: list[str]) -> dict[str, sp.Expr]:
     for expr in [*sbml.rhs.values(), *(sbml.substitute(o.formula) for o in problem.observables.values()),
                  *(sbml.substitute(o.noise) for o in problem.observables.values())]:
         used |= {x.name for x in expr.free_symbols}
-    setters = [(f"experiment {experiment!r} sets", t, targets, where) for experiment, periods in problem.periods.items()
-               for t, targets, where in periods]
-    setters += [(f"SBML event {e.id} sets", e.time, e.assignments, str(sbml.path)) for e in sbml.events]
+    setters: list[tuple[str, Any, Mapping[str, Any], str]] = [
+        (f"experiment {experiment!r} sets", t, targets, where) for experiment, periods in problem.periods.items()
+        for t, targets, where in periods]
+    setters += [(f"SBML event {e.id} sets", e.time if e.trigger is None else e.trigger, e.assignments,
+                 str(sbml.path)) for e in sbml.events]
     out: dict[str, sp.Expr] = {}
     for who, t, targets, where in setters:
-        when = f"at time {t:g}" if isinstance(t, float) else f"when time >= {t}"
+        when = (f"at time {t:g}" if isinstance(t, float) else f"when {t}" if isinstance(t, sp.core.relational.Relational)
+                else f"when time >= {t}")
         for target in targets:
             if target in sbml.rhs or target in out:
                 continue
@@ -621,8 +624,9 @@ def _sbml_events(problem: PetabProblem, states: set[str], resolve, names: dict[s
             if target in states:
                 sets[names[target]] = _text(resolve(value), names, where, f"the assignment of {target} in event "
                                                                           f"{event.id}")
-        if not sets:
-            continue
+        if not sets or event.trigger is not None:
+            continue  # (a trigger on the states: model.events' when, _triggered_events)
+        assert event.time is not None  # an event at a time
         for c in conditions:
             at = resolve(event.time).xreplace({sp.Symbol(k): sp.Float(v[c]) for k, v in per_condition.items()})
             at = _fixed_value(at, problem).xreplace({sp.Symbol(k): sp.Float(v) for k, v in sbml.values.items()
@@ -637,6 +641,25 @@ def _sbml_events(problem: PetabProblem, states: set[str], resolve, names: dict[s
                     continue
                 t = t_start
             out.append((c, t, sets, f"SBML event {event.id}", where))
+    return out
+
+
+def _triggered_events(problem: PetabProblem, states: set[str], resolve, names: dict[str, str]) -> list[dict]:
+    """The SBML events triggered by a comparison of the states as model.events' ``when`` (every experiment)."""
+    where = str(problem.sbml.path)
+    out = []
+    for event in problem.sbml.events:
+        if event.trigger is None:
+            continue
+        sets = {names[target]: _text(resolve(value), names, where, f"the assignment of {target} in event {event.id}")
+                for target, value in event.assignments.items() if target in states}
+        if not sets:
+            continue
+        condition = resolve(event.trigger)
+        op = {sp.StrictLessThan: "<", sp.LessThan: "<=", sp.StrictGreaterThan: ">", sp.GreaterThan: ">="}[type(condition)]
+        what = f"the trigger of event {event.id}"
+        out.append({"when": f"{_text(condition.lhs, names, where, what)} {op} {_text(condition.rhs, names, where, what)}",
+                    "set": sets})
     return out
 
 

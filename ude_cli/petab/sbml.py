@@ -28,14 +28,17 @@ MAX_RULE_DEPTH = 100
 
 @dataclass(frozen=True)
 class SbmlEvent:
-    """An SBML event triggered when the time reaches a value: ``time >= time_value`` (or ``>``), without a delay."""
+    """An SBML event triggered when the time reaches a value: ``time >= time_value`` (or ``>``), or when one
+    comparison of states (and parameters, time) becomes true (``trigger``), without a delay."""
 
     id: str
-    time: sp.Expr  # of constants and parameters (the condition table may set them)
+    time: sp.Expr | None  # of constants and parameters (the condition table may set them); None with ``trigger``
     assignments: dict[str, sp.Expr]  # variable -> its value after, from the values before (assignment rules in)
     #: the trigger's value before the start (SBML L3 ``initialValue``; L2 has none: true): an event whose time is
     #: at or before the start happens at the start only when it is false
     initial_value: bool = True
+    #: a trigger on the states: the comparison (sympy relational, assignment rules in), model.events' ``when``
+    trigger: sp.Expr | None = None
 
 
 @dataclass
@@ -80,13 +83,19 @@ def _event(event, k: int, math, model: SbmlModel, path: Path) -> SbmlEvent:
         time = condition.rhs
     elif isinstance(condition, sp.LessThan | sp.StrictLessThan) and condition.rhs == TIME:
         time = condition.lhs
-    if time is None or TIME in time.free_symbols or set(map(str, time.free_symbols)) & set(model.rhs):
-        raise _fail(path, f"SBML event {eid}: a trigger other than time >= a value ({condition}) is not supported "
-                          f"(ude's jumps are at given times)")
     assignments = {}
     for a in event.getListOfEventAssignments():
         assignments[a.getVariable()] = model.substitute(math(a, f"the assignment of {a.getVariable()} in event {eid}"))
     initial = trigger.getInitialValue() if trigger.isSetInitialValue() else True
+    if time is None or TIME in time.free_symbols or set(map(str, time.free_symbols)) & set(model.rhs):
+        if not isinstance(condition, sp.LessThan | sp.StrictLessThan | sp.GreaterThan | sp.StrictGreaterThan):
+            raise _fail(path, f"SBML event {eid}: a trigger other than one comparison ({condition}) is not "
+                              f"supported (ude's jumps are at given times or when a comparison becomes true)")
+        if not initial:
+            raise _fail(path, f"SBML event {eid}: a trigger ({condition}) with initialValue false is not supported "
+                              f"(model.events' when needs its condition false before it becomes true: initialValue "
+                              f"true)")
+        return SbmlEvent(eid, None, assignments, True, trigger=model.substitute(condition))
     return SbmlEvent(eid, model.substitute(time), assignments, bool(initial))
 
 
