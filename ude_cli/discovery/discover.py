@@ -19,6 +19,7 @@ The network proposes, the data decide:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -187,6 +188,8 @@ class Discovery:
     #: the recovered model's own intervals (profile likelihoods of every value it fits, by ``ude fit``'s
     #: machinery on recovered.yaml; :func:`ude_cli.discovery.files.recovered_intervals`)
     recovered_intervals: dict = field(default_factory=dict)
+    #: the noise parameters the refits hold (the fit's estimates, ``metrics.json``), by name
+    noise: dict = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -241,7 +244,8 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         raise ConfigError(f"discovery's refits do not handle {reason} yet", where=problem.config.label,
                           hint="the fit itself is complete; discover replaces the networks of the equations")
     samples = sample_terms(problem, model, settings.samples, start=start)
-    objective = DataObjective(problem, noise=(metrics.get("likelihood") or {}).get("noise"))
+    noise = dict((metrics.get("likelihood") or {}).get("noise") or {})
+    objective = DataObjective(problem, noise=noise)
     libraries = {t: build_library(problem.networks[t[0]].inputs, settings.degree, settings.functions,
                                   settings.include_bias) for t in terms}
     thetas = {t: libraries[t].matrix(samples.variables) for t in terms}
@@ -254,7 +258,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
         say(f"pysindy on {_label(t)}: {len(paths[t])} sparse models on the threshold path; best by BIC: "
             f"{_format(path_best.coefficients, libraries[t].names)} (R² {path_best.fidelity.r2:.4g} against the network)")
 
-    selector = _Selector(problem, objective, libraries, thetas, samples, usable)
+    selector = _Selector(problem, objective, libraries, thetas, samples, usable, ude_start(problem, model, start))
     mechanistic = selector.evaluate({t: () for t in terms}, {}, "mechanistic only")
     say(f"mechanistic only: train loss {mechanistic.refit.train_loss:.4g}, BIC {mechanistic.refit.bic:.2f}")
     chosen = _propose(selector, mechanistic, paths, settings, say)
@@ -313,7 +317,7 @@ def discover(problem: Problem, model, metrics: Mapping, settings: DiscoverSettin
     return Discovery(problem=problem, settings=settings, terms=reports, candidates=selector.candidates, chosen=chosen,
                      mechanistic=mechanistic, ude=ude, extrapolations=extrapolations, verdict=verdict,
                      messages=messages, seconds=time.perf_counter() - began, system=system,
-                     samples=samples, selection=stable, log=lines, evidence=evidence)
+                     samples=samples, selection=stable, log=lines, evidence=evidence, noise=noise)
 
 
 def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
@@ -416,6 +420,17 @@ def _best_with_at_most(path: list[SparseFit], n: int) -> SparseFit | None:
     return min(fits, key=lambda f: f.bic) if fits else None
 
 
+def _better_refit(a: Refit, b: Refit) -> bool:
+    """Whether refit ``a`` of a model is better than refit ``b`` of the same model from another start: it
+    converged where ``b`` did not, or both did (or neither) and its training loss is lower."""
+    if a.success != b.success:
+        return a.success
+    la, lb = a.train_loss, b.train_loss
+    if not math.isfinite(la):
+        return False
+    return not math.isfinite(lb) or la < lb
+
+
 def _better(a: Candidate, b: Candidate, min_improvement: float) -> bool:
     """Whether ``a`` should replace ``b``: a lower BIC, by more than ``min_improvement`` for each term
     ``a`` has beyond ``b``'s (as if each had been a forward step)."""
@@ -467,12 +482,53 @@ def _term_values(tm: TermModel, coefs: Mapping[str, float], theta: np.ndarray, l
     return out
 
 
+def ude_start(problem: Problem, model, start: int = 0) -> tuple[dict, np.ndarray] | None:
+    """The UDE's fitted values as a starting point of the refits: every parameter's value (a per-experiment one
+    ``(B,)``) and the initial states ``(B, n)`` (the learned ones the UDE's, the others as the refits compute
+    them); None when the model does not give them (a stand-in without its values)."""
+    values = fitted_values(model, start)
+    if not values:
+        return None
+    values = {n: v for n, v in values.items() if n in problem.parameters}
+    system = OdeSystem(problem)
+    initial = np.array(system.initial, dtype=float)
+    learned = [j for j, s in enumerate(problem.states) if problem.initial[s].learn]
+    if learned:
+        try:
+            dense = model.dense(2)
+        except (AttributeError, TypeError):
+            return None
+        for b, (t, y) in enumerate(dense):
+            for j in learned:  # the state at the refit's start time (a group's grid may start earlier)
+                initial[b, j] = float(np.interp(system.t0[b], np.asarray(t, dtype=float), y[:, start, j]))
+    return values, initial
+
+
+def used_names(problem: Problem, equations: Mapping) -> set[str]:
+    """The names a candidate with these equations (state -> Expression) reads: its equations', the observables',
+    the initial formulas' and the noise formulas'. A parameter outside them has no effect on its fit: it is not
+    refitted, counted or written (the mechanistic-only model of ``e*F*P`` has no ``e``)."""
+    out: set[str] = set()
+    for e in equations.values():  # as sympy reads them: e*(0)*P uses no e
+        out |= {str(x) for x in e.to_sympy().free_symbols}
+    for o in problem.observables.values():
+        out |= set(o.expression.names)
+    for spec in problem.initial.values():
+        if spec.expression is not None:
+            out |= set(spec.expression.names)
+    for f in problem.noise_formulas.values():
+        out |= set(f.names)
+    return out
+
+
 class _Selector:
     """Builds, refits and remembers candidate models (supports: term -> feature indices)."""
 
     def __init__(self, problem: Problem, objective: DataObjective, libraries: Mapping[tuple[str, int], Library],
-                 thetas, samples: TermSamples, usable):
+                 thetas, samples: TermSamples, usable, ude: tuple[dict, np.ndarray] | None = None):
         self.problem = problem
+        #: the UDE's fitted values and initial states (:func:`ude_start`): every refit also starts there
+        self.ude = ude
         self.objective = objective
         self.libraries = libraries
         self.thetas = thetas
@@ -538,7 +594,14 @@ class _Selector:
         if key in self._cache:
             return self._cache[key]
         tms = self.term_models(supports)
-        params = dict(self.problem.parameters)
+        equations = {s: replace_terms(e, tms, self._single) for s, e in self.problem.equations.items()}
+        used = used_names(self.problem, equations)
+        # a parameter the candidate does not use (e in e*(0)*P) is held, not refitted or counted: its gradient is 0,
+        # and a free one drifts anywhere (e = 452 in the mechanistic-only model of a predator-prey UDE)
+        ude_values = self.ude[0] if self.ude is not None else {}
+        params = {n: (p if n in used or p.fixed else dataclasses.replace(
+            p, fixed=True, init=float(np.median(ude_values.get(n, p.init)))))
+            for n, p in self.problem.parameters.items()}
         values = dict(base.refit.values) if base is not None else {}
         for t, support in supports.items():
             for k in support:
@@ -547,7 +610,6 @@ class _Selector:
                 params[name] = Parameter(name=name, init=float(init), fixed=False, lower=None, upper=None,
                                          positive=False, description=f"coefficient of {self.libraries[t].features[k].text} "
                                                                      f"in {_label(t)}")
-        equations = {s: replace_terms(e, tms, self._single) for s, e in self.problem.equations.items()}
         system = OdeSystem(self.problem, equations, params)
         start_values = {n: v for n, v in values.items() if n in params}
         for t, support in supports.items():
@@ -555,11 +617,44 @@ class _Selector:
                 start_values[self.names[(t, k)]] = params[self.names[(t, k)]].init
         initial = base.refit.initial if base is not None else None
         fitted = refit(system, self.objective, start_values, initial)
+        other = self._ude_start(supports, params)
+        if other is not None:
+            # the refit also starts from the UDE's own values, each coefficient regressed on the network: the model
+            # of a good candidate is close to the UDE there, while the base's values can be far from any good fit
+            # (the mechanistic-only model's, fitted without the term). The better converged fit is kept.
+            alternative = refit(system, self.objective, *other)
+            if _better_refit(alternative, fitted):
+                alternative.extra["start"] = "the UDE's values"
+                fitted = alternative
+            else:
+                fitted.extra["start"] = "the base model's values" if base is not None else "the config's values"
         cand = Candidate(source=source, term_models=tms, equations={s: e.text for s, e in equations.items()},
                          parameters=params, refit=fitted)
         self._cache[key] = cand
         self.candidates.append(cand)
         return cand
+
+    def _ude_start(self, supports, params: Mapping[str, Parameter]) -> tuple[dict, np.ndarray] | None:
+        """The starting values from the UDE (:attr:`ude`) for a candidate with these supports and parameters:
+        the UDE's values of the parameters, each term's coefficients the least-squares fit of its features to the
+        network's samples; and the UDE's initial states. None without the UDE's values."""
+        if self.ude is None:
+            return None
+        values, initial = self.ude
+        out = {n: v for n, v in values.items() if n in params}
+        for t, support in supports.items():
+            ks = sorted(support)
+            if not ks:
+                continue
+            theta = self.thetas[t][:, ks]
+            target = self.samples.targets[t]
+            ok = np.all(np.isfinite(theta), axis=1) & np.isfinite(target)
+            if not ok.any():
+                return None
+            coefs = np.linalg.lstsq(theta[ok], target[ok], rcond=None)[0]
+            for k, c in zip(ks, coefs, strict=True):
+                out[self.names[(t, k)]] = float(c)
+        return out, initial
 
     def forward_candidates(self, current: Candidate, propose: int, max_terms: int | None, source: str,
                            only: tuple[str, int] | None = None) -> list[Candidate]:
@@ -693,18 +788,29 @@ def judge(chosen: Candidate, mechanistic: Candidate, ude: Mapping, extrapolation
     if not extrapolation.bounded:
         return "failed", [f"the recovered model diverges when simulated to t = {extrapolation.horizon:g}: "
                           f"{extrapolation.message}. Do not use it beyond the data.", *notes]
-    if chosen.n_terms == 0:
+    worse = ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1)
+    if chosen.n_terms == 0 and not worse:
         return "none", [f"no library term lowers the BIC by more than {settings.min_improvement:g}: the data are "
                         "explained by the mechanistic model alone as well as by any recovered term.", *notes]
     saturated = [t for t in terms if t.saturated]
-    if ratio is not None and ratio > settings.worse_ratio and (val_ratio is None or val_ratio > 1):
+    if worse:
+        assert ratio is not None  # worse tests it
+        against = "the noise level (the UDE fits below it)" if overfit else "the UDE"
+        if chosen.n_terms == 0:
+            # no library term lowers the BIC, yet the mechanism alone is far from the UDE's fit: the network learned
+            # something the library cannot express (or no refit reached it); that is not "the mechanism explains it"
+            return "worse", [
+                f"no library term lowers the BIC by more than {settings.min_improvement:g}, and the mechanistic model "
+                f"alone fits the training data {ratio:.3g} times worse than {against} (more than "
+                f"{settings.worse_ratio:g}): the learned term is real, and no candidate reaches the UDE's fit; the "
+                "library most likely lacks its form: try candidate functions of that form (--function).",
+                *notes, *errors]
         lacking = ""
         if saturated:
             lacking = (f" The data ask for more library terms in {_term_counts(saturated)} than the selection may give (max_terms = "
                        f"{settings.max_terms}): the library most likely lacks the learned term's form, and this is "
                        "a poor approximation; try candidate functions of that form (--function) or a larger "
                        "--max-terms.")
-        against = "the noise level (the UDE fits below it)" if overfit else "the UDE"
         unidentified = ", ".join(f"{c['term']} {c['feature']}" for c in (evidence.get("dropped") or []))
         if unidentified and not saturated:
             lacking += (" Terms that lower the BIC were dropped because their coefficients cannot be told apart "
@@ -934,6 +1040,7 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
         failing = []
         checks = []
         subs = {}
+        zeros: dict[str, float] = {}  # the statistic at 0 of each coefficient (the profile's, where that is lower)
         for t, tm in current.term_models.items():
             for k_name, feat in zip(tm.names, tm.features, strict=True):
                 sup = selector.supports_of(current)
@@ -941,25 +1048,46 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
                 without = {**sup, t: tuple(i for i in sup[t] if i != k)}
                 sub = selector.evaluate(without, {}, "backward check", base=current)
                 subs[k_name] = sub
-                gain = (sub.refit.bic - current.refit.bic) if sub.refit.success else float("inf")
                 # the profile at 0 is the model refitted without the term: 0 is in the profile interval exactly
-                # when that statistic is below the interval's threshold (no more refits than the BIC gain needs)
-                zero = zero_test(k_name, float(current.refit.values[k_name]), wald[k_name].se, keep_level, thr_keep,
-                                 factor[k_name], _lr_statistic(sub.refit, current.refit, likelihood))
+                # when that statistic is below the interval's threshold (no more refits than the BIC gain needs).
+                # A refit without the term that failed or stopped early proves nothing: where it would keep the term,
+                # the term is also held at 0 from the optimum (the profile's own refit), and the better is the
+                # model without it (:func:`_settle_without`)
+                value = float(current.refit.values[k_name])
+                statistic = _lr_statistic(sub.refit, current.refit, likelihood)
+                note = ""
+                if not factor[k_name] * statistic <= thr_keep:
+                    statistic, note = _settle_without(selector, current, sub, k_name, likelihood, statistic)
+                zeros[k_name] = statistic
+                gain = (sub.refit.bic - current.refit.bic) if sub.refit.success else float("inf")
+                zero = zero_test(k_name, value, wald[k_name].se, keep_level, thr_keep, factor[k_name], statistic)
+                if not math.isfinite(statistic):
+                    # no refit without the term succeeds: its keep test is the profile walked from the optimum, and
+                    # the BIC gain is not known (never "more than any finite amount" on a failed refit's word)
+                    walked = profile_interval(k_name, value, wald[k_name].se,
+                                              _profile_statistic(selector, current, k_name, likelihood),
+                                              [(keep_level, thr_keep)], factor[k_name])[keep_level]
+                    zero = walked
+                    desc = ("no refit without it succeeds (" + (sub.refit.message or "it fails") + "): decided by "
+                            f"its profile walked from the optimum, {walked.text()}")
+                else:
+                    desc = _zero_text(zero) + note
                 reasons = []
                 if not zero.excludes_zero:
-                    reasons.append(f"its profile interval at {adjusted} includes 0: {_zero_text(zero)}")
-                if not gain > settings.min_improvement:
+                    reasons.append(f"its profile interval at {adjusted} includes 0: {desc}")
+                if math.isfinite(gain) and not gain > settings.min_improvement:
                     reasons.append(f"keeping it lowers the BIC by {gain:.2f}, not by more than "
                                    f"discover.min_improvement = {settings.min_improvement:g}")
+                if reasons and not sub.refit.success:
+                    reasons.append("but without it the model cannot be fitted to the data: kept, not supported")
                 checks.append({"term": _label(t), "feature": feat.text, "coefficient": k_name,
                                "wald_interval": wald[k_name].as_dict(), "zero_test": zero.as_dict(),
-                               "bic_gain": _finite_or_none(gain), "kept": not reasons,
+                               "bic_gain": _finite_or_none(gain), "kept": not reasons or not sub.refit.success,
                                "why": "; ".join(reasons) if reasons else
-                               (f"its profile interval at {adjusted}<ends> excludes 0 ({_zero_text(zero)}) and keeping it "
-                                "lowers the BIC by " + ("more than any finite amount (without it the refit fails)"
-                                                        if not np.isfinite(gain) else f"{gain:.2f}"))})
-                if reasons:
+                               (f"its profile interval at {adjusted}<ends> excludes 0 ({desc}) and " + (
+                                   "the model cannot be fitted without it (no BIC to compare)" if not np.isfinite(gain)
+                                   else f"keeping it lowers the BIC by {gain:.2f}"))})
+                if reasons and sub.refit.success:
                     failing.append((gain, sub, checks[-1]))
         if not failing:
             break
@@ -972,11 +1100,10 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
     thr_level = _threshold(current.refit, settings.level, likelihood)
     for c in checks:
         name = c["coefficient"]
-        sub = subs[name]
         profiles = profile_interval(name, float(current.refit.values[name]), wald[name].se,
                                     _profile_statistic(selector, current, name, likelihood),
                                     [(settings.level, thr_level), (keep_level, thr_keep)], factor[name],
-                                    known=[(0.0, _lr_statistic(sub.refit, current.refit, likelihood))])
+                                    known=[(0.0, zeros[name])])
         intervals[name] = profiles[settings.level]
         c["interval"], c["adjusted_interval"] = profiles[settings.level].as_dict(), profiles[keep_level].as_dict()
         wide = profiles[keep_level]
@@ -995,6 +1122,33 @@ def _stable_selection(selector: _Selector, chosen: Candidate, settings: Discover
                           for k, _, c in members]}
     return current, StableSelection(stab.resamples, stab.wins[mode], frequency, checks, intervals, ranking, dropped,
                                     starts)
+
+
+def _settle_without(selector: _Selector, current: Candidate, sub: Candidate, name: str, likelihood: bool,
+                    statistic: float) -> tuple[float, str]:
+    """The profile at 0 of ``current``'s coefficient ``name`` when the model refitted without it (``sub``, whose
+    statistic is ``statistic``) would keep the term: ``current`` refitted with the coefficient held at 0 from its
+    optimum (the profile's own continuation) as well, and where that fits better, ``sub`` refitted again from there
+    (in place: the cached model without the term is the better fit from now on). The profile at 0 is the lower of
+    the two: a refit that failed or stopped at a worse optimum only bounds it from above (a spurious term kept on a
+    statistic of 1.4e4 at 0 whose profile, walked from the optimum, reached 0 well inside its interval). Returns the
+    statistic and a note for the check's sentence (empty when the refit without the term stands)."""
+    warm: dict = {}
+    held = _profile_statistic(selector, current, name, likelihood, warm)(0.0)
+    if not (math.isfinite(held) and held < statistic) or 0.0 not in warm:
+        return statistic, ""
+    values, initial = warm[0.0]
+    params = sub.parameters
+    again = refit(selector.system_of(sub), selector.objective,
+                  {k: v for k, v in values.items() if k in params and not params[k].fixed and k != name}, initial)
+    before = "failed" if not sub.refit.success else f"stopped at {statistic:.4g}"
+    if _better_refit(again, sub.refit):
+        again.extra["start"] = f"the optimum with {name} held at 0 (the refit without it {before})"
+        sub.refit = again
+        statistic = _lr_statistic(again, current.refit, likelihood)
+    statistic = min(statistic, held)
+    return statistic, (f"; the refit without it {before}, the profile's refit from the optimum with it held at 0 "
+                       f"reaches {statistic:.4g} (before any robust factor)")
 
 
 def _threshold(fit: Refit, level: float, likelihood: bool) -> float:
@@ -1019,17 +1173,16 @@ def _lr_statistic(sub: Refit, fit: Refit, likelihood: bool) -> float:
     return fit.n_train * math.log(max(rs, 1e-300) / max(r0, 1e-300))
 
 
-def _profile_statistic(selector: _Selector, candidate: Candidate, name: str, likelihood: bool
-                       ) -> Callable[[float], float]:
+def _profile_statistic(selector: _Selector, candidate: Candidate, name: str, likelihood: bool,
+                       warm: dict | None = None) -> Callable[[float], float]:
     """``c -> 2 (PL(c) - L)`` of ``candidate``'s coefficient ``name``: the candidate refitted (:func:`refit`, every
-    other fitted value free) with ``name`` held at ``c``, warm-started from the profile's nearest point."""
-    import dataclasses
-
+    other fitted value free) with ``name`` held at ``c``, warm-started from the profile's nearest point (``warm``,
+    filled: ``c -> (values, initial states)`` of every refit that succeeded)."""
     from ..expressions import parse_expression
 
     equations = {s: parse_expression(text) for s, text in candidate.equations.items()}
-    warm: dict[float, tuple[dict, np.ndarray]] = {
-        float(candidate.refit.values[name]): (dict(candidate.refit.values), candidate.refit.initial)}
+    warm = {} if warm is None else warm
+    warm[float(candidate.refit.values[name])] = (dict(candidate.refit.values), candidate.refit.initial)
 
     def statistic(c: float) -> float:
         params = {**candidate.parameters, name: dataclasses.replace(candidate.parameters[name], init=float(c), fixed=True)}

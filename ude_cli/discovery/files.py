@@ -115,7 +115,13 @@ def equations_markdown(discovery: Discovery) -> str:
     level = f"{100 * discovery.settings.level:g} %"
     lines += ["", "## Parameters (refitted to the data)", "",
               f"| name | value | {level} interval | fitted | meaning |", "|---|---|---|---|---|"]
+    from ..expressions import parse_expression
+    from .discover import used_names
+
+    used = used_names(problem, {s: parse_expression(f["text"]) for s, f in forms.items()})
     for name, p in discovery.chosen.parameters.items():
+        if name not in used:  # e in e*F*P when F is 0: not in the equations, nor in recovered.yaml
+            continue
         iv = intervals.get(name)
         band = "" if iv is None else ("unbounded" if not iv.bounded else f"[{iv.lower:.4g}, {iv.upper:.4g}]")
         for label, value in _parameter_values(discovery, name):  # one row per experiment for a per-experiment one
@@ -236,12 +242,17 @@ def recovered_config(discovery: Discovery, directory: Path) -> dict:
     m = raw["model"]
     m.update(builtin=None, states=list(problem.states), equations={s: f["text"] for s, f in forms.items()},
              corrections={})
-    # a per-experiment parameter stays one (a config gives it one starting value: the experiments' median)
+    # a per-experiment parameter stays one (a config gives it one starting value: the experiments' median); one that
+    # the recovered equations do not use (e in e*F*P when F is 0) is not written
+    from ..expressions import parse_expression
+    from .discover import used_names
+
+    used = used_names(problem, {s: parse_expression(f["text"]) for s, f in forms.items()})
     m["parameters"] = {
         name: {"init": float(np.median(values[name])), "fixed": p.fixed,
                "bounds": [p.lower, p.upper] if (p.lower, p.upper) != (None, None) else None,
                "positive": p.positive, "unit": p.unit, **({"per_experiment": True} if p.per_experiment else {})}
-        for name, p in discovery.chosen.parameters.items()}
+        for name, p in discovery.chosen.parameters.items() if name in used}
     m["constants"] = {c: ({"column": v} if isinstance(v, str) else v) for c, v in problem.constants.items()}
     initial = dict(m.get("initial") or {})
     if len(problem.dataset.experiments) == 1:
@@ -305,7 +316,8 @@ def recovered_intervals(discovery: Discovery, directory: Path, log: Callable[[st
         if not names:
             return {"note": "no intervals: the recovered model fits no value"}
         model = UDEModel(problem)
-        _set_per_experiment_values(model, discovery.chosen.refit.values)  # a config gives them one start only
+        fit, noise, how = _joint_fit(discovery)
+        _set_values(model, fit.values, fit.initial, noise)  # a config gives a per-experiment one one start only
         unc = assess(problem, model, 0, profile=names)
     except (UdeError, SolverError) as exc:
         return {"note": f"no intervals: {exc}"}
@@ -313,12 +325,33 @@ def recovered_intervals(discovery: Discovery, directory: Path, log: Callable[[st
     if log is not None:
         log(f"intervals of the recovered model: profile likelihoods of {len(names)} values in {unc.seconds:.1f} s")
     return {"level": out["level"], "intervals": out["intervals"], "notes": out["notes"],
-            "not_identifiable": out["not_identifiable"], "method": "profile likelihood on recovered.yaml at the "
-                                                                  "refitted values (ude fit --profile's machinery)"}
+            "not_identifiable": out["not_identifiable"], "noise": noise or None,
+            "method": f"profile likelihood on recovered.yaml at the refitted values{how} (ude fit --profile's machinery)"}
 
 
-def _set_per_experiment_values(model, values) -> None:
-    """Each experiment's refitted value of every learned per-experiment parameter, into ``model``."""
+def _joint_fit(discovery: Discovery) -> tuple:
+    """The recovered model's refit and noise parameters where its profiles start: with learned noise parameters,
+    both estimated jointly (:func:`~ude_cli.discovery.refit.refit_with_noise`: the selection holds them at the UDE's
+    estimates, and a profile must start at the maximum); ``(refit, noise by name, what the method says)``."""
+    from .refit import refit_with_noise
+
+    chosen = discovery.chosen.refit
+    learned = [n for n, p in discovery.problem.noise_parameters.items() if not p.fixed]
+    if not learned or discovery.system is None:
+        return chosen, {}, ""
+    joint = refit_with_noise(discovery.system, discovery.problem, discovery.noise, chosen)
+    if joint is None:  # a solve failed: the UDE's estimates are the nearest to the maximum known
+        noise = {n: float(discovery.noise[n]) for n in learned if n in discovery.noise}
+        return chosen, noise, ", the noise parameters at the UDE's estimates (their joint estimate failed to solve)"
+    fit, noise = joint
+    values = ", ".join(f"{n} = {noise[n]:.4g}" for n in learned if n in noise)
+    return fit, {n: noise[n] for n in learned if n in noise}, (
+        f", its noise parameters estimated with them ({values}; maximum likelihood, every other value refitted)")
+
+
+def _set_values(model, values, initial: np.ndarray, noise) -> None:
+    """The refitted values into ``model``: every learned parameter (each experiment's value of a per-experiment
+    one), learned initial state and noise parameter."""
     import torch
 
     from ..fitting.parameters import to_unconstrained
@@ -326,9 +359,25 @@ def _set_per_experiment_values(model, values) -> None:
     params = model.parameters_
     with torch.no_grad():
         for name, raw in params.raw.items():
-            if name in params.per_experiment and name in values and np.ndim(values[name]) == 1:
-                u = [to_unconstrained(params.specs[name], float(v)) for v in values[name]]
-                raw.copy_(torch.tensor(u, dtype=raw.dtype).expand_as(raw))
+            if name not in values:
+                continue
+            v = np.asarray(values[name], dtype=float)
+            if name in params.per_experiment:
+                u = [to_unconstrained(params.specs[name], float(x)) for x in np.broadcast_to(v, raw.shape[-1:])]
+            else:
+                u = [to_unconstrained(params.specs[name], float(v))]
+            raw.copy_(torch.tensor(u, dtype=raw.dtype).expand_as(raw))
+        for name, raw in model.noise.raw.items():
+            if name in noise:
+                raw.fill_(to_unconstrained(model.noise.specs[name], float(noise[name])))
+        states = model.initial
+        for j in states.learned:
+            s = states.states[j]
+            v = np.asarray(initial[:, j], dtype=float)
+            if states.specs[s].positive:
+                v = np.log(np.maximum(v, 1e-12))
+            raw = states.raw[s]
+            raw.copy_(torch.tensor(v, dtype=raw.dtype).expand_as(raw))
 
 
 # -- discovery.json and the CSVs --------------------------------------------------------------------

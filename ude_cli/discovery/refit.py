@@ -956,3 +956,91 @@ def score(system: OdeSystem, objective: DataObjective, values: Mapping[str, floa
                  validation_mse=objective.mse_per_observable(flat, "validation"),
                  bic=bic, n_train=int(train.size), success=ok, message=failure or message, runs_z=z, runs_p=p,
                  evaluations=evaluations, residuals=train)
+
+
+# -- the noise parameters of a refitted model ------------------------------------------------------------------
+
+def estimate_noise(objective: DataObjective, observed: Sequence[np.ndarray]) -> dict[str, float]:
+    """The maximum-likelihood values of the learned noise parameters (``problem.noise_parameters`` not fixed) given
+    the observable predictions ``(T, n_observables)`` per experiment: the training cells' NLL by the noise models
+    themselves, minimised over the log of each value within its bounds (L-BFGS-B, torch gradients), from the
+    objective's current values. Empty without a noise model or without learned noise parameters."""
+    import torch
+    from scipy.optimize import minimize
+
+    if not objective.likelihood:
+        return {}
+    problem = objective.problem
+    free = {n: p for n, p in problem.noise_parameters.items() if not p.fixed}
+    if not free:
+        return {}
+    names = list(free)
+    cells = []
+    for j, name in enumerate(objective.names):
+        roles = problem.observables[name].noise_parameters
+        if not any(pname in free for pname in roles.values()):
+            continue
+        ys, mus = [], []
+        for b, pred in enumerate(observed):
+            m = objective.mask(b, "train")[:, j]
+            ys.append(objective.experiments[b].observations[m, j])
+            mus.append(np.asarray(pred, dtype=float)[m, j])
+        y, mu = np.concatenate(ys), np.concatenate(mus)
+        model = objective.models[j]
+        if model.positive:
+            mu = np.maximum(mu, objective.floor[j])
+        if not np.all(np.isfinite(mu)):
+            return {}
+        cells.append((model, torch.tensor(y, dtype=torch.float64), torch.tensor(mu, dtype=torch.float64), roles, j))
+    start = {n: objective.noise_values[j][role] for _, _, _, roles, j in cells for role, n in roles.items()}
+    z0 = np.array([math.log(start.get(n, free[n].init)) for n in names])
+    bounds = [(math.log(p.lower) if p.lower else None, math.log(p.upper) if p.upper else None)
+              for p in free.values()]
+
+    def nll(z: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+        values = {n: torch.exp(theta[i]) for i, n in enumerate(names)}
+        total = torch.zeros((), dtype=torch.float64)
+        for model, y, mu, roles, j in cells:
+            p = {role: values[n] if n in values else torch.tensor(objective.noise_values[j][role], dtype=torch.float64)
+                 for role, n in roles.items()}
+            total = total + model.nll(y, mu, p).sum()
+        if not torch.isfinite(total):
+            return float("inf"), np.zeros_like(z)
+        total.backward()
+        assert theta.grad is not None  # backward fills it
+        return float(total.detach()), theta.grad.numpy().copy()
+
+    sol = minimize(nll, z0, jac=True, method="L-BFGS-B", bounds=bounds)
+    if not np.all(np.isfinite(sol.x)):
+        return {}
+    return {n: float(math.exp(v)) for n, v in zip(names, sol.x, strict=True)}
+
+
+def refit_with_noise(system: OdeSystem, problem: Problem, noise: Mapping[str, float], fit: Refit,
+                     rounds: int = 8, tolerance: float = 1e-4) -> tuple[Refit, dict[str, float]] | None:
+    """``fit`` (refitted with the noise parameters held at ``noise``) and its learned noise parameters estimated
+    jointly: alternately the noise parameters' maximum-likelihood values given the predictions
+    (:func:`estimate_noise`) and the refit of every other value with them held, until no noise value changes by more
+    than ``tolerance`` relative. The joint optimum is where a profile likelihood must start: with the noise held at
+    another model's estimates (the UDE's, as the selection holds them) or at the config's starting values, a profile
+    measures from a point that is not the maximum. None without learned noise parameters or when a solve fails."""
+    noise = dict(noise)
+    current = fit
+    for _ in range(rounds):
+        objective = DataObjective(problem, noise=noise)
+        preds, failure = predict_all(system, current.values, current.initial)
+        if failure:
+            return None
+        estimate = estimate_noise(objective, objective.observed(preds, current.values))
+        if not estimate:
+            return None
+        moved = max(abs(math.log(v / noise[n])) if n in noise else math.inf for n, v in estimate.items())
+        noise.update(estimate)
+        if moved <= tolerance:
+            break
+        again = refit(system, DataObjective(problem, noise=noise), current.values, current.initial)
+        if not again.success:
+            return None
+        current = again
+    return current, noise
