@@ -780,6 +780,12 @@ def test_an_error_model_is_looked_for_quickly_in_a_large_formula(tmp_path):
     table.to_csv(observables, sep="\t", index=False)
     with pytest.raises(ConfigError, match=r"other than as a \+ b \* \(the observable formula\) or sqrt"):
         evaluate(yaml_path)
+    table = pd.read_csv(observables, sep="\t", dtype=str, keep_default_na=False)  # without the extra term: combined2
+    table["noiseFormula"] = (f"sqrt(noiseParameter1_observable_prevalence^2 + "
+                             f"noiseParameter2_observable_prevalence^2 * ({hill})^2)")
+    table.to_csv(observables, sep="\t", index=False)
+    config = yaml.safe_load(import_problem(yaml_path, tmp_path / "out").read_text())
+    assert config["observables"]["observable_prevalence"]["noise"]["error"] == "combined2"
 
 
 def test_a_positive_parameter_of_nominal_value_0_and_lower_bound_0(tmp_path):

@@ -978,17 +978,44 @@ def _error_model(noise: sp.Expr, formula: sp.Expr, dynamic: set[str]) -> tuple[s
     linear = _linear_error(noise, formula, dynamic)
     if linear is not None:
         return (*linear, False)
-    if not (isinstance(noise, sp.Pow) and noise.exp == sp.Rational(1, 2)):
+    squared = _quadrature_error(noise, formula, dynamic)
+    return None if squared is None else (*squared, True)
+
+
+def _quadrature_error(noise: sp.Expr, formula: sp.Expr, dynamic: set[str]) -> tuple[sp.Expr, sp.Expr] | None:
+    """``(a, b)`` with ``noise = sqrt(a^2 + b^2 * formula^2)``, read from its structure without expanding anything
+    (the square of a sum of Hill terms expands to thousands of terms, and cancel takes minutes on it): the terms
+    of the square free of states are ``a^2``; the one other term over ``formula^2`` (sympy cancels a repeated
+    base at once) is ``b^2`` when no state is left in it; the identity is checked at three random points."""
+    import random
+
+    def moving(e: sp.Expr) -> bool:
+        return any(x.name in dynamic for x in e.free_symbols)
+
+    noise = noise.replace(lambda e: isinstance(e, sp.Abs) and moving(e.args[0]), lambda e: e.args[0])
+    if not (isinstance(noise, sp.Pow) and noise.exp == sp.Rational(1, 2) and isinstance(noise.base, sp.Add)):
         return None
-    squared = _linear_error(sp.expand(noise.base), sp.expand(formula ** 2), dynamic)
-    if squared is None or squared[0] == 0:
+    fixed = [term for term in noise.base.args if not moving(term)]
+    varying = [term for term in noise.base.args if moving(term)]
+    if not fixed or len(varying) != 1:
         return None
+    a2, b2 = sp.Add(*fixed), varying[0] / formula ** 2
+    if moving(b2):
+        return None
+    rng = random.Random(0)
+    symbols = sorted(noise.free_symbols | formula.free_symbols, key=str)
+    for _ in range(3):  # a^2 + b^2 formula^2 == noise^2 where the symbols are positive numbers of various sizes
+        point = {x: sp.Float(rng.uniform(0.5, 2.0) * 10 ** rng.uniform(-1, 1)) for x in symbols}
+        left = complex((a2 + b2 * formula ** 2).xreplace(point).evalf())
+        right = complex(noise.base.xreplace(point).evalf())
+        if not abs(left - right) <= 1e-9 * max(1.0, abs(right)):
+            return None
 
     def root(e: sp.Expr) -> sp.Expr:  # sqrt(sigma_a**2) is sigma_a: a noise parameter is positive
         r = sp.powdenest(sp.sqrt(e), force=True)
         return _unit(r.replace(lambda x: isinstance(x, sp.Abs), lambda x: x.args[0]))
 
-    return root(squared[0]), root(squared[1]), True
+    return root(a2), root(b2)
 
 
 def _linear_error(noise: sp.Expr, formula: sp.Expr, dynamic: set[str]) -> tuple[sp.Expr, sp.Expr] | None:
