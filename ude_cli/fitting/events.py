@@ -244,17 +244,16 @@ class Triggers:
                 return None
             j = int(torch.nonzero(changed)[0])
             lo, y_lo = (t_c, y_c) if j == 0 else (float(looks[j - 1]), ys[j])
-            hi = float(looks[j])
+            hi, now = float(looks[j]), later[:, j]
             tol = max(BISECTION * span, 1e-13 * abs(hi))
             while hi - lo > tol:
                 mid = 0.5 * (lo + hi)
                 y_mid = solve(y_lo, np.array([lo, mid]))[-1]
-                if bool((self._true(mid, y_mid, experiments) != before).any()):
-                    hi = mid
+                at_mid = self._true(mid, y_mid, experiments)
+                if bool((at_mid != before).any()):
+                    hi, now = mid, at_mid
                 else:
                     lo, y_lo = mid, y_mid
-            y_hi = solve(y_lo, np.array([lo, hi]))[-1]
-            now = self._true(hi, y_hi, experiments)
             return hi, now & ~before
 
     def _jump(self, t: float, y: torch.Tensor, fire: torch.Tensor, experiments: torch.Tensor) -> torch.Tensor:
@@ -306,7 +305,8 @@ def summary(problem) -> str:
     timed = [e for e in problem.events if e.trigger is None]
     if not timed:
         return f"jumps (model.events) {conditions}"
-    jumps = [[t for t, _ in schedule(problem.events, e)] for e in experiments]
+    schedules = [schedule(problem.events, e) for e in experiments]
+    jumps = [[t for t, _ in sch] for sch in schedules]
     during = [sum(t <= float(e.t[-1]) for t in ts) for e, ts in zip(experiments, jumps, strict=True)]
     after = [len(ts) - n for ts, n in zip(jumps, during, strict=True)]
     states = sorted({s for e in timed for s in e.assignments})
@@ -315,8 +315,8 @@ def summary(problem) -> str:
     seen = [i for i, e in enumerate(problem.events) if e.before]
     line += (f"; an observation at a jump time of model.events[{', '.join(map(str, seen))}] sees the states "
              f"before it" if seen else "")
-    at_jumps = sum(len({float(t) for t in e.t[e.observed]} & (set(ts) - before_times(problem.events, schedule(
-        problem.events, e)))) for e, ts in zip(experiments, jumps, strict=True))
+    at_jumps = sum(len({float(t) for t in e.t[e.observed]} & (set(ts) - before_times(problem.events, sch)))
+                   for e, ts, sch in zip(experiments, jumps, schedules, strict=True))
     if at_jumps:
         line += (f"; {at_jumps} observation{'s' if at_jumps != 1 else ''} at a jump's time see{'' if at_jumps != 1 else 's'} "
                  f"the states after it (observed: before, for samples taken just before a dose)")

@@ -273,6 +273,9 @@ class UDEModel(nn.Module):
         self.times = [torch.tensor(g.times, dtype=self.dtype) for g in self.groups]
         #: per group: the experiments' indices, selecting their per-experiment constants and parameters
         self.group_index = [torch.tensor(g.experiments, dtype=torch.long) for g in self.groups]
+        #: the groups with events with a condition (``when``), solved by :class:`.events.Triggers`
+        self._triggered_groups = frozenset() if self.triggers is None else frozenset(
+            k for k, index in enumerate(self.group_index) if self.triggers.happen_in(index))
         self._experiment_index: dict[tuple[int, ...], torch.Tensor] = {}
 
         self._compiled: CompiledEngine | None = None
@@ -441,7 +444,7 @@ class UDEModel(nn.Module):
 
     def _triggered(self, k: int) -> bool:
         """Whether group ``k`` has events with a condition (``when``)."""
-        return self.triggers is not None and self.triggers.happen_in(self.group_index[k])
+        return k in self._triggered_groups
 
     def _triggered_piece(self, k: int, y: torch.Tensor, grid: np.ndarray, compiled: CompiledEngine | None
                          ) -> torch.Tensor:

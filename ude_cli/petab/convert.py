@@ -624,11 +624,7 @@ def _sbml_events(problem: PetabProblem, states: set[str], resolve, names: dict[s
                           f"not supported yet", where=where)
     out = []
     for event in sbml.events:
-        sets = {}
-        for target, value in event.assignments.items():
-            if target in states:
-                sets[names[target]] = _text(resolve(value), names, where, f"the assignment of {target} in event "
-                                                                          f"{event.id}")
+        sets = _event_sets(event, states, resolve, names, where)
         if not sets or event.trigger is not None:
             continue  # (a trigger on the states: model.events' when, _triggered_events)
         assert event.time is not None  # an event at a time
@@ -649,6 +645,13 @@ def _sbml_events(problem: PetabProblem, states: set[str], resolve, names: dict[s
     return out
 
 
+def _event_sets(event, states: set[str], resolve, names: dict[str, str], where: str) -> dict[str, str]:
+    """An SBML event's assignments of states (:class:`~.sbml.SbmlEvent`) as state -> its value after, in ude's
+    language (assignments of other things are left to :func:`_jumping`)."""
+    return {names[target]: _text(resolve(value), names, where, f"the assignment of {target} in event {event.id}")
+            for target, value in event.assignments.items() if target in states}
+
+
 def _triggered_events(problem: PetabProblem, states: set[str], resolve, names: dict[str, str]) -> list[dict]:
     """The SBML events triggered by a comparison of the states as model.events' ``when`` (every experiment)."""
     where = str(problem.sbml.path)
@@ -656,8 +659,7 @@ def _triggered_events(problem: PetabProblem, states: set[str], resolve, names: d
     for event in problem.sbml.events:
         if event.trigger is None:
             continue
-        sets = {names[target]: _text(resolve(value), names, where, f"the assignment of {target} in event {event.id}")
-                for target, value in event.assignments.items() if target in states}
+        sets = _event_sets(event, states, resolve, names, where)
         if not sets:
             continue
         condition = resolve(event.trigger)

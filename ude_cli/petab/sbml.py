@@ -105,6 +105,17 @@ def _event(event, k: int, math, model: SbmlModel, path: Path) -> SbmlEvent:
     return SbmlEvent(eid, model.substitute(time), assignments, bool(initial))
 
 
+def _into_each_other(exprs: dict[str, sp.Expr], path: Path, what: str) -> dict[str, sp.Expr]:
+    """``exprs`` (name -> expression) substituted into each other until nothing changes; a cycle raises."""
+    for _ in range(MAX_RULE_DEPTH):
+        given = {sp.Symbol(k): v for k, v in exprs.items()}
+        changed = {k: v.xreplace(given) for k, v in exprs.items()}
+        if changed == exprs:
+            return exprs
+        exprs = changed
+    raise _fail(path, f"{what} refer to each other in a cycle")
+
+
 def _fail(path: Path, message: str) -> ConfigError:
     return ConfigError(message, where=str(path))
 
@@ -232,16 +243,7 @@ def read_sbml(path: Path) -> SbmlModel:
                 term = sign * sp.Float(stoich) * rate
                 out.rhs[sid] = out.rhs[sid] + (term if size == 1.0 else term / size)
     # assignment rules into each other, then into everything else
-    rules = dict(assignment_rules)
-    for _ in range(MAX_RULE_DEPTH):
-        targets = {sp.Symbol(k): v for k, v in rules.items()}
-        changed = {k: v.xreplace(targets) for k, v in rules.items()}
-        if changed == rules:
-            break
-        rules = changed
-    else:
-        raise _fail(path, "the assignment rules refer to each other in a cycle")
-    out.assignments = rules
+    out.assignments = _into_each_other(assignment_rules, path, "the assignment rules")
     parameter_initials: dict[str, sp.Expr] = {}  # (set on the model at the end: substitute reads rules alone here)
     for ia in model.getListOfInitialAssignments():
         sym = ia.getSymbol()
@@ -253,26 +255,13 @@ def read_sbml(path: Path) -> SbmlModel:
             parameter_initials[sym] = expr  # a constant computed from others, unless a condition sets it
         else:
             raise _fail(path, f"initial assignment of {sym}: not a species, parameter or compartment of the model")
-    for _ in range(MAX_RULE_DEPTH):  # initial assignments of parameters that use other such parameters
-        given = {sp.Symbol(k): v for k, v in parameter_initials.items()}
-        changed = {k: v.xreplace(given) for k, v in parameter_initials.items()}
-        if changed == parameter_initials:
-            break
-        parameter_initials = changed
-    else:
-        raise _fail(path, "the initial assignments of parameters refer to each other in a cycle")
+    # initial assignments of parameters that use other such parameters
+    parameter_initials = _into_each_other(parameter_initials, path, "the initial assignments of parameters")
     out.rhs = {k: out.substitute(v) for k, v in out.rhs.items()}
     for k, event in enumerate(model.getListOfEvents()):
         out.events.append(_event(event, k, math, out, path))
     # initial values may use other states' initial values (species ids inside initial assignments)
-    for _ in range(MAX_RULE_DEPTH):
-        states = {sp.Symbol(k): v for k, v in out.initial.items()}
-        changed = {k: v.xreplace(states) for k, v in out.initial.items()}
-        if changed == out.initial:
-            break
-        out.initial = changed
-    else:
-        raise _fail(path, "the initial assignments refer to each other in a cycle")
+    out.initial = _into_each_other(out.initial, path, "the initial assignments")
     for sid, v in out.initial.items():
         if v.is_number and not v.is_finite:
             raise _fail(path, f"species or parameter {sid}: no initial value")
