@@ -151,3 +151,28 @@ def test_a_jump_that_keeps_its_condition_flipping_is_a_solver_error_not_a_crash(
 
     with pytest.raises(SolverError, match="more than 20 changes"):  # (resolve simulates nothing)
         UDEModel(resolve(load_config(path))).forward()
+
+
+def test_the_fit_quality_cuts_the_noise_estimate_at_the_jumps_the_conditions_made(write):
+    """UDEModel.jump_times gives the closed form's times ln(2)/k + m ln(1 + D)/k (to 1e-4); cut there, the
+    difference-based noise estimate of the data is the noise's variance (0.0025, to 40 %), uncut it is several times
+    more (the refills counted as noise), so a fit stuck off the truth's phase is not judged by an inflated yardstick."""
+    import pandas as pd
+
+    from ude_cli.fitting.model import UDEModel
+    from ude_cli.fitting.quality import assess
+
+    path = config(write)  # sigma estimated: the noise level is the data's differences'
+    path.write_text(path.read_text().replace(f"noise: {{distribution: normal, sigma: {{init: {SIGMA}, fixed: true}}}}",
+                                             "noise: normal"))
+    problem = check(path)
+    times = UDEModel(problem).jump_times()
+    name = problem.dataset.experiments[0].name
+    t1, period = math.log(X0) / K, math.log(1 + D) / K
+    expected = [t1 + m * period for m in range(20) if t1 + m * period <= TIMES[-1]]
+    assert times[name] == pytest.approx(expected, abs=1e-4)  # (the default tolerances: 9e-6 measured)
+    table = pd.DataFrame({"experiment": name, "time": TIMES, "split": "train", "x_observed": MEASURED,
+                          "x_predicted": closed_form(TIMES)})
+    cut = assess(problem, table, 1.0, jump_times=times)["per_observable"]["x"]["noise"]
+    whole = assess(problem, table, 1.0)["per_observable"]["x"]["noise"]
+    assert cut == pytest.approx(SIGMA**2, rel=0.4) and whole > 3 * cut

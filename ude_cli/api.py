@@ -248,7 +248,8 @@ def build_result(problem: Problem, model, objective, trained, *, command: list[s
     if problem.structural is None:
         problem.structural = structural_check(problem)
     metrics.setdefault("identifiability", {})["structural"] = summary(problem.structural)
-    metrics["fit_quality"] = assess(problem, predictions, metrics["loss"], starts=model.n_starts, stages=trained.stages)
+    metrics["fit_quality"] = assess(problem, predictions, metrics["loss"], starts=model.n_starts, stages=trained.stages,
+                                    jump_times=model.jump_times(best))
     from .identifiability import assess as assess_uncertainty
     from .identifiability import table_columns
 

@@ -176,6 +176,9 @@ class Triggers:
         self.roots = {i: cast(Any, events[i].trigger)[0].compile("torch") for i in self.index}
         self.rising = {i: bool(cast(Any, events[i].trigger)[1]) for i in self.index}
         self.applies = {i: torch.tensor([events[i].applies(e.name) for e in experiments]) for i in self.index}
+        #: while a dict (:meth:`~ude_cli.fitting.model.UDEModel.jump_times`): (start, experiment) -> the times of
+        #: the jumps its solves made
+        self.record: dict[tuple[int, int], list[float]] | None = None
 
     def happen_in(self, experiments: torch.Tensor) -> bool:
         """Whether a triggered event applies to any of ``experiments``."""
@@ -210,6 +213,9 @@ class Triggers:
             if found is None:
                 break
             t_star, became_true = found
+            if self.record is not None:
+                for start, b in torch.nonzero(became_true.any(0)).tolist():
+                    self.record.setdefault((start, int(experiments[b])), []).append(t_star)
             inside = ahead[ahead < t_star]
             seg = solve(y_c, np.concatenate([[t_c], inside, [t_star]]))
             out.append(seg[1:-1])

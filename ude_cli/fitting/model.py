@@ -442,6 +442,21 @@ class UDEModel(nn.Module):
             return sol
         return sol[torch.as_tensor(np.searchsorted(joined([p for p, _, _ in parts], seen_before), times))]
 
+    def jump_times(self, start: int = 0) -> dict[str, list[float]]:
+        """Per experiment (by name): the times of the jumps its conditions (``when``) make in a solve on the data's
+        grid of start ``start``; empty without such events (those at given times are in the schedules)."""
+        if self.triggers is None:
+            return {}
+        self.triggers.record = {}
+        try:
+            with torch.no_grad():
+                self.forward()
+            record = self.triggers.record
+        finally:
+            self.triggers.record = None
+        names = [e.name for e in self.problem.dataset.experiments]
+        return {names[b]: sorted(ts) for (s, b), ts in record.items() if s == start}
+
     def _triggered(self, k: int) -> bool:
         """Whether group ``k`` has events with a condition (``when``)."""
         return k in self._triggered_groups

@@ -35,6 +35,7 @@ subjects that differ, 5.4 and 3.8); failed fits are far above (the spiral with t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -83,7 +84,8 @@ def difference_variance(t: np.ndarray, y: np.ndarray, order: int = ORDER) -> tup
     return float(np.sum(e * e)), len(e)
 
 
-def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages: list[dict] | None = None) -> dict:
+def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages: list[dict] | None = None,
+           jump_times: dict[str, list[float]] | None = None) -> dict:
     """The fit-quality record of a fit (``metrics.json``'s ``fit_quality``).
 
     Arguments:
@@ -93,6 +95,8 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
         loss: the reported training loss.
         starts: the starts fitted (for the advice).
         stages: the stages that ran (``metrics.json``'s ``stages``; for the advice).
+        jump_times: per experiment, the times of the jumps its conditions (model.events' ``when``) made at the
+            fit (:meth:`~ude_cli.fitting.model.UDEModel.jump_times`): the noise estimate is cut there too.
     """
     from ..discovery.refit import runs_test
 
@@ -128,7 +132,7 @@ def assess(problem, predictions, loss: float | None, *, starts: int = 1, stages:
             r = obs - pred
             sq += float(np.sum(r * r))
             count += len(r)
-            for piece in _between_jumps(problem, str(name), t):  # a jump is no smooth signal to difference
+            for piece in _between_jumps(problem, str(name), t, (jump_times or {}).get(str(name), ())):
                 n_sum, n_tri = difference_variance(t[piece], obs[piece])
                 noise_sum += n_sum
                 triples += n_tri
@@ -180,10 +184,11 @@ def _zero_text(zeros: dict[str, dict[str, int]]) -> str:
             "llh is floored, not the model's; is a dose or an initial value missing for those experiments?")
 
 
-def _between_jumps(problem, experiment: str, t: np.ndarray) -> list[slice]:
-    """The runs of ``t`` (increasing) between the states' jumps at given times in ``experiment`` (model.events;
-    an observation at a jump's time goes with the states it sees: after the jump, or before it with ``observed:
-    before``); one run of all of ``t`` without jumps. Jumps when a condition becomes true are not known here."""
+def _between_jumps(problem, experiment: str, t: np.ndarray, triggered: Sequence[float] = ()) -> list[slice]:
+    """The runs of ``t`` (increasing) between the states' jumps in ``experiment`` (a jump is no smooth signal to
+    difference): those at given times (model.events; an observation at a jump's time goes with the states it sees:
+    after the jump, or before it with ``observed: before``) and ``triggered``, the times of those its conditions
+    made at the fit; one run of all of ``t`` without jumps."""
     from .events import before_times, schedule
 
     experiment_ = next((e for e in problem.dataset.experiments if str(e.name) == experiment), None)
@@ -191,7 +196,8 @@ def _between_jumps(problem, experiment: str, t: np.ndarray) -> list[slice]:
         return [slice(0, len(t))]
     jumps = schedule(problem.events, experiment_)
     before = before_times(problem.events, jumps)
-    cuts = sorted({int(np.searchsorted(t, tau, side="right" if tau in before else "left")) for tau, _ in jumps})
+    cuts = sorted({int(np.searchsorted(t, tau, side="right" if tau in before else "left")) for tau, _ in jumps}
+                  | {int(np.searchsorted(t, tau)) for tau in triggered})
     edges = [0, *(c for c in cuts if 0 < c < len(t)), len(t)]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
